@@ -1,0 +1,226 @@
+"""A whole cluster on this machine as background processes: `gfs cluster up/status/down`.
+
+The layout of DIR is the cluster's record, so `up` on an existing DIR restarts the same
+cluster (same ids, ports and data):
+
+    DIR/cluster.json        every daemon's id, addresses and data directory
+    DIR/master-N/           a master's data (raft/, meta/), pid file and daemon.log
+
+Tests and benchmarks use the same class to start real daemons.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from gfs.errors import FailedPrecondition, Unavailable
+from proto import master_pb2 as pb
+from proto import master_pb2_grpc as pb_grpc
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int, marker: str) -> bool:
+    """True if `pid` runs and its command line mentions `marker` (guards against PID reuse)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except (OSError, IndexError):
+        pass
+    return marker in cmdline
+
+
+class LocalCluster:
+    """Start, inspect and stop a cluster whose daemons all run on this machine."""
+
+    def __init__(self, data_dir: str | os.PathLike, host: str = "127.0.0.1"):
+        self.dir = Path(data_dir).resolve()
+        self.host = host
+        self.spec_path = self.dir / "cluster.json"
+        self.spec: dict = {}
+        if self.spec_path.exists():
+            self.spec = json.loads(self.spec_path.read_text())
+        self._procs: dict[str, subprocess.Popen] = {}
+
+    # --- layout --------------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.spec)
+
+    def create(self, masters: int = 3, chunkservers: int = 0, options: dict | None = None) -> None:
+        """Lay out a new cluster: ids, ports and data directories."""
+        if masters not in (1, 3, 5):
+            raise FailedPrecondition("a cluster has 1, 3 or 5 masters")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        ms = []
+        for i in range(1, masters + 1):
+            ms.append({"name": f"master-{i}", "id": i,
+                       "raft": f"{self.host}:{free_port(self.host)}",
+                       "grpc": f"{self.host}:{free_port(self.host)}",
+                       "metrics": f"{self.host}:{free_port(self.host)}",
+                       "data": str(self.dir / f"master-{i}")})
+        self.spec = {"masters": ms, "chunkservers": [], "options": options or {}}
+        if chunkservers:
+            raise FailedPrecondition("chunkservers are not available in this version")
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.spec_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.spec, indent=2))
+        tmp.replace(self.spec_path)
+
+    def master_addresses(self) -> list[str]:
+        return [m["grpc"] for m in self.spec.get("masters", [])]
+
+    def daemons(self) -> list[dict]:
+        return list(self.spec.get("masters", []))
+
+    def daemon(self, name: str) -> dict:
+        for d in self.daemons():
+            if d["name"] == name:
+                return d
+        raise KeyError(name)
+
+    # --- processes -----------------------------------------------------------------------------
+
+    def master_argv(self, m: dict) -> list[str]:
+        peers = ",".join(f"{p['raft']}@{p['grpc']}" for p in self.spec["masters"])
+        argv = [sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
+                "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
+                "--data", m["data"], "--metrics", m["metrics"]]
+        for key, value in sorted(self.spec.get("options", {}).get("master", {}).items()):
+            argv += [f"--{key}", str(value)]
+        return argv
+
+    def pid(self, name: str) -> int | None:
+        d = self.daemon(name)
+        try:
+            pid = int((Path(d["data"]) / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid, d["data"]) else None
+
+    def start(self, name: str) -> int:
+        """Start one daemon if it is not running; returns its pid."""
+        pid = self.pid(name)
+        if pid:
+            return pid
+        d = self.daemon(name)
+        data = Path(d["data"])
+        data.mkdir(parents=True, exist_ok=True)
+        logf = open(data / "daemon.log", "ab")
+        proc = subprocess.Popen(self.master_argv(d), stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=logf, start_new_session=True, cwd=str(self.dir),
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        logf.close()
+        self._procs[name] = proc
+        (data / "pid").write_text(str(proc.pid))
+        return proc.pid
+
+    def signal(self, name: str, sig: int) -> bool:
+        pid = self.pid(name)
+        if not pid:
+            return False
+        os.kill(pid, sig)
+        return True
+
+    def kill(self, name: str) -> None:
+        """kill -9 one daemon and reap it."""
+        if self.signal(name, signal.SIGKILL):
+            self._wait_gone(name, 10)
+
+    def stop(self, name: str, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`."""
+        if self.signal(name, signal.SIGTERM) and not self._wait_gone(name, timeout):
+            self.kill(name)
+
+    def _wait_gone(self, name: str, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        proc = self._procs.get(name)
+        while time.monotonic() < end:
+            if proc is not None and proc.poll() is not None:
+                self._procs.pop(name, None)
+                return True
+            if proc is None and self.pid(name) is None:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def up(self, timeout: float = 30.0) -> None:
+        for d in self.daemons():
+            self.start(d["name"])
+        self.wait_healthy(timeout)
+
+    def down(self) -> None:
+        for d in self.daemons():
+            self.signal(d["name"], signal.SIGTERM)
+        for d in self.daemons():
+            if not self._wait_gone(d["name"], 10):
+                self.kill(d["name"])
+
+    # --- health --------------------------------------------------------------------------------
+
+    def master_status(self, m: dict, timeout: float = 1.0) -> dict | None:
+        try:
+            with grpc.insecure_channel(m["grpc"]) as ch:
+                s = pb_grpc.MasterStub(ch).Status(pb.Empty(), timeout=timeout).status
+        except grpc.RpcError:
+            return None
+        return {"role": s.role, "term": s.term, "leader": s.leader_grpc,
+                "commit_index": s.commit_index, "applied_index": s.applied_index,
+                "log_entries": s.log_entries, "has_quorum": s.has_quorum}
+
+    def leader(self) -> str | None:
+        for m in self.spec.get("masters", []):
+            st = self.master_status(m)
+            if st and st["role"] == "leader" and st["has_quorum"]:
+                return m["name"]
+        return None
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Wait until every daemon answers and a leader with a quorum exists."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            sts = [self.master_status(m) for m in self.spec["masters"]]
+            if all(sts) and any(s["role"] == "leader" and s["has_quorum"] for s in sts):
+                return
+            for d in self.daemons():
+                proc = self._procs.get(d["name"])
+                if proc is not None and proc.poll() is not None:
+                    raise Unavailable(f"{d['name']} exited with code {proc.returncode}; "
+                                      f"see {Path(d['data']) / 'daemon.log'}")
+            time.sleep(0.1)
+        raise Unavailable(f"cluster in {self.dir} not healthy after {timeout:.0f}s")
+
+    def status(self) -> list[dict]:
+        """Each daemon with its pid, addresses and health."""
+        rows = []
+        for m in self.spec.get("masters", []):
+            pid = self.pid(m["name"])
+            st = self.master_status(m) if pid else None
+            health = "down" if not pid else ("unreachable" if st is None else
+                                             ("ok" if st["has_quorum"] else "no-quorum"))
+            rows.append({"name": m["name"], "kind": "master", "pid": pid, "grpc": m["grpc"],
+                         "raft": m["raft"], "metrics": m["metrics"], "health": health,
+                         **({k: st[k] for k in ("role", "term", "commit_index", "applied_index")}
+                            if st else {})})
+        return rows

@@ -1,0 +1,299 @@
+"""The `gfs` command."""
+from __future__ import annotations
+
+import json
+import os
+import stat as statmod
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from gfs.config import record_cluster, recorded_cluster_file, resolve_masters
+from gfs.errors import FailedPrecondition, GfsError
+from gfs.units import human_size
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class GfsGroup(click.Group):
+    """Turns every GfsError (and Ctrl-C) into one line on stderr and a non-zero exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GfsError as err:
+            click.echo(f"gfs: {err.code.lower().replace('_', ' ')}: {err.message}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("gfs: interrupted", err=True)
+            ctx.exit(130)
+        except BrokenPipeError:
+            ctx.exit(1)
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def make_client(ctx: click.Context):
+    from gfs.client import Client
+    return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0))
+
+
+@click.group(cls=GfsGroup, context_settings=CONTEXT)
+@click.option("--masters", envvar="GFS_MASTERS", metavar="HOST:PORT,...",
+              help="Master gRPC addresses (default: $GFS_MASTERS, else the cluster that "
+                   "`gfs cluster up` started last).")
+@click.option("--timeout", type=float, default=30.0, show_default=True, envvar="GFS_TIMEOUT",
+              help="Overall deadline in seconds for each operation, retries included.")
+@click.version_option(package_name="gfs")
+@click.pass_context
+def cli(ctx: click.Context, masters: str | None, timeout: float) -> None:
+    """gfs: a distributed file system for a few machines you own."""
+    ctx.ensure_object(dict)
+    ctx.obj["masters"] = masters
+    ctx.obj["timeout"] = timeout
+
+
+# --- namespace commands -------------------------------------------------------------------------
+
+def format_mode(info) -> str:
+    kind = statmod.S_IFDIR if info.is_dir else statmod.S_IFREG
+    return statmod.filemode(kind | (info.mode & 0o7777))
+
+
+def format_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+@cli.command()
+@click.option("-p", "--parents", is_flag=True, help="Create missing parents; no error if it exists.")
+@click.option("--mode", default="755", show_default=True, help="Permission bits, octal.")
+@click.argument("paths", nargs=-1, required=True)
+@click.pass_context
+def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
+    """Create directories."""
+    with make_client(ctx) as c:
+        for p in paths:
+            c.mkdir(p, parents=parents, mode=int(mode, 8))
+
+
+@cli.command()
+@click.option("-l", "long", is_flag=True, help="Long listing: mode, size, time, name.")
+@click.option("-H", "--human/--bytes", "human", default=True, help="Human sizes in -l output.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("path", default="/")
+@click.pass_context
+def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
+    """List a directory (or show a file)."""
+    with make_client(ctx) as c:
+        entries = list(c.list(path))
+    if as_json:
+        emit_json([e.to_dict() | {"chunks": len(e.chunks)} for e in entries])
+        return
+    for e in entries:
+        name = e.path.rsplit("/", 1)[-1] or "/"
+        if e.is_dir:
+            name += "/"
+        if long:
+            size = human_size(e.size) if human else str(e.size)
+            click.echo(f"{format_mode(e)} {e.replication or '-':>2} {size:>10} "
+                       f"{format_time(e.mtime_ms)} {name}")
+        else:
+            click.echo(name)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("path")
+@click.pass_context
+def stat(ctx, as_json: bool, path: str) -> None:
+    """Show a file's or directory's attributes."""
+    with make_client(ctx) as c:
+        info = c.stat(path)
+    if as_json:
+        emit_json(info.to_dict())
+        return
+    rows = [("path", info.path), ("type", info.type), ("inode", info.inode),
+            ("size", f"{info.size} ({human_size(info.size)})"), ("mode", format_mode(info)),
+            ("owner", info.owner or "-"), ("modified", format_time(info.mtime_ms)),
+            ("created", format_time(info.ctime_ms))]
+    if not info.is_dir:
+        rows += [("replication", info.replication), ("storage class", info.storage_class),
+                 ("chunk size", human_size(info.chunk_size)), ("chunks", len(info.chunks))]
+    for k, v in rows:
+        click.echo(f"{k + ':':<15}{v}")
+
+
+@cli.command()
+@click.option("-f", "--force", is_flag=True, help="Replace an existing destination file.")
+@click.argument("src")
+@click.argument("dst")
+@click.pass_context
+def mv(ctx, force: bool, src: str, dst: str) -> None:
+    """Rename or move a file or directory (atomic)."""
+    with make_client(ctx) as c:
+        c.rename(src, dst, overwrite=force)
+
+
+@cli.command()
+@click.option("-r", "--recursive", is_flag=True, help="Remove directories and their contents.")
+@click.argument("paths", nargs=-1, required=True)
+@click.pass_context
+def rm(ctx, recursive: bool, paths: tuple[str, ...]) -> None:
+    """Remove files or directories."""
+    with make_client(ctx) as c:
+        for p in paths:
+            c.delete(p, recursive=recursive)
+
+
+# --- daemons ------------------------------------------------------------------------------------
+
+@cli.group(invoke_without_command=True, context_settings=CONTEXT)
+@click.option("--id", "node_id", type=int, help="This master's id (1..N).")
+@click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
+@click.option("--peers", metavar="RAFT[@GRPC],...",
+              help="Every master's Raft address (this one included), each optionally with "
+                   "@its gRPC address so followers can redirect clients to the leader.")
+@click.option("--grpc", "grpc_addr", metavar="HOST:PORT", help="gRPC listen address.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data directory.")
+@click.option("--metrics", "metrics_addr", default="127.0.0.1:0", show_default=True,
+              metavar="HOST:PORT", help="Prometheus /metrics listen address.")
+@click.option("--election-timeout", default=0.4, show_default=True, type=float,
+              help="Minimum Raft election timeout, seconds (maximum is twice this).")
+@click.option("--heartbeat", default=0.05, show_default=True, type=float,
+              help="Leader heartbeat interval, seconds.")
+@click.option("--compact-entries", default=50_000, show_default=True, type=int,
+              help="Snapshot and compact the Raft log after this many entries.")
+@click.option("--replication", default=3, show_default=True, type=click.IntRange(1, 16),
+              help="Default replication factor for new files.")
+@click.option("--chunk-size", default="64MiB", show_default=True,
+              help="Default chunk size for new files.")
+@click.pass_context
+def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
+           election_timeout, heartbeat, compact_entries, replication, chunk_size) -> None:
+    """Run a master daemon (with no subcommand), or inspect masters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    missing = [n for n, v in (("--id", node_id), ("--raft", raft_addr), ("--grpc", grpc_addr),
+                              ("--data", data_dir)) if v is None]
+    if missing:
+        raise click.UsageError("to run a master give " + ", ".join(missing))
+    from gfs.units import parse_size
+    from master.raft import RaftConfig
+    from master.server import serve
+    cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
+                     heartbeat=heartbeat, compact_entries=compact_entries)
+    os.makedirs(data_dir, exist_ok=True)
+    sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
+                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size)}))
+
+
+@master.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def master_status(ctx, as_json: bool) -> None:
+    """Each master's role, term, leader, commit and applied index, log size, last snapshot."""
+    from gfs.client import Client
+    c = Client(ctx.obj.get("masters"))
+    rows = c.master_statuses()
+    c.close()
+    if as_json:
+        emit_json(rows)
+        return
+    click.echo(f"{'MASTER':<22}{'ROLE':<10}{'TERM':>6}{'COMMIT':>9}{'APPLIED':>9}{'LOG':>8}"
+               f"{'LOG SIZE':>11}{'SNAPSHOT':>10}  LEADER")
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['address']:<22}{'down':<10}  {r['error']}")
+            continue
+        click.echo(f"{r['address']:<22}{r['role']:<10}{r['term']:>6}{r['commit_index']:>9}"
+                   f"{r['applied_index']:>9}{r['log_entries']:>8}{human_size(r['log_bytes']):>11}"
+                   f"{r['snapshot_index'] or '-':>10}  {r['leader'] or '-'}")
+    if all("error" in r for r in rows):
+        sys.exit(1)
+
+
+# --- local cluster ------------------------------------------------------------------------------
+
+def default_data_dir() -> str:
+    try:
+        return json.loads(recorded_cluster_file().read_text())["data"]
+    except (OSError, ValueError, KeyError):
+        return os.environ.get("GFS_DATA") or os.path.join(
+            os.path.expanduser("~"), ".local", "share", "gfs", "cluster")
+
+
+def open_cluster(data: str | None, must_exist: bool = True):
+    from cli.localcluster import LocalCluster
+    cluster = LocalCluster(data or default_data_dir())
+    if must_exist and not cluster.exists:
+        raise FailedPrecondition(f"no cluster in {cluster.dir} (start one with `gfs cluster up`)")
+    return cluster
+
+
+@cli.group(context_settings=CONTEXT)
+def cluster() -> None:
+    """Run a whole cluster on this machine as background processes."""
+
+
+@cluster.command("up")
+@click.option("--masters", "n_masters", type=click.Choice(["1", "3", "5"]), default="3",
+              show_default=True, help="Number of masters (new cluster only).")
+@click.option("--chunkservers", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Number of chunkservers (new cluster only).")
+@click.option("--data", type=click.Path(file_okay=False), envvar="GFS_DATA",
+              help="Cluster directory [default: $GFS_DATA or ~/.local/share/gfs/cluster].")
+@click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
+def cluster_up(n_masters: str, chunkservers: int, data: str | None, as_json: bool) -> None:
+    """Start a local cluster (or restart the one in --data, with its data)."""
+    c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False)
+    if not c.exists:
+        c.create(masters=int(n_masters), chunkservers=chunkservers)
+    c.up()
+    record_cluster(c.master_addresses(), str(c.dir))
+    rows = c.status()
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(f"cluster up in {c.dir}: {len(rows)} daemons; masters "
+                   f"{','.join(c.master_addresses())}")
+
+
+@cluster.command("status")
+@click.option("--data", type=click.Path(file_okay=False), help="Cluster directory.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def cluster_status(data: str | None, as_json: bool) -> None:
+    """Every daemon with its pid, addresses and health."""
+    c = open_cluster(data)
+    rows = c.status()
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(f"{'DAEMON':<16}{'PID':>8}  {'GRPC':<22}{'HEALTH':<12}{'ROLE':<10}{'TERM':>6}"
+                   f"{'APPLIED':>9}")
+        for r in rows:
+            click.echo(f"{r['name']:<16}{r['pid'] or '-':>8}  {r['grpc']:<22}{r['health']:<12}"
+                       f"{r.get('role', '-'):<10}{r.get('term', '-'):>6}"
+                       f"{r.get('applied_index', '-'):>9}")
+    if any(r["health"] != "ok" for r in rows):
+        sys.exit(1)
+
+
+@cluster.command("down")
+@click.option("--data", type=click.Path(file_okay=False), help="Cluster directory.")
+def cluster_down(data: str | None) -> None:
+    """Stop every daemon of the local cluster (data is kept)."""
+    c = open_cluster(data)
+    c.down()
+    click.echo(f"cluster in {c.dir} stopped")
+
+
+def main() -> None:
+    cli(prog_name="gfs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The error vocabulary shared by the state machine, the daemons, the client and the CLI.
+
+Every error has a code that maps 1:1 onto a gRPC status code, so an error raised inside the
+replicated state machine reaches the user with the same code and message on every replica.
+"""
+from __future__ import annotations
+
+import grpc
+
+CODES: dict[str, grpc.StatusCode] = {
+    "INVALID_ARGUMENT": grpc.StatusCode.INVALID_ARGUMENT,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "DATA_LOSS": grpc.StatusCode.DATA_LOSS,
+    "INTERNAL": grpc.StatusCode.INTERNAL,
+}
+
+
+class GfsError(Exception):
+    """Base error: `code` is one of CODES, `message` is one human-readable line."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def grpc_code(self) -> grpc.StatusCode:
+        return CODES.get(self.code, grpc.StatusCode.INTERNAL)
+
+
+class InvalidArgument(GfsError):
+    code = "INVALID_ARGUMENT"
+
+
+class NotFound(GfsError):
+    code = "NOT_FOUND"
+
+
+class AlreadyExists(GfsError):
+    code = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(GfsError):
+    code = "FAILED_PRECONDITION"
+
+
+class Unavailable(GfsError):
+    code = "UNAVAILABLE"
+
+
+class DeadlineExceeded(GfsError):
+    code = "DEADLINE_EXCEEDED"
+
+
+class DataLoss(GfsError):
+    code = "DATA_LOSS"
+
+
+_BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
+                                      Unavailable, DeadlineExceeded, DataLoss)}
+_BY_GRPC = {v: k for k, v in CODES.items()}
+
+
+def from_code(code: str, message: str) -> GfsError:
+    """Build the matching GfsError subclass for a code string."""
+    cls = _BY_CODE.get(code, GfsError)
+    return cls(message) if cls is not GfsError else GfsError(message, code)
+
+
+def from_grpc(code: grpc.StatusCode, message: str) -> GfsError:
+    """Build a GfsError from a gRPC status."""
+    return from_code(_BY_GRPC.get(code, "INTERNAL"), message)

@@ -1,0 +1,37 @@
+"""Prometheus /metrics for every daemon, plus the shared RPC instrumentation."""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_REQUESTS = Counter("gfs_rpc_requests_total", "RPCs served, by method and status code",
+                       ["daemon", "method", "code"])
+RPC_SECONDS = Histogram("gfs_rpc_seconds", "RPC latency in seconds", ["daemon", "method"],
+                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5,
+                                 1.0, 2.5, 5.0, 10.0))
+
+
+def serve(address: str) -> tuple[str, int]:
+    """Start the /metrics HTTP endpoint on HOST:PORT (port 0 picks one); return where it is."""
+    host, _, port = address.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    return server.server_address[0], server.server_address[1]
+
+
+@contextmanager
+def observe_rpc(daemon: str, method: str) -> Iterator[dict]:
+    """Count and time one RPC; the body sets outcome['code'] when it fails."""
+    outcome = {"code": "OK"}
+    start = time.perf_counter()
+    try:
+        yield outcome
+    except Exception:
+        if outcome["code"] == "OK":
+            outcome["code"] = "INTERNAL"
+        raise
+    finally:
+        RPC_SECONDS.labels(daemon, method).observe(time.perf_counter() - start)
+        RPC_REQUESTS.labels(daemon, method, outcome["code"]).inc()

@@ -1,0 +1,285 @@
+"""A durable Raft journal for pysyncobj, with group commit.
+
+pysyncobj's own FileJournal writes through an mmap and never fsyncs, so an entry a follower
+acknowledged can vanish in a crash. This journal implements pysyncobj's `Journal` interface
+and separates *appending* from *making durable*:
+
+* `add`, `deleteEntriesFrom`, `clear` and `deleteEntriesTo` only change the in-memory list and
+  queue the file change;
+* `sync()` writes everything queued with one write and one fdatasync (group commit).
+
+The Raft node (master/raft.py) calls `sync()` before any message that claims durability
+leaves the process (append acknowledgements) and before the leader counts its own log in a
+commit decision, so one fsync covers every entry that arrived since the last one.
+
+File format (`journal.log`): a sequence of records
+``<payload_len:u32><crc32:u32><index:u64><term:u64><payload>`` (little endian); the CRC
+covers index, term and payload. A torn record at the tail (a crash mid-write of data that was
+never acknowledged) is cut off at open; a damaged record followed by more data is preserved
+aside as ``journal.log.damaged-<offset>`` before the cut, so nothing is silently thrown away.
+
+Term and vote live in ``journal.meta`` (msgpack), replaced atomically and fsync'd before
+`setCurrentTerm` returns, because Raft forbids answering a vote before they are durable.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import struct
+import threading
+import zlib
+
+import msgpack
+from pysyncobj.journal import Journal
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct("<IIQQ")
+_IDX_TERM = struct.Struct("<QQ")
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so that renames and creations inside it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomically(path: str, data: bytes) -> None:
+    """Replace `path` with `data`: write a temp file, fsync it, rename, fsync the directory."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def encode_record(command: bytes, idx: int, term: int) -> bytes:
+    """One journal record: header, then the command bytes."""
+    head = _IDX_TERM.pack(idx, term)
+    crc = zlib.crc32(command, zlib.crc32(head))
+    return _HEADER.pack(len(command), crc, idx, term) + command
+
+
+def read_records(path: str) -> tuple[list[tuple[bytes, int, int]], list[int], int, int]:
+    """Parse a journal file: (entries, record offsets, end of the valid prefix, file size)."""
+    entries: list[tuple[bytes, int, int]] = []
+    offsets: list[int] = []
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        length, crc, idx, term = _HEADER.unpack_from(data, pos)
+        end = pos + _HEADER.size + length
+        if end > len(data):
+            break
+        command = bytes(data[pos + _HEADER.size:end])
+        if zlib.crc32(command, zlib.crc32(_IDX_TERM.pack(idx, term))) != crc:
+            break
+        if entries and idx != entries[-1][1] + 1:
+            break
+        entries.append((command, idx, term))
+        offsets.append(pos)
+        pos = end
+    return entries, offsets, pos, len(data)
+
+
+class DurableJournal(Journal):
+    """pysyncobj Journal backed by an fsync'd append-only file (see the module docstring)."""
+
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        self._dir = directory
+        self._path = os.path.join(directory, "journal.log")
+        self._meta_path = os.path.join(directory, "journal.meta")
+        self._lock = threading.Lock()
+        if not os.path.exists(self._path):
+            open(self._path, "wb").close()
+            fsync_dir(directory)
+        entries, offsets, valid_end, size = read_records(self._path)
+        if valid_end < size:
+            self._preserve_damaged_tail(valid_end, size)
+        self._entries = entries
+        self._offsets = offsets
+        self._end = valid_end           # byte size of the records in self._entries
+        self._fd = os.open(self._path, os.O_RDWR)
+        if valid_end < size:
+            os.ftruncate(self._fd, valid_end)
+            os.fsync(self._fd)
+        self._queued: list[bytes] = []  # encoded records not yet written
+        self._written_end = valid_end    # bytes actually written to the file
+        self._rewrite_needed = False
+        self._dirty = False
+        self._meta = self._load_meta()
+        self._meta_dirty = False
+        self.fsyncs = 0
+
+    # --- pysyncobj Journal interface ---------------------------------------------------------
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        command = bytes(command)
+        record = encode_record(command, idx, term)
+        with self._lock:
+            self._entries.append((command, idx, term))
+            self._offsets.append(self._end)
+            self._end += len(record)
+            self._queued.append(record)
+            self._dirty = True
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries = []
+            self._offsets = []
+            self._end = 0
+            self._queued = []
+            self._rewrite_needed = True
+            self._dirty = True
+
+    def deleteEntriesFrom(self, entryFrom: int) -> None:
+        """Drop entries from list position `entryFrom` on (a conflicting, uncommitted tail)."""
+        with self._lock:
+            if entryFrom >= len(self._entries):
+                return
+            new_end = self._offsets[entryFrom]
+            del self._entries[entryFrom:]
+            del self._offsets[entryFrom:]
+            self._end = new_end
+            if not self._rewrite_needed:
+                self._write_queued()
+                os.ftruncate(self._fd, new_end)
+                self._written_end = new_end
+            self._dirty = True
+
+    def deleteEntriesTo(self, entryTo: int) -> None:
+        """Drop entries before list position `entryTo` (log compaction after a snapshot)."""
+        with self._lock:
+            if entryTo <= 0:
+                return
+            del self._entries[:entryTo]
+            self._rewrite_needed = True
+            self._dirty = True
+        # Compaction only follows a durable snapshot and LMDB is always ahead of it; rewrite now
+        # so the file does not keep growing.
+        self.sync()
+
+    def __getitem__(self, item):
+        return self._entries[item]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _destroy(self) -> None:
+        self.sync()
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        if self._meta.get("commit") != raftCommitIndex:
+            self._meta["commit"] = raftCommitIndex
+            self._meta_dirty = True
+
+    def getRaftCommitIndex(self) -> int:
+        return self._meta.get("commit", 1)
+
+    def setCurrentTerm(self, term: int, votedForNodeId) -> None:
+        self._meta["term"] = term
+        self._meta["voted_for"] = votedForNodeId
+        self._store_meta()
+
+    def getCurrentTerm(self) -> int:
+        return self._meta.get("term", 0)
+
+    def getVotedForNodeId(self):
+        return self._meta.get("voted_for")
+
+    def onOneSecondTimer(self) -> None:
+        if self._meta_dirty:
+            self._store_meta()
+
+    # --- durability --------------------------------------------------------------------------
+
+    def sync(self) -> bool:
+        """Make every change so far durable with one fdatasync. Returns True if it wrote."""
+        with self._lock:
+            if not self._dirty:
+                return False
+            if self._rewrite_needed:
+                self._rewrite()
+            else:
+                self._write_queued()
+                os.fdatasync(self._fd)
+            self._dirty = False
+            self.fsyncs += 1
+            return True
+
+    @property
+    def size_bytes(self) -> int:
+        return self._end
+
+    @property
+    def first_index(self) -> int:
+        return self._entries[0][1] if self._entries else 0
+
+    @property
+    def last_index(self) -> int:
+        return self._entries[-1][1] if self._entries else 0
+
+    def _write_queued(self) -> None:
+        if not self._queued:
+            return
+        data = b"".join(self._queued)
+        self._queued = []
+        written = 0
+        while written < len(data):
+            written += os.pwrite(self._fd, data[written:], self._written_end + written)
+        self._written_end += len(data)
+
+    def _rewrite(self) -> None:
+        """Write the whole current list to a new file and swap it in atomically."""
+        tmp = self._path + ".rewrite"
+        offsets, pos, parts = [], 0, []
+        for command, idx, term in self._entries:
+            rec = encode_record(command, idx, term)
+            offsets.append(pos)
+            pos += len(rec)
+            parts.append(rec)
+        with open(tmp, "wb") as f:
+            f.write(b"".join(parts))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._path)
+        fsync_dir(self._dir)
+        os.close(self._fd)
+        self._fd = os.open(self._path, os.O_RDWR)
+        self._offsets = offsets
+        self._end = self._written_end = pos
+        self._queued = []
+        self._rewrite_needed = False
+
+    def _load_meta(self) -> dict:
+        try:
+            with open(self._meta_path, "rb") as f:
+                return msgpack.unpackb(f.read())
+        except FileNotFoundError:
+            return {}
+
+    def _store_meta(self) -> None:
+        write_file_atomically(self._meta_path, msgpack.packb(self._meta))
+        self._meta_dirty = False
+
+    def _preserve_damaged_tail(self, valid_end: int, size: int) -> None:
+        """Keep a copy of bytes past the valid prefix if they look like more than a torn write."""
+        if size - valid_end > _HEADER.size * 4:
+            aside = f"{self._path}.damaged-{valid_end}"
+            shutil.copyfile(self._path, aside)
+            log.error("journal %s: damaged record at byte %d of %d; copy kept at %s",
+                      self._path, valid_end, size, aside)
+        else:
+            log.warning("journal %s: cutting a torn tail of %d bytes", self._path, size - valid_end)

@@ -1,0 +1,109 @@
+"""A master: its Raft node, the command batcher, and what the gRPC service asks of them."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from gfs.errors import FailedPrecondition, Unavailable, from_code
+from master.proposer import Proposer, now_ms
+from master.raft import MetadataRaft, RaftConfig
+
+log = logging.getLogger(__name__)
+
+
+class NotLeader(Unavailable):
+    """This master is not the leader; `leader` is the leader's gRPC address if known."""
+
+    def __init__(self, leader: str):
+        hint = f"; the leader is {leader}" if leader else "; no leader is known yet"
+        super().__init__("this master is not the leader" + hint)
+        self.leader = leader
+
+
+class MasterNode:
+    """Everything the service needs: leadership checks, replicated commands, linearizable reads."""
+
+    def __init__(self, node_id: int, raft_address: str, grpc_address: str,
+                 peers: dict[str, str], data_dir: str, raft_config: RaftConfig | None = None,
+                 defaults: dict | None = None):
+        self.node_id = node_id
+        self.raft_address = raft_address
+        self.grpc_address = grpc_address
+        self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
+        self.peers[raft_address] = grpc_address
+        self.data_dir = data_dir
+        self.defaults = {"replication": 3, "chunk_size": 64 << 20, "storage_class": "hot"}
+        self.defaults.update(defaults or {})
+        self.started = time.monotonic()
+        self.metrics_address = ""
+        self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
+                                 on_role_change=self._role_changed)
+        self.proposer = Proposer(self.raft.propose)
+
+    def start(self) -> None:
+        self.raft.start()
+
+    def stop(self) -> None:
+        self.raft.stop()
+
+    def _role_changed(self, role: str) -> None:
+        log.info("raft role is now %s", role, extra={"fields": {"role": role}})
+
+    # --- leadership ----------------------------------------------------------------------------
+
+    def leader_grpc(self) -> str:
+        return self.peers.get(self.raft.leader_address(), "")
+
+    def require_leader(self) -> None:
+        if not self.raft.is_leader():
+            raise NotLeader(self.leader_grpc())
+
+    # --- commands ------------------------------------------------------------------------------
+
+    def execute(self, command: dict, timeout: float) -> dict:
+        """Replicate one command through the log and return its ok-result (or raise its error)."""
+        self.require_leader()
+        command["now"] = now_ms()
+        result = self.proposer.submit(command, timeout)
+        if result is None:
+            raise Unavailable("the command's log entry was replayed, not applied; retry")
+        if "err" in result:
+            code, message = result["err"]
+            raise from_code(code, message)
+        return result["ok"]
+
+    def read(self, fn, linearizable: bool, timeout: float):
+        """Run `fn(state)`; for a linearizable read a barrier goes through the log first, so the
+        read sees every write acknowledged before it started — and a deposed leader, which can
+        no longer commit, can never answer."""
+        if linearizable:
+            self.execute({"op": "barrier"}, timeout)
+        with self.raft._state_lock:
+            return fn(self.raft.state)
+
+    def place_chunk(self, inode: int) -> list[str]:
+        """Choose the replica set for a new chunk. Chunkservers register in the data-path layer;
+        until one has, there is nowhere to put a chunk."""
+        raise FailedPrecondition("no chunkservers have registered with the masters; "
+                                 "cannot place a chunk")
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        st = self.raft.status()
+        st.update({
+            "id": self.node_id,
+            "raft_address": self.raft_address,
+            "grpc_address": self.grpc_address,
+            "leader_raft": st.pop("leader"),
+            "peers": sorted(p for p in self.peers if p != self.raft_address),
+            "pid": os.getpid(),
+            "metrics_address": self.metrics_address,
+            "uptime_s": time.monotonic() - self.started,
+            "batches": self.proposer.batches,
+            "commands": self.proposer.commands,
+        })
+        st["leader_grpc"] = self.peers.get(st["leader_raft"], "")
+        return st
+

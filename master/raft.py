@@ -1,0 +1,303 @@
+"""The masters' Raft node: pysyncobj for election, replication and transport, with gfs's own
+durability pieces plugged into its extension points.
+
+* Journal: `DurableJournal` (fsync with group commit) replaces pysyncobj's never-fsync'd one.
+* Acknowledgements: a follower's "I have these entries" message (`next_node_idx`) is held back
+  until the journal is fsync'd; the tick loop fsyncs once and then releases all held messages.
+  The leader fsyncs its own new entries at the end of every tick, before the next tick counts
+  its own log in a commit decision.
+* State: every log entry carries a batch of msgpack commands, applied by `MetadataState` in one
+  LMDB transaction that also records the entry's index, so replay after a restart skips what
+  LMDB already holds and never applies an entry twice.
+* Snapshots: a consistent LMDB copy plus the last two log entries, written and fsync'd through
+  pysyncobj's serializer hook. It exists to bring a lagging follower up to date; a restarting
+  node never needs it because LMDB (fsync'd on every commit) is always at or beyond it. That is
+  also why pysyncobj's own dump loading at start-up — which clears the journal when the dump and
+  the journal disagree — is switched off: nothing is ever thrown away on a mismatch.
+
+The pysyncobj version is pinned (requirements.txt); the few private attributes touched here are
+named in one place (`_PrivateRaftState`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import tempfile
+import threading
+import time
+from typing import Callable
+
+import msgpack
+import pysyncobj.pickle as sopickle
+import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
+from pysyncobj.journal import Journal
+from pysyncobj.transport import TCPTransport
+
+from master.journal import DurableJournal, fsync_dir
+from master.state import MetadataState
+
+log = logging.getLogger(__name__)
+
+_original_create_journal = _syncobj_module.createJournal
+
+
+def _create_journal(journal_file):
+    """pysyncobj builds its journal from conf.journalFile; let that be a ready Journal object."""
+    if isinstance(journal_file, Journal):
+        return journal_file
+    return _original_create_journal(journal_file)
+
+
+_syncobj_module.createJournal = _create_journal
+
+SNAPSHOT_MAGIC = b"GFSSNAP1"
+ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
+
+
+class DeferredAckTransport(TCPTransport):
+    """TCP transport that holds append acknowledgements until the journal is durable."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._held: list[tuple[object, dict]] = []
+
+    def send(self, node, message):
+        if message.get("type") == "next_node_idx":
+            self._held.append((node, message))
+            return True
+        return super().send(node, message)
+
+    def release_held(self) -> None:
+        held, self._held = self._held, []
+        for node, message in held:
+            super().send(node, message)
+
+
+class _PrivateRaftState:
+    """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
+
+    @staticmethod
+    def disable_dump_loading(node: SyncObj) -> None:
+        node._SyncObj__needLoadDumpFile = False
+
+    @staticmethod
+    def start_after(node: SyncObj, applied: int) -> None:
+        """Tell pysyncobj that entries up to `applied` are already in the state machine."""
+        node._SyncObj__raftLastApplied = applied
+        last = node._SyncObj__raftLog[-1][1]
+        commit = node._SyncObj__raftCommitIndex
+        node._SyncObj__raftCommitIndex = min(max(commit, applied), last)
+
+    @staticmethod
+    def transport(node: SyncObj) -> DeferredAckTransport:
+        return node._SyncObj__transport
+
+
+class RaftConfig:
+    """Timing and compaction knobs (seconds / entries)."""
+
+    def __init__(self, election_min: float = 0.4, election_max: float = 0.8,
+                 heartbeat: float = 0.05, compact_entries: int = 50_000,
+                 compact_seconds: float = 600.0, tick: float = 0.05):
+        self.election_min = election_min
+        self.election_max = election_max
+        self.heartbeat = heartbeat
+        self.compact_entries = compact_entries
+        self.compact_seconds = compact_seconds
+        self.tick = tick
+
+
+class MetadataRaft(SyncObj):
+    """One master's Raft node applying command batches into `MetadataState`."""
+
+    def __init__(self, self_address: str, peer_addresses: list[str], data_dir: str,
+                 config: RaftConfig | None = None,
+                 on_role_change: Callable[[str], None] | None = None):
+        config = config or RaftConfig()
+        self._config = config
+        self._raft_dir = os.path.join(data_dir, "raft")
+        os.makedirs(self._raft_dir, exist_ok=True)
+        self._state_dir = os.path.join(data_dir, "meta")
+        self._state_lock = threading.RLock()    # guards swapping the state on snapshot install
+        self.state = MetadataState(self._state_dir)
+        self.journal = DurableJournal(self._raft_dir)
+        self._check_log_covers_state()
+        self._snapshot_path = os.path.join(self._raft_dir, "snapshot.bin")
+        self.snapshot_index = 0
+        self.snapshot_time_ms = 0
+        self._read_snapshot_info()
+        self._on_role_change = on_role_change
+        self._stopping = threading.Event()
+        conf = SyncObjConf(
+            autoTick=False,
+            appendEntriesUseBatch=False,
+            journalFile=self.journal,
+            fullDumpFile=self._snapshot_path,
+            serializer=self._write_snapshot,
+            deserializer=self._install_snapshot,
+            logCompactionMinEntries=config.compact_entries,
+            logCompactionMinTime=config.compact_seconds,
+            raftMinTimeout=config.election_min,
+            raftMaxTimeout=config.election_max,
+            appendEntriesPeriod=config.heartbeat,
+            connectionTimeout=max(3.5, config.election_max),
+            connectionRetryTime=0.2,
+            leaderFallbackTimeout=max(config.election_max, config.heartbeat * 10),
+            commandsWaitLeader=True,
+            onStateChanged=self._state_changed,
+            dynamicMembershipChange=False,
+        )
+        super().__init__(self_address, [p for p in peer_addresses if p != self_address], conf,
+                         transportClass=DeferredAckTransport)
+        _PrivateRaftState.disable_dump_loading(self)
+        _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
+        self._transport = _PrivateRaftState.transport(self)
+        self.addOnTickCallback(self._make_durable)
+        self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        self._doDestroy()
+        with self._state_lock:
+            self.state.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._make_durable()
+                self.doTick(self._config.tick)
+            except Exception:   # never let the tick thread die; pysyncobj state is per message
+                log.exception("raft tick failed")
+                time.sleep(self._config.tick)
+
+    def _make_durable(self) -> None:
+        """Group commit: one fdatasync for everything appended since the last call, then release
+        the acknowledgements that were waiting for it."""
+        self.journal.sync()
+        self._transport.release_held()
+
+    def _state_changed(self, old: int, new: int) -> None:
+        if self._on_role_change is not None:
+            self._on_role_change(ROLE_NAMES.get(new, str(new)))
+
+    # --- the replicated operation --------------------------------------------------------------
+
+    @replicated
+    def apply_entry(self, payload: bytes):
+        """Apply one log entry: a msgpack list of commands. Runs in the tick thread."""
+        index = self.raftLastApplied + 1
+        try:
+            commands = msgpack.unpackb(payload, raw=False)
+        except Exception as exc:   # a malformed entry fails the same way everywhere
+            return [{"err": ["INVALID_ARGUMENT", f"undecodable command batch: {exc}"]}]
+        if not isinstance(commands, list):
+            return [{"err": ["INVALID_ARGUMENT", "a command batch must be a list"]}]
+        with self._state_lock:
+            return self.state.apply_batch(index, commands)
+
+    def propose(self, commands: list[dict], callback: Callable[[object, int], None]) -> None:
+        """Append a batch of commands to the log; callback(results, fail_reason) after apply."""
+        self.apply_entry(msgpack.packb(commands, use_bin_type=True), callback=callback)
+
+    # --- status ------------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self._isLeader()
+
+    def leader_address(self) -> str:
+        leader = self._getLeader()
+        return leader.address if leader is not None else ""
+
+    def status(self) -> dict:
+        s = self.getStatus()
+        return {
+            "role": ROLE_NAMES.get(s["state"], "unknown"),
+            "term": s["raft_term"],
+            "leader": s["leader"].address if s["leader"] is not None else "",
+            "commit_index": s["commit_idx"],
+            "applied_index": s["last_applied"],
+            "log_entries": s["log_len"],
+            "log_bytes": self.journal.size_bytes,
+            "has_quorum": bool(s["has_quorum"]),
+            "snapshot_index": self.snapshot_index,
+            "snapshot_time_ms": self.snapshot_time_ms,
+            "journal_fsyncs": self.journal.fsyncs,
+        }
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def _check_log_covers_state(self) -> None:
+        """Refuse to start if LMDB is behind the start of the log: entries would be skipped."""
+        applied = self.state.applied_index()
+        first = self.journal.first_index
+        if first > 1 and applied < first - 1:
+            raise RuntimeError(
+                f"metadata store at index {applied} is behind the journal's first entry {first}; "
+                "refusing to start (restore the data directory from a backup or re-seed this master)")
+
+    def _write_snapshot(self, tmp_path: str, entries) -> None:
+        """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.
+        Runs in the tick thread, so the copy is exactly the state at the last applied entry."""
+        last_entry, prev_entry, cluster = entries
+        header = sopickle.dumps((last_entry, prev_entry, cluster))
+        with open(tmp_path, "wb") as f:
+            f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
+            f.flush()
+            with self._state_lock:
+                self.state.copy_to_fd(f.fileno())
+            os.fsync(f.fileno())
+        self.snapshot_index = last_entry[1]
+        self.snapshot_time_ms = int(time.time() * 1000)
+        log.info("snapshot written at index %d", self.snapshot_index)
+
+    def _install_snapshot(self, path: str):
+        """pysyncobj deserializer hook, called when the leader sent us a snapshot: replace LMDB
+        with the snapshot's copy and return the entries pysyncobj restarts its log from."""
+        last_entry, prev_entry, cluster, offset = self._read_snapshot_header(path)
+        with tempfile.TemporaryDirectory(dir=self._raft_dir) as tmp:
+            mdb = os.path.join(tmp, "data.mdb")
+            with open(path, "rb") as src, open(mdb, "wb") as dst:
+                src.seek(offset)
+                while chunk := src.read(1 << 20):
+                    dst.write(chunk)
+                dst.flush()
+                os.fsync(dst.fileno())
+            with self._state_lock:
+                self.state.close()
+                MetadataState.install_copy(mdb, self._state_dir)
+                self.state = MetadataState(self._state_dir)
+                self.state.apply_batch(last_entry[1], [])
+        fsync_dir(self._raft_dir)
+        self.snapshot_index = last_entry[1]
+        log.info("installed snapshot from leader at index %d", last_entry[1])
+        return last_entry, prev_entry, cluster
+
+    @staticmethod
+    def _read_snapshot_header(path: str):
+        with open(path, "rb") as f:
+            magic = f.read(len(SNAPSHOT_MAGIC))
+            if magic != SNAPSHOT_MAGIC:
+                raise ValueError(f"{path} is not a gfs snapshot")
+            (length,) = struct.unpack("<Q", f.read(8))
+            last_entry, prev_entry, cluster = sopickle.loads(f.read(length))
+        return last_entry, prev_entry, cluster, len(SNAPSHOT_MAGIC) + 8 + length
+
+    def _read_snapshot_info(self) -> None:
+        try:
+            last_entry = self._read_snapshot_header(self._snapshot_path)[0]
+            self.snapshot_index = last_entry[1]
+            self.snapshot_time_ms = int(os.path.getmtime(self._snapshot_path) * 1000)
+        except (FileNotFoundError, ValueError):
+            pass
+
+
+FAIL_NAMES = {v: k for k, v in vars(FAIL_REASON).items() if not k.startswith("_")}

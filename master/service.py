@@ -1,0 +1,151 @@
+"""The Master gRPC service: proto requests in, replicated commands or reads out."""
+from __future__ import annotations
+
+import functools
+import logging
+
+import grpc
+
+from gfs.errors import GfsError, InvalidArgument
+from gfs.metrics import observe_rpc
+from master.node import MasterNode, NotLeader
+from proto import master_pb2 as pb
+from proto import master_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 10.0
+LEADER_METADATA_KEY = "gfs-leader"
+
+
+def rpc(method):
+    """Instrument an RPC and turn GfsError into a gRPC status (+ leader hint for NotLeader)."""
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        with observe_rpc("master", method.__name__) as outcome:
+            try:
+                return method(self, request, context)
+            except GfsError as err:
+                outcome["code"] = err.code
+                if isinstance(err, NotLeader) and err.leader:
+                    context.set_trailing_metadata(((LEADER_METADATA_KEY, err.leader),))
+                context.abort(err.grpc_code, err.message)
+            except Exception as exc:
+                log.exception("%s failed", method.__name__)
+                outcome["code"] = "INTERNAL"
+                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+    return wrapper
+
+
+def request_timeout(context) -> float:
+    remaining = context.time_remaining()
+    if remaining is None:
+        return DEFAULT_TIMEOUT
+    return max(0.05, min(remaining - 0.05, 60.0))
+
+
+def header_fields(header: pb.RequestHeader) -> dict:
+    """(client_id, seq, ack_seq) for exactly-once; omitted when the client sent none."""
+    if not header.client_id:
+        return {}
+    if len(header.client_id) != 16 or header.seq == 0:
+        raise InvalidArgument("request header needs a 16-byte client_id and a seq > 0")
+    return {"client_id": header.client_id, "seq": header.seq, "ack_seq": header.ack_seq}
+
+
+def file_info(d: dict) -> pb.FileInfo:
+    return pb.FileInfo(
+        path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
+        owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
+        replication=d["replication"], storage_class=d["storage_class"],
+        chunk_size=d["chunk_size"],
+        chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
+                             length=c["length"], checksum=c["checksum"],
+                             replicas=c.get("replicas") or []) for c in d["chunks"]])
+
+
+class MasterService(pb_grpc.MasterServicer):
+    def __init__(self, node: MasterNode):
+        self.node = node
+
+    def _mutate(self, request, context, command: dict) -> dict:
+        command.update(header_fields(request.header))
+        return self.node.execute(command, request_timeout(context))
+
+    @rpc
+    def Mkdir(self, request, context):
+        ok = self._mutate(request, context, {
+            "op": "mkdir", "path": request.path, "parents": request.parents,
+            "mode": request.mode or 0o755, "owner": request.owner})
+        return pb.MkdirResponse(inode=ok["inode"])
+
+    @rpc
+    def Create(self, request, context):
+        d = self.node.defaults
+        ok = self._mutate(request, context, {
+            "op": "create", "path": request.path,
+            "replication": request.replication or d["replication"],
+            "storage_class": request.storage_class or d["storage_class"],
+            "chunk_size": request.chunk_size or d["chunk_size"],
+            "mode": request.mode or 0o644, "owner": request.owner,
+            "overwrite": request.overwrite})
+        return pb.CreateResponse(inode=ok["inode"])
+
+    @rpc
+    def AddChunk(self, request, context):
+        replicas = self.node.place_chunk(request.inode)
+        ok = self._mutate(request, context, {
+            "op": "add_chunk", "inode": request.inode, "index": request.index,
+            "replicas": replicas})
+        return pb.AddChunkResponse(handle=ok["handle"], version=ok["version"], replicas=replicas)
+
+    @rpc
+    def Commit(self, request, context):
+        ok = self._mutate(request, context, {
+            "op": "commit", "inode": request.inode, "size": request.size,
+            "chunks": [{"handle": c.handle, "length": c.length, "checksum": c.checksum}
+                       for c in request.chunks]})
+        return pb.CommitResponse(inode=ok["inode"])
+
+    @rpc
+    def Abort(self, request, context):
+        self._mutate(request, context, {"op": "abort", "inode": request.inode})
+        return pb.Empty()
+
+    @rpc
+    def Rename(self, request, context):
+        self._mutate(request, context, {"op": "rename", "src": request.src, "dst": request.dst,
+                                        "overwrite": request.overwrite})
+        return pb.Empty()
+
+    @rpc
+    def Delete(self, request, context):
+        ok = self._mutate(request, context, {"op": "delete", "path": request.path,
+                                             "recursive": request.recursive})
+        return pb.DeleteResponse(deleted=ok["deleted"])
+
+    @rpc
+    def Stat(self, request, context):
+        info = self.node.read(lambda st: st.stat(request.path), not request.stale_ok,
+                              request_timeout(context))
+        return pb.StatResponse(info=file_info(info))
+
+    @rpc
+    def List(self, request, context):
+        limit = min(request.limit or 1000, 10_000)
+        entries, nxt = self.node.read(lambda st: st.list(request.path, request.start_after, limit),
+                                      not request.stale_ok, request_timeout(context))
+        return pb.ListResponse(entries=[file_info(e) for e in entries], next=nxt)
+
+    @rpc
+    def Status(self, request, context):
+        s = self.node.status()
+        return pb.StatusResponse(status=pb.MasterStatus(
+            id=s["id"], raft_address=s["raft_address"], grpc_address=s["grpc_address"],
+            role=s["role"], term=s["term"], leader_raft=s["leader_raft"],
+            leader_grpc=s["leader_grpc"], commit_index=s["commit_index"],
+            applied_index=s["applied_index"], log_entries=s["log_entries"],
+            log_bytes=s["log_bytes"], snapshot_index=s["snapshot_index"],
+            snapshot_time_ms=s["snapshot_time_ms"], has_quorum=s["has_quorum"],
+            peers=s["peers"], pid=s["pid"], metrics_address=s["metrics_address"],
+            uptime_s=s["uptime_s"]))

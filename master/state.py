@@ -1,0 +1,863 @@
+"""The masters' metadata state machine over LMDB (see docs/state-machine.md).
+
+`MetadataState.apply_batch` is the deterministic apply function of the Raft log: it reads
+nothing but the LMDB state and the commands (time and every id chosen by the leader come in the
+command), so every replica that applies the same entries ends with byte-identical databases.
+Malformed commands never raise: they fail with INVALID_ARGUMENT, identically everywhere.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, NamedTuple
+
+import lmdb
+import msgpack
+
+from gfs import paths
+from gfs.errors import (AlreadyExists, DataLoss, FailedPrecondition, GfsError, InvalidArgument,
+                        NotFound)
+
+ROOT_INODE = 1
+DIR, FILE = "dir", "file"
+COMMITTED, PENDING = "committed", "pending"
+STORAGE_CLASSES = ("hot", "cold", "auto")
+CHUNK_UNIT = 64 * 1024
+MAX_REPLICATION = 16
+CHUNK_VERSION = 1             # version of a freshly allocated chunk
+MAX_U32 = (1 << 32) - 1
+MAX_U64 = (1 << 64) - 1       # every integer must fit msgpack's uint64 and struct '>Q'
+MAX_TEXT_BYTES = 255          # owner names and replica addresses
+CLIENT_ID_BYTES = 16
+ROOT_MODE, ROOT_OWNER = 0o755, "root"
+
+_DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions")
+_MAX_DBS = 16
+_APPLIED, _NEXT_INODE, _NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
+_U64 = struct.Struct(">Q")
+_DATA_FILE = "data.mdb"
+# install_copy: PATH.installing (being written) -> PATH.staged (complete, durable) -> PATH,
+# with the old PATH moved to PATH.retired in between.
+_INSTALLING, _STAGED, _RETIRED = ".installing", ".staged", ".retired"
+_SHOW_CHARS = 60
+
+
+# --- encoding --------------------------------------------------------------------------------
+
+def _key(number: int) -> bytes:
+    return _U64.pack(number)
+
+
+def _pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False)
+
+
+def _show(value: Any) -> str:
+    """A short one-line repr of an arbitrary (client-supplied) value for error messages."""
+    text = repr(value)
+    return text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS] + "..."
+
+
+def _session_seq(key: bytes, client_id: bytes) -> int | None:
+    """The seq of a sessions key if the key belongs to `client_id`."""
+    if key[:CLIENT_ID_BYTES] != client_id:
+        return None
+    return _U64.unpack(key[CLIENT_ID_BYTES:])[0]
+
+
+def _error(exc: GfsError) -> dict:
+    return {"err": [exc.code, exc.message]}
+
+
+class Session(NamedTuple):
+    """The exactly-once header of a command."""
+    client_id: bytes
+    seq: int
+    ack_seq: int
+
+    @property
+    def key(self) -> bytes:
+        return self.client_id + _key(self.seq)
+
+
+# --- typed access to the databases inside one transaction --------------------------------------
+
+class _Tx:
+    """One LMDB transaction seen through the named databases of docs/state-machine.md."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]):
+        self._txn = txn
+        self._dbs = dbs
+
+    def _get(self, db: str, key: bytes) -> Any:
+        data = self._txn.get(key, db=self._dbs[db])
+        return None if data is None else _unpack(data)
+
+    def _put(self, db: str, key: bytes, value: Any) -> None:
+        self._txn.put(key, _pack(value), db=self._dbs[db])
+
+    def _delete(self, db: str, key: bytes) -> None:
+        self._txn.delete(key, db=self._dbs[db])
+
+    def count(self, db: str) -> int:
+        return self._txn.stat(self._dbs[db])["entries"]
+
+    def dump(self, db: str) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) of `db` in key order (raw bytes)."""
+        return list(self._txn.cursor(db=self._dbs[db]).iternext())
+
+    # meta: 8-byte big-endian counters
+    def counter(self, name: bytes) -> int:
+        data = self._txn.get(name, db=self._dbs["meta"])
+        return 0 if data is None else _U64.unpack(data)[0]
+
+    def set_counter(self, name: bytes, value: int) -> None:
+        self._txn.put(name, _key(value), db=self._dbs["meta"])
+
+    def allocate(self, name: bytes) -> int:
+        """Take the next id from counter `name`."""
+        value = self.counter(name)
+        self.set_counter(name, value + 1)
+        return value
+
+    # inodes
+    def inode(self, ino: int) -> dict | None:
+        return self._get("inodes", _key(ino))
+
+    def put_inode(self, ino: int, record: dict) -> None:
+        self._put("inodes", _key(ino), record)
+
+    def delete_inode(self, ino: int) -> None:
+        self._delete("inodes", _key(ino))
+
+    def is_dir(self, ino: int) -> bool:
+        return self.inode(ino)["type"] == DIR
+
+    def touch(self, ino: int, now: int) -> None:
+        record = self.inode(ino)
+        record["mtime"] = now
+        self.put_inode(ino, record)
+
+    def inode_records(self) -> Iterator[dict]:
+        for _, data in self._txn.cursor(db=self._dbs["inodes"]).iternext():
+            yield _unpack(data)
+
+    # dirents: parent (8 bytes) + name -> child (8 bytes)
+    def lookup(self, parent: int, name: str) -> int | None:
+        data = self._txn.get(_key(parent) + name.encode(), db=self._dbs["dirents"])
+        return None if data is None else _U64.unpack(data)[0]
+
+    def add_entry(self, parent: int, name: str, child: int, now: int) -> None:
+        """Point `parent`/`name` at `child` (replacing any entry there) and touch the parent."""
+        self._txn.put(_key(parent) + name.encode(), _key(child), db=self._dbs["dirents"])
+        self.touch(parent, now)
+
+    def remove_entry(self, parent: int, name: str, now: int) -> None:
+        self._txn.delete(_key(parent) + name.encode(), db=self._dbs["dirents"])
+        self.touch(parent, now)
+
+    def entries(self, parent: int, start_after: str = "", limit: int | None = None) -> list[tuple[str, int]]:
+        """(name, child) of `parent` in name order, after `start_after`, at most `limit`."""
+        prefix = _key(parent)
+        skip = prefix + start_after.encode() if start_after else None
+        cursor = self._txn.cursor(db=self._dbs["dirents"])
+        found: list[tuple[str, int]] = []
+        if not cursor.set_range(skip or prefix):
+            return found
+        for key, value in cursor.iternext():
+            if not key.startswith(prefix) or (limit is not None and len(found) >= limit):
+                break
+            if key != skip:
+                found.append((key[len(prefix):].decode(), _U64.unpack(value)[0]))
+        return found
+
+    def has_entries(self, parent: int) -> bool:
+        return bool(self.entries(parent, limit=1))
+
+    def drop_entries(self, parent: int) -> list[int]:
+        """Delete every entry of `parent` (no mtime update); return the children."""
+        children = self.entries(parent)
+        for name, _ in children:
+            self._txn.delete(_key(parent) + name.encode(), db=self._dbs["dirents"])
+        return [child for _, child in children]
+
+    # pending uploads
+    def pending(self, ino: int) -> dict | None:
+        return self._get("pending", _key(ino))
+
+    def put_pending(self, ino: int, record: dict) -> None:
+        self._put("pending", _key(ino), record)
+
+    def delete_pending(self, ino: int) -> None:
+        self._delete("pending", _key(ino))
+
+    # chunks and garbage
+    def chunk(self, handle: int) -> dict:
+        return self._get("chunks", _key(handle))
+
+    def put_chunk(self, handle: int, record: dict) -> None:
+        self._put("chunks", _key(handle), record)
+
+    def discard_chunks(self, handles: list[int], now: int) -> None:
+        """Move chunks out of `chunks` into `garbage`, stamped with `now`."""
+        for handle in handles:
+            self._delete("chunks", _key(handle))
+            self._put("garbage", _key(handle), now)
+
+    # sessions: client id (16 bytes) + seq (8 bytes) -> result
+    def session_result(self, session: Session) -> dict | None:
+        return self._get("sessions", session.key)
+
+    def store_session(self, session: Session, result: dict) -> None:
+        self._put("sessions", session.key, result)
+
+    def prune_sessions(self, client_id: bytes, ack_seq: int) -> None:
+        """Forget the client's results with seq <= ack_seq."""
+        cursor = self._txn.cursor(db=self._dbs["sessions"])
+        cursor.set_range(client_id + _key(0))     # unpositioned (key b"") when nothing follows
+        while (seq := _session_seq(cursor.key(), client_id)) is not None and seq <= ack_seq:
+            cursor.delete()                         # moves to the next key
+
+
+# --- command validation ------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _int_in(low: int, high: int = MAX_U64) -> Check:
+    def check(field: str, value: Any) -> int:
+        if type(value) is not int:
+            raise InvalidArgument(f"field {field!r} must be an int, not {type(value).__name__}")
+        if not low <= value <= high:
+            raise InvalidArgument(f"field {field!r} must be between {low} and {high}, not {value}")
+        return value
+    return check
+
+
+def _bool(field: str, value: Any) -> bool:
+    if type(value) is not bool:
+        raise InvalidArgument(f"field {field!r} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def _text(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"field {field!r} must be a str, not {type(value).__name__}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"field {field!r} is not valid UTF-8") from None
+    if size > MAX_TEXT_BYTES:
+        raise InvalidArgument(f"field {field!r} is longer than {MAX_TEXT_BYTES} UTF-8 bytes")
+    return value
+
+
+def _path(field: str, value: Any) -> str:
+    try:
+        return paths.normalize(value)
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"field {field!r}: {exc.message}") from None
+
+
+def _one_of(*choices: str) -> Check:
+    def check(field: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            raise InvalidArgument(f"field {field!r} must be one of {', '.join(choices)}, not {_show(value)}")
+        return value
+    return check
+
+
+def _chunk_size(field: str, value: Any) -> int:
+    _int_in(CHUNK_UNIT)(field, value)
+    if value % CHUNK_UNIT:
+        raise InvalidArgument(f"field {field!r} must be a multiple of {CHUNK_UNIT}, not {value}")
+    return value
+
+
+def _client_id(field: str, value: Any) -> bytes:
+    if type(value) is not bytes or len(value) != CLIENT_ID_BYTES:
+        raise InvalidArgument(f"field {field!r} must be {CLIENT_ID_BYTES} bytes, not {_show(value)}")
+    return value
+
+
+def _list_of(item: Check) -> Check:
+    def check(field: str, value: Any) -> list:
+        if not isinstance(value, list):
+            raise InvalidArgument(f"field {field!r} must be a list, not {type(value).__name__}")
+        return [item(f"{field}[{i}]", element) for i, element in enumerate(value)]
+    return check
+
+
+def _map_of(schema: dict[str, Check]) -> Check:
+    def check(field: str, value: Any) -> dict:
+        if not isinstance(value, dict):
+            raise InvalidArgument(f"field {field!r} must be a map, not {type(value).__name__}")
+        return _fields(value, schema, where=f"{field}.")
+    return check
+
+
+def _fields(obj: dict, required: dict[str, Check], optional: dict[str, Check] | None = None,
+            where: str = "") -> dict:
+    """Validate `obj` against a schema: no unknown or missing fields, every value well-typed."""
+    optional = optional or {}
+    for name in obj:
+        if name not in required and name not in optional:
+            raise InvalidArgument(f"unknown field {where}{_show(name)}")
+    for name in required:
+        if name not in obj:
+            raise InvalidArgument(f"missing field {where}{name!r}")
+    schema = {**required, **optional}
+    return {name: check(where + name, obj[name]) for name, check in schema.items() if name in obj}
+
+
+_MODE = _int_in(0, MAX_U32)
+_INODE = _int_in(1)
+_COMMON: dict[str, Check] = {"op": _text, "now": _int_in(0)}
+_SESSION: dict[str, Check] = {"client_id": _client_id, "seq": _int_in(1), "ack_seq": _int_in(0)}
+
+
+def _parse_session(command: Any) -> Session | None:
+    """The command's exactly-once header, or None for a command without one."""
+    if not isinstance(command, dict):
+        raise InvalidArgument(f"a command must be a map, not {type(command).__name__}")
+    present = [name for name in _SESSION if name in command]
+    if not present:
+        return None
+    if len(present) != len(_SESSION):
+        raise InvalidArgument("fields 'client_id', 'seq' and 'ack_seq' must come together")
+    session = Session(*(check(name, command[name]) for name, check in _SESSION.items()))
+    if session.ack_seq >= session.seq:
+        raise InvalidArgument(f"field 'ack_seq' ({session.ack_seq}) must be less than 'seq' ({session.seq})")
+    return session
+
+
+# --- namespace helpers -------------------------------------------------------------------------
+
+def _prefix(parts: list[str], n: int) -> str:
+    return "/" + "/".join(parts[:n])
+
+
+def _child(tx: _Tx, ino: int, parts: list[str], i: int) -> int | None:
+    """The entry `parts[i]` of directory `ino` (the path `parts[:i]`), or None."""
+    if not tx.is_dir(ino):
+        raise FailedPrecondition(f"{_prefix(parts, i)} is not a directory")
+    return tx.lookup(ino, parts[i])
+
+
+def _resolve(tx: _Tx, path: str) -> int:
+    """The inode at `path` (NotFound if missing, FailedPrecondition if it crosses a file)."""
+    parts = paths.components(path)
+    ino = ROOT_INODE
+    for i in range(len(parts)):
+        child = _child(tx, ino, parts, i)
+        if child is None:
+            raise NotFound(f"{_prefix(parts, i + 1)}: no such file or directory")
+        ino = child
+    return ino
+
+
+def _resolve_dir(tx: _Tx, path: str) -> int:
+    ino = _resolve(tx, path)
+    if not tx.is_dir(ino):
+        raise FailedPrecondition(f"{path} is not a directory")
+    return ino
+
+
+def _locate(tx: _Tx, path: str) -> tuple[int, str, int | None]:
+    """(parent dir inode, name, inode now at `path` or None); the root is its own parent."""
+    parent_path, name = paths.split(path)
+    if not name:
+        return ROOT_INODE, "", ROOT_INODE
+    parent = _resolve_dir(tx, parent_path)
+    return parent, name, tx.lookup(parent, name)
+
+
+def _existing(tx: _Tx, path: str) -> tuple[int, str, int]:
+    """Like _locate, but the entry must exist."""
+    parent, name, ino = _locate(tx, path)
+    if ino is None:
+        raise NotFound(f"{path}: no such file or directory")
+    return parent, name, ino
+
+
+def _check_replaceable(tx: _Tx, path: str, existing: int, overwrite: bool, by_dir: bool = False) -> None:
+    """May a new entry take `path`, held by `existing`? Only with overwrite, and file by file."""
+    if not overwrite:
+        raise AlreadyExists(f"{path} already exists")
+    if tx.is_dir(existing):
+        raise FailedPrecondition(f"{path} is a directory and cannot be overwritten")
+    if by_dir:
+        raise FailedPrecondition(f"a directory cannot overwrite the file {path}")
+
+
+def _inode_record(kind: str, mode: int, owner: str, now: int, replication: int = 0,
+                  storage_class: str = "", chunk_size: int = 0, state: str = COMMITTED) -> dict:
+    return {"type": kind, "mode": mode, "owner": owner, "ctime": now, "mtime": now, "size": 0,
+            "replication": replication, "storage_class": storage_class, "chunk_size": chunk_size,
+            "chunks": [], "state": state}
+
+
+def _new_dir(tx: _Tx, parent: int, name: str, args: dict) -> int:
+    ino = tx.allocate(_NEXT_INODE)
+    tx.put_inode(ino, _inode_record(DIR, args["mode"], args["owner"], args["now"]))
+    tx.add_entry(parent, name, ino, args["now"])
+    return ino
+
+
+def _drop_inode(tx: _Tx, ino: int, now: int) -> dict:
+    """Delete one inode record, sending a file's chunks to garbage; return the record."""
+    record = tx.inode(ino)
+    tx.discard_chunks(record["chunks"], now)
+    tx.delete_inode(ino)
+    return record
+
+
+def _remove_tree(tx: _Tx, ino: int, now: int) -> int:
+    """Delete `ino` and everything below it (its own entry is the caller's); count the inodes."""
+    removed, stack = 0, [ino]
+    while stack:
+        current = stack.pop()
+        if tx.is_dir(current):
+            stack.extend(reversed(tx.drop_entries(current)))
+        _drop_inode(tx, current, now)
+        removed += 1
+    return removed
+
+
+def _upload(tx: _Tx, ino: int) -> tuple[dict, dict]:
+    """(inode record, pending record) of a pending upload."""
+    pending = tx.pending(ino)
+    if pending is None:
+        raise NotFound(f"inode {ino} is not a pending upload")
+    return tx.inode(ino), pending
+
+
+def _check_commit_chunks(record: dict, chunks: list[dict], size: int) -> None:
+    handles = [chunk["handle"] for chunk in chunks]
+    if handles != record["chunks"]:
+        raise FailedPrecondition(f"the {len(handles)} committed chunks do not match the "
+                                 f"{len(record['chunks'])} allocated chunks, in order")
+    for i, chunk in enumerate(chunks):
+        if chunk["length"] > record["chunk_size"]:
+            raise FailedPrecondition(f"chunk {i} is {chunk['length']} bytes, over the chunk size "
+                                     f"{record['chunk_size']}")
+    total = sum(chunk["length"] for chunk in chunks)
+    if total != size:
+        raise FailedPrecondition(f"chunk lengths add up to {total} bytes, not the size {size}")
+
+
+def _seal_chunks(tx: _Tx, chunks: list[dict]) -> None:
+    """Record the committed length and checksum of each chunk."""
+    for chunk in chunks:
+        stored = tx.chunk(chunk["handle"])
+        stored.update(length=chunk["length"], checksum=chunk["checksum"])
+        tx.put_chunk(chunk["handle"], stored)
+
+
+def _chunk_infos(tx: _Tx, handles: list[int]) -> list[dict]:
+    infos = []
+    for handle in handles:
+        chunk = tx.chunk(handle)
+        infos.append({"handle": handle, "index": chunk["index"], "version": chunk["version"],
+                      "length": chunk["length"], "checksum": chunk["checksum"],
+                      "replicas": chunk["replicas"]})
+    return infos
+
+
+def _describe(tx: _Tx, path: str, ino: int) -> dict:
+    record = tx.inode(ino)
+    return {"path": path, "inode": ino, "type": record["type"], "size": record["size"],
+            "mode": record["mode"], "owner": record["owner"], "ctime": record["ctime"],
+            "mtime": record["mtime"], "replication": record["replication"],
+            "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
+            "chunks": _chunk_infos(tx, record["chunks"])}
+
+
+# --- commands: handler(tx, validated fields) -> ok result; errors are raised --------------------
+
+def _mkdir(tx: _Tx, args: dict) -> dict:
+    path = args["path"]
+    if args["parents"]:
+        _make_ancestors(tx, path, args)
+    parent, name, existing = _locate(tx, path)
+    if existing is not None:
+        if args["parents"] and tx.is_dir(existing):
+            return {"inode": existing}
+        raise AlreadyExists(f"{path} already exists")
+    return {"inode": _new_dir(tx, parent, name, args)}
+
+
+def _make_ancestors(tx: _Tx, path: str, args: dict) -> None:
+    """mkdir -p: create the missing directories above `path`."""
+    parts = paths.components(path)[:-1]
+    ino = ROOT_INODE
+    for i, name in enumerate(parts):
+        child = _child(tx, ino, parts, i)
+        ino = child if child is not None else _new_dir(tx, ino, name, args)
+
+
+def _create(tx: _Tx, args: dict) -> dict:
+    path = args["path"]
+    parent, name, existing = _locate(tx, path)
+    if existing is not None:
+        _check_replaceable(tx, path, existing, args["overwrite"])
+    ino = tx.allocate(_NEXT_INODE)
+    tx.put_inode(ino, _inode_record(FILE, args["mode"], args["owner"], args["now"], args["replication"],
+                                    args["storage_class"], args["chunk_size"], PENDING))
+    tx.put_pending(ino, {"parent": parent, "name": name, "path": path,
+                         "overwrite": args["overwrite"], "created": args["now"]})
+    return {"inode": ino}
+
+
+def _add_chunk(tx: _Tx, args: dict) -> dict:
+    ino, index = args["inode"], args["index"]
+    if tx.pending(ino) is None and tx.inode(ino) is not None:
+        raise FailedPrecondition(f"inode {ino} is not a pending upload")
+    record, _ = _upload(tx, ino)
+    handles = record["chunks"]
+    if index > len(handles):
+        raise FailedPrecondition(f"chunk index {index} is past the end of inode {ino} "
+                                 f"({len(handles)} chunks so far)")
+    handle = tx.allocate(_NEXT_CHUNK)
+    if index < len(handles):
+        tx.discard_chunks([handles[index]], args["now"])
+        handles[index] = handle
+    else:
+        handles.append(handle)
+    tx.put_chunk(handle, {"inode": ino, "index": index, "version": CHUNK_VERSION, "length": 0,
+                          "checksum": 0, "replicas": args["replicas"]})
+    tx.put_inode(ino, record)
+    return {"handle": handle, "version": CHUNK_VERSION}
+
+
+def _commit(tx: _Tx, args: dict) -> dict:
+    ino, now = args["inode"], args["now"]
+    record, pending = _upload(tx, ino)
+    parent, name, path = pending["parent"], pending["name"], pending["path"]
+    if tx.inode(parent) is None:
+        raise NotFound(f"the directory of {path} was deleted during the upload")
+    _check_commit_chunks(record, args["chunks"], args["size"])
+    existing = tx.lookup(parent, name)
+    if existing is not None:
+        _check_replaceable(tx, path, existing, pending["overwrite"])
+        _drop_inode(tx, existing, now)
+    _seal_chunks(tx, args["chunks"])
+    record.update(size=args["size"], mtime=now, state=COMMITTED)
+    tx.put_inode(ino, record)
+    tx.add_entry(parent, name, ino, now)
+    tx.delete_pending(ino)
+    return {"inode": ino}
+
+
+def _abort(tx: _Tx, args: dict) -> dict:
+    _upload(tx, args["inode"])
+    _drop_inode(tx, args["inode"], args["now"])
+    tx.delete_pending(args["inode"])
+    return {}
+
+
+def _rename(tx: _Tx, args: dict) -> dict:
+    src, dst, now = args["src"], args["dst"], args["now"]
+    if paths.ROOT in (src, dst):
+        raise InvalidArgument("the root directory cannot be renamed or replaced")
+    src_parent, src_name, ino = _existing(tx, src)
+    if src == dst:
+        return {}
+    moving_dir = tx.is_dir(ino)
+    if moving_dir and paths.is_same_or_ancestor(src, dst):
+        raise InvalidArgument(f"cannot move the directory {src} into its own subtree ({dst})")
+    dst_parent, dst_name, existing = _locate(tx, dst)
+    if existing is not None:
+        _check_replaceable(tx, dst, existing, args["overwrite"], by_dir=moving_dir)
+        _drop_inode(tx, existing, now)
+    tx.remove_entry(src_parent, src_name, now)
+    tx.add_entry(dst_parent, dst_name, ino, now)
+    return {}
+
+
+def _delete(tx: _Tx, args: dict) -> dict:
+    path, now = args["path"], args["now"]
+    if path == paths.ROOT:
+        raise InvalidArgument("the root directory cannot be deleted")
+    parent, name, ino = _existing(tx, path)
+    if not args["recursive"] and tx.is_dir(ino) and tx.has_entries(ino):
+        raise FailedPrecondition(f"directory {path} is not empty")
+    tx.remove_entry(parent, name, now)
+    return {"deleted": _remove_tree(tx, ino, now)}
+
+
+def _barrier(tx: _Tx, args: dict) -> dict:
+    return {}
+
+
+_OPS: dict[str, tuple[dict[str, Check], Callable[[_Tx, dict], dict]]] = {
+    "mkdir": ({"path": _path, "parents": _bool, "mode": _MODE, "owner": _text}, _mkdir),
+    "create": ({"path": _path, "replication": _int_in(1, MAX_REPLICATION),
+                "storage_class": _one_of(*STORAGE_CLASSES), "chunk_size": _chunk_size,
+                "mode": _MODE, "owner": _text, "overwrite": _bool}, _create),
+    "add_chunk": ({"inode": _INODE, "index": _int_in(0), "replicas": _list_of(_text)}, _add_chunk),
+    "commit": ({"inode": _INODE, "size": _int_in(0),
+                "chunks": _list_of(_map_of({"handle": _int_in(1), "length": _int_in(0),
+                                            "checksum": _int_in(0)}))}, _commit),
+    "abort": ({"inode": _INODE}, _abort),
+    "rename": ({"src": _path, "dst": _path, "overwrite": _bool}, _rename),
+    "delete": ({"path": _path, "recursive": _bool}, _delete),
+    "barrier": ({}, _barrier),
+}
+
+
+def _parse(command: dict) -> tuple[Callable[[_Tx, dict], dict], dict]:
+    """The handler and validated fields of a command (already known to be a map)."""
+    if "op" not in command:
+        raise InvalidArgument("missing field 'op'")
+    op = command["op"]
+    if not isinstance(op, str) or op not in _OPS:
+        raise InvalidArgument(f"unknown op {_show(op)}")
+    schema, handler = _OPS[op]
+    return handler, _fields(command, {**_COMMON, **schema}, optional=_SESSION)
+
+
+# --- snapshot install --------------------------------------------------------------------------
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _check_env(directory: str) -> None:
+    """DataLoss unless `directory` holds a metadata LMDB environment."""
+    try:
+        env = lmdb.open(directory, readonly=True, lock=False, max_dbs=_MAX_DBS, subdir=True)
+        try:
+            with env.begin() as txn:
+                present = txn.get(_NEXT_INODE, db=env.open_db(b"meta", txn=txn, create=False))
+        finally:
+            env.close()
+    except lmdb.Error as exc:
+        raise DataLoss(f"not a metadata store copy: {exc}") from None
+    if present is None:
+        raise DataLoss("not a metadata store copy: no 'next_inode' counter")
+
+
+def _recover_install(path: str) -> None:
+    """Finish an install_copy that a crash interrupted after staging, else drop its leftovers.
+
+    `path` is missing only between the two renames of _swap_in, when PATH.staged is complete;
+    if PATH.staged is missing too, the crash came after the second rename and before the
+    clean-up, so nothing but PATH.retired is left and it goes back in place."""
+    if not os.path.exists(path):
+        for candidate in (path + _STAGED, path + _RETIRED):
+            if os.path.isdir(candidate):
+                os.rename(candidate, path)
+                break
+    for leftover in (_INSTALLING, _STAGED, _RETIRED):
+        shutil.rmtree(path + leftover, ignore_errors=True)
+
+
+def _stage(mdb_file: str, path: str) -> str:
+    """Write a durable, verified environment directory holding a copy of `mdb_file` next to
+    `path`; return it (PATH.staged)."""
+    installing, staged = path + _INSTALLING, path + _STAGED
+    shutil.rmtree(installing, ignore_errors=True)
+    os.makedirs(installing)
+    try:
+        target = os.path.join(installing, _DATA_FILE)
+        shutil.copyfile(mdb_file, target)
+        _fsync_path(target)
+        _check_env(installing)
+        _fsync_path(installing)
+    except BaseException:
+        shutil.rmtree(installing, ignore_errors=True)
+        raise
+    os.rename(installing, staged)
+    _fsync_path(os.path.dirname(path))
+    return staged
+
+
+def _swap_in(staged: str, path: str) -> None:
+    """Replace the directory `path` by `staged` (two renames; see _recover_install)."""
+    retired = path + _RETIRED
+    if os.path.exists(path):
+        os.rename(path, retired)
+    os.rename(staged, path)
+    _fsync_path(os.path.dirname(path))
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+# --- the state machine -------------------------------------------------------------------------
+
+class MetadataState:
+    """The replicated namespace: apply log entries, answer reads, copy and restore snapshots."""
+
+    def __init__(self, path: str, map_size: int = 1 << 34, *, sync: bool = True):
+        self.path = os.path.abspath(path)
+        _recover_install(self.path)
+        os.makedirs(self.path, exist_ok=True)
+        self._env = lmdb.open(self.path, map_size=map_size, max_dbs=_MAX_DBS, sync=sync, subdir=True)
+        self._dbs = {name: self._env.open_db(name.encode()) for name in _DB_NAMES}
+        self._init_root()
+
+    def _init_root(self) -> None:
+        with self._env.begin(write=True) as txn:
+            tx = _Tx(txn, self._dbs)
+            if tx.inode(ROOT_INODE) is None:
+                tx.put_inode(ROOT_INODE, _inode_record(DIR, ROOT_MODE, ROOT_OWNER, 0))
+                tx.set_counter(_NEXT_INODE, ROOT_INODE + 1)
+                tx.set_counter(_NEXT_CHUNK, 1)
+                tx.set_counter(_APPLIED, 0)
+
+    def close(self) -> None:
+        self._env.close()
+
+    def __enter__(self) -> MetadataState:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- applying ----------------------------------------------------------------------------
+
+    def applied_index(self) -> int:
+        with self._env.begin() as txn:
+            return _Tx(txn, self._dbs).counter(_APPLIED)
+
+    def apply(self, index: int, command: dict) -> dict | None:
+        """Apply a log entry holding one command; None if the entry was already applied."""
+        results = self.apply_batch(index, [command])
+        return None if results is None else results[0]
+
+    def apply_batch(self, index: int, commands: list[dict]) -> list[dict] | None:
+        """Apply log entry `index` in one write transaction; None if it was already applied."""
+        if type(index) is not int or index < 1:
+            raise ValueError(f"a log index must be an int >= 1, not {index!r}")
+        if not isinstance(commands, list):
+            raise TypeError(f"commands must be a list, not {type(commands).__name__}")
+        txn = self._env.begin(write=True)
+        try:
+            results = self._apply_entry(txn, index, commands)
+        except BaseException:
+            txn.abort()
+            raise
+        if results is None:
+            txn.abort()
+        else:
+            txn.commit()
+        return results
+
+    def _apply_entry(self, txn: lmdb.Transaction, index: int, commands: list[dict]) -> list[dict] | None:
+        tx = _Tx(txn, self._dbs)
+        if index <= tx.counter(_APPLIED):
+            return None
+        results = [self._apply_command(txn, command) for command in commands]
+        tx.set_counter(_APPLIED, index)
+        return results
+
+    def _apply_command(self, txn: lmdb.Transaction, command: Any) -> dict:
+        """Exactly-once wrapper around one command (docs/state-machine.md, Exactly-once)."""
+        try:
+            session = _parse_session(command)
+        except InvalidArgument as exc:
+            return _error(exc)
+        tx = _Tx(txn, self._dbs)
+        if session is not None:
+            stored = tx.session_result(session)
+            if stored is not None:
+                return stored
+        result = self._execute(txn, command)
+        if session is not None:
+            tx.store_session(session, result)
+            tx.prune_sessions(session.client_id, session.ack_seq)
+        return result
+
+    def _execute(self, txn: lmdb.Transaction, command: dict) -> dict:
+        """Run one command in a child transaction, kept only if the command succeeds."""
+        child = self._env.begin(write=True, parent=txn)
+        try:
+            handler, args = _parse(command)
+            result = {"ok": handler(_Tx(child, self._dbs), args)}
+        except GfsError as exc:
+            child.abort()
+            return _error(exc)
+        except BaseException:
+            child.abort()
+            raise
+        child.commit()
+        return result
+
+    # --- reads -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _reader(self) -> Iterator[_Tx]:
+        """A read-only transaction wrapped as a _Tx."""
+        txn = self._env.begin()
+        try:
+            yield _Tx(txn, self._dbs)
+        finally:
+            txn.abort()
+
+    def stat(self, path: str) -> dict:
+        path = paths.normalize(path)
+        with self._reader() as tx:
+            return _describe(tx, path, _resolve(tx, path))
+
+    def list(self, path: str, start_after: str = "", limit: int = 1000) -> tuple[list[dict], str]:
+        """One page of a directory's entries in name order, and the `start_after` of the next
+        page ('' when this is the last). Listing a file returns that file alone."""
+        path = paths.normalize(path)
+        _text("start_after", start_after)
+        _int_in(1)("limit", limit)
+        with self._reader() as tx:
+            ino = _resolve(tx, path)
+            if not tx.is_dir(ino):
+                return [_describe(tx, path, ino)], ""
+            found = tx.entries(ino, start_after, limit + 1)
+            page = found[:limit]
+            entries = [_describe(tx, paths.join(path, name), child) for name, child in page]
+            return entries, (page[-1][0] if len(found) > limit else "")
+
+    def file_chunks(self, inode: int) -> list[dict]:
+        """The chunks of inode `inode` (committed or pending) in index order."""
+        _INODE("inode", inode)
+        with self._reader() as tx:
+            record = tx.inode(inode)
+            if record is None:
+                raise NotFound(f"no inode {inode}")
+            return _chunk_infos(tx, record["chunks"])
+
+    def counts(self) -> dict:
+        """Sizes of the namespace: inodes = dirs + files + pending (uploads not yet committed)."""
+        with self._reader() as tx:
+            inodes, pending = tx.count("inodes"), tx.count("pending")
+            dirs = sum(1 for record in tx.inode_records() if record["type"] == DIR)
+            return {"inodes": inodes, "dirs": dirs, "files": inodes - dirs - pending,
+                    "pending": pending, "chunks": tx.count("chunks"), "garbage": tx.count("garbage")}
+
+    def dump(self) -> dict[str, list[tuple[bytes, bytes]]]:
+        """Every database's raw (key, value) pairs: for tests and debugging."""
+        with self._reader() as tx:
+            return {name: tx.dump(name) for name in _DB_NAMES}
+
+    # --- snapshots ---------------------------------------------------------------------------
+
+    def copy_to_fd(self, fd: int) -> None:
+        """Write a consistent, compacted copy of data.mdb to the open file `fd`."""
+        self._env.copyfd(fd, compact=True)
+
+    @classmethod
+    def install_copy(cls, mdb_file: str, path: str) -> None:
+        """Atomically make `path` an environment directory holding a copy of `mdb_file` (made
+        by copy_to_fd). The caller has closed any MetadataState open on `path`."""
+        path = os.path.abspath(path)
+        _recover_install(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        _swap_in(_stage(mdb_file, path), path)
+

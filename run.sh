@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One entry point for the README's quick start:
+#   ./run.sh demo   set everything up, start a local cluster, put and get a file
+#   ./run.sh test   set everything up, run the whole test suite
+#   ./run.sh setup  only set up (.venv with pinned dependencies, system packages)
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+
+need_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_install() {
+    # Install Debian packages that are missing; quiet when everything is present.
+    local missing=()
+    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    command -v apt-get >/dev/null || { echo "run.sh: need Debian packages: ${missing[*]}" >&2; return 1; }
+    need_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive need_root apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+setup() {
+    if ! "$PY" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+        echo "run.sh: Python 3.11 or newer is required (found: $("$PY" --version 2>&1))" >&2; exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PY" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; "$PY" -m venv "$VENV"; }
+    fi
+    # System tools the tests use: ip (network namespaces for partition tests).
+    apt_install iproute2 || true
+    local stamp="$VENV/.installed"
+    if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
+        "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt
+        "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+        touch "$stamp"
+    fi
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+    setup) setup ;;
+    demo)
+        setup
+        exec "$VENV/bin/python" -m cli.demo "$@" ;;
+    test)
+        setup
+        # pytest exit code 5 means "no tests ran": that must fail, not pass silently.
+        set +e
+        "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+        rc=$?
+        set -e
+        if [ $rc -eq 5 ]; then echo "run.sh: no tests were collected" >&2; exit 1; fi
+        exit $rc ;;
+    bench)
+        setup
+        exec "$VENV/bin/python" -m bench "$@" ;;
+    *)
+        echo "usage: ./run.sh {demo|test|bench|setup} [args...]" >&2; exit 2 ;;
+esac

@@ -1,0 +1,54 @@
+"""Shared fixtures: real local clusters in temporary directories, always cleaned up by PID."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from cli.localcluster import LocalCluster
+
+
+@pytest.fixture(autouse=True)
+def _isolated_user_config(tmp_path_factory, monkeypatch):
+    """Never read or write the real user's recorded cluster."""
+    monkeypatch.setenv("GFS_CONFIG_DIR", str(tmp_path_factory.mktemp("gfs-config")))
+    monkeypatch.delenv("GFS_MASTERS", raising=False)
+
+
+class ClusterFactory:
+    def __init__(self, base):
+        self.base = base
+        self.clusters: list[LocalCluster] = []
+
+    def __call__(self, masters: int = 3, name: str = "cluster", options: dict | None = None,
+                 start: bool = True) -> LocalCluster:
+        c = LocalCluster(self.base / name)
+        c.create(masters=masters, options=options)
+        self.clusters.append(c)
+        if start:
+            c.up()
+        return c
+
+    def cleanup(self):
+        for c in self.clusters:
+            for d in c.daemons():
+                pid = c.pid(d["name"])
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGCONT)
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            for proc in c._procs.values():
+                try:
+                    proc.wait(timeout=10)
+                except Exception:
+                    pass
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    factory = ClusterFactory(tmp_path)
+    yield factory
+    factory.cleanup()

@@ -1,0 +1,248 @@
+"""Three real master processes over real sockets: failover, kill -9 of everyone, snapshots,
+linearizable reads, and the CLI on top."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import pytest
+
+from gfs.client import Client
+from gfs.errors import GfsError
+from proto import master_pb2 as pb
+from proto import master_pb2_grpc as pb_grpc
+
+FAST = {"master": {"election-timeout": 0.3}}
+
+
+class Writer:
+    """Concurrent clients creating directories; remembers every acknowledged one."""
+
+    def __init__(self, masters, threads=4, deadline=20.0, prefix="/w"):
+        self.masters = masters
+        self.acked: list[str] = []
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(f"{prefix}{i}", deadline))
+                         for i in range(threads)]
+
+    def _run(self, prefix, deadline):
+        with Client(self.masters, deadline=deadline, attempt_timeout=1.0) as c:
+            n = 0
+            while not self._stop.is_set():
+                path = f"{prefix}-{n}"
+                n += 1
+                try:
+                    c.mkdir(path)
+                except GfsError as err:
+                    with self._lock:
+                        self.errors.append(f"{path}: {err.code} {err}")
+                    continue
+                with self._lock:
+                    self.acked.append(path)
+
+    def start(self):
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=60)
+
+
+def all_names(client, path="/"):
+    return {e.path for e in client.list(path)}
+
+
+def test_writes_survive_killing_the_leader(make_cluster):
+    c = make_cluster(options=FAST)
+    w = Writer(c.master_addresses()).start()
+    time.sleep(1.0)
+    old = c.leader()
+    c.kill(old)
+    time.sleep(2.0)
+    w.stop()
+    assert len(w.acked) > 50
+    with Client(c.master_addresses()) as client:
+        names = all_names(client)
+        assert set(w.acked) <= names
+    c.start(old)
+    c.wait_healthy()
+
+
+@pytest.mark.parametrize("compact", [1_000_000, 40])
+def test_kill_all_masters_at_once_loses_nothing_acknowledged(make_cluster, compact):
+    """All three masters get SIGKILL at the same moment, under load, many times over."""
+    rounds = int(os.environ.get("GFS_KILLALL_ROUNDS", "6"))
+    opts = {"master": {"election-timeout": 0.3, "compact-entries": compact}}
+    c = make_cluster(options=opts)
+    acked: list[str] = []
+    rng = random.Random(1234 + compact)
+    for r in range(rounds):
+        w = Writer(c.master_addresses(), threads=6, prefix=f"/r{r}-").start()
+        time.sleep(rng.uniform(0.3, 1.2))
+        pids = [c.pid(d["name"]) for d in c.daemons()]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        for d in c.daemons():
+            c._wait_gone(d["name"], 10)
+        c.up()
+        w.stop()        # in-flight requests retry against the restarted masters, same seq
+        acked += w.acked
+        with Client(c.master_addresses(), deadline=30) as client:
+            names = all_names(client)
+        missing = [p for p in acked if p not in names]
+        assert not missing, f"round {r}: {len(missing)} acknowledged mkdirs lost: {missing[:5]}"
+    assert len(acked) > rounds * 10
+
+
+def test_lagging_follower_catches_up_from_a_snapshot(make_cluster):
+    c = make_cluster(options={"master": {"election-timeout": 0.3, "compact-entries": 30}})
+    leader = c.leader()
+    follower = next(d["name"] for d in c.daemons() if d["name"] != leader)
+    c.kill(follower)
+    with Client(c.master_addresses()) as client:
+        for i in range(150):
+            client.mkdir(f"/snap-{i}")
+        statuses = {s["address"]: s for s in client.master_statuses() if "error" not in s}
+        assert any(s["snapshot_index"] > 0 for s in statuses.values())
+    c.start(follower)
+    addr = c.daemon(follower)["grpc"]
+    deadline = time.monotonic() + 20
+    with grpc.insecure_channel(addr) as ch:
+        stub = pb_grpc.MasterStub(ch)
+        while True:
+            try:
+                stub.Stat(pb.StatRequest(path="/snap-149", stale_ok=True), timeout=1)
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "follower never caught up"
+                time.sleep(0.2)
+        entries = stub.List(pb.ListRequest(path="/", stale_ok=True, limit=10000), timeout=2).entries
+    assert {f"/snap-{i}" for i in range(150)} <= {e.path for e in entries}
+
+
+def test_deposed_leader_never_serves_a_stale_read(make_cluster):
+    c = make_cluster(options=FAST)
+    old = c.leader()
+    old_addr = c.daemon(old)["grpc"]
+    c.signal(old, signal.SIGSTOP)
+    try:
+        others = [d["grpc"] for d in c.daemons() if d["name"] != old]
+        with Client(others, deadline=20) as client:
+            client.mkdir("/written-while-paused")
+    finally:
+        c.signal(old, signal.SIGCONT)
+    # The old leader wakes up believing it still leads. A linearizable read it answers must
+    # include the write; otherwise it must refuse.
+    with grpc.insecure_channel(old_addr) as ch:
+        try:
+            pb_grpc.MasterStub(ch).Stat(pb.StatRequest(path="/written-while-paused"), timeout=5)
+        except grpc.RpcError as err:
+            assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), err
+
+
+def test_retry_with_same_request_id_is_exactly_once(make_cluster):
+    c = make_cluster(options=FAST)
+    with Client(c.master_addresses()) as client:
+        leader = client.master_statuses()
+        addr = next(s["address"] for s in leader if s.get("role") == "leader")
+    header = pb.RequestHeader(client_id=b"k" * 16, seq=1, ack_seq=0)
+    with grpc.insecure_channel(addr) as ch:
+        stub = pb_grpc.MasterStub(ch)
+        first = stub.Mkdir(pb.MkdirRequest(header=header, path="/once"), timeout=5)
+        again = stub.Mkdir(pb.MkdirRequest(header=header, path="/once"), timeout=5)
+        assert again.inode == first.inode   # the stored result, not ALREADY_EXISTS
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Mkdir(pb.MkdirRequest(header=pb.RequestHeader(client_id=b"k" * 16, seq=2),
+                                       path="/once"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_follower_redirects_to_leader(make_cluster):
+    c = make_cluster(options=FAST)
+    leader = c.leader()
+    follower = next(d for d in c.daemons() if d["name"] != leader)
+    with grpc.insecure_channel(follower["grpc"]) as ch:
+        with pytest.raises(grpc.RpcError) as err:
+            pb_grpc.MasterStub(ch).Mkdir(pb.MkdirRequest(path="/x"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    hint = dict(err.value.trailing_metadata())["gfs-leader"]
+    assert hint == c.daemon(leader)["grpc"]
+    # The client, given only the follower, finds the leader by itself.
+    with Client([follower["grpc"]]) as client:
+        client.mkdir("/via-follower")
+        assert client.stat("/via-follower").is_dir
+
+
+# --- the CLI against real daemons ----------------------------------------------------------------
+
+def gfs(*args, env=None, check=True, timeout=60):
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"gfs {' '.join(args)} failed ({proc.returncode}): {proc.stderr}")
+    return proc
+
+
+def test_cli_cluster_lifecycle_and_namespace(tmp_path):
+    env = {**os.environ, "GFS_CONFIG_DIR": str(tmp_path / "cfg")}
+    env.pop("GFS_MASTERS", None)
+    data = str(tmp_path / "c")
+    try:
+        gfs("cluster", "up", "--masters", "3", "--data", data, env=env)
+        # No flags: the CLI finds the cluster `up` recorded.
+        gfs("mkdir", "-p", "/a/b/c", env=env)
+        gfs("mkdir", "/a/d", env=env)
+        assert gfs("ls", "/a", env=env).stdout.split() == ["b/", "d/"]
+        info = json.loads(gfs("stat", "--json", "/a/b", env=env).stdout)
+        assert info["type"] == "dir" and info["path"] == "/a/b"
+        gfs("mv", "/a/d", "/a/b/d", env=env)
+        assert gfs("ls", "/a/b", env=env).stdout.split() == ["c/", "d/"]
+        long = gfs("ls", "-l", "/a", env=env).stdout
+        assert "drwxr-xr-x" in long
+        gfs("rm", "-r", "/a/b", env=env)
+        assert gfs("ls", "/a", env=env).stdout.split() == []
+        ms = json.loads(gfs("master", "status", "--json", env=env).stdout)
+        assert sorted(m["role"] for m in ms) == ["follower", "follower", "leader"]
+        assert len({m["term"] for m in ms}) == 1
+        st = json.loads(gfs("cluster", "status", "--json", "--data", data, env=env).stdout)
+        assert [r["health"] for r in st] == ["ok"] * 3 and all(r["pid"] for r in st)
+        # Bad input: one line, non-zero exit, no traceback.
+        for args, word in [(("mkdir", "relative"), "invalid argument"),
+                           (("mkdir", "/a/../b"), "invalid argument"),
+                           (("rm", "/nope"), "not found"),
+                           (("mkdir", "/a"), "already exists"),
+                           (("mv", "/a", "/a/inside"), "invalid argument"),
+                           (("ls", "/nope"), "not found")]:
+            p = gfs(*args, env=env, check=False)
+            assert p.returncode == 1 and p.stderr.startswith("gfs: " + word), (args, p.stderr)
+            assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+        # Restarting an existing cluster keeps its data.
+        gfs("cluster", "down", "--data", data, env=env)
+        down = json.loads(gfs("cluster", "status", "--json", "--data", data, env=env,
+                              check=False).stdout)
+        assert [r["health"] for r in down] == ["down"] * 3
+        gfs("cluster", "up", "--data", data, env=env)
+        assert gfs("ls", "/", env=env).stdout.split() == ["a/"]
+    finally:
+        gfs("cluster", "down", "--data", data, env=env, check=False)
+
+
+def test_cli_reports_unreachable_cluster_in_one_line(tmp_path):
+    env = {**os.environ, "GFS_CONFIG_DIR": str(tmp_path / "cfg"), "GFS_MASTERS": "127.0.0.1:1"}
+    p = gfs("--timeout", "1", "ls", "/", env=env, check=False)
+    assert p.returncode == 1 and p.stderr.startswith("gfs: unavailable:"), p.stderr
+    env.pop("GFS_MASTERS")
+    p = gfs("ls", "/", env=env, check=False)
+    assert p.returncode == 1 and "gfs cluster up" in p.stderr

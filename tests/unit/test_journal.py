@@ -1,0 +1,106 @@
+"""DurableJournal: group commit, torn tails, truncation in both directions, term/vote."""
+import os
+
+from master.journal import DurableJournal, encode_record, read_records
+
+
+def entries(n, start=1, term=1):
+    return [(f"cmd-{i}".encode(), i, term) for i in range(start, start + n)]
+
+
+def test_nothing_reaches_disk_before_sync_and_everything_after(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(5):
+        j.add(*e)
+    assert os.path.getsize(tmp_path / "journal.log") == 0
+    assert j.sync() is True
+    assert j.sync() is False            # nothing new: no second fsync
+    assert j.fsyncs == 1
+    again = DurableJournal(str(tmp_path))
+    assert [again[i] for i in range(len(again))] == entries(5)
+
+
+def test_torn_tail_is_cut_and_short_garbage_not_kept(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(3):
+        j.add(*e)
+    j.sync()
+    j._destroy()
+    rec = encode_record(b"half-written", 4, 1)
+    with open(tmp_path / "journal.log", "ab") as f:
+        f.write(rec[:-3])
+    again = DurableJournal(str(tmp_path))
+    assert len(again) == 3 and again[-1][1] == 3
+    assert os.path.getsize(tmp_path / "journal.log") == sum(len(encode_record(*e)) for e in entries(3))
+
+
+def test_damaged_middle_record_is_preserved_aside(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(20):
+        j.add(*e)
+    j.sync()
+    j._destroy()
+    path = tmp_path / "journal.log"
+    data = bytearray(path.read_bytes())
+    data[len(encode_record(*entries(1)[0])) + 26] ^= 0xFF   # corrupt record 2's payload
+    path.write_bytes(bytes(data))
+    again = DurableJournal(str(tmp_path))
+    assert len(again) == 1
+    assert any(p.name.startswith("journal.log.damaged-") for p in tmp_path.iterdir())
+
+
+def test_delete_from_then_append_replaces_the_tail(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesFrom(6)                     # keep indexes 1..6
+    for e in entries(3, start=7, term=2):
+        j.add(*e)
+    j.sync()
+    again = DurableJournal(str(tmp_path))
+    assert [again[i][1:] for i in range(len(again))] == [(i, 1) for i in range(1, 7)] + [(i, 2) for i in range(7, 10)]
+
+
+def test_delete_to_compacts_and_later_appends_survive(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(100):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesTo(90)
+    assert j.first_index == 91 and len(j) == 10
+    for e in entries(5, start=101):
+        j.add(*e)
+    j.deleteEntriesFrom(12)                    # drop 103..105 again
+    j.sync()
+    again = DurableJournal(str(tmp_path))
+    assert [again[i][1] for i in range(len(again))] == list(range(91, 103))
+
+
+def test_clear_then_add_is_atomic_on_sync(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.clear()
+    j.add(b"prev", 50, 3)
+    j.add(b"last", 51, 3)
+    before = DurableJournal(str(tmp_path))     # not synced yet: the old log is intact
+    assert len(before) == 10
+    j.sync()
+    after = DurableJournal(str(tmp_path))
+    assert [after[i] for i in range(len(after))] == [(b"prev", 50, 3), (b"last", 51, 3)]
+
+
+def test_term_and_vote_are_durable_immediately(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    j.setCurrentTerm(7, "127.0.0.1:5000")
+    again = DurableJournal(str(tmp_path))
+    assert again.getCurrentTerm() == 7 and again.getVotedForNodeId() == "127.0.0.1:5000"
+
+
+def test_read_records_rejects_gaps(tmp_path):
+    path = tmp_path / "journal.log"
+    path.write_bytes(encode_record(b"a", 1, 1) + encode_record(b"b", 3, 1))
+    got, _, end, size = read_records(str(path))
+    assert [g[1] for g in got] == [1] and end < size
