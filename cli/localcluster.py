@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,14 +23,41 @@ from pathlib import Path
 import grpc
 
 from gfs.errors import FailedPrecondition, Unavailable
+from proto import chunkserver_pb2 as cpb
+from proto import chunkserver_pb2_grpc as cpb_grpc
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
 
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port that is free now, chosen below the kernel's ephemeral range so that outgoing
+    connections (which take ephemeral ports) cannot grab it before the daemon binds it."""
+    low, _high = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(max(1024, low - 12000), low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise Unavailable("no free TCP port found")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def pid_alive(pid: int, marker: str) -> bool:
@@ -78,10 +106,21 @@ class LocalCluster:
                        "grpc": f"{self.host}:{free_port(self.host)}",
                        "metrics": f"{self.host}:{free_port(self.host)}",
                        "data": str(self.dir / f"master-{i}")})
-        self.spec = {"masters": ms, "chunkservers": [], "options": options or {}}
-        if chunkservers:
-            raise FailedPrecondition("chunkservers are not available in this version")
+        cs = [{"name": f"chunkserver-{i}", "bind": f"{self.host}:{free_port(self.host)}",
+               "metrics": f"{self.host}:{free_port(self.host)}", "rack": "",
+               "data": str(self.dir / f"chunkserver-{i}")} for i in range(1, chunkservers + 1)]
+        self.spec = {"masters": ms, "chunkservers": cs, "options": options or {}}
         self._save()
+
+    def add_chunkserver(self, rack: str = "") -> str:
+        """Lay out (not start) one more chunkserver; returns its name."""
+        i = len(self.spec["chunkservers"]) + 1
+        self.spec["chunkservers"].append({
+            "name": f"chunkserver-{i}", "bind": f"{self.host}:{free_port(self.host)}",
+            "metrics": f"{self.host}:{free_port(self.host)}", "rack": rack,
+            "data": str(self.dir / f"chunkserver-{i}")})
+        self._save()
+        return f"chunkserver-{i}"
 
     def _save(self) -> None:
         tmp = self.spec_path.with_suffix(".tmp")
@@ -92,7 +131,10 @@ class LocalCluster:
         return [m["grpc"] for m in self.spec.get("masters", [])]
 
     def daemons(self) -> list[dict]:
-        return list(self.spec.get("masters", []))
+        return list(self.spec.get("masters", [])) + list(self.spec.get("chunkservers", []))
+
+    def chunkserver_addresses(self) -> list[str]:
+        return [c["bind"] for c in self.spec.get("chunkservers", [])]
 
     def daemon(self, name: str) -> dict:
         for d in self.daemons():
@@ -111,6 +153,19 @@ class LocalCluster:
             argv += [f"--{key}", str(value)]
         return argv
 
+    def chunkserver_argv(self, c: dict) -> list[str]:
+        argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", c["data"],
+                "--masters", ",".join(self.master_addresses()), "--bind", c["bind"],
+                "--metrics", c["metrics"]]
+        if c.get("rack"):
+            argv += ["--rack", c["rack"]]
+        for key, value in sorted(self.spec.get("options", {}).get("chunkserver", {}).items()):
+            argv += [f"--{key}", str(value)]
+        return argv
+
+    def argv(self, d: dict) -> list[str]:
+        return self.master_argv(d) if "raft" in d else self.chunkserver_argv(d)
+
     def pid(self, name: str) -> int | None:
         d = self.daemon(name)
         try:
@@ -128,7 +183,7 @@ class LocalCluster:
         data = Path(d["data"])
         data.mkdir(parents=True, exist_ok=True)
         logf = open(data / "daemon.log", "ab")
-        proc = subprocess.Popen(self.master_argv(d), stdin=subprocess.DEVNULL, stdout=logf,
+        proc = subprocess.Popen(self.argv(d), stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=logf, start_new_session=True, cwd=str(self.dir),
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         logf.close()
@@ -171,7 +226,7 @@ class LocalCluster:
         self.wait_healthy(timeout)
 
     def down(self) -> None:
-        for d in self.daemons():
+        for d in reversed(self.daemons()):
             self.signal(d["name"], signal.SIGTERM)
         for d in self.daemons():
             if not self._wait_gone(d["name"], 10):
@@ -196,13 +251,28 @@ class LocalCluster:
                 return m["name"]
         return None
 
+    def registered_chunkservers(self) -> set[str]:
+        """Chunkservers the leader currently counts as alive."""
+        leader = self.leader()
+        if leader is None:
+            return set()
+        try:
+            with grpc.insecure_channel(self.daemon(leader)["grpc"]) as ch:
+                resp = pb_grpc.MasterStub(ch).Chunkservers(pb.Empty(), timeout=1)
+        except grpc.RpcError:
+            return set()
+        return {s.address for s in resp.servers if s.alive}
+
     def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Wait until every daemon answers and a leader with a quorum exists."""
+        """Wait until every daemon answers, a leader with a quorum exists and every running
+        chunkserver has registered with it."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             sts = [self.master_status(m) for m in self.spec["masters"]]
             if all(sts) and any(s["role"] == "leader" and s["has_quorum"] for s in sts):
-                return
+                want = {c["bind"] for c in self.spec.get("chunkservers", []) if self.pid(c["name"])}
+                if want <= self.registered_chunkservers():
+                    return
             for d in self.daemons():
                 proc = self._procs.get(d["name"])
                 if proc is not None and proc.poll() is not None:
@@ -214,6 +284,7 @@ class LocalCluster:
     def status(self) -> list[dict]:
         """Each daemon with its pid, addresses and health."""
         rows = []
+        registered = self.registered_chunkservers()
         for m in self.spec.get("masters", []):
             pid = self.pid(m["name"])
             st = self.master_status(m) if pid else None
@@ -223,4 +294,19 @@ class LocalCluster:
                          "raft": m["raft"], "metrics": m["metrics"], "health": health,
                          **({k: st[k] for k in ("role", "term", "commit_index", "applied_index")}
                             if st else {})})
+        for c in self.spec.get("chunkservers", []):
+            pid = self.pid(c["name"])
+            st = self.chunkserver_status(c) if pid else None
+            health = "down" if not pid else ("unreachable" if st is None else
+                                             ("ok" if c["bind"] in registered else "unregistered"))
+            rows.append({"name": c["name"], "kind": "chunkserver", "pid": pid, "grpc": c["bind"],
+                         "metrics": c["metrics"], "health": health,
+                         **({"chunks": st.chunk_count, "used_bytes": st.used_bytes} if st else {})})
         return rows
+
+    def chunkserver_status(self, c: dict, timeout: float = 1.0):
+        try:
+            with grpc.insecure_channel(c["bind"]) as ch:
+                return cpb_grpc.ChunkserverStub(ch).Status(cpb.StatusRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return None

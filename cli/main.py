@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from gfs.config import record_cluster, recorded_cluster_file, resolve_masters
-from gfs.errors import FailedPrecondition, GfsError
+from gfs.config import record_cluster, recorded_cluster_file
+from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
 from gfs.units import human_size
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -149,6 +149,97 @@ def rm(ctx, recursive: bool, paths: tuple[str, ...]) -> None:
             c.delete(p, recursive=recursive)
 
 
+# --- data --------------------------------------------------------------------------------------
+
+class Progress:
+    """A tqdm bar on stderr (speed, ETA) when stderr is a terminal or --progress is given."""
+
+    def __init__(self, enabled: bool | None, total: int | None, label: str):
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def local_size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path) if path != "-" else None
+    except OSError:
+        return None
+
+
+progress_option = click.option("--progress/--no-progress", default=None,
+                               help="Show a progress bar (default: when stderr is a terminal).")
+
+
+@cli.command()
+@click.option("-r", "--replication", type=click.IntRange(0, 16), default=0,
+              help="Copies of each chunk [default: the cluster's].")
+@click.option("--chunk-size", default=None, help="Chunk size, e.g. 64MiB [default: the cluster's].")
+@click.option("--class", "storage_class", type=click.Choice(["hot", "cold", "auto"]),
+              default=None, help="Storage class.")
+@click.option("-f", "--force", is_flag=True, help="Replace an existing file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the new file's attributes as JSON.")
+@progress_option
+@click.argument("local")
+@click.argument("remote")
+@click.pass_context
+def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, local, remote):
+    """Upload LOCAL (a file, or - for stdin) to REMOTE. The file appears only when complete."""
+    from gfs.units import parse_size
+    if local != "-" and not os.path.isfile(local):
+        if not os.path.exists(local):
+            raise NotFound(f"local file {local} does not exist")
+        raise InvalidArgument(f"{local} is not a regular file")
+    source = sys.stdin.buffer if local == "-" else local
+    with make_client(ctx) as c, Progress(progress, local_size(local), "put") as bar:
+        info = c.put(source, remote, replication=replication, overwrite=force,
+                     chunk_size=parse_size(chunk_size) if chunk_size else 0,
+                     storage_class=storage_class or "", progress=bar)
+    if as_json:
+        emit_json(info.to_dict())
+
+
+@cli.command()
+@click.option("--offset", type=click.IntRange(0), default=0, help="First byte to read.")
+@click.option("--length", type=int, default=-1, help="Bytes to read (-1: to the end).")
+@progress_option
+@click.argument("remote")
+@click.argument("local")
+@click.pass_context
+def get(ctx, offset, length, progress, remote, local):
+    """Download REMOTE to LOCAL (a file, or - for stdout). Every byte is checksum-verified."""
+    sink = sys.stdout.buffer if local == "-" else local
+    with make_client(ctx) as c:
+        size = c.stat(remote).size if progress is not False else None
+        with Progress(progress, size, "get") as bar:
+            c.get(remote, sink, offset=offset, length=length, progress=bar)
+
+
+@cli.command()
+@click.argument("remotes", nargs=-1, required=True)
+@click.pass_context
+def cat(ctx, remotes):
+    """Write files to stdout."""
+    with make_client(ctx) as c:
+        for r in remotes:
+            c.get(r, sys.stdout.buffer)
+
+
 # --- daemons ------------------------------------------------------------------------------------
 
 @cli.group(invoke_without_command=True, context_settings=CONTEXT)
@@ -171,9 +262,12 @@ def rm(ctx, recursive: bool, paths: tuple[str, ...]) -> None:
               help="Default replication factor for new files.")
 @click.option("--chunk-size", default="64MiB", show_default=True,
               help="Default chunk size for new files.")
+@click.option("--dead-after", default=10.0, show_default=True, type=float,
+              help="Seconds without a heartbeat before a chunkserver counts as dead.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
-           election_timeout, heartbeat, compact_entries, replication, chunk_size) -> None:
+           election_timeout, heartbeat, compact_entries, replication, chunk_size,
+           dead_after) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -188,7 +282,34 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
-                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size)}))
+                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size)},
+                   dead_after=dead_after))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help="Chunk store directory.")
+@click.option("--masters", "masters_", required=True, envvar="GFS_MASTERS",
+              metavar="HOST:PORT,...", help="Master gRPC addresses.")
+@click.option("--bind", default="0.0.0.0:7200", show_default=True, metavar="HOST:PORT",
+              help="Where to listen (port 0 picks one).")
+@click.option("--advertise-host", metavar="HOST",
+              help="Address registered with the masters (default: the --bind host).")
+@click.option("--rack", default="", help="Failure-domain label for placement.")
+@click.option("--metrics", "metrics_addr", default="127.0.0.1:0", show_default=True,
+              metavar="HOST:PORT", help="Prometheus /metrics listen address.")
+@click.option("--heartbeat-interval", default=1.0, show_default=True, type=float,
+              help="Seconds between heartbeats to the master leader.")
+def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
+                heartbeat_interval) -> None:
+    """Run a chunkserver daemon."""
+    from chunkserver.server import serve
+    from gfs.config import split_addresses
+    os.makedirs(data_dir, exist_ok=True)
+    if advertise_host is None and bind.startswith("0.0.0.0"):
+        raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
+    sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
+                   metrics_addr, heartbeat_interval))
 
 
 @master.command("status")
@@ -243,7 +364,7 @@ def cluster() -> None:
 @click.option("--masters", "n_masters", type=click.Choice(["1", "3", "5"]), default="3",
               show_default=True, help="Number of masters (new cluster only).")
 @click.option("--chunkservers", type=click.IntRange(0, 64), default=0, show_default=True,
-              help="Number of chunkservers (new cluster only).")
+              help="Number of chunkservers (an existing cluster grows to this many).")
 @click.option("--data", type=click.Path(file_okay=False), envvar="GFS_DATA",
               help="Cluster directory [default: $GFS_DATA or ~/.local/share/gfs/cluster].")
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
@@ -252,6 +373,8 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, as_json: boo
     c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False)
     if not c.exists:
         c.create(masters=int(n_masters), chunkservers=chunkservers)
+    while len(c.spec["chunkservers"]) < chunkservers:    # an existing cluster can grow
+        c.add_chunkserver()
     c.up()
     record_cluster(c.master_addresses(), str(c.dir))
     rows = c.status()

@@ -6,17 +6,21 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import io
 import os
 import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
 from gfs.config import resolve_masters
-from gfs.errors import GfsError, Unavailable, from_grpc
+from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, Unavailable, from_grpc
+from gfs.transfer import (PIECE_SIZE, Channels, WrittenChunk, is_retryable, read_chunk,
+                          write_chunk)
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
@@ -34,6 +38,7 @@ class ChunkInfo:
     length: int
     checksum: int
     replicas: list[str] = field(default_factory=list)
+    index_offset: int = 0      # where the chunk starts in the file
 
 
 @dataclass
@@ -64,8 +69,155 @@ class FileInfo:
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
                    chunk_size=m.chunk_size,
-                   chunks=[ChunkInfo(c.handle, c.index, c.version, c.length, c.checksum,
-                                     list(c.replicas)) for c in m.chunks])
+                   chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
+                                                   c.checksum, list(c.replicas))
+                                         for c in m.chunks]))
+
+
+def _with_offsets(chunks: list[ChunkInfo]) -> list[ChunkInfo]:
+    pos = 0
+    for c in chunks:
+        c.index_offset = pos
+        pos += c.length
+    return chunks
+
+
+def _chunk_ranges(info: FileInfo, start: int, end: int) -> Iterator[tuple[ChunkInfo, int, int]]:
+    """(chunk, first byte, end byte) within each chunk that overlaps [start, end) of the file."""
+    for c in info.chunks:
+        lo, hi = max(start, c.index_offset), min(end, c.index_offset + c.length)
+        if lo < hi:
+            yield c, lo - c.index_offset, hi - c.index_offset
+
+
+class _ChunkPieces:
+    """The pieces of one chunk of a source; `repeatable` sources can be read again to retry."""
+
+    def __init__(self, read_at: Callable[[int, int], bytes] | None, stream: BinaryIO | None,
+                 start: int, length: int, first: bytes = b""):
+        self.repeatable = read_at is not None
+        self._read_at, self._stream = read_at, stream
+        self._start, self._length, self._first = start, length, first
+
+    def open(self) -> Iterator[bytes]:
+        if self._read_at is not None:
+            for pos in range(self._start, self._start + self._length, PIECE_SIZE):
+                yield self._read_at(pos, min(PIECE_SIZE, self._start + self._length - pos))
+            return
+        sent, piece = 0, self._first
+        while piece:
+            yield piece
+            sent += len(piece)
+            piece = self._stream.read(min(PIECE_SIZE, self._length - sent)) if sent < self._length else b""
+
+
+class _Source:
+    """A local file to upload: seekable (known size, read by offset) or a stream."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._lock = threading.Lock()
+        try:
+            self.size = os.fstat(f.fileno()).st_size
+            self.seekable = f.seekable() and stat_is_regular(f.fileno())
+        except (OSError, io.UnsupportedOperation, AttributeError):
+            self.seekable = f.seekable() if hasattr(f, "seekable") else False
+            self.size = _stream_size(f) if self.seekable else -1
+
+    def _read_at(self, pos: int, n: int) -> bytes:
+        try:
+            return os.pread(self._f.fileno(), n, pos)
+        except (OSError, io.UnsupportedOperation, AttributeError):
+            with self._lock:
+                self._f.seek(pos)
+                return self._f.read(n)
+
+    def chunk(self, index: int, chunk_size: int) -> _ChunkPieces | None:
+        """The pieces of chunk `index`, or None past the end of the source."""
+        if self.seekable:
+            start = index * chunk_size
+            if start >= self.size:
+                return None
+            return _ChunkPieces(self._read_at, None, start, min(chunk_size, self.size - start))
+        first = self._f.read(min(PIECE_SIZE, chunk_size))
+        if not first:
+            return None
+        return _ChunkPieces(None, self._f, 0, chunk_size, first)
+
+
+def stat_is_regular(fd: int) -> bool:
+    import stat as _stat
+    return _stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _stream_size(f: BinaryIO) -> int:
+    here = f.tell()
+    f.seek(0, io.SEEK_END)
+    size = f.tell()
+    f.seek(here)
+    return size
+
+
+class _open_source:
+    def __init__(self, source: str | BinaryIO):
+        self._source = source
+        self._owned: BinaryIO | None = None
+
+    def __enter__(self) -> _Source:
+        if isinstance(self._source, (str, os.PathLike)):
+            try:
+                self._owned = open(self._source, "rb")
+            except OSError as err:
+                raise InvalidArgument(f"cannot read {self._source}: {err.strerror}") from None
+            return _Source(self._owned)
+        return _Source(self._source)
+
+    def __exit__(self, *exc) -> None:
+        if self._owned:
+            self._owned.close()
+
+
+class _Sink:
+    """Where downloaded bytes go: a seekable file takes writes at offsets (parallel chunks),
+    anything else takes them in order."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._lock = threading.Lock()
+        try:
+            self._fd = f.fileno()
+            self.seekable = stat_is_regular(self._fd)
+        except (OSError, io.UnsupportedOperation, AttributeError):
+            self._fd, self.seekable = -1, False
+        self._base = f.tell() if self.seekable else 0
+
+    def write_at(self, pos: int, data: memoryview) -> None:
+        if self.seekable:
+            os.pwrite(self._fd, data, self._base + pos)
+        else:
+            with self._lock:
+                self._f.write(data)
+
+
+class _open_sink:
+    def __init__(self, sink: str | BinaryIO):
+        self._sink = sink
+        self._owned: BinaryIO | None = None
+
+    def __enter__(self) -> _Sink:
+        if isinstance(self._sink, (str, os.PathLike)):
+            try:
+                self._owned = open(self._sink, "wb")
+            except OSError as err:
+                raise InvalidArgument(f"cannot write {self._sink}: {err.strerror}") from None
+            return _Sink(self._owned)
+        return _Sink(self._sink)
+
+    def __exit__(self, *exc) -> None:
+        if self._owned:
+            self._owned.close()
+        elif hasattr(self._sink, "flush"):
+            self._sink.flush()
 
 
 class _Sequencer:
@@ -103,6 +255,7 @@ class Client:
         self._channels: dict[str, grpc.Channel] = {}
         self._leader: str | None = None
         self._rr = random.randrange(len(self.masters))
+        self._data = Channels()
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -111,6 +264,7 @@ class Client:
             for ch in self._channels.values():
                 ch.close()
             self._channels.clear()
+        self._data.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -168,6 +322,15 @@ class Client:
             if not hint:
                 time.sleep(min(1.0, 0.02 * (2 ** min(attempt, 6))) * random.uniform(0.5, 1.0))
 
+    @property
+    def leader(self) -> str | None:
+        """The master this client last found to be the leader."""
+        return self._leader
+
+    def call(self, method: str, request, deadline: float | None = None):
+        """Call any Master RPC on the leader (redirects, retries): for daemons and tools."""
+        return self._call(method, request, deadline=deadline)
+
     def _mutate(self, method: str, request_cls, **fields):
         seq, ack = self._seq.begin()
         try:
@@ -220,8 +383,9 @@ class Client:
                             storage_class=storage_class, chunk_size=chunk_size, mode=mode,
                             owner=owner, overwrite=overwrite).inode
 
-    def add_chunk(self, inode: int, index: int) -> pb.AddChunkResponse:
-        return self._mutate("AddChunk", pb.AddChunkRequest, inode=inode, index=index)
+    def add_chunk(self, inode: int, index: int, exclude: list[str] | None = None) -> pb.AddChunkResponse:
+        return self._mutate("AddChunk", pb.AddChunkRequest, inode=inode, index=index,
+                            exclude=exclude or [])
 
     def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]]) -> int:
         """Publish a pending upload atomically; chunks are (handle, length, checksum) in order."""
@@ -231,6 +395,128 @@ class Client:
 
     def abort(self, inode: int) -> None:
         self._mutate("Abort", pb.AbortRequest, inode=inode)
+
+    # --- data ---------------------------------------------------------------------------------
+
+    def put(self, source: str | BinaryIO, path: str, *, replication: int = 0,
+            chunk_size: int = 0, storage_class: str = "", overwrite: bool = False,
+            parallel: int = 4, progress: Callable[[int], None] | None = None) -> FileInfo:
+        """Upload a local file (path or binary file object) to `path`. The file appears
+        atomically when every chunk is fsync'd on all its replicas; on failure nothing appears.
+        Seekable sources upload `parallel` chunks at once and retry a failed chunk elsewhere."""
+        with _open_source(source) as src:
+            inode_resp = self._mutate("Create", pb.CreateRequest, path=path,
+                                      replication=replication, storage_class=storage_class,
+                                      chunk_size=chunk_size, mode=0o644, overwrite=overwrite)
+            try:
+                written, size = self._upload_chunks(inode_resp, src, parallel, progress)
+                self.commit(inode_resp.inode, size,
+                            [(w.handle, w.length, w.checksum) for w in written])
+            except BaseException:
+                try:
+                    self.abort(inode_resp.inode)
+                except GfsError:
+                    pass    # the upload stays pending; garbage collection reclaims its chunks
+                raise
+        return self.stat(path)
+
+    def _upload_chunks(self, created: pb.CreateResponse, src: "_Source", parallel: int,
+                       progress: Callable[[int], None] | None) -> tuple[list[WrittenChunk], int]:
+        chunk_size = created.chunk_size
+        workers = parallel if src.seekable else 1
+        results: dict[int, Future] = {}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            index = 0
+            while True:
+                pending = [f for f in results.values() if not f.done()]
+                if len(pending) >= workers:
+                    wait(pending, return_when=FIRST_COMPLETED)
+                for f in results.values():
+                    if f.done() and f.exception():
+                        raise f.exception()
+                piece_source = src.chunk(index, chunk_size)
+                if piece_source is None:
+                    break
+                # Chunks are allocated in index order here; only the bytes move in parallel.
+                alloc = self.add_chunk(created.inode, index)
+                results[index] = pool.submit(self._upload_one, created.inode, index, piece_source,
+                                             alloc, progress)
+                index += 1
+            written = [results[i].result() for i in sorted(results)]
+        return written, sum(w.length for w in written)
+
+    def _upload_one(self, inode: int, index: int, pieces: "_ChunkPieces",
+                    alloc: pb.AddChunkResponse, progress: Callable[[int], None] | None,
+                    attempts: int = 3) -> WrittenChunk:
+        failed: list[str] = []
+        for attempt in range(attempts):
+            if attempt:    # a new handle on a replica set without the servers that failed
+                alloc = self.add_chunk(inode, index, exclude=failed)
+            try:
+                return write_chunk(self._data, list(alloc.replicas), alloc.handle, alloc.version,
+                                   pieces.open(), progress=progress)
+            except GfsError as err:
+                if not (pieces.repeatable and is_retryable(err)) or attempt == attempts - 1:
+                    raise
+                failed += [a for a in alloc.replicas if a not in failed and not self._data.alive(a)]
+        raise AssertionError("unreachable")
+
+    def get(self, path: str, sink: str | BinaryIO, *, offset: int = 0, length: int = -1,
+            parallel: int = 4, progress: Callable[[int], None] | None = None) -> int:
+        """Download `path` (or the range offset..offset+length) into a local path or binary file
+        object; returns the number of bytes written. Every byte is checksum-verified; a replica
+        that fails is skipped (and reported if its data is bad)."""
+        info = self.stat(path)
+        if info.is_dir:
+            raise FailedPrecondition(f"{path} is a directory")
+        if offset < 0 or offset > info.size:
+            raise InvalidArgument(f"offset {offset} is outside {path} ({info.size} bytes)")
+        end = info.size if length < 0 else min(info.size, offset + length)
+        with _open_sink(sink) as out:
+            workers = parallel if out.seekable else 1
+            jobs = [(c, lo, hi) for c, lo, hi in _chunk_ranges(info, offset, end)]
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(self._read_range, c, lo, hi, out, offset, progress)
+                           for c, lo, hi in jobs] if workers > 1 else None
+                if futures is None:
+                    for c, lo, hi in jobs:
+                        self._read_range(c, lo, hi, out, offset, progress)
+                else:
+                    for f in futures:
+                        f.result()
+        return end - offset
+
+    def _read_range(self, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink", base: int,
+                    progress: Callable[[int], None] | None) -> None:
+        pos = chunk.index_offset + lo - base
+
+        def sink(piece: memoryview) -> None:
+            nonlocal pos
+            out.write_at(pos, piece)
+            pos += len(piece)
+            if progress:
+                progress(len(piece))
+
+        read_chunk(self._data, chunk.handle, chunk.version, chunk.replicas, chunk.length,
+                   chunk.checksum, lo, hi - lo, sink,
+                   lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version, addr, why))
+
+    def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
+        """Small reads into memory (use `get` for large files)."""
+        buf = io.BytesIO()
+        self.get(path, buf, offset=offset, length=length, parallel=1)
+        return buf.getvalue()
+
+    def report_bad_replica(self, handle: int, version: int, address: str, reason: str) -> None:
+        try:
+            self._call("ReportBadReplica", pb.BadReplicaRequest(
+                handle=handle, version=version, address=address, reason=reason[:500]), deadline=5)
+        except GfsError:
+            pass    # best effort: the scrubber finds it too
+
+    def chunkservers(self) -> list[dict]:
+        resp = self._call("Chunkservers", pb.Empty())
+        return [{f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields} for s in resp.servers]
 
     # --- status --------------------------------------------------------------------------------
 

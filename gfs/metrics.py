@@ -5,6 +5,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
+from gfs.errors import FailedPrecondition
 from prometheus_client import Counter, Histogram, start_http_server
 
 RPC_REQUESTS = Counter("gfs_rpc_requests_total", "RPCs served, by method and status code",
@@ -17,7 +18,10 @@ RPC_SECONDS = Histogram("gfs_rpc_seconds", "RPC latency in seconds", ["daemon", 
 def serve(address: str) -> tuple[str, int]:
     """Start the /metrics HTTP endpoint on HOST:PORT (port 0 picks one); return where it is."""
     host, _, port = address.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    except (OSError, ValueError) as err:
+        raise FailedPrecondition(f"cannot serve /metrics on {address}: {err}") from None
     return server.server_address[0], server.server_address[1]
 
 

@@ -6,6 +6,7 @@ import os
 import time
 
 from gfs.errors import FailedPrecondition, Unavailable, from_code
+from master.chunkservers import ChunkserverRegistry
 from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
 
@@ -26,7 +27,7 @@ class MasterNode:
 
     def __init__(self, node_id: int, raft_address: str, grpc_address: str,
                  peers: dict[str, str], data_dir: str, raft_config: RaftConfig | None = None,
-                 defaults: dict | None = None):
+                 defaults: dict | None = None, dead_after: float = 10.0):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -37,6 +38,7 @@ class MasterNode:
         self.defaults.update(defaults or {})
         self.started = time.monotonic()
         self.metrics_address = ""
+        self.chunkservers = ChunkserverRegistry(dead_after=dead_after)
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
                                  on_role_change=self._role_changed)
         self.proposer = Proposer(self.raft.propose)
@@ -48,6 +50,8 @@ class MasterNode:
         self.raft.stop()
 
     def _role_changed(self, role: str) -> None:
+        # Replica locations are soft state: a new leader rebuilds them from full reports.
+        self.chunkservers.reset()
         log.info("raft role is now %s", role, extra={"fields": {"role": role}})
 
     # --- leadership ----------------------------------------------------------------------------
@@ -82,11 +86,20 @@ class MasterNode:
         with self.raft._state_lock:
             return fn(self.raft.state)
 
-    def place_chunk(self, inode: int) -> list[str]:
-        """Choose the replica set for a new chunk. Chunkservers register in the data-path layer;
-        until one has, there is nowhere to put a chunk."""
-        raise FailedPrecondition("no chunkservers have registered with the masters; "
-                                 "cannot place a chunk")
+    def place_chunk(self, inode: int, exclude: set[str] | None = None) -> list[str]:
+        """Choose the replica set for a new chunk of pending upload `inode`."""
+        self.require_leader()
+        with self.raft._state_lock:
+            record = self.raft.state.inode_record(inode)
+        if record is None or record.get("state") != "pending":
+            raise FailedPrecondition(f"inode {inode} is not an upload in progress")
+        return self.chunkservers.place(record["replication"], exclude)
+
+    def chunk_locations(self, chunk: dict) -> list[str]:
+        """Where to read a chunk: servers that reported it first, then the recorded replica set
+        (a leader that was just elected may not have heard every report yet)."""
+        live = self.chunkservers.locations(chunk["handle"], chunk["version"])
+        return live + [r for r in chunk.get("replicas") or [] if r not in live]
 
     # --- status ----------------------------------------------------------------------------------
 

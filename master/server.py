@@ -9,6 +9,7 @@ from concurrent import futures
 import grpc
 
 from gfs import logs, metrics
+from gfs.errors import FailedPrecondition
 from master.node import MasterNode
 from master.raft import RaftConfig
 from master.service import MasterService
@@ -28,15 +29,18 @@ def parse_peers(peers: str) -> dict[str, str]:
 
 def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_dir: str,
           metrics_address: str, raft_config: RaftConfig | None = None,
-          defaults: dict | None = None, workers: int = 64) -> int:
+          defaults: dict | None = None, workers: int = 64, dead_after: float = 10.0) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
     node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
-                      raft_config, defaults)
+                      raft_config, defaults, dead_after)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_MasterServicer_to_server(MasterService(node), server)
-    server.add_insecure_port(grpc_address)
+    try:
+        server.add_insecure_port(grpc_address)
+    except RuntimeError as err:
+        raise FailedPrecondition(f"cannot listen on {grpc_address}: {err}") from None
     host, port = metrics.serve(metrics_address)
     node.metrics_address = f"{host}:{port}"
     node.start()

@@ -53,7 +53,9 @@ def header_fields(header: pb.RequestHeader) -> dict:
     return {"client_id": header.client_id, "seq": header.seq, "ack_seq": header.ack_seq}
 
 
-def file_info(d: dict) -> pb.FileInfo:
+def file_info(d: dict, locate=None) -> pb.FileInfo:
+    """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses."""
+    locate = locate or (lambda c: c.get("replicas") or [])
     return pb.FileInfo(
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
@@ -61,7 +63,7 @@ def file_info(d: dict) -> pb.FileInfo:
         chunk_size=d["chunk_size"],
         chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
                              length=c["length"], checksum=c["checksum"],
-                             replicas=c.get("replicas") or []) for c in d["chunks"]])
+                             replicas=locate(c)) for c in d["chunks"]])
 
 
 class MasterService(pb_grpc.MasterServicer):
@@ -82,18 +84,18 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     def Create(self, request, context):
         d = self.node.defaults
+        replication = request.replication or d["replication"]
+        chunk_size = request.chunk_size or d["chunk_size"]
         ok = self._mutate(request, context, {
-            "op": "create", "path": request.path,
-            "replication": request.replication or d["replication"],
+            "op": "create", "path": request.path, "replication": replication,
             "storage_class": request.storage_class or d["storage_class"],
-            "chunk_size": request.chunk_size or d["chunk_size"],
-            "mode": request.mode or 0o644, "owner": request.owner,
+            "chunk_size": chunk_size, "mode": request.mode or 0o644, "owner": request.owner,
             "overwrite": request.overwrite})
-        return pb.CreateResponse(inode=ok["inode"])
+        return pb.CreateResponse(inode=ok["inode"], chunk_size=chunk_size, replication=replication)
 
     @rpc
     def AddChunk(self, request, context):
-        replicas = self.node.place_chunk(request.inode)
+        replicas = self.node.place_chunk(request.inode, set(request.exclude))
         ok = self._mutate(request, context, {
             "op": "add_chunk", "inode": request.inode, "index": request.index,
             "replicas": replicas})
@@ -128,14 +130,42 @@ class MasterService(pb_grpc.MasterServicer):
     def Stat(self, request, context):
         info = self.node.read(lambda st: st.stat(request.path), not request.stale_ok,
                               request_timeout(context))
-        return pb.StatResponse(info=file_info(info))
+        return pb.StatResponse(info=file_info(info, self.node.chunk_locations))
 
     @rpc
     def List(self, request, context):
         limit = min(request.limit or 1000, 10_000)
         entries, nxt = self.node.read(lambda st: st.list(request.path, request.start_after, limit),
                                       not request.stale_ok, request_timeout(context))
-        return pb.ListResponse(entries=[file_info(e) for e in entries], next=nxt)
+        return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations) for e in entries],
+                               next=nxt)
+
+    @rpc
+    def Heartbeat(self, request, context):
+        self.node.require_leader()
+        figures = {k: getattr(request, k) for k in (
+            "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
+            "rss_bytes")}
+        need_full = self.node.chunkservers.heartbeat(
+            request.address, request.rack, request.instance, request.full_report,
+            [(c.handle, c.version) for c in request.added],
+            [(c.handle, c.version) for c in request.removed], figures)
+        return pb.HeartbeatResponse(need_full_report=need_full)
+
+    @rpc
+    def ReportBadReplica(self, request, context):
+        self.node.require_leader()
+        log.warning("bad replica reported: chunk %d v%d on %s: %s", request.handle,
+                    request.version, request.address, request.reason,
+                    extra={"fields": {"handle": request.handle, "replica": request.address}})
+        self.node.chunkservers.forget_replica(request.handle, request.address)
+        return pb.Empty()
+
+    @rpc
+    def Chunkservers(self, request, context):
+        self.node.require_leader()
+        return pb.ChunkserversResponse(servers=[pb.ChunkserverInfo(**s)
+                                                for s in self.node.chunkservers.describe()])
 
     @rpc
     def Status(self, request, context):

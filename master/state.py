@@ -833,6 +833,12 @@ class MetadataState:
                 raise NotFound(f"no inode {inode}")
             return _chunk_infos(tx, record["chunks"])
 
+    def inode_record(self, inode: int) -> dict | None:
+        """The raw record of inode `inode` (pending uploads included), or None."""
+        _INODE("inode", inode)
+        with self._reader() as tx:
+            return tx.inode(inode)
+
     def counts(self) -> dict:
         """Sizes of the namespace: inodes = dirs + files + pending (uploads not yet committed)."""
         with self._reader() as tx:

@@ -84,6 +84,21 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/gfs.master.Master/Heartbeat',
+                request_serializer=proto_dot_master__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
+        self.ReportBadReplica = channel.unary_unary(
+                '/gfs.master.Master/ReportBadReplica',
+                request_serializer=proto_dot_master__pb2.BadReplicaRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Chunkservers = channel.unary_unary(
+                '/gfs.master.Master/Chunkservers',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.ChunkserversResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -149,6 +164,24 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportBadReplica(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Chunkservers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -201,6 +234,21 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=proto_dot_master__pb2.Empty.FromString,
                     response_serializer=proto_dot_master__pb2.StatusResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=proto_dot_master__pb2.HeartbeatRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'ReportBadReplica': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportBadReplica,
+                    request_deserializer=proto_dot_master__pb2.BadReplicaRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+            ),
+            'Chunkservers': grpc.unary_unary_rpc_method_handler(
+                    servicer.Chunkservers,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_master__pb2.ChunkserversResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -473,6 +521,87 @@ class Master:
             '/gfs.master.Master/Status',
             proto_dot_master__pb2.Empty.SerializeToString,
             proto_dot_master__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/Heartbeat',
+            proto_dot_master__pb2.HeartbeatRequest.SerializeToString,
+            proto_dot_master__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportBadReplica(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/ReportBadReplica',
+            proto_dot_master__pb2.BadReplicaRequest.SerializeToString,
+            proto_dot_master__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Chunkservers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/Chunkservers',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_master__pb2.ChunkserversResponse.FromString,
             options,
             channel_credentials,
             insecure,

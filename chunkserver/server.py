@@ -1,0 +1,53 @@
+"""The chunkserver daemon: chunk store + gRPC data service + heartbeats + /metrics."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+
+import grpc
+
+from chunkserver.heartbeat import Heartbeater
+from chunkserver.service import ChunkserverService
+from chunkserver.store import ChunkStore
+from gfs import logs, metrics
+from gfs.errors import FailedPrecondition
+from gfs.transfer import CHANNEL_OPTIONS
+from proto import chunkserver_pb2_grpc as cpb_grpc
+
+log = logging.getLogger(__name__)
+
+
+def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | None, rack: str,
+          metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
+          max_chunk_size: int = 64 << 20) -> int:
+    """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code."""
+    logs.setup("chunkserver")
+    store = ChunkStore(data_dir, max_chunk_size=max_chunk_size)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
+    try:
+        port = server.add_insecure_port(bind)
+    except RuntimeError as err:
+        raise FailedPrecondition(f"cannot listen on {bind}: {err}") from None
+    host = advertise_host or bind.rsplit(":", 1)[0]
+    address = f"{host}:{port}"
+    service = ChunkserverService(store, address, rack)
+    cpb_grpc.add_ChunkserverServicer_to_server(service, server)
+    mhost, mport = metrics.serve(metrics_address)
+    service.metrics_address = f"{mhost}:{mport}"
+    server.start()
+    beats = Heartbeater(store, address, rack, masters, heartbeat_interval)
+    beats.start()
+    log.info("chunkserver %s serving (bind %s), %d chunks, metrics on %s", address, bind,
+             len(store.chunks()), service.metrics_address)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        service.master_leader = beats.leader
+    log.info("chunkserver %s stopping", address)
+    beats.stop()
+    server.stop(grace=2).wait()
+    return 0

@@ -1,0 +1,179 @@
+"""The Chunkserver gRPC service: chain-replicated writes and verified block reads."""
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+import os
+import queue
+import time
+from contextlib import contextmanager
+
+import grpc
+from prometheus_client import Counter
+
+from chunkserver.store import ChunkStore
+from gfs.checksum import BLOCK_SIZE, block_checksum
+from gfs.errors import DataLoss, GfsError, InvalidArgument, Unavailable
+from gfs.metrics import observe_rpc
+from gfs.transfer import Channels
+from proto import chunkserver_pb2 as cpb
+from proto import chunkserver_pb2_grpc as cpb_grpc
+
+log = logging.getLogger(__name__)
+
+BYTES = Counter("gfs_chunkserver_bytes_total", "Chunk bytes moved, by direction", ["direction"])
+BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
+FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
+
+
+@contextmanager
+def _statuses(context, method: str):
+    """Instrument an RPC and turn errors into precise gRPC statuses."""
+    with observe_rpc("chunkserver", method) as outcome:
+        try:
+            yield
+        except GfsError as err:
+            outcome["code"] = err.code
+            context.abort(err.grpc_code, err.message)
+        except grpc.RpcError as err:             # a downstream replica failed
+            outcome["code"] = "UNAVAILABLE"
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"downstream replica: {err.details()}")
+
+
+def unary(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        with _statuses(context, method.__name__):
+            return method(self, request, context)
+    return wrapper
+
+
+def streaming(method):
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        with _statuses(context, method.__name__):
+            yield from method(self, request, context)
+    return wrapper
+
+
+class Forwarder:
+    """Streams a chunk to the next replica of the chain while this one writes it."""
+
+    def __init__(self, channels: Channels, chain: list[str], header: cpb.WriteHeader,
+                 timeout: float):
+        self.address = chain[0]
+        self._queue: queue.Queue = queue.Queue(maxsize=FORWARD_QUEUE)
+        first = cpb.WriteRequest(header=cpb.WriteHeader(handle=header.handle,
+                                                        version=header.version, chain=chain[1:]))
+        self._future = channels.stub(self.address).WriteChunk.future(
+            self._requests(first), timeout=timeout)
+
+    def _requests(self, first: cpb.WriteRequest):
+        yield first
+        while (item := self._queue.get()) is not None:
+            yield item
+
+    def send(self, message: cpb.WriteRequest) -> None:
+        while True:
+            if self._future.done():
+                self._future.result()      # raises the downstream error
+                raise Unavailable(f"replica {self.address} ended the stream early")
+            try:
+                self._queue.put(message, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self, timeout: float) -> cpb.WriteResponse:
+        self.send(None)
+        return self._future.result(timeout=timeout)
+
+    def cancel(self) -> None:
+        self._future.cancel()
+
+
+class ChunkserverService(cpb_grpc.ChunkserverServicer):
+    def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0):
+        self.store = store
+        self.address = address
+        self.rack = rack
+        self.channels = Channels()
+        self.write_timeout = write_timeout
+        self.started = time.monotonic()
+        self.master_leader = ""
+        self.metrics_address = ""
+
+    @unary
+    def WriteChunk(self, request_iterator, context):
+        first = next(request_iterator, None)
+        if first is None or not first.HasField("header"):
+            raise InvalidArgument("a chunk write starts with a header message")
+        h = first.header
+        writer = self.store.begin_write(h.handle, h.version)
+        forward = Forwarder(self.channels, list(h.chain), h, self.write_timeout) if h.chain else None
+        try:
+            expected = (None, None)
+            for msg in itertools.chain([first], request_iterator):
+                if msg.data:
+                    writer.write(msg.data)
+                    BYTES.labels("in").inc(len(msg.data))
+                    if forward:
+                        forward.send(cpb.WriteRequest(data=msg.data))
+                if msg.has_expected:
+                    expected = (msg.expected_length, msg.expected_checksum)
+                    if forward:
+                        forward.send(msg)
+            meta = writer.commit(*expected)
+            replicas = [self.address]
+            if forward:
+                down = forward.finish(self.write_timeout)
+                if (down.length, down.checksum) != (meta.length, meta.checksum):
+                    raise DataLoss(f"replica {forward.address} stored a different chunk")
+                replicas += list(down.replicas)
+            return cpb.WriteResponse(length=meta.length, checksum=meta.checksum, replicas=replicas)
+        except BaseException:
+            writer.abort()
+            if forward:
+                forward.cancel()
+            raise
+
+    @streaming
+    def ReadChunk(self, request, context):
+        meta = self.store.get(request.handle)
+        version = request.version or None
+        start = request.offset - request.offset % BLOCK_SIZE
+        length = -1 if request.length < 0 else request.offset + request.length - start
+        pieces = self.store.read(request.handle, start, length, version)
+        chunk_length = meta.length if meta else 0
+        batch: list[bytes] = []
+        offset = start
+        for piece in pieces:
+            batch.append(piece)
+            if len(batch) == BLOCKS_PER_RESPONSE:
+                yield self._response(offset, batch, chunk_length)
+                offset += sum(len(b) for b in batch)
+                batch = []
+        if batch or offset == start:
+            yield self._response(offset, batch, chunk_length)
+
+    @staticmethod
+    def _response(offset: int, blocks: list[bytes], chunk_length: int) -> cpb.ReadResponse:
+        data = b"".join(blocks)
+        BYTES.labels("out").inc(len(data))
+        return cpb.ReadResponse(offset=offset, data=data, chunk_length=chunk_length,
+                                block_sums=[block_checksum(b) for b in blocks])
+
+    @unary
+    def DeleteChunk(self, request, context):
+        return cpb.DeleteResponse(deleted=self.store.delete(request.handle, request.version or None))
+
+    @unary
+    def Status(self, request, context):
+        u = self.store.usage()
+        return cpb.StatusResponse(
+            address=self.address, rack=self.rack, chunk_count=u["chunk_count"],
+            used_bytes=u["used_bytes"], capacity_bytes=u["capacity_bytes"],
+            free_bytes=u["free_bytes"], master_leader=self.master_leader,
+            uptime_s=time.monotonic() - self.started, pid=os.getpid(),
+            metrics_address=self.metrics_address)

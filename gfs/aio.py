@@ -1,0 +1,61 @@
+"""The asyncio client: the same operations as `gfs.client.Client`, awaitable.
+
+Each call runs the synchronous client's code in a worker thread (`asyncio.to_thread`), so the
+event loop never blocks on the network or the disk and both clients share one implementation of
+redirects, retries, exactly-once tagging and checksum verification.
+"""
+from __future__ import annotations
+
+import asyncio
+from typing import BinaryIO
+
+from gfs.client import Client, FileInfo
+
+
+class AsyncClient:
+    def __init__(self, masters: str | list[str] | None = None, **kwargs):
+        self._client = Client(masters, **kwargs)
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    async def mkdir(self, path: str, parents: bool = False, mode: int = 0o755) -> int:
+        return await asyncio.to_thread(self._client.mkdir, path, parents, mode)
+
+    async def stat(self, path: str, stale_ok: bool = False) -> FileInfo:
+        return await asyncio.to_thread(self._client.stat, path, stale_ok)
+
+    async def exists(self, path: str) -> bool:
+        return await asyncio.to_thread(self._client.exists, path)
+
+    async def list(self, path: str, stale_ok: bool = False) -> list[FileInfo]:
+        return await asyncio.to_thread(lambda: list(self._client.list(path, stale_ok)))
+
+    async def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
+        await asyncio.to_thread(self._client.rename, src, dst, overwrite)
+
+    async def delete(self, path: str, recursive: bool = False) -> int:
+        return await asyncio.to_thread(self._client.delete, path, recursive)
+
+    async def put(self, source: str | BinaryIO, path: str, **kwargs) -> FileInfo:
+        return await asyncio.to_thread(self._client.put, source, path, **kwargs)
+
+    async def get(self, path: str, sink: str | BinaryIO, **kwargs) -> int:
+        return await asyncio.to_thread(self._client.get, path, sink, **kwargs)
+
+    async def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
+        return await asyncio.to_thread(self._client.read, path, offset, length)
+
+    async def master_statuses(self) -> list[dict]:
+        return await asyncio.to_thread(self._client.master_statuses)
+
+    async def chunkservers(self) -> list[dict]:
+        return await asyncio.to_thread(self._client.chunkservers)
+
+

@@ -1,0 +1,160 @@
+"""The client's side of the data path: stream a chunk down a replica chain, read a chunk range
+from the first replica that serves it correctly.
+
+Memory stays bounded: a write is fed piece by piece (1 MiB) from its source, a read hands each
+verified piece to a sink as it arrives.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import grpc
+
+from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
+from gfs.errors import DataLoss, GfsError, Unavailable, from_grpc
+from proto import chunkserver_pb2 as cpb
+from proto import chunkserver_pb2_grpc as cpb_grpc
+
+PIECE_SIZE = 1 << 20
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 8 << 20),
+                   ("grpc.max_send_message_length", 8 << 20),
+                   ("grpc.enable_retries", 0)]
+
+
+class Channels:
+    """One gRPC channel per chunkserver address, shared by threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def stub(self, address: str) -> cpb_grpc.ChunkserverStub:
+        with self._lock:
+            ch = self._channels.get(address)
+            if ch is None:
+                ch = self._channels[address] = grpc.insecure_channel(address, CHANNEL_OPTIONS)
+            return cpb_grpc.ChunkserverStub(ch)
+
+    def alive(self, address: str, timeout: float = 1.0) -> bool:
+        """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""
+        try:
+            self.stub(address).Status(cpb.StatusRequest(), timeout=timeout)
+            return True
+        except grpc.RpcError:
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            for ch in self._channels.values():
+                ch.close()
+            self._channels.clear()
+
+
+@dataclass
+class WrittenChunk:
+    handle: int
+    length: int
+    checksum: int
+    replicas: list[str]
+
+
+def write_chunk(channels: Channels, replicas: list[str], handle: int, version: int,
+                pieces: Iterable[bytes], timeout: float = 600.0,
+                progress: Callable[[int], None] | None = None) -> WrittenChunk:
+    """Stream `pieces` to replicas[0], which forwards down the chain; returns once every replica
+    has fsync'd the chunk and agreed on its length and checksum."""
+    summer = ChunkChecksummer()
+
+    def requests() -> Iterator[cpb.WriteRequest]:
+        yield cpb.WriteRequest(header=cpb.WriteHeader(handle=handle, version=version,
+                                                      chain=replicas[1:]))
+        for piece in pieces:
+            summer.update(piece)
+            yield cpb.WriteRequest(data=piece)
+            if progress:
+                progress(len(piece))
+        yield cpb.WriteRequest(has_expected=True, expected_length=summer.length,
+                               expected_checksum=summer.finish())
+
+    try:
+        resp = channels.stub(replicas[0]).WriteChunk(requests(), timeout=timeout)
+    except grpc.RpcError as err:
+        raise from_grpc(err.code(), f"writing chunk {handle} via {replicas[0]}: "
+                                    f"{err.details() or err.code().name}") from None
+    expected = chunk_checksum(summer.blocks)
+    if resp.length != summer.length or resp.checksum != expected:
+        raise DataLoss(f"chunk {handle}: replicas stored {resp.length} bytes / {resp.checksum:x}, "
+                       f"sent {summer.length} / {expected:x}")
+    if sorted(resp.replicas) != sorted(replicas):
+        raise Unavailable(f"chunk {handle}: only {list(resp.replicas)} of {replicas} confirmed")
+    return WrittenChunk(handle, resp.length, resp.checksum, list(resp.replicas))
+
+
+class BadReplica(Exception):
+    """A replica sent data that does not match its checksums."""
+
+
+def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview]]:
+    """(block index, its offset, block bytes) for each block of a response, checksum-verified."""
+    data = memoryview(resp.data)
+    for i, expected in enumerate(resp.block_sums):
+        block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+        if block_checksum(block) != expected:
+            raise BadReplica(f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
+        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block
+    if len(data) > len(resp.block_sums) * BLOCK_SIZE or (
+            len(resp.block_sums) and len(data) <= (len(resp.block_sums) - 1) * BLOCK_SIZE):
+        raise BadReplica("response length does not match its block checksums")
+
+
+def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str],
+               chunk_length: int, chunk_sum: int, offset: int, length: int,
+               sink: Callable[[memoryview], None],
+               report_bad: Callable[[str, str], None] | None = None,
+               timeout: float = 600.0) -> None:
+    """Deliver bytes [offset, offset+length) of a chunk to `sink`, in order, each verified.
+    On any error the next replica continues where the last one stopped; a replica with bad data
+    is reported. A whole-chunk read is also checked against the chunk checksum in the metadata."""
+    end = offset + length
+    done = offset
+    sums: dict[int, int] = {}
+    errors: list[str] = []
+    for address in replicas:
+        if done >= end:
+            break
+        try:
+            stream = channels.stub(address).ReadChunk(
+                cpb.ReadRequest(handle=handle, version=version, offset=done, length=end - done),
+                timeout=timeout)
+            for resp in stream:
+                if resp.chunk_length != chunk_length:
+                    raise BadReplica(f"holds {resp.chunk_length} bytes, metadata says {chunk_length}")
+                for index, block_off, block in _verified_pieces(resp):
+                    sums[index] = block_checksum(block)
+                    lo, hi = max(done, block_off), min(end, block_off + len(block))
+                    if lo < hi:
+                        sink(block[lo - block_off:hi - block_off])
+                        done = hi
+            if done < end:
+                raise BadReplica(f"stream ended at {done} of {end}")
+        except BadReplica as bad:
+            errors.append(f"{address}: {bad}")
+            if report_bad:
+                report_bad(address, str(bad))
+        except grpc.RpcError as err:
+            errors.append(f"{address}: {err.details() or err.code().name}")
+            if err.code() == grpc.StatusCode.DATA_LOSS and report_bad:
+                report_bad(address, err.details() or "data loss")
+    if done < end:
+        detail = "; ".join(errors) or "no replica is known"
+        raise Unavailable(f"chunk {handle}: no replica could serve bytes {done}..{end}: {detail}")
+    whole = offset == 0 and length == chunk_length
+    n_blocks = -(-chunk_length // BLOCK_SIZE)
+    if whole and len(sums) == n_blocks and chunk_checksum([sums[i] for i in range(n_blocks)]) != chunk_sum:
+        raise DataLoss(f"chunk {handle}: data does not match the checksum in the metadata")
+
+
+def is_retryable(err: GfsError) -> bool:
+    return err.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "NOT_FOUND")

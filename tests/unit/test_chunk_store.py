@@ -1,0 +1,403 @@
+"""ChunkStore: round trips, range reads, corruption, atomic publication, recovery, concurrency."""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+import random
+import threading
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chunkserver.store import HEADER_SIZE, ChunkStore
+from gfs.checksum import BLOCK_SIZE, ChunkChecksummer
+from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+
+BS = BLOCK_SIZE
+LENGTHS = [0, 1, BS - 1, BS, BS + 1, 3 * BS + 17]
+ODD_PIECES = [1, 7, 4099, BS + 3, 100_003]
+
+
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def write_chunk(store: ChunkStore, handle: int, data: bytes, version: int = 1,
+                pieces: list[int] = ODD_PIECES, **expect):
+    w = store.begin_write(handle, version)
+    pos = 0
+    for size in itertools.cycle(pieces):
+        if pos >= len(data):
+            break
+        w.write(memoryview(data)[pos:pos + size] if size % 2 else data[pos:pos + size])
+        pos += size
+    return w.commit(**expect)
+
+
+def read_all(store: ChunkStore, handle: int, **kw) -> bytes:
+    return b"".join(store.read(handle, **kw))
+
+
+def checksum_of(data: bytes) -> int:
+    summer = ChunkChecksummer()
+    summer.update(data)
+    return summer.finish()
+
+
+def files_under(path) -> list[str]:
+    return sorted(f for _, _, names in os.walk(path) for f in names)
+
+
+def flip_bit(path, offset: int, bit: int = 3) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ (1 << bit)]))
+
+
+def chunk_path(root, handle: int, version: int, kind: str):
+    return root / "hot" / f"{handle & 0xFF:02x}" / f"{handle:016x}-{version}.{kind}"
+
+
+@pytest.fixture
+def root(tmp_path):
+    return tmp_path / "cs"
+
+
+@pytest.fixture
+def store(root):
+    return ChunkStore(str(root))
+
+
+# -- round trips ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_round_trip(store, length):
+    data = random_bytes(length, seed=length)
+    meta = write_chunk(store, 0x1234, data)
+    assert (meta.handle, meta.version, meta.length) == (0x1234, 1, length)
+    assert meta.checksum == checksum_of(data)
+    assert store.get(0x1234) == meta
+    pieces = list(store.read(0x1234))
+    assert all(0 < len(p) <= BS for p in pieces)
+    assert digest(b"".join(pieces)) == digest(data)
+    assert store.verify(0x1234) is True
+
+
+def test_expected_length_and_checksum_accepted_when_right(store):
+    data = random_bytes(BS * 2 + 5)
+    meta = write_chunk(store, 7, data, expected_length=len(data),
+                       expected_checksum=checksum_of(data))
+    assert read_all(store, 7) == data and meta.length == len(data)
+
+
+def test_files_on_disk_follow_the_layout(store, root):
+    write_chunk(store, 0xABCDEF, b"x" * 10, version=3)
+    assert files_under(root / "hot" / "ef") == ["0000000000abcdef-3.chunk",
+                                                "0000000000abcdef-3.sums"]
+    assert os.path.getsize(chunk_path(root, 0xABCDEF, 3, "sums")) == HEADER_SIZE + 8
+    assert files_under(root / "tmp") == []
+
+
+# -- range reads -------------------------------------------------------------------------------
+
+
+def test_range_reads_match_slicing(store):
+    data = random_bytes(3 * BS + 17, seed=1)
+    write_chunk(store, 5, data)
+    points = sorted({0, 1, BS - 1, BS, BS + 1, 2 * BS - 1, 2 * BS, 3 * BS, 3 * BS + 16,
+                     len(data) - 1, len(data)})
+    lengths = [0, 1, 2, 17, BS - 1, BS, BS + 1, 2 * BS + 1, -1]
+    checked = 0
+    for offset in points:
+        for length in lengths + [len(data) - offset]:
+            if length != -1 and offset + length > len(data):
+                continue
+            want = data[offset:] if length == -1 else data[offset:offset + length]
+            pieces = list(store.read(5, offset, length))
+            assert all(0 < len(p) <= BS for p in pieces)
+            assert b"".join(pieces) == want, (offset, length)
+            checked += 1
+    assert checked > 80
+
+
+@pytest.mark.parametrize("offset, length", [(3 * BS + 18, 0), (3 * BS + 18, -1), (0, 3 * BS + 18),
+                                            (BS, 2 * BS + 18), (-1, 1), (0, -2)])
+def test_out_of_range_is_invalid_argument(store, offset, length):
+    write_chunk(store, 5, random_bytes(3 * BS + 17))
+    with pytest.raises(InvalidArgument):
+        store.read(5, offset, length)        # raised by the call, before iterating
+
+
+@pytest.mark.parametrize("size", [0, 10, BS])
+def test_reading_at_the_end_returns_nothing(store, size):
+    write_chunk(store, 9, random_bytes(size))
+    assert list(store.read(9, size, 0)) == []
+    assert list(store.read(9, size, -1)) == []
+    assert list(store.read(9, 0, 0)) == []
+
+
+def test_missing_chunk_is_not_found_at_call_time(store):
+    with pytest.raises(NotFound):
+        store.read(42)
+    with pytest.raises(NotFound):
+        store.verify(42)
+    assert store.get(42) is None
+
+
+# -- corruption --------------------------------------------------------------------------------
+
+
+def test_bit_flip_in_data_fails_only_that_block(store, root):
+    data = random_bytes(3 * BS + 17, seed=2)
+    write_chunk(store, 0xBEEF, data)
+    flip_bit(chunk_path(root, 0xBEEF, 1, "chunk"), BS + 1234)
+
+    with pytest.raises(DataLoss, match=r"000000000000beef.*block 1"):
+        read_all(store, 0xBEEF, offset=BS + 1000, length=10)
+    assert read_all(store, 0xBEEF, offset=0, length=BS) == data[:BS]
+    assert read_all(store, 0xBEEF, offset=2 * BS) == data[2 * BS:]
+
+    received = []
+    with pytest.raises(DataLoss):
+        for piece in store.read(0xBEEF):
+            received.append(piece)
+    assert b"".join(received) == data[:BS]           # nothing of the damaged block leaked
+    assert store.verify(0xBEEF) is False
+
+
+def test_truncated_data_file_is_data_loss(store, root):
+    write_chunk(store, 3, random_bytes(2 * BS))
+    os.truncate(chunk_path(root, 3, 1, "chunk"), BS)
+    with pytest.raises(DataLoss, match="data file has"):
+        store.read(3)
+    assert store.verify(3) is False
+
+
+@pytest.mark.parametrize("offset", [0, 6, 9, 14, 22, 30, HEADER_SIZE + 3, HEADER_SIZE + 8 * 2 + 7])
+def test_bit_flip_in_sidecar_is_detected(store, root, offset):
+    data = random_bytes(3 * BS + 17, seed=3)
+    write_chunk(store, 11, data)
+    flip_bit(chunk_path(root, 11, 1, "sums"), offset)
+    with pytest.raises(DataLoss, match="sidecar"):
+        store.read(11, 0, 1)                 # even a read of an intact block refuses
+    assert store.verify(11) is False
+
+
+def test_damaged_sidecar_header_is_not_loaded_on_reopen(root):
+    store = ChunkStore(str(root))
+    write_chunk(store, 11, b"hello")
+    flip_bit(chunk_path(root, 11, 1, "sums"), 13)
+    again = ChunkStore(str(root))
+    assert again.get(11) is None
+    assert chunk_path(root, 11, 1, "chunk").exists()     # left for inspection
+
+
+# -- atomic publication ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("expect", [{"expected_checksum": 12345},
+                                    {"expected_length": 3 * BS}])
+def test_commit_with_wrong_expectation_leaves_nothing(store, root, expect):
+    data = random_bytes(3 * BS + 17, seed=4)
+    with pytest.raises(DataLoss):
+        write_chunk(store, 21, data, **expect)
+    assert store.get(21) is None and store.chunks() == []
+    with pytest.raises(NotFound):
+        store.read(21)
+    assert files_under(root) == []
+
+
+def test_uncommitted_writer_is_invisible_and_cleaned_on_reopen(store, root):
+    w = store.begin_write(31, 1)
+    w.write(random_bytes(BS + 5))
+    assert store.get(31) is None and store.chunks() == []
+    with pytest.raises(NotFound):
+        store.read(31)
+    assert files_under(root / "tmp") != []
+    assert files_under(root / "hot") == []
+
+    again = ChunkStore(str(root))                  # as after a crash: the writer never finished
+    assert files_under(root / "tmp") == []
+    assert again.chunks() == []
+    w.abort()                                      # only to close the file descriptor
+
+
+def test_abort_and_context_manager_remove_temp_files(store, root):
+    w = store.begin_write(1, 1)
+    w.write(b"abc")
+    w.abort()
+    w.abort()
+    with store.begin_write(2, 1) as w2:
+        w2.write(b"abc")
+    assert files_under(root) == []
+    with pytest.raises(FailedPrecondition):
+        w.write(b"more")
+    with pytest.raises(FailedPrecondition):
+        w2.commit()
+
+
+def test_cold_tier_open_keeps_hot_writes_in_progress(store, root):
+    w = store.begin_write(1, 1)
+    w.write(b"abc")
+    ChunkStore(str(root), tier="cold")
+    assert w.commit().length == 3
+
+
+# -- index and versions ------------------------------------------------------------------------
+
+
+def test_reopen_rebuilds_the_index(store, root):
+    handles = (1, 2, 255, 256, 257, 2**64 - 1)
+    chunks = {h: random_bytes(i * 30_000, seed=i) for i, h in enumerate(handles)}
+    for h, data in chunks.items():
+        write_chunk(store, h, data, version=h % 5)
+    before = store.chunks()
+    again = ChunkStore(str(root))
+    assert again.chunks() == before
+    assert [m.handle for m in before] == sorted(chunks)
+    for h, data in chunks.items():
+        assert read_all(again, h) == data
+
+
+def test_version_2_replaces_version_1(store, root):
+    write_chunk(store, 77, b"one" * 1000)
+    meta = write_chunk(store, 77, b"two" * 999, version=2)
+    assert store.get(77) == meta and meta.version == 2
+    assert files_under(root / "hot") == ["000000000000004d-2.chunk", "000000000000004d-2.sums"]
+    assert read_all(store, 77) == b"two" * 999
+    assert ChunkStore(str(root)).get(77) == meta
+
+
+def test_rewriting_the_same_version_replaces_the_content(store, root):
+    write_chunk(store, 78, b"old" * 1000, version=4)
+    write_chunk(store, 78, b"new" * 10, version=4)
+    assert read_all(store, 78, version=4) == b"new" * 10
+    assert ChunkStore(str(root)).verify(78)
+
+
+def test_wrong_version_fails(store):
+    write_chunk(store, 88, b"data", version=3)
+    with pytest.raises(FailedPrecondition, match="stored version is 3"):
+        store.read(88, version=2)
+    with pytest.raises(FailedPrecondition, match="stored version is 3"):
+        store.read(88, version=4)
+    assert read_all(store, 88, version=3) == b"data"
+    with pytest.raises(FailedPrecondition, match="version 3 is stored"):
+        store.begin_write(88, 2)
+
+
+def test_older_version_committed_late_is_refused(store, root):
+    stale = store.begin_write(89, 1)
+    stale.write(b"stale")
+    write_chunk(store, 89, b"fresh", version=2)
+    with pytest.raises(FailedPrecondition):
+        stale.commit()
+    assert read_all(store, 89) == b"fresh"
+    assert files_under(root / "tmp") == []
+
+
+def test_delete(store, root):
+    write_chunk(store, 99, b"x" * 100, version=2)
+    assert store.delete(99, version=1) is False
+    assert store.delete(99, version=2) is True
+    assert store.delete(99) is False
+    assert store.get(99) is None and files_under(root) == []
+
+
+def test_usage(store):
+    write_chunk(store, 1, b"a" * 1000)
+    write_chunk(store, 2, b"b" * 24)
+    u = store.usage()
+    assert (u["used_bytes"], u["chunk_count"]) == (1024, 2)
+    assert 0 <= u["free_bytes"] <= u["capacity_bytes"] and u["capacity_bytes"] > 0
+
+
+def test_max_chunk_size(root):
+    store = ChunkStore(str(root), max_chunk_size=100)
+    w = store.begin_write(1, 1)
+    w.write(b"a" * 60)
+    with pytest.raises(InvalidArgument, match="maximum chunk size"):
+        w.write(b"b" * 41)
+    w.write(b"c" * 40)
+    assert w.commit().length == 100
+    assert read_all(store, 1) == b"a" * 60 + b"c" * 40
+
+
+@pytest.mark.parametrize("handle, version", [(-1, 1), (2**64, 1), (1, -1), (True, 1), ("1", 1)])
+def test_bad_handle_or_version(store, handle, version):
+    with pytest.raises(InvalidArgument):
+        store.begin_write(handle, version)
+
+
+# -- crash recovery ----------------------------------------------------------------------------
+
+
+def test_reopen_drops_unpublished_data_and_superseded_versions(store, root):
+    write_chunk(store, 5, b"v1" * 100, version=1)
+    v1_chunk, v1_sums = (chunk_path(root, 5, 1, k).read_bytes() for k in ("chunk", "sums"))
+    write_chunk(store, 5, b"v2" * 100, version=2)
+    chunk_path(root, 5, 1, "chunk").write_bytes(v1_chunk)     # crash before v1 was removed
+    chunk_path(root, 5, 1, "sums").write_bytes(v1_sums)
+    chunk_path(root, 5, 3, "chunk").write_bytes(b"v3")        # crash between the two renames
+    again = ChunkStore(str(root))
+    assert again.get(5).version == 2
+    assert files_under(root / "hot") == ["0000000000000005-2.chunk", "0000000000000005-2.sums"]
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def test_concurrent_writers(store):
+    errors = []
+
+    def worker(t: int) -> None:
+        try:
+            for i in range(4):
+                handle = t * 100 + i
+                write_chunk(store, handle, random_bytes(BS + t * 1000 + i, seed=handle),
+                            pieces=[1000 + t])
+        except Exception as e:       # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(store.chunks()) == 32
+    for t in range(8):
+        for i in range(4):
+            handle = t * 100 + i
+            assert read_all(store, handle) == random_bytes(BS + t * 1000 + i, seed=handle)
+
+
+# -- property ----------------------------------------------------------------------------------
+
+PROP_DATA = random_bytes(4 * BS + 333, seed=9)
+
+
+@pytest.fixture(scope="module")
+def prop_store(tmp_path_factory):
+    store = ChunkStore(str(tmp_path_factory.mktemp("prop")))
+    write_chunk(store, 1, PROP_DATA)
+    return store
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_random_range_reads_match_slicing(prop_store, data):
+    offset = data.draw(st.integers(0, len(PROP_DATA)), label="offset")
+    length = data.draw(st.one_of(st.just(-1), st.integers(0, len(PROP_DATA) - offset)),
+                       label="length")
+    want = PROP_DATA[offset:] if length == -1 else PROP_DATA[offset:offset + length]
+    assert read_all(prop_store, 1, offset=offset, length=length) == want
