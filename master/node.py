@@ -65,11 +65,11 @@ class MasterNode:
 
     # --- commands ------------------------------------------------------------------------------
 
-    def execute(self, command: dict, timeout: float) -> dict:
+    async def execute(self, command: dict, timeout: float) -> dict:
         """Replicate one command through the log and return its ok-result (or raise its error)."""
         self.require_leader()
         command["now"] = now_ms()
-        result = self.proposer.submit(command, timeout)
+        result = await self.proposer.submit_async(command, timeout)
         if result is None:
             raise Unavailable("the command's log entry was replayed, not applied; retry")
         if "err" in result:
@@ -77,12 +77,12 @@ class MasterNode:
             raise from_code(code, message)
         return result["ok"]
 
-    def read(self, fn, linearizable: bool, timeout: float):
+    async def read(self, fn, linearizable: bool, timeout: float):
         """Run `fn(state)`; for a linearizable read a barrier goes through the log first, so the
         read sees every write acknowledged before it started — and a deposed leader, which can
         no longer commit, can never answer."""
         if linearizable:
-            self.execute({"op": "barrier"}, timeout)
+            await self.execute({"op": "barrier"}, timeout)
         with self.raft._state_lock:
             return fn(self.raft.state)
 

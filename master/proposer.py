@@ -7,8 +7,10 @@ once, so a lone client still gets one round trip per command.
 """
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from concurrent.futures import Future
 from typing import Callable
 
 from pysyncobj import FAIL_REASON
@@ -29,17 +31,15 @@ _FAIL_MESSAGES = {
 
 
 class _Slot:
-    __slots__ = ("command", "event", "result", "error")
+    __slots__ = ("command", "future")
 
     def __init__(self, command: dict):
         self.command = command
-        self.event = threading.Event()
-        self.result: dict | None = None
-        self.error: Exception | None = None
+        self.future: Future = Future()
 
 
 class Proposer:
-    """Thread-safe: `submit` blocks the calling thread until the command is applied."""
+    """Thread-safe; results arrive as futures, resolved by the Raft tick thread."""
 
     def __init__(self, propose: ProposeFn, max_batch: int = 1024, max_inflight: int = 2):
         self._propose = propose
@@ -51,19 +51,22 @@ class Proposer:
         self.batches = 0
         self.commands = 0
 
-    def submit(self, command: dict, timeout: float) -> dict:
-        """Append `command` to the log and return its result once applied on this node."""
+    def submit(self, command: dict) -> Future:
+        """Append `command` to the log; the future gets its result once applied on this node
+        (or an Unavailable error if the entry was lost to a leader change)."""
         slot = _Slot(command)
         with self._lock:
             self._pending.append(slot)
         self._pump()
-        if not slot.event.wait(timeout):
-            raise DeadlineExceeded(f"command not committed within {timeout:.1f}s (outcome unknown; "
-                                   "retrying with the same request id is safe)")
-        if slot.error is not None:
-            raise slot.error
-        assert slot.result is not None
-        return slot.result
+        return slot.future
+
+    async def submit_async(self, command: dict, timeout: float) -> dict:
+        """`submit` for asyncio callers, with a deadline."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(self.submit(command)), timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"command not committed within {timeout:.1f}s (outcome "
+                                   "unknown; retrying with the same request id is safe)") from None
 
     def _pump(self) -> None:
         """Start as many batches as the in-flight limit allows."""
@@ -93,10 +96,9 @@ class Proposer:
     def _finish(self, batch: list[_Slot], results: list | None, error: Exception | None) -> None:
         for i, slot in enumerate(batch):
             if error is not None:
-                slot.error = error
+                slot.future.set_exception(error)
             else:
-                slot.result = results[i]
-            slot.event.set()
+                slot.future.set_result(results[i])
         with self._lock:
             self._inflight -= 1
         self._pump()

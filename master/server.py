@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import logging
+import asyncio
 import signal
-import threading
-from concurrent import futures
 
 import grpc
 
@@ -29,29 +28,37 @@ def parse_peers(peers: str) -> dict[str, str]:
 
 def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_dir: str,
           metrics_address: str, raft_config: RaftConfig | None = None,
-          defaults: dict | None = None, workers: int = 64, dead_after: float = 10.0) -> int:
+          defaults: dict | None = None, dead_after: float = 10.0) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
     node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
                       raft_config, defaults, dead_after)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                         options=[("grpc.so_reuseport", 0)])
+    host, port = metrics.serve(metrics_address)
+    node.metrics_address = f"{host}:{port}"
+    node.start()
+    try:
+        asyncio.run(_serve_grpc(node, grpc_address))
+    finally:
+        node.stop()
+    return 0
+
+
+async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
+    """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
+    replicated commands wait on futures that the Raft tick thread resolves."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_MasterServicer_to_server(MasterService(node), server)
     try:
         server.add_insecure_port(grpc_address)
     except RuntimeError as err:
         raise FailedPrecondition(f"cannot listen on {grpc_address}: {err}") from None
-    host, port = metrics.serve(metrics_address)
-    node.metrics_address = f"{host}:{port}"
-    node.start()
-    server.start()
-    log.info("master %d serving gRPC on %s, raft on %s, metrics on %s:%d", node_id,
-             grpc_address, raft_address, host, port)
-    stop = threading.Event()
+    await server.start()
+    log.info("master %d serving gRPC on %s, raft on %s, metrics on %s", node.node_id,
+             grpc_address, node.raft_address, node.metrics_address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    log.info("master %d stopping", node_id)
-    server.stop(grace=2).wait()
-    node.stop()
-    return 0
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("master %d stopping", node.node_id)
+    await server.stop(grace=2)

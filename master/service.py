@@ -1,6 +1,7 @@
 """The Master gRPC service: proto requests in, replicated commands or reads out."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 
@@ -21,19 +22,21 @@ LEADER_METADATA_KEY = "gfs-leader"
 def rpc(method):
     """Instrument an RPC and turn GfsError into a gRPC status (+ leader hint for NotLeader)."""
     @functools.wraps(method)
-    def wrapper(self, request, context):
+    async def wrapper(self, request, context):
         with observe_rpc("master", method.__name__) as outcome:
             try:
-                return method(self, request, context)
+                return await method(self, request, context)
             except GfsError as err:
                 outcome["code"] = err.code
                 if isinstance(err, NotLeader) and err.leader:
                     context.set_trailing_metadata(((LEADER_METADATA_KEY, err.leader),))
-                context.abort(err.grpc_code, err.message)
+                await context.abort(err.grpc_code, err.message)
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
             except Exception as exc:
                 log.exception("%s failed", method.__name__)
                 outcome["code"] = "INTERNAL"
-                context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
     return wrapper
 
 
@@ -70,23 +73,23 @@ class MasterService(pb_grpc.MasterServicer):
     def __init__(self, node: MasterNode):
         self.node = node
 
-    def _mutate(self, request, context, command: dict) -> dict:
+    async def _mutate(self, request, context, command: dict) -> dict:
         command.update(header_fields(request.header))
-        return self.node.execute(command, request_timeout(context))
+        return await self.node.execute(command, request_timeout(context))
 
     @rpc
-    def Mkdir(self, request, context):
-        ok = self._mutate(request, context, {
+    async def Mkdir(self, request, context):
+        ok = await self._mutate(request, context, {
             "op": "mkdir", "path": request.path, "parents": request.parents,
             "mode": request.mode or 0o755, "owner": request.owner})
         return pb.MkdirResponse(inode=ok["inode"])
 
     @rpc
-    def Create(self, request, context):
+    async def Create(self, request, context):
         d = self.node.defaults
         replication = request.replication or d["replication"]
         chunk_size = request.chunk_size or d["chunk_size"]
-        ok = self._mutate(request, context, {
+        ok = await self._mutate(request, context, {
             "op": "create", "path": request.path, "replication": replication,
             "storage_class": request.storage_class or d["storage_class"],
             "chunk_size": chunk_size, "mode": request.mode or 0o644, "owner": request.owner,
@@ -94,54 +97,54 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.CreateResponse(inode=ok["inode"], chunk_size=chunk_size, replication=replication)
 
     @rpc
-    def AddChunk(self, request, context):
+    async def AddChunk(self, request, context):
         replicas = self.node.place_chunk(request.inode, set(request.exclude))
-        ok = self._mutate(request, context, {
+        ok = await self._mutate(request, context, {
             "op": "add_chunk", "inode": request.inode, "index": request.index,
             "replicas": replicas})
         return pb.AddChunkResponse(handle=ok["handle"], version=ok["version"], replicas=replicas)
 
     @rpc
-    def Commit(self, request, context):
-        ok = self._mutate(request, context, {
+    async def Commit(self, request, context):
+        ok = await self._mutate(request, context, {
             "op": "commit", "inode": request.inode, "size": request.size,
             "chunks": [{"handle": c.handle, "length": c.length, "checksum": c.checksum}
                        for c in request.chunks]})
         return pb.CommitResponse(inode=ok["inode"])
 
     @rpc
-    def Abort(self, request, context):
-        self._mutate(request, context, {"op": "abort", "inode": request.inode})
+    async def Abort(self, request, context):
+        await self._mutate(request, context, {"op": "abort", "inode": request.inode})
         return pb.Empty()
 
     @rpc
-    def Rename(self, request, context):
-        self._mutate(request, context, {"op": "rename", "src": request.src, "dst": request.dst,
+    async def Rename(self, request, context):
+        await self._mutate(request, context, {"op": "rename", "src": request.src, "dst": request.dst,
                                         "overwrite": request.overwrite})
         return pb.Empty()
 
     @rpc
-    def Delete(self, request, context):
-        ok = self._mutate(request, context, {"op": "delete", "path": request.path,
+    async def Delete(self, request, context):
+        ok = await self._mutate(request, context, {"op": "delete", "path": request.path,
                                              "recursive": request.recursive})
         return pb.DeleteResponse(deleted=ok["deleted"])
 
     @rpc
-    def Stat(self, request, context):
-        info = self.node.read(lambda st: st.stat(request.path), not request.stale_ok,
+    async def Stat(self, request, context):
+        info = await self.node.read(lambda st: st.stat(request.path), not request.stale_ok,
                               request_timeout(context))
         return pb.StatResponse(info=file_info(info, self.node.chunk_locations))
 
     @rpc
-    def List(self, request, context):
+    async def List(self, request, context):
         limit = min(request.limit or 1000, 10_000)
-        entries, nxt = self.node.read(lambda st: st.list(request.path, request.start_after, limit),
+        entries, nxt = await self.node.read(lambda st: st.list(request.path, request.start_after, limit),
                                       not request.stale_ok, request_timeout(context))
         return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations) for e in entries],
                                next=nxt)
 
     @rpc
-    def Heartbeat(self, request, context):
+    async def Heartbeat(self, request, context):
         self.node.require_leader()
         figures = {k: getattr(request, k) for k in (
             "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
@@ -153,7 +156,7 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.HeartbeatResponse(need_full_report=need_full)
 
     @rpc
-    def ReportBadReplica(self, request, context):
+    async def ReportBadReplica(self, request, context):
         self.node.require_leader()
         log.warning("bad replica reported: chunk %d v%d on %s: %s", request.handle,
                     request.version, request.address, request.reason,
@@ -162,13 +165,13 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.Empty()
 
     @rpc
-    def Chunkservers(self, request, context):
+    async def Chunkservers(self, request, context):
         self.node.require_leader()
         return pb.ChunkserversResponse(servers=[pb.ChunkserverInfo(**s)
                                                 for s in self.node.chunkservers.describe()])
 
     @rpc
-    def Status(self, request, context):
+    async def Status(self, request, context):
         s = self.node.status()
         return pb.StatusResponse(status=pb.MasterStatus(
             id=s["id"], raft_address=s["raft_address"], grpc_address=s["grpc_address"],
