@@ -2,6 +2,8 @@
 # One entry point for the README's quick start:
 #   ./run.sh demo   set everything up, start a local cluster, put and get a file
 #   ./run.sh test   set everything up, run the whole test suite
+#   ./run.sh bench NAME   run a benchmark (bench/)
+#   ./run.sh chaos [--minutes N] [--seed S]   the chaos suite's long profile
 #   ./run.sh setup  only set up (.venv with pinned dependencies, system packages)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,6 +59,9 @@ case "$cmd" in
     bench)
         setup
         exec "$VENV/bin/python" -m bench "$@" ;;
+    chaos)
+        setup
+        exec "$VENV/bin/python" -m bench.chaos "$@" ;;
     *)
-        echo "usage: ./run.sh {demo|test|bench|setup} [args...]" >&2; exit 2 ;;
+        echo "usage: ./run.sh {demo|test|bench|chaos|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 
-SUITES = {"metadata": "bench.metadata"}
+SUITES = {"metadata": "bench.metadata", "datapath": "bench.datapath"}
 
 
 def main(argv: list[str]) -> int:

@@ -13,6 +13,7 @@ from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
 from gfs import logs, metrics
 from gfs.errors import FailedPrecondition
+from gfs.memory import tune_malloc
 from gfs.transfer import CHANNEL_OPTIONS
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
@@ -24,6 +25,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
           max_chunk_size: int = 64 << 20) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code."""
     logs.setup("chunkserver")
+    tune_malloc()
     store = ChunkStore(data_dir, max_chunk_size=max_chunk_size)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])

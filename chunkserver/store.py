@@ -52,6 +52,7 @@ import xxhash
 
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from gfs.fsutil import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,6 @@ def _chunk_name(handle: int, version: int) -> str:
 
 def _n_blocks(length: int) -> int:
     return -(-length // BLOCK_SIZE)
-
-
-def _fsync_dir(path: str) -> None:
-    """fsync a directory so that renames and creations inside it are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -370,8 +362,8 @@ class ChunkStore:
         for d in missing:
             os.makedirs(os.path.join(self.tier_dir, d), exist_ok=True)
         if missing:
-            _fsync_dir(self.tier_dir)
-            _fsync_dir(self.root)
+            fsync_path(self.tier_dir)
+            fsync_path(self.root)
 
     def _clear_tmp(self) -> None:
         """Remove this tier's abandoned writes (their writers died with the last process)."""
@@ -449,7 +441,7 @@ class ChunkStore:
                 _unlink_quietly(sums_path)
             os.rename(data_tmp, data_path)
             os.rename(sums_tmp, sums_path)
-            _fsync_dir(os.path.dirname(data_path))
+            fsync_path(os.path.dirname(data_path))
             meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime)
             self._index[handle] = meta
             if old is not None and old.version != version:

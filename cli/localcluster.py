@@ -94,18 +94,25 @@ class LocalCluster:
     def exists(self) -> bool:
         return bool(self.spec)
 
-    def create(self, masters: int = 3, chunkservers: int = 0, options: dict | None = None) -> None:
-        """Lay out a new cluster: ids, ports and data directories."""
+    def create(self, masters: int = 3, chunkservers: int = 0, options: dict | None = None,
+               master_hosts: list[tuple[str, list[str]]] | None = None) -> None:
+        """Lay out a new cluster: ids, ports and data directories. `master_hosts` optionally
+        puts each master on its own test host: (address, argv prefix that runs a command there,
+        e.g. `ip netns exec NS`); such a host has its own port space, so fixed ports are used."""
         if masters not in (1, 3, 5):
             raise FailedPrecondition("a cluster has 1, 3 or 5 masters")
         self.dir.mkdir(parents=True, exist_ok=True)
         ms = []
         for i in range(1, masters + 1):
-            ms.append({"name": f"master-{i}", "id": i,
-                       "raft": f"{self.host}:{free_port(self.host)}",
-                       "grpc": f"{self.host}:{free_port(self.host)}",
-                       "metrics": f"{self.host}:{free_port(self.host)}",
-                       "data": str(self.dir / f"master-{i}")})
+            if master_hosts:
+                host, prefix = master_hosts[i - 1]
+                ports = (7000, 7100, 7200)
+            else:
+                host, prefix = self.host, []
+                ports = tuple(free_port(self.host) for _ in range(3))
+            ms.append({"name": f"master-{i}", "id": i, "raft": f"{host}:{ports[0]}",
+                       "grpc": f"{host}:{ports[1]}", "metrics": f"{host}:{ports[2]}",
+                       "prefix": prefix, "data": str(self.dir / f"master-{i}")})
         cs = [{"name": f"chunkserver-{i}", "bind": f"{self.host}:{free_port(self.host)}",
                "metrics": f"{self.host}:{free_port(self.host)}", "rack": "",
                "data": str(self.dir / f"chunkserver-{i}")} for i in range(1, chunkservers + 1)]
@@ -146,7 +153,8 @@ class LocalCluster:
 
     def master_argv(self, m: dict) -> list[str]:
         peers = ",".join(f"{p['raft']}@{p['grpc']}" for p in self.spec["masters"])
-        argv = [sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
+        argv = list(m.get("prefix") or []) + [
+                sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
                 "--data", m["data"], "--metrics", m["metrics"]]
         for key, value in sorted(self.spec.get("options", {}).get("master", {}).items()):

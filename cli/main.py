@@ -182,6 +182,15 @@ def local_size(path: str) -> int | None:
         return None
 
 
+def _is_remote_dir(client, path: str) -> bool:
+    try:
+        return client.stat(path).is_dir
+    except GfsError as err:
+        if err.code == "NOT_FOUND":
+            return False
+        raise
+
+
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Show a progress bar (default: when stderr is a terminal).")
 
@@ -199,7 +208,8 @@ progress_option = click.option("--progress/--no-progress", default=None,
 @click.argument("remote")
 @click.pass_context
 def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, local, remote):
-    """Upload LOCAL (a file, or - for stdin) to REMOTE. The file appears only when complete."""
+    """Upload LOCAL (a file, or - for stdin) to REMOTE (a path, or a directory to put it in).
+    The file appears only when complete."""
     from gfs.units import parse_size
     if local != "-" and not os.path.isfile(local):
         if not os.path.exists(local):
@@ -207,6 +217,8 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
         raise InvalidArgument(f"{local} is not a regular file")
     source = sys.stdin.buffer if local == "-" else local
     with make_client(ctx) as c, Progress(progress, local_size(local), "put") as bar:
+        if local != "-" and (remote.endswith("/") or _is_remote_dir(c, remote)):
+            remote = remote.rstrip("/") + "/" + os.path.basename(local)
         info = c.put(source, remote, replication=replication, overwrite=force,
                      chunk_size=parse_size(chunk_size) if chunk_size else 0,
                      storage_class=storage_class or "", progress=bar)
@@ -222,7 +234,10 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
 @click.argument("local")
 @click.pass_context
 def get(ctx, offset, length, progress, remote, local):
-    """Download REMOTE to LOCAL (a file, or - for stdout). Every byte is checksum-verified."""
+    """Download REMOTE to LOCAL (a file, a directory, or - for stdout). Every byte is
+    checksum-verified."""
+    if local != "-" and os.path.isdir(local):
+        local = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1])
     sink = sys.stdout.buffer if local == "-" else local
     with make_client(ctx) as c:
         size = c.stat(remote).size if progress is not False else None
@@ -415,6 +430,8 @@ def cluster_down(data: str | None) -> None:
 
 
 def main() -> None:
+    from gfs.memory import tune_malloc
+    tune_malloc()
     cli(prog_name="gfs")
 
 

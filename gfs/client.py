@@ -26,8 +26,6 @@ from proto import master_pb2_grpc as pb_grpc
 
 LEADER_METADATA_KEY = "gfs-leader"
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
-                   ("grpc.enable_retries", 0)]
 
 
 @dataclass
@@ -252,19 +250,14 @@ class Client:
         self.client_id = client_id or os.urandom(16)
         self._seq = _Sequencer()
         self._lock = threading.Lock()
-        self._channels: dict[str, grpc.Channel] = {}
         self._leader: str | None = None
         self._rr = random.randrange(len(self.masters))
-        self._data = Channels()
+        self._channels = Channels()
 
     # --- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            for ch in self._channels.values():
-                ch.close()
-            self._channels.clear()
-        self._data.close()
+        self._channels.close()
 
     def __enter__(self) -> "Client":
         return self
@@ -273,11 +266,7 @@ class Client:
         self.close()
 
     def _stub(self, address: str) -> pb_grpc.MasterStub:
-        with self._lock:
-            ch = self._channels.get(address)
-            if ch is None:
-                ch = self._channels[address] = grpc.insecure_channel(address, CHANNEL_OPTIONS)
-            return pb_grpc.MasterStub(ch)
+        return pb_grpc.MasterStub(self._channels.channel(address))
 
     def _candidate(self) -> str:
         with self._lock:
@@ -405,20 +394,43 @@ class Client:
         atomically when every chunk is fsync'd on all its replicas; on failure nothing appears.
         Seekable sources upload `parallel` chunks at once and retry a failed chunk elsewhere."""
         with _open_source(source) as src:
-            inode_resp = self._mutate("Create", pb.CreateRequest, path=path,
-                                      replication=replication, storage_class=storage_class,
-                                      chunk_size=chunk_size, mode=0o644, overwrite=overwrite)
             try:
-                written, size = self._upload_chunks(inode_resp, src, parallel, progress)
-                self.commit(inode_resp.inode, size,
-                            [(w.handle, w.length, w.checksum) for w in written])
-            except BaseException:
-                try:
-                    self.abort(inode_resp.inode)
-                except GfsError:
-                    pass    # the upload stays pending; garbage collection reclaims its chunks
+                created = self._mutate("Create", pb.CreateRequest, path=path,
+                                       replication=replication, storage_class=storage_class,
+                                       chunk_size=chunk_size, mode=0o644, overwrite=overwrite)
+                written, size = self._upload_chunks(created, src, parallel, progress)
+            except GfsError as err:
+                err.before_commit = True       # the namespace is certainly unchanged
+                self._abandon(locals().get("created"))
                 raise
-        return self.stat(path)
+            chunks = [(w.handle, w.length, w.checksum) for w in written]
+            try:
+                inode = self.commit(created.inode, size, chunks)
+            except BaseException:
+                self._abandon(created)
+                raise
+        try:
+            return self.stat(path)
+        except GfsError as err:
+            if err.code != "NOT_FOUND":
+                raise
+        # Committed, then removed or replaced by someone else before we could look: describe
+        # what this call stored.
+        return FileInfo(path=path, inode=inode, type="file", size=size, mode=0o644, owner="",
+                        ctime_ms=0, mtime_ms=0, replication=created.replication,
+                        storage_class=storage_class or "hot", chunk_size=created.chunk_size,
+                        chunks=_with_offsets([ChunkInfo(w.handle, i, 1, w.length, w.checksum,
+                                                        w.replicas)
+                                              for i, w in enumerate(written)]))
+
+    def _abandon(self, created: pb.CreateResponse | None) -> None:
+        """Best-effort abort of an upload; if it fails the upload stays pending and invisible,
+        and garbage collection reclaims its chunks."""
+        if created is not None:
+            try:
+                self.abort(created.inode)
+            except GfsError:
+                pass
 
     def _upload_chunks(self, created: pb.CreateResponse, src: "_Source", parallel: int,
                        progress: Callable[[int], None] | None) -> tuple[list[WrittenChunk], int]:
@@ -453,12 +465,12 @@ class Client:
             if attempt:    # a new handle on a replica set without the servers that failed
                 alloc = self.add_chunk(inode, index, exclude=failed)
             try:
-                return write_chunk(self._data, list(alloc.replicas), alloc.handle, alloc.version,
+                return write_chunk(self._channels, list(alloc.replicas), alloc.handle, alloc.version,
                                    pieces.open(), progress=progress)
             except GfsError as err:
                 if not (pieces.repeatable and is_retryable(err)) or attempt == attempts - 1:
                     raise
-                failed += [a for a in alloc.replicas if a not in failed and not self._data.alive(a)]
+                failed += [a for a in alloc.replicas if a not in failed and not self._channels.alive(a)]
         raise AssertionError("unreachable")
 
     def get(self, path: str, sink: str | BinaryIO, *, offset: int = 0, length: int = -1,
@@ -497,7 +509,7 @@ class Client:
             if progress:
                 progress(len(piece))
 
-        read_chunk(self._data, chunk.handle, chunk.version, chunk.replicas, chunk.length,
+        read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas, chunk.length,
                    chunk.checksum, lo, hi - lo, sink,
                    lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version, addr, why))
 

@@ -1,12 +1,17 @@
 """Prometheus /metrics for every daemon, plus the shared RPC instrumentation."""
 from __future__ import annotations
 
+import socketserver
+import threading
 import time
 from contextlib import contextmanager
+from socketserver import ThreadingMixIn
 from typing import Iterator
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import Counter, Histogram, make_wsgi_app
 
 from gfs.errors import FailedPrecondition
-from prometheus_client import Counter, Histogram, start_http_server
 
 RPC_REQUESTS = Counter("gfs_rpc_requests_total", "RPCs served, by method and status code",
                        ["daemon", "method", "code"])
@@ -15,13 +20,31 @@ RPC_SECONDS = Histogram("gfs_rpc_seconds", "RPC latency in seconds", ["daemon", 
                                  1.0, 2.5, 5.0, 10.0))
 
 
+class _MetricsServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+    def server_bind(self) -> None:
+        # http.server looks up the host's fully qualified name here: a reverse DNS query that
+        # hangs for seconds on a machine (or network namespace) without DNS. It is never used.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+        self.setup_environ()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
 def serve(address: str) -> tuple[str, int]:
     """Start the /metrics HTTP endpoint on HOST:PORT (port 0 picks one); return where it is."""
     host, _, port = address.rpartition(":")
     try:
-        server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+        server = make_server(host or "127.0.0.1", int(port), make_wsgi_app(),
+                             server_class=_MetricsServer, handler_class=_QuietHandler)
     except (OSError, ValueError) as err:
         raise FailedPrecondition(f"cannot serve /metrics on {address}: {err}") from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server.server_address[0], server.server_address[1]
 
 

@@ -18,24 +18,27 @@ from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 PIECE_SIZE = 1 << 20
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 8 << 20),
-                   ("grpc.max_send_message_length", 8 << 20),
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
+                   ("grpc.max_send_message_length", 64 << 20),
                    ("grpc.enable_retries", 0)]
 
 
 class Channels:
-    """One gRPC channel per chunkserver address, shared by threads."""
+    """One gRPC channel per address, shared by threads (masters and chunkservers alike)."""
 
     def __init__(self):
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
 
-    def stub(self, address: str) -> cpb_grpc.ChunkserverStub:
+    def channel(self, address: str) -> grpc.Channel:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
                 ch = self._channels[address] = grpc.insecure_channel(address, CHANNEL_OPTIONS)
-            return cpb_grpc.ChunkserverStub(ch)
+            return ch
+
+    def stub(self, address: str) -> cpb_grpc.ChunkserverStub:
+        return cpb_grpc.ChunkserverStub(self.channel(address))
 
     def alive(self, address: str, timeout: float = 1.0) -> bool:
         """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""

@@ -33,19 +33,12 @@ import zlib
 import msgpack
 from pysyncobj.journal import Journal
 
+from gfs.fsutil import fsync_path
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<IIQQ")
 _IDX_TERM = struct.Struct("<QQ")
-
-
-def fsync_dir(path: str) -> None:
-    """fsync a directory so that renames and creations inside it are durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_file_atomically(path: str, data: bytes) -> None:
@@ -56,7 +49,7 @@ def write_file_atomically(path: str, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(os.path.dirname(os.path.abspath(path)))
+    fsync_path(os.path.dirname(os.path.abspath(path)))
 
 
 def encode_record(command: bytes, idx: int, term: int) -> bytes:
@@ -100,7 +93,7 @@ class DurableJournal(Journal):
         self._lock = threading.Lock()
         if not os.path.exists(self._path):
             open(self._path, "wb").close()
-            fsync_dir(directory)
+            fsync_path(directory)
         entries, offsets, valid_end, size = read_records(self._path)
         if valid_end < size:
             self._preserve_damaged_tail(valid_end, size)
@@ -115,16 +108,25 @@ class DurableJournal(Journal):
         self._written_end = valid_end    # bytes actually written to the file
         self._rewrite_needed = False
         self._dirty = False
+        self._replay_pos: int | None = None    # see deleteEntriesFrom
         self._meta = self._load_meta()
         self._meta_dirty = False
         self.fsyncs = 0
+        # Fault injection for the chaos suite's power-loss simulation: remember (in page cache
+        # only) how much of the file is known durable, so a test can throw away the rest.
+        self._synced_trace = (os.path.join(directory, "journal.synced")
+                              if os.environ.get("GFS_TRACE_SYNCED") == "1" else None)
 
     # --- pysyncobj Journal interface ---------------------------------------------------------
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         command = bytes(command)
-        record = encode_record(command, idx, term)
         with self._lock:
+            if self._replay_pos is not None:
+                if self._matches_replayed(idx, term):
+                    return
+                self._truncate_locked(self._replay_pos)
+            record = encode_record(command, idx, term)
             self._entries.append((command, idx, term))
             self._offsets.append(self._end)
             self._end += len(record)
@@ -133,6 +135,7 @@ class DurableJournal(Journal):
 
     def clear(self) -> None:
         with self._lock:
+            self._replay_pos = None
             self._entries = []
             self._offsets = []
             self._end = 0
@@ -141,10 +144,41 @@ class DurableJournal(Journal):
             self._dirty = True
 
     def deleteEntriesFrom(self, entryFrom: int) -> None:
-        """Drop entries from list position `entryFrom` on (a conflicting, uncommitted tail)."""
+        """pysyncobj calls this before appending a leader's entries whenever the follower already
+        has entries past the leader's prevLogIdx — also when those entries are the very same
+        (a resend after the leader's nextIndex moved back), which would cut entries this node
+        has already acknowledged. Raft only removes entries that *conflict*, so the cut is
+        deferred: the following `add`s are compared with what is there, and the log is truncated
+        only at the first entry whose term differs."""
         with self._lock:
-            if entryFrom >= len(self._entries):
-                return
+            self._replay_pos = entryFrom if entryFrom < len(self._entries) else None
+
+    def _matches_replayed(self, idx: int, term: int) -> bool:
+        """While replaying after deleteEntriesFrom: is the next stored entry this one?"""
+        pos = self._replay_pos
+        if pos < len(self._entries) and self._entries[pos][1:] == (idx, term):
+            self._replay_pos = pos + 1 if pos + 1 < len(self._entries) else None
+            return True
+        return False
+
+    def unverified_index(self) -> int | None:
+        """Log index of the first entry kept by a deferred cut but not yet confirmed by the
+        leader, or None. Such entries must not be committed on this node's word: pysyncobj
+        clamps the commit index to the *last* log index, where Raft says the last *new* one."""
+        pos = self._replay_pos
+        return self._entries[pos][1] if pos is not None and pos < len(self._entries) else None
+
+    def confirm_all(self) -> None:
+        """This node became leader: its whole log is authoritative."""
+        with self._lock:
+            self._replay_pos = None
+
+    def _truncate_locked(self, entryFrom: int) -> None:
+        """Really drop the entries from list position `entryFrom` on (a conflicting tail)."""
+        self._replay_pos = None
+        if entryFrom < len(self._entries):
+            log.info("journal: dropping %d conflicting entries from index %d",
+                     len(self._entries) - entryFrom, self._entries[entryFrom][1])
             new_end = self._offsets[entryFrom]
             del self._entries[entryFrom:]
             del self._offsets[entryFrom:]
@@ -158,6 +192,7 @@ class DurableJournal(Journal):
     def deleteEntriesTo(self, entryTo: int) -> None:
         """Drop entries before list position `entryTo` (log compaction after a snapshot)."""
         with self._lock:
+            self._replay_pos = None
             if entryTo <= 0:
                 return
             del self._entries[:entryTo]
@@ -217,6 +252,9 @@ class DurableJournal(Journal):
                 os.fdatasync(self._fd)
             self._dirty = False
             self.fsyncs += 1
+            if self._synced_trace:
+                with open(self._synced_trace, "w") as f:
+                    f.write(str(self._written_end))
             return True
 
     @property
@@ -255,7 +293,7 @@ class DurableJournal(Journal):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self._path)
-        fsync_dir(self._dir)
+        fsync_path(self._dir)
         os.close(self._fd)
         self._fd = os.open(self._path, os.O_RDWR)
         self._offsets = offsets

@@ -120,3 +120,30 @@ class MasterNode:
         st["leader_grpc"] = self.peers.get(st["leader_raft"], "")
         return st
 
+
+
+class RaftCollector:
+    """Prometheus view of a master's Raft and registry state, read at scrape time."""
+
+    def __init__(self, node: MasterNode):
+        self.node = node
+
+    def collect(self):
+        from prometheus_client.core import GaugeMetricFamily
+        s = self.node.status()
+        gauges = {
+            "gfs_master_is_leader": ("1 if this master is the Raft leader", int(s["role"] == "leader")),
+            "gfs_master_raft_term": ("current Raft term", s["term"]),
+            "gfs_master_commit_index": ("Raft commit index", s["commit_index"]),
+            "gfs_master_applied_index": ("last log index applied to LMDB", s["applied_index"]),
+            "gfs_master_log_entries": ("entries in the Raft journal", s["log_entries"]),
+            "gfs_master_log_bytes": ("bytes in the Raft journal", s["log_bytes"]),
+            "gfs_master_journal_fsyncs": ("journal group commits (fsyncs) since start", s["journal_fsyncs"]),
+            "gfs_master_snapshot_index": ("log index of the last snapshot", s["snapshot_index"]),
+            "gfs_master_batches": ("log entries proposed by this master's batcher", s["batches"]),
+            "gfs_master_commands": ("commands proposed by this master's batcher", s["commands"]),
+            "gfs_master_chunkservers_alive": ("chunkservers heartbeating to this leader",
+                                              len(self.node.chunkservers.alive_addresses())),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)

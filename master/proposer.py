@@ -36,6 +36,9 @@ class _Slot:
     def __init__(self, command: dict):
         self.command = command
         self.future: Future = Future()
+        # Running futures cannot be cancelled: a caller that stops waiting (deadline) must not
+        # make the Raft thread's set_result fail.
+        self.future.set_running_or_notify_cancel()
 
 
 class Proposer:

@@ -35,7 +35,8 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
 
-from master.journal import DurableJournal, fsync_dir
+from gfs.fsutil import fsync_path
+from master.journal import DurableJournal
 from master.state import MetadataState
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ def _create_journal(journal_file):
 
 
 _syncobj_module.createJournal = _create_journal
+
+
+class _ResendIsNotDivergence(logging.Filter):
+    """pysyncobj logs CRITICAL "truncating already-applied log entries" whenever a leader resends
+    entries a follower already has; DurableJournal only cuts entries that really conflict (and
+    logs that itself), so the message is noise here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "truncating already-applied" not in record.getMessage()
+
+
+logging.getLogger("pysyncobj.syncobj").addFilter(_ResendIsNotDivergence())
 
 SNAPSHOT_MAGIC = b"GFSSNAP1"
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
@@ -93,6 +106,12 @@ class _PrivateRaftState:
     @staticmethod
     def transport(node: SyncObj) -> DeferredAckTransport:
         return node._SyncObj__transport
+
+    @staticmethod
+    def cap_commit(node: SyncObj, below: int) -> None:
+        """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
+        if node._SyncObj__raftCommitIndex >= below:
+            node._SyncObj__raftCommitIndex = below - 1
 
 
 class RaftConfig:
@@ -174,6 +193,9 @@ class MetadataRaft(SyncObj):
         while not self._stopping.is_set():
             try:
                 self._make_durable()
+                unverified = self.journal.unverified_index()
+                if unverified is not None and not self._isLeader():
+                    _PrivateRaftState.cap_commit(self, unverified)
                 self.doTick(self._config.tick)
             except Exception:   # never let the tick thread die; pysyncobj state is per message
                 log.exception("raft tick failed")
@@ -186,6 +208,8 @@ class MetadataRaft(SyncObj):
         self._transport.release_held()
 
     def _state_changed(self, old: int, new: int) -> None:
+        if new == 2:
+            self.journal.confirm_all()
         if self._on_role_change is not None:
             self._on_role_change(ROLE_NAMES.get(new, str(new)))
 
@@ -276,7 +300,7 @@ class MetadataRaft(SyncObj):
                 MetadataState.install_copy(mdb, self._state_dir)
                 self.state = MetadataState(self._state_dir)
                 self.state.apply_batch(last_entry[1], [])
-        fsync_dir(self._raft_dir)
+        fsync_path(self._raft_dir)
         self.snapshot_index = last_entry[1]
         log.info("installed snapshot from leader at index %d", last_entry[1])
         return last_entry, prev_entry, cluster

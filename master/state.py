@@ -17,6 +17,7 @@ import lmdb
 import msgpack
 
 from gfs import paths
+from gfs.fsutil import fsync_path
 from gfs.errors import (AlreadyExists, DataLoss, FailedPrecondition, GfsError, InvalidArgument,
                         NotFound)
 
@@ -625,14 +626,6 @@ def _parse(command: dict) -> tuple[Callable[[_Tx, dict], dict], dict]:
 
 # --- snapshot install --------------------------------------------------------------------------
 
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _check_env(directory: str) -> None:
     """DataLoss unless `directory` holds a metadata LMDB environment."""
     try:
@@ -672,14 +665,14 @@ def _stage(mdb_file: str, path: str) -> str:
     try:
         target = os.path.join(installing, _DATA_FILE)
         shutil.copyfile(mdb_file, target)
-        _fsync_path(target)
+        fsync_path(target)
         _check_env(installing)
-        _fsync_path(installing)
+        fsync_path(installing)
     except BaseException:
         shutil.rmtree(installing, ignore_errors=True)
         raise
     os.rename(installing, staged)
-    _fsync_path(os.path.dirname(path))
+    fsync_path(os.path.dirname(path))
     return staged
 
 
@@ -689,7 +682,7 @@ def _swap_in(staged: str, path: str) -> None:
     if os.path.exists(path):
         os.rename(path, retired)
     os.rename(staged, path)
-    _fsync_path(os.path.dirname(path))
+    fsync_path(os.path.dirname(path))
     shutil.rmtree(retired, ignore_errors=True)
 
 

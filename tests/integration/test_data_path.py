@@ -220,6 +220,11 @@ def test_cli_put_get_cat_and_errors(cluster, tmp_path):
     assert gfs("get", "/a", "-", env=env).stdout == data
     gfs("get", "/a", str(tmp_path / "b"), env=env)
     assert (tmp_path / "b").read_bytes() == data
+    gfs("mkdir", "/dir", env=env)
+    gfs("put", str(tmp_path / "a"), "/dir", env=env)           # into a directory
+    (tmp_path / "into").mkdir()
+    gfs("get", "/dir/a", str(tmp_path / "into"), env=env)      # into a local directory
+    assert (tmp_path / "into" / "a").read_bytes() == data
     gfs("put", "-", "/piped", env=env, stdin=b"from stdin")
     assert gfs("cat", "/piped", env=env).stdout == b"from stdin"
     assert gfs("get", "--offset", "5", "--length", "3", "/piped", "-", env=env).stdout == b"std"
@@ -240,3 +245,21 @@ def test_cli_put_get_cat_and_errors(cluster, tmp_path):
                                             env=env, check=False).stderr.decode()
     with Client(cluster.master_addresses()) as c:
         assert not c.exists("/r5")
+
+
+def test_chunkservers_serve_metrics_and_json_logs(cluster):
+    import urllib.request
+    with Client(cluster.master_addresses()) as c:
+        c.put(io.BytesIO(os.urandom(CHUNK)), "/m")
+        c.read("/m")
+    moved = 0
+    for d in cluster.daemons():
+        if "bind" not in d:
+            continue
+        body = urllib.request.urlopen(f"http://{d['metrics']}/metrics", timeout=5).read().decode()
+        for line in body.splitlines():
+            if line.startswith('gfs_chunkserver_bytes_total{direction="in"}'):
+                moved += float(line.split()[-1])
+        lines = (Path(d["data"]) / "daemon.log").read_text().splitlines()
+        assert lines and all(json.loads(line)["daemon"] == "chunkserver" for line in lines)
+    assert moved == 3 * CHUNK        # every replica received the chunk once

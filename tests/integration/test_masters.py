@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -246,3 +247,21 @@ def test_cli_reports_unreachable_cluster_in_one_line(tmp_path):
     env.pop("GFS_MASTERS")
     p = gfs("ls", "/", env=env, check=False)
     assert p.returncode == 1 and "gfs cluster up" in p.stderr
+
+
+def test_every_master_serves_prometheus_metrics_and_json_logs(make_cluster):
+    import urllib.request
+    c = make_cluster(options=FAST)
+    with Client(c.master_addresses()) as client:
+        client.mkdir("/m")
+        client.stat("/m")
+    leaders = 0
+    for d in c.daemons():
+        body = urllib.request.urlopen(f"http://{d['metrics']}/metrics", timeout=5).read().decode()
+        assert "gfs_master_raft_term" in body and "gfs_master_applied_index" in body
+        leaders += int("gfs_master_is_leader 1.0" in body)
+        if "gfs_master_is_leader 1.0" in body:
+            assert 'gfs_rpc_requests_total{code="OK",daemon="master",method="Mkdir"}' in body
+        lines = (Path(d["data"]) / "daemon.log").read_text().splitlines()
+        assert lines and all(json.loads(line)["daemon"] == d["name"] for line in lines)
+    assert leaders == 1

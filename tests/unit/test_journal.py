@@ -71,10 +71,11 @@ def test_delete_to_compacts_and_later_appends_survive(tmp_path):
     assert j.first_index == 91 and len(j) == 10
     for e in entries(5, start=101):
         j.add(*e)
-    j.deleteEntriesFrom(12)                    # drop 103..105 again
+    j.deleteEntriesFrom(12)                    # a new leader's entry 103 replaces 103..105
+    j.add(b"other", 103, 2)
     j.sync()
     again = DurableJournal(str(tmp_path))
-    assert [again[i][1] for i in range(len(again))] == list(range(91, 103))
+    assert [again[i][1:] for i in range(len(again))] == [(i, 1) for i in range(91, 103)] + [(103, 2)]
 
 
 def test_clear_then_add_is_atomic_on_sync(tmp_path):
@@ -104,3 +105,60 @@ def test_read_records_rejects_gaps(tmp_path):
     path.write_bytes(encode_record(b"a", 1, 1) + encode_record(b"b", 3, 1))
     got, _, end, size = read_records(str(path))
     assert [g[1] for g in got] == [1] and end < size
+
+
+def test_synced_trace_marks_exactly_the_durable_prefix(tmp_path, monkeypatch):
+    monkeypatch.setenv("GFS_TRACE_SYNCED", "1")
+    j = DurableJournal(str(tmp_path))
+    for e in entries(3):
+        j.add(*e)
+    j.sync()
+    durable = int((tmp_path / "journal.synced").read_text())
+    j.add(b"unsynced", 4, 1)
+    j._write_queued()           # written to the file, but not fsync'd
+    assert os.path.getsize(tmp_path / "journal.log") > durable
+    os.truncate(tmp_path / "journal.log", durable)   # what a power cut does
+    again = DurableJournal(str(tmp_path))
+    assert [again[i] for i in range(len(again))] == entries(3)
+
+
+def test_resent_matching_entries_do_not_cut_the_log(tmp_path):
+    """A leader that moved nextIndex back resends entries the follower has: nothing is cut."""
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesFrom(4)                 # pysyncobj: prevLogIdx = 4, resend 5..7
+    for e in entries(3, start=5):
+        j.add(*e)
+    assert len(j) == 10 and j.unverified_index() == 8   # 8..10 kept, not yet confirmed
+    for e in entries(3, start=8):
+        j.add(*e)                          # the next resend confirms them
+    assert len(j) == 10 and j.unverified_index() is None
+    j.sync()
+    assert len(DurableJournal(str(tmp_path))) == 10
+
+
+def test_a_conflicting_entry_cuts_from_there(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesFrom(4)
+    j.add(b"cmd-5", 5, 1)                  # matches
+    j.add(b"new-6", 6, 2)                  # term differs: 6..10 go
+    assert [j[i][1:] for i in range(len(j))] == [(i, 1) for i in range(1, 6)] + [(6, 2)]
+    assert j.unverified_index() is None
+    j.sync()
+    again = DurableJournal(str(tmp_path))
+    assert again[-1] == (b"new-6", 6, 2) and len(again) == 6
+
+
+def test_confirm_all_clears_the_unverified_tail(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(5):
+        j.add(*e)
+    j.deleteEntriesFrom(2)
+    assert j.unverified_index() == 3
+    j.confirm_all()
+    assert j.unverified_index() is None

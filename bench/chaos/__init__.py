@@ -1,0 +1,1 @@
+"""Chaos-testing tools for gfs: recording and checking operation histories."""

@@ -1,0 +1,5 @@
+import sys
+
+from bench.chaos.runner import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""The nemesis: faults injected into a running local cluster on a seeded random schedule."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.chaos.netns import NetLab
+from cli.localcluster import LocalCluster
+
+LEADER_FAULTS = {"kill_leader", "kill_all", "pause_leader", "partition_leader", "power_loss_leader"}
+
+
+@dataclass
+class Fault:
+    kind: str
+    targets: list[str]
+    start: float              # workload clock, when the fault was injected
+    end: float = 0.0          # when it was healed / the daemons restarted
+
+
+class Nemesis:
+    def __init__(self, cluster: LocalCluster, lab: NetLab | None, seed: int, clock,
+                 election_timeout: float):
+        self.cluster = cluster
+        self.lab = lab
+        self.rng = random.Random(seed)
+        self.clock = clock
+        self.election = election_timeout
+        self.faults: list[Fault] = []
+        self.kinds = ["kill_leader", "kill_follower", "kill_minority", "kill_all", "pause_leader",
+                      "kill_chunkserver", "power_loss_leader", "power_loss_follower"]
+        if lab is not None:
+            self.kinds.append("partition_leader")
+
+    def masters(self) -> list[str]:
+        return [m["name"] for m in self.cluster.spec["masters"]]
+
+    def leader(self) -> str:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            name = self.cluster.leader()
+            if name:
+                return name
+            time.sleep(0.05)
+        raise RuntimeError("no leader for 30 s")
+
+    def follower(self) -> str:
+        leader = self.leader()
+        return self.rng.choice([m for m in self.masters() if m != leader])
+
+    # --- one fault ---------------------------------------------------------------------------
+
+    def inject(self, kind: str | None = None) -> Fault:
+        kind = kind or self.rng.choice(self.kinds)
+        fault = getattr(self, f"_{kind}")()
+        self.faults.append(fault)
+        return fault
+
+    def _fault(self, kind: str, targets: list[str]) -> Fault:
+        return Fault(kind, targets, self.clock())
+
+    def _kill_restart(self, kind: str, names: list[str], power_loss: bool = False) -> Fault:
+        fault = self._fault(kind, names)
+        for name in names:
+            self.cluster.signal(name, signal.SIGKILL)
+        for name in names:
+            self.cluster._wait_gone(name, 10)
+            if power_loss:
+                drop_unsynced_journal(Path(self.cluster.daemon(name)["data"]))
+        time.sleep(self.rng.uniform(0.2, 1.5))
+        for name in names:
+            self.cluster.start(name)
+        fault.end = self.clock()
+        return fault
+
+    def _kill_leader(self) -> Fault:
+        return self._kill_restart("kill_leader", [self.leader()])
+
+    def _kill_follower(self) -> Fault:
+        return self._kill_restart("kill_follower", [self.follower()])
+
+    def _kill_minority(self) -> Fault:
+        ms = self.masters()
+        return self._kill_restart("kill_minority", self.rng.sample(ms, (len(ms) - 1) // 2))
+
+    def _kill_all(self) -> Fault:
+        return self._kill_restart("kill_all", self.masters())
+
+    def _power_loss_leader(self) -> Fault:
+        return self._kill_restart("power_loss_leader", [self.leader()], power_loss=True)
+
+    def _power_loss_follower(self) -> Fault:
+        return self._kill_restart("power_loss_follower", [self.follower()], power_loss=True)
+
+    def _kill_chunkserver(self) -> Fault:
+        names = [c["name"] for c in self.cluster.spec["chunkservers"]]
+        return self._kill_restart("kill_chunkserver", [self.rng.choice(names)])
+
+    def _pause_leader(self) -> Fault:
+        name = self.leader()
+        fault = self._fault("pause_leader", [name])
+        self.cluster.signal(name, signal.SIGSTOP)
+        time.sleep(self.election * 4 + self.rng.uniform(0, 1.0))
+        self.cluster.signal(name, signal.SIGCONT)
+        fault.end = self.clock()
+        return fault
+
+    def _partition_leader(self) -> Fault:
+        name = self.leader()
+        index = self.masters().index(name)
+        fault = self._fault("partition_leader", [name])
+        self.lab.isolate(index, list(range(len(self.masters()))))
+        time.sleep(self.election * 4 + self.rng.uniform(0, 1.5))
+        self.lab.heal()
+        fault.end = self.clock()
+        return fault
+
+    def heal_all(self) -> None:
+        """End every fault: links healed, paused daemons resumed, every daemon running."""
+        if self.lab is not None:
+            self.lab.heal()
+        for d in self.cluster.daemons():
+            pid = self.cluster.pid(d["name"])
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            else:
+                self.cluster.start(d["name"])
+
+
+def drop_unsynced_journal(master_dir: Path) -> int:
+    """Power-loss simulation for a killed master: throw away every journal byte written after
+    its last fsync (the master records that offset when GFS_TRACE_SYNCED=1). LMDB and the
+    journal's term/vote file are fsync'd before anything depends on them, so they keep what
+    a real power cut would keep. Returns the bytes dropped."""
+    journal = master_dir / "raft" / "journal.log"
+    try:
+        synced = int((master_dir / "raft" / "journal.synced").read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        synced = 0
+    size = journal.stat().st_size if journal.exists() else 0
+    if size > synced:
+        os.truncate(journal, synced)
+    return max(0, size - synced)

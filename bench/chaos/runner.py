@@ -1,0 +1,203 @@
+"""The chaos runner: a local cluster (masters on their own network-namespace hosts when this
+machine allows it), a concurrent client workload, a seeded nemesis, then the checkers.
+
+    python -m bench.chaos [--minutes 3] [--seed N] [--masters 3] [--chunkservers 4]
+
+Prints a summary (operations, acknowledged, lost, linearizable, faults by kind, failover time)
+and writes the full history to bench/results/chaos-<seed>.json. Exit status 1 on any loss or
+linearizability violation. A failing run is replayed with the same --seed (the schedule and the
+operations are the same; timing is not, so replay shows the same faults in the same order).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
+from bench.chaos.nemesis import LEADER_FAULTS, Nemesis
+from bench.chaos.netns import NetLab, NetLabUnavailable
+from bench.chaos.workload import Workload
+from bench.common import percentile, table
+from cli.localcluster import LocalCluster
+from gfs.client import Client
+from gfs.errors import GfsError
+
+log = logging.getLogger("chaos")
+
+ELECTION = 0.3
+
+
+def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
+    lab = None
+    hosts = None
+    if use_netns:
+        try:
+            lab = NetLab(masters)
+            hosts = [(addr, lab.exec_prefix(i)) for i, addr in enumerate(lab.addresses)]
+        except NetLabUnavailable as err:
+            print(f"chaos: partitions disabled: {err}", flush=True)
+    cluster = LocalCluster(base / "cluster")
+    cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, options={
+        "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": 3,
+                   "compact-entries": 2000},
+        "chunkserver": {"heartbeat-interval": 0.5}})
+    os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
+    cluster.up(timeout=60)
+    return cluster, lab
+
+
+def final_reads(workload: Workload, masters: list[str]) -> None:
+    """After healing: read every key once more, as ordinary operations in the history."""
+    with Client(masters, deadline=60) as c:
+        for key in workload.keys:
+            workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
+
+
+def check_blobs(workload: Workload, masters: list[str]) -> list[str]:
+    """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold."""
+    lost = []
+    b = workload.blobs
+    with Client(masters, deadline=60) as c:
+        for name, (size, digest) in sorted(b.acked.items()):
+            if name in b.uncertain:
+                continue
+            if name in b.deleted:
+                if c.exists(name):
+                    lost.append(f"{name}: deleted (acknowledged) but still there")
+                continue
+            try:
+                data = c.read(name)
+            except GfsError as err:
+                lost.append(f"{name}: acknowledged put unreadable: {err.code} {err}")
+                continue
+            if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+                lost.append(f"{name}: acknowledged put reads back different bytes")
+    return lost
+
+
+def failover_times(workload: Workload, faults) -> dict[str, list[float]]:
+    """Per leader-fault kind: fault -> first write that started after it and was acknowledged."""
+    writes = sorted((op.complete, op.invoke) for op in workload.history
+                    if op.status == "ok" and op.f in ("write", "write_tmp", "create", "rename",
+                                                      "delete") and op.complete is not None)
+    out: dict[str, list[float]] = {}
+    for f in faults:
+        if f.kind in LEADER_FAULTS:
+            after = [done for done, began in writes if began >= f.start]
+            if after:
+                out.setdefault(f.kind, []).append(min(after) - f.start)
+    return out
+
+
+def spread(values: list[float]) -> dict:
+    return {"count": len(values), "p50": percentile(values, 50), "p99": percentile(values, 99),
+            "max": max(values) if values else float("nan")}
+
+
+def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
+        use_netns: bool = True, workdir: str | None = None, keep: bool = False) -> dict:
+    base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
+    print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
+          f"{threads} clients, in {base}", flush=True)
+    cluster, lab = start_cluster(base, masters, chunkservers, use_netns)
+    addrs = cluster.master_addresses()
+    workload = Workload(addrs, seed, threads=threads)
+    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
+    rng = random.Random(seed)
+    try:
+        workload.prepare()
+        workload.start()
+        end = time.monotonic() + minutes * 60
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(1.0, 3.0))
+            fault = nemesis.inject()
+            print(f"chaos: t={fault.start:6.1f}s {fault.kind} {','.join(fault.targets)}",
+                  flush=True)
+            cluster.wait_healthy(60)
+        workload.stop()
+        nemesis.heal_all()
+        cluster.wait_healthy(60)
+        final_reads(workload, addrs)
+        lost = check_blobs(workload, addrs)
+    finally:
+        workload.stop()
+        cluster.down()
+        if lab is not None:
+            lab.teardown()
+    results = check_partitioned(workload.history, FileKeyModel(), max_seconds_per_key=60)
+    lin = summarise(results)
+    violations = [dataclasses.asdict(r) for r in results if r.linearizable is not True]
+    wrong_reads = workload.counts.get("blob_get:WRONG_BYTES", 0)
+    fo = failover_times(workload, nemesis.faults)
+    counted = {k: v for k, v in workload.counts.items() if not k.endswith("WRONG_BYTES")}
+    summary = {
+        "seed": seed, "minutes": minutes, "operations": sum(counted.values()),
+        "acknowledged": sum(v for k, v in counted.items() if k.split(":")[1] == "ok"),
+        "lost": len(lost) + wrong_reads, "lost_detail": lost[:20],
+        "linearizable": lin["linearizable"], "linearizability": lin,
+        "violations": violations[:5],
+        "faults": {k: sum(1 for f in nemesis.faults if f.kind == k) for k in nemesis.kinds},
+        "failover_s": spread([t for ts in fo.values() for t in ts]),
+        "failover_by_kind_s": {k: spread(v) for k, v in sorted(fo.items())},
+        "counts": dict(sorted(workload.counts.items())),
+        "partitions": lab is not None,
+    }
+    out = Path(__file__).resolve().parent.parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"chaos-{seed}.json").write_text(json.dumps({
+        "summary": summary, "faults": [dataclasses.asdict(f) for f in nemesis.faults],
+        "history": [dataclasses.asdict(o) for o in workload.history]}, default=str))
+    if not keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return summary
+
+
+def report(s: dict) -> str:
+    fo = s["failover_s"]
+    rows = [["operations", s["operations"]], ["acknowledged", s["acknowledged"]],
+            ["lost (must be 0)", s["lost"]], ["linearizable", "yes" if s["linearizable"] else "NO"],
+            ["keys checked / ops", f"{s['linearizability']['keys']} / {s['linearizability']['ops']}"],
+            ["faults", ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)],
+            ["failover p50 / p99 / max (s)", f"{fo['p50']:.2f} / {fo['p99']:.2f} / {fo['max']:.2f} "
+                                             f"({fo['count']} leader faults)"]]
+    rows += [[f"  after {k}", f"{v['p50']:.2f} / {v['p99']:.2f} / {v['max']:.2f} ({v['count']})"]
+             for k, v in s["failover_by_kind_s"].items()]
+    rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
+             ["seed", s["seed"]]]
+    return table(["chaos summary", ""], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--masters", type=int, choices=[3, 5], default=3)
+    ap.add_argument("--chunkservers", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=6)
+    ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
+    ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
+    a = ap.parse_args(argv)
+    seed = a.seed if a.seed is not None else random.randrange(1 << 31)
+    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep)
+    print(report(s))
+    if s["lost"] or not s["linearizable"]:
+        print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"]}, indent=2,
+                         default=str))
+        print(f"chaos: FAILED — replay with --seed {seed}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Keep a daemon's memory flat while it streams large buffers.
+
+Data moves in 1 MiB pieces through many threads. glibc gives each thread its own malloc arena
+(up to 8 per core), and 1 MiB buffers freed into an arena are rarely returned to the system:
+resident memory then grows with the number of threads times the buffers they ever held
+(measured: chunkservers at 0.7–1 GiB after 1 GiB puts and gets). Capping the arenas at 2 keeps
+them at 125–220 MiB. Pinning the mmap threshold as well would make every large buffer an mmap
+returned on free (lower still), but costs a page fault per 4 KiB moved, about 30 % of put
+throughput here, so it is off by default.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+
+
+def tune_malloc(arenas: int = 2, mmap_threshold: int = 0) -> bool:
+    """Apply the settings with mallopt(3); False where glibc is not available."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        ok = libc.mallopt(M_ARENA_MAX, arenas) == 1
+        if mmap_threshold:
+            ok &= libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
+            ok &= libc.mallopt(M_TRIM_THRESHOLD, mmap_threshold * 2) == 1
+        return bool(ok)
+    except (OSError, AttributeError):
+        return False
