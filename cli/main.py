@@ -6,7 +6,6 @@ import os
 import stat as statmod
 import sys
 import time
-from pathlib import Path
 
 import click
 
@@ -267,7 +266,7 @@ def cat(ctx, remotes):
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data directory.")
 @click.option("--metrics", "metrics_addr", default="127.0.0.1:0", show_default=True,
               metavar="HOST:PORT", help="Prometheus /metrics listen address.")
-@click.option("--election-timeout", default=0.4, show_default=True, type=float,
+@click.option("--election-timeout", default=1.0, show_default=True, type=float,
               help="Minimum Raft election timeout, seconds (maximum is twice this).")
 @click.option("--heartbeat", default=0.05, show_default=True, type=float,
               help="Leader heartbeat interval, seconds.")

@@ -11,16 +11,29 @@ import os
 import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
 from gfs.config import resolve_masters
-from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, Unavailable, from_grpc
-from gfs.transfer import (PIECE_SIZE, Channels, WrittenChunk, is_retryable, read_chunk,
-                          write_chunk)
+from gfs.errors import (
+    FailedPrecondition,
+    GfsError,
+    InvalidArgument,
+    Unavailable,
+    from_grpc,
+)
+from gfs.transfer import (
+    PIECE_SIZE,
+    Channels,
+    WrittenChunk,
+    is_retryable,
+    read_chunk,
+    write_chunk,
+)
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
@@ -156,25 +169,6 @@ def _stream_size(f: BinaryIO) -> int:
     return size
 
 
-class _open_source:
-    def __init__(self, source: str | BinaryIO):
-        self._source = source
-        self._owned: BinaryIO | None = None
-
-    def __enter__(self) -> _Source:
-        if isinstance(self._source, (str, os.PathLike)):
-            try:
-                self._owned = open(self._source, "rb")
-            except OSError as err:
-                raise InvalidArgument(f"cannot read {self._source}: {err.strerror}") from None
-            return _Source(self._owned)
-        return _Source(self._source)
-
-    def __exit__(self, *exc) -> None:
-        if self._owned:
-            self._owned.close()
-
-
 class _Sink:
     """Where downloaded bytes go: a seekable file takes writes at offsets (parallel chunks),
     anything else takes them in order."""
@@ -197,25 +191,22 @@ class _Sink:
                 self._f.write(data)
 
 
-class _open_sink:
-    def __init__(self, sink: str | BinaryIO):
-        self._sink = sink
-        self._owned: BinaryIO | None = None
-
-    def __enter__(self) -> _Sink:
-        if isinstance(self._sink, (str, os.PathLike)):
-            try:
-                self._owned = open(self._sink, "wb")
-            except OSError as err:
-                raise InvalidArgument(f"cannot write {self._sink}: {err.strerror}") from None
-            return _Sink(self._owned)
-        return _Sink(self._sink)
-
-    def __exit__(self, *exc) -> None:
-        if self._owned:
-            self._owned.close()
-        elif hasattr(self._sink, "flush"):
-            self._sink.flush()
+@contextmanager
+def _opened(target: str | BinaryIO, mode: str, wrap):
+    """`wrap` a caller's binary file object as is, or a local path opened in `mode` (closed
+    afterwards); a path that cannot be opened is one clear error."""
+    if not isinstance(target, (str, os.PathLike)):
+        yield wrap(target)
+        if "w" in mode and hasattr(target, "flush"):
+            target.flush()
+        return
+    try:
+        f = open(target, mode)
+    except OSError as err:
+        verb = "write" if "w" in mode else "read"
+        raise InvalidArgument(f"cannot {verb} {target}: {err.strerror}") from None
+    with f:
+        yield wrap(f)
 
 
 class _Sequencer:
@@ -393,7 +384,7 @@ class Client:
         """Upload a local file (path or binary file object) to `path`. The file appears
         atomically when every chunk is fsync'd on all its replicas; on failure nothing appears.
         Seekable sources upload `parallel` chunks at once and retry a failed chunk elsewhere."""
-        with _open_source(source) as src:
+        with _opened(source, "rb", _Source) as src:
             try:
                 created = self._mutate("Create", pb.CreateRequest, path=path,
                                        replication=replication, storage_class=storage_class,
@@ -484,7 +475,7 @@ class Client:
         if offset < 0 or offset > info.size:
             raise InvalidArgument(f"offset {offset} is outside {path} ({info.size} bytes)")
         end = info.size if length < 0 else min(info.size, offset + length)
-        with _open_sink(sink) as out:
+        with _opened(sink, "wb", _Sink) as out:
             workers = parallel if out.seekable else 1
             jobs = [(c, lo, hi) for c, lo, hi in _chunk_ranges(info, offset, end)]
             with ThreadPoolExecutor(max_workers=workers) as pool:

@@ -18,7 +18,8 @@ from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 PIECE_SIZE = 1 << 20
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20),
+CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
+                   ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20),
                    ("grpc.enable_retries", 0)]
 

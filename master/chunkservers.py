@@ -11,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from gfs.errors import FailedPrecondition
+from gfs.errors import FailedPrecondition, Unavailable
 
 
 @dataclass
@@ -43,11 +43,18 @@ class ChunkserverRegistry:
         self._clock = clock
         self._lock = threading.Lock()
         self._servers: dict[str, ServerState] = {}
+        self._warm_until = 0.0
+
+    @property
+    def warmup(self) -> float:
+        """How long a new leader waits for reports before it believes a server is missing."""
+        return min(self.dead_after, 5.0)
 
     def reset(self) -> None:
         """Forget everything (leadership changed: rebuild from fresh full reports)."""
         with self._lock:
             self._servers.clear()
+            self._warm_until = self._clock() + self.warmup
 
     def heartbeat(self, address: str, rack: str, instance: str, full: bool,
                   added: list[tuple[int, int]], removed: list[tuple[int, int]],
@@ -100,6 +107,8 @@ class ChunkserverRegistry:
         within that the ones with the most free space and the least load."""
         with self._lock:
             candidates = [s for s in self._alive() if s.address not in (exclude or set())]
+        if len(candidates) < count and self._clock() < self._warm_until:
+            raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
         if len(candidates) < count:
             raise FailedPrecondition(
                 f"not enough chunkservers for replication {count}: {len(candidates)} alive"

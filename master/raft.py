@@ -117,7 +117,7 @@ class _PrivateRaftState:
 class RaftConfig:
     """Timing and compaction knobs (seconds / entries)."""
 
-    def __init__(self, election_min: float = 0.4, election_max: float = 0.8,
+    def __init__(self, election_min: float = 1.0, election_max: float = 2.0,
                  heartbeat: float = 0.05, compact_entries: int = 50_000,
                  compact_seconds: float = 600.0, tick: float = 0.05):
         self.election_min = election_min

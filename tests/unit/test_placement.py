@@ -1,0 +1,62 @@
+"""The leader's chunkserver registry and placement, with a fake clock (no daemons needed)."""
+import pytest
+
+from gfs.errors import FailedPrecondition, Unavailable
+from master.chunkservers import ChunkserverRegistry
+
+FIG = {"capacity_bytes": 100, "free_bytes": 50, "used_bytes": 50}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def registry(n=0, **kw):
+    clock = Clock()
+    r = ChunkserverRegistry(dead_after=10, clock=clock)
+    for i in range(n):
+        r.heartbeat(f"10.0.0.{i}:7200", "", "inst", True, [], [], dict(FIG, **kw))
+    return r, clock
+
+
+def test_replicas_go_to_distinct_hosts_and_prefer_free_space():
+    r, _ = registry()
+    r.heartbeat("h1:1", "", "a", True, [], [], dict(FIG, free_bytes=90))
+    r.heartbeat("h1:2", "", "b", True, [], [], dict(FIG, free_bytes=95))
+    r.heartbeat("h2:1", "", "c", True, [], [], dict(FIG, free_bytes=10))
+    r.heartbeat("h3:1", "", "d", True, [], [], dict(FIG, free_bytes=80))
+    chosen = r.place(3)
+    assert len({a.split(":")[0] for a in chosen}) == 3
+    assert chosen[0] == "h1:2"
+
+
+def test_a_new_leader_says_retry_while_reports_arrive_then_not_enough():
+    r, clock = registry()
+    r.reset()
+    with pytest.raises(Unavailable):
+        r.place(3)
+    clock.t += r.warmup + 0.1
+    with pytest.raises(FailedPrecondition, match="not enough chunkservers for replication 3"):
+        r.place(3)
+
+
+def test_dead_servers_and_deltas():
+    r, clock = registry(3)
+    r.heartbeat("10.0.0.0:7200", "", "inst", False, [(5, 1)], [], FIG)
+    assert r.locations(5, 1) == ["10.0.0.0:7200"]
+    assert r.locations(5, 2) == []
+    r.heartbeat("10.0.0.0:7200", "", "inst", False, [], [(5, 1)], FIG)
+    assert r.locations(5, 1) == []
+    clock.t += 11
+    r.heartbeat("10.0.0.1:7200", "", "inst", False, [], [], FIG)
+    assert r.alive_addresses() == ["10.0.0.1:7200"]
+
+
+def test_a_restarted_server_must_send_a_full_report():
+    r, _ = registry(1)
+    assert r.heartbeat("10.0.0.0:7200", "", "new-instance", False, [(1, 1)], [], FIG) is True
+    assert r.locations(1, 1) == []
