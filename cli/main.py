@@ -9,6 +9,10 @@ import time
 
 import click
 
+# gRPC's C core prints its own unstructured error lines to stderr; every failure reaches the user
+# (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
 from gfs.config import record_cluster, recorded_cluster_file
 from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
 from gfs.units import human_size
