@@ -390,8 +390,9 @@ class Client:
                                        replication=replication, storage_class=storage_class,
                                        chunk_size=chunk_size, mode=0o644, overwrite=overwrite)
                 written, size = self._upload_chunks(created, src, parallel, progress)
-            except GfsError as err:
-                err.before_commit = True       # the namespace is certainly unchanged
+            except BaseException as err:
+                if isinstance(err, GfsError):
+                    err.before_commit = True   # the namespace is certainly unchanged
                 self._abandon(locals().get("created"))
                 raise
             chunks = [(w.handle, w.length, w.checksum) for w in written]
