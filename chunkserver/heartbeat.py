@@ -73,3 +73,11 @@ class Heartbeater:
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
         self.reported = None if resp.need_full_report else current
+        if resp.delete_handles:
+            self.delete(resp.delete_handles)
+
+    def delete(self, handles) -> None:
+        """The leader's garbage collector found these chunks unreferenced past the grace period."""
+        gone = sum(1 for h in handles if self.store.delete(h))
+        log.info("deleted %d unreferenced chunks", gone, extra={"fields": {"handles": list(handles)[:50]}})
+        self.poke()     # report the removals promptly

@@ -282,10 +282,12 @@ def cat(ctx, remotes):
               help="Default chunk size for new files.")
 @click.option("--dead-after", default=10.0, show_default=True, type=float,
               help="Seconds without a heartbeat before a chunkserver counts as dead.")
+@click.option("--gc-grace", default=3600.0, show_default=True, type=float,
+              help="Seconds a chunk must be unreferenced before chunkservers delete it.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
-           dead_after) -> None:
+           dead_after, gc_grace) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -301,7 +303,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": parse_size(chunk_size)},
-                   dead_after=dead_after))
+                   dead_after=dead_after, gc_grace=gc_grace))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -29,6 +29,7 @@ class ServerState:
     rss_bytes: int = 0
     full_report: bool = False
     chunks: dict[int, int] = field(default_factory=dict)   # handle -> version held
+    to_delete: set[int] = field(default_factory=set)       # sent with the next heartbeat reply
 
     @property
     def host(self) -> str:
@@ -49,6 +50,30 @@ class ChunkserverRegistry:
     def warmup(self) -> float:
         """How long a new leader waits for reports before it believes a server is missing."""
         return min(self.dead_after, 5.0)
+
+    def warmed_up(self) -> bool:
+        """Has this leader been collecting reports long enough to trust its picture?"""
+        return self._clock() >= self._warm_until
+
+    def holdings(self) -> dict[str, set[int]]:
+        """Live server -> handles it reported."""
+        with self._lock:
+            return {s.address: set(s.chunks) for s in self._alive()}
+
+    def queue_delete(self, address: str, handle: int) -> None:
+        with self._lock:
+            s = self._servers.get(address)
+            if s is not None:
+                s.to_delete.add(handle)
+
+    def take_deletes(self, address: str) -> list[int]:
+        """Deletions to send to `address` now (each is sent once; GC re-queues if still held)."""
+        with self._lock:
+            s = self._servers.get(address)
+            if s is None or not s.to_delete:
+                return []
+            out, s.to_delete = sorted(s.to_delete), set()
+            return out
 
     def reset(self) -> None:
         """Forget everything (leadership changed: rebuild from fresh full reports)."""

@@ -7,6 +7,7 @@ import time
 
 from gfs.errors import FailedPrecondition, Unavailable, from_code
 from master.chunkservers import ChunkserverRegistry
+from master.gc import GarbageCollector
 from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
 
@@ -27,7 +28,8 @@ class MasterNode:
 
     def __init__(self, node_id: int, raft_address: str, grpc_address: str,
                  peers: dict[str, str], data_dir: str, raft_config: RaftConfig | None = None,
-                 defaults: dict | None = None, dead_after: float = 10.0):
+                 defaults: dict | None = None, dead_after: float = 10.0,
+                 gc_grace: float = 3600.0):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -42,11 +44,20 @@ class MasterNode:
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
                                  on_role_change=self._role_changed)
         self.proposer = Proposer(self.raft.propose)
+        self.gc = GarbageCollector(self.chunkservers, self._unreferenced, self.raft.is_leader,
+                                   grace_s=gc_grace,
+                                   interval_s=min(10.0, max(0.5, gc_grace / 4)))
+
+    def _unreferenced(self, handles: list[int]) -> dict[int, int | None]:
+        with self.raft._state_lock:
+            return self.raft.state.unreferenced(handles)
 
     def start(self) -> None:
         self.raft.start()
+        self.gc.start()
 
     def stop(self) -> None:
+        self.gc.stop()
         self.raft.stop()
 
     def _role_changed(self, role: str) -> None:

@@ -153,7 +153,8 @@ class MasterService(pb_grpc.MasterServicer):
             request.address, request.rack, request.instance, request.full_report,
             [(c.handle, c.version) for c in request.added],
             [(c.handle, c.version) for c in request.removed], figures)
-        return pb.HeartbeatResponse(need_full_report=need_full)
+        return pb.HeartbeatResponse(need_full_report=need_full,
+                                    delete_handles=self.node.chunkservers.take_deletes(request.address))
 
     @rpc
     async def ReportBadReplica(self, request, context):

@@ -826,6 +826,13 @@ class MetadataState:
                 raise NotFound(f"no inode {inode}")
             return _chunk_infos(tx, record["chunks"])
 
+    def unreferenced(self, handles: list[int]) -> dict[int, int | None]:
+        """Of `handles`, those no file (committed or pending) references, each with the time it
+        became garbage, or None when the metadata never knew it (e.g. written, never logged)."""
+        with self._reader() as tx:
+            return {h: tx._get("garbage", _key(h)) for h in handles
+                    if tx._get("chunks", _key(h)) is None}
+
     def inode_record(self, inode: int) -> dict | None:
         """The raw record of inode `inode` (pending uploads included), or None."""
         _INODE("inode", inode)

@@ -24,7 +24,8 @@ from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 CHUNK = 1 << 20
-OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3},
+OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3,
+                   "gc-grace": 2},
         "chunkserver": {"heartbeat-interval": 0.3}}
 
 
@@ -263,3 +264,27 @@ def test_chunkservers_serve_metrics_and_json_logs(cluster):
         lines = (Path(d["data"]) / "daemon.log").read_text().splitlines()
         assert lines and all(json.loads(line)["daemon"] == "chunkserver" for line in lines)
     assert moved == 3 * CHUNK        # every replica received the chunk once
+
+
+def chunk_files(cluster, handle: int) -> list[Path]:
+    return [p for c in cluster.spec["chunkservers"]
+            for p in Path(c["data"]).rglob(f"{handle:016x}-*.chunk")]
+
+
+def test_unreferenced_chunks_are_deleted_after_the_grace_period(cluster):
+    keep, drop = os.urandom(2 * CHUNK), os.urandom(2 * CHUNK + 1)
+    with Client(cluster.master_addresses()) as c:
+        c.put(io.BytesIO(keep), "/keep")
+        dropped = c.put(io.BytesIO(drop), "/drop").chunks
+        replaced = c.put(io.BytesIO(drop), "/replace").chunks
+        c.put(io.BytesIO(keep), "/replace", overwrite=True)
+        assert all(len(chunk_files(cluster, ch.handle)) == 3 for ch in dropped + replaced)
+        c.delete("/drop")
+        assert all(len(chunk_files(cluster, ch.handle)) == 3 for ch in dropped)   # grace: 2 s
+        deadline = time.monotonic() + 40
+        while any(chunk_files(cluster, ch.handle) for ch in dropped + replaced):
+            assert time.monotonic() < deadline, "unreferenced chunks were never deleted"
+            time.sleep(0.5)
+        assert c.read("/keep") == keep and c.read("/replace") == keep
+        for ch in c.stat("/keep").chunks + c.stat("/replace").chunks:
+            assert len(chunk_files(cluster, ch.handle)) == 3

@@ -60,3 +60,24 @@ def test_a_restarted_server_must_send_a_full_report():
     r, _ = registry(1)
     assert r.heartbeat("10.0.0.0:7200", "", "new-instance", False, [(1, 1)], [], FIG) is True
     assert r.locations(1, 1) == []
+
+
+def test_gc_deletes_only_unreferenced_replicas_after_the_grace_period():
+    from master.gc import GarbageCollector
+    r, clock = registry()
+    r.heartbeat("a:1", "", "i", True, [(1, 1), (2, 1), (3, 1)], [], FIG)
+    r.heartbeat("b:1", "", "i", True, [(2, 1), (3, 1)], [], FIG)
+    now = [10_000.0]
+    garbage = {2: 9_990_000}             # handle 2: garbage since t=9990 s (ms); 3: never known
+    gc = GarbageCollector(r, lambda hs: {h: garbage.get(h) for h in hs if h != 1},
+                          lambda: True, grace_s=60, clock=lambda: now[0])
+    assert gc.collect() == 0             # 2 is 10 s old, 3 first seen now
+    now[0] += 51
+    assert gc.collect() == 2             # handle 2 on both servers; 3 only 51 s old
+    assert r.take_deletes("a:1") == [2] and r.take_deletes("b:1") == [2]
+    assert r.take_deletes("a:1") == []
+    now[0] += 10
+    assert gc.collect() == 4             # 2 still reported (not yet confirmed) and 3 now due
+    assert r.take_deletes("b:1") == [2, 3]
+    plan = {(p["handle"], p["server"]) for p in gc.plan()}
+    assert (1, "a:1") not in plan        # referenced: never planned
