@@ -257,7 +257,7 @@ class Client:
         self.close()
 
     def _stub(self, address: str) -> pb_grpc.MasterStub:
-        return pb_grpc.MasterStub(self._channels.channel(address))
+        return self._channels.stub(address, pb_grpc.MasterStub)
 
     def _candidate(self) -> str:
         with self._lock:

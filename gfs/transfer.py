@@ -30,6 +30,7 @@ class Channels:
     def __init__(self):
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[tuple[str, type], object] = {}
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -38,8 +39,13 @@ class Channels:
                 ch = self._channels[address] = grpc.insecure_channel(address, CHANNEL_OPTIONS)
             return ch
 
-    def stub(self, address: str) -> cpb_grpc.ChunkserverStub:
-        return cpb_grpc.ChunkserverStub(self.channel(address))
+    def stub(self, address: str, kind: type = cpb_grpc.ChunkserverStub):
+        """A stub of `kind` for `address`, built once (building one costs a few dozen µs)."""
+        key = (address, kind)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = self._stubs[key] = kind(self.channel(address))
+        return stub
 
     def alive(self, address: str, timeout: float = 1.0) -> bool:
         """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""
@@ -54,6 +60,7 @@ class Channels:
             for ch in self._channels.values():
                 ch.close()
             self._channels.clear()
+            self._stubs.clear()
 
 
 @dataclass
