@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import stat
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -157,8 +158,7 @@ class _Source:
 
 
 def stat_is_regular(fd: int) -> bool:
-    import stat as _stat
-    return _stat.S_ISREG(os.fstat(fd).st_mode)
+    return stat.S_ISREG(os.fstat(fd).st_mode)
 
 
 def _stream_size(f: BinaryIO) -> int:
@@ -385,6 +385,7 @@ class Client:
         atomically when every chunk is fsync'd on all its replicas; on failure nothing appears.
         Seekable sources upload `parallel` chunks at once and retry a failed chunk elsewhere."""
         with _opened(source, "rb", _Source) as src:
+            created = None
             try:
                 created = self._mutate("Create", pb.CreateRequest, path=path,
                                        replication=replication, storage_class=storage_class,
@@ -393,7 +394,7 @@ class Client:
             except BaseException as err:
                 if isinstance(err, GfsError):
                     err.before_commit = True   # the namespace is certainly unchanged
-                self._abandon(locals().get("created"))
+                self._abandon(created)
                 raise
             chunks = [(w.handle, w.length, w.checksum) for w in written]
             try:
@@ -478,15 +479,13 @@ class Client:
         end = info.size if length < 0 else min(info.size, offset + length)
         with _opened(sink, "wb", _Sink) as out:
             workers = parallel if out.seekable else 1
-            jobs = [(c, lo, hi) for c, lo, hi in _chunk_ranges(info, offset, end)]
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(self._read_range, c, lo, hi, out, offset, progress)
-                           for c, lo, hi in jobs] if workers > 1 else None
-                if futures is None:
-                    for c, lo, hi in jobs:
-                        self._read_range(c, lo, hi, out, offset, progress)
-                else:
-                    for f in futures:
+            jobs = [(c, lo, hi, out, offset, progress) for c, lo, hi in _chunk_ranges(info, offset, end)]
+            if workers == 1:
+                for job in jobs:
+                    self._read_range(*job)
+            else:
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    for f in [pool.submit(self._read_range, *job) for job in jobs]:
                         f.result()
         return end - offset
 
