@@ -1,9 +1,9 @@
-"""Run benchmarks: `python -m bench [NAME ...] [-- options]`. Names: metadata."""
+"""Run benchmarks: `python -m bench [NAME ...] [-- options]`. Names: metadata, datapath, repair."""
 from __future__ import annotations
 
 import sys
 
-SUITES = {"metadata": "bench.metadata", "datapath": "bench.datapath"}
+SUITES = {"metadata": "bench.metadata", "datapath": "bench.datapath", "repair": "bench.repair"}
 
 
 def main(argv: list[str]) -> int:

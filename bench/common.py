@@ -61,6 +61,14 @@ def table(headers: list[str], rows: list[list]) -> str:
                      + [line(r) for r in cells[1:]])
 
 
+def process_table(processes: dict[str, dict]) -> str:
+    """Peak RSS and CPU seconds per process (`None` figures shown as '?')."""
+    fmt = lambda v, scale: "?" if v is None else f"{v / scale:.0f}"
+    return table(["process", "peak RSS MiB", "CPU s"],
+                 [[k, fmt(v["peak_rss"], 1 << 20), fmt(v["cpu_s"], 1)]
+                  for k, v in processes.items()])
+
+
 def save_results(name: str, payload: dict) -> Path:
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(exist_ok=True)

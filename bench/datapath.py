@@ -24,7 +24,7 @@ from pathlib import Path
 
 import xxhash
 
-from bench.common import median, save_results, table
+from bench.common import median, process_table, save_results, table
 
 PIECE = 1 << 20
 MB = 1e6
@@ -185,12 +185,12 @@ def measure(masters: list[str], op: str, remotes: list[str], source: str, digest
 
 
 def reclaim(client, path: str) -> None:
-    """Delete a remote file and its chunk replicas (the master does not collect garbage yet,
-    so without this every run would stay on disk)."""
+    """Delete a remote file for good and its chunk replicas at once (garbage collection would
+    wait for its grace period, an hour by default, and the disk would fill up meanwhile)."""
     from gfs.transfer import Channels
     from proto import chunkserver_pb2 as cpb
     info = client.stat(path)
-    client.delete(path)
+    client.delete(path, skip_trash=True)
     channels = Channels()
     try:
         for chunk in info.chunks:
@@ -307,10 +307,7 @@ def report(res: dict) -> str:
                                ("loopback_tcp", "loopback TCP (1 MiB sends)"))]
     throughput = table(["operation (3 masters, 3 chunkservers)", "clients", "MB/s (median)",
                         "range", "× physical", "× loopback TCP", "errors"], rows)
-    fmt = lambda v, scale: "?" if v is None else f"{v / scale:.0f}"
-    procs = table(["process", "peak RSS MiB", "CPU s"],
-                  [[k, fmt(v["peak_rss"], 1 << 20), fmt(v["cpu_s"], 1)]
-                   for k, v in res["processes"].items()])
+    procs = process_table(res["processes"])
     first, last = res["raft_terms"]
     return (f"{throughput}\n\n{procs}\n\nRaft term {first} → {last} during the run; "
             f"wall time {res['wall_s']:.0f} s; MB/s counts only clients that succeeded.")

@@ -1,10 +1,13 @@
 """Heartbeats from a chunkserver to the master leader: a full chunk report first (and whenever
-the leader asks), then only what changed, with capacity and load figures every time."""
+the leader asks), then only what changed, with capacity and load figures and the complete list
+of replicas known to be corrupt every time. The reply may ask to delete replicas (garbage,
+stale, surplus or corrupt ones) and to verify replicas a reader reported bad."""
 from __future__ import annotations
 
 import logging
 import os
 import threading
+from typing import Callable, Iterable
 
 from chunkserver.store import ChunkStore
 from gfs.client import Client
@@ -16,9 +19,14 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeater:
+    """`on_verify(handle, version)` gets the replicas the leader wants checked (wired to the
+    scrubber's request; version 0 means whatever version is stored)."""
+
     def __init__(self, store: ChunkStore, address: str, rack: str, masters: list[str],
-                 interval: float = 1.0):
+                 interval: float = 1.0, *,
+                 on_verify: Callable[[int, int], None] | None = None):
         self.store = store
+        self.on_verify = on_verify
         self.address = address
         self.rack = rack
         self.interval = interval
@@ -60,6 +68,7 @@ class Heartbeater:
         known = self.reported or {}
         added = current if full else {h: v for h, v in current.items() if known.get(h) != v}
         removed = {} if full else {h: v for h, v in known.items() if current.get(h) != v}
+        corrupt = self.store.corrupt()
         u = self.store.usage()
         self.sequence += 1
         req = pb.HeartbeatRequest(
@@ -69,15 +78,32 @@ class Heartbeater:
             removed=[pb.ChunkReport(handle=h, version=v) for h, v in removed.items()],
             capacity_bytes=u["capacity_bytes"], used_bytes=u["used_bytes"],
             free_bytes=u["free_bytes"], chunk_count=u["chunk_count"],
-            io_load=self.disk.fraction(), cpu_load=cpu_load(), rss_bytes=rss_bytes())
+            io_load=self.disk.fraction(), cpu_load=cpu_load(), rss_bytes=rss_bytes(),
+            corrupt=[pb.ChunkRef(handle=h, version=v) for h, v in sorted(corrupt.items())])
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
         self.reported = None if resp.need_full_report else current
-        if resp.delete_handles:
-            self.delete(resp.delete_handles)
+        if resp.delete:
+            self.delete([(r.handle, r.version) for r in resp.delete])
+        if resp.verify:
+            self.verify([(r.handle, r.version) for r in resp.verify])
 
-    def delete(self, handles) -> None:
-        """The leader's garbage collector found these chunks unreferenced past the grace period."""
-        gone = sum(1 for h in handles if self.store.delete(h))
-        log.info("deleted %d unreferenced chunks", gone, extra={"fields": {"handles": list(handles)[:50]}})
-        self.poke()     # report the removals promptly
+    def delete(self, refs: Iterable[tuple[int, int]]) -> None:
+        """The leader wants these replicas gone (garbage past the grace period, stale, surplus or
+        corrupt). Version 0: whatever version is stored; otherwise only that version, so a
+        replica repaired or updated meanwhile is kept."""
+        refs = list(refs)
+        gone = [(h, v) for h, v in refs if self.store.delete(h, v or None)]
+        log.info("deleted %d of %d replicas the leader asked to remove", len(gone), len(refs),
+                 extra={"fields": {"replicas": [f"{h:016x}-{v}" for h, v in refs[:50]]}})
+        if gone:
+            self.poke()     # report the removals promptly
+
+    def verify(self, refs: Iterable[tuple[int, int]]) -> None:
+        """A reader reported these replicas bad: have the scrubber check them first thing."""
+        refs = list(refs)
+        log.info("leader asked to verify %d replicas", len(refs),
+                 extra={"fields": {"replicas": [f"{h:016x}-{v}" for h, v in refs[:50]]}})
+        if self.on_verify is not None:
+            for h, v in refs:
+                self.on_verify(h, v)

@@ -1,4 +1,4 @@
-"""The chunkserver daemon: chunk store + gRPC data service + heartbeats + /metrics."""
+"""The chunkserver daemon: chunk store + gRPC data service + heartbeats + scrubber + /metrics."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +9,7 @@ from concurrent import futures
 import grpc
 
 from chunkserver.heartbeat import Heartbeater
+from chunkserver.scrubber import Scrubber
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
 from gfs import logs, metrics
@@ -22,11 +23,17 @@ log = logging.getLogger(__name__)
 
 def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | None, rack: str,
           metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
-          max_chunk_size: int = 64 << 20) -> int:
-    """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code."""
+          max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
+          scrub_interval: float = 86400.0) -> int:
+    """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
+
+    scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
+    asks for still run); scrub_interval: seconds between the starts of two scrub passes.
+    """
     logs.setup("chunkserver")
     tune_malloc()
     store = ChunkStore(data_dir, max_chunk_size=max_chunk_size)
+    scrubber = Scrubber(store, scrub_rate, scrub_interval)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
     try:
@@ -35,21 +42,31 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
         raise FailedPrecondition(f"cannot listen on {bind}: {err}") from None
     host = advertise_host or bind.rsplit(":", 1)[0]
     address = f"{host}:{port}"
-    service = ChunkserverService(store, address, rack)
+    service = ChunkserverService(store, address, rack, scrubber=scrubber)
     cpb_grpc.add_ChunkserverServicer_to_server(service, server)
     mhost, mport = metrics.serve(metrics_address)
     service.metrics_address = f"{mhost}:{mport}"
+    beats = Heartbeater(store, address, rack, masters, heartbeat_interval,
+                        on_verify=scrubber.request)
+    # The master hears at once of a replica found corrupt (by the scrubber or by any read) and
+    # of a chunk copied here, instead of at the next regular heartbeat.
+    store.on_corrupt = lambda handle, version, reason: beats.poke()
+    scrubber.on_corrupt = beats.poke
+    service.on_change = beats.poke
     server.start()
-    beats = Heartbeater(store, address, rack, masters, heartbeat_interval)
     beats.start()
-    log.info("chunkserver %s serving (bind %s), %d chunks, metrics on %s", address, bind,
-             len(store.chunks()), service.metrics_address)
+    scrubber.start()
+    log.info("chunkserver %s serving (bind %s), %d chunks (%d marked corrupt), metrics on %s, "
+             "scrubbing %s", address, bind, len(store.chunks()), len(store.corrupt()),
+             service.metrics_address,
+             f"{scrub_rate} B/s every {scrub_interval:g} s" if scrub_rate else "off")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         service.master_leader = beats.leader
     log.info("chunkserver %s stopping", address)
+    scrubber.stop()
     beats.stop()
     server.stop(grace=2).wait()
     return 0

@@ -1,4 +1,5 @@
-"""The Chunkserver gRPC service: chain-replicated writes and verified block reads."""
+"""The Chunkserver gRPC service: chain-replicated writes, verified block reads, and CopyChunk
+(re-replication and repair: pull a chunk block by block from other replicas)."""
 from __future__ import annotations
 
 import functools
@@ -8,6 +9,7 @@ import os
 import queue
 import time
 from contextlib import contextmanager
+from typing import Callable
 
 import grpc
 from prometheus_client import Counter
@@ -16,13 +18,15 @@ from chunkserver.store import ChunkStore
 from gfs.checksum import BLOCK_SIZE, block_checksum
 from gfs.errors import DataLoss, GfsError, InvalidArgument, Unavailable
 from gfs.metrics import observe_rpc
-from gfs.transfer import Channels
+from gfs.transfer import Channels, TokenBucket, read_chunk
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 log = logging.getLogger(__name__)
 
 BYTES = Counter("gfs_chunkserver_bytes_total", "Chunk bytes moved, by direction", ["direction"])
+COPY_BYTES = Counter("gfs_chunkserver_copy_bytes_total",
+                     "Chunk bytes pulled from other chunkservers by CopyChunk")
 BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
 FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
 
@@ -94,12 +98,18 @@ class Forwarder:
 
 
 class ChunkserverService(cpb_grpc.ChunkserverServicer):
-    def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0):
+    """`on_change()` is called after CopyChunk stored a chunk (wired to the heartbeater's poke);
+    `scrubber` (a chunkserver.scrubber.Scrubber, optional) feeds Status.scrubbed_bytes."""
+
+    def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0,
+                 *, on_change: Callable[[], None] | None = None, scrubber=None):
         self.store = store
         self.address = address
         self.rack = rack
         self.channels = Channels()
         self.write_timeout = write_timeout
+        self.on_change = on_change
+        self.scrubber = scrubber
         self.started = time.monotonic()
         self.master_leader = ""
         self.metrics_address = ""
@@ -148,12 +158,19 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         chunk_length = meta.length if meta else 0
         batch: list[bytes] = []
         offset = start
-        for piece in pieces:
-            batch.append(piece)
-            if len(batch) == BLOCKS_PER_RESPONSE:
+        try:
+            for piece in pieces:
+                batch.append(piece)
+                if len(batch) == BLOCKS_PER_RESPONSE:
+                    yield self._response(offset, batch, chunk_length)
+                    offset += sum(len(b) for b in batch)
+                    batch = []
+        except DataLoss:
+            # Send the intact blocks before the bad one, so that the reader continues exactly
+            # at the bad block on another replica (and can come back here for the rest).
+            if batch:
                 yield self._response(offset, batch, chunk_length)
-                offset += sum(len(b) for b in batch)
-                batch = []
+            raise
         if batch or offset == start:
             yield self._response(offset, batch, chunk_length)
 
@@ -169,11 +186,54 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         return cpb.DeleteResponse(deleted=self.store.delete(request.handle, request.version or None))
 
     @unary
+    def CopyChunk(self, request, context):
+        """Pull (handle, version) from the sources, each block from the first that serves it
+        intact; the result must match the length and checksum the master sent."""
+        h, v = request.handle, request.version
+        if v == 0:
+            raise InvalidArgument("CopyChunk needs the chunk version (not 0)")
+        if request.length > self.store.max_chunk_size:
+            raise InvalidArgument(f"chunk {h:016x}: length {request.length} exceeds the "
+                                  f"maximum chunk size {self.store.max_chunk_size}")
+        sources = list(dict.fromkeys(a for a in request.sources if a and a != self.address))
+        if not sources:
+            raise InvalidArgument(f"chunk {h:016x}: no source to copy from "
+                                  f"(other than this server)")
+        held = self.store.get(h)
+        if (held is not None and held.version == v and not self.store.is_corrupt(h, v)
+                and (held.length, held.checksum) == (request.length, request.checksum)):
+            return cpb.CopyResponse(length=held.length, checksum=held.checksum)
+        writer = self.store.begin_write(h, v)   # refused if a newer version is stored
+        bucket = TokenBucket(request.max_bytes_per_s) if request.max_bytes_per_s else None
+        started = time.monotonic()
+
+        def sink(piece: memoryview) -> None:
+            writer.write(piece)
+            COPY_BYTES.inc(len(piece))
+            if bucket is not None:
+                bucket.take(len(piece))
+
+        with writer:                             # aborts (removes the temp files) on any error
+            read_chunk(self.channels, h, v, sources, request.length, request.checksum, 0,
+                       request.length, sink, report_bad=None, timeout=self.write_timeout)
+            meta = writer.commit(expected_length=request.length,
+                                 expected_checksum=request.checksum)
+        log.info("copied chunk %016x version %d (%d bytes) in %.2f s", h, v, meta.length,
+                 time.monotonic() - started,
+                 extra={"fields": {"handle": h, "version": v, "sources": sources,
+                                   "repaired": held is not None and held.version == v}})
+        if self.on_change is not None:
+            self.on_change()
+        return cpb.CopyResponse(length=meta.length, checksum=meta.checksum)
+
+    @unary
     def Status(self, request, context):
         u = self.store.usage()
+        scrubbed = self.scrubber.stats()["scrubbed_bytes"] if self.scrubber is not None else 0
         return cpb.StatusResponse(
             address=self.address, rack=self.rack, chunk_count=u["chunk_count"],
             used_bytes=u["used_bytes"], capacity_bytes=u["capacity_bytes"],
             free_bytes=u["free_bytes"], master_leader=self.master_leader,
             uptime_s=time.monotonic() - self.started, pid=os.getpid(),
-            metrics_address=self.metrics_address)
+            metrics_address=self.metrics_address,
+            corrupt_replicas=len(self.store.corrupt()), scrubbed_bytes=scrubbed)

@@ -5,6 +5,7 @@ another ``ChunkStore(root, tier="cold")``)::
 
     root/<tier>/<xx>/<handle:016x>-<version>.chunk   raw chunk bytes
     root/<tier>/<xx>/<handle:016x>-<version>.sums    checksum sidecar
+    root/<tier>/<xx>/<handle:016x>-<version>.bad     corrupt marker (text: time and reason)
     root/tmp/<tier>-<handle:016x>-<version>-<random>.chunk|.sums   writes in progress
 
 ``xx`` is the last two hex digits of the handle. The master hands out handles sequentially, so
@@ -35,6 +36,15 @@ only when both files exist, so start-up deletes a data file without a sidecar (a
 the two renames, or during a delete, which unlinks the sidecar first). When several complete
 versions of a handle are found (a crash before the old version was removed), the newest wins
 and the others are deleted.
+
+Corrupt replicas: any DataLoss that ``read()`` runs into (damaged or missing sidecar, data file
+of the wrong size, a block failing its checksum) marks that replica corrupt, in memory and with
+a marker file ``<handle:016x>-<version>.bad`` (not fsync'd: losing a mark in a crash only means
+the scrubber finds the damage again). Start-up loads the markers of the chunks it keeps and
+removes the others. A corrupt replica stays in the index and readable block by block (intact
+blocks are still served, verified), so a chunk can be rebuilt from several partly bad replicas;
+publishing the same version again (repair in place) or a newer one, or deleting it, clears the
+mark.
 """
 from __future__ import annotations
 
@@ -45,8 +55,9 @@ import shutil
 import struct
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import xxhash
 
@@ -64,7 +75,7 @@ U64_MAX = (1 << 64) - 1
 _HEADER_BODY = struct.Struct("<4sHHIQQ")
 _HEADER_SUM = struct.Struct("<Q")
 HEADER_SIZE = _HEADER_BODY.size + _HEADER_SUM.size
-_NAME = re.compile(r"([0-9a-f]{16})-([0-9]+)\.(chunk|sums)")
+_NAME = re.compile(r"([0-9a-f]{16})-([0-9]+)\.(chunk|sums|bad)")
 _TIER = re.compile(r"[a-z][a-z0-9_]*")
 _FANOUT = [f"{i:02x}" for i in range(256)]
 
@@ -243,6 +254,9 @@ class ChunkStore:
     Thread-safe: the index and every change of the published files happen under one lock;
     reads open their files under it (so they always see a matching data/sidecar pair) and then
     stream without it.
+
+    `on_corrupt(handle, version, reason)`, if set, is called (outside the lock, from whichever
+    thread found it) each time a replica is newly marked corrupt.
     """
 
     def __init__(self, root: str, *, tier: str = "hot",
@@ -257,6 +271,8 @@ class ChunkStore:
         self.tier_dir = os.path.join(self.root, tier)
         self.tmp_dir = os.path.join(self.root, "tmp")
         self._lock = threading.Lock()
+        self.on_corrupt: Callable[[int, int, str], None] | None = None
+        self._corrupt: dict[int, int] = {}          # handle -> version marked corrupt
         self._make_dirs()
         self._clear_tmp()
         self._index: dict[int, ChunkMeta] = self._scan()
@@ -276,37 +292,77 @@ class ChunkStore:
         """Stream bytes [offset, offset + length) of a chunk (length -1: to its end).
 
         Errors about the request (NotFound, FailedPrecondition for another stored version,
-        InvalidArgument) and a damaged sidecar (DataLoss) are raised by this call; a damaged
-        data block raises DataLoss from the iterator before any byte of that block is yielded.
-        Pieces are at most one block long, and one block is in memory at a time.
+        InvalidArgument) and a damaged or missing file (DataLoss) are raised by this call; a
+        damaged data block raises DataLoss from the iterator before any byte of that block is
+        yielded. Pieces are at most one block long, and one block is in memory at a time.
+        Every DataLoss marks the replica corrupt (see mark_corrupt) before it is raised. A
+        replica already marked corrupt is read all the same: its intact blocks are served.
         """
         _check_int("handle", handle, 0)
         _check_int("offset", offset, 0)
         _check_int("length", length, -1)
         if version is not None:
             _check_int("version", version, 0)
-        with self._lock:
-            meta = self._lookup(handle, version)
-            end = _range_end(meta, offset, length)
-            sums_file, data_file = self._open_files(meta)
+        meta: ChunkMeta | None = None
         try:
-            with sums_file:
-                sums = self._load_sums(meta, sums_file)
-            self._check_data_size(meta, data_file)
-        except BaseException:
-            data_file.close()
+            with self._lock:
+                meta = self._lookup(handle, version)
+                end = _range_end(meta, offset, length)
+                sums_file, data_file = self._open_files(meta)
+            try:
+                with sums_file:
+                    sums = self._load_sums(meta, sums_file)
+                self._check_data_size(meta, data_file)
+            except BaseException:
+                data_file.close()
+                raise
+        except DataLoss as err:
+            if meta is not None:       # always so: the lookup raises no DataLoss
+                self._found_bad(meta, err)
             raise
         return self._stream(meta, data_file, sums, offset, end)
 
-    def verify(self, handle: int) -> bool:
-        """Read and check every block of a chunk (for the scrubber). NotFound if absent."""
+    def verify(self, handle: int, version: int | None = None) -> bool:
+        """Read and check every block of a chunk; False (and marked corrupt) if any is bad.
+
+        NotFound if absent, FailedPrecondition if `version` is given and another is stored.
+        """
         try:
-            for _ in self.read(handle):
+            for _ in self.read(handle, version=version):
                 pass
-        except DataLoss as e:
-            log.warning("chunk failed verification: %s", e)
+        except DataLoss:
             return False
         return True
+
+    def mark_corrupt(self, handle: int, version: int, reason: str) -> bool:
+        """Record that the stored replica (handle, version) is corrupt.
+
+        Persistent (a marker file next to the chunk), until the replica is replaced by a
+        publish of the same or a newer version, or deleted. Returns True if that replica is
+        stored here (and is now marked, whether or not it already was), False if it is not
+        (nothing is recorded).
+        """
+        _check_int("handle", handle, 0)
+        _check_int("version", version, 0)
+        with self._lock:
+            meta = self._index.get(handle)
+            if meta is None or meta.version != version:
+                return False
+            new = self._set_mark(meta, reason)
+        if new:
+            self._announce(meta, reason)
+        return True
+
+    def corrupt(self) -> dict[int, int]:
+        """The replicas marked corrupt: handle -> version (each is also in chunks())."""
+        with self._lock:
+            return dict(self._corrupt)
+
+    def is_corrupt(self, handle: int, version: int | None = None) -> bool:
+        """Is the stored replica of `handle` (of exactly `version`, if given) marked corrupt?"""
+        with self._lock:
+            marked = self._corrupt.get(handle)
+        return marked is not None and (version is None or marked == version)
 
     def delete(self, handle: int, version: int | None = None) -> bool:
         """Delete a chunk; with `version`, only if that is the stored version.
@@ -322,6 +378,7 @@ class ChunkStore:
             if meta is None or (version is not None and meta.version != version):
                 return False
             del self._index[handle]
+            self._corrupt.pop(handle, None)
             self._remove_files(handle, meta.version)
         return True
 
@@ -353,6 +410,7 @@ class ChunkStore:
         """Sidecar first: without it the chunk no longer exists, even if we crash here."""
         _unlink_quietly(self._path(handle, version, "sums"))
         _unlink_quietly(self._path(handle, version, "chunk"))
+        _unlink_quietly(self._path(handle, version, "bad"))
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -376,7 +434,8 @@ class ChunkStore:
                 os.unlink(entry.path)
 
     def _scan(self) -> dict[int, ChunkMeta]:
-        """Build the index from the file names and the sidecar headers only."""
+        """Build the index (and the corrupt marks) from the file names and the sidecar headers
+        only."""
         found: dict[int, dict[int, set[str]]] = {}
         for fanout in _FANOUT:
             for entry in os.scandir(os.path.join(self.tier_dir, fanout)):
@@ -391,20 +450,28 @@ class ChunkStore:
             meta = self._recover(handle, versions)
             if meta is not None:
                 index[handle] = meta
+                if "bad" in versions[meta.version]:
+                    self._corrupt[handle] = meta.version
+        if self._corrupt:
+            log.warning("%d chunks are marked corrupt", len(self._corrupt),
+                        extra={"fields": {"handles": sorted(self._corrupt)[:50]}})
         return index
 
     def _recover(self, handle: int, versions: dict[int, set[str]]) -> ChunkMeta | None:
-        """Pick the newest intact version of a handle; delete unpublished and superseded files."""
+        """Pick the newest intact version of a handle; delete unpublished and superseded files,
+        and corrupt markers whose chunk is not kept."""
         kept: ChunkMeta | None = None
         for version in sorted(versions, reverse=True):
-            kinds = versions[version]
-            if kinds == {"chunk"} or kept is not None:
+            kinds = versions[version] - {"bad"}
+            if kinds <= {"chunk"} or kept is not None:
                 self._remove_files(handle, version)
             elif kinds == {"chunk", "sums"}:
                 kept = self._load_meta(handle, version)
             else:
                 log.warning("%s: sidecar without data file; leaving it for inspection",
                             _chunk_name(handle, version))
+            if "bad" in versions[version] and (kept is None or kept.version != version):
+                _unlink_quietly(self._path(handle, version, "bad"))
         return kept
 
     def _load_meta(self, handle: int, version: int) -> ChunkMeta | None:
@@ -437,16 +504,54 @@ class ChunkStore:
             old = self._index.get(handle)
             if old is not None and old.version == version:
                 # Same names: unpublish first, or a crash between the renames would pair the
-                # new data with the old sidecar.
+                # new data with the old sidecar (and the old corrupt marker with the new data).
                 _unlink_quietly(sums_path)
+                _unlink_quietly(self._path(handle, version, "bad"))
             os.rename(data_tmp, data_path)
             os.rename(sums_tmp, sums_path)
             fsync_path(os.path.dirname(data_path))
             meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime)
             self._index[handle] = meta
+            self._corrupt.pop(handle, None)
             if old is not None and old.version != version:
                 self._remove_files(handle, old.version)
         return meta
+
+    # -- corrupt marks ---------------------------------------------------------------------------
+
+    def _set_mark(self, meta: ChunkMeta, reason: str) -> bool:
+        """Mark a replica that is in the index (lock held). Returns whether it is a new mark."""
+        if self._corrupt.get(meta.handle) == meta.version:
+            return False
+        self._corrupt[meta.handle] = meta.version
+        path = self._path(meta.handle, meta.version, "bad")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(f"{stamp} {reason}\n")
+        except OSError as err:
+            log.warning("%s: cannot write corrupt marker %s: %s",
+                        _chunk_name(meta.handle, meta.version), path, err)
+        return True
+
+    def _found_bad(self, meta: ChunkMeta, err: DataLoss) -> None:
+        """A read ran into damage: mark the replica, unless it was replaced or deleted since."""
+        with self._lock:
+            if self._index.get(meta.handle) is not meta:
+                return
+            new = self._set_mark(meta, str(err))
+        if new:
+            self._announce(meta, str(err))
+
+    def _announce(self, meta: ChunkMeta, reason: str) -> None:
+        log.warning("%s marked corrupt: %s", _chunk_name(meta.handle, meta.version), reason,
+                    extra={"fields": {"handle": meta.handle, "version": meta.version}})
+        listener = self.on_corrupt
+        if listener is not None:
+            try:
+                listener(meta.handle, meta.version, reason)
+            except Exception:       # a listener must never break a read
+                log.exception("corrupt-replica listener failed")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -497,8 +602,7 @@ class ChunkStore:
             raise DataLoss(f"{_chunk_name(meta.handle, meta.version)}: data file has {size} "
                            f"bytes, expected {meta.length}")
 
-    @staticmethod
-    def _stream(meta: ChunkMeta, f: BinaryIO, sums: tuple[int, ...], start: int,
+    def _stream(self, meta: ChunkMeta, f: BinaryIO, sums: tuple[int, ...], start: int,
                 end: int) -> Iterator[bytes]:
         """Yield [start, end) block by block, each block checked before any of it leaves."""
         with f:
@@ -509,9 +613,11 @@ class ChunkStore:
                 want = min(BLOCK_SIZE, meta.length - block_start)
                 data = os.pread(fd, want, block_start)
                 if len(data) != want or block_checksum(data) != sums[block]:
-                    raise DataLoss(f"{_chunk_name(meta.handle, meta.version)}: block {block} "
+                    err = DataLoss(f"{_chunk_name(meta.handle, meta.version)}: block {block} "
                                    f"(bytes {block_start}..{block_start + want}) fails its "
                                    f"checksum")
+                    self._found_bad(meta, err)
+                    raise err
                 lo = max(start - block_start, 0)
                 hi = min(end - block_start, want)
                 yield data if (lo, hi) == (0, want) else data[lo:hi]

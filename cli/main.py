@@ -45,7 +45,7 @@ def make_client(ctx: click.Context):
     return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0))
 
 
-@click.group(cls=GfsGroup, context_settings=CONTEXT)
+@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"})
 @click.option("--masters", envvar="GFS_MASTERS", metavar="HOST:PORT,...",
               help="Master gRPC addresses (default: $GFS_MASTERS, else the cluster that "
                    "`gfs cluster up` started last).")
@@ -143,13 +143,159 @@ def mv(ctx, force: bool, src: str, dst: str) -> None:
 
 @cli.command()
 @click.option("-r", "--recursive", is_flag=True, help="Remove directories and their contents.")
+@click.option("--skip-trash", is_flag=True,
+              help="Delete for good now instead of moving to your trash.")
 @click.argument("paths", nargs=-1, required=True)
 @click.pass_context
-def rm(ctx, recursive: bool, paths: tuple[str, ...]) -> None:
-    """Remove files or directories."""
+def rm(ctx, recursive: bool, skip_trash: bool, paths: tuple[str, ...]) -> None:
+    """Remove files or directories (into your trash: see `gfs trash --help`)."""
     with make_client(ctx) as c:
         for p in paths:
-            c.delete(p, recursive=recursive)
+            c.delete(p, recursive=recursive, skip_trash=skip_trash)
+
+
+# --- trash -----------------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def trash() -> None:
+    """Files removed with `gfs rm`, kept for the cluster's trash retention (default 24 h).
+
+    Trash is per user: $GFS_USER, else your login name."""
+
+
+def format_eta(seconds: float) -> str:
+    if seconds < 0:
+        return "unknown"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@trash.command("ls")
+@click.option("--all-users", is_flag=True, help="Every user's trash.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def trash_ls(ctx, all_users: bool, as_json: bool) -> None:
+    """List trash entries, oldest first."""
+    with make_client(ctx) as c:
+        entries = c.trash_list(all_users=all_users)
+    if as_json:
+        emit_json(entries)
+        return
+    now = time.time() * 1000
+    for e in entries:
+        expires = format_eta((e["expires_ms"] - now) / 1000) if e["expires_ms"] else "never"
+        user = f"{e['user']:<12}" if all_users else ""
+        click.echo(f"{e['id']:>6}  {format_time(e['deleted_ms'])}  expires in {expires:<8}"
+                   f"{human_size(e['size']):>11}  {user}{e['path']}{'/' if e['type'] == 'dir' else ''}")
+
+
+def _trash_entry(c, what: str) -> dict:
+    """A trash entry by id, or the most recently deleted one with this path."""
+    entries = c.trash_list()
+    if what.isdigit():
+        found = [e for e in entries if e["id"] == int(what)]
+    else:
+        from gfs.paths import normalize
+        path = normalize(what)
+        found = [e for e in entries if e["path"] == path]
+    if not found:
+        raise NotFound(f"nothing in your trash matches {what} (see `gfs trash ls`)")
+    return found[-1]
+
+
+@trash.command("restore")
+@click.option("--to", "dst", default="", metavar="PATH",
+              help="Restore to this path instead of where it was.")
+@click.argument("entry", metavar="PATH|ID")
+@click.pass_context
+def trash_restore(ctx, dst: str, entry: str) -> None:
+    """Bring back a deleted file or directory (the latest one deleted from PATH, or entry ID)."""
+    with make_client(ctx) as c:
+        path = c.trash_restore(_trash_entry(c, entry)["id"], dst)
+    click.echo(f"restored {path}")
+
+
+@trash.command("purge")
+@click.option("--all-users", is_flag=True, help="Every user's trash (administrators).")
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.argument("entries", nargs=-1, metavar="[PATH|ID]...")
+@click.pass_context
+def trash_purge(ctx, all_users: bool, yes: bool, entries: tuple[str, ...]) -> None:
+    """Delete trash entries for good now (everything in your trash when none are given)."""
+    with make_client(ctx) as c:
+        ids = [_trash_entry(c, e)["id"] for e in entries]
+        if not ids and not yes:
+            whose = "every user's" if all_users else "your"
+            click.confirm(f"Delete everything in {whose} trash for good?", abort=True, err=True)
+        purged = c.trash_purge(ids, all_users=all_users)
+    click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
+
+
+# --- administration --------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def admin() -> None:
+    """Cluster health and maintenance."""
+
+
+@admin.command("health")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--check", is_flag=True, help="Exit with status 2 unless the cluster is healthy.")
+@click.pass_context
+def admin_health(ctx, as_json: bool, check: bool) -> None:
+    """Chunkservers alive and dead, chunks short of replicas, corrupt/stale/orphan replicas,
+    and the repair queue with an estimate of the time to full redundancy."""
+    with make_client(ctx) as c:
+        h = c.health()
+    if as_json:
+        emit_json(h)
+    else:
+        dead = f" ({', '.join(h['dead'])})" if h["dead"] else ""
+        eta = "" if not h["repair_bytes_pending"] else (
+            f", {human_size(h['repair_bytes_pending'])} to copy at "
+            f"{human_size(h['repair_rate_bytes_s'])}/s, ETA {format_eta(h['eta_s'])}")
+        click.echo(f"status        {h['status']}"
+                   + ("" if h["replica_map_complete"] else
+                      f" (leader elected {h['leader_for_s']:.0f}s ago; still hearing reports)"))
+        click.echo(f"chunkservers  {h['chunkservers_alive']} alive, {len(h['dead'])} dead{dead}")
+        click.echo(f"chunks        {h['chunks']}: {h['under_replicated']} under-replicated "
+                   f"({h['at_risk']} with one replica, {h['unavailable']} with none)")
+        click.echo(f"replicas      {h['corrupt_replicas']} corrupt, {h['stale_replicas']} stale, "
+                   f"{h['orphan_replicas']} orphan, {h['surplus_replicas']} surplus")
+        click.echo(f"repair        {h['repair_queue']} queued, {h['repair_in_flight']} copying{eta}; "
+                   f"{h['repaired']} done, {h['repair_failures']} failed")
+        click.echo(f"uploads       {h['pending_uploads']} in progress")
+        click.echo(f"trash         {h['trash_entries']} entries, {human_size(h['trash_bytes'])}")
+    if check and h["status"] != "healthy":
+        sys.exit(2)
+
+
+@admin.command("gc")
+@click.option("--plan", is_flag=True,
+              help="Only list orphan and stale replicas and when each goes; delete nothing.")
+@click.option("--limit", default=0, type=int, help="Show at most this many (0: all).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def admin_gc(ctx, plan: bool, limit: int, as_json: bool) -> None:
+    """Garbage collection: replicas no file references are deleted once they have been
+    unreferenced for the grace period (master --gc-grace), stale replicas at once. Without
+    --plan, a collection pass runs now (the grace period still applies)."""
+    with make_client(ctx) as c:
+        p = c.gc_plan(limit=limit, collect=not plan)
+    if as_json:
+        emit_json(p)
+        return
+    click.echo(f"{p['total']} replicas to delete (grace period {format_eta(p['grace_s'])}); "
+               f"{p['pending_uploads']} uploads in progress, {p['expiring_uploads']} abandoned")
+    if p["orphans"]:
+        click.echo(f"{'HANDLE':>10} {'VER':>4}  {'SERVER':<22}{'REASON':<8}{'AGE':>8}  DELETED IN")
+    for o in p["orphans"]:
+        due = "now" if o["delete_in_s"] <= 0 else format_eta(o["delete_in_s"])
+        click.echo(f"{o['handle']:>10} {o['version']:>4}  {o['server']:<22}{o['reason']:<8}"
+                   f"{format_eta(o['age_s']):>8}  {due}")
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -283,11 +429,18 @@ def cat(ctx, remotes):
 @click.option("--dead-after", default=10.0, show_default=True, type=float,
               help="Seconds without a heartbeat before a chunkserver counts as dead.")
 @click.option("--gc-grace", default=3600.0, show_default=True, type=float,
-              help="Seconds a chunk must be unreferenced before chunkservers delete it.")
+              help="Seconds a chunk must be unreferenced (or an upload idle) before it is "
+                   "deleted.")
+@click.option("--trash-retention", default=86400.0, show_default=True, type=float,
+              help="Seconds `gfs rm` keeps files in the trash (0: rm deletes at once).")
+@click.option("--repair-concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Re-replication copies running at once.")
+@click.option("--repair-rate", default="0", show_default=True,
+              help="Total re-replication bandwidth per second, e.g. 200MiB (0: unthrottled).")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
-           dead_after, gc_grace) -> None:
+           dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -303,7 +456,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": parse_size(chunk_size)},
-                   dead_after=dead_after, gc_grace=gc_grace))
+                   dead_after=dead_after, gc_grace=gc_grace, trash_retention=trash_retention,
+                   repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate)))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -320,16 +474,22 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               metavar="HOST:PORT", help="Prometheus /metrics listen address.")
 @click.option("--heartbeat-interval", default=1.0, show_default=True, type=float,
               help="Seconds between heartbeats to the master leader.")
+@click.option("--scrub-rate", default="16MiB", show_default=True,
+              help="Bytes per second the background scrubber verifies (0: no scrubbing).")
+@click.option("--scrub-interval", default=86400.0, show_default=True, type=float,
+              help="Seconds between the starts of two full scrub passes.")
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
-                heartbeat_interval) -> None:
+                heartbeat_interval, scrub_rate, scrub_interval) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.config import split_addresses
     os.makedirs(data_dir, exist_ok=True)
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
+    from gfs.units import parse_size
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
-                   metrics_addr, heartbeat_interval))
+                   metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
+                   scrub_interval=scrub_interval))
 
 
 @master.command("status")

@@ -6,6 +6,7 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import getpass
 import io
 import os
 import random
@@ -230,12 +231,28 @@ class _Sequencer:
             self._inflight.discard(seq)
 
 
+def default_user() -> str:
+    """Whose trash `rm` fills: $GFS_USER, else the login name."""
+    try:
+        return os.environ.get("GFS_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "anonymous"
+
+
+def _fields(message) -> dict:
+    """A flat proto message as a dict (repeated fields as lists)."""
+    return {f.name: (list(v) if f.is_repeated else v)
+            for f in message.DESCRIPTOR.fields for v in [getattr(message, f.name)]}
+
+
 class Client:
     """Namespace operations against a gfs cluster (thread-safe)."""
 
     def __init__(self, masters: str | list[str] | None = None, *, deadline: float = 30.0,
-                 attempt_timeout: float = 5.0, client_id: bytes | None = None):
+                 attempt_timeout: float = 5.0, client_id: bytes | None = None,
+                 user: str | None = None):
         self.masters = resolve_masters(masters)
+        self.user = user or default_user()
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.client_id = client_id or os.urandom(16)
@@ -352,8 +369,41 @@ class Client:
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         self._mutate("Rename", pb.RenameRequest, src=src, dst=dst, overwrite=overwrite)
 
-    def delete(self, path: str, recursive: bool = False) -> int:
-        return self._mutate("Delete", pb.DeleteRequest, path=path, recursive=recursive).deleted
+    def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
+        """Remove a path; it goes to this user's trash unless `skip_trash` (or the cluster keeps
+        no trash). Returns the trash entry's id, 0 when deleted for good."""
+        return self._mutate("Delete", pb.DeleteRequest, path=path, recursive=recursive,
+                            skip_trash=skip_trash, user=self.user).trash_id
+
+    # --- trash ---------------------------------------------------------------------------------
+
+    def trash_list(self, all_users: bool = False) -> list[dict]:
+        """This user's trash entries (or everyone's), oldest first."""
+        resp = self._call("TrashList", pb.TrashListRequest(user=self.user, all_users=all_users))
+        return [_fields(e) for e in resp.entries]
+
+    def trash_restore(self, entry_id: int, dst: str = "") -> str:
+        """Put a trash entry back where it was (or at `dst`); returns its path."""
+        return self._mutate("TrashRestore", pb.TrashRestoreRequest, id=entry_id, user=self.user,
+                            dst=dst).path
+
+    def trash_purge(self, ids: list[int] | None = None, all_users: bool = False) -> int:
+        """Delete trash entries for good now (all of this user's when `ids` is empty)."""
+        return self._mutate("TrashPurge", pb.TrashPurgeRequest, user=self.user,
+                            all_users=all_users, ids=ids or []).purged
+
+    # --- administration ------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        resp = self._call("Health", pb.Empty())
+        return _fields(resp)
+
+    def gc_plan(self, limit: int = 0, collect: bool = False) -> dict:
+        """Orphan and stale replicas and when each goes; `collect` runs a pass first."""
+        resp = self._call("GcPlan", pb.GcPlanRequest(limit=limit, collect=collect))
+        out = _fields(resp)
+        out["orphans"] = [_fields(o) for o in resp.orphans]
+        return out
 
     def create(self, path: str, *, replication: int = 0, storage_class: str = "",
                chunk_size: int = 0, mode: int = 0o644, owner: str = "",
@@ -519,7 +569,7 @@ class Client:
 
     def chunkservers(self) -> list[dict]:
         resp = self._call("Chunkservers", pb.Empty())
-        return [{f.name: getattr(s, f.name) for f in s.DESCRIPTOR.fields} for s in resp.servers]
+        return [_fields(s) for s in resp.servers]
 
     # --- status --------------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """The client's side of the data path: stream a chunk down a replica chain, read a chunk range
-from the first replica that serves it correctly.
+block by block from whichever replicas serve it correctly.
 
 Memory stays bounded: a write is fed piece by piece (1 MiB) from its source, a read hands each
-verified piece to a sink as it arrives.
+verified piece to a sink as it arrives. Also used by chunkservers (CopyChunk reads with
+`read_chunk`, and the scrubber and copies pace themselves with `TokenBucket`).
 """
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -107,17 +109,21 @@ class BadReplica(Exception):
     """A replica sent data that does not match its checksums."""
 
 
+class BadBlock(BadReplica):
+    """One block failed its checksum: the replica may still serve the blocks after it."""
+
+
 def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview]]:
     """(block index, its offset, block bytes) for each block of a response, checksum-verified."""
     data = memoryview(resp.data)
-    for i, expected in enumerate(resp.block_sums):
-        block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
-        if block_checksum(block) != expected:
-            raise BadReplica(f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
-        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block
     if len(data) > len(resp.block_sums) * BLOCK_SIZE or (
             len(resp.block_sums) and len(data) <= (len(resp.block_sums) - 1) * BLOCK_SIZE):
         raise BadReplica("response length does not match its block checksums")
+    for i, expected in enumerate(resp.block_sums):
+        block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
+        if block_checksum(block) != expected:
+            raise BadBlock(f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
+        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block
 
 
 def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str],
@@ -125,46 +131,109 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                sink: Callable[[memoryview], None],
                report_bad: Callable[[str, str], None] | None = None,
                timeout: float = 600.0) -> None:
-    """Deliver bytes [offset, offset+length) of a chunk to `sink`, in order, each verified.
-    On any error the next replica continues where the last one stopped; a replica with bad data
-    is reported. A whole-chunk read is also checked against the chunk checksum in the metadata."""
+    """Deliver bytes [offset, offset+length) of a chunk to `sink`, in order, each block verified.
+
+    Failover is per block: on any error the next replica continues at the block where the last
+    one stopped. A replica that stopped on a bad block (its own DATA_LOSS, or a block failing
+    verification here) is asked again for the blocks after it once another replica got past
+    that block, so a chunk whose every replica has some bad block is still read whole as long
+    as each block is intact somewhere. A replica failing in any other way (unreachable, wrong
+    version or length, ...) is not asked again. Each replica with bad data is reported once.
+    A whole-chunk read is also checked against the chunk checksum in the metadata.
+    """
     end = offset + length
     done = offset
     sums: dict[int, int] = {}
     errors: list[str] = []
-    for address in replicas:
-        if done >= end:
-            break
-        try:
-            stream = channels.stub(address).ReadChunk(
-                cpb.ReadRequest(handle=handle, version=version, offset=done, length=end - done),
-                timeout=timeout)
-            for resp in stream:
-                if resp.chunk_length != chunk_length:
-                    raise BadReplica(f"holds {resp.chunk_length} bytes, metadata says {chunk_length}")
-                for index, block_off, block in _verified_pieces(resp):
-                    sums[index] = block_checksum(block)
-                    lo, hi = max(done, block_off), min(end, block_off + len(block))
-                    if lo < hi:
-                        sink(block[lo - block_off:hi - block_off])
-                        done = hi
-            if done < end:
-                raise BadReplica(f"stream ended at {done} of {end}")
-        except BadReplica as bad:
-            errors.append(f"{address}: {bad}")
-            if report_bad:
-                report_bad(address, str(bad))
-        except grpc.RpcError as err:
-            errors.append(f"{address}: {err.details() or err.code().name}")
-            if err.code() == grpc.StatusCode.DATA_LOSS and report_bad:
-                report_bad(address, err.details() or "data loss")
+    stuck_at: dict[str, int] = {}       # replica -> position of its bad block
+    out: set[str] = set()               # replicas not worth asking again
+    reported: set[str] = set()
+
+    def bad(address: str, why: str) -> None:
+        if report_bad and address not in reported:
+            reported.add(address)
+            report_bad(address, why)
+
+    while done < end:
+        start_of_round = done
+        for address in replicas:
+            if done >= end:
+                break
+            if address in out or stuck_at.get(address) == done:
+                continue
+            try:
+                stream = channels.stub(address).ReadChunk(
+                    cpb.ReadRequest(handle=handle, version=version, offset=done,
+                                    length=end - done),
+                    timeout=timeout)
+                for resp in stream:
+                    if resp.chunk_length != chunk_length:
+                        raise BadReplica(f"holds {resp.chunk_length} bytes, "
+                                         f"metadata says {chunk_length}")
+                    for index, block_off, block in _verified_pieces(resp):
+                        sums[index] = block_checksum(block)
+                        lo, hi = max(done, block_off), min(end, block_off + len(block))
+                        if lo < hi:
+                            sink(block[lo - block_off:hi - block_off])
+                            done = hi
+                if done < end:
+                    raise BadReplica(f"stream ended at {done} of {end}")
+            except BadBlock as err:
+                errors.append(f"{address}: {err}")
+                stuck_at[address] = done
+                bad(address, str(err))
+            except BadReplica as err:
+                errors.append(f"{address}: {err}")
+                out.add(address)
+                bad(address, str(err))
+            except grpc.RpcError as err:
+                errors.append(f"{address}: {err.details() or err.code().name}")
+                if err.code() == grpc.StatusCode.DATA_LOSS:
+                    stuck_at[address] = done
+                    bad(address, err.details() or "data loss")
+                else:
+                    out.add(address)
+        if done == start_of_round:
+            break                       # nobody got any further: give up
     if done < end:
-        detail = "; ".join(errors) or "no replica is known"
+        detail = "; ".join(errors[-8:]) or "no replica is known"
         raise Unavailable(f"chunk {handle}: no replica could serve bytes {done}..{end}: {detail}")
     whole = offset == 0 and length == chunk_length
     n_blocks = -(-chunk_length // BLOCK_SIZE)
     if whole and len(sums) == n_blocks and chunk_checksum([sums[i] for i in range(n_blocks)]) != chunk_sum:
         raise DataLoss(f"chunk {handle}: data does not match the checksum in the metadata")
+
+
+class TokenBucket:
+    """Paces a byte stream to `rate` bytes per second: call take(n) after (or before) moving n
+    bytes; it sleeps as long as needed. The bucket starts empty and holds at most `burst`
+    bytes of unused allowance (default: 1/20 s worth, at least one block), so the rate holds
+    over short spans too. Not thread-safe: one bucket per stream. `clock` and `sleep` are
+    injectable (tests, or a sleep that returns early when its owner stops)."""
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep):
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, not {rate!r}")
+        self.rate = float(rate)
+        self.burst = float(burst) if burst is not None else max(float(BLOCK_SIZE), rate / 20)
+        self._clock = clock
+        self._sleep = sleep
+        self._tokens = 0.0
+        self._last = clock()
+
+    def take(self, n: int) -> float:
+        """Account for n bytes; sleep until they fit the rate. Returns the seconds slept."""
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+        self._last = now
+        self._tokens -= n
+        if self._tokens >= 0:
+            return 0.0
+        delay = -self._tokens / self.rate
+        self._sleep(delay)
+        return delay
 
 
 def is_retryable(err: GfsError) -> bool:

@@ -3,6 +3,8 @@
 Replica locations are never written to the Raft log (as in GFS): they are rebuilt from
 heartbeats. A leader that has just been elected starts empty and asks every chunkserver that
 heartbeats to it for a full report, so it acts only on what the chunkservers say they hold now.
+Until `dead_after` seconds have passed since it took over, its picture may still be missing
+servers that are alive, so nothing is repaired or trimmed before then (`map_complete`).
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 
 from gfs.errors import FailedPrecondition, Unavailable
+
+DELETE_HOLD_S = 30.0     # a replica ordered deleted is treated as gone this long (or until reported)
 
 
 @dataclass
@@ -29,11 +33,25 @@ class ServerState:
     rss_bytes: int = 0
     full_report: bool = False
     chunks: dict[int, int] = field(default_factory=dict)   # handle -> version held
-    to_delete: set[int] = field(default_factory=set)       # sent with the next heartbeat reply
+    corrupt: dict[int, int] = field(default_factory=dict)  # handle -> version found corrupt
+    to_delete: dict[int, int] = field(default_factory=dict)  # handle -> version (0 any), next reply
+    to_verify: dict[int, int] = field(default_factory=dict)  # handle -> version, next reply
+    deleting: dict[int, float] = field(default_factory=dict)  # handle -> until (clock)
 
     @property
     def host(self) -> str:
         return self.address.rsplit(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class ServerView:
+    """A consistent copy of one live server's state, for the repair and GC planners."""
+    address: str
+    host: str
+    rack: str
+    score: float
+    chunks: dict[int, int]       # replicas ordered deleted are left out
+    corrupt: dict[int, int]
 
 
 class ChunkserverRegistry:
@@ -45,6 +63,7 @@ class ChunkserverRegistry:
         self._lock = threading.Lock()
         self._servers: dict[str, ServerState] = {}
         self._warm_until = 0.0
+        self._reset_at = clock()
 
     @property
     def warmup(self) -> float:
@@ -52,38 +71,29 @@ class ChunkserverRegistry:
         return min(self.dead_after, 5.0)
 
     def warmed_up(self) -> bool:
-        """Has this leader been collecting reports long enough to trust its picture?"""
+        """Has this leader been collecting reports long enough to place new chunks?"""
         return self._clock() >= self._warm_until
 
-    def holdings(self) -> dict[str, set[int]]:
-        """Live server -> handles it reported."""
-        with self._lock:
-            return {s.address: set(s.chunks) for s in self._alive()}
+    def map_complete(self) -> bool:
+        """Has every live chunkserver had `dead_after` to report since this leader took over?
+        Only then may a missing replica be believed lost (no repair storm after a failover)."""
+        return self._clock() >= self._reset_at + self.dead_after
 
-    def queue_delete(self, address: str, handle: int) -> None:
-        with self._lock:
-            s = self._servers.get(address)
-            if s is not None:
-                s.to_delete.add(handle)
-
-    def take_deletes(self, address: str) -> list[int]:
-        """Deletions to send to `address` now (each is sent once; GC re-queues if still held)."""
-        with self._lock:
-            s = self._servers.get(address)
-            if s is None or not s.to_delete:
-                return []
-            out, s.to_delete = sorted(s.to_delete), set()
-            return out
+    def leader_for(self) -> float:
+        return self._clock() - self._reset_at
 
     def reset(self) -> None:
         """Forget everything (leadership changed: rebuild from fresh full reports)."""
         with self._lock:
             self._servers.clear()
-            self._warm_until = self._clock() + self.warmup
+            self._reset_at = self._clock()
+            self._warm_until = self._reset_at + self.warmup
+
+    # --- heartbeats --------------------------------------------------------------------------
 
     def heartbeat(self, address: str, rack: str, instance: str, full: bool,
                   added: list[tuple[int, int]], removed: list[tuple[int, int]],
-                  figures: dict) -> bool:
+                  figures: dict, corrupt: list[tuple[int, int]] = ()) -> bool:
         """Record one heartbeat; returns True when the server must send a full report."""
         with self._lock:
             s = self._servers.get(address)
@@ -93,9 +103,11 @@ class ChunkserverRegistry:
             s.last_seen = self._clock()
             for key, value in figures.items():
                 setattr(s, key, value)
+            s.corrupt = dict(corrupt)
             if full:
                 s.chunks = dict(added)
                 s.full_report = True
+                s.deleting = {h: t for h, t in s.deleting.items() if h in s.chunks}
                 return False
             if not s.full_report:
                 return True
@@ -104,62 +116,132 @@ class ChunkserverRegistry:
             for handle, version in removed:
                 if s.chunks.get(handle) == version:
                     del s.chunks[handle]
+                    s.deleting.pop(handle, None)
             return False
+
+    def take_orders(self, address: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """(deletions, verifications) to send to `address` with this heartbeat reply; each order
+        is sent once (the planners re-issue what is still needed)."""
+        with self._lock:
+            s = self._servers.get(address)
+            if s is None:
+                return [], []
+            deletes, s.to_delete = sorted(s.to_delete.items()), {}
+            verifies, s.to_verify = sorted(s.to_verify.items()), {}
+            return deletes, verifies
+
+    def queue_delete(self, address: str, handle: int, version: int = 0) -> None:
+        """Order `address` to delete its replica (of `version`, 0 = whatever it holds). From now
+        on the planners count that replica as gone."""
+        with self._lock:
+            s = self._servers.get(address)
+            if s is not None:
+                s.to_delete[handle] = version
+                s.deleting[handle] = self._clock() + DELETE_HOLD_S
+
+    def queue_verify(self, address: str, handle: int, version: int) -> None:
+        """A reader says this replica is bad: ask its server to check it now."""
+        with self._lock:
+            s = self._servers.get(address)
+            if s is not None:
+                s.to_verify[handle] = version
+
+    def add_replica(self, address: str, handle: int, version: int) -> None:
+        """A copy onto `address` succeeded (its next heartbeat will say so too)."""
+        with self._lock:
+            s = self._servers.get(address)
+            if s is not None and s.full_report:
+                s.chunks[handle] = version
+                if s.corrupt.get(handle) == version:
+                    del s.corrupt[handle]
+                s.deleting.pop(handle, None)
+
+    # --- views -------------------------------------------------------------------------------
+
+    def _is_alive(self, s: ServerState, now: float) -> bool:
+        return s.full_report and now - s.last_seen <= self.dead_after
 
     def _alive(self) -> list[ServerState]:
         now = self._clock()
-        return [s for s in self._servers.values()
-                if s.full_report and now - s.last_seen <= self.dead_after]
+        return [s for s in self._servers.values() if self._is_alive(s, now)]
+
+    def view(self) -> dict[str, ServerView]:
+        """Every live server's replicas, leaving out those ordered deleted."""
+        now = self._clock()
+        with self._lock:
+            out = {}
+            for s in self._alive():
+                gone = {h for h, until in s.deleting.items() if until > now}
+                s.deleting = {h: s.deleting[h] for h in gone}
+                chunks = {h: v for h, v in s.chunks.items() if h not in gone} if gone else dict(s.chunks)
+                out[s.address] = ServerView(s.address, s.host, s.rack, placement_score(s),
+                                            chunks, dict(s.corrupt))
+            return out
+
+    def holdings(self) -> dict[str, dict[int, int]]:
+        """Live server -> {handle: version} it reported (replicas ordered deleted left out)."""
+        return {a: v.chunks for a, v in self.view().items()}
 
     def alive_addresses(self) -> list[str]:
         with self._lock:
             return sorted(s.address for s in self._alive())
 
-    def locations(self, handle: int, version: int) -> list[str]:
-        """Live servers that reported holding exactly this version of the chunk."""
+    def dead_addresses(self) -> list[str]:
+        """Servers this leader has heard from that stopped heartbeating."""
+        now = self._clock()
         with self._lock:
-            return [s.address for s in self._alive() if s.chunks.get(handle) == version]
+            return sorted(s.address for s in self._servers.values() if not self._is_alive(s, now))
 
-    def forget_replica(self, handle: int, address: str) -> None:
-        """A reader found this replica bad: stop handing it out until it is reported again."""
+    def locations(self, handle: int, version: int) -> tuple[list[str], list[str]]:
+        """(healthy, corrupt): live servers that reported exactly this version of the chunk,
+        split by whether they found it corrupt. A corrupt replica still serves its good blocks."""
+        healthy, corrupt = [], []
         with self._lock:
-            s = self._servers.get(address)
-            if s is not None:
-                s.chunks.pop(handle, None)
+            for s in self._alive():
+                if s.chunks.get(handle) == version:
+                    (corrupt if s.corrupt.get(handle) == version else healthy).append(s.address)
+        return healthy, corrupt
 
-    def place(self, count: int, exclude: set[str] | None = None) -> list[str]:
-        """Choose `count` live servers for a new chunk: distinct hosts first, then racks, and
-        within that the ones with the most free space and the least load."""
+    # --- placement ---------------------------------------------------------------------------
+
+    def place(self, count: int, exclude: set[str] | None = None,
+              existing: list[str] = ()) -> list[str]:
+        """Choose `count` live servers for new replicas: hosts not yet used by the chunk's
+        `existing` replicas (or each other) first, then new racks, and within that the ones with
+        the most free space and the least load."""
         with self._lock:
-            candidates = [s for s in self._alive() if s.address not in (exclude or set())]
+            alive = self._alive()
+        skip = set(exclude or ()) | set(existing)
+        candidates = [s for s in alive if s.address not in skip]
         if len(candidates) < count and self._clock() < self._warm_until:
             raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
         if len(candidates) < count:
             raise FailedPrecondition(
-                f"not enough chunkservers for replication {count}: {len(candidates)} alive"
-                + (" (none has registered yet)" if not candidates else ""))
+                f"not enough chunkservers for replication {count + len(existing)}: "
+                f"{len(candidates) + len(existing)} alive"
+                + (" (none has registered yet)" if not alive else ""))
         rng = random.Random()
         rng.shuffle(candidates)
         candidates.sort(key=placement_score, reverse=True)
+        holders = [s for s in alive if s.address in set(existing)]
         chosen: list[ServerState] = []
         for spread in (lambda s: s.host, lambda s: s.rack or s.host, lambda s: s.address):
             for s in candidates:
                 if len(chosen) == count:
                     break
-                if s not in chosen and spread(s) not in {spread(c) for c in chosen}:
+                if s not in chosen and spread(s) not in {spread(c) for c in chosen + holders}:
                     chosen.append(s)
         return [s.address for s in chosen]
 
     def describe(self) -> list[dict]:
         now = self._clock()
         with self._lock:
-            return [{"address": s.address, "rack": s.rack,
-                     "alive": s.full_report and now - s.last_seen <= self.dead_after,
+            return [{"address": s.address, "rack": s.rack, "alive": self._is_alive(s, now),
                      "last_seen_s": now - s.last_seen, "capacity_bytes": s.capacity_bytes,
                      "used_bytes": s.used_bytes, "free_bytes": s.free_bytes,
                      "chunk_count": s.chunk_count, "io_load": s.io_load, "cpu_load": s.cpu_load,
-                     "rss_bytes": s.rss_bytes} for s in sorted(self._servers.values(),
-                                                               key=lambda s: s.address)]
+                     "rss_bytes": s.rss_bytes, "corrupt_replicas": len(s.corrupt)}
+                    for s in sorted(self._servers.values(), key=lambda s: s.address)]
 
 
 def placement_score(s: ServerState) -> float:

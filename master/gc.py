@@ -1,17 +1,24 @@
-"""The leader's chunk garbage collector.
+"""The leader's garbage collector and housekeeping.
 
-A chunk that a chunkserver reports but no file references — the chunks of deleted, overwritten or
-aborted files, of retried chunk writes, or left behind by anything else — is deleted from that
-chunkserver once it has been unreferenced for the grace period (default 1 hour). Its age is the
-time the metadata recorded it as garbage, or, for a chunk the metadata never knew, the time this
-leader first saw it unreferenced (soft state: a new leader starts that clock again, which only
-delays deletion). Deletions ride on heartbeat responses; the next report confirms them.
+Orphans: a replica that a chunkserver reports but no file references — the chunks of deleted,
+overwritten or aborted files, of expired uploads, or left behind by anything else — is deleted
+from that chunkserver once it has been unreferenced for the grace period (default 1 hour). Its
+age is the time the metadata recorded it as garbage, or, for a chunk the metadata never knew,
+the time this leader first saw it unreferenced (soft state: a new leader starts that clock
+again, which only delays deletion). Deletions ride on heartbeat responses; the next report
+confirms them.
+
+Housekeeping, through the Raft log like every change of the metadata:
+- an upload with no activity (create / add_chunk) for the grace period is abandoned: it is
+  aborted, and its chunks' garbage age counts from its last activity, so they go at once;
+- trash entries older than the trash retention are purged (their chunks become garbage).
 """
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from typing import Callable
 
 from master.chunkservers import ChunkserverRegistry
 
@@ -21,15 +28,24 @@ log = logging.getLogger(__name__)
 class GarbageCollector:
     def __init__(self, registry: ChunkserverRegistry, unreferenced, is_leader,
                  grace_s: float = 3600.0, interval_s: float = 10.0,
-                 clock=time.time):
+                 clock=time.time, pending_uploads: Callable[[], list[dict]] | None = None,
+                 propose: Callable[[dict], dict] | None = None,
+                 trash_retention_s: float = 0.0,
+                 trash_list: Callable[[], list[dict]] | None = None):
         self.registry = registry
         self.unreferenced = unreferenced    # handles -> {handle: garbage-since ms | None}
         self.is_leader = is_leader
         self.grace_s = grace_s
         self.interval_s = interval_s
         self.clock = clock
+        self.pending_uploads = pending_uploads
+        self.propose = propose
+        self.trash_retention_s = trash_retention_s
+        self.trash_list = trash_list
         self.first_seen: dict[int, float] = {}
         self.deleted = 0
+        self.expired_uploads = 0
+        self.purged_trash = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gc", daemon=True)
 
@@ -43,6 +59,8 @@ class GarbageCollector:
         while not self._stop.wait(self.interval_s):
             try:
                 if self.is_leader() and self.registry.warmed_up():
+                    self.expire_uploads()
+                    self.purge_trash()
                     self.collect()
                 else:
                     self.first_seen.clear()
@@ -50,7 +68,7 @@ class GarbageCollector:
                 log.exception("garbage collection pass failed")
 
     def plan(self) -> list[dict]:
-        """Every unreferenced replica: handle, server, age, and when it will be deleted."""
+        """Every unreferenced replica: handle, version, server, age, and when it will go."""
         now = self.clock()
         held = self.registry.holdings()
         orphans = self.unreferenced(sorted({h for hs in held.values() for h in hs}))
@@ -58,11 +76,12 @@ class GarbageCollector:
             del self.first_seen[h]
         out = []
         for address, handles in sorted(held.items()):
-            for h in sorted(handles):
+            for h, version in sorted(handles.items()):
                 if h not in orphans:
                     continue
                 since = orphans[h] / 1000 if orphans[h] else self.first_seen.setdefault(h, now)
-                out.append({"handle": h, "server": address, "age_s": now - since,
+                out.append({"handle": h, "version": version, "server": address,
+                            "age_s": now - since,
                             "delete_in_s": max(0.0, since + self.grace_s - now)})
         return out
 
@@ -70,8 +89,42 @@ class GarbageCollector:
         """Queue deletions for replicas past the grace period; returns how many."""
         due = [p for p in self.plan() if p["delete_in_s"] <= 0]
         for p in due:
-            self.registry.queue_delete(p["server"], p["handle"])
+            self.registry.queue_delete(p["server"], p["handle"], p["version"])
         if due:
             log.info("garbage collection: deleting %d unreferenced replicas", len(due))
         self.deleted += len(due)
         return len(due)
+
+    def abandoned_uploads(self) -> list[dict]:
+        """Pending uploads without activity for the grace period."""
+        if self.pending_uploads is None:
+            return []
+        cutoff = (self.clock() - self.grace_s) * 1000
+        return [u for u in self.pending_uploads() if u.get("touched", u["created"]) <= cutoff]
+
+    def expire_uploads(self) -> int:
+        stale = self.abandoned_uploads()
+        if not stale or self.propose is None:
+            return 0
+        before = int((self.clock() - self.grace_s) * 1000)
+        ok = self.propose({"op": "expire_uploads", "inodes": [u["inode"] for u in stale],
+                           "before": before})
+        if ok["expired"]:
+            log.info("expired %d abandoned uploads", len(ok["expired"]),
+                     extra={"fields": {"inodes": ok["expired"][:50]}})
+        self.expired_uploads += len(ok["expired"])
+        return len(ok["expired"])
+
+    def purge_trash(self) -> int:
+        if self.trash_retention_s <= 0 or self.propose is None:
+            return 0
+        before = int((self.clock() - self.trash_retention_s) * 1000)
+        if self.trash_list is not None and not any(e["deleted"] <= before
+                                                   for e in self.trash_list()):
+            return 0
+        ok = self.propose({"op": "trash_purge", "user": "", "all_users": True, "ids": [],
+                           "before": before})
+        if ok["purged"]:
+            log.info("purged %d trash entries past their retention", ok["purged"])
+        self.purged_trash += ok["purged"]
+        return ok["purged"]

@@ -10,6 +10,7 @@ from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
+from master.repair import Repairer
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ class MasterNode:
     def __init__(self, node_id: int, raft_address: str, grpc_address: str,
                  peers: dict[str, str], data_dir: str, raft_config: RaftConfig | None = None,
                  defaults: dict | None = None, dead_after: float = 10.0,
-                 gc_grace: float = 3600.0):
+                 gc_grace: float = 3600.0, trash_retention: float = 86400.0,
+                 repair_concurrency: int = 2, repair_rate: int = 0):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -44,19 +46,47 @@ class MasterNode:
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
                                  on_role_change=self._role_changed)
         self.proposer = Proposer(self.raft.propose)
-        self.gc = GarbageCollector(self.chunkservers, self._unreferenced, self.raft.is_leader,
-                                   grace_s=gc_grace,
-                                   interval_s=min(10.0, max(0.5, gc_grace / 4)))
+        self.trash_retention = trash_retention
+        periods = [gc_grace] + ([trash_retention] if trash_retention > 0 else [])
+        self.gc = GarbageCollector(
+            self.chunkservers, lambda handles: self.state_read(lambda st: st.unreferenced(handles)),
+            self.raft.is_leader, grace_s=gc_grace,
+            interval_s=min(10.0, max(0.5, min(periods) / 4)),
+            pending_uploads=lambda: self.state_read(lambda st: st.pending_uploads()),
+            propose=self.propose, trash_retention_s=trash_retention,
+            trash_list=lambda: self.state_read(lambda st: st.trash_list(None)))
+        self.repairer = Repairer(
+            self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
+            self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
+            rate_bytes_s=repair_rate, settle_s=min(5.0, dead_after / 2))
 
-    def _unreferenced(self, handles: list[int]) -> dict[int, int | None]:
+    def state_read(self, fn):
+        """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""
         with self.raft._state_lock:
-            return self.raft.state.unreferenced(handles)
+            return fn(self.raft.state)
+
+    def propose(self, command: dict, timeout: float = 10.0) -> dict:
+        """Replicate a command of the leader's own (from a worker thread); its ok-result."""
+        self.require_leader()
+        command["now"] = now_ms()
+        result = self.proposer.submit(command).result(timeout)
+        if result is None:
+            raise Unavailable("the command's log entry was replayed, not applied")
+        if "err" in result:
+            raise from_code(*result["err"])
+        return result["ok"]
+
+    def _record_replicas(self, handle: int, version: int, replicas: list[str]) -> None:
+        self.propose({"op": "set_replicas", "handle": handle, "version": version,
+                      "replicas": replicas})
 
     def start(self) -> None:
         self.raft.start()
         self.gc.start()
+        self.repairer.start()
 
     def stop(self) -> None:
+        self.repairer.stop()
         self.gc.stop()
         self.raft.stop()
 
@@ -107,10 +137,39 @@ class MasterNode:
         return self.chunkservers.place(record["replication"], exclude)
 
     def chunk_locations(self, chunk: dict) -> list[str]:
-        """Where to read a chunk: servers that reported it first, then the recorded replica set
-        (a leader that was just elected may not have heard every report yet)."""
-        live = self.chunkservers.locations(chunk["handle"], chunk["version"])
-        return live + [r for r in chunk.get("replicas") or [] if r not in live]
+        """Where to read a chunk: healthy replicas that reported it, then the recorded replica
+        set (a leader that was just elected may not have heard every report yet), then replicas
+        known to be corrupt (their intact blocks still serve when no other copy has them)."""
+        healthy, corrupt = self.chunkservers.locations(chunk["handle"], chunk["version"])
+        recorded = [r for r in chunk.get("replicas") or [] if r not in healthy and r not in corrupt]
+        return healthy + recorded + corrupt
+
+    # --- health --------------------------------------------------------------------------------
+
+    def health(self) -> dict:
+        """Redundancy figures of the whole cluster, as this leader sees them."""
+        self.require_leader()
+        reg = self.chunkservers
+        f = self.repairer.figures()
+        complete = reg.map_complete()
+        gc_plan = self.gc.plan()
+        counts = self.state_read(lambda st: st.counts())
+        if not complete:
+            status = "starting"
+        elif f["unavailable"]:
+            status = "unavailable"
+        elif f["at_risk"]:
+            status = "at-risk"
+        elif f["under_replicated"] or f["corrupt_replicas"] or reg.dead_addresses():
+            status = "degraded"
+        else:
+            status = "healthy"
+        f.update(status=status, chunkservers_alive=len(reg.alive_addresses()),
+                 dead=reg.dead_addresses(), orphan_replicas=len(gc_plan),
+                 replica_map_complete=complete, leader_for_s=reg.leader_for(),
+                 pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
+                 trash_bytes=counts.get("trash_bytes", 0))
+        return f
 
     # --- status ----------------------------------------------------------------------------------
 
@@ -158,3 +217,34 @@ class RaftCollector:
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
+        if s["role"] != "leader":
+            return
+        try:
+            h = self.node.health()
+        except Exception:           # leadership lost between the two calls
+            return
+        for key, doc in HEALTH_GAUGES.items():
+            yield GaugeMetricFamily(f"gfs_health_{key}", doc, value=float(h[key]))
+        yield GaugeMetricFamily("gfs_health_chunkservers_dead",
+                                "chunkservers seen by this leader that stopped heartbeating",
+                                value=len(h["dead"]))
+
+
+HEALTH_GAUGES = {
+    "chunkservers_alive": "chunkservers heartbeating to this leader",
+    "chunks": "committed chunks",
+    "under_replicated": "chunks with fewer healthy replicas than their replication factor",
+    "unavailable": "chunks without any healthy replica",
+    "at_risk": "chunks with exactly one healthy replica",
+    "corrupt_replicas": "replicas their chunkserver found corrupt",
+    "stale_replicas": "replicas of an outdated chunk version",
+    "orphan_replicas": "replicas no file references (deleted after the grace period)",
+    "surplus_replicas": "replicas beyond the replication factor",
+    "repair_queue": "chunks waiting for a repair copy",
+    "repair_in_flight": "repair copies running",
+    "repair_bytes_pending": "bytes still to copy to reach full redundancy",
+    "repair_rate_bytes_s": "repair throughput over the last minute",
+    "eta_s": "estimated seconds to full redundancy (-1 unknown)",
+    "repaired": "repair copies completed by this leader",
+    "repair_failures": "repair copies that failed",
+}

@@ -125,9 +125,61 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def Delete(self, request, context):
+        trash = not request.skip_trash and self.node.trash_retention > 0
         ok = await self._mutate(request, context, {"op": "delete", "path": request.path,
-                                             "recursive": request.recursive})
-        return pb.DeleteResponse(deleted=ok["deleted"])
+                                                   "recursive": request.recursive,
+                                                   "trash": trash, "user": request.user})
+        return pb.DeleteResponse(deleted=ok["deleted"], trash_id=ok["trash_id"])
+
+    @rpc
+    async def TrashList(self, request, context):
+        user = None if request.all_users else (request.user or "anonymous")
+        entries = await self.node.read(lambda st: st.trash_list(user), True,
+                                       request_timeout(context))
+        return pb.TrashListResponse(entries=[self._trash_entry(e) for e in entries],
+                                    retention_s=self.node.trash_retention)
+
+    def _trash_entry(self, e: dict) -> pb.TrashEntry:
+        keep_ms = int(self.node.trash_retention * 1000)
+        return pb.TrashEntry(id=e["id"], user=e["user"], path=e["path"], type=e["type"],
+                             size=e["size"], files=e["files"], deleted_ms=e["deleted"],
+                             expires_ms=e["deleted"] + keep_ms if keep_ms else 0)
+
+    @rpc
+    async def TrashRestore(self, request, context):
+        ok = await self._mutate(request, context, {
+            "op": "trash_restore", "id": request.id, "user": request.user,
+            "dst": request.dst, "mode": 0o755, "owner": request.user or "anonymous"})
+        return pb.TrashRestoreResponse(path=ok["path"])
+
+    @rpc
+    async def TrashPurge(self, request, context):
+        ok = await self._mutate(request, context, {
+            "op": "trash_purge", "user": request.user, "all_users": request.all_users,
+            "ids": list(request.ids), "before": 0})
+        return pb.TrashPurgeResponse(purged=ok["purged"])
+
+    @rpc
+    async def GcPlan(self, request, context):
+        self.node.require_leader()
+        gc = self.node.gc
+        if request.collect and self.node.chunkservers.warmed_up():
+            await asyncio.to_thread(gc.expire_uploads)
+            gc.collect()
+        orphans = [pb.OrphanReplica(reason="orphan", **o) for o in await asyncio.to_thread(gc.plan)]
+        stale = [pb.OrphanReplica(handle=h, version=v, server=a, reason="stale")
+                 for a, h, v, why in self.node.repairer.last.deletes if why == "stale"]
+        rows = sorted(stale + orphans, key=lambda o: (o.delete_in_s, o.server, o.handle))
+        expiring = gc.abandoned_uploads()
+        pending = self.node.state_read(lambda st: st.counts())["pending"]
+        return pb.GcPlanResponse(
+            orphans=rows[:request.limit] if request.limit else rows, total=len(rows),
+            grace_s=gc.grace_s, replica_map_complete=self.node.chunkservers.warmed_up(),
+            pending_uploads=pending, expiring_uploads=len(expiring))
+
+    @rpc
+    async def Health(self, request, context):
+        return pb.HealthResponse(**(await asyncio.to_thread(self.node.health)))
 
     @rpc
     async def Stat(self, request, context):
@@ -149,12 +201,17 @@ class MasterService(pb_grpc.MasterServicer):
         figures = {k: getattr(request, k) for k in (
             "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
             "rss_bytes")}
-        need_full = self.node.chunkservers.heartbeat(
+        registry = self.node.chunkservers
+        need_full = registry.heartbeat(
             request.address, request.rack, request.instance, request.full_report,
             [(c.handle, c.version) for c in request.added],
-            [(c.handle, c.version) for c in request.removed], figures)
-        return pb.HeartbeatResponse(need_full_report=need_full,
-                                    delete_handles=self.node.chunkservers.take_deletes(request.address))
+            [(c.handle, c.version) for c in request.removed], figures,
+            [(c.handle, c.version) for c in request.corrupt])
+        deletes, verifies = registry.take_orders(request.address)
+        return pb.HeartbeatResponse(
+            need_full_report=need_full,
+            delete=[pb.ChunkRef(handle=h, version=v) for h, v in deletes],
+            verify=[pb.ChunkRef(handle=h, version=v) for h, v in verifies])
 
     @rpc
     async def ReportBadReplica(self, request, context):
@@ -162,7 +219,9 @@ class MasterService(pb_grpc.MasterServicer):
         log.warning("bad replica reported: chunk %d v%d on %s: %s", request.handle,
                     request.version, request.address, request.reason,
                     extra={"fields": {"handle": request.handle, "replica": request.address}})
-        self.node.chunkservers.forget_replica(request.handle, request.address)
+        # The chunkserver verifies every block it sends, so a client that saw bad bytes may have
+        # been hit in transit: the server checks the replica itself and reports it if corrupt.
+        self.node.chunkservers.queue_verify(request.address, request.handle, request.version)
         return pb.Empty()
 
     @rpc

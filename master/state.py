@@ -7,11 +7,13 @@ Malformed commands never raise: they fail with INVALID_ARGUMENT, identically eve
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import struct
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, NamedTuple
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import lmdb
 import msgpack
@@ -34,9 +36,12 @@ MAX_TEXT_BYTES = 255          # owner names and replica addresses
 CLIENT_ID_BYTES = 16
 ROOT_MODE, ROOT_OWNER = 0o755, "root"
 
-_DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions")
+_DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash")
 _MAX_DBS = 16
 _APPLIED, _NEXT_INODE, _NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
+_NEXT_TRASH = b"next_trash"
+FIRST_TRASH_ID = 1
+ANONYMOUS = ""                # the user of trash entries made without one
 _U64 = struct.Struct(">Q")
 _DATA_FILE = "data.mdb"
 # install_copy: PATH.installing (being written) -> PATH.staged (complete, durable) -> PATH,
@@ -103,15 +108,24 @@ class _Tx:
     def _put(self, db: str, key: bytes, value: Any) -> None:
         self._txn.put(key, _pack(value), db=self._dbs[db])
 
-    def _delete(self, db: str, key: bytes) -> None:
-        self._txn.delete(key, db=self._dbs[db])
+    def _delete(self, db: str, key: bytes) -> bool:
+        """Delete `key` from `db`; whether it was there."""
+        return self._txn.delete(key, db=self._dbs[db])
+
+    def raw_items(self, db: str) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, raw value) of `db` in key order."""
+        return self._txn.cursor(db=self._dbs[db]).iternext()
+
+    def records(self, db: str) -> Iterator[tuple[bytes, Any]]:
+        for key, data in self.raw_items(db):
+            yield key, _unpack(data)
 
     def count(self, db: str) -> int:
         return self._txn.stat(self._dbs[db])["entries"]
 
     def dump(self, db: str) -> list[tuple[bytes, bytes]]:
         """Every (key, value) of `db` in key order (raw bytes)."""
-        return list(self._txn.cursor(db=self._dbs[db]).iternext())
+        return list(self.raw_items(db))
 
     # meta: 8-byte big-endian counters
     def counter(self, name: bytes) -> int:
@@ -199,7 +213,7 @@ class _Tx:
         self._delete("pending", _key(ino))
 
     # chunks and garbage
-    def chunk(self, handle: int) -> dict:
+    def chunk(self, handle: int) -> dict | None:
         return self._get("chunks", _key(handle))
 
     def put_chunk(self, handle: int, record: dict) -> None:
@@ -210,6 +224,23 @@ class _Tx:
         for handle in handles:
             self._delete("chunks", _key(handle))
             self._put("garbage", _key(handle), now)
+
+    def forget_garbage(self, handle: int) -> bool:
+        return self._delete("garbage", _key(handle))
+
+    # trash: id -> trash record
+    def trash(self, trash_id: int) -> dict | None:
+        return self._get("trash", _key(trash_id))
+
+    def put_trash(self, trash_id: int, record: dict) -> None:
+        self._put("trash", _key(trash_id), record)
+
+    def delete_trash(self, trash_id: int) -> None:
+        self._delete("trash", _key(trash_id))
+
+    def trash_records(self) -> list[dict]:
+        """Every trash record, in id order."""
+        return [record for _, record in self.records("trash")]
 
     # sessions: client id (16 bytes) + seq (8 bytes) -> result
     def session_result(self, session: Session) -> dict | None:
@@ -264,6 +295,11 @@ def _path(field: str, value: Any) -> str:
         return paths.normalize(value)
     except InvalidArgument as exc:
         raise InvalidArgument(f"field {field!r}: {exc.message}") from None
+
+
+def _path_or_empty(field: str, value: Any) -> str:
+    """A path, or "" for "none given"."""
+    return "" if value == "" else _path(field, value)
 
 
 def _one_of(*choices: str) -> Check:
@@ -431,6 +467,22 @@ def _remove_tree(tx: _Tx, ino: int, now: int) -> int:
     return removed
 
 
+def _tree_summary(tx: _Tx, ino: int) -> tuple[int, int, int]:
+    """(inodes, files, bytes) of `ino` and everything below it; bytes sums the file sizes."""
+    inodes = files = size = 0
+    stack = [ino]
+    while stack:
+        current = stack.pop()
+        record = tx.inode(current)
+        inodes += 1
+        if record["type"] == DIR:
+            stack.extend(child for _, child in tx.entries(current))
+        else:
+            files += 1
+            size += record["size"]
+    return inodes, files, size
+
+
 def _upload(tx: _Tx, ino: int) -> tuple[dict, dict]:
     """(inode record, pending record) of a pending upload."""
     pending = tx.pending(ino)
@@ -504,37 +556,50 @@ def _make_ancestors(tx: _Tx, path: str, args: dict) -> None:
 
 
 def _create(tx: _Tx, args: dict) -> dict:
-    path = args["path"]
+    path, now = args["path"], args["now"]
     parent, name, existing = _locate(tx, path)
     if existing is not None:
         _check_replaceable(tx, path, existing, args["overwrite"])
     ino = tx.allocate(_NEXT_INODE)
-    tx.put_inode(ino, _inode_record(FILE, args["mode"], args["owner"], args["now"], args["replication"],
+    tx.put_inode(ino, _inode_record(FILE, args["mode"], args["owner"], now, args["replication"],
                                     args["storage_class"], args["chunk_size"], PENDING))
     tx.put_pending(ino, {"parent": parent, "name": name, "path": path,
-                         "overwrite": args["overwrite"], "created": args["now"]})
+                         "overwrite": args["overwrite"], "created": now, "touched": now})
     return {"inode": ino}
 
 
+def _touched(pending: dict) -> int:
+    """The last activity of a pending upload (records written before `touched` existed have
+    only `created`)."""
+    return pending.get("touched", pending["created"])
+
+
 def _add_chunk(tx: _Tx, args: dict) -> dict:
-    ino, index = args["inode"], args["index"]
+    ino, index, now = args["inode"], args["index"], args["now"]
     if tx.pending(ino) is None and tx.inode(ino) is not None:
         raise FailedPrecondition(f"inode {ino} is not a pending upload")
-    record, _ = _upload(tx, ino)
+    record, pending = _upload(tx, ino)
     handles = record["chunks"]
     if index > len(handles):
         raise FailedPrecondition(f"chunk index {index} is past the end of inode {ino} "
                                  f"({len(handles)} chunks so far)")
-    handle = tx.allocate(_NEXT_CHUNK)
     if index < len(handles):
-        tx.discard_chunks([handles[index]], args["now"])
-        handles[index] = handle
+        # A retry of a failed chunk write: same handle, next version; replicas that still hold
+        # an older version are stale.
+        handle = handles[index]
+        version = tx.chunk(handle)["version"]
+        if version >= MAX_U64:
+            raise FailedPrecondition(f"chunk {handle} is at the highest version {version}")
+        version += 1
     else:
+        handle, version = tx.allocate(_NEXT_CHUNK), CHUNK_VERSION
         handles.append(handle)
-    tx.put_chunk(handle, {"inode": ino, "index": index, "version": CHUNK_VERSION, "length": 0,
+        tx.put_inode(ino, record)
+    tx.put_chunk(handle, {"inode": ino, "index": index, "version": version, "length": 0,
                           "checksum": 0, "replicas": args["replicas"]})
-    tx.put_inode(ino, record)
-    return {"handle": handle, "version": CHUNK_VERSION}
+    pending["touched"] = now
+    tx.put_pending(ino, pending)
+    return {"handle": handle, "version": version}
 
 
 def _commit(tx: _Tx, args: dict) -> dict:
@@ -556,11 +621,41 @@ def _commit(tx: _Tx, args: dict) -> dict:
     return {"inode": ino}
 
 
+def _drop_upload(tx: _Tx, ino: int, stamp: int) -> None:
+    """Forget a pending upload; its chunks go to garbage stamped `stamp`."""
+    _drop_inode(tx, ino, stamp)
+    tx.delete_pending(ino)
+
+
 def _abort(tx: _Tx, args: dict) -> dict:
     _upload(tx, args["inode"])
-    _drop_inode(tx, args["inode"], args["now"])
-    tx.delete_pending(args["inode"])
+    _drop_upload(tx, args["inode"], args["now"])
     return {}
+
+
+def _expire_uploads(tx: _Tx, args: dict) -> dict:
+    expired = []
+    for ino in args["inodes"]:
+        pending = tx.pending(ino)
+        if pending is None or _touched(pending) > args["before"]:
+            continue
+        _drop_upload(tx, ino, _touched(pending))
+        expired.append(ino)
+    return {"expired": expired}
+
+
+def _set_replicas(tx: _Tx, args: dict) -> dict:
+    handle = args["handle"]
+    chunk = tx.chunk(handle)
+    if chunk is None or chunk["version"] != args["version"]:
+        return {"updated": False}
+    chunk["replicas"] = args["replicas"]
+    tx.put_chunk(handle, chunk)
+    return {"updated": True}
+
+
+def _forget_garbage(tx: _Tx, args: dict) -> dict:
+    return {"forgotten": sum(1 for handle in args["handles"] if tx.forget_garbage(handle))}
 
 
 def _rename(tx: _Tx, args: dict) -> dict:
@@ -590,26 +685,86 @@ def _delete(tx: _Tx, args: dict) -> dict:
     if not args["recursive"] and tx.is_dir(ino) and tx.has_entries(ino):
         raise FailedPrecondition(f"directory {path} is not empty")
     tx.remove_entry(parent, name, now)
-    return {"deleted": _remove_tree(tx, ino, now)}
+    if not args.get("trash", False):
+        return {"deleted": _remove_tree(tx, ino, now), "trash_id": 0}
+    inodes, files, size = _tree_summary(tx, ino)
+    trash_id = tx.allocate(_NEXT_TRASH)
+    tx.put_trash(trash_id, {"id": trash_id, "user": args.get("user", ANONYMOUS), "path": path,
+                            "inode": ino, "type": tx.inode(ino)["type"], "size": size,
+                            "files": files, "deleted": now})
+    return {"deleted": inodes, "trash_id": trash_id}
+
+
+def _user_label(user: str) -> str:
+    return repr(user) if user != ANONYMOUS else "(anonymous)"
+
+
+def _trash_restore(tx: _Tx, args: dict) -> dict:
+    trash_id, user = args["id"], args["user"]
+    entry = tx.trash(trash_id)
+    if entry is None or entry["user"] != user:
+        raise NotFound(f"no trash entry {trash_id} for user {_user_label(user)}")
+    target = args["dst"] or entry["path"]
+    _make_ancestors(tx, target, args)
+    parent, name, existing = _locate(tx, target)
+    if existing is not None:
+        raise AlreadyExists(f"{target} already exists: restore trash entry {trash_id} to another "
+                            f"path (dst)")
+    tx.add_entry(parent, name, entry["inode"], args["now"])
+    tx.delete_trash(trash_id)
+    return {"path": target, "inode": entry["inode"]}
+
+
+def _trash_purge(tx: _Tx, args: dict) -> dict:
+    user, all_users, before = args["user"], args["all_users"], args["before"]
+    if args["ids"]:
+        found = (tx.trash(trash_id) for trash_id in dict.fromkeys(args["ids"]))
+        entries = [entry for entry in found if entry is not None]
+    else:
+        entries = tx.trash_records()
+    selected = [entry for entry in entries
+                if (all_users or entry["user"] == user) and (before == 0 or entry["deleted"] <= before)]
+    for entry in selected:
+        _remove_tree(tx, entry["inode"], args["now"])
+        tx.delete_trash(entry["id"])
+    return {"purged": len(selected)}
 
 
 def _barrier(tx: _Tx, args: dict) -> dict:
     return {}
 
 
-_OPS: dict[str, tuple[dict[str, Check], Callable[[_Tx, dict], dict]]] = {
-    "mkdir": ({"path": _path, "parents": _bool, "mode": _MODE, "owner": _text}, _mkdir),
-    "create": ({"path": _path, "replication": _int_in(1, MAX_REPLICATION),
-                "storage_class": _one_of(*STORAGE_CLASSES), "chunk_size": _chunk_size,
-                "mode": _MODE, "owner": _text, "overwrite": _bool}, _create),
-    "add_chunk": ({"inode": _INODE, "index": _int_in(0), "replicas": _list_of(_text)}, _add_chunk),
-    "commit": ({"inode": _INODE, "size": _int_in(0),
-                "chunks": _list_of(_map_of({"handle": _int_in(1), "length": _int_in(0),
-                                            "checksum": _int_in(0)}))}, _commit),
-    "abort": ({"inode": _INODE}, _abort),
-    "rename": ({"src": _path, "dst": _path, "overwrite": _bool}, _rename),
-    "delete": ({"path": _path, "recursive": _bool}, _delete),
-    "barrier": ({}, _barrier),
+class _Op(NamedTuple):
+    """An op's schema (required and optional fields, validated in this order) and handler."""
+    required: dict[str, Check]
+    handler: Callable[[_Tx, dict], dict]
+    optional: Mapping[str, Check] = MappingProxyType({})
+
+
+_REPLICAS = _list_of(_text)
+
+_OPS: dict[str, _Op] = {
+    "mkdir": _Op({"path": _path, "parents": _bool, "mode": _MODE, "owner": _text}, _mkdir),
+    "create": _Op({"path": _path, "replication": _int_in(1, MAX_REPLICATION),
+                   "storage_class": _one_of(*STORAGE_CLASSES), "chunk_size": _chunk_size,
+                   "mode": _MODE, "owner": _text, "overwrite": _bool}, _create),
+    "add_chunk": _Op({"inode": _INODE, "index": _int_in(0), "replicas": _REPLICAS}, _add_chunk),
+    "commit": _Op({"inode": _INODE, "size": _int_in(0),
+                   "chunks": _list_of(_map_of({"handle": _int_in(1), "length": _int_in(0),
+                                               "checksum": _int_in(0)}))}, _commit),
+    "abort": _Op({"inode": _INODE}, _abort),
+    "rename": _Op({"src": _path, "dst": _path, "overwrite": _bool}, _rename),
+    "delete": _Op({"path": _path, "recursive": _bool}, _delete,
+                  optional={"trash": _bool, "user": _text}),
+    "set_replicas": _Op({"handle": _int_in(1), "version": _int_in(1), "replicas": _REPLICAS},
+                        _set_replicas),
+    "expire_uploads": _Op({"inodes": _list_of(_INODE), "before": _int_in(0)}, _expire_uploads),
+    "forget_garbage": _Op({"handles": _list_of(_int_in(1))}, _forget_garbage),
+    "trash_restore": _Op({"id": _int_in(1), "user": _text, "dst": _path_or_empty, "mode": _MODE,
+                          "owner": _text}, _trash_restore),
+    "trash_purge": _Op({"user": _text, "all_users": _bool, "ids": _list_of(_int_in(1)),
+                        "before": _int_in(0)}, _trash_purge),
+    "barrier": _Op({}, _barrier),
 }
 
 
@@ -620,8 +775,23 @@ def _parse(command: dict) -> tuple[Callable[[_Tx, dict], dict], dict]:
     op = command["op"]
     if not isinstance(op, str) or op not in _OPS:
         raise InvalidArgument(f"unknown op {_show(op)}")
-    schema, handler = _OPS[op]
-    return handler, _fields(command, {**_COMMON, **schema}, optional=_SESSION)
+    spec = _OPS[op]
+    return spec.handler, _fields(command, {**_COMMON, **spec.required},
+                                 optional={**_SESSION, **spec.optional})
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building a large table of fresh containers:
+    its generational passes over a big heap would otherwise cost more than the table itself.
+    Nothing built here is cyclic, so reference counting frees it all as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 # --- snapshot install --------------------------------------------------------------------------
@@ -700,6 +870,8 @@ class MetadataState:
         self._init_root()
 
     def _init_root(self) -> None:
+        """Create the root of a fresh store, and what a store written by older code lacks (the
+        `trash` db is created by opening it; the `next_trash` counter here)."""
         with self._env.begin(write=True) as txn:
             tx = _Tx(txn, self._dbs)
             if tx.inode(ROOT_INODE) is None:
@@ -707,6 +879,8 @@ class MetadataState:
                 tx.set_counter(_NEXT_INODE, ROOT_INODE + 1)
                 tx.set_counter(_NEXT_CHUNK, 1)
                 tx.set_counter(_APPLIED, 0)
+            if tx.counter(_NEXT_TRASH) == 0:
+                tx.set_counter(_NEXT_TRASH, FIRST_TRASH_ID)
 
     def close(self) -> None:
         self._env.close()
@@ -833,6 +1007,44 @@ class MetadataState:
             return {h: tx._get("garbage", _key(h)) for h in handles
                     if tx._get("chunks", _key(h)) is None}
 
+    def chunk_table(self) -> list[dict]:
+        """Every referenced chunk (committed files, pending uploads and files in the trash) in
+        handle order, with what the repair loop needs of its file."""
+        table: list[dict] = []
+        append, unpack = table.append, msgpack.unpackb          # hot loop: local names
+        files: dict[int, tuple[int, bool]] = {}      # inode -> (replication, committed)
+        with self._reader() as tx, _gc_paused():
+            for key, data in tx.raw_items("chunks"):
+                chunk = unpack(data, raw=False)
+                ino = chunk["inode"]
+                file = files.get(ino)
+                if file is None:
+                    record = tx.inode(ino)
+                    file = files[ino] = (record["replication"], record["state"] == COMMITTED)
+                append({"handle": int.from_bytes(key, "big"), "version": chunk["version"],
+                        "length": chunk["length"], "checksum": chunk["checksum"],
+                        "replicas": chunk["replicas"], "inode": ino,
+                        "replication": file[0], "committed": file[1]})
+        return table
+
+    def pending_uploads(self) -> list[dict]:
+        """Every pending upload in inode order."""
+        with self._reader() as tx:
+            uploads = []
+            for key, pending in tx.records("pending"):
+                ino = _U64.unpack(key)[0]
+                uploads.append({"inode": ino, "path": pending["path"], "created": pending["created"],
+                                "touched": _touched(pending), "chunks": len(tx.inode(ino)["chunks"])})
+            return uploads
+
+    def trash_list(self, user: str | None) -> list[dict]:
+        """The trash records of `user` (every user's when None), ordered by (deleted, id)."""
+        if user is not None:
+            _text("user", user)
+        with self._reader() as tx:
+            records = [r for r in tx.trash_records() if user is None or r["user"] == user]
+        return sorted(records, key=lambda r: (r["deleted"], r["id"]))
+
     def inode_record(self, inode: int) -> dict | None:
         """The raw record of inode `inode` (pending uploads included), or None."""
         _INODE("inode", inode)
@@ -840,12 +1052,15 @@ class MetadataState:
             return tx.inode(inode)
 
     def counts(self) -> dict:
-        """Sizes of the namespace: inodes = dirs + files + pending (uploads not yet committed)."""
+        """Sizes of the namespace: inodes = dirs + files + pending (uploads not yet committed);
+        dirs and files include those in the trash."""
         with self._reader() as tx:
             inodes, pending = tx.count("inodes"), tx.count("pending")
             dirs = sum(1 for record in tx.inode_records() if record["type"] == DIR)
+            trash = tx.trash_records()
             return {"inodes": inodes, "dirs": dirs, "files": inodes - dirs - pending,
-                    "pending": pending, "chunks": tx.count("chunks"), "garbage": tx.count("garbage")}
+                    "pending": pending, "chunks": tx.count("chunks"), "garbage": tx.count("garbage"),
+                    "trash": len(trash), "trash_bytes": sum(r["size"] for r in trash)}
 
     def dump(self) -> dict[str, list[tuple[bytes, bytes]]]:
         """Every database's raw (key, value) pairs: for tests and debugging."""

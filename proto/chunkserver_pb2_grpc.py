@@ -49,6 +49,11 @@ class ChunkserverStub:
                 request_serializer=proto_dot_chunkserver__pb2.DeleteRequest.SerializeToString,
                 response_deserializer=proto_dot_chunkserver__pb2.DeleteResponse.FromString,
                 _registered_method=True)
+        self.CopyChunk = channel.unary_unary(
+                '/gfs.chunkserver.Chunkserver/CopyChunk',
+                request_serializer=proto_dot_chunkserver__pb2.CopyRequest.SerializeToString,
+                response_deserializer=proto_dot_chunkserver__pb2.CopyResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/gfs.chunkserver.Chunkserver/Status',
                 request_serializer=proto_dot_chunkserver__pb2.StatusRequest.SerializeToString,
@@ -77,6 +82,12 @@ class ChunkserverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CopyChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -100,6 +111,11 @@ def add_ChunkserverServicer_to_server(servicer, server):
                     servicer.DeleteChunk,
                     request_deserializer=proto_dot_chunkserver__pb2.DeleteRequest.FromString,
                     response_serializer=proto_dot_chunkserver__pb2.DeleteResponse.SerializeToString,
+            ),
+            'CopyChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyChunk,
+                    request_deserializer=proto_dot_chunkserver__pb2.CopyRequest.FromString,
+                    response_serializer=proto_dot_chunkserver__pb2.CopyResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -188,6 +204,33 @@ class Chunkserver:
             '/gfs.chunkserver.Chunkserver/DeleteChunk',
             proto_dot_chunkserver__pb2.DeleteRequest.SerializeToString,
             proto_dot_chunkserver__pb2.DeleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.chunkserver.Chunkserver/CopyChunk',
+            proto_dot_chunkserver__pb2.CopyRequest.SerializeToString,
+            proto_dot_chunkserver__pb2.CopyResponse.FromString,
             options,
             channel_credentials,
             insecure,

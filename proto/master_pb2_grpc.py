@@ -99,6 +99,31 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.ChunkserversResponse.FromString,
                 _registered_method=True)
+        self.TrashList = channel.unary_unary(
+                '/gfs.master.Master/TrashList',
+                request_serializer=proto_dot_master__pb2.TrashListRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.TrashListResponse.FromString,
+                _registered_method=True)
+        self.TrashRestore = channel.unary_unary(
+                '/gfs.master.Master/TrashRestore',
+                request_serializer=proto_dot_master__pb2.TrashRestoreRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.TrashRestoreResponse.FromString,
+                _registered_method=True)
+        self.TrashPurge = channel.unary_unary(
+                '/gfs.master.Master/TrashPurge',
+                request_serializer=proto_dot_master__pb2.TrashPurgeRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.TrashPurgeResponse.FromString,
+                _registered_method=True)
+        self.GcPlan = channel.unary_unary(
+                '/gfs.master.Master/GcPlan',
+                request_serializer=proto_dot_master__pb2.GcPlanRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.GcPlanResponse.FromString,
+                _registered_method=True)
+        self.Health = channel.unary_unary(
+                '/gfs.master.Master/Health',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.HealthResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -182,6 +207,36 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TrashList(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrashRestore(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TrashPurge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GcPlan(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Health(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +304,31 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Chunkservers,
                     request_deserializer=proto_dot_master__pb2.Empty.FromString,
                     response_serializer=proto_dot_master__pb2.ChunkserversResponse.SerializeToString,
+            ),
+            'TrashList': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrashList,
+                    request_deserializer=proto_dot_master__pb2.TrashListRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.TrashListResponse.SerializeToString,
+            ),
+            'TrashRestore': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrashRestore,
+                    request_deserializer=proto_dot_master__pb2.TrashRestoreRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.TrashRestoreResponse.SerializeToString,
+            ),
+            'TrashPurge': grpc.unary_unary_rpc_method_handler(
+                    servicer.TrashPurge,
+                    request_deserializer=proto_dot_master__pb2.TrashPurgeRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.TrashPurgeResponse.SerializeToString,
+            ),
+            'GcPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GcPlan,
+                    request_deserializer=proto_dot_master__pb2.GcPlanRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.GcPlanResponse.SerializeToString,
+            ),
+            'Health': grpc.unary_unary_rpc_method_handler(
+                    servicer.Health,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_master__pb2.HealthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +682,141 @@ class Master:
             '/gfs.master.Master/Chunkservers',
             proto_dot_master__pb2.Empty.SerializeToString,
             proto_dot_master__pb2.ChunkserversResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrashList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/TrashList',
+            proto_dot_master__pb2.TrashListRequest.SerializeToString,
+            proto_dot_master__pb2.TrashListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrashRestore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/TrashRestore',
+            proto_dot_master__pb2.TrashRestoreRequest.SerializeToString,
+            proto_dot_master__pb2.TrashRestoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TrashPurge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/TrashPurge',
+            proto_dot_master__pb2.TrashPurgeRequest.SerializeToString,
+            proto_dot_master__pb2.TrashPurgeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GcPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/GcPlan',
+            proto_dot_master__pb2.GcPlanRequest.SerializeToString,
+            proto_dot_master__pb2.GcPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Health(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/Health',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_master__pb2.HealthResponse.FromString,
             options,
             channel_credentials,
             insecure,

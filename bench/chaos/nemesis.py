@@ -11,6 +11,7 @@ from pathlib import Path
 from bench.chaos.netns import NetLab
 from cli.localcluster import LocalCluster
 
+DEAD_AFTER = 3.0          # the runner's master --dead-after
 LEADER_FAULTS = {"kill_leader", "kill_all", "pause_leader", "partition_leader", "power_loss_leader"}
 
 
@@ -32,7 +33,8 @@ class Nemesis:
         self.election = election_timeout
         self.faults: list[Fault] = []
         self.kinds = ["kill_leader", "kill_follower", "kill_minority", "kill_all", "pause_leader",
-                      "kill_chunkserver", "power_loss_leader", "power_loss_follower"]
+                      "kill_chunkserver", "power_loss_leader", "power_loss_follower",
+                      "chunkserver_down_long", "corrupt_replicas"]
         if lab is not None:
             self.kinds.append("partition_leader")
 
@@ -99,6 +101,40 @@ class Nemesis:
     def _kill_chunkserver(self) -> Fault:
         names = [c["name"] for c in self.cluster.spec["chunkservers"]]
         return self._kill_restart("kill_chunkserver", [self.rng.choice(names)])
+
+    def _chunkserver_down_long(self) -> Fault:
+        """A chunkserver down past the dead-after timeout: its chunks are re-replicated, and its
+        replicas are surplus (trimmed) when it comes back."""
+        name = self.rng.choice([c["name"] for c in self.cluster.spec["chunkservers"]])
+        fault = self._fault("chunkserver_down_long", [name])
+        self.cluster.signal(name, signal.SIGKILL)
+        self.cluster._wait_gone(name, 10)
+        time.sleep(DEAD_AFTER + self.rng.uniform(2.0, 6.0))
+        self.cluster.start(name)
+        fault.end = self.clock()
+        return fault
+
+    def _corrupt_replicas(self) -> Fault:
+        """Flip one bit in each of up to 3 random chunk files of one chunkserver (a disk going
+        bad): reads must fail over, the scrubber or a reader must find them, repair must fix."""
+        name = self.rng.choice([c["name"] for c in self.cluster.spec["chunkservers"]])
+        fault = self._fault("corrupt_replicas", [name])
+        files = sorted(Path(self.cluster.daemon(name)["data"]).glob("hot/*/*.chunk"))
+        for path in self.rng.sample(files, min(3, len(files))):
+            try:
+                with open(path, "r+b") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    if not size:
+                        continue
+                    pos = self.rng.randrange(size)
+                    f.seek(pos)
+                    byte = f.read(1)[0]
+                    f.seek(pos)
+                    f.write(bytes([byte ^ (1 << self.rng.randrange(8))]))
+            except OSError:
+                pass                  # deleted meanwhile (GC, trimming)
+        fault.end = self.clock()
+        return fault
 
     def _pause_leader(self) -> Fault:
         name = self.leader()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
-from bench.chaos.nemesis import LEADER_FAULTS, Nemesis
+from bench.chaos.nemesis import DEAD_AFTER, LEADER_FAULTS, Nemesis
 from bench.chaos.netns import NetLab, NetLabUnavailable
 from bench.chaos.workload import Workload
 from bench.common import percentile, table
@@ -46,11 +46,14 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
             hosts = [(addr, lab.exec_prefix(i)) for i, addr in enumerate(lab.addresses)]
         except NetLabUnavailable as err:
             print(f"chaos: partitions disabled: {err}", flush=True)
-    cluster = LocalCluster(base / "cluster")
+    # Chunkservers listen on the bridge's address so that masters inside their namespaces can
+    # reach them too (the leader calls CopyChunk on them for repairs).
+    cluster = LocalCluster(base / "cluster", host=lab.gateway if lab else "127.0.0.1")
     cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, options={
-        "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": 3,
+        "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
                    "compact-entries": 2000},
-        "chunkserver": {"heartbeat-interval": 0.5}})
+        "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
+                        "scrub-interval": 10}})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
     cluster.up(timeout=60)
     return cluster, lab
@@ -83,6 +86,23 @@ def check_blobs(workload: Workload, masters: list[str]) -> list[str]:
             if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
                 lost.append(f"{name}: acknowledged put reads back different bytes")
     return lost
+
+
+def wait_full_redundancy(masters: list[str], timeout: float = 120.0) -> dict:
+    """After healing: how long until the leader reports every chunk back at full redundancy
+    (dead servers back, nothing under-replicated or known corrupt, no copy running)."""
+    start = time.monotonic()
+    health: dict = {}
+    with Client(masters, deadline=30) as c:
+        while time.monotonic() - start < timeout:
+            try:
+                health = c.health()
+            except GfsError:
+                health = {}
+            if health.get("status") == "healthy" and not health.get("repair_in_flight"):
+                return {"seconds": time.monotonic() - start, "health": health}
+            time.sleep(0.5)
+    return {"seconds": None, "health": health}
 
 
 def failover_times(workload: Workload, faults) -> dict[str, list[float]]:
@@ -129,6 +149,7 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         cluster.wait_healthy(60)
         final_reads(workload, addrs)
         lost = check_blobs(workload, addrs)
+        redundancy = wait_full_redundancy(addrs)
     finally:
         workload.stop()
         cluster.down()
@@ -151,6 +172,8 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         "failover_by_kind_s": {k: spread(v) for k, v in sorted(fo.items())},
         "counts": dict(sorted(workload.counts.items())),
         "partitions": lab is not None,
+        "full_redundancy_s": redundancy["seconds"],
+        "final_health": redundancy["health"],
     }
     out = Path(__file__).resolve().parent.parent / "results"
     out.mkdir(exist_ok=True)
@@ -172,6 +195,10 @@ def report(s: dict) -> str:
                                              f"({fo['count']} leader faults)"]]
     rows += [[f"  after {k}", f"{v['p50']:.2f} / {v['p99']:.2f} / {v['max']:.2f} ({v['count']})"]
              for k, v in s["failover_by_kind_s"].items()]
+    healed = s["full_redundancy_s"]
+    h = s["final_health"] or {}
+    rows += [["full redundancy after healing", "NOT reached" if healed is None else
+              f"{healed:.1f} s ({h.get('repaired', 0)} repair copies by the last leader)"]]
     rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
              ["seed", s["seed"]]]
     return table(["chaos summary", ""], rows)
@@ -191,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep)
     print(report(s))
-    if s["lost"] or not s["linearizable"]:
-        print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"]}, indent=2,
-                         default=str))
+    if s["lost"] or not s["linearizable"] or s["full_redundancy_s"] is None:
+        print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"],
+                          "final_health": s["final_health"]}, indent=2, default=str))
         print(f"chaos: FAILED — replay with --seed {seed}")
         return 1
     return 0

@@ -19,3 +19,5 @@ def test_chaos_ci_profile(capsys):
     assert summary["linearizable"] is True, f"seed {seed}: {summary['violations']}"
     assert sum(summary["faults"].values()) >= 10, f"seed {seed}: too few faults injected"
     assert summary["acknowledged"] > 1000
+    assert summary["full_redundancy_s"] is not None, \
+        f"seed {seed}: never back to full redundancy after healing: {summary['final_health']}"

@@ -279,7 +279,7 @@ def test_unreferenced_chunks_are_deleted_after_the_grace_period(cluster):
         replaced = c.put(io.BytesIO(drop), "/replace").chunks
         c.put(io.BytesIO(keep), "/replace", overwrite=True)
         assert all(len(chunk_files(cluster, ch.handle)) == 3 for ch in dropped + replaced)
-        c.delete("/drop")
+        c.delete("/drop", skip_trash=True)
         assert all(len(chunk_files(cluster, ch.handle)) == 3 for ch in dropped)   # grace: 2 s
         deadline = time.monotonic() + 40
         while any(chunk_files(cluster, ch.handle) for ch in dropped + replaced):

@@ -381,6 +381,127 @@ def test_concurrent_writers(store):
             assert read_all(store, handle) == random_bytes(BS + t * 1000 + i, seed=handle)
 
 
+# -- corrupt marks -----------------------------------------------------------------------------
+
+
+def marker_path(root, handle: int, version: int):
+    return chunk_path(root, handle, version, "bad")
+
+
+def test_mark_corrupt_is_recorded_and_persisted(store, root):
+    data = random_bytes(2 * BS + 3, seed=20)
+    write_chunk(store, 0x51, data, version=2)
+    heard = []
+    store.on_corrupt = lambda h, v, why: heard.append((h, v, why))
+    assert store.mark_corrupt(0x51, 1, "wrong version") is False      # not the stored version
+    assert store.mark_corrupt(0x52, 2, "not here") is False
+    assert store.corrupt() == {} and not marker_path(root, 0x51, 2).exists()
+
+    assert store.mark_corrupt(0x51, 2, "reader saw a bad block") is True
+    assert store.mark_corrupt(0x51, 2, "again") is True                # idempotent
+    assert heard == [(0x51, 2, "reader saw a bad block")]              # announced once
+    assert store.corrupt() == {0x51: 2}
+    assert store.is_corrupt(0x51) and store.is_corrupt(0x51, 2) and not store.is_corrupt(0x51, 1)
+    assert [m.handle for m in store.chunks()] == [0x51]               # still held
+    assert "reader saw a bad block" in marker_path(root, 0x51, 2).read_text()
+    assert read_all(store, 0x51) == data                               # still readable
+
+    again = ChunkStore(str(root))
+    assert again.corrupt() == {0x51: 2}
+    assert read_all(again, 0x51) == data
+
+
+def test_marker_without_its_chunk_is_removed_on_reopen(store, root):
+    write_chunk(store, 0x60, b"a" * 100, version=3)
+    store.mark_corrupt(0x60, 3, "test")
+    marker_path(root, 0x61, 1).write_text("orphan")                    # no chunk at all
+    marker_path(root, 0x60, 2).write_text("older version")             # superseded version
+    again = ChunkStore(str(root))
+    assert again.corrupt() == {0x60: 3}
+    assert files_under(root / "hot") == ["0000000000000060-3.bad", "0000000000000060-3.chunk",
+                                         "0000000000000060-3.sums"]
+
+
+def test_mark_is_cleared_by_republishing_the_same_version(store, root):
+    data = random_bytes(3 * BS, seed=21)
+    write_chunk(store, 0x70, data, version=4)
+    flip_bit(chunk_path(root, 0x70, 4, "chunk"), 2 * BS + 5)
+    assert store.verify(0x70) is False
+    assert store.corrupt() == {0x70: 4} and marker_path(root, 0x70, 4).exists()
+    write_chunk(store, 0x70, data, version=4)                          # repair in place
+    assert store.corrupt() == {} and not marker_path(root, 0x70, 4).exists()
+    assert store.verify(0x70) is True
+    assert ChunkStore(str(root)).corrupt() == {}
+
+
+def test_mark_is_cleared_by_a_newer_version_and_by_delete(store, root):
+    write_chunk(store, 0x80, b"old" * 100, version=1)
+    store.mark_corrupt(0x80, 1, "test")
+    write_chunk(store, 0x80, b"new" * 100, version=2)
+    assert store.corrupt() == {}
+    assert files_under(root / "hot") == ["0000000000000080-2.chunk", "0000000000000080-2.sums"]
+
+    store.mark_corrupt(0x80, 2, "test")
+    assert store.delete(0x80, version=1) is False and store.corrupt() == {0x80: 2}
+    assert store.delete(0x80, version=2) is True
+    assert store.corrupt() == {} and files_under(root) == []
+    assert ChunkStore(str(root)).corrupt() == {}
+
+
+def test_a_bad_block_marks_the_chunk_and_good_blocks_stay_readable(store, root):
+    data = random_bytes(4 * BS + 9, seed=22)
+    write_chunk(store, 0x90, data, version=5)
+    flip_bit(chunk_path(root, 0x90, 5, "chunk"), 2 * BS + 77)
+    assert read_all(store, 0x90, offset=0, length=2 * BS) == data[:2 * BS]   # not touched yet
+    assert store.corrupt() == {}
+    with pytest.raises(DataLoss, match="block 2"):
+        read_all(store, 0x90)
+    assert store.corrupt() == {0x90: 5}
+    assert "block 2" in marker_path(root, 0x90, 5).read_text()
+    # Marked, yet intact blocks are still served (verified) and the bad one still refused.
+    assert read_all(store, 0x90, offset=0, length=2 * BS) == data[:2 * BS]
+    assert read_all(store, 0x90, offset=3 * BS) == data[3 * BS:]
+    with pytest.raises(DataLoss):
+        read_all(store, 0x90, offset=2 * BS, length=1)
+    assert ChunkStore(str(root)).corrupt() == {0x90: 5}
+
+
+@pytest.mark.parametrize("damage", ["sidecar bit", "sidecar gone", "truncated", "grown",
+                                    "data gone"])
+def test_file_damage_marks_the_chunk(store, root, damage):
+    write_chunk(store, 0xA0, random_bytes(3 * BS + 1, seed=23), version=6)
+    sums, chunk = chunk_path(root, 0xA0, 6, "sums"), chunk_path(root, 0xA0, 6, "chunk")
+    if damage == "sidecar bit":
+        flip_bit(sums, HEADER_SIZE + 8 + 2)
+    elif damage == "sidecar gone":
+        os.unlink(sums)
+    elif damage == "truncated":
+        os.truncate(chunk, 2 * BS)
+    elif damage == "grown":
+        with open(chunk, "ab") as f:
+            f.write(b"x")
+    else:
+        os.unlink(chunk)
+    with pytest.raises(DataLoss):
+        store.read(0xA0, 0, 1)
+    assert store.corrupt() == {0xA0: 6}
+    assert marker_path(root, 0xA0, 6).exists()
+    assert [m.handle for m in store.chunks()] == [0xA0]
+
+
+def test_a_stale_read_does_not_mark_the_replica_that_replaced_it(store, root):
+    data = random_bytes(2 * BS, seed=24)
+    write_chunk(store, 0xB0, data, version=1)
+    flip_bit(chunk_path(root, 0xB0, 1, "chunk"), BS + 1)
+    pieces = store.read(0xB0)                  # files opened: the damaged replica
+    assert next(pieces) == data[:BS]
+    write_chunk(store, 0xB0, data, version=1)  # repaired meanwhile (same version)
+    with pytest.raises(DataLoss):
+        next(pieces)                           # the old open file is still damaged...
+    assert store.corrupt() == {}               # ...but the replica now stored is not marked
+    assert store.verify(0xB0) is True
+
+
 # -- property ----------------------------------------------------------------------------------
 
 PROP_DATA = random_bytes(4 * BS + 333, seed=9)

@@ -47,10 +47,12 @@ def test_a_new_leader_says_retry_while_reports_arrive_then_not_enough():
 def test_dead_servers_and_deltas():
     r, clock = registry(3)
     r.heartbeat("10.0.0.0:7200", "", "inst", False, [(5, 1)], [], FIG)
-    assert r.locations(5, 1) == ["10.0.0.0:7200"]
-    assert r.locations(5, 2) == []
-    r.heartbeat("10.0.0.0:7200", "", "inst", False, [], [(5, 1)], FIG)
-    assert r.locations(5, 1) == []
+    assert r.locations(5, 1) == (["10.0.0.0:7200"], [])
+    assert r.locations(5, 2) == ([], [])
+    r.heartbeat("10.0.0.0:7200", "", "inst", False, [], [(5, 1)], FIG, corrupt=[(5, 1)])
+    assert r.locations(5, 1) == ([], [])
+    r.heartbeat("10.0.0.0:7200", "", "inst", False, [(5, 1)], [], FIG, corrupt=[(5, 1)])
+    assert r.locations(5, 1) == ([], ["10.0.0.0:7200"])
     clock.t += 11
     r.heartbeat("10.0.0.1:7200", "", "inst", False, [], [], FIG)
     assert r.alive_addresses() == ["10.0.0.1:7200"]
@@ -59,7 +61,7 @@ def test_dead_servers_and_deltas():
 def test_a_restarted_server_must_send_a_full_report():
     r, _ = registry(1)
     assert r.heartbeat("10.0.0.0:7200", "", "new-instance", False, [(1, 1)], [], FIG) is True
-    assert r.locations(1, 1) == []
+    assert r.locations(1, 1) == ([], [])
 
 
 def test_gc_deletes_only_unreferenced_replicas_after_the_grace_period():
@@ -74,10 +76,47 @@ def test_gc_deletes_only_unreferenced_replicas_after_the_grace_period():
     assert gc.collect() == 0             # 2 is 10 s old, 3 first seen now
     now[0] += 51
     assert gc.collect() == 2             # handle 2 on both servers; 3 only 51 s old
-    assert r.take_deletes("a:1") == [2] and r.take_deletes("b:1") == [2]
-    assert r.take_deletes("a:1") == []
+    assert r.take_orders("a:1") == ([(2, 1)], []) and r.take_orders("b:1") == ([(2, 1)], [])
+    assert r.take_orders("a:1") == ([], [])
     now[0] += 10
-    assert gc.collect() == 4             # 2 still reported (not yet confirmed) and 3 now due
-    assert r.take_deletes("b:1") == [2, 3]
+    assert gc.collect() == 2             # 3 now due on both; 2 was ordered deleted already
+    assert r.take_orders("b:1") == ([(3, 1)], [])
+    clock.t += 31                        # no report confirmed the deletion: order it again
+    r.heartbeat("a:1", "", "i", False, [], [], FIG)
+    r.heartbeat("b:1", "", "i", False, [], [], FIG)
+    assert gc.collect() == 4
     plan = {(p["handle"], p["server"]) for p in gc.plan()}
     assert (1, "a:1") not in plan        # referenced: never planned
+
+
+def test_placement_of_a_repair_copy_avoids_the_hosts_of_existing_replicas():
+    r, _ = registry()
+    for address in ("h1:1", "h1:2", "h2:1", "h3:1"):
+        r.heartbeat(address, "", "i", True, [], [], FIG)
+    for _ in range(20):
+        assert r.place(1, exclude={"h1:1", "h2:1"}, existing=["h1:1", "h2:1"]) == ["h3:1"]
+    # Only a server on a host already used is left: still better than no copy.
+    assert r.place(1, exclude={"h1:1", "h2:1", "h3:1"}, existing=["h1:1", "h2:1"]) == ["h1:2"]
+
+
+def test_a_server_silent_past_dead_after_is_dead_and_a_new_leader_waits_for_reports():
+    r, clock = registry(2)
+    r.reset()
+    assert not r.map_complete()
+    clock.t += 10
+    assert r.map_complete()
+    r.heartbeat("10.0.0.0:7200", "", "inst", True, [], [], FIG)
+    assert r.dead_addresses() == []
+    clock.t += 11
+    r.heartbeat("10.0.0.1:7200", "", "inst", True, [], [], FIG)
+    assert r.dead_addresses() == ["10.0.0.0:7200"]
+    assert r.alive_addresses() == ["10.0.0.1:7200"]
+
+
+def test_verify_orders_and_copies_update_the_map():
+    r, _ = registry()
+    r.heartbeat("a:1", "", "i", True, [(7, 2)], [], FIG, corrupt=[(7, 2)])
+    r.queue_verify("a:1", 7, 2)
+    assert r.take_orders("a:1") == ([], [(7, 2)])
+    r.add_replica("a:1", 7, 2)          # repaired in place
+    assert r.locations(7, 2) == (["a:1"], [])

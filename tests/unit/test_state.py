@@ -15,6 +15,7 @@ from master.state import MetadataState
 CS = 64 * 1024                    # the smallest valid chunk size
 CLIENT = b"c" * 16
 OTHER_CLIENT = b"d" * 16
+NO_TRASH = {"trash": 0, "trash_bytes": 0}
 
 
 # --- command builders ----------------------------------------------------------------------------
@@ -49,6 +50,34 @@ def rename(src, dst, overwrite=False, now=100, **extra):
 
 def delete(path, recursive=False, now=100, **extra):
     return {"op": "delete", "path": path, "recursive": recursive, "now": now, **extra}
+
+
+def set_replicas(handle, version, replicas=("cs3:7000",), now=100, **extra):
+    return {"op": "set_replicas", "handle": handle, "version": version, "replicas": list(replicas),
+            "now": now, **extra}
+
+
+def expire_uploads(inodes, before, now=100, **extra):
+    return {"op": "expire_uploads", "inodes": list(inodes), "before": before, "now": now, **extra}
+
+
+def forget_garbage(handles, now=100, **extra):
+    return {"op": "forget_garbage", "handles": list(handles), "now": now, **extra}
+
+
+def trash(path, user="alice", recursive=True, now=100, **extra):
+    """delete to the trash."""
+    return delete(path, recursive=recursive, now=now, trash=True, user=user, **extra)
+
+
+def restore(trash_id, user="alice", dst="", now=100, **extra):
+    return {"op": "trash_restore", "id": trash_id, "user": user, "dst": dst, "mode": 0o750,
+            "owner": "bob", "now": now, **extra}
+
+
+def purge(user="alice", all_users=False, ids=(), before=0, now=100, **extra):
+    return {"op": "trash_purge", "user": user, "all_users": all_users, "ids": list(ids),
+            "before": before, "now": now, **extra}
 
 
 def barrier(now=100, **extra):
@@ -130,7 +159,7 @@ def test_fresh_state_has_only_the_root(state):
                     "chunks": []}
     assert state.applied_index() == 0
     assert state.list("/") == ([], "")
-    assert state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 0}
+    assert state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 0, **NO_TRASH}
 
 
 @pytest.mark.parametrize("path, error", [
@@ -196,7 +225,7 @@ def test_upload_lifecycle(d):
         {"handle": 1, "index": 0, "version": 1, "length": CS, "checksum": 7, "replicas": replicas},
         {"handle": 2, "index": 1, "version": 1, "length": 5, "checksum": 2**64 - 1, "replicas": replicas}]
     assert d.state.stat("/")["mtime"] == 12
-    assert d.state.counts() == {"inodes": 2, "dirs": 1, "files": 1, "pending": 0, "chunks": 2, "garbage": 0}
+    assert d.state.counts() == {"inodes": 2, "dirs": 1, "files": 1, "pending": 0, "chunks": 2, "garbage": 0, **NO_TRASH}
 
 
 def test_empty_file(d):
@@ -239,15 +268,55 @@ def test_add_chunk_errors(d):
     assert d.state.counts()["chunks"] == 1
 
 
-def test_add_chunk_again_for_an_index_replaces_it_and_garbages_the_old_one(d):
+def test_add_chunk_again_for_an_index_keeps_the_handle_and_bumps_the_version(d):
+    ino = d.ok(create("/f", now=10))["inode"]
+    assert d.ok(add_chunk(ino, 0, now=20, replicas=["a", "b"])) == {"handle": 1, "version": 1}
+    assert d.ok(add_chunk(ino, 1, now=21)) == {"handle": 2, "version": 1}
+    assert d.ok(add_chunk(ino, 0, now=22, replicas=["c"])) == {"handle": 1, "version": 2}
+    assert d.ok(add_chunk(ino, 0, now=23, replicas=[])) == {"handle": 1, "version": 3}
+    assert d.ok(add_chunk(ino, 2, now=24)) == {"handle": 3, "version": 1}    # fresh index: new handle
+    chunks = d.state.file_chunks(ino)
+    assert [(c["handle"], c["index"], c["version"], c["replicas"]) for c in chunks] == [
+        (1, 0, 3, []), (2, 1, 1, ["cs1:7000", "cs2:7000"]), (3, 2, 1, ["cs1:7000", "cs2:7000"])]
+    assert d.garbage() == {}                                                  # nothing left behind
+    d.ok(commit(ino, 6, [{"handle": 1, "length": 1, "checksum": 5}, {"handle": 2, "length": 2, "checksum": 6},
+                         {"handle": 3, "length": 3, "checksum": 7}]))
+    assert [c["version"] for c in d.state.stat("/f")["chunks"]] == [3, 1, 1]
+    assert d.state.counts()["chunks"] == 3
+
+
+def test_add_chunk_retry_resets_length_and_checksum(d, state):
     ino = d.ok(create("/f"))["inode"]
-    first = d.ok(add_chunk(ino, 0, now=20))["handle"]
-    second = d.ok(add_chunk(ino, 0, now=21))["handle"]
-    assert second != first
-    assert [c["handle"] for c in d.state.file_chunks(ino)] == [second]
-    assert d.garbage() == {first: 21}
-    assert d.err(commit(ino, 1, [{"handle": first, "length": 1, "checksum": 0}])) == "FAILED_PRECONDITION"
-    d.ok(commit(ino, 1, [{"handle": second, "length": 1, "checksum": 0}]))
+    d.ok(add_chunk(ino, 0))
+    with state._env.begin(write=True) as txn:                               # as if sealed earlier
+        tx = state_module._Tx(txn, state._dbs)
+        tx.put_chunk(1, dict(tx.chunk(1), length=9, checksum=99))
+    assert d.ok(add_chunk(ino, 0, replicas=["x"])) == {"handle": 1, "version": 2}
+    assert d.state.file_chunks(ino) == [
+        {"handle": 1, "index": 0, "version": 2, "length": 0, "checksum": 0, "replicas": ["x"]}]
+
+
+def test_add_chunk_at_the_highest_version_is_refused(d, state):
+    ino = d.ok(create("/f"))["inode"]
+    d.ok(add_chunk(ino, 0))
+    with state._env.begin(write=True) as txn:
+        tx = state_module._Tx(txn, state._dbs)
+        tx.put_chunk(1, dict(tx.chunk(1), version=2**64 - 1))
+    assert d.err(add_chunk(ino, 0)) == "FAILED_PRECONDITION"
+    assert d.state.file_chunks(ino)[0]["version"] == 2**64 - 1
+
+
+def test_create_and_add_chunk_record_the_last_activity_of_an_upload(d):
+    ino = d.ok(create("/f", now=10))["inode"]
+    assert d.state.pending_uploads() == [{"inode": ino, "path": "/f", "created": 10, "touched": 10, "chunks": 0}]
+    d.ok(add_chunk(ino, 0, now=15))
+    d.ok(add_chunk(ino, 0, now=17))                                          # a retry counts too
+    d.ok(add_chunk(ino, 1, now=20))
+    assert d.state.pending_uploads() == [{"inode": ino, "path": "/f", "created": 10, "touched": 20, "chunks": 2}]
+    raw = msgpack.unpackb(dict(d.state.dump()["pending"])[ino.to_bytes(8, "big")])
+    assert list(raw) == ["parent", "name", "path", "overwrite", "created", "touched"]
+    assert d.err(add_chunk(ino, 5, now=30)) == "FAILED_PRECONDITION"         # a failure touches nothing
+    assert d.state.pending_uploads()[0]["touched"] == 20
 
 
 def test_commit_errors(d):
@@ -311,7 +380,7 @@ def test_abort(d):
     handles = [d.ok(add_chunk(ino, i))["handle"] for i in range(2)]
     assert d.ok(abort(ino, now=55)) == {}
     assert d.garbage() == {h: 55 for h in handles}
-    assert d.state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 2}
+    assert d.state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 2, **NO_TRASH}
     assert d.err(abort(ino)) == "NOT_FOUND"
     assert d.err(abort(1)) == "NOT_FOUND"
     d.upload("/g")
@@ -378,9 +447,9 @@ def test_delete(d):
     d.upload("/f", lengths=(1, ))
     handles = d.handles("/f")
     d.ok(mkdir("/e"))
-    assert d.ok(delete("/f", now=60)) == {"deleted": 1}
+    assert d.ok(delete("/f", now=60)) == {"deleted": 1, "trash_id": 0}
     assert d.garbage() == {h: 60 for h in handles}
-    assert d.ok(delete("/e", now=61)) == {"deleted": 1}
+    assert d.ok(delete("/e", now=61)) == {"deleted": 1, "trash_id": 0}
     assert d.state.stat("/")["mtime"] == 61
     assert d.names("/") == []
 
@@ -391,9 +460,9 @@ def test_delete_recursive(d):
     d.upload("/a/b/c/f2")
     handles = d.handles("/a/f1") + d.handles("/a/b/c/f2")
     assert d.err(delete("/a")) == "FAILED_PRECONDITION"
-    assert d.ok(delete("/a", recursive=True, now=70)) == {"deleted": 5}
+    assert d.ok(delete("/a", recursive=True, now=70)) == {"deleted": 5, "trash_id": 0}
     assert d.garbage() == {h: 70 for h in handles}
-    assert d.state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 3}
+    assert d.state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 3, **NO_TRASH}
     assert d.state.dump()["dirents"] == []
 
 
@@ -403,12 +472,379 @@ def test_delete_errors(d):
     assert d.err(delete("/f/x")) == "FAILED_PRECONDITION"
     assert d.err(delete("/")) == "INVALID_ARGUMENT"
     assert d.err(delete("/", recursive=True)) == "INVALID_ARGUMENT"
-    assert d.ok(delete("/f", recursive=True)) == {"deleted": 1}
+    assert d.ok(delete("/f", recursive=True)) == {"deleted": 1, "trash_id": 0}
 
 
 def test_barrier(d):
     assert d.ok(barrier()) == {}
     assert d.state.applied_index() == 1
+
+
+# --- set_replicas, expire_uploads, forget_garbage (leader housekeeping) -----------------------------
+
+def test_set_replicas_updates_only_the_current_version(d):
+    ino = d.ok(create("/f"))["inode"]
+    d.ok(add_chunk(ino, 0))
+    assert d.ok(set_replicas(1, 1, ["x:1", "y:1"])) == {"updated": True}           # pending upload's chunk
+    assert d.state.file_chunks(ino)[0]["replicas"] == ["x:1", "y:1"]
+    d.ok(add_chunk(ino, 0, replicas=["z:1"]))                                       # now version 2
+    assert d.ok(set_replicas(1, 1, ["old:1"])) == {"updated": False}                # a stale plan
+    assert d.ok(set_replicas(1, 3)) == {"updated": False}
+    assert d.ok(set_replicas(99, 1)) == {"updated": False}                          # no such chunk
+    assert d.state.file_chunks(ino)[0]["replicas"] == ["z:1"]
+    d.ok(commit(ino, 1, [{"handle": 1, "length": 1, "checksum": 3}]))
+    assert d.ok(set_replicas(1, 2, [])) == {"updated": True}
+    chunk = d.state.stat("/f")["chunks"][0]
+    assert (chunk["version"], chunk["length"], chunk["checksum"], chunk["replicas"]) == (2, 1, 3, [])
+    d.ok(delete("/f"))                                                              # deleted meanwhile
+    assert d.ok(set_replicas(1, 2)) == {"updated": False}
+    assert 1 in d.garbage()
+
+
+def test_expire_uploads(d):
+    old = d.ok(create("/old", now=10))["inode"]
+    d.ok(add_chunk(old, 0, now=20))
+    d.ok(add_chunk(old, 1, now=30))
+    young = d.ok(create("/young", now=10))["inode"]
+    d.ok(add_chunk(young, 0, now=50))
+    idle = d.ok(create("/idle", now=40))["inode"]
+    done = d.upload("/done", now=5)
+    d.ok(mkdir("/dir"))
+    result = d.ok(expire_uploads([young, idle, 999, done, 1, old, old], before=40, now=1000))
+    assert result == {"expired": [idle, old]}                # listed order; touched == before counts
+    assert d.garbage() == {1: 30, 2: 30}                     # stamped with the last activity, not now
+    assert [u["inode"] for u in d.state.pending_uploads()] == [young]
+    assert d.state.stat("/done")["inode"] == done and d.state.stat("/dir")["type"] == "dir"
+    assert d.err(commit(old, 0, [])) == "NOT_FOUND"
+    assert d.ok(expire_uploads([], before=2**64 - 1)) == {"expired": []}
+    assert d.ok(expire_uploads([young], before=49)) == {"expired": []}
+
+
+def test_expire_uploads_falls_back_to_created_for_old_records(d, state):
+    ino = d.ok(create("/f", now=10))["inode"]
+    with state._env.begin(write=True) as txn:               # a record written before `touched`
+        tx = state_module._Tx(txn, state._dbs)
+        pending = tx.pending(ino)
+        del pending["touched"]
+        tx.put_pending(ino, pending)
+    assert d.state.pending_uploads() == [{"inode": ino, "path": "/f", "created": 10, "touched": 10, "chunks": 0}]
+    assert d.ok(expire_uploads([ino], before=9)) == {"expired": []}
+    assert d.ok(expire_uploads([ino], before=10)) == {"expired": [ino]}
+    assert d.state.counts()["pending"] == 0
+
+
+def test_forget_garbage(d):
+    d.upload("/f", lengths=(1, 2, 3))
+    d.upload("/keep")
+    d.ok(delete("/f", now=7))
+    assert d.garbage() == {1: 7, 2: 7, 3: 7}
+    assert d.ok(forget_garbage([1, 3, 3, 4, 99])) == {"forgotten": 2}      # 4 is referenced, 99 unknown
+    assert d.garbage() == {2: 7}
+    assert d.state.stat("/keep")["chunks"][0]["handle"] == 4
+    assert d.ok(forget_garbage([])) == {"forgotten": 0}
+    assert d.state.unreferenced([1, 2, 4]) == {1: None, 2: 7}
+
+
+# --- trash -------------------------------------------------------------------------------------------
+
+def _tree(d):
+    """/d/{f1 (3 bytes, 2 chunks), e/{f2 (5 bytes)}, empty/} and /other."""
+    d.ok(mkdir("/d/e", parents=True, now=1))
+    d.ok(mkdir("/d/empty", now=1))
+    d.upload("/d/f1", lengths=(1, 2), now=2)
+    d.upload("/d/e/f2", lengths=(5,), now=3)
+    d.ok(mkdir("/other", now=4))
+
+
+def test_delete_to_trash_keeps_the_subtree(d):
+    _tree(d)
+    handles = d.handles("/d/f1") + d.handles("/d/e/f2")
+    before = d.state.dump()
+    ino = d.state.stat("/d")["inode"]
+    assert d.err(trash("/d", recursive=False)) == "FAILED_PRECONDITION"   # non-empty, not recursive
+    assert d.err(trash("/", now=50)) == "INVALID_ARGUMENT"
+    assert d.err(trash("/nope")) == "NOT_FOUND"
+    assert d.ok(trash("/d", user="alice", now=50)) == {"deleted": 5, "trash_id": 1}
+    assert d.names("/") == ["other"]
+    assert d.state.stat("/")["mtime"] == 50
+    assert d.garbage() == {}
+    assert d.state.counts() == {"inodes": 7, "dirs": 5, "files": 2, "pending": 0, "chunks": 3, "garbage": 0,
+                                "trash": 1, "trash_bytes": 8}
+    entry = {"id": 1, "user": "alice", "path": "/d", "inode": ino, "type": "dir", "size": 8, "files": 2,
+             "deleted": 50}
+    assert d.state.trash_list("alice") == [entry]
+    assert list(msgpack.unpackb(d.state.dump()["trash"][0][1])) == list(entry)     # stored key order
+    after = d.state.dump()
+    assert after["inodes"][1:] == before["inodes"][1:]                  # only the root's mtime changed
+    assert after["chunks"] == before["chunks"]
+    assert {row["handle"] for row in d.state.chunk_table()} == set(handles)
+
+
+def test_delete_to_trash_of_a_file_and_of_an_empty_directory(d):
+    _tree(d)
+    assert d.ok(trash("/d/f1", user="bob", recursive=False, now=60)) == {"deleted": 1, "trash_id": 1}
+    assert d.ok(trash("/d/empty", recursive=False, now=61)) == {"deleted": 1, "trash_id": 2}
+    assert d.ok(delete("/d/e/f2", trash=True, now=62)) == {"deleted": 1, "trash_id": 3}      # no user
+    assert d.ok(delete("/other", trash=False, user="bob")) == {"deleted": 1, "trash_id": 0}   # permanent
+    assert d.state.stat("/d")["mtime"] == 61
+    assert [(e["id"], e["user"], e["path"], e["type"], e["size"], e["files"]) for e in d.state.trash_list(None)] == [
+        (1, "bob", "/d/f1", "file", 3, 1), (2, "alice", "/d/empty", "dir", 0, 0), (3, "", "/d/e/f2", "file", 5, 1)]
+    assert [e["id"] for e in d.state.trash_list("")] == [3]
+    assert d.state.trash_list("carol") == []
+
+
+def test_trash_list_is_ordered_by_deletion_time_then_id(d):
+    for name in "abcd":
+        d.ok(mkdir("/" + name))
+    d.ok(trash("/a", now=30))
+    d.ok(trash("/b", now=10))                       # the leader's clock may step back
+    d.ok(trash("/c", now=30))
+    d.ok(trash("/d", user="bob", now=20))
+    assert [e["id"] for e in d.state.trash_list(None)] == [2, 4, 1, 3]
+    assert [e["id"] for e in d.state.trash_list("alice")] == [2, 1, 3]
+    for bad in (5, b"alice", "x" * 256):
+        with pytest.raises(InvalidArgument):
+            d.state.trash_list(bad)
+
+
+def test_restore_to_the_original_path(d):
+    _tree(d)
+    listing = d.state.list("/d")
+    d.ok(trash("/d", now=50))
+    d.ok(trash("/other", now=51))
+    assert d.ok(restore(1, now=60)) == {"path": "/d", "inode": 2}
+    assert d.state.list("/d") == listing
+    assert d.state.stat("/")["mtime"] == 60
+    assert [e["id"] for e in d.state.trash_list(None)] == [2]
+    assert d.state.counts()["trash"] == 1
+    assert d.err(restore(1)) == "NOT_FOUND"                                 # already restored
+
+
+def test_restore_to_another_path_creates_missing_parents(d):
+    _tree(d)
+    f1 = d.state.stat("/d/f1")
+    d.ok(trash("/d/f1", now=50))
+    assert d.ok(restore(1, dst="/new/deep/g", now=70)) == {"path": "/new/deep/g", "inode": f1["inode"]}
+    for path in ("/new", "/new/deep"):
+        info = d.state.stat(path)
+        assert (info["type"], info["mode"], info["owner"], info["ctime"]) == ("dir", 0o750, "bob", 70)
+    restored = d.state.stat("/new/deep/g")
+    assert dict(restored, path="/d/f1") == f1                               # the same file, untouched
+    assert d.names("/d") == ["e", "empty"]
+
+
+def test_restore_when_the_original_parent_is_gone(d):
+    _tree(d)
+    d.ok(trash("/d/e/f2", now=50))
+    d.ok(delete("/d", recursive=True, now=51))
+    assert d.ok(restore(1, now=52))["path"] == "/d/e/f2"
+    assert d.state.stat("/d/e")["owner"] == "bob"                           # recreated with mode/owner
+    assert d.state.stat("/d/e/f2")["size"] == 5
+
+
+def test_restore_errors(d):
+    _tree(d)
+    d.ok(trash("/d/f1", user="alice", now=50))
+    d.ok(trash("/d/empty", user="", now=51))
+    d.upload("/d/f1")                                                       # the old path is taken
+    result = d.run(restore(1))
+    assert result["err"][0] == "ALREADY_EXISTS"
+    assert "/d/f1 already exists" in result["err"][1] and "another path" in result["err"][1]
+    assert d.err(restore(1, dst="/other")) == "ALREADY_EXISTS"              # a directory is there
+    assert d.err(restore(1, dst="/")) == "ALREADY_EXISTS"
+    assert d.err(restore(1, dst="/d/f1/x")) == "FAILED_PRECONDITION"        # through a file
+    assert d.err(restore(1, dst="/d/f1/x/y")) == "FAILED_PRECONDITION"
+    assert d.run(restore(1, user="bob")) == {"err": ["NOT_FOUND", "no trash entry 1 for user 'bob'"]}
+    assert d.run(restore(2, user="alice")) == {"err": ["NOT_FOUND", "no trash entry 2 for user 'alice'"]}
+    assert d.run(restore(9, user="")) == {"err": ["NOT_FOUND", "no trash entry 9 for user (anonymous)"]}
+    assert d.names("/") == ["d", "other"]
+    assert len(d.state.trash_list(None)) == 2
+    assert d.ok(restore(1, dst="/d/f1.restored"))["path"] == "/d/f1.restored"
+    assert d.ok(restore(2, user=""))["path"] == "/d/empty"
+
+
+def test_purge(d):
+    _tree(d)
+    handles = d.handles("/d/f1") + d.handles("/d/e/f2")
+    d.ok(trash("/d", user="alice", now=50))
+    d.ok(mkdir("/x"))
+    d.ok(trash("/x", user="bob", now=60))
+    d.ok(mkdir("/y"))
+    d.ok(trash("/y", user="alice", now=70))
+    assert d.ok(purge(user="alice", before=49)) == {"purged": 0}
+    assert d.ok(purge(user="carol")) == {"purged": 0}
+    assert d.ok(purge(user="alice", before=65, now=80)) == {"purged": 1}       # only /d (deleted <= 65)
+    assert d.garbage() == {h: 80 for h in handles}
+    assert d.state.counts() == {"inodes": 4, "dirs": 4, "files": 0, "pending": 0, "chunks": 0,
+                                "garbage": 3, "trash": 2, "trash_bytes": 0}
+    assert [e["id"] for e in d.state.trash_list(None)] == [2, 3]
+    assert d.ok(purge(user="alice", now=90)) == {"purged": 1}                  # no age filter
+    assert d.ok(purge(user="alice", all_users=True)) == {"purged": 1}
+    assert d.state.trash_list(None) == []
+    assert d.state.counts()["inodes"] == 2
+    assert d.err(restore(1)) == "NOT_FOUND"
+
+
+def test_purge_by_ids(d):
+    for name in "abcd":
+        d.upload("/" + name, lengths=(1,))
+    d.ok(trash("/a", user="alice", now=10))
+    d.ok(trash("/b", user="bob", now=20))
+    d.ok(trash("/c", user="alice", now=30))
+    d.ok(trash("/d", user="alice", now=40))
+    assert d.ok(purge(user="alice", ids=[2, 99])) == {"purged": 0}           # bob's, and a missing id
+    assert d.ok(purge(user="alice", ids=[3, 1, 3, 4], before=30, now=50)) == {"purged": 2}
+    assert d.garbage() == {1: 50, 3: 50}
+    assert [e["id"] for e in d.state.trash_list(None)] == [2, 4]
+    assert d.ok(purge(user="alice", all_users=True, ids=[2])) == {"purged": 1}
+    assert [e["id"] for e in d.state.trash_list(None)] == [4]
+
+
+def test_trash_ids_are_never_reused(d):
+    d.ok(mkdir("/a"))
+    assert d.ok(trash("/a"))["trash_id"] == 1
+    d.ok(restore(1))
+    assert d.ok(trash("/a"))["trash_id"] == 2
+    d.ok(purge())
+    d.ok(mkdir("/a"))
+    assert d.ok(trash("/a"))["trash_id"] == 3
+
+
+def test_an_upload_into_a_trashed_directory_commits_there(d):
+    d.ok(mkdir("/d"))
+    ino = d.ok(create("/d/f", now=10))["inode"]
+    handle = d.ok(add_chunk(ino, 0))["handle"]
+    d.ok(trash("/d", now=20))
+    d.ok(commit(ino, 4, [{"handle": handle, "length": 4, "checksum": 1}], now=30))
+    with pytest.raises(NotFound):
+        d.state.stat("/d/f")
+    assert d.state.trash_list(None)[0]["size"] == 0                      # as of the deletion
+    assert [(r["handle"], r["committed"]) for r in d.state.chunk_table()] == [(handle, True)]
+    d.ok(restore(1, now=40))
+    assert d.state.stat("/d/f")["size"] == 4
+
+
+def test_a_purge_removes_uploads_committed_into_the_trash_and_fails_later_commits(d):
+    d.ok(mkdir("/d"))
+    early = d.ok(create("/d/early"))["inode"]
+    late = d.ok(create("/d/late"))["inode"]
+    handles = [d.ok(add_chunk(ino, 0))["handle"] for ino in (early, late)]
+    d.ok(trash("/d", now=20))
+    d.ok(commit(early, 1, [{"handle": handles[0], "length": 1, "checksum": 1}]))
+    assert d.ok(purge(now=30)) == {"purged": 1}
+    assert d.garbage() == {handles[0]: 30}
+    assert d.err(commit(late, 1, [{"handle": handles[1], "length": 1, "checksum": 1}])) == "NOT_FOUND"
+    d.ok(abort(late, now=40))
+    assert d.garbage() == {handles[0]: 30, handles[1]: 40}
+    assert d.state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 2,
+                                **NO_TRASH}
+
+
+def test_a_store_written_without_a_trash_gets_one_on_open(tmp_path):
+    import lmdb
+    path = str(tmp_path / "meta")
+    with MetadataState(path, map_size=1 << 26) as s:
+        s.apply(1, mkdir("/a"))
+    env = lmdb.open(path, max_dbs=16, map_size=1 << 26)                     # make it look old
+    with env.begin(write=True) as txn:
+        txn.drop(env.open_db(b"trash", txn=txn), delete=True)
+        txn.delete(b"next_trash", db=env.open_db(b"meta", txn=txn))
+    with env.begin() as txn:
+        assert txn.get(b"trash") is None
+    env.close()
+    with MetadataState(path, map_size=1 << 26) as s:
+        assert s.dump()["trash"] == []
+        assert s.apply(2, trash("/a")) == {"ok": {"deleted": 1, "trash_id": 1}}
+        assert s.counts()["trash"] == 1
+
+
+# --- read methods for the repair loop ------------------------------------------------------------------
+
+def test_chunk_table(d):
+    d.upload("/f", lengths=(3, 4))
+    ino = d.ok(create("/p", now=5))["inode"]
+    d.ok(add_chunk(ino, 0, replicas=["a"]))
+    d.ok(add_chunk(ino, 0, replicas=["b"]))
+    d.upload("/t", lengths=(1,))
+    d.ok(trash("/t"))
+    replicas = ["cs1:7000", "cs2:7000"]
+    assert d.state.chunk_table() == [
+        {"handle": 1, "version": 1, "length": 3, "checksum": 1000, "replicas": replicas, "inode": 2,
+         "replication": 3, "committed": True},
+        {"handle": 2, "version": 1, "length": 4, "checksum": 1001, "replicas": replicas, "inode": 2,
+         "replication": 3, "committed": True},
+        {"handle": 3, "version": 2, "length": 0, "checksum": 0, "replicas": ["b"], "inode": ino,
+         "replication": 3, "committed": False},
+        {"handle": 4, "version": 1, "length": 1, "checksum": 1000, "replicas": replicas, "inode": 4,
+         "replication": 3, "committed": True}]
+    d.ok(purge())
+    assert [row["handle"] for row in d.state.chunk_table()] == [1, 2, 3]
+
+
+def test_pending_uploads(d):
+    d.ok(mkdir("/d"))
+    a = d.ok(create("/d/a", now=5))["inode"]
+    b = d.ok(create("/b", now=6))["inode"]
+    d.ok(add_chunk(b, 0, now=9))
+    d.upload("/c")
+    d.ok(rename("/d", "/e"))                                   # the recorded path is informational
+    assert d.state.pending_uploads() == [
+        {"inode": a, "path": "/d/a", "created": 5, "touched": 5, "chunks": 0},
+        {"inode": b, "path": "/b", "created": 6, "touched": 9, "chunks": 1}]
+
+
+def test_repair_reads_are_fast_for_100k_chunks(state):
+    import time
+    files, per_file = 1000, 100
+    with state._env.begin(write=True) as txn:
+        tx = state_module._Tx(txn, state._dbs)
+        handle = 1
+        for ino in range(2, 2 + files):
+            pending = ino % 10 == 0
+            record = state_module._inode_record("file", 0o644, "u", 1, 3, "hot", CS,
+                                                "pending" if pending else "committed")
+            record["chunks"] = list(range(handle, handle + per_file))
+            tx.put_inode(ino, record)
+            if pending:
+                tx.put_pending(ino, {"parent": 1, "name": str(ino), "path": f"/{ino}", "overwrite": False,
+                                     "created": 1, "touched": 2})
+            for index in range(per_file):
+                tx.put_chunk(handle, {"inode": ino, "index": index, "version": 1, "length": CS,
+                                      "checksum": handle, "replicas": ["cs1:7000", "cs2:7000", "cs3:7000"]})
+                handle += 1
+    timings = []
+    for _ in range(3):                                  # best of three: a busy machine is noisy
+        start = time.perf_counter()
+        table = state.chunk_table()
+        timings.append(time.perf_counter() - start)
+        assert len(table) == files * per_file
+        del table
+    assert min(timings) < 0.5, timings
+    table = state.chunk_table()
+    assert sum(1 for row in table if not row["committed"]) == files // 10 * per_file
+    assert table[-1] == {"handle": files * per_file, "version": 1, "length": CS, "checksum": files * per_file,
+                         "replicas": ["cs1:7000", "cs2:7000", "cs3:7000"], "inode": files + 1,
+                         "replication": 3, "committed": True}
+    start = time.perf_counter()
+    assert len(state.pending_uploads()) == files // 10
+    assert time.perf_counter() - start < 0.1
+
+
+def test_snapshot_copy_includes_the_trash(tmp_path):
+    with MetadataState(str(tmp_path / "src"), map_size=1 << 26) as s:
+        driver = Driver(s)
+        driver.upload("/f", lengths=(2,))
+        driver.ok(trash("/f", user="bob", now=9))
+        dump = s.dump()
+        mdb = _copy(s, tmp_path / "copy.mdb")
+    MetadataState.install_copy(mdb, str(tmp_path / "dst"))
+    with MetadataState(str(tmp_path / "dst"), map_size=1 << 26) as r:
+        assert r.dump() == dump
+        assert r.trash_list("bob")[0]["size"] == 2
+        driver = Driver(r)
+        assert driver.ok(restore(1, user="bob", dst="/g")) == {"path": "/g", "inode": 2}
+        assert driver.ok(mkdir("/h"))["inode"] == 3
+        assert driver.ok(trash("/h"))["trash_id"] == 2                          # the counter came along
 
 
 # --- reads ---------------------------------------------------------------------------------------
@@ -473,6 +909,22 @@ BAD_COMMANDS = [
     add_chunk(0, 0), add_chunk(True, 0), {**add_chunk(2, 0), "replicas": "cs1"}, add_chunk(2, 2**64),
     commit(2, 0, [{"handle": 0, "length": 0, "checksum": 0}]), commit(2, 0, [[1, 0, 0]]),
     abort("2"), rename("/a", 5), delete("/a", recursive="yes"),
+    delete("/a", trash=1), delete("/a", trash=None), delete("/a", trash=True, user=7),
+    delete("/a", trash=True, user="x" * 256), delete("/a", user="\udcff"), delete("/a", trashed=True),
+    set_replicas(0, 1), set_replicas(1, 0), set_replicas(-1, 1), set_replicas(True, 1), set_replicas("1", 1),
+    {**set_replicas(1, 1), "replicas": "cs1"}, set_replicas(1, 1, [3]), set_replicas(1, 1, ["x" * 256]),
+    {k: v for k, v in set_replicas(1, 1).items() if k != "version"}, set_replicas(1, 2**64),
+    expire_uploads([0], 5), expire_uploads(["2"], 5), expire_uploads([2], -1), expire_uploads([2], None),
+    {**expire_uploads([2], 5), "inodes": 2}, {k: v for k, v in expire_uploads([2], 5).items() if k != "before"},
+    forget_garbage([0]), forget_garbage([1, -3]), forget_garbage([1.0]), {**forget_garbage([]), "handles": 1},
+    {"op": "forget_garbage", "now": 1},
+    restore(0), restore(1, user=5), restore(1, user=None), restore(1, dst="rel"), restore(1, dst="/a/"),
+    restore(1, dst=None), restore(1, dst=b"/a"), restore(1, mode=-1), restore(1, mode=2**32),
+    {k: v for k, v in restore(1).items() if k != "owner"}, {k: v for k, v in restore(1).items() if k != "dst"},
+    restore(1, owner=["x"]),
+    purge(user=None), purge(all_users="yes"), purge(ids=[0]), {**purge(), "ids": 5}, purge(ids=["1"]), purge(before=-1),
+    purge(before=2**64), {k: v for k, v in purge().items() if k != "ids"},
+    {k: v for k, v in purge().items() if k != "user"},
 ]
 
 
@@ -488,9 +940,10 @@ def test_malformed_commands_are_invalid_argument(d, command):
 def test_unknown_fields_are_invalid_argument_for_every_op(d):
     ino = d.ok(create("/f"))["inode"]
     for command in (mkdir("/a"), create("/g"), add_chunk(ino, 0), commit(ino, 0, []), abort(ino),
-                    rename("/f", "/h"), delete("/f"), barrier()):
+                    rename("/f", "/h"), delete("/f"), trash("/f"), set_replicas(1, 1), expire_uploads([ino], 0),
+                    forget_garbage([1]), restore(1), purge(), barrier()):
         assert d.err(dict(command, surprise=True)) == "INVALID_ARGUMENT"
-    assert d.state.counts() == {"inodes": 2, "dirs": 1, "files": 0, "pending": 1, "chunks": 0, "garbage": 0}
+    assert d.state.counts() == {"inodes": 2, "dirs": 1, "files": 0, "pending": 1, "chunks": 0, "garbage": 0, **NO_TRASH}
 
 
 _values = st.recursive(
@@ -500,7 +953,9 @@ _values = st.recursive(
     max_leaves=6)
 _fields = st.sampled_from(["op", "now", "path", "parents", "mode", "owner", "replication",
                            "storage_class", "chunk_size", "overwrite", "inode", "index", "replicas",
-                           "size", "chunks", "src", "dst", "recursive", "client_id", "seq", "ack_seq"])
+                           "size", "chunks", "src", "dst", "recursive", "client_id", "seq", "ack_seq",
+                           "trash", "user", "id", "all_users", "ids", "before", "handles", "handle",
+                           "version", "inodes"])
 _commands = st.fixed_dictionaries(
     {"op": st.sampled_from(sorted(state_module._OPS) + ["nope"]), "now": st.integers(0, 10)}
 ) | st.dictionaries(_fields, _values, max_size=8)
@@ -523,7 +978,7 @@ def test_a_failing_command_leaves_no_partial_writes(d, monkeypatch):
         tx.discard_chunks([12345], args["now"])
         raise FailedPrecondition("gave up half way")
     half_schema = {"mode": state_module._MODE, "owner": state_module._text}
-    monkeypatch.setitem(state_module._OPS, "half_done", (half_schema, half_done))
+    monkeypatch.setitem(state_module._OPS, "half_done", state_module._Op(half_schema, half_done))
     half = {"op": "half_done", "now": 5, "mode": 0o755, "owner": "x"}
     results = d.batch([mkdir("/a", now=1), half, mkdir("/b", now=2), mkdir("/a")])
     assert results == [{"ok": {"inode": 2}}, {"err": ["FAILED_PRECONDITION", "gave up half way"]},
@@ -612,11 +1067,17 @@ def _workload() -> list[list[dict]]:
     return [
         [mkdir("/a/b", parents=True, now=1, **session(1)), create("/a/f", now=2, **session(2, 1))],
         [add_chunk(4, 0, now=3), add_chunk(4, 1, now=3), add_chunk(4, 0, now=4), {"op": "nope"}],
-        [commit(4, 10, [{"handle": 3, "length": 4, "checksum": 9}, {"handle": 2, "length": 6, "checksum": 8}], now=5)],
+        [commit(4, 10, [{"handle": 1, "length": 4, "checksum": 9}, {"handle": 2, "length": 6, "checksum": 8}], now=5)],
         [create("/a/b/g", now=6), rename("/a/f", "/a/b/f", now=7), mkdir("/a/b", now=8, **session(3, 2))],
         [delete("/a", recursive=True, now=9), mkdir("/z", now=10), barrier(now=11)],
         [create("/z/h", now=12), abort(5, now=13), mkdir("/z/é", now=14, **session(1, client=OTHER_CLIENT)),
          add_chunk(7, 0, now=15)],
+        [mkdir("/t/u", parents=True, now=16), create("/t/u/f", now=16), add_chunk(11, 0, now=16),
+         commit(11, 5, [{"handle": 4, "length": 5, "checksum": 1}], now=16), set_replicas(4, 1, ["cs9"], now=16),
+         set_replicas(4, 2, now=16), trash("/t", user="bob", now=17)],
+        [delete("/z/é", trash=True, now=18), restore(2, user="", dst="/y/é", now=19),
+         expire_uploads([7, 4, 999], before=20, now=21), forget_garbage([1, 99], now=22),
+         create("/y/p", now=23), purge(user="bob", ids=[5], now=24), restore(1, user="bob", dst="/y", now=25)],
     ]
 
 
@@ -628,7 +1089,13 @@ def test_two_states_fed_the_same_batches_end_byte_identical(tmp_path):
             dumps.append(s.dump())
     assert results[0] == results[1]
     assert dumps[0] == dumps[1]
-    assert all(dumps[0][db] for db in ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions"))
+    assert results[0][-1] == [
+        {"ok": {"deleted": 1, "trash_id": 2}}, {"ok": {"path": "/y/é", "inode": 8}}, {"ok": {"expired": [7]}},
+        {"ok": {"forgotten": 1}}, {"ok": {"inode": 13}}, {"ok": {"purged": 0}},
+        {"err": ["ALREADY_EXISTS", "/y already exists: restore trash entry 1 to another path (dst)"]}]
+    assert results[0][-2][-3:] == [{"ok": {"updated": True}}, {"ok": {"updated": False}},
+                                   {"ok": {"deleted": 3, "trash_id": 1}}]
+    assert all(dumps[0][db] for db in state_module._DB_NAMES)
 
 
 # --- snapshots -----------------------------------------------------------------------------------
@@ -653,7 +1120,9 @@ def test_copy_and_install_round_trip(tmp_path):
     with MetadataState(target, map_size=1 << 26) as r:
         assert r.dump() == dump
         assert r.applied_index() == len(_workload())
-        assert r.apply(len(_workload()) + 1, mkdir("/after")) == {"ok": {"inode": 9}}
+        assert r.apply(len(_workload()) + 1, mkdir("/after")) == {"ok": {"inode": 14}}
+        assert [e["path"] for e in r.trash_list(None)] == ["/t"]
+        assert r.counts()["trash"] == 1 and r.counts()["trash_bytes"] == 5
     MetadataState.install_copy(mdb, str(tmp_path / "new" / "dir"))     # into a fresh location
     with MetadataState(str(tmp_path / "new" / "dir")) as r:
         assert r.dump() == dump

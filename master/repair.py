@@ -1,0 +1,320 @@
+"""The leader's replica manager: re-replication, corrupt and stale replicas, surplus trimming.
+
+Every pass compares the metadata's chunk table (handle, version, replication of every chunk) with
+the replica map rebuilt from heartbeats (`ChunkserverRegistry.view`), and:
+
+- copies every committed chunk that has fewer healthy replicas than its replication factor to a
+  new chunkserver chosen by placement (`CopyChunk` on the target, which pulls the bytes from the
+  healthy replicas and verifies them against the checksum in the metadata). Chunks with the
+  fewest healthy replicas go first; a bounded number of copies run at once, each throttled.
+  A chunk whose replicas are all corrupt is rebuilt block by block from them when every block is
+  intact somewhere.
+- deletes replicas that are stale (a lower version than the metadata's: they missed a rewrite
+  while their server was away) at once, corrupt replicas once the chunk is back at full
+  redundancy, and surplus replicas (e.g. of a server that came back after its chunks were
+  re-replicated) keeping the replicas that spread over the most hosts.
+
+Nothing happens until the replica map is complete (`map_complete`: every live chunkserver has
+had the dead-after timeout to report since this leader took over), and a chunk must stay short
+of replicas for a few seconds before it is repaired, so that heartbeats lagging behind a commit
+do not cause copies. Deletions only ever go out when the chunk keeps at least its replication
+factor of healthy replicas (stale replicas excepted: a newer version is referenced).
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable
+
+import grpc
+
+from gfs.errors import GfsError
+from gfs.transfer import Channels
+from master.chunkservers import ChunkserverRegistry, ServerView
+from proto import chunkserver_pb2 as cpb
+
+log = logging.getLogger(__name__)
+
+RATE_WINDOW_S = 60.0
+FAILED_TARGET_COOLDOWN_S = 30.0
+MAX_COPIES_PER_SERVER = 2
+
+
+@dataclass
+class RepairTask:
+    handle: int
+    version: int
+    length: int
+    checksum: int
+    replication: int
+    healthy: list[str]
+    corrupt: list[str]
+    holders: set[str]                 # every server holding any version of the chunk
+
+    @property
+    def missing(self) -> int:
+        return self.replication - len(self.healthy)
+
+    @property
+    def priority(self) -> tuple:
+        return (len(self.healthy), -self.missing, self.handle)
+
+
+@dataclass
+class Plan:
+    tasks: list[RepairTask] = field(default_factory=list)         # best first
+    deletes: list[tuple[str, int, int, str]] = field(default_factory=list)  # server, handle, version, why
+    figures: dict = field(default_factory=dict)
+
+
+def _replicas_by_handle(view: dict[str, ServerView]) -> dict[int, list[tuple[str, int, bool]]]:
+    """handle -> [(server, version held, corrupt?)] from every live server."""
+    out: dict[int, list[tuple[str, int, bool]]] = collections.defaultdict(list)
+    for address, sv in view.items():
+        for handle, version in sv.chunks.items():
+            out[handle].append((address, version, sv.corrupt.get(handle) == version))
+    return out
+
+
+def _keep_spread(healthy: list[str], view: dict[str, ServerView], recorded: list[str],
+                 count: int) -> list[str]:
+    """Which `count` of the healthy replicas to keep: distinct hosts first, then the recorded
+    replica set, then the servers with the most room."""
+    order = sorted(healthy, key=lambda a: (a not in recorded, -view[a].score, a))
+    keep: list[str] = []
+    for a in order:
+        if len(keep) < count and view[a].host not in {view[k].host for k in keep}:
+            keep.append(a)
+    for a in order:
+        if len(keep) < count and a not in keep:
+            keep.append(a)
+    return keep
+
+
+def plan(rows: list[dict], view: dict[str, ServerView], in_flight: set[int]) -> Plan:
+    """Compare the chunk table with the replica map (a pure function: unit-tested alone)."""
+    by_handle = _replicas_by_handle(view)
+    p = Plan()
+    f = dict(chunks=0, under_replicated=0, unavailable=0, at_risk=0, corrupt_replicas=0,
+             stale_replicas=0, surplus_replicas=0, repair_bytes_pending=0)
+    for row in rows:
+        h, v = row["handle"], row["version"]
+        replicas = by_handle.get(h, ())
+        healthy = sorted(a for a, ver, bad in replicas if ver == v and not bad)
+        corrupt = sorted(a for a, ver, bad in replicas if ver == v and bad)
+        for a, ver, _ in replicas:
+            if ver < v:
+                p.deletes.append((a, h, ver, "stale"))
+                f["stale_replicas"] += 1
+        if not row["committed"]:
+            continue            # an upload in progress: its writer owns the replicas
+        r = row["replication"]
+        f["chunks"] += 1
+        f["corrupt_replicas"] += len(corrupt)
+        if len(healthy) < r:
+            f["under_replicated"] += 1
+            f["unavailable"] += not healthy
+            f["at_risk"] += len(healthy) == 1 and r > 1
+            if healthy or corrupt:
+                p.tasks.append(RepairTask(h, v, row["length"], row["checksum"], r, healthy,
+                                          corrupt, {a for a, _, _ in replicas}))
+                f["repair_bytes_pending"] += row["length"] * (r - len(healthy))
+            continue
+        for a in corrupt:
+            p.deletes.append((a, h, v, "corrupt"))
+        if len(healthy) > r and h not in in_flight:
+            keep = _keep_spread(healthy, view, row.get("replicas") or [], r)
+            for a in healthy:
+                if a not in keep:
+                    p.deletes.append((a, h, v, "surplus"))
+                    f["surplus_replicas"] += 1
+    p.tasks.sort(key=lambda t: t.priority)
+    p.figures = f
+    return p
+
+
+class RepairRate:
+    """Bytes copied per second over the last minute of repair activity."""
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._done: collections.deque[tuple[float, int]] = collections.deque()
+        self._busy_since: float | None = None
+        self._lock = threading.Lock()
+
+    def busy(self, busy: bool) -> None:
+        with self._lock:
+            if not busy:
+                self._busy_since = None
+            elif self._busy_since is None:
+                self._busy_since = self._clock()
+
+    def add(self, nbytes: int) -> None:
+        with self._lock:
+            self._done.append((self._clock(), nbytes))
+
+    def rate(self) -> float:
+        now = self._clock()
+        with self._lock:
+            while self._done and self._done[0][0] < now - RATE_WINDOW_S:
+                self._done.popleft()
+            if self._busy_since is None or not self._done:
+                return 0.0
+            window = min(RATE_WINDOW_S, max(1.0, now - self._busy_since))
+            return sum(n for _, n in self._done) / window
+
+
+class Repairer:
+    """Runs `plan` on the leader every `interval_s` and carries it out."""
+
+    def __init__(self, registry: ChunkserverRegistry, chunk_table: Callable[[], list[dict]],
+                 record_replicas: Callable[[int, int, list[str]], None],
+                 is_leader: Callable[[], bool], concurrency: int = 2,
+                 rate_bytes_s: int = 0, interval_s: float = 1.0, settle_s: float = 5.0,
+                 clock=time.monotonic):
+        self.registry = registry
+        self.chunk_table = chunk_table
+        self.record_replicas = record_replicas
+        self.is_leader = is_leader
+        self.concurrency = max(1, concurrency)
+        self.rate_bytes_s = rate_bytes_s
+        self.interval_s = interval_s
+        self.settle_s = settle_s
+        self.clock = clock
+        self.channels = Channels()
+        self.rate = RepairRate(clock)
+        self.repaired = 0
+        self.repaired_bytes = 0
+        self.failures = 0
+        self.last: Plan = Plan()
+        self._in_flight: dict[int, str] = {}         # handle -> target
+        self._short_since: dict[int, float] = {}
+        self._failed: dict[tuple[int, str], float] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="repair")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="repair", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.channels.close()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    def _run(self) -> None:
+        wait = self.interval_s
+        while not self._stop.wait(wait):
+            try:
+                if self.is_leader() and self.registry.map_complete():
+                    started = time.monotonic()
+                    self.run_pass()
+                    # A big namespace makes a pass cost real CPU: spend at most ~10 % on it.
+                    wait = max(self.interval_s, 10 * (time.monotonic() - started))
+                else:
+                    self._short_since.clear()
+                    self.last = Plan()
+                    self.rate.busy(False)
+            except Exception:
+                log.exception("repair pass failed")
+
+    def run_pass(self) -> Plan:
+        """Plan once, send the deletions, start copies up to the concurrency limit."""
+        rows = self.chunk_table()
+        with self._lock:
+            in_flight = set(self._in_flight)
+        p = plan(rows, self.registry.view(), in_flight)
+        for address, handle, version, why in p.deletes:
+            log.info("deleting %s replica of chunk %d v%d on %s", why, handle, version, address,
+                     extra={"fields": {"handle": handle, "replica": address, "reason": why}})
+            self.registry.queue_delete(address, handle, version)
+        now = self.clock()
+        short = {t.handle for t in p.tasks}
+        self._short_since = {h: self._short_since.get(h, now) for h in short}
+        ready = [t for t in p.tasks if t.handle not in in_flight
+                 and now - self._short_since[t.handle] >= self.settle_s]
+        self.last = p
+        self.rate.busy(bool(p.tasks) or bool(in_flight))
+        self._failed = {k: t for k, t in self._failed.items() if t > now}
+        for task in ready:
+            if self.in_flight() >= self.concurrency:
+                break
+            target = self._choose_target(task)
+            if target is None:
+                continue
+            with self._lock:
+                self._in_flight[task.handle] = target
+            self._pool.submit(self._copy, task, target)
+        return p
+
+    def _choose_target(self, task: RepairTask) -> str | None:
+        with self._lock:
+            busy = collections.Counter(self._in_flight.values())
+        full = {a for a, n in busy.items() if n >= MAX_COPIES_PER_SERVER}
+        failed = {a for (h, a) in self._failed if h == task.handle}
+        try:
+            return self.registry.place(1, exclude=task.holders | full | failed,
+                                       existing=task.healthy)[0]
+        except GfsError:
+            pass
+        # No other server can take it: rebuild a corrupt replica in place.
+        for a in task.corrupt:
+            if a not in full and a not in failed:
+                return a
+        return None
+
+    def _copy(self, task: RepairTask, target: str) -> None:
+        per_copy = self.rate_bytes_s // self.concurrency if self.rate_bytes_s else 0
+        sources = task.healthy + [a for a in task.corrupt if a != target]
+        timeout = 60.0 + task.length / max(per_copy or 0, 5 << 20)
+        started = self.clock()
+        try:
+            self.channels.stub(target).CopyChunk(cpb.CopyRequest(
+                handle=task.handle, version=task.version, sources=sources, length=task.length,
+                checksum=task.checksum, max_bytes_per_s=per_copy), timeout=timeout)
+        except grpc.RpcError as err:
+            self.failures += 1
+            self._failed[(task.handle, target)] = self.clock() + FAILED_TARGET_COOLDOWN_S
+            log.warning("copy of chunk %d v%d to %s failed: %s", task.handle, task.version,
+                        target, err.details() or err.code().name,
+                        extra={"fields": {"handle": task.handle, "target": target}})
+            return
+        finally:
+            with self._lock:
+                self._in_flight.pop(task.handle, None)
+        self.registry.add_replica(target, task.handle, task.version)
+        self.repaired += 1
+        self.repaired_bytes += task.length
+        self.rate.add(task.length)
+        log.info("re-replicated chunk %d v%d to %s (%d bytes in %.2fs)", task.handle,
+                 task.version, target, task.length, self.clock() - started,
+                 extra={"fields": {"handle": task.handle, "target": target}})
+        replicas = [a for a in task.healthy if a != target] + [target]
+        try:
+            self.record_replicas(task.handle, task.version, replicas)
+        except Exception as err:       # only the recorded hint is stale; the copy stands
+            log.info("could not record the new replica set of chunk %d: %s", task.handle, err)
+
+    def figures(self) -> dict:
+        """The redundancy figures of a fresh plan (nothing is acted on), with the repair queue,
+        copies in flight, the measured rate and the time to full redundancy it implies."""
+        with self._lock:
+            in_flight = set(self._in_flight)
+        p = plan(self.chunk_table(), self.registry.view(), in_flight)
+        f = dict(p.figures)
+        f["repair_queue"] = len([t for t in p.tasks if t.handle not in in_flight])
+        rate = self.rate.rate()
+        pending = f["repair_bytes_pending"]
+        f.update(repair_in_flight=self.in_flight(), repair_rate_bytes_s=rate,
+                 eta_s=0.0 if not pending else (pending / rate if rate else -1.0),
+                 repaired=self.repaired, repair_failures=self.failures)
+        return f
