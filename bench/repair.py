@@ -2,7 +2,7 @@
 holds several GiB is killed, and what a concurrent reader keeps of its throughput meanwhile —
 beside the raw disk write rate measured in the same run.
 
-    ./run.sh bench repair [--size 4GiB] [--chunkservers 4] [--concurrency 2] [--rate 0]
+    ./run.sh bench repair [--size 4GiB] [--chunkservers 4] [--configs 2:0,4:0,4:100MiB]
                           [--data DIR]
 
 Steps: 3 masters and N chunkservers start; --size bytes are put with replication 3 (files of
@@ -11,7 +11,8 @@ then while the chunkserver holding the most chunks is killed with SIGKILL and it
 re-created elsewhere. Reported: time from the kill to the death verdict (--dead-after) and to
 full redundancy, MB/s re-replicated (bytes the dead server held / time from the verdict to full
 redundancy), the reader's MB/s during the repair as a fraction of its unloaded MB/s, and peak
-RSS of every daemon. 1 MB = 10^6 bytes.
+RSS of every daemon. Each --configs entry (repair concurrency : rate cap) gets a fresh
+cluster, so the settings compare side by side in one run. 1 MB = 10^6 bytes.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import median, process_table, save_results, table
+from bench.common import median, save_results, table
 from bench.datapath import MB, PIECE, process_stats, raw_disk
 
 FILE_SIZE = 256 << 20
@@ -173,26 +174,35 @@ def _wait(cond, timeout: float) -> None:
         time.sleep(0.5)
 
 
-def report(r: dict) -> str:
-    rows = [
-        ["re-replication", f"{r['repair_mb_s']:.0f} MB/s",
-         f"{r['repair_mb_s'] / r['disk_write_mb_s']:.2f} × raw disk write"],
-        ["raw disk write (1 MiB writes + fdatasync)", f"{r['disk_write_mb_s']:.0f} MB/s", ""],
-        ["reader during repair", f"{r['reader_during_mb_s']:.0f} MB/s",
-         f"{r['reader_during_mb_s'] / r['reader_unloaded_mb_s']:.2f} × unloaded"],
-        ["reader unloaded", f"{r['reader_unloaded_mb_s']:.0f} MB/s", ""],
-        ["killed chunkserver held", f"{r['victim_bytes'] / MB:.0f} MB", ""],
-        ["kill → declared dead", f"{r['detect_s']:.1f} s", f"--dead-after {DEAD_AFTER:.0f}"],
-        ["declared dead → full redundancy", f"{r['repair_s']:.1f} s", ""],
-        ["kill → full redundancy", f"{r['full_redundancy_s']:.1f} s", ""],
-        ["copies done / failed", f"{r['repaired']} / {r['repair_failures']}", ""],
-    ]
-    procs = process_table(r["processes"])
-    limit = f"{r['rate_limit'] / MB:.0f} MB/s" if r["rate_limit"] else "none"
-    head = (f"{r['chunkservers']} chunkservers, {r['size'] / MB:.0f} MB at replication 3, "
-            f"repair concurrency {r['concurrency']}, rate limit {limit}")
-    return (f"{head}\n\n{table(['measure', 'value', 'reference'], rows)}\n\n{procs}\n\n"
-            f"wall time {r['wall_s']:.0f} s")
+def report(runs: list[dict]) -> str:
+    disk = median([r["disk_write_mb_s"] for r in runs])
+    rows = []
+    for r in runs:
+        limit = f"{r['rate_limit'] / MB:.0f} MB/s" if r["rate_limit"] else "none"
+        rows.append([f"{r['concurrency']} / {limit}", f"{r['victim_bytes'] / MB:.0f}",
+                     f"{r['repair_mb_s']:.0f}", f"{r['repair_mb_s'] / disk:.2f}",
+                     f"{r['reader_during_mb_s']:.0f} / {r['reader_unloaded_mb_s']:.0f}",
+                     f"{r['reader_during_mb_s'] / r['reader_unloaded_mb_s']:.2f}",
+                     f"{r['detect_s']:.1f}", f"{r['full_redundancy_s']:.1f}",
+                     f"{r['repaired']} / {r['repair_failures']}"])
+    first = runs[0]
+    head = (f"{first['chunkservers']} chunkservers, {first['size'] / MB:.0f} MB at replication 3; "
+            f"one chunkserver killed (SIGKILL), declared dead after {DEAD_AFTER:.0f} s; "
+            f"raw disk write (1 MiB writes + fdatasync) {disk:.0f} MB/s in the same run")
+    result = table(["copies at once / rate cap", "lost MB", "repair MB/s", "× raw disk write",
+                    "reader MB/s during / unloaded", "reader kept", "kill → dead s",
+                    "kill → full redundancy s", "copies ok / failed"], rows)
+    peaks = {}
+    for r in runs:
+        for name, st in r["processes"].items():
+            seen = peaks.setdefault(name, {"peak_rss": None, "cpu_s": None})
+            if st["peak_rss"] is not None:
+                seen["peak_rss"] = max(seen["peak_rss"] or 0, st["peak_rss"])
+    procs = table(["process", "peak RSS MiB"],
+                  [[k, "?" if v["peak_rss"] is None else f"{v['peak_rss'] / (1 << 20):.0f}"]
+                   for k, v in sorted(peaks.items())])
+    return (f"{head}\n\n{result}\n\n{procs}\n\n"
+            f"wall time {sum(r['wall_s'] for r in runs):.0f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,13 +211,19 @@ def main(argv: list[str] | None = None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="4GiB", help="data to store before the kill")
     ap.add_argument("--chunkservers", type=int, default=4)
-    ap.add_argument("--concurrency", type=int, default=2, help="master --repair-concurrency")
-    ap.add_argument("--rate", default="0", help="master --repair-rate (0: unthrottled)")
+    ap.add_argument("--configs", default="2:0,4:0,4:100MiB", metavar="C:RATE,...",
+                    help="master --repair-concurrency:--repair-rate pairs, one fresh cluster "
+                         "each (default: 2:0,4:0,4:100MiB; rate 0 = unthrottled)")
     ap.add_argument("--data", help="directory on the disk to use (default: a temp dir)")
     a = ap.parse_args(argv)
-    res = run(parse_size(a.size), a.chunkservers, a.concurrency, parse_size(a.rate), a.data)
-    print(report(res))
-    print(f"results: {save_results('repair', res)}")
+    configs = [(int(c), parse_size(r)) for c, r in
+               (item.split(":", 1) for item in a.configs.split(","))]
+    runs = []
+    for concurrency, rate in configs:
+        print(f"  repair with {concurrency} copies at once, rate cap {rate or 'none'}", flush=True)
+        runs.append(run(parse_size(a.size), a.chunkservers, concurrency, rate, a.data))
+    print(report(runs))
+    print(f"results: {save_results('repair', {'runs': runs})}")
 
 
 if __name__ == "__main__":

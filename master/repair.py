@@ -15,9 +15,9 @@ the replica map rebuilt from heartbeats (`ChunkserverRegistry.view`), and:
   re-replicated) keeping the replicas that spread over the most hosts.
 
 Nothing happens until the replica map is complete (`map_complete`: every live chunkserver has
-had the dead-after timeout to report since this leader took over), and a chunk must stay short
-of replicas for a few seconds before it is repaired, so that heartbeats lagging behind a commit
-do not cause copies. Deletions only ever go out when the chunk keeps at least its replication
+had the dead-after timeout to report since this leader took over), and a chunk that a live
+server of its recorded replica set has not reported yet must stay short for a few seconds
+before it is repaired, so that heartbeats lagging behind a commit do not cause copies. Deletions only ever go out when the chunk keeps at least its replication
 factor of healthy replicas (stale replicas excepted: a newer version is referenced).
 """
 from __future__ import annotations
@@ -54,6 +54,7 @@ class RepairTask:
     healthy: list[str]
     corrupt: list[str]
     holders: set[str]                 # every server holding any version of the chunk
+    awaited: bool = False             # a live server of the recorded set has not reported it
 
     @property
     def missing(self) -> int:
@@ -120,8 +121,10 @@ def plan(rows: list[dict], view: dict[str, ServerView], in_flight: set[int]) -> 
             f["unavailable"] += not healthy
             f["at_risk"] += len(healthy) == 1 and r > 1
             if healthy or corrupt:
+                holders = {a for a, _, _ in replicas}
+                awaited = any(a in view and a not in holders for a in row.get("replicas") or ())
                 p.tasks.append(RepairTask(h, v, row["length"], row["checksum"], r, healthy,
-                                          corrupt, {a for a, _, _ in replicas}))
+                                          corrupt, holders, awaited))
                 f["repair_bytes_pending"] += row["length"] * (r - len(healthy))
             continue
         for a in corrupt:
@@ -240,8 +243,10 @@ class Repairer:
         now = self.clock()
         short = {t.handle for t in p.tasks}
         self._short_since = {h: self._short_since.get(h, now) for h in short}
+        # A live server of the recorded replica set that has not reported the chunk is most
+        # likely a heartbeat behind a fresh commit: give it settle_s before copying.
         ready = [t for t in p.tasks if t.handle not in in_flight
-                 and now - self._short_since[t.handle] >= self.settle_s]
+                 and (not t.awaited or now - self._short_since[t.handle] >= self.settle_s)]
         self.last = p
         self.rate.busy(bool(p.tasks) or bool(in_flight))
         self._failed = {k: t for k, t in self._failed.items() if t > now}

@@ -133,7 +133,7 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def TrashList(self, request, context):
-        user = None if request.all_users else (request.user or "anonymous")
+        user = None if request.all_users else request.user     # "" is the anonymous user
         entries = await self.node.read(lambda st: st.trash_list(user), True,
                                        request_timeout(context))
         return pb.TrashListResponse(entries=[self._trash_entry(e) for e in entries],
@@ -149,7 +149,7 @@ class MasterService(pb_grpc.MasterServicer):
     async def TrashRestore(self, request, context):
         ok = await self._mutate(request, context, {
             "op": "trash_restore", "id": request.id, "user": request.user,
-            "dst": request.dst, "mode": 0o755, "owner": request.user or "anonymous"})
+            "dst": request.dst, "mode": 0o755, "owner": request.user})
         return pb.TrashRestoreResponse(path=ok["path"])
 
     @rpc
@@ -174,7 +174,7 @@ class MasterService(pb_grpc.MasterServicer):
         pending = self.node.state_read(lambda st: st.counts())["pending"]
         return pb.GcPlanResponse(
             orphans=rows[:request.limit] if request.limit else rows, total=len(rows),
-            grace_s=gc.grace_s, replica_map_complete=self.node.chunkservers.warmed_up(),
+            grace_s=gc.grace_s, replica_map_complete=self.node.chunkservers.map_complete(),
             pending_uploads=pending, expiring_uploads=len(expiring))
 
     @rpc

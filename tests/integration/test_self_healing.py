@@ -221,6 +221,8 @@ def test_abandoned_uploads_survive_the_grace_period_then_go(make_cluster):
         started = time.monotonic()
         plan = c.gc_plan(collect=True)
         assert plan["pending_uploads"] == 1
+        out = gfs(cluster, "admin", "gc", "--plan").stdout
+        assert "1 uploads in progress, 0 abandoned" in out
         while time.monotonic() - started < 3.0:
             assert len(files_of(cluster, alloc.handle)) == 3, "deleted before the grace period"
             time.sleep(0.3)

@@ -120,3 +120,31 @@ def test_verify_orders_and_copies_update_the_map():
     assert r.take_orders("a:1") == ([], [(7, 2)])
     r.add_replica("a:1", 7, 2)          # repaired in place
     assert r.locations(7, 2) == (["a:1"], [])
+
+
+def test_gc_expires_abandoned_uploads_and_purges_old_trash_through_the_log():
+    from master.gc import GarbageCollector
+    r, _ = registry()
+    now = [10_000.0]
+    proposed = []
+
+    def propose(command):
+        proposed.append(command)
+        if command["op"] == "expire_uploads":
+            return {"expired": command["inodes"]}
+        return {"purged": 1}
+
+    uploads = [{"inode": 5, "created": 9_000_000, "touched": 9_990_000},   # idle 10 s
+               {"inode": 6, "created": 9_000_000, "touched": 9_950_000},   # idle 50 s
+               {"inode": 7, "created": 9_900_000}]                         # no touched: 100 s
+    trash = [{"deleted": 9_990_000}]
+    gc = GarbageCollector(r, lambda hs: {}, lambda: True, grace_s=40, clock=lambda: now[0],
+                          pending_uploads=lambda: uploads, propose=propose,
+                          trash_retention_s=60, trash_list=lambda: trash)
+    assert gc.expire_uploads() == 2
+    assert proposed == [{"op": "expire_uploads", "inodes": [6, 7], "before": 9_960_000}]
+    assert gc.purge_trash() == 0 and len(proposed) == 1     # nothing old enough: no command
+    now[0] += 60
+    assert gc.purge_trash() == 1
+    assert proposed[-1] == {"op": "trash_purge", "user": "", "all_users": True, "ids": [],
+                            "before": 10_000_000}

@@ -77,3 +77,9 @@ def test_repair_rate_over_the_window():
     assert abs(rate.rate() - 10 * (1 << 20)) < 1
     rate.busy(False)
     assert rate.rate() == 0.0
+
+
+def test_a_recorded_replica_on_a_live_server_that_has_not_reported_is_awaited():
+    rows = [row(1, replicas=["a:1", "b:1", "c:1"]), row(2, replicas=["a:1", "b:1", "x:1"])]
+    p = plan(rows, view(a={1: 1, 2: 1}, b={1: 1, 2: 1}, c={}), set())
+    assert {t.handle: t.awaited for t in p.tasks} == {1: True, 2: False}   # x is dead
