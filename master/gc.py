@@ -11,7 +11,8 @@ confirms them.
 Housekeeping, through the Raft log like every change of the metadata:
 - an upload with no activity (create / add_chunk) for the grace period is abandoned: it is
   aborted, and its chunks' garbage age counts from its last activity, so they go at once;
-- trash entries older than the trash retention are purged (their chunks become garbage).
+- trash entries older than the trash retention are purged (their chunks become garbage);
+- garbage records older than the grace period whose chunk no live server holds are forgotten.
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class GarbageCollector:
                  clock=time.time, pending_uploads: Callable[[], list[dict]] | None = None,
                  propose: Callable[[dict], dict] | None = None,
                  trash_retention_s: float = 0.0,
-                 trash_list: Callable[[], list[dict]] | None = None):
+                 trash_list: Callable[[], list[dict]] | None = None,
+                 garbage_before: Callable[[int], list[int]] | None = None):
         self.registry = registry
         self.unreferenced = unreferenced    # handles -> {handle: garbage-since ms | None}
         self.is_leader = is_leader
@@ -42,6 +44,8 @@ class GarbageCollector:
         self.propose = propose
         self.trash_retention_s = trash_retention_s
         self.trash_list = trash_list
+        self.garbage_before = garbage_before
+        self.forgotten = 0
         self.first_seen: dict[int, float] = {}
         self.deleted = 0
         self.expired_uploads = 0
@@ -62,6 +66,7 @@ class GarbageCollector:
                     self.expire_uploads()
                     self.purge_trash()
                     self.collect()
+                    self.prune_records()
                 else:
                     self.first_seen.clear()
             except Exception:
@@ -94,6 +99,21 @@ class GarbageCollector:
             log.info("garbage collection: deleting %d unreferenced replicas", len(due))
         self.deleted += len(due)
         return len(due)
+
+    def prune_records(self) -> int:
+        """Forget garbage records past the grace period whose chunk no live server reports any
+        more: deleted everywhere. (A server that comes back with one later holds an unknown
+        handle, which is an orphan like any other and goes after the grace period.)"""
+        if self.garbage_before is None or self.propose is None:
+            return 0
+        held = {h for hs in self.registry.holdings().values() for h in hs}
+        gone = [h for h in self.garbage_before(int((self.clock() - self.grace_s) * 1000))
+                if h not in held]
+        if not gone:
+            return 0
+        n = self.propose({"op": "forget_garbage", "handles": gone})["forgotten"]
+        self.forgotten += n
+        return n
 
     def abandoned_uploads(self) -> list[dict]:
         """Pending uploads without activity for the grace period."""

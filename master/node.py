@@ -54,7 +54,8 @@ class MasterNode:
             interval_s=min(10.0, max(0.5, min(periods) / 4)),
             pending_uploads=lambda: self.state_read(lambda st: st.pending_uploads()),
             propose=self.propose, trash_retention_s=trash_retention,
-            trash_list=lambda: self.state_read(lambda st: st.trash_list(None)))
+            trash_list=lambda: self.state_read(lambda st: st.trash_list(None)),
+            garbage_before=lambda ms: self.state_read(lambda st: st.garbage_before(ms)))
         self.repairer = Repairer(
             self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,

@@ -1007,6 +1007,17 @@ class MetadataState:
             return {h: tx._get("garbage", _key(h)) for h in handles
                     if tx._get("chunks", _key(h)) is None}
 
+    def garbage_before(self, before_ms: int, limit: int = 1000) -> list[int]:
+        """Handles whose garbage record is at most `before_ms` old (oldest handles first)."""
+        with self._reader() as tx:
+            out = []
+            for key, since in tx.records("garbage"):
+                if since <= before_ms:
+                    out.append(_U64.unpack(key)[0])
+                    if len(out) >= limit:
+                        break
+            return out
+
     def chunk_table(self) -> list[dict]:
         """Every referenced chunk (committed files, pending uploads and files in the trash) in
         handle order, with what the repair loop needs of its file."""

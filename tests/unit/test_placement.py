@@ -148,3 +148,15 @@ def test_gc_expires_abandoned_uploads_and_purges_old_trash_through_the_log():
     assert gc.purge_trash() == 1
     assert proposed[-1] == {"op": "trash_purge", "user": "", "all_users": True, "ids": [],
                             "before": 10_000_000}
+
+
+def test_gc_forgets_garbage_records_of_chunks_deleted_everywhere():
+    from master.gc import GarbageCollector
+    r, _ = registry()
+    r.heartbeat("a:1", "", "i", True, [(3, 1)], [], FIG)
+    proposed = []
+    gc = GarbageCollector(r, lambda hs: {}, lambda: True, grace_s=10, clock=lambda: 100.0,
+                          propose=lambda c: proposed.append(c) or {"forgotten": len(c["handles"])},
+                          garbage_before=lambda ms: [2, 3] if ms == 90_000 else [])
+    assert gc.prune_records() == 1
+    assert proposed == [{"op": "forget_garbage", "handles": [2]}]   # 3 is still on a:1

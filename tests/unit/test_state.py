@@ -1187,3 +1187,18 @@ def test_an_install_interrupted_while_staging_or_before_the_swap_is_discarded(tm
     (tmp_path / "meta.installing" / "data.mdb").write_bytes(b"half")
     assert _names_after_reopen(target) == ["/old"]
     assert sorted(os.listdir(tmp_path)) == ["copy.mdb", "meta", "src"]
+
+
+def test_garbage_before_lists_old_garbage_records(tmp_path):
+    from master.state import MetadataState
+    with MetadataState(str(tmp_path / "db")) as st:
+        st.apply(1, {"op": "create", "path": "/f", "replication": 1, "storage_class": "hot",
+                     "chunk_size": 1 << 20, "mode": 0o644, "owner": "", "overwrite": False,
+                     "now": 1000})
+        st.apply(2, {"op": "add_chunk", "inode": 2, "index": 0, "replicas": [], "now": 1000})
+        st.apply(3, {"op": "abort", "inode": 2, "now": 5000})
+        handle = st.garbage_before(5000)
+        assert len(handle) == 1 and st.garbage_before(4999) == []
+        assert st.apply(4, {"op": "forget_garbage", "handles": handle, "now": 6000}) == \
+            {"ok": {"forgotten": 1}}
+        assert st.garbage_before(10_000) == []
