@@ -1,6 +1,9 @@
 """Heartbeats from a chunkserver to the master leader: a full chunk report first (and whenever
-the leader asks), then only what changed, with capacity and load figures and the complete list
-of replicas known to be corrupt every time. The reply may ask to delete replicas (garbage,
+the leader asks), then only what changed, with capacity and load figures (overall and per tier)
+and the complete list of replicas known to be corrupt every time. Each reported chunk carries its
+length and tier; a chunk that moved between tiers is reported again in `added` with its new tier
+(never in `removed`: the replica did not go away, and the master drops a removed (handle, version)
+after applying the additions). The reply may ask to delete replicas (garbage,
 stale, surplus or corrupt ones) and to verify replicas a reader reported bad."""
 from __future__ import annotations
 
@@ -32,8 +35,13 @@ class Heartbeater:
         self.interval = interval
         self.instance = os.urandom(8).hex()
         self.client = Client(masters, deadline=max(2.0, interval * 2), attempt_timeout=1.0)
-        self.disk = DiskBusy(store.root)
-        self.reported: dict[int, int] | None = None    # what the leader knows; None: nothing
+        # io_load: the busier of the tiers' disks (one when both tiers share a disk).
+        self.disks = [DiskBusy(store.root)]
+        cold_disk = DiskBusy(store.cold_dir)
+        if cold_disk.device != self.disks[0].device:
+            self.disks.append(cold_disk)
+        # What the leader knows: handle -> (version, tier); None: nothing.
+        self.reported: dict[int, tuple[int, str]] | None = None
         self.sequence = 0
         self.leader = ""
         self._stop = threading.Event()
@@ -63,23 +71,27 @@ class Heartbeater:
             self._wake.clear()
 
     def beat(self) -> None:
-        current = {m.handle: m.version for m in self.store.chunks()}
+        metas = {m.handle: m for m in self.store.chunks()}
+        current = {h: (m.version, m.tier) for h, m in metas.items()}
         full = self.reported is None
         known = self.reported or {}
-        added = current if full else {h: v for h, v in current.items() if known.get(h) != v}
-        removed = {} if full else {h: v for h, v in known.items() if current.get(h) != v}
+        added = list(current) if full else [h for h, vt in current.items() if known.get(h) != vt]
+        removed = {} if full else {h: vt[0] for h, vt in known.items()
+                                   if h not in current or current[h][0] != vt[0]}
         corrupt = self.store.corrupt()
         u = self.store.usage()
         self.sequence += 1
         req = pb.HeartbeatRequest(
             address=self.address, rack=self.rack, full_report=full, instance=self.instance,
             sequence=self.sequence,
-            added=[pb.ChunkReport(handle=h, version=v) for h, v in added.items()],
+            added=[pb.ChunkReport(handle=h, version=metas[h].version, length=metas[h].length,
+                                  tier=metas[h].tier) for h in added],
             removed=[pb.ChunkReport(handle=h, version=v) for h, v in removed.items()],
             capacity_bytes=u["capacity_bytes"], used_bytes=u["used_bytes"],
             free_bytes=u["free_bytes"], chunk_count=u["chunk_count"],
-            io_load=self.disk.fraction(), cpu_load=cpu_load(), rss_bytes=rss_bytes(),
-            corrupt=[pb.ChunkRef(handle=h, version=v) for h, v in sorted(corrupt.items())])
+            io_load=max(d.fraction() for d in self.disks), cpu_load=cpu_load(), rss_bytes=rss_bytes(),
+            corrupt=[pb.ChunkRef(handle=h, version=v) for h, v in sorted(corrupt.items())],
+            tiers=[pb.TierUsage(**t) for t in u["tiers"]])
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
         self.reported = None if resp.need_full_report else current

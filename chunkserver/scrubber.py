@@ -9,6 +9,12 @@ is found (and repaired from the other replicas) before a reader needs the data.
   checks still run, unpaced), so scrubbing costs a bounded share of the disk.
 - `request(handle, version)` queues a check ahead of the pass (the master asks for one when a
   reader reported a replica bad); requests are served between chunks of a pass and while idle.
+- Both tiers are scrubbed alike: `ChunkStore.read` serves a cold chunk by checking its frame
+  index, decompressing frame by frame and checking every block against the sidecar's sums of
+  the uncompressed bytes, so a damaged index, an undecodable frame and a wrong block are all
+  found. Pacing counts uncompressed bytes (a cold pass reads less from its disk). A chunk moved
+  to the other tier during its check is verified on the files the read opened (the old copy,
+  identical in content); the new copy was verified block by block by the move itself.
 - Damage is found by `ChunkStore.read`, which marks the replica corrupt itself; the scrubber
   then counts it and calls `on_corrupt()` (wired to the heartbeater's poke, so the master hears
   at once and schedules a repair).

@@ -1,4 +1,5 @@
-"""The chunkserver daemon: chunk store + gRPC data service + heartbeats + scrubber + /metrics."""
+"""The chunkserver daemon: chunk store (hot and cold tiers) + gRPC data service + heartbeats +
+scrubber + /metrics."""
 from __future__ import annotations
 
 import logging
@@ -24,15 +25,18 @@ log = logging.getLogger(__name__)
 def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | None, rack: str,
           metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
           max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
-          scrub_interval: float = 86400.0) -> int:
+          scrub_interval: float = 86400.0, cold_dir: str | None = None) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
+
+    cold_dir: the cold tier's directory, normally on its own disk (default: <data_dir>/cold,
+    on the same disk as the hot tier); created if missing.
 
     scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
     asks for still run); scrub_interval: seconds between the starts of two scrub passes.
     """
     logs.setup("chunkserver")
     tune_malloc()
-    store = ChunkStore(data_dir, max_chunk_size=max_chunk_size)
+    store = ChunkStore(data_dir, cold_dir=cold_dir, max_chunk_size=max_chunk_size)
     scrubber = Scrubber(store, scrub_rate, scrub_interval)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
@@ -49,15 +53,17 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     beats = Heartbeater(store, address, rack, masters, heartbeat_interval,
                         on_verify=scrubber.request)
     # The master hears at once of a replica found corrupt (by the scrubber or by any read) and
-    # of a chunk copied here, instead of at the next regular heartbeat.
+    # of a chunk copied here or moved between tiers, instead of at the next regular heartbeat.
     store.on_corrupt = lambda handle, version, reason: beats.poke()
     scrubber.on_corrupt = beats.poke
     service.on_change = beats.poke
     server.start()
     beats.start()
     scrubber.start()
-    log.info("chunkserver %s serving (bind %s), %d chunks (%d marked corrupt), metrics on %s, "
-             "scrubbing %s", address, bind, len(store.chunks()), len(store.corrupt()),
+    tiers = {t["name"]: t["chunk_count"] for t in store.usage()["tiers"]}
+    log.info("chunkserver %s serving (bind %s), %d chunks (%d hot, %d cold in %s; %d marked "
+             "corrupt), metrics on %s, scrubbing %s", address, bind, len(store.chunks()),
+             tiers["hot"], tiers["cold"], store.cold_dir, len(store.corrupt()),
              service.metrics_address,
              f"{scrub_rate} B/s every {scrub_interval:g} s" if scrub_rate else "off")
     stop = threading.Event()

@@ -1,12 +1,15 @@
-"""The Chunkserver gRPC service: chain-replicated writes, verified block reads, and CopyChunk
-(re-replication and repair: pull a chunk block by block from other replicas)."""
+"""The Chunkserver gRPC service: chain-replicated writes, verified block reads, CopyChunk
+(re-replication and repair: pull a chunk block by block from other replicas) and MoveChunk
+(move a replica between this server's hot and cold tiers)."""
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import logging
 import os
 import queue
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable
@@ -14,19 +17,23 @@ from typing import Callable
 import grpc
 from prometheus_client import Counter
 
-from chunkserver.store import ChunkStore
+from chunkserver.store import TIERS, ChunkStore
 from gfs.checksum import BLOCK_SIZE, block_checksum
 from gfs.errors import DataLoss, GfsError, InvalidArgument, Unavailable
 from gfs.metrics import observe_rpc
 from gfs.transfer import Channels, TokenBucket, read_chunk
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
+from proto import master_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 BYTES = Counter("gfs_chunkserver_bytes_total", "Chunk bytes moved, by direction", ["direction"])
 COPY_BYTES = Counter("gfs_chunkserver_copy_bytes_total",
                      "Chunk bytes pulled from other chunkservers by CopyChunk")
+MOVE_BYTES = Counter("gfs_chunkserver_move_bytes_total",
+                     "Chunk bytes (uncompressed) moved between tiers, by destination tier", ["tier"])
+MAX_CONCURRENT_MOVES = 2          # tier moves are CPU-bound (zstd): at most this many at once
 BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
 FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
 
@@ -98,8 +105,9 @@ class Forwarder:
 
 
 class ChunkserverService(cpb_grpc.ChunkserverServicer):
-    """`on_change()` is called after CopyChunk stored a chunk (wired to the heartbeater's poke);
-    `scrubber` (a chunkserver.scrubber.Scrubber, optional) feeds Status.scrubbed_bytes."""
+    """`on_change()` is called after CopyChunk stored a chunk or MoveChunk moved one (wired to
+    the heartbeater's poke); `scrubber` (a chunkserver.scrubber.Scrubber, optional) feeds
+    Status.scrubbed_bytes."""
 
     def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0,
                  *, on_change: Callable[[], None] | None = None, scrubber=None):
@@ -113,6 +121,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         self.started = time.monotonic()
         self.master_leader = ""
         self.metrics_address = ""
+        self._moves = threading.BoundedSemaphore(MAX_CONCURRENT_MOVES)
 
     @unary
     def WriteChunk(self, request_iterator, context):
@@ -227,6 +236,29 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         return cpb.CopyResponse(length=meta.length, checksum=meta.checksum)
 
     @unary
+    def MoveChunk(self, request, context):
+        """Move (handle, version) to another tier of this server (version 0: whatever version is
+        stored). Idempotent; every block is verified on the way (DATA_LOSS, replica marked
+        corrupt, nothing moved, if one is bad); the new copy is fsync'd before the old one goes.
+        At most MAX_CONCURRENT_MOVES run at once; the others wait their turn."""
+        if request.tier not in TIERS:
+            raise InvalidArgument(f"tier must be one of {', '.join(TIERS)}, "
+                                  f"not {request.tier!r}")
+        before = self.store.get(request.handle)
+        with self._moves:
+            try:
+                meta = self.store.move(request.handle, request.version or None, request.tier)
+            except OSError as err:         # e.g. the destination tier's disk is full
+                code = "RESOURCE_EXHAUSTED" if err.errno == errno.ENOSPC else "INTERNAL"
+                raise GfsError(f"chunk {request.handle:016x}: cannot move it to the "
+                               f"{request.tier} tier: {err}", code) from None
+        if before is None or before.tier != meta.tier or before.version != meta.version:
+            MOVE_BYTES.labels(meta.tier).inc(meta.length)
+            if self.on_change is not None:
+                self.on_change()
+        return cpb.MoveResponse(tier=meta.tier, stored_bytes=meta.stored_bytes)
+
+    @unary
     def Status(self, request, context):
         u = self.store.usage()
         scrubbed = self.scrubber.stats()["scrubbed_bytes"] if self.scrubber is not None else 0
@@ -236,4 +268,5 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             free_bytes=u["free_bytes"], master_leader=self.master_leader,
             uptime_s=time.monotonic() - self.started, pid=os.getpid(),
             metrics_address=self.metrics_address,
-            corrupt_replicas=len(self.store.corrupt()), scrubbed_bytes=scrubbed)
+            corrupt_replicas=len(self.store.corrupt()), scrubbed_bytes=scrubbed,
+            tiers=[pb.TierUsage(**t) for t in u["tiers"]])

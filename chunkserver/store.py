@@ -1,17 +1,23 @@
-"""The on-disk chunk store of one chunkserver.
+"""The on-disk chunk store of one chunkserver: a hot tier (raw bytes) and a cold tier (zstd).
 
-Layout under ``root`` (one store per tier; only ``hot`` exists today, a ``cold`` tier is
-another ``ChunkStore(root, tier="cold")``)::
+Layout (the cold tier's directory is ``root/cold`` unless the store is given another one,
+normally on another disk)::
 
-    root/<tier>/<xx>/<handle:016x>-<version>.chunk   raw chunk bytes
-    root/<tier>/<xx>/<handle:016x>-<version>.sums    checksum sidecar
-    root/<tier>/<xx>/<handle:016x>-<version>.bad     corrupt marker (text: time and reason)
-    root/tmp/<tier>-<handle:016x>-<version>-<random>.chunk|.sums   writes in progress
+    root/hot/<xx>/<handle:016x>-<version>.chunk    raw chunk bytes
+    root/hot/<xx>/<handle:016x>-<version>.sums     checksum sidecar
+    root/hot/<xx>/<handle:016x>-<version>.bad      corrupt marker (text: time and reason)
+    root/tmp/hot-<handle:016x>-<version>-<random>.chunk|.sums     hot files being written
+
+    COLD/<xx>/<handle:016x>-<version>.zst          compressed chunk (chunkserver/cold.py)
+    COLD/<xx>/<handle:016x>-<version>.sums         the same sidecar as in the hot tier
+    COLD/<xx>/<handle:016x>-<version>.bad          corrupt marker
+    COLD/tmp/cold-<handle:016x>-<version>-<random>.zst|.sums      cold files being written
 
 ``xx`` is the last two hex digits of the handle. The master hands out handles sequentially, so
 the low byte spreads chunks evenly over 256 fan-out directories and none of them grows huge.
-``tmp/`` is shared by the tiers of one root (a rename must stay on one file system); each store
-only clears the temp files of its own tier, so opening one tier never kills another's writes.
+Every tier has its temp directory on its own file system (``root/tmp`` for hot, ``COLD/tmp``
+for cold), so publishing is always a rename within one file system, hence atomic; start-up
+clears each tier's temp files (those named after the tier).
 
 Sidecar format (all integers little endian)::
 
@@ -28,23 +34,44 @@ Sidecar format (all integers little endian)::
 The header checksum lets start-up trust the length and chunk checksum after reading 36 bytes,
 without touching the data or the block sums. The chunk checksum in turn covers the block sums,
 so a damaged sidecar is detected before any byte is served; a damaged data block is detected
-by its block checksum.
+by its block checksum. The block sums are always those of the uncompressed bytes: a cold
+chunk's sidecar is byte for byte the one it had in the hot tier, and every read of it (and the
+scrubber) checks the decompressed data.
 
-Publishing a chunk: the data and the sidecar are written and fsync'd in ``tmp/``, then renamed
-into the tier (data first, sidecar last) and the fan-out directory is fsync'd. A chunk exists
-only when both files exist, so start-up deletes a data file without a sidecar (a crash between
-the two renames, or during a delete, which unlinks the sidecar first). When several complete
-versions of a handle are found (a crash before the old version was removed), the newest wins
-and the others are deleted.
+Publishing a chunk: the data and the sidecar are written and fsync'd in the tier's temp
+directory, then renamed into the tier (data first, sidecar last) and the fan-out directory is
+fsync'd. A chunk exists only when both files exist, so start-up deletes a data file without a
+sidecar (a crash between the two renames, or during a delete, which unlinks the sidecar first).
+New chunks (WriteChunk, CopyChunk) are always written to the hot tier; publishing replaces
+whatever the store held for that handle, in either tier (a repair of a cold replica lands hot).
 
-Corrupt replicas: any DataLoss that ``read()`` runs into (damaged or missing sidecar, data file
-of the wrong size, a block failing its checksum) marks that replica corrupt, in memory and with
-a marker file ``<handle:016x>-<version>.bad`` (not fsync'd: losing a mark in a crash only means
+Moving a chunk between tiers (``move``): the source replica is read and every block checked
+against the sidecar (a bad block is DataLoss, marks the replica and moves nothing), re-encoded
+(hot -> cold: compressed frame by frame; cold -> hot: decompressed) into the destination tier's
+temp directory with a copy of the sidecar, fsync'd, renamed into the destination tier (data,
+then sidecar), the directory fsync'd; only then does the index switch to the new copy and the
+old tier's files are removed (sidecar first) and that directory fsync'd. Reads that opened the
+old files before the switch finish on them (an unlinked file stays readable while open).
+
+Start-up recovery, per handle, over both tiers: candidates are (version, tier) pairs; the
+newest version wins; between two complete copies of the same version (a crash after a move's
+renames, before the old copy was removed) one without a corrupt marker is preferred, then the
+hot one (the master sees the tier in the chunk report and asks again if it still wants a
+move). Every other copy, complete or not, is deleted, as are data files without a sidecar,
+temp files, and markers of copies not kept. A newer version whose sidecar header is damaged, or
+a sidecar without its data file, is left in place for inspection (and not loaded). So a crash
+at any point of a move leaves exactly one complete copy: before the destination sidecar's
+rename only the source is complete; after it both are, and one is dropped at start-up.
+
+Corrupt replicas: any DataLoss that ``read()`` (or ``move()``) runs into (damaged or missing
+sidecar, data file of the wrong size, a damaged cold index, a frame that does not decompress, a
+block failing its checksum) marks that replica corrupt, in memory and with a marker file
+``<handle:016x>-<version>.bad`` next to it (not fsync'd: losing a mark in a crash only means
 the scrubber finds the damage again). Start-up loads the markers of the chunks it keeps and
 removes the others. A corrupt replica stays in the index and readable block by block (intact
 blocks are still served, verified), so a chunk can be rebuilt from several partly bad replicas;
 publishing the same version again (repair in place) or a newer one, or deleting it, clears the
-mark.
+mark. A replica marked corrupt is not moved (FailedPrecondition): repair it first.
 """
 from __future__ import annotations
 
@@ -56,11 +83,13 @@ import struct
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO, Callable, Iterator
 
 import xxhash
+import zstandard
 
+from chunkserver import cold
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from gfs.fsutil import fsync_path
@@ -71,12 +100,12 @@ MAGIC = b"GFSS"
 FORMAT_VERSION = 1
 DEFAULT_MAX_CHUNK_SIZE = 64 * 1024 * 1024
 U64_MAX = (1 << 64) - 1
+HOT, COLD = "hot", "cold"
+TIERS = (HOT, COLD)
 
 _HEADER_BODY = struct.Struct("<4sHHIQQ")
 _HEADER_SUM = struct.Struct("<Q")
 HEADER_SIZE = _HEADER_BODY.size + _HEADER_SUM.size
-_NAME = re.compile(r"([0-9a-f]{16})-([0-9]+)\.(chunk|sums|bad)")
-_TIER = re.compile(r"[a-z][a-z0-9_]*")
 _FANOUT = [f"{i:02x}" for i in range(256)]
 
 
@@ -86,7 +115,21 @@ class ChunkMeta:
     version: int
     length: int
     checksum: int
-    mtime: float    # seconds since the epoch: when the chunk was published
+    mtime: float    # seconds since the epoch: when the chunk was published (kept by moves)
+    tier: str = HOT
+    stored_bytes: int = 0   # size of the data file (hot: the length; cold: compressed + index)
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Where one tier keeps its files."""
+    name: str
+    dir: str        # holds the 256 fan-out directories
+    tmp_dir: str    # temp files, on the same file system as `dir`
+    data_ext: str   # "chunk" (hot) or "zst" (cold)
+
+    def names(self) -> re.Pattern:
+        return re.compile(rf"([0-9a-f]{{16}})-([0-9]+)\.({self.data_ext}|sums|bad)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -161,7 +204,7 @@ class ChunkWriter:
         self.length = 0
         self._store = store
         self._summer = ChunkChecksummer(BLOCK_SIZE)
-        prefix = f"{store.tier}-{handle:016x}-{version}-"
+        prefix = f"{HOT}-{handle:016x}-{version}-"
         fd, self._data_path = tempfile.mkstemp(dir=store.tmp_dir, prefix=prefix, suffix=".chunk")
         self._sums_path = self._data_path[:-len(".chunk")] + ".sums"
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
@@ -236,51 +279,71 @@ class ChunkWriter:
                            f"expected {expected_checksum:016x}")
 
     def _write_sidecar(self, checksum: int) -> None:
-        blocks = self._summer.blocks
-        with open(self._sums_path, "xb") as f:
-            f.write(encode_header(self.length, checksum))
-            f.write(struct.pack(f"<{len(blocks)}Q", *blocks))
-            f.flush()
-            os.fsync(f.fileno())
+        _write_sidecar(self._sums_path, self.length, checksum, self._summer.blocks)
 
 
 # ---------------------------------------------------------------------------------------------
 # The store
 
 
+@dataclass
+class _Source:
+    """An opened replica: its data file, its checked block sums and (cold) its frame index."""
+    meta: ChunkMeta
+    file: BinaryIO
+    sums: tuple[int, ...]
+    index: cold.ColdIndex | None
+
+
+def _inside(path: str, base: str) -> bool:
+    return os.path.commonpath([path, base]) == base
+
+
 class ChunkStore:
-    """The chunks of one tier of one chunkserver, with an in-memory index.
+    """The chunks of one chunkserver, in two tiers, with one in-memory index.
 
     Thread-safe: the index and every change of the published files happen under one lock;
     reads open their files under it (so they always see a matching data/sidecar pair) and then
-    stream without it.
+    stream without it. A move re-encodes without the lock and takes it only to publish.
 
     `on_corrupt(handle, version, reason)`, if set, is called (outside the lock, from whichever
     thread found it) each time a replica is newly marked corrupt.
     """
 
-    def __init__(self, root: str, *, tier: str = "hot",
-                 max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE):
-        if not isinstance(tier, str) or not _TIER.fullmatch(tier) or tier == "tmp":
-            raise InvalidArgument(f"tier must be a lower-case name other than 'tmp', "
-                                  f"not {tier!r}")
+    def __init__(self, root: str, *, cold_dir: str | None = None,
+                 max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
+                 cold_level: int = cold.DEFAULT_LEVEL,
+                 blocks_per_frame: int = cold.DEFAULT_BLOCKS_PER_FRAME):
         _check_int("max_chunk_size", max_chunk_size, 1)
+        _check_int("blocks_per_frame", blocks_per_frame, 1, cold.MAX_BLOCKS_PER_FRAME)
+        _check_int("cold_level", cold_level, -7, 22)
         self.root = os.path.abspath(root)
-        self.tier = tier
         self.max_chunk_size = max_chunk_size
-        self.tier_dir = os.path.join(self.root, tier)
-        self.tmp_dir = os.path.join(self.root, "tmp")
+        self.cold_level = cold_level
+        self.blocks_per_frame = blocks_per_frame
+        hot = Tier(HOT, os.path.join(self.root, HOT), os.path.join(self.root, "tmp"), "chunk")
+        cold_root = os.path.abspath(cold_dir) if cold_dir else os.path.join(self.root, COLD)
+        if cold_root == self.root or _inside(cold_root, hot.dir) or \
+                _inside(cold_root, hot.tmp_dir) or _inside(self.root, cold_root):
+            raise InvalidArgument(f"cold tier directory {cold_root} overlaps the data directory "
+                                  f"{self.root} (use <data>/cold or a directory elsewhere)")
+        self.tiers = {HOT: hot, COLD: Tier(COLD, cold_root, os.path.join(cold_root, "tmp"), "zst")}
+        self.tier_dir = hot.dir           # where new chunks are published
+        self.tmp_dir = hot.tmp_dir
+        self.cold_dir = cold_root
         self._lock = threading.Lock()
         self.on_corrupt: Callable[[int, int, str], None] | None = None
         self._corrupt: dict[int, int] = {}          # handle -> version marked corrupt
-        self._make_dirs()
-        self._clear_tmp()
+        for tier in self.tiers.values():
+            self._make_dirs(tier)
+            self._clear_tmp(tier)
         self._index: dict[int, ChunkMeta] = self._scan()
 
     # -- public API ----------------------------------------------------------------------------
 
     def begin_write(self, handle: int, version: int) -> ChunkWriter:
-        """Start receiving a chunk. Refused early if a newer version is already stored."""
+        """Start receiving a chunk (into the hot tier). Refused early if a newer version is
+        already stored."""
         _check_int("handle", handle, 0)
         _check_int("version", version, 0)
         with self._lock:
@@ -289,38 +352,24 @@ class ChunkStore:
 
     def read(self, handle: int, offset: int = 0, length: int = -1,
              version: int | None = None) -> Iterator[bytes]:
-        """Stream bytes [offset, offset + length) of a chunk (length -1: to its end).
+        """Stream bytes [offset, offset + length) of a chunk (length -1: to its end), from
+        whichever tier holds it.
 
         Errors about the request (NotFound, FailedPrecondition for another stored version,
         InvalidArgument) and a damaged or missing file (DataLoss) are raised by this call; a
         damaged data block raises DataLoss from the iterator before any byte of that block is
-        yielded. Pieces are at most one block long, and one block is in memory at a time.
-        Every DataLoss marks the replica corrupt (see mark_corrupt) before it is raised. A
-        replica already marked corrupt is read all the same: its intact blocks are served.
+        yielded. Pieces are at most one block long; one block (hot) or one frame (cold, 1 MiB)
+        is in memory at a time. Every DataLoss marks the replica corrupt (see mark_corrupt)
+        before it is raised. A replica already marked corrupt is read all the same: its intact
+        blocks are served.
         """
         _check_int("handle", handle, 0)
         _check_int("offset", offset, 0)
         _check_int("length", length, -1)
         if version is not None:
             _check_int("version", version, 0)
-        meta: ChunkMeta | None = None
-        try:
-            with self._lock:
-                meta = self._lookup(handle, version)
-                end = _range_end(meta, offset, length)
-                sums_file, data_file = self._open_files(meta)
-            try:
-                with sums_file:
-                    sums = self._load_sums(meta, sums_file)
-                self._check_data_size(meta, data_file)
-            except BaseException:
-                data_file.close()
-                raise
-        except DataLoss as err:
-            if meta is not None:       # always so: the lookup raises no DataLoss
-                self._found_bad(meta, err)
-            raise
-        return self._stream(meta, data_file, sums, offset, end)
+        src, end = self._open(handle, version, offset, length)
+        return self._stream(src, offset, end)
 
     def verify(self, handle: int, version: int | None = None) -> bool:
         """Read and check every block of a chunk; False (and marked corrupt) if any is bad.
@@ -333,6 +382,50 @@ class ChunkStore:
         except DataLoss:
             return False
         return True
+
+    def move(self, handle: int, version: int | None, tier: str) -> ChunkMeta:
+        """Move a chunk to `tier` ("hot" or "cold"); return its metadata there.
+
+        Idempotent: a chunk already in `tier` is returned as it is. Every block of the source
+        is checked while it is re-encoded; a bad one raises DataLoss (the replica is marked
+        corrupt) and nothing is moved. The new copy is durable before the old one is removed,
+        and reads never stop (see the module docstring). NotFound if absent,
+        FailedPrecondition if `version` is given and another is stored, if the replica is
+        marked corrupt, or if it was replaced or deleted while moving.
+        """
+        _check_int("handle", handle, 0)
+        if version is not None:
+            _check_int("version", version, 0)
+        if tier not in TIERS:
+            raise InvalidArgument(f"tier must be one of {', '.join(TIERS)}, not {tier!r}")
+        with self._lock:
+            meta = self._lookup(handle, version)
+            if meta.tier == tier:
+                return meta
+            self._check_movable(meta)
+        src, _ = self._open(handle, meta.version)
+        with src.file:
+            meta = src.meta
+            if meta.tier == tier:          # moved by someone else in between
+                return meta
+            with self._lock:
+                self._check_movable(meta)
+            dest = self.tiers[tier]
+            fd, data_tmp = tempfile.mkstemp(dir=dest.tmp_dir, suffix=f".{dest.data_ext}",
+                                            prefix=f"{tier}-{handle:016x}-{meta.version}-")
+            sums_tmp = data_tmp[:-len(dest.data_ext)] + "sums"
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    if tier == COLD:
+                        stored = self._encode_cold(src, out)
+                    else:
+                        stored = self._decode_to_hot(src, out)
+                _write_sidecar(sums_tmp, meta.length, meta.checksum, src.sums, meta.mtime)
+                return self._publish_move(meta, dest, stored, data_tmp, sums_tmp)
+            except BaseException:
+                _unlink_quietly(data_tmp)
+                _unlink_quietly(sums_tmp)
+                raise
 
     def mark_corrupt(self, handle: int, version: int, reason: str) -> bool:
         """Record that the stored replica (handle, version) is corrupt.
@@ -365,7 +458,8 @@ class ChunkStore:
         return marked is not None and (version is None or marked == version)
 
     def delete(self, handle: int, version: int | None = None) -> bool:
-        """Delete a chunk; with `version`, only if that is the stored version.
+        """Delete a chunk (from whichever tier holds it); with `version`, only if that is the
+        stored version.
 
         Returns whether something was deleted. Reads already in progress finish on the old
         files. Not fsync'd: a chunk that reappears after a crash is simply garbage again.
@@ -379,7 +473,7 @@ class ChunkStore:
                 return False
             del self._index[handle]
             self._corrupt.pop(handle, None)
-            self._remove_files(handle, meta.version)
+            self._remove_files(handle, meta.version, meta.tier)
         return True
 
     def get(self, handle: int) -> ChunkMeta | None:
@@ -387,46 +481,72 @@ class ChunkStore:
             return self._index.get(handle)
 
     def chunks(self) -> list[ChunkMeta]:
-        """Every published chunk, by handle."""
+        """Every published chunk (of both tiers; see ChunkMeta.tier), by handle."""
         with self._lock:
             return sorted(self._index.values(), key=lambda m: m.handle)
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict:
+        """Space figures. Top level, as before tiering: used_bytes is the chunk lengths of all
+        tiers, capacity/free_bytes are those of the data directory's file system (the hot tier,
+        where new chunks land). `tiers` has one dict per tier, in TIERS order, with the fields of
+        master.proto's TierUsage: name, chunk_count, logical_bytes (chunk lengths),
+        stored_bytes (data files on disk: compressed for cold), capacity_bytes and free_bytes
+        (of the file system holding the tier)."""
+        per = {name: {"name": name, "chunk_count": 0, "logical_bytes": 0, "stored_bytes": 0}
+               for name in TIERS}
         with self._lock:
-            used = sum(m.length for m in self._index.values())
-            count = len(self._index)
+            for m in self._index.values():
+                t = per[m.tier]
+                t["chunk_count"] += 1
+                t["logical_bytes"] += m.length
+                t["stored_bytes"] += m.stored_bytes
+        for name, tier in self.tiers.items():
+            st = os.statvfs(tier.dir)
+            per[name]["capacity_bytes"] = st.f_blocks * st.f_frsize
+            per[name]["free_bytes"] = st.f_bavail * st.f_frsize
         st = os.statvfs(self.root)
-        return {"used_bytes": used, "chunk_count": count,
+        return {"used_bytes": sum(t["logical_bytes"] for t in per.values()),
+                "chunk_count": sum(t["chunk_count"] for t in per.values()),
                 "capacity_bytes": st.f_blocks * st.f_frsize,
-                "free_bytes": st.f_bavail * st.f_frsize}
+                "free_bytes": st.f_bavail * st.f_frsize,
+                "tiers": [per[name] for name in TIERS]}
 
     # -- paths -----------------------------------------------------------------------------------
 
-    def _path(self, handle: int, version: int, kind: str) -> str:
-        return os.path.join(self.tier_dir, f"{handle & 0xFF:02x}",
-                            f"{handle:016x}-{version}.{kind}")
+    def _path(self, handle: int, version: int, kind: str, tier: str = HOT) -> str:
+        """kind: "chunk"/"zst" (or "data": the tier's data file), "sums" or "bad"."""
+        t = self.tiers[tier]
+        if kind == "data":
+            kind = t.data_ext
+        return os.path.join(t.dir, f"{handle & 0xFF:02x}", f"{handle:016x}-{version}.{kind}")
 
-    def _remove_files(self, handle: int, version: int) -> None:
+    def data_path(self, meta: ChunkMeta) -> str:
+        """The data file of a stored chunk (for tools and tests)."""
+        return self._path(meta.handle, meta.version, "data", meta.tier)
+
+    def _remove_files(self, handle: int, version: int, tier: str) -> None:
         """Sidecar first: without it the chunk no longer exists, even if we crash here."""
-        _unlink_quietly(self._path(handle, version, "sums"))
-        _unlink_quietly(self._path(handle, version, "chunk"))
-        _unlink_quietly(self._path(handle, version, "bad"))
+        _unlink_quietly(self._path(handle, version, "sums", tier))
+        _unlink_quietly(self._path(handle, version, "data", tier))
+        _unlink_quietly(self._path(handle, version, "bad", tier))
 
     # -- opening ---------------------------------------------------------------------------------
 
-    def _make_dirs(self) -> None:
-        os.makedirs(self.tmp_dir, exist_ok=True)
-        missing = [d for d in _FANOUT if not os.path.isdir(os.path.join(self.tier_dir, d))]
+    def _make_dirs(self, tier: Tier) -> None:
+        created = not os.path.isdir(tier.dir)
+        os.makedirs(tier.tmp_dir, exist_ok=True)
+        missing = [d for d in _FANOUT if not os.path.isdir(os.path.join(tier.dir, d))]
         for d in missing:
-            os.makedirs(os.path.join(self.tier_dir, d), exist_ok=True)
-        if missing:
-            fsync_path(self.tier_dir)
-            fsync_path(self.root)
+            os.makedirs(os.path.join(tier.dir, d), exist_ok=True)
+        if missing or created:
+            fsync_path(tier.dir)
+            fsync_path(os.path.dirname(tier.dir))
 
-    def _clear_tmp(self) -> None:
+    @staticmethod
+    def _clear_tmp(tier: Tier) -> None:
         """Remove this tier's abandoned writes (their writers died with the last process)."""
-        for entry in os.scandir(self.tmp_dir):
-            if not entry.name.startswith(f"{self.tier}-"):
+        for entry in os.scandir(tier.tmp_dir):
+            if not entry.name.startswith(f"{tier.name}-"):
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path)
@@ -435,56 +555,67 @@ class ChunkStore:
 
     def _scan(self) -> dict[int, ChunkMeta]:
         """Build the index (and the corrupt marks) from the file names and the sidecar headers
-        only."""
-        found: dict[int, dict[int, set[str]]] = {}
-        for fanout in _FANOUT:
-            for entry in os.scandir(os.path.join(self.tier_dir, fanout)):
-                m = _NAME.fullmatch(entry.name)
-                if m is None or m[1][-2:] != fanout:
-                    log.warning("ignoring unexpected file %s", entry.path)
-                    continue
-                versions = found.setdefault(int(m[1], 16), {})
-                versions.setdefault(int(m[2]), set()).add(m[3])
+        only, over both tiers."""
+        found: dict[int, dict[tuple[int, str], set[str]]] = {}
+        for tier in self.tiers.values():
+            pattern = tier.names()
+            for fanout in _FANOUT:
+                for entry in os.scandir(os.path.join(tier.dir, fanout)):
+                    m = pattern.fullmatch(entry.name)
+                    if m is None or m[1][-2:] != fanout:
+                        log.warning("ignoring unexpected file %s", entry.path)
+                        continue
+                    kind = "data" if m[3] == tier.data_ext else m[3]
+                    copies = found.setdefault(int(m[1], 16), {})
+                    copies.setdefault((int(m[2]), tier.name), set()).add(kind)
         index = {}
-        for handle, versions in found.items():
-            meta = self._recover(handle, versions)
+        for handle, copies in found.items():
+            meta = self._recover(handle, copies)
             if meta is not None:
                 index[handle] = meta
-                if "bad" in versions[meta.version]:
+                if "bad" in copies[(meta.version, meta.tier)]:
                     self._corrupt[handle] = meta.version
         if self._corrupt:
             log.warning("%d chunks are marked corrupt", len(self._corrupt),
                         extra={"fields": {"handles": sorted(self._corrupt)[:50]}})
         return index
 
-    def _recover(self, handle: int, versions: dict[int, set[str]]) -> ChunkMeta | None:
-        """Pick the newest intact version of a handle; delete unpublished and superseded files,
-        and corrupt markers whose chunk is not kept."""
+    def _recover(self, handle: int, copies: dict[tuple[int, str], set[str]]) -> ChunkMeta | None:
+        """Pick the copy to keep (newest version; then unmarked; then hot); delete unpublished
+        and superseded files, the other tier's copy of the kept version, and corrupt markers
+        whose copy is not kept."""
         kept: ChunkMeta | None = None
-        for version in sorted(versions, reverse=True):
-            kinds = versions[version] - {"bad"}
-            if kinds <= {"chunk"} or kept is not None:
-                self._remove_files(handle, version)
-            elif kinds == {"chunk", "sums"}:
-                kept = self._load_meta(handle, version)
+        order = sorted(copies, key=lambda vt: (-vt[0], "bad" in copies[vt], TIERS.index(vt[1])))
+        for version, tier in order:
+            kinds = copies[(version, tier)] - {"bad"}
+            if kinds <= {"data"} or kept is not None:
+                if kinds and kept is not None:
+                    log.info("%s: dropping the %s copy (keeping the %s copy of version %d)",
+                             _chunk_name(handle, version), tier, kept.tier, kept.version)
+                self._remove_files(handle, version, tier)
+            elif kinds == {"data", "sums"}:
+                kept = self._load_meta(handle, version, tier)
             else:
-                log.warning("%s: sidecar without data file; leaving it for inspection",
-                            _chunk_name(handle, version))
-            if "bad" in versions[version] and (kept is None or kept.version != version):
-                _unlink_quietly(self._path(handle, version, "bad"))
+                log.warning("%s: %s sidecar without data file; leaving it for inspection",
+                            _chunk_name(handle, version), tier)
+            if "bad" in copies[(version, tier)] and \
+                    (kept is None or (kept.version, kept.tier) != (version, tier)):
+                _unlink_quietly(self._path(handle, version, "bad", tier))
         return kept
 
-    def _load_meta(self, handle: int, version: int) -> ChunkMeta | None:
+    def _load_meta(self, handle: int, version: int, tier: str) -> ChunkMeta | None:
         """Read one sidecar header; None (logged, files left in place) if it is damaged."""
         what = _chunk_name(handle, version)
         try:
-            with open(self._path(handle, version, "sums"), "rb") as f:
+            with open(self._path(handle, version, "sums", tier), "rb") as f:
                 length, checksum = decode_header(f.read(HEADER_SIZE), what)
                 mtime = os.fstat(f.fileno()).st_mtime
+            stored = length if tier == HOT else \
+                os.stat(self._path(handle, version, "data", tier)).st_size
         except (DataLoss, OSError) as e:
-            log.warning("%s: not loaded: %s", what, e)
+            log.warning("%s: %s copy not loaded: %s", what, tier, e)
             return None
-        return ChunkMeta(handle, version, length, checksum, mtime)
+        return ChunkMeta(handle, version, length, checksum, mtime, tier, stored)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -496,26 +627,85 @@ class ChunkStore:
 
     def _publish(self, handle: int, version: int, length: int, checksum: int,
                  data_tmp: str, sums_tmp: str) -> ChunkMeta:
-        """Move a written chunk into the tier and the index; drop the version it replaces."""
+        """Move a written chunk into the hot tier and the index; drop the copy it replaces
+        (an older version, or the same version in either tier)."""
         data_path = self._path(handle, version, "chunk")
         sums_path = self._path(handle, version, "sums")
         with self._lock:
             self._check_not_stale(handle, version)
             old = self._index.get(handle)
-            if old is not None and old.version == version:
-                # Same names: unpublish first, or a crash between the renames would pair the
-                # new data with the old sidecar (and the old corrupt marker with the new data).
-                _unlink_quietly(sums_path)
-                _unlink_quietly(self._path(handle, version, "bad"))
+            # Unpublish whatever has these names first, or a crash between the renames would
+            # pair the new data with an old sidecar (and an old corrupt marker with the new
+            # data).
+            _unlink_quietly(sums_path)
+            _unlink_quietly(self._path(handle, version, "bad"))
             os.rename(data_tmp, data_path)
             os.rename(sums_tmp, sums_path)
             fsync_path(os.path.dirname(data_path))
-            meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime)
+            meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime,
+                             HOT, length)
             self._index[handle] = meta
             self._corrupt.pop(handle, None)
-            if old is not None and old.version != version:
-                self._remove_files(handle, old.version)
+            if old is not None and (old.version, old.tier) != (version, HOT):
+                self._remove_files(handle, old.version, old.tier)
         return meta
+
+    def _check_movable(self, meta: ChunkMeta) -> None:
+        if self._corrupt.get(meta.handle) == meta.version:
+            raise FailedPrecondition(f"{_chunk_name(meta.handle, meta.version)} is marked "
+                                     f"corrupt: repair it before moving it")
+
+    def _encode_cold(self, src: _Source, out: BinaryIO) -> int:
+        """Compress a verified source into a cold data file; return its size."""
+        meta = src.meta
+        writer = cold.ColdFileWriter(out, meta.length, meta.checksum, self.blocks_per_frame,
+                                     self.cold_level)
+        blocks: list[bytes] = []
+        for block_start, data in self._blocks(src, 0, meta.length):
+            blocks.append(data)
+            if len(blocks) == self.blocks_per_frame or block_start + len(data) == meta.length:
+                writer.add(b"".join(blocks))
+                blocks.clear()
+        return writer.finish()
+
+    def _decode_to_hot(self, src: _Source, out: BinaryIO) -> int:
+        """Write a verified source raw; return its size."""
+        for _, data in self._blocks(src, 0, src.meta.length):
+            out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+        return src.meta.length
+
+    def _publish_move(self, meta: ChunkMeta, dest: Tier, stored: int, data_tmp: str,
+                      sums_tmp: str) -> ChunkMeta:
+        """Rename a moved copy into its tier, switch the index to it, drop the old copy."""
+        h, v = meta.handle, meta.version
+        data_path = self._path(h, v, "data", dest.name)
+        sums_path = self._path(h, v, "sums", dest.name)
+        with self._lock:
+            current = self._index.get(h)
+            if current is not meta:
+                _unlink_quietly(data_tmp)
+                _unlink_quietly(sums_tmp)
+                if current is not None and current.version == v and current.tier == dest.name:
+                    return current          # a concurrent move did the same
+                raise FailedPrecondition(f"{_chunk_name(h, v)} was replaced or deleted while "
+                                         f"it was being moved to {dest.name}")
+            self._check_movable(meta)      # marked corrupt meanwhile: keep it where it is
+            _unlink_quietly(sums_path)
+            _unlink_quietly(self._path(h, v, "bad", dest.name))
+            os.rename(data_tmp, data_path)
+            os.rename(sums_tmp, sums_path)
+            fsync_path(os.path.dirname(data_path))
+            moved = replace(meta, tier=dest.name, stored_bytes=stored,
+                            mtime=os.stat(sums_path).st_mtime)
+            self._index[h] = moved
+            self._remove_files(h, v, meta.tier)
+        fsync_path(os.path.dirname(self._path(h, v, "sums", meta.tier)))
+        log.info("moved %s to the %s tier (%d -> %d bytes on disk)", _chunk_name(h, v),
+                 dest.name, meta.stored_bytes, stored,
+                 extra={"fields": {"handle": h, "version": v, "tier": dest.name}})
+        return moved
 
     # -- corrupt marks ---------------------------------------------------------------------------
 
@@ -524,7 +714,7 @@ class ChunkStore:
         if self._corrupt.get(meta.handle) == meta.version:
             return False
         self._corrupt[meta.handle] = meta.version
-        path = self._path(meta.handle, meta.version, "bad")
+        path = self._path(meta.handle, meta.version, "bad", meta.tier)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         try:
             with open(path, "w", encoding="utf-8") as f:
@@ -535,7 +725,8 @@ class ChunkStore:
         return True
 
     def _found_bad(self, meta: ChunkMeta, err: DataLoss) -> None:
-        """A read ran into damage: mark the replica, unless it was replaced or deleted since."""
+        """A read ran into damage: mark the replica, unless it was replaced, moved or deleted
+        since."""
         with self._lock:
             if self._index.get(meta.handle) is not meta:
                 return
@@ -545,7 +736,8 @@ class ChunkStore:
 
     def _announce(self, meta: ChunkMeta, reason: str) -> None:
         log.warning("%s marked corrupt: %s", _chunk_name(meta.handle, meta.version), reason,
-                    extra={"fields": {"handle": meta.handle, "version": meta.version}})
+                    extra={"fields": {"handle": meta.handle, "version": meta.version,
+                                      "tier": meta.tier}})
         listener = self.on_corrupt
         if listener is not None:
             try:
@@ -564,16 +756,43 @@ class ChunkStore:
                                      f"not {version}")
         return meta
 
+    def _open(self, handle: int, version: int | None, offset: int = 0,
+              length: int = -1) -> tuple[_Source, int]:
+        """Open a replica for reading [offset, offset + length): files, checked sums and cold
+        index. Returns it with the end offset of the range. DataLoss marks the replica."""
+        meta: ChunkMeta | None = None
+        try:
+            with self._lock:
+                meta = self._lookup(handle, version)
+                end = _range_end(meta, offset, length)
+                sums_file, data_file = self._open_files(meta)
+            try:
+                with sums_file:
+                    sums = self._load_sums(meta, sums_file)
+                index = None
+                if meta.tier == HOT:
+                    self._check_data_size(meta, data_file)
+                else:
+                    index = cold.read_index(data_file.fileno(), meta.length, meta.checksum,
+                                            _chunk_name(meta.handle, meta.version))
+            except BaseException:
+                data_file.close()
+                raise
+        except DataLoss as err:
+            if meta is not None:       # always so: the lookup raises no DataLoss
+                self._found_bad(meta, err)
+            raise
+        return _Source(meta, data_file, sums, index), end
+
     def _open_files(self, meta: ChunkMeta) -> tuple[BinaryIO, BinaryIO]:
         """Open (sidecar, data). A file missing behind the index's back is DataLoss."""
         what = _chunk_name(meta.handle, meta.version)
         try:
-            sums_file = open(self._path(meta.handle, meta.version, "sums"), "rb")
+            sums_file = open(self._path(meta.handle, meta.version, "sums", meta.tier), "rb")
         except FileNotFoundError:
             raise DataLoss(f"{what}: checksum sidecar is missing") from None
         try:
-            return sums_file, open(self._path(meta.handle, meta.version, "chunk"), "rb",
-                                   buffering=0)
+            return sums_file, open(self.data_path(meta), "rb", buffering=0)
         except FileNotFoundError:
             sums_file.close()
             raise DataLoss(f"{what}: data file is missing") from None
@@ -602,22 +821,72 @@ class ChunkStore:
             raise DataLoss(f"{_chunk_name(meta.handle, meta.version)}: data file has {size} "
                            f"bytes, expected {meta.length}")
 
-    def _stream(self, meta: ChunkMeta, f: BinaryIO, sums: tuple[int, ...], start: int,
-                end: int) -> Iterator[bytes]:
+    def _stream(self, src: _Source, start: int, end: int) -> Iterator[bytes]:
         """Yield [start, end) block by block, each block checked before any of it leaves."""
-        with f:
-            fd = f.fileno()
-            blocks = range(start // BLOCK_SIZE, _n_blocks(end)) if end > start else range(0)
-            for block in blocks:
-                block_start = block * BLOCK_SIZE
-                want = min(BLOCK_SIZE, meta.length - block_start)
-                data = os.pread(fd, want, block_start)
-                if len(data) != want or block_checksum(data) != sums[block]:
-                    err = DataLoss(f"{_chunk_name(meta.handle, meta.version)}: block {block} "
-                                   f"(bytes {block_start}..{block_start + want}) fails its "
-                                   f"checksum")
-                    self._found_bad(meta, err)
-                    raise err
+        with src.file:
+            for block_start, data in self._blocks(src, start, end):
                 lo = max(start - block_start, 0)
-                hi = min(end - block_start, want)
-                yield data if (lo, hi) == (0, want) else data[lo:hi]
+                hi = min(end - block_start, len(data))
+                yield bytes(data) if (lo, hi) == (0, len(data)) else bytes(data[lo:hi])
+
+    def _blocks(self, src: _Source, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """Yield (offset, whole block) for the blocks overlapping [start, end), each verified
+        against its block sum; DataLoss (replica marked) at the first bad one."""
+        if end <= start:
+            return
+        first, stop = start // BLOCK_SIZE, _n_blocks(end)
+        if src.index is None:
+            yield from self._hot_blocks(src, first, stop)
+        else:
+            yield from self._cold_blocks(src, first, stop)
+
+    def _hot_blocks(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        meta, fd = src.meta, src.file.fileno()
+        for block in range(first, stop):
+            block_start = block * BLOCK_SIZE
+            want = min(BLOCK_SIZE, meta.length - block_start)
+            data = os.pread(fd, want, block_start)
+            if len(data) != want or block_checksum(data) != src.sums[block]:
+                self._bad_block(meta, block, want)
+            yield block_start, data
+
+    def _cold_blocks(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        meta, fd, index = src.meta, src.file.fileno(), src.index
+        bpf = index.blocks_per_frame
+        dctx = zstandard.ZstdDecompressor()
+        for frame in range(first // bpf, -(-stop // bpf)):
+            offset, size, _ = index.frames[frame]
+            lo, hi = max(first, frame * bpf), min(stop, (frame + 1) * bpf)
+            try:
+                data = cold.decode_frame(dctx, index, frame, os.pread(fd, size, offset))
+            except ValueError as why:
+                self._bad_block(meta, lo, min(BLOCK_SIZE, meta.length - lo * BLOCK_SIZE),
+                                f"cold frame {frame} cannot be decoded: {why}")
+            view = memoryview(data)
+            for block in range(lo, hi):
+                at = (block - frame * bpf) * BLOCK_SIZE
+                piece = view[at:at + BLOCK_SIZE]
+                if block_checksum(piece) != src.sums[block]:
+                    self._bad_block(meta, block, len(piece))
+                yield block * BLOCK_SIZE, piece
+
+    def _bad_block(self, meta: ChunkMeta, block: int, size: int, why: str = "") -> None:
+        block_start = block * BLOCK_SIZE
+        err = DataLoss(f"{_chunk_name(meta.handle, meta.version)}: block {block} "
+                       f"(bytes {block_start}..{block_start + size}) fails its checksum"
+                       + (f" ({why})" if why else ""))
+        self._found_bad(meta, err)
+        raise err
+
+
+def _write_sidecar(path: str, length: int, checksum: int, sums: tuple[int, ...] | list[int],
+                   mtime: float | None = None) -> None:
+    """Write and fsync a sidecar; with `mtime`, give it that modification time (a moved chunk
+    keeps its publication time)."""
+    with open(path, "xb") as f:
+        f.write(encode_header(length, checksum))
+        f.write(struct.pack(f"<{len(sums)}Q", *sums))
+        f.flush()
+        if mtime is not None:
+            os.utime(f.fileno(), (time.time(), mtime))
+        os.fsync(f.fileno())

@@ -234,6 +234,53 @@ def trash_purge(ctx, all_users: bool, yes: bool, entries: tuple[str, ...]) -> No
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
 
 
+# --- storage classes -------------------------------------------------------------------------
+
+@cli.group(context_settings=CONTEXT)
+def tier() -> None:
+    """Storage classes: hot (raw, hot tier), cold (zstd, cold tier), auto (cold after
+    --auto-cold-after without reads, hot again when read). Directories pass theirs on to new
+    files and directories created in them."""
+
+
+@tier.command("set")
+@click.option("-r", "--recursive", is_flag=True,
+              help="Also every file and directory below a directory.")
+@click.argument("path")
+@click.argument("storage_class", metavar="CLASS", type=click.Choice(["hot", "cold", "auto", "none"]))
+@click.pass_context
+def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
+    """Set the storage class of PATH (`none`: a directory passes no class on)."""
+    with make_client(ctx) as c:
+        changed = c.set_class(path, "" if storage_class == "none" else storage_class, recursive)
+    click.echo(f"{changed} changed")
+
+
+@tier.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.argument("path")
+@click.pass_context
+def tier_status(ctx, as_json: bool, path: str) -> None:
+    """Storage class of PATH and where its chunks' replicas are (hot or cold tier)."""
+    with make_client(ctx) as c:
+        st = c.tier_status(path)
+    if as_json:
+        emit_json(st)
+        return
+    click.echo(f"{st['path']}: class {st['storage_class'] or 'none'}")
+    if st["type"] == "dir":
+        click.echo(f"{st['files']} files: {human_size(st['hot_bytes'])} hot, "
+                   f"{human_size(st['cold_bytes'])} cold (all replicas), "
+                   f"{human_size(st['moving_bytes'])} waiting to move")
+        return
+    last = format_time(st["last_read_ms"]) if st["last_read_ms"] else "never"
+    click.echo(f"wanted in the {st['target_tier']} tier; last read {last}, "
+               f"{st['recent_reads']} recent reads")
+    for ch in st["chunks"]:
+        where = ", ".join(f"{r['address']} {r['tier']}" for r in ch["replicas"]) or "no replica"
+        click.echo(f"  chunk {ch['index']:>4} {human_size(ch['length']):>10}  {where}")
+
+
 # --- administration --------------------------------------------------------------------------
 
 @cli.group(context_settings=CONTEXT)
@@ -437,10 +484,23 @@ def cat(ctx, remotes):
               help="Re-replication copies running at once.")
 @click.option("--repair-rate", default="0", show_default=True,
               help="Total re-replication bandwidth per second, e.g. 200MiB (0: unthrottled).")
+@click.option("--default-class", default="hot", show_default=True,
+              type=click.Choice(["hot", "cold", "auto"]),
+              help="Storage class of new files whose directory has none.")
+@click.option("--auto-cold-after", default=7 * 86400.0, show_default=True, type=float,
+              help="Seconds without reads after which `auto` files move to the cold tier.")
+@click.option("--auto-warm-reads", default=2, show_default=True, type=click.IntRange(1, 64),
+              help="Reads within --auto-warm-window that bring a cold `auto` file back hot.")
+@click.option("--auto-warm-window", default=3600.0, show_default=True, type=float,
+              help="Seconds over which --auto-warm-reads are counted.")
+@click.option("--tier-concurrency", default=2, show_default=True, type=click.IntRange(1, 16),
+              help="Tier moves running at once.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
-           dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate) -> None:
+           dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
+           default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
+           tier_concurrency) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -455,9 +515,13 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
-                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size)},
+                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size),
+                         "storage_class": default_class},
                    dead_after=dead_after, gc_grace=gc_grace, trash_retention=trash_retention,
-                   repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate)))
+                   repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate),
+                   tiering={"cold_after_s": auto_cold_after, "warm_reads": auto_warm_reads,
+                            "warm_window_s": auto_warm_window,
+                            "concurrency": tier_concurrency}))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -478,8 +542,10 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               help="Bytes per second the background scrubber verifies (0: no scrubbing).")
 @click.option("--scrub-interval", default=86400.0, show_default=True, type=float,
               help="Seconds between the starts of two full scrub passes.")
+@click.option("--cold-dir", type=click.Path(file_okay=False),
+              help="Cold tier directory, normally on another disk (default: DATA/cold).")
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
-                heartbeat_interval, scrub_rate, scrub_interval) -> None:
+                heartbeat_interval, scrub_rate, scrub_interval, cold_dir) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.config import split_addresses
@@ -489,7 +555,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     from gfs.units import parse_size
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
-                   scrub_interval=scrub_interval))
+                   scrub_interval=scrub_interval, cold_dir=cold_dir))
 
 
 @master.command("status")

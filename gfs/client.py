@@ -342,8 +342,10 @@ class Client:
         return self._mutate("Mkdir", pb.MkdirRequest, path=path, parents=parents, mode=mode,
                             owner=owner).inode
 
-    def stat(self, path: str, stale_ok: bool = False) -> FileInfo:
-        return FileInfo.from_proto(self._call("Stat", pb.StatRequest(path=path, stale_ok=stale_ok)).info)
+    def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
+        """`for_read`: the data is about to be read (the leader counts it for `auto` tiering)."""
+        return FileInfo.from_proto(self._call("Stat", pb.StatRequest(
+            path=path, stale_ok=stale_ok, for_read=for_read)).info)
 
     def exists(self, path: str) -> bool:
         try:
@@ -391,6 +393,21 @@ class Client:
         """Delete trash entries for good now (all of this user's when `ids` is empty)."""
         return self._mutate("TrashPurge", pb.TrashPurgeRequest, user=self.user,
                             all_users=all_users, ids=ids or []).purged
+
+    # --- storage classes -----------------------------------------------------------------------
+
+    def set_class(self, path: str, storage_class: str, recursive: bool = False) -> int:
+        """Set a file's or directory's storage class (hot, cold, auto; "" clears a directory's);
+        returns how many inodes changed."""
+        return self._mutate("SetClass", pb.SetClassRequest, path=path,
+                            storage_class=storage_class, recursive=recursive).changed
+
+    def tier_status(self, path: str) -> dict:
+        resp = self._call("TierStatus", pb.TierStatusRequest(path=path))
+        out = _fields(resp)
+        out["chunks"] = [{**_fields(c), "replicas": [_fields(r) for r in c.replicas]}
+                         for c in resp.chunks]
+        return out
 
     # --- administration ------------------------------------------------------------------------
 
@@ -505,7 +522,7 @@ class Client:
                     attempts: int = 3) -> WrittenChunk:
         failed: list[str] = []
         for attempt in range(attempts):
-            if attempt:    # a new handle on a replica set without the servers that failed
+            if attempt:    # same handle, next version, on a chain without the servers that failed
                 alloc = self.add_chunk(inode, index, exclude=failed)
             try:
                 return write_chunk(self._channels, list(alloc.replicas), alloc.handle, alloc.version,
@@ -521,7 +538,7 @@ class Client:
         """Download `path` (or the range offset..offset+length) into a local path or binary file
         object; returns the number of bytes written. Every byte is checksum-verified; a replica
         that fails is skipped (and reported if its data is bad)."""
-        info = self.stat(path)
+        info = self.stat(path, for_read=True)
         if info.is_dir:
             raise FailedPrecondition(f"{path} is a directory")
         if offset < 0 or offset > info.size:

@@ -34,6 +34,7 @@ class ServerState:
     full_report: bool = False
     chunks: dict[int, int] = field(default_factory=dict)   # handle -> version held
     corrupt: dict[int, int] = field(default_factory=dict)  # handle -> version found corrupt
+    cold: set[int] = field(default_factory=set)            # handles held in the cold tier
     to_delete: dict[int, int] = field(default_factory=dict)  # handle -> version (0 any), next reply
     to_verify: dict[int, int] = field(default_factory=dict)  # handle -> version, next reply
     deleting: dict[int, float] = field(default_factory=dict)  # handle -> until (clock)
@@ -52,6 +53,7 @@ class ServerView:
     score: float
     chunks: dict[int, int]       # replicas ordered deleted are left out
     corrupt: dict[int, int]
+    cold: frozenset[int] = frozenset()   # handles held in the cold tier
 
 
 class ChunkserverRegistry:
@@ -93,8 +95,10 @@ class ChunkserverRegistry:
 
     def heartbeat(self, address: str, rack: str, instance: str, full: bool,
                   added: list[tuple[int, int]], removed: list[tuple[int, int]],
-                  figures: dict, corrupt: list[tuple[int, int]] = ()) -> bool:
-        """Record one heartbeat; returns True when the server must send a full report."""
+                  figures: dict, corrupt: list[tuple[int, int]] = (),
+                  cold: set[int] | None = None) -> bool:
+        """Record one heartbeat; returns True when the server must send a full report.
+        `cold`: the handles among `added` that are held in the cold tier."""
         with self._lock:
             s = self._servers.get(address)
             if s is None or s.instance != instance:
@@ -104,8 +108,10 @@ class ChunkserverRegistry:
             for key, value in figures.items():
                 setattr(s, key, value)
             s.corrupt = dict(corrupt)
+            cold = cold or set()
             if full:
                 s.chunks = dict(added)
+                s.cold = set(cold)
                 s.full_report = True
                 s.deleting = {h: t for h, t in s.deleting.items() if h in s.chunks}
                 return False
@@ -113,9 +119,14 @@ class ChunkserverRegistry:
                 return True
             for handle, version in added:
                 s.chunks[handle] = version
+                if handle in cold:
+                    s.cold.add(handle)
+                else:
+                    s.cold.discard(handle)
             for handle, version in removed:
                 if s.chunks.get(handle) == version:
                     del s.chunks[handle]
+                    s.cold.discard(handle)
                     s.deleting.pop(handle, None)
             return False
 
@@ -146,12 +157,20 @@ class ChunkserverRegistry:
             if s is not None:
                 s.to_verify[handle] = version
 
+    def set_tier(self, address: str, handle: int, tier: str) -> None:
+        """A move between tiers succeeded (its next heartbeat will say so too)."""
+        with self._lock:
+            s = self._servers.get(address)
+            if s is not None and handle in s.chunks:
+                (s.cold.add if tier == "cold" else s.cold.discard)(handle)
+
     def add_replica(self, address: str, handle: int, version: int) -> None:
         """A copy onto `address` succeeded (its next heartbeat will say so too)."""
         with self._lock:
             s = self._servers.get(address)
             if s is not None and s.full_report:
                 s.chunks[handle] = version
+                s.cold.discard(handle)            # copies land in the hot tier
                 if s.corrupt.get(handle) == version:
                     del s.corrupt[handle]
                 s.deleting.pop(handle, None)
@@ -175,7 +194,7 @@ class ChunkserverRegistry:
                 s.deleting = {h: s.deleting[h] for h in gone}
                 chunks = {h: v for h, v in s.chunks.items() if h not in gone} if gone else dict(s.chunks)
                 out[s.address] = ServerView(s.address, s.host, s.rack, placement_score(s),
-                                            chunks, dict(s.corrupt))
+                                            chunks, dict(s.corrupt), frozenset(s.cold))
             return out
 
     def holdings(self) -> dict[str, dict[int, int]]:

@@ -11,6 +11,7 @@ from master.gc import GarbageCollector
 from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
 from master.repair import Repairer
+from master.tiering import TierMover
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ class MasterNode:
                  peers: dict[str, str], data_dir: str, raft_config: RaftConfig | None = None,
                  defaults: dict | None = None, dead_after: float = 10.0,
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
-                 repair_concurrency: int = 2, repair_rate: int = 0):
+                 repair_concurrency: int = 2, repair_rate: int = 0,
+                 tiering: dict | None = None):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -60,6 +62,9 @@ class MasterNode:
             self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
             rate_bytes_s=repair_rate, settle_s=min(5.0, dead_after / 2))
+        self.tiering = TierMover(
+            self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
+            self.propose, self.raft.is_leader, **(tiering or {}))
 
     def state_read(self, fn):
         """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""
@@ -85,8 +90,10 @@ class MasterNode:
         self.raft.start()
         self.gc.start()
         self.repairer.start()
+        self.tiering.start()
 
     def stop(self) -> None:
+        self.tiering.stop()
         self.repairer.stop()
         self.gc.stop()
         self.raft.stop()
@@ -144,6 +151,66 @@ class MasterNode:
         healthy, corrupt = self.chunkservers.locations(chunk["handle"], chunk["version"])
         recorded = [r for r in chunk.get("replicas") or [] if r not in healthy and r not in corrupt]
         return healthy + recorded + corrupt
+
+    # --- tiers ---------------------------------------------------------------------------------
+
+    def tier_status(self, info: dict, max_files: int = 100_000) -> dict:
+        """Storage class, and where each chunk's replicas are (hot/cold), of a file; for a
+        directory, the bytes of the files below it by replica tier."""
+        self.require_leader()
+        view = self.chunkservers.view()
+
+        def replicas(chunk: dict) -> list[dict]:
+            return [{"address": a, "tier": "cold" if chunk["handle"] in sv.cold else "hot"}
+                    for a, sv in sorted(view.items())
+                    if sv.chunks.get(chunk["handle"]) == chunk["version"]]
+
+        def target(file: dict, record: dict, tiers: list[str]) -> str:
+            current = "cold" if tiers and all(t == "cold" for t in tiers) else "hot"
+            row = {"inode": file["inode"], "storage_class": file["storage_class"],
+                   "atime": record.get("atime", record["mtime"])}
+            return self.tiering.target(row, current)
+
+        out = {"path": info["path"], "type": info["type"], "storage_class": info["storage_class"]}
+        if info["type"] == "file":
+            record = self.state_read(lambda st: st.inode_record(info["inode"]))
+            chunks = [{"handle": c["handle"], "index": c["index"], "length": c["length"],
+                       "replicas": replicas(c)} for c in info["chunks"]]
+            tiers = [r["tier"] for c in chunks for r in c["replicas"]]
+            tracker = self.tiering.tracker
+            out.update(target_tier=target(info, record, tiers), chunks=chunks,
+                       last_read_ms=max(record.get("atime", record["mtime"]),
+                                        tracker.last_ms(info["inode"])),
+                       recent_reads=tracker.recent(info["inode"]))
+            return out
+        files = hot = cold = moving = 0
+        for file in self._walk_files(info["path"], max_files):
+            record = self.state_read(lambda st: st.inode_record(file["inode"]))
+            files += 1
+            for chunk in file["chunks"]:
+                tiers = [r["tier"] for r in replicas(chunk)]
+                hot += chunk["length"] * tiers.count("hot")
+                cold += chunk["length"] * tiers.count("cold")
+                if any(t != target(file, record, tiers) for t in tiers):
+                    moving += chunk["length"]
+        out.update(files=files, hot_bytes=hot, cold_bytes=cold, moving_bytes=moving)
+        return out
+
+    def _walk_files(self, path: str, limit: int):
+        """Files below directory `path` (depth first, at most `limit`)."""
+        stack, seen = [path], 0
+        while stack and seen < limit:
+            directory, start = stack.pop(), ""
+            while seen < limit:
+                page, start = self.state_read(lambda st: st.list(directory, start, 1000))
+                for entry in page:
+                    if entry["type"] == "dir":
+                        stack.append(entry["path"])
+                    elif seen < limit:
+                        seen += 1
+                        yield entry
+                if not start:
+                    break
 
     # --- health --------------------------------------------------------------------------------
 

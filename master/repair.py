@@ -26,15 +26,14 @@ import collections
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
 import grpc
 
 from gfs.errors import GfsError
-from gfs.transfer import Channels
 from master.chunkservers import ChunkserverRegistry, ServerView
+from master.loops import WorkerLoop
 from proto import chunkserver_pb2 as cpb
 
 log = logging.getLogger(__name__)
@@ -171,7 +170,7 @@ class RepairRate:
             return sum(n for _, n in self._done) / window
 
 
-class Repairer:
+class Repairer(WorkerLoop):
     """Runs `plan` on the leader every `interval_s` and carries it out."""
 
     def __init__(self, registry: ChunkserverRegistry, chunk_table: Callable[[], list[dict]],
@@ -179,6 +178,7 @@ class Repairer:
                  is_leader: Callable[[], bool], concurrency: int = 2,
                  rate_bytes_s: int = 0, interval_s: float = 1.0, settle_s: float = 5.0,
                  clock=time.monotonic):
+        super().__init__("repair", max(1, concurrency))
         self.registry = registry
         self.chunk_table = chunk_table
         self.record_replicas = record_replicas
@@ -188,7 +188,6 @@ class Repairer:
         self.interval_s = interval_s
         self.settle_s = settle_s
         self.clock = clock
-        self.channels = Channels()
         self.rate = RepairRate(clock)
         self.repaired = 0
         self.repaired_bytes = 0
@@ -198,17 +197,6 @@ class Repairer:
         self._short_since: dict[int, float] = {}
         self._failed: dict[tuple[int, str], float] = {}
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="repair")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="repair", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self.channels.close()
 
     def in_flight(self) -> int:
         with self._lock:

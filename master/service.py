@@ -91,7 +91,7 @@ class MasterService(pb_grpc.MasterServicer):
         chunk_size = request.chunk_size or d["chunk_size"]
         ok = await self._mutate(request, context, {
             "op": "create", "path": request.path, "replication": replication,
-            "storage_class": request.storage_class or d["storage_class"],
+            "storage_class": request.storage_class, "default_class": d["storage_class"],
             "chunk_size": chunk_size, "mode": request.mode or 0o644, "owner": request.owner,
             "overwrite": request.overwrite})
         return pb.CreateResponse(inode=ok["inode"], chunk_size=chunk_size, replication=replication)
@@ -178,13 +178,28 @@ class MasterService(pb_grpc.MasterServicer):
             pending_uploads=pending, expiring_uploads=len(expiring))
 
     @rpc
+    async def SetClass(self, request, context):
+        ok = await self._mutate(request, context, {
+            "op": "set_class", "path": request.path, "storage_class": request.storage_class,
+            "recursive": request.recursive})
+        return pb.SetClassResponse(changed=ok["changed"])
+
+    @rpc
+    async def TierStatus(self, request, context):
+        info = await self.node.read(lambda st: st.stat(request.path), True,
+                                    request_timeout(context))
+        return pb.TierStatusResponse(**(await asyncio.to_thread(self.node.tier_status, info)))
+
+    @rpc
     async def Health(self, request, context):
         return pb.HealthResponse(**(await asyncio.to_thread(self.node.health)))
 
     @rpc
     async def Stat(self, request, context):
         info = await self.node.read(lambda st: st.stat(request.path), not request.stale_ok,
-                              request_timeout(context))
+                                    request_timeout(context))
+        if request.for_read and info["type"] == "file" and self.node.raft.is_leader():
+            self.node.tiering.tracker.note(info["inode"])
         return pb.StatResponse(info=file_info(info, self.node.chunk_locations))
 
     @rpc
@@ -206,7 +221,8 @@ class MasterService(pb_grpc.MasterServicer):
             request.address, request.rack, request.instance, request.full_report,
             [(c.handle, c.version) for c in request.added],
             [(c.handle, c.version) for c in request.removed], figures,
-            [(c.handle, c.version) for c in request.corrupt])
+            [(c.handle, c.version) for c in request.corrupt],
+            {c.handle for c in request.added if c.tier == "cold"})
         deletes, verifies = registry.take_orders(request.address)
         return pb.HeartbeatResponse(
             need_full_report=need_full,

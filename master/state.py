@@ -27,6 +27,7 @@ ROOT_INODE = 1
 DIR, FILE = "dir", "file"
 COMMITTED, PENDING = "committed", "pending"
 STORAGE_CLASSES = ("hot", "cold", "auto")
+DEFAULT_CLASS = "hot"
 CHUNK_UNIT = 64 * 1024
 MAX_REPLICATION = 16
 CHUNK_VERSION = 1             # version of a freshly allocated chunk
@@ -331,6 +332,14 @@ def _list_of(item: Check) -> Check:
     return check
 
 
+def _pair_of(first: Check, second: Check) -> Check:
+    def check(field: str, value: Any) -> tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise InvalidArgument(f"field {field!r} must be a pair, not {_show(value)}")
+        return first(f"{field}[0]", value[0]), second(f"{field}[1]", value[1])
+    return check
+
+
 def _map_of(schema: dict[str, Check]) -> Check:
     def check(field: str, value: Any) -> dict:
         if not isinstance(value, dict):
@@ -441,10 +450,19 @@ def _inode_record(kind: str, mode: int, owner: str, now: int, replication: int =
 
 
 def _new_dir(tx: _Tx, parent: int, name: str, args: dict) -> int:
+    """A new directory inherits its parent's storage class ("" when the parent has none)."""
     ino = tx.allocate(_NEXT_INODE)
-    tx.put_inode(ino, _inode_record(DIR, args["mode"], args["owner"], args["now"]))
+    inherited = tx.inode(parent).get("storage_class", "")
+    tx.put_inode(ino, _inode_record(DIR, args["mode"], args["owner"], args["now"],
+                                    storage_class=inherited))
     tx.add_entry(parent, name, ino, args["now"])
     return ino
+
+
+def _file_class(tx: _Tx, parent: int, args: dict) -> str:
+    """A new file's storage class: the one asked for, else its directory's, else the default."""
+    return (args["storage_class"] or tx.inode(parent).get("storage_class", "")
+            or args.get("default_class", DEFAULT_CLASS))
 
 
 def _drop_inode(tx: _Tx, ino: int, now: int) -> dict:
@@ -465,6 +483,40 @@ def _remove_tree(tx: _Tx, ino: int, now: int) -> int:
         _drop_inode(tx, current, now)
         removed += 1
     return removed
+
+
+def _set_class(tx: _Tx, args: dict) -> dict:
+    """Set the storage class of a file, or of a directory (inherited by what is created in it
+    later; "" = none); with `recursive`, of every directory and file below it too ("" then
+    clears the directories' classes and leaves the files' as they are)."""
+    path, cls = args["path"], args["storage_class"]
+    ino = _resolve(tx, path)
+    if not tx.is_dir(ino) and not cls:
+        raise InvalidArgument(f"{path} is a file: give it a class ({', '.join(STORAGE_CLASSES)})")
+    changed, stack = 0, [ino]
+    while stack:
+        current = stack.pop()
+        record = tx.inode(current)
+        is_dir = record["type"] == DIR
+        if is_dir and (current == ino and args["recursive"] or current != ino):
+            stack.extend(child for _, child in tx.entries(current))
+        if (is_dir or cls) and record["storage_class"] != cls:
+            record["storage_class"] = cls
+            tx.put_inode(current, record)
+            changed += 1
+    return {"changed": changed}
+
+
+def _note_reads(tx: _Tx, args: dict) -> dict:
+    """Record when files' data was last read (batched by the leader, for `auto` tiering)."""
+    noted = 0
+    for ino, when in args["reads"]:
+        record = tx.inode(ino)
+        if record is not None and record["type"] == FILE and when > record.get("atime", 0):
+            record["atime"] = when
+            tx.put_inode(ino, record)
+            noted += 1
+    return {"noted": noted}
 
 
 def _tree_summary(tx: _Tx, ino: int) -> tuple[int, int, int]:
@@ -562,7 +614,7 @@ def _create(tx: _Tx, args: dict) -> dict:
         _check_replaceable(tx, path, existing, args["overwrite"])
     ino = tx.allocate(_NEXT_INODE)
     tx.put_inode(ino, _inode_record(FILE, args["mode"], args["owner"], now, args["replication"],
-                                    args["storage_class"], args["chunk_size"], PENDING))
+                                    _file_class(tx, parent, args), args["chunk_size"], PENDING))
     tx.put_pending(ino, {"parent": parent, "name": name, "path": path,
                          "overwrite": args["overwrite"], "created": now, "touched": now})
     return {"inode": ino}
@@ -746,8 +798,12 @@ _REPLICAS = _list_of(_text)
 _OPS: dict[str, _Op] = {
     "mkdir": _Op({"path": _path, "parents": _bool, "mode": _MODE, "owner": _text}, _mkdir),
     "create": _Op({"path": _path, "replication": _int_in(1, MAX_REPLICATION),
-                   "storage_class": _one_of(*STORAGE_CLASSES), "chunk_size": _chunk_size,
-                   "mode": _MODE, "owner": _text, "overwrite": _bool}, _create),
+                   "storage_class": _one_of("", *STORAGE_CLASSES), "chunk_size": _chunk_size,
+                   "mode": _MODE, "owner": _text, "overwrite": _bool}, _create,
+                  optional={"default_class": _one_of(*STORAGE_CLASSES)}),
+    "note_reads": _Op({"reads": _list_of(_pair_of(_INODE, _int_in(0)))}, _note_reads),
+    "set_class": _Op({"path": _path, "storage_class": _one_of("", *STORAGE_CLASSES),
+                      "recursive": _bool}, _set_class),
     "add_chunk": _Op({"inode": _INODE, "index": _int_in(0), "replicas": _REPLICAS}, _add_chunk),
     "commit": _Op({"inode": _INODE, "size": _int_in(0),
                    "chunks": _list_of(_map_of({"handle": _int_in(1), "length": _int_in(0),
@@ -1023,7 +1079,8 @@ class MetadataState:
         handle order, with what the repair loop needs of its file."""
         table: list[dict] = []
         append, unpack = table.append, msgpack.unpackb          # hot loop: local names
-        files: dict[int, tuple[int, bool]] = {}      # inode -> (replication, committed)
+        # inode -> (replication, committed, storage class, last read ms)
+        files: dict[int, tuple[int, bool, str, int]] = {}
         with self._reader() as tx, _gc_paused():
             for key, data in tx.raw_items("chunks"):
                 chunk = unpack(data, raw=False)
@@ -1031,11 +1088,14 @@ class MetadataState:
                 file = files.get(ino)
                 if file is None:
                     record = tx.inode(ino)
-                    file = files[ino] = (record["replication"], record["state"] == COMMITTED)
+                    file = files[ino] = (record["replication"], record["state"] == COMMITTED,
+                                         record["storage_class"],
+                                         record.get("atime", record["mtime"]))
                 append({"handle": int.from_bytes(key, "big"), "version": chunk["version"],
                         "length": chunk["length"], "checksum": chunk["checksum"],
                         "replicas": chunk["replicas"], "inode": ino,
-                        "replication": file[0], "committed": file[1]})
+                        "replication": file[0], "committed": file[1],
+                        "storage_class": file[2], "atime": file[3]})
         return table
 
     def pending_uploads(self) -> list[dict]:

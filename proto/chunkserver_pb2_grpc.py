@@ -54,6 +54,11 @@ class ChunkserverStub:
                 request_serializer=proto_dot_chunkserver__pb2.CopyRequest.SerializeToString,
                 response_deserializer=proto_dot_chunkserver__pb2.CopyResponse.FromString,
                 _registered_method=True)
+        self.MoveChunk = channel.unary_unary(
+                '/gfs.chunkserver.Chunkserver/MoveChunk',
+                request_serializer=proto_dot_chunkserver__pb2.MoveRequest.SerializeToString,
+                response_deserializer=proto_dot_chunkserver__pb2.MoveResponse.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/gfs.chunkserver.Chunkserver/Status',
                 request_serializer=proto_dot_chunkserver__pb2.StatusRequest.SerializeToString,
@@ -88,6 +93,12 @@ class ChunkserverServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def MoveChunk(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Status(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -116,6 +127,11 @@ def add_ChunkserverServicer_to_server(servicer, server):
                     servicer.CopyChunk,
                     request_deserializer=proto_dot_chunkserver__pb2.CopyRequest.FromString,
                     response_serializer=proto_dot_chunkserver__pb2.CopyResponse.SerializeToString,
+            ),
+            'MoveChunk': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveChunk,
+                    request_deserializer=proto_dot_chunkserver__pb2.MoveRequest.FromString,
+                    response_serializer=proto_dot_chunkserver__pb2.MoveResponse.SerializeToString,
             ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
@@ -231,6 +247,33 @@ class Chunkserver:
             '/gfs.chunkserver.Chunkserver/CopyChunk',
             proto_dot_chunkserver__pb2.CopyRequest.SerializeToString,
             proto_dot_chunkserver__pb2.CopyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveChunk(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.chunkserver.Chunkserver/MoveChunk',
+            proto_dot_chunkserver__pb2.MoveRequest.SerializeToString,
+            proto_dot_chunkserver__pb2.MoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -124,6 +124,16 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.HealthResponse.FromString,
                 _registered_method=True)
+        self.SetClass = channel.unary_unary(
+                '/gfs.master.Master/SetClass',
+                request_serializer=proto_dot_master__pb2.SetClassRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.SetClassResponse.FromString,
+                _registered_method=True)
+        self.TierStatus = channel.unary_unary(
+                '/gfs.master.Master/TierStatus',
+                request_serializer=proto_dot_master__pb2.TierStatusRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.TierStatusResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -237,6 +247,18 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetClass(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TierStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -329,6 +351,16 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Health,
                     request_deserializer=proto_dot_master__pb2.Empty.FromString,
                     response_serializer=proto_dot_master__pb2.HealthResponse.SerializeToString,
+            ),
+            'SetClass': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetClass,
+                    request_deserializer=proto_dot_master__pb2.SetClassRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.SetClassResponse.SerializeToString,
+            ),
+            'TierStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.TierStatus,
+                    request_deserializer=proto_dot_master__pb2.TierStatusRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.TierStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -817,6 +849,60 @@ class Master:
             '/gfs.master.Master/Health',
             proto_dot_master__pb2.Empty.SerializeToString,
             proto_dot_master__pb2.HealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetClass(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/SetClass',
+            proto_dot_master__pb2.SetClassRequest.SerializeToString,
+            proto_dot_master__pb2.SetClassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TierStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/TierStatus',
+            proto_dot_master__pb2.TierStatusRequest.SerializeToString,
+            proto_dot_master__pb2.TierStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

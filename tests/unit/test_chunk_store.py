@@ -245,11 +245,10 @@ def test_abort_and_context_manager_remove_temp_files(store, root):
         w2.commit()
 
 
-def test_cold_tier_open_keeps_hot_writes_in_progress(store, root):
-    w = store.begin_write(1, 1)
-    w.write(b"abc")
-    ChunkStore(str(root), tier="cold")
-    assert w.commit().length == 3
+@pytest.mark.parametrize("cold", ["", "hot", "hot/00", "tmp", ".."])
+def test_cold_dir_overlapping_the_data_dir_is_refused(root, cold):
+    with pytest.raises(InvalidArgument, match="overlaps"):
+        ChunkStore(str(root), cold_dir=str(root / cold) if cold else str(root))
 
 
 # -- index and versions ------------------------------------------------------------------------

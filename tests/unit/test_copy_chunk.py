@@ -5,44 +5,19 @@ from __future__ import annotations
 import os
 import random
 import time
-from concurrent import futures
 
 import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer
 from gfs.errors import Unavailable
-from gfs.transfer import CHANNEL_OPTIONS, Channels, read_chunk
+from gfs.transfer import Channels, read_chunk
+from grpc_node import Node
 from proto import chunkserver_pb2 as cpb
-from proto import chunkserver_pb2_grpc as cpb_grpc
 
 BS = BLOCK_SIZE
-
-
-class Node:
-    """One chunkserver service over its own store, served on 127.0.0.1:<free port>."""
-
-    def __init__(self, root):
-        self.store = ChunkStore(str(root))
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8),
-                                  options=CHANNEL_OPTIONS)
-        port = self.server.add_insecure_port("127.0.0.1:0")
-        self.address = f"127.0.0.1:{port}"
-        self.changes = 0
-        self.service = ChunkserverService(self.store, self.address, "r1",
-                                          on_change=self._changed)
-        cpb_grpc.add_ChunkserverServicer_to_server(self.service, self.server)
-        self.server.start()
-
-    def _changed(self) -> None:
-        self.changes += 1
-
-    def stop(self) -> None:
-        self.server.stop(0).wait()
-        self.service.channels.close()
 
 
 @pytest.fixture

@@ -768,7 +768,12 @@ def test_chunk_table(d):
     d.upload("/t", lengths=(1,))
     d.ok(trash("/t"))
     replicas = ["cs1:7000", "cs2:7000"]
-    assert d.state.chunk_table() == [
+    table = d.state.chunk_table()
+    files = {row["inode"]: d.state.inode_record(row["inode"]) for row in table}
+    for row in table:
+        assert row.pop("storage_class") == files[row["inode"]]["storage_class"]
+        assert row.pop("atime") == files[row["inode"]]["mtime"]
+    assert table == [
         {"handle": 1, "version": 1, "length": 3, "checksum": 1000, "replicas": replicas, "inode": 2,
          "replication": 3, "committed": True},
         {"handle": 2, "version": 1, "length": 4, "checksum": 1001, "replicas": replicas, "inode": 2,
@@ -824,7 +829,8 @@ def test_repair_reads_are_fast_for_100k_chunks(state):
     assert sum(1 for row in table if not row["committed"]) == files // 10 * per_file
     assert table[-1] == {"handle": files * per_file, "version": 1, "length": CS, "checksum": files * per_file,
                          "replicas": ["cs1:7000", "cs2:7000", "cs3:7000"], "inode": files + 1,
-                         "replication": 3, "committed": True}
+                         "replication": 3, "committed": True, "storage_class": "hot",
+                         "atime": table[-1]["atime"]}
     start = time.perf_counter()
     assert len(state.pending_uploads()) == files // 10
     assert time.perf_counter() - start < 0.1
@@ -1202,3 +1208,63 @@ def test_garbage_before_lists_old_garbage_records(tmp_path):
         assert st.apply(4, {"op": "forget_garbage", "handles": handle, "now": 6000}) == \
             {"ok": {"forgotten": 1}}
         assert st.garbage_before(10_000) == []
+
+
+def test_storage_classes_are_inherited_and_set(tmp_path):
+    from master.state import MetadataState
+    n = iter(range(1, 1000))
+
+    def run(st, **cmd):
+        return st.apply(next(n), {"now": 1000, **cmd})
+
+    def create(st, path, cls="", **extra):
+        ok = run(st, op="create", path=path, replication=1, storage_class=cls,
+                 chunk_size=1 << 20, mode=0o644, owner="", overwrite=False, **extra)["ok"]
+        run(st, op="commit", inode=ok["inode"], size=0, chunks=[])
+        return st.stat(path)["storage_class"]
+
+    with MetadataState(str(tmp_path / "db")) as st:
+        mk = dict(op="mkdir", parents=True, mode=0o755, owner="")
+        run(st, path="/archive", **mk)
+        assert create(st, "/plain") == "hot"                          # the default
+        assert create(st, "/plain2", default_class="auto") == "auto"  # the cluster's default
+        assert run(st, op="set_class", path="/archive", storage_class="cold",
+                   recursive=False) == {"ok": {"changed": 1}}
+        run(st, path="/archive/2026/q1", **mk)                        # new dirs inherit
+        assert st.stat("/archive/2026/q1")["storage_class"] == "cold"
+        assert create(st, "/archive/2026/q1/a") == "cold"            # new files inherit
+        assert create(st, "/archive/2026/q1/b", "hot") == "hot"      # unless told otherwise
+        assert run(st, op="set_class", path="/archive", storage_class="auto",
+                   recursive=True) == {"ok": {"changed": 5}}
+        assert [st.stat(p)["storage_class"] for p in
+                ("/archive/2026", "/archive/2026/q1/a", "/archive/2026/q1/b")] == ["auto"] * 3
+        assert run(st, op="set_class", path="/archive", storage_class="",
+                   recursive=True) == {"ok": {"changed": 3}}              # dirs only
+        assert st.stat("/archive/2026/q1/a")["storage_class"] == "auto"
+        assert create(st, "/archive/c") == "hot"
+        err = run(st, op="set_class", path="/plain", storage_class="", recursive=False)
+        assert err["err"][0] == "INVALID_ARGUMENT"
+        for bad in ({"storage_class": "warm"}, {"recursive": 1}, {"path": "relative"}):
+            cmd = dict(op="set_class", path="/plain", storage_class="cold", recursive=False)
+            cmd.update(bad)
+            assert run(st, **cmd)["err"][0] == "INVALID_ARGUMENT"
+        assert run(st, op="set_class", path="/nope", storage_class="cold",
+                   recursive=False)["err"][0] == "NOT_FOUND"
+
+
+def test_note_reads_keeps_the_latest_read_time_of_files(tmp_path):
+    from master.state import MetadataState
+    with MetadataState(str(tmp_path / "db")) as st:
+        ino = st.apply(1, {"op": "create", "path": "/f", "replication": 1, "storage_class": "auto",
+                           "chunk_size": 1 << 20, "mode": 0o644, "owner": "", "overwrite": False,
+                           "now": 1000})["ok"]["inode"]
+        st.apply(2, {"op": "add_chunk", "inode": ino, "index": 0, "replicas": [], "now": 1000})
+        assert st.chunk_table()[0]["atime"] == 1000 and st.chunk_table()[0]["storage_class"] == "auto"
+        assert st.apply(3, {"op": "note_reads", "reads": [[ino, 5000], [1, 6000], [99, 1]],
+                            "now": 7000}) == {"ok": {"noted": 1}}       # dirs, missing: skipped
+        assert st.apply(4, {"op": "note_reads", "reads": [[ino, 4000]], "now": 7000}) == \
+            {"ok": {"noted": 0}}                                       # never goes back
+        assert st.chunk_table()[0]["atime"] == 5000
+        for i, bad in enumerate(([[ino]], [[0, 5]], [["x", 5]], 5)):
+            assert st.apply(5 + i, {"op": "note_reads", "reads": bad, "now": 1})["err"][0] == \
+                "INVALID_ARGUMENT"

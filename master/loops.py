@@ -1,0 +1,29 @@
+"""What the leader's copy-making control loops share: a thread of their own that plans every
+few seconds, a bounded pool for the slow work (RPCs to chunkservers), and the channels to them."""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from gfs.transfer import Channels
+
+
+class WorkerLoop:
+    """Subclasses implement `_run` (waiting on `self._stop` between passes)."""
+
+    def __init__(self, name: str, concurrency: int):
+        self.channels = Channels()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.channels.close()
