@@ -2,11 +2,17 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+PIECE = 1 << 20          # bytes per read/write/send in the physical probes and the data path
+MB = 1e6                 # throughput unit: 1 MB = 10^6 bytes
+GiB = 1 << 30
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -52,6 +58,45 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def spread(values: list[float]) -> dict:
+    """Median and min–max of repeated measurements."""
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return {"median": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals)}
+
+
+def ratio(value: float, reference: float | None, digits: int = 2) -> str:
+    """`value / reference` for a report cell; '–' when either is missing."""
+    if value is None or not reference or math.isnan(value) or math.isnan(reference):
+        return "–"
+    return f"{value / reference:.{digits}f}"
+
+
+def num(value: float | None, digits: int = 0) -> str:
+    """A number for a report cell; '–' when missing."""
+    return "–" if value is None or math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def rng(s: dict, digits: int = 0) -> str:
+    """'min–max' of a `spread` (empty when there was one measurement)."""
+    if math.isnan(s["min"]) or s["min"] == s["max"]:
+        return ""
+    return f"{s['min']:,.{digits}f}–{s['max']:,.{digits}f}"
+
+
+def process_stats(pid: int | None) -> dict:
+    """Peak RSS (VmHWM, bytes) and CPU seconds so far of a running process."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+        with open(f"/proc/{pid}/stat") as f:
+            utime, stime = f.read().rsplit(")", 1)[1].split()[11:13]
+    except (OSError, StopIteration, TypeError):
+        return {"peak_rss": None, "cpu_s": None}
+    return {"peak_rss": rss, "cpu_s": (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")}
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     """A Markdown table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
@@ -70,8 +115,47 @@ def process_table(processes: dict[str, dict]) -> str:
 
 
 def save_results(name: str, payload: dict) -> Path:
-    out = Path(__file__).resolve().parent / "results"
+    out = RESULTS
     out.mkdir(exist_ok=True)
     path = out / f"{time.strftime('%Y-%m-%d')}-{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2))
     return path
+
+
+def parse_ints(text: str) -> list[int]:
+    """'1,16,64' -> [1, 16, 64] (each at least 1)."""
+    try:
+        values = [int(x) for x in str(text).split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"not a list of whole numbers: {text!r} (example: 1,16,64)") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"expected whole numbers of at least 1: {text!r}")
+    return values
+
+
+def parse_sizes(text: str) -> list[int]:
+    """'1MiB,64MiB,1GiB' -> bytes each."""
+    from gfs.errors import InvalidArgument
+    from gfs.units import parse_size
+    try:
+        return [parse_size(x) for x in str(text).split(",") if x.strip()]
+    except InvalidArgument as err:
+        raise ValueError(err.message if hasattr(err, "message") else str(err)) from None
+
+
+def parse_size(text: str) -> int:
+    """'64MiB' -> bytes."""
+    sizes = parse_sizes(text)
+    if len(sizes) != 1:
+        raise ValueError(f"expected one size: {text!r} (example: 64MiB)")
+    return sizes[0]
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"expected a positive number of seconds: {text!r}")
+    return value

@@ -1,134 +1,171 @@
-"""Metadata benchmark: committed creates/s and linearizable stats/s against 3 real masters at
-several concurrencies, beside the disk's fsync ceiling measured in the same run.
+"""Metadata benchmark: create, stat, list and rename against 3 real gfs masters and, side by
+side, a real 3-member etcd, at several concurrencies, from the same kind of Python client
+processes (bench.load); beside the disk's fsync rate and loopback round trips.
 
-    ./run.sh bench metadata [--seconds 5] [--reps 3] [--concurrency 1,64]
+    ./run.sh bench metadata [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--ops create,stat]
+
+gfs: a create is a committed mkdir (fsync'd on a majority and applied), a stat is linearizable
+(through the log), a list reads a directory of 100 entries, a rename moves an entry.
+etcd: a create is a put of a new key, a stat a linearizable get (serializable=false), a list a
+range get of a 100-key prefix, a rename one txn (if the old key exists: put new, delete old).
 """
 from __future__ import annotations
 
-import argparse
-import multiprocessing as mp
-import os
-import tempfile
-import threading
-import time
+import itertools
+import zlib
 
-from bench.common import fsync_ceiling, median, percentile, save_results, table
+from bench import clusters
+from bench.common import num, parse_ints, parse_seconds
+from bench.compare import ops_done, side_by_side, side_by_side_figures
+from bench.load import LoadPool, sweep
+from bench.suite import Context, Option
 
-PROCS_FOR_CONCURRENCY = 4   # client load comes from several processes, not one GIL
+NAME = "metadata"
+TITLE = "create, stat, list, rename — gfs (3 masters) and etcd (3 members) side by side"
+OPS = ["create", "stat", "list", "rename"]
+WRITES = {"create", "rename"}
+LIST_ENTRIES = 100
+VALUE = bytes(range(128))        # an etcd value about the size of a gfs inode record
+FULL = {"ops": OPS, "concurrency": [1, 16, 64], "seconds": 5.0, "warmup": 1.0, "reps": 3}
+QUICK = {**FULL, "seconds": 1.0, "warmup": 0.3, "reps": 1}
 
 
-def _worker(masters, op, threads, seconds, prefix, out):
+def _ops(text: str) -> list[str]:
+    ops = [o.strip() for o in text.split(",") if o.strip()]
+    bad = [o for o in ops if o not in OPS]
+    if bad or not ops:
+        raise ValueError(f"unknown metadata operation {bad[0] if bad else text!r} "
+                         f"(have: {', '.join(OPS)})")
+    return ops
+
+
+OPTIONS = [Option("--seconds", "seconds", parse_seconds, "measured seconds per point"),
+           Option("--warmup", "warmup", parse_seconds, "warm-up seconds before each point"),
+           Option("--concurrency", "concurrency", parse_ints, "client threads, e.g. 1,16,64"),
+           Option("--ops", "ops", _ops, "operations, e.g. create,stat,list,rename")]
+
+
+# --- one operation per thread (run inside the load processes) ------------------------------
+
+def gfs_op(spec: dict, worker: str):
     from gfs.client import Client
-    lat: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    start_at = time.monotonic() + 0.2
-    stop_at = start_at + seconds
+    c = Client(spec["masters"], deadline=30)
+    op, base = spec["op"], spec["dir"]
+    if op == "create":
+        n = itertools.count()
+        return (lambda: c.mkdir(f"{base}/{worker}-{next(n)}")), c.close
+    if op == "stat":
+        return (lambda: c.stat(spec["target"])), c.close
+    if op == "list":
+        def listing() -> None:
+            if sum(1 for _ in c.list(spec["listdir"])) != LIST_ENTRIES:
+                raise AssertionError("list returned the wrong number of entries")
+        return listing, c.close
+    n = itertools.count()
+    c.mkdir(f"{base}/{worker}-0")
 
-    def run(tid):
-        mine = []
-        with Client(masters, deadline=30) as c:
-            n = 0
-            while time.monotonic() < start_at:
-                time.sleep(0.001)
-            while time.monotonic() < stop_at:
-                t = time.perf_counter()
-                try:
-                    if op == "create":
-                        c.mkdir(f"{prefix}-{tid}-{n}")
-                    else:
-                        c.stat("/bench-stat-target")
-                except Exception:
-                    with lock:
-                        errors[0] += 1
-                    continue
-                mine.append(time.perf_counter() - t)
-                n += 1
-        with lock:
-            lat.extend(mine)
-
-    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    out.put((lat, errors[0]))
+    def rename() -> None:
+        i = next(n)
+        c.rename(f"{base}/{worker}-{i}", f"{base}/{worker}-{i + 1}")
+    return rename, c.close
 
 
-def measure(masters, op, concurrency, seconds, tag) -> dict:
-    ctx = mp.get_context("spawn")
-    procs = 1 if concurrency < PROCS_FOR_CONCURRENCY else PROCS_FOR_CONCURRENCY
-    per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    q = ctx.Queue()
-    ps = [ctx.Process(target=_worker, args=(masters, op, n, seconds, f"/bench/{tag}-p{i}", q))
-          for i, n in enumerate(per)]
-    for p in ps:
-        p.start()
-    lat, errors = [], 0
-    for _ in ps:
-        part, err = q.get()
-        lat += part
-        errors += err
-    for p in ps:
-        p.join()
-    return {"ops_s": len(lat) / seconds, "p50_ms": percentile(lat, 50) * 1e3,
-            "p99_ms": percentile(lat, 99) * 1e3, "errors": errors}
+def etcd_op(spec: dict, worker: str):
+    from bench.etcdkv import EtcdKV
+    kv = EtcdKV(spec["endpoints"], deadline=30, start=zlib.crc32(worker.encode()))
+    op, base = spec["op"], spec["dir"].encode()
+    key = lambda i: b"%s/%s-%d" % (base, worker.encode(), i)
+    if op == "create":
+        n = itertools.count()
+        return (lambda: kv.put(key(next(n)), VALUE)), kv.close
+    if op == "stat":
+        def get() -> None:
+            if kv.get(spec["target"].encode()) is None:
+                raise AssertionError("stat target missing")
+        return get, kv.close
+    if op == "list":
+        def listing() -> None:
+            if len(kv.list(spec["listdir"].encode() + b"/")) != LIST_ENTRIES:
+                raise AssertionError("list returned the wrong number of keys")
+        return listing, kv.close
+    n = itertools.count()
+    kv.put(key(0), VALUE)
+
+    def rename() -> None:
+        i = next(n)
+        if not kv.rename(key(i), key(i + 1), VALUE):
+            raise AssertionError("rename source missing")
+    return rename, kv.close
 
 
-def run(seconds: float, reps: int, concurrencies: list[int], data_dir: str | None) -> dict:
-    from cli.localcluster import LocalCluster
+# --- the benchmark --------------------------------------------------------------------------
+
+def _measure(pool: LoadPool, cfg: dict, factory: str, base: dict, mkdir, label: str) -> list:
+    def spec_of(op: str, conc: int, rep: int) -> dict:
+        d = f"/bench/{op}-c{conc}-r{rep}"
+        mkdir(d)
+        return {**base, "op": op, "dir": d, "target": "/bench/stat-target",
+                "listdir": "/bench/list"}
+    return sweep(pool, factory, spec_of, cfg["ops"], cfg["concurrency"], cfg["reps"],
+                 cfg["seconds"], cfg["warmup"], label)
+
+
+def run_gfs(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
     from gfs.client import Client
-    base = data_dir or tempfile.mkdtemp(prefix="gfs-bench-meta-")
-    fs = fsync_ceiling(base)
-    cluster = LocalCluster(os.path.join(base, f"cluster-{int(time.time())}"))
-    cluster.create(masters=3)
-    cluster.up()
-    results = []
-    try:
-        with Client(cluster.master_addresses()) as c:
-            c.mkdir("/bench")
-            c.mkdir("/bench-stat-target")
-        for op in ("create", "stat"):
-            for conc in concurrencies:
-                runs = [measure(cluster.master_addresses(), op, conc, seconds, f"{op}{conc}r{r}")
-                        for r in range(reps)]
-                results.append({"op": op, "concurrency": conc,
-                                "ops_s": median([r["ops_s"] for r in runs]),
-                                "ops_s_min": min(r["ops_s"] for r in runs),
-                                "ops_s_max": max(r["ops_s"] for r in runs),
-                                "p50_ms": median([r["p50_ms"] for r in runs]),
-                                "p99_ms": median([r["p99_ms"] for r in runs]),
-                                "errors": sum(r["errors"] for r in runs)})
-                print(f"  {op} c={conc}: {results[-1]['ops_s']:.0f} ops/s", flush=True)
-    finally:
-        cluster.down()
-    return {"fsync": fs, "results": results, "seconds": seconds, "reps": reps}
+    with clusters.gfs(ctx.work, "metadata-gfs") as cluster, \
+            Client(cluster.master_addresses(), deadline=60) as c:
+        for d in ("/bench", "/bench/stat-target", "/bench/list"):
+            c.mkdir(d)
+        for i in range(LIST_ENTRIES):
+            c.mkdir(f"/bench/list/entry-{i:03d}")
+        points = _measure(pool, cfg, "bench.metadata:gfs_op",
+                          {"masters": cluster.master_addresses()}, c.mkdir, "gfs")
+        return {"points": points, "processes": clusters.gfs_processes(cluster),
+                "ops_done": ops_done(points)}
 
 
-def report(res: dict) -> str:
-    fs = res["fsync"]
-    rows = [[r["op"], r["concurrency"], f"{r['ops_s']:.0f}",
-             f"{r['ops_s_min']:.0f}–{r['ops_s_max']:.0f}", f"{r['p50_ms']:.2f}",
-             f"{r['p99_ms']:.2f}", f"{r['ops_s'] / fs['ops_s']:.2f}", r["errors"]]
-            for r in res["results"]]
-    rows.append(["fsync ceiling (write+fdatasync)", 1, f"{fs['ops_s']:.0f}", "", f"{fs['p50_ms']:.3f}",
-                 f"{fs['p99_ms']:.3f}", "1.00", ""])
-    return table(["operation (3 masters)", "clients", "ops/s (median)", "range", "p50 ms",
-                  "p99 ms", "× fsync rate", "errors"], rows)
+def run_etcd(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
+    from bench.etcdkv import EtcdKV
+
+    def body(cluster) -> dict:
+        with EtcdKV(cluster.endpoints()) as kv:
+            kv.put(b"/bench/stat-target", VALUE)
+            for i in range(LIST_ENTRIES):
+                kv.put(b"/bench/list/entry-%03d" % i, VALUE)
+            points = _measure(pool, cfg, "bench.metadata:etcd_op",
+                              {"endpoints": cluster.endpoints()}, lambda d: None, "etcd")
+            return {"points": points, "ops_done": ops_done(points)}
+    return clusters.with_etcd(ctx, "metadata-etcd", body)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="bench metadata", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--concurrency", default="1,64")
-    ap.add_argument("--data", help="directory on the disk to measure (default: a temp dir)")
-    a = ap.parse_args(argv)
-    res = run(a.seconds, a.reps, [int(x) for x in a.concurrency.split(",")], a.data)
-    print(report(res))
-    print(f"results: {save_results('metadata', res)}")
+def run(cfg: dict, ctx: Context) -> dict:
+    with LoadPool() as pool:
+        gfs = run_gfs(pool, cfg, ctx)
+        etcd = run_etcd(pool, cfg, ctx)
+    return {"gfs": gfs, "etcd": etcd}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def report(res: dict, refs: dict) -> str:
+    cfg = res["config"]
+    head = (f"{cfg['seconds']:g} s measured after {cfg['warmup']:g} s warm-up per point, "
+            f"{cfg['reps']} repetition(s), median and min–max; clients spread over up to 4 "
+            f"Python processes. Limits: fsync rate {num(refs['fsync_ops_s']['median'])}/s for "
+            f"writes (create, rename), loopback round trips "
+            f"{num(refs['loopback_rtt_ops_s']['median'])}/s for reads (stat, list).")
+    return head + "\n\n" + side_by_side(res, refs, WRITES, "operation")
+
+
+def figures(res: dict, refs: dict) -> list[dict]:
+    return side_by_side_figures(res, "metadata", "ops/s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.__main__ import main as bench_main
+    return bench_main([NAME, *(argv or [])])
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,90 @@
+"""Smoke test of the benchmark suite: the quick profile of a small subset (metadata with etcd
+beside it, a tiny data path, one failover) through `python -m bench`, as a user runs it. It
+fails when any benchmark errors, when the report, the JSON or the plots are missing, or when a
+figure lacks its reference; the etcd part is skipped (with its reason in the report) where
+etcd cannot run."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = ["metadata", "datapath", "failover", "--quick", "--concurrency", "1,4",
+        "--seconds", "0.5", "--warmup", "0.2", "--size", "1MiB", "--clients", "1",
+        "--replication", "3", "--kills", "1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out")
+    data = tmp_path_factory.mktemp("bench-data")
+    t = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "bench", *ARGS, "--out", str(out),
+                           "--data", str(data)], check=False, cwd=ROOT, capture_output=True, text=True,
+                          timeout=150, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return proc, out, time.monotonic() - t
+
+
+@pytest.mark.timeout(200)
+def test_quick_subset_writes_report_json_and_plots(run):
+    proc, out, wall = run
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert wall < 90, f"the quick subset took {wall:.0f} s"
+    (js,) = out.glob("*.json")
+    payload = json.loads(js.read_text())
+    assert payload["profile"] == "quick"
+    assert set(payload["suites"]) == {"metadata", "datapath", "failover"}
+    for name, res in payload["suites"].items():
+        assert "error" not in res, f"{name}: {res.get('error')}"
+    refs = payload["refs"]
+    for key in ("disk_write_mb_s", "disk_cold_read_mb_s", "fsync_ops_s", "loopback_tcp_mb_s"):
+        assert refs[key]["median"] > 0, key
+
+    meta = payload["suites"]["metadata"]
+    points = meta["gfs"]["points"]
+    assert {(p["op"], p["concurrency"]) for p in points} == {
+        (op, c) for op in ("create", "stat", "list", "rename") for c in (1, 4)}
+    assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0 for p in points), points
+    if "skipped" not in meta["etcd"]:
+        assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0
+                   for p in meta["etcd"]["points"])
+        assert len(payload["suites"]["failover"]["etcd"]["seconds"]) == 1
+
+    data = payload["suites"]["datapath"]
+    assert {r["op"] for r in data["results"]} == {"put", "get"}
+    assert all(r["mb_s"]["median"] > 0 and r["errors"] == 0 for r in data["results"])
+    assert all(v["peak_rss"] for k, v in data["processes"].items() if k.startswith("chunkserver"))
+    assert len(payload["suites"]["failover"]["gfs"]["seconds"]) == 1
+
+    (md,) = out.glob("*.md")
+    text = md.read_text()
+    for heading in ("## Machine limits", "## metadata", "## datapath", "## failover",
+                    "## Daemons"):
+        assert heading in text
+    assert "× fsync" in text and "× raw write" in text and "× election timeout" in text
+    assert "gfs ÷ etcd" in text
+    if "skipped" in meta["etcd"]:
+        assert meta["etcd"]["skipped"] in text                 # the reason is shown
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert any(p.endswith("-metadata-throughput.png") for p in pngs), pngs
+    assert any(p.endswith("-metadata-latency.png") for p in pngs), pngs
+    assert any(p.endswith("-datapath-throughput.png") for p in pngs), pngs
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"]({p.name})" in text                          # embedded in the report
+
+
+def test_bad_arguments_fail_clearly():
+    for argv, message in ((["nosuch"], "unknown benchmark"),
+                          (["metadata", "--kills", "2"], "not an option of metadata"),
+                          (["metadata", "--concurrency", "0"], "at least 1")):
+        proc = subprocess.run([sys.executable, "-m", "bench", *argv], check=False, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
