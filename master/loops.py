@@ -2,13 +2,14 @@
 few seconds, a bounded pool for the slow work (RPCs to chunkservers), and the channels to them."""
 from __future__ import annotations
 
+import abc
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gfs.transfer import Channels
 
 
-class WorkerLoop:
+class WorkerLoop(abc.ABC):
     """Subclasses implement `_run` (waiting on `self._stop` between passes)."""
 
     def __init__(self, name: str, concurrency: int):
@@ -17,8 +18,9 @@ class WorkerLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
+    @abc.abstractmethod
     def _run(self) -> None:
-        raise NotImplementedError
+        """The loop body of the thread; returns when `self._stop` is set."""
 
     def start(self) -> None:
         self._thread.start()

@@ -163,19 +163,22 @@ class MasterService(pb_grpc.MasterServicer):
     async def GcPlan(self, request, context):
         self.node.require_leader()
         gc = self.node.gc
-        if request.collect and self.node.chunkservers.warmed_up():
-            await asyncio.to_thread(gc.expire_uploads)
-            gc.collect()
-        orphans = [pb.OrphanReplica(reason="orphan", **o) for o in await asyncio.to_thread(gc.plan)]
-        stale = [pb.OrphanReplica(handle=h, version=v, server=a, reason="stale")
-                 for a, h, v, why in self.node.repairer.last.deletes if why == "stale"]
-        rows = sorted(stale + orphans, key=lambda o: (o.delete_in_s, o.server, o.handle))
-        expiring = gc.abandoned_uploads()
-        pending = self.node.state_read(lambda st: st.counts())["pending"]
-        return pb.GcPlanResponse(
-            orphans=rows[:request.limit] if request.limit else rows, total=len(rows),
-            grace_s=gc.grace_s, replica_map_complete=self.node.chunkservers.map_complete(),
-            pending_uploads=pending, expiring_uploads=len(expiring))
+
+        def survey() -> pb.GcPlanResponse:      # LMDB scans: off the event loop
+            if request.collect and self.node.chunkservers.warmed_up():
+                gc.expire_uploads()
+                gc.collect()
+            orphans = [pb.OrphanReplica(reason="orphan", **o) for o in gc.plan()]
+            stale = [pb.OrphanReplica(handle=h, version=v, server=a, reason="stale")
+                     for a, h, v, why in self.node.repairer.last.deletes if why == "stale"]
+            rows = sorted(stale + orphans, key=lambda o: (o.delete_in_s, o.server, o.handle))
+            pending = self.node.state_read(lambda st: st.pending_uploads())
+            return pb.GcPlanResponse(
+                orphans=rows[:request.limit] if request.limit else rows, total=len(rows),
+                grace_s=gc.grace_s, replica_map_complete=self.node.chunkservers.map_complete(),
+                pending_uploads=len(pending), expiring_uploads=len(gc.abandoned_uploads()))
+
+        return await asyncio.to_thread(survey)
 
     @rpc
     async def SetClass(self, request, context):

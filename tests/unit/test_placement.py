@@ -160,3 +160,14 @@ def test_gc_forgets_garbage_records_of_chunks_deleted_everywhere():
                           garbage_before=lambda ms: [2, 3] if ms == 90_000 else [])
     assert gc.prune_records() == 1
     assert proposed == [{"op": "forget_garbage", "handles": [2]}]   # 3 is still on a:1
+
+
+def test_busy_or_nearly_full_servers_get_new_chunks_last():
+    r, _ = registry()
+    r.heartbeat("h1:1", "", "a", True, [], [], dict(FIG, free_bytes=90, io_load=1.0, cpu_load=1.0))
+    r.heartbeat("h2:1", "", "b", True, [], [], dict(FIG, free_bytes=2))
+    r.heartbeat("h3:1", "", "c", True, [], [], dict(FIG, free_bytes=60))
+    r.heartbeat("h4:1", "", "d", True, [], [], dict(FIG, free_bytes=50))
+    for _ in range(20):
+        assert r.place(2) == ["h3:1", "h4:1"]      # busy h1 (score 0.32) and full h2 lose
+        assert r.place(3)[2] == "h1:1"
