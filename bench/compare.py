@@ -3,6 +3,15 @@ operations against both (metadata, small files)."""
 from __future__ import annotations
 
 from bench.common import median, num, ratio, rng, table
+from bench.load import LoadPool
+
+
+def run_both(run_gfs, run_etcd, cfg: dict, ctx) -> dict:
+    """gfs, then etcd, from the same pool of client processes (never at the same time)."""
+    with LoadPool() as pool:
+        gfs = run_gfs(pool, cfg, ctx)
+        etcd = run_etcd(pool, cfg, ctx)
+    return {"gfs": gfs, "etcd": etcd}
 
 
 def ops_done(points: list[dict]) -> int:

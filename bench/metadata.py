@@ -16,7 +16,7 @@ import zlib
 
 from bench import clusters
 from bench.common import num, parse_ints, parse_seconds
-from bench.compare import ops_done, side_by_side, side_by_side_figures
+from bench.compare import ops_done, run_both, side_by_side, side_by_side_figures
 from bench.load import LoadPool, sweep
 from bench.suite import Context, Option
 
@@ -139,10 +139,7 @@ def run_etcd(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
 
 
 def run(cfg: dict, ctx: Context) -> dict:
-    with LoadPool() as pool:
-        gfs = run_gfs(pool, cfg, ctx)
-        etcd = run_etcd(pool, cfg, ctx)
-    return {"gfs": gfs, "etcd": etcd}
+    return run_both(run_gfs, run_etcd, cfg, ctx)
 
 
 # --- report ---------------------------------------------------------------------------------
