@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 RATE_WINDOW_S = 60.0
 FAILED_TARGET_COOLDOWN_S = 30.0
 MAX_COPIES_PER_SERVER = 2
+RECORD_PER_PASS = 100     # replica-set hints written through the log per pass (at most)
 
 
 @dataclass
@@ -69,6 +70,8 @@ class Plan:
     tasks: list[RepairTask] = field(default_factory=list)         # best first
     deletes: list[tuple[str, int, int, str]] = field(default_factory=list)  # server, handle, version, why
     figures: dict = field(default_factory=dict)
+    # handle -> (version, replica set) to record where it differs from the metadata's hint
+    record: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
 
 
 def _replicas_by_handle(view: dict[str, ServerView]) -> dict[int, list[tuple[str, int, bool]]]:
@@ -128,12 +131,16 @@ def plan(rows: list[dict], view: dict[str, ServerView], in_flight: set[int]) -> 
             continue
         for a in corrupt:
             p.deletes.append((a, h, v, "corrupt"))
+        keep = healthy
         if len(healthy) > r and h not in in_flight:
             keep = _keep_spread(healthy, view, row.get("replicas") or [], r)
             for a in healthy:
                 if a not in keep:
                     p.deletes.append((a, h, v, "surplus"))
                     f["surplus_replicas"] += 1
+        if h not in in_flight and sorted(keep) != sorted(row.get("replicas") or []):
+            # At full redundancy only: a shortfall is recorded by the copy that ends it.
+            p.record[h] = (v, sorted(keep))
     p.tasks.sort(key=lambda t: t.priority)
     p.figures = f
     return p
@@ -228,6 +235,8 @@ class Repairer(WorkerLoop):
             log.info("deleting %s replica of chunk %d v%d on %s", why, handle, version, address,
                      extra={"fields": {"handle": handle, "replica": address, "reason": why}})
             self.registry.queue_delete(address, handle, version)
+        for handle, (version, replicas) in list(p.record.items())[:RECORD_PER_PASS]:
+            self._pool.submit(self._record, handle, version, replicas)
         now = self.clock()
         short = {t.handle for t in p.tasks}
         self._short_since = {h: self._short_since.get(h, now) for h in short}
@@ -291,11 +300,15 @@ class Repairer(WorkerLoop):
         log.info("re-replicated chunk %d v%d to %s (%d bytes in %.2fs)", task.handle,
                  task.version, target, task.length, self.clock() - started,
                  extra={"fields": {"handle": task.handle, "target": target}})
-        replicas = [a for a in task.healthy if a != target] + [target]
+        self._record(task.handle, task.version,
+                     [a for a in task.healthy if a != target] + [target])
+
+    def _record(self, handle: int, version: int, replicas: list[str]) -> None:
+        """Write a chunk's replica set into the metadata (the hint a new leader reads from)."""
         try:
-            self.record_replicas(task.handle, task.version, replicas)
-        except Exception as err:       # only the recorded hint is stale; the copy stands
-            log.info("could not record the new replica set of chunk %d: %s", task.handle, err)
+            self.record_replicas(handle, version, replicas)
+        except Exception as err:       # only the recorded hint is stale; the replicas stand
+            log.info("could not record the replica set of chunk %d: %s", handle, err)
 
     def figures(self) -> dict:
         """The redundancy figures of a fresh plan (nothing is acted on), with the repair queue,

@@ -83,3 +83,15 @@ def test_a_recorded_replica_on_a_live_server_that_has_not_reported_is_awaited():
     rows = [row(1, replicas=["a:1", "b:1", "c:1"]), row(2, replicas=["a:1", "b:1", "x:1"])]
     p = plan(rows, view(a={1: 1, 2: 1}, b={1: 1, 2: 1}, c={}), set())
     assert {t.handle: t.awaited for t in p.tasks} == {1: True, 2: False}   # x is dead
+
+
+def test_the_replica_set_hint_follows_trims_at_full_redundancy_only():
+    trimmed = plan([row(1, replication=2, replicas=["a:1", "b:1"])],
+                   view(a={1: 1}, b={1: 1}, c={1: 1}), set())
+    kept = [a for a in ("a:1", "b:1", "c:1") if ("surplus" not in
+            [why for s, _, _, why in trimmed.deletes if s == a])]
+    assert trimmed.record == ({} if sorted(kept) == ["a:1", "b:1"] else {1: (1, sorted(kept))})
+    moved = plan([row(1, replication=2, replicas=["a:1", "x:1"])], view(a={1: 1}, c={1: 1}), set())
+    assert moved.record == {1: (1, ["a:1", "c:1"])}
+    short = plan([row(1, replicas=["a:1", "b:1", "x:1"])], view(a={1: 1}, b={1: 1}), set())
+    assert short.record == {}
