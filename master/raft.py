@@ -228,6 +228,26 @@ class MetadataRaft(SyncObj):
         with self._state_lock:
             return self.state.apply_batch(index, commands)
 
+    def _checkCommandsToApply(self) -> None:
+        """pysyncobj appends queued commands on the leader, but on a follower it *forwards* them
+        to the leader — also commands queued long ago on a deposed leader (partitioned or paused,
+        with commandsWaitLeader they wait until a leader is known again). Such a command can
+        then run after its client has retried it elsewhere, got the answer and moved on (its
+        exactly-once record pruned): a second execution. So commands are only ever appended by
+        the node they were given to, while it is the leader; otherwise they fail (NOT_LEADER)
+        and the client retries them, with the same request id, on the leader."""
+        if self._isLeader():
+            super()._checkCommandsToApply()
+            return
+        queue = self._SyncObj__commandsQueue
+        while True:
+            try:
+                _, callback = queue.get_nowait()
+            except Exception:           # queue.Empty
+                return
+            if callable(callback):
+                callback(None, FAIL_REASON.NOT_LEADER)
+
     def propose(self, commands: list[dict], callback: Callable[[object, int], None]) -> None:
         """Append a batch of commands to the log; callback(results, fail_reason) after apply."""
         self.apply_entry(msgpack.packb(commands, use_bin_type=True), callback=callback)
