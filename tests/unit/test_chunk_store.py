@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chunkserver.store import HEADER_SIZE, ChunkStore
+from chunkfiles import files_under, flip_bit
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer
 from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 
@@ -50,16 +51,6 @@ def checksum_of(data: bytes) -> int:
     return summer.finish()
 
 
-def files_under(path) -> list[str]:
-    return sorted(f for _, _, names in os.walk(path) for f in names)
-
-
-def flip_bit(path, offset: int, bit: int = 3) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ (1 << bit)]))
 
 
 def chunk_path(root, handle: int, version: int, kind: str):

@@ -16,6 +16,7 @@ from chunkserver import cold
 from chunkserver.heartbeat import Heartbeater
 from chunkserver.scrubber import Scrubber
 from chunkserver.store import COLD, HEADER_SIZE, HOT, ChunkStore
+from chunkfiles import files_under, flip_bit
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer
 from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
 from gfs.transfer import Channels, read_chunk
@@ -75,16 +76,6 @@ def read_all(store: ChunkStore, handle: int, **kw) -> bytes:
     return b"".join(store.read(handle, **kw))
 
 
-def files_under(path) -> list[str]:
-    return sorted(f for _, dirs, names in os.walk(path) for f in names)
-
-
-def flip_bit(path, offset: int, bit: int = 2) -> None:
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)[0]
-        f.seek(offset)
-        f.write(bytes([byte ^ (1 << bit)]))
 
 
 def path(root, tier: str, handle: int, version: int, kind: str):
