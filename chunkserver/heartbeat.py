@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 from chunkserver.store import ChunkStore
 from gfs.client import Client
 from gfs.errors import GfsError
-from gfs.sysstats import DiskBusy, cpu_load, rss_bytes
+from gfs.sysstats import DiskBusy, cpu_load, host_memory, rss_bytes
 from proto import master_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ class Heartbeater:
                                    if h not in current or current[h][0] != vt[0]}
         corrupt = self.store.corrupt()
         u = self.store.usage()
+        mem_total, mem_available = host_memory()
         self.sequence += 1
         req = pb.HeartbeatRequest(
             address=self.address, rack=self.rack, full_report=full, instance=self.instance,
@@ -91,7 +92,8 @@ class Heartbeater:
             free_bytes=u["free_bytes"], chunk_count=u["chunk_count"],
             io_load=max(d.fraction() for d in self.disks), cpu_load=cpu_load(), rss_bytes=rss_bytes(),
             corrupt=[pb.ChunkRef(handle=h, version=v) for h, v in sorted(corrupt.items())],
-            tiers=[pb.TierUsage(**t) for t in u["tiers"]])
+            tiers=[pb.TierUsage(**t) for t in u["tiers"]],
+            mem_total_bytes=mem_total, mem_available_bytes=mem_available)
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
         self.reported = None if resp.need_full_report else current

@@ -25,18 +25,24 @@ log = logging.getLogger(__name__)
 def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | None, rack: str,
           metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
           max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
-          scrub_interval: float = 86400.0, cold_dir: str | None = None) -> int:
+          scrub_interval: float = 86400.0, cold_dir: str | None = None,
+          capacity: int = 0) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
 
     cold_dir: the cold tier's directory, normally on its own disk (default: <data_dir>/cold,
     on the same disk as the hot tier); created if missing.
+
+    capacity: the most bytes gfs stores here, both tiers together (0: as much as the disks
+    hold); writes and copies beyond it are refused with RESOURCE_EXHAUSTED, and the master sees
+    it as this server's capacity when it places chunks and balances disk use.
 
     scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
     asks for still run); scrub_interval: seconds between the starts of two scrub passes.
     """
     logs.setup("chunkserver")
     tune_malloc()
-    store = ChunkStore(data_dir, cold_dir=cold_dir, max_chunk_size=max_chunk_size)
+    store = ChunkStore(data_dir, cold_dir=cold_dir, capacity=capacity,
+                       max_chunk_size=max_chunk_size)
     scrubber = Scrubber(store, scrub_rate, scrub_interval)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])

@@ -91,7 +91,8 @@ import zstandard
 
 from chunkserver import cold
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
-from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
+from gfs.errors import (DataLoss, FailedPrecondition, InvalidArgument, NotFound,
+                        ResourceExhausted)
 from gfs.fsutil import fsync_path
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ class ChunkWriter:
         self.version = version
         self.length = 0
         self._store = store
+        self._reserved = 0
         self._summer = ChunkChecksummer(BLOCK_SIZE)
         prefix = f"{HOT}-{handle:016x}-{version}-"
         fd, self._data_path = tempfile.mkstemp(dir=store.tmp_dir, prefix=prefix, suffix=".chunk")
@@ -227,6 +229,8 @@ class ChunkWriter:
             raise InvalidArgument(f"{_chunk_name(self.handle, self.version)}: writing "
                                   f"{len(view)} bytes at {self.length} exceeds the maximum "
                                   f"chunk size {self._store.max_chunk_size}")
+        self._store._reserve(len(view), _chunk_name(self.handle, self.version))
+        self._reserved += len(view)
         f.write(view)
         self._summer.update(view)
         self.length += len(view)
@@ -252,6 +256,7 @@ class ChunkWriter:
             self.abort()
             raise
         self._file = None
+        self._release()
         return meta
 
     def abort(self) -> None:
@@ -262,6 +267,11 @@ class ChunkWriter:
         self._file = None
         _unlink_quietly(self._data_path)
         _unlink_quietly(self._sums_path)
+        self._release()
+
+    def _release(self) -> None:
+        self._store._unreserve(self._reserved)
+        self._reserved = 0
 
     def _open_file(self) -> BinaryIO:
         if self._file is None:
@@ -310,15 +320,17 @@ class ChunkStore:
     thread found it) each time a replica is newly marked corrupt.
     """
 
-    def __init__(self, root: str, *, cold_dir: str | None = None,
+    def __init__(self, root: str, *, cold_dir: str | None = None, capacity: int = 0,
                  max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE,
                  cold_level: int = cold.DEFAULT_LEVEL,
                  blocks_per_frame: int = cold.DEFAULT_BLOCKS_PER_FRAME):
         _check_int("max_chunk_size", max_chunk_size, 1)
+        _check_int("capacity", capacity, 0)
         _check_int("blocks_per_frame", blocks_per_frame, 1, cold.MAX_BLOCKS_PER_FRAME)
         _check_int("cold_level", cold_level, -7, 22)
         self.root = os.path.abspath(root)
         self.max_chunk_size = max_chunk_size
+        self.capacity = capacity          # most bytes stored (both tiers); 0: the disks' size
         self.cold_level = cold_level
         self.blocks_per_frame = blocks_per_frame
         hot = Tier(HOT, os.path.join(self.root, HOT), os.path.join(self.root, "tmp"), "chunk")
@@ -338,6 +350,8 @@ class ChunkStore:
             self._make_dirs(tier)
             self._clear_tmp(tier)
         self._index: dict[int, ChunkMeta] = self._scan()
+        self._stored = sum(m.stored_bytes for m in self._index.values())
+        self._reserved = 0                # bytes being received by open writers
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -471,7 +485,7 @@ class ChunkStore:
             meta = self._index.get(handle)
             if meta is None or (version is not None and meta.version != version):
                 return False
-            del self._index[handle]
+            self._set_index(handle, None)
             self._corrupt.pop(handle, None)
             self._remove_files(handle, meta.version, meta.tier)
         return True
@@ -488,7 +502,8 @@ class ChunkStore:
     def usage(self) -> dict:
         """Space figures. Top level, as before tiering: used_bytes is the chunk lengths of all
         tiers, capacity/free_bytes are those of the data directory's file system (the hot tier,
-        where new chunks land). `tiers` has one dict per tier, in TIERS order, with the fields of
+        where new chunks land), both limited by the store's capacity when it has one (free:
+        what the capacity leaves after the stored bytes of both tiers). `tiers` has one dict per tier, in TIERS order, with the fields of
         master.proto's TierUsage: name, chunk_count, logical_bytes (chunk lengths),
         stored_bytes (data files on disk: compressed for cold), capacity_bytes and free_bytes
         (of the file system holding the tier)."""
@@ -505,11 +520,44 @@ class ChunkStore:
             per[name]["capacity_bytes"] = st.f_blocks * st.f_frsize
             per[name]["free_bytes"] = st.f_bavail * st.f_frsize
         st = os.statvfs(self.root)
+        capacity = st.f_blocks * st.f_frsize
         return {"used_bytes": sum(t["logical_bytes"] for t in per.values()),
                 "chunk_count": sum(t["chunk_count"] for t in per.values()),
-                "capacity_bytes": st.f_blocks * st.f_frsize,
-                "free_bytes": st.f_bavail * st.f_frsize,
+                "capacity_bytes": min(capacity, self.capacity) if self.capacity else capacity,
+                "free_bytes": self.free_bytes(),
                 "tiers": [per[name] for name in TIERS]}
+
+    def free_bytes(self) -> int:
+        """Room left for new chunks: the hot tier's file system's free space, and with a
+        capacity also what the capacity leaves after the stored and incoming bytes."""
+        st = os.statvfs(self.root)
+        free = st.f_bavail * st.f_frsize
+        if self.capacity:
+            with self._lock:
+                free = min(free, max(0, self.capacity - self._stored - self._reserved))
+        return free
+
+    def _reserve(self, nbytes: int, what: str) -> None:
+        """Count `nbytes` an open writer is about to receive; refused beyond the capacity."""
+        with self._lock:
+            if self.capacity and self._stored + self._reserved + nbytes > self.capacity:
+                raise ResourceExhausted(f"{what}: this chunkserver is full ({self._stored} "
+                                        f"bytes stored, {self._reserved} incoming, capacity "
+                                        f"{self.capacity})")
+            self._reserved += nbytes
+
+    def _unreserve(self, nbytes: int) -> None:
+        with self._lock:
+            self._reserved -= nbytes
+
+    def _set_index(self, handle: int, meta: ChunkMeta | None) -> None:
+        """Publish `meta` for `handle` (None: forget it), keeping the stored total (lock held)."""
+        old = self._index.pop(handle, None)
+        if old is not None:
+            self._stored -= old.stored_bytes
+        if meta is not None:
+            self._index[handle] = meta
+            self._stored += meta.stored_bytes
 
     # -- paths -----------------------------------------------------------------------------------
 
@@ -644,7 +692,7 @@ class ChunkStore:
             fsync_path(os.path.dirname(data_path))
             meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime,
                              HOT, length)
-            self._index[handle] = meta
+            self._set_index(handle, meta)
             self._corrupt.pop(handle, None)
             if old is not None and (old.version, old.tier) != (version, HOT):
                 self._remove_files(handle, old.version, old.tier)
@@ -699,7 +747,7 @@ class ChunkStore:
             fsync_path(os.path.dirname(data_path))
             moved = replace(meta, tier=dest.name, stored_bytes=stored,
                             mtime=os.stat(sums_path).st_mtime)
-            self._index[h] = moved
+            self._set_index(h, moved)
             self._remove_files(h, v, meta.tier)
         fsync_path(os.path.dirname(self._path(h, v, "sums", meta.tier)))
         log.info("moved %s to the %s tier (%d -> %d bytes on disk)", _chunk_name(h, v),

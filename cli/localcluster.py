@@ -60,6 +60,14 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+def option_flags(options: dict) -> list[str]:
+    """{"dead-after": 3, "no-balance": True} -> ["--dead-after", "3", "--no-balance"]."""
+    argv: list[str] = []
+    for key, value in sorted(options.items()):
+        argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
+    return argv
+
+
 def pid_alive(pid: int, marker: str) -> bool:
     """True if `pid` runs and its command line mentions `marker` (guards against PID reuse)."""
     try:
@@ -119,13 +127,14 @@ class LocalCluster:
         self.spec = {"masters": ms, "chunkservers": cs, "options": options or {}}
         self._save()
 
-    def add_chunkserver(self, rack: str = "") -> str:
-        """Lay out (not start) one more chunkserver; returns its name."""
+    def add_chunkserver(self, rack: str = "", options: dict | None = None) -> str:
+        """Lay out (not start) one more chunkserver; returns its name. `options`: flags of
+        this chunkserver only (over the cluster's chunkserver options), e.g. {"capacity": "1GiB"}."""
         i = len(self.spec["chunkservers"]) + 1
         self.spec["chunkservers"].append({
             "name": f"chunkserver-{i}", "bind": f"{self.host}:{free_port(self.host)}",
             "metrics": f"{self.host}:{free_port(self.host)}", "rack": rack,
-            "data": str(self.dir / f"chunkserver-{i}")})
+            "data": str(self.dir / f"chunkserver-{i}"), "options": dict(options or {})})
         self._save()
         return f"chunkserver-{i}"
 
@@ -157,9 +166,7 @@ class LocalCluster:
                 sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
                 "--data", m["data"], "--metrics", m["metrics"]]
-        for key, value in sorted(self.spec.get("options", {}).get("master", {}).items()):
-            argv += [f"--{key}", str(value)]
-        return argv
+        return argv + option_flags(self.spec.get("options", {}).get("master", {}))
 
     def chunkserver_argv(self, c: dict) -> list[str]:
         argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", c["data"],
@@ -167,9 +174,8 @@ class LocalCluster:
                 "--metrics", c["metrics"]]
         if c.get("rack"):
             argv += ["--rack", c["rack"]]
-        for key, value in sorted(self.spec.get("options", {}).get("chunkserver", {}).items()):
-            argv += [f"--{key}", str(value)]
-        return argv
+        options = {**self.spec.get("options", {}).get("chunkserver", {}), **c.get("options", {})}
+        return argv + option_flags(options)
 
     def argv(self, d: dict) -> list[str]:
         return self.master_argv(d) if "raft" in d else self.chunkserver_argv(d)

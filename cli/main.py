@@ -345,6 +345,37 @@ def admin_gc(ctx, plan: bool, limit: int, as_json: bool) -> None:
                    f"{format_eta(o['age_s']):>8}  {due}")
 
 
+@admin.command("balance")
+@click.option("--status", "show_status", is_flag=True, default=True,
+              help="Show the balancer's state (the default and only action: balancing itself "
+                   "runs on the leader, see master --balance-*).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def admin_balance(ctx, show_status: bool, as_json: bool) -> None:
+    """Disk use per chunkserver and the balancer that evens it out: chunks move from the
+    fullest to the emptiest chunkserver while their use differs by more than the threshold."""
+    with make_client(ctx) as c:
+        b = c.balance_status()
+    if as_json:
+        emit_json(b)
+        return
+    reason = f" ({b['reason']})" if b["reason"] else ""
+    click.echo(f"state      {b['state']}{reason}")
+    click.echo(f"spread     {b['spread'] * 100:.1f} points (threshold {b['threshold'] * 100:g})")
+    limit = human_size(b["rate_limit_bytes_s"]) + "/s" if b["rate_limit_bytes_s"] else "none"
+    eta = "" if not b["bytes_to_move"] else (
+        f"; about {human_size(b['bytes_to_move'])} to move, ETA {format_eta(b['eta_s'])}")
+    click.echo(f"moves      {b['moves_in_flight']} running, {b['moved']} done "
+               f"({human_size(b['moved_bytes'])}), {b['failures']} failed; "
+               f"{human_size(b['rate_bytes_s'])}/s (limit {limit}){eta}")
+    click.echo(f"{'CHUNKSERVER':<24}{'USE':>7}{'CAPACITY':>11}{'FREE':>11}{'CHUNKS':>8}  MOVING")
+    for s in b["servers"]:
+        moving = f"{s['moving_out']} out, {s['moving_in']} in" if (
+            s["moving_out"] or s["moving_in"]) else ""
+        click.echo(f"{s['address']:<24}{s['use'] * 100:>6.1f}%{human_size(s['capacity_bytes']):>11}"
+                   f"{human_size(s['free_bytes']):>11}{s['chunk_count']:>8}  {moving}")
+
+
 # --- data --------------------------------------------------------------------------------------
 
 class Progress:
@@ -495,12 +526,23 @@ def cat(ctx, remotes):
               help="Seconds over which --auto-warm-reads are counted.")
 @click.option("--tier-concurrency", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Tier moves running at once.")
+@click.option("--balance/--no-balance", "balance", default=True, show_default=True,
+              help="Move chunks between chunkservers to even out their disk use.")
+@click.option("--balance-threshold", default=10.0, show_default=True,
+              type=click.FloatRange(0.1, 100.0),
+              help="Percentage points of disk use between the fullest and the emptiest "
+                   "chunkserver above which chunks move.")
+@click.option("--balance-rate", default="64MiB", show_default=True,
+              help="Total bandwidth of balancing moves per second (0: unthrottled).")
+@click.option("--balance-concurrency", default=1, show_default=True,
+              type=click.IntRange(1, 16), help="Balancing moves running at once.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
-           tier_concurrency) -> None:
+           tier_concurrency, balance, balance_threshold, balance_rate,
+           balance_concurrency) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -521,7 +563,10 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate),
                    tiering={"cold_after_s": auto_cold_after, "warm_reads": auto_warm_reads,
                             "warm_window_s": auto_warm_window,
-                            "concurrency": tier_concurrency}))
+                            "concurrency": tier_concurrency},
+                   balance={"enabled": balance, "threshold": balance_threshold / 100,
+                            "rate_bytes_s": parse_size(balance_rate),
+                            "concurrency": balance_concurrency}))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -544,8 +589,10 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               help="Seconds between the starts of two full scrub passes.")
 @click.option("--cold-dir", type=click.Path(file_okay=False),
               help="Cold tier directory, normally on another disk (default: DATA/cold).")
+@click.option("--capacity", default="0", show_default=True,
+              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
-                heartbeat_interval, scrub_rate, scrub_interval, cold_dir) -> None:
+                heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.config import split_addresses
@@ -555,7 +602,8 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     from gfs.units import parse_size
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
-                   scrub_interval=scrub_interval, cold_dir=cold_dir))
+                   scrub_interval=scrub_interval, cold_dir=cold_dir,
+                   capacity=parse_size(capacity)))
 
 
 @master.command("status")

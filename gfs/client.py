@@ -415,6 +415,16 @@ class Client:
         resp = self._call("Health", pb.Empty())
         return _fields(resp)
 
+    def balance_status(self) -> dict:
+        """The disk-use balancer: state (off, starting, paused, balancing, blocked, balanced),
+        reason, spread and threshold (fractions), servers (address, use, capacity_bytes,
+        free_bytes, chunk_count, moving_out, moving_in), moves_in_flight, moved, moved_bytes,
+        failures, rate_bytes_s, bytes_to_move, eta_s (-1 unknown), rate_limit_bytes_s."""
+        resp = self._call("BalanceStatus", pb.Empty())
+        out = _fields(resp)
+        out["servers"] = [_fields(s) for s in resp.servers]
+        return out
+
     def gc_plan(self, limit: int = 0, collect: bool = False) -> dict:
         """Orphan and stale replicas and when each goes; `collect` runs a pass first."""
         resp = self._call("GcPlan", pb.GcPlanRequest(limit=limit, collect=collect))

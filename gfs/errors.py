@@ -68,8 +68,14 @@ class DataLoss(GfsError):
     code = "DATA_LOSS"
 
 
+class ResourceExhausted(GfsError):
+    """Out of room (a chunkserver at its capacity, a full disk)."""
+    code = "RESOURCE_EXHAUSTED"
+
+
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-                                      Unavailable, DeadlineExceeded, DataLoss)}
+                                      Unavailable, DeadlineExceeded, DataLoss,
+                                      ResourceExhausted)}
 _BY_GRPC = {v: k for k, v in CODES.items()}
 
 

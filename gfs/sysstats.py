@@ -59,3 +59,18 @@ class DiskBusy:
         if not now or not last or now[0] <= last[0]:
             return 0.0
         return max(0.0, min(1.0, (now[1] - last[1]) / 1000.0 / (now[0] - last[0])))
+
+
+def host_memory() -> tuple[int, int]:
+    """(total, available) bytes of this host's memory, from /proc/meminfo ((0, 0) if unknown).
+    Available counts what the kernel can hand out without swapping (free + reclaimable cache)."""
+    fields: dict[str, int] = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("MemTotal", "MemAvailable"):
+                    fields[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return fields.get("MemTotal", 0), fields.get("MemAvailable", 0)

@@ -31,6 +31,9 @@ class ServerState:
     io_load: float = 0.0
     cpu_load: float = 0.0
     rss_bytes: int = 0
+    mem_total_bytes: int = 0
+    mem_available_bytes: int = 0
+    beats: int = 0                  # heartbeats received from this instance
     full_report: bool = False
     chunks: dict[int, int] = field(default_factory=dict)   # handle -> version held
     corrupt: dict[int, int] = field(default_factory=dict)  # handle -> version found corrupt
@@ -54,6 +57,13 @@ class ServerView:
     chunks: dict[int, int]       # replicas ordered deleted are left out
     corrupt: dict[int, int]
     cold: frozenset[int] = frozenset()   # handles held in the cold tier
+    capacity_bytes: int = 0
+    free_bytes: int = 0
+    beats: int = 0                       # heartbeats received so far (figures' freshness)
+
+    @property
+    def use(self) -> float:
+        return disk_use(self.capacity_bytes, self.free_bytes)
 
 
 class ChunkserverRegistry:
@@ -105,6 +115,7 @@ class ChunkserverRegistry:
                 s = self._servers[address] = ServerState(address=address, instance=instance)
             s.rack = rack
             s.last_seen = self._clock()
+            s.beats += 1
             for key, value in figures.items():
                 setattr(s, key, value)
             s.corrupt = dict(corrupt)
@@ -194,7 +205,8 @@ class ChunkserverRegistry:
                 s.deleting = {h: s.deleting[h] for h in gone}
                 chunks = {h: v for h, v in s.chunks.items() if h not in gone} if gone else dict(s.chunks)
                 out[s.address] = ServerView(s.address, s.host, s.rack, placement_score(s),
-                                            chunks, dict(s.corrupt), frozenset(s.cold))
+                                            chunks, dict(s.corrupt), frozenset(s.cold),
+                                            s.capacity_bytes, s.free_bytes, s.beats)
             return out
 
     def holdings(self) -> dict[str, dict[int, int]]:
@@ -224,14 +236,21 @@ class ChunkserverRegistry:
     # --- placement ---------------------------------------------------------------------------
 
     def place(self, count: int, exclude: set[str] | None = None,
-              existing: list[str] = ()) -> list[str]:
+              existing: list[str] = (), need_bytes: int = 0) -> list[str]:
         """Choose `count` live servers for new replicas: hosts not yet used by the chunk's
         `existing` replicas (or each other) first, then new racks, and within that the ones with
-        the most free space and the least load."""
+        the most free space and the least load (`placement_score`). Servers with less than
+        `need_bytes` free are left out."""
         with self._lock:
             alive = self._alive()
         skip = set(exclude or ()) | set(existing)
         candidates = [s for s in alive if s.address not in skip]
+        roomy = [s for s in candidates if s.free_bytes >= need_bytes]
+        if need_bytes and len(roomy) < count <= len(candidates):
+            raise FailedPrecondition(
+                f"not enough room: {len(roomy)} of the {len(candidates)} eligible chunkservers "
+                f"have {need_bytes} bytes free, {count} needed")
+        candidates = roomy
         if len(candidates) < count and self._clock() < self._warm_until:
             raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
         if len(candidates) < count:
@@ -259,11 +278,33 @@ class ChunkserverRegistry:
                      "last_seen_s": now - s.last_seen, "capacity_bytes": s.capacity_bytes,
                      "used_bytes": s.used_bytes, "free_bytes": s.free_bytes,
                      "chunk_count": s.chunk_count, "io_load": s.io_load, "cpu_load": s.cpu_load,
-                     "rss_bytes": s.rss_bytes, "corrupt_replicas": len(s.corrupt)}
+                     "rss_bytes": s.rss_bytes, "corrupt_replicas": len(s.corrupt),
+                     "mem_total_bytes": s.mem_total_bytes,
+                     "mem_available_bytes": s.mem_available_bytes,
+                     "disk_use": disk_use(s.capacity_bytes, s.free_bytes)}
                     for s in sorted(self._servers.values(), key=lambda s: s.address)]
 
 
+def disk_use(capacity_bytes: int, free_bytes: int) -> float:
+    """Fraction of a server's capacity in use (1 when it reports no capacity)."""
+    return 1.0 - free_bytes / capacity_bytes if capacity_bytes else 1.0
+
+
+MEMORY_TIGHT = 0.85      # host memory in use above which a server starts to look busy
+
+
+def memory_pressure(s: ServerState) -> float:
+    """0 while the host has plenty of memory, rising to 1 as it runs out (page cache gone,
+    swapping next): only the last MEMORY_TIGHT..1 of use counts."""
+    if not s.mem_total_bytes:
+        return 0.0
+    used = 1.0 - s.mem_available_bytes / s.mem_total_bytes
+    return max(0.0, min(1.0, (used - MEMORY_TIGHT) / (1.0 - MEMORY_TIGHT)))
+
+
 def placement_score(s: ServerState) -> float:
-    """Higher is better: free space fraction, discounted by disk and CPU load."""
+    """Higher is better: free space fraction, discounted by disk load, CPU load and memory
+    pressure (a server at full disk load and out of memory scores a quarter of an idle one)."""
     free = s.free_bytes / s.capacity_bytes if s.capacity_bytes else 0.0
-    return free * (1.0 - 0.5 * min(1.0, s.io_load)) * (1.0 - 0.3 * min(1.0, s.cpu_load))
+    return (free * (1.0 - 0.5 * min(1.0, s.io_load)) * (1.0 - 0.3 * min(1.0, s.cpu_load))
+            * (1.0 - 0.5 * memory_pressure(s)))

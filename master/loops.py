@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from gfs.transfer import Channels
+from proto import chunkserver_pb2 as cpb
 
 
 class WorkerLoop(abc.ABC):
@@ -29,3 +30,14 @@ class WorkerLoop(abc.ABC):
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.channels.close()
+
+
+def copy_chunk(channels: Channels, target: str, handle: int, version: int, length: int,
+               checksum: int, sources: list[str], max_bytes_per_s: int = 0) -> None:
+    """Have `target` pull a replica of (handle, version) from `sources` (`CopyChunk`: every
+    block verified, the result checked against the metadata's length and checksum). Raises
+    grpc.RpcError when it fails. The deadline allows the throttled rate (at least 5 MiB/s)."""
+    timeout = 60.0 + length / max(max_bytes_per_s or 0, 5 << 20)
+    channels.stub(target).CopyChunk(cpb.CopyRequest(
+        handle=handle, version=version, sources=sources, length=length, checksum=checksum,
+        max_bytes_per_s=max_bytes_per_s), timeout=timeout)

@@ -6,6 +6,7 @@ import os
 import time
 
 from gfs.errors import FailedPrecondition, Unavailable, from_code
+from master.balance import Balancer
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.proposer import Proposer, now_ms
@@ -33,7 +34,7 @@ class MasterNode:
                  defaults: dict | None = None, dead_after: float = 10.0,
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
-                 tiering: dict | None = None):
+                 tiering: dict | None = None, balance: dict | None = None):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -65,6 +66,9 @@ class MasterNode:
         self.tiering = TierMover(
             self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
             self.propose, self.raft.is_leader, **(tiering or {}))
+        self.balancer = Balancer(
+            self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
+            self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
 
     def state_read(self, fn):
         """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""
@@ -91,8 +95,10 @@ class MasterNode:
         self.gc.start()
         self.repairer.start()
         self.tiering.start()
+        self.balancer.start()
 
     def stop(self) -> None:
+        self.balancer.stop()
         self.tiering.stop()
         self.repairer.stop()
         self.gc.stop()
@@ -142,7 +148,8 @@ class MasterNode:
             record = self.raft.state.inode_record(inode)
         if record is None or record.get("state") != "pending":
             raise FailedPrecondition(f"inode {inode} is not an upload in progress")
-        return self.chunkservers.place(record["replication"], exclude)
+        return self.chunkservers.place(record["replication"], exclude,
+                                       need_bytes=record["chunk_size"])
 
     def chunk_locations(self, chunk: dict) -> list[str]:
         """Where to read a chunk: healthy replicas that reported it, then the recorded replica
@@ -239,6 +246,10 @@ class MasterNode:
                  trash_bytes=counts.get("trash_bytes", 0))
         return f
 
+    def balance_status(self) -> dict:
+        self.require_leader()
+        return self.balancer.status()
+
     # --- status ----------------------------------------------------------------------------------
 
     def status(self) -> dict:
@@ -296,7 +307,25 @@ class RaftCollector:
         yield GaugeMetricFamily("gfs_health_chunkservers_dead",
                                 "chunkservers seen by this leader that stopped heartbeating",
                                 value=len(h["dead"]))
+        b = self.node.balancer.status()
+        for key, doc in BALANCE_GAUGES.items():
+            yield GaugeMetricFamily(f"gfs_balance_{key}", doc, value=float(b[key]))
+        use = GaugeMetricFamily("gfs_chunkserver_disk_use",
+                                "1 - free/capacity of each live chunkserver", labels=["address"])
+        for s in b["servers"]:
+            use.add_metric([s["address"]], s["use"])
+        yield use
 
+
+BALANCE_GAUGES = {
+    "spread": "disk use of the fullest minus the emptiest chunkserver (0..1)",
+    "threshold": "spread above which chunks move (0..1)",
+    "moves_in_flight": "balancing moves running",
+    "moved": "chunks moved by this leader to even out disk use",
+    "moved_bytes": "bytes moved by this leader to even out disk use",
+    "failures": "balancing moves that failed",
+    "bytes_to_move": "about how many bytes must still move to get within the threshold",
+}
 
 HEALTH_GAUGES = {
     "chunkservers_alive": "chunkservers heartbeating to this leader",

@@ -33,8 +33,7 @@ import grpc
 
 from gfs.errors import GfsError
 from master.chunkservers import ChunkserverRegistry, ServerView
-from master.loops import WorkerLoop
-from proto import chunkserver_pb2 as cpb
+from master.loops import WorkerLoop, copy_chunk
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class Plan:
     record: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
 
 
-def _replicas_by_handle(view: dict[str, ServerView]) -> dict[int, list[tuple[str, int, bool]]]:
+def replicas_by_handle(view: dict[str, ServerView]) -> dict[int, list[tuple[str, int, bool]]]:
     """handle -> [(server, version held, corrupt?)] from every live server."""
     out: dict[int, list[tuple[str, int, bool]]] = collections.defaultdict(list)
     for address, sv in view.items():
@@ -100,7 +99,7 @@ def _keep_spread(healthy: list[str], view: dict[str, ServerView], recorded: list
 
 def plan(rows: list[dict], view: dict[str, ServerView], in_flight: set[int]) -> Plan:
     """Compare the chunk table with the replica map (a pure function: unit-tested alone)."""
-    by_handle = _replicas_by_handle(view)
+    by_handle = replicas_by_handle(view)
     p = Plan()
     f = dict(chunks=0, under_replicated=0, unavailable=0, at_risk=0, corrupt_replicas=0,
              stale_replicas=0, surplus_replicas=0, repair_bytes_pending=0)
@@ -178,7 +177,12 @@ class RepairRate:
 
 
 class Repairer(WorkerLoop):
-    """Runs `plan` on the leader every `interval_s` and carries it out."""
+    """Runs `plan` on the leader every `interval_s` and carries it out.
+
+    `claimed()` names the chunks another loop is copying (the balancer's moves): their extra
+    replica is not surplus. `plan_lock` is held while a pass plans and queues its deletions; a
+    loop that adds a replica and then deletes another holds it for that step, so a pass never
+    plans from the moment in between."""
 
     def __init__(self, registry: ChunkserverRegistry, chunk_table: Callable[[], list[dict]],
                  record_replicas: Callable[[int, int, list[str]], None],
@@ -204,10 +208,17 @@ class Repairer(WorkerLoop):
         self._short_since: dict[int, float] = {}
         self._failed: dict[tuple[int, str], float] = {}
         self._lock = threading.Lock()
+        self.plan_lock = threading.Lock()
+        self.claimed: Callable[[], set[int]] = set
 
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
+
+    def copying(self) -> set[int]:
+        """Handles with a repair copy running."""
+        with self._lock:
+            return set(self._in_flight)
 
     def _run(self) -> None:
         wait = self.interval_s
@@ -228,13 +239,15 @@ class Repairer(WorkerLoop):
     def run_pass(self) -> Plan:
         """Plan once, send the deletions, start copies up to the concurrency limit."""
         rows = self.chunk_table()
-        with self._lock:
-            in_flight = set(self._in_flight)
-        p = plan(rows, self.registry.view(), in_flight)
-        for address, handle, version, why in p.deletes:
-            log.info("deleting %s replica of chunk %d v%d on %s", why, handle, version, address,
-                     extra={"fields": {"handle": handle, "replica": address, "reason": why}})
-            self.registry.queue_delete(address, handle, version)
+        with self.plan_lock:
+            with self._lock:
+                in_flight = set(self._in_flight)
+            p = plan(rows, self.registry.view(), in_flight | self.claimed())
+            for address, handle, version, why in p.deletes:
+                log.info("deleting %s replica of chunk %d v%d on %s", why, handle, version,
+                         address, extra={"fields": {"handle": handle, "replica": address,
+                                                    "reason": why}})
+                self.registry.queue_delete(address, handle, version)
         for handle, (version, replicas) in list(p.record.items())[:RECORD_PER_PASS]:
             self._pool.submit(self._record, handle, version, replicas)
         now = self.clock()
@@ -265,7 +278,7 @@ class Repairer(WorkerLoop):
         failed = {a for (h, a) in self._failed if h == task.handle}
         try:
             return self.registry.place(1, exclude=task.holders | full | failed,
-                                       existing=task.healthy)[0]
+                                       existing=task.healthy, need_bytes=task.length)[0]
         except GfsError:
             pass
         # No other server can take it: rebuild a corrupt replica in place.
@@ -277,12 +290,10 @@ class Repairer(WorkerLoop):
     def _copy(self, task: RepairTask, target: str) -> None:
         per_copy = self.rate_bytes_s // self.concurrency if self.rate_bytes_s else 0
         sources = task.healthy + [a for a in task.corrupt if a != target]
-        timeout = 60.0 + task.length / max(per_copy or 0, 5 << 20)
         started = self.clock()
         try:
-            self.channels.stub(target).CopyChunk(cpb.CopyRequest(
-                handle=task.handle, version=task.version, sources=sources, length=task.length,
-                checksum=task.checksum, max_bytes_per_s=per_copy), timeout=timeout)
+            copy_chunk(self.channels, target, task.handle, task.version, task.length,
+                       task.checksum, sources, per_copy)
         except grpc.RpcError as err:
             self.failures += 1
             self._failed[(task.handle, target)] = self.clock() + FAILED_TARGET_COOLDOWN_S
@@ -315,7 +326,7 @@ class Repairer(WorkerLoop):
         copies in flight, the measured rate and the time to full redundancy it implies."""
         with self._lock:
             in_flight = set(self._in_flight)
-        p = plan(self.chunk_table(), self.registry.view(), in_flight)
+        p = plan(self.chunk_table(), self.registry.view(), in_flight | self.claimed())
         f = dict(p.figures)
         f["repair_queue"] = len([t for t in p.tasks if t.handle not in in_flight])
         rate = self.rate.rate()

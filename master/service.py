@@ -194,6 +194,12 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.TierStatusResponse(**(await asyncio.to_thread(self.node.tier_status, info)))
 
     @rpc
+    async def BalanceStatus(self, request, context):
+        s = await asyncio.to_thread(self.node.balance_status)
+        s["servers"] = [pb.BalanceServer(**srv) for srv in s["servers"]]
+        return pb.BalanceStatusResponse(**s)
+
+    @rpc
     async def Health(self, request, context):
         return pb.HealthResponse(**(await asyncio.to_thread(self.node.health)))
 
@@ -218,7 +224,7 @@ class MasterService(pb_grpc.MasterServicer):
         self.node.require_leader()
         figures = {k: getattr(request, k) for k in (
             "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
-            "rss_bytes")}
+            "rss_bytes", "mem_total_bytes", "mem_available_bytes")}
         registry = self.node.chunkservers
         need_full = registry.heartbeat(
             request.address, request.rack, request.instance, request.full_report,

@@ -134,6 +134,11 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.TierStatusRequest.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.TierStatusResponse.FromString,
                 _registered_method=True)
+        self.BalanceStatus = channel.unary_unary(
+                '/gfs.master.Master/BalanceStatus',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.BalanceStatusResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -259,6 +264,12 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BalanceStatus(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -361,6 +372,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.TierStatus,
                     request_deserializer=proto_dot_master__pb2.TierStatusRequest.FromString,
                     response_serializer=proto_dot_master__pb2.TierStatusResponse.SerializeToString,
+            ),
+            'BalanceStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.BalanceStatus,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_master__pb2.BalanceStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -903,6 +919,33 @@ class Master:
             '/gfs.master.Master/TierStatus',
             proto_dot_master__pb2.TierStatusRequest.SerializeToString,
             proto_dot_master__pb2.TierStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BalanceStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/BalanceStatus',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_master__pb2.BalanceStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -512,3 +512,40 @@ def test_random_range_reads_match_slicing(prop_store, data):
                        label="length")
     want = PROP_DATA[offset:] if length == -1 else PROP_DATA[offset:offset + length]
     assert read_all(prop_store, 1, offset=offset, length=length) == want
+
+
+# --- capacity ------------------------------------------------------------------------------------
+
+def test_a_capacity_refuses_writes_beyond_it_and_keeps_what_is_stored(tmp_path):
+    from gfs.errors import ResourceExhausted
+    cap = 3 * BS
+    store = ChunkStore(str(tmp_path), capacity=cap)
+    first = random_bytes(2 * BS, 1)
+    write_chunk(store, 1, first)
+    u = store.usage()
+    assert u["capacity_bytes"] == cap and u["free_bytes"] == BS
+    w = store.begin_write(2, 1)
+    w.write(random_bytes(BS, 2))                     # exactly fills it: fine
+    with pytest.raises(ResourceExhausted, match="full"):
+        w.write(b"x")                                # one byte more: refused
+    w.abort()
+    assert store.free_bytes() == BS                  # the aborted writer's bytes are released
+    assert [m.handle for m in store.chunks()] == [1] and read_all(store, 1) == first
+    assert files_under(store.tmp_dir) == []
+
+
+def test_a_capacity_counts_stored_bytes_across_restarts_deletes_and_cold_moves(tmp_path):
+    text = (b"the quick brown fox jumps over the lazy dog\n" * 5000)[:3 * BS]
+    store = ChunkStore(str(tmp_path), capacity=8 * BS)
+    write_chunk(store, 1, text)
+    write_chunk(store, 2, random_bytes(2 * BS, 3))
+    assert store.free_bytes() == 3 * BS
+    store.move(1, None, "cold")                       # compressed: frees most of its room
+    assert store.free_bytes() > 5 * BS
+    reopened = ChunkStore(str(tmp_path), capacity=8 * BS)
+    assert reopened.free_bytes() == store.free_bytes()
+    reopened.delete(2)
+    assert reopened.free_bytes() == 8 * BS - reopened.get(1).stored_bytes
+    unlimited = ChunkStore(str(tmp_path))
+    assert unlimited.usage()["capacity_bytes"] == os.statvfs(str(tmp_path)).f_blocks * \
+        os.statvfs(str(tmp_path)).f_frsize

@@ -171,3 +171,28 @@ def test_busy_or_nearly_full_servers_get_new_chunks_last():
     for _ in range(20):
         assert r.place(2) == ["h3:1", "h4:1"]      # busy h1 (score 0.32) and full h2 lose
         assert r.place(3)[2] == "h1:1"
+
+
+def test_a_host_short_of_memory_gets_new_chunks_after_the_others():
+    r, _ = registry()
+    gib = 1 << 30
+    r.heartbeat("h1:1", "", "a", True, [], [],
+                dict(FIG, mem_total_bytes=16 * gib, mem_available_bytes=gib // 2))
+    r.heartbeat("h2:1", "", "b", True, [], [],
+                dict(FIG, mem_total_bytes=16 * gib, mem_available_bytes=8 * gib))
+    r.heartbeat("h3:1", "", "c", True, [], [],
+                dict(FIG, free_bytes=45, mem_total_bytes=16 * gib, mem_available_bytes=4 * gib))
+    for _ in range(20):
+        assert r.place(2) == ["h2:1", "h3:1"]     # h1: 97 % of its memory in use
+        assert r.place(3)[2] == "h1:1"
+
+
+def test_servers_without_room_for_the_chunk_are_left_out():
+    r, _ = registry()
+    r.heartbeat("h1:1", "", "a", True, [], [], dict(FIG, free_bytes=10))
+    r.heartbeat("h2:1", "", "b", True, [], [], dict(FIG, free_bytes=50))
+    r.heartbeat("h3:1", "", "c", True, [], [], dict(FIG, free_bytes=40))
+    assert sorted(r.place(2, need_bytes=32)) == ["h2:1", "h3:1"]
+    with pytest.raises(FailedPrecondition, match="not enough room"):
+        r.place(3, need_bytes=32)
+    assert len(r.place(3, need_bytes=8)) == 3
