@@ -48,12 +48,15 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
             print(f"chaos: partitions disabled: {err}", flush=True)
     # Chunkservers listen on the bridge's address so that masters inside their namespaces can
     # reach them too (the leader calls CopyChunk on them for repairs).
+    # A capacity per chunkserver and a low balancing threshold keep the balancer moving chunks
+    # during the run (a server back from a long outage is far emptier than the others).
     cluster = LocalCluster(base / "cluster", host=lab.gateway if lab else "127.0.0.1")
     cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, options={
         "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
-                   "compact-entries": 2000},
+                   "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
+                   "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
-                        "scrub-interval": 10}})
+                        "scrub-interval": 10, "capacity": "2GiB"}})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
     cluster.up(timeout=60)
     return cluster, lab
@@ -100,9 +103,21 @@ def wait_full_redundancy(masters: list[str], timeout: float = 120.0) -> dict:
             except GfsError:
                 health = {}
             if health.get("status") == "healthy" and not health.get("repair_in_flight"):
-                return {"seconds": time.monotonic() - start, "health": health}
+                return {"seconds": time.monotonic() - start, "health": health,
+                        "balance": c.balance_status()}
             time.sleep(0.5)
-    return {"seconds": None, "health": health}
+    return {"seconds": None, "health": health, "balance": {}}
+
+
+def count_balance_moves(cluster: LocalCluster) -> int:
+    """Balancing moves completed by every leader of the run (from the masters' JSON logs)."""
+    moves = 0
+    for m in cluster.spec["masters"]:
+        log_path = Path(m["data"]) / "daemon.log"
+        if log_path.exists():
+            with open(log_path, errors="replace") as f:
+                moves += sum(1 for line in f if '"moved chunk ' in line and " from " in line)
+    return moves
 
 
 def failover_times(workload: Workload, faults) -> dict[str, list[float]]:
@@ -174,6 +189,8 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         "partitions": lab is not None,
         "full_redundancy_s": redundancy["seconds"],
         "final_health": redundancy["health"],
+        "final_balance": {k: v for k, v in redundancy["balance"].items() if k != "servers"},
+        "balance_moves": count_balance_moves(cluster),
     }
     out = Path(__file__).resolve().parent.parent / "results"
     out.mkdir(exist_ok=True)
@@ -199,6 +216,10 @@ def report(s: dict) -> str:
     h = s["final_health"] or {}
     rows += [["full redundancy after healing", "NOT reached" if healed is None else
               f"{healed:.1f} s ({h.get('repaired', 0)} repair copies by the last leader)"]]
+    b = s.get("final_balance") or {}
+    if b:
+        rows += [["balancing", f"{s['balance_moves']} moves in the run; at the end "
+                               f"{b['state']}, spread {b['spread'] * 100:.1f} points"]]
     rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
              ["seed", s["seed"]]]
     return table(["chaos summary", ""], rows)
