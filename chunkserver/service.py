@@ -19,9 +19,9 @@ from prometheus_client import Counter
 
 from chunkserver.store import TIERS, ChunkStore
 from gfs.checksum import BLOCK_SIZE, block_checksum
-from gfs.errors import DataLoss, GfsError, InvalidArgument, Unavailable
+from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
-from gfs.transfer import Channels, TokenBucket, read_chunk
+from gfs.transfer import FULL_MESSAGE, Channels, TokenBucket, read_chunk
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 from proto import master_pb2 as pb
@@ -135,7 +135,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             expected = (None, None)
             for msg in itertools.chain([first], request_iterator):
                 if msg.data:
-                    writer.write(msg.data)
+                    self._store_piece(writer, msg.data)
                     BYTES.labels("in").inc(len(msg.data))
                     if forward:
                         forward.send(cpb.WriteRequest(data=msg.data))
@@ -156,6 +156,14 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             if forward:
                 forward.cancel()
             raise
+
+    def _store_piece(self, writer, data) -> None:
+        """Append to a chunk being received; at the capacity, say which server is full."""
+        try:
+            writer.write(data)
+        except ResourceExhausted as err:
+            raise ResourceExhausted(f"{FULL_MESSAGE.format(address=self.address)}: {err}") \
+                from None
 
     @streaming
     def ReadChunk(self, request, context):
@@ -217,7 +225,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         started = time.monotonic()
 
         def sink(piece: memoryview) -> None:
-            writer.write(piece)
+            self._store_piece(writer, piece)
             COPY_BYTES.inc(len(piece))
             if bucket is not None:
                 bucket.take(len(piece))

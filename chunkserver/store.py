@@ -541,8 +541,8 @@ class ChunkStore:
         """Count `nbytes` an open writer is about to receive; refused beyond the capacity."""
         with self._lock:
             if self.capacity and self._stored + self._reserved + nbytes > self.capacity:
-                raise ResourceExhausted(f"{what}: this chunkserver is full ({self._stored} "
-                                        f"bytes stored, {self._reserved} incoming, capacity "
+                raise ResourceExhausted(f"{what}: no room ({self._stored} bytes stored, "
+                                        f"{self._reserved} incoming, capacity "
                                         f"{self.capacity})")
             self._reserved += nbytes
 

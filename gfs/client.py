@@ -32,6 +32,7 @@ from gfs.transfer import (
     PIECE_SIZE,
     Channels,
     WrittenChunk,
+    full_servers,
     is_retryable,
     read_chunk,
     write_chunk,
@@ -540,7 +541,9 @@ class Client:
             except GfsError as err:
                 if not (pieces.repeatable and is_retryable(err)) or attempt == attempts - 1:
                     raise
-                failed += [a for a in alloc.replicas if a not in failed and not self._channels.alive(a)]
+                full = full_servers(err, list(alloc.replicas))
+                failed += [a for a in alloc.replicas if a not in failed
+                           and (a in full or not self._channels.alive(a))]
         raise AssertionError("unreachable")
 
     def get(self, path: str, sink: str | BinaryIO, *, offset: int = 0, length: int = -1,

@@ -19,6 +19,9 @@ from gfs.errors import DataLoss, GfsError, Unavailable, from_grpc
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
+# How a chunkserver at its capacity names itself in the error (the client leaves it out).
+FULL_MESSAGE = "chunkserver {address} is full"
+
 PIECE_SIZE = 1 << 20
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),
@@ -237,4 +240,12 @@ class TokenBucket:
 
 
 def is_retryable(err: GfsError) -> bool:
-    return err.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "NOT_FOUND")
+    """May a chunk write that failed this way succeed on another chain? (RESOURCE_EXHAUSTED:
+    a replica was full; the master leaves it out once its heartbeat says so.)"""
+    return err.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "DATA_LOSS", "NOT_FOUND",
+                        "RESOURCE_EXHAUSTED")
+
+
+def full_servers(err: GfsError, chain: list[str]) -> list[str]:
+    """The servers of `chain` that a write error says are full (see FULL_MESSAGE)."""
+    return [a for a in chain if FULL_MESSAGE.format(address=a) in err.message]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -116,18 +117,26 @@ def test_a_chunkserver_at_its_capacity_gets_no_new_chunks(make_cluster):
     opts = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "no-balance": True},
             "chunkserver": {"heartbeat-interval": 0.3}}
     cluster = make_cluster(masters=1, options=opts, start=False)
-    small = cluster.add_chunkserver(options={"capacity": "3MiB"})
+    small = cluster.add_chunkserver(options={"capacity": "2.5MiB"})
     for _ in range(3):
         cluster.add_chunkserver()
     cluster.up()
-    files = {f"/f{i}": os.urandom(MiB - i) for i in range(12)}
+    # 4 chunks at once: the empty small server is everyone's first choice until its heartbeat
+    # says it is full, so some of them hit its capacity and are retried without it.
+    files = {"/big": os.urandom(8 * MiB)}
+    files.update({f"/f{i}": os.urandom(MiB - i) for i in range(12)})
     with Client(cluster.master_addresses()) as c:
         for path, data in files.items():
             c.put(io.BytesIO(data), path)
         held = replicas_on_disk(cluster)
-        assert sum(held[small].values()) <= 3          # then it had no room for another chunk
-        assert all(sum(n.values()) >= 9 for name, n in held.items() if name != small)
+        assert sum(held[small].values()) <= 2          # then it had no room for another chunk
+        assert all(sum(n.values()) >= 18 for name, n in held.items() if name != small)
         for path, data in files.items():
             assert c.read(path) == data
         s = {s["address"]: s for s in c.chunkservers()}[cluster.daemon(small)["bind"]]
-        assert s["capacity_bytes"] == 3 * MiB and s["free_bytes"] < MiB
+        assert s["capacity_bytes"] == int(2.5 * MiB) and s["free_bytes"] < MiB
+        metrics = urllib.request.urlopen(
+            f"http://{cluster.daemon(small)['metrics']}/metrics", timeout=5).read().decode()
+    refused = [line for line in metrics.splitlines()
+               if line.startswith("gfs_rpc_requests_total") and "RESOURCE_EXHAUSTED" in line]
+    print("writes refused by the full server:", refused)

@@ -526,7 +526,7 @@ def test_a_capacity_refuses_writes_beyond_it_and_keeps_what_is_stored(tmp_path):
     assert u["capacity_bytes"] == cap and u["free_bytes"] == BS
     w = store.begin_write(2, 1)
     w.write(random_bytes(BS, 2))                     # exactly fills it: fine
-    with pytest.raises(ResourceExhausted, match="full"):
+    with pytest.raises(ResourceExhausted, match="no room"):
         w.write(b"x")                                # one byte more: refused
     w.abort()
     assert store.free_bytes() == BS                  # the aborted writer's bytes are released
