@@ -269,8 +269,10 @@ class Balancer(WorkerLoop):
         others = [a for a in m.sources if a != m.source]
         self.record_replicas(m.handle, m.version, others + [m.target])
         with self.repairer.plan_lock:
-            healthy, _ = self.registry.locations(m.handle, m.version)
-            if len([a for a in healthy if a != m.source]) < m.replication:
+            healthy = [a for a, sv in self.registry.view().items() if a != m.source
+                       and sv.chunks.get(m.handle) == m.version
+                       and sv.corrupt.get(m.handle) != m.version]    # deletions left out
+            if len(healthy) < m.replication:
                 log.warning("chunk %d lost a replica while it was moved: keeping the source "
                             "replica on %s", m.handle, m.source)
                 return

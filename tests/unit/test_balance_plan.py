@@ -126,3 +126,53 @@ def test_servers_without_a_capacity_are_ignored_and_bytes_to_move_is_an_estimate
     assert set(uses) == {"a:1", "b:1", "c:1"}
     # mean 40 %: a and b are 15 points above mean + 5 -> 2 x 150 MiB
     assert abs(bytes_to_move(uses, view, 0.10) - 300 * MiB) < MiB
+
+
+# --- the mover's last step (copy faked, real registry) -----------------------------------------
+
+def _mover(monkeypatch, during_copy=lambda reg, sources: None):
+    import master.balance as balance
+    from master.chunkservers import ChunkserverRegistry
+    from master.repair import Repairer
+    now = [1000.0]
+    reg = ChunkserverRegistry(dead_after=10, clock=lambda: now[0])
+    for a, chunks, free in (("a:1", [(1, 1)], CAP // 2), ("b:1", [(1, 1)], CAP // 2),
+                            ("c:1", [], CAP)):
+        reg.heartbeat(a, "", "i", True, chunks, [], {"capacity_bytes": CAP, "free_bytes": free})
+    now[0] += 10                                       # the replica map is complete
+    rows = [row(1, length=MiB)]
+    recorded = []
+    repairer = Repairer(reg, lambda: rows, lambda *a: None, lambda: True)
+    mover = balance.Balancer(reg, lambda: rows, lambda h, v, r: recorded.append((h, v, r)),
+                             lambda: True, repairer)
+    monkeypatch.setattr(balance, "copy_chunk",
+                        lambda channels, target, h, v, n, sum_, sources, rate: during_copy(reg, sources))
+    return reg, mover, recorded
+
+
+def test_a_move_copies_records_the_new_set_then_deletes_the_source(monkeypatch):
+    reg, mover, recorded = _mover(monkeypatch)
+    try:
+        p = mover.run_pass()
+        assert [(m.source, m.target) for m in p.moves] in ([("a:1", "c:1")], [("b:1", "c:1")])
+        mover._pool.shutdown(wait=True)
+        source = p.moves[0].source
+        other = "b:1" if source == "a:1" else "a:1"
+        assert recorded == [(1, 1, [other, "c:1"])]
+        assert reg.take_orders(source) == ([(1, 1)], [])
+        assert mover.moved == 1 and mover.claimed() == set()
+    finally:
+        mover.stop()
+
+
+def test_a_move_keeps_the_source_when_another_replica_vanished_meanwhile(monkeypatch):
+    def lose_the_other(reg, sources):        # sources: the move's source, then the others
+        reg.heartbeat(sources[1], "", "i", True, [], [], {"capacity_bytes": CAP,
+                                                          "free_bytes": CAP // 2})
+    reg, mover, _ = _mover(monkeypatch, lose_the_other)
+    try:
+        p = mover.run_pass()
+        mover._pool.shutdown(wait=True)
+        assert p.moves and reg.take_orders(p.moves[0].source) == ([], [])
+    finally:
+        mover.stop()
