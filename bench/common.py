@@ -97,6 +97,16 @@ def process_stats(pid: int | None) -> dict:
     return {"peak_rss": rss, "cpu_s": (int(utime) + int(stime)) / os.sysconf("SC_CLK_TCK")}
 
 
+def keep_peaks(seen: dict[str, dict], processes: dict[str, dict]) -> None:
+    """Fold one cluster's `process_stats` per daemon into `seen`: the highest peak RSS and CPU
+    seconds of each daemon name over several clusters (runs of one benchmark)."""
+    for name, st in processes.items():
+        peak = seen.setdefault(name, {"peak_rss": None, "cpu_s": None})
+        for k in ("peak_rss", "cpu_s"):
+            if st[k] is not None:
+                peak[k] = max(peak[k] or 0, st[k])
+
+
 def table(headers: list[str], rows: list[list]) -> str:
     """A Markdown table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]

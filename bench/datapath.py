@@ -18,6 +18,7 @@ import os
 import queue
 import random
 import time
+from collections.abc import Callable
 
 import xxhash
 
@@ -60,14 +61,21 @@ def file_hash(path: str) -> int:
     return h.intdigest()
 
 
-def make_source(directory: str, size: int, seed: int = 7) -> tuple[str, int]:
-    """A file of `size` seeded random bytes written piece by piece; returns (path, xxh3_64)."""
-    path = os.path.join(directory, f"source-{size}.bin")
+def random_bytes(rand: random.Random, n: int) -> bytes:
+    return rand.randbytes(n)
+
+
+def make_source(directory: str, size: int, seed: int = 7,
+                generate: Callable[[random.Random, int], bytes] = random_bytes,
+                name: str = "source") -> tuple[str, int]:
+    """A file of `size` seeded bytes written piece by piece (`generate(rand, n)` makes each
+    piece of n bytes; default random, i.e. incompressible); returns (path, xxh3_64)."""
+    path = os.path.join(directory, f"{name}-{size}.bin")
     h = xxhash.xxh3_64()
     rand = random.Random(seed * 1_000_003 + size)
     with open(path, "wb", buffering=0) as f:
         for pos in range(0, size, PIECE):
-            piece = rand.randbytes(min(PIECE, size - pos))
+            piece = generate(rand, min(PIECE, size - pos))
             h.update(piece)
             f.write(piece)
     return path, h.intdigest()
@@ -152,6 +160,13 @@ def reclaim(client, path: str) -> None:
         channels.close()
 
 
+def evict_chunks(cluster) -> None:
+    """Drop every chunkserver's chunk files (both tiers: the cold tier is DATA/cold in a local
+    cluster) from the page cache, so the next read comes from the disk."""
+    for cs in cluster.spec["chunkservers"]:
+        evict(cs["data"])
+
+
 def raft_term(cluster) -> int:
     statuses = [cluster.master_status(m) for m in cluster.spec["masters"]]
     return max(st["term"] if st else 0 for st in statuses)
@@ -164,8 +179,7 @@ def put_then_get(cluster, client, remotes: list[list[str]], replication: int, so
     """Put the source to every remote at once, get them all back cold, then delete them."""
     masters = cluster.master_addresses()
     put = measure(masters, "put", remotes, source, digest, replication, size, work)
-    for cs in cluster.spec["chunkservers"]:
-        evict(cs["data"])
+    evict_chunks(cluster)
     get = measure(masters, "get", remotes, source, digest, replication, size, work)
     for r in (r for rs in remotes for r in rs):
         if client.exists(r):

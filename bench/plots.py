@@ -3,13 +3,19 @@
 - "throughput": panels {title: {series: [(clients, median, min, max), ...]}}, optional
   "refs" {label: value} drawn as horizontal lines (the machine's limits);
 - "latency": panels {title: {series: {clients: (p50, p90, p99)}}}, log scale;
-- "distribution": panels {title: {series: [values]}}, every value and the median.
+- "distribution": panels {title: {series: [values]}}, every value and the median;
+- "bars": panels {title: {series: {category: (median, min, max)}}}, grouped bars with min–max
+  whiskers, optional "refs" as for "throughput";
+- "timeline": panels {title: {series: [(t, value), ...]}} drawn as lines over time, optional
+  "refs" as for "throughput", optional "xlabel".
 """
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 COLORS = {"gfs": "tab:blue", "etcd": "tab:orange"}
 PALETTE = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
@@ -38,10 +44,36 @@ def _clients_axis(ax, xs: list[int]) -> None:
     ax.set_xlabel("clients")
 
 
-def throughput(plt, fig_spec: dict, path: Path) -> None:
+def _refs(ax, fig_spec: dict, title: str) -> None:
+    """The panel's reference values as dashed horizontal lines."""
+    for j, (label, value) in enumerate(fig_spec.get("refs", {}).get(title, {}).items()):
+        ax.axhline(value, linestyle="--", linewidth=1, color=PALETTE[-1 - j], label=label)
+
+
+def _category_axis(ax, labels: list[str]) -> None:
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(labels)
+
+
+def _labels(ax, ylabel: str, title: str, **grid) -> None:
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, **grid)
+
+
+def _each_panel(plt, fig_spec: dict, path: Path) -> Iterator[tuple[Any, str, dict]]:
+    """(axes, title, series) of every panel of a figure; saved to `path` after the last."""
     panels = fig_spec["panels"]
     fig, axes = _grid(plt, len(panels), fig_spec["title"])
     for ax, (title, series) in zip(axes, panels.items()):
+        yield ax, title, series
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def throughput(plt, fig_spec: dict, path: Path) -> None:
+    for ax, title, series in _each_panel(plt, fig_spec, path):
         xs = []
         for i, (name, pts) in enumerate(series.items()):
             pts = sorted(pts)
@@ -50,24 +82,16 @@ def throughput(plt, fig_spec: dict, path: Path) -> None:
             med = [p[1] for p in pts]
             err = [[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]]
             ax.errorbar(x, med, yerr=err, marker="o", capsize=3, label=name, color=_color(name, i))
-        for j, (label, value) in enumerate(fig_spec.get("refs", {}).get(title, {}).items()):
-            ax.axhline(value, linestyle="--", linewidth=1, color=PALETTE[-1 - j], label=label)
+        _refs(ax, fig_spec, title)
         _clients_axis(ax, xs)
-        ax.set_ylabel(fig_spec["ylabel"])
         ax.set_ylim(bottom=0)
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
+        _labels(ax, fig_spec["ylabel"], title)
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def latency(plt, fig_spec: dict, path: Path) -> None:
-    panels = fig_spec["panels"]
-    fig, axes = _grid(plt, len(panels), fig_spec["title"])
     styles = {"p50": "-", "p90": "--", "p99": ":"}
-    for ax, (title, series) in zip(axes, panels.items()):
+    for ax, title, series in _each_panel(plt, fig_spec, path):
         xs = []
         for i, (name, by_clients) in enumerate(series.items()):
             x = sorted(by_clients)
@@ -79,37 +103,52 @@ def latency(plt, fig_spec: dict, path: Path) -> None:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(plt.NullFormatter())
-        ax.set_ylabel("ms")
-        ax.set_title(title)
-        ax.grid(alpha=0.3, which="both")
+        _labels(ax, "ms", title, which="both")
         ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def distribution(plt, fig_spec: dict, path: Path) -> None:
-    panels = fig_spec["panels"]
-    fig, axes = _grid(plt, len(panels), fig_spec["title"])
-    for ax, (title, series) in zip(axes, panels.items()):
+    for ax, title, series in _each_panel(plt, fig_spec, path):
         for i, (name, values) in enumerate(series.items()):
             ax.scatter([i] * len(values), values, color=_color(name, i), alpha=0.7)
             if values:
                 med = statistics.median(values)
                 ax.hlines(med, i - 0.25, i + 0.25, color=_color(name, i))
-        ax.set_xticks(range(len(series)))
-        ax.set_xticklabels(list(series))
+        _category_axis(ax, list(series))
         ax.set_xlim(-0.6, len(series) - 0.4)
         ax.set_ylim(bottom=0)
-        ax.set_ylabel(fig_spec.get("ylabel", "s"))
-        ax.set_title(title)
-        ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+        _labels(ax, fig_spec.get("ylabel", "s"), title, axis="y")
 
 
-KINDS = {"throughput": throughput, "latency": latency, "distribution": distribution}
+def bars(plt, fig_spec: dict, path: Path) -> None:
+    for ax, title, series in _each_panel(plt, fig_spec, path):
+        categories = list(dict.fromkeys(c for values in series.values() for c in values))
+        width = 0.8 / max(1, len(series))
+        for i, (name, values) in enumerate(series.items()):
+            x = [categories.index(c) + (i - (len(series) - 1) / 2) * width for c in values]
+            med = [v[0] for v in values.values()]
+            err = [[v[0] - v[1] for v in values.values()], [v[2] - v[0] for v in values.values()]]
+            ax.bar(x, med, width, yerr=err, capsize=3, label=name, color=_color(name, i))
+        _refs(ax, fig_spec, title)
+        _category_axis(ax, categories)
+        _labels(ax, fig_spec["ylabel"], title, axis="y")
+        ax.legend(fontsize="small")
+
+
+def timeline(plt, fig_spec: dict, path: Path) -> None:
+    for ax, title, series in _each_panel(plt, fig_spec, path):
+        for i, (name, points) in enumerate(series.items()):
+            ax.plot([p[0] for p in points], [p[1] for p in points], label=name,
+                    color=_color(name, i))
+        _refs(ax, fig_spec, title)
+        ax.set_xlabel(fig_spec.get("xlabel", "s"))
+        ax.set_ylim(bottom=0)
+        _labels(ax, fig_spec["ylabel"], title)
+        ax.legend(fontsize="small")
+
+
+KINDS = {"throughput": throughput, "latency": latency, "distribution": distribution,
+         "bars": bars, "timeline": timeline}
 
 
 def render(payload: dict, out: Path, stem: str) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ the same run.
 from __future__ import annotations
 
 from bench import repair
-from bench.common import MB, num, parse_size, ratio, rng, spread, table
+from bench.common import MB, keep_peaks, num, parse_size, ratio, rng, spread, table
 from bench.suite import Context, Option
 
 NAME = "repair"
@@ -18,9 +18,11 @@ FULL = {"size": 4 << 30, "chunkservers": 4, "configs": [(2, 0), (4, 0), (4, 100 
 QUICK = {"size": 256 << 20, "chunkservers": 4, "configs": [(4, 0)], "reps": 1}
 
 
-def parse_configs(text: str) -> list[tuple[int, int]]:
-    """'2:0,4:100MiB' -> [(2, 0), (4, 104857600)]: repair concurrency : rate cap (0 = none)."""
-    usage = f"--configs wants CONCURRENCY:RATE,... (e.g. 2:0,4:100MiB), not {text!r}"
+def parse_configs(text: str, flag: str = "--configs",
+                  example: str = "2:0,4:100MiB") -> list[tuple[int, int]]:
+    """'2:0,4:100MiB' -> [(2, 0), (4, 104857600)]: repair concurrency : rate cap (0 = none)
+    (also other CONCURRENCY:RATE options, named `flag` in the error)."""
+    usage = f"{flag} wants CONCURRENCY:RATE,... (e.g. {example}), not {text!r}"
     items = [item.strip() for item in text.split(",") if item.strip()]
     if not items or any(":" not in i or not i.split(":")[0].isdigit() for i in items):
         raise ValueError(usage)
@@ -55,11 +57,7 @@ def run(cfg: dict, ctx: Context) -> dict:
                   f"{f'{rate / MB:.0f} MB/s' if rate else 'none'}, repetition {rep + 1}",
                   flush=True)
             runs.append(repair.run(cfg["size"], cfg["chunkservers"], concurrency, rate, ctx.work))
-            for name, st in runs[-1]["processes"].items():
-                seen = processes.setdefault(name, {"peak_rss": None, "cpu_s": None})
-                for k in ("peak_rss", "cpu_s"):
-                    if st[k] is not None:
-                        seen[k] = max(seen[k] or 0, st[k])
+            keep_peaks(processes, runs[-1]["processes"])
         kept = [r["reader_during_mb_s"] / r["reader_unloaded_mb_s"] for r in runs
                 if r["reader_unloaded_mb_s"]]
         settings.append({"concurrency": concurrency, "rate_limit": rate,

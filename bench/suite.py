@@ -5,6 +5,8 @@ against its own fresh local cluster, then write bench/results/<date>.json, the M
 A benchmark is a module with NAME, TITLE, QUICK and FULL (its settings per profile), OPTIONS
 (command-line overrides of those settings), `run(cfg, ctx) -> dict`,
 `report(result, refs) -> str` and `figures(result, refs) -> list[dict]` (see bench/plots.py).
+A benchmark made of independent parts may return a result with "part_errors" (one line per
+failed part; its report says why): the run then counts it as failed like one that raised.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from bench.common import RESULTS, GiB, machine
 
 MODULES = {"metadata": "bench.metadata", "datapath": "bench.datapath",
            "smallfiles": "bench.smallfiles", "failover": "bench.failover",
-           "repair": "bench.repair_suite"}
+           "repair": "bench.repair_suite", "tiering": "bench.tiering"}
 REFS = {"quick": {"disk_size": 64 << 20, "fsync_seconds": 1.0, "reps": 1},
         "full": {"disk_size": GiB, "fsync_seconds": 2.0, "reps": 3}}
 
@@ -104,6 +106,8 @@ def run(names: list[str], profile: str = "full", given: dict[str, str] | None = 
             except Exception as err:           # recorded; the run goes on and exits non-zero
                 traceback.print_exc()
                 res = {"error": f"{type(err).__name__}: {err}"}
+                failed.append(name)
+            if res.get("part_errors"):         # a part failed; the others are reported
                 failed.append(name)
             res["config"] = cfgs[name]
             res["wall_s"] = time.monotonic() - t

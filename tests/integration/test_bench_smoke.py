@@ -1,8 +1,8 @@
 """Smoke test of the benchmark suite: the quick profile of a small subset (metadata with etcd
-beside it, a tiny data path, one failover) through `python -m bench`, as a user runs it. It
-fails when any benchmark errors, when the report, the JSON or the plots are missing, or when a
-figure lacks its reference; the etcd part is skipped (with its reason in the report) where
-etcd cannot run."""
+beside it, a tiny data path, one failover) through `python -m bench`, as a user runs it, and
+the tiering benchmark on its own with tiny sizes. It fails when any benchmark errors, when the
+report, the JSON or the plots are missing, or when a figure lacks its reference; the etcd part
+is skipped (with its reason in the report) where etcd cannot run."""
 from __future__ import annotations
 
 import json
@@ -20,15 +20,23 @@ ARGS = ["metadata", "datapath", "failover", "--quick", "--concurrency", "1,4",
         "--replication", "3", "--kills", "1"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
+TIERING_ARGS = ["tiering", "--quick", "--size", "4MiB", "--kinds", "text", "--capacity", "160MiB"]
+
+
+def bench(args: list[str], tmp_path_factory, timeout: float):
+    """`python -m bench ARGS` into fresh out and data directories: (process, out, seconds)."""
     out = tmp_path_factory.mktemp("bench-out")
     data = tmp_path_factory.mktemp("bench-data")
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "bench", *ARGS, "--out", str(out),
+    proc = subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(out),
                            "--data", str(data)], check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=150, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     return proc, out, time.monotonic() - t
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return bench(ARGS, tmp_path_factory, 150)
 
 
 @pytest.mark.timeout(200)
@@ -80,10 +88,41 @@ def test_quick_subset_writes_report_json_and_plots(run):
         assert f"]({p.name})" in text                          # embedded in the report
 
 
+@pytest.mark.timeout(200)
+def test_tiering_quick_reports_compression_moves_gets_and_balance(tmp_path_factory):
+    proc, out, wall = bench(TIERING_ARGS, tmp_path_factory, 150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert wall < 60, f"the tiny tiering run took {wall:.0f} s"
+    (js,) = out.glob("*.json")
+    res = json.loads(js.read_text())["suites"]["tiering"]
+    assert "error" not in res and not res["part_errors"], res.get("error") or res["part_errors"]
+    text = res["tiers"]["kinds"]["text"]
+    assert 0 < text["stored_ratio"]["median"] < 0.5          # log lines compress in the cold tier
+    for key in ("to_cold_mb_s", "to_hot_mb_s", "hot_evicted_mb_s", "cold_evicted_mb_s",
+                "hot_warm_mb_s", "cold_warm_mb_s"):
+        assert text[key]["median"] > 0, key
+    if "skipped" not in res["balance"]:
+        (setting,) = res["balance"]["settings"]
+        (runs,) = setting["runs"]
+        assert runs["moved_bytes"] > 0 and runs["new_use"] > 0
+        assert runs["final_spread"] <= runs["threshold"] and runs["under_replicated"] == 0
+    md = next(out.glob("*.md")).read_text()
+    for words in ("stored ÷ logical", "× raw write", "× raw cold read", "### Rebalancing"):
+        assert words in md, words
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert any(p.endswith("-tiering-throughput.png") for p in pngs), pngs
+    if "skipped" not in res["balance"]:
+        assert any(p.endswith("-tiering-balance.png") for p in pngs), pngs
+    for p in pngs:
+        assert f"]({p})" in md                                 # embedded in the report
+
+
 def test_bad_arguments_fail_clearly():
     for argv, message in ((["nosuch"], "unknown benchmark"),
                           (["metadata", "--kills", "2"], "not an option of metadata"),
-                          (["metadata", "--concurrency", "0"], "at least 1")):
+                          (["metadata", "--concurrency", "0"], "at least 1"),
+                          (["tiering", "--capacity", "100MiB"], "at least 160.0 MiB"),
+                          (["tiering", "--kinds", "zeros"], "--kinds wants")):
         proc = subprocess.run([sys.executable, "-m", "bench", *argv], check=False, cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)
