@@ -23,7 +23,6 @@ the start to then, bytes moved, MB/s, the spread and the new server's use over t
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import os
 import shutil
@@ -152,12 +151,6 @@ def run(cfg: dict, ctx: Context) -> dict:
 
 # --- tiers: compression, moves, gets -------------------------------------------------------
 
-def mover_interval_s() -> float:
-    """Seconds between the leader's tier-mover passes (no flag changes it)."""
-    from master.tiering import TierMover
-    return inspect.signature(TierMover.__init__).parameters["interval_s"].default
-
-
 def tiers(cfg: dict, ctx: Context, processes: dict) -> dict:
     from gfs.client import Client
     opts = {"master": {**MASTER, "tier-concurrency": cfg["tier_concurrency"]},
@@ -178,8 +171,7 @@ def tiers(cfg: dict, ctx: Context, processes: dict) -> dict:
                 os.unlink(source)
             kinds[kind] = {**{k: spread([r[k] for r in runs]) for k in runs[0]}, "runs": runs}
         keep_peaks(processes, clusters.gfs_processes(cluster))
-    return {"kinds": kinds, "interval_s": mover_interval_s(),
-            "concurrency": cfg["tier_concurrency"]}
+    return {"kinds": kinds, "concurrency": cfg["tier_concurrency"]}
 
 
 def cycle(cluster, c, path: str, source: str, digest: int, cfg: dict, work: str) -> dict:
@@ -208,9 +200,8 @@ def cycle(cluster, c, path: str, source: str, digest: int, cfg: dict, work: str)
 
 
 def move_timeout(chunks: int, concurrency: int) -> float:
-    """Generous: ten times the mover's passes for a file of `chunks`, at least 2 minutes."""
-    passes = math.ceil(REPLICATION * chunks / concurrency)
-    return max(120.0, 10 * passes * mover_interval_s())
+    """Generous: every replica of a file of `chunks` moved at 5 MB/s, at least 2 minutes."""
+    return max(120.0, REPLICATION * chunks * CHUNK / (5 * MB * concurrency))
 
 
 def in_tier(status: dict, tier: str) -> bool:
@@ -284,12 +275,6 @@ BALANCE_KEYS = ("converge_s", "first_move_s", "moved", "moved_bytes", "mb_s", "m
                 "final_spread", "new_use", "threshold")
 
 
-def balancer_interval_s() -> float:
-    """Seconds between the leader's balancer passes (no flag changes it)."""
-    from master.balance import Balancer
-    return inspect.signature(Balancer.__init__).parameters["interval_s"].default
-
-
 def balance(cfg: dict, ctx: Context, processes: dict) -> dict:
     from gfs.client import Client
     if not hasattr(Client, "balance_status"):
@@ -304,7 +289,7 @@ def balance(cfg: dict, ctx: Context, processes: dict) -> dict:
                                  processes))
         settings.append({"concurrency": concurrency, "rate": rate, "runs": runs,
                          **{k: spread([r[k] for r in runs]) for k in BALANCE_KEYS}})
-    return {"settings": settings, "interval_s": balancer_interval_s()}
+    return {"settings": settings}
 
 
 def converge(cfg: dict, ctx: Context, concurrency: int, rate: int, name: str,
@@ -437,14 +422,6 @@ def report(res: dict, refs: dict) -> str:
                         or balance_report(res["balance"], res["config"], disk)])
 
 
-def pass_pace_mb_s(nbytes: float, moves: float, concurrency: int, interval_s: float) -> float:
-    """MB/s that a leader loop starting at most `concurrency` moves per pass, one pass every
-    `interval_s`, reaches on average if every move took no time: the first pass comes half an
-    interval after the start on average, then one pass per batch of moves."""
-    passes = math.ceil(moves / concurrency)
-    return nbytes / ((passes - 0.5) * interval_s) / MB if moves else float("nan")
-
-
 def moves_report(tiers_res: dict, cfg: dict, disk: dict) -> str:
     rows = []
     for name, k in tiers_res["kinds"].items():
@@ -455,24 +432,18 @@ def moves_report(tiers_res: dict, cfg: dict, disk: dict) -> str:
                      rng(k["to_cold_mb_s"]), ratio(m["to_cold_mb_s"], disk["write"]),
                      f"{num(m['to_hot_mb_s'])} ({num(m['to_hot_s'], 1)} s)",
                      rng(k["to_hot_mb_s"]), ratio(m["to_hot_mb_s"], disk["write"]),
-                     num(pass_pace_mb_s(m["moved_bytes"], m["moves"], tiers_res["concurrency"],
-                                        tiers_res["interval_s"])), num(disk["write"])])
+                     num(disk["write"])])
     return (table(["data", "file", "replicas moved", "stored ÷ logical (cold)", "range",
                    "hot → cold MB/s", "range", "× raw write", "cold → hot MB/s", "range",
-                   "× raw write", "mover pass pace MB/s", "raw write MB/s"], rows)
+                   "× raw write", "raw write MB/s"], rows)
             + f"\n\nOne file per data kind, replication 3, {cfg['reps']} repetition(s). Stored ÷ "
               "logical: bytes of the file's cold data files on the chunkservers' disks ÷ its "
               "replicas' logical bytes (zstd frames, 1 MiB each; a frame that does not shrink "
               "is stored raw). Move MB/s: logical bytes of every replica moved ÷ seconds from "
               "`gfs tier set` to `tier status` showing all replicas in the new tier (polled "
-              f"every {POLL_S:g} s). The leader's mover starts at most {tiers_res['concurrency']} "
-              f"moves (--tier-concurrency) per pass, one pass every "
-              f"{tiers_res['interval_s']:g} s, so timings are quantized to its passes: the pass "
-              "pace is what the passes alone allow on average if every move took no time (the "
-              "first pass half an interval after `tier set`, then one per batch). A big file "
-              "makes the wait for the first pass small against the whole, but not the pace: "
-              "unless one move takes longer than a pass interval, moves run at about the pass "
-              "pace (--tier-concurrency × chunk size ÷ interval), whatever the disk could do.")
+              f"every {POLL_S:g} s). The leader's mover keeps {tiers_res['concurrency']} moves "
+              f"(--tier-concurrency) running, starting the next as soon as one finishes; its "
+              f"first pass comes up to 2 s after `tier set`.")
 
 
 def gets_report(tiers_res: dict, disk: dict) -> str:
@@ -506,13 +477,11 @@ def balance_report(bal: dict, cfg: dict, disk: dict) -> str:
                      num(m["mb_s"]), rng(s["mb_s"]), num(m["moving_mb_s"]),
                      ratio(m["moving_mb_s"], disk["write"]),
                      ratio(m["moving_mb_s"] * MB, s["rate"]) if s["rate"] else "–",
-                     num(pass_pace_mb_s(m["moved_bytes"], m["moved"], s["concurrency"],
-                                        bal["interval_s"])),
                      f"{m['final_spread']:.1%}", f"{m['new_use']:.0%}",
                      sum(r["under_replicated"] for r in s["runs"])])
     return (table(["--balance-rate / --balance-concurrency", "threshold", "chunks / MB moved",
                    "start → first move done s", "start → balanced s", "range", "MB/s", "range",
-                   "MB/s while moving", "× raw write", "× rate cap", "balancer pass pace MB/s",
+                   "MB/s while moving", "× raw write", "× rate cap",
                    "final spread", "new server use", "under-replicated after"], rows)
             + f"\n\n3 chunkservers with --capacity {human_size(cfg['capacity'])} each, filled "
               f"to about {FILL:.0%} with replication 3, then a 4th, empty one of the same "
@@ -521,9 +490,8 @@ def balance_report(bal: dict, cfg: dict, disk: dict) -> str:
               f"balanced with the spread (max − min disk use of the live chunkservers) within "
               f"the threshold, sampled every {BALANCE_POLL_S:g} s; MB/s = bytes the balancer "
               f"moved ÷ those seconds; while moving: between the first and the last finished "
-              f"move seen (start-up left out). The balancer starts at most --balance-concurrency "
-              f"moves per pass, one pass every {bal['interval_s']:g} s: its pass pace (as for "
-              f"tier moves) bounds small chunks' MB/s more than the rate cap does. Raw write "
+              f"move seen (start-up left out). The balancer keeps --balance-concurrency moves "
+              f"running, each copying at its share of --balance-rate. Raw write "
               f"{num(disk['write'])} MB/s.")
 
 

@@ -157,7 +157,7 @@ class Balancer(WorkerLoop):
                  is_leader: Callable[[], bool], repairer: Repairer, threshold: float = 0.10,
                  rate_bytes_s: int = 64 << 20, concurrency: int = 1, enabled: bool = True,
                  interval_s: float = 1.0, clock=time.monotonic):
-        super().__init__("balance", max(1, concurrency))
+        super().__init__("balance", max(1, concurrency), interval_s)
         self.registry = registry
         self.chunk_table = chunk_table
         self.record_replicas = record_replicas
@@ -167,7 +167,6 @@ class Balancer(WorkerLoop):
         self.rate_bytes_s = rate_bytes_s
         self.concurrency = max(1, concurrency)
         self.enabled = enabled
-        self.interval_s = interval_s
         self.clock = clock
         self.rate = RepairRate(clock)
         self.moved = 0
@@ -185,13 +184,9 @@ class Balancer(WorkerLoop):
         with self._lock:
             return set(self._moving)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if self.enabled and self.is_leader():
-                    self.run_pass()
-            except Exception:
-                log.exception("balance pass failed")
+    def tick(self) -> None:
+        if self.enabled and self.is_leader():
+            self.run_pass()
 
     def _pending(self, view: dict[str, ServerView]) -> dict[str, int]:
         """Bytes of moves in flight and of moves the servers' figures do not show yet."""
@@ -263,6 +258,7 @@ class Balancer(WorkerLoop):
         finally:
             with self._lock:
                 self._moving.pop(m.handle, None)
+            self.poke()
 
     def _finish(self, m: Move) -> None:
         """The target holds the copy: record the new replica set, then drop the source's."""

@@ -1,33 +1,66 @@
 """What the leader's copy-making control loops share: a thread of their own that plans every
-few seconds, a bounded pool for the slow work (RPCs to chunkservers), and the channels to them."""
+few seconds (and at once when a piece of work finished), a bounded pool for the slow work (RPCs
+to chunkservers), and the channels to them."""
 from __future__ import annotations
 
 import abc
+import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from gfs.transfer import Channels
 from proto import chunkserver_pb2 as cpb
 
 
-class WorkerLoop(abc.ABC):
-    """Subclasses implement `_run` (waiting on `self._stop` between passes)."""
+log = logging.getLogger(__name__)
 
-    def __init__(self, name: str, concurrency: int):
+IDLE_PER_PASS = 9      # after a pass, idle at least this many times its duration (≤ 10 % CPU)
+
+
+class WorkerLoop(abc.ABC):
+    """Subclasses implement `tick` (one pass: plan, then hand work to `self._pool`). It runs
+    every `interval_s`, and sooner when `poke()` says a piece of work finished (so a free slot
+    does not wait for the next period) — but never more often than keeps planning under ~10 % of
+    a core, since a pass over a big namespace costs real CPU."""
+
+    def __init__(self, name: str, concurrency: int, interval_s: float):
+        self.name = name
+        self.interval_s = interval_s
         self.channels = Channels()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     @abc.abstractmethod
+    def tick(self) -> None:
+        """One pass of the loop."""
+
     def _run(self) -> None:
-        """The loop body of the thread; returns when `self._stop` is set."""
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:
+                log.exception("%s pass failed", self.name)
+            cost = time.monotonic() - started
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            rest = IDLE_PER_PASS * cost - (time.monotonic() - started - cost)
+            if rest > 0:
+                self._stop.wait(rest)
+
+    def poke(self) -> None:
+        """Run the next pass now (a copy or move finished: its slot is free)."""
+        self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self.channels.close()
 

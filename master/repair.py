@@ -189,14 +189,13 @@ class Repairer(WorkerLoop):
                  is_leader: Callable[[], bool], concurrency: int = 2,
                  rate_bytes_s: int = 0, interval_s: float = 1.0, settle_s: float = 5.0,
                  clock=time.monotonic):
-        super().__init__("repair", max(1, concurrency))
+        super().__init__("repair", max(1, concurrency), interval_s)
         self.registry = registry
         self.chunk_table = chunk_table
         self.record_replicas = record_replicas
         self.is_leader = is_leader
         self.concurrency = max(1, concurrency)
         self.rate_bytes_s = rate_bytes_s
-        self.interval_s = interval_s
         self.settle_s = settle_s
         self.clock = clock
         self.rate = RepairRate(clock)
@@ -220,21 +219,13 @@ class Repairer(WorkerLoop):
         with self._lock:
             return set(self._in_flight)
 
-    def _run(self) -> None:
-        wait = self.interval_s
-        while not self._stop.wait(wait):
-            try:
-                if self.is_leader() and self.registry.map_complete():
-                    started = time.monotonic()
-                    self.run_pass()
-                    # A big namespace makes a pass cost real CPU: spend at most ~10 % on it.
-                    wait = max(self.interval_s, 10 * (time.monotonic() - started))
-                else:
-                    self._short_since.clear()
-                    self.last = Plan()
-                    self.rate.busy(False)
-            except Exception:
-                log.exception("repair pass failed")
+    def tick(self) -> None:
+        if self.is_leader() and self.registry.map_complete():
+            self.run_pass()
+        else:
+            self._short_since.clear()
+            self.last = Plan()
+            self.rate.busy(False)
 
     def run_pass(self) -> Plan:
         """Plan once, send the deletions, start copies up to the concurrency limit."""
@@ -294,6 +285,9 @@ class Repairer(WorkerLoop):
         try:
             copy_chunk(self.channels, target, task.handle, task.version, task.length,
                        task.checksum, sources, per_copy)
+            # Into the map before the chunk leaves in_flight: the next pass (poked below) must
+            # not see it short and copy it again.
+            self.registry.add_replica(target, task.handle, task.version)
         except grpc.RpcError as err:
             self.failures += 1
             self._failed[(task.handle, target)] = self.clock() + FAILED_TARGET_COOLDOWN_S
@@ -304,7 +298,7 @@ class Repairer(WorkerLoop):
         finally:
             with self._lock:
                 self._in_flight.pop(task.handle, None)
-        self.registry.add_replica(target, task.handle, task.version)
+            self.poke()
         self.repaired += 1
         self.repaired_bytes += task.length
         self.rate.add(task.length)

@@ -116,7 +116,7 @@ class TierMover(WorkerLoop):
                  cold_after_s: float = 7 * 86400.0, warm_reads: int = 2,
                  warm_window_s: float = 3600.0, concurrency: int = 2,
                  interval_s: float = 2.0, clock=time.time):
-        super().__init__("tiering", concurrency)
+        super().__init__("tiering", concurrency, interval_s)
         self.registry = registry
         self.chunk_table = chunk_table
         self.propose = propose
@@ -124,7 +124,6 @@ class TierMover(WorkerLoop):
         self.cold_after_s = cold_after_s
         self.warm_reads = warm_reads
         self.concurrency = concurrency
-        self.interval_s = interval_s
         self.clock = clock
         self.tracker = ReadTracker(warm_window_s, clock)
         self.moved = 0
@@ -137,15 +136,11 @@ class TierMover(WorkerLoop):
         return target_tier(row, current, self.tracker, int(self.clock() * 1000),
                            self.cold_after_s, self.warm_reads)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if self.is_leader():
-                    self.save_reads()
-                    if self.registry.map_complete():
-                        self.run_pass()
-            except Exception:
-                log.exception("tiering pass failed")
+    def tick(self) -> None:
+        if self.is_leader():
+            self.save_reads()
+            if self.registry.map_complete():
+                self.run_pass()
 
     def save_reads(self) -> None:
         unsaved = self.tracker.take_unsaved()
@@ -188,3 +183,4 @@ class TierMover(WorkerLoop):
         finally:
             with self._lock:
                 self._busy.discard((address, handle))
+            self.poke()
