@@ -110,6 +110,7 @@ class _ChunkPieces:
     def __init__(self, read_at: Callable[[int, int], bytes] | None, stream: BinaryIO | None,
                  start: int, length: int, first: bytes = b""):
         self.repeatable = read_at is not None
+        self.known_length = length if self.repeatable else 0    # a stream may end sooner
         self._read_at, self._stream = read_at, stream
         self._start, self._length, self._first = start, length, first
 
@@ -441,9 +442,11 @@ class Client:
                             storage_class=storage_class, chunk_size=chunk_size, mode=mode,
                             owner=owner, overwrite=overwrite).inode
 
-    def add_chunk(self, inode: int, index: int, exclude: list[str] | None = None) -> pb.AddChunkResponse:
+    def add_chunk(self, inode: int, index: int, exclude: list[str] | None = None,
+                  length_hint: int = 0) -> pb.AddChunkResponse:
+        """Allocate chunk `index` of a pending upload; `length_hint`: its bytes if known."""
         return self._mutate("AddChunk", pb.AddChunkRequest, inode=inode, index=index,
-                            exclude=exclude or [])
+                            exclude=exclude or [], length_hint=length_hint)
 
     def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]]) -> int:
         """Publish a pending upload atomically; chunks are (handle, length, checksum) in order."""
@@ -521,7 +524,8 @@ class Client:
                 if piece_source is None:
                     break
                 # Chunks are allocated in index order here; only the bytes move in parallel.
-                alloc = self.add_chunk(created.inode, index)
+                alloc = self.add_chunk(created.inode, index,
+                                       length_hint=piece_source.known_length)
                 results[index] = pool.submit(self._upload_one, created.inode, index, piece_source,
                                              alloc, progress)
                 index += 1
@@ -534,7 +538,8 @@ class Client:
         failed: list[str] = []
         for attempt in range(attempts):
             if attempt:    # same handle, next version, on a chain without the servers that failed
-                alloc = self.add_chunk(inode, index, exclude=failed)
+                alloc = self.add_chunk(inode, index, exclude=failed,
+                                       length_hint=pieces.known_length)
             try:
                 return write_chunk(self._channels, list(alloc.replicas), alloc.handle, alloc.version,
                                    pieces.open(), progress=progress)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from gfs.errors import FailedPrecondition, Unavailable
+from gfs.units import human_size
 
 DELETE_HOLD_S = 30.0     # a replica ordered deleted is treated as gone this long (or until reported)
 
@@ -248,8 +249,8 @@ class ChunkserverRegistry:
         roomy = [s for s in candidates if s.free_bytes >= need_bytes]
         if need_bytes and len(roomy) < count <= len(candidates):
             raise FailedPrecondition(
-                f"not enough room: {len(roomy)} of the {len(candidates)} eligible chunkservers "
-                f"have {need_bytes} bytes free, {count} needed")
+                f"not enough room: only {len(roomy)} of the {len(candidates)} eligible "
+                f"chunkservers have {human_size(need_bytes)} free; {count} needed")
         candidates = roomy
         if len(candidates) < count and self._clock() < self._warm_until:
             raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")

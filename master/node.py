@@ -141,15 +141,17 @@ class MasterNode:
         with self.raft._state_lock:
             return fn(self.raft.state)
 
-    def place_chunk(self, inode: int, exclude: set[str] | None = None) -> list[str]:
-        """Choose the replica set for a new chunk of pending upload `inode`."""
+    def place_chunk(self, inode: int, exclude: set[str] | None = None,
+                    length_hint: int = 0) -> list[str]:
+        """Choose the replica set for a new chunk of pending upload `inode`, on servers with
+        room for `length_hint` bytes (0: unknown, a whole chunk)."""
         self.require_leader()
         with self.raft._state_lock:
             record = self.raft.state.inode_record(inode)
         if record is None or record.get("state") != "pending":
             raise FailedPrecondition(f"inode {inode} is not an upload in progress")
-        return self.chunkservers.place(record["replication"], exclude,
-                                       need_bytes=record["chunk_size"])
+        need = min(length_hint, record["chunk_size"]) if length_hint else record["chunk_size"]
+        return self.chunkservers.place(record["replication"], exclude, need_bytes=need)
 
     def chunk_locations(self, chunk: dict) -> list[str]:
         """Where to read a chunk: healthy replicas that reported it, then the recorded replica

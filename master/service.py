@@ -98,7 +98,8 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def AddChunk(self, request, context):
-        replicas = self.node.place_chunk(request.inode, set(request.exclude))
+        replicas = self.node.place_chunk(request.inode, set(request.exclude),
+                                         request.length_hint)
         ok = await self._mutate(request, context, {
             "op": "add_chunk", "inode": request.inode, "index": request.index,
             "replicas": replicas})

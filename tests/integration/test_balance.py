@@ -140,3 +140,26 @@ def test_a_chunkserver_at_its_capacity_gets_no_new_chunks(make_cluster):
     refused = [line for line in metrics.splitlines()
                if line.startswith("gfs_rpc_requests_total") and "RESOURCE_EXHAUSTED" in line]
     print("writes refused by the full server:", refused)
+
+
+def test_small_files_fit_servers_with_less_room_than_a_chunk(make_cluster):
+    """Placement wants room for what the chunk will hold when the writer knows it (a file), a
+    whole chunk (64 MiB here) when it does not (a stream): then the put fails, clearly."""
+    opts = {"master": {"election-timeout": 0.3}, "chunkserver": {"heartbeat-interval": 0.3,
+                                                                 "capacity": "16MiB"}}
+    cluster = make_cluster(masters=1, options=opts, start=False)
+    for _ in range(3):
+        cluster.add_chunkserver()
+    cluster.up()
+    data = os.urandom(300_000)
+    with Client(cluster.master_addresses()) as c:
+        c.put(io.BytesIO(data), "/small")
+        assert c.read("/small") == data
+    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    out = subprocess.run([sys.executable, "-m", "cli.main", "put", "-", "/streamed"],
+                         input=data, capture_output=True, env=env, timeout=60)
+    assert out.returncode == 1
+    err = out.stderr.decode().strip()
+    assert err.startswith("gfs: failed precondition: not enough room: only 0 of the 3 "
+                          "eligible chunkservers have 64.0 MiB free; 3 needed"), err
+    assert len(err.splitlines()) == 1
