@@ -20,7 +20,6 @@ after the move) the balancer adds the moved bytes to its reported use itself.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -157,26 +156,20 @@ class Balancer(WorkerLoop):
                  is_leader: Callable[[], bool], repairer: Repairer, threshold: float = 0.10,
                  rate_bytes_s: int = 64 << 20, concurrency: int = 1, enabled: bool = True,
                  interval_s: float = 1.0, clock=time.monotonic):
-        super().__init__("balance", max(1, concurrency), interval_s)
-        self.registry = registry
-        self.chunk_table = chunk_table
+        super().__init__("balance", registry, chunk_table, is_leader, concurrency, interval_s,
+                         clock)
         self.record_replicas = record_replicas
-        self.is_leader = is_leader
         self.repairer = repairer
         self.threshold = threshold
         self.rate_bytes_s = rate_bytes_s
-        self.concurrency = max(1, concurrency)
         self.enabled = enabled
-        self.clock = clock
         self.rate = RepairRate(clock)
         self.moved = 0
         self.moved_bytes = 0
-        self.failures = 0
         self.state, self.reason = ("balanced", "") if enabled else ("off", "")
         self._moving: dict[int, Move] = {}
         self._settling: list[tuple[str, int, int]] = []   # (server, bytes, beats when moved)
         self._failed: dict[int, float] = {}               # handle -> retry after (clock)
-        self._lock = threading.Lock()
         repairer.claimed = self.claimed
 
     def claimed(self) -> set[int]:

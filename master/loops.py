@@ -8,9 +8,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Callable
 
 from gfs.transfer import Channels
 from proto import chunkserver_pb2 as cpb
+
+if TYPE_CHECKING:
+    from master.chunkservers import ChunkserverRegistry
 
 
 log = logging.getLogger(__name__)
@@ -24,11 +28,20 @@ class WorkerLoop(abc.ABC):
     does not wait for the next period) — but never more often than keeps planning under ~10 % of
     a core, since a pass over a big namespace costs real CPU."""
 
-    def __init__(self, name: str, concurrency: int, interval_s: float):
+    def __init__(self, name: str, registry: "ChunkserverRegistry",
+                 chunk_table: Callable[[], list[dict]], is_leader: Callable[[], bool],
+                 concurrency: int, interval_s: float, clock: Callable[[], float]):
         self.name = name
+        self.registry = registry          # the replica map and placement
+        self.chunk_table = chunk_table    # the metadata's chunks (master.state.chunk_table)
+        self.is_leader = is_leader
+        self.concurrency = max(1, concurrency)
         self.interval_s = interval_s
+        self.clock = clock
+        self.failures = 0
         self.channels = Channels()
-        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=name)
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)

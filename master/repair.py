@@ -189,24 +189,18 @@ class Repairer(WorkerLoop):
                  is_leader: Callable[[], bool], concurrency: int = 2,
                  rate_bytes_s: int = 0, interval_s: float = 1.0, settle_s: float = 5.0,
                  clock=time.monotonic):
-        super().__init__("repair", max(1, concurrency), interval_s)
-        self.registry = registry
-        self.chunk_table = chunk_table
+        super().__init__("repair", registry, chunk_table, is_leader, concurrency, interval_s,
+                         clock)
         self.record_replicas = record_replicas
-        self.is_leader = is_leader
-        self.concurrency = max(1, concurrency)
         self.rate_bytes_s = rate_bytes_s
         self.settle_s = settle_s
-        self.clock = clock
         self.rate = RepairRate(clock)
         self.repaired = 0
         self.repaired_bytes = 0
-        self.failures = 0
         self.last: Plan = Plan()
         self._in_flight: dict[int, str] = {}         # handle -> target
         self._short_since: dict[int, float] = {}
         self._failed: dict[tuple[int, str], float] = {}
-        self._lock = threading.Lock()
         self.plan_lock = threading.Lock()
         self.claimed: Callable[[], set[int]] = set
 

@@ -116,21 +116,15 @@ class TierMover(WorkerLoop):
                  cold_after_s: float = 7 * 86400.0, warm_reads: int = 2,
                  warm_window_s: float = 3600.0, concurrency: int = 2,
                  interval_s: float = 2.0, clock=time.time):
-        super().__init__("tiering", concurrency, interval_s)
-        self.registry = registry
-        self.chunk_table = chunk_table
+        super().__init__("tiering", registry, chunk_table, is_leader, concurrency, interval_s,
+                         clock)
         self.propose = propose
-        self.is_leader = is_leader
         self.cold_after_s = cold_after_s
         self.warm_reads = warm_reads
-        self.concurrency = concurrency
-        self.clock = clock
         self.tracker = ReadTracker(warm_window_s, clock)
         self.moved = 0
         self.moved_bytes = 0
-        self.failures = 0
         self._busy: set[tuple[str, int]] = set()
-        self._lock = threading.Lock()
 
     def target(self, row: dict, current: str) -> str:
         return target_tier(row, current, self.tracker, int(self.clock() * 1000),

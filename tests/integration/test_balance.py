@@ -16,20 +16,13 @@ from collections import Counter
 from pathlib import Path
 
 from gfs.client import Client
+from polling import wait_for
 
 MiB = 1 << 20
 OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3,
                    "balance-threshold": 10, "balance-rate": "40MiB",
                    "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.3, "capacity": "48MiB"}}
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return value
 
 
 def replicas_on_disk(cluster) -> dict[str, Counter]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from gfs.client import Client
+from polling import wait_for
 from gfs.errors import GfsError
 from gfs.transfer import Channels, write_chunk
 
@@ -31,16 +32,6 @@ def start(make_cluster, chunkservers=4, master=None, chunkserver=None):
         c.add_chunkserver()
     c.up()
     return c
-
-
-def wait_for(cond, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
 
 
 def files_of(cluster, handle: int, names: list[str] | None = None) -> dict[str, list[Path]]:

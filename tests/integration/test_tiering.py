@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from gfs.client import Client
+from polling import wait_for
 
 CHUNK = 1 << 20
 OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 2,
@@ -33,14 +34,6 @@ def tiers(c: Client, path: str) -> set[str]:
     st = c.tier_status(path)
     found = [r["tier"] for ch in st["chunks"] for r in ch["replicas"]]
     return set(found) if len(found) == 3 * len(st["chunks"]) else {"incomplete"}
-
-
-def wait_for(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while not (value := cond()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-    return value
 
 
 def test_storage_classes_move_chunks_between_tiers(make_cluster):
