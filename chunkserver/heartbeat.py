@@ -86,7 +86,8 @@ class Heartbeater:
             address=self.address, rack=self.rack, full_report=full, instance=self.instance,
             sequence=self.sequence,
             added=[pb.ChunkReport(handle=h, version=metas[h].version, length=metas[h].length,
-                                  tier=metas[h].tier) for h in added],
+                                  tier=metas[h].tier, stored_bytes=metas[h].stored_bytes)
+                   for h in added],
             removed=[pb.ChunkReport(handle=h, version=v) for h, v in removed.items()],
             capacity_bytes=u["capacity_bytes"], used_bytes=u["used_bytes"],
             free_bytes=u["free_bytes"], chunk_count=u["chunk_count"],

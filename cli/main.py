@@ -268,14 +268,17 @@ def tier_status(ctx, as_json: bool, path: str) -> None:
         emit_json(st)
         return
     click.echo(f"{st['path']}: class {st['storage_class'] or 'none'}")
+    saved = (f"; on disk {human_size(st['stored_bytes'])} for "
+             f"{human_size(st['replica_bytes'])} of replicas "
+             f"({st['stored_bytes'] / st['replica_bytes']:.2f})") if st["replica_bytes"] else ""
     if st["type"] == "dir":
         click.echo(f"{st['files']} files: {human_size(st['hot_bytes'])} hot, "
                    f"{human_size(st['cold_bytes'])} cold (all replicas), "
-                   f"{human_size(st['moving_bytes'])} waiting to move")
+                   f"{human_size(st['moving_bytes'])} waiting to move{saved}")
         return
     last = format_time(st["last_read_ms"]) if st["last_read_ms"] else "never"
     click.echo(f"wanted in the {st['target_tier']} tier; last read {last}, "
-               f"{st['recent_reads']} recent reads")
+               f"{st['recent_reads']} recent reads{saved}")
     for ch in st["chunks"]:
         where = ", ".join(f"{r['address']} {r['tier']}" for r in ch["replicas"]) or "no replica"
         click.echo(f"  chunk {ch['index']:>4} {human_size(ch['length']):>10}  {where}")

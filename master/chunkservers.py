@@ -38,7 +38,7 @@ class ServerState:
     full_report: bool = False
     chunks: dict[int, int] = field(default_factory=dict)   # handle -> version held
     corrupt: dict[int, int] = field(default_factory=dict)  # handle -> version found corrupt
-    cold: set[int] = field(default_factory=set)            # handles held in the cold tier
+    cold: dict[int, int] = field(default_factory=dict)     # handle -> bytes on disk, cold tier
     to_delete: dict[int, int] = field(default_factory=dict)  # handle -> version (0 any), next reply
     to_verify: dict[int, int] = field(default_factory=dict)  # handle -> version, next reply
     deleting: dict[int, float] = field(default_factory=dict)  # handle -> until (clock)
@@ -61,6 +61,7 @@ class ServerView:
     capacity_bytes: int = 0
     free_bytes: int = 0
     beats: int = 0                       # heartbeats received so far (figures' freshness)
+    cold_stored: dict[int, int] = field(default_factory=dict)  # handle -> bytes on disk (cold)
 
     @property
     def use(self) -> float:
@@ -107,9 +108,10 @@ class ChunkserverRegistry:
     def heartbeat(self, address: str, rack: str, instance: str, full: bool,
                   added: list[tuple[int, int]], removed: list[tuple[int, int]],
                   figures: dict, corrupt: list[tuple[int, int]] = (),
-                  cold: set[int] | None = None) -> bool:
+                  cold: dict[int, int] | None = None) -> bool:
         """Record one heartbeat; returns True when the server must send a full report.
-        `cold`: the handles among `added` that are held in the cold tier."""
+        `cold`: the handles among `added` that are held in the cold tier, with the bytes each
+        takes on disk (compressed)."""
         with self._lock:
             s = self._servers.get(address)
             if s is None or s.instance != instance:
@@ -120,10 +122,10 @@ class ChunkserverRegistry:
             for key, value in figures.items():
                 setattr(s, key, value)
             s.corrupt = dict(corrupt)
-            cold = cold or set()
+            cold = cold or {}
             if full:
                 s.chunks = dict(added)
-                s.cold = set(cold)
+                s.cold = dict(cold)
                 s.full_report = True
                 s.deleting = {h: t for h, t in s.deleting.items() if h in s.chunks}
                 return False
@@ -132,13 +134,13 @@ class ChunkserverRegistry:
             for handle, version in added:
                 s.chunks[handle] = version
                 if handle in cold:
-                    s.cold.add(handle)
+                    s.cold[handle] = cold[handle]
                 else:
-                    s.cold.discard(handle)
+                    s.cold.pop(handle, None)
             for handle, version in removed:
                 if s.chunks.get(handle) == version:
                     del s.chunks[handle]
-                    s.cold.discard(handle)
+                    s.cold.pop(handle, None)
                     s.deleting.pop(handle, None)
             return False
 
@@ -169,12 +171,15 @@ class ChunkserverRegistry:
             if s is not None:
                 s.to_verify[handle] = version
 
-    def set_tier(self, address: str, handle: int, tier: str) -> None:
+    def set_tier(self, address: str, handle: int, tier: str, stored_bytes: int = 0) -> None:
         """A move between tiers succeeded (its next heartbeat will say so too)."""
         with self._lock:
             s = self._servers.get(address)
             if s is not None and handle in s.chunks:
-                (s.cold.add if tier == "cold" else s.cold.discard)(handle)
+                if tier == "cold":
+                    s.cold[handle] = stored_bytes
+                else:
+                    s.cold.pop(handle, None)
 
     def add_replica(self, address: str, handle: int, version: int) -> None:
         """A copy onto `address` succeeded (its next heartbeat will say so too)."""
@@ -182,7 +187,7 @@ class ChunkserverRegistry:
             s = self._servers.get(address)
             if s is not None and s.full_report:
                 s.chunks[handle] = version
-                s.cold.discard(handle)            # copies land in the hot tier
+                s.cold.pop(handle, None)          # copies land in the hot tier
                 if s.corrupt.get(handle) == version:
                     del s.corrupt[handle]
                 s.deleting.pop(handle, None)
@@ -207,7 +212,8 @@ class ChunkserverRegistry:
                 chunks = {h: v for h, v in s.chunks.items() if h not in gone} if gone else dict(s.chunks)
                 out[s.address] = ServerView(s.address, s.host, s.rack, placement_score(s),
                                             chunks, dict(s.corrupt), frozenset(s.cold),
-                                            s.capacity_bytes, s.free_bytes, s.beats)
+                                            s.capacity_bytes, s.free_bytes, s.beats,
+                                            dict(s.cold))
             return out
 
     def holdings(self) -> dict[str, dict[int, int]]:

@@ -170,9 +170,10 @@ class MasterNode:
         view = self.chunkservers.view()
 
         def replicas(chunk: dict) -> list[dict]:
-            return [{"address": a, "tier": "cold" if chunk["handle"] in sv.cold else "hot"}
-                    for a, sv in sorted(view.items())
-                    if sv.chunks.get(chunk["handle"]) == chunk["version"]]
+            h = chunk["handle"]
+            return [{"address": a, "tier": "cold" if h in sv.cold else "hot",
+                     "stored_bytes": sv.cold_stored.get(h, chunk["length"])}
+                    for a, sv in sorted(view.items()) if sv.chunks.get(h) == chunk["version"]]
 
         def target(file: dict, record: dict, tiers: list[str]) -> str:
             current = "cold" if tiers and all(t == "cold" for t in tiers) else "hot"
@@ -188,21 +189,26 @@ class MasterNode:
             tiers = [r["tier"] for c in chunks for r in c["replicas"]]
             tracker = self.tiering.tracker
             out.update(target_tier=target(info, record, tiers), chunks=chunks,
+                       stored_bytes=sum(r["stored_bytes"] for c in chunks for r in c["replicas"]),
+                       replica_bytes=sum(c["length"] * len(c["replicas"]) for c in chunks),
                        last_read_ms=max(record.get("atime", record["mtime"]),
                                         tracker.last_ms(info["inode"])),
                        recent_reads=tracker.recent(info["inode"]))
             return out
-        files = hot = cold = moving = 0
+        files = hot = cold = moving = stored = 0
         for file in self._walk_files(info["path"], max_files):
-            record = self.state_read(lambda st: st.inode_record(file["inode"]))
+            record = self.state_read(lambda st, inode=file["inode"]: st.inode_record(inode))
             files += 1
             for chunk in file["chunks"]:
-                tiers = [r["tier"] for r in replicas(chunk)]
+                found = replicas(chunk)
+                tiers = [r["tier"] for r in found]
                 hot += chunk["length"] * tiers.count("hot")
                 cold += chunk["length"] * tiers.count("cold")
+                stored += sum(r["stored_bytes"] for r in found)
                 if any(t != target(file, record, tiers) for t in tiers):
                     moving += chunk["length"]
-        out.update(files=files, hot_bytes=hot, cold_bytes=cold, moving_bytes=moving)
+        out.update(files=files, hot_bytes=hot, cold_bytes=cold, moving_bytes=moving,
+                   stored_bytes=stored, replica_bytes=hot + cold)
         return out
 
     def _walk_files(self, path: str, limit: int):

@@ -232,7 +232,7 @@ class MasterService(pb_grpc.MasterServicer):
             [(c.handle, c.version) for c in request.added],
             [(c.handle, c.version) for c in request.removed], figures,
             [(c.handle, c.version) for c in request.corrupt],
-            {c.handle for c in request.added if c.tier == "cold"})
+            {c.handle: c.stored_bytes for c in request.added if c.tier == "cold"})
         deletes, verifies = registry.take_orders(request.address)
         return pb.HeartbeatResponse(
             need_full_report=need_full,

@@ -165,7 +165,7 @@ class TierMover(WorkerLoop):
         try:
             resp = self.channels.stub(address).MoveChunk(
                 cpb.MoveRequest(handle=handle, version=version, tier=tier), timeout=600)
-            self.registry.set_tier(address, handle, tier)
+            self.registry.set_tier(address, handle, tier, resp.stored_bytes)
             self.moved += 1
             self.moved_bytes += resp.stored_bytes
             log.info("moved chunk %d v%d on %s to the %s tier", handle, version, address, tier,

@@ -55,6 +55,9 @@ def test_storage_classes_move_chunks_between_tiers(make_cluster):
         stored = sum(p.stat().st_size for cs in cluster.spec["chunkservers"]
                      for p in Path(cs["data"]).glob("cold/*/*.zst"))
         assert 0 < stored < 3 * len(cold_data) * 0.6          # compressed, 3 replicas
+        st = c.tier_status("/archive/2026/log.txt")             # the leader knows it too
+        assert (st["stored_bytes"], st["replica_bytes"]) == (stored, 3 * len(cold_data))
+        assert c.tier_status("/archive")["stored_bytes"] == stored
         assert c.read("/archive/2026/log.txt") == cold_data
         for off, n in ((0, 10), (CHUNK - 5, 10), (CHUNK + 70_000, 300_000), (3 * CHUNK, 123)):
             assert c.read("/archive/2026/log.txt", offset=off, length=n) == cold_data[off:off + n]
