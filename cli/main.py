@@ -319,6 +319,7 @@ def admin_health(ctx, as_json: bool, check: bool) -> None:
                    f"{h['repaired']} done, {h['repair_failures']} failed")
         click.echo(f"uploads       {h['pending_uploads']} in progress")
         click.echo(f"trash         {h['trash_entries']} entries, {human_size(h['trash_bytes'])}")
+        click.echo(f"sessions      {h['session_results']} exactly-once results kept")
     if check and h["status"] != "healthy":
         sys.exit(2)
 
@@ -529,6 +530,10 @@ def cat(ctx, remotes):
               help="Seconds over which --auto-warm-reads are counted.")
 @click.option("--tier-concurrency", default=2, show_default=True, type=click.IntRange(1, 16),
               help="Tier moves running at once.")
+@click.option("--session-ttl", default=86400.0, show_default=True,
+              type=click.FloatRange(1.0),
+              help="Seconds a command's result is kept for exactly-once retries of a client "
+                   "that went away (must exceed any client's --timeout).")
 @click.option("--balance/--no-balance", "balance", default=True, show_default=True,
               help="Move chunks between chunkservers to even out their disk use.")
 @click.option("--balance-threshold", default=10.0, show_default=True,
@@ -544,7 +549,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
-           tier_concurrency, balance, balance_threshold, balance_rate,
+           tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
            balance_concurrency) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
@@ -569,7 +574,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                             "concurrency": tier_concurrency},
                    balance={"enabled": balance, "threshold": balance_threshold / 100,
                             "rate_bytes_s": parse_size(balance_rate),
-                            "concurrency": balance_concurrency}))
+                            "concurrency": balance_concurrency},
+                   session_ttl=session_ttl))
 
 
 @cli.command(context_settings=CONTEXT)

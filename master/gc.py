@@ -12,7 +12,9 @@ Housekeeping, through the Raft log like every change of the metadata:
 - an upload with no activity (create / add_chunk) for the grace period is abandoned: it is
   aborted, and its chunks' garbage age counts from its last activity, so they go at once;
 - trash entries older than the trash retention are purged (their chunks become garbage);
-- garbage records older than the grace period whose chunk no live server holds are forgotten.
+- garbage records older than the grace period whose chunk no live server holds are forgotten;
+- exactly-once results older than the session TTL are forgotten (a client that went away
+  leaves its last results behind; no client retries for anywhere near that long).
 """
 from __future__ import annotations
 
@@ -33,7 +35,9 @@ class GarbageCollector:
                  propose: Callable[[dict], dict] | None = None,
                  trash_retention_s: float = 0.0,
                  trash_list: Callable[[], list[dict]] | None = None,
-                 garbage_before: Callable[[int], list[int]] | None = None):
+                 garbage_before: Callable[[int], list[int]] | None = None,
+                 session_ttl_s: float = 86400.0,
+                 oldest_session_ms: Callable[[], int | None] | None = None):
         self.registry = registry
         self.unreferenced = unreferenced    # handles -> {handle: garbage-since ms | None}
         self.is_leader = is_leader
@@ -45,6 +49,9 @@ class GarbageCollector:
         self.trash_retention_s = trash_retention_s
         self.trash_list = trash_list
         self.garbage_before = garbage_before
+        self.session_ttl_s = session_ttl_s
+        self.oldest_session_ms = oldest_session_ms
+        self.expired_sessions = 0
         self.forgotten = 0
         self.first_seen: dict[int, float] = {}
         self.deleted = 0
@@ -67,6 +74,7 @@ class GarbageCollector:
                     self.purge_trash()
                     self.collect()
                     self.prune_records()
+                    self.expire_sessions()
                 else:
                     self.first_seen.clear()
             except Exception:
@@ -134,6 +142,26 @@ class GarbageCollector:
                      extra={"fields": {"inodes": ok["expired"][:50]}})
         self.expired_uploads += len(ok["expired"])
         return len(ok["expired"])
+
+    def expire_sessions(self, batch: int = 10_000, batches: int = 10) -> int:
+        """Forget exactly-once results stored more than the session TTL ago, a batch per log
+        entry (so one entry never holds the apply thread for long)."""
+        if self.oldest_session_ms is None or self.propose is None:
+            return 0
+        before = int((self.clock() - self.session_ttl_s) * 1000)
+        oldest = self.oldest_session_ms()
+        if oldest is None or oldest >= before:
+            return 0
+        expired = 0
+        for _ in range(batches):
+            ok = self.propose({"op": "expire_sessions", "before": before, "limit": batch})
+            expired += ok["expired"]
+            if not ok["more"]:
+                break
+        log.info("forgot %d exactly-once results older than %.0f s", expired,
+                 self.session_ttl_s)
+        self.expired_sessions += expired
+        return expired
 
     def purge_trash(self) -> int:
         if self.trash_retention_s <= 0 or self.propose is None:

@@ -34,7 +34,8 @@ class MasterNode:
                  defaults: dict | None = None, dead_after: float = 10.0,
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
-                 tiering: dict | None = None, balance: dict | None = None):
+                 tiering: dict | None = None, balance: dict | None = None,
+                 session_ttl: float = 86400.0):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -50,7 +51,7 @@ class MasterNode:
                                  on_role_change=self._role_changed)
         self.proposer = Proposer(self.raft.propose)
         self.trash_retention = trash_retention
-        periods = [gc_grace] + ([trash_retention] if trash_retention > 0 else [])
+        periods = [gc_grace, session_ttl] + ([trash_retention] if trash_retention > 0 else [])
         self.gc = GarbageCollector(
             self.chunkservers, lambda handles: self.state_read(lambda st: st.unreferenced(handles)),
             self.raft.is_leader, grace_s=gc_grace,
@@ -58,7 +59,9 @@ class MasterNode:
             pending_uploads=lambda: self.state_read(lambda st: st.pending_uploads()),
             propose=self.propose, trash_retention_s=trash_retention,
             trash_list=lambda: self.state_read(lambda st: st.trash_list(None)),
-            garbage_before=lambda ms: self.state_read(lambda st: st.garbage_before(ms)))
+            garbage_before=lambda ms: self.state_read(lambda st: st.garbage_before(ms)),
+            session_ttl_s=session_ttl,
+            oldest_session_ms=lambda: self.state_read(lambda st: st.oldest_session_ms()))
         self.repairer = Repairer(
             self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
@@ -237,6 +240,7 @@ class MasterNode:
         complete = reg.map_complete()
         gc_plan = self.gc.plan()
         counts = self.state_read(lambda st: st.counts())
+        sessions = self.state_read(lambda st: st.session_count())
         if not complete:
             status = "starting"
         elif f["unavailable"]:
@@ -251,7 +255,7 @@ class MasterNode:
                  dead=reg.dead_addresses(), orphan_replicas=len(gc_plan),
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
                  pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
-                 trash_bytes=counts.get("trash_bytes", 0))
+                 trash_bytes=counts.get("trash_bytes", 0), session_results=sessions)
         return f
 
     def balance_status(self) -> dict:
@@ -352,4 +356,5 @@ HEALTH_GAUGES = {
     "eta_s": "estimated seconds to full redundancy (-1 unknown)",
     "repaired": "repair copies completed by this leader",
     "repair_failures": "repair copies that failed",
+    "session_results": "exactly-once results kept (forgotten after --session-ttl)",
 }

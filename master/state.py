@@ -37,7 +37,8 @@ MAX_TEXT_BYTES = 255          # owner names and replica addresses
 CLIENT_ID_BYTES = 16
 ROOT_MODE, ROOT_OWNER = 0o755, "root"
 
-_DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash")
+_DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash",
+             "session_times")
 _MAX_DBS = 16
 _APPLIED, _NEXT_INODE, _NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
 _NEXT_TRASH = b"next_trash"
@@ -243,19 +244,41 @@ class _Tx:
         """Every trash record, in id order."""
         return [record for _, record in self.records("trash")]
 
-    # sessions: client id (16 bytes) + seq (8 bytes) -> result
+    # sessions: client id (16 bytes) + seq (8 bytes) -> {"at": ms stored, "result": result}
+    #   (a bare result in data written before sessions expired)
+    # session_times: at (8 bytes) + sessions key -> b"" (oldest first, for expire_sessions)
     def session_result(self, session: Session) -> dict | None:
-        return self._get("sessions", session.key)
+        stored = self._get("sessions", session.key)
+        return stored["result"] if stored is not None and "at" in stored else stored
 
-    def store_session(self, session: Session, result: dict) -> None:
-        self._put("sessions", session.key, result)
+    def store_session(self, session: Session, result: dict, now: int) -> None:
+        self._put("sessions", session.key, {"at": now, "result": result})
+        self._txn.put(_key(now) + session.key, b"", db=self._dbs["session_times"])
 
     def prune_sessions(self, client_id: bytes, ack_seq: int) -> None:
         """Forget the client's results with seq <= ack_seq."""
         cursor = self._txn.cursor(db=self._dbs["sessions"])
         cursor.set_range(client_id + _key(0))     # unpositioned (key b"") when nothing follows
         while (seq := _session_seq(cursor.key(), client_id)) is not None and seq <= ack_seq:
+            stored = _unpack(cursor.value())
+            if "at" in stored:
+                self._txn.delete(_key(stored["at"]) + cursor.key(),
+                                 db=self._dbs["session_times"])
             cursor.delete()                         # moves to the next key
+
+    def expire_sessions(self, before: int, limit: int) -> tuple[int, bool]:
+        """Forget up to `limit` results stored before `before` (ms), oldest first; (how many,
+        whether older ones remain)."""
+        cursor = self._txn.cursor(db=self._dbs["session_times"])
+        cursor.first()
+        expired = 0
+        while (key := cursor.key()) and _U64.unpack(key[:8])[0] < before:
+            if expired == limit:
+                return expired, True
+            self._delete("sessions", key[8:])
+            cursor.delete()
+            expired += 1
+        return expired, False
 
 
 # --- command validation ------------------------------------------------------------------------
@@ -696,6 +719,11 @@ def _expire_uploads(tx: _Tx, args: dict) -> dict:
     return {"expired": expired}
 
 
+def _expire_sessions(tx: _Tx, args: dict) -> dict:
+    expired, more = tx.expire_sessions(args["before"], args["limit"])
+    return {"expired": expired, "more": more}
+
+
 def _set_replicas(tx: _Tx, args: dict) -> dict:
     handle = args["handle"]
     chunk = tx.chunk(handle)
@@ -816,6 +844,8 @@ _OPS: dict[str, _Op] = {
                         _set_replicas),
     "expire_uploads": _Op({"inodes": _list_of(_INODE), "before": _int_in(0)}, _expire_uploads),
     "forget_garbage": _Op({"handles": _list_of(_int_in(1))}, _forget_garbage),
+    "expire_sessions": _Op({"before": _int_in(0), "limit": _int_in(1, 1_000_000)},
+                           _expire_sessions),
     "trash_restore": _Op({"id": _int_in(1), "user": _text, "dst": _path_or_empty, "mode": _MODE,
                           "owner": _text}, _trash_restore),
     "trash_purge": _Op({"user": _text, "all_users": _bool, "ids": _list_of(_int_in(1)),
@@ -997,7 +1027,9 @@ class MetadataState:
                 return stored
         result = self._execute(txn, command)
         if session is not None:
-            tx.store_session(session, result)
+            now = command.get("now")
+            tx.store_session(session, result,
+                             now if isinstance(now, int) and 0 <= now <= MAX_U64 else 0)
             tx.prune_sessions(session.client_id, session.ack_seq)
         return result
 
@@ -1062,6 +1094,18 @@ class MetadataState:
         with self._reader() as tx:
             return {h: tx._get("garbage", _key(h)) for h in handles
                     if tx._get("chunks", _key(h)) is None}
+
+    def session_count(self) -> int:
+        """Exactly-once results stored."""
+        with self._reader() as tx:
+            return tx.count("sessions")
+
+    def oldest_session_ms(self) -> int | None:
+        """When the oldest stored exactly-once result was stored (None: there is none)."""
+        with self._reader() as tx:
+            for key, _ in tx.raw_items("session_times"):
+                return _U64.unpack(key[:8])[0]
+            return None
 
     def garbage_before(self, before_ms: int, limit: int = 1000) -> list[int]:
         """Handles whose garbage record is at most `before_ms` old (oldest handles first)."""

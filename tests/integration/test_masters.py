@@ -265,3 +265,21 @@ def test_every_master_serves_prometheus_metrics_and_json_logs(make_cluster):
         lines = (Path(d["data"]) / "daemon.log").read_text().splitlines()
         assert lines and all(json.loads(line)["daemon"] == d["name"] for line in lines)
     assert leaders == 1
+
+
+def test_exactly_once_results_of_clients_that_went_away_are_forgotten(make_cluster):
+    """Every `gfs` command is a new client whose last result stays for exactly-once retries;
+    after --session-ttl the leader forgets them (through the log, on every master)."""
+    from polling import wait_for
+    cluster = make_cluster(masters=3, options={"master": {"session-ttl": 3,
+                                                          "election-timeout": 0.3}})
+    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    for i in range(5):
+        subprocess.run([sys.executable, "-m", "cli.main", "mkdir", f"/d{i}"], env=env,
+                       check=True, capture_output=True, timeout=60)
+    with Client(cluster.master_addresses()) as c:
+        assert c.health()["session_results"] >= 5
+        wait_for(lambda: c.health()["session_results"] == 0, 30, "old results to be forgotten")
+        assert sorted(e.path for e in c.list("/")) == [f"/d{i}" for i in range(5)]
+        c.mkdir("/after")                                 # a live client keeps working
+        assert c.health()["session_results"] == 1

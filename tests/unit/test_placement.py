@@ -162,6 +162,25 @@ def test_gc_forgets_garbage_records_of_chunks_deleted_everywhere():
     assert proposed == [{"op": "forget_garbage", "handles": [2]}]   # 3 is still on a:1
 
 
+def test_gc_expires_old_exactly_once_results_in_batches_and_only_when_some_are_old():
+    from master.gc import GarbageCollector
+    r, _ = registry()
+    oldest = [95_000]
+    proposed = []
+
+    def propose(c):
+        proposed.append(c)
+        return {"expired": 2, "more": len(proposed) < 3}
+    gc = GarbageCollector(r, lambda hs: {}, lambda: True, clock=lambda: 100.0, propose=propose,
+                          session_ttl_s=10, oldest_session_ms=lambda: oldest[0])
+    assert gc.expire_sessions(batch=2) == 0 and proposed == []      # 95 s is not 10 s old
+    oldest[0] = 80_000
+    assert gc.expire_sessions(batch=2) == 6
+    assert proposed == [{"op": "expire_sessions", "before": 90_000, "limit": 2}] * 3
+    oldest[0] = None
+    assert gc.expire_sessions() == 0 and len(proposed) == 3
+
+
 def test_busy_or_nearly_full_servers_get_new_chunks_last():
     r, _ = registry()
     r.heartbeat("h1:1", "", "a", True, [], [], dict(FIG, free_bytes=90, io_load=1.0, cpu_load=1.0))

@@ -1061,6 +1061,40 @@ def test_ack_seq_prunes_older_results_of_that_client_only(d):
     assert seqs() == [(CLIENT, 6), (OTHER_CLIENT, 1)]
 
 
+def test_expire_sessions_forgets_results_stored_before_the_cut_oldest_first(d):
+    def seqs():
+        return sorted((k[:16], int.from_bytes(k[16:], "big")) for k, _ in d.state.dump()["sessions"])
+    d.ok(barrier(now=100, **session(1)))
+    d.ok(barrier(now=200, **session(1, client=OTHER_CLIENT)))
+    d.ok(barrier(now=300, **session(2, 1)))                   # prunes (CLIENT, 1) and its index
+    d.ok(barrier(now=400, **session(2, 0, client=OTHER_CLIENT)))
+    assert len(d.state.dump()["session_times"]) == 3
+    assert d.ok({"op": "expire_sessions", "before": 350, "limit": 1, "now": 500}) == \
+        {"expired": 1, "more": True}                              # OTHER 1 (at 200) went first
+    assert seqs() == [(CLIENT, 2), (OTHER_CLIENT, 2)]
+    assert d.ok({"op": "expire_sessions", "before": 350, "limit": 10, "now": 500}) == \
+        {"expired": 1, "more": False}
+    assert seqs() == [(OTHER_CLIENT, 2)]
+    assert [int.from_bytes(k[:8], "big") for k, _ in d.state.dump()["session_times"]] == [400]
+    # An expired result is gone: a (very late) retry executes again and is stored anew.
+    d.ok(barrier(now=600, **session(2, 1)))
+    assert [int.from_bytes(k[:8], "big") for k, _ in d.state.dump()["session_times"]] == \
+        [400, 600]
+    assert d.err({"op": "expire_sessions", "before": 1, "limit": 0, "now": 1}) == "INVALID_ARGUMENT"
+
+
+def test_results_stored_without_a_time_are_still_answered_and_pruned(d):
+    """Sessions written before results carried their time (a bare result)."""
+    import msgpack as mp
+    d.ok(barrier(now=100, **session(1)))
+    with d.state._env.begin(write=True) as txn:
+        txn.put(CLIENT + (7).to_bytes(8, "big"), mp.packb({"ok": {"legacy": True}}),
+                db=d.state._dbs["sessions"])
+    assert d.run(barrier(now=200, **session(7, 1))) == {"ok": {"legacy": True}}
+    d.ok(barrier(now=300, **session(8, 7)))
+    assert [int.from_bytes(k[16:], "big") for k, _ in d.state.dump()["sessions"]] == [8]
+
+
 def test_commands_without_a_session_are_not_stored(d):
     d.ok(mkdir("/a"))
     assert d.err(mkdir("/a")) == "ALREADY_EXISTS"
