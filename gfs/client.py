@@ -318,8 +318,8 @@ class Client:
             if time.monotonic() >= stop_at:
                 raise Unavailable(f"no master leader answered within {deadline or self.deadline:.0f}s "
                                   f"(tried {', '.join(self.masters)}; last: {last})")
-            if not hint:
-                time.sleep(min(1.0, 0.02 * (2 ** min(attempt, 6))) * random.uniform(0.5, 1.0))
+            if not hint:    # no leader known (an election is on): ask again within 0.25 s
+                time.sleep(min(0.25, 0.02 * (2 ** min(attempt, 4))) * random.uniform(0.5, 1.0))
 
     @property
     def leader(self) -> str | None:
