@@ -180,6 +180,9 @@ class Balancer(WorkerLoop):
     def tick(self) -> None:
         if self.enabled and self.is_leader():
             self.run_pass()
+        else:       # a later term starts from fresh heartbeats: old adjustments do not apply
+            with self._lock:
+                self._settling.clear()
 
     def _pending(self, view: dict[str, ServerView]) -> dict[str, int]:
         """Bytes of moves in flight and of moves the servers' figures do not show yet."""
