@@ -70,7 +70,18 @@ ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
 class DeferredAckTransport(TCPTransport):
-    """TCP transport that holds append acknowledgements until the journal is durable."""
+    """TCP transport that holds append acknowledgements until the journal is durable, and keeps
+    the connections between followers open for elections.
+
+    pysyncobj drops a connection on which nothing was received for `connectionTimeout`, checking
+    when it next sends or receives on it. Followers never talk to each other until an election,
+    so the first vote request of every election arrived on an "expired" follower-to-follower
+    connection and both ends dropped it instead of delivering it: every leader failure cost a
+    whole extra election round (another 1–2 s). A follower therefore keeps its connections to
+    everyone but the leader fresh (`keep_fresh`, every tick). The connection to the leader keeps
+    the timeout (a silent leader is noticed and redialled), and a leader keeps it on all its
+    connections; a peer that died closes its socket anyway, and TCP keepalive finds silent
+    half-open connections."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -81,6 +92,12 @@ class DeferredAckTransport(TCPTransport):
             self._held.append((node, message))
             return True
         return super().send(node, message)
+
+    def keep_fresh(self, leader) -> None:
+        """Reset the idle clock of every connection except the one to `leader`."""
+        for node, connection in list(self._connections.items()):
+            if node != leader:
+                _PrivateRaftState.mark_fresh(connection)
 
     def release_held(self) -> None:
         held, self._held = self._held, []
@@ -102,6 +119,12 @@ class _PrivateRaftState:
         last = node._SyncObj__raftLog[-1][1]
         commit = node._SyncObj__raftCommitIndex
         node._SyncObj__raftCommitIndex = min(max(commit, applied), last)
+
+    @staticmethod
+    def mark_fresh(connection) -> None:
+        """Reset a TCP connection's idle clock (see DeferredAckTransport)."""
+        if connection is not None:
+            connection._TcpConnection__lastReadTime = _syncobj_module.monotonicTime()
 
     @staticmethod
     def transport(node: SyncObj) -> DeferredAckTransport:
@@ -194,8 +217,10 @@ class MetadataRaft(SyncObj):
             try:
                 self._make_durable()
                 unverified = self.journal.unverified_index()
-                if unverified is not None and not self._isLeader():
-                    _PrivateRaftState.cap_commit(self, unverified)
+                if not self._isLeader():
+                    if unverified is not None:
+                        _PrivateRaftState.cap_commit(self, unverified)
+                    self._transport.keep_fresh(self._getLeader())
                 self.doTick(self._config.tick)
             except Exception:   # never let the tick thread die; pysyncobj state is per message
                 log.exception("raft tick failed")
