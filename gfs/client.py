@@ -108,9 +108,10 @@ class _ChunkPieces:
     """The pieces of one chunk of a source; `repeatable` sources can be read again to retry."""
 
     def __init__(self, read_at: Callable[[int, int], bytes] | None, stream: BinaryIO | None,
-                 start: int, length: int, first: bytes = b""):
+                 start: int, length: int, first: bytes = b"", known_length: int = 0):
         self.repeatable = read_at is not None
-        self.known_length = length if self.repeatable else 0    # a stream may end sooner
+        # The chunk's bytes if known (placement wants room for them): a stream may end sooner.
+        self.known_length = length if self.repeatable else known_length
         self._read_at, self._stream = read_at, stream
         self._start, self._length, self._first = start, length, first
 
@@ -154,10 +155,19 @@ class _Source:
             if start >= self.size:
                 return None
             return _ChunkPieces(self._read_at, None, start, min(chunk_size, self.size - start))
-        first = self._f.read(min(PIECE_SIZE, chunk_size))
+        wanted = min(PIECE_SIZE, chunk_size)
+        first = self._f.read(wanted)
         if not first:
             return None
-        return _ChunkPieces(None, self._f, 0, chunk_size, first)
+        ended = len(first) < wanted and _short_read_is_eof(self._f)
+        return _ChunkPieces(None, self._f, 0, chunk_size, first,
+                            known_length=len(first) if ended else 0)
+
+
+def _short_read_is_eof(f: BinaryIO) -> bool:
+    """Does a short read(n) of `f` mean the end of the stream? For buffered binary streams
+    (stdin's buffer, BytesIO) it does, except on a terminal."""
+    return isinstance(f, io.BufferedIOBase) and not (hasattr(f, "isatty") and f.isatty())
 
 
 def stat_is_regular(fd: int) -> bool:

@@ -136,8 +136,9 @@ def test_a_chunkserver_at_its_capacity_gets_no_new_chunks(make_cluster):
 
 
 def test_small_files_fit_servers_with_less_room_than_a_chunk(make_cluster):
-    """Placement wants room for what the chunk will hold when the writer knows it (a file), a
-    whole chunk (64 MiB here) when it does not (a stream): then the put fails, clearly."""
+    """Placement wants room for what the chunk will hold when the writer knows it (a file, or a
+    stream that ended within its first MiB), a whole chunk (64 MiB here) when it does not (a
+    longer stream): then the put fails, clearly."""
     opts = {"master": {"election-timeout": 0.3}, "chunkserver": {"heartbeat-interval": 0.3,
                                                                  "capacity": "16MiB"}}
     cluster = make_cluster(masters=1, options=opts, start=False)
@@ -151,6 +152,10 @@ def test_small_files_fit_servers_with_less_room_than_a_chunk(make_cluster):
     env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
     out = subprocess.run([sys.executable, "-m", "cli.main", "put", "-", "/streamed"],
                          input=data, capture_output=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr                # ended within its first piece
+    longer = os.urandom(3 * 1024 * 1024)
+    out = subprocess.run([sys.executable, "-m", "cli.main", "put", "-", "/long"],
+                         input=longer, capture_output=True, env=env, timeout=60)
     assert out.returncode == 1
     err = out.stderr.decode().strip()
     assert err.startswith("gfs: failed precondition: not enough room: only 0 of the 3 "
