@@ -503,10 +503,10 @@ class ChunkStore:
         """Space figures. Top level, as before tiering: used_bytes is the chunk lengths of all
         tiers, capacity/free_bytes are those of the data directory's file system (the hot tier,
         where new chunks land), both limited by the store's capacity when it has one (free:
-        what the capacity leaves after the stored bytes of both tiers). `tiers` has one dict per tier, in TIERS order, with the fields of
-        master.proto's TierUsage: name, chunk_count, logical_bytes (chunk lengths),
-        stored_bytes (data files on disk: compressed for cold), capacity_bytes and free_bytes
-        (of the file system holding the tier)."""
+        what the capacity leaves after the stored bytes of both tiers). `tiers` has one dict per
+        tier, in TIERS order, with the fields of master.proto's TierUsage: name, chunk_count,
+        logical_bytes (chunk lengths), stored_bytes (data files on disk: compressed for cold),
+        capacity_bytes and free_bytes (of the file system holding the tier)."""
         per = {name: {"name": name, "chunk_count": 0, "logical_bytes": 0, "stored_bytes": 0}
                for name in TIERS}
         with self._lock:
@@ -524,13 +524,15 @@ class ChunkStore:
         return {"used_bytes": sum(t["logical_bytes"] for t in per.values()),
                 "chunk_count": sum(t["chunk_count"] for t in per.values()),
                 "capacity_bytes": min(capacity, self.capacity) if self.capacity else capacity,
-                "free_bytes": self.free_bytes(),
+                "free_bytes": self._free(st),
                 "tiers": [per[name] for name in TIERS]}
 
     def free_bytes(self) -> int:
         """Room left for new chunks: the hot tier's file system's free space, and with a
         capacity also what the capacity leaves after the stored and incoming bytes."""
-        st = os.statvfs(self.root)
+        return self._free(os.statvfs(self.root))
+
+    def _free(self, st: os.statvfs_result) -> int:
         free = st.f_bavail * st.f_frsize
         if self.capacity:
             with self._lock:

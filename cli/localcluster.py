@@ -129,7 +129,8 @@ class LocalCluster:
 
     def add_chunkserver(self, rack: str = "", options: dict | None = None) -> str:
         """Lay out (not start) one more chunkserver; returns its name. `options`: flags of
-        this chunkserver only (over the cluster's chunkserver options), e.g. {"capacity": "1GiB"}."""
+        this chunkserver only (over the cluster's chunkserver options), e.g.
+        {"capacity": "1GiB"}."""
         i = len(self.spec["chunkservers"]) + 1
         self.spec["chunkservers"].append({
             "name": f"chunkserver-{i}", "bind": f"{self.host}:{free_port(self.host)}",

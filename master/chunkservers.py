@@ -57,11 +57,10 @@ class ServerView:
     score: float
     chunks: dict[int, int]       # replicas ordered deleted are left out
     corrupt: dict[int, int]
-    cold: frozenset[int] = frozenset()   # handles held in the cold tier
+    cold: dict[int, int] = field(default_factory=dict)  # cold-tier handle -> bytes on disk
     capacity_bytes: int = 0
     free_bytes: int = 0
     beats: int = 0                       # heartbeats received so far (figures' freshness)
-    cold_stored: dict[int, int] = field(default_factory=dict)  # handle -> bytes on disk (cold)
 
     @property
     def use(self) -> float:
@@ -211,9 +210,8 @@ class ChunkserverRegistry:
                 s.deleting = {h: s.deleting[h] for h in gone}
                 chunks = {h: v for h, v in s.chunks.items() if h not in gone} if gone else dict(s.chunks)
                 out[s.address] = ServerView(s.address, s.host, s.rack, placement_score(s),
-                                            chunks, dict(s.corrupt), frozenset(s.cold),
-                                            s.capacity_bytes, s.free_bytes, s.beats,
-                                            dict(s.cold))
+                                            chunks, dict(s.corrupt), dict(s.cold),
+                                            s.capacity_bytes, s.free_bytes, s.beats)
             return out
 
     def holdings(self) -> dict[str, dict[int, int]]:

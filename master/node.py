@@ -63,15 +63,19 @@ class MasterNode:
             session_ttl_s=session_ttl,
             oldest_session_ms=lambda: self.state_read(lambda st: st.oldest_session_ms()))
         self.repairer = Repairer(
-            self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
+            self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
             rate_bytes_s=repair_rate, settle_s=min(5.0, dead_after / 2))
         self.tiering = TierMover(
-            self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
+            self.chunkservers, self._chunk_table,
             self.propose, self.raft.is_leader, **(tiering or {}))
         self.balancer = Balancer(
-            self.chunkservers, lambda: self.state_read(lambda st: st.chunk_table()),
+            self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
+
+    def _chunk_table(self) -> list[dict]:
+        """Every chunk of the metadata (what the repair, tier and balance loops plan from)."""
+        return self.state_read(lambda st: st.chunk_table())
 
     def state_read(self, fn):
         """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""
@@ -175,7 +179,7 @@ class MasterNode:
         def replicas(chunk: dict) -> list[dict]:
             h = chunk["handle"]
             return [{"address": a, "tier": "cold" if h in sv.cold else "hot",
-                     "stored_bytes": sv.cold_stored.get(h, chunk["length"])}
+                     "stored_bytes": sv.cold.get(h, chunk["length"])}
                     for a, sv in sorted(view.items()) if sv.chunks.get(h) == chunk["version"]]
 
         def target(file: dict, record: dict, tiers: list[str]) -> str:

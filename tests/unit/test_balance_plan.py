@@ -10,10 +10,10 @@ CAP = 1000 * MiB
 
 
 def server(address: str, chunks: dict[int, int], used_mib: int, rack: str = "",
-           cold: frozenset[int] = frozenset(), corrupt: dict[int, int] | None = None,
+           cold: dict[int, int] | None = None, corrupt: dict[int, int] | None = None,
            host: str | None = None) -> ServerView:
     return ServerView(address, host or address.rsplit(":", 1)[0], rack, 0.5, dict(chunks),
-                      dict(corrupt or {}), cold, CAP, CAP - used_mib * MiB, 0)
+                      dict(corrupt or {}), dict(cold or {}), CAP, CAP - used_mib * MiB, 0)
 
 
 def row(handle: int, length: int = 64 * MiB, replication: int = 2, version: int = 1,
@@ -111,7 +111,7 @@ def test_racks_are_kept_apart_too():
 
 def test_hot_replicas_move_before_cold_ones_and_bigger_before_smaller():
     rows = [row(1, length=64 * MiB), row(2, length=8 * MiB), row(3, length=64 * MiB)]
-    view = {"a:1": server("a:1", {1: 1, 2: 1, 3: 1}, 800, cold=frozenset({1})),
+    view = {"a:1": server("a:1", {1: 1, 2: 1, 3: 1}, 800, cold={1: 20 * MiB}),
             "b:1": server("b:1", {1: 1, 2: 1, 3: 1}, 300),
             "c:1": server("c:1", {}, 0)}
     moves = plan_balance(rows, view, 0.10, {}, set(), limit=3).moves
@@ -121,7 +121,7 @@ def test_hot_replicas_move_before_cold_ones_and_bigger_before_smaller():
 
 def test_servers_without_a_capacity_are_ignored_and_bytes_to_move_is_an_estimate():
     rows, view = cluster(8, {"a:1": 600, "b:1": 600, "c:1": 0}, lambda h: ["a:1", "b:1"])
-    view["x:1"] = ServerView("x:1", "x", "", 0.0, {}, {}, frozenset(), 0, 0, 0)
+    view["x:1"] = ServerView("x:1", "x", "", 0.0, {}, {}, {}, 0, 0, 0)
     uses = projected_uses(view, {})
     assert set(uses) == {"a:1", "b:1", "c:1"}
     # mean 40 %: a and b are 15 points above mean + 5 -> 2 x 150 MiB

@@ -4,7 +4,7 @@ from master.tiering import ReadTracker, plan_moves, target_tier
 
 
 def sv(name, chunks, cold=(), corrupt=None):
-    return ServerView(name, name, "", 1.0, chunks, corrupt or {}, frozenset(cold))
+    return ServerView(name, name, "", 1.0, chunks, corrupt or {}, {h: 0 for h in cold})
 
 
 def row(h=1, cls="auto", atime=0, committed=True):
