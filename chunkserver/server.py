@@ -26,7 +26,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
           metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
           max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
           scrub_interval: float = 86400.0, cold_dir: str | None = None,
-          capacity: int = 0) -> int:
+          capacity: int = 0, cluster_secret: bytes) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
 
     cold_dir: the cold tier's directory, normally on its own disk (default: <data_dir>/cold,

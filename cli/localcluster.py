@@ -4,6 +4,7 @@ The layout of DIR is the cluster's record, so `up` on an existing DIR restarts t
 cluster (same ids, ports and data):
 
     DIR/cluster.json        every daemon's id, addresses and data directory
+    DIR/cluster.secret      the secret the daemons authenticate each other with (0600)
     DIR/master-N/           a master's data (raft/, meta/), pid file and daemon.log
 
 Tests and benchmarks use the same class to start real daemons.
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import grpc
 
+from gfs.auth.secret import SECRET_FILE_NAME, create_secret_file
 from gfs.errors import FailedPrecondition, Unavailable
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
@@ -91,6 +93,7 @@ class LocalCluster:
         self.dir = Path(data_dir).resolve()
         self.host = host
         self.spec_path = self.dir / "cluster.json"
+        self.secret_path = self.dir / SECRET_FILE_NAME
         self.spec: dict = {}
         if self.spec_path.exists():
             self.spec = json.loads(self.spec_path.read_text())
@@ -110,6 +113,8 @@ class LocalCluster:
         if masters not in (1, 3, 5):
             raise FailedPrecondition("a cluster has 1, 3 or 5 masters")
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.secret_path.exists():
+            create_secret_file(self.secret_path)
         ms = []
         for i in range(1, masters + 1):
             if master_hosts:
@@ -166,13 +171,14 @@ class LocalCluster:
         argv = list(m.get("prefix") or []) + [
                 sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
-                "--data", m["data"], "--metrics", m["metrics"]]
+                "--data", m["data"], "--metrics", m["metrics"],
+                "--cluster-secret-file", str(self.secret_path)]
         return argv + option_flags(self.spec.get("options", {}).get("master", {}))
 
     def chunkserver_argv(self, c: dict) -> list[str]:
         argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", c["data"],
                 "--masters", ",".join(self.master_addresses()), "--bind", c["bind"],
-                "--metrics", c["metrics"]]
+                "--metrics", c["metrics"], "--cluster-secret-file", str(self.secret_path)]
         if c.get("rack"):
             argv += ["--rack", c["rack"]]
         options = {**self.spec.get("options", {}).get("chunkserver", {}), **c.get("options", {})}

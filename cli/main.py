@@ -488,6 +488,12 @@ def cat(ctx, remotes):
 
 # --- daemons ------------------------------------------------------------------------------------
 
+cluster_secret_option = click.option(
+    "--cluster-secret-file", "secret_file", envvar="GFS_CLUSTER_SECRET_FILE",
+    type=click.Path(dir_okay=False), metavar="FILE",
+    help="The cluster secret shared by all masters and chunkservers (required; "
+         "`gfs cluster up` writes DIR/cluster.secret).")
+
 @cli.group(invoke_without_command=True, context_settings=CONTEXT)
 @click.option("--id", "node_id", type=int, help="This master's id (1..N).")
 @click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
@@ -544,13 +550,14 @@ def cat(ctx, remotes):
               help="Total bandwidth of balancing moves per second (0: unthrottled).")
 @click.option("--balance-concurrency", default=1, show_default=True,
               type=click.IntRange(1, 16), help="Balancing moves running at once.")
+@cluster_secret_option
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency) -> None:
+           balance_concurrency, secret_file) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -558,9 +565,11 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                               ("--data", data_dir)) if v is None]
     if missing:
         raise click.UsageError("to run a master give " + ", ".join(missing))
+    from gfs.auth.secret import load_secret_file
     from gfs.units import parse_size
     from master.raft import RaftConfig
     from master.server import serve
+    secret = load_secret_file(secret_file)
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
@@ -575,7 +584,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    balance={"enabled": balance, "threshold": balance_threshold / 100,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
-                   session_ttl=session_ttl))
+                   session_ttl=session_ttl, cluster_secret=secret))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -583,8 +592,9 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               help="Chunk store directory.")
 @click.option("--masters", "masters_", required=True, envvar="GFS_MASTERS",
               metavar="HOST:PORT,...", help="Master gRPC addresses.")
-@click.option("--bind", default="0.0.0.0:7200", show_default=True, metavar="HOST:PORT",
-              help="Where to listen (port 0 picks one).")
+@click.option("--bind", default="127.0.0.1:7200", show_default=True, metavar="HOST:PORT",
+              help="Where to listen (port 0 picks one); give this host's address (or 0.0.0.0 "
+                   "with --advertise-host) to serve other machines.")
 @click.option("--advertise-host", metavar="HOST",
               help="Address registered with the masters (default: the --bind host).")
 @click.option("--rack", default="", help="Failure-domain label for placement.")
@@ -600,19 +610,23 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               help="Cold tier directory, normally on another disk (default: DATA/cold).")
 @click.option("--capacity", default="0", show_default=True,
               help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
+@cluster_secret_option
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
-                heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity) -> None:
+                heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
+                secret_file) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
+    from gfs.auth.secret import load_secret_file
     from gfs.config import split_addresses
     os.makedirs(data_dir, exist_ok=True)
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size
+    secret = load_secret_file(secret_file)
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
                    scrub_interval=scrub_interval, cold_dir=cold_dir,
-                   capacity=parse_size(capacity)))
+                   capacity=parse_size(capacity), cluster_secret=secret))
 
 
 @master.command("status")

@@ -35,8 +35,9 @@ class MasterNode:
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
                  tiering: dict | None = None, balance: dict | None = None,
-                 session_ttl: float = 86400.0):
+                 session_ttl: float = 86400.0, *, cluster_secret: bytes):
         self.node_id = node_id
+        self.cluster_secret = cluster_secret
         self.raft_address = raft_address
         self.grpc_address = grpc_address
         self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
@@ -48,7 +49,8 @@ class MasterNode:
         self.metrics_address = ""
         self.chunkservers = ChunkserverRegistry(dead_after=dead_after)
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
-                                 on_role_change=self._role_changed)
+                                 on_role_change=self._role_changed,
+                                 cluster_secret=cluster_secret)
         self.proposer = Proposer(self.raft.propose)
         self.trash_retention = trash_retention
         periods = [gc_grace, session_ttl] + ([trash_retention] if trash_retention > 0 else [])
