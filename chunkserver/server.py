@@ -52,12 +52,14 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
         raise FailedPrecondition(f"cannot listen on {bind}: {err}") from None
     host = advertise_host or bind.rsplit(":", 1)[0]
     address = f"{host}:{port}"
-    service = ChunkserverService(store, address, rack, scrubber=scrubber)
+    service = ChunkserverService(store, address, rack, scrubber=scrubber,
+                                 cluster_secret=cluster_secret)
     cpb_grpc.add_ChunkserverServicer_to_server(service, server)
     mhost, mport = metrics.serve(metrics_address)
     service.metrics_address = f"{mhost}:{mport}"
     beats = Heartbeater(store, address, rack, masters, heartbeat_interval,
-                        on_verify=scrubber.request)
+                        daemon_auth=service.daemon_auth, on_verify=scrubber.request,
+                        on_keys=service.capabilities.set_keys)
     # The master hears at once of a replica found corrupt (by the scrubber or by any read) and
     # of a chunk copied here or moved between tiers, instead of at the next regular heartbeat.
     store.on_corrupt = lambda handle, version, reason: beats.poke()

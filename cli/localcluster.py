@@ -23,7 +23,7 @@ from pathlib import Path
 
 import grpc
 
-from gfs.auth.secret import SECRET_FILE_NAME, create_secret_file
+from gfs.auth.secret import SECRET_FILE_NAME, create_secret_file, load_secret_file
 from gfs.errors import FailedPrecondition, Unavailable
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
@@ -148,6 +148,10 @@ class LocalCluster:
         tmp = self.spec_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.spec, indent=2))
         tmp.replace(self.spec_path)
+
+    def cluster_secret(self) -> bytes:
+        """The secret the daemons share (tests and benchmarks sign daemon requests with it)."""
+        return load_secret_file(self.secret_path)
 
     def master_addresses(self) -> list[str]:
         return [m["grpc"] for m in self.spec.get("masters", [])]

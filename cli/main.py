@@ -349,6 +349,20 @@ def admin_gc(ctx, plan: bool, limit: int, as_json: bool) -> None:
                    f"{format_eta(o['age_s']):>8}  {due}")
 
 
+@admin.command("rotate-keys")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def admin_rotate_keys(ctx, as_json: bool) -> None:
+    """Make a new chunk-capability key. Capabilities signed with the previous key stay valid
+    until they expire (--capability-ttl); the one before that is no longer accepted."""
+    with make_client(ctx) as c:
+        key_id = c.rotate_keys()
+    if as_json:
+        emit_json({"key_id": key_id})
+    else:
+        click.echo(f"capability key {key_id} is current")
+
+
 @admin.command("balance")
 @click.option("--status", "show_status", is_flag=True, default=True,
               help="Show the balancer's state (the default and only action: balancing itself "
@@ -551,13 +565,15 @@ cluster_secret_option = click.option(
 @click.option("--balance-concurrency", default=1, show_default=True,
               type=click.IntRange(1, 16), help="Balancing moves running at once.")
 @cluster_secret_option
+@click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency, secret_file) -> None:
+           balance_concurrency, secret_file, capability_ttl) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -584,7 +600,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    balance={"enabled": balance, "threshold": balance_threshold / 100,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
-                   session_ttl=session_ttl, cluster_secret=secret))
+                   session_ttl=session_ttl, cluster_secret=secret,
+                   capability_ttl=capability_ttl))
 
 
 @cli.command(context_settings=CONTEXT)

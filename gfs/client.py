@@ -20,11 +20,13 @@ from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
+from gfs.auth.daemon import DaemonAuth
 from gfs.config import resolve_masters
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
     InvalidArgument,
+    Unauthenticated,
     Unavailable,
     from_grpc,
 )
@@ -53,6 +55,7 @@ class ChunkInfo:
     checksum: int
     replicas: list[str] = field(default_factory=list)
     index_offset: int = 0      # where the chunk starts in the file
+    capability: bytes = field(default=b"", repr=False)   # lets us read it for a while
 
 
 @dataclass
@@ -75,7 +78,10 @@ class FileInfo:
         return self.type == "dir"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for c in d["chunks"]:
+            del c["capability"]           # a short-lived credential, not a property of the file
+        return d
 
     @classmethod
     def from_proto(cls, m: pb.FileInfo) -> "FileInfo":
@@ -84,7 +90,8 @@ class FileInfo:
                    replication=m.replication, storage_class=m.storage_class,
                    chunk_size=m.chunk_size,
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
-                                                   c.checksum, list(c.replicas))
+                                                   c.checksum, list(c.replicas),
+                                                   capability=c.capability)
                                          for c in m.chunks]))
 
 
@@ -262,7 +269,8 @@ class Client:
 
     def __init__(self, masters: str | list[str] | None = None, *, deadline: float = 30.0,
                  attempt_timeout: float = 5.0, client_id: bytes | None = None,
-                 user: str | None = None):
+                 user: str | None = None, daemon_auth: DaemonAuth | None = None):
+        """`daemon_auth`: sign every call with the cluster secret (chunkservers' heartbeats)."""
         self.masters = resolve_masters(masters)
         self.user = user or default_user()
         self.deadline = deadline
@@ -272,7 +280,7 @@ class Client:
         self._lock = threading.Lock()
         self._leader: str | None = None
         self._rr = random.randrange(len(self.masters))
-        self._channels = Channels()
+        self._channels = Channels(daemon_auth)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -444,6 +452,10 @@ class Client:
         out["orphans"] = [_fields(o) for o in resp.orphans]
         return out
 
+    def rotate_keys(self) -> int:
+        """Make a new chunk-capability key on the masters; its id."""
+        return self._call("RotateKeys", pb.Empty()).key_id
+
     def create(self, path: str, *, replication: int = 0, storage_class: str = "",
                chunk_size: int = 0, mode: int = 0o644, owner: str = "",
                overwrite: bool = False) -> int:
@@ -552,7 +564,7 @@ class Client:
                                        length_hint=pieces.known_length)
             try:
                 return write_chunk(self._channels, list(alloc.replicas), alloc.handle, alloc.version,
-                                   pieces.open(), progress=progress)
+                                   pieces.open(), progress=progress, capability=alloc.capability)
             except GfsError as err:
                 if not (pieces.repeatable and is_retryable(err)) or attempt == attempts - 1:
                     raise
@@ -574,7 +586,8 @@ class Client:
         end = info.size if length < 0 else min(info.size, offset + length)
         with _opened(sink, "wb", _Sink) as out:
             workers = parallel if out.seekable else 1
-            jobs = [(c, lo, hi, out, offset, progress) for c, lo, hi in _chunk_ranges(info, offset, end)]
+            jobs = [(info.path, c, lo, hi, out, offset, progress)
+                    for c, lo, hi in _chunk_ranges(info, offset, end)]
             if workers == 1:
                 for job in jobs:
                     self._read_range(*job)
@@ -584,9 +597,9 @@ class Client:
                         f.result()
         return end - offset
 
-    def _read_range(self, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink", base: int,
-                    progress: Callable[[int], None] | None) -> None:
-        pos = chunk.index_offset + lo - base
+    def _read_range(self, path: str, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink",
+                    base: int, progress: Callable[[int], None] | None) -> None:
+        start = pos = chunk.index_offset + lo - base
 
         def sink(piece: memoryview) -> None:
             nonlocal pos
@@ -595,9 +608,25 @@ class Client:
             if progress:
                 progress(len(piece))
 
-        read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas, chunk.length,
-                   chunk.checksum, lo, hi - lo, sink,
-                   lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version, addr, why))
+        for attempt in range(2):
+            done = pos - start
+            try:
+                read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas,
+                           chunk.length, chunk.checksum, lo + done, hi - lo - done, sink,
+                           lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version,
+                                                                     addr, why),
+                           capability=chunk.capability)
+                return
+            except Unauthenticated:
+                if attempt:
+                    raise
+                chunk = self._fresh_capability(path, chunk)   # expired during a long download
+
+    def _fresh_capability(self, path: str, chunk: ChunkInfo) -> ChunkInfo:
+        for c in self.stat(path, for_read=True).chunks:
+            if (c.handle, c.version) == (chunk.handle, chunk.version):
+                return c
+        raise FailedPrecondition(f"{path} changed while it was being read")
 
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         """Small reads into memory (use `get` for large files)."""

@@ -13,6 +13,7 @@ CODES: dict[str, grpc.StatusCode] = {
     "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
     "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -73,9 +74,19 @@ class ResourceExhausted(GfsError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class Unauthenticated(GfsError):
+    """No credential, or one that does not verify (forged, expired, unknown key)."""
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(GfsError):
+    """A valid credential that does not allow this (another chunk, version or operation)."""
+    code = "PERMISSION_DENIED"
+
+
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
                                       Unavailable, DeadlineExceeded, DataLoss,
-                                      ResourceExhausted)}
+                                      ResourceExhausted, Unauthenticated, PermissionDenied)}
 _BY_GRPC = {v: k for k, v in CODES.items()}
 
 

@@ -5,8 +5,11 @@ import logging
 import os
 import time
 
+from gfs.auth.daemon import DaemonAuth
 from gfs.errors import FailedPrecondition, Unavailable, from_code
+from gfs.transfer import Channels
 from master.balance import Balancer
+from master.capabilities import MasterCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.proposer import Proposer, now_ms
@@ -35,9 +38,10 @@ class MasterNode:
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
                  tiering: dict | None = None, balance: dict | None = None,
-                 session_ttl: float = 86400.0, *, cluster_secret: bytes):
+                 session_ttl: float = 86400.0, *, cluster_secret: bytes,
+                 capability_ttl: float = 60.0):
         self.node_id = node_id
-        self.cluster_secret = cluster_secret
+        self.daemon_auth = DaemonAuth(cluster_secret)
         self.raft_address = raft_address
         self.grpc_address = grpc_address
         self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
@@ -74,6 +78,11 @@ class MasterNode:
         self.balancer = Balancer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
+        for loop in (self.repairer, self.tiering, self.balancer):   # orders to chunkservers
+            loop.channels = Channels(self.daemon_auth)
+        self.capabilities = MasterCapabilities(
+            cluster_secret, lambda: self.state_read(lambda st: st.capability_keys()),
+            self.propose, capability_ttl)
 
     def _chunk_table(self) -> list[dict]:
         """Every chunk of the metadata (what the repair, tier and balance loops plan from)."""
@@ -116,6 +125,8 @@ class MasterNode:
     def _role_changed(self, role: str) -> None:
         # Replica locations are soft state: a new leader rebuilds them from full reports.
         self.chunkservers.reset()
+        if role == "leader":
+            self.capabilities.ensure_key_soon(self.raft.is_leader)
         log.info("raft role is now %s", role, extra={"fields": {"role": role}})
 
     # --- leadership ----------------------------------------------------------------------------

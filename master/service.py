@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from gfs.auth.daemon import body_of
 from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
 from master.node import MasterNode, NotLeader
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 LEADER_METADATA_KEY = "gfs-leader"
+HEARTBEAT_METHOD = "/gfs.master.Master/Heartbeat"
 
 
 def rpc(method):
@@ -56,9 +58,11 @@ def header_fields(header: pb.RequestHeader) -> dict:
     return {"client_id": header.client_id, "seq": header.seq, "ack_seq": header.ack_seq}
 
 
-def file_info(d: dict, locate=None) -> pb.FileInfo:
-    """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses."""
+def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
+    """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses,
+    `capability(handle, version)` a read capability for it."""
     locate = locate or (lambda c: c.get("replicas") or [])
+    capability = capability or (lambda handle, version: b"")
     return pb.FileInfo(
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
@@ -66,7 +70,9 @@ def file_info(d: dict, locate=None) -> pb.FileInfo:
         chunk_size=d["chunk_size"],
         chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
                              length=c["length"], checksum=c["checksum"],
-                             replicas=locate(c)) for c in d["chunks"]])
+                             replicas=locate(c),
+                             capability=capability(c["handle"], c["version"]))
+                for c in d["chunks"]])
 
 
 class MasterService(pb_grpc.MasterServicer):
@@ -103,7 +109,9 @@ class MasterService(pb_grpc.MasterServicer):
         ok = await self._mutate(request, context, {
             "op": "add_chunk", "inode": request.inode, "index": request.index,
             "replicas": replicas})
-        return pb.AddChunkResponse(handle=ok["handle"], version=ok["version"], replicas=replicas)
+        return pb.AddChunkResponse(
+            handle=ok["handle"], version=ok["version"], replicas=replicas,
+            capability=self.node.capabilities.write(ok["handle"], ok["version"]))
 
     @rpc
     async def Commit(self, request, context):
@@ -210,18 +218,23 @@ class MasterService(pb_grpc.MasterServicer):
                                     request_timeout(context))
         if request.for_read and info["type"] == "file" and self.node.raft.is_leader():
             self.node.tiering.tracker.note(info["inode"])
-        return pb.StatResponse(info=file_info(info, self.node.chunk_locations))
+        return pb.StatResponse(info=file_info(info, self.node.chunk_locations,
+                                              self.node.capabilities.read))
 
     @rpc
     async def List(self, request, context):
         limit = min(request.limit or 1000, 10_000)
         entries, nxt = await self.node.read(lambda st: st.list(request.path, request.start_after, limit),
                                       not request.stale_ok, request_timeout(context))
-        return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations) for e in entries],
-                               next=nxt)
+        return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations,
+                                                  self.node.capabilities.read)
+                                        for e in entries], next=nxt)
 
     @rpc
     async def Heartbeat(self, request, context):
+        # Only chunkservers holding the cluster secret are heard (and given orders).
+        self.node.daemon_auth.verify(context.invocation_metadata(), HEARTBEAT_METHOD,
+                                     body_of(request), once=True)
         self.node.require_leader()
         figures = {k: getattr(request, k) for k in (
             "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
@@ -237,7 +250,9 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.HeartbeatResponse(
             need_full_report=need_full,
             delete=[pb.ChunkRef(handle=h, version=v) for h, v in deletes],
-            verify=[pb.ChunkRef(handle=h, version=v) for h, v in verifies])
+            verify=[pb.ChunkRef(handle=h, version=v) for h, v in verifies],
+            capability_keys=[pb.CapabilityKey(key_id=k, salt=salt)
+                             for k, salt in self.node.capabilities.announced()])
 
     @rpc
     async def ReportBadReplica(self, request, context):
@@ -249,6 +264,12 @@ class MasterService(pb_grpc.MasterServicer):
         # been hit in transit: the server checks the replica itself and reports it if corrupt.
         self.node.chunkservers.queue_verify(request.address, request.handle, request.version)
         return pb.Empty()
+
+    @rpc
+    async def RotateKeys(self, request, context):
+        self.node.require_leader()
+        key_id = await asyncio.to_thread(self.node.capabilities.rotate)
+        return pb.RotateKeysResponse(key_id=key_id)
 
     @rpc
     async def Chunkservers(self, request, context):

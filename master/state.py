@@ -19,6 +19,7 @@ import lmdb
 import msgpack
 
 from gfs import paths
+from master import capability_keys
 from gfs.fsutil import fsync_path
 from gfs.errors import (AlreadyExists, DataLoss, FailedPrecondition, GfsError, InvalidArgument,
                         NotFound)
@@ -851,6 +852,8 @@ _OPS: dict[str, _Op] = {
     "trash_purge": _Op({"user": _text, "all_users": _bool, "ids": _list_of(_int_in(1)),
                         "before": _int_in(0)}, _trash_purge),
     "barrier": _Op({}, _barrier),
+    capability_keys.OP: _Op({"key_id": _int_in(1, MAX_U32), "salt": capability_keys.check_salt},
+                            capability_keys.apply),
 }
 
 
@@ -1159,6 +1162,10 @@ class MetadataState:
         with self._reader() as tx:
             records = [r for r in tx.trash_records() if user is None or r["user"] == user]
         return sorted(records, key=lambda r: (r["deleted"], r["id"]))
+
+    def capability_keys(self) -> list[dict]:
+        with self._reader() as tx:
+            return capability_keys.read(tx)
 
     def inode_record(self, inode: int) -> dict | None:
         """The raw record of inode `inode` (pending uploads included), or None."""

@@ -42,10 +42,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_replica(address: str, handle: int, version: int) -> bytes:
+def read_replica(address: str, handle: int, version: int, capability: bytes) -> bytes:
     with grpc.insecure_channel(address) as ch:
         stream = cpb_grpc.ChunkserverStub(ch).ReadChunk(
-            cpb.ReadRequest(handle=handle, version=version, offset=0, length=-1), timeout=10)
+            cpb.ReadRequest(handle=handle, version=version, offset=0, length=-1,
+                            capability=capability), timeout=10)
         return b"".join(r.data for r in stream)
 
 
@@ -137,7 +138,8 @@ def test_corrupt_chunk_file_is_never_served(cluster):
         for _ in range(3):                       # whichever replica is tried first
             assert c.read("/corrupt") == data
         with pytest.raises(grpc.RpcError) as err:
-            read_replica(victim["bind"], first.handle, first.version)
+            read_replica(victim["bind"], first.handle, first.version,
+                             c.stat("/corrupt").chunks[0].capability)
         assert err.value.code() == grpc.StatusCode.DATA_LOSS
 
 
@@ -176,7 +178,7 @@ def test_chunkserver_killed_mid_put_never_leaves_a_partial_file(cluster, tmp_pat
                 for r in live:
                     if r in cluster.chunkserver_addresses():
                         try:
-                            assert read_replica(r, ch.handle, ch.version) == data[ch.index_offset:ch.index_offset + ch.length]
+                            assert read_replica(r, ch.handle, ch.version, ch.capability) == data[ch.index_offset:ch.index_offset + ch.length]
                         except grpc.RpcError as err:
                             assert r == killed, err
 
