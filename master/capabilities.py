@@ -42,15 +42,23 @@ class MasterCapabilities:
             return keys[-2]
         return keys[-1]
 
-    def issue(self, handle: int, version: int, op: str) -> bytes:
-        key = self._signing_key()
-        return self._issuer.issue(key["id"], key["salt"], handle, version, op)
+    def signer(self, op: str) -> Callable[[int, int], bytes]:
+        """`sign(handle, version)` for one response: the key is looked up once, at first use
+        (a response without chunks needs none)."""
+        key: dict | None = None
+
+        def sign(handle: int, version: int) -> bytes:
+            nonlocal key
+            if key is None:
+                key = self._signing_key()
+            return self._issuer.issue(key["id"], key["salt"], handle, version, op)
+        return sign
 
     def read(self, handle: int, version: int) -> bytes:
-        return self.issue(handle, version, READ)
+        return self.signer(READ)(handle, version)
 
     def write(self, handle: int, version: int) -> bytes:
-        return self.issue(handle, version, WRITE)
+        return self.signer(WRITE)(handle, version)
 
     def announced(self) -> list[tuple[int, bytes]]:
         """(key id, salt) pairs chunkservers accept: the current key, and the previous one until

@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from gfs.auth.capability import READ
 from gfs.auth.daemon import body_of
 from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
@@ -219,15 +220,15 @@ class MasterService(pb_grpc.MasterServicer):
         if request.for_read and info["type"] == "file" and self.node.raft.is_leader():
             self.node.tiering.tracker.note(info["inode"])
         return pb.StatResponse(info=file_info(info, self.node.chunk_locations,
-                                              self.node.capabilities.read))
+                                              self.node.capabilities.signer(READ)))
 
     @rpc
     async def List(self, request, context):
         limit = min(request.limit or 1000, 10_000)
         entries, nxt = await self.node.read(lambda st: st.list(request.path, request.start_after, limit),
                                       not request.stale_ok, request_timeout(context))
-        return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations,
-                                                  self.node.capabilities.read)
+        sign = self.node.capabilities.signer(READ)
+        return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations, sign)
                                         for e in entries], next=nxt)
 
     @rpc
