@@ -31,7 +31,8 @@ class Heartbeater:
     def __init__(self, store: ChunkStore, address: str, rack: str, masters: list[str],
                  interval: float = 1.0, *, daemon_auth: DaemonAuth,
                  on_verify: Callable[[int, int], None] | None = None,
-                 on_keys: Callable[[list[tuple[int, bytes]]], None] | None = None):
+                 on_keys: Callable[[list[tuple[int, bytes]]], None] | None = None,
+                 tls_ca: str | None = None):
         self.store = store
         self.on_verify = on_verify
         self.on_keys = on_keys
@@ -40,7 +41,7 @@ class Heartbeater:
         self.interval = interval
         self.instance = os.urandom(8).hex()
         self.client = Client(masters, deadline=max(2.0, interval * 2), attempt_timeout=1.0,
-                             daemon_auth=daemon_auth)
+                             daemon_auth=daemon_auth, tls_ca=tls_ca)
         # io_load: the busier of the tiers' disks (one when both tiers share a disk).
         self.disks = [DiskBusy(store.root)]
         cold_disk = DiskBusy(store.cold_dir)

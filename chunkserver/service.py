@@ -121,13 +121,13 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
 
     def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0,
                  *, cluster_secret: bytes, on_change: Callable[[], None] | None = None,
-                 scrubber=None):
+                 scrubber=None, tls_ca: bytes | None = None):
         self.store = store
         self.address = address
         self.rack = rack
         self.daemon_auth = DaemonAuth(cluster_secret)
         self.capabilities = CapabilityVerifier(cluster_secret)   # keys: from heartbeat replies
-        self.channels = Channels(self.daemon_auth)
+        self.channels = Channels(self.daemon_auth, tls_ca)
         self.write_timeout = write_timeout
         self.on_change = on_change
         self.scrubber = scrubber

@@ -42,7 +42,8 @@ def emit_json(obj) -> None:
 
 def make_client(ctx: click.Context):
     from gfs.client import Client
-    return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0))
+    return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0),
+                  tls_ca=ctx.obj.get("tls_ca"))
 
 
 @click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"})
@@ -51,13 +52,17 @@ def make_client(ctx: click.Context):
                    "`gfs cluster up` started last).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, envvar="GFS_TIMEOUT",
               help="Overall deadline in seconds for each operation, retries included.")
+@click.option("--tls-ca", envvar="GFS_TLS_CA", type=click.Path(dir_okay=False), metavar="FILE",
+              help="CA certificate to verify a TLS cluster with (default: the one the last "
+                   "`gfs cluster up --tls` recorded).")
 @click.version_option(package_name="gfs")
 @click.pass_context
-def cli(ctx: click.Context, masters: str | None, timeout: float) -> None:
+def cli(ctx: click.Context, masters: str | None, timeout: float, tls_ca: str | None) -> None:
     """gfs: a distributed file system for a few machines you own."""
     ctx.ensure_object(dict)
     ctx.obj["masters"] = masters
     ctx.obj["timeout"] = timeout
+    ctx.obj["tls_ca"] = tls_ca
 
 
 # --- namespace commands -------------------------------------------------------------------------
@@ -508,6 +513,17 @@ cluster_secret_option = click.option(
     help="The cluster secret shared by all masters and chunkservers (required; "
          "`gfs cluster up` writes DIR/cluster.secret).")
 
+
+def tls_options(command):
+    """--tls-cert/--tls-key/--tls-ca of a daemon: serve gRPC over TLS, verify other daemons."""
+    for name, what in (("ca", "CA certificate (PEM) other daemons' certificates are checked "
+                               "against"),
+                       ("key", "private key (PEM) of --tls-cert"),
+                       ("cert", "certificate (PEM) this daemon serves gRPC with")):
+        command = click.option(f"--tls-{name}", f"tls_{name}", type=click.Path(dir_okay=False),
+                               metavar="FILE", help=f"TLS: {what}; all three or none.")(command)
+    return command
+
 @cli.group(invoke_without_command=True, context_settings=CONTEXT)
 @click.option("--id", "node_id", type=int, help="This master's id (1..N).")
 @click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
@@ -565,6 +581,7 @@ cluster_secret_option = click.option(
 @click.option("--balance-concurrency", default=1, show_default=True,
               type=click.IntRange(1, 16), help="Balancing moves running at once.")
 @cluster_secret_option
+@tls_options
 @click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
               help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
@@ -573,7 +590,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency, secret_file, capability_ttl) -> None:
+           balance_concurrency, secret_file, tls_cert, tls_key, tls_ca,
+           capability_ttl) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -582,10 +600,12 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     if missing:
         raise click.UsageError("to run a master give " + ", ".join(missing))
     from gfs.auth.secret import load_secret_file
+    from gfs.auth.tls import TlsFiles
     from gfs.units import parse_size
     from master.raft import RaftConfig
     from master.server import serve
     secret = load_secret_file(secret_file)
+    tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
@@ -601,7 +621,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
                    session_ttl=session_ttl, cluster_secret=secret,
-                   capability_ttl=capability_ttl))
+                   capability_ttl=capability_ttl, tls=tls))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -628,22 +648,25 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 @click.option("--capacity", default="0", show_default=True,
               help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
 @cluster_secret_option
+@tls_options
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
-                secret_file) -> None:
+                secret_file, tls_cert, tls_key, tls_ca) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.auth.secret import load_secret_file
+    from gfs.auth.tls import TlsFiles
     from gfs.config import split_addresses
     os.makedirs(data_dir, exist_ok=True)
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size
     secret = load_secret_file(secret_file)
+    tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
                    scrub_interval=scrub_interval, cold_dir=cold_dir,
-                   capacity=parse_size(capacity), cluster_secret=secret))
+                   capacity=parse_size(capacity), cluster_secret=secret, tls=tls))
 
 
 @master.command("status")
@@ -652,7 +675,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
 def master_status(ctx, as_json: bool) -> None:
     """Each master's role, term, leader, commit and applied index, log size, last snapshot."""
     from gfs.client import Client
-    c = Client(ctx.obj.get("masters"))
+    c = Client(ctx.obj.get("masters"), tls_ca=ctx.obj.get("tls_ca"))
     rows = c.master_statuses()
     c.close()
     if as_json:
@@ -701,16 +724,22 @@ def cluster() -> None:
               help="Number of chunkservers (an existing cluster grows to this many).")
 @click.option("--data", type=click.Path(file_okay=False), envvar="GFS_DATA",
               help="Cluster directory [default: $GFS_DATA or ~/.local/share/gfs/cluster].")
+@click.option("--tls", is_flag=True,
+              help="Serve gRPC over TLS, with a local CA and certificate made in DIR/tls "
+                   "(new cluster only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
-def cluster_up(n_masters: str, chunkservers: int, data: str | None, as_json: bool) -> None:
+def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
+               as_json: bool) -> None:
     """Start a local cluster (or restart the one in --data, with its data)."""
     c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False)
     if not c.exists:
-        c.create(masters=int(n_masters), chunkservers=chunkservers)
+        c.create(masters=int(n_masters), chunkservers=chunkservers, tls=tls)
+    elif tls and not c.tls:
+        raise FailedPrecondition(f"the cluster in {c.dir} was created without TLS")
     while len(c.spec["chunkservers"]) < chunkservers:    # an existing cluster can grow
         c.add_chunkserver()
     c.up()
-    record_cluster(c.master_addresses(), str(c.dir))
+    record_cluster(c.master_addresses(), str(c.dir), c.tls.ca if c.tls else None)
     rows = c.status()
     if as_json:
         emit_json(rows)

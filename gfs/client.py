@@ -21,7 +21,8 @@ from typing import BinaryIO, Callable, Iterator
 import grpc
 
 from gfs.auth.daemon import DaemonAuth
-from gfs.config import resolve_masters
+from gfs.auth.tls import read_pem
+from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
@@ -269,9 +270,13 @@ class Client:
 
     def __init__(self, masters: str | list[str] | None = None, *, deadline: float = 30.0,
                  attempt_timeout: float = 5.0, client_id: bytes | None = None,
-                 user: str | None = None, daemon_auth: DaemonAuth | None = None):
-        """`daemon_auth`: sign every call with the cluster secret (chunkservers' heartbeats)."""
+                 user: str | None = None, daemon_auth: DaemonAuth | None = None,
+                 tls_ca: str | None = None):
+        """`daemon_auth`: sign every call with the cluster secret (chunkservers' heartbeats).
+        `tls_ca`: CA certificate file of a cluster serving TLS (default: GFS_TLS_CA, else what
+        `gfs cluster up --tls` recorded)."""
         self.masters = resolve_masters(masters)
+        ca_file = tls_ca or (resolve_tls_ca() if masters is None else os.environ.get(ENV_TLS_CA))
         self.user = user or default_user()
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
@@ -280,7 +285,8 @@ class Client:
         self._lock = threading.Lock()
         self._leader: str | None = None
         self._rr = random.randrange(len(self.masters))
-        self._channels = Channels(daemon_auth)
+        self._channels = Channels(daemon_auth, read_pem(ca_file, "CA certificate")
+                                  if ca_file else None)
 
     # --- plumbing ------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from gfs.errors import FailedPrecondition
 
 ENV_MASTERS = "GFS_MASTERS"
+ENV_TLS_CA = "GFS_TLS_CA"
 
 
 def user_config_dir() -> Path:
@@ -23,13 +24,28 @@ def recorded_cluster_file() -> Path:
     return user_config_dir() / "cluster.json"
 
 
-def record_cluster(masters: list[str], data_dir: str) -> None:
-    """Remember the masters of the cluster this user just started."""
+def record_cluster(masters: list[str], data_dir: str, tls_ca: str | None = None) -> None:
+    """Remember the masters (and the TLS CA, if it uses TLS) of the cluster this user just
+    started."""
     path = recorded_cluster_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"masters": masters, "data": data_dir}, indent=2))
+    record = {"masters": masters, "data": data_dir, **({"tls_ca": tls_ca} if tls_ca else {})}
+    tmp.write_text(json.dumps(record, indent=2))
     tmp.replace(path)
+
+
+def resolve_tls_ca(flag: str | None = None) -> str | None:
+    """The CA certificate file to verify the cluster's TLS certificates with: a flag, else
+    GFS_TLS_CA, else the one the last `gfs cluster up --tls` recorded; None: no TLS."""
+    if flag or os.environ.get(ENV_TLS_CA):
+        return flag or os.environ[ENV_TLS_CA]
+    if split_addresses(os.environ.get(ENV_MASTERS)):
+        return None            # another cluster than the recorded one
+    try:
+        return json.loads(recorded_cluster_file().read_text()).get("tls_ca")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def split_addresses(value: str | list[str] | None) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Iterator
 import grpc
 
 from gfs.auth.daemon import DaemonAuth, SigningInterceptor
+from gfs.auth.tls import channel_credentials
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import DataLoss, GfsError, Unavailable, from_grpc
 from proto import chunkserver_pb2 as cpb
@@ -34,10 +35,11 @@ CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
 class Channels:
     """One gRPC channel per address, shared by threads (masters and chunkservers alike).
     With `daemon_auth` (gfs.auth.daemon.DaemonAuth; daemons only) every call is signed with
-    the cluster secret."""
+    the cluster secret; with `tls_ca` (PEM) channels use TLS and verify servers against it."""
 
-    def __init__(self, daemon_auth: DaemonAuth | None = None):
+    def __init__(self, daemon_auth: DaemonAuth | None = None, tls_ca: bytes | None = None):
         self._interceptor = SigningInterceptor(daemon_auth) if daemon_auth else None
+        self._credentials = channel_credentials(tls_ca) if tls_ca else None
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
@@ -46,7 +48,9 @@ class Channels:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
-                ch = grpc.insecure_channel(address, CHANNEL_OPTIONS)
+                ch = (grpc.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
+                      if self._credentials is not None
+                      else grpc.insecure_channel(address, CHANNEL_OPTIONS))
                 if self._interceptor is not None:
                     ch = grpc.intercept_channel(ch, self._interceptor)
                 self._channels[address] = ch

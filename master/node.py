@@ -39,7 +39,7 @@ class MasterNode:
                  repair_concurrency: int = 2, repair_rate: int = 0,
                  tiering: dict | None = None, balance: dict | None = None,
                  session_ttl: float = 86400.0, *, cluster_secret: bytes,
-                 capability_ttl: float = 60.0):
+                 capability_ttl: float = 60.0, tls_ca: bytes | None = None):
         self.node_id = node_id
         self.daemon_auth = DaemonAuth(cluster_secret)
         self.raft_address = raft_address
@@ -79,7 +79,7 @@ class MasterNode:
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
         for loop in (self.repairer, self.tiering, self.balancer):   # orders to chunkservers
-            loop.channels = Channels(self.daemon_auth)
+            loop.channels = Channels(self.daemon_auth, tls_ca)
         self.capabilities = MasterCapabilities(
             cluster_secret, lambda: self.state_read(lambda st: st.capability_keys()),
             self.propose, capability_ttl)
