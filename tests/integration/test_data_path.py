@@ -42,14 +42,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_replica(address: str, handle: int, version: int, capability: bytes) -> bytes:
-    with grpc.insecure_channel(address) as ch:
-        stream = cpb_grpc.ChunkserverStub(ch).ReadChunk(
-            cpb.ReadRequest(handle=handle, version=version, offset=0, length=-1,
-                            capability=capability), timeout=10)
-        return b"".join(r.data for r in stream)
-
-
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 12345])
 def test_put_get_roundtrip_by_size(cluster, tmp_path, size):
     data = os.urandom(size)

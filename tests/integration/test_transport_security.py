@@ -23,6 +23,7 @@ from gfs.auth.daemon import DaemonAuth
 from gfs.client import Client
 from gfs.transfer import Channels
 from polling import wait_for
+from raw_chunks import read_replica
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 from proto import master_pb2 as pb
@@ -137,14 +138,6 @@ def test_forged_heartbeats_and_orders_change_nothing(cluster):
 
 
 
-def read_raw(address: str, handle: int, version: int, capability: bytes) -> bytes:
-    with grpc.insecure_channel(address) as ch:
-        stream = cpb_grpc.ChunkserverStub(ch).ReadChunk(
-            cpb.ReadRequest(handle=handle, version=version, offset=0, length=-1,
-                            capability=capability), timeout=10)
-        return b"".join(r.data for r in stream)
-
-
 def write_raw(address: str, handle: int, version: int, capability: bytes, data: bytes):
     def requests():
         yield cpb.WriteRequest(header=cpb.WriteHeader(handle=handle, version=version,
@@ -168,7 +161,7 @@ def test_reads_and_writes_need_a_valid_capability(cluster):
         chunk, their = c.stat("/cap").chunks[0], c.stat("/other").chunks[0]
         address, h, v = chunk.replicas[0], chunk.handle, chunk.version
         assert len(chunk.capability) == CAPABILITY_SIZE
-        assert read_raw(address, h, v, chunk.capability) == body       # the valid one works
+        assert read_replica(address, h, v, chunk.capability) == body       # the valid one works
         forged = chunk.capability[:-32] + os.urandom(32)
         unsigned_longer = chunk.capability[:-32] + bytes(32)
         # a capability for other expiry, signed by nobody: the 30-byte body edited
@@ -183,7 +176,7 @@ def test_reads_and_writes_need_a_valid_capability(cluster):
             "other version": (chunk.capability, v + 1, "PERMISSION_DENIED", "is for read"),
         }
         for name, (cap, version, code, words) in cases.items():
-            got = refused(lambda: read_raw(address, h, version, cap))
+            got = refused(lambda: read_replica(address, h, version, cap))
             assert got[0] == code and words in got[1], (name, got)
 
         # Writes: none, forged, a read capability, the write capability of another version.
@@ -206,7 +199,7 @@ def test_reads_and_writes_need_a_valid_capability(cluster):
 
         # Expired: the masters here sign for 3 s.
         time.sleep(3.5)
-        got = refused(lambda: read_raw(address, h, v, chunk.capability))
+        got = refused(lambda: read_replica(address, h, v, chunk.capability))
         assert got[0] == "UNAUTHENTICATED" and "expired" in got[1], got
         assert c.read("/cap") == body            # a fresh stat brings a fresh capability
 
@@ -221,7 +214,7 @@ def test_rotated_out_keys_are_refused_and_rotation_keeps_serving(cluster):
             first = master.RotateKeys(pb.Empty(), timeout=10).key_id
             # Right after a rotation the old key still signs and is accepted everywhere.
             assert c.read("/rot") == body
-            assert read_raw(old.replicas[0], old.handle, old.version, old.capability) == \
+            assert read_replica(old.replicas[0], old.handle, old.version, old.capability) == \
                 body[:old.length]
         out = subprocess.run([sys.executable, "-m", "cli.main", "--masters",
                               ",".join(cluster.master_addresses()), "admin", "rotate-keys",
@@ -231,7 +224,7 @@ def test_rotated_out_keys_are_refused_and_rotation_keeps_serving(cluster):
         assert second == first + 1
         time.sleep(1.0)                          # the servers hear the keys (0.3 s heartbeats)
         for address in old.replicas:
-            got = refused(lambda: read_raw(address, old.handle, old.version, old.capability))
+            got = refused(lambda: read_replica(address, old.handle, old.version, old.capability))
             assert got[0] == "UNAUTHENTICATED" and "rotated out" in got[1], got
         # The cluster keeps serving through both rotations: reads and writes.
         assert c.read("/rot") == body
