@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from gfs.errors import DataLoss, FailedPrecondition, GfsError, InvalidArgument, NotFound
 from master import state as state_module
 from master.state import MetadataState
+from master.store import Tx
 
 CS = 64 * 1024                    # the smallest valid chunk size
 CLIENT = b"c" * 16
@@ -289,7 +290,7 @@ def test_add_chunk_retry_resets_length_and_checksum(d, state):
     ino = d.ok(create("/f"))["inode"]
     d.ok(add_chunk(ino, 0))
     with state._env.begin(write=True) as txn:                               # as if sealed earlier
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         tx.put_chunk(1, dict(tx.chunk(1), length=9, checksum=99))
     assert d.ok(add_chunk(ino, 0, replicas=["x"])) == {"handle": 1, "version": 2}
     assert d.state.file_chunks(ino) == [
@@ -300,7 +301,7 @@ def test_add_chunk_at_the_highest_version_is_refused(d, state):
     ino = d.ok(create("/f"))["inode"]
     d.ok(add_chunk(ino, 0))
     with state._env.begin(write=True) as txn:
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         tx.put_chunk(1, dict(tx.chunk(1), version=2**64 - 1))
     assert d.err(add_chunk(ino, 0)) == "FAILED_PRECONDITION"
     assert d.state.file_chunks(ino)[0]["version"] == 2**64 - 1
@@ -523,7 +524,7 @@ def test_expire_uploads(d):
 def test_expire_uploads_falls_back_to_created_for_old_records(d, state):
     ino = d.ok(create("/f", now=10))["inode"]
     with state._env.begin(write=True) as txn:               # a record written before `touched`
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         pending = tx.pending(ino)
         del pending["touched"]
         tx.put_pending(ino, pending)
@@ -802,7 +803,7 @@ def test_repair_reads_are_fast_for_100k_chunks(state):
     import time
     files, per_file = 1000, 100
     with state._env.begin(write=True) as txn:
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         handle = 1
         for ino in range(2, 2 + files):
             pending = ino % 10 == 0
