@@ -77,6 +77,20 @@ def client_id_field(field: str, value: Any) -> bytes:
     return value
 
 
+def bytes_of(length: int) -> Check:
+    def check(field: str, value: Any) -> bytes:
+        if type(value) is not bytes or len(value) != length:
+            raise InvalidArgument(f"field {field!r} must be {length} bytes, not {show(value)}")
+        return value
+    return check
+
+
+def optional_bytes(length: int) -> Check:
+    """`length` bytes, or None."""
+    exact = bytes_of(length)
+    return lambda field, value: None if value is None else exact(field, value)
+
+
 def list_of(item: Check) -> Check:
     def check(field: str, value: Any) -> list:
         if not isinstance(value, list):

@@ -19,340 +19,31 @@ import msgpack
 
 from gfs import paths
 from gfs.fsutil import fsync_path
-from gfs.errors import (AlreadyExists, DataLoss, FailedPrecondition, GfsError, InvalidArgument,
-                        NotFound)
-from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean,
+from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound
+from gfs.auth.checker import VISIBILITIES
+from gfs.auth.tokens import HASH_BYTES
+from master import identity
+from master import namespace as ns
+from master import usage
+from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
                            chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
                            parse_session, path_field, path_or_empty, text)
-from master.store import (APPLIED, DB_NAMES, DIR, FILE, MAX_DBS, MAX_U64, NEXT_CHUNK, NEXT_INODE,
-                          NEXT_TRASH, U64, Tx, error_result, show, u64key)
+from master.access import ROOT_OWNER
+from master.namespace import COMMITTED
+from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
+                          ROOT_INODE, U64, Tx, error_result, show, u64key)
 
-ROOT_INODE = 1
-COMMITTED, PENDING = "committed", "pending"
-STORAGE_CLASSES = ("hot", "cold", "auto")
-DEFAULT_CLASS = "hot"
 MAX_REPLICATION = 16
-CHUNK_VERSION = 1             # version of a freshly allocated chunk
-ROOT_MODE, ROOT_OWNER = 0o755, "root"
 FIRST_TRASH_ID = 1
-ANONYMOUS = ""                # the user of trash entries made without one
+AS_SYSTEM = object()          # reads on behalf of the masters themselves (leader loops)
 _DATA_FILE = "data.mdb"
 # install_copy: PATH.installing (being written) -> PATH.staged (complete, durable) -> PATH,
 # with the old PATH moved to PATH.retired in between.
 _INSTALLING, _STAGED, _RETIRED = ".installing", ".staged", ".retired"
 
 
-# --- namespace helpers -------------------------------------------------------------------------
-
-def _prefix(parts: list[str], n: int) -> str:
-    return "/" + "/".join(parts[:n])
-
-
-def _child(tx: Tx, ino: int, parts: list[str], i: int) -> int | None:
-    """The entry `parts[i]` of directory `ino` (the path `parts[:i]`), or None."""
-    if not tx.is_dir(ino):
-        raise FailedPrecondition(f"{_prefix(parts, i)} is not a directory")
-    return tx.lookup(ino, parts[i])
-
-
-def _resolve(tx: Tx, path: str) -> int:
-    """The inode at `path` (NotFound if missing, FailedPrecondition if it crosses a file)."""
-    parts = paths.components(path)
-    ino = ROOT_INODE
-    for i in range(len(parts)):
-        child = _child(tx, ino, parts, i)
-        if child is None:
-            raise NotFound(f"{_prefix(parts, i + 1)}: no such file or directory")
-        ino = child
-    return ino
-
-
-def _resolve_dir(tx: Tx, path: str) -> int:
-    ino = _resolve(tx, path)
-    if not tx.is_dir(ino):
-        raise FailedPrecondition(f"{path} is not a directory")
-    return ino
-
-
-def _locate(tx: Tx, path: str) -> tuple[int, str, int | None]:
-    """(parent dir inode, name, inode now at `path` or None); the root is its own parent."""
-    parent_path, name = paths.split(path)
-    if not name:
-        return ROOT_INODE, "", ROOT_INODE
-    parent = _resolve_dir(tx, parent_path)
-    return parent, name, tx.lookup(parent, name)
-
-
-def _existing(tx: Tx, path: str) -> tuple[int, str, int]:
-    """Like _locate, but the entry must exist."""
-    parent, name, ino = _locate(tx, path)
-    if ino is None:
-        raise NotFound(f"{path}: no such file or directory")
-    return parent, name, ino
-
-
-def _check_replaceable(tx: Tx, path: str, existing: int, overwrite: bool, by_dir: bool = False) -> None:
-    """May a new entry take `path`, held by `existing`? Only with overwrite, and file by file."""
-    if not overwrite:
-        raise AlreadyExists(f"{path} already exists")
-    if tx.is_dir(existing):
-        raise FailedPrecondition(f"{path} is a directory and cannot be overwritten")
-    if by_dir:
-        raise FailedPrecondition(f"a directory cannot overwrite the file {path}")
-
-
-def _inode_record(kind: str, mode: int, owner: str, now: int, replication: int = 0,
-                  storage_class: str = "", chunk_size: int = 0, state: str = COMMITTED) -> dict:
-    return {"type": kind, "mode": mode, "owner": owner, "ctime": now, "mtime": now, "size": 0,
-            "replication": replication, "storage_class": storage_class, "chunk_size": chunk_size,
-            "chunks": [], "state": state}
-
-
-def _new_dir(tx: Tx, parent: int, name: str, args: dict) -> int:
-    """A new directory inherits its parent's storage class ("" when the parent has none)."""
-    ino = tx.allocate(NEXT_INODE)
-    inherited = tx.inode(parent).get("storage_class", "")
-    tx.put_inode(ino, _inode_record(DIR, args["mode"], args["owner"], args["now"],
-                                    storage_class=inherited))
-    tx.add_entry(parent, name, ino, args["now"])
-    return ino
-
-
-def _file_class(tx: Tx, parent: int, args: dict) -> str:
-    """A new file's storage class: the one asked for, else its directory's, else the default."""
-    return (args["storage_class"] or tx.inode(parent).get("storage_class", "")
-            or args.get("default_class", DEFAULT_CLASS))
-
-
-def _drop_inode(tx: Tx, ino: int, now: int) -> dict:
-    """Delete one inode record, sending a file's chunks to garbage; return the record."""
-    record = tx.inode(ino)
-    tx.discard_chunks(record["chunks"], now)
-    tx.delete_inode(ino)
-    return record
-
-
-def _remove_tree(tx: Tx, ino: int, now: int) -> int:
-    """Delete `ino` and everything below it (its own entry is the caller's); count the inodes."""
-    removed, stack = 0, [ino]
-    while stack:
-        current = stack.pop()
-        if tx.is_dir(current):
-            stack.extend(reversed(tx.drop_entries(current)))
-        _drop_inode(tx, current, now)
-        removed += 1
-    return removed
-
-
-def _set_class(tx: Tx, args: dict) -> dict:
-    """Set the storage class of a file, or of a directory (inherited by what is created in it
-    later; "" = none); with `recursive`, of every directory and file below it too ("" then
-    clears the directories' classes and leaves the files' as they are)."""
-    path, cls = args["path"], args["storage_class"]
-    ino = _resolve(tx, path)
-    if not tx.is_dir(ino) and not cls:
-        raise InvalidArgument(f"{path} is a file: give it a class ({', '.join(STORAGE_CLASSES)})")
-    changed, stack = 0, [ino]
-    while stack:
-        current = stack.pop()
-        record = tx.inode(current)
-        is_dir = record["type"] == DIR
-        if is_dir and (current == ino and args["recursive"] or current != ino):
-            stack.extend(child for _, child in tx.entries(current))
-        if (is_dir or cls) and record["storage_class"] != cls:
-            record["storage_class"] = cls
-            tx.put_inode(current, record)
-            changed += 1
-    return {"changed": changed}
-
-
-def _note_reads(tx: Tx, args: dict) -> dict:
-    """Record when files' data was last read (batched by the leader, for `auto` tiering)."""
-    noted = 0
-    for ino, when in args["reads"]:
-        record = tx.inode(ino)
-        if record is not None and record["type"] == FILE and when > record.get("atime", 0):
-            record["atime"] = when
-            tx.put_inode(ino, record)
-            noted += 1
-    return {"noted": noted}
-
-
-def _tree_summary(tx: Tx, ino: int) -> tuple[int, int, int]:
-    """(inodes, files, bytes) of `ino` and everything below it; bytes sums the file sizes."""
-    inodes = files = size = 0
-    stack = [ino]
-    while stack:
-        current = stack.pop()
-        record = tx.inode(current)
-        inodes += 1
-        if record["type"] == DIR:
-            stack.extend(child for _, child in tx.entries(current))
-        else:
-            files += 1
-            size += record["size"]
-    return inodes, files, size
-
-
-def _upload(tx: Tx, ino: int) -> tuple[dict, dict]:
-    """(inode record, pending record) of a pending upload."""
-    pending = tx.pending(ino)
-    if pending is None:
-        raise NotFound(f"inode {ino} is not a pending upload")
-    return tx.inode(ino), pending
-
-
-def _check_commit_chunks(record: dict, chunks: list[dict], size: int) -> None:
-    handles = [chunk["handle"] for chunk in chunks]
-    if handles != record["chunks"]:
-        raise FailedPrecondition(f"the {len(handles)} committed chunks do not match the "
-                                 f"{len(record['chunks'])} allocated chunks, in order")
-    for i, chunk in enumerate(chunks):
-        if chunk["length"] > record["chunk_size"]:
-            raise FailedPrecondition(f"chunk {i} is {chunk['length']} bytes, over the chunk size "
-                                     f"{record['chunk_size']}")
-    total = sum(chunk["length"] for chunk in chunks)
-    if total != size:
-        raise FailedPrecondition(f"chunk lengths add up to {total} bytes, not the size {size}")
-
-
-def _seal_chunks(tx: Tx, chunks: list[dict]) -> None:
-    """Record the committed length and checksum of each chunk."""
-    for chunk in chunks:
-        stored = tx.chunk(chunk["handle"])
-        stored.update(length=chunk["length"], checksum=chunk["checksum"])
-        tx.put_chunk(chunk["handle"], stored)
-
-
-def _chunk_infos(tx: Tx, handles: list[int]) -> list[dict]:
-    infos = []
-    for handle in handles:
-        chunk = tx.chunk(handle)
-        infos.append({"handle": handle, "index": chunk["index"], "version": chunk["version"],
-                      "length": chunk["length"], "checksum": chunk["checksum"],
-                      "replicas": chunk["replicas"]})
-    return infos
-
-
-def _describe(tx: Tx, path: str, ino: int) -> dict:
-    record = tx.inode(ino)
-    return {"path": path, "inode": ino, "type": record["type"], "size": record["size"],
-            "mode": record["mode"], "owner": record["owner"], "ctime": record["ctime"],
-            "mtime": record["mtime"], "replication": record["replication"],
-            "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
-            "chunks": _chunk_infos(tx, record["chunks"])}
-
-
-# --- commands: handler(tx, validated fields) -> ok result; errors are raised --------------------
-
-def _mkdir(tx: Tx, args: dict) -> dict:
-    path = args["path"]
-    if args["parents"]:
-        _make_ancestors(tx, path, args)
-    parent, name, existing = _locate(tx, path)
-    if existing is not None:
-        if args["parents"] and tx.is_dir(existing):
-            return {"inode": existing}
-        raise AlreadyExists(f"{path} already exists")
-    return {"inode": _new_dir(tx, parent, name, args)}
-
-
-def _make_ancestors(tx: Tx, path: str, args: dict) -> None:
-    """mkdir -p: create the missing directories above `path`."""
-    parts = paths.components(path)[:-1]
-    ino = ROOT_INODE
-    for i, name in enumerate(parts):
-        child = _child(tx, ino, parts, i)
-        ino = child if child is not None else _new_dir(tx, ino, name, args)
-
-
-def _create(tx: Tx, args: dict) -> dict:
-    path, now = args["path"], args["now"]
-    parent, name, existing = _locate(tx, path)
-    if existing is not None:
-        _check_replaceable(tx, path, existing, args["overwrite"])
-    ino = tx.allocate(NEXT_INODE)
-    tx.put_inode(ino, _inode_record(FILE, args["mode"], args["owner"], now, args["replication"],
-                                    _file_class(tx, parent, args), args["chunk_size"], PENDING))
-    tx.put_pending(ino, {"parent": parent, "name": name, "path": path,
-                         "overwrite": args["overwrite"], "created": now, "touched": now})
-    return {"inode": ino}
-
-
-def _touched(pending: dict) -> int:
-    """The last activity of a pending upload (records written before `touched` existed have
-    only `created`)."""
-    return pending.get("touched", pending["created"])
-
-
-def _add_chunk(tx: Tx, args: dict) -> dict:
-    ino, index, now = args["inode"], args["index"], args["now"]
-    if tx.pending(ino) is None and tx.inode(ino) is not None:
-        raise FailedPrecondition(f"inode {ino} is not a pending upload")
-    record, pending = _upload(tx, ino)
-    handles = record["chunks"]
-    if index > len(handles):
-        raise FailedPrecondition(f"chunk index {index} is past the end of inode {ino} "
-                                 f"({len(handles)} chunks so far)")
-    if index < len(handles):
-        # A retry of a failed chunk write: same handle, next version; replicas that still hold
-        # an older version are stale.
-        handle = handles[index]
-        version = tx.chunk(handle)["version"]
-        if version >= MAX_U64:
-            raise FailedPrecondition(f"chunk {handle} is at the highest version {version}")
-        version += 1
-    else:
-        handle, version = tx.allocate(NEXT_CHUNK), CHUNK_VERSION
-        handles.append(handle)
-        tx.put_inode(ino, record)
-    tx.put_chunk(handle, {"inode": ino, "index": index, "version": version, "length": 0,
-                          "checksum": 0, "replicas": args["replicas"]})
-    pending["touched"] = now
-    tx.put_pending(ino, pending)
-    return {"handle": handle, "version": version}
-
-
-def _commit(tx: Tx, args: dict) -> dict:
-    ino, now = args["inode"], args["now"]
-    record, pending = _upload(tx, ino)
-    parent, name, path = pending["parent"], pending["name"], pending["path"]
-    if tx.inode(parent) is None:
-        raise NotFound(f"the directory of {path} was deleted during the upload")
-    _check_commit_chunks(record, args["chunks"], args["size"])
-    existing = tx.lookup(parent, name)
-    if existing is not None:
-        _check_replaceable(tx, path, existing, pending["overwrite"])
-        _drop_inode(tx, existing, now)
-    _seal_chunks(tx, args["chunks"])
-    record.update(size=args["size"], mtime=now, state=COMMITTED)
-    tx.put_inode(ino, record)
-    tx.add_entry(parent, name, ino, now)
-    tx.delete_pending(ino)
-    return {"inode": ino}
-
-
-def _drop_upload(tx: Tx, ino: int, stamp: int) -> None:
-    """Forget a pending upload; its chunks go to garbage stamped `stamp`."""
-    _drop_inode(tx, ino, stamp)
-    tx.delete_pending(ino)
-
-
-def _abort(tx: Tx, args: dict) -> dict:
-    _upload(tx, args["inode"])
-    _drop_upload(tx, args["inode"], args["now"])
+def _barrier(tx: Tx, args: dict) -> dict:
     return {}
-
-
-def _expire_uploads(tx: Tx, args: dict) -> dict:
-    expired = []
-    for ino in args["inodes"]:
-        pending = tx.pending(ino)
-        if pending is None or _touched(pending) > args["before"]:
-            continue
-        _drop_upload(tx, ino, _touched(pending))
-        expired.append(ino)
-    return {"expired": expired}
 
 
 def _expire_sessions(tx: Tx, args: dict) -> dict:
@@ -374,132 +65,85 @@ def _forget_garbage(tx: Tx, args: dict) -> dict:
     return {"forgotten": sum(1 for handle in args["handles"] if tx.forget_garbage(handle))}
 
 
-def _rename(tx: Tx, args: dict) -> dict:
-    src, dst, now = args["src"], args["dst"], args["now"]
-    if paths.ROOT in (src, dst):
-        raise InvalidArgument("the root directory cannot be renamed or replaced")
-    src_parent, src_name, ino = _existing(tx, src)
-    if src == dst:
-        return {}
-    moving_dir = tx.is_dir(ino)
-    if moving_dir and paths.is_same_or_ancestor(src, dst):
-        raise InvalidArgument(f"cannot move the directory {src} into its own subtree ({dst})")
-    dst_parent, dst_name, existing = _locate(tx, dst)
-    if existing is not None:
-        _check_replaceable(tx, dst, existing, args["overwrite"], by_dir=moving_dir)
-        _drop_inode(tx, existing, now)
-    tx.remove_entry(src_parent, src_name, now)
-    tx.add_entry(dst_parent, dst_name, ino, now)
-    return {}
-
-
-def _delete(tx: Tx, args: dict) -> dict:
-    path, now = args["path"], args["now"]
-    if path == paths.ROOT:
-        raise InvalidArgument("the root directory cannot be deleted")
-    parent, name, ino = _existing(tx, path)
-    if not args["recursive"] and tx.is_dir(ino) and tx.has_entries(ino):
-        raise FailedPrecondition(f"directory {path} is not empty")
-    tx.remove_entry(parent, name, now)
-    if not args.get("trash", False):
-        return {"deleted": _remove_tree(tx, ino, now), "trash_id": 0}
-    inodes, files, size = _tree_summary(tx, ino)
-    trash_id = tx.allocate(NEXT_TRASH)
-    tx.put_trash(trash_id, {"id": trash_id, "user": args.get("user", ANONYMOUS), "path": path,
-                            "inode": ino, "type": tx.inode(ino)["type"], "size": size,
-                            "files": files, "deleted": now})
-    return {"deleted": inodes, "trash_id": trash_id}
-
-
-def _user_label(user: str) -> str:
-    return repr(user) if user != ANONYMOUS else "(anonymous)"
-
-
-def _trash_restore(tx: Tx, args: dict) -> dict:
-    trash_id, user = args["id"], args["user"]
-    entry = tx.trash(trash_id)
-    if entry is None or entry["user"] != user:
-        raise NotFound(f"no trash entry {trash_id} for user {_user_label(user)}")
-    target = args["dst"] or entry["path"]
-    _make_ancestors(tx, target, args)
-    parent, name, existing = _locate(tx, target)
-    if existing is not None:
-        raise AlreadyExists(f"{target} already exists: restore trash entry {trash_id} to another "
-                            f"path (dst)")
-    tx.add_entry(parent, name, entry["inode"], args["now"])
-    tx.delete_trash(trash_id)
-    return {"path": target, "inode": entry["inode"]}
-
-
-def _trash_purge(tx: Tx, args: dict) -> dict:
-    user, all_users, before = args["user"], args["all_users"], args["before"]
-    if args["ids"]:
-        found = (tx.trash(trash_id) for trash_id in dict.fromkeys(args["ids"]))
-        entries = [entry for entry in found if entry is not None]
-    else:
-        entries = tx.trash_records()
-    selected = [entry for entry in entries
-                if (all_users or entry["user"] == user) and (before == 0 or entry["deleted"] <= before)]
-    for entry in selected:
-        _remove_tree(tx, entry["inode"], args["now"])
-        tx.delete_trash(entry["id"])
-    return {"purged": len(selected)}
-
-
-def _barrier(tx: Tx, args: dict) -> dict:
-    return {}
-
-
 class _Op(NamedTuple):
-    """An op's schema (required and optional fields, validated in this order) and handler."""
+    """An op's schema (required and optional fields, validated in this order), its handler, and
+    whether clients send it (then it carries the caller's `auth`, and is audited)."""
     required: dict[str, Check]
     handler: Callable[[Tx, dict], dict]
     optional: Mapping[str, Check] = MappingProxyType({})
+    audited: bool = False       # always recorded in the audit log (identity and admin changes)
 
 
 _REPLICAS = list_of(text)
+_NAME = text
+_VISIBILITY = one_of("", *VISIBILITIES)
 
 _OPS: dict[str, _Op] = {
-    "mkdir": _Op({"path": path_field, "parents": boolean, "mode": MODE, "owner": text}, _mkdir),
+    "mkdir": _Op({"path": path_field, "parents": boolean, "mode": MODE, "owner": text}, ns.mkdir),
     "create": _Op({"path": path_field, "replication": int_in(1, MAX_REPLICATION),
-                   "storage_class": one_of("", *STORAGE_CLASSES), "chunk_size": chunk_size_field,
-                   "mode": MODE, "owner": text, "overwrite": boolean}, _create,
-                  optional={"default_class": one_of(*STORAGE_CLASSES)}),
-    "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, _note_reads),
-    "set_class": _Op({"path": path_field, "storage_class": one_of("", *STORAGE_CLASSES),
-                      "recursive": boolean}, _set_class),
-    "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, _add_chunk),
+                   "storage_class": one_of("", *ns.STORAGE_CLASSES), "chunk_size": chunk_size_field,
+                   "mode": MODE, "owner": text, "overwrite": boolean}, ns.create,
+                  optional={"default_class": one_of(*ns.STORAGE_CLASSES), "size": int_in(0)}),
+    "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads),
+    "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
+                      "recursive": boolean}, ns.set_class),
+    "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
     "commit": _Op({"inode": INODE, "size": int_in(0),
                    "chunks": list_of(map_of({"handle": int_in(1), "length": int_in(0),
-                                               "checksum": int_in(0)}))}, _commit),
-    "abort": _Op({"inode": INODE}, _abort),
-    "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, _rename),
-    "delete": _Op({"path": path_field, "recursive": boolean}, _delete,
+                                             "checksum": int_in(0)}))}, ns.commit),
+    "abort": _Op({"inode": INODE}, ns.abort),
+    "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
+    "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
                   optional={"trash": boolean, "user": text}),
     "set_replicas": _Op({"handle": int_in(1), "version": int_in(1), "replicas": _REPLICAS},
                         _set_replicas),
-    "expire_uploads": _Op({"inodes": list_of(INODE), "before": int_in(0)}, _expire_uploads),
+    "expire_uploads": _Op({"inodes": list_of(INODE), "before": int_in(0)}, ns.expire_uploads),
     "forget_garbage": _Op({"handles": list_of(int_in(1))}, _forget_garbage),
     "expire_sessions": _Op({"before": int_in(0), "limit": int_in(1, 1_000_000)},
                            _expire_sessions),
     "trash_restore": _Op({"id": int_in(1), "user": text, "dst": path_or_empty, "mode": MODE,
-                          "owner": text}, _trash_restore),
+                          "owner": text}, ns.trash_restore),
     "trash_purge": _Op({"user": text, "all_users": boolean, "ids": list_of(int_in(1)),
-                        "before": int_in(0)}, _trash_purge),
+                        "before": int_in(0)}, ns.trash_purge),
     "barrier": _Op({}, _barrier),
+    "set_visibility": _Op({"path": path_field, "visibility": _VISIBILITY}, ns.set_visibility,
+                          audited=True),
+    "chown": _Op({"path": path_field, "owner": _NAME, "recursive": boolean}, ns.chown,
+                 audited=True),
+    "bootstrap": _Op({"token_hash": bytes_of(HASH_BYTES)}, identity.bootstrap, audited=True),
+    "user_add": _Op({"name": _NAME, "admin": boolean},
+                    lambda tx, args: identity.add_user(tx, args, ns.make_home), audited=True),
+    "user_set": _Op({"name": _NAME}, identity.set_user, audited=True,
+                    optional={"disabled": boolean, "admin": boolean,
+                              "quota": pair_of(int_in(0), int_in(0))}),
+    "account_create": _Op({"name": _NAME, "owner": _NAME}, identity.create_account, audited=True),
+    "account_delete": _Op({"name": _NAME}, identity.delete_account, audited=True),
+    "token_create": _Op({"token_hash": bytes_of(HASH_BYTES), "name": _NAME, "principal": _NAME,
+                         "expires": int_in(0), "scopes": list_of(text)}, identity.create_token,
+                        audited=True),
+    "token_revoke": _Op({"token": _NAME}, identity.revoke_token, audited=True),
 }
+_AUTH = {"auth": optional_bytes(HASH_BYTES)}
 
 
-def _parse(command: dict) -> tuple[Callable[[Tx, dict], dict], dict]:
-    """The handler and validated fields of a command (already known to be a map)."""
+def _parse(command: dict) -> tuple[_Op, dict]:
+    """The op and validated fields of a command (already known to be a map)."""
     if "op" not in command:
         raise InvalidArgument("missing field 'op'")
     op = command["op"]
     if not isinstance(op, str) or op not in _OPS:
         raise InvalidArgument(f"unknown op {show(op)}")
     spec = _OPS[op]
-    return spec.handler, fields(command, {**COMMON, **spec.required},
-                                 optional={**SESSION, **spec.optional})
+    return spec, fields(command, {**COMMON, **spec.required},
+                        optional={**SESSION, **_AUTH, **spec.optional})
+
+
+def _target(args: dict) -> str:
+    """What a command is about, for the audit log."""
+    for name in ("path", "src", "name", "token", "principal", "inode", "id"):
+        if name in args:
+            return str(args[name])
+    return ""
 
 
 @contextmanager
@@ -593,16 +237,20 @@ class MetadataState:
 
     def _init_root(self) -> None:
         """Create the root of a fresh store, and what a store written by older code lacks (the
-        `trash` db is created by opening it; the `next_trash` counter here)."""
+        `trash` db is created by opening it; the `next_trash` counter, and directory totals and
+        per-owner usage — a pure function of the namespace, so every replica agrees — here)."""
         with self._env.begin(write=True) as txn:
             tx = Tx(txn, self._dbs)
             if tx.inode(ROOT_INODE) is None:
-                tx.put_inode(ROOT_INODE, _inode_record(DIR, ROOT_MODE, ROOT_OWNER, 0))
+                tx.put_inode(ROOT_INODE, ns.inode_record(DIR, ns.ROOT_MODE, ROOT_OWNER, 0))
                 tx.set_counter(NEXT_INODE, ROOT_INODE + 1)
                 tx.set_counter(NEXT_CHUNK, 1)
                 tx.set_counter(APPLIED, 0)
+                tx.set_counter(usage.LAYOUT, usage.CURRENT_LAYOUT)
             if tx.counter(NEXT_TRASH) == 0:
                 tx.set_counter(NEXT_TRASH, FIRST_TRASH_ID)
+            if tx.counter(usage.LAYOUT) < usage.CURRENT_LAYOUT:
+                usage.rebuild(tx, ROOT_INODE, [r["inode"] for r in tx.trash_records()])
 
     def close(self) -> None:
         self._env.close()
@@ -670,19 +318,41 @@ class MetadataState:
         return result
 
     def _execute(self, txn: lmdb.Transaction, command: dict) -> dict:
-        """Run one command in a child transaction, kept only if the command succeeds."""
+        """Run one command in a child transaction, kept only if the command succeeds; the
+        audit record (if any) goes into the parent, so a refusal is recorded too."""
         child = self._env.begin(write=True, parent=txn)
+        spec, args, caller = None, None, None
         try:
-            handler, args = _parse(command)
-            result = {"ok": handler(Tx(child, self._dbs), args)}
+            spec, args = _parse(command)
+            tx = Tx(child, self._dbs)
+            caller = (identity.SYSTEM if "auth" not in args
+                      else identity.principal_for(tx, args["auth"], args["now"]))
+            args["caller"] = caller
+            result = {"ok": spec.handler(tx, args)}
         except GfsError as exc:
             child.abort()
-            return error_result(exc)
+            result = error_result(exc)
         except BaseException:
             child.abort()
             raise
-        child.commit()
+        else:
+            child.commit()
+        if spec is not None:
+            self._audit(Tx(txn, self._dbs), command["op"], spec, args, caller, result)
         return result
+
+    @staticmethod
+    def _audit(tx: Tx, op: str, spec: _Op, args: dict, caller, result: dict) -> None:
+        """Record identity and admin changes, everything an administrator does, and every
+        refusal of a caller (docs/identity.md, Audit)."""
+        error = result.get("err")
+        refused = error is not None and error[0] in ("PERMISSION_DENIED", "UNAUTHENTICATED")
+        by_admin = caller is not None and caller.admin and caller is not identity.SYSTEM
+        if not (spec.audited or refused or (by_admin and "auth" in args)):
+            return
+        who = caller.label if caller is not None else "a token that is not valid"
+        identity.audit(tx, args["now"], who, op, _target(args),
+                       f"{error[0]}: {error[1]}" if error else "ok")
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -695,25 +365,67 @@ class MetadataState:
         finally:
             txn.abort()
 
-    def stat(self, path: str) -> dict:
+    @staticmethod
+    def _caller(tx: Tx, auth, now: int):
+        return identity.SYSTEM if auth is AS_SYSTEM else identity.principal_for(tx, auth, now)
+
+    def stat(self, path: str, auth=AS_SYSTEM, now: int = 0, for_read: bool = False) -> dict:
+        """A file's or directory's attributes, as `auth` (a token hash; None = anonymous) may
+        see them at `now` (ms); `for_read`: the caller wants the data (read permission)."""
         path = paths.normalize(path)
         with self._reader() as tx:
-            return _describe(tx, path, _resolve(tx, path))
+            return ns.stat(tx, self._caller(tx, auth, now), path, for_read)
 
-    def list(self, path: str, start_after: str = "", limit: int = 1000) -> tuple[list[dict], str]:
-        """One page of a directory's entries in name order, and the `start_after` of the next
-        page ('' when this is the last). Listing a file returns that file alone."""
+    def list(self, path: str, start_after: str = "", limit: int = 1000, auth=AS_SYSTEM,
+             now: int = 0) -> tuple[list[dict], str]:
+        """One page of a directory's entries in name order (those `auth` may see), and the
+        `start_after` of the next page ('' when this is the last). A file lists as itself."""
         path = paths.normalize(path)
         text("start_after", start_after)
         int_in(1)("limit", limit)
         with self._reader() as tx:
-            ino = _resolve(tx, path)
-            if not tx.is_dir(ino):
-                return [_describe(tx, path, ino)], ""
-            found = tx.entries(ino, start_after, limit + 1)
-            page = found[:limit]
-            entries = [_describe(tx, paths.join(path, name), child) for name, child in page]
-            return entries, (page[-1][0] if len(found) > limit else "")
+            return ns.list_page(tx, self._caller(tx, auth, now), path, start_after, limit)
+
+    def du(self, path: str, auth=AS_SYSTEM, now: int = 0) -> dict:
+        path = paths.normalize(path)
+        with self._reader() as tx:
+            return ns.du(tx, self._caller(tx, auth, now), path)
+
+    def whoami(self, auth, now: int) -> dict:
+        """Who `auth` is, with its owner's usage and quota."""
+        with self._reader() as tx:
+            caller = self._caller(tx, auth, now)
+            out = identity.describe_principal(caller)
+            record = identity.user(tx, caller.user) if caller.user else None
+            out["quota"] = record["quota"] if record else [0, 0]
+            out["used"] = usage.usage(tx, caller.user) if caller.user else [0, 0]
+            return out
+
+    def principal(self, auth, now: int):
+        """The Principal of a token hash at `now` (Unauthenticated if it is not valid)."""
+        with self._reader() as tx:
+            return self._caller(tx, auth, now)
+
+    def users(self, auth, now: int) -> list[dict]:
+        with self._reader() as tx:
+            identity.require_admin(self._caller(tx, auth, now), "listing users")
+            out = []
+            for record in identity.list_users(tx):
+                out.append({**record, "used": usage.usage(tx, record["name"])})
+            return out
+
+    def tokens(self, auth, now: int, everyone: bool = False) -> list[dict]:
+        with self._reader() as tx:
+            return identity.list_tokens(tx, self._caller(tx, auth, now), everyone)
+
+    def audit_log(self, auth, now: int, limit: int = 100) -> list[dict]:
+        with self._reader() as tx:
+            identity.require_admin(self._caller(tx, auth, now), "reading the audit log")
+            return identity.audit_records(tx, limit)
+
+    def auth_revision(self) -> int:
+        with self._reader() as tx:
+            return tx.counter(identity.AUTH_REV)
 
     def file_chunks(self, inode: int) -> list[dict]:
         """The chunks of inode `inode` (committed or pending) in index order."""
@@ -722,14 +434,14 @@ class MetadataState:
             record = tx.inode(inode)
             if record is None:
                 raise NotFound(f"no inode {inode}")
-            return _chunk_infos(tx, record["chunks"])
+            return ns.chunk_infos(tx, record["chunks"])
 
     def unreferenced(self, handles: list[int]) -> dict[int, int | None]:
         """Of `handles`, those no file (committed or pending) references, each with the time it
         became garbage, or None when the metadata never knew it (e.g. written, never logged)."""
         with self._reader() as tx:
-            return {h: tx._get("garbage", u64key(h)) for h in handles
-                    if tx._get("chunks", u64key(h)) is None}
+            return {h: tx.get("garbage", u64key(h)) for h in handles
+                    if tx.get("chunks", u64key(h)) is None}
 
     def session_count(self) -> int:
         """Exactly-once results stored."""
@@ -785,7 +497,7 @@ class MetadataState:
             for key, pending in tx.records("pending"):
                 ino = U64.unpack(key)[0]
                 uploads.append({"inode": ino, "path": pending["path"], "created": pending["created"],
-                                "touched": _touched(pending), "chunks": len(tx.inode(ino)["chunks"])})
+                                "touched": ns.touched(pending), "chunks": len(tx.inode(ino)["chunks"])})
             return uploads
 
     def trash_list(self, user: str | None) -> list[dict]:

@@ -14,6 +14,7 @@ MAX_U32 = (1 << 32) - 1
 MAX_U64 = (1 << 64) - 1       # every integer must fit msgpack's uint64 and struct '>Q'
 CLIENT_ID_BYTES = 16
 DIR, FILE = "dir", "file"
+ROOT_INODE = 1
 DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash",
             "session_times", "users", "tokens", "usage", "audit")
 MAX_DBS = 24
@@ -74,20 +75,27 @@ class Tx:
         self._txn = txn
         self._dbs = dbs
 
-    def _get(self, db: str, key: bytes) -> Any:
+    def get(self, db: str, key: bytes) -> Any:
         data = self._txn.get(key, db=self._dbs[db])
         return None if data is None else unpack(data)
 
-    def _put(self, db: str, key: bytes, value: Any) -> None:
+    def put(self, db: str, key: bytes, value: Any) -> None:
         self._txn.put(key, pack(value), db=self._dbs[db])
 
-    def _delete(self, db: str, key: bytes) -> bool:
+    def delete(self, db: str, key: bytes) -> bool:
         """Delete `key` from `db`; whether it was there."""
         return self._txn.delete(key, db=self._dbs[db])
 
     def raw_items(self, db: str) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, raw value) of `db` in key order."""
         return self._txn.cursor(db=self._dbs[db]).iternext()
+
+    def cursor(self, db: str) -> lmdb.Cursor:
+        return self._txn.cursor(db=self._dbs[db])
+
+    @staticmethod
+    def decode(data: bytes) -> Any:
+        return unpack(data)
 
     def records(self, db: str) -> Iterator[tuple[bytes, Any]]:
         for key, data in self.raw_items(db):
@@ -116,13 +124,13 @@ class Tx:
 
     # inodes
     def inode(self, ino: int) -> dict | None:
-        return self._get("inodes", u64key(ino))
+        return self.get("inodes", u64key(ino))
 
     def put_inode(self, ino: int, record: dict) -> None:
-        self._put("inodes", u64key(ino), record)
+        self.put("inodes", u64key(ino), record)
 
     def delete_inode(self, ino: int) -> None:
-        self._delete("inodes", u64key(ino))
+        self.delete("inodes", u64key(ino))
 
     def is_dir(self, ino: int) -> bool:
         return self.inode(ino)["type"] == DIR
@@ -177,39 +185,39 @@ class Tx:
 
     # pending uploads
     def pending(self, ino: int) -> dict | None:
-        return self._get("pending", u64key(ino))
+        return self.get("pending", u64key(ino))
 
     def put_pending(self, ino: int, record: dict) -> None:
-        self._put("pending", u64key(ino), record)
+        self.put("pending", u64key(ino), record)
 
     def delete_pending(self, ino: int) -> None:
-        self._delete("pending", u64key(ino))
+        self.delete("pending", u64key(ino))
 
     # chunks and garbage
     def chunk(self, handle: int) -> dict | None:
-        return self._get("chunks", u64key(handle))
+        return self.get("chunks", u64key(handle))
 
     def put_chunk(self, handle: int, record: dict) -> None:
-        self._put("chunks", u64key(handle), record)
+        self.put("chunks", u64key(handle), record)
 
     def discard_chunks(self, handles: list[int], now: int) -> None:
         """Move chunks out of `chunks` into `garbage`, stamped with `now`."""
         for handle in handles:
-            self._delete("chunks", u64key(handle))
-            self._put("garbage", u64key(handle), now)
+            self.delete("chunks", u64key(handle))
+            self.put("garbage", u64key(handle), now)
 
     def forget_garbage(self, handle: int) -> bool:
-        return self._delete("garbage", u64key(handle))
+        return self.delete("garbage", u64key(handle))
 
     # trash: id -> trash record
     def trash(self, trash_id: int) -> dict | None:
-        return self._get("trash", u64key(trash_id))
+        return self.get("trash", u64key(trash_id))
 
     def put_trash(self, trash_id: int, record: dict) -> None:
-        self._put("trash", u64key(trash_id), record)
+        self.put("trash", u64key(trash_id), record)
 
     def delete_trash(self, trash_id: int) -> None:
-        self._delete("trash", u64key(trash_id))
+        self.delete("trash", u64key(trash_id))
 
     def trash_records(self) -> list[dict]:
         """Every trash record, in id order."""
@@ -219,11 +227,11 @@ class Tx:
     #   (a bare result in data written before sessions expired)
     # session_times: at (8 bytes) + sessions key -> b"" (oldest first, for expire_sessions)
     def session_result(self, session: Session) -> dict | None:
-        stored = self._get("sessions", session.key)
+        stored = self.get("sessions", session.key)
         return stored["result"] if stored is not None and "at" in stored else stored
 
     def store_session(self, session: Session, result: dict, now: int) -> None:
-        self._put("sessions", session.key, {"at": now, "result": result})
+        self.put("sessions", session.key, {"at": now, "result": result})
         self._txn.put(u64key(now) + session.key, b"", db=self._dbs["session_times"])
 
     def prune_sessions(self, client_id: bytes, ack_seq: int) -> None:
@@ -246,7 +254,7 @@ class Tx:
         while (key := cursor.key()) and U64.unpack(key[:8])[0] < before:
             if expired == limit:
                 return expired, True
-            self._delete("sessions", key[8:])
+            self.delete("sessions", key[8:])
             cursor.delete()
             expired += 1
         return expired, False
