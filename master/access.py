@@ -7,14 +7,21 @@ then shown only to those who may see it); nothing else is special.
 """
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 from typing import NamedTuple
 
 from gfs import paths
-from gfs.auth.checker import LIST, PRIVATE, WRITE, Principal, can_see, check
+from gfs.auth.checker import (LIST, PRIVATE, WRITE, Decision, Principal, can_see, decide,
+                              refusal)
 from gfs.errors import FailedPrecondition, NotFound, PermissionDenied
 from master.store import DIR, ROOT_INODE, Tx
 
 ROOT_OWNER = "root"
+# Paths where the command being applied needed an administrator's rights (set per command by
+# the state machine, which audits them; a ContextVar because reads authorize on other threads).
+admin_overrides: contextvars.ContextVar[list | None] = contextvars.ContextVar(
+    "admin_overrides", default=None)
 
 
 class Access(NamedTuple):
@@ -53,7 +60,16 @@ def authorize(caller: Principal, verb: str, path: str, target: Access) -> None:
     show) unless `caller` may do `verb` on `path`."""
     if path == paths.ROOT and verb == LIST:
         return
-    check(caller, verb, target.owner, target.visibility, path)
+    decision = decide(caller, verb, target.owner, target.visibility, path)
+    if decision is Decision.HIDE and path == paths.ROOT:
+        decision = Decision.DENY          # everybody sees the root
+    if decision is not Decision.ALLOW:
+        raise refusal(caller, decision, verb, target.owner, path)
+    overrides = admin_overrides.get()
+    if caller.admin and overrides is not None and decide(
+            dataclasses.replace(caller, admin=False), verb, target.owner, target.visibility,
+            path) is not Decision.ALLOW:
+        overrides.append(path)
 
 
 def may_see(caller: Principal, path: str, target: Access) -> bool:
@@ -75,7 +91,7 @@ def new_owner(caller: Principal, parent: dict, asked: str, system_user: str) -> 
     in it — except in directories of nobody's (the root), where it is the caller."""
     if asked:
         if not caller.admin:
-            raise PermissionDenied(f"permission denied: {caller.label} may not create files "
+            raise PermissionDenied(f"{caller.label} may not create files "
                                    f"owned by {asked!r} (administrators only)")
         return asked
     if parent["owner"] not in ("", ROOT_OWNER):

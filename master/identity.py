@@ -13,31 +13,24 @@ is applied to — a token revoked, expired or disabled before that point cannot 
 """
 from __future__ import annotations
 
-import functools
-import time
-
 from gfs.auth.checker import Principal
+from gfs.auth.principals import ACCOUNT, USER, resolve
 from gfs.auth.scopes import check_user_name, format_scope, parse_scopes
 from gfs.auth.tokens import HASH_BYTES, short_id
 from gfs.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                         PermissionDenied, Unauthenticated)
 from master.store import Tx, u64key
 
-USERS, TOKENS, AUDIT = "users", "tokens", "audit"
-AUTH_REV = b"auth_rev"          # meta counter: bumped by every identity change (watchers)
+USERS, TOKENS, AUDIT, AUTH_LOG = "users", "tokens", "audit", "auth_log"
+AUTH_REV = b"auth_rev"          # meta counter: the revision of the last identity change
+AUTH_LOG_KEEP = 10_000          # changes kept for watchers; one further behind gets a snapshot
 NEXT_AUDIT = b"next_audit"
 AUDIT_KEEP = 10_000
-USER, ACCOUNT = "user", "account"
 ADMIN_NAME = "admin"
 RESERVED_NAMES = frozenset({"root", "system", "anonymous", "nobody"})
 
 # Who runs a command that carries no `auth` field: the leader's own loops (and unit tests).
 SYSTEM = Principal(user="system", admin=True)
-
-
-def when(ms: int) -> str:
-    """A time for messages, always in UTC (the same text on every replica)."""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ms / 1000))
 
 
 def user(tx: Tx, name: str) -> dict | None:
@@ -46,50 +39,29 @@ def user(tx: Tx, name: str) -> dict | None:
 
 def put_user(tx: Tx, record: dict) -> None:
     tx.put(USERS, record["name"].encode(), record)
-    bump(tx)
+    changed(tx, "user", record["name"], record)
 
 
-def bump(tx: Tx) -> None:
-    tx.set_counter(AUTH_REV, tx.counter(AUTH_REV) + 1)
+def changed(tx: Tx, kind: str, key, record: dict | None) -> None:
+    """Log an identity change for watchers (the Watch feed): a user or token record as it is
+    now (None: deleted), or a path's new visibility."""
+    rev = tx.counter(AUTH_REV) + 1
+    tx.set_counter(AUTH_REV, rev)
+    tx.put(AUTH_LOG, u64key(rev), {"kind": kind, "key": key, "record": record})
+    if rev > AUTH_LOG_KEEP:
+        tx.delete(AUTH_LOG, u64key(rev - AUTH_LOG_KEEP))
 
 
 def has_users(tx: Tx) -> bool:
     return tx.count(USERS) > 0
 
 
-@functools.lru_cache(maxsize=4096)
-def _scopes(texts: tuple[str, ...]):
-    parsed = parse_scopes(list(texts))
-    return None if parsed is None else tuple(parsed)
-
-
 def principal_for(tx: Tx, auth, now: int) -> Principal:
-    """The caller of a command or read: SYSTEM without an `auth` field, anonymous for None,
-    else the token's principal; Unauthenticated for a token that is not valid at `now`."""
+    """The caller of a command or read: anonymous for None, else the principal of the token
+    with hash `auth` (see gfs/auth/principals.py)."""
     if auth is None:
         return Principal()
-    record = tx.get(TOKENS, auth)
-    if record is None:
-        raise Unauthenticated("unauthenticated: unknown token (never issued by this cluster, "
-                              "or deleted)")
-    if record["revoked"]:
-        raise Unauthenticated(f"unauthenticated: token {record['name']!r} was revoked "
-                              f"{when(record['revoked'])}")
-    if record["expires"] and now >= record["expires"]:
-        raise Unauthenticated(f"unauthenticated: token {record['name']!r} expired "
-                              f"{when(record['expires'])}")
-    acting = user(tx, record["principal"])
-    if acting is None:
-        raise Unauthenticated(f"unauthenticated: the owner of token {record['name']!r} no "
-                              "longer exists")
-    owner = acting if acting["kind"] == USER else user(tx, acting["owner"])
-    for who in (acting, owner):
-        if who is None or who["disabled"]:
-            name = who["name"] if who else acting["owner"]
-            raise Unauthenticated(f"unauthenticated: user {name!r} is disabled")
-    return Principal(user=owner["name"], admin=owner["admin"],
-                     account=acting["name"] if acting["kind"] == ACCOUNT else "",
-                     token=record["name"], scopes=_scopes(tuple(record["scopes"])))
+    return resolve(tx.get(TOKENS, auth), lambda name: user(tx, name), now)
 
 
 def describe_principal(p: Principal) -> dict:
@@ -102,7 +74,7 @@ def describe_principal(p: Principal) -> dict:
 
 def require_admin(caller: Principal, what: str) -> None:
     if not caller.admin:
-        raise PermissionDenied(f"permission denied: {caller.label} is not an administrator "
+        raise PermissionDenied(f"{caller.label} is not an administrator "
                                f"({what} needs one)")
     _require_unscoped(caller, what)
 
@@ -111,7 +83,7 @@ def _require_unscoped(caller: Principal, what: str) -> None:
     """Identities are managed with a token holding all of its owner's rights, never a scoped
     one: otherwise a narrow token could mint itself a broad one."""
     if caller.scopes is not None:
-        raise PermissionDenied(f"permission denied: {caller.label} is a scoped token; {what} "
+        raise PermissionDenied(f"{caller.label} is a scoped token; {what} "
                                "needs a token with all of its owner's rights")
 
 
@@ -122,9 +94,9 @@ def _require_manager(tx: Tx, caller: Principal, principal: str, what: str) -> di
         raise NotFound(f"no user or service account {principal!r}")
     owner = record["name"] if record["kind"] == USER else record["owner"]
     if caller.anonymous:
-        raise Unauthenticated(f"unauthenticated: {what} needs a signed-in user")
+        raise Unauthenticated(f"{what} needs a signed-in user")
     if not caller.admin and owner != caller.user:
-        raise PermissionDenied(f"permission denied: {caller.label} cannot {what} for "
+        raise PermissionDenied(f"{caller.label} cannot {what} for "
                                f"{principal!r} (not theirs)")
     _require_unscoped(caller, what)
     return record
@@ -149,7 +121,7 @@ def bootstrap(tx: Tx, args: dict) -> dict:
     """The first start of a cluster: an `admin` user with one token (only its hash is here).
     Does nothing once any user exists, so every master may propose it."""
     if args["caller"] is not SYSTEM:
-        raise PermissionDenied("permission denied: bootstrap is the leader's own command")
+        raise PermissionDenied("bootstrap is the leader's own command")
     if has_users(tx):
         return {"created": False}
     put_user(tx, new_user(ADMIN_NAME, USER, args["now"], admin=True))
@@ -202,7 +174,7 @@ def delete_account(tx: Tx, args: dict) -> dict:
         raise InvalidArgument(f"{args['name']!r} is a user, not a service account")
     revoked = _revoke_all(tx, args["name"], args["now"])
     tx.delete(USERS, args["name"].encode())
-    bump(tx)
+    changed(tx, "user", args["name"], None)
     return {"name": args["name"], "revoked": revoked}
 
 
@@ -211,7 +183,7 @@ def _store_token(tx: Tx, token_hash: bytes, name: str, principal: str, now: int,
     record = {"id": short_id(token_hash), "name": name, "principal": principal, "created": now,
               "expires": expires, "scopes": scopes, "revoked": 0}
     tx.put(TOKENS, token_hash, record)
-    bump(tx)
+    changed(tx, "token", token_hash, record)
     return record
 
 
@@ -239,7 +211,7 @@ def create_token(tx: Tx, args: dict) -> dict:
         raise InvalidArgument("the token would expire before it is created")
     record = _store_token(tx, args["token_hash"], args["name"], principal, args["now"],
                           args["expires"], scopes)
-    return {k: record[k] for k in ("id", "name", "principal", "expires", "scopes")}
+    return {k: record[k] for k in ("id", "name", "principal", "created", "expires", "scopes")}
 
 
 def revoke_token(tx: Tx, args: dict) -> dict:
@@ -247,7 +219,7 @@ def revoke_token(tx: Tx, args: dict) -> dict:
     service accounts (an admin: anyone's)."""
     caller, which = args["caller"], args["token"]
     if caller.anonymous:
-        raise Unauthenticated("unauthenticated: revoking a token needs a signed-in user")
+        raise Unauthenticated("revoking a token needs a signed-in user")
     _require_unscoped(caller, "revoking a token")
     matches = []
     for key, record in _live_tokens(tx):
@@ -263,17 +235,20 @@ def revoke_token(tx: Tx, args: dict) -> dict:
         raise FailedPrecondition(f"{which!r} names tokens of several owners "
                                  f"({', '.join(sorted(named))}): revoke by id")
     for key, record in matches:
-        record["revoked"] = args["now"]
-        tx.put(TOKENS, key, record)
-    bump(tx)
+        _revoke(tx, key, record, args["now"])
     return {"revoked": [record["id"] for _, record in matches]}
+
+
+def _revoke(tx: Tx, key: bytes, record: dict, now: int) -> None:
+    record["revoked"] = now
+    tx.put(TOKENS, key, record)
+    changed(tx, "token", key, record)
 
 
 def _revoke_all(tx: Tx, principal: str, now: int) -> int:
     found = list(_live_tokens(tx, principal))
     for key, record in found:
-        record["revoked"] = now
-        tx.put(TOKENS, key, record)
+        _revoke(tx, key, record, now)
     return len(found)
 
 
@@ -322,3 +297,22 @@ def audit_records(tx: Tx, limit: int) -> list[dict]:
             if len(out) >= limit:
                 break
     return out[::-1]
+
+
+# --- the Watch feed ----------------------------------------------------------------------------
+
+def feed(tx: Tx, after: int, limit: int) -> dict:
+    """What a watcher at revision `after` needs next: the changes after it (at most `limit`),
+    or — when it starts (0) or has fallen behind what is kept — a snapshot of every user and
+    token. {"revision", "snapshot": {"users", "tokens"}} or {"revision", "changes"}."""
+    revision = tx.counter(AUTH_REV)
+    if after == 0 or after < revision - AUTH_LOG_KEEP or after > revision:
+        return {"revision": revision, "snapshot": {
+            "users": list_users(tx), "tokens": [[key, record] for key, record in tx.records(TOKENS)]}}
+    changes, cursor = [], tx.cursor(AUTH_LOG)
+    if after < revision and cursor.set_key(u64key(after + 1)):
+        for key, data in cursor:
+            changes.append({"revision": int.from_bytes(key, "big"), **tx.decode(data)})
+            if len(changes) >= limit:
+                break
+    return {"revision": changes[-1]["revision"] if changes else after, "changes": changes}

@@ -10,7 +10,7 @@ from gfs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFo
 from master import usage
 from master.access import (ROOT_OWNER, Access, access, authorize, child_access, may_see,
                            new_owner, writable_dir)
-from master.identity import SYSTEM, require_admin, user
+from master.identity import SYSTEM, changed, require_admin, user
 from master.store import DIR, FILE, MAX_U64, NEXT_INODE, NEXT_CHUNK, NEXT_TRASH, ROOT_INODE, Tx
 
 COMMITTED, PENDING = "committed", "pending"
@@ -449,6 +449,7 @@ def set_visibility(tx: Tx, args: dict) -> dict:
     else:
         record.pop("visibility", None)
     tx.put_inode(target.ino, record)
+    changed(tx, "visibility", path, {"visibility": args["visibility"], "owner": record["owner"]})
     return {"path": path, "visibility": args["visibility"]}
 
 

@@ -19,7 +19,7 @@ import msgpack
 
 from gfs import paths
 from gfs.fsutil import fsync_path
-from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound
+from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
 from master import identity
@@ -28,7 +28,7 @@ from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
                            chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
                            parse_session, path_field, path_or_empty, text)
-from master.access import ROOT_OWNER
+from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
 from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
                           ROOT_INODE, U64, Tx, error_result, show, u64key)
@@ -322,6 +322,8 @@ class MetadataState:
         audit record (if any) goes into the parent, so a refusal is recorded too."""
         child = self._env.begin(write=True, parent=txn)
         spec, args, caller = None, None, None
+        overrides: list[str] = []
+        reset = admin_overrides.set(overrides)
         try:
             spec, args = _parse(command)
             tx = Tx(child, self._dbs)
@@ -337,22 +339,27 @@ class MetadataState:
             raise
         else:
             child.commit()
+        finally:
+            admin_overrides.reset(reset)
         if spec is not None:
-            self._audit(Tx(txn, self._dbs), command["op"], spec, args, caller, result)
+            self._audit(Tx(txn, self._dbs), command["op"], spec, args, caller, result,
+                        overrides)
         return result
 
     @staticmethod
-    def _audit(tx: Tx, op: str, spec: _Op, args: dict, caller, result: dict) -> None:
-        """Record identity and admin changes, everything an administrator does, and every
-        refusal of a caller (docs/identity.md, Audit)."""
+    def _audit(tx: Tx, op: str, spec: _Op, args: dict, caller, result: dict,
+               overrides: list[str]) -> None:
+        """Record identity and ownership changes, what an administrator did with rights only
+        an administrator has (on others' files), and every refusal (docs/identity.md)."""
         error = result.get("err")
         refused = error is not None and error[0] in ("PERMISSION_DENIED", "UNAUTHENTICATED")
-        by_admin = caller is not None and caller.admin and caller is not identity.SYSTEM
-        if not (spec.audited or refused or (by_admin and "auth" in args)):
+        if not (spec.audited or refused or (overrides and "auth" in args)):
             return
         who = caller.label if caller is not None else "a token that is not valid"
-        identity.audit(tx, args["now"], who, op, _target(args),
-                       f"{error[0]}: {error[1]}" if error else "ok")
+        target = _target(args) if not overrides or "path" in args else overrides[0]
+        identity.audit(tx, args["now"], who, op, target,
+                       f"{error[0]}: {error[1]}" if error else
+                       ("ok (administrator's rights)" if overrides else "ok"))
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -407,12 +414,15 @@ class MetadataState:
             return self._caller(tx, auth, now)
 
     def users(self, auth, now: int) -> list[dict]:
+        """Every user and service account for an administrator; others get themselves and
+        their service accounts."""
         with self._reader() as tx:
-            identity.require_admin(self._caller(tx, auth, now), "listing users")
-            out = []
-            for record in identity.list_users(tx):
-                out.append({**record, "used": usage.usage(tx, record["name"])})
-            return out
+            caller = self._caller(tx, auth, now)
+            if caller.anonymous:
+                raise Unauthenticated("listing users needs a signed-in user")
+            return [{**record, "used": usage.usage(tx, record["name"])}
+                    for record in identity.list_users(tx)
+                    if caller.admin or caller.user in (record["name"], record["owner"])]
 
     def tokens(self, auth, now: int, everyone: bool = False) -> list[dict]:
         with self._reader() as tx:
@@ -422,6 +432,15 @@ class MetadataState:
         with self._reader() as tx:
             identity.require_admin(self._caller(tx, auth, now), "reading the audit log")
             return identity.audit_records(tx, limit)
+
+    def auth_feed(self, after: int, limit: int = 1000) -> dict:
+        """The identity changes after revision `after`, or a snapshot (master/identity.py)."""
+        with self._reader() as tx:
+            return identity.feed(tx, after, limit)
+
+    def has_users(self) -> bool:
+        with self._reader() as tx:
+            return identity.has_users(tx)
 
     def auth_revision(self) -> int:
         with self._reader() as tx:

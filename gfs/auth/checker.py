@@ -94,12 +94,6 @@ def refusal(p: Principal, decision: Decision, verb: str, owner: str, path: str) 
     """The error for a decision that is not ALLOW, naming who lacked which permission where."""
     if decision is Decision.HIDE:
         return NotFound(f"{path}: no such file or directory")
-    return PermissionDenied(f"permission denied: {p.label} lacks {STORAGE}.{owner}.{FILES}:{verb} "
+    return PermissionDenied(f"{p.label} lacks {STORAGE}.{owner}.{FILES}:{verb} "
                             f"on {path}")
 
-
-def check(p: Principal, verb: str, owner: str, visibility: str, path: str) -> None:
-    """`decide`, raising the refusal unless allowed."""
-    decision = decide(p, verb, owner, visibility, path)
-    if decision is not Decision.ALLOW:
-        raise refusal(p, decision, verb, owner, path)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 
 from gfs.errors import Unauthenticated
 
@@ -21,6 +22,8 @@ _SECRET_CHARS = 43            # base64url of 32 bytes, unpadded
 _CHECK_CHARS = 6              # base64url of 4 bytes, unpadded
 TOKEN_CHARS = len(PREFIX) + _SECRET_CHARS + _CHECK_CHARS
 HASH_BYTES = 32
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+AUTH_METADATA_KEY = "authorization"      # gRPC metadata: "Bearer gfs_..."
 
 
 def _b64(data: bytes) -> str:
@@ -28,6 +31,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
+    if not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -66,3 +71,8 @@ def token_hash(token: str) -> bytes:
 def short_id(hashed: bytes) -> str:
     """A token's public id: the first 12 hex digits of its hash (for listings and revoke)."""
     return hashed.hex()[:12]
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """The gRPC call metadata that carries `token` ("" = anonymous: none)."""
+    return ((AUTH_METADATA_KEY, f"Bearer {token}"),) if token else ()
