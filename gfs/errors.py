@@ -74,19 +74,19 @@ class ResourceExhausted(GfsError):
     code = "RESOURCE_EXHAUSTED"
 
 
-class Unauthenticated(GfsError):
-    """No credential, or one that does not verify (forged, expired, unknown key)."""
-    code = "UNAUTHENTICATED"
-
-
 class PermissionDenied(GfsError):
-    """A valid credential that does not allow this (another chunk, version or operation)."""
+    """The caller is known but lacks the right for this operation."""
     code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(GfsError):
+    """No valid credentials: a malformed, unknown, revoked or expired token."""
+    code = "UNAUTHENTICATED"
 
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
                                       Unavailable, DeadlineExceeded, DataLoss,
-                                      ResourceExhausted, Unauthenticated, PermissionDenied)}
+                                      ResourceExhausted, PermissionDenied, Unauthenticated)}
 _BY_GRPC = {v: k for k, v in CODES.items()}
 
 

@@ -5,9 +5,8 @@ yet and by `gfs admin rotate-keys`: it adds key `key_id` if that is newer than t
 (otherwise nothing changes, so two racing rotations make one new key) and keeps two."""
 from __future__ import annotations
 
-from typing import Any
-
-from gfs.errors import InvalidArgument
+from master.schema import bytes_of
+from master.store import Tx
 
 OP = "capability_key"
 SALT_BYTES = 16
@@ -15,23 +14,20 @@ KEPT = 2                          # the current key and the previous one
 _META_KEY = b"capability_keys"
 
 
-def check_salt(field: str, value: Any) -> bytes:
-    if type(value) is not bytes or len(value) != SALT_BYTES:
-        raise InvalidArgument(f"field {field!r} must be {SALT_BYTES} bytes")
-    return value
+check_salt = bytes_of(SALT_BYTES)
 
 
-def read(tx) -> list[dict]:
-    """[{"id", "salt", "since"}, ...], oldest first (a master.state._Tx)."""
-    return tx._get("meta", _META_KEY) or []
+def read(tx: Tx) -> list[dict]:
+    """[{"id", "salt", "since"}, ...], oldest first."""
+    return tx.get("meta", _META_KEY) or []
 
 
-def apply(tx, args: dict) -> dict:
+def apply(tx: Tx, args: dict) -> dict:
     keys = read(tx)
     if keys and args["key_id"] <= keys[-1]["id"]:
         return {"key_id": keys[-1]["id"], "added": False}
     keys = (keys + [{"id": args["key_id"], "salt": args["salt"], "since": args["now"]}])[-KEPT:]
-    tx._put("meta", _META_KEY, keys)
+    tx.put("meta", _META_KEY, keys)
     return {"key_id": args["key_id"], "added": True}
 
 

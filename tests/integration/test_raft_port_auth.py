@@ -9,7 +9,6 @@ import struct
 import time
 import zlib
 
-from gfs.client import Client
 
 
 class _TouchOnUnpickle:
@@ -56,7 +55,7 @@ def test_pickle_payload_on_the_raft_port_is_never_unpickled(make_cluster, tmp_pa
     assert not marker.exists()
     for m in c.spec["masters"]:
         assert c.pid(m["name"]), f"{m['name']} died"
-    with Client(c.master_addresses(), deadline=20) as client:
+    with c.client(deadline=20) as client:
         client.mkdir("/after-attack")
         assert client.stat("/after-attack").is_dir
     assert c.leader() is not None

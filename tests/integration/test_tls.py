@@ -42,7 +42,7 @@ def test_cluster_up_tls_serves_only_tls(tmp_path):
         gfs(env, "get", "/f", str(out))
         assert out.read_bytes() == src.read_bytes()
         masters = cluster.master_addresses()
-        with Client(masters, tls_ca=cluster.tls.ca) as c:
+        with cluster.client() as c:
             c.put(io.BytesIO(b"x" * 1000), "/g", replication=2)
             assert c.read("/g") == b"x" * 1000
         # Without the CA: a plaintext client and the CLI both fail, in one line.
@@ -51,7 +51,7 @@ def test_cluster_up_tls_serves_only_tls(tmp_path):
                 pb_grpc.MasterStub(ch).Status(pb.Empty(), timeout=3)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(GfsError):
-            with Client(masters, deadline=3) as c:
+            with Client(masters, deadline=3, token=cluster.admin_token) as c:
                 c.stat("/f")
         bad = gfs(env, "--masters", ",".join(masters), "--timeout", "3", "ls", "/", check=False)
         assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -20,6 +20,7 @@ import pytest
 from conftest import ClusterFactory
 from gfs.auth.capability import SIZE as CAPABILITY_SIZE
 from gfs.auth.daemon import DaemonAuth
+from gfs.auth.tokens import bearer
 from gfs.client import Client
 from gfs.transfer import Channels
 from polling import wait_for
@@ -72,7 +73,7 @@ def code_of(call) -> tuple[grpc.StatusCode, str]:
 
 
 def test_forged_heartbeats_and_orders_change_nothing(cluster):
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         data = {f"/keep{i}": os.urandom(CHUNK + 1000 * i) for i in range(2)}
         for path, body in data.items():
             c.put(io.BytesIO(body), path, replication=3)
@@ -154,11 +155,12 @@ def refused(call) -> tuple[str, str]:
 
 
 def test_reads_and_writes_need_a_valid_capability(cluster):
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         body, other = os.urandom(CHUNK // 2), os.urandom(1000)
         c.put(io.BytesIO(body), "/cap", replication=1)
         c.put(io.BytesIO(other), "/other", replication=1)
-        chunk, their = c.stat("/cap").chunks[0], c.stat("/other").chunks[0]
+        chunk, their = (c.stat("/cap", for_read=True).chunks[0],
+                        c.stat("/other", for_read=True).chunks[0])
         address, h, v = chunk.replicas[0], chunk.handle, chunk.version
         assert len(chunk.capability) == CAPABILITY_SIZE
         assert read_replica(address, h, v, chunk.capability) == body       # the valid one works
@@ -205,20 +207,20 @@ def test_reads_and_writes_need_a_valid_capability(cluster):
 
 
 def test_rotated_out_keys_are_refused_and_rotation_keeps_serving(cluster):
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         body = os.urandom(CHUNK + 5)
         c.put(io.BytesIO(body), "/rot", replication=3)
-        old = c.stat("/rot").chunks[0]
+        old = c.stat("/rot", for_read=True).chunks[0]
         with grpc.insecure_channel(cluster.master_addresses()[0]) as ch:
             master = pb_grpc.MasterStub(ch)
-            first = master.RotateKeys(pb.Empty(), timeout=10).key_id
+            first = master.RotateKeys(pb.Empty(), timeout=10,
+                                      metadata=bearer(cluster.admin_token)).key_id
             # Right after a rotation the old key still signs and is accepted everywhere.
             assert c.read("/rot") == body
             assert read_replica(old.replicas[0], old.handle, old.version, old.capability) == \
                 body[:old.length]
-        out = subprocess.run([sys.executable, "-m", "cli.main", "--masters",
-                              ",".join(cluster.master_addresses()), "admin", "rotate-keys",
-                              "--json"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([sys.executable, "-m", "cli.main", "admin", "rotate-keys", "--json"],
+                             capture_output=True, text=True, timeout=60, env=cluster.env())
         assert out.returncode == 0, out.stderr
         second = json.loads(out.stdout)["key_id"]
         assert second == first + 1

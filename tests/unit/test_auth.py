@@ -1,138 +1,145 @@
-"""Daemon request signatures, chunk capabilities and the masters' key handling, without servers."""
+"""gfs/auth without servers: the token format, the scope grammar and the one checker."""
 from __future__ import annotations
 
-import os
-
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from gfs.auth.capability import READ, WRITE, CapabilityIssuer, CapabilityVerifier
-from gfs.auth.daemon import DaemonAuth
-from gfs.errors import PermissionDenied, Unauthenticated, Unavailable
-from master import capability_keys
-from master.capabilities import ACTIVATE_AFTER_S, MasterCapabilities
+from gfs.auth.checker import (ANONYMOUS, DELETE, LIST, PRIVATE, PUBLIC, READ, SHARE, VISIBLE,
+                              WRITE, Decision, Principal, decide, refusal)
+from gfs.auth.scopes import format_scope, parse_scope, parse_scopes, path_matches
+from gfs.auth.tokens import (PREFIX, TOKEN_CHARS, new_token, parse_token, short_id, token_hash)
+from gfs.errors import InvalidArgument, Unauthenticated
 
-SECRET = os.urandom(32)
-METHOD = "/gfs.chunkserver.Chunkserver/DeleteChunk"
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+# --- tokens --------------------------------------------------------------------------------------
 
 
-def test_daemon_signature_binds_method_body_and_secret():
-    auth = DaemonAuth(SECRET)
-    md = [auth.sign(METHOD, b"body")]
-    auth.verify(md, METHOD, b"body")
-    for method, body, verifier in ((METHOD, b"other", auth),
-                                   ("/gfs.chunkserver.Chunkserver/CopyChunk", b"body", auth),
-                                   (METHOD, b"body", DaemonAuth(os.urandom(32)))):
-        with pytest.raises(Unauthenticated, match="does not verify"):
-            verifier.verify(md, method, body)
-    for bad in ([], [("gfs-daemon-auth", "x")], [("gfs-daemon-auth", "1.zz.00")]):
-        with pytest.raises(Unauthenticated):
-            auth.verify(bad, METHOD, b"body")
+def test_tokens_are_recognisable_random_and_checked():
+    a, b = new_token(), new_token()
+    assert a != b and a.startswith(PREFIX) and len(a) == TOKEN_CHARS
+    assert len(parse_token(a)) == 32
+    assert token_hash(a) != token_hash(b) and len(token_hash(a)) == 32
+    assert len(short_id(token_hash(a))) == 12
 
 
-def test_daemon_signature_outside_the_clock_window_or_replayed_is_refused():
-    clock = Clock()
-    signer, verifier = DaemonAuth(SECRET, clock=clock), DaemonAuth(SECRET, clock=clock)
-    md = [signer.sign(METHOD, b"b")]
-    clock.t += 31
-    with pytest.raises(Unauthenticated, match="window"):
-        verifier.verify(md, METHOD, b"b")
-    clock.t -= 31
-    verifier.verify(md, METHOD, b"b", once=True)
-    with pytest.raises(Unauthenticated, match="replayed"):
-        verifier.verify(md, METHOD, b"b", once=True)
-    verifier.verify([signer.sign(METHOD, b"b")], METHOD, b"b", once=True)   # a new one is fine
+@pytest.mark.parametrize("mangle, message", [
+    (lambda t: t[:-1], "truncated"),
+    (lambda t: t + "x", "characters"),
+    (lambda t: "xyz_" + t[4:], "starts with 'gfs_'"),
+    (lambda t: t[:10] + ("A" if t[10] != "A" else "B") + t[11:], "check value"),
+    (lambda t: t[:-3] + "!!!", "base64url"),
+])
+def test_a_mistyped_or_truncated_token_is_malformed_not_unknown(mangle, message):
+    with pytest.raises(Unauthenticated, match="malformed token") as err:
+        parse_token(mangle(new_token()))
+    assert message in str(err.value)
 
 
-def test_capabilities_verify_locally_and_refuse_precisely():
-    clock = Clock()
-    issuer = CapabilityIssuer(SECRET, ttl_s=60, clock=clock)
-    verifier = CapabilityVerifier(SECRET, clock=clock)
-    salt1, salt2, salt3 = (os.urandom(16) for _ in range(3))
-    cap = issuer.issue(1, salt1, 0xAB, 3, READ)
-    with pytest.raises(Unavailable):
-        verifier.verify(cap, 0xAB, 3, READ)            # no keys heard yet
-    verifier.set_keys([(1, salt1)])
-    verifier.verify(cap, 0xAB, 3, READ)
-    with pytest.raises(PermissionDenied):
-        verifier.verify(cap, 0xAC, 3, READ)
-    with pytest.raises(PermissionDenied):
-        verifier.verify(cap, 0xAB, 4, READ)
-    with pytest.raises(PermissionDenied):
-        verifier.verify(cap, 0xAB, 3, WRITE)
-    with pytest.raises(Unauthenticated, match="does not verify"):
-        _verify_with(os.urandom(32), [(1, salt1)], cap, clock)   # another cluster's secret
-    with pytest.raises(Unauthenticated, match="does not verify"):
-        _verify_with(SECRET, [(1, salt2)], cap, clock)           # same id, other salt
-    clock.t += 61
-    with pytest.raises(Unauthenticated, match="expired"):
-        verifier.verify(cap, 0xAB, 3, READ)
-    clock.t -= 61
-    verifier.set_keys([(2, salt2), (3, salt3)])
-    with pytest.raises(Unauthenticated, match="rotated out"):
-        verifier.verify(cap, 0xAB, 3, READ)
-    with pytest.raises(Unauthenticated, match="needs a capability"):
-        verifier.verify(b"", 0xAB, 3, READ)
+@given(st.text(max_size=80))
+def test_no_text_but_a_real_token_parses(text):
+    with pytest.raises(Unauthenticated):
+        parse_token(text)
 
 
-def _verify_with(secret, keys, cap, clock):
-    v = CapabilityVerifier(secret, clock=clock)
-    v.set_keys(keys)
-    v.verify(cap, 0xAB, 3, READ)
+# --- scopes --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, canonical", [
+    ("storage.alice.files:read,list", "storage.alice.files:list,read"),
+    ('storage.alice.files: ["read", "list"]', "storage.alice.files:list,read"),
+    ("storage.alice.files@/alice/backups/**:read,write",
+     "storage.alice.files@/alice/backups/**:read,write"),
+    ("storage.alice.files:*", "storage.alice.files:*"),
+    ("compute.alice.containers:create,read,delete", "compute.alice.containers:create,delete,read"),
+    ("storage.*.files:read", "storage.*.files:read"),
+])
+def test_scopes_parse_into_a_canonical_form(text, canonical):
+    scope = parse_scope(text)
+    assert format_scope(scope) == canonical
+    assert format_scope(parse_scope(canonical)) == canonical
 
 
-class FakeState:
-    """The replicated key list, applied through the real state-machine handler."""
-
-    def __init__(self, clock: Clock):
-        self.clock = clock
-        self.stored = None
-
-    def _get(self, db, key):
-        return self.stored
-
-    def _put(self, db, key, value):
-        self.stored = value
-
-    def keys(self):
-        return capability_keys.read(self)
-
-    def propose(self, command: dict) -> dict:
-        command["now"] = int(self.clock() * 1000)
-        return capability_keys.apply(self, command)
+@pytest.mark.parametrize("text, message", [
+    ("storage.alice.files", "of the form"),
+    ("storage.alice.files:", "at least one verb"),
+    ("storage.alice.files:fly", "no verb fly"),
+    ("storage.alice.blobs:read", "unknown resource"),
+    ("compute.alice.containers@/x:read", "only storage"),
+    ("storage.Alice.files:read", "of the form"),
+    ('storage.alice.files: ["read",', "JSON list"),
+    ("storage.alice.files@/a//b:read", "empty"),
+])
+def test_bad_scopes_say_what_is_wrong(text, message):
+    with pytest.raises(InvalidArgument, match=message):
+        parse_scope(text)
 
 
-def test_masters_sign_with_the_previous_key_until_the_new_one_is_known():
-    clock = Clock()
-    state = FakeState(clock)
-    caps = MasterCapabilities(SECRET, state.keys, state.propose, ttl_s=60, clock=clock)
-    with pytest.raises(Unavailable):
-        caps.read(1, 1)
-    assert caps.rotate() == 1
-    verifier = CapabilityVerifier(SECRET, clock=clock)
-    verifier.set_keys(caps.announced())
-    verifier.verify(caps.read(1, 1), 1, 1, READ)
-    assert caps.rotate() == 2
-    assert [k for k, _ in caps.announced()] == [2, 1]
-    old_only = CapabilityVerifier(SECRET, clock=clock)
-    old_only.set_keys([(k, s) for k, s in caps.announced() if k == 1])
-    old_only.verify(caps.read(1, 1), 1, 1, READ)     # signed with key 1 while key 2 is new
-    clock.t += ACTIVATE_AFTER_S
-    verifier.set_keys(caps.announced())
-    verifier.verify(caps.write(1, 2), 1, 2, WRITE)
-    with pytest.raises(Unauthenticated, match="rotated out"):
-        old_only.verify(caps.write(1, 2), 1, 2, WRITE)
-    clock.t += 60 + 11                                # every key-1 capability has expired
-    assert [k for k, _ in caps.announced()] == [2]
-    # Racing rotations make one new key; only two are kept.
-    assert capability_keys.apply(state, {"key_id": 2, "salt": os.urandom(16), "now": 0}) == \
-        {"key_id": 2, "added": False}
-    caps.rotate()
-    assert [k["id"] for k in state.keys()] == [2, 3]
+def test_star_means_every_right_of_the_owner():
+    assert parse_scope("*") is None
+    assert parse_scopes(["storage.a.files:read", "*"]) is None
+    with pytest.raises(InvalidArgument):
+        parse_scopes([])
+
+
+@pytest.mark.parametrize("pattern, path, matches", [
+    ("/alice/backups/**", "/alice/backups", True),
+    ("/alice/backups/**", "/alice/backups/2026/db.tar", True),
+    ("/alice/backups/**", "/alice/backupsX", False),
+    ("/alice/*.txt", "/alice/a.txt", True),
+    ("/alice/*.txt", "/alice/d/a.txt", False),
+    ("/alice/**/x", "/alice/x", True),
+    ("/alice/**/x", "/alice/a/b/x", True),
+    ("/", "/", True),
+    ("/", "/a", False),
+])
+def test_path_globs(pattern, path, matches):
+    assert path_matches(pattern, path) is matches
+
+
+# --- the checker ---------------------------------------------------------------------------------
+
+ALICE = Principal(user="alice", token="laptop")
+BOB = Principal(user="bob", token="laptop")
+ADMIN = Principal(user="admin", admin=True, token="root")
+NARROW = Principal(user="alice", token="ci",
+                   scopes=(parse_scope("storage.alice.files@/alice/backups/**:read,list,write"),))
+READER = Principal(user="alice", token="ro", scopes=(parse_scope("storage.alice.files:read,list"),))
+BOB_WITH_ALICE_SCOPE = Principal(user="bob", token="x",
+                                 scopes=(parse_scope("storage.alice.files:*"),))
+
+A, D, H = Decision.ALLOW, Decision.DENY, Decision.HIDE
+
+
+@pytest.mark.parametrize("who, verb, visibility, path, expected", [
+    # the owner may do everything on their own files, whatever the visibility
+    (ALICE, READ, PRIVATE, "/alice/x", A), (ALICE, WRITE, PRIVATE, "/alice/x", A),
+    (ALICE, DELETE, PUBLIC, "/alice/x", A), (ALICE, SHARE, VISIBLE, "/alice/x", A),
+    # another user: private does not exist, visible lists, public reads; never writes
+    (BOB, LIST, PRIVATE, "/alice/x", H), (BOB, READ, PRIVATE, "/alice/x", H),
+    (BOB, WRITE, PRIVATE, "/alice/x", H),
+    (BOB, LIST, VISIBLE, "/alice/x", A), (BOB, READ, VISIBLE, "/alice/x", D),
+    (BOB, WRITE, VISIBLE, "/alice/x", D),
+    (BOB, LIST, PUBLIC, "/alice/x", A), (BOB, READ, PUBLIC, "/alice/x", A),
+    (BOB, DELETE, PUBLIC, "/alice/x", D), (BOB, SHARE, PUBLIC, "/alice/x", D),
+    # anonymous sees public only
+    (ANONYMOUS, LIST, VISIBLE, "/alice/x", H), (ANONYMOUS, READ, PUBLIC, "/alice/x", A),
+    (ANONYMOUS, WRITE, PUBLIC, "/alice/x", D),
+    # administrators may do everything
+    (ADMIN, READ, PRIVATE, "/alice/x", A), (ADMIN, DELETE, PRIVATE, "/alice/x", A),
+    # a token narrowed to a path and verbs
+    (NARROW, WRITE, PRIVATE, "/alice/backups/db", A), (NARROW, READ, PRIVATE, "/alice/backups", A),
+    (NARROW, WRITE, PRIVATE, "/alice/photos/a", H), (NARROW, DELETE, PRIVATE, "/alice/backups/db", D),
+    (READER, READ, PRIVATE, "/alice/x", A), (READER, WRITE, PRIVATE, "/alice/x", D),
+    # a scope never exceeds its owner: bob's token naming alice's files gives nothing
+    (BOB_WITH_ALICE_SCOPE, READ, PRIVATE, "/alice/x", H),
+])
+def test_decision_matrix(who, verb, visibility, path, expected):
+    assert decide(who, verb, "alice", visibility, path) is expected
+
+
+def test_refusals_name_who_what_and_where():
+    err = refusal(NARROW, Decision.DENY, DELETE, "alice", "/alice/backups/db")
+    assert err.code == "PERMISSION_DENIED"
+    assert err.message == ("token 'ci' (alice) lacks storage.alice.files:delete on "
+                           "/alice/backups/db")
+    hidden = refusal(BOB, Decision.HIDE, READ, "alice", "/alice/x")
+    assert hidden.code == "NOT_FOUND" and "alice" not in hidden.message.replace("/alice/x", "")
