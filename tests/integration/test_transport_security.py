@@ -220,7 +220,7 @@ def test_rotated_out_keys_are_refused_and_rotation_keeps_serving(cluster):
             assert read_replica(old.replicas[0], old.handle, old.version, old.capability) == \
                 body[:old.length]
         out = subprocess.run([sys.executable, "-m", "cli.main", "admin", "rotate-keys", "--json"],
-                             capture_output=True, text=True, timeout=60, env=cluster.env())
+                             capture_output=True, text=True, timeout=60, env=cluster.cli_env())
         assert out.returncode == 0, out.stderr
         second = json.loads(out.stdout)["key_id"]
         assert second == first + 1
