@@ -68,6 +68,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     store.on_corrupt = lambda handle, version, reason: beats.poke()
     scrubber.on_corrupt = beats.poke
     service.on_change = beats.poke
+    service.on_keys_needed = beats.poke
     server.start()
     beats.start()
     scrubber.start()

@@ -24,7 +24,7 @@ import grpc
 from prometheus_client import Counter
 
 from chunkserver.store import TIERS, ChunkStore
-from gfs.auth.capability import READ, WRITE, CapabilityVerifier
+from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.checksum import BLOCK_SIZE, block_checksum
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
@@ -44,6 +44,8 @@ MOVE_BYTES = Counter("gfs_chunkserver_move_bytes_total",
 MAX_CONCURRENT_MOVES = 2          # tier moves are CPU-bound (zstd): at most this many at once
 BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
 FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
+KEY_WAIT_S = 2.0                  # how long a request may wait for capability keys to arrive
+KEY_WAITERS = 4                   # requests waiting for them at once (the others are refused)
 METHOD_PREFIX = "/gfs.chunkserver.Chunkserver/"
 
 
@@ -127,6 +129,8 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         self.rack = rack
         self.daemon_auth = DaemonAuth(cluster_secret)
         self.capabilities = CapabilityVerifier(cluster_secret)   # keys: from heartbeat replies
+        self.on_keys_needed: Callable[[], None] | None = None    # wired to a heartbeat poke
+        self._key_waiters = threading.BoundedSemaphore(KEY_WAITERS)
         self.channels = Channels(self.daemon_auth, tls_ca)
         self.write_timeout = write_timeout
         self.on_change = on_change
@@ -142,7 +146,21 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         metadata = context.invocation_metadata()
         if DaemonAuth.presented(metadata) is not None:
             self.daemon_auth.verify(metadata, METHOD_PREFIX + method, body)
-        else:
+            return
+        try:
+            self.capabilities.verify(capability, handle, version, op)
+        except (Unavailable, UnknownKey) as err:
+            # Just started, or the masters made a key since the last heartbeat: ask now.
+            key_id = int.from_bytes(capability[1:5], "big") if len(capability) == SIZE else 0
+            if not key_id or not self.capabilities.may_learn(key_id) \
+                    or not self._key_waiters.acquire(blocking=False):
+                raise err from None
+            try:
+                if self.on_keys_needed is not None:
+                    self.on_keys_needed()
+                self.capabilities.wait_for_key(key_id, KEY_WAIT_S)
+            finally:
+                self._key_waiters.release()
             self.capabilities.verify(capability, handle, version, op)
 
     def _authorize_order(self, context, method: str, request) -> None:

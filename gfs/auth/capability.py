@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+import threading
 import time
 from typing import Callable, Iterable
 
@@ -30,6 +31,14 @@ _BODY = struct.Struct(">BIBQQQ")
 _TAG_BYTES = 32
 SIZE = _BODY.size + _TAG_BYTES
 DEFAULT_TTL_S = 60.0
+
+
+class UnknownKey(Unauthenticated):
+    """Signed with a key id this chunkserver does not accept (yet, or any more)."""
+
+    def __init__(self, message: str, key_id: int):
+        super().__init__(message)
+        self.key_id = key_id
 
 
 def signing_key(cluster_secret: bytes, key_id: int, salt: bytes) -> bytes:
@@ -79,10 +88,21 @@ class CapabilityVerifier:
         self._keyring = _Keyring(cluster_secret)
         self._clock = clock
         self._keys: dict[int, bytes] = {}     # key id -> signing key (current and previous)
+        self._changed = threading.Condition()
 
     def set_keys(self, keys: Iterable[tuple[int, bytes]]) -> None:
         """The (key id, salt) pairs accepted from now on (from a heartbeat reply)."""
-        self._keys = {key_id: self._keyring.key(key_id, salt) for key_id, salt in keys}
+        with self._changed:
+            self._keys = {key_id: self._keyring.key(key_id, salt) for key_id, salt in keys}
+            self._changed.notify_all()
+
+    def may_learn(self, key_id: int) -> bool:
+        """Could a heartbeat reply still bring `key_id`? (none known yet, or a newer one)"""
+        return not self._keys or key_id > max(self._keys)
+
+    def wait_for_key(self, key_id: int, timeout: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: key_id in self._keys, timeout)
 
     @property
     def key_ids(self) -> list[int]:
@@ -108,9 +128,10 @@ class CapabilityVerifier:
                               f"capability keys from the master leader; retry")
         key = keys.get(key_id)
         if key is None:
-            raise Unauthenticated(f"{op} of {what}: capability signed with key {key_id}, which "
-                                  f"is not accepted (rotated out; accepted: "
-                                  f"{', '.join(map(str, sorted(keys)))})")
+            why = "newer than any it heard of" if key_id > max(keys) else "rotated out"
+            raise UnknownKey(f"{op} of {what}: capability signed with key {key_id}, which is "
+                             f"not accepted ({why}; accepted: "
+                             f"{', '.join(map(str, sorted(keys)))})", key_id)
         if not hmac.compare_digest(tag, _tag(key, body)):
             raise Unauthenticated(f"{op} of {what}: capability signature does not verify")
         now_ms = int(self._clock() * 1000)

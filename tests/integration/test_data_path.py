@@ -19,6 +19,7 @@ import pytest
 
 from gfs.aio import AsyncClient
 from gfs.errors import GfsError
+from raw_chunks import read_replica
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 

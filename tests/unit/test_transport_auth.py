@@ -127,7 +127,7 @@ def test_masters_sign_with_the_previous_key_until_the_new_one_is_known():
     clock.t += ACTIVATE_AFTER_S
     verifier.set_keys(caps.announced())
     verifier.verify(caps.write(1, 2), 1, 2, WRITE)
-    with pytest.raises(Unauthenticated, match="rotated out"):
+    with pytest.raises(Unauthenticated, match="newer than any it heard of"):
         old_only.verify(caps.write(1, 2), 1, 2, WRITE)
     clock.t += 60 + 11                                # every key-1 capability has expired
     assert [k for k, _ in caps.announced()] == [2]
@@ -136,3 +136,14 @@ def test_masters_sign_with_the_previous_key_until_the_new_one_is_known():
         {"key_id": 2, "added": False}
     caps.rotate()
     assert [k["id"] for k in state.keys()] == [2, 3]
+
+
+def test_a_chunkserver_waits_briefly_for_a_key_it_may_still_learn():
+    import threading
+    verifier = CapabilityVerifier(SECRET)
+    assert verifier.may_learn(1)                       # no keys yet
+    verifier.set_keys([(2, b"s" * 16)])
+    assert verifier.may_learn(3) and not verifier.may_learn(1)
+    assert not verifier.wait_for_key(3, 0.05)
+    threading.Timer(0.05, verifier.set_keys, [[(3, b"t" * 16), (2, b"s" * 16)]]).start()
+    assert verifier.wait_for_key(3, 5.0)
