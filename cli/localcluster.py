@@ -197,7 +197,10 @@ class LocalCluster:
         tls = self.tls
         if tls is None:
             return grpc.insecure_channel(address)
-        return grpc.secure_channel(address, channel_credentials(tls.ca_pem()))
+        # Its own subchannel pool: a connection refused while a daemon starts must not leave a
+        # shared reconnect backoff that keeps the next health probe from even trying.
+        return grpc.secure_channel(address, channel_credentials(tls.ca_pem()),
+                                   [("grpc.use_local_subchannel_pool", 1)])
 
     def tls_flags(self) -> list[str]:
         tls = self.tls
@@ -353,7 +356,7 @@ class LocalCluster:
         if leader is None:
             return False
         try:
-            with grpc.insecure_channel(self.daemon(leader)["grpc"]) as ch:
+            with self.channel(self.daemon(leader)["grpc"]) as ch:
                 me = ipb_grpc.IdentityStub(ch).WhoAmI(pb.Empty(), timeout=1,
                                                       metadata=bearer(self.admin_token))
         except grpc.RpcError:
