@@ -520,7 +520,7 @@ def cat(ctx, remotes):
               help="Total bandwidth of balancing moves per second (0: unthrottled).")
 @click.option("--balance-concurrency", default=1, show_default=True,
               type=click.IntRange(1, 16), help="Balancing moves running at once.")
-@click.option("--admin-token-file", envvar="GFS_ADMIN_TOKEN_FILE", type=click.Path(dir_okay=False),
+@click.option("--admin-token-file", type=click.Path(dir_okay=False),
               help="A file holding the token of the cluster's first administrator (user `admin`), "
                    "created on the cluster's first start (`gfs cluster up` makes one).")
 @click.pass_context
