@@ -13,12 +13,18 @@ from prometheus_client import REGISTRY
 from gfs import logs, metrics
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
+from gfs.rpcguard import AsyncRequestDecoder
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
 from master.service import MasterService
 from proto import master_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+# The largest request a master accepts (grpc's default, stated): larger ones are refused with
+# RESOURCE_EXHAUSTED before they are decoded. A full heartbeat report is the largest request
+# (about 25 bytes per chunk: some 160,000 chunks per chunkserver).
+MAX_REQUEST_BYTES = 4 << 20
 
 
 def parse_peers(peers: str) -> dict[str, str]:
@@ -59,7 +65,9 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
 async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
     """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
     replicated commands wait on futures that the Raft tick thread resolves."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[AsyncRequestDecoder("master")],
+                             options=[("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     pb_grpc.add_MasterServicer_to_server(MasterService(node), server)
     try:
         server.add_insecure_port(grpc_address)

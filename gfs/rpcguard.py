@@ -1,0 +1,201 @@
+"""What every gfs gRPC server does with requests it cannot use: a precise status, a bounded log.
+
+- A request body that is not a valid message of the method's request type (random bytes, a
+  truncated message, a string field that is not UTF-8) is answered INVALID_ARGUMENT naming the
+  method and the message type, and logs nothing. Left to grpc, the same body is answered
+  INTERNAL or UNKNOWN with a full traceback in the daemon's log for every request.
+  `RequestDecoder` (threaded servers) and `AsyncRequestDecoder` (asyncio servers) are server
+  interceptors that take over decoding from grpc for every method.
+- An exception that is not a GfsError is a bug in gfs, not bad input: it is answered INTERNAL
+  and logged with its traceback, but one identical traceback (same method, exception type and
+  place) at most once per `TracebackLimiter.window` seconds, so a client repeating a request that
+  trips the bug cannot fill the disk with copies of it.
+
+Oversized messages never reach any of this: grpc refuses a message over the server's
+`grpc.max_receive_message_length` with RESOURCE_EXHAUSTED itself.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import OrderedDict
+from typing import Any, AsyncIterator, Callable, Iterator
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from gfs.errors import InvalidArgument
+from gfs.metrics import RPC_REQUESTS
+
+Deserializer = Callable[[bytes], Any]
+
+
+def _decoder(method: str, deserialize: Deserializer) -> Callable[[bytes], Any]:
+    """`deserialize` raising InvalidArgument (one line, no traceback) for a malformed body."""
+    name = method.rsplit("/", 1)[-1]
+
+    def decode(body: bytes) -> Any:
+        try:
+            return deserialize(body)
+        except (DecodeError, UnicodeDecodeError, ValueError) as err:
+            raise InvalidArgument(f"{name}: the request body ({len(body)} bytes) is not a valid "
+                                  f"{_type_name(deserialize)} message: {_first_line(err)}") \
+                from None
+    return decode
+
+
+def _type_name(deserialize: Deserializer) -> str:
+    owner = getattr(deserialize, "__self__", None)       # Message.FromString is a classmethod
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return getattr(descriptor, "full_name", "request")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+def _count_refusal(daemon: str, method: str) -> None:
+    """Count a request refused before its handler ran, as the handlers count theirs."""
+    RPC_REQUESTS.labels(daemon, method.rsplit("/", 1)[-1], "INVALID_ARGUMENT").inc()
+
+
+# --- threaded servers ------------------------------------------------------------------------
+
+class RequestDecoder(grpc.ServerInterceptor):
+    """Decode every request body in the handler's thread: a malformed body gets
+    INVALID_ARGUMENT (and no log line) instead of grpc's INTERNAL and traceback. A malformed
+    message of a client stream surfaces as InvalidArgument raised by the request iterator, which
+    the service's own error handling turns into the status. `daemon` labels the metrics."""
+
+    def __init__(self, daemon: str):
+        self.daemon = daemon
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode = _decoder(handler_call_details.method, handler.request_deserializer)
+        if handler.request_streaming:
+            kind = "stream_stream" if handler.response_streaming else "stream_unary"
+            inner = getattr(handler, kind)
+
+            def streamed(requests: Iterator[bytes], context):
+                return inner(map(decode, requests), context)
+            return handler._replace(request_deserializer=None, **{kind: streamed})
+        kind = "unary_stream" if handler.response_streaming else "unary_unary"
+        inner = getattr(handler, kind)
+
+        def unary(body: bytes, context):
+            try:
+                request = decode(body)
+            except InvalidArgument as err:
+                _count_refusal(self.daemon, handler_call_details.method)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+            return inner(request, context)
+        return handler._replace(request_deserializer=None, **{kind: unary})
+
+
+# --- asyncio servers -------------------------------------------------------------------------
+
+class AsyncRequestDecoder(grpc.aio.ServerInterceptor):
+    """`RequestDecoder` for grpc.aio servers."""
+
+    def __init__(self, daemon: str):
+        self.daemon = daemon
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        decode = _decoder(handler_call_details.method, handler.request_deserializer)
+        if handler.request_streaming:
+            async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+                async for body in requests:
+                    yield decode(body)
+
+            if handler.response_streaming:
+                inner = handler.stream_stream
+
+                async def stream_stream(requests, context):
+                    async for response in inner(decoded(requests), context):
+                        yield response
+                return handler._replace(request_deserializer=None, stream_stream=stream_stream)
+            inner = handler.stream_unary
+
+            async def stream_unary(requests, context):
+                return await inner(decoded(requests), context)
+            return handler._replace(request_deserializer=None, stream_unary=stream_unary)
+        if handler.response_streaming:
+            inner = handler.unary_stream
+
+            async def unary_stream(body: bytes, context):
+                try:
+                    request = decode(body)
+                except InvalidArgument as err:
+                    _count_refusal(self.daemon, handler_call_details.method)
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+                async for response in inner(request, context):
+                    yield response
+            return handler._replace(request_deserializer=None, unary_stream=unary_stream)
+        inner = handler.unary_unary
+
+        async def unary_unary(body: bytes, context):
+            try:
+                request = decode(body)
+            except InvalidArgument as err:
+                _count_refusal(self.daemon, handler_call_details.method)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+            return await inner(request, context)
+        return handler._replace(request_deserializer=None, unary_unary=unary_unary)
+
+
+# --- unexpected exceptions -------------------------------------------------------------------
+
+class TracebackLimiter:
+    """Log an unexpected exception with its traceback, at most once per `window` seconds for
+    each (method, exception type, raising line); repeats in between are counted, not logged,
+    and the next logged occurrence says how many were left out. Remembers at most `keys`
+    distinct tracebacks (the least recently seen are forgotten)."""
+
+    def __init__(self, window: float = 60.0, keys: int = 256,
+                 clock: Callable[[], float] = time.monotonic):
+        self.window = window
+        self.keys = keys
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple, list] = OrderedDict()    # key -> [last logged, skipped]
+
+    def log(self, logger: logging.Logger, method: str, exc: BaseException) -> bool:
+        """Log `exc` raised by RPC `method` unless an identical one was logged within the
+        window; returns whether it was logged."""
+        key = (method, type(exc).__qualname__, _origin(exc))
+        now = self.clock()
+        with self._lock:
+            entry = self._seen.get(key)
+            if entry is not None and now - entry[0] < self.window:
+                entry[1] += 1
+                self._seen.move_to_end(key)
+                return False
+            skipped = entry[1] if entry is not None else 0
+            self._seen[key] = [now, 0]
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.keys:
+                self._seen.popitem(last=False)
+        more = f" ({skipped} identical failures not logged in the last {self.window:g} s)" \
+            if skipped else ""
+        logger.error("%s failed: %s: %s%s", method, type(exc).__name__, _first_line(exc), more,
+                     exc_info=(type(exc), exc, exc.__traceback__),
+                     extra={"fields": {"rpc": method, "suppressed": skipped}})
+        return True
+
+
+def _origin(exc: BaseException) -> tuple[str, int]:
+    """Where `exc` was raised: the innermost frame of its traceback."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return (frames[-1].filename, frames[-1].lineno) if frames else ("", 0)
+
+
+LIMITER = TracebackLimiter()
