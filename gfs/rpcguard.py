@@ -93,7 +93,7 @@ class RequestDecoder(grpc.ServerInterceptor):
                 request = decode(body)
             except InvalidArgument as err:
                 _count_refusal(self.daemon, handler_call_details.method)
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)   # raises
             return inner(request, context)
         return handler._replace(request_deserializer=None, **{kind: unary})
 
@@ -128,27 +128,24 @@ class AsyncRequestDecoder(grpc.aio.ServerInterceptor):
             async def stream_unary(requests, context):
                 return await inner(decoded(requests), context)
             return handler._replace(request_deserializer=None, stream_unary=stream_unary)
+        async def decode_or_abort(body: bytes, context) -> Any:
+            try:
+                return decode(body)
+            except InvalidArgument as err:
+                _count_refusal(self.daemon, handler_call_details.method)
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)   # raises
+
         if handler.response_streaming:
             inner = handler.unary_stream
 
             async def unary_stream(body: bytes, context):
-                try:
-                    request = decode(body)
-                except InvalidArgument as err:
-                    _count_refusal(self.daemon, handler_call_details.method)
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
-                async for response in inner(request, context):
+                async for response in inner(await decode_or_abort(body, context), context):
                     yield response
             return handler._replace(request_deserializer=None, unary_stream=unary_stream)
         inner = handler.unary_unary
 
         async def unary_unary(body: bytes, context):
-            try:
-                request = decode(body)
-            except InvalidArgument as err:
-                _count_refusal(self.daemon, handler_call_details.method)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
-            return await inner(request, context)
+            return await inner(await decode_or_abort(body, context), context)
         return handler._replace(request_deserializer=None, unary_unary=unary_unary)
 
 

@@ -29,6 +29,11 @@ def _handlers(seen: list):
             seen.append(err.message)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
 
+    return _method_handlers(unary, client_stream)
+
+
+def _method_handlers(unary, client_stream) -> dict:
+    """Unary: DeleteRequest -> DeleteResponse; Stream: WriteRequest... -> WriteResponse."""
     return {
         "Unary": grpc.unary_unary_rpc_method_handler(
             unary, request_deserializer=cpb.DeleteRequest.FromString,
@@ -87,14 +92,7 @@ def test_asyncio_server_answers_invalid_argument_without_a_log_line(caplog):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         return cpb.WriteResponse(length=n)
 
-    handlers = {
-        "Unary": grpc.unary_unary_rpc_method_handler(
-            unary, request_deserializer=cpb.DeleteRequest.FromString,
-            response_serializer=cpb.DeleteResponse.SerializeToString),
-        "Stream": grpc.stream_unary_rpc_method_handler(
-            stream, request_deserializer=cpb.WriteRequest.FromString,
-            response_serializer=cpb.WriteResponse.SerializeToString),
-    }
+    handlers = _method_handlers(unary, stream)
 
     async def main():
         server = grpc.aio.server(interceptors=[AsyncRequestDecoder("test")])
