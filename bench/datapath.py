@@ -188,12 +188,11 @@ def put_then_get(cluster, client, remotes: list[list[str]], replication: int, so
 
 
 def run(cfg: dict, ctx: Context) -> dict:
-    from gfs.client import Client
     results = []
     moved = 0
     client_stats = {f"clients ({op})": {"peak_rss": 0, "cpu_s": 0.0} for op in ("put", "get")}
     with clusters.gfs(ctx.work, "datapath-gfs", chunkservers=3) as cluster, \
-            Client(cluster.master_addresses()) as c:
+            cluster.client() as c:
         terms = [raft_term(cluster)]
         c.mkdir("/bench")
         for size in cfg["sizes"]:

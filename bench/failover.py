@@ -49,10 +49,9 @@ def until_acknowledged(write, timeout: float = 60.0) -> float:
 
 
 def run_gfs(cfg: dict, ctx: Context) -> dict:
-    from gfs.client import Client
     times = []
     with clusters.gfs(ctx.work, "failover-gfs") as cluster, \
-            Client(cluster.master_addresses(), deadline=ATTEMPT, attempt_timeout=ATTEMPT) as c:
+            cluster.client(deadline=ATTEMPT, attempt_timeout=ATTEMPT) as c:
         until_acknowledged(lambda i: c.mkdir("/fo", parents=True))
         for k in range(cfg["kills"]):
             cluster.wait_healthy(60)

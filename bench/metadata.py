@@ -111,9 +111,8 @@ def _measure(pool: LoadPool, cfg: dict, factory: str, base: dict, mkdir, label: 
 
 
 def run_gfs(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
-    from gfs.client import Client
     with clusters.gfs(ctx.work, "metadata-gfs") as cluster, \
-            Client(cluster.master_addresses(), deadline=60) as c:
+            cluster.client(deadline=60) as c:
         for d in ("/bench", "/bench/stat-target", "/bench/list"):
             c.mkdir(d)
         for i in range(LIST_ENTRIES):

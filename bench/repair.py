@@ -101,6 +101,7 @@ def run(size: int, n_chunkservers: int, concurrency: int, rate: int, data_dir: s
                 "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": 0}}
         try:
             cluster.create(masters=3, chunkservers=n_chunkservers, options=opts)
+            os.environ["GFS_TOKEN"] = cluster.admin_token   # clients here and in workers
             cluster.up()
             masters = cluster.master_addresses()
             with Client(masters, deadline=120) as c:

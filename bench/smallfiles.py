@@ -66,10 +66,9 @@ def etcd_op(spec: dict, worker: str):
 
 
 def run_gfs(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
-    from gfs.client import Client
     data = payload(ctx.seed)
     with clusters.gfs(ctx.work, "smallfiles-gfs", chunkservers=3) as cluster, \
-            Client(cluster.master_addresses(), deadline=60) as c:
+            cluster.client(deadline=60) as c:
         c.mkdir("/small")
         for i in range(READ_SET):
             c.put(io.BytesIO(data), f"/small/read-{i}")

@@ -152,12 +152,11 @@ def run(cfg: dict, ctx: Context) -> dict:
 # --- tiers: compression, moves, gets -------------------------------------------------------
 
 def tiers(cfg: dict, ctx: Context, processes: dict) -> dict:
-    from gfs.client import Client
     opts = {"master": {**MASTER, "tier-concurrency": cfg["tier_concurrency"]},
             "chunkserver": CHUNKSERVER}
     kinds = {}
     with clusters.gfs(ctx.work, "tiering-gfs", chunkservers=3, options=opts) as cluster, \
-            Client(cluster.master_addresses(), deadline=120) as c:
+            cluster.client(deadline=120) as c:
         c.mkdir("/bench")                     # bench.datapath's get clients stat it first
         poll_until(c.health, lambda h: h["replica_map_complete"], 60, BALANCE_POLL_S,
                    lambda h: f"the leader's replica map is not complete ({h['status']})")
@@ -295,12 +294,11 @@ def balance(cfg: dict, ctx: Context, processes: dict) -> dict:
 def converge(cfg: dict, ctx: Context, concurrency: int, rate: int, name: str,
              processes: dict) -> dict:
     """One fresh cluster: fill 3 chunkservers, start a 4th, follow the balancer until done."""
-    from gfs.client import Client
     opts = {"master": {**MASTER, "balance-concurrency": concurrency, "balance-rate": rate},
             "chunkserver": {**CHUNKSERVER, "capacity": cfg["capacity"]}}
     try:
         with clusters.gfs(ctx.work, name, chunkservers=3, options=opts) as cluster, \
-                Client(cluster.master_addresses(), deadline=120) as c:
+                cluster.client(deadline=120) as c:
             filled = fill(c, cfg, ctx)
             before = wait_balanced(c, None, 120)      # replica map complete, 3 servers even
             new = cluster.add_chunkserver()

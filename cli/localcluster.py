@@ -4,6 +4,7 @@ The layout of DIR is the cluster's record, so `up` on an existing DIR restarts t
 cluster (same ids, ports and data):
 
     DIR/cluster.json        every daemon's id, addresses and data directory
+    DIR/admin.token         the token of the cluster's first administrator (0600)
     DIR/master-N/           a master's data (raft/, meta/), pid file and daemon.log
 
 Tests and benchmarks use the same class to start real daemons.
@@ -22,9 +23,12 @@ from pathlib import Path
 
 import grpc
 
+from gfs.auth.tokens import bearer, new_token
+from gfs.config import write_private
 from gfs.errors import FailedPrecondition, Unavailable
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
+from proto import identity_pb2_grpc as ipb_grpc
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
@@ -126,6 +130,32 @@ class LocalCluster:
                "data": str(self.dir / f"chunkserver-{i}")} for i in range(1, chunkservers + 1)]
         self.spec = {"masters": ms, "chunkservers": cs, "options": options or {}}
         self._save()
+        self.ensure_admin_token()
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.dir / "admin.token"
+
+    def ensure_admin_token(self) -> None:
+        """The first administrator's token: made once, kept with the cluster (0600)."""
+        if not self.admin_token_path.exists():
+            write_private(self.admin_token_path, new_token() + "\n")
+
+    @property
+    def admin_token(self) -> str:
+        return self.admin_token_path.read_text().strip()
+
+    def cli_env(self, token: str | None = None) -> dict:
+        """The environment for `gfs` commands against this cluster: its masters and a token
+        (default: the administrator's; "" = anonymous)."""
+        return {**os.environ, "GFS_MASTERS": ",".join(self.master_addresses()),
+                "GFS_TOKEN": self.admin_token if token is None else token}
+
+    def client(self, **kwargs):
+        """A Client of this cluster, signed in as its administrator unless told otherwise."""
+        from gfs.client import Client
+        kwargs.setdefault("token", self.admin_token)
+        return Client(self.master_addresses(), **kwargs)
 
     def add_chunkserver(self, rack: str = "", options: dict | None = None) -> str:
         """Lay out (not start) one more chunkserver; returns its name. `options`: flags of
@@ -166,7 +196,8 @@ class LocalCluster:
         argv = list(m.get("prefix") or []) + [
                 sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
-                "--data", m["data"], "--metrics", m["metrics"]]
+                "--data", m["data"], "--metrics", m["metrics"],
+                "--admin-token-file", str(self.admin_token_path)]
         return argv + option_flags(self.spec.get("options", {}).get("master", {}))
 
     def chunkserver_argv(self, c: dict) -> list[str]:
@@ -236,6 +267,7 @@ class LocalCluster:
         return False
 
     def up(self, timeout: float = 30.0) -> None:
+        self.ensure_admin_token()          # a cluster laid out before tokens existed
         for d in self.daemons():
             self.start(d["name"])
         self.wait_healthy(timeout)
@@ -273,10 +305,24 @@ class LocalCluster:
             return set()
         try:
             with grpc.insecure_channel(self.daemon(leader)["grpc"]) as ch:
-                resp = pb_grpc.MasterStub(ch).Chunkservers(pb.Empty(), timeout=1)
+                resp = pb_grpc.MasterStub(ch).Chunkservers(pb.Empty(), timeout=1,
+                                                           metadata=bearer(self.admin_token))
         except grpc.RpcError:
             return set()
         return {s.address for s in resp.servers if s.alive}
+
+    def _admin_ready(self) -> bool:
+        """Does the leader know the administrator's token yet (its first start creates it)?"""
+        leader = self.leader()
+        if leader is None:
+            return False
+        try:
+            with grpc.insecure_channel(self.daemon(leader)["grpc"]) as ch:
+                me = ipb_grpc.IdentityStub(ch).WhoAmI(pb.Empty(), timeout=1,
+                                                      metadata=bearer(self.admin_token))
+        except grpc.RpcError:
+            return False
+        return me.admin
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Wait until every daemon answers, a leader with a quorum exists and every running
@@ -286,7 +332,7 @@ class LocalCluster:
             sts = [self.master_status(m) for m in self.spec["masters"]]
             if all(sts) and any(s["role"] == "leader" and s["has_quorum"] for s in sts):
                 want = {c["bind"] for c in self.spec.get("chunkservers", []) if self.pid(c["name"])}
-                if want <= self.registered_chunkservers():
+                if self._admin_ready() and want <= self.registered_chunkservers():
                     return
             for d in self.daemons():
                 proc = self._procs.get(d["name"])

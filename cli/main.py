@@ -16,34 +16,8 @@ os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 from gfs.config import record_cluster, recorded_cluster_file
 from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
 from gfs.units import human_size
-
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class GfsGroup(click.Group):
-    """Turns every GfsError (and Ctrl-C) into one line on stderr and a non-zero exit code."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except GfsError as err:
-            click.echo(f"gfs: {err.code.lower().replace('_', ' ')}: {err.message}", err=True)
-            ctx.exit(1)
-        except KeyboardInterrupt:
-            click.echo("gfs: interrupted", err=True)
-            ctx.exit(130)
-        except BrokenPipeError:
-            ctx.exit(1)
-
-
-def emit_json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-def make_client(ctx: click.Context):
-    from gfs.client import Client
-    return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0))
-
+from cli import identity_commands
+from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
 
 @click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"})
 @click.option("--masters", envvar="GFS_MASTERS", metavar="HOST:PORT,...",
@@ -51,13 +25,17 @@ def make_client(ctx: click.Context):
                    "`gfs cluster up` started last).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, envvar="GFS_TIMEOUT",
               help="Overall deadline in seconds for each operation, retries included.")
+@click.option("--token", envvar="GFS_TOKEN", metavar="gfs_...",
+              help="Bearer token to act with (default: $GFS_TOKEN, else the one `gfs login` or "
+                   "`gfs cluster up` remembered; none: anonymous, which sees only public files).")
 @click.version_option(package_name="gfs")
 @click.pass_context
-def cli(ctx: click.Context, masters: str | None, timeout: float) -> None:
+def cli(ctx: click.Context, masters: str | None, timeout: float, token: str | None) -> None:
     """gfs: a distributed file system for a few machines you own."""
     ctx.ensure_object(dict)
     ctx.obj["masters"] = masters
     ctx.obj["timeout"] = timeout
+    ctx.obj["token"] = token
 
 
 # --- namespace commands -------------------------------------------------------------------------
@@ -65,10 +43,6 @@ def cli(ctx: click.Context, masters: str | None, timeout: float) -> None:
 def format_mode(info) -> str:
     kind = statmod.S_IFDIR if info.is_dir else statmod.S_IFREG
     return statmod.filemode(kind | (info.mode & 0o7777))
-
-
-def format_time(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
 
 
 @cli.command()
@@ -84,7 +58,8 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("-l", "long", is_flag=True, help="Long listing: mode, size, time, name.")
+@click.option("-l", "long", is_flag=True,
+              help="Long listing: mode, replication, owner, visibility, size, time, name.")
 @click.option("-H", "--human/--bytes", "human", default=True, help="Human sizes in -l output.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.argument("path", default="/")
@@ -102,8 +77,8 @@ def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
             name += "/"
         if long:
             size = human_size(e.size) if human else str(e.size)
-            click.echo(f"{format_mode(e)} {e.replication or '-':>2} {size:>10} "
-                       f"{format_time(e.mtime_ms)} {name}")
+            click.echo(f"{format_mode(e)} {e.replication or '-':>2} {e.owner or '-':<10} "
+                       f"{e.visibility:<8} {size:>10} {format_time(e.mtime_ms)} {name}")
         else:
             click.echo(name)
 
@@ -121,7 +96,8 @@ def stat(ctx, as_json: bool, path: str) -> None:
         return
     rows = [("path", info.path), ("type", info.type), ("inode", info.inode),
             ("size", f"{info.size} ({human_size(info.size)})"), ("mode", format_mode(info)),
-            ("owner", info.owner or "-"), ("modified", format_time(info.mtime_ms)),
+            ("owner", info.owner or "-"), ("visibility", info.visibility),
+            ("modified", format_time(info.mtime_ms)),
             ("created", format_time(info.ctime_ms))]
     if not info.is_dir:
         rows += [("replication", info.replication), ("storage class", info.storage_class),
@@ -160,7 +136,7 @@ def rm(ctx, recursive: bool, skip_trash: bool, paths: tuple[str, ...]) -> None:
 def trash() -> None:
     """Files removed with `gfs rm`, kept for the cluster's trash retention (default 24 h).
 
-    Trash is per user: $GFS_USER, else your login name."""
+    Trash is per user: what you remove goes to your own trash."""
 
 
 def format_eta(seconds: float) -> str:
@@ -544,13 +520,16 @@ def cat(ctx, remotes):
               help="Total bandwidth of balancing moves per second (0: unthrottled).")
 @click.option("--balance-concurrency", default=1, show_default=True,
               type=click.IntRange(1, 16), help="Balancing moves running at once.")
+@click.option("--admin-token-file", envvar="GFS_ADMIN_TOKEN_FILE", type=click.Path(dir_okay=False),
+              help="A file holding the token of the cluster's first administrator (user `admin`), "
+                   "created on the cluster's first start (`gfs cluster up` makes one).")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency) -> None:
+           balance_concurrency, admin_token_file) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -575,7 +554,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    balance={"enabled": balance, "threshold": balance_threshold / 100,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
-                   session_ttl=session_ttl))
+                   session_ttl=session_ttl, admin_token_file=admin_token_file))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -679,7 +658,7 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, as_json: boo
     while len(c.spec["chunkservers"]) < chunkservers:    # an existing cluster can grow
         c.add_chunkserver()
     c.up()
-    record_cluster(c.master_addresses(), str(c.dir))
+    record_cluster(c.master_addresses(), str(c.dir), c.admin_token)
     rows = c.status()
     if as_json:
         emit_json(rows)
@@ -715,6 +694,11 @@ def cluster_down(data: str | None) -> None:
     c = open_cluster(data)
     c.down()
     click.echo(f"cluster in {c.dir} stopped")
+
+
+for _command in identity_commands.COMMANDS:
+    cli.add_command(_command)
+admin.add_command(identity_commands.audit)
 
 
 def main() -> None:

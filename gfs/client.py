@@ -6,7 +6,6 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
-import getpass
 import io
 import os
 import random
@@ -20,7 +19,10 @@ from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
-from gfs.config import resolve_masters
+from gfs.auth.tokens import bearer
+from gfs.config import resolve_masters, resolve_token
+from gfs.identity_client import IdentityCalls
+from gfs.identity_client import message_fields as _fields
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
@@ -69,6 +71,7 @@ class FileInfo:
     storage_class: str
     chunk_size: int
     chunks: list[ChunkInfo] = field(default_factory=list)
+    visibility: str = ""       # effective: private, visible, public
 
     @property
     def is_dir(self) -> bool:
@@ -82,7 +85,7 @@ class FileInfo:
         return cls(path=m.path, inode=m.inode, type=m.type, size=m.size, mode=m.mode,
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
-                   chunk_size=m.chunk_size,
+                   chunk_size=m.chunk_size, visibility=m.visibility,
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
                                                    c.checksum, list(c.replicas))
                                          for c in m.chunks]))
@@ -243,28 +246,20 @@ class _Sequencer:
             self._inflight.discard(seq)
 
 
-def default_user() -> str:
-    """Whose trash `rm` fills: $GFS_USER, else the login name."""
-    try:
-        return os.environ.get("GFS_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "anonymous"
+class Client(IdentityCalls):
+    """Namespace operations against a gfs cluster (thread-safe).
 
-
-def _fields(message) -> dict:
-    """A flat proto message as a dict (repeated fields as lists)."""
-    return {f.name: (list(v) if f.is_repeated else v)
-            for f in message.DESCRIPTOR.fields for v in [getattr(message, f.name)]}
-
-
-class Client:
-    """Namespace operations against a gfs cluster (thread-safe)."""
+    `token`: the bearer token to call with (default: $GFS_TOKEN, else the one `gfs login` or
+    `gfs cluster up` remembered; none = anonymous, which sees only what is public).
+    `user`: for administrators, whose trash the trash calls work on ("" = the caller's own)."""
 
     def __init__(self, masters: str | list[str] | None = None, *, deadline: float = 30.0,
                  attempt_timeout: float = 5.0, client_id: bytes | None = None,
-                 user: str | None = None):
+                 user: str = "", token: str | None = None):
         self.masters = resolve_masters(masters)
-        self.user = user or default_user()
+        self.user = user
+        self.token = resolve_token(token)
+        self._metadata = bearer(self.token)
         self.deadline = deadline
         self.attempt_timeout = attempt_timeout
         self.client_id = client_id or os.urandom(16)
@@ -285,8 +280,8 @@ class Client:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _stub(self, address: str) -> pb_grpc.MasterStub:
-        return self._channels.stub(address, pb_grpc.MasterStub)
+    def _stub(self, address: str, kind: type = pb_grpc.MasterStub):
+        return self._channels.stub(address, kind)
 
     def _candidate(self) -> str:
         with self._lock:
@@ -304,7 +299,8 @@ class Client:
             elif self._leader == address:
                 self._leader = None
 
-    def _call(self, method: str, request, *, deadline: float | None = None):
+    def _call(self, method: str, request, *, deadline: float | None = None,
+              service: type = pb_grpc.MasterStub):
         """Call `method` on the leader, following redirects and retrying until the deadline."""
         stop_at = time.monotonic() + (deadline or self.deadline)
         attempt, last = 0, "no attempt made"
@@ -312,8 +308,9 @@ class Client:
             address = self._candidate()
             remaining = stop_at - time.monotonic()
             try:
-                response = getattr(self._stub(address), method)(
-                    request, timeout=max(0.05, min(self.attempt_timeout, remaining)))
+                response = getattr(self._stub(address, service), method)(
+                    request, timeout=max(0.05, min(self.attempt_timeout, remaining)),
+                    metadata=self._metadata)
                 self._note(address, True, None)
                 return response
             except grpc.RpcError as err:
@@ -340,11 +337,11 @@ class Client:
         """Call any Master RPC on the leader (redirects, retries): for daemons and tools."""
         return self._call(method, request, deadline=deadline)
 
-    def _mutate(self, method: str, request_cls, **fields):
+    def _mutate(self, method: str, request_cls, service: type = pb_grpc.MasterStub, **fields):
         seq, ack = self._seq.begin()
         try:
             header = pb.RequestHeader(client_id=self.client_id, seq=seq, ack_seq=ack)
-            return self._call(method, request_cls(header=header, **fields))
+            return self._call(method, request_cls(header=header, **fields), service=service)
         finally:
             self._seq.end(seq)
 
@@ -387,7 +384,7 @@ class Client:
         """Remove a path; it goes to this user's trash unless `skip_trash` (or the cluster keeps
         no trash). Returns the trash entry's id, 0 when deleted for good."""
         return self._mutate("Delete", pb.DeleteRequest, path=path, recursive=recursive,
-                            skip_trash=skip_trash, user=self.user).trash_id
+                            skip_trash=skip_trash).trash_id
 
     # --- trash ---------------------------------------------------------------------------------
 
@@ -446,11 +443,12 @@ class Client:
 
     def create(self, path: str, *, replication: int = 0, storage_class: str = "",
                chunk_size: int = 0, mode: int = 0o644, owner: str = "",
-               overwrite: bool = False) -> int:
-        """Start an upload: a pending file, invisible until `commit`. Returns its inode."""
+               overwrite: bool = False, size_hint: int = 0) -> int:
+        """Start an upload: a pending file, invisible until `commit`. Returns its inode.
+        `size_hint`: the bytes to come, if known (a quota refuses them before they are sent)."""
         return self._mutate("Create", pb.CreateRequest, path=path, replication=replication,
                             storage_class=storage_class, chunk_size=chunk_size, mode=mode,
-                            owner=owner, overwrite=overwrite).inode
+                            owner=owner, overwrite=overwrite, size_hint=size_hint).inode
 
     def add_chunk(self, inode: int, index: int, exclude: list[str] | None = None,
                   length_hint: int = 0) -> pb.AddChunkResponse:
@@ -480,7 +478,8 @@ class Client:
             try:
                 created = self._mutate("Create", pb.CreateRequest, path=path,
                                        replication=replication, storage_class=storage_class,
-                                       chunk_size=chunk_size, mode=0o644, overwrite=overwrite)
+                                       chunk_size=chunk_size, mode=0o644, overwrite=overwrite,
+                                       size_hint=max(src.size, 0) if src.seekable else 0)
                 written, size = self._upload_chunks(created, src, parallel, progress)
             except BaseException as err:
                 if isinstance(err, GfsError):
@@ -623,7 +622,8 @@ class Client:
         out = []
         for address in self.masters:
             try:
-                s = self._stub(address).Status(pb.Empty(), timeout=timeout).status
+                s = self._stub(address).Status(pb.Empty(), timeout=timeout,
+                                               metadata=self._metadata).status
                 out.append({
                     "address": address, "id": s.id, "role": s.role, "term": s.term,
                     "leader": s.leader_grpc or s.leader_raft, "commit_index": s.commit_index,

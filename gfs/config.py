@@ -9,6 +9,7 @@ from pathlib import Path
 from gfs.errors import FailedPrecondition
 
 ENV_MASTERS = "GFS_MASTERS"
+ENV_TOKEN = "GFS_TOKEN"
 
 
 def user_config_dir() -> Path:
@@ -23,13 +24,55 @@ def recorded_cluster_file() -> Path:
     return user_config_dir() / "cluster.json"
 
 
-def record_cluster(masters: list[str], data_dir: str) -> None:
-    """Remember the masters of the cluster this user just started."""
-    path = recorded_cluster_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"masters": masters, "data": data_dir}, indent=2))
+def token_file() -> Path:
+    return user_config_dir() / "token"
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, readable by its owner only (0600 from the start)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
     tmp.replace(path)
+
+
+def record_cluster(masters: list[str], data_dir: str, token: str = "") -> None:
+    """Remember the masters of the cluster this user just started (and sign in as its
+    administrator, when its token is given)."""
+    write_private(recorded_cluster_file(), json.dumps({"masters": masters, "data": data_dir},
+                                                      indent=2))
+    if token:
+        save_token(token)
+
+
+def save_token(token: str) -> None:
+    """What `gfs login` does: remember the token for later commands (0600)."""
+    write_private(token_file(), token + "\n")
+
+
+def forget_token() -> bool:
+    """`gfs logout`: whether a token was remembered."""
+    try:
+        token_file().unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def resolve_token(flag: str | None = None) -> str:
+    """The token to call with: a flag, else $GFS_TOKEN, else the one `gfs login` (or
+    `gfs cluster up`) remembered; "" = anonymous."""
+    if flag:
+        return flag.strip()
+    if os.environ.get(ENV_TOKEN):
+        return os.environ[ENV_TOKEN].strip()
+    try:
+        return token_file().read_text().strip()
+    except OSError:
+        return ""
 
 
 def split_addresses(value: str | list[str] | None) -> list[str]:

@@ -13,6 +13,7 @@ CODES: dict[str, grpc.StatusCode] = {
     "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
     "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -73,9 +74,19 @@ class ResourceExhausted(GfsError):
     code = "RESOURCE_EXHAUSTED"
 
 
+class PermissionDenied(GfsError):
+    """The caller is known but lacks the right for this operation."""
+    code = "PERMISSION_DENIED"
+
+
+class Unauthenticated(GfsError):
+    """No valid credentials: a malformed, unknown, revoked or expired token."""
+    code = "UNAUTHENTICATED"
+
+
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
                                       Unavailable, DeadlineExceeded, DataLoss,
-                                      ResourceExhausted)}
+                                      ResourceExhausted, PermissionDenied, Unauthenticated)}
 _BY_GRPC = {v: k for k, v in CODES.items()}
 
 

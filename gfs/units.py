@@ -27,3 +27,14 @@ def parse_size(text: str) -> int:
     if not m or m.group(2).lower() not in _PARSE:
         raise InvalidArgument(f"not a size: {text!r} (examples: 4096, 64MiB, 1.5GB)")
     return int(float(m.group(1)) * _PARSE[m.group(2).lower()])
+
+
+_COUNTS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
+
+
+def parse_count(text: str) -> int:
+    """'1M', '250k', '5000' -> a whole number (SI multipliers)."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]?)\s*", str(text))
+    if not m or m.group(2).lower() not in _COUNTS:
+        raise InvalidArgument(f"not a count: {text!r} (examples: 5000, 250k, 1M)")
+    return int(float(m.group(1)) * _COUNTS[m.group(2).lower()])

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 
 from gfs.errors import FailedPrecondition, Unavailable, from_code
 from master.balance import Balancer
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
+from master.identity import require_admin
 from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
 from master.repair import Repairer
@@ -35,7 +37,7 @@ class MasterNode:
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
                  tiering: dict | None = None, balance: dict | None = None,
-                 session_ttl: float = 86400.0):
+                 session_ttl: float = 86400.0, admin_token_hash: bytes | None = None):
         self.node_id = node_id
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -46,6 +48,8 @@ class MasterNode:
         self.defaults.update(defaults or {})
         self.started = time.monotonic()
         self.metrics_address = ""
+        self.admin_token_hash = admin_token_hash
+        self._stopping = threading.Event()
         self.chunkservers = ChunkserverRegistry(dead_after=dead_after)
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
                                  on_role_change=self._role_changed)
@@ -105,6 +109,7 @@ class MasterNode:
         self.balancer.start()
 
     def stop(self) -> None:
+        self._stopping.set()
         self.balancer.stop()
         self.tiering.stop()
         self.repairer.stop()
@@ -114,6 +119,9 @@ class MasterNode:
     def _role_changed(self, role: str) -> None:
         # Replica locations are soft state: a new leader rebuilds them from full reports.
         self.chunkservers.reset()
+        if role == "leader":
+            threading.Thread(target=self._bootstrap_identity, name="identity-bootstrap",
+                             daemon=True).start()
         log.info("raft role is now %s", role, extra={"fields": {"role": role}})
 
     # --- leadership ----------------------------------------------------------------------------
@@ -124,6 +132,31 @@ class MasterNode:
     def require_leader(self) -> None:
         if not self.raft.is_leader():
             raise NotLeader(self.leader_grpc())
+
+    @staticmethod
+    def require_admin(state, auth, now: int) -> None:
+        """Refuse (UNAUTHENTICATED / PERMISSION_DENIED) unless `auth` is an administrator's."""
+        require_admin(state.principal(auth, now), "cluster administration")
+
+    # --- identity ------------------------------------------------------------------------------
+
+    def _bootstrap_identity(self) -> None:
+        """On a new leader: make sure the cluster's first administrator exists (the `admin`
+        user with the token of --admin-token-file). The command does nothing once any user
+        exists, so every leader may send it; it is retried until it lands or leadership ends."""
+        if self.admin_token_hash is None:
+            return
+        while self.raft.is_leader() and not self._stopping.is_set():
+            if self.state_read(lambda st: st.has_users()):
+                return
+            try:
+                created = self.propose({"op": "bootstrap", "token_hash": self.admin_token_hash})
+                log.info("identity bootstrap: %s", "admin user created" if created["created"]
+                         else "users already exist")
+                return
+            except Exception as exc:       # not yet committable (election settling): retry
+                log.info("identity bootstrap not done yet: %s", exc)
+                self._stopping.wait(0.5)
 
     # --- commands ------------------------------------------------------------------------------
 

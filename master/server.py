@@ -11,12 +11,15 @@ import grpc
 from prometheus_client import REGISTRY
 
 from gfs import logs, metrics
-from gfs.errors import FailedPrecondition
+from gfs.auth.tokens import token_hash
+from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
 from gfs.rpcguard import AsyncRequestDecoder
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
+from master.identity_service import IdentityService
 from master.service import MasterService
+from proto import identity_pb2_grpc as ipb_grpc
 from proto import master_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,8 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           defaults: dict | None = None, dead_after: float = 10.0, gc_grace: float = 3600.0,
           trash_retention: float = 86400.0, repair_concurrency: int = 2, repair_rate: int = 0,
           tiering: dict | None = None, balance: dict | None = None, session_ttl: float = 86400.0,
-          switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005"))) -> int:
+          switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005")),
+          admin_token_file: str | None = None) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
     tune_malloc()
@@ -50,7 +54,8 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     sys.setswitchinterval(switch_interval)
     node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
                       raft_config, defaults, dead_after, gc_grace, trash_retention,
-                      repair_concurrency, repair_rate, tiering, balance, session_ttl)
+                      repair_concurrency, repair_rate, tiering, balance, session_ttl,
+                      admin_token_hash=read_admin_token(admin_token_file))
     REGISTRY.register(RaftCollector(node))
     host, port = metrics.serve(metrics_address)
     node.metrics_address = f"{host}:{port}"
@@ -62,13 +67,30 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     return 0
 
 
+def read_admin_token(path: str | None) -> bytes | None:
+    """The hash of the first administrator's token (the file holds the token; only its hash is
+    kept in memory and in the state), or None when no file is given."""
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return token_hash(f.read().strip())
+    except OSError as err:
+        raise FailedPrecondition(f"cannot read the admin token file {path}: {err.strerror}") from None
+    except GfsError as err:
+        raise FailedPrecondition(f"the admin token file {path} holds no valid token: "
+                                 f"{err.message}") from None
+
+
 async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
     """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
     replicated commands wait on futures that the Raft tick thread resolves."""
     server = grpc.aio.server(interceptors=[AsyncRequestDecoder("master")],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
-    pb_grpc.add_MasterServicer_to_server(MasterService(node), server)
+    service = MasterService(node)
+    pb_grpc.add_MasterServicer_to_server(service, server)
+    ipb_grpc.add_IdentityServicer_to_server(IdentityService(service), server)
     try:
         server.add_insecure_port(grpc_address)
     except RuntimeError as err:

@@ -11,7 +11,9 @@ from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
 from gfs.validate import address, label, non_negative, positive
+from master.callers import auth_of
 from master.node import MasterNode, NotLeader
+from master.proposer import now_ms
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
@@ -30,9 +32,7 @@ def rpc(method):
                 return await method(self, request, context)
             except GfsError as err:
                 outcome["code"] = err.code
-                if isinstance(err, NotLeader) and err.leader:
-                    context.set_trailing_metadata(((LEADER_METADATA_KEY, err.leader),))
-                await context.abort(err.grpc_code, err.message)
+                await abort_with(context, err)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:            # a bug, not bad input: traceback, rate-limited
@@ -41,6 +41,13 @@ def rpc(method):
                 await context.abort(grpc.StatusCode.INTERNAL,
                                     f"internal error: {type(exc).__name__}: {exc}")
     return wrapper
+
+
+async def abort_with(context, err: GfsError) -> None:
+    """End an RPC with the error's status and message (and the leader hint for NotLeader)."""
+    if isinstance(err, NotLeader) and err.leader:
+        context.set_trailing_metadata(((LEADER_METADATA_KEY, err.leader),))
+    await context.abort(err.grpc_code, err.message)
 
 
 def request_timeout(context) -> float:
@@ -77,7 +84,7 @@ def file_info(d: dict, locate=None) -> pb.FileInfo:
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
         replication=d["replication"], storage_class=d["storage_class"],
-        chunk_size=d["chunk_size"],
+        chunk_size=d["chunk_size"], visibility=d.get("visibility", ""),
         chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
                              length=c["length"], checksum=c["checksum"],
                              replicas=locate(c)) for c in d["chunks"]])
@@ -88,8 +95,22 @@ class MasterService(pb_grpc.MasterServicer):
         self.node = node
 
     async def _mutate(self, request, context, command: dict) -> dict:
+        """Replicate a client's command, run as the caller (its token hash goes with it)."""
         command.update(header_fields(request.header))
+        command["auth"] = auth_of(context)
         return await self.node.execute(command, request_timeout(context))
+
+    async def _read(self, context, fn, linearizable: bool = True):
+        """`fn(state, auth, now)` on the state, as the caller (after a barrier unless stale reads
+        were asked for)."""
+        auth, now = auth_of(context), now_ms()
+        return await self.node.read(lambda st: fn(st, auth, now), linearizable,
+                                    request_timeout(context))
+
+    async def _admin(self, context) -> None:
+        """Refuse unless the caller is an administrator (cluster-wide figures and plans)."""
+        await self._read(context, lambda st, auth, now: self.node.require_admin(st, auth, now),
+                         linearizable=False)
 
     @rpc
     async def Mkdir(self, request, context):
@@ -107,7 +128,7 @@ class MasterService(pb_grpc.MasterServicer):
             "op": "create", "path": request.path, "replication": replication,
             "storage_class": request.storage_class, "default_class": d["storage_class"],
             "chunk_size": chunk_size, "mode": request.mode or 0o644, "owner": request.owner,
-            "overwrite": request.overwrite})
+            "overwrite": request.overwrite, "size": request.size_hint})
         return pb.CreateResponse(inode=ok["inode"], chunk_size=chunk_size, replication=replication)
 
     @rpc
@@ -143,14 +164,19 @@ class MasterService(pb_grpc.MasterServicer):
         trash = not request.skip_trash and self.node.trash_retention > 0
         ok = await self._mutate(request, context, {"op": "delete", "path": request.path,
                                                    "recursive": request.recursive,
-                                                   "trash": trash, "user": request.user})
+                                                   "trash": trash})
         return pb.DeleteResponse(deleted=ok["deleted"], trash_id=ok["trash_id"])
 
     @rpc
     async def TrashList(self, request, context):
-        user = None if request.all_users else request.user     # "" is the anonymous user
-        entries = await self.node.read(lambda st: st.trash_list(user), True,
-                                       request_timeout(context))
+        def entries_of(st, auth, now):
+            caller = st.principal(auth, now)
+            if request.all_users or (request.user and request.user != caller.user):
+                self.node.require_admin(st, auth, now)
+                return st.trash_list(None if request.all_users else request.user)
+            return st.trash_list(caller.user)
+
+        entries = await self._read(context, entries_of)
         return pb.TrashListResponse(entries=[self._trash_entry(e) for e in entries],
                                     retention_s=self.node.trash_retention)
 
@@ -164,7 +190,7 @@ class MasterService(pb_grpc.MasterServicer):
     async def TrashRestore(self, request, context):
         ok = await self._mutate(request, context, {
             "op": "trash_restore", "id": request.id, "user": request.user,
-            "dst": request.dst, "mode": 0o755, "owner": request.user})
+            "dst": request.dst, "mode": 0o755, "owner": ""})
         return pb.TrashRestoreResponse(path=ok["path"])
 
     @rpc
@@ -177,6 +203,7 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def GcPlan(self, request, context):
         self.node.require_leader()
+        await self._admin(context)
         gc = self.node.gc
 
         def survey() -> pb.GcPlanResponse:      # LMDB scans: off the event loop
@@ -204,24 +231,25 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def TierStatus(self, request, context):
-        info = await self.node.read(lambda st: st.stat(request.path), True,
-                                    request_timeout(context))
+        info = await self._read(context, lambda st, auth, now: st.stat(request.path, auth, now))
         return pb.TierStatusResponse(**(await asyncio.to_thread(self.node.tier_status, info)))
 
     @rpc
     async def BalanceStatus(self, request, context):
+        await self._admin(context)
         s = await asyncio.to_thread(self.node.balance_status)
         s["servers"] = [pb.BalanceServer(**srv) for srv in s["servers"]]
         return pb.BalanceStatusResponse(**s)
 
     @rpc
     async def Health(self, request, context):
+        await self._admin(context)
         return pb.HealthResponse(**(await asyncio.to_thread(self.node.health)))
 
     @rpc
     async def Stat(self, request, context):
-        info = await self.node.read(lambda st: st.stat(request.path), not request.stale_ok,
-                                    request_timeout(context))
+        info = await self._read(context, lambda st, auth, now: st.stat(
+            request.path, auth, now, request.for_read), not request.stale_ok)
         if request.for_read and info["type"] == "file" and self.node.raft.is_leader():
             self.node.tiering.tracker.note(info["inode"])
         return pb.StatResponse(info=file_info(info, self.node.chunk_locations))
@@ -229,8 +257,8 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def List(self, request, context):
         limit = min(request.limit or 1000, 10_000)
-        entries, nxt = await self.node.read(lambda st: st.list(request.path, request.start_after, limit),
-                                      not request.stale_ok, request_timeout(context))
+        entries, nxt = await self._read(context, lambda st, auth, now: st.list(
+            request.path, request.start_after, limit, auth, now), not request.stale_ok)
         return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations) for e in entries],
                                next=nxt)
 
@@ -271,6 +299,7 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def Chunkservers(self, request, context):
         self.node.require_leader()
+        await self._admin(context)
         return pb.ChunkserversResponse(servers=[pb.ChunkserverInfo(**s)
                                                 for s in self.node.chunkservers.describe()])
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import struct
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
@@ -20,711 +19,39 @@ import msgpack
 
 from gfs import paths
 from gfs.fsutil import fsync_path
-from gfs.errors import (AlreadyExists, DataLoss, FailedPrecondition, GfsError, InvalidArgument,
-                        NotFound)
+from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
+from gfs.auth.checker import VISIBILITIES
+from gfs.auth.tokens import HASH_BYTES
+from master import identity
+from master import namespace as ns
+from master import usage
+from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
+                           chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
+                           parse_session, path_field, path_or_empty, text)
+from master.access import ROOT_OWNER, admin_overrides
+from master.namespace import COMMITTED
+from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
+                          ROOT_INODE, U64, Tx, error_result, show, u64key)
 
-ROOT_INODE = 1
-DIR, FILE = "dir", "file"
-COMMITTED, PENDING = "committed", "pending"
-STORAGE_CLASSES = ("hot", "cold", "auto")
-DEFAULT_CLASS = "hot"
-CHUNK_UNIT = 64 * 1024
 MAX_REPLICATION = 16
-CHUNK_VERSION = 1             # version of a freshly allocated chunk
-MAX_U32 = (1 << 32) - 1
-MAX_U64 = (1 << 64) - 1       # every integer must fit msgpack's uint64 and struct '>Q'
-MAX_TEXT_BYTES = 255          # owner names and replica addresses
-CLIENT_ID_BYTES = 16
-ROOT_MODE, ROOT_OWNER = 0o755, "root"
-
-_DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash",
-             "session_times")
-_MAX_DBS = 16
-_APPLIED, _NEXT_INODE, _NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
-_NEXT_TRASH = b"next_trash"
 FIRST_TRASH_ID = 1
-ANONYMOUS = ""                # the user of trash entries made without one
-_U64 = struct.Struct(">Q")
+AS_SYSTEM = object()          # reads on behalf of the masters themselves (leader loops)
 _DATA_FILE = "data.mdb"
 # install_copy: PATH.installing (being written) -> PATH.staged (complete, durable) -> PATH,
 # with the old PATH moved to PATH.retired in between.
 _INSTALLING, _STAGED, _RETIRED = ".installing", ".staged", ".retired"
-_SHOW_CHARS = 60
 
 
-# --- encoding --------------------------------------------------------------------------------
-
-def _key(number: int) -> bytes:
-    return _U64.pack(number)
-
-
-def _pack(value: Any) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False)
-
-
-def _show(value: Any) -> str:
-    """A short one-line repr of an arbitrary (client-supplied) value for error messages."""
-    text = repr(value)
-    return text if len(text) <= _SHOW_CHARS else text[:_SHOW_CHARS] + "..."
-
-
-def _session_seq(key: bytes, client_id: bytes) -> int | None:
-    """The seq of a sessions key if the key belongs to `client_id`."""
-    if key[:CLIENT_ID_BYTES] != client_id:
-        return None
-    return _U64.unpack(key[CLIENT_ID_BYTES:])[0]
-
-
-def _error(exc: GfsError) -> dict:
-    return {"err": [exc.code, exc.message]}
-
-
-class Session(NamedTuple):
-    """The exactly-once header of a command."""
-    client_id: bytes
-    seq: int
-    ack_seq: int
-
-    @property
-    def key(self) -> bytes:
-        return self.client_id + _key(self.seq)
-
-
-# --- typed access to the databases inside one transaction --------------------------------------
-
-class _Tx:
-    """One LMDB transaction seen through the named databases of docs/state-machine.md."""
-
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]):
-        self._txn = txn
-        self._dbs = dbs
-
-    def _get(self, db: str, key: bytes) -> Any:
-        data = self._txn.get(key, db=self._dbs[db])
-        return None if data is None else _unpack(data)
-
-    def _put(self, db: str, key: bytes, value: Any) -> None:
-        self._txn.put(key, _pack(value), db=self._dbs[db])
-
-    def _delete(self, db: str, key: bytes) -> bool:
-        """Delete `key` from `db`; whether it was there."""
-        return self._txn.delete(key, db=self._dbs[db])
-
-    def raw_items(self, db: str) -> Iterator[tuple[bytes, bytes]]:
-        """Every (key, raw value) of `db` in key order."""
-        return self._txn.cursor(db=self._dbs[db]).iternext()
-
-    def records(self, db: str) -> Iterator[tuple[bytes, Any]]:
-        for key, data in self.raw_items(db):
-            yield key, _unpack(data)
-
-    def count(self, db: str) -> int:
-        return self._txn.stat(self._dbs[db])["entries"]
-
-    def dump(self, db: str) -> list[tuple[bytes, bytes]]:
-        """Every (key, value) of `db` in key order (raw bytes)."""
-        return list(self.raw_items(db))
-
-    # meta: 8-byte big-endian counters
-    def counter(self, name: bytes) -> int:
-        data = self._txn.get(name, db=self._dbs["meta"])
-        return 0 if data is None else _U64.unpack(data)[0]
-
-    def set_counter(self, name: bytes, value: int) -> None:
-        self._txn.put(name, _key(value), db=self._dbs["meta"])
-
-    def allocate(self, name: bytes) -> int:
-        """Take the next id from counter `name`."""
-        value = self.counter(name)
-        self.set_counter(name, value + 1)
-        return value
-
-    # inodes
-    def inode(self, ino: int) -> dict | None:
-        return self._get("inodes", _key(ino))
-
-    def put_inode(self, ino: int, record: dict) -> None:
-        self._put("inodes", _key(ino), record)
-
-    def delete_inode(self, ino: int) -> None:
-        self._delete("inodes", _key(ino))
-
-    def is_dir(self, ino: int) -> bool:
-        return self.inode(ino)["type"] == DIR
-
-    def touch(self, ino: int, now: int) -> None:
-        record = self.inode(ino)
-        record["mtime"] = now
-        self.put_inode(ino, record)
-
-    def inode_records(self) -> Iterator[dict]:
-        for _, data in self._txn.cursor(db=self._dbs["inodes"]).iternext():
-            yield _unpack(data)
-
-    # dirents: parent (8 bytes) + name -> child (8 bytes)
-    def lookup(self, parent: int, name: str) -> int | None:
-        data = self._txn.get(_key(parent) + name.encode(), db=self._dbs["dirents"])
-        return None if data is None else _U64.unpack(data)[0]
-
-    def add_entry(self, parent: int, name: str, child: int, now: int) -> None:
-        """Point `parent`/`name` at `child` (replacing any entry there) and touch the parent."""
-        self._txn.put(_key(parent) + name.encode(), _key(child), db=self._dbs["dirents"])
-        self.touch(parent, now)
-
-    def remove_entry(self, parent: int, name: str, now: int) -> None:
-        self._txn.delete(_key(parent) + name.encode(), db=self._dbs["dirents"])
-        self.touch(parent, now)
-
-    def entries(self, parent: int, start_after: str = "", limit: int | None = None) -> list[tuple[str, int]]:
-        """(name, child) of `parent` in name order, after `start_after`, at most `limit`."""
-        prefix = _key(parent)
-        skip = prefix + start_after.encode() if start_after else None
-        cursor = self._txn.cursor(db=self._dbs["dirents"])
-        found: list[tuple[str, int]] = []
-        if not cursor.set_range(skip or prefix):
-            return found
-        for key, value in cursor.iternext():
-            if not key.startswith(prefix) or (limit is not None and len(found) >= limit):
-                break
-            if key != skip:
-                found.append((key[len(prefix):].decode(), _U64.unpack(value)[0]))
-        return found
-
-    def has_entries(self, parent: int) -> bool:
-        return bool(self.entries(parent, limit=1))
-
-    def drop_entries(self, parent: int) -> list[int]:
-        """Delete every entry of `parent` (no mtime update); return the children."""
-        children = self.entries(parent)
-        for name, _ in children:
-            self._txn.delete(_key(parent) + name.encode(), db=self._dbs["dirents"])
-        return [child for _, child in children]
-
-    # pending uploads
-    def pending(self, ino: int) -> dict | None:
-        return self._get("pending", _key(ino))
-
-    def put_pending(self, ino: int, record: dict) -> None:
-        self._put("pending", _key(ino), record)
-
-    def delete_pending(self, ino: int) -> None:
-        self._delete("pending", _key(ino))
-
-    # chunks and garbage
-    def chunk(self, handle: int) -> dict | None:
-        return self._get("chunks", _key(handle))
-
-    def put_chunk(self, handle: int, record: dict) -> None:
-        self._put("chunks", _key(handle), record)
-
-    def discard_chunks(self, handles: list[int], now: int) -> None:
-        """Move chunks out of `chunks` into `garbage`, stamped with `now`."""
-        for handle in handles:
-            self._delete("chunks", _key(handle))
-            self._put("garbage", _key(handle), now)
-
-    def forget_garbage(self, handle: int) -> bool:
-        return self._delete("garbage", _key(handle))
-
-    # trash: id -> trash record
-    def trash(self, trash_id: int) -> dict | None:
-        return self._get("trash", _key(trash_id))
-
-    def put_trash(self, trash_id: int, record: dict) -> None:
-        self._put("trash", _key(trash_id), record)
-
-    def delete_trash(self, trash_id: int) -> None:
-        self._delete("trash", _key(trash_id))
-
-    def trash_records(self) -> list[dict]:
-        """Every trash record, in id order."""
-        return [record for _, record in self.records("trash")]
-
-    # sessions: client id (16 bytes) + seq (8 bytes) -> {"at": ms stored, "result": result}
-    #   (a bare result in data written before sessions expired)
-    # session_times: at (8 bytes) + sessions key -> b"" (oldest first, for expire_sessions)
-    def session_result(self, session: Session) -> dict | None:
-        stored = self._get("sessions", session.key)
-        return stored["result"] if stored is not None and "at" in stored else stored
-
-    def store_session(self, session: Session, result: dict, now: int) -> None:
-        self._put("sessions", session.key, {"at": now, "result": result})
-        self._txn.put(_key(now) + session.key, b"", db=self._dbs["session_times"])
-
-    def prune_sessions(self, client_id: bytes, ack_seq: int) -> None:
-        """Forget the client's results with seq <= ack_seq."""
-        cursor = self._txn.cursor(db=self._dbs["sessions"])
-        cursor.set_range(client_id + _key(0))     # unpositioned (key b"") when nothing follows
-        while (seq := _session_seq(cursor.key(), client_id)) is not None and seq <= ack_seq:
-            stored = _unpack(cursor.value())
-            if "at" in stored:
-                self._txn.delete(_key(stored["at"]) + cursor.key(),
-                                 db=self._dbs["session_times"])
-            cursor.delete()                         # moves to the next key
-
-    def expire_sessions(self, before: int, limit: int) -> tuple[int, bool]:
-        """Forget up to `limit` results stored before `before` (ms), oldest first; (how many,
-        whether older ones remain)."""
-        cursor = self._txn.cursor(db=self._dbs["session_times"])
-        cursor.first()
-        expired = 0
-        while (key := cursor.key()) and _U64.unpack(key[:8])[0] < before:
-            if expired == limit:
-                return expired, True
-            self._delete("sessions", key[8:])
-            cursor.delete()
-            expired += 1
-        return expired, False
-
-
-# --- command validation ------------------------------------------------------------------------
-
-Check = Callable[[str, Any], Any]
-
-
-def _int_in(low: int, high: int = MAX_U64) -> Check:
-    def check(field: str, value: Any) -> int:
-        if type(value) is not int:
-            raise InvalidArgument(f"field {field!r} must be an int, not {type(value).__name__}")
-        if not low <= value <= high:
-            raise InvalidArgument(f"field {field!r} must be between {low} and {high}, not {value}")
-        return value
-    return check
-
-
-def _bool(field: str, value: Any) -> bool:
-    if type(value) is not bool:
-        raise InvalidArgument(f"field {field!r} must be a bool, not {type(value).__name__}")
-    return value
-
-
-def _text(field: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"field {field!r} must be a str, not {type(value).__name__}")
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise InvalidArgument(f"field {field!r} is not valid UTF-8") from None
-    if size > MAX_TEXT_BYTES:
-        raise InvalidArgument(f"field {field!r} is longer than {MAX_TEXT_BYTES} UTF-8 bytes")
-    return value
-
-
-def _path(field: str, value: Any) -> str:
-    try:
-        return paths.normalize(value)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"field {field!r}: {exc.message}") from None
-
-
-def _path_or_empty(field: str, value: Any) -> str:
-    """A path, or "" for "none given"."""
-    return "" if value == "" else _path(field, value)
-
-
-def _one_of(*choices: str) -> Check:
-    def check(field: str, value: Any) -> str:
-        if not isinstance(value, str) or value not in choices:
-            raise InvalidArgument(f"field {field!r} must be one of {', '.join(choices)}, not {_show(value)}")
-        return value
-    return check
-
-
-def _chunk_size(field: str, value: Any) -> int:
-    _int_in(CHUNK_UNIT)(field, value)
-    if value % CHUNK_UNIT:
-        raise InvalidArgument(f"field {field!r} must be a multiple of {CHUNK_UNIT}, not {value}")
-    return value
-
-
-def _client_id(field: str, value: Any) -> bytes:
-    if type(value) is not bytes or len(value) != CLIENT_ID_BYTES:
-        raise InvalidArgument(f"field {field!r} must be {CLIENT_ID_BYTES} bytes, not {_show(value)}")
-    return value
-
-
-def _list_of(item: Check) -> Check:
-    def check(field: str, value: Any) -> list:
-        if not isinstance(value, list):
-            raise InvalidArgument(f"field {field!r} must be a list, not {type(value).__name__}")
-        return [item(f"{field}[{i}]", element) for i, element in enumerate(value)]
-    return check
-
-
-def _pair_of(first: Check, second: Check) -> Check:
-    def check(field: str, value: Any) -> tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise InvalidArgument(f"field {field!r} must be a pair, not {_show(value)}")
-        return first(f"{field}[0]", value[0]), second(f"{field}[1]", value[1])
-    return check
-
-
-def _map_of(schema: dict[str, Check]) -> Check:
-    def check(field: str, value: Any) -> dict:
-        if not isinstance(value, dict):
-            raise InvalidArgument(f"field {field!r} must be a map, not {type(value).__name__}")
-        return _fields(value, schema, where=f"{field}.")
-    return check
-
-
-def _fields(obj: dict, required: dict[str, Check], optional: dict[str, Check] | None = None,
-            where: str = "") -> dict:
-    """Validate `obj` against a schema: no unknown or missing fields, every value well-typed."""
-    optional = optional or {}
-    for name in obj:
-        if name not in required and name not in optional:
-            raise InvalidArgument(f"unknown field {where}{_show(name)}")
-    for name in required:
-        if name not in obj:
-            raise InvalidArgument(f"missing field {where}{name!r}")
-    schema = {**required, **optional}
-    return {name: check(where + name, obj[name]) for name, check in schema.items() if name in obj}
-
-
-_MODE = _int_in(0, MAX_U32)
-_INODE = _int_in(1)
-_COMMON: dict[str, Check] = {"op": _text, "now": _int_in(0)}
-_SESSION: dict[str, Check] = {"client_id": _client_id, "seq": _int_in(1), "ack_seq": _int_in(0)}
-
-
-def _parse_session(command: Any) -> Session | None:
-    """The command's exactly-once header, or None for a command without one."""
-    if not isinstance(command, dict):
-        raise InvalidArgument(f"a command must be a map, not {type(command).__name__}")
-    present = [name for name in _SESSION if name in command]
-    if not present:
-        return None
-    if len(present) != len(_SESSION):
-        raise InvalidArgument("fields 'client_id', 'seq' and 'ack_seq' must come together")
-    session = Session(*(check(name, command[name]) for name, check in _SESSION.items()))
-    if session.ack_seq >= session.seq:
-        raise InvalidArgument(f"field 'ack_seq' ({session.ack_seq}) must be less than 'seq' ({session.seq})")
-    return session
-
-
-# --- namespace helpers -------------------------------------------------------------------------
-
-def _prefix(parts: list[str], n: int) -> str:
-    return "/" + "/".join(parts[:n])
-
-
-def _child(tx: _Tx, ino: int, parts: list[str], i: int) -> int | None:
-    """The entry `parts[i]` of directory `ino` (the path `parts[:i]`), or None."""
-    if not tx.is_dir(ino):
-        raise FailedPrecondition(f"{_prefix(parts, i)} is not a directory")
-    return tx.lookup(ino, parts[i])
-
-
-def _resolve(tx: _Tx, path: str) -> int:
-    """The inode at `path` (NotFound if missing, FailedPrecondition if it crosses a file)."""
-    parts = paths.components(path)
-    ino = ROOT_INODE
-    for i in range(len(parts)):
-        child = _child(tx, ino, parts, i)
-        if child is None:
-            raise NotFound(f"{_prefix(parts, i + 1)}: no such file or directory")
-        ino = child
-    return ino
-
-
-def _resolve_dir(tx: _Tx, path: str) -> int:
-    ino = _resolve(tx, path)
-    if not tx.is_dir(ino):
-        raise FailedPrecondition(f"{path} is not a directory")
-    return ino
-
-
-def _locate(tx: _Tx, path: str) -> tuple[int, str, int | None]:
-    """(parent dir inode, name, inode now at `path` or None); the root is its own parent."""
-    parent_path, name = paths.split(path)
-    if not name:
-        return ROOT_INODE, "", ROOT_INODE
-    parent = _resolve_dir(tx, parent_path)
-    return parent, name, tx.lookup(parent, name)
-
-
-def _existing(tx: _Tx, path: str) -> tuple[int, str, int]:
-    """Like _locate, but the entry must exist."""
-    parent, name, ino = _locate(tx, path)
-    if ino is None:
-        raise NotFound(f"{path}: no such file or directory")
-    return parent, name, ino
-
-
-def _check_replaceable(tx: _Tx, path: str, existing: int, overwrite: bool, by_dir: bool = False) -> None:
-    """May a new entry take `path`, held by `existing`? Only with overwrite, and file by file."""
-    if not overwrite:
-        raise AlreadyExists(f"{path} already exists")
-    if tx.is_dir(existing):
-        raise FailedPrecondition(f"{path} is a directory and cannot be overwritten")
-    if by_dir:
-        raise FailedPrecondition(f"a directory cannot overwrite the file {path}")
-
-
-def _inode_record(kind: str, mode: int, owner: str, now: int, replication: int = 0,
-                  storage_class: str = "", chunk_size: int = 0, state: str = COMMITTED) -> dict:
-    return {"type": kind, "mode": mode, "owner": owner, "ctime": now, "mtime": now, "size": 0,
-            "replication": replication, "storage_class": storage_class, "chunk_size": chunk_size,
-            "chunks": [], "state": state}
-
-
-def _new_dir(tx: _Tx, parent: int, name: str, args: dict) -> int:
-    """A new directory inherits its parent's storage class ("" when the parent has none)."""
-    ino = tx.allocate(_NEXT_INODE)
-    inherited = tx.inode(parent).get("storage_class", "")
-    tx.put_inode(ino, _inode_record(DIR, args["mode"], args["owner"], args["now"],
-                                    storage_class=inherited))
-    tx.add_entry(parent, name, ino, args["now"])
-    return ino
-
-
-def _file_class(tx: _Tx, parent: int, args: dict) -> str:
-    """A new file's storage class: the one asked for, else its directory's, else the default."""
-    return (args["storage_class"] or tx.inode(parent).get("storage_class", "")
-            or args.get("default_class", DEFAULT_CLASS))
-
-
-def _drop_inode(tx: _Tx, ino: int, now: int) -> dict:
-    """Delete one inode record, sending a file's chunks to garbage; return the record."""
-    record = tx.inode(ino)
-    tx.discard_chunks(record["chunks"], now)
-    tx.delete_inode(ino)
-    return record
-
-
-def _remove_tree(tx: _Tx, ino: int, now: int) -> int:
-    """Delete `ino` and everything below it (its own entry is the caller's); count the inodes."""
-    removed, stack = 0, [ino]
-    while stack:
-        current = stack.pop()
-        if tx.is_dir(current):
-            stack.extend(reversed(tx.drop_entries(current)))
-        _drop_inode(tx, current, now)
-        removed += 1
-    return removed
-
-
-def _set_class(tx: _Tx, args: dict) -> dict:
-    """Set the storage class of a file, or of a directory (inherited by what is created in it
-    later; "" = none); with `recursive`, of every directory and file below it too ("" then
-    clears the directories' classes and leaves the files' as they are)."""
-    path, cls = args["path"], args["storage_class"]
-    ino = _resolve(tx, path)
-    if not tx.is_dir(ino) and not cls:
-        raise InvalidArgument(f"{path} is a file: give it a class ({', '.join(STORAGE_CLASSES)})")
-    changed, stack = 0, [ino]
-    while stack:
-        current = stack.pop()
-        record = tx.inode(current)
-        is_dir = record["type"] == DIR
-        if is_dir and (current == ino and args["recursive"] or current != ino):
-            stack.extend(child for _, child in tx.entries(current))
-        if (is_dir or cls) and record["storage_class"] != cls:
-            record["storage_class"] = cls
-            tx.put_inode(current, record)
-            changed += 1
-    return {"changed": changed}
-
-
-def _note_reads(tx: _Tx, args: dict) -> dict:
-    """Record when files' data was last read (batched by the leader, for `auto` tiering)."""
-    noted = 0
-    for ino, when in args["reads"]:
-        record = tx.inode(ino)
-        if record is not None and record["type"] == FILE and when > record.get("atime", 0):
-            record["atime"] = when
-            tx.put_inode(ino, record)
-            noted += 1
-    return {"noted": noted}
-
-
-def _tree_summary(tx: _Tx, ino: int) -> tuple[int, int, int]:
-    """(inodes, files, bytes) of `ino` and everything below it; bytes sums the file sizes."""
-    inodes = files = size = 0
-    stack = [ino]
-    while stack:
-        current = stack.pop()
-        record = tx.inode(current)
-        inodes += 1
-        if record["type"] == DIR:
-            stack.extend(child for _, child in tx.entries(current))
-        else:
-            files += 1
-            size += record["size"]
-    return inodes, files, size
-
-
-def _upload(tx: _Tx, ino: int) -> tuple[dict, dict]:
-    """(inode record, pending record) of a pending upload."""
-    pending = tx.pending(ino)
-    if pending is None:
-        raise NotFound(f"inode {ino} is not a pending upload")
-    return tx.inode(ino), pending
-
-
-def _check_commit_chunks(record: dict, chunks: list[dict], size: int) -> None:
-    handles = [chunk["handle"] for chunk in chunks]
-    if handles != record["chunks"]:
-        raise FailedPrecondition(f"the {len(handles)} committed chunks do not match the "
-                                 f"{len(record['chunks'])} allocated chunks, in order")
-    for i, chunk in enumerate(chunks):
-        if chunk["length"] > record["chunk_size"]:
-            raise FailedPrecondition(f"chunk {i} is {chunk['length']} bytes, over the chunk size "
-                                     f"{record['chunk_size']}")
-    total = sum(chunk["length"] for chunk in chunks)
-    if total != size:
-        raise FailedPrecondition(f"chunk lengths add up to {total} bytes, not the size {size}")
-
-
-def _seal_chunks(tx: _Tx, chunks: list[dict]) -> None:
-    """Record the committed length and checksum of each chunk."""
-    for chunk in chunks:
-        stored = tx.chunk(chunk["handle"])
-        stored.update(length=chunk["length"], checksum=chunk["checksum"])
-        tx.put_chunk(chunk["handle"], stored)
-
-
-def _chunk_infos(tx: _Tx, handles: list[int]) -> list[dict]:
-    infos = []
-    for handle in handles:
-        chunk = tx.chunk(handle)
-        infos.append({"handle": handle, "index": chunk["index"], "version": chunk["version"],
-                      "length": chunk["length"], "checksum": chunk["checksum"],
-                      "replicas": chunk["replicas"]})
-    return infos
-
-
-def _describe(tx: _Tx, path: str, ino: int) -> dict:
-    record = tx.inode(ino)
-    return {"path": path, "inode": ino, "type": record["type"], "size": record["size"],
-            "mode": record["mode"], "owner": record["owner"], "ctime": record["ctime"],
-            "mtime": record["mtime"], "replication": record["replication"],
-            "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
-            "chunks": _chunk_infos(tx, record["chunks"])}
-
-
-# --- commands: handler(tx, validated fields) -> ok result; errors are raised --------------------
-
-def _mkdir(tx: _Tx, args: dict) -> dict:
-    path = args["path"]
-    if args["parents"]:
-        _make_ancestors(tx, path, args)
-    parent, name, existing = _locate(tx, path)
-    if existing is not None:
-        if args["parents"] and tx.is_dir(existing):
-            return {"inode": existing}
-        raise AlreadyExists(f"{path} already exists")
-    return {"inode": _new_dir(tx, parent, name, args)}
-
-
-def _make_ancestors(tx: _Tx, path: str, args: dict) -> None:
-    """mkdir -p: create the missing directories above `path`."""
-    parts = paths.components(path)[:-1]
-    ino = ROOT_INODE
-    for i, name in enumerate(parts):
-        child = _child(tx, ino, parts, i)
-        ino = child if child is not None else _new_dir(tx, ino, name, args)
-
-
-def _create(tx: _Tx, args: dict) -> dict:
-    path, now = args["path"], args["now"]
-    parent, name, existing = _locate(tx, path)
-    if existing is not None:
-        _check_replaceable(tx, path, existing, args["overwrite"])
-    ino = tx.allocate(_NEXT_INODE)
-    tx.put_inode(ino, _inode_record(FILE, args["mode"], args["owner"], now, args["replication"],
-                                    _file_class(tx, parent, args), args["chunk_size"], PENDING))
-    tx.put_pending(ino, {"parent": parent, "name": name, "path": path,
-                         "overwrite": args["overwrite"], "created": now, "touched": now})
-    return {"inode": ino}
-
-
-def _touched(pending: dict) -> int:
-    """The last activity of a pending upload (records written before `touched` existed have
-    only `created`)."""
-    return pending.get("touched", pending["created"])
-
-
-def _add_chunk(tx: _Tx, args: dict) -> dict:
-    ino, index, now = args["inode"], args["index"], args["now"]
-    if tx.pending(ino) is None and tx.inode(ino) is not None:
-        raise FailedPrecondition(f"inode {ino} is not a pending upload")
-    record, pending = _upload(tx, ino)
-    handles = record["chunks"]
-    if index > len(handles):
-        raise FailedPrecondition(f"chunk index {index} is past the end of inode {ino} "
-                                 f"({len(handles)} chunks so far)")
-    if index < len(handles):
-        # A retry of a failed chunk write: same handle, next version; replicas that still hold
-        # an older version are stale.
-        handle = handles[index]
-        version = tx.chunk(handle)["version"]
-        if version >= MAX_U64:
-            raise FailedPrecondition(f"chunk {handle} is at the highest version {version}")
-        version += 1
-    else:
-        handle, version = tx.allocate(_NEXT_CHUNK), CHUNK_VERSION
-        handles.append(handle)
-        tx.put_inode(ino, record)
-    tx.put_chunk(handle, {"inode": ino, "index": index, "version": version, "length": 0,
-                          "checksum": 0, "replicas": args["replicas"]})
-    pending["touched"] = now
-    tx.put_pending(ino, pending)
-    return {"handle": handle, "version": version}
-
-
-def _commit(tx: _Tx, args: dict) -> dict:
-    ino, now = args["inode"], args["now"]
-    record, pending = _upload(tx, ino)
-    parent, name, path = pending["parent"], pending["name"], pending["path"]
-    if tx.inode(parent) is None:
-        raise NotFound(f"the directory of {path} was deleted during the upload")
-    _check_commit_chunks(record, args["chunks"], args["size"])
-    existing = tx.lookup(parent, name)
-    if existing is not None:
-        _check_replaceable(tx, path, existing, pending["overwrite"])
-        _drop_inode(tx, existing, now)
-    _seal_chunks(tx, args["chunks"])
-    record.update(size=args["size"], mtime=now, state=COMMITTED)
-    tx.put_inode(ino, record)
-    tx.add_entry(parent, name, ino, now)
-    tx.delete_pending(ino)
-    return {"inode": ino}
-
-
-def _drop_upload(tx: _Tx, ino: int, stamp: int) -> None:
-    """Forget a pending upload; its chunks go to garbage stamped `stamp`."""
-    _drop_inode(tx, ino, stamp)
-    tx.delete_pending(ino)
-
-
-def _abort(tx: _Tx, args: dict) -> dict:
-    _upload(tx, args["inode"])
-    _drop_upload(tx, args["inode"], args["now"])
+def _barrier(tx: Tx, args: dict) -> dict:
     return {}
 
 
-def _expire_uploads(tx: _Tx, args: dict) -> dict:
-    expired = []
-    for ino in args["inodes"]:
-        pending = tx.pending(ino)
-        if pending is None or _touched(pending) > args["before"]:
-            continue
-        _drop_upload(tx, ino, _touched(pending))
-        expired.append(ino)
-    return {"expired": expired}
-
-
-def _expire_sessions(tx: _Tx, args: dict) -> dict:
+def _expire_sessions(tx: Tx, args: dict) -> dict:
     expired, more = tx.expire_sessions(args["before"], args["limit"])
     return {"expired": expired, "more": more}
 
 
-def _set_replicas(tx: _Tx, args: dict) -> dict:
+def _set_replicas(tx: Tx, args: dict) -> dict:
     handle = args["handle"]
     chunk = tx.chunk(handle)
     if chunk is None or chunk["version"] != args["version"]:
@@ -734,136 +61,89 @@ def _set_replicas(tx: _Tx, args: dict) -> dict:
     return {"updated": True}
 
 
-def _forget_garbage(tx: _Tx, args: dict) -> dict:
+def _forget_garbage(tx: Tx, args: dict) -> dict:
     return {"forgotten": sum(1 for handle in args["handles"] if tx.forget_garbage(handle))}
 
 
-def _rename(tx: _Tx, args: dict) -> dict:
-    src, dst, now = args["src"], args["dst"], args["now"]
-    if paths.ROOT in (src, dst):
-        raise InvalidArgument("the root directory cannot be renamed or replaced")
-    src_parent, src_name, ino = _existing(tx, src)
-    if src == dst:
-        return {}
-    moving_dir = tx.is_dir(ino)
-    if moving_dir and paths.is_same_or_ancestor(src, dst):
-        raise InvalidArgument(f"cannot move the directory {src} into its own subtree ({dst})")
-    dst_parent, dst_name, existing = _locate(tx, dst)
-    if existing is not None:
-        _check_replaceable(tx, dst, existing, args["overwrite"], by_dir=moving_dir)
-        _drop_inode(tx, existing, now)
-    tx.remove_entry(src_parent, src_name, now)
-    tx.add_entry(dst_parent, dst_name, ino, now)
-    return {}
-
-
-def _delete(tx: _Tx, args: dict) -> dict:
-    path, now = args["path"], args["now"]
-    if path == paths.ROOT:
-        raise InvalidArgument("the root directory cannot be deleted")
-    parent, name, ino = _existing(tx, path)
-    if not args["recursive"] and tx.is_dir(ino) and tx.has_entries(ino):
-        raise FailedPrecondition(f"directory {path} is not empty")
-    tx.remove_entry(parent, name, now)
-    if not args.get("trash", False):
-        return {"deleted": _remove_tree(tx, ino, now), "trash_id": 0}
-    inodes, files, size = _tree_summary(tx, ino)
-    trash_id = tx.allocate(_NEXT_TRASH)
-    tx.put_trash(trash_id, {"id": trash_id, "user": args.get("user", ANONYMOUS), "path": path,
-                            "inode": ino, "type": tx.inode(ino)["type"], "size": size,
-                            "files": files, "deleted": now})
-    return {"deleted": inodes, "trash_id": trash_id}
-
-
-def _user_label(user: str) -> str:
-    return repr(user) if user != ANONYMOUS else "(anonymous)"
-
-
-def _trash_restore(tx: _Tx, args: dict) -> dict:
-    trash_id, user = args["id"], args["user"]
-    entry = tx.trash(trash_id)
-    if entry is None or entry["user"] != user:
-        raise NotFound(f"no trash entry {trash_id} for user {_user_label(user)}")
-    target = args["dst"] or entry["path"]
-    _make_ancestors(tx, target, args)
-    parent, name, existing = _locate(tx, target)
-    if existing is not None:
-        raise AlreadyExists(f"{target} already exists: restore trash entry {trash_id} to another "
-                            f"path (dst)")
-    tx.add_entry(parent, name, entry["inode"], args["now"])
-    tx.delete_trash(trash_id)
-    return {"path": target, "inode": entry["inode"]}
-
-
-def _trash_purge(tx: _Tx, args: dict) -> dict:
-    user, all_users, before = args["user"], args["all_users"], args["before"]
-    if args["ids"]:
-        found = (tx.trash(trash_id) for trash_id in dict.fromkeys(args["ids"]))
-        entries = [entry for entry in found if entry is not None]
-    else:
-        entries = tx.trash_records()
-    selected = [entry for entry in entries
-                if (all_users or entry["user"] == user) and (before == 0 or entry["deleted"] <= before)]
-    for entry in selected:
-        _remove_tree(tx, entry["inode"], args["now"])
-        tx.delete_trash(entry["id"])
-    return {"purged": len(selected)}
-
-
-def _barrier(tx: _Tx, args: dict) -> dict:
-    return {}
-
-
 class _Op(NamedTuple):
-    """An op's schema (required and optional fields, validated in this order) and handler."""
+    """An op's schema (required and optional fields, validated in this order), its handler, and
+    whether clients send it (then it carries the caller's `auth`, and is audited)."""
     required: dict[str, Check]
-    handler: Callable[[_Tx, dict], dict]
+    handler: Callable[[Tx, dict], dict]
     optional: Mapping[str, Check] = MappingProxyType({})
+    audited: bool = False       # always recorded in the audit log (identity and admin changes)
 
 
-_REPLICAS = _list_of(_text)
+_REPLICAS = list_of(text)
+_NAME = text
+_VISIBILITY = one_of("", *VISIBILITIES)
 
 _OPS: dict[str, _Op] = {
-    "mkdir": _Op({"path": _path, "parents": _bool, "mode": _MODE, "owner": _text}, _mkdir),
-    "create": _Op({"path": _path, "replication": _int_in(1, MAX_REPLICATION),
-                   "storage_class": _one_of("", *STORAGE_CLASSES), "chunk_size": _chunk_size,
-                   "mode": _MODE, "owner": _text, "overwrite": _bool}, _create,
-                  optional={"default_class": _one_of(*STORAGE_CLASSES)}),
-    "note_reads": _Op({"reads": _list_of(_pair_of(_INODE, _int_in(0)))}, _note_reads),
-    "set_class": _Op({"path": _path, "storage_class": _one_of("", *STORAGE_CLASSES),
-                      "recursive": _bool}, _set_class),
-    "add_chunk": _Op({"inode": _INODE, "index": _int_in(0), "replicas": _REPLICAS}, _add_chunk),
-    "commit": _Op({"inode": _INODE, "size": _int_in(0),
-                   "chunks": _list_of(_map_of({"handle": _int_in(1), "length": _int_in(0),
-                                               "checksum": _int_in(0)}))}, _commit),
-    "abort": _Op({"inode": _INODE}, _abort),
-    "rename": _Op({"src": _path, "dst": _path, "overwrite": _bool}, _rename),
-    "delete": _Op({"path": _path, "recursive": _bool}, _delete,
-                  optional={"trash": _bool, "user": _text}),
-    "set_replicas": _Op({"handle": _int_in(1), "version": _int_in(1), "replicas": _REPLICAS},
+    "mkdir": _Op({"path": path_field, "parents": boolean, "mode": MODE, "owner": text}, ns.mkdir),
+    "create": _Op({"path": path_field, "replication": int_in(1, MAX_REPLICATION),
+                   "storage_class": one_of("", *ns.STORAGE_CLASSES), "chunk_size": chunk_size_field,
+                   "mode": MODE, "owner": text, "overwrite": boolean}, ns.create,
+                  optional={"default_class": one_of(*ns.STORAGE_CLASSES), "size": int_in(0)}),
+    "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads),
+    "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
+                      "recursive": boolean}, ns.set_class),
+    "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
+    "commit": _Op({"inode": INODE, "size": int_in(0),
+                   "chunks": list_of(map_of({"handle": int_in(1), "length": int_in(0),
+                                             "checksum": int_in(0)}))}, ns.commit),
+    "abort": _Op({"inode": INODE}, ns.abort),
+    "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
+    "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
+                  optional={"trash": boolean, "user": text}),
+    "set_replicas": _Op({"handle": int_in(1), "version": int_in(1), "replicas": _REPLICAS},
                         _set_replicas),
-    "expire_uploads": _Op({"inodes": _list_of(_INODE), "before": _int_in(0)}, _expire_uploads),
-    "forget_garbage": _Op({"handles": _list_of(_int_in(1))}, _forget_garbage),
-    "expire_sessions": _Op({"before": _int_in(0), "limit": _int_in(1, 1_000_000)},
+    "expire_uploads": _Op({"inodes": list_of(INODE), "before": int_in(0)}, ns.expire_uploads),
+    "forget_garbage": _Op({"handles": list_of(int_in(1))}, _forget_garbage),
+    "expire_sessions": _Op({"before": int_in(0), "limit": int_in(1, 1_000_000)},
                            _expire_sessions),
-    "trash_restore": _Op({"id": _int_in(1), "user": _text, "dst": _path_or_empty, "mode": _MODE,
-                          "owner": _text}, _trash_restore),
-    "trash_purge": _Op({"user": _text, "all_users": _bool, "ids": _list_of(_int_in(1)),
-                        "before": _int_in(0)}, _trash_purge),
+    "trash_restore": _Op({"id": int_in(1), "user": text, "dst": path_or_empty, "mode": MODE,
+                          "owner": text}, ns.trash_restore),
+    "trash_purge": _Op({"user": text, "all_users": boolean, "ids": list_of(int_in(1)),
+                        "before": int_in(0)}, ns.trash_purge),
     "barrier": _Op({}, _barrier),
+    "set_visibility": _Op({"path": path_field, "visibility": _VISIBILITY}, ns.set_visibility,
+                          audited=True),
+    "chown": _Op({"path": path_field, "owner": _NAME, "recursive": boolean}, ns.chown,
+                 audited=True),
+    "bootstrap": _Op({"token_hash": bytes_of(HASH_BYTES)}, identity.bootstrap, audited=True),
+    "user_add": _Op({"name": _NAME, "admin": boolean},
+                    lambda tx, args: identity.add_user(tx, args, ns.make_home), audited=True),
+    "user_set": _Op({"name": _NAME}, identity.set_user, audited=True,
+                    optional={"disabled": boolean, "admin": boolean,
+                              "quota": pair_of(int_in(0), int_in(0))}),
+    "account_create": _Op({"name": _NAME, "owner": _NAME}, identity.create_account, audited=True),
+    "account_delete": _Op({"name": _NAME}, identity.delete_account, audited=True),
+    "token_create": _Op({"token_hash": bytes_of(HASH_BYTES), "name": _NAME, "principal": _NAME,
+                         "expires": int_in(0), "scopes": list_of(text)}, identity.create_token,
+                        audited=True),
+    "token_revoke": _Op({"token": _NAME}, identity.revoke_token, audited=True),
 }
+_AUTH = {"auth": optional_bytes(HASH_BYTES)}
 
 
-def _parse(command: dict) -> tuple[Callable[[_Tx, dict], dict], dict]:
-    """The handler and validated fields of a command (already known to be a map)."""
+def _parse(command: dict) -> tuple[_Op, dict]:
+    """The op and validated fields of a command (already known to be a map)."""
     if "op" not in command:
         raise InvalidArgument("missing field 'op'")
     op = command["op"]
     if not isinstance(op, str) or op not in _OPS:
-        raise InvalidArgument(f"unknown op {_show(op)}")
+        raise InvalidArgument(f"unknown op {show(op)}")
     spec = _OPS[op]
-    return spec.handler, _fields(command, {**_COMMON, **spec.required},
-                                 optional={**_SESSION, **spec.optional})
+    return spec, fields(command, {**COMMON, **spec.required},
+                        optional={**SESSION, **_AUTH, **spec.optional})
+
+
+def _target(args: dict) -> str:
+    """What a command is about, for the audit log."""
+    for name in ("path", "src", "name", "token", "principal", "inode", "id"):
+        if name in args:
+            return str(args[name])
+    return ""
 
 
 @contextmanager
@@ -885,10 +165,10 @@ def _gc_paused() -> Iterator[None]:
 def _check_env(directory: str) -> None:
     """DataLoss unless `directory` holds a metadata LMDB environment."""
     try:
-        env = lmdb.open(directory, readonly=True, lock=False, max_dbs=_MAX_DBS, subdir=True)
+        env = lmdb.open(directory, readonly=True, lock=False, max_dbs=MAX_DBS, subdir=True)
         try:
             with env.begin() as txn:
-                present = txn.get(_NEXT_INODE, db=env.open_db(b"meta", txn=txn, create=False))
+                present = txn.get(NEXT_INODE, db=env.open_db(b"meta", txn=txn, create=False))
         finally:
             env.close()
     except lmdb.Error as exc:
@@ -951,22 +231,26 @@ class MetadataState:
         self.path = os.path.abspath(path)
         _recover_install(self.path)
         os.makedirs(self.path, exist_ok=True)
-        self._env = lmdb.open(self.path, map_size=map_size, max_dbs=_MAX_DBS, sync=sync, subdir=True)
-        self._dbs = {name: self._env.open_db(name.encode()) for name in _DB_NAMES}
+        self._env = lmdb.open(self.path, map_size=map_size, max_dbs=MAX_DBS, sync=sync, subdir=True)
+        self._dbs = {name: self._env.open_db(name.encode()) for name in DB_NAMES}
         self._init_root()
 
     def _init_root(self) -> None:
         """Create the root of a fresh store, and what a store written by older code lacks (the
-        `trash` db is created by opening it; the `next_trash` counter here)."""
+        `trash` db is created by opening it; the `next_trash` counter, and directory totals and
+        per-owner usage — a pure function of the namespace, so every replica agrees — here)."""
         with self._env.begin(write=True) as txn:
-            tx = _Tx(txn, self._dbs)
+            tx = Tx(txn, self._dbs)
             if tx.inode(ROOT_INODE) is None:
-                tx.put_inode(ROOT_INODE, _inode_record(DIR, ROOT_MODE, ROOT_OWNER, 0))
-                tx.set_counter(_NEXT_INODE, ROOT_INODE + 1)
-                tx.set_counter(_NEXT_CHUNK, 1)
-                tx.set_counter(_APPLIED, 0)
-            if tx.counter(_NEXT_TRASH) == 0:
-                tx.set_counter(_NEXT_TRASH, FIRST_TRASH_ID)
+                tx.put_inode(ROOT_INODE, ns.inode_record(DIR, ns.ROOT_MODE, ROOT_OWNER, 0))
+                tx.set_counter(NEXT_INODE, ROOT_INODE + 1)
+                tx.set_counter(NEXT_CHUNK, 1)
+                tx.set_counter(APPLIED, 0)
+                tx.set_counter(usage.LAYOUT, usage.CURRENT_LAYOUT)
+            if tx.counter(NEXT_TRASH) == 0:
+                tx.set_counter(NEXT_TRASH, FIRST_TRASH_ID)
+            if tx.counter(usage.LAYOUT) < usage.CURRENT_LAYOUT:
+                usage.rebuild(tx, ROOT_INODE, [r["inode"] for r in tx.trash_records()])
 
     def close(self) -> None:
         self._env.close()
@@ -981,7 +265,7 @@ class MetadataState:
 
     def applied_index(self) -> int:
         with self._env.begin() as txn:
-            return _Tx(txn, self._dbs).counter(_APPLIED)
+            return Tx(txn, self._dbs).counter(APPLIED)
 
     def apply(self, index: int, command: dict) -> dict | None:
         """Apply a log entry holding one command; None if the entry was already applied."""
@@ -1007,20 +291,20 @@ class MetadataState:
         return results
 
     def _apply_entry(self, txn: lmdb.Transaction, index: int, commands: list[dict]) -> list[dict] | None:
-        tx = _Tx(txn, self._dbs)
-        if index <= tx.counter(_APPLIED):
+        tx = Tx(txn, self._dbs)
+        if index <= tx.counter(APPLIED):
             return None
         results = [self._apply_command(txn, command) for command in commands]
-        tx.set_counter(_APPLIED, index)
+        tx.set_counter(APPLIED, index)
         return results
 
     def _apply_command(self, txn: lmdb.Transaction, command: Any) -> dict:
         """Exactly-once wrapper around one command (docs/state-machine.md, Exactly-once)."""
         try:
-            session = _parse_session(command)
+            session = parse_session(command)
         except InvalidArgument as exc:
-            return _error(exc)
-        tx = _Tx(txn, self._dbs)
+            return error_result(exc)
+        tx = Tx(txn, self._dbs)
         if session is not None:
             stored = tx.session_result(session)
             if stored is not None:
@@ -1034,66 +318,149 @@ class MetadataState:
         return result
 
     def _execute(self, txn: lmdb.Transaction, command: dict) -> dict:
-        """Run one command in a child transaction, kept only if the command succeeds."""
+        """Run one command in a child transaction, kept only if the command succeeds; the
+        audit record (if any) goes into the parent, so a refusal is recorded too."""
         child = self._env.begin(write=True, parent=txn)
+        spec, args, caller = None, None, None
+        overrides: list[str] = []
+        reset = admin_overrides.set(overrides)
         try:
-            handler, args = _parse(command)
-            result = {"ok": handler(_Tx(child, self._dbs), args)}
+            spec, args = _parse(command)
+            tx = Tx(child, self._dbs)
+            caller = (identity.SYSTEM if "auth" not in args
+                      else identity.principal_for(tx, args["auth"], args["now"]))
+            args["caller"] = caller
+            result = {"ok": spec.handler(tx, args)}
         except GfsError as exc:
             child.abort()
-            return _error(exc)
+            result = error_result(exc)
         except BaseException:
             child.abort()
             raise
-        child.commit()
+        else:
+            child.commit()
+        finally:
+            admin_overrides.reset(reset)
+        if spec is not None:
+            self._audit(Tx(txn, self._dbs), command["op"], spec, args, caller, result,
+                        overrides)
         return result
+
+    @staticmethod
+    def _audit(tx: Tx, op: str, spec: _Op, args: dict, caller, result: dict,
+               overrides: list[str]) -> None:
+        """Record identity and ownership changes, what an administrator did with rights only
+        an administrator has (on others' files), and every refusal (docs/identity.md)."""
+        error = result.get("err")
+        refused = error is not None and error[0] in ("PERMISSION_DENIED", "UNAUTHENTICATED")
+        if not (spec.audited or refused or (overrides and "auth" in args)):
+            return
+        who = caller.label if caller is not None else "a token that is not valid"
+        target = _target(args) if not overrides or "path" in args else overrides[0]
+        identity.audit(tx, args["now"], who, op, target,
+                       f"{error[0]}: {error[1]}" if error else
+                       ("ok (administrator's rights)" if overrides else "ok"))
 
     # --- reads -------------------------------------------------------------------------------
 
     @contextmanager
-    def _reader(self) -> Iterator[_Tx]:
-        """A read-only transaction wrapped as a _Tx."""
+    def _reader(self) -> Iterator[Tx]:
+        """A read-only transaction wrapped as a Tx."""
         txn = self._env.begin()
         try:
-            yield _Tx(txn, self._dbs)
+            yield Tx(txn, self._dbs)
         finally:
             txn.abort()
 
-    def stat(self, path: str) -> dict:
-        path = paths.normalize(path)
-        with self._reader() as tx:
-            return _describe(tx, path, _resolve(tx, path))
+    @staticmethod
+    def _caller(tx: Tx, auth, now: int):
+        return identity.SYSTEM if auth is AS_SYSTEM else identity.principal_for(tx, auth, now)
 
-    def list(self, path: str, start_after: str = "", limit: int = 1000) -> tuple[list[dict], str]:
-        """One page of a directory's entries in name order, and the `start_after` of the next
-        page ('' when this is the last). Listing a file returns that file alone."""
+    def stat(self, path: str, auth=AS_SYSTEM, now: int = 0, for_read: bool = False) -> dict:
+        """A file's or directory's attributes, as `auth` (a token hash; None = anonymous) may
+        see them at `now` (ms); `for_read`: the caller wants the data (read permission)."""
         path = paths.normalize(path)
-        _text("start_after", start_after)
-        _int_in(1)("limit", limit)
         with self._reader() as tx:
-            ino = _resolve(tx, path)
-            if not tx.is_dir(ino):
-                return [_describe(tx, path, ino)], ""
-            found = tx.entries(ino, start_after, limit + 1)
-            page = found[:limit]
-            entries = [_describe(tx, paths.join(path, name), child) for name, child in page]
-            return entries, (page[-1][0] if len(found) > limit else "")
+            return ns.stat(tx, self._caller(tx, auth, now), path, for_read)
+
+    def list(self, path: str, start_after: str = "", limit: int = 1000, auth=AS_SYSTEM,
+             now: int = 0) -> tuple[list[dict], str]:
+        """One page of a directory's entries in name order (those `auth` may see), and the
+        `start_after` of the next page ('' when this is the last). A file lists as itself."""
+        path = paths.normalize(path)
+        text("start_after", start_after)
+        int_in(1)("limit", limit)
+        with self._reader() as tx:
+            return ns.list_page(tx, self._caller(tx, auth, now), path, start_after, limit)
+
+    def du(self, path: str, auth=AS_SYSTEM, now: int = 0) -> dict:
+        path = paths.normalize(path)
+        with self._reader() as tx:
+            return ns.du(tx, self._caller(tx, auth, now), path)
+
+    def whoami(self, auth, now: int) -> dict:
+        """Who `auth` is, with its owner's usage and quota."""
+        with self._reader() as tx:
+            caller = self._caller(tx, auth, now)
+            out = identity.describe_principal(caller)
+            record = identity.user(tx, caller.user) if caller.user else None
+            out["quota"] = record["quota"] if record else [0, 0]
+            out["used"] = usage.usage(tx, caller.user) if caller.user else [0, 0]
+            return out
+
+    def principal(self, auth, now: int):
+        """The Principal of a token hash at `now` (Unauthenticated if it is not valid)."""
+        with self._reader() as tx:
+            return self._caller(tx, auth, now)
+
+    def users(self, auth, now: int) -> list[dict]:
+        """Every user and service account for an administrator; others get themselves and
+        their service accounts."""
+        with self._reader() as tx:
+            caller = self._caller(tx, auth, now)
+            if caller.anonymous:
+                raise Unauthenticated("listing users needs a signed-in user")
+            return [{**record, "used": usage.usage(tx, record["name"])}
+                    for record in identity.list_users(tx)
+                    if caller.admin or caller.user in (record["name"], record["owner"])]
+
+    def tokens(self, auth, now: int, everyone: bool = False) -> list[dict]:
+        with self._reader() as tx:
+            return identity.list_tokens(tx, self._caller(tx, auth, now), everyone)
+
+    def audit_log(self, auth, now: int, limit: int = 100) -> list[dict]:
+        with self._reader() as tx:
+            identity.require_admin(self._caller(tx, auth, now), "reading the audit log")
+            return identity.audit_records(tx, limit)
+
+    def auth_feed(self, after: int, limit: int = 1000) -> dict:
+        """The identity changes after revision `after`, or a snapshot (master/identity.py)."""
+        with self._reader() as tx:
+            return identity.feed(tx, after, limit)
+
+    def has_users(self) -> bool:
+        with self._reader() as tx:
+            return identity.has_users(tx)
+
+    def auth_revision(self) -> int:
+        with self._reader() as tx:
+            return tx.counter(identity.AUTH_REV)
 
     def file_chunks(self, inode: int) -> list[dict]:
         """The chunks of inode `inode` (committed or pending) in index order."""
-        _INODE("inode", inode)
+        INODE("inode", inode)
         with self._reader() as tx:
             record = tx.inode(inode)
             if record is None:
                 raise NotFound(f"no inode {inode}")
-            return _chunk_infos(tx, record["chunks"])
+            return ns.chunk_infos(tx, record["chunks"])
 
     def unreferenced(self, handles: list[int]) -> dict[int, int | None]:
         """Of `handles`, those no file (committed or pending) references, each with the time it
         became garbage, or None when the metadata never knew it (e.g. written, never logged)."""
         with self._reader() as tx:
-            return {h: tx._get("garbage", _key(h)) for h in handles
-                    if tx._get("chunks", _key(h)) is None}
+            return {h: tx.get("garbage", u64key(h)) for h in handles
+                    if tx.get("chunks", u64key(h)) is None}
 
     def session_count(self) -> int:
         """Exactly-once results stored."""
@@ -1104,7 +471,7 @@ class MetadataState:
         """When the oldest stored exactly-once result was stored (None: there is none)."""
         with self._reader() as tx:
             for key, _ in tx.raw_items("session_times"):
-                return _U64.unpack(key[:8])[0]
+                return U64.unpack(key[:8])[0]
             return None
 
     def garbage_before(self, before_ms: int, limit: int = 1000) -> list[int]:
@@ -1113,7 +480,7 @@ class MetadataState:
             out = []
             for key, since in tx.records("garbage"):
                 if since <= before_ms:
-                    out.append(_U64.unpack(key)[0])
+                    out.append(U64.unpack(key)[0])
                     if len(out) >= limit:
                         break
             return out
@@ -1147,22 +514,22 @@ class MetadataState:
         with self._reader() as tx:
             uploads = []
             for key, pending in tx.records("pending"):
-                ino = _U64.unpack(key)[0]
+                ino = U64.unpack(key)[0]
                 uploads.append({"inode": ino, "path": pending["path"], "created": pending["created"],
-                                "touched": _touched(pending), "chunks": len(tx.inode(ino)["chunks"])})
+                                "touched": ns.touched(pending), "chunks": len(tx.inode(ino)["chunks"])})
             return uploads
 
     def trash_list(self, user: str | None) -> list[dict]:
         """The trash records of `user` (every user's when None), ordered by (deleted, id)."""
         if user is not None:
-            _text("user", user)
+            text("user", user)
         with self._reader() as tx:
             records = [r for r in tx.trash_records() if user is None or r["user"] == user]
         return sorted(records, key=lambda r: (r["deleted"], r["id"]))
 
     def inode_record(self, inode: int) -> dict | None:
         """The raw record of inode `inode` (pending uploads included), or None."""
-        _INODE("inode", inode)
+        INODE("inode", inode)
         with self._reader() as tx:
             return tx.inode(inode)
 
@@ -1180,7 +547,7 @@ class MetadataState:
     def dump(self) -> dict[str, list[tuple[bytes, bytes]]]:
         """Every database's raw (key, value) pairs: for tests and debugging."""
         with self._reader() as tx:
-            return {name: tx.dump(name) for name in _DB_NAMES}
+            return {name: tx.dump(name) for name in DB_NAMES}
 
     # --- snapshots ---------------------------------------------------------------------------
 
@@ -1196,4 +563,5 @@ class MetadataState:
         _recover_install(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _swap_in(_stage(mdb_file, path), path)
+
 

@@ -58,6 +58,7 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
                         "scrub-interval": 10, "capacity": "2GiB"}})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
+    os.environ["GFS_TOKEN"] = cluster.admin_token   # the workload acts as the administrator
     cluster.up(timeout=60)
     return cluster, lab
 

@@ -58,9 +58,12 @@ def service_methods(pb2_module, service: str) -> list[Method]:
 
 
 def call_raw(channel: grpc.Channel, method: Method, bodies: Sequence[bytes], *,
-             timeout: float = 10.0, metadata: Metadata | None = None) -> Outcome:
+             timeout: float = 10.0, metadata: Metadata | None = None,
+             max_responses: int = 3) -> Outcome:
     """Send `bodies` (one for a unary request, any number for a client stream) as they are and
-    read the whole answer; returns its status. Bodies are bytes, never re-encoded."""
+    read the answer; returns its status. Bodies are bytes, never re-encoded. A response stream
+    is read up to `max_responses` messages, then cancelled (some, like a watch, never end):
+    that counts as OK."""
     kind = (("stream" if method.client_streaming else "unary") + "_"
             + ("stream" if method.server_streaming else "unary"))
     call = getattr(channel, kind)(method.path, request_serializer=None,
@@ -69,8 +72,10 @@ def call_raw(channel: grpc.Channel, method: Method, bodies: Sequence[bytes], *,
     try:
         answer = call(request, timeout=timeout, metadata=metadata)
         if method.server_streaming:
-            for _ in answer:
-                pass
+            for n, _ in enumerate(answer, 1):
+                if n >= max_responses:
+                    answer.cancel()
+                    break
         return Outcome(grpc.StatusCode.OK, "")
     except grpc.RpcError as err:
         return Outcome(err.code(), err.details() or "")

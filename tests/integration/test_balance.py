@@ -15,7 +15,6 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from gfs.client import Client
 from polling import wait_for
 
 MiB = 1 << 20
@@ -35,7 +34,7 @@ def replicas_on_disk(cluster) -> dict[str, Counter]:
 
 
 def gfs_cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    env = cluster.cli_env()
     return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
                           text=True, env=env, timeout=60)
 
@@ -47,7 +46,7 @@ def test_a_new_empty_chunkserver_fills_until_the_cluster_is_within_the_threshold
     cluster.up()
     files = {f"/f{i}": os.urandom(3 * MiB + i * 1000) for i in range(8)}
     n_chunks = sum(-(-len(d) // MiB) for d in files.values())               # 31
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         for path, data in files.items():
             c.put(io.BytesIO(data), path)
         before = wait_for(lambda: (s := c.balance_status())["state"] == "balanced"
@@ -63,7 +62,7 @@ def test_a_new_empty_chunkserver_fills_until_the_cluster_is_within_the_threshold
         stop = threading.Event()
 
         def reader() -> None:                   # reads go on while chunks move
-            with Client(cluster.master_addresses()) as rc:
+            with cluster.client() as rc:
                 while not stop.is_set():
                     for path, data in files.items():
                         if rc.read(path) != data:
@@ -118,7 +117,7 @@ def test_a_chunkserver_at_its_capacity_gets_no_new_chunks(make_cluster):
     # says it is full, so some of them hit its capacity and are retried without it.
     files = {"/big": os.urandom(8 * MiB)}
     files.update({f"/f{i}": os.urandom(MiB - i) for i in range(12)})
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         for path, data in files.items():
             c.put(io.BytesIO(data), path)
         held = replicas_on_disk(cluster)
@@ -146,10 +145,10 @@ def test_small_files_fit_servers_with_less_room_than_a_chunk(make_cluster):
         cluster.add_chunkserver()
     cluster.up()
     data = os.urandom(300_000)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.put(io.BytesIO(data), "/small")
         assert c.read("/small") == data
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    env = cluster.cli_env()
     out = subprocess.run([sys.executable, "-m", "cli.main", "put", "-", "/streamed"],
                          input=data, capture_output=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr                # ended within its first piece

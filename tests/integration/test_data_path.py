@@ -18,7 +18,6 @@ import grpc
 import pytest
 
 from gfs.aio import AsyncClient
-from gfs.client import Client
 from gfs.errors import GfsError
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
@@ -54,7 +53,7 @@ def test_put_get_roundtrip_by_size(cluster, tmp_path, size):
     data = os.urandom(size)
     src = tmp_path / "src"
     src.write_bytes(data)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         info = c.put(str(src), f"/f{size}")
         assert info.size == size and len(info.chunks) == -(-size // CHUNK)
         assert all(len(set(ch.replicas)) == 3 for ch in info.chunks)
@@ -71,7 +70,7 @@ def test_put_get_roundtrip_by_size(cluster, tmp_path, size):
 
 def test_stream_upload_and_replace(cluster):
     data = os.urandom(3 * CHUNK + 99)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.put(io.BufferedReader(io.BytesIO(data)), "/stream")    # read as a stream
         assert c.read("/stream") == data
         with pytest.raises(GfsError) as err:
@@ -83,13 +82,13 @@ def test_stream_upload_and_replace(cluster):
 
 def test_concurrent_clients(cluster):
     blobs = {f"/c/{i}": os.urandom((i + 1) * 300_000) for i in range(8)}
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.mkdir("/c")
     errors = []
 
     def upload(path, data):
         try:
-            with Client(cluster.master_addresses()) as c:
+            with cluster.client() as c:
                 c.put(io.BytesIO(data), path)
                 assert c.read(path) == data
         except Exception as exc:   # collected and asserted below
@@ -105,7 +104,7 @@ def test_concurrent_clients(cluster):
 
 def test_asyncio_client(cluster):
     async def main():
-        async with AsyncClient(cluster.master_addresses()) as c:
+        async with AsyncClient(cluster.master_addresses(), token=cluster.admin_token) as c:
             await c.mkdir("/aio")
             data = os.urandom(2 * CHUNK + 5)
             await asyncio.gather(*(c.put(io.BytesIO(data), f"/aio/{i}") for i in range(3)))
@@ -117,7 +116,7 @@ def test_asyncio_client(cluster):
 
 def test_read_with_a_chunkserver_killed(cluster):
     data = os.urandom(4 * CHUNK + 1)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.put(io.BytesIO(data), "/k")
         cluster.kill("chunkserver-1")
         assert c.read("/k") == data
@@ -125,7 +124,7 @@ def test_read_with_a_chunkserver_killed(cluster):
 
 def test_corrupt_chunk_file_is_never_served(cluster):
     data = os.urandom(2 * CHUNK)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         info = c.put(io.BytesIO(data), "/corrupt")
         first = info.chunks[0]
         victim = cluster.daemon("chunkserver-1")
@@ -152,7 +151,7 @@ def test_chunkserver_killed_mid_put_never_leaves_a_partial_file(cluster, tmp_pat
 
     def upload():
         try:
-            with Client(cluster.master_addresses()) as c:
+            with cluster.client() as c:
                 outcome["info"] = c.put(str(src), "/midput", parallel=2)
         except GfsError as err:
             outcome["error"] = err
@@ -163,7 +162,7 @@ def test_chunkserver_killed_mid_put_never_leaves_a_partial_file(cluster, tmp_pat
     cluster.kill("chunkserver-2")
     t.join(120)
     killed = cluster.daemon("chunkserver-2")["bind"]
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         if "error" in outcome:
             assert not c.exists("/midput")
         # Three chunkservers are left for replication 3: the put retries around the dead one.
@@ -193,12 +192,13 @@ def test_client_killed_mid_upload_leaves_no_visible_file(cluster, tmp_path):
         "        import time; time.sleep(0.05)\n"
         "        return os.urandom(min(k, 65536))\n"
         "    def seekable(self): return False\n"
-        f"Client({cluster.master_addresses()!r}).put(Slow(), '/abandoned')\n")
+        f"Client({cluster.master_addresses()!r}, token={cluster.admin_token!r})"
+        ".put(Slow(), '/abandoned')\n")
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "started"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert not c.exists("/abandoned")
         assert [e.path for e in c.list("/")] == []
 
@@ -212,7 +212,7 @@ def gfs(*args, env, stdin=None, check=True):
 
 
 def test_cli_put_get_cat_and_errors(cluster, tmp_path):
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    env = cluster.cli_env()
     data = os.urandom(3 * CHUNK + 7)
     (tmp_path / "a").write_bytes(data)
     info = json.loads(gfs("put", "--json", str(tmp_path / "a"), "/a", env=env).stdout)
@@ -244,13 +244,13 @@ def test_cli_put_get_cat_and_errors(cluster, tmp_path):
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "not enough chunkservers" in gfs("put", "-r", "5", str(tmp_path / "a"), "/r5",
                                             env=env, check=False).stderr.decode()
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert not c.exists("/r5")
 
 
 def test_chunkservers_serve_metrics_and_json_logs(cluster):
     import urllib.request
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.put(io.BytesIO(os.urandom(CHUNK)), "/m")
         c.read("/m")
     moved = 0
@@ -273,7 +273,7 @@ def chunk_files(cluster, handle: int) -> list[Path]:
 
 def test_unreferenced_chunks_are_deleted_after_the_grace_period(cluster):
     keep, drop = os.urandom(2 * CHUNK), os.urandom(2 * CHUNK + 1)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.put(io.BytesIO(keep), "/keep")
         dropped = c.put(io.BytesIO(drop), "/drop").chunks
         replaced = c.put(io.BytesIO(drop), "/replace").chunks

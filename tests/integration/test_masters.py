@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from gfs.auth.tokens import bearer
 from gfs.client import Client
 from gfs.errors import GfsError
 from proto import master_pb2 as pb
@@ -26,8 +27,9 @@ FAST = {"master": {"election-timeout": 0.3}}
 class Writer:
     """Concurrent clients creating directories; remembers every acknowledged one."""
 
-    def __init__(self, masters, threads=4, deadline=20.0, prefix="/w"):
+    def __init__(self, masters, threads=4, deadline=20.0, prefix="/w", token=""):
         self.masters = masters
+        self.token = token
         self.acked: list[str] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
@@ -36,7 +38,7 @@ class Writer:
                          for i in range(threads)]
 
     def _run(self, prefix, deadline):
-        with Client(self.masters, deadline=deadline, attempt_timeout=1.0) as c:
+        with Client(self.masters, deadline=deadline, attempt_timeout=1.0, token=self.token) as c:
             n = 0
             while not self._stop.is_set():
                 path = f"{prefix}-{n}"
@@ -67,14 +69,14 @@ def all_names(client, path="/"):
 
 def test_writes_survive_killing_the_leader(make_cluster):
     c = make_cluster(options=FAST)
-    w = Writer(c.master_addresses()).start()
+    w = Writer(c.master_addresses(), token=c.admin_token).start()
     time.sleep(1.0)
     old = c.leader()
     c.kill(old)
     time.sleep(2.0)
     w.stop()
     assert len(w.acked) > 50
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         names = all_names(client)
         assert set(w.acked) <= names
     c.start(old)
@@ -90,7 +92,7 @@ def test_kill_all_masters_at_once_loses_nothing_acknowledged(make_cluster, compa
     acked: list[str] = []
     rng = random.Random(1234 + compact)
     for r in range(rounds):
-        w = Writer(c.master_addresses(), threads=6, prefix=f"/r{r}-").start()
+        w = Writer(c.master_addresses(), threads=6, prefix=f"/r{r}-", token=c.admin_token).start()
         time.sleep(rng.uniform(0.3, 1.2))
         pids = [c.pid(d["name"]) for d in c.daemons()]
         for pid in pids:
@@ -100,7 +102,7 @@ def test_kill_all_masters_at_once_loses_nothing_acknowledged(make_cluster, compa
         c.up()
         w.stop()        # in-flight requests retry against the restarted masters, same seq
         acked += w.acked
-        with Client(c.master_addresses(), deadline=30) as client:
+        with c.client(deadline=30) as client:
             names = all_names(client)
         missing = [p for p in acked if p not in names]
         assert not missing, f"round {r}: {len(missing)} acknowledged mkdirs lost: {missing[:5]}"
@@ -112,7 +114,7 @@ def test_lagging_follower_catches_up_from_a_snapshot(make_cluster):
     leader = c.leader()
     follower = next(d["name"] for d in c.daemons() if d["name"] != leader)
     c.kill(follower)
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         for i in range(150):
             client.mkdir(f"/snap-{i}")
         statuses = {s["address"]: s for s in client.master_statuses() if "error" not in s}
@@ -120,16 +122,18 @@ def test_lagging_follower_catches_up_from_a_snapshot(make_cluster):
     c.start(follower)
     addr = c.daemon(follower)["grpc"]
     deadline = time.monotonic() + 20
+    auth = bearer(c.admin_token)
     with grpc.insecure_channel(addr) as ch:
         stub = pb_grpc.MasterStub(ch)
         while True:
             try:
-                stub.Stat(pb.StatRequest(path="/snap-149", stale_ok=True), timeout=1)
+                stub.Stat(pb.StatRequest(path="/snap-149", stale_ok=True), timeout=1, metadata=auth)
                 break
             except grpc.RpcError:
                 assert time.monotonic() < deadline, "follower never caught up"
                 time.sleep(0.2)
-        entries = stub.List(pb.ListRequest(path="/", stale_ok=True, limit=10000), timeout=2).entries
+        entries = stub.List(pb.ListRequest(path="/", stale_ok=True, limit=10000), timeout=2,
+                           metadata=auth).entries
     assert {f"/snap-{i}" for i in range(150)} <= {e.path for e in entries}
 
 
@@ -140,7 +144,7 @@ def test_deposed_leader_never_serves_a_stale_read(make_cluster):
     c.signal(old, signal.SIGSTOP)
     try:
         others = [d["grpc"] for d in c.daemons() if d["name"] != old]
-        with Client(others, deadline=20) as client:
+        with Client(others, deadline=20, token=c.admin_token) as client:
             client.mkdir("/written-while-paused")
     finally:
         c.signal(old, signal.SIGCONT)
@@ -148,25 +152,27 @@ def test_deposed_leader_never_serves_a_stale_read(make_cluster):
     # include the write; otherwise it must refuse.
     with grpc.insecure_channel(old_addr) as ch:
         try:
-            pb_grpc.MasterStub(ch).Stat(pb.StatRequest(path="/written-while-paused"), timeout=5)
+            pb_grpc.MasterStub(ch).Stat(pb.StatRequest(path="/written-while-paused"), timeout=5,
+                                        metadata=bearer(c.admin_token))
         except grpc.RpcError as err:
             assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), err
 
 
 def test_retry_with_same_request_id_is_exactly_once(make_cluster):
     c = make_cluster(options=FAST)
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         leader = client.master_statuses()
         addr = next(s["address"] for s in leader if s.get("role") == "leader")
     header = pb.RequestHeader(client_id=b"k" * 16, seq=1, ack_seq=0)
     with grpc.insecure_channel(addr) as ch:
         stub = pb_grpc.MasterStub(ch)
-        first = stub.Mkdir(pb.MkdirRequest(header=header, path="/once"), timeout=5)
-        again = stub.Mkdir(pb.MkdirRequest(header=header, path="/once"), timeout=5)
+        auth = bearer(c.admin_token)
+        first = stub.Mkdir(pb.MkdirRequest(header=header, path="/once"), timeout=5, metadata=auth)
+        again = stub.Mkdir(pb.MkdirRequest(header=header, path="/once"), timeout=5, metadata=auth)
         assert again.inode == first.inode   # the stored result, not ALREADY_EXISTS
         with pytest.raises(grpc.RpcError) as err:
             stub.Mkdir(pb.MkdirRequest(header=pb.RequestHeader(client_id=b"k" * 16, seq=2),
-                                       path="/once"), timeout=5)
+                                       path="/once"), timeout=5, metadata=auth)
         assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
@@ -181,7 +187,7 @@ def test_follower_redirects_to_leader(make_cluster):
     hint = dict(err.value.trailing_metadata())["gfs-leader"]
     assert hint == c.daemon(leader)["grpc"]
     # The client, given only the follower, finds the leader by itself.
-    with Client([follower["grpc"]]) as client:
+    with Client([follower["grpc"]], token=c.admin_token) as client:
         client.mkdir("/via-follower")
         assert client.stat("/via-follower").is_dir
 
@@ -252,7 +258,7 @@ def test_cli_reports_unreachable_cluster_in_one_line(tmp_path):
 def test_every_master_serves_prometheus_metrics_and_json_logs(make_cluster):
     import urllib.request
     c = make_cluster(options=FAST)
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         client.mkdir("/m")
         client.stat("/m")
     leaders = 0
@@ -273,11 +279,11 @@ def test_exactly_once_results_of_clients_that_went_away_are_forgotten(make_clust
     from polling import wait_for
     cluster = make_cluster(masters=3, options={"master": {"session-ttl": 3,
                                                           "election-timeout": 0.3}})
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    env = cluster.cli_env()
     for i in range(5):
         subprocess.run([sys.executable, "-m", "cli.main", "mkdir", f"/d{i}"], env=env,
                        check=True, capture_output=True, timeout=60)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert c.health()["session_results"] >= 5
         wait_for(lambda: c.health()["session_results"] == 0, 30, "old results to be forgotten")
         assert sorted(e.path for e in c.list("/")) == [f"/d{i}" for i in range(5)]

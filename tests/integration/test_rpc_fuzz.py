@@ -21,10 +21,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chunkserver.server import MAX_REQUEST_BYTES as CHUNKSERVER_MAX
-from gfs.client import Client
+from gfs.auth.tokens import bearer
+from gfs.transfer import MAX_REQUEST_BYTES as CHUNKSERVER_MAX
 from master.server import MAX_REQUEST_BYTES as MASTER_MAX
 from proto import chunkserver_pb2 as cpb
+from proto import identity_pb2 as ipb
 from proto import master_pb2 as pb
 from tests.conftest import ClusterFactory
 from tests.integration.polling import wait_for
@@ -32,11 +33,11 @@ from tests.integration.rpcfuzz import (BAD_INPUT_CODES, Method, Outcome, call_ra
                                        hostile_messages, oversized_body, service_methods,
                                        truncations)
 
-MASTER_METHODS = service_methods(pb, "Master")
+MASTER_METHODS = service_methods(pb, "Master") + service_methods(ipb, "Identity")
 CHUNKSERVER_METHODS = service_methods(cpb, "Chunkserver")
 OPTS = {"master": {"chunk-size": "1MiB", "dead-after": 3},
         "chunkserver": {"heartbeat-interval": 0.3}}
-EXAMPLES = 15                      # hostile messages per method (hypothesis examples)
+EXAMPLES = 10                      # hostile messages per method (hypothesis examples)
 RANDOM_BODIES = 6                  # random byte strings per method and daemon
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                          suppress_health_check=[HealthCheck.function_scoped_fixture,
@@ -133,17 +134,19 @@ def fuzz_cluster(tmp_path_factory):
         cluster.add_chunkserver()
     cluster.up()
     try:
-        with Client(cluster.master_addresses()) as c:
+        with cluster.client() as c:
             info = c.put(io.BytesIO(b"s" * 5000), "/seed", replication=2)
         yield Tally(cluster, info.chunks[0])
     finally:
         factory.cleanup()
 
 
-@pytest.fixture(scope="module", params=["anonymous"])
-def rpc_metadata(request):
-    """gRPC metadata sent with every fuzz request (anonymous: none)."""
-    return None
+@pytest.fixture(scope="module", params=["admin", "anonymous", "garbage-token"])
+def rpc_metadata(request, fuzz_cluster):
+    """gRPC metadata sent with every fuzz request: the cluster administrator's token (which
+    gets furthest into the handlers), none, or a token that is no token."""
+    return {"admin": bearer(fuzz_cluster.cluster.admin_token), "anonymous": (),
+            "garbage-token": bearer("gfs_" + "x" * 40)}[request.param]
 
 
 @pytest.fixture
@@ -331,6 +334,6 @@ def test_cluster_serves_after_the_fuzz(fuzzer, tmp_path):
     """Every daemon still runs and a normal put and get work."""
     fuzzer.cluster.wait_healthy(30)
     data = random.randbytes(3 * (1 << 20) + 77)
-    with Client(fuzzer.cluster.master_addresses()) as c:
+    with fuzzer.cluster.client() as c:
         c.put(io.BytesIO(data), "/after-fuzz", replication=2)
         assert c.read("/after-fuzz") == data

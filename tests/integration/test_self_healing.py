@@ -78,7 +78,7 @@ def assert_replicas_match(cluster, c: Client, files: dict[str, bytes], live: lis
 def test_a_dead_chunkservers_chunks_are_re_replicated_and_trimmed_when_it_returns(make_cluster):
     cluster = start(make_cluster)
     names = [cs["name"] for cs in cluster.spec["chunkservers"]]
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         files = put_files(c, 5, seed=1)
         wait_for(lambda: healthy(c), 20, "a healthy cluster")
         victim = name_of(cluster, c.stat("/f0").chunks[0].replicas[0])
@@ -123,7 +123,7 @@ def flip_bits(path: Path, rng: random.Random, flips: int) -> None:
 def test_bit_flips_are_detected_never_served_and_repaired(make_cluster):
     cluster = start(make_cluster, chunkserver={"scrub-rate": "64MiB", "scrub-interval": 1})
     rng = random.Random(7)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         files = put_files(c, 4, seed=2)
         wait_for(lambda: healthy(c), 20, "a healthy cluster")
         chunks = [(p, ch) for p in files for ch in c.stat(p).chunks]
@@ -155,7 +155,7 @@ def test_bit_flips_are_detected_never_served_and_repaired(make_cluster):
 
 def test_stale_replicas_are_never_served_and_removed(make_cluster):
     cluster = start(make_cluster)
-    with Client(cluster.master_addresses()) as c, closing(Channels()) as channels:
+    with cluster.client() as c, closing(Channels()) as channels:
         # A chunk written at version 1 to three servers ...
         inode = c.create("/s")
         first = c.add_chunk(inode, 0)
@@ -183,7 +183,7 @@ def test_stale_replicas_are_never_served_and_removed(make_cluster):
 
 def test_overwritten_files_replicas_on_a_returning_server_go_after_the_grace_period(make_cluster):
     cluster = start(make_cluster)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         files = put_files(c, 3, seed=3)
         absent = name_of(cluster, c.stat("/f0").chunks[0].replicas[0])
         held = [ch.handle for p in files for ch in c.stat(p).chunks
@@ -207,7 +207,7 @@ def test_overwritten_files_replicas_on_a_returning_server_go_after_the_grace_per
 
 def test_abandoned_uploads_survive_the_grace_period_then_go(make_cluster):
     cluster = start(make_cluster, master={"gc-grace": 4})
-    with Client(cluster.master_addresses()) as c, closing(Channels()) as channels:
+    with cluster.client() as c, closing(Channels()) as channels:
         inode = c.create("/abandoned")
         alloc = c.add_chunk(inode, 0)
         write_chunk(channels, list(alloc.replicas), alloc.handle, alloc.version, [b"x" * 1000])
@@ -227,10 +227,10 @@ def test_abandoned_uploads_survive_the_grace_period_then_go(make_cluster):
         assert c.health()["pending_uploads"] == 0
 
 
-def gfs(cluster, *args: str, check: bool = True, user: str = "alice") -> subprocess.CompletedProcess:
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses()), "GFS_USER": user}
+def gfs(cluster, *args: str, check: bool = True, token: str | None = None) -> subprocess.CompletedProcess:
+    """The CLI as the administrator, or with `token`."""
     proc = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
-                          text=True, env=env, timeout=60)
+                          text=True, env=cluster.cli_env(token), timeout=60)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -240,47 +240,52 @@ def test_trash_restore_purge_and_retention(make_cluster):
     cluster = start(make_cluster, chunkservers=3,
                     master={"trash-retention": 6, "gc-grace": 1})
     data = os.urandom(2 * CHUNK + 77)
-    with Client(cluster.master_addresses(), user="alice") as c:
-        c.mkdir("/docs")
-        c.put(io.BytesIO(data), "/docs/report")
-        handles = [ch.handle for ch in c.stat("/docs/report").chunks]
-        gfs(cluster, "rm", "/docs/report")
-        assert not c.exists("/docs/report")
-        listing = json.loads(gfs(cluster, "trash", "ls", "--json").stdout)
+    with cluster.client() as admin:
+        for name in ("alice", "bob"):
+            admin.user_add(name)
+        alice = admin.token_create("laptop", principal="alice")[0]
+        bob = admin.token_create("laptop", principal="bob")[0]
+    with cluster.client(token=alice) as c:
+        c.mkdir("/alice/docs")
+        c.put(io.BytesIO(data), "/alice/docs/report")
+        handles = [ch.handle for ch in c.stat("/alice/docs/report").chunks]
+        gfs(cluster, "rm", "/alice/docs/report", token=alice)
+        assert not c.exists("/alice/docs/report")
+        listing = json.loads(gfs(cluster, "trash", "ls", "--json", token=alice).stdout)
         assert [(e["path"], e["size"], e["user"]) for e in listing] == \
-            [("/docs/report", len(data), "alice")]
-        assert json.loads(gfs(cluster, "trash", "ls", "--json", user="bob").stdout) == []
-        assert gfs(cluster, "trash", "restore", "/docs/report", user="bob",
+            [("/alice/docs/report", len(data), "alice")]
+        assert json.loads(gfs(cluster, "trash", "ls", "--json", token=bob).stdout) == []
+        assert gfs(cluster, "trash", "restore", "/alice/docs/report", token=bob,
                    check=False).returncode == 1
         time.sleep(2.5)                  # past the GC grace: trashed chunks are still referenced
         assert all(len(files_of(cluster, h)) == 3 for h in handles)
-        out = gfs(cluster, "trash", "restore", "/docs/report").stdout
-        assert "restored /docs/report" in out
-        assert c.read("/docs/report") == data
+        out = gfs(cluster, "trash", "restore", "/alice/docs/report", token=alice).stdout
+        assert "restored /alice/docs/report" in out
+        assert c.read("/alice/docs/report") == data
         # A directory to the trash, restored elsewhere; the original path taken meanwhile.
-        c.put(io.BytesIO(b"small"), "/docs/note")
-        c.delete("/docs", recursive=True)
-        c.mkdir("/docs")
-        err = gfs(cluster, "trash", "restore", "/docs", check=False)
+        c.put(io.BytesIO(b"small"), "/alice/docs/note")
+        c.delete("/alice/docs", recursive=True)
+        c.mkdir("/alice/docs")
+        err = gfs(cluster, "trash", "restore", "/alice/docs", check=False, token=alice)
         assert err.returncode == 1 and "already exists" in err.stderr
-        gfs(cluster, "trash", "restore", "/docs", "--to", "/old/docs")
-        assert c.read("/old/docs/report") == data and c.read("/old/docs/note") == b"small"
+        gfs(cluster, "trash", "restore", "/alice/docs", "--to", "/alice/old/docs", token=alice)
+        assert c.read("/alice/old/docs/report") == data and c.read("/alice/old/docs/note") == b"small"
         # Purge now: the chunks become garbage and go after the grace period.
-        c.delete("/old/docs/report")
-        gfs(cluster, "trash", "purge", "--yes")
+        c.delete("/alice/old/docs/report")
+        gfs(cluster, "trash", "purge", "--yes", token=alice)
         assert c.trash_list() == []
         wait_for(lambda: not any(files_of(cluster, h) for h in handles), 30, "purged chunks to go")
         # Retention: an entry left alone is purged by the leader after 6 s.
-        c.delete("/old/docs/note")
+        c.delete("/alice/old/docs/note")
         assert len(c.trash_list()) == 1
         wait_for(lambda: c.trash_list() == [], 30, "the retention to purge the trash")
-        assert c.delete("/old", recursive=True, skip_trash=True) == 0
+        assert c.delete("/alice/old", recursive=True, skip_trash=True) == 0
 
 
 def test_health_and_gc_reports_on_the_cli_and_metrics(make_cluster):
     import urllib.request
     cluster = start(make_cluster, chunkservers=3)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.put(io.BytesIO(os.urandom(CHUNK)), "/x")
         h = wait_for(lambda: healthy(c), 20, "healthy")
         assert h["chunks"] == 1 and h["chunkservers_alive"] == 3
@@ -304,7 +309,7 @@ def test_a_new_leader_waits_for_reports_and_copies_nothing_that_is_not_lost(make
     for _ in range(4):
         cluster.add_chunkserver()
     cluster.up()
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         files = put_files(c, 4, seed=4)
         wait_for(lambda: healthy(c), 20, "a healthy cluster")
         old = cluster.leader()

@@ -43,7 +43,7 @@ def test_storage_classes_move_chunks_between_tiers(make_cluster):
     cluster.up()
     cold_data, auto_data, hot_data = text_like(3 * CHUNK + 123, 1), text_like(2 * CHUNK, 2), \
         os.urandom(CHUNK)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         c.mkdir("/archive")
         c.set_class("/archive", "cold")
         c.mkdir("/archive/2026")                              # inherits cold
@@ -77,7 +77,7 @@ def test_storage_classes_move_chunks_between_tiers(make_cluster):
         assert c.read("/archive/2026/log.txt") == cold_data
         summary = c.tier_status("/")
         assert summary["files"] == 3 and summary["cold_bytes"] == 0 or summary["moving_bytes"] > 0
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    env = cluster.cli_env()
     run = lambda *a: subprocess.run([sys.executable, "-m", "cli.main", *a], capture_output=True,
                                     text=True, env=env, timeout=60)
     out = run("tier", "status", "/hot.bin")

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from gfs.errors import DataLoss, FailedPrecondition, GfsError, InvalidArgument, NotFound
 from master import state as state_module
 from master.state import MetadataState
+from master import namespace as ns
+from master.store import DB_NAMES, Tx
 
 CS = 64 * 1024                    # the smallest valid chunk size
 CLIENT = b"c" * 16
@@ -156,7 +158,7 @@ def test_fresh_state_has_only_the_root(state):
     root = state.stat("/")
     assert root == {"path": "/", "inode": 1, "type": "dir", "size": 0, "mode": 0o755, "owner": "root",
                     "ctime": 0, "mtime": 0, "replication": 0, "storage_class": "", "chunk_size": 0,
-                    "chunks": []}
+                    "visibility": "private", "own_visibility": "", "chunks": []}
     assert state.applied_index() == 0
     assert state.list("/") == ([], "")
     assert state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 0, **NO_TRASH}
@@ -289,7 +291,7 @@ def test_add_chunk_retry_resets_length_and_checksum(d, state):
     ino = d.ok(create("/f"))["inode"]
     d.ok(add_chunk(ino, 0))
     with state._env.begin(write=True) as txn:                               # as if sealed earlier
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         tx.put_chunk(1, dict(tx.chunk(1), length=9, checksum=99))
     assert d.ok(add_chunk(ino, 0, replicas=["x"])) == {"handle": 1, "version": 2}
     assert d.state.file_chunks(ino) == [
@@ -300,7 +302,7 @@ def test_add_chunk_at_the_highest_version_is_refused(d, state):
     ino = d.ok(create("/f"))["inode"]
     d.ok(add_chunk(ino, 0))
     with state._env.begin(write=True) as txn:
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         tx.put_chunk(1, dict(tx.chunk(1), version=2**64 - 1))
     assert d.err(add_chunk(ino, 0)) == "FAILED_PRECONDITION"
     assert d.state.file_chunks(ino)[0]["version"] == 2**64 - 1
@@ -314,7 +316,7 @@ def test_create_and_add_chunk_record_the_last_activity_of_an_upload(d):
     d.ok(add_chunk(ino, 1, now=20))
     assert d.state.pending_uploads() == [{"inode": ino, "path": "/f", "created": 10, "touched": 20, "chunks": 2}]
     raw = msgpack.unpackb(dict(d.state.dump()["pending"])[ino.to_bytes(8, "big")])
-    assert list(raw) == ["parent", "name", "path", "overwrite", "created", "touched"]
+    assert list(raw) == ["parent", "name", "path", "overwrite", "created", "touched", "creator"]
     assert d.err(add_chunk(ino, 5, now=30)) == "FAILED_PRECONDITION"         # a failure touches nothing
     assert d.state.pending_uploads()[0]["touched"] == 20
 
@@ -523,7 +525,7 @@ def test_expire_uploads(d):
 def test_expire_uploads_falls_back_to_created_for_old_records(d, state):
     ino = d.ok(create("/f", now=10))["inode"]
     with state._env.begin(write=True) as txn:               # a record written before `touched`
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         pending = tx.pending(ino)
         del pending["touched"]
         tx.put_pending(ino, pending)
@@ -802,11 +804,11 @@ def test_repair_reads_are_fast_for_100k_chunks(state):
     import time
     files, per_file = 1000, 100
     with state._env.begin(write=True) as txn:
-        tx = state_module._Tx(txn, state._dbs)
+        tx = Tx(txn, state._dbs)
         handle = 1
         for ino in range(2, 2 + files):
             pending = ino % 10 == 0
-            record = state_module._inode_record("file", 0o644, "u", 1, 3, "hot", CS,
+            record = ns.inode_record("file", 0o644, "u", 1, 3, "hot", CS,
                                                 "pending" if pending else "committed")
             record["chunks"] = list(range(handle, handle + per_file))
             tx.put_inode(ino, record)
@@ -980,10 +982,10 @@ def test_apply_never_raises_on_arbitrary_input(d, commands):
 
 def test_a_failing_command_leaves_no_partial_writes(d, monkeypatch):
     def half_done(tx, args):
-        state_module._new_dir(tx, 1, "half", args)          # writes, then fails
+        ns.new_dir(tx, 1, "half", args)          # writes, then fails
         tx.discard_chunks([12345], args["now"])
         raise FailedPrecondition("gave up half way")
-    half_schema = {"mode": state_module._MODE, "owner": state_module._text}
+    half_schema = {"mode": state_module.MODE, "owner": state_module.text}
     monkeypatch.setitem(state_module._OPS, "half_done", state_module._Op(half_schema, half_done))
     half = {"op": "half_done", "now": 5, "mode": 0o755, "owner": "x"}
     results = d.batch([mkdir("/a", now=1), half, mkdir("/b", now=2), mkdir("/a")])
@@ -1135,7 +1137,8 @@ def test_two_states_fed_the_same_batches_end_byte_identical(tmp_path):
         {"err": ["ALREADY_EXISTS", "/y already exists: restore trash entry 1 to another path (dst)"]}]
     assert results[0][-2][-3:] == [{"ok": {"updated": True}}, {"ok": {"updated": False}},
                                    {"ok": {"deleted": 3, "trash_id": 1}}]
-    assert all(dumps[0][db] for db in state_module._DB_NAMES)
+    identity_dbs = ("users", "tokens", "audit", "auth_log")       # tests/unit/test_identity_state.py
+    assert all(dumps[0][db] for db in DB_NAMES if db not in identity_dbs)
 
 
 # --- snapshots -----------------------------------------------------------------------------------

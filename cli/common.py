@@ -1,0 +1,42 @@
+"""What every `gfs` command module shares: click settings, the error-to-one-line group,
+JSON output, and the client built from the global options."""
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from gfs.errors import GfsError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class GfsGroup(click.Group):
+    """Turns every GfsError (and Ctrl-C) into one line on stderr and a non-zero exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GfsError as err:
+            click.echo(f"gfs: {err.code.lower().replace('_', ' ')}: {err.message}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("gfs: interrupted", err=True)
+            ctx.exit(130)
+        except BrokenPipeError:
+            ctx.exit(1)
+
+
+def emit_json(obj) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def make_client(ctx: click.Context):
+    from gfs.client import Client
+    return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0),
+                  token=ctx.obj.get("token"))
+
+
+def format_time(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))

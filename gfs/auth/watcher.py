@@ -1,0 +1,162 @@
+"""A local, current permission store for services outside the masters (the gateway, S3, later
+compute): it follows the leader's Watch feed (users, tokens, visibility changes) and resolves
+tokens with no call to the masters, through the same resolution the state machine uses.
+
+It fails closed: when the feed has been silent for longer than `max_lag_s` (the leader sends a
+heartbeat at least twice a second), `principal()` refuses every token with UNAVAILABLE instead
+of trusting what may be stale — a revoked token must never work for long anywhere.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import grpc
+
+from gfs.auth.checker import Principal
+from gfs.auth.principals import resolve
+from gfs.auth.tokens import bearer, token_hash
+from gfs.client import LEADER_METADATA_KEY
+from gfs.config import resolve_masters
+from gfs.errors import Unavailable
+from gfs.transfer import Channels
+from proto import identity_pb2 as ipb
+from proto import identity_pb2_grpc as ipb_grpc
+
+SILENT_S = 1.5                 # three of the leader's heartbeats: the stream is given up
+
+
+def _user_record(u: ipb.User) -> dict:
+    return {"name": u.name, "kind": u.kind, "owner": u.owner, "admin": u.admin,
+            "disabled": u.disabled}
+
+
+def _token_record(t: ipb.Token) -> dict:
+    return {"id": t.id, "name": t.name, "principal": t.principal, "expires": t.expires_ms,
+            "scopes": list(t.scopes), "revoked": t.revoked_ms}
+
+
+class PermissionStore:
+    """Follows the Watch feed in a background thread (`start`/`stop`, or a `with` block).
+    `token` must be an administrator's (or a service account's of one)."""
+
+    def __init__(self, masters: str | list[str] | None, token: str, max_lag_s: float = 2.0):
+        self.masters = resolve_masters(masters)
+        self.max_lag_s = max_lag_s
+        self.revision = 0
+        self.reconnects = 0
+        self._metadata = bearer(token)
+        self._channels = Channels()
+        self._lock = threading.Lock()
+        self._users: dict[str, dict] = {}
+        self._tokens: dict[bytes, dict] = {}
+        self._visibility: dict[str, str] = {}
+        self._heard = 0.0                          # monotonic time of the last event
+        self._connected = 0.0                      # ... and of the last (re)connection
+        self._stop = threading.Event()
+        self._stream = None                        # the Watch call being followed
+        self._threads = [threading.Thread(target=self._follow, name="permission-watch",
+                                          daemon=True),
+                         threading.Thread(target=self._watchdog, name="permission-watchdog",
+                                          daemon=True)]
+        self.last_error = ""
+
+    def start(self) -> "PermissionStore":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._channels.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "PermissionStore":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- answers -------------------------------------------------------------------------------
+
+    @property
+    def lag_s(self) -> float:
+        """Seconds since the feed was last heard (inf before the first event)."""
+        return time.monotonic() - self._heard if self._heard else float("inf")
+
+    def principal(self, token: str, now_ms: int | None = None) -> Principal:
+        """Who `token` is, from the local copy; Unauthenticated for a token that is not valid,
+        Unavailable while the feed is more than `max_lag_s` behind (failing closed)."""
+        if self.lag_s > self.max_lag_s:
+            raise Unavailable(f"the permission feed has been silent for {self.lag_s:.1f} s "
+                              f"(more than {self.max_lag_s:g} s): refusing every token until it "
+                              f"is back ({self.last_error or 'not connected yet'})")
+        hashed = token_hash(token)
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            return resolve(self._tokens.get(hashed), self._users.get, now)
+
+    def visibility_of(self, path: str) -> str | None:
+        """The latest visibility set on exactly `path` seen on the feed (None: no change seen)."""
+        with self._lock:
+            return self._visibility.get(path)
+
+    def wait_current(self, timeout: float = 10.0) -> None:
+        """Block until the feed has been heard from (Unavailable after `timeout`)."""
+        end = time.monotonic() + timeout
+        while self.lag_s > self.max_lag_s:
+            if time.monotonic() > end:
+                raise Unavailable(f"no permission feed within {timeout:.0f} s: {self.last_error}")
+            time.sleep(0.02)
+
+    # --- following the feed ------------------------------------------------------------------
+
+    def _apply(self, event: ipb.WatchEvent) -> None:
+        with self._lock:
+            if event.snapshot:
+                self._users.clear()
+                self._tokens.clear()
+            for u in event.users:
+                self._users[u.name] = _user_record(u)
+            for name in event.deleted_users:
+                self._users.pop(name, None)
+            for t in event.tokens:
+                self._tokens[t.hash] = _token_record(t.token)
+            for v in event.visibility:
+                self._visibility[v.path] = v.visibility
+            self.revision = event.revision
+            self._heard = time.monotonic()
+
+    def _follow(self) -> None:
+        address, i = None, 0
+        while not self._stop.is_set():
+            address = address or self.masters[i % len(self.masters)]
+            try:
+                stream = self._stream = self._channels.stub(address, ipb_grpc.IdentityStub).Watch(
+                    ipb.WatchRequest(from_revision=self.revision), metadata=self._metadata)
+                self._connected = time.monotonic()
+                for event in stream:
+                    self._apply(event)
+                    if self._stop.is_set():
+                        stream.cancel()
+                        return
+            except grpc.RpcError as err:
+                self.last_error = f"{address}: {err.details() or err.code().name}"
+                hint = dict(err.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
+                address = hint if hint and hint != address else None
+            except ValueError:           # the channel was closed by stop()
+                return
+            i += 1
+            self.reconnects += 1
+            self._stop.wait(0.05 if address else 0.2)
+
+    def _watchdog(self) -> None:
+        """A master that stopped (paused, cut off) keeps its connection open and sends nothing:
+        give up on a stream silent for more than three heartbeats, so the follower moves on."""
+        while not self._stop.wait(0.1):
+            stream, since = self._stream, max(self._heard, self._connected)
+            if stream is not None and since and time.monotonic() - since > SILENT_S:
+                self.last_error = f"no event for {time.monotonic() - since:.1f} s"
+                stream.cancel()
+                self._stream = None

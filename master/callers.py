@@ -1,0 +1,25 @@
+"""Who is calling a master RPC: the bearer token in the gRPC metadata, hashed.
+
+The token itself never goes further than this function: commands in the Raft log and reads of
+the state carry only its SHA-256, which is what the state machine stores and checks (at the
+command's position in the log for mutations, against the state read for reads)."""
+from __future__ import annotations
+
+from gfs.auth.tokens import AUTH_METADATA_KEY, token_hash
+from gfs.errors import Unauthenticated
+
+SCHEME = "bearer "
+
+
+def auth_of(context) -> bytes | None:
+    """The token hash of the caller, None for an anonymous call; Unauthenticated for a
+    malformed header or token (told apart from a revoked one by the token's check value)."""
+    for key, value in context.invocation_metadata() or ():
+        if key != AUTH_METADATA_KEY:
+            continue
+        if not isinstance(value, str) or not value.lower().startswith(SCHEME):
+            raise Unauthenticated("the authorization metadata must be "
+                                  "'Bearer gfs_...'")
+        return token_hash(value[len(SCHEME):].strip())
+    return None
+
