@@ -305,3 +305,16 @@ def test_identity_commands_apply_byte_identically_on_two_replicas(tmp_path, peop
             outcomes.append(workload(state))
     assert outcomes[0] == outcomes[1]
     assert all(outcomes[0][1][db] for db in ("users", "tokens", "audit"))
+
+
+@pytest.mark.parametrize("command", [
+    {"op": "user_set", "name": "", "disabled": True},
+    {"op": "account_delete", "name": ""},
+    {"op": "user_set", "name": "x" * 255, "disabled": True},
+])
+def test_names_that_cannot_be_keys_are_refused_not_wedging_the_log(log, people, command):
+    """A name LMDB cannot hold as a key (empty) is no user: the command fails, the entry is
+    applied, and the next one too (an exception here would fail the entry for ever)."""
+    code, _ = log.err(command, people["admin"])
+    assert code in ("NOT_FOUND", "INVALID_ARGUMENT")
+    log.ok({"op": "user_add", "name": "carol", "admin": False}, people["admin"])
