@@ -16,7 +16,7 @@ from chunkserver.store import ChunkStore
 from gfs import logs, metrics
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
-from gfs.rpcguard import RequestDecoder
+from gfs.rpcguard import RequestGuard
 from gfs.transfer import CHANNEL_OPTIONS, MAX_REQUEST_BYTES
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
@@ -52,7 +52,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
                        max_chunk_size=max_chunk_size)
     scrubber = Scrubber(store, scrub_rate, scrub_interval)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                         interceptors=[RequestDecoder("chunkserver")],
+                         interceptors=[RequestGuard("chunkserver")],
                          options=server_options())
     try:
         port = server.add_insecure_port(bind)

@@ -4,12 +4,14 @@
   truncated message, a string field that is not UTF-8) is answered INVALID_ARGUMENT naming the
   method and the message type, and logs nothing. Left to grpc, the same body is answered
   INTERNAL or UNKNOWN with a full traceback in the daemon's log for every request.
-  `RequestDecoder` (threaded servers) and `AsyncRequestDecoder` (asyncio servers) are server
+  `RequestGuard` (threaded servers) and `AsyncRequestGuard` (asyncio servers) are server
   interceptors that take over decoding from grpc for every method.
 - An exception that is not a GfsError is a bug in gfs, not bad input: it is answered INTERNAL
   and logged with its traceback, but one identical traceback (same method, exception type and
   place) at most once per `TracebackLimiter.window` seconds, so a client repeating a request that
-  trips the bug cannot fill the disk with copies of it.
+  trips the bug cannot fill the disk with copies of it. The services' own wrappers do this for
+  the methods they wrap (and count the status in their metrics); the guards do it for every
+  method, wrapped or not.
 
 Oversized messages never reach any of this: grpc refuses a message over the server's
 `grpc.max_receive_message_length` with RESOURCE_EXHAUSTED itself.
@@ -21,7 +23,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -64,89 +66,123 @@ def _count_refusal(daemon: str, method: str) -> None:
 
 # --- threaded servers ------------------------------------------------------------------------
 
-class RequestDecoder(grpc.ServerInterceptor):
-    """Decode every request body in the handler's thread: a malformed body gets
-    INVALID_ARGUMENT (and no log line) instead of grpc's INTERNAL and traceback. A malformed
-    message of a client stream surfaces as InvalidArgument raised by the request iterator, which
-    the service's own error handling turns into the status. `daemon` labels the metrics."""
+def _aborted(context) -> bool:
+    """Did the handler end the call itself (context.abort raises a bare Exception)?"""
+    return context.code() not in (None, grpc.StatusCode.OK)
 
-    def __init__(self, daemon: str):
+
+def _bug_status(exc: BaseException) -> str:
+    return f"internal error: {type(exc).__name__}: {_first_line(exc)}"
+
+
+class RequestGuard(grpc.ServerInterceptor):
+    """For every method of a threaded server: decode the request body in the handler's thread
+    (a malformed body gets INVALID_ARGUMENT and no log line, instead of grpc's INTERNAL and a
+    traceback), and answer an exception that escapes the handler INTERNAL with a rate-limited
+    traceback (grpc would log every one). A malformed message of a client stream surfaces as
+    InvalidArgument raised by the request iterator, which the service's own error handling
+    turns into the status. `daemon` labels the metrics."""
+
+    def __init__(self, daemon: str, logger: logging.Logger | None = None):
         self.daemon = daemon
+        self.log = logger or logging.getLogger(__name__)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        decode = _decoder(handler_call_details.method, handler.request_deserializer)
-        if handler.request_streaming:
-            kind = "stream_stream" if handler.response_streaming else "stream_unary"
-            inner = getattr(handler, kind)
-
-            def streamed(requests: Iterator[bytes], context):
-                return inner(map(decode, requests), context)
-            return handler._replace(request_deserializer=None, **{kind: streamed})
-        kind = "unary_stream" if handler.response_streaming else "unary_unary"
+        method = handler_call_details.method
+        decode = _decoder(method, handler.request_deserializer)
+        kind = (("stream" if handler.request_streaming else "unary") + "_"
+                + ("stream" if handler.response_streaming else "unary"))
         inner = getattr(handler, kind)
 
-        def unary(body: bytes, context):
+        def request_of(body_or_bodies, context):
+            if handler.request_streaming:
+                return map(decode, body_or_bodies)
             try:
-                request = decode(body)
+                return decode(body_or_bodies)
             except InvalidArgument as err:
-                _count_refusal(self.daemon, handler_call_details.method)
+                _count_refusal(self.daemon, method)
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)   # raises
-            return inner(request, context)
-        return handler._replace(request_deserializer=None, **{kind: unary})
+
+        def bug(context, exc: Exception) -> None:
+            if _aborted(context) or isinstance(exc, grpc.RpcError):
+                raise exc                               # the call ended (or was cancelled)
+            LIMITER.log(self.log, method, exc)
+            context.abort(grpc.StatusCode.INTERNAL, _bug_status(exc))
+
+        if handler.response_streaming:
+            def behavior(request, context):
+                request = request_of(request, context)
+                try:
+                    yield from inner(request, context)
+                except Exception as exc:
+                    bug(context, exc)
+        else:
+            def behavior(request, context):
+                request = request_of(request, context)
+                try:
+                    return inner(request, context)
+                except Exception as exc:
+                    bug(context, exc)
+        return handler._replace(request_deserializer=None, **{kind: behavior})
 
 
 # --- asyncio servers -------------------------------------------------------------------------
 
-class AsyncRequestDecoder(grpc.aio.ServerInterceptor):
-    """`RequestDecoder` for grpc.aio servers."""
+class AsyncRequestGuard(grpc.aio.ServerInterceptor):
+    """`RequestGuard` for grpc.aio servers."""
 
-    def __init__(self, daemon: str):
+    def __init__(self, daemon: str, logger: logging.Logger | None = None):
         self.daemon = daemon
+        self.log = logger or logging.getLogger(__name__)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        decode = _decoder(handler_call_details.method, handler.request_deserializer)
-        if handler.request_streaming:
-            async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
-                async for body in requests:
-                    yield decode(body)
+        method = handler_call_details.method
+        decode = _decoder(method, handler.request_deserializer)
+        kind = (("stream" if handler.request_streaming else "unary") + "_"
+                + ("stream" if handler.response_streaming else "unary"))
+        inner = getattr(handler, kind)
 
-            if handler.response_streaming:
-                inner = handler.stream_stream
+        async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+            async for body in requests:
+                yield decode(body)
 
-                async def stream_stream(requests, context):
-                    async for response in inner(decoded(requests), context):
-                        yield response
-                return handler._replace(request_deserializer=None, stream_stream=stream_stream)
-            inner = handler.stream_unary
-
-            async def stream_unary(requests, context):
-                return await inner(decoded(requests), context)
-            return handler._replace(request_deserializer=None, stream_unary=stream_unary)
-        async def decode_or_abort(body: bytes, context) -> Any:
+        async def request_of(body_or_bodies, context):
+            if handler.request_streaming:
+                return decoded(body_or_bodies)
             try:
-                return decode(body)
+                return decode(body_or_bodies)
             except InvalidArgument as err:
-                _count_refusal(self.daemon, handler_call_details.method)
+                _count_refusal(self.daemon, method)
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)   # raises
 
+        async def bug(context, exc: Exception) -> None:
+            if isinstance(exc, grpc.aio.AbortError):
+                raise exc
+            LIMITER.log(self.log, method, exc)
+            await context.abort(grpc.StatusCode.INTERNAL, _bug_status(exc))
+
         if handler.response_streaming:
-            inner = handler.unary_stream
-
-            async def unary_stream(body: bytes, context):
-                async for response in inner(await decode_or_abort(body, context), context):
-                    yield response
-            return handler._replace(request_deserializer=None, unary_stream=unary_stream)
-        inner = handler.unary_unary
-
-        async def unary_unary(body: bytes, context):
-            return await inner(await decode_or_abort(body, context), context)
-        return handler._replace(request_deserializer=None, unary_unary=unary_unary)
+            async def behavior(request, context):
+                request = await request_of(request, context)
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except Exception as exc:
+                    await bug(context, exc)
+        else:
+            async def behavior(request, context):
+                request = await request_of(request, context)
+                try:
+                    return await inner(request, context)
+                except Exception as exc:
+                    await bug(context, exc)
+        return handler._replace(request_deserializer=None, **{kind: behavior})
 
 
 # --- unexpected exceptions -------------------------------------------------------------------

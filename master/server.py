@@ -14,7 +14,7 @@ from gfs import logs, metrics
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
-from gfs.rpcguard import AsyncRequestDecoder
+from gfs.rpcguard import AsyncRequestGuard
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
 from master.identity_service import IdentityService
@@ -85,7 +85,7 @@ def read_admin_token(path: str | None) -> bytes | None:
 async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
     """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
     replicated commands wait on futures that the Raft tick thread resolves."""
-    server = grpc.aio.server(interceptors=[AsyncRequestDecoder("master")],
+    server = grpc.aio.server(interceptors=[AsyncRequestGuard("master")],
                              options=[("grpc.so_reuseport", 0),
                                       ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     service = MasterService(node)

@@ -38,7 +38,7 @@ CHUNKSERVER_METHODS = service_methods(cpb, "Chunkserver")
 OPTS = {"master": {"chunk-size": "1MiB", "dead-after": 3},
         "chunkserver": {"heartbeat-interval": 0.3}}
 EXAMPLES = 10                      # hostile messages per method (hypothesis examples)
-RANDOM_BODIES = 6                  # random byte strings per method and daemon
+RANDOM_BODIES = 4                  # random byte strings per method and daemon
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=False,
                          suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                 HealthCheck.too_slow])
@@ -54,6 +54,7 @@ class Fuzzer:
         self._channels: dict[str, grpc.Channel] = {}
         self.sent: collections.Counter = collections.Counter()
         self.seed: dict = {}
+        self.caller = ""
 
     def address(self, name: str) -> str:
         d = self.cluster.daemon(name)
@@ -141,24 +142,25 @@ def fuzz_cluster(tmp_path_factory):
         factory.cleanup()
 
 
-@pytest.fixture(scope="module", params=["admin", "anonymous", "garbage-token"])
-def rpc_metadata(request, fuzz_cluster):
-    """gRPC metadata sent with every fuzz request: the cluster administrator's token (which
-    gets furthest into the handlers), none, or a token that is no token."""
-    return {"admin": bearer(fuzz_cluster.cluster.admin_token), "anonymous": (),
-            "garbage-token": bearer("gfs_" + "x" * 40)}[request.param]
+CALLERS = ["admin", "anonymous", "garbage-token"]
 
 
-@pytest.fixture
-def fuzzer(fuzz_cluster, rpc_metadata):
+def caller_metadata(tally: Tally, caller: str) -> tuple:
+    """gRPC metadata of a caller: the cluster administrator's token (which gets furthest into
+    the handlers), none, or a token that is no token."""
+    return {"admin": bearer(tally.cluster.admin_token), "anonymous": (),
+            "garbage-token": bearer("gfs_" + "x" * 40)}[caller]
+
+
+def _watched(tally: Tally, caller: str):
     """A Fuzzer; afterwards checks, for every daemon: no traceback in its log; at most one line
     per request it received from the services and grpc during the test, and at most one line
     per request it received since the cluster started from anything (background loops, such
     as the repair of a replica a fuzz request deleted, log on their own schedule); still
     running."""
-    tally = fuzz_cluster
-    f = Fuzzer(tally.cluster, rpc_metadata)
+    f = Fuzzer(tally.cluster, caller_metadata(tally, caller))
     f.seed = tally.seed
+    f.caller = caller
     before = log_lines(tally.cluster)
     yield f
     f.close()
@@ -174,6 +176,19 @@ def fuzzer(fuzz_cluster, rpc_metadata):
         assert total <= tally.sent[name], \
             f"{name}: {total} log lines for {tally.sent[name]} requests: {added[:3]}"
         assert tally.cluster.pid(name), f"{name} is not running"
+
+
+@pytest.fixture(params=CALLERS)
+def any_caller(fuzz_cluster, request):
+    """A watched Fuzzer for each kind of caller: what credentials change is how far a request
+    gets, never whether its answer is clear."""
+    yield from _watched(fuzz_cluster, request.param)
+
+
+@pytest.fixture
+def fuzzer(fuzz_cluster):
+    """A watched Fuzzer calling as the administrator (past every permission check)."""
+    yield from _watched(fuzz_cluster, "admin")
 
 
 def _masters(cluster) -> list[str]:
@@ -196,11 +211,16 @@ def _plausible(method: Method) -> bytes:
     return msg.SerializeToString()
 
 
-def test_random_and_truncated_bodies_get_invalid_argument(fuzzer):
-    """Bodies that are not messages of the method's type, to every daemon."""
+def test_random_and_truncated_bodies_get_invalid_argument(any_caller):
+    """Bodies that are not messages of the method's type: as the administrator to every
+    daemon, as the other callers to the leader and one chunkserver."""
+    fuzzer = any_caller
     rng = random.Random()
-    targets = [(n, MASTER_METHODS) for n in _masters(fuzzer.cluster)] + \
-        [(n, CHUNKSERVER_METHODS) for n in _chunkservers(fuzzer.cluster)]
+    masters, chunkservers = _masters(fuzzer.cluster), _chunkservers(fuzzer.cluster)
+    if fuzzer.caller != "admin":
+        masters, chunkservers = [fuzzer.leader()], chunkservers[:1]
+    targets = [(n, MASTER_METHODS) for n in masters] + \
+        [(n, CHUNKSERVER_METHODS) for n in chunkservers]
     for name, methods in targets:
         for m in methods:
             bodies = [b"\xff" * 8, b"\x0a\xff\xff\xff\xff\x0f", b"\x12\x05ab"]     # bad tag,
@@ -252,8 +272,9 @@ def test_read_chunk_ranges(fuzzer):
 
 
 @pytest.mark.parametrize("method", MASTER_METHODS, ids=lambda m: m.name)
-def test_master_hostile_messages(fuzzer, method):
+def test_master_hostile_messages(any_caller, method):
     """Well-formed messages with edge-value fields, at the leader and at a follower."""
+    fuzzer = any_caller
     leader = fuzzer.leader()
     follower = next(n for n in _masters(fuzzer.cluster) if n != leader)
 

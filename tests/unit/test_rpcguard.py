@@ -10,7 +10,7 @@ import grpc
 import pytest
 
 from gfs.errors import InvalidArgument
-from gfs.rpcguard import AsyncRequestDecoder, RequestDecoder, TracebackLimiter
+from gfs.rpcguard import AsyncRequestGuard, RequestGuard, TracebackLimiter
 from proto import chunkserver_pb2 as cpb
 
 SERVICE = "test.Echo"
@@ -29,12 +29,19 @@ def _handlers(seen: list):
             seen.append(err.message)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
 
-    return _method_handlers(unary, client_stream)
+    def boom(request, context):
+        raise RuntimeError(f"bug {request.handle}")
+
+    return _method_handlers(unary, client_stream, boom)
 
 
-def _method_handlers(unary, client_stream) -> dict:
-    """Unary: DeleteRequest -> DeleteResponse; Stream: WriteRequest... -> WriteResponse."""
+def _method_handlers(unary, client_stream, boom) -> dict:
+    """Unary: DeleteRequest -> DeleteResponse; Stream: WriteRequest... -> WriteResponse;
+    Boom: a handler with a bug."""
     return {
+        "Boom": grpc.unary_unary_rpc_method_handler(
+            boom, request_deserializer=cpb.DeleteRequest.FromString,
+            response_serializer=cpb.DeleteResponse.SerializeToString),
         "Unary": grpc.unary_unary_rpc_method_handler(
             unary, request_deserializer=cpb.DeleteRequest.FromString,
             response_serializer=cpb.DeleteResponse.SerializeToString),
@@ -51,7 +58,7 @@ def _call(channel, name: str, request, streaming: bool = False):
 
 def test_threaded_server_answers_invalid_argument_without_a_log_line(caplog):
     seen: list = []
-    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[RequestDecoder("test")])
+    server = grpc.server(futures.ThreadPoolExecutor(2), interceptors=[RequestGuard("test")])
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE,
                                                                           _handlers(seen))])
     port = server.add_insecure_port("127.0.0.1:0")
@@ -73,8 +80,9 @@ def test_threaded_server_answers_invalid_argument_without_a_log_line(caplog):
                 _call(ch, "Stream", iter([good, JUNK]), streaming=True)
             assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "gfs.chunkserver.WriteRequest" in err.value.details()
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+            _assert_bug_logged_once(ch.unary_unary(f"/{SERVICE}/Boom"), caplog, "threaded")
         assert [r for r in seen if not isinstance(r, str)] == [cpb.DeleteRequest(handle=7)]
-        assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     finally:
         server.stop(0).wait()
 
@@ -92,10 +100,13 @@ def test_asyncio_server_answers_invalid_argument_without_a_log_line(caplog):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         return cpb.WriteResponse(length=n)
 
-    handlers = _method_handlers(unary, stream)
+    async def boom(request, context):
+        raise RuntimeError(f"bug {request.handle}")
+
+    handlers = _method_handlers(unary, stream, boom)
 
     async def main():
-        server = grpc.aio.server(interceptors=[AsyncRequestDecoder("test")])
+        server = grpc.aio.server(interceptors=[AsyncRequestGuard("test")])
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE,
                                                                               handlers)])
         port = server.add_insecure_port("127.0.0.1:0")
@@ -113,12 +124,28 @@ def test_asyncio_server_answers_invalid_argument_without_a_log_line(caplog):
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await ch.stream_unary(f"/{SERVICE}/Stream")(iter([good, JUNK]), timeout=5)
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as sync_channel:
+                await asyncio.to_thread(_assert_bug_logged_once,
+                                        sync_channel.unary_unary(f"/{SERVICE}/Boom"), caplog,
+                                        "asyncio")
         finally:
             await server.stop(0)
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+def _assert_bug_logged_once(call, caplog, kind: str) -> None:
+    """A handler's bug: INTERNAL every time, its traceback logged once for 30 calls."""
+    for i in range(30):
+        with pytest.raises(grpc.RpcError) as err:
+            call(cpb.DeleteRequest(handle=i).SerializeToString(), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INTERNAL, kind
+        assert "RuntimeError: bug" in err.value.details()
+    logged = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(logged) == 1 and logged[0].exc_info, (kind, caplog.text)
+    assert "/test.Echo/Boom failed: RuntimeError" in logged[0].getMessage()
 
 
 def _raise(kind=ValueError, text="boom"):
