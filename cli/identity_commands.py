@@ -233,13 +233,16 @@ def token_ls(ctx, all_users: bool, revoked: bool, as_json: bool) -> None:
     if as_json:
         emit_json(tokens)
         return
-    click.echo(f"{'ID':<14}{'NAME':<16}{'FOR':<16}{'CREATED':<18}{'EXPIRES':<18}SCOPES")
+    click.echo(f"{'ID':<14}{'NAME':<16}{'FOR':<16}{'CREATED':<18}{'LAST USED':<18}"
+               f"{'EXPIRES':<18}SCOPES")
     for t in tokens:
         expires = format_time(t["expires_ms"]) if t["expires_ms"] else "never"
         if t["revoked_ms"]:
             expires = "revoked " + format_time(t["revoked_ms"])
+        used = format_time(t["last_used_ms"]) if t["last_used_ms"] else "-"
         click.echo(f"{t['id']:<14}{t['name']:<16}{t['principal']:<16}"
-                   f"{format_time(t['created_ms']):<18}{expires:<18}{', '.join(t['scopes'])}")
+                   f"{format_time(t['created_ms']):<18}{used:<18}{expires:<18}"
+                   f"{', '.join(t['scopes'])}")
 
 
 @token.command("revoke")

@@ -15,6 +15,7 @@ from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
 from master.repair import Repairer
 from master.tiering import TierMover
+from master.token_use import TokenUses
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class MasterNode:
         self.tiering = TierMover(
             self.chunkservers, self._chunk_table,
             self.propose, self.raft.is_leader, **(tiering or {}))
+        self.token_uses = TokenUses(self.propose, self.raft.is_leader)
         self.balancer = Balancer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
@@ -103,6 +105,7 @@ class MasterNode:
 
     def start(self) -> None:
         self.raft.start()
+        self.token_uses.start()
         self.gc.start()
         self.repairer.start()
         self.tiering.start()
@@ -110,6 +113,7 @@ class MasterNode:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.token_uses.stop()
         self.balancer.stop()
         self.tiering.stop()
         self.repairer.stop()

@@ -98,12 +98,14 @@ class MasterService(pb_grpc.MasterServicer):
         """Replicate a client's command, run as the caller (its token hash goes with it)."""
         command.update(header_fields(request.header))
         command["auth"] = auth_of(context)
+        self.node.token_uses.note(command["auth"])
         return await self.node.execute(command, request_timeout(context))
 
     async def _read(self, context, fn, linearizable: bool = True):
         """`fn(state, auth, now)` on the state, as the caller (after a barrier unless stale reads
         were asked for)."""
         auth, now = auth_of(context), now_ms()
+        self.node.token_uses.note(auth)
         return await self.node.read(lambda st: fn(st, auth, now), linearizable,
                                     request_timeout(context))
 

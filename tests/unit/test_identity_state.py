@@ -84,8 +84,9 @@ def test_bootstrap_makes_the_first_admin_once(log):
     assert log.state.whoami(token_hash(first), NOW)["admin"]
     with pytest.raises(Exception, match="unknown token"):
         log.state.whoami(token_hash(second), NOW)
-    # A client can never send the leader's own bootstrap command.
-    assert log.err({"op": "bootstrap", "token_hash": token_hash(second)}, first)[0] == "PERMISSION_DENIED"
+    # The leader's own commands never run as a caller.
+    code, message = log.err({"op": "bootstrap", "token_hash": token_hash(second)}, first)
+    assert code == "INVALID_ARGUMENT" and "auth" in message
 
 
 def test_users_get_a_private_home_and_only_admins_add_users(log, people):
@@ -305,6 +306,17 @@ def test_identity_commands_apply_byte_identically_on_two_replicas(tmp_path, peop
             outcomes.append(workload(state))
     assert outcomes[0] == outcomes[1]
     assert all(outcomes[0][1][db] for db in ("users", "tokens", "audit"))
+
+
+def test_token_use_is_noted_in_batches_by_the_leader(log, people):
+    hashed = token_hash(people["alice"])
+    log.ok({"op": "note_token_use", "uses": [[hashed, NOW + 5], [token_hash(new_token()), 1]]},
+           "system")
+    log.ok({"op": "note_token_use", "uses": [[hashed, NOW + 1]]}, "system")   # never backwards
+    mine = log.state.tokens(hashed, NOW)
+    assert [(t["name"], t["last_used"]) for t in mine] == [("t", NOW + 5)]
+    assert log.err({"op": "note_token_use", "uses": [[hashed, NOW + 9]]},
+                   people["alice"])[0] == "INVALID_ARGUMENT"
 
 
 @pytest.mark.parametrize("command", [
