@@ -59,7 +59,7 @@ def service_methods(pb2_module, service: str) -> list[Method]:
 
 def call_raw(channel: grpc.Channel, method: Method, bodies: Sequence[bytes], *,
              timeout: float = 10.0, metadata: Metadata | None = None,
-             max_responses: int = 3) -> Outcome:
+             max_responses: int = 1) -> Outcome:
     """Send `bodies` (one for a unary request, any number for a client stream) as they are and
     read the answer; returns its status. Bodies are bytes, never re-encoded. A response stream
     is read up to `max_responses` messages, then cancelled (some, like a watch, never end):
