@@ -75,7 +75,25 @@ def _bug_status(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}: {_first_line(exc)}"
 
 
-class RequestGuard(grpc.ServerInterceptor):
+class _Guard:
+    """What both guards share: the daemon's name (metrics) and logger, and taking a handler
+    apart."""
+
+    def __init__(self, daemon: str, logger: logging.Logger | None = None):
+        self.daemon = daemon
+        self.log = logger or logging.getLogger(__name__)
+
+    @staticmethod
+    def _parts(handler, handler_call_details) -> tuple[str, Callable[[bytes], Any], str, Any]:
+        """(method path, decode, handler kind such as "unary_stream", the handler's behavior)."""
+        method = handler_call_details.method
+        kind = (("stream" if handler.request_streaming else "unary") + "_"
+                + ("stream" if handler.response_streaming else "unary"))
+        return (method, _decoder(method, handler.request_deserializer), kind,
+                getattr(handler, kind))
+
+
+class RequestGuard(_Guard, grpc.ServerInterceptor):
     """For every method of a threaded server: decode the request body in the handler's thread
     (a malformed body gets INVALID_ARGUMENT and no log line, instead of grpc's INTERNAL and a
     traceback), and answer an exception that escapes the handler INTERNAL with a rate-limited
@@ -83,19 +101,11 @@ class RequestGuard(grpc.ServerInterceptor):
     InvalidArgument raised by the request iterator, which the service's own error handling
     turns into the status. `daemon` labels the metrics."""
 
-    def __init__(self, daemon: str, logger: logging.Logger | None = None):
-        self.daemon = daemon
-        self.log = logger or logging.getLogger(__name__)
-
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = handler_call_details.method
-        decode = _decoder(method, handler.request_deserializer)
-        kind = (("stream" if handler.request_streaming else "unary") + "_"
-                + ("stream" if handler.response_streaming else "unary"))
-        inner = getattr(handler, kind)
+        method, decode, kind, inner = self._parts(handler, handler_call_details)
 
         def request_of(body_or_bodies, context):
             if handler.request_streaming:
@@ -131,22 +141,14 @@ class RequestGuard(grpc.ServerInterceptor):
 
 # --- asyncio servers -------------------------------------------------------------------------
 
-class AsyncRequestGuard(grpc.aio.ServerInterceptor):
+class AsyncRequestGuard(_Guard, grpc.aio.ServerInterceptor):
     """`RequestGuard` for grpc.aio servers."""
-
-    def __init__(self, daemon: str, logger: logging.Logger | None = None):
-        self.daemon = daemon
-        self.log = logger or logging.getLogger(__name__)
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        method = handler_call_details.method
-        decode = _decoder(method, handler.request_deserializer)
-        kind = (("stream" if handler.request_streaming else "unary") + "_"
-                + ("stream" if handler.response_streaming else "unary"))
-        inner = getattr(handler, kind)
+        method, decode, kind, inner = self._parts(handler, handler_call_details)
 
         async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
             async for body in requests:
