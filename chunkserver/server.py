@@ -16,10 +16,17 @@ from chunkserver.store import ChunkStore
 from gfs import logs, metrics
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
-from gfs.transfer import CHANNEL_OPTIONS
+from gfs.rpcguard import RequestGuard
+from gfs.transfer import CHANNEL_OPTIONS, MAX_REQUEST_BYTES
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 log = logging.getLogger(__name__)
+
+
+def server_options() -> list[tuple[str, int]]:
+    """The client channels' options, but receiving at most MAX_REQUEST_BYTES per message."""
+    return [(k, v) for k, v in CHANNEL_OPTIONS if k != "grpc.max_receive_message_length"] + [
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.so_reuseport", 0)]
 
 
 def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | None, rack: str,
@@ -45,7 +52,8 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
                        max_chunk_size=max_chunk_size)
     scrubber = Scrubber(store, scrub_rate, scrub_interval)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                         options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
+                         interceptors=[RequestGuard("chunkserver")],
+                         options=server_options())
     try:
         port = server.add_insecure_port(bind)
     except RuntimeError as err:

@@ -14,6 +14,7 @@ from gfs import logs, metrics
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
+from gfs.rpcguard import AsyncRequestGuard
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
 from master.identity_service import IdentityService
@@ -22,6 +23,11 @@ from proto import identity_pb2_grpc as ipb_grpc
 from proto import master_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+# The largest request a master accepts (grpc's default, stated): larger ones are refused with
+# RESOURCE_EXHAUSTED before they are decoded. A full heartbeat report is the largest request
+# (about 25 bytes per chunk: some 160,000 chunks per chunkserver).
+MAX_REQUEST_BYTES = 4 << 20
 
 
 def parse_peers(peers: str) -> dict[str, str]:
@@ -79,7 +85,9 @@ def read_admin_token(path: str | None) -> bytes | None:
 async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
     """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
     replicated commands wait on futures that the Raft tick thread resolves."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[AsyncRequestGuard("master")],
+                             options=[("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     service = MasterService(node)
     pb_grpc.add_MasterServicer_to_server(service, server)
     ipb_grpc.add_IdentityServicer_to_server(IdentityService(service), server)

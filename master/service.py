@@ -9,6 +9,8 @@ import grpc
 
 from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
+from gfs.rpcguard import LIMITER
+from gfs.validate import address, label, non_negative, positive
 from master.callers import auth_of
 from master.node import MasterNode, NotLeader
 from master.proposer import now_ms
@@ -33,10 +35,11 @@ def rpc(method):
                 await abort_with(context, err)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception as exc:
-                log.exception("%s failed", method.__name__)
+            except Exception as exc:            # a bug, not bad input: traceback, rate-limited
+                LIMITER.log(log, method.__name__, exc)
                 outcome["code"] = "INTERNAL"
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    f"internal error: {type(exc).__name__}: {exc}")
     return wrapper
 
 
@@ -61,6 +64,17 @@ def header_fields(header: pb.RequestHeader) -> dict:
     if len(header.client_id) != 16 or header.seq == 0:
         raise InvalidArgument("request header needs a 16-byte client_id and a seq > 0")
     return {"client_id": header.client_id, "seq": header.seq, "ack_seq": header.ack_seq}
+
+
+def check_heartbeat(request: pb.HeartbeatRequest) -> None:
+    """InvalidArgument unless the heartbeat names its sender and reports sane figures."""
+    address(request.address, "address")
+    label(request.rack, "rack")
+    label(request.instance, "instance")
+    for field in ("io_load", "cpu_load"):
+        non_negative(getattr(request, field), field)
+    for t in request.tiers:
+        label(t.name, "tiers.name")
 
 
 def file_info(d: dict, locate=None) -> pb.FileInfo:
@@ -252,6 +266,7 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def Heartbeat(self, request, context):
+        check_heartbeat(request)
         self.node.require_leader()
         figures = {k: getattr(request, k) for k in (
             "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
@@ -271,6 +286,9 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def ReportBadReplica(self, request, context):
+        positive(request.handle, "handle")
+        address(request.address, "address")
+        label(request.reason, "reason", 1000)
         self.node.require_leader()
         log.warning("bad replica reported: chunk %d v%d on %s: %s", request.handle,
                     request.version, request.address, request.reason,

@@ -317,3 +317,16 @@ def test_token_use_is_noted_in_batches_by_the_leader(log, people):
     assert [(t["name"], t["last_used"]) for t in mine] == [("t", NOW + 5)]
     assert log.err({"op": "note_token_use", "uses": [[hashed, NOW + 9]]},
                    people["alice"])[0] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("command", [
+    {"op": "user_set", "name": "", "disabled": True},
+    {"op": "account_delete", "name": ""},
+    {"op": "user_set", "name": "x" * 255, "disabled": True},
+])
+def test_names_that_cannot_be_keys_are_refused_not_wedging_the_log(log, people, command):
+    """A name LMDB cannot hold as a key (empty) is no user: the command fails, the entry is
+    applied, and the next one too (an exception here would fail the entry for ever)."""
+    code, _ = log.err(command, people["admin"])
+    assert code in ("NOT_FOUND", "INVALID_ARGUMENT")
+    log.ok({"op": "user_add", "name": "carol", "admin": False}, people["admin"])
