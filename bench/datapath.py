@@ -143,14 +143,16 @@ def measure(masters: list[str], op: str, remotes: list[list[str]], source: str, 
             "client_cpu_s": sum(cpu for _, _, _, cpu in done)}
 
 
-def reclaim(client, path: str) -> None:
+def reclaim(cluster, client, path: str) -> None:
     """Delete a remote file for good and its chunk replicas at once (garbage collection would
-    wait for its grace period, an hour by default, and the disk would fill up meanwhile)."""
+    wait for its grace period, an hour by default, and the disk would fill up meanwhile); the
+    deletes are signed with the local cluster's secret, as the leader's would be."""
+    from gfs.auth.daemon import DaemonAuth
     from gfs.transfer import Channels
     from proto import chunkserver_pb2 as cpb
     info = client.stat(path)
     client.delete(path, skip_trash=True)
-    channels = Channels()
+    channels = Channels(DaemonAuth(cluster.cluster_secret()))
     try:
         for chunk in info.chunks:
             for address in chunk.replicas:
@@ -183,7 +185,7 @@ def put_then_get(cluster, client, remotes: list[list[str]], replication: int, so
     get = measure(masters, "get", remotes, source, digest, replication, size, work)
     for r in (r for rs in remotes for r in rs):
         if client.exists(r):
-            reclaim(client, r)
+            reclaim(cluster, client, r)
     return {"put": put, "get": get}
 
 

@@ -185,7 +185,7 @@ def cycle(cluster, c, path: str, source: str, digest: int, cfg: dict, work: str)
     stored = cold_stored_bytes(cluster, c.tier_status(path))
     cold = gets(cluster, path, source, digest, size, work)
     to_hot = move(c, path, "hot", timeout)
-    reclaim(c, path)
+    reclaim(cluster, c, path)
     print(f"    {path}: stored ÷ logical {stored / to_cold['bytes']:.2f}, "
           f"hot → cold {to_cold['mb_s']:.0f} MB/s, cold → hot {to_hot['mb_s']:.0f} MB/s, "
           f"get hot {hot['evicted']:.0f} / cold {cold['evicted']:.0f} MB/s", flush=True)

@@ -4,7 +4,9 @@ and the complete list of replicas known to be corrupt every time. Each reported 
 length and tier; a chunk that moved between tiers is reported again in `added` with its new tier
 (never in `removed`: the replica did not go away, and the master drops a removed (handle, version)
 after applying the additions). The reply may ask to delete replicas (garbage,
-stale, surplus or corrupt ones) and to verify replicas a reader reported bad."""
+stale, surplus or corrupt ones) and to verify replicas a reader reported bad, and it names the
+capability keys to accept. Heartbeats are signed with the cluster secret (gfs.auth.daemon): the
+master ignores any other."""
 from __future__ import annotations
 
 import logging
@@ -13,6 +15,7 @@ import threading
 from typing import Callable, Iterable
 
 from chunkserver.store import ChunkStore
+from gfs.auth.daemon import DaemonAuth
 from gfs.client import Client
 from gfs.errors import GfsError
 from gfs.sysstats import DiskBusy, cpu_load, host_memory, rss_bytes
@@ -26,15 +29,19 @@ class Heartbeater:
     scrubber's request; version 0 means whatever version is stored)."""
 
     def __init__(self, store: ChunkStore, address: str, rack: str, masters: list[str],
-                 interval: float = 1.0, *,
-                 on_verify: Callable[[int, int], None] | None = None):
+                 interval: float = 1.0, *, daemon_auth: DaemonAuth,
+                 on_verify: Callable[[int, int], None] | None = None,
+                 on_keys: Callable[[list[tuple[int, bytes]]], None] | None = None,
+                 tls_ca: str | None = None):
         self.store = store
         self.on_verify = on_verify
+        self.on_keys = on_keys
         self.address = address
         self.rack = rack
         self.interval = interval
         self.instance = os.urandom(8).hex()
-        self.client = Client(masters, deadline=max(2.0, interval * 2), attempt_timeout=1.0)
+        self.client = Client(masters, deadline=max(2.0, interval * 2), attempt_timeout=1.0,
+                             daemon_auth=daemon_auth, tls_ca=tls_ca)
         # io_load: the busier of the tiers' disks (one when both tiers share a disk).
         self.disks = [DiskBusy(store.root)]
         cold_disk = DiskBusy(store.cold_dir)
@@ -98,6 +105,8 @@ class Heartbeater:
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
         self.reported = None if resp.need_full_report else current
+        if resp.capability_keys and self.on_keys is not None:
+            self.on_keys([(k.key_id, k.salt) for k in resp.capability_keys])
         if resp.delete:
             self.delete([(r.handle, r.version) for r in resp.delete])
         if resp.verify:

@@ -14,6 +14,7 @@ from chunkserver.scrubber import Scrubber
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
 from gfs import logs, metrics
+from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
 from gfs.rpcguard import RequestGuard
@@ -33,7 +34,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
           metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
           max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
           scrub_interval: float = 86400.0, cold_dir: str | None = None,
-          capacity: int = 0) -> int:
+          capacity: int = 0, cluster_secret: bytes, tls: TlsFiles | None = None) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
 
     cold_dir: the cold tier's directory, normally on its own disk (default: <data_dir>/cold,
@@ -55,28 +56,33 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
                          interceptors=[RequestGuard("chunkserver")],
                          options=server_options())
     try:
-        port = server.add_insecure_port(bind)
+        port = (server.add_secure_port(bind, tls.server_credentials()) if tls is not None
+                else server.add_insecure_port(bind))
     except RuntimeError as err:
         raise FailedPrecondition(f"cannot listen on {bind}: {err}") from None
     host = advertise_host or bind.rsplit(":", 1)[0]
     address = f"{host}:{port}"
-    service = ChunkserverService(store, address, rack, scrubber=scrubber)
+    service = ChunkserverService(store, address, rack, scrubber=scrubber,
+                                 cluster_secret=cluster_secret,
+                                 tls_ca=tls.ca_pem() if tls else None)
     cpb_grpc.add_ChunkserverServicer_to_server(service, server)
     mhost, mport = metrics.serve(metrics_address)
     service.metrics_address = f"{mhost}:{mport}"
     beats = Heartbeater(store, address, rack, masters, heartbeat_interval,
-                        on_verify=scrubber.request)
+                        daemon_auth=service.daemon_auth, on_verify=scrubber.request,
+                        on_keys=service.capabilities.set_keys, tls_ca=tls.ca if tls else None)
     # The master hears at once of a replica found corrupt (by the scrubber or by any read) and
     # of a chunk copied here or moved between tiers, instead of at the next regular heartbeat.
     store.on_corrupt = lambda handle, version, reason: beats.poke()
     scrubber.on_corrupt = beats.poke
     service.on_change = beats.poke
+    service.on_keys_needed = beats.poke
     server.start()
     beats.start()
     scrubber.start()
     tiers = {t["name"]: t["chunk_count"] for t in store.usage()["tiers"]}
-    log.info("chunkserver %s serving (bind %s), %d chunks (%d hot, %d cold in %s; %d marked "
-             "corrupt), metrics on %s, scrubbing %s", address, bind, len(store.chunks()),
+    log.info("chunkserver %s serving%s (bind %s), %d chunks (%d hot, %d cold in %s; %d marked "
+             "corrupt), metrics on %s, scrubbing %s", address, " TLS" if tls else "", bind, len(store.chunks()),
              tiers["hot"], tiers["cold"], store.cold_dir, len(store.corrupt()),
              service.metrics_address,
              f"{scrub_rate} B/s every {scrub_interval:g} s" if scrub_rate else "off")

@@ -1,6 +1,12 @@
 """The Chunkserver gRPC service: chain-replicated writes, verified block reads, CopyChunk
 (re-replication and repair: pull a chunk block by block from other replicas) and MoveChunk
-(move a replica between this server's hot and cold tiers)."""
+(move a replica between this server's hot and cold tiers).
+
+Nothing is taken on a caller's word: ReadChunk and WriteChunk need a capability signed by the
+masters for that (handle, version, op) (gfs.auth.capability, verified here with no call to the
+masters) or a request signed with the cluster secret by another daemon (gfs.auth.daemon: repair
+reads, chain forwarding); DeleteChunk, CopyChunk and MoveChunk are orders of the master leader
+and need its signature. Status is open (health checks)."""
 from __future__ import annotations
 
 import errno
@@ -18,6 +24,8 @@ import grpc
 from prometheus_client import Counter
 
 from chunkserver.store import TIERS, ChunkStore
+from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
+from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.checksum import BLOCK_SIZE, block_checksum
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
@@ -38,6 +46,9 @@ MOVE_BYTES = Counter("gfs_chunkserver_move_bytes_total",
 MAX_CONCURRENT_MOVES = 2          # tier moves are CPU-bound (zstd): at most this many at once
 BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
 FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
+KEY_WAIT_S = 2.0                  # how long a request may wait for capability keys to arrive
+KEY_WAITERS = 4                   # requests waiting for them at once (the others are refused)
+METHOD_PREFIX = "/gfs.chunkserver.Chunkserver/"
 
 
 @contextmanager
@@ -87,7 +98,8 @@ class Forwarder:
         self.address = chain[0]
         self._queue: queue.Queue = queue.Queue(maxsize=FORWARD_QUEUE)
         first = cpb.WriteRequest(header=cpb.WriteHeader(handle=header.handle,
-                                                        version=header.version, chain=chain[1:]))
+                                                        version=header.version, chain=chain[1:],
+                                                        capability=header.capability))
         self._future = channels.stub(self.address).WriteChunk.future(
             self._requests(first), timeout=timeout)
 
@@ -121,11 +133,16 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
     Status.scrubbed_bytes."""
 
     def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0,
-                 *, on_change: Callable[[], None] | None = None, scrubber=None):
+                 *, cluster_secret: bytes, on_change: Callable[[], None] | None = None,
+                 scrubber=None, tls_ca: bytes | None = None):
         self.store = store
         self.address = address
         self.rack = rack
-        self.channels = Channels()
+        self.daemon_auth = DaemonAuth(cluster_secret)
+        self.capabilities = CapabilityVerifier(cluster_secret)   # keys: from heartbeat replies
+        self.on_keys_needed: Callable[[], None] | None = None    # wired to a heartbeat poke
+        self._key_waiters = threading.BoundedSemaphore(KEY_WAITERS)
+        self.channels = Channels(self.daemon_auth, tls_ca)
         self.write_timeout = write_timeout
         self.on_change = on_change
         self.scrubber = scrubber
@@ -134,12 +151,42 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         self.metrics_address = ""
         self._moves = threading.BoundedSemaphore(MAX_CONCURRENT_MOVES)
 
+    def _authorize_data(self, context, method: str, body: bytes, capability: bytes,
+                        handle: int, version: int, op: str) -> None:
+        """A read or write needs the masters' capability, or a daemon's signature."""
+        metadata = context.invocation_metadata()
+        if DaemonAuth.presented(metadata) is not None:
+            self.daemon_auth.verify(metadata, METHOD_PREFIX + method, body)
+            return
+        try:
+            self.capabilities.verify(capability, handle, version, op)
+        except (Unavailable, UnknownKey) as err:
+            # Just started, or the masters made a key since the last heartbeat: ask now.
+            key_id = int.from_bytes(capability[1:5], "big") if len(capability) == SIZE else 0
+            if not key_id or not self.capabilities.may_learn(key_id) \
+                    or not self._key_waiters.acquire(blocking=False):
+                raise err from None
+            try:
+                if self.on_keys_needed is not None:
+                    self.on_keys_needed()
+                self.capabilities.wait_for_key(key_id, KEY_WAIT_S)
+            finally:
+                self._key_waiters.release()
+            self.capabilities.verify(capability, handle, version, op)
+
+    def _authorize_order(self, context, method: str, request) -> None:
+        """Copy, delete and move orders come from the master leader, signed, each once."""
+        self.daemon_auth.verify(context.invocation_metadata(), METHOD_PREFIX + method,
+                                body_of(request), once=True)
+
     @unary
     def WriteChunk(self, request_iterator, context):
         first = next(request_iterator, None)
         if first is None or not first.HasField("header"):
             raise InvalidArgument("a chunk write starts with a header message")
         h = first.header
+        self._authorize_data(context, "WriteChunk", body_of(first), h.capability, h.handle,
+                             h.version, WRITE)
         positive(h.handle, "header.handle")
         positive(h.version, "header.version")
         addresses(h.chain, "header.chain")
@@ -181,6 +228,8 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
 
     @streaming
     def ReadChunk(self, request, context):
+        self._authorize_data(context, "ReadChunk", body_of(request), request.capability,
+                             request.handle, request.version, READ)
         if request.length < -1:
             raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {request.length}")
         meta = self.store.get(request.handle)
@@ -219,12 +268,14 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
 
     @unary
     def DeleteChunk(self, request, context):
+        self._authorize_order(context, "DeleteChunk", request)
         return cpb.DeleteResponse(deleted=self.store.delete(request.handle, request.version or None))
 
     @unary
     def CopyChunk(self, request, context):
         """Pull (handle, version) from the sources, each block from the first that serves it
         intact; the result must match the length and checksum the master sent."""
+        self._authorize_order(context, "CopyChunk", request)
         h, v = request.handle, request.version
         positive(h, "handle")
         if v == 0:
@@ -270,6 +321,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         stored). Idempotent; every block is verified on the way (DATA_LOSS, replica marked
         corrupt, nothing moved, if one is bad); the new copy is fsync'd before the old one goes.
         At most MAX_CONCURRENT_MOVES run at once; the others wait their turn."""
+        self._authorize_order(context, "MoveChunk", request)
         if request.tier not in TIERS:
             raise InvalidArgument(f"tier must be one of {', '.join(TIERS)}, "
                                   f"not {request.tier!r}")

@@ -35,7 +35,7 @@ def emit_json(obj) -> None:
 def make_client(ctx: click.Context):
     from gfs.client import Client
     return Client(ctx.obj.get("masters"), deadline=ctx.obj.get("timeout", 30.0),
-                  token=ctx.obj.get("token"))
+                  token=ctx.obj.get("token"), tls_ca=ctx.obj.get("tls_ca"))
 
 
 def format_time(ms: int) -> str:

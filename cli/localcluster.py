@@ -5,6 +5,8 @@ cluster (same ids, ports and data):
 
     DIR/cluster.json        every daemon's id, addresses and data directory
     DIR/admin.token         the token of the cluster's first administrator (0600)
+    DIR/cluster.secret      the secret the daemons authenticate each other with (0600)
+    DIR/tls/                with TLS: the local CA and the daemons' certificate and key
     DIR/master-N/           a master's data (raft/, meta/), pid file and daemon.log
 
 Tests and benchmarks use the same class to start real daemons.
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import grpc
 
+from gfs.auth.secret import SECRET_FILE_NAME, create_secret_file, load_secret_file
+from gfs.auth.tls import TlsFiles, channel_credentials, make_local_ca
 from gfs.auth.tokens import bearer, new_token
 from gfs.config import write_private
 from gfs.errors import FailedPrecondition, Unavailable
@@ -95,6 +99,7 @@ class LocalCluster:
         self.dir = Path(data_dir).resolve()
         self.host = host
         self.spec_path = self.dir / "cluster.json"
+        self.secret_path = self.dir / SECRET_FILE_NAME
         self.spec: dict = {}
         if self.spec_path.exists():
             self.spec = json.loads(self.spec_path.read_text())
@@ -107,13 +112,16 @@ class LocalCluster:
         return bool(self.spec)
 
     def create(self, masters: int = 3, chunkservers: int = 0, options: dict | None = None,
-               master_hosts: list[tuple[str, list[str]]] | None = None) -> None:
+               master_hosts: list[tuple[str, list[str]]] | None = None,
+               tls: bool = False) -> None:
         """Lay out a new cluster: ids, ports and data directories. `master_hosts` optionally
         puts each master on its own test host: (address, argv prefix that runs a command there,
         e.g. `ip netns exec NS`); such a host has its own port space, so fixed ports are used."""
         if masters not in (1, 3, 5):
             raise FailedPrecondition("a cluster has 1, 3 or 5 masters")
         self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.secret_path.exists():
+            create_secret_file(self.secret_path)
         ms = []
         for i in range(1, masters + 1):
             if master_hosts:
@@ -129,6 +137,9 @@ class LocalCluster:
                "metrics": f"{self.host}:{free_port(self.host)}", "rack": "",
                "data": str(self.dir / f"chunkserver-{i}")} for i in range(1, chunkservers + 1)]
         self.spec = {"masters": ms, "chunkservers": cs, "options": options or {}}
+        if tls:
+            hosts = [self.host] + [h for h, _ in master_hosts or []]
+            self.spec["tls"] = vars(make_local_ca(self.dir / "tls", hosts))
         self._save()
         self.ensure_admin_token()
 
@@ -149,12 +160,14 @@ class LocalCluster:
         """The environment for `gfs` commands against this cluster: its masters and a token
         (default: the administrator's; "" = anonymous)."""
         return {**os.environ, "GFS_MASTERS": ",".join(self.master_addresses()),
-                "GFS_TOKEN": self.admin_token if token is None else token}
+                "GFS_TOKEN": self.admin_token if token is None else token,
+                **({"GFS_TLS_CA": self.tls.ca} if self.tls else {})}
 
     def client(self, **kwargs):
         """A Client of this cluster, signed in as its administrator unless told otherwise."""
         from gfs.client import Client
         kwargs.setdefault("token", self.admin_token)
+        kwargs.setdefault("tls_ca", self.tls.ca if self.tls else None)
         return Client(self.master_addresses(), **kwargs)
 
     def add_chunkserver(self, rack: str = "", options: dict | None = None) -> str:
@@ -173,6 +186,27 @@ class LocalCluster:
         tmp = self.spec_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.spec, indent=2))
         tmp.replace(self.spec_path)
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """The daemons' TLS files, if the cluster serves TLS."""
+        return TlsFiles(**self.spec["tls"]) if self.spec.get("tls") else None
+
+    def channel(self, address: str) -> grpc.Channel:
+        """A channel to one of the daemons (TLS when the cluster uses it)."""
+        tls = self.tls
+        if tls is None:
+            return grpc.insecure_channel(address)
+        return grpc.secure_channel(address, channel_credentials(tls.ca_pem()))
+
+    def tls_flags(self) -> list[str]:
+        tls = self.tls
+        return [] if tls is None else ["--tls-cert", tls.cert, "--tls-key", tls.key,
+                                       "--tls-ca", tls.ca]
+
+    def cluster_secret(self) -> bytes:
+        """The secret the daemons share (tests and benchmarks sign daemon requests with it)."""
+        return load_secret_file(self.secret_path)
 
     def master_addresses(self) -> list[str]:
         return [m["grpc"] for m in self.spec.get("masters", [])]
@@ -197,13 +231,15 @@ class LocalCluster:
                 sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
                 "--data", m["data"], "--metrics", m["metrics"],
-                "--admin-token-file", str(self.admin_token_path)]
+                "--admin-token-file", str(self.admin_token_path),
+                "--cluster-secret-file", str(self.secret_path)] + self.tls_flags()
         return argv + option_flags(self.spec.get("options", {}).get("master", {}))
 
     def chunkserver_argv(self, c: dict) -> list[str]:
         argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", c["data"],
                 "--masters", ",".join(self.master_addresses()), "--bind", c["bind"],
-                "--metrics", c["metrics"]]
+                "--metrics", c["metrics"], "--cluster-secret-file", str(self.secret_path),
+                *self.tls_flags()]
         if c.get("rack"):
             argv += ["--rack", c["rack"]]
         options = {**self.spec.get("options", {}).get("chunkserver", {}), **c.get("options", {})}
@@ -283,7 +319,7 @@ class LocalCluster:
 
     def master_status(self, m: dict, timeout: float = 1.0) -> dict | None:
         try:
-            with grpc.insecure_channel(m["grpc"]) as ch:
+            with self.channel(m["grpc"]) as ch:
                 s = pb_grpc.MasterStub(ch).Status(pb.Empty(), timeout=timeout).status
         except grpc.RpcError:
             return None
@@ -304,7 +340,7 @@ class LocalCluster:
         if leader is None:
             return set()
         try:
-            with grpc.insecure_channel(self.daemon(leader)["grpc"]) as ch:
+            with self.channel(self.daemon(leader)["grpc"]) as ch:
                 resp = pb_grpc.MasterStub(ch).Chunkservers(pb.Empty(), timeout=1,
                                                            metadata=bearer(self.admin_token))
         except grpc.RpcError:
@@ -367,7 +403,7 @@ class LocalCluster:
 
     def chunkserver_status(self, c: dict, timeout: float = 1.0):
         try:
-            with grpc.insecure_channel(c["bind"]) as ch:
+            with self.channel(c["bind"]) as ch:
                 return cpb_grpc.ChunkserverStub(ch).Status(cpb.StatusRequest(), timeout=timeout)
         except grpc.RpcError:
             return None

@@ -28,14 +28,19 @@ from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
 @click.option("--token", envvar="GFS_TOKEN", metavar="gfs_...",
               help="Bearer token to act with (default: $GFS_TOKEN, else the one `gfs login` or "
                    "`gfs cluster up` remembered; none: anonymous, which sees only public files).")
+@click.option("--tls-ca", envvar="GFS_TLS_CA", type=click.Path(dir_okay=False), metavar="FILE",
+              help="CA certificate to verify a TLS cluster with (default: the one the last "
+                   "`gfs cluster up --tls` recorded).")
 @click.version_option(package_name="gfs")
 @click.pass_context
-def cli(ctx: click.Context, masters: str | None, timeout: float, token: str | None) -> None:
+def cli(ctx: click.Context, masters: str | None, timeout: float, token: str | None,
+        tls_ca: str | None) -> None:
     """gfs: a distributed file system for a few machines you own."""
     ctx.ensure_object(dict)
     ctx.obj["masters"] = masters
     ctx.obj["timeout"] = timeout
     ctx.obj["token"] = token
+    ctx.obj["tls_ca"] = tls_ca
 
 
 # --- namespace commands -------------------------------------------------------------------------
@@ -325,6 +330,20 @@ def admin_gc(ctx, plan: bool, limit: int, as_json: bool) -> None:
                    f"{format_eta(o['age_s']):>8}  {due}")
 
 
+@admin.command("rotate-keys")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def admin_rotate_keys(ctx, as_json: bool) -> None:
+    """Make a new chunk-capability key. Capabilities signed with the previous key stay valid
+    until they expire (--capability-ttl); the one before that is no longer accepted."""
+    with make_client(ctx) as c:
+        key_id = c.rotate_keys()
+    if as_json:
+        emit_json({"key_id": key_id})
+    else:
+        click.echo(f"capability key {key_id} is current")
+
+
 @admin.command("balance")
 @click.option("--status", "show_status", is_flag=True, default=True,
               help="Show the balancer's state (the default and only action: balancing itself "
@@ -464,6 +483,23 @@ def cat(ctx, remotes):
 
 # --- daemons ------------------------------------------------------------------------------------
 
+cluster_secret_option = click.option(
+    "--cluster-secret-file", "secret_file", envvar="GFS_CLUSTER_SECRET_FILE",
+    type=click.Path(dir_okay=False), metavar="FILE",
+    help="The cluster secret shared by all masters and chunkservers (required; "
+         "`gfs cluster up` writes DIR/cluster.secret).")
+
+
+def tls_options(command):
+    """--tls-cert/--tls-key/--tls-ca of a daemon: serve gRPC over TLS, verify other daemons."""
+    for name, what in (("ca", "CA certificate (PEM) other daemons' certificates are checked "
+                               "against"),
+                       ("key", "private key (PEM) of --tls-cert"),
+                       ("cert", "certificate (PEM) this daemon serves gRPC with")):
+        command = click.option(f"--tls-{name}", f"tls_{name}", type=click.Path(dir_okay=False),
+                               metavar="FILE", help=f"TLS: {what}; all three or none.")(command)
+    return command
+
 @cli.group(invoke_without_command=True, context_settings=CONTEXT)
 @click.option("--id", "node_id", type=int, help="This master's id (1..N).")
 @click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
@@ -523,13 +559,18 @@ def cat(ctx, remotes):
 @click.option("--admin-token-file", type=click.Path(dir_okay=False),
               help="A file holding the token of the cluster's first administrator (user `admin`), "
                    "created on the cluster's first start (`gfs cluster up` makes one).")
+@cluster_secret_option
+@tls_options
+@click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
+              help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
            dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
            default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency, admin_token_file) -> None:
+           balance_concurrency, admin_token_file, secret_file, tls_cert, tls_key, tls_ca,
+           capability_ttl) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -537,9 +578,13 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                               ("--data", data_dir)) if v is None]
     if missing:
         raise click.UsageError("to run a master give " + ", ".join(missing))
+    from gfs.auth.secret import load_secret_file
+    from gfs.auth.tls import TlsFiles
     from gfs.units import parse_size
     from master.raft import RaftConfig
     from master.server import serve
+    secret = load_secret_file(secret_file)
+    tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
@@ -554,7 +599,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    balance={"enabled": balance, "threshold": balance_threshold / 100,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
-                   session_ttl=session_ttl, admin_token_file=admin_token_file))
+                   session_ttl=session_ttl, admin_token_file=admin_token_file,
+                   cluster_secret=secret, capability_ttl=capability_ttl, tls=tls))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -562,8 +608,9 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               help="Chunk store directory.")
 @click.option("--masters", "masters_", required=True, envvar="GFS_MASTERS",
               metavar="HOST:PORT,...", help="Master gRPC addresses.")
-@click.option("--bind", default="0.0.0.0:7200", show_default=True, metavar="HOST:PORT",
-              help="Where to listen (port 0 picks one).")
+@click.option("--bind", default="127.0.0.1:7200", show_default=True, metavar="HOST:PORT",
+              help="Where to listen (port 0 picks one); give this host's address (or 0.0.0.0 "
+                   "with --advertise-host) to serve other machines.")
 @click.option("--advertise-host", metavar="HOST",
               help="Address registered with the masters (default: the --bind host).")
 @click.option("--rack", default="", help="Failure-domain label for placement.")
@@ -579,19 +626,26 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
               help="Cold tier directory, normally on another disk (default: DATA/cold).")
 @click.option("--capacity", default="0", show_default=True,
               help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
+@cluster_secret_option
+@tls_options
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
-                heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity) -> None:
+                heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
+                secret_file, tls_cert, tls_key, tls_ca) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
+    from gfs.auth.secret import load_secret_file
+    from gfs.auth.tls import TlsFiles
     from gfs.config import split_addresses
     os.makedirs(data_dir, exist_ok=True)
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size
+    secret = load_secret_file(secret_file)
+    tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
                    scrub_interval=scrub_interval, cold_dir=cold_dir,
-                   capacity=parse_size(capacity)))
+                   capacity=parse_size(capacity), cluster_secret=secret, tls=tls))
 
 
 @master.command("status")
@@ -600,7 +654,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
 def master_status(ctx, as_json: bool) -> None:
     """Each master's role, term, leader, commit and applied index, log size, last snapshot."""
     from gfs.client import Client
-    c = Client(ctx.obj.get("masters"))
+    c = Client(ctx.obj.get("masters"), tls_ca=ctx.obj.get("tls_ca"))
     rows = c.master_statuses()
     c.close()
     if as_json:
@@ -649,16 +703,22 @@ def cluster() -> None:
               help="Number of chunkservers (an existing cluster grows to this many).")
 @click.option("--data", type=click.Path(file_okay=False), envvar="GFS_DATA",
               help="Cluster directory [default: $GFS_DATA or ~/.local/share/gfs/cluster].")
+@click.option("--tls", is_flag=True,
+              help="Serve gRPC over TLS, with a local CA and certificate made in DIR/tls "
+                   "(new cluster only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
-def cluster_up(n_masters: str, chunkservers: int, data: str | None, as_json: bool) -> None:
+def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
+               as_json: bool) -> None:
     """Start a local cluster (or restart the one in --data, with its data)."""
     c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False)
     if not c.exists:
-        c.create(masters=int(n_masters), chunkservers=chunkservers)
+        c.create(masters=int(n_masters), chunkservers=chunkservers, tls=tls)
+    elif tls and not c.tls:
+        raise FailedPrecondition(f"the cluster in {c.dir} was created without TLS")
     while len(c.spec["chunkservers"]) < chunkservers:    # an existing cluster can grow
         c.add_chunkserver()
     c.up()
-    record_cluster(c.master_addresses(), str(c.dir), c.admin_token)
+    record_cluster(c.master_addresses(), str(c.dir), c.admin_token, c.tls.ca if c.tls else None)
     rows = c.status()
     if as_json:
         emit_json(rows)

@@ -19,14 +19,17 @@ from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
+from gfs.auth.daemon import DaemonAuth
+from gfs.auth.tls import read_pem
 from gfs.auth.tokens import bearer
-from gfs.config import resolve_masters, resolve_token
+from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
     InvalidArgument,
+    Unauthenticated,
     Unavailable,
     from_grpc,
 )
@@ -55,6 +58,7 @@ class ChunkInfo:
     checksum: int
     replicas: list[str] = field(default_factory=list)
     index_offset: int = 0      # where the chunk starts in the file
+    capability: bytes = field(default=b"", repr=False)   # lets us read it for a while
 
 
 @dataclass
@@ -78,7 +82,10 @@ class FileInfo:
         return self.type == "dir"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for c in d["chunks"]:
+            del c["capability"]           # a short-lived credential, not a property of the file
+        return d
 
     @classmethod
     def from_proto(cls, m: pb.FileInfo) -> "FileInfo":
@@ -87,7 +94,8 @@ class FileInfo:
                    replication=m.replication, storage_class=m.storage_class,
                    chunk_size=m.chunk_size, visibility=m.visibility,
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
-                                                   c.checksum, list(c.replicas))
+                                                   c.checksum, list(c.replicas),
+                                                   capability=c.capability)
                                          for c in m.chunks]))
 
 
@@ -255,8 +263,13 @@ class Client(IdentityCalls):
 
     def __init__(self, masters: str | list[str] | None = None, *, deadline: float = 30.0,
                  attempt_timeout: float = 5.0, client_id: bytes | None = None,
-                 user: str = "", token: str | None = None):
+                 user: str = "", token: str | None = None,
+                 daemon_auth: DaemonAuth | None = None, tls_ca: str | None = None):
+        """`daemon_auth`: sign every call with the cluster secret (chunkservers' heartbeats).
+        `tls_ca`: CA certificate file of a cluster serving TLS (default: GFS_TLS_CA, else what
+        `gfs cluster up --tls` recorded)."""
         self.masters = resolve_masters(masters)
+        ca_file = tls_ca or (resolve_tls_ca() if masters is None else os.environ.get(ENV_TLS_CA))
         self.user = user
         self.token = resolve_token(token)
         self._metadata = bearer(self.token)
@@ -267,7 +280,8 @@ class Client(IdentityCalls):
         self._lock = threading.Lock()
         self._leader: str | None = None
         self._rr = random.randrange(len(self.masters))
-        self._channels = Channels()
+        self._channels = Channels(daemon_auth, read_pem(ca_file, "CA certificate")
+                                  if ca_file else None)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -441,6 +455,10 @@ class Client(IdentityCalls):
         out["orphans"] = [_fields(o) for o in resp.orphans]
         return out
 
+    def rotate_keys(self) -> int:
+        """Make a new chunk-capability key on the masters; its id."""
+        return self._call("RotateKeys", pb.Empty()).key_id
+
     def create(self, path: str, *, replication: int = 0, storage_class: str = "",
                chunk_size: int = 0, mode: int = 0o644, owner: str = "",
                overwrite: bool = False, size_hint: int = 0) -> int:
@@ -551,7 +569,7 @@ class Client(IdentityCalls):
                                        length_hint=pieces.known_length)
             try:
                 return write_chunk(self._channels, list(alloc.replicas), alloc.handle, alloc.version,
-                                   pieces.open(), progress=progress)
+                                   pieces.open(), progress=progress, capability=alloc.capability)
             except GfsError as err:
                 if not (pieces.repeatable and is_retryable(err)) or attempt == attempts - 1:
                     raise
@@ -573,7 +591,8 @@ class Client(IdentityCalls):
         end = info.size if length < 0 else min(info.size, offset + length)
         with _opened(sink, "wb", _Sink) as out:
             workers = parallel if out.seekable else 1
-            jobs = [(c, lo, hi, out, offset, progress) for c, lo, hi in _chunk_ranges(info, offset, end)]
+            jobs = [(info.path, c, lo, hi, out, offset, progress)
+                    for c, lo, hi in _chunk_ranges(info, offset, end)]
             if workers == 1:
                 for job in jobs:
                     self._read_range(*job)
@@ -583,9 +602,9 @@ class Client(IdentityCalls):
                         f.result()
         return end - offset
 
-    def _read_range(self, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink", base: int,
-                    progress: Callable[[int], None] | None) -> None:
-        pos = chunk.index_offset + lo - base
+    def _read_range(self, path: str, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink",
+                    base: int, progress: Callable[[int], None] | None) -> None:
+        start = pos = chunk.index_offset + lo - base
 
         def sink(piece: memoryview) -> None:
             nonlocal pos
@@ -594,9 +613,25 @@ class Client(IdentityCalls):
             if progress:
                 progress(len(piece))
 
-        read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas, chunk.length,
-                   chunk.checksum, lo, hi - lo, sink,
-                   lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version, addr, why))
+        for attempt in range(2):
+            done = pos - start
+            try:
+                read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas,
+                           chunk.length, chunk.checksum, lo + done, hi - lo - done, sink,
+                           lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version,
+                                                                     addr, why),
+                           capability=chunk.capability)
+                return
+            except Unauthenticated:
+                if attempt:
+                    raise
+                chunk = self._fresh_capability(path, chunk)   # expired during a long download
+
+    def _fresh_capability(self, path: str, chunk: ChunkInfo) -> ChunkInfo:
+        for c in self.stat(path, for_read=True).chunks:
+            if (c.handle, c.version) == (chunk.handle, chunk.version):
+                return c
+        raise FailedPrecondition(f"{path} changed while it was being read")
 
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         """Small reads into memory (use `get` for large files)."""

@@ -10,6 +10,7 @@ from gfs.errors import FailedPrecondition
 
 ENV_MASTERS = "GFS_MASTERS"
 ENV_TOKEN = "GFS_TOKEN"
+ENV_TLS_CA = "GFS_TLS_CA"
 
 
 def user_config_dir() -> Path:
@@ -39,13 +40,27 @@ def write_private(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def record_cluster(masters: list[str], data_dir: str, token: str = "") -> None:
-    """Remember the masters of the cluster this user just started (and sign in as its
-    administrator, when its token is given)."""
-    write_private(recorded_cluster_file(), json.dumps({"masters": masters, "data": data_dir},
-                                                      indent=2))
+def record_cluster(masters: list[str], data_dir: str, token: str = "",
+                   tls_ca: str | None = None) -> None:
+    """Remember the masters (and the TLS CA, if it uses TLS) of the cluster this user just
+    started (and sign in as its administrator, when its token is given)."""
+    record = {"masters": masters, "data": data_dir, **({"tls_ca": tls_ca} if tls_ca else {})}
+    write_private(recorded_cluster_file(), json.dumps(record, indent=2))
     if token:
         save_token(token)
+
+
+def resolve_tls_ca(flag: str | None = None) -> str | None:
+    """The CA certificate file to verify the cluster's TLS certificates with: a flag, else
+    GFS_TLS_CA, else the one the last `gfs cluster up --tls` recorded; None: no TLS."""
+    if flag or os.environ.get(ENV_TLS_CA):
+        return flag or os.environ[ENV_TLS_CA]
+    if split_addresses(os.environ.get(ENV_MASTERS)):
+        return None            # another cluster than the recorded one
+    try:
+        return json.loads(recorded_cluster_file().read_text()).get("tls_ca")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def save_token(token: str) -> None:

@@ -14,6 +14,8 @@ from typing import Callable, Iterable, Iterator
 
 import grpc
 
+from gfs.auth.daemon import DaemonAuth, SigningInterceptor
+from gfs.auth.tls import channel_credentials
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import DataLoss, GfsError, Unavailable, from_grpc
 from proto import chunkserver_pb2 as cpb
@@ -27,6 +29,7 @@ PIECE_SIZE = 1 << 20
 # small. grpc refuses a larger one with RESOURCE_EXHAUSTED before it is decoded, so one request
 # cannot make a chunkserver hold more than this.
 MAX_REQUEST_BYTES = 4 * PIECE_SIZE
+REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20),
@@ -34,9 +37,13 @@ CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
 
 
 class Channels:
-    """One gRPC channel per address, shared by threads (masters and chunkservers alike)."""
+    """One gRPC channel per address, shared by threads (masters and chunkservers alike).
+    With `daemon_auth` (gfs.auth.daemon.DaemonAuth; daemons only) every call is signed with
+    the cluster secret; with `tls_ca` (PEM) channels use TLS and verify servers against it."""
 
-    def __init__(self):
+    def __init__(self, daemon_auth: DaemonAuth | None = None, tls_ca: bytes | None = None):
+        self._interceptor = SigningInterceptor(daemon_auth) if daemon_auth else None
+        self._credentials = channel_credentials(tls_ca) if tls_ca else None
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
@@ -45,7 +52,12 @@ class Channels:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
-                ch = self._channels[address] = grpc.insecure_channel(address, CHANNEL_OPTIONS)
+                ch = (grpc.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
+                      if self._credentials is not None
+                      else grpc.insecure_channel(address, CHANNEL_OPTIONS))
+                if self._interceptor is not None:
+                    ch = grpc.intercept_channel(ch, self._interceptor)
+                self._channels[address] = ch
             return ch
 
     def stub(self, address: str, kind: type = cpb_grpc.ChunkserverStub):
@@ -82,14 +94,16 @@ class WrittenChunk:
 
 def write_chunk(channels: Channels, replicas: list[str], handle: int, version: int,
                 pieces: Iterable[bytes], timeout: float = 600.0,
-                progress: Callable[[int], None] | None = None) -> WrittenChunk:
+                progress: Callable[[int], None] | None = None, *,
+                capability: bytes = b"") -> WrittenChunk:
     """Stream `pieces` to replicas[0], which forwards down the chain; returns once every replica
-    has fsync'd the chunk and agreed on its length and checksum."""
+    has fsync'd the chunk and agreed on its length and checksum. `capability`: the write
+    capability of AddChunk (the chain forwards it)."""
     summer = ChunkChecksummer()
 
     def requests() -> Iterator[cpb.WriteRequest]:
         yield cpb.WriteRequest(header=cpb.WriteHeader(handle=handle, version=version,
-                                                      chain=replicas[1:]))
+                                                      chain=replicas[1:], capability=capability))
         for piece in pieces:
             summer.update(piece)
             yield cpb.WriteRequest(data=piece)
@@ -137,7 +151,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                chunk_length: int, chunk_sum: int, offset: int, length: int,
                sink: Callable[[memoryview], None],
                report_bad: Callable[[str, str], None] | None = None,
-               timeout: float = 600.0) -> None:
+               timeout: float = 600.0, *, capability: bytes = b"") -> None:
     """Deliver bytes [offset, offset+length) of a chunk to `sink`, in order, each block verified.
 
     Failover is per block: on any error the next replica continues at the block where the last
@@ -147,6 +161,10 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
     as each block is intact somewhere. A replica failing in any other way (unreachable, wrong
     version or length, ...) is not asked again. Each replica with bad data is reported once.
     A whole-chunk read is also checked against the chunk checksum in the metadata.
+
+    `capability`: the read capability from the masters (daemons sign their reads instead). If
+    replicas refuse it and none serves, the refusal is raised (Unauthenticated or
+    PermissionDenied), so the caller can fetch a fresh one.
     """
     end = offset + length
     done = offset
@@ -155,6 +173,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
     stuck_at: dict[str, int] = {}       # replica -> position of its bad block
     out: set[str] = set()               # replicas not worth asking again
     reported: set[str] = set()
+    refused: grpc.RpcError | None = None    # a replica's refusal of the capability
 
     def bad(address: str, why: str) -> None:
         if report_bad and address not in reported:
@@ -171,7 +190,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
             try:
                 stream = channels.stub(address).ReadChunk(
                     cpb.ReadRequest(handle=handle, version=version, offset=done,
-                                    length=end - done),
+                                    length=end - done, capability=capability),
                     timeout=timeout)
                 for resp in stream:
                     if resp.chunk_length != chunk_length:
@@ -200,8 +219,12 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                     bad(address, err.details() or "data loss")
                 else:
                     out.add(address)
+                    if err.code() in REFUSALS:
+                        refused = err
         if done == start_of_round:
             break                       # nobody got any further: give up
+    if done < end and refused is not None:
+        raise from_grpc(refused.code(), f"chunk {handle}: {refused.details()}")
     if done < end:
         detail = "; ".join(errors[-8:]) or "no replica is known"
         raise Unavailable(f"chunk {handle}: no replica could serve bytes {done}..{end}: {detail}")

@@ -164,10 +164,12 @@ class ChunkserverRegistry:
                 s.deleting[handle] = self._clock() + DELETE_HOLD_S
 
     def queue_verify(self, address: str, handle: int, version: int) -> None:
-        """A reader says this replica is bad: ask its server to check it now."""
+        """A reader says this replica is bad: ask its server to check it now. Only replicas
+        the server reported are queued (one entry each), so a caller cannot make the queue grow
+        or the servers do anything but re-verify what they hold."""
         with self._lock:
             s = self._servers.get(address)
-            if s is not None:
+            if s is not None and handle in s.chunks:
                 s.to_verify[handle] = version
 
     def set_tier(self, address: str, handle: int, tier: str, stored_bytes: int = 0) -> None:

@@ -6,8 +6,11 @@ import os
 import threading
 import time
 
+from gfs.auth.daemon import DaemonAuth
 from gfs.errors import FailedPrecondition, Unavailable, from_code
+from gfs.transfer import Channels
 from master.balance import Balancer
+from master.capabilities import MasterCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.identity import require_admin
@@ -38,8 +41,11 @@ class MasterNode:
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
                  tiering: dict | None = None, balance: dict | None = None,
-                 session_ttl: float = 86400.0, admin_token_hash: bytes | None = None):
+                 session_ttl: float = 86400.0, admin_token_hash: bytes | None = None, *,
+                 cluster_secret: bytes, capability_ttl: float = 60.0,
+                 tls_ca: bytes | None = None):
         self.node_id = node_id
+        self.daemon_auth = DaemonAuth(cluster_secret)
         self.raft_address = raft_address
         self.grpc_address = grpc_address
         self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
@@ -53,7 +59,8 @@ class MasterNode:
         self._stopping = threading.Event()
         self.chunkservers = ChunkserverRegistry(dead_after=dead_after)
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
-                                 on_role_change=self._role_changed)
+                                 on_role_change=self._role_changed,
+                                 cluster_secret=cluster_secret)
         self.proposer = Proposer(self.raft.propose)
         self.trash_retention = trash_retention
         periods = [gc_grace, session_ttl] + ([trash_retention] if trash_retention > 0 else [])
@@ -78,6 +85,11 @@ class MasterNode:
         self.balancer = Balancer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
+        for loop in (self.repairer, self.tiering, self.balancer):   # orders to chunkservers
+            loop.channels = Channels(self.daemon_auth, tls_ca)
+        self.capabilities = MasterCapabilities(
+            cluster_secret, lambda: self.state_read(lambda st: st.capability_keys()),
+            self.propose, capability_ttl)
 
     def _chunk_table(self) -> list[dict]:
         """Every chunk of the metadata (what the repair, tier and balance loops plan from)."""
@@ -124,6 +136,7 @@ class MasterNode:
         # Replica locations are soft state: a new leader rebuilds them from full reports.
         self.chunkservers.reset()
         if role == "leader":
+            self.capabilities.ensure_key_soon(self.raft.is_leader)
             threading.Thread(target=self._bootstrap_identity, name="identity-bootstrap",
                              daemon=True).start()
         log.info("raft role is now %s", role, extra={"fields": {"role": role}})

@@ -37,6 +37,7 @@ from pysyncobj.transport import TCPTransport
 
 from gfs.fsutil import fsync_path
 from master.journal import DurableJournal
+from master.raft_auth import FrameAuthenticator
 from master.state import MetadataState
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,9 @@ class MetadataRaft(SyncObj):
 
     def __init__(self, self_address: str, peer_addresses: list[str], data_dir: str,
                  config: RaftConfig | None = None,
-                 on_role_change: Callable[[str], None] | None = None):
+                 on_role_change: Callable[[str], None] | None = None, *, cluster_secret: bytes):
         config = config or RaftConfig()
+        self._frame_auth = FrameAuthenticator(cluster_secret)
         self._config = config
         self._raft_dir = os.path.join(data_dir, "raft")
         os.makedirs(self._raft_dir, exist_ok=True)
@@ -198,6 +200,12 @@ class MetadataRaft(SyncObj):
         self._transport = _PrivateRaftState.transport(self)
         self.addOnTickCallback(self._make_durable)
         self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
+
+    @property
+    def encryptor(self) -> FrameAuthenticator:
+        """What pysyncobj's connections pass every frame through before unpickling it: here a
+        signature check (master.raft_auth), never None, so no frame goes unauthenticated."""
+        return self._frame_auth
 
     # --- lifecycle ---------------------------------------------------------------------------
 

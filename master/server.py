@@ -11,6 +11,7 @@ import grpc
 from prometheus_client import REGISTRY
 
 from gfs import logs, metrics
+from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
@@ -45,7 +46,8 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           trash_retention: float = 86400.0, repair_concurrency: int = 2, repair_rate: int = 0,
           tiering: dict | None = None, balance: dict | None = None, session_ttl: float = 86400.0,
           switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005")),
-          admin_token_file: str | None = None) -> int:
+          admin_token_file: str | None = None, *, cluster_secret: bytes,
+          capability_ttl: float = 60.0, tls: TlsFiles | None = None) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
     tune_malloc()
@@ -55,13 +57,15 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
                       raft_config, defaults, dead_after, gc_grace, trash_retention,
                       repair_concurrency, repair_rate, tiering, balance, session_ttl,
-                      admin_token_hash=read_admin_token(admin_token_file))
+                      admin_token_hash=read_admin_token(admin_token_file),
+                      cluster_secret=cluster_secret, capability_ttl=capability_ttl,
+                      tls_ca=tls.ca_pem() if tls else None)
     REGISTRY.register(RaftCollector(node))
     host, port = metrics.serve(metrics_address)
     node.metrics_address = f"{host}:{port}"
     node.start()
     try:
-        asyncio.run(_serve_grpc(node, grpc_address))
+        asyncio.run(_serve_grpc(node, grpc_address, tls))
     finally:
         node.stop()
     return 0
@@ -82,7 +86,7 @@ def read_admin_token(path: str | None) -> bytes | None:
                                  f"{err.message}") from None
 
 
-async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
+async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None) -> None:
     """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
     replicated commands wait on futures that the Raft tick thread resolves."""
     server = grpc.aio.server(interceptors=[AsyncRequestGuard("master")],
@@ -92,12 +96,15 @@ async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
     pb_grpc.add_MasterServicer_to_server(service, server)
     ipb_grpc.add_IdentityServicer_to_server(IdentityService(service), server)
     try:
-        server.add_insecure_port(grpc_address)
+        if tls is not None:
+            server.add_secure_port(grpc_address, tls.server_credentials())
+        else:
+            server.add_insecure_port(grpc_address)
     except RuntimeError as err:
         raise FailedPrecondition(f"cannot listen on {grpc_address}: {err}") from None
     await server.start()
-    log.info("master %d serving gRPC on %s, raft on %s, metrics on %s", node.node_id,
-             grpc_address, node.raft_address, node.metrics_address)
+    log.info("master %d serving gRPC%s on %s, raft on %s, metrics on %s", node.node_id,
+             " (TLS)" if tls else "", grpc_address, node.raft_address, node.metrics_address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,8 @@ import logging
 
 import grpc
 
+from gfs.auth.capability import READ
+from gfs.auth.daemon import body_of
 from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
@@ -21,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 LEADER_METADATA_KEY = "gfs-leader"
+HEARTBEAT_METHOD = "/gfs.master.Master/Heartbeat"
 
 
 def rpc(method):
@@ -77,9 +80,11 @@ def check_heartbeat(request: pb.HeartbeatRequest) -> None:
         label(t.name, "tiers.name")
 
 
-def file_info(d: dict, locate=None) -> pb.FileInfo:
-    """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses."""
+def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
+    """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses,
+    `capability(handle, version)` a read capability for it."""
     locate = locate or (lambda c: c.get("replicas") or [])
+    capability = capability or (lambda handle, version: b"")
     return pb.FileInfo(
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
@@ -87,7 +92,9 @@ def file_info(d: dict, locate=None) -> pb.FileInfo:
         chunk_size=d["chunk_size"], visibility=d.get("visibility", ""),
         chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
                              length=c["length"], checksum=c["checksum"],
-                             replicas=locate(c)) for c in d["chunks"]])
+                             replicas=locate(c),
+                             capability=capability(c["handle"], c["version"]))
+                for c in d["chunks"]])
 
 
 class MasterService(pb_grpc.MasterServicer):
@@ -140,7 +147,9 @@ class MasterService(pb_grpc.MasterServicer):
         ok = await self._mutate(request, context, {
             "op": "add_chunk", "inode": request.inode, "index": request.index,
             "replicas": replicas})
-        return pb.AddChunkResponse(handle=ok["handle"], version=ok["version"], replicas=replicas)
+        return pb.AddChunkResponse(
+            handle=ok["handle"], version=ok["version"], replicas=replicas,
+            capability=self.node.capabilities.write(ok["handle"], ok["version"]))
 
     @rpc
     async def Commit(self, request, context):
@@ -254,7 +263,10 @@ class MasterService(pb_grpc.MasterServicer):
             request.path, auth, now, request.for_read), not request.stale_ok)
         if request.for_read and info["type"] == "file" and self.node.raft.is_leader():
             self.node.tiering.tracker.note(info["inode"])
-        return pb.StatResponse(info=file_info(info, self.node.chunk_locations))
+        # Read capabilities only for a caller the state machine just allowed to read (a
+        # `visible` file's chunk list is no licence to read its bytes).
+        sign = self.node.capabilities.signer(READ) if request.for_read else None
+        return pb.StatResponse(info=file_info(info, self.node.chunk_locations, sign))
 
     @rpc
     async def List(self, request, context):
@@ -266,6 +278,9 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def Heartbeat(self, request, context):
+        # Only chunkservers holding the cluster secret are heard (and given orders).
+        self.node.daemon_auth.verify(context.invocation_metadata(), HEARTBEAT_METHOD,
+                                     body_of(request), once=True)
         check_heartbeat(request)
         self.node.require_leader()
         figures = {k: getattr(request, k) for k in (
@@ -282,7 +297,9 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.HeartbeatResponse(
             need_full_report=need_full,
             delete=[pb.ChunkRef(handle=h, version=v) for h, v in deletes],
-            verify=[pb.ChunkRef(handle=h, version=v) for h, v in verifies])
+            verify=[pb.ChunkRef(handle=h, version=v) for h, v in verifies],
+            capability_keys=[pb.CapabilityKey(key_id=k, salt=salt)
+                             for k, salt in self.node.capabilities.announced()])
 
     @rpc
     async def ReportBadReplica(self, request, context):
@@ -297,6 +314,13 @@ class MasterService(pb_grpc.MasterServicer):
         # been hit in transit: the server checks the replica itself and reports it if corrupt.
         self.node.chunkservers.queue_verify(request.address, request.handle, request.version)
         return pb.Empty()
+
+    @rpc
+    async def RotateKeys(self, request, context):
+        self.node.require_leader()
+        await self._admin(context)
+        key_id = await asyncio.to_thread(self.node.capabilities.rotate)
+        return pb.RotateKeysResponse(key_id=key_id)
 
     @rpc
     async def Chunkservers(self, request, context):

@@ -22,7 +22,7 @@ from gfs.fsutil import fsync_path
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
-from master import identity
+from master import capability_keys, identity
 from master import namespace as ns
 from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
@@ -30,7 +30,7 @@ from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_o
                            parse_session, path_field, path_or_empty, text)
 from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
-from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
+from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U32, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
                           ROOT_INODE, U64, Tx, error_result, show, u64key)
 
 MAX_REPLICATION = 16
@@ -125,6 +125,8 @@ _OPS: dict[str, _Op] = {
     "token_revoke": _Op({"token": _NAME}, identity.revoke_token, audited=True),
     "note_token_use": _Op({"uses": list_of(pair_of(bytes_of(HASH_BYTES), int_in(0)))},
                           identity.note_token_use, system=True),
+    capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
+                            capability_keys.apply, system=True),
 }
 _AUTH = {"auth": optional_bytes(HASH_BYTES)}
 
@@ -529,6 +531,10 @@ class MetadataState:
         with self._reader() as tx:
             records = [r for r in tx.trash_records() if user is None or r["user"] == user]
         return sorted(records, key=lambda r: (r["deleted"], r["id"]))
+
+    def capability_keys(self) -> list[dict]:
+        with self._reader() as tx:
+            return capability_keys.read(tx)
 
     def inode_record(self, inode: int) -> dict | None:
         """The raw record of inode `inode` (pending uploads included), or None."""

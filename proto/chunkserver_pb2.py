@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import master_pb2 as proto_dot_master__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17proto/chunkserver.proto\x12\x0fgfs.chunkserver\x1a\x12proto/master.proto\"=\n\x0bWriteHeader\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x63hain\x18\x03 \x03(\t\"\x94\x01\n\x0cWriteRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.gfs.chunkserver.WriteHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0chas_expected\x18\x03 \x01(\x08\x12\x17\n\x0f\x65xpected_length\x18\x04 \x01(\x04\x12\x19\n\x11\x65xpected_checksum\x18\x05 \x01(\x04\"C\n\rWriteResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\x04\x12\x10\n\x08replicas\x18\x03 \x03(\t\"N\n\x0bReadRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x03\"V\n\x0cReadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nblock_sums\x18\x03 \x03(\x04\x12\x14\n\x0c\x63hunk_length\x18\x04 \x01(\x04\"0\n\rDeleteRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"z\n\x0b\x43opyRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\x04\x12\x17\n\x0fmax_bytes_per_s\x18\x06 \x01(\x04\"0\n\x0c\x43opyResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\x04\"<\n\x0bMoveRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04tier\x18\x03 \x01(\t\"2\n\x0cMoveResponse\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x14\n\x0cstored_bytes\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"\xab\x02\n\x0eStatusResponse\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04rack\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\x04\x12\x12\n\nused_bytes\x18\x04 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\x15\n\rmaster_leader\x18\x07 \x01(\t\x12\x10\n\x08uptime_s\x18\x08 \x01(\x01\x12\x0b\n\x03pid\x18\t \x01(\r\x12\x17\n\x0fmetrics_address\x18\n \x01(\t\x12\x18\n\x10\x63orrupt_replicas\x18\x0b \x01(\x04\x12\x16\n\x0escrubbed_bytes\x18\x0c \x01(\x04\x12$\n\x05tiers\x18\r \x03(\x0b\x32\x15.gfs.master.TierUsage2\xd7\x03\n\x0b\x43hunkserver\x12M\n\nWriteChunk\x12\x1d.gfs.chunkserver.WriteRequest\x1a\x1e.gfs.chunkserver.WriteResponse(\x01\x12J\n\tReadChunk\x12\x1c.gfs.chunkserver.ReadRequest\x1a\x1d.gfs.chunkserver.ReadResponse0\x01\x12N\n\x0b\x44\x65leteChunk\x12\x1e.gfs.chunkserver.DeleteRequest\x1a\x1f.gfs.chunkserver.DeleteResponse\x12H\n\tCopyChunk\x12\x1c.gfs.chunkserver.CopyRequest\x1a\x1d.gfs.chunkserver.CopyResponse\x12H\n\tMoveChunk\x12\x1c.gfs.chunkserver.MoveRequest\x1a\x1d.gfs.chunkserver.MoveResponse\x12I\n\x06Status\x12\x1e.gfs.chunkserver.StatusRequest\x1a\x1f.gfs.chunkserver.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17proto/chunkserver.proto\x12\x0fgfs.chunkserver\x1a\x12proto/master.proto\"Q\n\x0bWriteHeader\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\r\n\x05\x63hain\x18\x03 \x03(\t\x12\x12\n\ncapability\x18\x04 \x01(\x0c\"\x94\x01\n\x0cWriteRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.gfs.chunkserver.WriteHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x14\n\x0chas_expected\x18\x03 \x01(\x08\x12\x17\n\x0f\x65xpected_length\x18\x04 \x01(\x04\x12\x19\n\x11\x65xpected_checksum\x18\x05 \x01(\x04\"C\n\rWriteResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\x04\x12\x10\n\x08replicas\x18\x03 \x03(\t\"b\n\x0bReadRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0e\n\x06length\x18\x04 \x01(\x03\x12\x12\n\ncapability\x18\x05 \x01(\x0c\"V\n\x0cReadResponse\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nblock_sums\x18\x03 \x03(\x04\x12\x14\n\x0c\x63hunk_length\x18\x04 \x01(\x04\"0\n\rDeleteRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\"!\n\x0e\x44\x65leteResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\"z\n\x0b\x43opyRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0f\n\x07sources\x18\x03 \x03(\t\x12\x0e\n\x06length\x18\x04 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\x04\x12\x17\n\x0fmax_bytes_per_s\x18\x06 \x01(\x04\"0\n\x0c\x43opyResponse\x12\x0e\n\x06length\x18\x01 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x02 \x01(\x04\"<\n\x0bMoveRequest\x12\x0e\n\x06handle\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x0c\n\x04tier\x18\x03 \x01(\t\"2\n\x0cMoveResponse\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x14\n\x0cstored_bytes\x18\x02 \x01(\x04\"\x0f\n\rStatusRequest\"\xab\x02\n\x0eStatusResponse\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x0c\n\x04rack\x18\x02 \x01(\t\x12\x13\n\x0b\x63hunk_count\x18\x03 \x01(\x04\x12\x12\n\nused_bytes\x18\x04 \x01(\x04\x12\x16\n\x0e\x63\x61pacity_bytes\x18\x05 \x01(\x04\x12\x12\n\nfree_bytes\x18\x06 \x01(\x04\x12\x15\n\rmaster_leader\x18\x07 \x01(\t\x12\x10\n\x08uptime_s\x18\x08 \x01(\x01\x12\x0b\n\x03pid\x18\t \x01(\r\x12\x17\n\x0fmetrics_address\x18\n \x01(\t\x12\x18\n\x10\x63orrupt_replicas\x18\x0b \x01(\x04\x12\x16\n\x0escrubbed_bytes\x18\x0c \x01(\x04\x12$\n\x05tiers\x18\r \x03(\x0b\x32\x15.gfs.master.TierUsage2\xd7\x03\n\x0b\x43hunkserver\x12M\n\nWriteChunk\x12\x1d.gfs.chunkserver.WriteRequest\x1a\x1e.gfs.chunkserver.WriteResponse(\x01\x12J\n\tReadChunk\x12\x1c.gfs.chunkserver.ReadRequest\x1a\x1d.gfs.chunkserver.ReadResponse0\x01\x12N\n\x0b\x44\x65leteChunk\x12\x1e.gfs.chunkserver.DeleteRequest\x1a\x1f.gfs.chunkserver.DeleteResponse\x12H\n\tCopyChunk\x12\x1c.gfs.chunkserver.CopyRequest\x1a\x1d.gfs.chunkserver.CopyResponse\x12H\n\tMoveChunk\x12\x1c.gfs.chunkserver.MoveRequest\x1a\x1d.gfs.chunkserver.MoveResponse\x12I\n\x06Status\x12\x1e.gfs.chunkserver.StatusRequest\x1a\x1f.gfs.chunkserver.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,31 +33,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.chunkserver_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_WRITEHEADER']._serialized_start=64
-  _globals['_WRITEHEADER']._serialized_end=125
-  _globals['_WRITEREQUEST']._serialized_start=128
-  _globals['_WRITEREQUEST']._serialized_end=276
-  _globals['_WRITERESPONSE']._serialized_start=278
-  _globals['_WRITERESPONSE']._serialized_end=345
-  _globals['_READREQUEST']._serialized_start=347
-  _globals['_READREQUEST']._serialized_end=425
-  _globals['_READRESPONSE']._serialized_start=427
-  _globals['_READRESPONSE']._serialized_end=513
-  _globals['_DELETEREQUEST']._serialized_start=515
-  _globals['_DELETEREQUEST']._serialized_end=563
-  _globals['_DELETERESPONSE']._serialized_start=565
-  _globals['_DELETERESPONSE']._serialized_end=598
-  _globals['_COPYREQUEST']._serialized_start=600
-  _globals['_COPYREQUEST']._serialized_end=722
-  _globals['_COPYRESPONSE']._serialized_start=724
-  _globals['_COPYRESPONSE']._serialized_end=772
-  _globals['_MOVEREQUEST']._serialized_start=774
-  _globals['_MOVEREQUEST']._serialized_end=834
-  _globals['_MOVERESPONSE']._serialized_start=836
-  _globals['_MOVERESPONSE']._serialized_end=886
-  _globals['_STATUSREQUEST']._serialized_start=888
-  _globals['_STATUSREQUEST']._serialized_end=903
-  _globals['_STATUSRESPONSE']._serialized_start=906
-  _globals['_STATUSRESPONSE']._serialized_end=1205
-  _globals['_CHUNKSERVER']._serialized_start=1208
-  _globals['_CHUNKSERVER']._serialized_end=1679
+  _globals['_WRITEHEADER']._serialized_end=145
+  _globals['_WRITEREQUEST']._serialized_start=148
+  _globals['_WRITEREQUEST']._serialized_end=296
+  _globals['_WRITERESPONSE']._serialized_start=298
+  _globals['_WRITERESPONSE']._serialized_end=365
+  _globals['_READREQUEST']._serialized_start=367
+  _globals['_READREQUEST']._serialized_end=465
+  _globals['_READRESPONSE']._serialized_start=467
+  _globals['_READRESPONSE']._serialized_end=553
+  _globals['_DELETEREQUEST']._serialized_start=555
+  _globals['_DELETEREQUEST']._serialized_end=603
+  _globals['_DELETERESPONSE']._serialized_start=605
+  _globals['_DELETERESPONSE']._serialized_end=638
+  _globals['_COPYREQUEST']._serialized_start=640
+  _globals['_COPYREQUEST']._serialized_end=762
+  _globals['_COPYRESPONSE']._serialized_start=764
+  _globals['_COPYRESPONSE']._serialized_end=812
+  _globals['_MOVEREQUEST']._serialized_start=814
+  _globals['_MOVEREQUEST']._serialized_end=874
+  _globals['_MOVERESPONSE']._serialized_start=876
+  _globals['_MOVERESPONSE']._serialized_end=926
+  _globals['_STATUSREQUEST']._serialized_start=928
+  _globals['_STATUSREQUEST']._serialized_end=943
+  _globals['_STATUSRESPONSE']._serialized_start=946
+  _globals['_STATUSRESPONSE']._serialized_end=1245
+  _globals['_CHUNKSERVER']._serialized_start=1248
+  _globals['_CHUNKSERVER']._serialized_end=1719
 # @@protoc_insertion_point(module_scope)

@@ -139,6 +139,11 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.BalanceStatusResponse.FromString,
                 _registered_method=True)
+        self.RotateKeys = channel.unary_unary(
+                '/gfs.master.Master/RotateKeys',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.RotateKeysResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -270,6 +275,12 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -377,6 +388,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.BalanceStatus,
                     request_deserializer=proto_dot_master__pb2.Empty.FromString,
                     response_serializer=proto_dot_master__pb2.BalanceStatusResponse.SerializeToString,
+            ),
+            'RotateKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateKeys,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_master__pb2.RotateKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -946,6 +962,33 @@ class Master:
             '/gfs.master.Master/BalanceStatus',
             proto_dot_master__pb2.Empty.SerializeToString,
             proto_dot_master__pb2.BalanceStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/RotateKeys',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_master__pb2.RotateKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

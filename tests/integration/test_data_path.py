@@ -19,8 +19,7 @@ import pytest
 
 from gfs.aio import AsyncClient
 from gfs.errors import GfsError
-from proto import chunkserver_pb2 as cpb
-from proto import chunkserver_pb2_grpc as cpb_grpc
+from raw_chunks import read_replica
 
 CHUNK = 1 << 20
 OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3,
@@ -39,13 +38,6 @@ def cluster(make_cluster):
 
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def read_replica(address: str, handle: int, version: int) -> bytes:
-    with grpc.insecure_channel(address) as ch:
-        stream = cpb_grpc.ChunkserverStub(ch).ReadChunk(
-            cpb.ReadRequest(handle=handle, version=version, offset=0, length=-1), timeout=10)
-        return b"".join(r.data for r in stream)
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 5 * CHUNK + 12345])
@@ -136,7 +128,8 @@ def test_corrupt_chunk_file_is_never_served(cluster):
         for _ in range(3):                       # whichever replica is tried first
             assert c.read("/corrupt") == data
         with pytest.raises(grpc.RpcError) as err:
-            read_replica(victim["bind"], first.handle, first.version)
+            read_replica(victim["bind"], first.handle, first.version,
+                             c.stat("/corrupt", for_read=True).chunks[0].capability)
         assert err.value.code() == grpc.StatusCode.DATA_LOSS
 
 
@@ -169,13 +162,13 @@ def test_chunkserver_killed_mid_put_never_leaves_a_partial_file(cluster, tmp_pat
         assert "info" in outcome, outcome
         if "info" in outcome:
             assert c.read("/midput") == data
-            for ch in c.stat("/midput").chunks:
+            for ch in c.stat("/midput", for_read=True).chunks:
                 live = [r for r in ch.replicas if r != killed]
                 assert len(set(live)) >= 2
                 for r in live:
                     if r in cluster.chunkserver_addresses():
                         try:
-                            assert read_replica(r, ch.handle, ch.version) == data[ch.index_offset:ch.index_offset + ch.length]
+                            assert read_replica(r, ch.handle, ch.version, ch.capability) == data[ch.index_offset:ch.index_offset + ch.length]
                         except grpc.RpcError as err:
                             assert r == killed, err
 

@@ -160,14 +160,16 @@ def test_stale_replicas_are_never_served_and_removed(make_cluster):
         inode = c.create("/s")
         first = c.add_chunk(inode, 0)
         old = os.urandom(CHUNK)
-        write_chunk(channels, list(first.replicas), first.handle, first.version, [old])
+        write_chunk(channels, list(first.replicas), first.handle, first.version, [old],
+                    capability=first.capability)
         absent = name_of(cluster, first.replicas[-1])
         cluster.kill(absent)
         # ... is rewritten (the writer's retry) while one of them is down: version 2.
         second = c.add_chunk(inode, 0, exclude=[first.replicas[-1]])
         assert (second.handle, second.version) == (first.handle, first.version + 1)
         new = os.urandom(CHUNK)
-        w = write_chunk(channels, list(second.replicas), second.handle, second.version, [new])
+        w = write_chunk(channels, list(second.replicas), second.handle, second.version, [new],
+                        capability=second.capability)
         c.commit(inode, CHUNK, [(w.handle, w.length, w.checksum)])
         cluster.start(absent)
         stale = files_of(cluster, first.handle, [absent])
@@ -210,7 +212,8 @@ def test_abandoned_uploads_survive_the_grace_period_then_go(make_cluster):
     with cluster.client() as c, closing(Channels()) as channels:
         inode = c.create("/abandoned")
         alloc = c.add_chunk(inode, 0)
-        write_chunk(channels, list(alloc.replicas), alloc.handle, alloc.version, [b"x" * 1000])
+        write_chunk(channels, list(alloc.replicas), alloc.handle, alloc.version, [b"x" * 1000],
+                    capability=alloc.capability)
         started = time.monotonic()
         plan = c.gc_plan(collect=True)
         assert plan["pending_uploads"] == 1

@@ -7,8 +7,17 @@ import grpc
 
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
-from gfs.transfer import CHANNEL_OPTIONS
+from gfs.auth.daemon import DaemonAuth
+from gfs.transfer import CHANNEL_OPTIONS, Channels
 from proto import chunkserver_pb2_grpc as cpb_grpc
+
+
+CLUSTER_SECRET = bytes(range(32))        # what the nodes and the tests' daemon channels share
+
+
+def daemon_channels() -> Channels:
+    """Channels that sign like another daemon of the test cluster (reads, copies, moves)."""
+    return Channels(DaemonAuth(CLUSTER_SECRET))
 
 
 class Node:
@@ -22,7 +31,8 @@ class Node:
         self.address = f"127.0.0.1:{port}"
         self.changes = 0
         self.service = ChunkserverService(self.store, self.address, "r1",
-                                          on_change=self._changed)
+                                          on_change=self._changed,
+                                          cluster_secret=CLUSTER_SECRET)
         cpb_grpc.add_ChunkserverServicer_to_server(self.service, self.server)
         self.server.start()
 

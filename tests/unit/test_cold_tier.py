@@ -19,8 +19,9 @@ from chunkserver.store import COLD, HEADER_SIZE, HOT, ChunkStore
 from chunkfiles import files_under, flip_bit
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer
 from gfs.errors import DataLoss, FailedPrecondition, InvalidArgument, NotFound
-from gfs.transfer import Channels, read_chunk
-from grpc_node import Node
+from gfs.auth.daemon import DaemonAuth
+from gfs.transfer import read_chunk
+from grpc_node import CLUSTER_SECRET, Node, daemon_channels
 from proto import chunkserver_pb2 as cpb
 from proto import master_pb2 as pb
 
@@ -637,7 +638,7 @@ def node(tmp_path):
 
 @pytest.fixture
 def channels():
-    ch = Channels()
+    ch = daemon_channels()
     yield ch
     ch.close()
 
@@ -724,7 +725,7 @@ class FakeMasterClient:
 def test_heartbeats_report_tiers(store):
     put(store, 1, text(FRAME, 70))
     put(store, 2, b"two")
-    hb = Heartbeater(store, "cs:1", "r1", ["127.0.0.1:1"])
+    hb = Heartbeater(store, "cs:1", "r1", ["127.0.0.1:1"], daemon_auth=DaemonAuth(CLUSTER_SECRET))
     hb.client.close()
     hb.client = FakeMasterClient()
     store.move(1, 1, COLD)

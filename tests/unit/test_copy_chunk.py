@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from chunkserver.store import ChunkStore
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer
 from gfs.errors import Unavailable
-from gfs.transfer import Channels, read_chunk
-from grpc_node import Node
+from gfs.transfer import read_chunk
+from grpc_node import Node, daemon_channels
 from proto import chunkserver_pb2 as cpb
 
 BS = BLOCK_SIZE
@@ -30,7 +30,7 @@ def nodes(tmp_path):
 
 @pytest.fixture
 def channels():
-    ch = Channels()
+    ch = daemon_channels()
     yield ch
     ch.close()
 
@@ -61,7 +61,7 @@ def read_back(node: Node, handle: int) -> bytes:
     return b"".join(node.store.read(handle))
 
 
-def copy(channels: Channels, target: Node, handle: int, version: int, data: bytes,
+def copy(channels, target: Node, handle: int, version: int, data: bytes,
          sources: list[str], **override) -> cpb.CopyResponse:
     fields = {"handle": handle, "version": version, "sources": sources, "length": len(data),
               "checksum": checksum_of(data)}

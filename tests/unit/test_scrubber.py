@@ -10,6 +10,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from chunkserver.heartbeat import Heartbeater
+from gfs.auth.daemon import DaemonAuth
+from grpc_node import CLUSTER_SECRET
 from chunkserver.scrubber import Scrubber
 from chunkserver.store import ChunkStore
 from gfs.checksum import BLOCK_SIZE
@@ -277,7 +279,7 @@ def test_heartbeat_reports_corrupt_replicas_and_obeys_delete_and_verify(store):
         write(store, h, 1000, version=h)
     store.mark_corrupt(2, 2, "test")
     requested = []
-    hb = Heartbeater(store, "cs:1", "r1", ["127.0.0.1:1"],
+    hb = Heartbeater(store, "cs:1", "r1", ["127.0.0.1:1"], daemon_auth=DaemonAuth(CLUSTER_SECRET),
                      on_verify=lambda h, v: requested.append((h, v)))
     hb.client.close()
     hb.client = FakeMasterClient([pb.HeartbeatResponse(
