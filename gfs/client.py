@@ -6,6 +6,7 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import random
@@ -186,25 +187,55 @@ def _stream_size(f: BinaryIO) -> int:
 
 
 class _Sink:
-    """Where downloaded bytes go: a seekable file takes writes at offsets (parallel chunks),
-    anything else takes them in order."""
+    """Where downloaded bytes go. Whatever the caller hands over ends up exactly as if the bytes
+    had been written to it in order at its current position, and its file offset ends after
+    them (so `(gfs cat A; gfs cat B) > out` and `gfs cat A B >> out` keep every byte).
+
+    A regular file opened without O_APPEND takes parallel chunk writes at offsets (`pwrite`
+    from its current position), then has its offset moved past the last byte in `finish()`.
+    Anything else (pipes, terminals, sockets, files opened for append, where Linux's `pwrite`
+    ignores the offset, and file objects without a descriptor) takes the bytes in order."""
 
     def __init__(self, f: BinaryIO):
         self._f = f
         self._lock = threading.Lock()
+        self._end = 0           # furthest byte written, relative to where the sink started
+        self._fd, self.seekable = -1, False
         try:
-            self._fd = f.fileno()
-            self.seekable = stat_is_regular(self._fd)
-        except (OSError, io.UnsupportedOperation, AttributeError):
-            self._fd, self.seekable = -1, False
-        self._base = f.tell() if self.seekable else 0
+            fd = f.fileno()
+            positional = stat_is_regular(fd) and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+        except (OSError, io.UnsupportedOperation, AttributeError, ValueError):
+            positional = False
+        if positional:
+            f.flush()                   # bytes the caller buffered come first
+            self._base = f.tell()
+            self._fd, self.seekable = fd, True
+        else:
+            self._base = 0
 
     def write_at(self, pos: int, data: memoryview) -> None:
+        """Write `data` at `pos` bytes from the start; in-order sinks get positions in order."""
         if self.seekable:
-            os.pwrite(self._fd, data, self._base + pos)
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(self._fd, view, self._base + pos)
+                view, pos = view[n:], pos + n
         else:
             with self._lock:
                 self._f.write(data)
+                pos += len(data)
+        with self._lock:
+            self._end = max(self._end, pos)
+
+    def finish(self) -> None:
+        """Leave the file offset after the last byte written, as sequential writes would."""
+        if self.seekable:
+            # Via the end first: a buffered reader's read-ahead is stale now, and a seek within
+            # it would only move the buffer pointer, not the descriptor's offset.
+            self._f.seek(0, io.SEEK_END)
+            self._f.seek(self._base + self._end)
+        elif hasattr(self._f, "flush"):
+            self._f.flush()
 
 
 @contextmanager
@@ -213,8 +244,6 @@ def _opened(target: str | BinaryIO, mode: str, wrap):
     afterwards); a path that cannot be opened is one clear error."""
     if not isinstance(target, (str, os.PathLike)):
         yield wrap(target)
-        if "w" in mode and hasattr(target, "flush"):
-            target.flush()
         return
     try:
         f = open(target, mode)
@@ -574,13 +603,16 @@ class Client(IdentityCalls):
         with _opened(sink, "wb", _Sink) as out:
             workers = parallel if out.seekable else 1
             jobs = [(c, lo, hi, out, offset, progress) for c, lo, hi in _chunk_ranges(info, offset, end)]
-            if workers == 1:
-                for job in jobs:
-                    self._read_range(*job)
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for f in [pool.submit(self._read_range, *job) for job in jobs]:
-                        f.result()
+            try:
+                if workers == 1:
+                    for job in jobs:
+                        self._read_range(*job)
+                else:
+                    with ThreadPoolExecutor(max_workers=workers) as pool:
+                        for f in [pool.submit(self._read_range, *job) for job in jobs]:
+                            f.result()
+            finally:
+                out.finish()
         return end - offset
 
     def _read_range(self, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink", base: int,

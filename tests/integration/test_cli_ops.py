@@ -1,0 +1,126 @@
+"""The `gfs` CLI as people type it, against one real cluster (3 masters, 3 chunkservers, 1 MiB
+chunks): output to every kind of stdout, paths with trailing slashes, mv into directories,
+validation messages, fail-fast on bad --masters."""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gfs.client import Client
+
+CHUNK = 1 << 20
+OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3},
+        "chunkserver": {"heartbeat-interval": 0.3}}
+A = os.urandom(2 * CHUNK + CHUNK // 2)      # three chunks: downloaded in parallel into files
+B = b"the second file\n"
+
+
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster):
+    c = make_module_cluster(masters=3, options=OPTS, start=False)
+    for _ in range(3):
+        c.add_chunkserver()
+    c.up()
+    with Client(c.master_addresses()) as client:
+        client.put(io.BytesIO(A), "/A")
+        client.put(io.BytesIO(B), "/B")
+    return c
+
+
+@pytest.fixture
+def env(cluster):
+    return {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+
+
+def gfs(*args, env, stdin=None, stdout=subprocess.PIPE, check=True):
+    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], input=stdin, stdout=stdout,
+                          stderr=subprocess.PIPE, env=env, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"gfs {' '.join(args)}: {proc.stderr.decode()}")
+    return proc
+
+
+def shell(script: str, env) -> None:
+    """Run `script` in bash with `gfs` as a function running this checkout's CLI."""
+    prelude = f'gfs() {{ "{sys.executable}" -m cli.main "$@"; }}\n'
+    proc = subprocess.run(["bash", "-ec", prelude + script], env=env, capture_output=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def error_line(proc) -> str:
+    """The one-line error of a failed command (never a traceback)."""
+    err = proc.stderr.decode()
+    assert proc.returncode != 0 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    return err.strip()
+
+
+# --- output lands as if written in order ---------------------------------------------------------
+
+def test_cat_of_several_files_into_a_regular_file(env, tmp_path):
+    out = tmp_path / "out"
+    shell(f"gfs cat /A /B > {out}", env)
+    assert out.read_bytes() == A + B
+
+
+def test_commands_sharing_one_stdout_keep_their_order(env, tmp_path):
+    out = tmp_path / "out"
+    shell(f"(echo before; gfs cat /A; echo after) > {out}", env)
+    assert out.read_bytes() == b"before\n" + A + b"after\n"
+    shell(f"(gfs get /A -; gfs get /B -) > {out}", env)
+    assert out.read_bytes() == A + B
+
+
+def test_stdout_as_a_pipe(env, tmp_path):
+    out = tmp_path / "out"
+    shell(f"gfs cat /A /B | cat > {out}", env)
+    assert out.read_bytes() == A + B
+
+
+def test_stdout_opened_for_append(env, tmp_path):
+    out = tmp_path / "out"
+    out.write_bytes(b"existing\n")
+    shell(f"gfs cat /A >> {out}; gfs cat /B >> {out}; gfs get /A - >> {out}", env)
+    assert out.read_bytes() == b"existing\n" + A + B + A
+
+
+def test_stdout_with_bytes_before_and_after_the_offset(env, tmp_path):
+    out = tmp_path / "out"
+    tail = b"T" * (len(A) + 100)
+    out.write_bytes(b"HEAD" + tail)
+    with open(out, "r+b", buffering=0) as f:
+        f.seek(4)
+        gfs("cat", "/B", "/A", env=env, stdout=f)
+        # The shared file offset moved past what was written, as sequential writes move it.
+        assert f.tell() == 4 + len(B) + len(A)
+    assert out.read_bytes() == b"HEAD" + B + A + tail[len(B) + len(A):]
+
+
+def test_client_get_into_file_objects(cluster, tmp_path):
+    path = tmp_path / "f"
+    with Client(cluster.master_addresses()) as c:
+        with open(path, "wb") as f:               # buffered bytes of the caller come first
+            f.write(b"x" * 10)
+            c.get("/A", f)
+            f.write(b"y")
+            assert f.tell() == 10 + len(A) + 1
+        assert path.read_bytes() == b"x" * 10 + A + b"y"
+        with open(path, "ab") as f:               # O_APPEND: pwrite would ignore offsets
+            c.get("/B", f)
+            c.get("/A", f, offset=5, length=CHUNK)
+        assert path.read_bytes() == b"x" * 10 + A + b"y" + B + A[5:5 + CHUNK]
+        path.write_bytes(b"0123456789" * 3)
+        with open(path, "r+b") as f:              # a reader with read-ahead in its buffer
+            assert f.read(3) == b"012"
+            c.get("/B", f)
+            assert f.read(2) == (b"0123456789" * 3)[3 + len(B):][:2]
+        assert path.read_bytes()[:3 + len(B)] == b"012" + B
+        buf = io.BytesIO(b"keep")                 # no descriptor at all
+        buf.seek(4)
+        c.get("/A", buf)
+        assert buf.getvalue() == b"keep" + A
