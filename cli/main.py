@@ -13,7 +13,9 @@ import click
 # (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from cli.remote import is_remote_dir, remote_path, stat_if_dir_meant
 from gfs.config import record_cluster, recorded_cluster_file
+from gfs.paths import as_typed, join, split, utf8
 from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
 from gfs.units import human_size
 from cli import identity_commands
@@ -54,7 +56,7 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
     """Create directories."""
     with make_client(ctx) as c:
         for p in paths:
-            c.mkdir(p, parents=parents, mode=int(mode, 8))
+            c.mkdir(remote_path(p), parents=parents, mode=int(mode, 8))
 
 
 @cli.command()
@@ -67,7 +69,7 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
 def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
     """List a directory (or show a file)."""
     with make_client(ctx) as c:
-        entries = list(c.list(path))
+        entries = list(c.list(stat_if_dir_meant(c, path)))
     if as_json:
         emit_json([e.to_dict() | {"chunks": len(e.chunks)} for e in entries])
         return
@@ -90,7 +92,7 @@ def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
 def stat(ctx, as_json: bool, path: str) -> None:
     """Show a file's or directory's attributes."""
     with make_client(ctx) as c:
-        info = c.stat(path)
+        info = c.stat(stat_if_dir_meant(c, path))
     if as_json:
         emit_json(info.to_dict())
         return
@@ -127,7 +129,7 @@ def rm(ctx, recursive: bool, skip_trash: bool, paths: tuple[str, ...]) -> None:
     """Remove files or directories (into your trash: see `gfs trash --help`)."""
     with make_client(ctx) as c:
         for p in paths:
-            c.delete(p, recursive=recursive, skip_trash=skip_trash)
+            c.delete(stat_if_dir_meant(c, p), recursive=recursive, skip_trash=skip_trash)
 
 
 # --- trash -----------------------------------------------------------------------------------
@@ -174,8 +176,7 @@ def _trash_entry(c, what: str) -> dict:
     if what.isdigit():
         found = [e for e in entries if e["id"] == int(what)]
     else:
-        from gfs.paths import normalize
-        path = normalize(what)
+        path = remote_path(what)
         found = [e for e in entries if e["path"] == path]
     if not found:
         raise NotFound(f"nothing in your trash matches {what} (see `gfs trash ls`)")
@@ -190,7 +191,8 @@ def _trash_entry(c, what: str) -> dict:
 def trash_restore(ctx, dst: str, entry: str) -> None:
     """Bring back a deleted file or directory (the latest one deleted from PATH, or entry ID)."""
     with make_client(ctx) as c:
-        path = c.trash_restore(_trash_entry(c, entry)["id"], dst)
+        path = c.trash_restore(_trash_entry(c, entry)["id"],
+                               remote_path(dst, "destination path") if dst else "")
     click.echo(f"restored {path}")
 
 
@@ -228,7 +230,8 @@ def tier() -> None:
 def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
     """Set the storage class of PATH (`none`: a directory passes no class on)."""
     with make_client(ctx) as c:
-        changed = c.set_class(path, "" if storage_class == "none" else storage_class, recursive)
+        changed = c.set_class(stat_if_dir_meant(c, path),
+                              "" if storage_class == "none" else storage_class, recursive)
     click.echo(f"{changed} changed")
 
 
@@ -239,7 +242,7 @@ def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
 def tier_status(ctx, as_json: bool, path: str) -> None:
     """Storage class of PATH and where its chunks' replicas are (hot or cold tier)."""
     with make_client(ctx) as c:
-        st = c.tier_status(path)
+        st = c.tier_status(stat_if_dir_meant(c, path))
     if as_json:
         emit_json(st)
         return
@@ -389,15 +392,6 @@ def local_size(path: str) -> int | None:
         return None
 
 
-def _is_remote_dir(client, path: str) -> bool:
-    try:
-        return client.stat(path).is_dir
-    except GfsError as err:
-        if err.code == "NOT_FOUND":
-            return False
-        raise
-
-
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Show a progress bar (default: when stderr is a terminal).")
 
@@ -424,8 +418,12 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
         raise InvalidArgument(f"{local} is not a regular file")
     source = sys.stdin.buffer if local == "-" else local
     with make_client(ctx) as c, Progress(progress, local_size(local), "put") as bar:
-        if local != "-" and (remote.endswith("/") or _is_remote_dir(c, remote)):
-            remote = remote.rstrip("/") + "/" + os.path.basename(local)
+        remote, into = as_typed(remote, "destination path")
+        if into or is_remote_dir(c, remote):
+            if local == "-":
+                raise InvalidArgument(f"{remote} is a directory and standard input has no name: "
+                                      f"give the new file's path, e.g. {join(remote, 'NAME')}")
+            remote = join(remote, utf8(os.path.basename(local), "local file name"))
         info = c.put(source, remote, replication=replication, overwrite=force,
                      chunk_size=parse_size(chunk_size) if chunk_size else 0,
                      storage_class=storage_class or "", progress=bar)
@@ -443,8 +441,9 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
 def get(ctx, offset, length, progress, remote, local):
     """Download REMOTE to LOCAL (a file, a directory, or - for stdout). Every byte is
     checksum-verified."""
+    remote = remote_path(remote)
     if local != "-" and os.path.isdir(local):
-        local = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1])
+        local = os.path.join(local, split(remote)[1])
     sink = sys.stdout.buffer if local == "-" else local
     with make_client(ctx) as c:
         size = c.stat(remote).size if progress is not False else None
@@ -459,7 +458,7 @@ def cat(ctx, remotes):
     """Write files to stdout."""
     with make_client(ctx) as c:
         for r in remotes:
-            c.get(r, sys.stdout.buffer)
+            c.get(remote_path(r), sys.stdout.buffer)
 
 
 # --- daemons ------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from gfs.auth.tokens import bearer
 from gfs.config import resolve_masters, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.identity_client import message_fields as _fields
+from gfs.paths import utf8
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
@@ -44,6 +45,7 @@ from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
 LEADER_METADATA_KEY = "gfs-leader"
+_FIELD_WORDS = {"src": "source path", "dst": "destination path"}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -367,6 +369,9 @@ class Client(IdentityCalls):
         return self._call(method, request, deadline=deadline)
 
     def _mutate(self, method: str, request_cls, service: type = pb_grpc.MasterStub, **fields):
+        for name, value in fields.items():       # a clear error, not protobuf's UnicodeError
+            if isinstance(value, str):
+                utf8(value, _FIELD_WORDS.get(name, name))
         seq, ack = self._seq.begin()
         try:
             header = pb.RequestHeader(client_id=self.client_id, seq=seq, ack_seq=ack)
@@ -383,7 +388,7 @@ class Client(IdentityCalls):
     def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
         """`for_read`: the data is about to be read (the leader counts it for `auto` tiering)."""
         return FileInfo.from_proto(self._call("Stat", pb.StatRequest(
-            path=path, stale_ok=stale_ok, for_read=for_read)).info)
+            path=utf8(path), stale_ok=stale_ok, for_read=for_read)).info)
 
     def exists(self, path: str) -> bool:
         try:
@@ -398,7 +403,7 @@ class Client(IdentityCalls):
         """Entries of a directory (or the file itself), sorted by name, fetched page by page."""
         start_after = ""
         while True:
-            resp = self._call("List", pb.ListRequest(path=path, start_after=start_after,
+            resp = self._call("List", pb.ListRequest(path=utf8(path), start_after=start_after,
                                                      limit=page_size, stale_ok=stale_ok))
             for e in resp.entries:
                 yield FileInfo.from_proto(e)
@@ -441,7 +446,7 @@ class Client(IdentityCalls):
                             storage_class=storage_class, recursive=recursive).changed
 
     def tier_status(self, path: str) -> dict:
-        resp = self._call("TierStatus", pb.TierStatusRequest(path=path))
+        resp = self._call("TierStatus", pb.TierStatusRequest(path=utf8(path)))
         out = _fields(resp)
         out["chunks"] = [{**_fields(c), "replicas": [_fields(r) for r in c.replicas]}
                          for c in resp.chunks]

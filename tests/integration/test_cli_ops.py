@@ -124,3 +124,38 @@ def test_client_get_into_file_objects(cluster, tmp_path):
         buf.seek(4)
         c.get("/A", buf)
         assert buf.getvalue() == b"keep" + A
+
+
+# --- paths as people type them -------------------------------------------------------------------
+
+def test_trailing_slashes_name_directories(env, tmp_path):
+    gfs("mkdir", "-p", "/p/q/", env=env)
+    assert gfs("ls", "/p/", env=env).stdout == b"q/\n"
+    assert gfs("ls", "/p/q/", env=env).stdout == b""
+    assert b"type:          dir" in gfs("stat", "/p/q/", env=env).stdout
+    (tmp_path / "f").write_bytes(b"x")
+    gfs("put", str(tmp_path / "f"), "/p/q/", env=env)
+    assert gfs("cat", "/p/q/f", env=env).stdout == b"x"
+    assert error_line(gfs("put", "-", "/p/q/", env=env, stdin=b"x", check=False)) == (
+        "gfs: invalid argument: /p/q is a directory and standard input has no name: give the "
+        "new file's path, e.g. /p/q/NAME")
+    gfs("tier", "set", "/p/", "cold", env=env)
+    gfs("tier", "status", "/p/q/", env=env)
+    gfs("rm", "-r", "/p/", env=env)
+    assert b"p/" not in gfs("ls", "/", env=env).stdout
+    for args in (("ls", "/B/"), ("stat", "/B/"), ("rm", "/B/"), ("tier", "status", "/B/")):
+        assert error_line(gfs(*args, env=env, check=False)) == \
+            "gfs: failed precondition: /B/ is not a directory", args
+    assert gfs("cat", "/B", env=env).stdout == B       # still there
+
+
+def test_path_errors_speak_the_users_terms(env):
+    for args, expected in [
+            (("ls", "/a//b"), "gfs: invalid argument: path '/a//b' has an empty name "
+                              "('//' or a trailing '/')"),
+            (("mkdir", "relative"), "gfs: invalid argument: path 'relative' is not absolute "
+                                    "(must start with '/')"),
+            (("mv", "/B", "/x/../y"), "gfs: invalid argument: destination path '/x/../y' has "
+                                      "a '..' component")]:
+        line = error_line(gfs(*args, env=env, check=False))
+        assert line == expected and "field" not in line
