@@ -13,7 +13,8 @@ import click
 # (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-from cli.remote import is_remote_dir, remote_path, stat_if_dir_meant
+from cli.remote import (is_remote_dir, missing_parent_error, move_targets, remote_path,
+                        stat_if_dir_meant)
 from gfs.config import record_cluster, recorded_cluster_file
 from gfs.paths import as_typed, join, split, utf8
 from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
@@ -110,13 +111,18 @@ def stat(ctx, as_json: bool, path: str) -> None:
 
 @cli.command()
 @click.option("-f", "--force", is_flag=True, help="Replace an existing destination file.")
-@click.argument("src")
-@click.argument("dst")
+@click.option("-T", "--no-target-directory", "no_target_dir", is_flag=True,
+              help="Treat DEST as the new name even when it is a directory (replacing an "
+                   "empty directory needs -f).")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.argument("dest")
 @click.pass_context
-def mv(ctx, force: bool, src: str, dst: str) -> None:
-    """Rename or move a file or directory (atomic)."""
+def mv(ctx, force: bool, no_target_dir: bool, sources: tuple[str, ...], dest: str) -> None:
+    """Rename SOURCE to DEST, or move SOURCEs into the directory DEST (as GNU mv). Each
+    rename is atomic."""
     with make_client(ctx) as c:
-        c.rename(src, dst, overwrite=force)
+        for src, dst in move_targets(c, list(sources), dest, no_target_dir):
+            c.rename(src, dst, overwrite=force)
 
 
 @cli.command()
@@ -403,12 +409,14 @@ progress_option = click.option("--progress/--no-progress", default=None,
 @click.option("--class", "storage_class", type=click.Choice(["hot", "cold", "auto"]),
               default=None, help="Storage class.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing file.")
+@click.option("-p", "--parents", is_flag=True, help="Create REMOTE's missing directories.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new file's attributes as JSON.")
 @progress_option
 @click.argument("local")
 @click.argument("remote")
 @click.pass_context
-def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, local, remote):
+def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, progress, local,
+        remote):
     """Upload LOCAL (a file, or - for stdin) to REMOTE (a path, or a directory to put it in).
     The file appears only when complete."""
     from gfs.units import parse_size
@@ -424,9 +432,14 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
                 raise InvalidArgument(f"{remote} is a directory and standard input has no name: "
                                       f"give the new file's path, e.g. {join(remote, 'NAME')}")
             remote = join(remote, utf8(os.path.basename(local), "local file name"))
-        info = c.put(source, remote, replication=replication, overwrite=force,
-                     chunk_size=parse_size(chunk_size) if chunk_size else 0,
-                     storage_class=storage_class or "", progress=bar)
+        if parents:
+            c.mkdir(split(remote)[0], parents=True)
+        try:
+            info = c.put(source, remote, replication=replication, overwrite=force,
+                         chunk_size=parse_size(chunk_size) if chunk_size else 0,
+                         storage_class=storage_class or "", progress=bar)
+        except NotFound as err:
+            raise missing_parent_error(c, remote) or err from None
     if as_json:
         emit_json(info.to_dict())
 

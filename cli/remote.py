@@ -7,8 +7,8 @@ shows its bytes.
 """
 from __future__ import annotations
 
-from gfs.errors import FailedPrecondition, GfsError
-from gfs.paths import as_typed
+from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
+from gfs.paths import as_typed, join, split
 
 
 def remote_path(text: str, what: str = "path") -> str:
@@ -31,3 +31,31 @@ def is_remote_dir(client, path: str) -> bool:
         if err.code == "NOT_FOUND":
             return False
         raise
+
+
+def move_targets(client, sources: list[str], dest: str, no_target_dir: bool) -> list[tuple[str, str]]:
+    """(source, destination) gfs paths for `mv SOURCE... DEST`, as GNU mv: into DEST when it is
+    an existing directory (or written with a trailing slash), else DEST itself; with
+    `no_target_dir` (-T) always DEST itself."""
+    dest_path, as_dir = as_typed(dest, "destination path")
+    srcs = [stat_if_dir_meant(client, s) for s in sources]
+    if no_target_dir:
+        if len(srcs) > 1:
+            raise InvalidArgument("-T/--no-target-directory takes one source")
+        return [(srcs[0], dest_path)]
+    into = is_remote_dir(client, dest_path)
+    if not into and (as_dir or len(srcs) > 1):
+        if client.exists(dest_path):
+            raise FailedPrecondition(f"{dest} is not a directory")
+        raise NotFound(f"directory {dest_path} does not exist")
+    if not into:
+        return [(srcs[0], dest_path)]
+    return [(s, s if split(s)[0] == dest_path else join(dest_path, split(s)[1])) for s in srcs]
+
+
+def missing_parent_error(client, path: str) -> NotFound | None:
+    """The error for creating `path` when its directory does not exist (None if it does)."""
+    parent = split(path)[0]
+    if client.exists(parent):
+        return None
+    return NotFound(f"directory {parent} does not exist (-p/--parents creates it)")

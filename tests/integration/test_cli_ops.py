@@ -159,3 +159,40 @@ def test_path_errors_speak_the_users_terms(env):
                                       "a '..' component")]:
         line = error_line(gfs(*args, env=env, check=False))
         assert line == expected and "field" not in line
+
+
+def test_mv_into_an_existing_directory_as_gnu_mv(env, cluster):
+    for p in ("/mv/f", "/mv/g", "/mv/h"):
+        gfs("put", "-p", "-", p, env=env, stdin=p.encode())
+    gfs("mkdir", "-p", "/mv/dir/sub", "/mv/empty", env=env)
+    gfs("mv", "/mv/f", "/mv/dir", env=env)                   # into the directory
+    gfs("mv", "/mv/g", "/mv/h", "/mv/dir/", env=env)         # several sources
+    gfs("mv", "/mv/dir/sub/", "/mv/empty", env=env)          # a directory into a directory
+    with Client(cluster.master_addresses()) as c:
+        assert [e.path for e in c.list("/mv/dir")] == ["/mv/dir/f", "/mv/dir/g", "/mv/dir/h"]
+        assert c.exists("/mv/empty/sub")
+        assert error_line(gfs("mv", "-T", "/mv/dir/f", "/mv/dir", env=env, check=False)) == \
+            "gfs: already exists: /mv/dir already exists"
+        gfs("mv", "-T", "/mv/dir/f", "/mv/renamed", env=env)   # -T: DEST is the new name
+        assert c.read("/mv/renamed") == b"/mv/f"
+        gfs("mv", "-T", "-f", "/mv/dir/g", "/mv/renamed", env=env)
+        assert c.read("/mv/renamed") == b"/mv/g"
+    for args, expected in [
+            (("mv", "/mv/renamed", "/mv/nodir/"), "gfs: not found: directory /mv/nodir does "
+                                                   "not exist"),
+            (("mv", "/mv/dir/h", "/mv/renamed", "/mv/renamed"), "gfs: failed precondition: "
+                                                               "/mv/renamed is not a directory"),
+            (("mv", "-T", "/mv/dir/h", "/mv/renamed", "/x"), "gfs: invalid argument: "
+                                                           "-T/--no-target-directory takes one "
+                                                           "source")]:
+        assert error_line(gfs(*args, env=env, check=False)) == expected
+
+
+def test_put_into_a_missing_directory_suggests_parents(env, cluster, tmp_path):
+    (tmp_path / "big.iso").write_bytes(b"iso")
+    p = gfs("put", str(tmp_path / "big.iso"), "/isos/big.iso", env=env, check=False)
+    assert error_line(p) == ("gfs: not found: directory /isos does not exist "
+                             "(-p/--parents creates it)")
+    gfs("put", "-p", str(tmp_path / "big.iso"), "/isos/2026/", env=env)
+    with Client(cluster.master_addresses()) as c:
+        assert c.read("/isos/2026/big.iso") == b"iso"
