@@ -13,6 +13,7 @@ import click
 # (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from cli.tiers import tier_set_summary
 from cli.remote import (is_remote_dir, missing_parent_error, move_targets, remote_path,
                         stat_if_dir_meant)
 from gfs.config import record_cluster, recorded_cluster_file
@@ -229,16 +230,23 @@ def tier() -> None:
 
 @tier.command("set")
 @click.option("-r", "--recursive", is_flag=True,
-              help="Also every file and directory below a directory.")
+              help="Also every file and directory already below a directory.")
 @click.argument("path")
 @click.argument("storage_class", metavar="CLASS", type=click.Choice(["hot", "cold", "auto", "none"]))
 @click.pass_context
 def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
-    """Set the storage class of PATH (`none`: a directory passes no class on)."""
+    """Set the storage class of PATH (`none`: a directory passes no class on).
+
+    On a directory, the class is for what is created in it from now on: files already in it
+    keep theirs unless -r is given (the output says so). Chunks move between tiers in the
+    background; `gfs tier status PATH` shows the progress."""
+    cls = "" if storage_class == "none" else storage_class
     with make_client(ctx) as c:
-        changed = c.set_class(stat_if_dir_meant(c, path),
-                              "" if storage_class == "none" else storage_class, recursive)
-    click.echo(f"{changed} changed")
+        path = stat_if_dir_meant(c, path)
+        changed = c.set_class(path, cls, recursive)
+        is_dir = c.stat(path).is_dir
+        kept = is_dir and not recursive and next(iter(c.list(path, page_size=1)), None)
+    click.echo(tier_set_summary(path, storage_class, is_dir, recursive, changed, bool(kept)))
 
 
 @tier.command("status")

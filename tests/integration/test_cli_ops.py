@@ -196,3 +196,19 @@ def test_put_into_a_missing_directory_suggests_parents(env, cluster, tmp_path):
     gfs("put", "-p", str(tmp_path / "big.iso"), "/isos/2026/", env=env)
     with Client(cluster.master_addresses()) as c:
         assert c.read("/isos/2026/big.iso") == b"iso"
+
+
+def test_tier_set_on_a_directory_says_what_happens_to_existing_files(env, cluster):
+    gfs("put", "-p", "-", "/archive/old.log", env=env, stdin=b"old")
+    gfs("mkdir", "/archive-empty", env=env)
+    out = gfs("tier", "set", "/archive", "cold", env=env).stdout.decode()
+    assert out == ("/archive: new files and directories created in it are cold (1 changed)\n"
+                   "files already in it keep their class: `gfs tier set -r /archive cold` "
+                   "changes them too\n")
+    assert gfs("tier", "set", "/archive-empty/", "cold", env=env).stdout.decode() == (
+        "/archive-empty: new files and directories created in it are cold (1 changed)\n")
+    with Client(cluster.master_addresses()) as c:
+        assert c.stat("/archive/old.log").storage_class == "hot"
+        out = gfs("tier", "set", "-r", "/archive", "cold", env=env).stdout.decode()
+        assert out.startswith("/archive: cold, with everything below it (1 changed)")
+        assert c.stat("/archive/old.log").storage_class == "cold"
