@@ -73,7 +73,7 @@ def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
     with make_client(ctx) as c:
         entries = list(c.list(stat_if_dir_meant(c, path)))
     if as_json:
-        emit_json([e.to_dict() | {"chunks": len(e.chunks)} for e in entries])
+        emit_json([e.to_dict() for e in entries])       # the same attributes as stat --json
         return
     for e in entries:
         name = e.path.rsplit("/", 1)[-1] or "/"
@@ -454,7 +454,8 @@ def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, pr
 
 @cli.command()
 @click.option("--offset", type=click.IntRange(0), default=0, help="First byte to read.")
-@click.option("--length", type=int, default=-1, help="Bytes to read (-1: to the end).")
+@click.option("--length", type=click.IntRange(-1), default=-1,
+              help="Bytes to read [default: -1, to the end].")
 @progress_option
 @click.argument("remote")
 @click.argument("local")

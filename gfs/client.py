@@ -602,6 +602,8 @@ class Client(IdentityCalls):
         info = self.stat(path, for_read=True)
         if info.is_dir:
             raise FailedPrecondition(f"{path} is a directory")
+        if length < -1:
+            raise InvalidArgument(f"length must be -1 (to the end) or at least 0, not {length}")
         if offset < 0 or offset > info.size:
             raise InvalidArgument(f"offset {offset} is outside {path} ({info.size} bytes)")
         end = info.size if length < 0 else min(info.size, offset + length)

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from gfs.client import Client
+from gfs.units import parse_size
 
 CHUNK = 1 << 20
 OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3},
@@ -212,3 +213,41 @@ def test_tier_set_on_a_directory_says_what_happens_to_existing_files(env, cluste
         out = gfs("tier", "set", "-r", "/archive", "cold", env=env).stdout.decode()
         assert out.startswith("/archive: cold, with everything below it (1 changed)")
         assert c.stat("/archive/old.log").storage_class == "cold"
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+def test_put_with_more_replicas_than_chunkservers_is_refused_even_when_empty(env, cluster):
+    for stdin in (b"", b"data"):
+        assert error_line(gfs("put", "-r", "5", "-", "/r5", env=env, stdin=stdin,
+                              check=False)) == ("gfs: failed precondition: not enough "
+                                                "chunkservers for replication 5: 3 alive")
+    with Client(cluster.master_addresses()) as c:
+        assert not c.exists("/r5")
+    gfs("put", "-r", "3", "-", "/r3", env=env, stdin=b"")
+
+
+def test_length_and_chunk_size_are_validated_in_the_users_units(env, cluster):
+    p = gfs("get", "--length", "-5", "/A", "-", env=env, check=False)
+    assert p.returncode == 2 and b"-5 is not in the range x>=-1" in p.stderr
+    assert gfs("get", "--length", "-1", "--offset", "7", "/B", "-", env=env).stdout == B[7:]
+    assert gfs("get", "--length", "0", "/B", "-", env=env).stdout == b""
+    with Client(cluster.master_addresses()) as c:
+        with pytest.raises(Exception, match="length must be -1 .to the end. or at least 0"):
+            c.read("/B", length=-5)
+    for size in ("1000", "100KiB"):
+        assert error_line(gfs("put", "--chunk-size", size, "-", "/cs", env=env, stdin=b"x",
+                              check=False)) == (
+            "gfs: invalid argument: chunk size must be a multiple of 64 KiB, at least 64 KiB "
+            f"(e.g. 1MiB, 64MiB), not {parse_size(size)} bytes")
+
+
+def test_ls_json_and_stat_json_describe_chunks_alike(env):
+    import json
+    listed = json.loads(gfs("ls", "--json", "/A", env=env).stdout)
+    stat = json.loads(gfs("stat", "--json", "/A", env=env).stdout)
+    for info in listed + [stat]:        # replicas: healthy ones first, in no fixed order
+        for chunk in info["chunks"]:
+            chunk["replicas"].sort()
+    assert listed == [stat] and len(stat["chunks"]) == 3
+    assert isinstance(stat["chunks"][0], dict) and stat["chunks"][0]["length"] == CHUNK
