@@ -214,6 +214,10 @@ def trash_purge(ctx, all_users: bool, yes: bool, entries: tuple[str, ...]) -> No
         ids = [_trash_entry(c, e)["id"] for e in entries]
         if not ids and not yes:
             whose = "every user's" if all_users else "your"
+            if not sys.stdin.isatty():
+                raise OneLineUsageError(f"deleting everything in {whose} trash for good needs "
+                                        "confirmation and standard input is not a terminal: "
+                                        "use --yes")
             click.confirm(f"Delete everything in {whose} trash for good?", abort=True, err=True)
         purged = c.trash_purge(ids, all_users=all_users)
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
@@ -722,10 +726,30 @@ for _command in identity_commands.COMMANDS:
 admin.add_command(identity_commands.audit)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error that is clear without the command's usage line and help hint."""
+
+
 def main() -> None:
     from gfs.memory import tune_malloc
     tune_malloc()
-    cli(prog_name="gfs")
+    try:
+        code = cli.main(prog_name="gfs", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:
+        err.show()                      # `gfs`, `gfs trash`: the help, as click shows it
+        sys.exit(err.exit_code)
+    except click.UsageError as err:     # one line, and where to read more
+        click.echo(f"gfs: {err.format_message()}", err=True)
+        if err.ctx is not None and not isinstance(err, OneLineUsageError):
+            click.echo(f"Try '{err.ctx.command_path} --help'.", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo("gfs: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,24 @@ def test_ls_json_and_stat_json_describe_chunks_alike(env):
             chunk["replicas"].sort()
     assert listed == [stat] and len(stat["chunks"]) == 3
     assert isinstance(stat["chunks"][0], dict) and stat["chunks"][0]["length"] == CHUNK
+
+
+# --- fail fast, explain why ----------------------------------------------------------------------
+
+def test_trash_purge_without_a_terminal_says_use_yes(env, cluster):
+    gfs("put", "-", "/trashed", env=env, stdin=b"t")
+    gfs("rm", "/trashed", env=env)
+    p = subprocess.run([sys.executable, "-m", "cli.main", "trash", "purge"], env=env,
+                       stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert p.returncode == 2 and p.stderr.decode() == (
+        "gfs: deleting everything in your trash for good needs confirmation and standard input "
+        "is not a terminal: use --yes\n")
+    assert b"/trashed" in gfs("trash", "ls", env=env).stdout
+    assert gfs("trash", "purge", "--yes", env=env).stdout.startswith(b"purged ")
+    assert b"/trashed" not in gfs("trash", "ls", env=env).stdout
+
+
+def test_usage_errors_are_one_line_and_a_hint(env):
+    p = gfs("ls", "--bogus", env=env, check=False)
+    assert p.returncode == 2
+    assert p.stderr.decode() == "gfs: No such option '--bogus'.\nTry 'gfs ls --help'.\n"
