@@ -14,10 +14,10 @@ import click
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from cli.tiers import tier_set_summary
-from cli.remote import (is_remote_dir, missing_parent_error, move_targets, remote_path,
-                        stat_if_dir_meant)
+from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_error,
+                        move_targets, remote_path, stat_if_dir_meant)
 from gfs.config import record_cluster, recorded_cluster_file
-from gfs.paths import as_typed, join, split, utf8
+from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
 from gfs.units import human_size
 from cli import identity_commands
@@ -443,7 +443,7 @@ def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, pr
             if local == "-":
                 raise InvalidArgument(f"{remote} is a directory and standard input has no name: "
                                       f"give the new file's path, e.g. {join(remote, 'NAME')}")
-            remote = join(remote, utf8(os.path.basename(local), "local file name"))
+            remote = join(remote, local_name_as_remote(local))
         if parents:
             c.mkdir(split(remote)[0], parents=True)
         try:

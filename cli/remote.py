@@ -7,8 +7,10 @@ shows its bytes.
 """
 from __future__ import annotations
 
+import os
+
 from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
-from gfs.paths import as_typed, join, split
+from gfs.paths import as_typed, join, split, utf8
 
 
 def remote_path(text: str, what: str = "path") -> str:
@@ -22,6 +24,16 @@ def stat_if_dir_meant(client, text: str):
     if as_dir and not client.stat(path).is_dir:
         raise FailedPrecondition(f"{text} is not a directory")
     return path
+
+
+def local_name_as_remote(local: str) -> str:
+    """The name a local file gets in gfs (its base name), if that name is UTF-8."""
+    name = os.path.basename(local)
+    try:
+        return utf8(name, "local file name")
+    except InvalidArgument as err:
+        raise InvalidArgument(f"{err.message}: give the remote file's full path instead of a "
+                              "directory") from None
 
 
 def is_remote_dir(client, path: str) -> bool:

@@ -272,3 +272,25 @@ def test_usage_errors_are_one_line_and_a_hint(env):
     p = gfs("ls", "--bogus", env=env, check=False)
     assert p.returncode == 2
     assert p.stderr.decode() == "gfs: No such option '--bogus'.\nTry 'gfs ls --help'.\n"
+
+
+def test_names_that_are_not_utf8_are_refused_naming_them(env, cluster, tmp_path):
+    latin1 = os.fsdecode(b"caf\xe9.txt")
+    (tmp_path / latin1).write_bytes(b"coffee")
+    local = str(tmp_path / latin1)
+    for args, expected in [
+            (("mkdir", "-p", os.fsdecode(b"/\xff")),
+             r"gfs: invalid argument: path '/\xff' is not valid UTF-8 (gfs names are UTF-8 text)"),
+            (("ls", os.fsdecode(b"/d\xff/")),
+             r"gfs: invalid argument: path '/d\xff' is not valid UTF-8 (gfs names are UTF-8 text)"),
+            (("mv", "/B", os.fsdecode(b"/\xe9")), r"gfs: invalid argument: destination path "
+                                                  r"'/\xe9' is not valid UTF-8 (gfs names are "
+                                                  r"UTF-8 text)"),
+            (("put", local, "/"), r"gfs: invalid argument: local file name 'caf\xe9.txt' is not "
+                                  r"valid UTF-8 (gfs names are UTF-8 text): give the remote "
+                                  r"file's full path instead of a directory")]:
+        assert error_line(gfs(*args, env=env, check=False)) == expected, args
+    gfs("put", local, "/cafe.txt", env=env)               # the local name itself is fine
+    assert gfs("cat", "/cafe.txt", env=env).stdout == b"coffee"
+    gfs("get", "/cafe.txt", str(tmp_path / os.fsdecode(b"back\xff")), env=env)
+    assert (tmp_path / os.fsdecode(b"back\xff")).read_bytes() == b"coffee"
