@@ -23,12 +23,24 @@ from gfs.units import human_size
 from cli import identity_commands
 from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
 
-@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"})
+EXIT_CODES = """\b
+Exit status:
+  0    success
+  1    an error, told in one line on stderr: `gfs: <kind>: <what>`
+  2    a usage error (an unknown option, a missing argument), or `admin health --check`
+       finding the cluster not healthy
+  130  interrupted (Ctrl-C)"""
+
+
+@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"},
+             epilog=EXIT_CODES)
 @click.option("--masters", envvar="GFS_MASTERS", metavar="HOST:PORT,...",
               help="Master gRPC addresses (default: $GFS_MASTERS, else the cluster that "
                    "`gfs cluster up` started last).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, envvar="GFS_TIMEOUT",
-              help="Overall deadline in seconds for each operation, retries included.")
+              help="Overall deadline in seconds for each operation, retries included (while "
+                   "masters answer but elect a leader; when none can be reached at all, "
+                   "commands fail after about a second).")
 @click.option("--token", envvar="GFS_TOKEN", metavar="gfs_...",
               help="Bearer token to act with (default: $GFS_TOKEN, else the one `gfs login` or "
                    "`gfs cluster up` remembered; none: anonymous, which sees only public files).")

@@ -25,6 +25,7 @@ from gfs.config import resolve_masters, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
+from gfs.reach import Reachability
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
@@ -299,6 +300,7 @@ class Client(IdentityCalls):
         self._leader: str | None = None
         self._rr = random.randrange(len(self.masters))
         self._channels = Channels()
+        self._reach = Reachability(self.masters)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -343,19 +345,23 @@ class Client(IdentityCalls):
                     request, timeout=max(0.05, min(self.attempt_timeout, remaining)),
                     metadata=self._metadata)
                 self._note(address, True, None)
+                self._reach.answered(address)
                 return response
             except grpc.RpcError as err:
                 code, details = err.code(), err.details() or ""
                 if code not in RETRYABLE:
                     self._note(address, True, None)
+                    self._reach.answered(address)
                     raise from_grpc(code, details) from None
                 hint = dict(err.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
                 self._note(address, False, hint if hint != address else None)
+                self._reach.failed(address, details)
                 last = f"{address}: {details or code.name}"
             attempt += 1
             if time.monotonic() >= stop_at:
-                raise Unavailable(f"no master leader answered within {deadline or self.deadline:.0f}s "
-                                  f"(tried {', '.join(self.masters)}; last: {last})")
+                raise Unavailable(self._reach.timeout_message(deadline or self.deadline, last))
+            if (unreachable := self._reach.give_up()) is not None:
+                raise unreachable
             if not hint:    # no leader known (an election is on): ask again within 0.25 s
                 time.sleep(min(0.25, 0.02 * (2 ** min(attempt, 4))) * random.uniform(0.5, 1.0))
 

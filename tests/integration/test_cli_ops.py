@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -272,6 +273,8 @@ def test_usage_errors_are_one_line_and_a_hint(env):
     p = gfs("ls", "--bogus", env=env, check=False)
     assert p.returncode == 2
     assert p.stderr.decode() == "gfs: No such option '--bogus'.\nTry 'gfs ls --help'.\n"
+    help_text = gfs("--help", env=env).stdout.decode()
+    assert "Exit status:" in help_text and "2    a usage error" in help_text
 
 
 def test_names_that_are_not_utf8_are_refused_naming_them(env, cluster, tmp_path):
@@ -294,3 +297,35 @@ def test_names_that_are_not_utf8_are_refused_naming_them(env, cluster, tmp_path)
     assert gfs("cat", "/cafe.txt", env=env).stdout == b"coffee"
     gfs("get", "/cafe.txt", str(tmp_path / os.fsdecode(b"back\xff")), env=env)
     assert (tmp_path / os.fsdecode(b"back\xff")).read_bytes() == b"coffee"
+
+
+@pytest.mark.parametrize("masters, expected", [
+    ("garbage", "gfs: invalid argument: master address 'garbage' is not HOST:PORT (e.g. "
+                "10.0.0.1:7100, master1.lan:7100, [::1]:7100)"),
+    ("127.0.0.1:1,[::1]:1", "gfs: unavailable: no master can be reached: 127.0.0.1:1: connection "
+                            "refused (nothing listens there); [::1]:1: connection refused "
+                            "(nothing listens there)"),
+    ("no-such-host.invalid:7100", "gfs: unavailable: no master can be reached: "
+                                  "no-such-host.invalid:7100: unknown host")])
+def test_bad_masters_fail_fast_with_the_address_and_why(masters, expected):
+    env = {**os.environ, "GFS_MASTERS": masters}
+    started = time.monotonic()
+    line = error_line(gfs("ls", "/", env=env, check=False))       # --timeout is 30 s
+    assert time.monotonic() - started < 6                          # ~1 s + interpreter start
+    assert line.startswith(expected), line
+
+
+def test_masters_that_answer_without_a_leader_are_waited_for(make_cluster):
+    c = make_cluster(masters=3, options=OPTS, start=False)
+    c.start("master-1")                                            # no majority: no leader
+    deadline = time.monotonic() + 30
+    while c.master_status(c.daemon("master-1")) is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    env = {**os.environ, "GFS_MASTERS": ",".join(c.master_addresses())}
+    started = time.monotonic()
+    line = error_line(gfs("--timeout", "3", "ls", "/", env=env, check=False))
+    assert time.monotonic() - started >= 3
+    assert line.startswith("gfs: unavailable: no master leader answered within 3s: masters "
+                           "answer but none is the leader, and 2 cannot be reached ("), line
+    assert "without a majority no leader is elected" in line
