@@ -64,31 +64,19 @@ def error_line(proc) -> str:
 
 # --- output lands as if written in order ---------------------------------------------------------
 
-def test_cat_of_several_files_into_a_regular_file(env, tmp_path):
+@pytest.mark.parametrize("before, script, expected", [
+    (None, "gfs cat /A /B > OUT", A + B),                                 # a regular file
+    (None, "(echo before; gfs cat /A; echo after) > OUT", b"before\n" + A + b"after\n"),
+    (None, "(gfs get /A -; gfs get /B -) > OUT", A + B),                 # one shared offset
+    (None, "gfs cat /A /B | cat > OUT", A + B),                           # a pipe
+    (b"existing\n", "gfs cat /A >> OUT; gfs cat /B >> OUT; gfs get /A - >> OUT",
+     b"existing\n" + A + B + A)])                                        # O_APPEND
+def test_stdout_ends_up_as_if_written_in_order(env, tmp_path, before, script, expected):
     out = tmp_path / "out"
-    shell(f"gfs cat /A /B > {out}", env)
-    assert out.read_bytes() == A + B
-
-
-def test_commands_sharing_one_stdout_keep_their_order(env, tmp_path):
-    out = tmp_path / "out"
-    shell(f"(echo before; gfs cat /A; echo after) > {out}", env)
-    assert out.read_bytes() == b"before\n" + A + b"after\n"
-    shell(f"(gfs get /A -; gfs get /B -) > {out}", env)
-    assert out.read_bytes() == A + B
-
-
-def test_stdout_as_a_pipe(env, tmp_path):
-    out = tmp_path / "out"
-    shell(f"gfs cat /A /B | cat > {out}", env)
-    assert out.read_bytes() == A + B
-
-
-def test_stdout_opened_for_append(env, tmp_path):
-    out = tmp_path / "out"
-    out.write_bytes(b"existing\n")
-    shell(f"gfs cat /A >> {out}; gfs cat /B >> {out}; gfs get /A - >> {out}", env)
-    assert out.read_bytes() == b"existing\n" + A + B + A
+    if before is not None:
+        out.write_bytes(before)
+    shell(script.replace("OUT", str(out)), env)
+    assert out.read_bytes() == expected
 
 
 def test_stdout_with_bytes_before_and_after_the_offset(env, tmp_path):
