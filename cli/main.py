@@ -577,11 +577,15 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     from gfs.units import parse_size
     from master.raft import RaftConfig
     from master.server import serve
+    from master.schema import CHUNK_UNIT, chunk_size_rule
+    default_chunk = parse_size(chunk_size)
+    if default_chunk < CHUNK_UNIT or default_chunk % CHUNK_UNIT:
+        raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
-                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size),
+                   cfg, {"replication": replication, "chunk_size": default_chunk,
                          "storage_class": default_class},
                    dead_after=dead_after, gc_grace=gc_grace, trash_retention=trash_retention,
                    repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate),
