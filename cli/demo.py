@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from gfs.config import recorded_cluster_file
+from gfs.config import recorded_cluster_file, token_file, write_private
 from gfs.units import human_size, parse_size
 
 MARKER = "created-by-gfs-demo"      # in DIR: the demo may remove DIR
@@ -48,15 +48,31 @@ def claim(data: Path) -> bool:
     return True
 
 
-def forget(data: Path) -> None:
-    """Remove DIR and the recorded cluster if it points there (so `gfs` does not look for it)."""
+def remembered() -> dict[Path, str | None]:
+    """The recorded cluster and token `gfs cluster up` replaces (None: there was none)."""
+    out: dict[Path, str | None] = {}
+    for path in (recorded_cluster_file(), token_file()):
+        try:
+            out[path] = path.read_text()
+        except OSError:
+            out[path] = None
+    return out
+
+
+def forget(data: Path, before: dict[Path, str | None]) -> None:
+    """Remove DIR, and put back the recorded cluster and token that the demo's `cluster up`
+    replaced (so `gfs` neither looks for the demo cluster nor forgets the user's own)."""
     shutil.rmtree(data)
-    record = recorded_cluster_file()
-    try:
-        if Path(json.loads(record.read_text())["data"]).resolve() == data.resolve():
-            record.unlink()
-    except (OSError, ValueError, KeyError):
+    try:                        # remembered from an earlier --keep run: the demo's own
+        if Path(json.loads(before[recorded_cluster_file()] or "{}").get("data", "")) == data:
+            before = dict.fromkeys(before)
+    except (ValueError, AttributeError):
         pass
+    for path, text in before.items():
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_private(path, text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     if not claim(data):
         raise SystemExit(f"demo: {data} exists and was not created by the demo: give another "
                          "--data (the demo removes its directory afterwards)")
+    before = remembered()
     gfs("cluster", "up", "--masters", "3", "--chunkservers", "3", "--data", str(data))
     ok = False
     try:
@@ -99,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         if not a.keep:
             gfs("cluster", "down", "--data", str(data))
             if ok:
-                forget(data)
+                forget(data, before)
                 print(f"demo: removed {data}")
             elif not ok:
                 print(f"demo: the daemons' logs are in {data}/*/daemon.log")

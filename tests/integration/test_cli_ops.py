@@ -27,7 +27,7 @@ def cluster(make_module_cluster):
     for _ in range(3):
         c.add_chunkserver()
     c.up()
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         client.put(io.BytesIO(A), "/A")
         client.put(io.BytesIO(B), "/B")
     return c
@@ -35,7 +35,7 @@ def cluster(make_module_cluster):
 
 @pytest.fixture
 def env(cluster):
-    return {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    return cluster.cli_env()
 
 
 def gfs(*args, env, stdin=None, stdout=subprocess.PIPE, check=True):
@@ -93,7 +93,7 @@ def test_stdout_with_bytes_before_and_after_the_offset(env, tmp_path):
 
 def test_client_get_into_file_objects(cluster, tmp_path):
     path = tmp_path / "f"
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         with open(path, "wb") as f:               # buffered bytes of the caller come first
             f.write(b"x" * 10)
             c.get("/A", f)
@@ -158,7 +158,7 @@ def test_mv_into_an_existing_directory_as_gnu_mv(env, cluster):
     gfs("mv", "/mv/f", "/mv/dir", env=env)                   # into the directory
     gfs("mv", "/mv/g", "/mv/h", "/mv/dir/", env=env)         # several sources
     gfs("mv", "/mv/dir/sub/", "/mv/empty", env=env)          # a directory into a directory
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert [e.path for e in c.list("/mv/dir")] == ["/mv/dir/f", "/mv/dir/g", "/mv/dir/h"]
         assert c.exists("/mv/empty/sub")
         assert error_line(gfs("mv", "-T", "/mv/dir/f", "/mv/dir", env=env, check=False)) == \
@@ -184,7 +184,7 @@ def test_put_into_a_missing_directory_suggests_parents(env, cluster, tmp_path):
     assert error_line(p) == ("gfs: not found: directory /isos does not exist "
                              "(-p/--parents creates it)")
     gfs("put", "-p", str(tmp_path / "big.iso"), "/isos/2026/", env=env)
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert c.read("/isos/2026/big.iso") == b"iso"
 
 
@@ -197,7 +197,7 @@ def test_tier_set_on_a_directory_says_what_happens_to_existing_files(env, cluste
                    "changes them too\n")
     assert gfs("tier", "set", "/archive-empty/", "cold", env=env).stdout.decode() == (
         "/archive-empty: new files and directories created in it are cold (1 changed)\n")
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert c.stat("/archive/old.log").storage_class == "hot"
         out = gfs("tier", "set", "-r", "/archive", "cold", env=env).stdout.decode()
         assert out.startswith("/archive: cold, with everything below it (1 changed)")
@@ -211,7 +211,7 @@ def test_put_with_more_replicas_than_chunkservers_is_refused_even_when_empty(env
         assert error_line(gfs("put", "-r", "5", "-", "/r5", env=env, stdin=stdin,
                               check=False)) == ("gfs: failed precondition: not enough "
                                                 "chunkservers for replication 5: 3 alive")
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         assert not c.exists("/r5")
     gfs("put", "-r", "3", "-", "/r3", env=env, stdin=b"")
 
@@ -221,7 +221,7 @@ def test_length_and_chunk_size_are_validated_in_the_users_units(env, cluster):
     assert p.returncode == 2 and b"-5 is not in the range x>=-1" in p.stderr
     assert gfs("get", "--length", "-1", "--offset", "7", "/B", "-", env=env).stdout == B[7:]
     assert gfs("get", "--length", "0", "/B", "-", env=env).stdout == b""
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         with pytest.raises(Exception, match="length must be -1 .to the end. or at least 0"):
             c.read("/B", length=-5)
     for size in ("1000", "100KiB"):
@@ -310,7 +310,7 @@ def test_masters_that_answer_without_a_leader_are_waited_for(make_cluster):
     while c.master_status(c.daemon("master-1")) is None:
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    env = {**os.environ, "GFS_MASTERS": ",".join(c.master_addresses())}
+    env = c.cli_env()
     started = time.monotonic()
     line = error_line(gfs("--timeout", "3", "ls", "/", env=env, check=False))
     assert time.monotonic() - started >= 3

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from gfs.client import Client
 from gfs.errors import GfsError
@@ -17,18 +18,22 @@ def demo(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_demo_keeps_its_cluster_only_when_asked(tmp_path):
+    """(conftest points GFS_CONFIG_DIR at an empty directory: no cluster recorded before.)"""
     data = tmp_path / "demo"
+    config = Path(os.environ["GFS_CONFIG_DIR"])
     kept = demo("--data", str(data), "--keep")
     assert kept.returncode == 0, kept.stderr.decode()[-2000:]
     masters = [m["grpc"] for m in json.loads((data / "cluster.json").read_text())["masters"]]
+    token = (data / "admin.token").read_text().strip()
     try:
-        with Client(masters) as c:
+        with Client(masters, token=token) as c:
             assert c.stat("/demo/pictures/2026/random.bin").size == 1 << 20
             assert c.trash_list() == []
         again = demo("--data", str(data))        # a run without --keep removes it all
         assert again.returncode == 0, again.stderr.decode()[-2000:]
         assert not data.exists()
-        with Client(masters, deadline=5) as c:
+        assert not (config / "cluster.json").exists() and not (config / "token").exists()
+        with Client(masters, token=token, deadline=5) as c:
             try:
                 c.stat("/")
                 raise AssertionError("the demo's masters still answer")
