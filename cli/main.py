@@ -453,8 +453,8 @@ def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, pr
         remote, into = as_typed(remote, "destination path")
         if into or is_remote_dir(c, remote):
             if local == "-":
-                raise InvalidArgument(f"{remote} is a directory and standard input has no name: "
-                                      f"give the new file's path, e.g. {join(remote, 'NAME')}")
+                raise InvalidArgument("standard input has no name to put into a directory: give "
+                                      f"the new file's full path, e.g. {join(remote, 'NAME')}")
             remote = join(remote, local_name_as_remote(local))
         if parents:
             c.mkdir(split(remote)[0], parents=True)

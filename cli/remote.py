@@ -45,7 +45,8 @@ def is_remote_dir(client, path: str) -> bool:
         raise
 
 
-def move_targets(client, sources: list[str], dest: str, no_target_dir: bool) -> list[tuple[str, str]]:
+def move_targets(client, sources: list[str], dest: str,
+                 no_target_dir: bool) -> list[tuple[str, str]]:
     """(source, destination) gfs paths for `mv SOURCE... DEST`, as GNU mv: into DEST when it is
     an existing directory (or written with a trailing slash), else DEST itself; with
     `no_target_dir` (-T) always DEST itself."""
