@@ -7,6 +7,7 @@ import sys
 import click
 
 from cli.common import CONTEXT, emit_json, format_time, make_client
+from cli.remote import stat_if_dir_meant
 from gfs.auth.tokens import parse_token
 from gfs.config import forget_token, save_token, token_file
 from gfs.errors import InvalidArgument
@@ -270,6 +271,7 @@ def visibility_set(ctx, path: str, level: str) -> None:
     """private: only you; visible: signed-in users may list and stat, not read;
     public: anyone, anonymous included, may read; inherit: as the directory above."""
     with make_client(ctx) as c:
+        path = stat_if_dir_meant(c, path)
         c.set_visibility(path, "" if level == "inherit" else level)
         shown = c.stat(path).visibility
     click.echo(f"{path}: {shown}" + (" (inherited)" if level == "inherit" else ""))
@@ -283,7 +285,7 @@ def visibility_set(ctx, path: str, level: str) -> None:
 def chown(ctx, recursive: bool, owner: str, path: str) -> None:
     """Give a file or directory another owner (administrators)."""
     with make_client(ctx) as c:
-        changed = c.chown(path, owner, recursive=recursive)
+        changed = c.chown(stat_if_dir_meant(c, path), owner, recursive=recursive)
     click.echo(f"{changed} changed")
 
 
@@ -337,7 +339,7 @@ def quota_show(ctx, name: str | None, as_json: bool) -> None:
 def du(ctx, as_json: bool, human: bool, paths: tuple[str, ...]) -> None:
     """Bytes and files at or below each path (kept current by the masters, no scan)."""
     with make_client(ctx) as c:
-        rows = [c.du(p) for p in paths or ("/",)]
+        rows = [c.du(stat_if_dir_meant(c, p)) for p in paths or ("/",)]
     if as_json:
         emit_json(rows)
         return

@@ -13,18 +13,34 @@ import click
 # (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from cli.tiers import tier_set_summary
+from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_error,
+                        move_targets, remote_path, stat_if_dir_meant)
 from gfs.config import record_cluster, recorded_cluster_file
-from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
+from gfs.paths import as_typed, join, split
+from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.units import human_size
 from cli import identity_commands
 from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
 
-@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"})
+EXIT_CODES = """\b
+Exit status:
+  0    success
+  1    an error, told in one line on stderr: `gfs: <kind>: <what>`
+  2    a usage error (an unknown option, a missing argument), or `admin health --check`
+       finding the cluster not healthy
+  130  interrupted (Ctrl-C)"""
+
+
+@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"},
+             epilog=EXIT_CODES)
 @click.option("--masters", envvar="GFS_MASTERS", metavar="HOST:PORT,...",
               help="Master gRPC addresses (default: $GFS_MASTERS, else the cluster that "
                    "`gfs cluster up` started last).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, envvar="GFS_TIMEOUT",
-              help="Overall deadline in seconds for each operation, retries included.")
+              help="Overall deadline in seconds for each operation, retries included (while "
+                   "masters answer but elect a leader; when none can be reached at all, "
+                   "commands fail after about a second).")
 @click.option("--token", envvar="GFS_TOKEN", metavar="gfs_...",
               help="Bearer token to act with (default: $GFS_TOKEN, else the one `gfs login` or "
                    "`gfs cluster up` remembered; none: anonymous, which sees only public files).")
@@ -59,7 +75,7 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
     """Create directories."""
     with make_client(ctx) as c:
         for p in paths:
-            c.mkdir(p, parents=parents, mode=int(mode, 8))
+            c.mkdir(remote_path(p), parents=parents, mode=int(mode, 8))
 
 
 @cli.command()
@@ -72,9 +88,9 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
 def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
     """List a directory (or show a file)."""
     with make_client(ctx) as c:
-        entries = list(c.list(path))
+        entries = list(c.list(stat_if_dir_meant(c, path)))
     if as_json:
-        emit_json([e.to_dict() | {"chunks": len(e.chunks)} for e in entries])
+        emit_json([e.to_dict() for e in entries])       # the same attributes as stat --json
         return
     for e in entries:
         name = e.path.rsplit("/", 1)[-1] or "/"
@@ -95,7 +111,7 @@ def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
 def stat(ctx, as_json: bool, path: str) -> None:
     """Show a file's or directory's attributes."""
     with make_client(ctx) as c:
-        info = c.stat(path)
+        info = c.stat(stat_if_dir_meant(c, path))
     if as_json:
         emit_json(info.to_dict())
         return
@@ -113,13 +129,18 @@ def stat(ctx, as_json: bool, path: str) -> None:
 
 @cli.command()
 @click.option("-f", "--force", is_flag=True, help="Replace an existing destination file.")
-@click.argument("src")
-@click.argument("dst")
+@click.option("-T", "--no-target-directory", "no_target_dir", is_flag=True,
+              help="Treat DEST as the new name even when it is a directory (replacing an "
+                   "empty directory needs -f).")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.argument("dest")
 @click.pass_context
-def mv(ctx, force: bool, src: str, dst: str) -> None:
-    """Rename or move a file or directory (atomic)."""
+def mv(ctx, force: bool, no_target_dir: bool, sources: tuple[str, ...], dest: str) -> None:
+    """Rename SOURCE to DEST, or move SOURCEs into the directory DEST (as GNU mv). Each
+    rename is atomic."""
     with make_client(ctx) as c:
-        c.rename(src, dst, overwrite=force)
+        for src, dst in move_targets(c, list(sources), dest, no_target_dir):
+            c.rename(src, dst, overwrite=force)
 
 
 @cli.command()
@@ -132,7 +153,7 @@ def rm(ctx, recursive: bool, skip_trash: bool, paths: tuple[str, ...]) -> None:
     """Remove files or directories (into your trash: see `gfs trash --help`)."""
     with make_client(ctx) as c:
         for p in paths:
-            c.delete(p, recursive=recursive, skip_trash=skip_trash)
+            c.delete(stat_if_dir_meant(c, p), recursive=recursive, skip_trash=skip_trash)
 
 
 # --- trash -----------------------------------------------------------------------------------
@@ -179,8 +200,7 @@ def _trash_entry(c, what: str) -> dict:
     if what.isdigit():
         found = [e for e in entries if e["id"] == int(what)]
     else:
-        from gfs.paths import normalize
-        path = normalize(what)
+        path = remote_path(what)
         found = [e for e in entries if e["path"] == path]
     if not found:
         raise NotFound(f"nothing in your trash matches {what} (see `gfs trash ls`)")
@@ -195,7 +215,8 @@ def _trash_entry(c, what: str) -> dict:
 def trash_restore(ctx, dst: str, entry: str) -> None:
     """Bring back a deleted file or directory (the latest one deleted from PATH, or entry ID)."""
     with make_client(ctx) as c:
-        path = c.trash_restore(_trash_entry(c, entry)["id"], dst)
+        path = c.trash_restore(_trash_entry(c, entry)["id"],
+                               remote_path(dst, "destination path") if dst else "")
     click.echo(f"restored {path}")
 
 
@@ -210,6 +231,10 @@ def trash_purge(ctx, all_users: bool, yes: bool, entries: tuple[str, ...]) -> No
         ids = [_trash_entry(c, e)["id"] for e in entries]
         if not ids and not yes:
             whose = "every user's" if all_users else "your"
+            if not sys.stdin.isatty():
+                raise OneLineUsageError(f"deleting everything in {whose} trash for good needs "
+                                        "confirmation and standard input is not a terminal: "
+                                        "use --yes")
             click.confirm(f"Delete everything in {whose} trash for good?", abort=True, err=True)
         purged = c.trash_purge(ids, all_users=all_users)
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
@@ -226,15 +251,23 @@ def tier() -> None:
 
 @tier.command("set")
 @click.option("-r", "--recursive", is_flag=True,
-              help="Also every file and directory below a directory.")
+              help="Also every file and directory already below a directory.")
 @click.argument("path")
 @click.argument("storage_class", metavar="CLASS", type=click.Choice(["hot", "cold", "auto", "none"]))
 @click.pass_context
 def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
-    """Set the storage class of PATH (`none`: a directory passes no class on)."""
+    """Set the storage class of PATH (`none`: a directory passes no class on).
+
+    On a directory, the class is for what is created in it from now on: files already in it
+    keep theirs unless -r is given (the output says so). Chunks move between tiers in the
+    background; `gfs tier status PATH` shows the progress."""
+    cls = "" if storage_class == "none" else storage_class
     with make_client(ctx) as c:
-        changed = c.set_class(path, "" if storage_class == "none" else storage_class, recursive)
-    click.echo(f"{changed} changed")
+        path = stat_if_dir_meant(c, path)
+        changed = c.set_class(path, cls, recursive)
+        is_dir = c.stat(path).is_dir
+        kept = is_dir and not recursive and next(iter(c.list(path, page_size=1)), None)
+    click.echo(tier_set_summary(path, storage_class, is_dir, recursive, changed, bool(kept)))
 
 
 @tier.command("status")
@@ -244,7 +277,7 @@ def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
 def tier_status(ctx, as_json: bool, path: str) -> None:
     """Storage class of PATH and where its chunks' replicas are (hot or cold tier)."""
     with make_client(ctx) as c:
-        st = c.tier_status(path)
+        st = c.tier_status(stat_if_dir_meant(c, path))
     if as_json:
         emit_json(st)
         return
@@ -408,15 +441,6 @@ def local_size(path: str) -> int | None:
         return None
 
 
-def _is_remote_dir(client, path: str) -> bool:
-    try:
-        return client.stat(path).is_dir
-    except GfsError as err:
-        if err.code == "NOT_FOUND":
-            return False
-        raise
-
-
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Show a progress bar (default: when stderr is a terminal).")
 
@@ -428,12 +452,14 @@ progress_option = click.option("--progress/--no-progress", default=None,
 @click.option("--class", "storage_class", type=click.Choice(["hot", "cold", "auto"]),
               default=None, help="Storage class.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing file.")
+@click.option("-p", "--parents", is_flag=True, help="Create REMOTE's missing directories.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new file's attributes as JSON.")
 @progress_option
 @click.argument("local")
 @click.argument("remote")
 @click.pass_context
-def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, local, remote):
+def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, progress, local,
+        remote):
     """Upload LOCAL (a file, or - for stdin) to REMOTE (a path, or a directory to put it in).
     The file appears only when complete."""
     from gfs.units import parse_size
@@ -443,18 +469,28 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
         raise InvalidArgument(f"{local} is not a regular file")
     source = sys.stdin.buffer if local == "-" else local
     with make_client(ctx) as c, Progress(progress, local_size(local), "put") as bar:
-        if local != "-" and (remote.endswith("/") or _is_remote_dir(c, remote)):
-            remote = remote.rstrip("/") + "/" + os.path.basename(local)
-        info = c.put(source, remote, replication=replication, overwrite=force,
-                     chunk_size=parse_size(chunk_size) if chunk_size else 0,
-                     storage_class=storage_class or "", progress=bar)
+        remote, into = as_typed(remote, "destination path")
+        if into or is_remote_dir(c, remote):
+            if local == "-":
+                raise InvalidArgument("standard input has no name to put into a directory: give "
+                                      f"the new file's full path, e.g. {join(remote, 'NAME')}")
+            remote = join(remote, local_name_as_remote(local))
+        if parents:
+            c.mkdir(split(remote)[0], parents=True)
+        try:
+            info = c.put(source, remote, replication=replication, overwrite=force,
+                         chunk_size=parse_size(chunk_size) if chunk_size else 0,
+                         storage_class=storage_class or "", progress=bar)
+        except NotFound as err:
+            raise missing_parent_error(c, remote) or err from None
     if as_json:
         emit_json(info.to_dict())
 
 
 @cli.command()
 @click.option("--offset", type=click.IntRange(0), default=0, help="First byte to read.")
-@click.option("--length", type=int, default=-1, help="Bytes to read (-1: to the end).")
+@click.option("--length", type=click.IntRange(-1), default=-1,
+              help="Bytes to read [default: -1, to the end].")
 @progress_option
 @click.argument("remote")
 @click.argument("local")
@@ -462,8 +498,9 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
 def get(ctx, offset, length, progress, remote, local):
     """Download REMOTE to LOCAL (a file, a directory, or - for stdout). Every byte is
     checksum-verified."""
+    remote = remote_path(remote)
     if local != "-" and os.path.isdir(local):
-        local = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1])
+        local = os.path.join(local, split(remote)[1])
     sink = sys.stdout.buffer if local == "-" else local
     with make_client(ctx) as c:
         size = c.stat(remote).size if progress is not False else None
@@ -478,7 +515,7 @@ def cat(ctx, remotes):
     """Write files to stdout."""
     with make_client(ctx) as c:
         for r in remotes:
-            c.get(r, sys.stdout.buffer)
+            c.get(remote_path(r), sys.stdout.buffer)
 
 
 # --- daemons ------------------------------------------------------------------------------------
@@ -585,11 +622,15 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     from master.server import serve
     secret = load_secret_file(secret_file)
     tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
+    from master.schema import CHUNK_UNIT, chunk_size_rule
+    default_chunk = parse_size(chunk_size)
+    if default_chunk < CHUNK_UNIT or default_chunk % CHUNK_UNIT:
+        raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
-                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size),
+                   cfg, {"replication": replication, "chunk_size": default_chunk,
                          "storage_class": default_class},
                    dead_after=dead_after, gc_grace=gc_grace, trash_retention=trash_retention,
                    repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate),
@@ -761,10 +802,30 @@ for _command in identity_commands.COMMANDS:
 admin.add_command(identity_commands.audit)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error that is clear without the command's usage line and help hint."""
+
+
 def main() -> None:
     from gfs.memory import tune_malloc
     tune_malloc()
-    cli(prog_name="gfs")
+    try:
+        code = cli.main(prog_name="gfs", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:
+        err.show()                      # `gfs`, `gfs trash`: the help, as click shows it
+        sys.exit(err.exit_code)
+    except click.UsageError as err:     # one line, and where to read more
+        click.echo(f"gfs: {err.format_message()}", err=True)
+        if err.ctx is not None and not isinstance(err, OneLineUsageError):
+            click.echo(f"Try '{err.ctx.command_path} --help'.", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo("gfs: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

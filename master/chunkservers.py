@@ -242,6 +242,17 @@ class ChunkserverRegistry:
 
     # --- placement ---------------------------------------------------------------------------
 
+    def check_replication(self, count: int) -> None:
+        """FailedPrecondition if fewer than `count` chunkservers are alive now, so a file is not
+        created with a replication no chunk of it could get (Unavailable, which clients retry,
+        while a new leader is still collecting reports, as in `place`)."""
+        with self._lock:
+            alive = len(self._alive())
+        if alive < count and self._clock() < self._warm_until:
+            raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
+        if alive < count:
+            raise _too_few(count, alive)
+
     def place(self, count: int, exclude: set[str] | None = None,
               existing: list[str] = (), need_bytes: int = 0) -> list[str]:
         """Choose `count` live servers for new replicas: hosts not yet used by the chunk's
@@ -261,10 +272,7 @@ class ChunkserverRegistry:
         if len(candidates) < count and self._clock() < self._warm_until:
             raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
         if len(candidates) < count:
-            raise FailedPrecondition(
-                f"not enough chunkservers for replication {count + len(existing)}: "
-                f"{len(candidates) + len(existing)} alive"
-                + (" (none has registered yet)" if not alive else ""))
+            raise _too_few(count + len(existing), len(candidates) + len(existing))
         rng = random.Random()
         rng.shuffle(candidates)
         candidates.sort(key=placement_score, reverse=True)
@@ -315,3 +323,8 @@ def placement_score(s: ServerState) -> float:
     free = s.free_bytes / s.capacity_bytes if s.capacity_bytes else 0.0
     return (free * (1.0 - 0.5 * min(1.0, s.io_load)) * (1.0 - 0.3 * min(1.0, s.cpu_load))
             * (1.0 - 0.5 * memory_pressure(s)))
+
+
+def _too_few(count: int, alive: int) -> FailedPrecondition:
+    return FailedPrecondition(f"not enough chunkservers for replication {count}: {alive} alive"
+                              + (" (none has registered yet)" if not alive else ""))

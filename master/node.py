@@ -210,6 +210,11 @@ class MasterNode:
         need = min(length_hint, record["chunk_size"]) if length_hint else record["chunk_size"]
         return self.chunkservers.place(record["replication"], exclude, need_bytes=need)
 
+    def check_replication(self, replication: int) -> None:
+        """Refuse a replication factor higher than the chunkservers alive (see the table)."""
+        self.require_leader()
+        self.chunkservers.check_replication(replication)
+
     def chunk_locations(self, chunk: dict) -> list[str]:
         """Where to read a chunk: healthy replicas that reported it, then the recorded replica
         set (a leader that was just elected may not have heard every report yet), then replicas

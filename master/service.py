@@ -131,6 +131,8 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def Create(self, request, context):
         d = self.node.defaults
+        if request.replication:     # asked for explicitly: refuse one that no chunk could get
+            self.node.check_replication(request.replication)
         replication = request.replication or d["replication"]
         chunk_size = request.chunk_size or d["chunk_size"]
         ok = await self._mutate(request, context, {
