@@ -614,7 +614,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 @click.option("--cold-dir", type=click.Path(file_okay=False),
               help="Cold tier directory, normally on another disk (default: DATA/cold).")
 @click.option("--capacity", default="0", show_default=True,
-              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
+              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk); "
+                   "new chunks leave the last 2 % to repair copies.")
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity) -> None:
     """Run a chunkserver daemon."""
