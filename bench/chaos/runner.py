@@ -2,13 +2,15 @@
 machine allows it), a concurrent client workload, a seeded nemesis, then the checkers.
 
     python -m bench.chaos [--minutes 3] [--seed N] [--masters 3] [--chunkservers 4]
+                          [--capacity 2GiB] [--keep]
 
 Prints a summary (operations, acknowledged, lost, linearizable, faults by kind, failover time)
 and writes the full history to bench/results/chaos-<seed>.json. Exit status 1 on any loss,
 linearizability violation or when the cluster does not return to full redundancy. A failed run
 (or one that stops with an error) keeps its directory — every daemon's data and daemon.log, and
-the summary as summary.json — and prints where; a passing run removes it unless --keep. A failing run is replayed with the same --seed (the schedule and the
-operations are the same; timing is not, so replay shows the same faults in the same order).
+the summary as summary.json — and prints where; a passing run removes it unless --keep. A
+failing run is replayed with the same --seed (the schedule and the operations are the same;
+timing is not, so replay shows the same faults in the same order).
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ log = logging.getLogger("chaos")
 ELECTION = 0.3
 
 
-def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
+def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
+                  capacity: str = "2GiB"):
     lab = None
     hosts = None
     if use_netns:
@@ -58,7 +61,7 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
                    "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
                    "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
-                        "scrub-interval": 10, "capacity": "2GiB"}})
+                        "scrub-interval": 10, "capacity": capacity}})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
     cluster.up(timeout=60)
     return cluster, lab
@@ -142,11 +145,12 @@ def spread(values: list[float]) -> dict:
 
 
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
-        use_netns: bool = True, workdir: str | None = None, keep: bool = False) -> dict:
+        use_netns: bool = True, workdir: str | None = None, keep: bool = False,
+        capacity: str = "2GiB") -> dict:
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
           f"{threads} clients, in {base}", flush=True)
-    cluster, lab = start_cluster(base, masters, chunkservers, use_netns)
+    cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
     addrs = cluster.master_addresses()
     workload = Workload(addrs, seed, threads=threads)
     nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
@@ -281,9 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
+    ap.add_argument("--capacity", default="2GiB",
+                    help="--capacity of each chunkserver (smaller: the cluster fills up sooner, "
+                         "and space pressure, the repair reserve and cluster-full errors join in)")
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
-    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep)
+    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep,
+            capacity=a.capacity)
     print(report(s))
     if failures(s):
         print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"],
