@@ -7,8 +7,12 @@ the replica map rebuilt from heartbeats (`ChunkserverRegistry.view`), and:
   new chunkserver chosen by placement (`CopyChunk` on the target, which pulls the bytes from the
   healthy replicas and verifies them against the checksum in the metadata). Chunks with the
   fewest healthy replicas go first; a bounded number of copies run at once, each throttled.
-  A chunk whose replicas are all corrupt is rebuilt block by block from them when every block is
-  intact somewhere.
+  A corrupt replica of a chunk with a healthy copy is rebuilt in place (it already takes the
+  room: this works on a full server); a chunk whose replicas are all corrupt is rebuilt block by
+  block from them when every block is intact somewhere. Repair copies may use the chunkservers'
+  repair reserve (gfs/space.py), which new chunks leave free. A chunk no copy can start for is
+  *blocked* (`blocker`: no room, or too few chunkservers), which health reports instead of an
+  ETA.
 - deletes replicas that are stale (a lower version than the metadata's: they missed a rewrite
   while their server was away) at once, corrupt replicas once the chunk is back at full
   redundancy, and surplus replicas (e.g. of a server that came back after its chunks were
