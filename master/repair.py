@@ -357,7 +357,9 @@ class Repairer(WorkerLoop):
         f = dict(p.figures)
         queued = [t for t in p.tasks if t.handle not in in_flight]
         f["repair_queue"] = len(queued)
-        f.update(blocked_figures(queued, view))
+        # A partial map (a leader that is still hearing reports) would blame missing room or
+        # servers that are only missing from the map: nothing is blocked until it is complete.
+        f.update(blocked_figures(queued if self.registry.map_complete() else [], view))
         rate = self.rate.rate()
         pending = f["repair_bytes_pending"]
         stuck = queued and f["repair_blocked"] == len(queued) and not in_flight

@@ -186,5 +186,10 @@ def test_health_says_a_blocked_repair_has_no_eta(monkeypatch):
         f = repairer.figures()
         assert copies == [] and f["repair_queue"] == 1 and f["repair_blocked"] == 1
         assert f["repair_blocked_by"][NO_ROOM] == 1 and f["eta_s"] == -1.0
+        repairer.registry.reset()                  # a new leader: its map is partial
+        repairer.registry.heartbeat("a:1", "", "i", True, [(1, 1)], [],
+                                    {"capacity_bytes": CAP, "free_bytes": 1000})
+        f = repairer.figures()
+        assert f["repair_queue"] == 1 and f["repair_blocked"] == 0
     finally:
         repairer.stop()
