@@ -41,8 +41,9 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     on the same disk as the hot tier); created if missing.
 
     capacity: the most bytes gfs stores here, both tiers together (0: as much as the disks
-    hold); writes and copies beyond it are refused with RESOURCE_EXHAUSTED, and the master sees
-    it as this server's capacity when it places chunks and balances disk use.
+    hold); writes and copies beyond it are refused with RESOURCE_EXHAUSTED (new chunk writes
+    already beyond it less the repair reserve, gfs/space.py), and the master sees it as this
+    server's capacity when it places chunks and balances disk use.
 
     scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
     asks for still run); scrub_interval: seconds between the starts of two scrub passes.

@@ -292,7 +292,9 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         if (held is not None and held.version == v and not self.store.is_corrupt(h, v)
                 and (held.length, held.checksum) == (request.length, request.checksum)):
             return cpb.CopyResponse(length=held.length, checksum=held.checksum)
-        writer = self.store.begin_write(h, v)   # refused if a newer version is stored
+        # Refused if a newer version is stored; may use the repair reserve, and the room of the
+        # replica it replaces (a corrupt one rebuilt in place).
+        writer = self.store.begin_write(h, v, repair=True)
         bucket = TokenBucket(request.max_bytes_per_s) if request.max_bytes_per_s else None
         started = time.monotonic()
 

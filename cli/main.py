@@ -311,7 +311,8 @@ def admin() -> None:
 @click.pass_context
 def admin_health(ctx, as_json: bool, check: bool) -> None:
     """Chunkservers alive and dead, chunks short of replicas, corrupt/stale/orphan replicas,
-    and the repair queue with an estimate of the time to full redundancy."""
+    and the repair queue with an estimate of the time to full redundancy, or why repair is
+    blocked (no chunkserver with room, or fewer chunkservers than the replication)."""
     with make_client(ctx) as c:
         h = c.health()
     if as_json:
@@ -331,6 +332,11 @@ def admin_health(ctx, as_json: bool, check: bool) -> None:
                    f"{h['orphan_replicas']} orphan, {h['surplus_replicas']} surplus")
         click.echo(f"repair        {h['repair_queue']} queued, {h['repair_in_flight']} copying{eta}; "
                    f"{h['repaired']} done, {h['repair_failures']} failed")
+        if h["repair_blocked"]:
+            click.echo(f"blocked       {h['repair_blocked']} chunks: {h['repair_blocked_detail']}")
+        click.echo(f"disk use      {h['disk_use']:.1%} of the live chunkservers' capacity"
+                   + (f"; {h['trash_purged_for_space']} trash entries purged for space"
+                      if h["trash_purged_for_space"] else ""))
         click.echo(f"uploads       {h['pending_uploads']} in progress")
         click.echo(f"trash         {h['trash_entries']} entries, {human_size(h['trash_bytes'])}")
         click.echo(f"sessions      {h['session_results']} exactly-once results kept")
@@ -564,6 +570,14 @@ def tls_options(command):
                    "deleted.")
 @click.option("--trash-retention", default=86400.0, show_default=True, type=float,
               help="Seconds `gfs rm` keeps files in the trash (0: rm deletes at once).")
+@click.option("--space-pressure", default=90.0, show_default=True,
+              type=click.FloatRange(0.0, 100.0),
+              help="Disk use (percent, all live chunkservers together) at or above which "
+                   "deleted data gives way: recorded garbage goes after --gc-pressure-grace and "
+                   "the oldest trash entries are purged (0 or 100: never).")
+@click.option("--gc-pressure-grace", default=60.0, show_default=True, type=click.FloatRange(0.0),
+              help="Seconds recorded garbage is kept under space pressure (instead of "
+                   "--gc-grace).")
 @click.option("--repair-concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Re-replication copies running at once.")
 @click.option("--repair-rate", default="0", show_default=True,
@@ -603,8 +617,8 @@ def tls_options(command):
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
-           dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
-           default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
+           dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
+           repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
            balance_concurrency, admin_token_file, secret_file, tls_cert, tls_key, tls_ca,
            capability_ttl) -> None:
@@ -641,7 +655,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
                    session_ttl=session_ttl, admin_token_file=admin_token_file,
-                   cluster_secret=secret, capability_ttl=capability_ttl, tls=tls))
+                   cluster_secret=secret, capability_ttl=capability_ttl, tls=tls,
+                   space={"pressure": space_pressure / 100, "pressure_grace_s": gc_pressure_grace}))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -666,7 +681,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 @click.option("--cold-dir", type=click.Path(file_okay=False),
               help="Cold tier directory, normally on another disk (default: DATA/cold).")
 @click.option("--capacity", default="0", show_default=True,
-              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
+              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk); "
+                   "new chunks leave the last 2 % to repair copies.")
 @cluster_secret_option
 @tls_options
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,

@@ -45,6 +45,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           defaults: dict | None = None, dead_after: float = 10.0, gc_grace: float = 3600.0,
           trash_retention: float = 86400.0, repair_concurrency: int = 2, repair_rate: int = 0,
           tiering: dict | None = None, balance: dict | None = None, session_ttl: float = 86400.0,
+          space: dict | None = None,
           switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005")),
           admin_token_file: str | None = None, *, cluster_secret: bytes,
           capability_ttl: float = 60.0, tls: TlsFiles | None = None) -> int:
@@ -56,7 +57,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     sys.setswitchinterval(switch_interval)
     node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
                       raft_config, defaults, dead_after, gc_grace, trash_retention,
-                      repair_concurrency, repair_rate, tiering, balance, session_ttl,
+                      repair_concurrency, repair_rate, tiering, balance, session_ttl, space,
                       admin_token_hash=read_admin_token(admin_token_file),
                       cluster_secret=cluster_secret, capability_ttl=capability_ttl,
                       tls_ca=tls.ca_pem() if tls else None)

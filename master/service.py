@@ -257,7 +257,9 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def Health(self, request, context):
         await self._admin(context)
-        return pb.HealthResponse(**(await asyncio.to_thread(self.node.health)))
+        h = await asyncio.to_thread(self.node.health)
+        h.pop("repair_blocked_by")                  # per reason: on /metrics only
+        return pb.HealthResponse(**h)
 
     @rpc
     async def Stat(self, request, context):
