@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ NEEDED: dict[str, dict[str, str | None]] = {
                "data": "/var/lib/gfs/master"},
     "chunkserver": {"masters": None, "bind": None, "data": "/var/lib/gfs/chunkserver"},
 }
-OWN_OPTIONS = ("output", "force", "json")
+OWN_OPTIONS = ("output", "force", "owner", "json")
 
 
 def default_path(role: str) -> str:
@@ -59,9 +61,9 @@ def render(role: str, command: click.Command, settings: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_private(path: Path, text: str, force: bool) -> None:
-    """Write `text` to `path` with mode 0600, atomically; refuse to replace a file unless
-    `force`."""
+def write_private(path: Path, text: str, force: bool, owner: str | None = None) -> None:
+    """Write `text` to `path` with mode 0600 (owned by `owner`, a user name, if given),
+    atomically; refuse to replace a file unless `force`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not force:
         raise FailedPrecondition(f"{path} exists; use --force to replace it")
@@ -73,6 +75,8 @@ def write_private(path: Path, text: str, force: bool) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
+        if owner:
+            shutil.chown(tmp, owner, pwd.getpwnam(owner).pw_gid)
         if force:
             os.replace(tmp, path)
         else:
@@ -99,7 +103,8 @@ def make_init_command(role: str, daemon: click.Command) -> click.Command:
     clash = set(options) & set(OWN_OPTIONS)
     assert not clash, f"gfs {role} options clash with init-node's own: {clash}"
 
-    def run(output: str | None, force: bool, as_json: bool, **given: Any) -> None:
+    def run(output: str | None, force: bool, owner: str | None, as_json: bool,
+            **given: Any) -> None:
         by_name = {p.name: k for k, p in options.items()}
         settings = {k: v for k, v in NEEDED[role].items() if v is not None}
         settings.update({by_name[n]: v for n, v in given.items() if v is not None})
@@ -107,7 +112,14 @@ def make_init_command(role: str, daemon: click.Command) -> click.Command:
         if missing:
             raise click.UsageError(f"a {role} needs " + ", ".join(f"--{k}" for k in missing))
         path = Path(output or default_path(role)).absolute()
-        write_private(path, render(role, daemon, settings), force)
+        if owner:
+            try:
+                pwd.getpwnam(owner)
+            except KeyError:
+                raise click.BadParameter(f"no user {owner!r} on this machine "
+                                         "(see deploy/systemd/gfs.sysusers)",
+                                         param_hint="--owner") from None
+        write_private(path, render(role, daemon, settings), force, owner)
         load_config(path, role, daemon)            # what was written loads back
         if as_json:
             click.echo(json.dumps({"path": str(path), "role": role, "settings": settings}))
@@ -118,6 +130,9 @@ def make_init_command(role: str, daemon: click.Command) -> click.Command:
         click.Option(["-o", "--output"], metavar="FILE",
                      help=f"Where to write [default: {default_path(role)}]."),
         click.Option(["--force"], is_flag=True, help="Replace an existing file."),
+        click.Option(["--owner"], metavar="USER",
+                     help="Make USER (the daemon's user, e.g. gfs for the systemd units) own "
+                          "the file; it stays 0600."),
         click.Option(["--json", "as_json"], is_flag=True, help="Print JSON.")]
     needed = ", ".join(f"--{k}" for k, v in NEEDED[role].items() if v is None)
     return click.Command(

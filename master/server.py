@@ -10,7 +10,7 @@ import sys
 import grpc
 from prometheus_client import REGISTRY
 
-from gfs import logs, metrics
+from gfs import logs, metrics, sdnotify
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
 from master.node import MasterNode, RaftCollector
@@ -68,10 +68,12 @@ async def _serve_grpc(node: MasterNode, grpc_address: str) -> None:
     await server.start()
     log.info("master %d serving gRPC on %s, raft on %s, metrics on %s", node.node_id,
              grpc_address, node.raft_address, node.metrics_address)
+    sdnotify.ready(f"master {node.node_id} serving gRPC on {grpc_address}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("master %d stopping", node.node_id)
+    sdnotify.stopping()
     await server.stop(grace=2)

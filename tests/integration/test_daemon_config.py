@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,12 +50,20 @@ def test_master_and_chunkserver_run_from_config_files(tmp_path, daemons):
     assert r.returncode == 0, r.stderr
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GFS_")}
+    # Each daemon tells its supervisor when it serves, as systemd's Type=notify expects.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30)
     for conf, name in ((mconf, "master"), (cconf, "chunkserver")):
         log = open(tmp_path / f"{name}.log", "wb")
         daemons.append(subprocess.Popen([sys.executable, "-m", "cli.main", name],
-                                        env={**env, "GFS_CONFIG": str(conf)},
+                                        env={**env, "GFS_CONFIG": str(conf),
+                                             "NOTIFY_SOCKET": str(tmp_path / "notify.sock")},
                                         stdout=log, stderr=log, start_new_session=True))
         log.close()
+        msg = dict(line.split("=", 1) for line in notify.recv(4096).decode().splitlines())
+        assert msg["READY"] == "1" and msg["MAINPID"] == str(daemons[-1].pid), msg
+    notify.close()
 
     data = os.urandom(300_000)
     deadline = time.monotonic() + 30

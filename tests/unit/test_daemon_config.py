@@ -155,3 +155,17 @@ def test_init_node_says_what_is_missing_and_checks_values(tmp_path):
                                       "often"])
     assert result.exit_code == 2 and "'often' is not a valid float" in result.output
     assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_init_node_owner_gives_the_file_to_the_daemon_user(tmp_path):
+    import pwd
+    out = tmp_path / "chunkserver.toml"
+    base = ["admin", "init-node", "chunkserver", "-o", str(out), "--masters", "m:1",
+            "--bind", "h:1"]
+    result = CliRunner().invoke(cli, base + ["--owner", "no-such-user-gfs"])
+    assert result.exit_code == 2 and "no user 'no-such-user-gfs'" in result.output
+    assert not out.exists()
+    assert CliRunner().invoke(cli, base + ["--owner", "nobody"]).exit_code == 0
+    st = os.stat(out)
+    assert st.st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(st.st_mode) == 0o600
