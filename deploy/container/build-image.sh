@@ -4,6 +4,8 @@
 # as wheels built on this machine, then deploy/container/Containerfile on top.
 #
 #   deploy/container/build-image.sh [TAG]          (default tag: localhost/gfs:latest)
+#   deploy/container/build-image.sh --run-args     print the `podman run` options that work
+#                                                  here (one per line), after building the base
 #
 # Environment:
 #   GFS_IMAGE_CACHE   cache directory (default /var/cache/gfs-image): the base rootfs tarball
@@ -45,6 +47,34 @@ if ! podman image exists "$BASE"; then
     podman import --change 'CMD ["/bin/bash"]' "$tarball" "$BASE" >/dev/null
 fi
 
+# Options podman needs on this machine to run a container, found by trying: none where podman
+# works as installed; else runc with the host's own resource limits (hosts with hybrid cgroups,
+# where crun refuses to start containers, and without CAP_SYS_RESOURCE, where podman's default
+# limits exceed the host's). Fails with podman's errors when nothing works.
+RUN_ARGS=()
+if ! err=$(podman run --rm --entrypoint /bin/true "$BASE" 2>&1); then
+    errors="podman run (defaults): $err"
+    if command -v runc >/dev/null; then
+        RUN_ARGS=(--runtime runc --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit nproc=4096:4096)
+        if ! err=$(podman run --rm "${RUN_ARGS[@]}" --entrypoint /bin/true "$BASE" 2>&1); then
+            errors="$errors; podman run ${RUN_ARGS[*]}: $err"
+            RUN_ARGS=(CANNOT)
+        fi
+    else
+        errors="$errors; runc (apt-get install runc) is not installed to try instead"
+        RUN_ARGS=(CANNOT)
+    fi
+    if [ "${RUN_ARGS[0]}" = CANNOT ]; then
+        echo "build-image: podman cannot run a container on this machine: $errors" >&2
+        exit 3
+    fi
+    log "podman needs: ${RUN_ARGS[*]}"
+fi
+if [ "$TAG" = --run-args ]; then
+    printf '%s\n' "${RUN_ARGS[@]}"
+    exit 0
+fi
+
 # 2. The pinned dependencies as wheels, built here (PyPI as this machine reaches it).
 wheel_key=$(cat requirements.txt | sha256sum | cut -c1-16)-$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 WHEELS=$CACHE/wheels-$wheel_key
@@ -60,9 +90,19 @@ ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 mkdir "$ctx/wheels"
 cp "$WHEELS"/*.whl "$ctx/wheels/"
-"$PY" -m pip wheel -q --disable-pip-version-check --no-deps --no-build-isolation . -w "$ctx/wheels" >&2
-rm -rf build ./*.egg-info
+# gfs itself, built from a copy so the work tree gets no build/ or egg-info litter.
+mkdir "$ctx/src"
+tar -C "$ROOT" --exclude=.git --exclude=.venv --exclude=__pycache__ --exclude=build \
+    --exclude='*.egg-info' --exclude=tests -cf - . | tar -C "$ctx/src" -xf -
+"$PY" -m pip wheel -q --disable-pip-version-check --no-deps "$ctx/src" -w "$ctx/wheels" >&2
+rm -rf "$ctx/src"
 cp deploy/container/Containerfile "$ctx/"
 log "podman build $TAG from $BASE"
-podman build -q --network=none --build-arg "BASE=$BASE" -t "$TAG" -f "$ctx/Containerfile" "$ctx" >/dev/null
+previous=$(podman image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)
+podman build -q --network=none "${RUN_ARGS[@]}" --build-arg "BASE=$BASE" -t "$TAG" -f "$ctx/Containerfile" "$ctx" >/dev/null
+# The image this tag named before, now untagged, would pile up with every rebuild.
+current=$(podman image inspect --format '{{.Id}}' "$TAG")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "$TAG"
