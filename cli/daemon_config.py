@@ -53,8 +53,11 @@ def env_var(command: click.Command, param: click.Option, prefix: str = "GFS") ->
     return f"{prefix}_{command.name.upper()}_{param.name.upper()}"
 
 
-class ConfigError(click.UsageError):
-    """A config file that cannot be used: one line naming the file (and the key)."""
+class ConfigError(click.ClickException):
+    """A config file that cannot be used: one line naming the file (and the key), exit code 2
+    like any other usage error."""
+
+    exit_code = 2
 
 
 def _convert(path: Path, section: str, key: str, param: click.Option, value: Any) -> Any:
