@@ -1,6 +1,7 @@
 """The container image for real: build it with deploy/container/build-image.sh (Debian base from
 debootstrap, no registry), run three masters and three chunkservers in containers on a podman
-network, put and get through them, and lose a master and a chunkserver.
+network, put and get through them, and lose a master and a chunkserver; and run the systemd
+units of deploy/systemd/ under systemd (PID 1 of a container), with their hardening in effect.
 
 Heavy (the first build takes minutes; later ones reuse the cached base and wheels), so it runs
 only with GFS_CONTAINER_TESTS=1:
@@ -151,3 +152,82 @@ def test_three_masters_three_chunkservers_in_containers(image, tmp_path):
             assert out.getvalue() == data[:100_000]
     finally:
         pod.close()
+
+
+SYSTEMD_CONTAINERFILE = """\
+ARG IMAGE
+FROM ${IMAGE}
+USER root
+RUN apt-get update -qq \\
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \\
+        systemd systemd-sysv >/dev/null \\
+ && rm -rf /var/lib/apt/lists/*
+COPY gfs-master.service gfs-chunkserver.service /etc/systemd/system/
+ENTRYPOINT ["/sbin/init"]
+"""
+
+
+def test_systemd_units_under_real_systemd(image, tmp_path):
+    """deploy/systemd/ under systemd as PID 1 (of a privileged container, so that systemd can set
+    up the units' namespaces): Type=notify readiness, the hardening in effect, put/get, restart
+    after kill -9, clean stop."""
+    extra = runtime_args()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text(SYSTEMD_CONTAINERFILE)
+    for unit in ("gfs-master.service", "gfs-chunkserver.service"):
+        shutil.copy(ROOT / "deploy" / "systemd" / unit, ctx)
+    podman("build", "-q", *extra, "--build-arg", f"IMAGE={image}", "-t",
+           "localhost/gfs-systemd:test", str(ctx), timeout=900)
+    name = f"gfs-test-systemd-{os.getpid()}"
+    podman("run", "-d", "--name", name, "--privileged", "--systemd=always", *extra,
+           "localhost/gfs-systemd:test")
+
+    def sh(script: str, check: bool = True) -> str:
+        r = podman("exec", name, "sh", "-ec", script, check=False, timeout=120)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{script}\n{r.stdout}{r.stderr}\n" + podman(
+                "exec", name, "journalctl", "--no-pager", "-n", "40", check=False).stdout)
+        return r.stdout
+
+    try:
+        deadline = time.monotonic() + 60
+        while sh("systemctl is-system-running || true").strip() not in ("running", "degraded"):
+            assert time.monotonic() < deadline, "systemd did not finish booting"
+            time.sleep(0.5)
+        sh("gfs admin init-node master --owner gfs --id 1 --raft 127.0.0.1:7000 "
+           "--grpc 127.0.0.1:7100 --peers 127.0.0.1:7000@127.0.0.1:7100 "
+           "--metrics 127.0.0.1:7300 --replication 1")
+        sh("gfs admin init-node chunkserver --owner gfs --masters 127.0.0.1:7100 "
+           "--bind 127.0.0.1:7200 --metrics 127.0.0.1:7301")
+        # Type=notify: start returns once each daemon said READY=1.
+        sh("systemctl start gfs-master gfs-chunkserver")
+        for role, status in (("master", "master 1 serving gRPC on 127.0.0.1:7100"),
+                             ("chunkserver", "chunkserver 127.0.0.1:7200 serving")):
+            shown = sh(f"systemctl show -p ActiveState,StatusText gfs-{role}")
+            assert "ActiveState=active" in shown and f"StatusText={status}" in shown, shown
+        pid = sh("systemctl show -p MainPID --value gfs-master").strip()
+        proc = sh(f"cat /proc/{pid}/status")
+        assert "NoNewPrivs:\t1" in proc and "CapEff:\t0000000000000000" in proc
+        assert "Seccomp:\t2" in proc and f"Uid:\t{GFS_UID}\t" in proc
+        mounts = {f.split()[4]: f.split()[5] for f in sh(f"cat /proc/{pid}/mountinfo").splitlines()}
+        assert mounts["/"].startswith("ro,") and mounts["/var/lib/gfs"].startswith("rw,")
+        assert "/tmp" in mounts and mounts["/home"].startswith("ro,")
+
+        sh("head -c 3000000 /dev/urandom > /root/f && gfs --masters 127.0.0.1:7100 put /root/f /f"
+           " && gfs --masters 127.0.0.1:7100 get /f /root/g && cmp /root/f /root/g")
+        cs_pid = sh("systemctl show -p MainPID --value gfs-chunkserver").strip()
+        sh(f"kill -9 {cs_pid}")
+        deadline = time.monotonic() + 60
+        while True:        # Restart=on-failure after RestartSec=2s
+            shown = sh("systemctl show -p MainPID,ActiveState,NRestarts gfs-chunkserver")
+            if "ActiveState=active" in shown and f"MainPID={cs_pid}\n" not in shown:
+                break
+            assert time.monotonic() < deadline, shown
+            time.sleep(0.5)
+        assert "NRestarts=1" in shown
+        sh("gfs --masters 127.0.0.1:7100 get /f /root/h && cmp /root/f /root/h")
+        sh("systemctl stop gfs-chunkserver gfs-master")
+        assert "Result=success" in sh("systemctl show -p Result gfs-master")
+    finally:
+        podman("rm", "-f", name, check=False)
