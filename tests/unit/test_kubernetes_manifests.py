@@ -3,6 +3,7 @@ strict: unknown fields are errors) and against what gfs needs. Not applied to a 
 here: no cluster is reachable from these machines."""
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -95,3 +96,21 @@ def test_masters_have_stable_names_and_chunkservers_advertise_the_pod_ip():
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
     assert c["args"][c["args"].index("--advertise-host") + 1] == "$(POD_IP)"
+
+
+def test_master_pod_command_derives_id_and_names_from_the_pod_name():
+    [c] = find("StatefulSet", "gfs-master")["spec"]["template"]["spec"]["containers"]
+    assert c["command"][-2:] == ["/bin/sh", "-c"]
+    script = c["args"][0]
+    assert script.startswith("exec gfs master ")
+    # The same shell line with `gfs` replaced by a function that prints its arguments.
+    r = subprocess.run(["sh", "-c", 'gfs() { printf "%s\\n" "$@"; }; ' + script[len("exec "):]],
+                       env={"HOSTNAME": "gfs-master-2", "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    name = "gfs-master-2.gfs-master.gfs.svc.cluster.local"
+    assert r.stdout.split("\n")[:-1] == ["master", "--config", "/etc/gfs/master.toml",
+                                         "--id", "3", "--raft", f"{name}:7000",
+                                         "--grpc", f"{name}:7100"]
+    peers = tomllib.loads(find("ConfigMap", "gfs-master")["data"]["master.toml"])["master"]["peers"]
+    assert f"{name}:7000@{name}:7100" in peers       # the pod is a member under that name
