@@ -92,9 +92,10 @@ def _copy_option(param: click.Option) -> click.Option:
     decls = list(param.opts)
     if param.secondary_opts:
         decls = ["/".join([param.opts[0]] + list(param.secondary_opts))]
-    return click.Option(decls + [param.name], type=None if param.is_flag else param.type,
-                        is_flag=param.is_flag if param.secondary_opts else None,
-                        default=None, help=param.help, metavar=param.metavar)
+    if param.is_flag:
+        return click.Option(decls + [param.name], is_flag=True, default=None, help=param.help)
+    return click.Option(decls + [param.name], type=param.type, default=None, help=param.help,
+                        metavar=param.metavar)
 
 
 def make_init_command(role: str, daemon: click.Command) -> click.Command:

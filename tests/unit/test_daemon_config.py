@@ -169,3 +169,24 @@ def test_init_node_owner_gives_the_file_to_the_daemon_user(tmp_path):
     assert CliRunner().invoke(cli, base + ["--owner", "nobody"]).exit_code == 0
     st = os.stat(out)
     assert st.st_uid == pwd.getpwnam("nobody").pw_uid and stat.S_IMODE(st.st_mode) == 0o600
+
+
+def test_an_option_added_to_a_daemon_is_written_and_read_without_other_changes(tmp_path):
+    from cli.init_node import make_init_command
+    grown = click.Command("master", params=list(master.params) + [
+        click.Option(["--cluster-secret-file"], type=click.Path(dir_okay=False)),
+        click.Option(["--insecure-test-flag"], is_flag=True)])
+    init = make_init_command("master", grown)
+    required = ["--id", "1", "--raft", "a:1", "--grpc", "a:2", "--peers", "a:1@a:2"]
+    out = tmp_path / "m.toml"
+    result = CliRunner().invoke(init, ["-o", str(out), *required,
+                                       "--cluster-secret-file", "/etc/gfs/cluster.secret"])
+    assert result.exit_code == 0, result.output
+    assert "# insecure-test-flag = false" in out.read_text()     # listed, not set
+    values = load_config(out, "master", grown)
+    assert values["cluster_secret_file"] == "/etc/gfs/cluster.secret"
+    assert "insecure_test_flag" not in values
+    result = CliRunner().invoke(init, ["-o", str(out), "--force", *required,
+                                       "--insecure-test-flag"])
+    assert result.exit_code == 0, result.output
+    assert load_config(out, "master", grown)["insecure_test_flag"] is True
