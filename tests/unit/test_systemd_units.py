@@ -2,7 +2,7 @@
 verify and its offline security review). PID 1 of the test machines is not systemd
 (/proc/1/comm), so the units run for real only under systemd in a container
 (tests/integration/test_container.py, GFS_CONTAINER_TESTS=1); the daemons' READY=1 is also
-checked with a plain socket in tests/integration/test_daemon_config.py."""
+checked with a plain socket in tests/integration/test_daemons_from_config.py."""
 from __future__ import annotations
 
 import configparser
