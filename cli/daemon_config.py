@@ -21,9 +21,7 @@ the key.
 """
 from __future__ import annotations
 
-import difflib
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +83,9 @@ def _convert(path: Path, section: str, key: str, param: click.Option, value: Any
 def load_config(path: str | os.PathLike, section: str, command: click.Command) -> dict[str, Any]:
     """The `[section]` table of the TOML file at `path`, checked against `command`'s options and
     keyed by click parameter name (ready to be the command's default_map)."""
+    import difflib      # here, not at the top: every `gfs` command imports this module
+    import tomllib
+
     path = Path(path)
     try:
         with open(path, "rb") as f:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pwd
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,8 @@ def write_private(path: Path, text: str, force: bool, owner: str | None = None) 
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         if owner:
-            shutil.chown(tmp, owner, pwd.getpwnam(owner).pw_gid)
+            user = pwd.getpwnam(owner)
+            os.chown(tmp, user.pw_uid, user.pw_gid)
         if force:
             os.replace(tmp, path)
         else:
