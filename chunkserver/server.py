@@ -13,7 +13,7 @@ from chunkserver.heartbeat import Heartbeater
 from chunkserver.scrubber import Scrubber
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
-from gfs import logs, metrics
+from gfs import logs, metrics, sdnotify
 from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
@@ -87,12 +87,14 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
              tiers["hot"], tiers["cold"], store.cold_dir, len(store.corrupt()),
              service.metrics_address,
              f"{scrub_rate} B/s every {scrub_interval:g} s" if scrub_rate else "off")
+    sdnotify.ready(f"chunkserver {address} serving")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         service.master_leader = beats.leader
     log.info("chunkserver %s stopping", address)
+    sdnotify.stopping()
     scrubber.stop()
     beats.stop()
     server.stop(grace=2).wait()

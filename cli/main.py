@@ -13,6 +13,7 @@ import click
 # (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from cli.daemon_config import config_option
 from cli.tiers import tier_set_summary
 from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_error,
                         move_targets, remote_path, stat_if_dir_meant)
@@ -544,6 +545,7 @@ def tls_options(command):
     return command
 
 @cli.group(invoke_without_command=True, context_settings=CONTEXT)
+@config_option("master")
 @click.option("--id", "node_id", type=int, help="This master's id (1..N).")
 @click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
 @click.option("--peers", metavar="RAFT[@GRPC],...",
@@ -660,6 +662,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 
 
 @cli.command(context_settings=CONTEXT)
+@config_option("chunkserver")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Chunk store directory.")
 @click.option("--masters", "masters_", required=True, envvar="GFS_MASTERS",
@@ -728,6 +731,14 @@ def master_status(ctx, as_json: bool) -> None:
                    f"{r['snapshot_index'] or '-':>10}  {r['leader'] or '-'}")
     if all("error" in r for r in rows):
         sys.exit(1)
+
+
+def _register_init_node() -> None:
+    from cli.init_node import make_init_node
+    admin.add_command(make_init_node({"master": master, "chunkserver": chunkserver}))
+
+
+_register_init_node()
 
 
 # --- local cluster ------------------------------------------------------------------------------

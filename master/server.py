@@ -10,7 +10,7 @@ import sys
 import grpc
 from prometheus_client import REGISTRY
 
-from gfs import logs, metrics
+from gfs import logs, metrics, sdnotify
 from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
@@ -106,10 +106,12 @@ async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None)
     await server.start()
     log.info("master %d serving gRPC%s on %s, raft on %s, metrics on %s", node.node_id,
              " (TLS)" if tls else "", grpc_address, node.raft_address, node.metrics_address)
+    sdnotify.ready(f"master {node.node_id} serving gRPC on {grpc_address}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("master %d stopping", node.node_id)
+    sdnotify.stopping()
     await server.stop(grace=2)
