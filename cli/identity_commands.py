@@ -8,7 +8,7 @@ import click
 
 from cli.common import CONTEXT, emit_json, format_time, make_client
 from cli.remote import stat_if_dir_meant
-from gfs.auth.tokens import parse_token
+from gfs.auth.tokens import new_token, parse_token
 from gfs.config import forget_token, save_token, token_file
 from gfs.errors import InvalidArgument
 from gfs.units import human_size, parse_count, parse_size
@@ -220,6 +220,13 @@ def token_create(ctx, name: str, scopes: tuple[str, ...], ttl: str, principal: s
     click.echo(f"(token {info['name']!r}, id {info['id']}, for {info['principal']}, scopes "
                f"{', '.join(info['scopes'])}, expires {expires}; shown once: store it now)",
                err=True)
+
+
+@token.command("new")
+def token_new() -> None:
+    """Print a fresh random token without asking any cluster: for a new cluster's first
+    administrator (`gfs token new > admin.token`, then `gfs master --admin-token-file`)."""
+    click.echo(new_token())
 
 
 @token.command("ls")

@@ -528,7 +528,7 @@ def cat(ctx, remotes):
 # --- daemons ------------------------------------------------------------------------------------
 
 cluster_secret_option = click.option(
-    "--cluster-secret-file", "secret_file", envvar="GFS_CLUSTER_SECRET_FILE",
+    "--cluster-secret-file", "cluster_secret_file", envvar="GFS_CLUSTER_SECRET_FILE",
     type=click.Path(dir_okay=False), metavar="FILE",
     help="The cluster secret shared by all masters and chunkservers (required; "
          "`gfs cluster up` writes DIR/cluster.secret).")
@@ -622,7 +622,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
            repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency, admin_token_file, secret_file, tls_cert, tls_key, tls_ca,
+           balance_concurrency, admin_token_file, cluster_secret_file, tls_cert, tls_key, tls_ca,
            capability_ttl) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
@@ -636,7 +636,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     from gfs.units import parse_size
     from master.raft import RaftConfig
     from master.server import serve
-    secret = load_secret_file(secret_file)
+    secret = load_secret_file(cluster_secret_file)
     tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     from master.schema import CHUNK_UNIT, chunk_size_rule
     default_chunk = parse_size(chunk_size)
@@ -690,7 +690,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 @tls_options
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
-                secret_file, tls_cert, tls_key, tls_ca) -> None:
+                cluster_secret_file, tls_cert, tls_key, tls_ca) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.auth.secret import load_secret_file
@@ -700,7 +700,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size
-    secret = load_secret_file(secret_file)
+    secret = load_secret_file(cluster_secret_file)
     tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),

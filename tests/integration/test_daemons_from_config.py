@@ -14,7 +14,10 @@ import urllib.request
 import pytest
 
 from cli.localcluster import free_port
+from gfs.auth.secret import create_secret_file
+from gfs.auth.tokens import new_token
 from gfs.client import Client
+from gfs.config import write_private
 from gfs.errors import GfsError
 
 
@@ -41,12 +44,17 @@ def daemons():
 def test_master_and_chunkserver_run_from_config_files(tmp_path, daemons):
     raft, grpc_, metrics, bind = (f"127.0.0.1:{free_port()}" for _ in range(4))
     mconf, cconf = tmp_path / "etc" / "master.toml", tmp_path / "etc" / "chunkserver.toml"
+    secret, admin = tmp_path / "etc" / "cluster.secret", tmp_path / "etc" / "admin.token"
+    write_private(admin, new_token())            # (creates etc/)
+    create_secret_file(secret)
     r = gfs("admin", "init-node", "master", "-o", str(mconf), "--id", "1", "--raft", raft,
             "--grpc", grpc_, "--peers", f"{raft}@{grpc_}", "--metrics", metrics,
-            "--data", str(tmp_path / "master"), "--replication", "1")
+            "--data", str(tmp_path / "master"), "--replication", "1",
+            "--cluster-secret-file", str(secret), "--admin-token-file", str(admin))
     assert r.returncode == 0, r.stderr
     r = gfs("admin", "init-node", "chunkserver", "-o", str(cconf), "--masters", grpc_,
-            "--bind", bind, "--data", str(tmp_path / "cs"), "--heartbeat-interval", "0.2")
+            "--bind", bind, "--data", str(tmp_path / "cs"), "--heartbeat-interval", "0.2",
+            "--cluster-secret-file", str(secret))
     assert r.returncode == 0, r.stderr
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("GFS_")}
@@ -67,7 +75,7 @@ def test_master_and_chunkserver_run_from_config_files(tmp_path, daemons):
 
     data = os.urandom(300_000)
     deadline = time.monotonic() + 30
-    with Client([grpc_], deadline=5) as c:
+    with Client([grpc_], deadline=5, token=admin.read_text().strip()) as c:
         while True:
             try:
                 c.put(io.BytesIO(data), "/from-config")

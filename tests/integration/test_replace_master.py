@@ -9,21 +9,21 @@ from pathlib import Path
 
 import grpc
 
-from gfs.client import Client
+from gfs.auth.tokens import bearer
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
 
 def test_master_replaced_with_an_empty_disk_catches_up_and_holds_the_data(make_cluster):
     c = make_cluster(options={"master": {"election-timeout": 0.3, "compact-entries": 30}})
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         for i in range(60):
             client.mkdir(f"/before-{i}")
     dead = next(d["name"] for d in c.daemons() if d["name"] != c.leader())
     c.kill(dead)
     data = Path(c.daemon(dead)["data"])
     shutil.rmtree(data)                          # the disk is gone
-    with Client(c.master_addresses()) as client:
+    with c.client() as client:
         for i in range(60):
             client.mkdir(f"/while-down-{i}")
     c.start(dead)                                # same id and addresses, empty data directory
@@ -35,7 +35,7 @@ def test_master_replaced_with_an_empty_disk_catches_up_and_holds_the_data(make_c
         while True:
             try:
                 entries = stub.List(pb.ListRequest(path="/", stale_ok=True, limit=10000),
-                                    timeout=2).entries
+                                    timeout=2, metadata=bearer(c.admin_token)).entries
                 if want <= {e.path for e in entries}:
                     break
             except grpc.RpcError:
@@ -48,6 +48,6 @@ def test_master_replaced_with_an_empty_disk_catches_up_and_holds_the_data(make_c
         m["name"] for m in c.spec["masters"] if m["name"] != dead)
     c.kill(victim)
     assert c.pid(dead)
-    with Client(c.master_addresses(), deadline=30) as client:
+    with c.client(deadline=30) as client:
         assert want <= {e.path for e in client.list("/")}
         client.mkdir("/after")
