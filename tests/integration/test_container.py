@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from gfs.auth.tokens import new_token
 from gfs.client import Client
 from gfs.errors import GfsError
 
@@ -102,28 +103,37 @@ def test_three_masters_three_chunkservers_in_containers(image, tmp_path):
               {f"c{i}": f"{pod.subnet}.{20 + i}" for i in (1, 2, 3)}
         peers = ",".join(f"{ips[f'm{i}']}:7000@{ips[f'm{i}']}:7100" for i in (1, 2, 3))
         masters = [f"{ips[f'm{i}']}:7100" for i in (1, 2, 3)]
+        secret, admin = os.urandom(32), new_token()
         for name, ip in ips.items():
             conf = tmp_path / name
             conf.mkdir()
-            os.chown(conf, GFS_UID, GFS_UID)
+            (conf / "cluster.secret").write_bytes(secret)
+            (conf / "admin.token").write_text(admin)
+            for path in (conf, conf / "cluster.secret", conf / "admin.token"):
+                os.chown(path, GFS_UID, GFS_UID)
+            for path in (conf / "cluster.secret", conf / "admin.token"):
+                os.chmod(path, 0o600)
             # Each node's config file, written by init-node inside the image.
             if name.startswith("m"):
                 pod.gfs(conf, "admin", "init-node", "master", "-o", "/etc/gfs/master.toml",
                         "--id", name[1], "--raft", f"{ip}:7000", "--grpc", f"{ip}:7100",
                         "--peers", peers, "--metrics", f"{ip}:7300",
-                        "--data", "/var/lib/gfs/master", "--election-timeout", "0.5")
+                        "--data", "/var/lib/gfs/master", "--election-timeout", "0.5",
+                        "--cluster-secret-file", "/etc/gfs/cluster.secret",
+                        "--admin-token-file", "/etc/gfs/admin.token")
                 pod.run(name, ip, ["master", "--config", "/etc/gfs/master.toml"], conf)
             else:
                 pod.gfs(conf, "admin", "init-node", "chunkserver", "-o",
                         "/etc/gfs/chunkserver.toml", "--masters", ",".join(masters),
                         "--bind", "0.0.0.0:7200", "--advertise-host", ip,
-                        "--metrics", f"{ip}:7300", "--heartbeat-interval", "0.5")
+                        "--metrics", f"{ip}:7300", "--heartbeat-interval", "0.5",
+                        "--cluster-secret-file", "/etc/gfs/cluster.secret")
                 pod.run(name, ip, ["chunkserver", "--config", "/etc/gfs/chunkserver.toml"], conf)
             assert oct((conf / f"{'master' if name[0] == 'm' else 'chunkserver'}.toml")
                        .stat().st_mode & 0o777) == "0o600"
 
         data = os.urandom(5 << 20)
-        with Client(masters, deadline=10) as c:
+        with Client(masters, deadline=10, token=admin) as c:
             deadline = time.monotonic() + 90
             while True:        # until a leader exists and three chunkservers have registered
                 try:
@@ -142,7 +152,7 @@ def test_three_masters_three_chunkservers_in_containers(image, tmp_path):
         # Lose a master and a chunkserver: the data stays readable and writable.
         podman("kill", f"{pod.name}-m1")
         podman("kill", f"{pod.name}-c1")
-        with Client(masters, deadline=30) as c:
+        with Client(masters, deadline=30, token=admin) as c:
             out = io.BytesIO()
             c.get("/in-containers", out)
             assert out.getvalue() == data
@@ -195,11 +205,16 @@ def test_systemd_units_under_real_systemd(image, tmp_path):
         while sh("systemctl is-system-running || true").strip() not in ("running", "degraded"):
             assert time.monotonic() < deadline, "systemd did not finish booting"
             time.sleep(0.5)
+        sh("head -c 32 /dev/urandom > /etc/gfs/cluster.secret && gfs token new > /etc/gfs/admin.token"
+           " && chown gfs /etc/gfs/cluster.secret /etc/gfs/admin.token"
+           " && chmod 600 /etc/gfs/cluster.secret /etc/gfs/admin.token")
         sh("gfs admin init-node master --owner gfs --id 1 --raft 127.0.0.1:7000 "
            "--grpc 127.0.0.1:7100 --peers 127.0.0.1:7000@127.0.0.1:7100 "
-           "--metrics 127.0.0.1:7300 --replication 1")
+           "--metrics 127.0.0.1:7300 --replication 1 "
+           "--cluster-secret-file /etc/gfs/cluster.secret --admin-token-file /etc/gfs/admin.token")
         sh("gfs admin init-node chunkserver --owner gfs --masters 127.0.0.1:7100 "
-           "--bind 127.0.0.1:7200 --metrics 127.0.0.1:7301")
+           "--bind 127.0.0.1:7200 --metrics 127.0.0.1:7301 "
+           "--cluster-secret-file /etc/gfs/cluster.secret")
         # Type=notify: start returns once each daemon said READY=1.
         sh("systemctl start gfs-master gfs-chunkserver")
         for role, status in (("master", "master 1 serving gRPC on 127.0.0.1:7100"),
@@ -214,7 +229,8 @@ def test_systemd_units_under_real_systemd(image, tmp_path):
         assert mounts["/"].startswith("ro,") and mounts["/var/lib/gfs"].startswith("rw,")
         assert "/tmp" in mounts and mounts["/home"].startswith("ro,")
 
-        sh("head -c 3000000 /dev/urandom > /root/f && gfs --masters 127.0.0.1:7100 put /root/f /f"
+        sh("gfs --masters 127.0.0.1:7100 login < /etc/gfs/admin.token && head -c 3000000 /dev/urandom > /root/f"
+           " && gfs --masters 127.0.0.1:7100 put /root/f /f"
            " && gfs --masters 127.0.0.1:7100 get /f /root/g && cmp /root/f /root/g")
         cs_pid = sh("systemctl show -p MainPID --value gfs-chunkserver").strip()
         sh(f"kill -9 {cs_pid}")
