@@ -30,7 +30,7 @@ CS = {"heartbeat-interval": 0.3, "capacity": "16MiB", "scrub-rate": "64MiB",
 
 
 def gfs(cluster, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GFS_MASTERS": ",".join(cluster.master_addresses())}
+    env = cluster.cli_env()
     return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
                           text=True, env=env, timeout=60)
 
@@ -64,7 +64,7 @@ def test_a_full_cluster_with_trash_and_orphans_returns_to_full_redundancy(make_c
         cluster.add_chunkserver()
     cluster.up()
     rng = random.Random(20)
-    with Client(cluster.master_addresses(), deadline=20) as c:
+    with cluster.client(deadline=20) as c:
         live = fill(c, rng)
         h = wait_for(lambda: healthy(c), 30, "a healthy full cluster")
         assert h["trash_entries"] > 0 and h["orphan_replicas"] > 0 and h["disk_use"] > 0.9
@@ -113,7 +113,7 @@ def test_a_full_cluster_with_trash_and_orphans_returns_to_full_redundancy(make_c
     cluster._save()
     cluster.stop("master-1")
     cluster.start("master-1")
-    with Client(cluster.master_addresses(), deadline=20) as c:
+    with cluster.client(deadline=20) as c:
         h = wait_for(lambda: healthy(c), 120, "full redundancy after the trash gave way")
         assert h["trash_purged_for_space"] > 0 and h["repair_blocked"] == 0
         assert h["chunkservers_alive"] == 3

@@ -305,7 +305,7 @@ def test_health_and_gc_reports_on_the_cli_and_metrics(make_cluster):
     wait_for(lambda: gfs(cluster, "admin", "health", "--check", check=False).returncode == 2,
              15, "health --check to fail")
     # Replication 3 on 2 live chunkservers: the repair is blocked, and health says why.
-    with Client(cluster.master_addresses()) as c:
+    with cluster.client() as c:
         h = wait_for(lambda: (lambda h: h if h["repair_blocked"] else None)(c.health()), 15,
                      "the repair to be reported blocked")
     assert h["repair_blocked_reason"] == "too_few_chunkservers" and h["eta_s"] == -1
