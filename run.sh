@@ -30,8 +30,11 @@ setup() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$PY" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv; rm -rf "$VENV"; "$PY" -m venv "$VENV"; }
     fi
-    # System tools the tests use: ip (network namespaces for partition tests).
-    apt_install iproute2 || true
+    # System tools the tests use: ip (network namespaces for partition tests), systemd-analyze
+    # (checks deploy/systemd/; installing the package does not make systemd PID 1).
+    apt_install iproute2 systemd || true
+    # The container tests (GFS_CONTAINER_TESTS=1) build and run the image with podman.
+    if [ "${GFS_CONTAINER_TESTS:-}" = 1 ]; then apt_install podman debootstrap runc || true; fi
     local stamp="$VENV/.installed"
     if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ] || [ setup.cfg -nt "$stamp" ]; then
         "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements-dev.txt

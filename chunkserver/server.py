@@ -13,14 +13,21 @@ from chunkserver.heartbeat import Heartbeater
 from chunkserver.scrubber import Scrubber
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
-from gfs import logs, metrics
+from gfs import logs, metrics, sdnotify
 from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
-from gfs.transfer import CHANNEL_OPTIONS
+from gfs.rpcguard import RequestGuard
+from gfs.transfer import CHANNEL_OPTIONS, MAX_REQUEST_BYTES
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 log = logging.getLogger(__name__)
+
+
+def server_options() -> list[tuple[str, int]]:
+    """The client channels' options, but receiving at most MAX_REQUEST_BYTES per message."""
+    return [(k, v) for k, v in CHANNEL_OPTIONS if k != "grpc.max_receive_message_length"] + [
+        ("grpc.max_receive_message_length", MAX_REQUEST_BYTES), ("grpc.so_reuseport", 0)]
 
 
 def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | None, rack: str,
@@ -34,8 +41,9 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     on the same disk as the hot tier); created if missing.
 
     capacity: the most bytes gfs stores here, both tiers together (0: as much as the disks
-    hold); writes and copies beyond it are refused with RESOURCE_EXHAUSTED, and the master sees
-    it as this server's capacity when it places chunks and balances disk use.
+    hold); writes and copies beyond it are refused with RESOURCE_EXHAUSTED (new chunk writes
+    already beyond it less the repair reserve, gfs/space.py), and the master sees it as this
+    server's capacity when it places chunks and balances disk use.
 
     scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
     asks for still run); scrub_interval: seconds between the starts of two scrub passes.
@@ -46,7 +54,8 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
                        max_chunk_size=max_chunk_size)
     scrubber = Scrubber(store, scrub_rate, scrub_interval)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
-                         options=CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)])
+                         interceptors=[RequestGuard("chunkserver")],
+                         options=server_options())
     try:
         port = (server.add_secure_port(bind, tls.server_credentials()) if tls is not None
                 else server.add_insecure_port(bind))
@@ -78,12 +87,14 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
              tiers["hot"], tiers["cold"], store.cold_dir, len(store.corrupt()),
              service.metrics_address,
              f"{scrub_rate} B/s every {scrub_interval:g} s" if scrub_rate else "off")
+    sdnotify.ready(f"chunkserver {address} serving")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(1.0):
         service.master_leader = beats.leader
     log.info("chunkserver %s stopping", address)
+    sdnotify.stopping()
     scrubber.stop()
     beats.stop()
     server.stop(grace=2).wait()

@@ -29,7 +29,9 @@ from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.checksum import BLOCK_SIZE, block_checksum
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
+from gfs.rpcguard import LIMITER
 from gfs.transfer import FULL_MESSAGE, Channels, TokenBucket, read_chunk
+from gfs.validate import addresses, positive
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 from proto import master_pb2 as pb
@@ -58,9 +60,18 @@ def _statuses(context, method: str):
         except GfsError as err:
             outcome["code"] = err.code
             context.abort(err.grpc_code, err.message)
-        except grpc.RpcError as err:             # a downstream replica failed
-            outcome["code"] = "UNAVAILABLE"
+        except grpc.RpcError as err:
+            if not isinstance(err, grpc.Call):   # the caller's own request stream broke off
+                outcome["code"] = "CANCELLED"
+                context.abort(grpc.StatusCode.CANCELLED, "the request stream was cancelled")
+            outcome["code"] = "UNAVAILABLE"      # a downstream replica failed
             context.abort(grpc.StatusCode.UNAVAILABLE, f"downstream replica: {err.details()}")
+        except Exception as exc:                 # a bug, not bad input: traceback, rate-limited
+            if context.code() not in (None, grpc.StatusCode.OK):
+                raise                            # the handler aborted the call itself
+            outcome["code"] = "INTERNAL"
+            LIMITER.log(log, method, exc)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}")
 
 
 def unary(method):
@@ -176,6 +187,9 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         h = first.header
         self._authorize_data(context, "WriteChunk", body_of(first), h.capability, h.handle,
                              h.version, WRITE)
+        positive(h.handle, "header.handle")
+        positive(h.version, "header.version")
+        addresses(h.chain, "header.chain")
         writer = self.store.begin_write(h.handle, h.version)
         forward = Forwarder(self.channels, list(h.chain), h, self.write_timeout) if h.chain else None
         try:
@@ -216,7 +230,12 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
     def ReadChunk(self, request, context):
         self._authorize_data(context, "ReadChunk", body_of(request), request.capability,
                              request.handle, request.version, READ)
+        if request.length < -1:
+            raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {request.length}")
         meta = self.store.get(request.handle)
+        if meta is not None and request.offset > meta.length:     # reads start at a block
+            raise InvalidArgument(f"chunk {request.handle:016x}: offset {request.offset} is "
+                                  f"past its end ({meta.length} bytes)")
         version = request.version or None
         start = request.offset - request.offset % BLOCK_SIZE
         length = -1 if request.length < 0 else request.offset + request.length - start
@@ -258,12 +277,14 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         intact; the result must match the length and checksum the master sent."""
         self._authorize_order(context, "CopyChunk", request)
         h, v = request.handle, request.version
+        positive(h, "handle")
         if v == 0:
             raise InvalidArgument("CopyChunk needs the chunk version (not 0)")
         if request.length > self.store.max_chunk_size:
             raise InvalidArgument(f"chunk {h:016x}: length {request.length} exceeds the "
                                   f"maximum chunk size {self.store.max_chunk_size}")
-        sources = list(dict.fromkeys(a for a in request.sources if a and a != self.address))
+        addresses(request.sources, "sources")
+        sources = list(dict.fromkeys(a for a in request.sources if a != self.address))
         if not sources:
             raise InvalidArgument(f"chunk {h:016x}: no source to copy from "
                                   f"(other than this server)")
@@ -271,7 +292,9 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         if (held is not None and held.version == v and not self.store.is_corrupt(h, v)
                 and (held.length, held.checksum) == (request.length, request.checksum)):
             return cpb.CopyResponse(length=held.length, checksum=held.checksum)
-        writer = self.store.begin_write(h, v)   # refused if a newer version is stored
+        # Refused if a newer version is stored; may use the repair reserve, and the room of the
+        # replica it replaces (a corrupt one rebuilt in place).
+        writer = self.store.begin_write(h, v, repair=True)
         bucket = TokenBucket(request.max_bytes_per_s) if request.max_bytes_per_s else None
         started = time.monotonic()
 

@@ -94,6 +94,7 @@ from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_che
 from gfs.errors import (DataLoss, FailedPrecondition, InvalidArgument, NotFound,
                         ResourceExhausted)
 from gfs.fsutil import fsync_path
+from gfs.space import repair_reserve
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +200,13 @@ class ChunkWriter:
     aborts on exit unless committed.
     """
 
-    def __init__(self, store: ChunkStore, handle: int, version: int):
+    def __init__(self, store: ChunkStore, handle: int, version: int, *, repair: bool = False,
+                 replaces: int = 0):
         self.handle = handle
         self.version = version
         self.length = 0
+        self.repair = repair          # a repair or balancing copy: may use the repair reserve
+        self.replaces = replaces      # bytes of the stored replica this one will replace
         self._store = store
         self._reserved = 0
         self._summer = ChunkChecksummer(BLOCK_SIZE)
@@ -229,7 +233,8 @@ class ChunkWriter:
             raise InvalidArgument(f"{_chunk_name(self.handle, self.version)}: writing "
                                   f"{len(view)} bytes at {self.length} exceeds the maximum "
                                   f"chunk size {self._store.max_chunk_size}")
-        self._store._reserve(len(view), _chunk_name(self.handle, self.version))
+        self._store._reserve(len(view), _chunk_name(self.handle, self.version), self.repair,
+                             self.replaces)
         self._reserved += len(view)
         f.write(view)
         self._summer.update(view)
@@ -355,14 +360,22 @@ class ChunkStore:
 
     # -- public API ----------------------------------------------------------------------------
 
-    def begin_write(self, handle: int, version: int) -> ChunkWriter:
+    def begin_write(self, handle: int, version: int, *, repair: bool = False) -> ChunkWriter:
         """Start receiving a chunk (into the hot tier). Refused early if a newer version is
-        already stored."""
+        already stored.
+
+        With a capacity, a new chunk (repair False) may fill it up to the repair reserve
+        (gfs.space), a repair or balancing copy (repair True) all of it. A writer that will
+        replace a stored replica of the same handle (a corrupt replica rebuilt in place, an older
+        version rewritten) may use the room that replica takes: it goes when this one is
+        published."""
         _check_int("handle", handle, 0)
         _check_int("version", version, 0)
         with self._lock:
             self._check_not_stale(handle, version)
-        return ChunkWriter(self, handle, version)
+            held = self._index.get(handle)
+        return ChunkWriter(self, handle, version, repair=repair,
+                           replaces=held.stored_bytes if held is not None else 0)
 
     def read(self, handle: int, offset: int = 0, length: int = -1,
              version: int | None = None) -> Iterator[bytes]:
@@ -539,13 +552,20 @@ class ChunkStore:
                 free = min(free, max(0, self.capacity - self._stored - self._reserved))
         return free
 
-    def _reserve(self, nbytes: int, what: str) -> None:
-        """Count `nbytes` an open writer is about to receive; refused beyond the capacity."""
+    def _reserve(self, nbytes: int, what: str, repair: bool = False, replaces: int = 0) -> None:
+        """Count `nbytes` an open writer is about to receive; refused beyond the capacity (new
+        chunks: beyond the capacity less the repair reserve). `replaces`: bytes of a stored
+        replica the writer will replace, which it may count as room."""
         with self._lock:
-            if self.capacity and self._stored + self._reserved + nbytes > self.capacity:
+            if not self.capacity:
+                self._reserved += nbytes
+                return
+            keep = 0 if repair else repair_reserve(self.capacity)
+            if self._stored + self._reserved + nbytes > self.capacity - keep + replaces:
+                kept = f", {keep} of it kept for repair copies" if keep else ""
                 raise ResourceExhausted(f"{what}: no room ({self._stored} bytes stored, "
                                         f"{self._reserved} incoming, capacity "
-                                        f"{self.capacity})")
+                                        f"{self.capacity}{kept})")
             self._reserved += nbytes
 
     def _unreserve(self, nbytes: int) -> None:

@@ -21,6 +21,9 @@ class GfsGroup(click.Group):
         except GfsError as err:
             click.echo(f"gfs: {err.code.lower().replace('_', ' ')}: {err.message}", err=True)
             ctx.exit(1)
+        except UnicodeError as err:    # a last line of defence: names are checked before
+            click.echo(f"gfs: invalid argument: not valid UTF-8: {err}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("gfs: interrupted", err=True)
             ctx.exit(130)

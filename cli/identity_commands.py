@@ -7,7 +7,8 @@ import sys
 import click
 
 from cli.common import CONTEXT, emit_json, format_time, make_client
-from gfs.auth.tokens import parse_token
+from cli.remote import stat_if_dir_meant
+from gfs.auth.tokens import new_token, parse_token
 from gfs.config import forget_token, save_token, token_file
 from gfs.errors import InvalidArgument
 from gfs.units import human_size, parse_count, parse_size
@@ -221,6 +222,13 @@ def token_create(ctx, name: str, scopes: tuple[str, ...], ttl: str, principal: s
                err=True)
 
 
+@token.command("new")
+def token_new() -> None:
+    """Print a fresh random token without asking any cluster: for a new cluster's first
+    administrator (`gfs token new > admin.token`, then `gfs master --admin-token-file`)."""
+    click.echo(new_token())
+
+
 @token.command("ls")
 @click.option("--all", "all_users", is_flag=True, help="Every user's (administrators).")
 @click.option("--revoked", is_flag=True, help="Include revoked tokens.")
@@ -233,13 +241,16 @@ def token_ls(ctx, all_users: bool, revoked: bool, as_json: bool) -> None:
     if as_json:
         emit_json(tokens)
         return
-    click.echo(f"{'ID':<14}{'NAME':<16}{'FOR':<16}{'CREATED':<18}{'EXPIRES':<18}SCOPES")
+    click.echo(f"{'ID':<14}{'NAME':<16}{'FOR':<16}{'CREATED':<18}{'LAST USED':<18}"
+               f"{'EXPIRES':<18}SCOPES")
     for t in tokens:
         expires = format_time(t["expires_ms"]) if t["expires_ms"] else "never"
         if t["revoked_ms"]:
             expires = "revoked " + format_time(t["revoked_ms"])
+        used = format_time(t["last_used_ms"]) if t["last_used_ms"] else "-"
         click.echo(f"{t['id']:<14}{t['name']:<16}{t['principal']:<16}"
-                   f"{format_time(t['created_ms']):<18}{expires:<18}{', '.join(t['scopes'])}")
+                   f"{format_time(t['created_ms']):<18}{used:<18}{expires:<18}"
+                   f"{', '.join(t['scopes'])}")
 
 
 @token.command("revoke")
@@ -267,6 +278,7 @@ def visibility_set(ctx, path: str, level: str) -> None:
     """private: only you; visible: signed-in users may list and stat, not read;
     public: anyone, anonymous included, may read; inherit: as the directory above."""
     with make_client(ctx) as c:
+        path = stat_if_dir_meant(c, path)
         c.set_visibility(path, "" if level == "inherit" else level)
         shown = c.stat(path).visibility
     click.echo(f"{path}: {shown}" + (" (inherited)" if level == "inherit" else ""))
@@ -280,7 +292,7 @@ def visibility_set(ctx, path: str, level: str) -> None:
 def chown(ctx, recursive: bool, owner: str, path: str) -> None:
     """Give a file or directory another owner (administrators)."""
     with make_client(ctx) as c:
-        changed = c.chown(path, owner, recursive=recursive)
+        changed = c.chown(stat_if_dir_meant(c, path), owner, recursive=recursive)
     click.echo(f"{changed} changed")
 
 
@@ -334,7 +346,7 @@ def quota_show(ctx, name: str | None, as_json: bool) -> None:
 def du(ctx, as_json: bool, human: bool, paths: tuple[str, ...]) -> None:
     """Bytes and files at or below each path (kept current by the masters, no scan)."""
     with make_client(ctx) as c:
-        rows = [c.du(p) for p in paths or ("/",)]
+        rows = [c.du(stat_if_dir_meant(c, p)) for p in paths or ("/",)]
     if as_json:
         emit_json(rows)
         return

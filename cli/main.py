@@ -13,18 +13,35 @@ import click
 # (or the JSON log) as a gfs error anyway. GRPC_VERBOSITY=debug brings them back for debugging.
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
+from cli.daemon_config import config_option
+from cli.tiers import tier_set_summary
+from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_error,
+                        move_targets, remote_path, stat_if_dir_meant)
 from gfs.config import record_cluster, recorded_cluster_file
-from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, NotFound
+from gfs.paths import as_typed, join, split
+from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.units import human_size
 from cli import identity_commands
 from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
 
-@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"})
+EXIT_CODES = """\b
+Exit status:
+  0    success
+  1    an error, told in one line on stderr: `gfs: <kind>: <what>`
+  2    a usage error (an unknown option, a missing argument), or `admin health --check`
+       finding the cluster not healthy
+  130  interrupted (Ctrl-C)"""
+
+
+@click.group(cls=GfsGroup, context_settings={**CONTEXT, "auto_envvar_prefix": "GFS"},
+             epilog=EXIT_CODES)
 @click.option("--masters", envvar="GFS_MASTERS", metavar="HOST:PORT,...",
               help="Master gRPC addresses (default: $GFS_MASTERS, else the cluster that "
                    "`gfs cluster up` started last).")
 @click.option("--timeout", type=float, default=30.0, show_default=True, envvar="GFS_TIMEOUT",
-              help="Overall deadline in seconds for each operation, retries included.")
+              help="Overall deadline in seconds for each operation, retries included (while "
+                   "masters answer but elect a leader; when none can be reached at all, "
+                   "commands fail after about a second).")
 @click.option("--token", envvar="GFS_TOKEN", metavar="gfs_...",
               help="Bearer token to act with (default: $GFS_TOKEN, else the one `gfs login` or "
                    "`gfs cluster up` remembered; none: anonymous, which sees only public files).")
@@ -59,7 +76,7 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
     """Create directories."""
     with make_client(ctx) as c:
         for p in paths:
-            c.mkdir(p, parents=parents, mode=int(mode, 8))
+            c.mkdir(remote_path(p), parents=parents, mode=int(mode, 8))
 
 
 @cli.command()
@@ -72,9 +89,9 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
 def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
     """List a directory (or show a file)."""
     with make_client(ctx) as c:
-        entries = list(c.list(path))
+        entries = list(c.list(stat_if_dir_meant(c, path)))
     if as_json:
-        emit_json([e.to_dict() | {"chunks": len(e.chunks)} for e in entries])
+        emit_json([e.to_dict() for e in entries])       # the same attributes as stat --json
         return
     for e in entries:
         name = e.path.rsplit("/", 1)[-1] or "/"
@@ -95,7 +112,7 @@ def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
 def stat(ctx, as_json: bool, path: str) -> None:
     """Show a file's or directory's attributes."""
     with make_client(ctx) as c:
-        info = c.stat(path)
+        info = c.stat(stat_if_dir_meant(c, path))
     if as_json:
         emit_json(info.to_dict())
         return
@@ -113,13 +130,18 @@ def stat(ctx, as_json: bool, path: str) -> None:
 
 @cli.command()
 @click.option("-f", "--force", is_flag=True, help="Replace an existing destination file.")
-@click.argument("src")
-@click.argument("dst")
+@click.option("-T", "--no-target-directory", "no_target_dir", is_flag=True,
+              help="Treat DEST as the new name even when it is a directory (replacing an "
+                   "empty directory needs -f).")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.argument("dest")
 @click.pass_context
-def mv(ctx, force: bool, src: str, dst: str) -> None:
-    """Rename or move a file or directory (atomic)."""
+def mv(ctx, force: bool, no_target_dir: bool, sources: tuple[str, ...], dest: str) -> None:
+    """Rename SOURCE to DEST, or move SOURCEs into the directory DEST (as GNU mv). Each
+    rename is atomic."""
     with make_client(ctx) as c:
-        c.rename(src, dst, overwrite=force)
+        for src, dst in move_targets(c, list(sources), dest, no_target_dir):
+            c.rename(src, dst, overwrite=force)
 
 
 @cli.command()
@@ -132,7 +154,7 @@ def rm(ctx, recursive: bool, skip_trash: bool, paths: tuple[str, ...]) -> None:
     """Remove files or directories (into your trash: see `gfs trash --help`)."""
     with make_client(ctx) as c:
         for p in paths:
-            c.delete(p, recursive=recursive, skip_trash=skip_trash)
+            c.delete(stat_if_dir_meant(c, p), recursive=recursive, skip_trash=skip_trash)
 
 
 # --- trash -----------------------------------------------------------------------------------
@@ -179,8 +201,7 @@ def _trash_entry(c, what: str) -> dict:
     if what.isdigit():
         found = [e for e in entries if e["id"] == int(what)]
     else:
-        from gfs.paths import normalize
-        path = normalize(what)
+        path = remote_path(what)
         found = [e for e in entries if e["path"] == path]
     if not found:
         raise NotFound(f"nothing in your trash matches {what} (see `gfs trash ls`)")
@@ -195,7 +216,8 @@ def _trash_entry(c, what: str) -> dict:
 def trash_restore(ctx, dst: str, entry: str) -> None:
     """Bring back a deleted file or directory (the latest one deleted from PATH, or entry ID)."""
     with make_client(ctx) as c:
-        path = c.trash_restore(_trash_entry(c, entry)["id"], dst)
+        path = c.trash_restore(_trash_entry(c, entry)["id"],
+                               remote_path(dst, "destination path") if dst else "")
     click.echo(f"restored {path}")
 
 
@@ -210,6 +232,10 @@ def trash_purge(ctx, all_users: bool, yes: bool, entries: tuple[str, ...]) -> No
         ids = [_trash_entry(c, e)["id"] for e in entries]
         if not ids and not yes:
             whose = "every user's" if all_users else "your"
+            if not sys.stdin.isatty():
+                raise OneLineUsageError(f"deleting everything in {whose} trash for good needs "
+                                        "confirmation and standard input is not a terminal: "
+                                        "use --yes")
             click.confirm(f"Delete everything in {whose} trash for good?", abort=True, err=True)
         purged = c.trash_purge(ids, all_users=all_users)
     click.echo(f"purged {purged} entr{'y' if purged == 1 else 'ies'}")
@@ -226,15 +252,23 @@ def tier() -> None:
 
 @tier.command("set")
 @click.option("-r", "--recursive", is_flag=True,
-              help="Also every file and directory below a directory.")
+              help="Also every file and directory already below a directory.")
 @click.argument("path")
 @click.argument("storage_class", metavar="CLASS", type=click.Choice(["hot", "cold", "auto", "none"]))
 @click.pass_context
 def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
-    """Set the storage class of PATH (`none`: a directory passes no class on)."""
+    """Set the storage class of PATH (`none`: a directory passes no class on).
+
+    On a directory, the class is for what is created in it from now on: files already in it
+    keep theirs unless -r is given (the output says so). Chunks move between tiers in the
+    background; `gfs tier status PATH` shows the progress."""
+    cls = "" if storage_class == "none" else storage_class
     with make_client(ctx) as c:
-        changed = c.set_class(path, "" if storage_class == "none" else storage_class, recursive)
-    click.echo(f"{changed} changed")
+        path = stat_if_dir_meant(c, path)
+        changed = c.set_class(path, cls, recursive)
+        is_dir = c.stat(path).is_dir
+        kept = is_dir and not recursive and next(iter(c.list(path, page_size=1)), None)
+    click.echo(tier_set_summary(path, storage_class, is_dir, recursive, changed, bool(kept)))
 
 
 @tier.command("status")
@@ -244,7 +278,7 @@ def tier_set(ctx, recursive: bool, path: str, storage_class: str) -> None:
 def tier_status(ctx, as_json: bool, path: str) -> None:
     """Storage class of PATH and where its chunks' replicas are (hot or cold tier)."""
     with make_client(ctx) as c:
-        st = c.tier_status(path)
+        st = c.tier_status(stat_if_dir_meant(c, path))
     if as_json:
         emit_json(st)
         return
@@ -278,7 +312,8 @@ def admin() -> None:
 @click.pass_context
 def admin_health(ctx, as_json: bool, check: bool) -> None:
     """Chunkservers alive and dead, chunks short of replicas, corrupt/stale/orphan replicas,
-    and the repair queue with an estimate of the time to full redundancy."""
+    and the repair queue with an estimate of the time to full redundancy, or why repair is
+    blocked (no chunkserver with room, or fewer chunkservers than the replication)."""
     with make_client(ctx) as c:
         h = c.health()
     if as_json:
@@ -298,6 +333,11 @@ def admin_health(ctx, as_json: bool, check: bool) -> None:
                    f"{h['orphan_replicas']} orphan, {h['surplus_replicas']} surplus")
         click.echo(f"repair        {h['repair_queue']} queued, {h['repair_in_flight']} copying{eta}; "
                    f"{h['repaired']} done, {h['repair_failures']} failed")
+        if h["repair_blocked"]:
+            click.echo(f"blocked       {h['repair_blocked']} chunks: {h['repair_blocked_detail']}")
+        click.echo(f"disk use      {h['disk_use']:.1%} of the live chunkservers' capacity"
+                   + (f"; {h['trash_purged_for_space']} trash entries purged for space"
+                      if h["trash_purged_for_space"] else ""))
         click.echo(f"uploads       {h['pending_uploads']} in progress")
         click.echo(f"trash         {h['trash_entries']} entries, {human_size(h['trash_bytes'])}")
         click.echo(f"sessions      {h['session_results']} exactly-once results kept")
@@ -408,15 +448,6 @@ def local_size(path: str) -> int | None:
         return None
 
 
-def _is_remote_dir(client, path: str) -> bool:
-    try:
-        return client.stat(path).is_dir
-    except GfsError as err:
-        if err.code == "NOT_FOUND":
-            return False
-        raise
-
-
 progress_option = click.option("--progress/--no-progress", default=None,
                                help="Show a progress bar (default: when stderr is a terminal).")
 
@@ -428,12 +459,14 @@ progress_option = click.option("--progress/--no-progress", default=None,
 @click.option("--class", "storage_class", type=click.Choice(["hot", "cold", "auto"]),
               default=None, help="Storage class.")
 @click.option("-f", "--force", is_flag=True, help="Replace an existing file.")
+@click.option("-p", "--parents", is_flag=True, help="Create REMOTE's missing directories.")
 @click.option("--json", "as_json", is_flag=True, help="Print the new file's attributes as JSON.")
 @progress_option
 @click.argument("local")
 @click.argument("remote")
 @click.pass_context
-def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, local, remote):
+def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, progress, local,
+        remote):
     """Upload LOCAL (a file, or - for stdin) to REMOTE (a path, or a directory to put it in).
     The file appears only when complete."""
     from gfs.units import parse_size
@@ -443,18 +476,28 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
         raise InvalidArgument(f"{local} is not a regular file")
     source = sys.stdin.buffer if local == "-" else local
     with make_client(ctx) as c, Progress(progress, local_size(local), "put") as bar:
-        if local != "-" and (remote.endswith("/") or _is_remote_dir(c, remote)):
-            remote = remote.rstrip("/") + "/" + os.path.basename(local)
-        info = c.put(source, remote, replication=replication, overwrite=force,
-                     chunk_size=parse_size(chunk_size) if chunk_size else 0,
-                     storage_class=storage_class or "", progress=bar)
+        remote, into = as_typed(remote, "destination path")
+        if into or is_remote_dir(c, remote):
+            if local == "-":
+                raise InvalidArgument("standard input has no name to put into a directory: give "
+                                      f"the new file's full path, e.g. {join(remote, 'NAME')}")
+            remote = join(remote, local_name_as_remote(local))
+        if parents:
+            c.mkdir(split(remote)[0], parents=True)
+        try:
+            info = c.put(source, remote, replication=replication, overwrite=force,
+                         chunk_size=parse_size(chunk_size) if chunk_size else 0,
+                         storage_class=storage_class or "", progress=bar)
+        except NotFound as err:
+            raise missing_parent_error(c, remote) or err from None
     if as_json:
         emit_json(info.to_dict())
 
 
 @cli.command()
 @click.option("--offset", type=click.IntRange(0), default=0, help="First byte to read.")
-@click.option("--length", type=int, default=-1, help="Bytes to read (-1: to the end).")
+@click.option("--length", type=click.IntRange(-1), default=-1,
+              help="Bytes to read [default: -1, to the end].")
 @progress_option
 @click.argument("remote")
 @click.argument("local")
@@ -462,8 +505,9 @@ def put(ctx, replication, chunk_size, storage_class, force, as_json, progress, l
 def get(ctx, offset, length, progress, remote, local):
     """Download REMOTE to LOCAL (a file, a directory, or - for stdout). Every byte is
     checksum-verified."""
+    remote = remote_path(remote)
     if local != "-" and os.path.isdir(local):
-        local = os.path.join(local, remote.rstrip("/").rsplit("/", 1)[-1])
+        local = os.path.join(local, split(remote)[1])
     sink = sys.stdout.buffer if local == "-" else local
     with make_client(ctx) as c:
         size = c.stat(remote).size if progress is not False else None
@@ -478,13 +522,13 @@ def cat(ctx, remotes):
     """Write files to stdout."""
     with make_client(ctx) as c:
         for r in remotes:
-            c.get(r, sys.stdout.buffer)
+            c.get(remote_path(r), sys.stdout.buffer)
 
 
 # --- daemons ------------------------------------------------------------------------------------
 
 cluster_secret_option = click.option(
-    "--cluster-secret-file", "secret_file", envvar="GFS_CLUSTER_SECRET_FILE",
+    "--cluster-secret-file", "cluster_secret_file", envvar="GFS_CLUSTER_SECRET_FILE",
     type=click.Path(dir_okay=False), metavar="FILE",
     help="The cluster secret shared by all masters and chunkservers (required; "
          "`gfs cluster up` writes DIR/cluster.secret).")
@@ -501,6 +545,7 @@ def tls_options(command):
     return command
 
 @cli.group(invoke_without_command=True, context_settings=CONTEXT)
+@config_option("master")
 @click.option("--id", "node_id", type=int, help="This master's id (1..N).")
 @click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
 @click.option("--peers", metavar="RAFT[@GRPC],...",
@@ -527,6 +572,14 @@ def tls_options(command):
                    "deleted.")
 @click.option("--trash-retention", default=86400.0, show_default=True, type=float,
               help="Seconds `gfs rm` keeps files in the trash (0: rm deletes at once).")
+@click.option("--space-pressure", default=90.0, show_default=True,
+              type=click.FloatRange(0.0, 100.0),
+              help="Disk use (percent, all live chunkservers together) at or above which "
+                   "deleted data gives way: recorded garbage goes after --gc-pressure-grace and "
+                   "the oldest trash entries are purged (0 or 100: never).")
+@click.option("--gc-pressure-grace", default=60.0, show_default=True, type=click.FloatRange(0.0),
+              help="Seconds recorded garbage is kept under space pressure (instead of "
+                   "--gc-grace).")
 @click.option("--repair-concurrency", default=2, show_default=True, type=click.IntRange(1, 64),
               help="Re-replication copies running at once.")
 @click.option("--repair-rate", default="0", show_default=True,
@@ -556,7 +609,7 @@ def tls_options(command):
               help="Total bandwidth of balancing moves per second (0: unthrottled).")
 @click.option("--balance-concurrency", default=1, show_default=True,
               type=click.IntRange(1, 16), help="Balancing moves running at once.")
-@click.option("--admin-token-file", envvar="GFS_ADMIN_TOKEN_FILE", type=click.Path(dir_okay=False),
+@click.option("--admin-token-file", type=click.Path(dir_okay=False),
               help="A file holding the token of the cluster's first administrator (user `admin`), "
                    "created on the cluster's first start (`gfs cluster up` makes one).")
 @cluster_secret_option
@@ -566,10 +619,10 @@ def tls_options(command):
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, replication, chunk_size,
-           dead_after, gc_grace, trash_retention, repair_concurrency, repair_rate,
-           default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
+           dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
+           repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
-           balance_concurrency, admin_token_file, secret_file, tls_cert, tls_key, tls_ca,
+           balance_concurrency, admin_token_file, cluster_secret_file, tls_cert, tls_key, tls_ca,
            capability_ttl) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
@@ -583,13 +636,17 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     from gfs.units import parse_size
     from master.raft import RaftConfig
     from master.server import serve
-    secret = load_secret_file(secret_file)
+    secret = load_secret_file(cluster_secret_file)
     tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
+    from master.schema import CHUNK_UNIT, chunk_size_rule
+    default_chunk = parse_size(chunk_size)
+    if default_chunk < CHUNK_UNIT or default_chunk % CHUNK_UNIT:
+        raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
     os.makedirs(data_dir, exist_ok=True)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
-                   cfg, {"replication": replication, "chunk_size": parse_size(chunk_size),
+                   cfg, {"replication": replication, "chunk_size": default_chunk,
                          "storage_class": default_class},
                    dead_after=dead_after, gc_grace=gc_grace, trash_retention=trash_retention,
                    repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate),
@@ -600,10 +657,12 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                             "rate_bytes_s": parse_size(balance_rate),
                             "concurrency": balance_concurrency},
                    session_ttl=session_ttl, admin_token_file=admin_token_file,
-                   cluster_secret=secret, capability_ttl=capability_ttl, tls=tls))
+                   cluster_secret=secret, capability_ttl=capability_ttl, tls=tls,
+                   space={"pressure": space_pressure / 100, "pressure_grace_s": gc_pressure_grace}))
 
 
 @cli.command(context_settings=CONTEXT)
+@config_option("chunkserver")
 @click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
               help="Chunk store directory.")
 @click.option("--masters", "masters_", required=True, envvar="GFS_MASTERS",
@@ -625,12 +684,13 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 @click.option("--cold-dir", type=click.Path(file_okay=False),
               help="Cold tier directory, normally on another disk (default: DATA/cold).")
 @click.option("--capacity", default="0", show_default=True,
-              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk).")
+              help="Most bytes gfs may store here, both tiers, e.g. 500GiB (0: the whole disk); "
+                   "new chunks leave the last 2 % to repair copies.")
 @cluster_secret_option
 @tls_options
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
-                secret_file, tls_cert, tls_key, tls_ca) -> None:
+                cluster_secret_file, tls_cert, tls_key, tls_ca) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.auth.secret import load_secret_file
@@ -640,7 +700,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size
-    secret = load_secret_file(secret_file)
+    secret = load_secret_file(cluster_secret_file)
     tls = TlsFiles.from_flags(tls_cert, tls_key, tls_ca)
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
@@ -671,6 +731,14 @@ def master_status(ctx, as_json: bool) -> None:
                    f"{r['snapshot_index'] or '-':>10}  {r['leader'] or '-'}")
     if all("error" in r for r in rows):
         sys.exit(1)
+
+
+def _register_init_node() -> None:
+    from cli.init_node import make_init_node
+    admin.add_command(make_init_node({"master": master, "chunkserver": chunkserver}))
+
+
+_register_init_node()
 
 
 # --- local cluster ------------------------------------------------------------------------------
@@ -761,10 +829,30 @@ for _command in identity_commands.COMMANDS:
 admin.add_command(identity_commands.audit)
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error that is clear without the command's usage line and help hint."""
+
+
 def main() -> None:
     from gfs.memory import tune_malloc
     tune_malloc()
-    cli(prog_name="gfs")
+    try:
+        code = cli.main(prog_name="gfs", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as err:
+        err.show()                      # `gfs`, `gfs trash`: the help, as click shows it
+        sys.exit(err.exit_code)
+    except click.UsageError as err:     # one line, and where to read more
+        click.echo(f"gfs: {err.format_message()}", err=True)
+        if err.ctx is not None and not isinstance(err, OneLineUsageError):
+            click.echo(f"Try '{err.ctx.command_path} --help'.", err=True)
+        sys.exit(err.exit_code)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    except click.Abort:
+        click.echo("gfs: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

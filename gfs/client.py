@@ -6,6 +6,7 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import random
@@ -25,6 +26,8 @@ from gfs.auth.tokens import bearer
 from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.identity_client import message_fields as _fields
+from gfs.paths import utf8
+from gfs.reach import Reachability
 from gfs.errors import (
     FailedPrecondition,
     GfsError,
@@ -46,6 +49,7 @@ from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
 LEADER_METADATA_KEY = "gfs-leader"
+_FIELD_WORDS = {"src": "source path", "dst": "destination path"}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -194,25 +198,55 @@ def _stream_size(f: BinaryIO) -> int:
 
 
 class _Sink:
-    """Where downloaded bytes go: a seekable file takes writes at offsets (parallel chunks),
-    anything else takes them in order."""
+    """Where downloaded bytes go. Whatever the caller hands over ends up exactly as if the bytes
+    had been written to it in order at its current position, and its file offset ends after
+    them (so `(gfs cat A; gfs cat B) > out` and `gfs cat A B >> out` keep every byte).
+
+    A regular file opened without O_APPEND takes parallel chunk writes at offsets (`pwrite`
+    from its current position), then has its offset moved past the last byte in `finish()`.
+    Anything else (pipes, terminals, sockets, files opened for append, where Linux's `pwrite`
+    ignores the offset, and file objects without a descriptor) takes the bytes in order."""
 
     def __init__(self, f: BinaryIO):
         self._f = f
         self._lock = threading.Lock()
+        self._end = 0           # furthest byte written, relative to where the sink started
+        self._fd, self.seekable = -1, False
         try:
-            self._fd = f.fileno()
-            self.seekable = stat_is_regular(self._fd)
-        except (OSError, io.UnsupportedOperation, AttributeError):
-            self._fd, self.seekable = -1, False
-        self._base = f.tell() if self.seekable else 0
+            fd = f.fileno()
+            positional = stat_is_regular(fd) and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND
+        except (OSError, io.UnsupportedOperation, AttributeError, ValueError):
+            positional = False
+        if positional:
+            f.flush()                   # bytes the caller buffered come first
+            self._base = f.tell()
+            self._fd, self.seekable = fd, True
+        else:
+            self._base = 0
 
     def write_at(self, pos: int, data: memoryview) -> None:
+        """Write `data` at `pos` bytes from the start; in-order sinks get positions in order."""
         if self.seekable:
-            os.pwrite(self._fd, data, self._base + pos)
+            view = memoryview(data)
+            while view:
+                n = os.pwrite(self._fd, view, self._base + pos)
+                view, pos = view[n:], pos + n
         else:
             with self._lock:
                 self._f.write(data)
+                pos += len(data)
+        with self._lock:
+            self._end = max(self._end, pos)
+
+    def finish(self) -> None:
+        """Leave the file offset after the last byte written, as sequential writes would."""
+        if self.seekable:
+            # Via the end first: a buffered reader's read-ahead is stale now, and a seek within
+            # it would only move the buffer pointer, not the descriptor's offset.
+            self._f.seek(0, io.SEEK_END)
+            self._f.seek(self._base + self._end)
+        elif hasattr(self._f, "flush"):
+            self._f.flush()
 
 
 @contextmanager
@@ -221,8 +255,6 @@ def _opened(target: str | BinaryIO, mode: str, wrap):
     afterwards); a path that cannot be opened is one clear error."""
     if not isinstance(target, (str, os.PathLike)):
         yield wrap(target)
-        if "w" in mode and hasattr(target, "flush"):
-            target.flush()
         return
     try:
         f = open(target, mode)
@@ -282,6 +314,7 @@ class Client(IdentityCalls):
         self._rr = random.randrange(len(self.masters))
         self._channels = Channels(daemon_auth, read_pem(ca_file, "CA certificate")
                                   if ca_file else None)
+        self._reach = Reachability(self.masters)
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -326,19 +359,23 @@ class Client(IdentityCalls):
                     request, timeout=max(0.05, min(self.attempt_timeout, remaining)),
                     metadata=self._metadata)
                 self._note(address, True, None)
+                self._reach.answered(address)
                 return response
             except grpc.RpcError as err:
                 code, details = err.code(), err.details() or ""
                 if code not in RETRYABLE:
                     self._note(address, True, None)
+                    self._reach.answered(address)
                     raise from_grpc(code, details) from None
                 hint = dict(err.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
                 self._note(address, False, hint if hint != address else None)
+                self._reach.failed(address, details)
                 last = f"{address}: {details or code.name}"
             attempt += 1
             if time.monotonic() >= stop_at:
-                raise Unavailable(f"no master leader answered within {deadline or self.deadline:.0f}s "
-                                  f"(tried {', '.join(self.masters)}; last: {last})")
+                raise Unavailable(self._reach.timeout_message(deadline or self.deadline, last))
+            if (unreachable := self._reach.give_up()) is not None:
+                raise unreachable
             if not hint:    # no leader known (an election is on): ask again within 0.25 s
                 time.sleep(min(0.25, 0.02 * (2 ** min(attempt, 4))) * random.uniform(0.5, 1.0))
 
@@ -352,6 +389,9 @@ class Client(IdentityCalls):
         return self._call(method, request, deadline=deadline)
 
     def _mutate(self, method: str, request_cls, service: type = pb_grpc.MasterStub, **fields):
+        for name, value in fields.items():       # a clear error, not protobuf's UnicodeError
+            if isinstance(value, str):
+                utf8(value, _FIELD_WORDS.get(name, name))
         seq, ack = self._seq.begin()
         try:
             header = pb.RequestHeader(client_id=self.client_id, seq=seq, ack_seq=ack)
@@ -368,7 +408,7 @@ class Client(IdentityCalls):
     def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
         """`for_read`: the data is about to be read (the leader counts it for `auto` tiering)."""
         return FileInfo.from_proto(self._call("Stat", pb.StatRequest(
-            path=path, stale_ok=stale_ok, for_read=for_read)).info)
+            path=utf8(path), stale_ok=stale_ok, for_read=for_read)).info)
 
     def exists(self, path: str) -> bool:
         try:
@@ -383,7 +423,7 @@ class Client(IdentityCalls):
         """Entries of a directory (or the file itself), sorted by name, fetched page by page."""
         start_after = ""
         while True:
-            resp = self._call("List", pb.ListRequest(path=path, start_after=start_after,
+            resp = self._call("List", pb.ListRequest(path=utf8(path), start_after=start_after,
                                                      limit=page_size, stale_ok=stale_ok))
             for e in resp.entries:
                 yield FileInfo.from_proto(e)
@@ -426,7 +466,7 @@ class Client(IdentityCalls):
                             storage_class=storage_class, recursive=recursive).changed
 
     def tier_status(self, path: str) -> dict:
-        resp = self._call("TierStatus", pb.TierStatusRequest(path=path))
+        resp = self._call("TierStatus", pb.TierStatusRequest(path=utf8(path)))
         out = _fields(resp)
         out["chunks"] = [{**_fields(c), "replicas": [_fields(r) for r in c.replicas]}
                          for c in resp.chunks]
@@ -586,6 +626,8 @@ class Client(IdentityCalls):
         info = self.stat(path, for_read=True)
         if info.is_dir:
             raise FailedPrecondition(f"{path} is a directory")
+        if length < -1:
+            raise InvalidArgument(f"length must be -1 (to the end) or at least 0, not {length}")
         if offset < 0 or offset > info.size:
             raise InvalidArgument(f"offset {offset} is outside {path} ({info.size} bytes)")
         end = info.size if length < 0 else min(info.size, offset + length)
@@ -593,13 +635,16 @@ class Client(IdentityCalls):
             workers = parallel if out.seekable else 1
             jobs = [(info.path, c, lo, hi, out, offset, progress)
                     for c, lo, hi in _chunk_ranges(info, offset, end)]
-            if workers == 1:
-                for job in jobs:
-                    self._read_range(*job)
-            else:
-                with ThreadPoolExecutor(max_workers=workers) as pool:
-                    for f in [pool.submit(self._read_range, *job) for job in jobs]:
-                        f.result()
+            try:
+                if workers == 1:
+                    for job in jobs:
+                        self._read_range(*job)
+                else:
+                    with ThreadPoolExecutor(max_workers=workers) as pool:
+                        for f in [pool.submit(self._read_range, *job) for job in jobs]:
+                            f.result()
+            finally:
+                out.finish()
         return end - offset
 
     def _read_range(self, path: str, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink",

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from gfs.errors import FailedPrecondition
+from gfs.reach import check_address
 
 ENV_MASTERS = "GFS_MASTERS"
 ENV_TOKEN = "GFS_TOKEN"
@@ -99,16 +100,17 @@ def split_addresses(value: str | list[str] | None) -> list[str]:
 
 
 def resolve_masters(flag: str | list[str] | None = None) -> list[str]:
-    """The master gRPC addresses to use, or a clear error saying how to give them."""
+    """The master gRPC addresses to use (each HOST:PORT), or a clear error saying how to give
+    them."""
     masters = split_addresses(flag) or split_addresses(os.environ.get(ENV_MASTERS))
     if masters:
-        return masters
+        return [check_address(a) for a in masters]
     path = recorded_cluster_file()
     try:
         masters = split_addresses(json.loads(path.read_text()).get("masters"))
     except (OSError, ValueError, AttributeError):
         masters = []
     if masters:
-        return masters
+        return [check_address(a, f"master address in {path}") for a in masters]
     raise FailedPrecondition(f"no cluster given: use --masters HOST:PORT,..., set {ENV_MASTERS}, "
                              "or start one with `gfs cluster up`")

@@ -8,6 +8,8 @@ on what a given string names.
 """
 from __future__ import annotations
 
+import re
+
 from gfs.errors import InvalidArgument
 
 ROOT = "/"
@@ -18,10 +20,22 @@ _SHOW_CHARS = 60
 
 
 def _show(text: str) -> str:
-    """A short, one-line rendering of `text` for error messages."""
+    """A short, one-line rendering of `text` for error messages; bytes that are not UTF-8 (as
+    Python decodes them from a Linux command line or file name) show as \\xNN."""
     if len(text) > _SHOW_CHARS:
-        return repr(text[:_SHOW_CHARS]) + f"... ({len(text)} characters)"
-    return repr(text)
+        return _escaped(text[:_SHOW_CHARS]) + f"... ({len(text)} characters)"
+    return _escaped(text)
+
+
+def _escaped(text: str) -> str:
+    return re.sub(r"\\udc([89a-f][0-9a-f])", r"\\x\1", repr(text))
+
+
+def utf8(text: str, what: str = "path") -> str:
+    """`text` unchanged if it can be sent (UTF-8 encodable), else InvalidArgument naming it:
+    for local names that become gfs paths, and before any request is built."""
+    _utf8_length(text, what)
+    return text
 
 
 def _utf8_length(text: str, what: str) -> int:
@@ -29,7 +43,8 @@ def _utf8_length(text: str, what: str) -> int:
     try:
         return len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidArgument(f"{what} {_show(text)} is not valid UTF-8") from None
+        raise InvalidArgument(f"{what} {_show(text)} is not valid UTF-8 (gfs names are UTF-8 "
+                              "text)") from None
 
 
 def check_name(name: str) -> str:
@@ -49,28 +64,39 @@ def check_name(name: str) -> str:
     return name
 
 
-def normalize(path: str) -> str:
-    """Validate `path` and return it (valid paths are already in normal form)."""
+def normalize(path: str, what: str = "path") -> str:
+    """Validate `path` and return it (valid paths are already in normal form); `what` names it
+    in error messages ("destination path", ...)."""
     if not isinstance(path, str):
-        raise InvalidArgument(f"a path must be a str, not {type(path).__name__}")
+        raise InvalidArgument(f"a {what} must be a str, not {type(path).__name__}")
     if path == "":
-        raise InvalidArgument("a path must not be empty")
+        raise InvalidArgument(f"a {what} must not be empty")
     if "\0" in path:
-        raise InvalidArgument(f"path {_show(path)} contains a NUL byte")
+        raise InvalidArgument(f"{what} {_show(path)} contains a NUL byte")
     if not path.startswith(SEP):
-        raise InvalidArgument(f"path {_show(path)} is not absolute (must start with '/')")
-    if _utf8_length(path, "path") > MAX_PATH_BYTES:
-        raise InvalidArgument(f"path {_show(path)} is longer than {MAX_PATH_BYTES} UTF-8 bytes")
+        raise InvalidArgument(f"{what} {_show(path)} is not absolute (must start with '/')")
+    if _utf8_length(path, what) > MAX_PATH_BYTES:
+        raise InvalidArgument(f"{what} {_show(path)} is longer than {MAX_PATH_BYTES} UTF-8 bytes")
     if path == ROOT:
         return path
     for name in path[1:].split(SEP):
         if name == "":
-            raise InvalidArgument(f"path {_show(path)} has an empty component ('//' or a trailing '/')")
+            raise InvalidArgument(f"{what} {_show(path)} has an empty name ('//' or a trailing '/')")
         if name in (".", ".."):
-            raise InvalidArgument(f"path {_show(path)} has a {name!r} component")
+            raise InvalidArgument(f"{what} {_show(path)} has a {name!r} component")
         if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise InvalidArgument(f"path {_show(path)} has a name longer than {MAX_NAME_BYTES} UTF-8 bytes")
+            raise InvalidArgument(f"{what} {_show(path)} has a name longer than {MAX_NAME_BYTES} UTF-8 bytes")
     return path
+
+
+def as_typed(text: str, what: str = "path") -> tuple[str, bool]:
+    """A path as a person types it, the way shell tools take it: trailing slashes mean "a
+    directory" and are dropped ('/d/' -> '/d'). Returns (the gfs path, whether it was written
+    as a directory); the path is otherwise validated like `normalize`."""
+    stripped = text.rstrip(SEP) if isinstance(text, str) else text
+    if stripped == "" and isinstance(text, str) and text:
+        return ROOT, True
+    return normalize(stripped, what), stripped != text
 
 
 def components(path: str) -> list[str]:

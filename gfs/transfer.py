@@ -25,6 +25,10 @@ from proto import chunkserver_pb2_grpc as cpb_grpc
 FULL_MESSAGE = "chunkserver {address} is full"
 
 PIECE_SIZE = 1 << 20
+# The largest message a chunkserver accepts: write pieces are PIECE_SIZE, everything else is
+# small. grpc refuses a larger one with RESOURCE_EXHAUSTED before it is decoded, so one request
+# cannot make a chunkserver hold more than this.
+MAX_REQUEST_BYTES = 4 * PIECE_SIZE
 REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),

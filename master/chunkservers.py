@@ -13,7 +13,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from gfs.errors import FailedPrecondition, Unavailable
+from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from gfs.space import repair_reserve
 from gfs.units import human_size
 
 DELETE_HOLD_S = 30.0     # a replica ordered deleted is treated as gone this long (or until reported)
@@ -242,41 +243,59 @@ class ChunkserverRegistry:
 
     # --- placement ---------------------------------------------------------------------------
 
+    def check_replication(self, count: int) -> None:
+        """FailedPrecondition if fewer than `count` chunkservers are alive now, so a file is not
+        created with a replication no chunk of it could get (Unavailable, which clients retry,
+        while a new leader is still collecting reports, as in `place`)."""
+        with self._lock:
+            alive = len(self._alive())
+        if alive < count and self._clock() < self._warm_until:
+            raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
+        if alive < count:
+            raise _too_few(count, alive)
+
     def place(self, count: int, exclude: set[str] | None = None,
-              existing: list[str] = (), need_bytes: int = 0) -> list[str]:
+              existing: list[str] = (), need_bytes: int = 0, repair: bool = False) -> list[str]:
         """Choose `count` live servers for new replicas: hosts not yet used by the chunk's
         `existing` replicas (or each other) first, then new racks, and within that the ones with
-        the most free space and the least load (`placement_score`). Servers with less than
-        `need_bytes` free are left out."""
+        the most free space and the least load (`placement_score`).
+
+        Servers whose last report leaves no room for `need_bytes` are left out: for a new chunk
+        (repair False) room beyond their repair reserve (gfs.space), for a repair copy any room.
+        The bytes placed are taken off the chosen servers' free space until their next report,
+        so a burst of placements between two heartbeats does not pick a server it has filled.
+        Not enough room for a new chunk: ResourceExhausted ("cluster full")."""
         with self._lock:
             alive = self._alive()
-        skip = set(exclude or ()) | set(existing)
-        candidates = [s for s in alive if s.address not in skip]
-        roomy = [s for s in candidates if s.free_bytes >= need_bytes]
-        if need_bytes and len(roomy) < count <= len(candidates):
-            raise FailedPrecondition(
-                f"not enough room: only {len(roomy)} of the {len(candidates)} eligible "
-                f"chunkservers have {human_size(need_bytes)} free; {count} needed")
-        candidates = roomy
-        if len(candidates) < count and self._clock() < self._warm_until:
-            raise Unavailable("the leader is still collecting chunkserver reports; retry shortly")
-        if len(candidates) < count:
-            raise FailedPrecondition(
-                f"not enough chunkservers for replication {count + len(existing)}: "
-                f"{len(candidates) + len(existing)} alive"
-                + (" (none has registered yet)" if not alive else ""))
-        rng = random.Random()
-        rng.shuffle(candidates)
-        candidates.sort(key=placement_score, reverse=True)
-        holders = [s for s in alive if s.address in set(existing)]
-        chosen: list[ServerState] = []
-        for spread in (lambda s: s.host, lambda s: s.rack or s.host, lambda s: s.address):
-            for s in candidates:
-                if len(chosen) == count:
-                    break
-                if s not in chosen and spread(s) not in {spread(c) for c in chosen + holders}:
-                    chosen.append(s)
-        return [s.address for s in chosen]
+            skip = set(exclude or ()) | set(existing)
+            candidates = [s for s in alive if s.address not in skip]
+            roomy = [s for s in candidates if room(s, repair) >= need_bytes]
+            if need_bytes and len(roomy) < count <= len(candidates):
+                what = "" if repair else " beyond their repair reserve"
+                raise ResourceExhausted(
+                    f"cluster full: only {len(roomy)} of the {len(candidates)} eligible "
+                    f"chunkservers have {human_size(need_bytes)} free{what}; {count} needed "
+                    f"({fullness(candidates)})")
+            candidates = roomy
+            if len(candidates) < count and self._clock() < self._warm_until:
+                raise Unavailable("the leader is still collecting chunkserver reports; "
+                                  "retry shortly")
+            if len(candidates) < count:
+                raise _too_few(count + len(existing), len(candidates) + len(existing))
+            rng = random.Random()
+            rng.shuffle(candidates)
+            candidates.sort(key=placement_score, reverse=True)
+            holders = [s for s in alive if s.address in set(existing)]
+            chosen: list[ServerState] = []
+            for spread in (lambda s: s.host, lambda s: s.rack or s.host, lambda s: s.address):
+                for s in candidates:
+                    if len(chosen) == count:
+                        break
+                    if s not in chosen and spread(s) not in {spread(c) for c in chosen + holders}:
+                        chosen.append(s)
+            for s in chosen:
+                s.free_bytes = max(0, s.free_bytes - need_bytes)
+            return [s.address for s in chosen]
 
     def describe(self) -> list[dict]:
         now = self._clock()
@@ -290,6 +309,19 @@ class ChunkserverRegistry:
                      "mem_available_bytes": s.mem_available_bytes,
                      "disk_use": disk_use(s.capacity_bytes, s.free_bytes)}
                     for s in sorted(self._servers.values(), key=lambda s: s.address)]
+
+
+def room(s: ServerState, repair: bool = False) -> int:
+    """Bytes a server's last report leaves for a new chunk (beyond its repair reserve) or,
+    with `repair`, for a repair copy."""
+    return s.free_bytes - (0 if repair else repair_reserve(s.capacity_bytes))
+
+
+def fullness(servers: list[ServerState]) -> str:
+    """'a:1 98% of 2.0 GiB, b:1 99% of 2.0 GiB' (for errors about space)."""
+    return ", ".join(f"{s.address} {disk_use(s.capacity_bytes, s.free_bytes):.0%} of "
+                     f"{human_size(s.capacity_bytes)}"
+                     for s in sorted(servers, key=lambda s: s.address)) or "none alive"
 
 
 def disk_use(capacity_bytes: int, free_bytes: int) -> float:
@@ -315,3 +347,8 @@ def placement_score(s: ServerState) -> float:
     free = s.free_bytes / s.capacity_bytes if s.capacity_bytes else 0.0
     return (free * (1.0 - 0.5 * min(1.0, s.io_load)) * (1.0 - 0.3 * min(1.0, s.cpu_load))
             * (1.0 - 0.5 * memory_pressure(s)))
+
+
+def _too_few(count: int, alive: int) -> FailedPrecondition:
+    return FailedPrecondition(f"not enough chunkservers for replication {count}: {alive} alive"
+                              + (" (none has registered yet)" if not alive else ""))

@@ -12,6 +12,8 @@ Housekeeping, through the Raft log like every change of the metadata:
 - an upload with no activity (create / add_chunk) for the grace period is abandoned: it is
   aborted, and its chunks' garbage age counts from its last activity, so they go at once;
 - trash entries older than the trash retention are purged (their chunks become garbage);
+- under space pressure (master/pressure.py), recorded garbage goes after a short grace and the
+  oldest trash entries are purged, a bounded batch at a time;
 - garbage records older than the grace period whose chunk no live server holds are forgotten;
 - exactly-once results older than the session TTL are forgotten (a client that went away
   leaves its last results behind; no client retries for anywhere near that long).
@@ -23,6 +25,7 @@ import threading
 import time
 from typing import Callable
 
+from master import pressure
 from master.chunkservers import ChunkserverRegistry
 
 log = logging.getLogger(__name__)
@@ -37,7 +40,9 @@ class GarbageCollector:
                  trash_list: Callable[[], list[dict]] | None = None,
                  garbage_before: Callable[[int], list[int]] | None = None,
                  session_ttl_s: float = 86400.0,
-                 oldest_session_ms: Callable[[], int | None] | None = None):
+                 oldest_session_ms: Callable[[], int | None] | None = None,
+                 space_pressure: float = 0.9, pressure_grace_s: float = 60.0,
+                 replication: int = 3):
         self.registry = registry
         self.unreferenced = unreferenced    # handles -> {handle: garbage-since ms | None}
         self.is_leader = is_leader
@@ -51,6 +56,11 @@ class GarbageCollector:
         self.garbage_before = garbage_before
         self.session_ttl_s = session_ttl_s
         self.oldest_session_ms = oldest_session_ms
+        self.space_pressure = space_pressure
+        self.pressure_grace_s = pressure_grace_s
+        self.replication = replication        # the default: trash bytes x this = bytes freed
+        self.purged_for_space = 0
+        self._last_space_purge: float | None = None
         self.expired_sessions = 0
         self.forgotten = 0
         self.first_seen: dict[int, float] = {}
@@ -72,6 +82,7 @@ class GarbageCollector:
                 if self.is_leader() and self.registry.warmed_up():
                     self.expire_uploads()
                     self.purge_trash()
+                    self.purge_trash_for_space()
                     self.collect()
                     self.prune_records()
                     self.expire_sessions()
@@ -80,10 +91,18 @@ class GarbageCollector:
             except Exception:
                 log.exception("garbage collection pass failed")
 
+    def under_pressure(self, view=None) -> bool:
+        """Is the cluster's disk use at or above the space-pressure threshold?"""
+        return pressure.under_pressure(self.registry.view() if view is None else view,
+                                       self.space_pressure)
+
     def plan(self) -> list[dict]:
-        """Every unreferenced replica: handle, version, server, age, and when it will go."""
+        """Every unreferenced replica: handle, version, server, age, and when it will go (under
+        space pressure, recorded garbage after the pressure grace)."""
         now = self.clock()
-        held = self.registry.holdings()
+        view = self.registry.view()
+        held = {a: sv.chunks for a, sv in view.items()}
+        short = min(self.grace_s, self.pressure_grace_s) if self.under_pressure(view) else None
         orphans = self.unreferenced(sorted({h for hs in held.values() for h in hs}))
         for h in [h for h in self.first_seen if h not in orphans]:
             del self.first_seen[h]
@@ -93,9 +112,10 @@ class GarbageCollector:
                 if h not in orphans:
                     continue
                 since = orphans[h] / 1000 if orphans[h] else self.first_seen.setdefault(h, now)
+                grace = short if short is not None and orphans[h] else self.grace_s
                 out.append({"handle": h, "version": version, "server": address,
                             "age_s": now - since,
-                            "delete_in_s": max(0.0, since + self.grace_s - now)})
+                            "delete_in_s": max(0.0, since + grace - now)})
         return out
 
     def collect(self) -> int:
@@ -175,4 +195,35 @@ class GarbageCollector:
         if ok["purged"]:
             log.info("purged %d trash entries past their retention", ok["purged"])
         self.purged_trash += ok["purged"]
+        return ok["purged"]
+
+    def purge_trash_for_space(self) -> int:
+        """Under space pressure, purge the oldest trash entries, one bounded batch at a time
+        (see master/pressure.py); returns how many."""
+        if self.trash_list is None or self.propose is None:
+            return 0
+        view = self.registry.view()
+        if not self.under_pressure(view):
+            return 0
+        now = self.clock()
+        wait = self.pressure_grace_s + 2 * self.interval_s
+        if self._last_space_purge is not None and now - self._last_space_purge < wait:
+            return 0                     # the last batch's replicas are still going
+        going = sum(1 for o in self.plan() if o["delete_in_s"] <= self.pressure_grace_s)
+        need = pressure.bytes_to_free(view, self.space_pressure, going)
+        batch = pressure.trash_to_purge(self.trash_list(), need, self.replication)
+        if not batch:
+            return 0
+        self._last_space_purge = now
+        ok = self.propose({"op": "trash_purge", "user": "", "all_users": True,
+                           "ids": [e["id"] for e in batch], "before": 0})
+        use = pressure.disk_use(view)
+        for e in batch:
+            log.warning("space pressure (disk use %.1f%%): purged trash entry %d %s of %s "
+                        "(%d bytes, deleted at %d ms)", use * 100, e["id"], e["path"],
+                        e["user"] or "(anonymous)", e["size"], e["deleted"],
+                        extra={"fields": {"trash_id": e["id"], "path": e["path"],
+                                          "user": e["user"], "size": e["size"],
+                                          "reason": "space_pressure"}})
+        self.purged_for_space += ok["purged"]
         return ok["purged"]

@@ -259,6 +259,18 @@ def _owner_of(tx: Tx, principal: str) -> str:
     return record["name"] if record["kind"] == USER else record["owner"]
 
 
+def note_token_use(tx: Tx, args: dict) -> dict:
+    """The leader's batched record of when tokens were last used (not an identity change)."""
+    noted = 0
+    for token_hash, at in args["uses"]:
+        record = tx.get(TOKENS, token_hash)
+        if record is not None and at > record.get("last_used", 0):
+            record["last_used"] = at
+            tx.put(TOKENS, token_hash, record)
+            noted += 1
+    return {"noted": noted}
+
+
 # --- reads -------------------------------------------------------------------------------------
 
 def list_users(tx: Tx) -> list[dict]:

@@ -50,7 +50,8 @@ def _watch_event(feed: dict) -> ipb.WatchEvent:
 def _token(t: dict) -> ipb.Token:
     return ipb.Token(id=t["id"], name=t["name"], principal=t["principal"],
                      created_ms=t.get("created", 0), expires_ms=t["expires"],
-                     scopes=t["scopes"], revoked_ms=t.get("revoked", 0))
+                     scopes=t["scopes"], revoked_ms=t.get("revoked", 0),
+                     last_used_ms=t.get("last_used", 0))
 
 
 class IdentityService(ipb_grpc.IdentityServicer):

@@ -7,8 +7,10 @@ import threading
 import time
 
 from gfs.auth.daemon import DaemonAuth
-from gfs.errors import FailedPrecondition, Unavailable, from_code
+from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable, from_code
 from gfs.transfer import Channels
+from gfs.units import human_size
+from master import pressure
 from master.balance import Balancer
 from master.capabilities import MasterCapabilities
 from master.chunkservers import ChunkserverRegistry
@@ -16,8 +18,9 @@ from master.gc import GarbageCollector
 from master.identity import require_admin
 from master.proposer import Proposer, now_ms
 from master.raft import MetadataRaft, RaftConfig
-from master.repair import Repairer
+from master.repair import NO_ROOM, TOO_FEW_SERVERS, Repairer
 from master.tiering import TierMover
+from master.token_use import TokenUses
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,9 @@ class MasterNode:
                  gc_grace: float = 3600.0, trash_retention: float = 86400.0,
                  repair_concurrency: int = 2, repair_rate: int = 0,
                  tiering: dict | None = None, balance: dict | None = None,
-                 session_ttl: float = 86400.0, admin_token_hash: bytes | None = None, *,
-                 cluster_secret: bytes, capability_ttl: float = 60.0,
-                 tls_ca: bytes | None = None):
+                 session_ttl: float = 86400.0, space: dict | None = None,
+                 admin_token_hash: bytes | None = None, *, cluster_secret: bytes,
+                 capability_ttl: float = 60.0, tls_ca: bytes | None = None):
         self.node_id = node_id
         self.daemon_auth = DaemonAuth(cluster_secret)
         self.raft_address = raft_address
@@ -72,7 +75,10 @@ class MasterNode:
             trash_list=lambda: self.state_read(lambda st: st.trash_list(None)),
             garbage_before=lambda ms: self.state_read(lambda st: st.garbage_before(ms)),
             session_ttl_s=session_ttl,
-            oldest_session_ms=lambda: self.state_read(lambda st: st.oldest_session_ms()))
+            oldest_session_ms=lambda: self.state_read(lambda st: st.oldest_session_ms()),
+            space_pressure=(space or {}).get("pressure", 0.9),
+            pressure_grace_s=(space or {}).get("pressure_grace_s", 60.0),
+            replication=self.defaults["replication"])
         self.repairer = Repairer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
@@ -80,6 +86,7 @@ class MasterNode:
         self.tiering = TierMover(
             self.chunkservers, self._chunk_table,
             self.propose, self.raft.is_leader, **(tiering or {}))
+        self.token_uses = TokenUses(self.propose, self.raft.is_leader)
         self.balancer = Balancer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
@@ -115,6 +122,7 @@ class MasterNode:
 
     def start(self) -> None:
         self.raft.start()
+        self.token_uses.start()
         self.gc.start()
         self.repairer.start()
         self.tiering.start()
@@ -122,6 +130,7 @@ class MasterNode:
 
     def stop(self) -> None:
         self._stopping.set()
+        self.token_uses.stop()
         self.balancer.stop()
         self.tiering.stop()
         self.repairer.stop()
@@ -204,7 +213,19 @@ class MasterNode:
         if record is None or record.get("state") != "pending":
             raise FailedPrecondition(f"inode {inode} is not an upload in progress")
         need = min(length_hint, record["chunk_size"]) if length_hint else record["chunk_size"]
-        return self.chunkservers.place(record["replication"], exclude, need_bytes=need)
+        try:
+            return self.chunkservers.place(record["replication"], exclude, need_bytes=need)
+        except ResourceExhausted as err:
+            counts = self.state_read(lambda st: st.counts())
+            raise ResourceExhausted(
+                f"{err.message}; free space by deleting files (`gfs rm --skip-trash`) or "
+                f"emptying the trash ({counts.get('trash', 0)} entries, "
+                f"{human_size(counts.get('trash_bytes', 0))})") from None
+
+    def check_replication(self, replication: int) -> None:
+        """Refuse a replication factor higher than the chunkservers alive (see the table)."""
+        self.require_leader()
+        self.chunkservers.check_replication(replication)
 
     def chunk_locations(self, chunk: dict) -> list[str]:
         """Where to read a chunk: healthy replicas that reported it, then the recorded replica
@@ -301,6 +322,11 @@ class MasterNode:
             status = "degraded"
         else:
             status = "healthy"
+        view = reg.view()
+        trash_bytes = counts.get("trash_bytes", 0)
+        f.update(repair_blocked_reason=",".join(r for r, n in f["repair_blocked_by"].items() if n),
+                 repair_blocked_detail=blocked_detail(f, view, trash_bytes, gc_plan),
+                 disk_use=pressure.disk_use(view), trash_purged_for_space=self.gc.purged_for_space)
         f.update(status=status, chunkservers_alive=len(reg.alive_addresses()),
                  dead=reg.dead_addresses(), orphan_replicas=len(gc_plan),
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
@@ -331,6 +357,26 @@ class MasterNode:
         st["leader_grpc"] = self.peers.get(st["leader_raft"], "")
         return st
 
+
+
+def blocked_detail(f: dict, view: dict, trash_bytes: int, gc_plan: list[dict]) -> str:
+    """Why repair is blocked, for people (empty when it is not), e.g. "no chunkserver with room
+    for 9 chunks: 4 alive, 98-99% full; 1.9 GiB in trash, 34695 orphans awaiting grace"."""
+    parts = []
+    by = f["repair_blocked_by"]
+    if by[NO_ROOM]:
+        uses = sorted(sv.use for sv in view.values())
+        full = f"{uses[0]:.0%}" if uses[0] == uses[-1] else f"{uses[0]:.0%}-{uses[-1]:.0%}"
+        waiting = sum(1 for o in gc_plan if o["delete_in_s"] > 0)
+        parts.append(f"no chunkserver with room for {by[NO_ROOM]} chunk"
+                     f"{'s' if by[NO_ROOM] != 1 else ''}: {len(view)} alive, {full} full; "
+                     f"{human_size(trash_bytes)} in trash, {waiting} orphans awaiting grace")
+    if by[TOO_FEW_SERVERS]:
+        n = f["chunkservers_needed"]
+        parts.append(f"{by[TOO_FEW_SERVERS]} chunk{'s' if by[TOO_FEW_SERVERS] != 1 else ''} "
+                     f"held by every live chunkserver: needs {n} more chunkserver"
+                     f"{'s' if n != 1 else ''}")
+    return "; and ".join(parts)
 
 
 class RaftCollector:
@@ -366,6 +412,14 @@ class RaftCollector:
             return
         for key, doc in HEALTH_GAUGES.items():
             yield GaugeMetricFamily(f"gfs_health_{key}", doc, value=float(h[key]))
+        blocked = GaugeMetricFamily("gfs_health_repair_blocked",
+                                    "queued chunks no repair copy can start for, by reason "
+                                    "(no_room: no server without a replica has room; "
+                                    "too_few_chunkservers: every live server holds one)",
+                                    labels=["reason"])
+        for reason, n in h["repair_blocked_by"].items():
+            blocked.add_metric([reason], n)
+        yield blocked
         yield GaugeMetricFamily("gfs_health_chunkservers_dead",
                                 "chunkservers seen by this leader that stopped heartbeating",
                                 value=len(h["dead"]))
@@ -403,7 +457,9 @@ HEALTH_GAUGES = {
     "repair_in_flight": "repair copies running",
     "repair_bytes_pending": "bytes still to copy to reach full redundancy",
     "repair_rate_bytes_s": "repair throughput over the last minute",
-    "eta_s": "estimated seconds to full redundancy (-1 unknown)",
+    "eta_s": "estimated seconds to full redundancy (-1 unknown, e.g. repair blocked)",
+    "disk_use": "disk use of the live chunkservers together (0..1)",
+    "trash_purged_for_space": "trash entries this leader purged under space pressure",
     "repaired": "repair copies completed by this leader",
     "repair_failures": "repair copies that failed",
     "session_results": "exactly-once results kept (forgotten after --session-ttl)",

@@ -7,8 +7,12 @@ the replica map rebuilt from heartbeats (`ChunkserverRegistry.view`), and:
   new chunkserver chosen by placement (`CopyChunk` on the target, which pulls the bytes from the
   healthy replicas and verifies them against the checksum in the metadata). Chunks with the
   fewest healthy replicas go first; a bounded number of copies run at once, each throttled.
-  A chunk whose replicas are all corrupt is rebuilt block by block from them when every block is
-  intact somewhere.
+  A corrupt replica of a chunk with a healthy copy is rebuilt in place (it already takes the
+  room: this works on a full server); a chunk whose replicas are all corrupt is rebuilt block by
+  block from them when every block is intact somewhere. Repair copies may use the chunkservers'
+  repair reserve (gfs/space.py), which new chunks leave free. A chunk no copy can start for is
+  *blocked* (`blocker`: no room, or too few chunkservers), which health reports instead of an
+  ETA.
 - deletes replicas that are stale (a lower version than the metadata's: they missed a rewrite
   while their server was away) at once, corrupt replicas once the chunk is back at full
   redundancy, and surplus replicas (e.g. of a server that came back after its chunks were
@@ -71,6 +75,35 @@ class Plan:
     figures: dict = field(default_factory=dict)
     # handle -> (version, replica set) to record where it differs from the metadata's hint
     record: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
+
+
+NO_ROOM = "no_room"
+TOO_FEW_SERVERS = "too_few_chunkservers"
+BLOCKED_REASONS = (NO_ROOM, TOO_FEW_SERVERS)
+
+
+def blocker(task: RepairTask, view: dict[str, ServerView]) -> str:
+    """Why no repair copy of `task` can start (a pure function of the replica map): NO_ROOM
+    (every live server without a replica lacks room for it, repair reserve included),
+    TOO_FEW_SERVERS (every live server already holds it), or "" (it can: onto another server,
+    or in place over a corrupt replica, which takes no more room)."""
+    if task.corrupt:
+        return ""
+    others = [sv for a, sv in view.items() if a not in task.holders]
+    if not others:
+        return TOO_FEW_SERVERS
+    return "" if any(sv.free_bytes >= task.length for sv in others) else NO_ROOM
+
+
+def blocked_figures(tasks: list[RepairTask], view: dict[str, ServerView]) -> dict:
+    """How many of `tasks` are blocked, by reason, and how many more chunkservers the chunks
+    blocked by TOO_FEW_SERVERS need (their replication less the live servers)."""
+    counts = collections.Counter(blocker(t, view) for t in tasks)
+    more = max((t.replication - len(view) for t in tasks if blocker(t, view) == TOO_FEW_SERVERS),
+               default=0)
+    return {"repair_blocked": sum(counts[r] for r in BLOCKED_REASONS),
+            "repair_blocked_by": {r: counts[r] for r in BLOCKED_REASONS},
+            "chunkservers_needed": max(more, 1) if counts[TOO_FEW_SERVERS] else 0}
 
 
 def replicas_by_handle(view: dict[str, ServerView]) -> dict[int, list[tuple[str, int, bool]]]:
@@ -261,16 +294,19 @@ class Repairer(WorkerLoop):
             busy = collections.Counter(self._in_flight.values())
         full = {a for a, n in busy.items() if n >= MAX_COPIES_PER_SERVER}
         failed = {a for (h, a) in self._failed if h == task.handle}
+        in_place = [a for a in task.corrupt if a not in full and a not in failed]
+        if in_place and task.healthy:
+            # Rebuild the corrupt replica where it is: it already takes the room, and its
+            # server reads every block from the healthy replicas.
+            return in_place[0]
         try:
             return self.registry.place(1, exclude=task.holders | full | failed,
-                                       existing=task.healthy, need_bytes=task.length)[0]
+                                       existing=task.healthy, need_bytes=task.length,
+                                       repair=True)[0]
         except GfsError:
             pass
-        # No other server can take it: rebuild a corrupt replica in place.
-        for a in task.corrupt:
-            if a not in full and a not in failed:
-                return a
-        return None
+        # Only corrupt replicas and no other server can take it: rebuild one in place.
+        return in_place[0] if in_place else None
 
     def _copy(self, task: RepairTask, target: str) -> None:
         per_copy = self.rate_bytes_s // self.concurrency if self.rate_bytes_s else 0
@@ -311,15 +347,23 @@ class Repairer(WorkerLoop):
 
     def figures(self) -> dict:
         """The redundancy figures of a fresh plan (nothing is acted on), with the repair queue,
-        copies in flight, the measured rate and the time to full redundancy it implies."""
+        copies in flight, the measured rate and the time to full redundancy it implies, and how
+        many queued chunks no copy can start for (and why: see `blocker`). When every queued
+        chunk is blocked and no copy runs, the time is unknown (-1), not bytes / a stale rate."""
         with self._lock:
             in_flight = set(self._in_flight)
-        p = plan(self.chunk_table(), self.registry.view(), in_flight | self.claimed())
+        view = self.registry.view()
+        p = plan(self.chunk_table(), view, in_flight | self.claimed())
         f = dict(p.figures)
-        f["repair_queue"] = len([t for t in p.tasks if t.handle not in in_flight])
+        queued = [t for t in p.tasks if t.handle not in in_flight]
+        f["repair_queue"] = len(queued)
+        # A partial map (a leader that is still hearing reports) would blame missing room or
+        # servers that are only missing from the map: nothing is blocked until it is complete.
+        f.update(blocked_figures(queued if self.registry.map_complete() else [], view))
         rate = self.rate.rate()
         pending = f["repair_bytes_pending"]
+        stuck = queued and f["repair_blocked"] == len(queued) and not in_flight
         f.update(repair_in_flight=self.in_flight(), repair_rate_bytes_s=rate,
-                 eta_s=0.0 if not pending else (pending / rate if rate else -1.0),
+                 eta_s=0.0 if not pending else (pending / rate if rate and not stuck else -1.0),
                  repaired=self.repaired, repair_failures=self.failures)
         return f

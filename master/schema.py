@@ -15,40 +15,50 @@ CHUNK_UNIT = 64 * 1024
 
 Check = Callable[[str, Any], Any]
 
+# What each command field is called in messages (they reach people: say it in their terms).
+_TERMS = {"src": "source path", "dst": "destination path", "chunk_size": "chunk size",
+          "storage_class": "storage class", "default_class": "default storage class",
+          "replication": "replication factor", "inode": "inode number", "index": "chunk index",
+          "client_id": "client id", "ack_seq": "acknowledged sequence number",
+          "seq": "sequence number", "all_users": "all-users flag"}
+
+
+def term(field: str) -> str:
+    """`field` as messages call it: 'chunk_size' -> 'chunk size', 'chunks[0].handle' -> ..."""
+    base, sep, rest = field.partition("[")
+    return _TERMS.get(base, base.replace("_", " ").replace(".", " ")) + sep + rest
+
 
 def int_in(low: int, high: int = MAX_U64) -> Check:
     def check(field: str, value: Any) -> int:
         if type(value) is not int:
-            raise InvalidArgument(f"field {field!r} must be an int, not {type(value).__name__}")
+            raise InvalidArgument(f"{term(field)} must be an int, not {type(value).__name__}")
         if not low <= value <= high:
-            raise InvalidArgument(f"field {field!r} must be between {low} and {high}, not {value}")
+            raise InvalidArgument(f"{term(field)} must be between {low} and {high}, not {value}")
         return value
     return check
 
 
 def boolean(field: str, value: Any) -> bool:
     if type(value) is not bool:
-        raise InvalidArgument(f"field {field!r} must be a bool, not {type(value).__name__}")
+        raise InvalidArgument(f"{term(field)} must be a bool, not {type(value).__name__}")
     return value
 
 
 def text(field: str, value: Any) -> str:
     if not isinstance(value, str):
-        raise InvalidArgument(f"field {field!r} must be a str, not {type(value).__name__}")
+        raise InvalidArgument(f"{term(field)} must be a str, not {type(value).__name__}")
     try:
         size = len(value.encode("utf-8"))
     except UnicodeEncodeError:
-        raise InvalidArgument(f"field {field!r} is not valid UTF-8") from None
+        raise InvalidArgument(f"{term(field)} is not valid UTF-8") from None
     if size > MAX_TEXT_BYTES:
-        raise InvalidArgument(f"field {field!r} is longer than {MAX_TEXT_BYTES} UTF-8 bytes")
+        raise InvalidArgument(f"{term(field)} is longer than {MAX_TEXT_BYTES} UTF-8 bytes")
     return value
 
 
 def path_field(field: str, value: Any) -> str:
-    try:
-        return paths.normalize(value)
-    except InvalidArgument as exc:
-        raise InvalidArgument(f"field {field!r}: {exc.message}") from None
+    return paths.normalize(value, what=term(field))
 
 
 def path_or_empty(field: str, value: Any) -> str:
@@ -59,28 +69,34 @@ def path_or_empty(field: str, value: Any) -> str:
 def one_of(*choices: str) -> Check:
     def check(field: str, value: Any) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise InvalidArgument(f"field {field!r} must be one of {', '.join(choices)}, not {show(value)}")
+            raise InvalidArgument(f"{term(field)} must be one of {', '.join(choices)}, not {show(value)}")
         return value
     return check
 
 
 def chunk_size_field(field: str, value: Any) -> int:
-    int_in(CHUNK_UNIT)(field, value)
-    if value % CHUNK_UNIT:
-        raise InvalidArgument(f"field {field!r} must be a multiple of {CHUNK_UNIT}, not {value}")
+    if type(value) is not int or value < CHUNK_UNIT or value > MAX_U64 or value % CHUNK_UNIT:
+        raise InvalidArgument(chunk_size_rule(value))
     return value
+
+
+def chunk_size_rule(value: Any) -> str:
+    """Why `value` is not a chunk size (the rule, in the units people type)."""
+    shown = f"{value} bytes" if type(value) is int else show(value)
+    unit = f"{CHUNK_UNIT >> 10} KiB"
+    return f"chunk size must be a multiple of {unit}, at least {unit} (e.g. 1MiB, 64MiB), not {shown}"
 
 
 def client_id_field(field: str, value: Any) -> bytes:
     if type(value) is not bytes or len(value) != CLIENT_ID_BYTES:
-        raise InvalidArgument(f"field {field!r} must be {CLIENT_ID_BYTES} bytes, not {show(value)}")
+        raise InvalidArgument(f"{term(field)} must be {CLIENT_ID_BYTES} bytes, not {show(value)}")
     return value
 
 
 def bytes_of(length: int) -> Check:
     def check(field: str, value: Any) -> bytes:
         if type(value) is not bytes or len(value) != length:
-            raise InvalidArgument(f"field {field!r} must be {length} bytes, not {show(value)}")
+            raise InvalidArgument(f"{term(field)} must be {length} bytes, not {show(value)}")
         return value
     return check
 
@@ -94,7 +110,7 @@ def optional_bytes(length: int) -> Check:
 def list_of(item: Check) -> Check:
     def check(field: str, value: Any) -> list:
         if not isinstance(value, list):
-            raise InvalidArgument(f"field {field!r} must be a list, not {type(value).__name__}")
+            raise InvalidArgument(f"{term(field)} must be a list, not {type(value).__name__}")
         return [item(f"{field}[{i}]", element) for i, element in enumerate(value)]
     return check
 
@@ -102,7 +118,7 @@ def list_of(item: Check) -> Check:
 def pair_of(first: Check, second: Check) -> Check:
     def check(field: str, value: Any) -> tuple:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise InvalidArgument(f"field {field!r} must be a pair, not {show(value)}")
+            raise InvalidArgument(f"{term(field)} must be a pair, not {show(value)}")
         return first(f"{field}[0]", value[0]), second(f"{field}[1]", value[1])
     return check
 
@@ -110,7 +126,7 @@ def pair_of(first: Check, second: Check) -> Check:
 def map_of(schema: dict[str, Check]) -> Check:
     def check(field: str, value: Any) -> dict:
         if not isinstance(value, dict):
-            raise InvalidArgument(f"field {field!r} must be a map, not {type(value).__name__}")
+            raise InvalidArgument(f"{term(field)} must be a map, not {type(value).__name__}")
         return fields(value, schema, where=f"{field}.")
     return check
 
@@ -121,10 +137,10 @@ def fields(obj: dict, required: dict[str, Check], optional: dict[str, Check] | N
     optional = optional or {}
     for name in obj:
         if name not in required and name not in optional:
-            raise InvalidArgument(f"unknown field {where}{show(name)}")
+            raise InvalidArgument(f"unknown field {where}{show(name)} in a command")
     for name in required:
         if name not in obj:
-            raise InvalidArgument(f"missing field {where}{name!r}")
+            raise InvalidArgument(f"a command is missing its {term(where + name)}")
     schema = {**required, **optional}
     return {name: check(where + name, obj[name]) for name, check in schema.items() if name in obj}
 
@@ -143,9 +159,11 @@ def parse_session(command: Any) -> Session | None:
     if not present:
         return None
     if len(present) != len(SESSION):
-        raise InvalidArgument("fields 'client_id', 'seq' and 'ack_seq' must come together")
+        raise InvalidArgument("client id, sequence number and acknowledged sequence number must "
+                              "come together")
     session = Session(*(check(name, command[name]) for name, check in SESSION.items()))
     if session.ack_seq >= session.seq:
-        raise InvalidArgument(f"field 'ack_seq' ({session.ack_seq}) must be less than 'seq' ({session.seq})")
+        raise InvalidArgument(f"acknowledged sequence number {session.ack_seq} must be less than "
+                              f"sequence number {session.seq}")
     return session
 

@@ -10,11 +10,12 @@ import sys
 import grpc
 from prometheus_client import REGISTRY
 
-from gfs import logs, metrics
+from gfs import logs, metrics, sdnotify
 from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
+from gfs.rpcguard import AsyncRequestGuard
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
 from master.identity_service import IdentityService
@@ -23,6 +24,11 @@ from proto import identity_pb2_grpc as ipb_grpc
 from proto import master_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
+
+# The largest request a master accepts (grpc's default, stated): larger ones are refused with
+# RESOURCE_EXHAUSTED before they are decoded. A full heartbeat report is the largest request
+# (about 25 bytes per chunk: some 160,000 chunks per chunkserver).
+MAX_REQUEST_BYTES = 4 << 20
 
 
 def parse_peers(peers: str) -> dict[str, str]:
@@ -39,6 +45,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           defaults: dict | None = None, dead_after: float = 10.0, gc_grace: float = 3600.0,
           trash_retention: float = 86400.0, repair_concurrency: int = 2, repair_rate: int = 0,
           tiering: dict | None = None, balance: dict | None = None, session_ttl: float = 86400.0,
+          space: dict | None = None,
           switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005")),
           admin_token_file: str | None = None, *, cluster_secret: bytes,
           capability_ttl: float = 60.0, tls: TlsFiles | None = None) -> int:
@@ -50,7 +57,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     sys.setswitchinterval(switch_interval)
     node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
                       raft_config, defaults, dead_after, gc_grace, trash_retention,
-                      repair_concurrency, repair_rate, tiering, balance, session_ttl,
+                      repair_concurrency, repair_rate, tiering, balance, session_ttl, space,
                       admin_token_hash=read_admin_token(admin_token_file),
                       cluster_secret=cluster_secret, capability_ttl=capability_ttl,
                       tls_ca=tls.ca_pem() if tls else None)
@@ -83,7 +90,9 @@ def read_admin_token(path: str | None) -> bytes | None:
 async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None) -> None:
     """The gRPC front end on asyncio: one event loop thread instead of a thread per request;
     replicated commands wait on futures that the Raft tick thread resolves."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=[AsyncRequestGuard("master")],
+                             options=[("grpc.so_reuseport", 0),
+                                      ("grpc.max_receive_message_length", MAX_REQUEST_BYTES)])
     service = MasterService(node)
     pb_grpc.add_MasterServicer_to_server(service, server)
     ipb_grpc.add_IdentityServicer_to_server(IdentityService(service), server)
@@ -97,10 +106,12 @@ async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None)
     await server.start()
     log.info("master %d serving gRPC%s on %s, raft on %s, metrics on %s", node.node_id,
              " (TLS)" if tls else "", grpc_address, node.raft_address, node.metrics_address)
+    sdnotify.ready(f"master {node.node_id} serving gRPC on {grpc_address}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("master %d stopping", node.node_id)
+    sdnotify.stopping()
     await server.stop(grace=2)

@@ -11,6 +11,8 @@ from gfs.auth.capability import READ
 from gfs.auth.daemon import body_of
 from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
+from gfs.rpcguard import LIMITER
+from gfs.validate import address, label, non_negative, positive
 from master.callers import auth_of
 from master.node import MasterNode, NotLeader
 from master.proposer import now_ms
@@ -36,10 +38,11 @@ def rpc(method):
                 await abort_with(context, err)
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
-            except Exception as exc:
-                log.exception("%s failed", method.__name__)
+            except Exception as exc:            # a bug, not bad input: traceback, rate-limited
+                LIMITER.log(log, method.__name__, exc)
                 outcome["code"] = "INTERNAL"
-                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {exc}")
+                await context.abort(grpc.StatusCode.INTERNAL,
+                                    f"internal error: {type(exc).__name__}: {exc}")
     return wrapper
 
 
@@ -64,6 +67,17 @@ def header_fields(header: pb.RequestHeader) -> dict:
     if len(header.client_id) != 16 or header.seq == 0:
         raise InvalidArgument("request header needs a 16-byte client_id and a seq > 0")
     return {"client_id": header.client_id, "seq": header.seq, "ack_seq": header.ack_seq}
+
+
+def check_heartbeat(request: pb.HeartbeatRequest) -> None:
+    """InvalidArgument unless the heartbeat names its sender and reports sane figures."""
+    address(request.address, "address")
+    label(request.rack, "rack")
+    label(request.instance, "instance")
+    for field in ("io_load", "cpu_load"):
+        non_negative(getattr(request, field), field)
+    for t in request.tiers:
+        label(t.name, "tiers.name")
 
 
 def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
@@ -91,12 +105,14 @@ class MasterService(pb_grpc.MasterServicer):
         """Replicate a client's command, run as the caller (its token hash goes with it)."""
         command.update(header_fields(request.header))
         command["auth"] = auth_of(context)
+        self.node.token_uses.note(command["auth"])
         return await self.node.execute(command, request_timeout(context))
 
     async def _read(self, context, fn, linearizable: bool = True):
         """`fn(state, auth, now)` on the state, as the caller (after a barrier unless stale reads
         were asked for)."""
         auth, now = auth_of(context), now_ms()
+        self.node.token_uses.note(auth)
         return await self.node.read(lambda st: fn(st, auth, now), linearizable,
                                     request_timeout(context))
 
@@ -115,6 +131,8 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def Create(self, request, context):
         d = self.node.defaults
+        if request.replication:     # asked for explicitly: refuse one that no chunk could get
+            self.node.check_replication(request.replication)
         replication = request.replication or d["replication"]
         chunk_size = request.chunk_size or d["chunk_size"]
         ok = await self._mutate(request, context, {
@@ -239,7 +257,9 @@ class MasterService(pb_grpc.MasterServicer):
     @rpc
     async def Health(self, request, context):
         await self._admin(context)
-        return pb.HealthResponse(**(await asyncio.to_thread(self.node.health)))
+        h = await asyncio.to_thread(self.node.health)
+        h.pop("repair_blocked_by")                  # per reason: on /metrics only
+        return pb.HealthResponse(**h)
 
     @rpc
     async def Stat(self, request, context):
@@ -265,6 +285,7 @@ class MasterService(pb_grpc.MasterServicer):
         # Only chunkservers holding the cluster secret are heard (and given orders).
         self.node.daemon_auth.verify(context.invocation_metadata(), HEARTBEAT_METHOD,
                                      body_of(request), once=True)
+        check_heartbeat(request)
         self.node.require_leader()
         figures = {k: getattr(request, k) for k in (
             "capacity_bytes", "used_bytes", "free_bytes", "chunk_count", "io_load", "cpu_load",
@@ -286,6 +307,9 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def ReportBadReplica(self, request, context):
+        positive(request.handle, "handle")
+        address(request.address, "address")
+        label(request.reason, "reason", 1000)
         self.node.require_leader()
         log.warning("bad replica reported: chunk %d v%d on %s: %s", request.handle,
                     request.version, request.address, request.reason,

@@ -30,7 +30,7 @@ from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_o
                            parse_session, path_field, path_or_empty, text)
 from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
-from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
+from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U32, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
                           ROOT_INODE, U64, Tx, error_result, show, u64key)
 
 MAX_REPLICATION = 16
@@ -72,6 +72,7 @@ class _Op(NamedTuple):
     handler: Callable[[Tx, dict], dict]
     optional: Mapping[str, Check] = MappingProxyType({})
     audited: bool = False       # always recorded in the audit log (identity and admin changes)
+    system: bool = False        # only the leader's own loops send it: no caller (`auth`) allowed
 
 
 _REPLICAS = list_of(text)
@@ -84,7 +85,7 @@ _OPS: dict[str, _Op] = {
                    "storage_class": one_of("", *ns.STORAGE_CLASSES), "chunk_size": chunk_size_field,
                    "mode": MODE, "owner": text, "overwrite": boolean}, ns.create,
                   optional={"default_class": one_of(*ns.STORAGE_CLASSES), "size": int_in(0)}),
-    "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads),
+    "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads, system=True),
     "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
                       "recursive": boolean}, ns.set_class),
     "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
@@ -96,21 +97,21 @@ _OPS: dict[str, _Op] = {
     "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
                   optional={"trash": boolean, "user": text}),
     "set_replicas": _Op({"handle": int_in(1), "version": int_in(1), "replicas": _REPLICAS},
-                        _set_replicas),
-    "expire_uploads": _Op({"inodes": list_of(INODE), "before": int_in(0)}, ns.expire_uploads),
-    "forget_garbage": _Op({"handles": list_of(int_in(1))}, _forget_garbage),
+                        _set_replicas, system=True),
+    "expire_uploads": _Op({"inodes": list_of(INODE), "before": int_in(0)}, ns.expire_uploads, system=True),
+    "forget_garbage": _Op({"handles": list_of(int_in(1))}, _forget_garbage, system=True),
     "expire_sessions": _Op({"before": int_in(0), "limit": int_in(1, 1_000_000)},
-                           _expire_sessions),
+                           _expire_sessions, system=True),
     "trash_restore": _Op({"id": int_in(1), "user": text, "dst": path_or_empty, "mode": MODE,
                           "owner": text}, ns.trash_restore),
     "trash_purge": _Op({"user": text, "all_users": boolean, "ids": list_of(int_in(1)),
                         "before": int_in(0)}, ns.trash_purge),
-    "barrier": _Op({}, _barrier),
+    "barrier": _Op({}, _barrier, system=True),
     "set_visibility": _Op({"path": path_field, "visibility": _VISIBILITY}, ns.set_visibility,
                           audited=True),
     "chown": _Op({"path": path_field, "owner": _NAME, "recursive": boolean}, ns.chown,
                  audited=True),
-    "bootstrap": _Op({"token_hash": bytes_of(HASH_BYTES)}, identity.bootstrap, audited=True),
+    "bootstrap": _Op({"token_hash": bytes_of(HASH_BYTES)}, identity.bootstrap, audited=True, system=True),
     "user_add": _Op({"name": _NAME, "admin": boolean},
                     lambda tx, args: identity.add_user(tx, args, ns.make_home), audited=True),
     "user_set": _Op({"name": _NAME}, identity.set_user, audited=True,
@@ -122,8 +123,10 @@ _OPS: dict[str, _Op] = {
                          "expires": int_in(0), "scopes": list_of(text)}, identity.create_token,
                         audited=True),
     "token_revoke": _Op({"token": _NAME}, identity.revoke_token, audited=True),
-    capability_keys.OP: _Op({"key_id": int_in(1, (1 << 32) - 1), "salt": capability_keys.check_salt},
-                            capability_keys.apply),
+    "note_token_use": _Op({"uses": list_of(pair_of(bytes_of(HASH_BYTES), int_in(0)))},
+                          identity.note_token_use, system=True),
+    capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
+                            capability_keys.apply, system=True),
 }
 _AUTH = {"auth": optional_bytes(HASH_BYTES)}
 
@@ -137,7 +140,7 @@ def _parse(command: dict) -> tuple[_Op, dict]:
         raise InvalidArgument(f"unknown op {show(op)}")
     spec = _OPS[op]
     return spec, fields(command, {**COMMON, **spec.required},
-                        optional={**SESSION, **_AUTH, **spec.optional})
+                        optional={**SESSION, **({} if spec.system else _AUTH), **spec.optional})
 
 
 def _target(args: dict) -> str:

@@ -8,7 +8,7 @@ from typing import Any, Iterator, NamedTuple
 import lmdb
 import msgpack
 
-from gfs.errors import GfsError
+from gfs.errors import GfsError, InvalidArgument
 
 MAX_U32 = (1 << 32) - 1
 MAX_U64 = (1 << 64) - 1       # every integer must fit msgpack's uint64 and struct '>Q'
@@ -18,6 +18,7 @@ ROOT_INODE = 1
 DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash",
             "session_times", "users", "tokens", "usage", "audit", "auth_log")
 MAX_DBS = 24
+MAX_KEY_BYTES = 511               # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
 APPLIED, NEXT_INODE, NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
 NEXT_TRASH = b"next_trash"
 U64 = struct.Struct(">Q")
@@ -75,15 +76,25 @@ class Tx:
         self._txn = txn
         self._dbs = dbs
 
+    # LMDB refuses an empty key or one over MAX_KEY_BYTES with an exception. Inside apply that
+    # would fail the log entry on every replica, for ever (a wedged log): a key that cannot be
+    # stored is simply absent, and storing one is a command error.
     def get(self, db: str, key: bytes) -> Any:
+        if not 0 < len(key) <= MAX_KEY_BYTES:
+            return None
         data = self._txn.get(key, db=self._dbs[db])
         return None if data is None else unpack(data)
 
     def put(self, db: str, key: bytes, value: Any) -> None:
+        if not 0 < len(key) <= MAX_KEY_BYTES:
+            raise InvalidArgument(f"a {db} key must be 1 to {MAX_KEY_BYTES} bytes, "
+                                  f"not {len(key)}")
         self._txn.put(key, pack(value), db=self._dbs[db])
 
     def delete(self, db: str, key: bytes) -> bool:
         """Delete `key` from `db`; whether it was there."""
+        if not 0 < len(key) <= MAX_KEY_BYTES:
+            return False
         return self._txn.delete(key, db=self._dbs[db])
 
     def raw_items(self, db: str) -> Iterator[tuple[bytes, bytes]]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import master_pb2 as proto_dot_master__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14proto/identity.proto\x12\x0cgfs.identity\x1a\x12proto/master.proto\"\xaf\x01\n\x0eWhoAmIResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x13\n\x0bquota_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bquota_files\x18\x07 \x01(\x04\x12\x12\n\nused_bytes\x18\x08 \x01(\x04\x12\x12\n\nused_files\x18\t \x01(\x04\"\xb8\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x05 \x01(\x08\x12\x12\n\ncreated_ms\x18\x06 \x01(\x03\x12\x13\n\x0bquota_bytes\x18\x07 \x01(\x04\x12\x13\n\x0bquota_files\x18\x08 \x01(\x04\x12\x12\n\nused_bytes\x18\t \x01(\x04\x12\x12\n\nused_files\x18\n \x01(\x04\"X\n\x0eUserAddRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\"-\n\x0fUserAddResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04home\x18\x02 \x01(\t\"\xd0\x01\n\x0eUserSetRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cset_disabled\x18\x03 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x11\n\tset_admin\x18\x05 \x01(\x08\x12\r\n\x05\x61\x64min\x18\x06 \x01(\x08\x12\x11\n\tset_quota\x18\x07 \x01(\x08\x12\x13\n\x0bquota_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bquota_files\x18\t \x01(\x04\"5\n\x10UserListResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.gfs.identity.User\"X\n\x0e\x41\x63\x63ountRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"?\n\x0f\x41\x63\x63ountResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07revoked\x18\x03 \x01(\x04\"\x93\x01\n\x12TokenCreateRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\r\n\x05ttl_s\x18\x05 \x01(\x01\x12\x0e\n\x06scopes\x18\x06 \x03(\t\"\x80\x01\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x12\n\nexpires_ms\x18\x05 \x01(\x03\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x12\n\nrevoked_ms\x18\x07 \x01(\x03\"\x1f\n\x10TokenListRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"8\n\x11TokenListResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.gfs.identity.Token\"N\n\x12TokenRevokeRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\r\n\x05token\x18\x02 \x01(\t\"&\n\x13TokenRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x03(\t\"`\n\x11VisibilityRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nvisibility\x18\x03 \x01(\t\"i\n\x0c\x43hownRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x11\n\trecursive\x18\x04 \x01(\x08\" \n\rChownResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x04\"\x19\n\tDuRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"F\n\nDuResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\r\n\x05\x66iles\x18\x03 \x01(\x04\x12\x0c\n\x04type\x18\x04 \x01(\t\"\x1d\n\x0c\x41uditRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"U\n\x0b\x41uditRecord\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x03\x12\x0b\n\x03who\x18\x02 \x01(\t\x12\n\n\x02op\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\";\n\rAuditResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.gfs.identity.AuditRecord\"%\n\x0cWatchRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x04\"?\n\x0bTokenRecord\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.gfs.identity.Token\"C\n\x10VisibilityChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nvisibility\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"\xde\x01\n\nWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12!\n\x05users\x18\x03 \x03(\x0b\x32\x12.gfs.identity.User\x12)\n\x06tokens\x18\x04 \x03(\x0b\x32\x19.gfs.identity.TokenRecord\x12\x15\n\rdeleted_users\x18\x05 \x03(\t\x12\x32\n\nvisibility\x18\x06 \x03(\x0b\x32\x1e.gfs.identity.VisibilityChange\x12\x13\n\x0bheartbeat_s\x18\x07 \x01(\x01\x32\xd0\x07\n\x08Identity\x12?\n\x05Watch\x12\x1a.gfs.identity.WatchRequest\x1a\x18.gfs.identity.WatchEvent0\x01\x12\x39\n\x06WhoAmI\x12\x11.gfs.master.Empty\x1a\x1c.gfs.identity.WhoAmIResponse\x12\x46\n\x07UserAdd\x12\x1c.gfs.identity.UserAddRequest\x1a\x1d.gfs.identity.UserAddResponse\x12;\n\x07UserSet\x12\x1c.gfs.identity.UserSetRequest\x1a\x12.gfs.identity.User\x12=\n\x08UserList\x12\x11.gfs.master.Empty\x1a\x1e.gfs.identity.UserListResponse\x12L\n\rAccountCreate\x12\x1c.gfs.identity.AccountRequest\x1a\x1d.gfs.identity.AccountResponse\x12L\n\rAccountDelete\x12\x1c.gfs.identity.AccountRequest\x1a\x1d.gfs.identity.AccountResponse\x12\x44\n\x0bTokenCreate\x12 .gfs.identity.TokenCreateRequest\x1a\x13.gfs.identity.Token\x12L\n\tTokenList\x12\x1e.gfs.identity.TokenListRequest\x1a\x1f.gfs.identity.TokenListResponse\x12R\n\x0bTokenRevoke\x12 .gfs.identity.TokenRevokeRequest\x1a!.gfs.identity.TokenRevokeResponse\x12\x43\n\rSetVisibility\x12\x1f.gfs.identity.VisibilityRequest\x1a\x11.gfs.master.Empty\x12@\n\x05\x43hown\x12\x1a.gfs.identity.ChownRequest\x1a\x1b.gfs.identity.ChownResponse\x12\x37\n\x02\x44u\x12\x17.gfs.identity.DuRequest\x1a\x18.gfs.identity.DuResponse\x12@\n\x05\x41udit\x12\x1a.gfs.identity.AuditRequest\x1a\x1b.gfs.identity.AuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14proto/identity.proto\x12\x0cgfs.identity\x1a\x12proto/master.proto\"\xaf\x01\n\x0eWhoAmIResponse\x12\x0c\n\x04user\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12\r\n\x05token\x18\x04 \x01(\t\x12\x0e\n\x06scopes\x18\x05 \x03(\t\x12\x13\n\x0bquota_bytes\x18\x06 \x01(\x04\x12\x13\n\x0bquota_files\x18\x07 \x01(\x04\x12\x12\n\nused_bytes\x18\x08 \x01(\x04\x12\x12\n\nused_files\x18\t \x01(\x04\"\xb8\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\r\n\x05\x61\x64min\x18\x04 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x05 \x01(\x08\x12\x12\n\ncreated_ms\x18\x06 \x01(\x03\x12\x13\n\x0bquota_bytes\x18\x07 \x01(\x04\x12\x13\n\x0bquota_files\x18\x08 \x01(\x04\x12\x12\n\nused_bytes\x18\t \x01(\x04\x12\x12\n\nused_files\x18\n \x01(\x04\"X\n\x0eUserAddRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\"-\n\x0fUserAddResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04home\x18\x02 \x01(\t\"\xd0\x01\n\x0eUserSetRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cset_disabled\x18\x03 \x01(\x08\x12\x10\n\x08\x64isabled\x18\x04 \x01(\x08\x12\x11\n\tset_admin\x18\x05 \x01(\x08\x12\r\n\x05\x61\x64min\x18\x06 \x01(\x08\x12\x11\n\tset_quota\x18\x07 \x01(\x08\x12\x13\n\x0bquota_bytes\x18\x08 \x01(\x04\x12\x13\n\x0bquota_files\x18\t \x01(\x04\"5\n\x10UserListResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.gfs.identity.User\"X\n\x0e\x41\x63\x63ountRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"?\n\x0f\x41\x63\x63ountResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05owner\x18\x02 \x01(\t\x12\x0f\n\x07revoked\x18\x03 \x01(\x04\"\x93\x01\n\x12TokenCreateRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x12\n\ntoken_hash\x18\x02 \x01(\x0c\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\r\n\x05ttl_s\x18\x05 \x01(\x01\x12\x0e\n\x06scopes\x18\x06 \x03(\t\"\x96\x01\n\x05Token\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x12\n\ncreated_ms\x18\x04 \x01(\x03\x12\x12\n\nexpires_ms\x18\x05 \x01(\x03\x12\x0e\n\x06scopes\x18\x06 \x03(\t\x12\x12\n\nrevoked_ms\x18\x07 \x01(\x03\x12\x14\n\x0clast_used_ms\x18\x08 \x01(\x03\"\x1f\n\x10TokenListRequest\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\"8\n\x11TokenListResponse\x12#\n\x06tokens\x18\x01 \x03(\x0b\x32\x13.gfs.identity.Token\"N\n\x12TokenRevokeRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\r\n\x05token\x18\x02 \x01(\t\"&\n\x13TokenRevokeResponse\x12\x0f\n\x07revoked\x18\x01 \x03(\t\"`\n\x11VisibilityRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x12\n\nvisibility\x18\x03 \x01(\t\"i\n\x0c\x43hownRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x11\n\trecursive\x18\x04 \x01(\x08\" \n\rChownResponse\x12\x0f\n\x07\x63hanged\x18\x01 \x01(\x04\"\x19\n\tDuRequest\x12\x0c\n\x04path\x18\x01 \x01(\t\"F\n\nDuResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\r\n\x05\x66iles\x18\x03 \x01(\x04\x12\x0c\n\x04type\x18\x04 \x01(\t\"\x1d\n\x0c\x41uditRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"U\n\x0b\x41uditRecord\x12\r\n\x05\x61t_ms\x18\x01 \x01(\x03\x12\x0b\n\x03who\x18\x02 \x01(\t\x12\n\n\x02op\x18\x03 \x01(\t\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x0e\n\x06result\x18\x05 \x01(\t\";\n\rAuditResponse\x12*\n\x07records\x18\x01 \x03(\x0b\x32\x19.gfs.identity.AuditRecord\"%\n\x0cWatchRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x04\"?\n\x0bTokenRecord\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\"\n\x05token\x18\x02 \x01(\x0b\x32\x13.gfs.identity.Token\"C\n\x10VisibilityChange\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nvisibility\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\"\xde\x01\n\nWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12!\n\x05users\x18\x03 \x03(\x0b\x32\x12.gfs.identity.User\x12)\n\x06tokens\x18\x04 \x03(\x0b\x32\x19.gfs.identity.TokenRecord\x12\x15\n\rdeleted_users\x18\x05 \x03(\t\x12\x32\n\nvisibility\x18\x06 \x03(\x0b\x32\x1e.gfs.identity.VisibilityChange\x12\x13\n\x0bheartbeat_s\x18\x07 \x01(\x01\x32\xd0\x07\n\x08Identity\x12?\n\x05Watch\x12\x1a.gfs.identity.WatchRequest\x1a\x18.gfs.identity.WatchEvent0\x01\x12\x39\n\x06WhoAmI\x12\x11.gfs.master.Empty\x1a\x1c.gfs.identity.WhoAmIResponse\x12\x46\n\x07UserAdd\x12\x1c.gfs.identity.UserAddRequest\x1a\x1d.gfs.identity.UserAddResponse\x12;\n\x07UserSet\x12\x1c.gfs.identity.UserSetRequest\x1a\x12.gfs.identity.User\x12=\n\x08UserList\x12\x11.gfs.master.Empty\x1a\x1e.gfs.identity.UserListResponse\x12L\n\rAccountCreate\x12\x1c.gfs.identity.AccountRequest\x1a\x1d.gfs.identity.AccountResponse\x12L\n\rAccountDelete\x12\x1c.gfs.identity.AccountRequest\x1a\x1d.gfs.identity.AccountResponse\x12\x44\n\x0bTokenCreate\x12 .gfs.identity.TokenCreateRequest\x1a\x13.gfs.identity.Token\x12L\n\tTokenList\x12\x1e.gfs.identity.TokenListRequest\x1a\x1f.gfs.identity.TokenListResponse\x12R\n\x0bTokenRevoke\x12 .gfs.identity.TokenRevokeRequest\x1a!.gfs.identity.TokenRevokeResponse\x12\x43\n\rSetVisibility\x12\x1f.gfs.identity.VisibilityRequest\x1a\x11.gfs.master.Empty\x12@\n\x05\x43hown\x12\x1a.gfs.identity.ChownRequest\x1a\x1b.gfs.identity.ChownResponse\x12\x37\n\x02\x44u\x12\x17.gfs.identity.DuRequest\x1a\x18.gfs.identity.DuResponse\x12@\n\x05\x41udit\x12\x1a.gfs.identity.AuditRequest\x1a\x1b.gfs.identity.AuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,39 +51,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENCREATEREQUEST']._serialized_start=982
   _globals['_TOKENCREATEREQUEST']._serialized_end=1129
   _globals['_TOKEN']._serialized_start=1132
-  _globals['_TOKEN']._serialized_end=1260
-  _globals['_TOKENLISTREQUEST']._serialized_start=1262
-  _globals['_TOKENLISTREQUEST']._serialized_end=1293
-  _globals['_TOKENLISTRESPONSE']._serialized_start=1295
-  _globals['_TOKENLISTRESPONSE']._serialized_end=1351
-  _globals['_TOKENREVOKEREQUEST']._serialized_start=1353
-  _globals['_TOKENREVOKEREQUEST']._serialized_end=1431
-  _globals['_TOKENREVOKERESPONSE']._serialized_start=1433
-  _globals['_TOKENREVOKERESPONSE']._serialized_end=1471
-  _globals['_VISIBILITYREQUEST']._serialized_start=1473
-  _globals['_VISIBILITYREQUEST']._serialized_end=1569
-  _globals['_CHOWNREQUEST']._serialized_start=1571
-  _globals['_CHOWNREQUEST']._serialized_end=1676
-  _globals['_CHOWNRESPONSE']._serialized_start=1678
-  _globals['_CHOWNRESPONSE']._serialized_end=1710
-  _globals['_DUREQUEST']._serialized_start=1712
-  _globals['_DUREQUEST']._serialized_end=1737
-  _globals['_DURESPONSE']._serialized_start=1739
-  _globals['_DURESPONSE']._serialized_end=1809
-  _globals['_AUDITREQUEST']._serialized_start=1811
-  _globals['_AUDITREQUEST']._serialized_end=1840
-  _globals['_AUDITRECORD']._serialized_start=1842
-  _globals['_AUDITRECORD']._serialized_end=1927
-  _globals['_AUDITRESPONSE']._serialized_start=1929
-  _globals['_AUDITRESPONSE']._serialized_end=1988
-  _globals['_WATCHREQUEST']._serialized_start=1990
-  _globals['_WATCHREQUEST']._serialized_end=2027
-  _globals['_TOKENRECORD']._serialized_start=2029
-  _globals['_TOKENRECORD']._serialized_end=2092
-  _globals['_VISIBILITYCHANGE']._serialized_start=2094
-  _globals['_VISIBILITYCHANGE']._serialized_end=2161
-  _globals['_WATCHEVENT']._serialized_start=2164
-  _globals['_WATCHEVENT']._serialized_end=2386
-  _globals['_IDENTITY']._serialized_start=2389
-  _globals['_IDENTITY']._serialized_end=3365
+  _globals['_TOKEN']._serialized_end=1282
+  _globals['_TOKENLISTREQUEST']._serialized_start=1284
+  _globals['_TOKENLISTREQUEST']._serialized_end=1315
+  _globals['_TOKENLISTRESPONSE']._serialized_start=1317
+  _globals['_TOKENLISTRESPONSE']._serialized_end=1373
+  _globals['_TOKENREVOKEREQUEST']._serialized_start=1375
+  _globals['_TOKENREVOKEREQUEST']._serialized_end=1453
+  _globals['_TOKENREVOKERESPONSE']._serialized_start=1455
+  _globals['_TOKENREVOKERESPONSE']._serialized_end=1493
+  _globals['_VISIBILITYREQUEST']._serialized_start=1495
+  _globals['_VISIBILITYREQUEST']._serialized_end=1591
+  _globals['_CHOWNREQUEST']._serialized_start=1593
+  _globals['_CHOWNREQUEST']._serialized_end=1698
+  _globals['_CHOWNRESPONSE']._serialized_start=1700
+  _globals['_CHOWNRESPONSE']._serialized_end=1732
+  _globals['_DUREQUEST']._serialized_start=1734
+  _globals['_DUREQUEST']._serialized_end=1759
+  _globals['_DURESPONSE']._serialized_start=1761
+  _globals['_DURESPONSE']._serialized_end=1831
+  _globals['_AUDITREQUEST']._serialized_start=1833
+  _globals['_AUDITREQUEST']._serialized_end=1862
+  _globals['_AUDITRECORD']._serialized_start=1864
+  _globals['_AUDITRECORD']._serialized_end=1949
+  _globals['_AUDITRESPONSE']._serialized_start=1951
+  _globals['_AUDITRESPONSE']._serialized_end=2010
+  _globals['_WATCHREQUEST']._serialized_start=2012
+  _globals['_WATCHREQUEST']._serialized_end=2049
+  _globals['_TOKENRECORD']._serialized_start=2051
+  _globals['_TOKENRECORD']._serialized_end=2114
+  _globals['_VISIBILITYCHANGE']._serialized_start=2116
+  _globals['_VISIBILITYCHANGE']._serialized_end=2183
+  _globals['_WATCHEVENT']._serialized_start=2186
+  _globals['_WATCHEVENT']._serialized_end=2408
+  _globals['_IDENTITY']._serialized_start=2411
+  _globals['_IDENTITY']._serialized_end=3387
 # @@protoc_insertion_point(module_scope)

@@ -52,3 +52,11 @@ def make_cluster(tmp_path):
     factory = ClusterFactory(tmp_path)
     yield factory
     factory.cleanup()
+
+
+@pytest.fixture(scope="module")
+def make_module_cluster(tmp_path_factory):
+    """Like make_cluster, for one cluster shared by every test of a module."""
+    factory = ClusterFactory(tmp_path_factory.mktemp("module-cluster"))
+    yield factory
+    factory.cleanup()

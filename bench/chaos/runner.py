@@ -2,11 +2,15 @@
 machine allows it), a concurrent client workload, a seeded nemesis, then the checkers.
 
     python -m bench.chaos [--minutes 3] [--seed N] [--masters 3] [--chunkservers 4]
+                          [--capacity 2GiB] [--keep]
 
 Prints a summary (operations, acknowledged, lost, linearizable, faults by kind, failover time)
-and writes the full history to bench/results/chaos-<seed>.json. Exit status 1 on any loss or
-linearizability violation. A failing run is replayed with the same --seed (the schedule and the
-operations are the same; timing is not, so replay shows the same faults in the same order).
+and writes the full history to bench/results/chaos-<seed>.json. Exit status 1 on any loss,
+linearizability violation or when the cluster does not return to full redundancy. A failed run
+(or one that stops with an error) keeps its directory — every daemon's data and daemon.log, and
+the summary as summary.json — and prints where; a passing run removes it unless --keep. A
+failing run is replayed with the same --seed (the schedule and the operations are the same;
+timing is not, so replay shows the same faults in the same order).
 """
 from __future__ import annotations
 
@@ -37,7 +41,8 @@ log = logging.getLogger("chaos")
 ELECTION = 0.3
 
 
-def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
+def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
+                  capacity: str = "2GiB"):
     lab = None
     hosts = None
     if use_netns:
@@ -56,7 +61,7 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool):
                    "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
                    "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
-                        "scrub-interval": 10, "capacity": "2GiB"}})
+                        "scrub-interval": 10, "capacity": capacity}})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
     os.environ["GFS_TOKEN"] = cluster.admin_token   # the workload acts as the administrator
     cluster.up(timeout=60)
@@ -141,43 +146,96 @@ def spread(values: list[float]) -> dict:
 
 
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
-        use_netns: bool = True, workdir: str | None = None, keep: bool = False) -> dict:
+        use_netns: bool = True, workdir: str | None = None, keep: bool = False,
+        capacity: str = "2GiB") -> dict:
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
           f"{threads} clients, in {base}", flush=True)
-    cluster, lab = start_cluster(base, masters, chunkservers, use_netns)
+    cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
     addrs = cluster.master_addresses()
     workload = Workload(addrs, seed, threads=threads)
     nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
     rng = random.Random(seed)
     try:
-        workload.prepare()
-        workload.start()
-        end = time.monotonic() + minutes * 60
-        while time.monotonic() < end:
-            time.sleep(rng.uniform(1.0, 3.0))
-            fault = nemesis.inject()
-            print(f"chaos: t={fault.start:6.1f}s {fault.kind} {','.join(fault.targets)}",
-                  flush=True)
-            cluster.wait_healthy(60)
-        workload.stop()
-        nemesis.heal_all()
-        cluster.wait_healthy(60)
-        final_reads(workload, addrs)
+        _run_faults(cluster, workload, nemesis, rng, minutes, addrs)
         lost = check_blobs(workload, addrs)
         redundancy = wait_full_redundancy(addrs)
+    except BaseException:
+        print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
+        raise
     finally:
         workload.stop()
         cluster.down()
         if lab is not None:
             lab.teardown()
+    summary = summarise_run(workload, nemesis, lab, cluster, seed, minutes, lost, redundancy)
+    out = Path(__file__).resolve().parent.parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / f"chaos-{seed}.json").write_text(json.dumps({
+        "summary": summary, "faults": [dataclasses.asdict(f) for f in nemesis.faults],
+        "history": [dataclasses.asdict(o) for o in workload.history]}, default=str))
+    keep_or_clean(base, cluster, summary, keep)
+    return summary
+
+
+def keep_or_clean(base: Path, cluster: LocalCluster, summary: dict, keep: bool) -> None:
+    """A failed run keeps its directory (summary.json written into it, summary["kept"] set,
+    and where it is printed); a passing one is removed unless `keep`."""
+    failed = failures(summary)
+    if failed:
+        summary["kept"] = str(base)
+        (base / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        print(f"chaos: FAILED ({'; '.join(failed)}); {kept_message(base, cluster)}", flush=True)
+    elif not keep:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def kept_message(base: Path, cluster: LocalCluster) -> str:
+    """Where a failed run's cluster and daemon logs are (they are kept for diagnosis)."""
+    logs = [str(Path(d["data"]) / "daemon.log") for d in cluster.daemons()]
+    return (f"kept for diagnosis in {base}: the cluster's data under {base / 'cluster'}, "
+            f"daemon logs " + ", ".join(logs))
+
+
+def failures(s: dict) -> list[str]:
+    """The checks a run failed (empty: it passed)."""
+    out = []
+    if s["lost"]:
+        out.append(f"{s['lost']} acknowledged operations lost")
+    if not s["linearizable"]:
+        out.append("not linearizable")
+    if s["full_redundancy_s"] is None:
+        out.append("full redundancy not reached after healing")
+    return out
+
+
+def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
+                rng: random.Random, minutes: float, addrs: list[str]) -> None:
+    """The workload under the nemesis for `minutes`, then healing and the final reads."""
+    workload.prepare()
+    workload.start()
+    end = time.monotonic() + minutes * 60
+    while time.monotonic() < end:
+        time.sleep(rng.uniform(1.0, 3.0))
+        fault = nemesis.inject()
+        print(f"chaos: t={fault.start:6.1f}s {fault.kind} {','.join(fault.targets)}",
+              flush=True)
+        cluster.wait_healthy(60)
+    workload.stop()
+    nemesis.heal_all()
+    cluster.wait_healthy(60)
+    final_reads(workload, addrs)
+
+
+def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalCluster, seed: int,
+                  minutes: float, lost: list[str], redundancy: dict) -> dict:
     results = check_partitioned(workload.history, FileKeyModel(), max_seconds_per_key=60)
     lin = summarise(results)
     violations = [dataclasses.asdict(r) for r in results if r.linearizable is not True]
     wrong_reads = workload.counts.get("blob_get:WRONG_BYTES", 0)
     fo = failover_times(workload, nemesis.faults)
     counted = {k: v for k, v in workload.counts.items() if not k.endswith("WRONG_BYTES")}
-    summary = {
+    return {
         "seed": seed, "minutes": minutes, "operations": sum(counted.values()),
         "acknowledged": sum(v for k, v in counted.items() if k.split(":")[1] == "ok"),
         "lost": len(lost) + wrong_reads, "lost_detail": lost[:20],
@@ -193,14 +251,6 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         "final_balance": {k: v for k, v in redundancy["balance"].items() if k != "servers"},
         "balance_moves": count_balance_moves(cluster),
     }
-    out = Path(__file__).resolve().parent.parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"chaos-{seed}.json").write_text(json.dumps({
-        "summary": summary, "faults": [dataclasses.asdict(f) for f in nemesis.faults],
-        "history": [dataclasses.asdict(o) for o in workload.history]}, default=str))
-    if not keep:
-        shutil.rmtree(base, ignore_errors=True)
-    return summary
 
 
 def report(s: dict) -> str:
@@ -236,14 +286,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
+    ap.add_argument("--capacity", default="2GiB",
+                    help="--capacity of each chunkserver (smaller: the cluster fills up sooner, "
+                         "and space pressure, the repair reserve and cluster-full errors join in)")
     a = ap.parse_args(argv)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
-    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep)
+    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep,
+            capacity=a.capacity)
     print(report(s))
-    if s["lost"] or not s["linearizable"] or s["full_redundancy_s"] is None:
+    if failures(s):
         print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"],
                           "final_health": s["final_health"]}, indent=2, default=str))
-        print(f"chaos: FAILED — replay with --seed {seed}")
+        print(f"chaos: FAILED — replay with --seed {seed}; the cluster's data and every daemon "
+              f"log are kept in {s['kept']}")
         return 1
     return 0
 

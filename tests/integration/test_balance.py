@@ -157,6 +157,8 @@ def test_small_files_fit_servers_with_less_room_than_a_chunk(make_cluster):
                          input=longer, capture_output=True, env=env, timeout=60)
     assert out.returncode == 1
     err = out.stderr.decode().strip()
-    assert err.startswith("gfs: failed precondition: not enough room: only 0 of the 3 "
-                          "eligible chunkservers have 64.0 MiB free; 3 needed"), err
+    assert err.startswith("gfs: resource exhausted: cluster full: only 0 of the 3 eligible "
+                          "chunkservers have 64.0 MiB free beyond their repair reserve; "
+                          "3 needed"), err
+    assert "emptying the trash (0 entries, 0 B)" in err
     assert len(err.splitlines()) == 1

@@ -20,8 +20,6 @@ import pytest
 from gfs.aio import AsyncClient
 from gfs.errors import GfsError
 from raw_chunks import read_replica
-from proto import chunkserver_pb2 as cpb
-from proto import chunkserver_pb2_grpc as cpb_grpc
 
 CHUNK = 1 << 20
 OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3,

@@ -304,6 +304,17 @@ def test_health_and_gc_reports_on_the_cli_and_metrics(make_cluster):
     cluster.kill("chunkserver-1")
     wait_for(lambda: gfs(cluster, "admin", "health", "--check", check=False).returncode == 2,
              15, "health --check to fail")
+    # Replication 3 on 2 live chunkservers: the repair is blocked, and health says why.
+    with cluster.client() as c:
+        h = wait_for(lambda: (lambda h: h if h["repair_blocked"] else None)(c.health()), 15,
+                     "the repair to be reported blocked")
+    assert h["repair_blocked_reason"] == "too_few_chunkservers" and h["eta_s"] == -1
+    assert h["chunkservers_needed"] == 1
+    out = gfs(cluster, "admin", "health").stdout
+    assert "blocked       1 chunks: 1 chunk held by every live chunkserver: needs 1 more " \
+           "chunkserver" in out, out
+    body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+    assert 'gfs_health_repair_blocked{reason="too_few_chunkservers"} 1.0' in body
 
 
 def test_a_new_leader_waits_for_reports_and_copies_nothing_that_is_not_lost(make_cluster):

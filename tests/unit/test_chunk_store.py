@@ -534,6 +534,47 @@ def test_a_capacity_refuses_writes_beyond_it_and_keeps_what_is_stored(tmp_path):
     assert files_under(store.tmp_dir) == []
 
 
+def copy_in(store: ChunkStore, handle: int, data: bytes, version: int = 1) -> None:
+    """Store `data` as a repair copy would (CopyChunk: may use the repair reserve)."""
+    w = store.begin_write(handle, version, repair=True)
+    w.write(data)
+    w.commit(expected_length=len(data))
+
+
+def test_new_chunks_leave_the_repair_reserve_to_repair_copies(tmp_path):
+    from gfs.errors import ResourceExhausted
+    from gfs.space import repair_reserve
+    cap = 100 * BS
+    assert repair_reserve(cap) == 2 * BS                 # 2 % of the capacity, whole blocks
+    assert repair_reserve(3 * BS) == 0                   # too small for a whole block
+    store = ChunkStore(str(tmp_path), capacity=cap)
+    write_chunk(store, 1, random_bytes(98 * BS, 1))      # up to the reserve: fine
+    w = store.begin_write(2, 1)
+    with pytest.raises(ResourceExhausted, match=f"{2 * BS} of it kept for repair copies"):
+        w.write(b"x")                                    # a new chunk may not take the reserve
+    w.abort()
+    copy_in(store, 3, random_bytes(2 * BS, 3))           # a repair copy may: now exactly full
+    assert store.free_bytes() == 0
+    w = store.begin_write(4, 1, repair=True)
+    with pytest.raises(ResourceExhausted, match="no room"):
+        w.write(b"x")                                    # but not beyond the capacity
+    w.abort()
+    assert read_all(store, 3) == random_bytes(2 * BS, 3)
+
+
+def test_a_full_server_rebuilds_a_corrupt_replica_in_place(tmp_path):
+    cap = 4 * BS
+    store = ChunkStore(str(tmp_path), capacity=cap)
+    data = random_bytes(2 * BS, 5)
+    copy_in(store, 1, data)
+    copy_in(store, 2, random_bytes(2 * BS, 6))
+    assert store.free_bytes() == 0
+    store.mark_corrupt(1, 1, "test")
+    copy_in(store, 1, data)                  # the new copy may use the room of the one it replaces
+    assert not store.is_corrupt(1, 1) and read_all(store, 1) == data
+    assert store.free_bytes() == 0 and files_under(store.tmp_dir) == []
+
+
 def test_a_capacity_counts_stored_bytes_across_restarts_deletes_and_cold_moves(tmp_path):
     text = (b"the quick brown fox jumps over the lazy dog\n" * 5000)[:3 * BS]
     store = ChunkStore(str(tmp_path), capacity=8 * BS)

@@ -84,8 +84,9 @@ def test_bootstrap_makes_the_first_admin_once(log):
     assert log.state.whoami(token_hash(first), NOW)["admin"]
     with pytest.raises(Exception, match="unknown token"):
         log.state.whoami(token_hash(second), NOW)
-    # A client can never send the leader's own bootstrap command.
-    assert log.err({"op": "bootstrap", "token_hash": token_hash(second)}, first)[0] == "PERMISSION_DENIED"
+    # The leader's own commands never run as a caller.
+    code, message = log.err({"op": "bootstrap", "token_hash": token_hash(second)}, first)
+    assert code == "INVALID_ARGUMENT" and "auth" in message
 
 
 def test_users_get_a_private_home_and_only_admins_add_users(log, people):
@@ -305,3 +306,27 @@ def test_identity_commands_apply_byte_identically_on_two_replicas(tmp_path, peop
             outcomes.append(workload(state))
     assert outcomes[0] == outcomes[1]
     assert all(outcomes[0][1][db] for db in ("users", "tokens", "audit"))
+
+
+def test_token_use_is_noted_in_batches_by_the_leader(log, people):
+    hashed = token_hash(people["alice"])
+    log.ok({"op": "note_token_use", "uses": [[hashed, NOW + 5], [token_hash(new_token()), 1]]},
+           "system")
+    log.ok({"op": "note_token_use", "uses": [[hashed, NOW + 1]]}, "system")   # never backwards
+    mine = log.state.tokens(hashed, NOW)
+    assert [(t["name"], t["last_used"]) for t in mine] == [("t", NOW + 5)]
+    assert log.err({"op": "note_token_use", "uses": [[hashed, NOW + 9]]},
+                   people["alice"])[0] == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("command", [
+    {"op": "user_set", "name": "", "disabled": True},
+    {"op": "account_delete", "name": ""},
+    {"op": "user_set", "name": "x" * 255, "disabled": True},
+])
+def test_names_that_cannot_be_keys_are_refused_not_wedging_the_log(log, people, command):
+    """A name LMDB cannot hold as a key (empty) is no user: the command fails, the entry is
+    applied, and the next one too (an exception here would fail the entry for ever)."""
+    code, _ = log.err(command, people["admin"])
+    assert code in ("NOT_FOUND", "INVALID_ARGUMENT")
+    log.ok({"op": "user_add", "name": "carol", "admin": False}, people["admin"])

@@ -20,9 +20,9 @@ def test_good_paths_are_returned_unchanged(path):
     ("", "must not be empty"),
     ("a/b", "not absolute"),
     ("./a", "not absolute"),
-    ("//", "empty component"),
-    ("/a//b", "empty component"),
-    ("/a/", "empty component"),
+    ("//", "empty name"),
+    ("/a//b", "empty name"),
+    ("/a/", "empty name"),
     ("/.", "'.' component"),
     ("/a/./b", "'.' component"),
     ("/..", "'..' component"),
@@ -102,3 +102,26 @@ def test_is_same_or_ancestor(a, b, expected):
 def test_helpers_validate_their_input(fn, args):
     with pytest.raises(InvalidArgument):
         fn(*args)
+
+
+@pytest.mark.parametrize("typed, expected", [
+    ("/", ("/", True)), ("//", ("/", True)), ("/d/", ("/d", True)), ("/d//", ("/d", True)),
+    ("/p/q/", ("/p/q", True)), ("/f", ("/f", False))])
+def test_paths_as_typed_drop_trailing_slashes(typed, expected):
+    assert paths.as_typed(typed) == expected
+
+
+@pytest.mark.parametrize("typed, fragment", [
+    ("d/", "not absolute"), ("/a//b/", "empty name"), ("/\udcff/", r"'/\xff' is not valid UTF-8"),
+    ("", "must not be empty")])
+def test_paths_as_typed_are_otherwise_validated(typed, fragment):
+    with pytest.raises(InvalidArgument) as info:
+        paths.as_typed(typed, what="destination path")
+    assert fragment in info.value.message
+    assert "destination path" in info.value.message
+
+
+def test_bytes_that_are_not_utf8_show_as_escapes():
+    with pytest.raises(InvalidArgument) as info:
+        paths.normalize("/caf\udce9/x")
+    assert info.value.message.startswith(r"path '/caf\xe9/x' is not valid UTF-8")

@@ -1,9 +1,13 @@
 """The leader's chunkserver registry and placement, with a fake clock (no daemons needed)."""
+import collections
+
 import pytest
 
-from gfs.errors import FailedPrecondition, Unavailable
+from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from gfs.checksum import BLOCK_SIZE
 from master.chunkservers import ChunkserverRegistry
 
+MiB = 1 << 20
 FIG = {"capacity_bytes": 100, "free_bytes": 50, "used_bytes": 50}
 
 
@@ -212,6 +216,41 @@ def test_servers_without_room_for_the_chunk_are_left_out():
     r.heartbeat("h2:1", "", "b", True, [], [], dict(FIG, free_bytes=50))
     r.heartbeat("h3:1", "", "c", True, [], [], dict(FIG, free_bytes=40))
     assert sorted(r.place(2, need_bytes=32)) == ["h2:1", "h3:1"]
-    with pytest.raises(FailedPrecondition, match="not enough room"):
-        r.place(3, need_bytes=32)
+    with pytest.raises(ResourceExhausted, match="cluster full: only 0 of the 3 eligible "
+                                                "chunkservers have 32 B free"):
+        r.place(3, need_bytes=32)          # h2 and h3 hold 32 B more since their last report
     assert len(r.place(3, need_bytes=8)) == 3
+
+
+def test_placed_bytes_count_against_a_server_until_its_next_report():
+    from gfs.space import repair_reserve
+    cap = 10 * MiB
+    fig = dict(FIG, capacity_bytes=cap)
+    rooms = {"h0:1": 3, "h1:1": 3, "h2:1": 3, "h3:1": 4}          # in 1 MiB chunks
+    r, _ = registry()
+    for a, n in rooms.items():
+        r.heartbeat(a, "", "x", True, [], [], dict(fig, free_bytes=n * MiB + repair_reserve(cap)))
+    placed = collections.Counter(a for _ in range(6) for a in r.place(2, need_bytes=MiB))
+    assert sum(placed.values()) == 12 and all(placed[a] <= n for a, n in rooms.items())
+    with pytest.raises(ResourceExhausted, match="cluster full"):
+        r.place(2, need_bytes=MiB)
+    r.heartbeat("h0:1", "", "x", False, [], [], dict(fig, free_bytes=2 * MiB + repair_reserve(cap)))
+    assert r.place(1, need_bytes=MiB) == ["h0:1"]      # its report says it has room again
+
+
+def test_new_chunks_leave_the_repair_reserve_repair_copies_may_use_it():
+    from gfs.space import repair_reserve
+    cap = 1000 * BLOCK_SIZE
+    reserve = repair_reserve(cap)
+    assert reserve == 20 * BLOCK_SIZE
+    r, _ = registry()
+    for i in range(3):
+        r.heartbeat(f"h{i}:1", "", "x", True, [], [],
+                    dict(FIG, capacity_bytes=cap, free_bytes=reserve + 2 * BLOCK_SIZE))
+    r.heartbeat("h0:1", "", "x", False, [], [], dict(FIG, capacity_bytes=cap,
+                                                     free_bytes=reserve))
+    assert sorted(r.place(2, need_bytes=BLOCK_SIZE)) == ["h1:1", "h2:1"]
+    with pytest.raises(ResourceExhausted, match="beyond their repair reserve; 3 needed"):
+        r.place(3, need_bytes=BLOCK_SIZE)
+    # a repair copy of a chunk held by h1 and h2 may go into h0's reserve
+    assert r.place(1, existing=["h1:1", "h2:1"], need_bytes=BLOCK_SIZE, repair=True) == ["h0:1"]

@@ -1,6 +1,9 @@
 """The repair planner as a pure function over a chunk table and a replica map."""
+import dataclasses
+
 from master.chunkservers import ServerView
-from master.repair import RepairRate, plan
+from master.repair import (NO_ROOM, TOO_FEW_SERVERS, RepairRate, blocked_figures, blocker,
+                           plan)
 
 
 def view(**servers):
@@ -95,3 +98,98 @@ def test_the_replica_set_hint_follows_trims_at_full_redundancy_only():
     assert moved.record == {1: (1, ["a:1", "c:1"])}
     short = plan([row(1, replicas=["a:1", "b:1", "x:1"])], view(a={1: 1}, b={1: 1}), set())
     assert short.record == {}
+
+
+# --- a full cluster: what blocks a repair, and what does not -------------------------------------
+
+def roomy(free, **servers):
+    """view(...) where every server has capacity 1000 and `free` bytes free (a dict: per name)."""
+    out = view(**servers)
+    return {a: dataclasses.replace(sv, capacity_bytes=1000,
+                                   free_bytes=free[a.split(":")[0]] if isinstance(free, dict)
+                                   else free)
+            for a, sv in out.items()}
+
+
+def test_a_repair_is_blocked_only_when_no_server_can_take_it():
+    rows = [row(1), row(2), row(3, replication=2)]
+    # 1: two healthy, the other two servers full; 2: a corrupt replica (rebuilt in place);
+    # 3: one healthy and room on another server
+    v = roomy({"a": 0, "b": 0, "c": 50, "d": 150},
+              a={1: 1, 2: 1, 3: 1}, b=({1: 1, 2: 1}, {2: 1}), c={2: 1}, d={})
+    p = plan(rows, v, set())
+    why = {t.handle: blocker(t, v) for t in p.tasks}
+    assert why == {1: "", 2: "", 3: ""}        # 1 fits on d (150 free), 3 on c or d
+    v["d:1"] = dataclasses.replace(v["d:1"], free_bytes=99)
+    why = {t.handle: blocker(t, v) for t in plan(rows, v, set()).tasks}
+    assert why == {1: NO_ROOM, 2: "", 3: NO_ROOM}    # 100 bytes fit neither c (50) nor d (99)
+    f = blocked_figures(plan(rows, v, set()).tasks, v)
+    assert f["repair_blocked"] == 2 and f["repair_blocked_by"] == {NO_ROOM: 2, TOO_FEW_SERVERS: 0}
+
+
+def test_replication_above_the_live_servers_needs_more_chunkservers():
+    v = roomy(500, a={1: 1}, b={1: 1})
+    tasks = plan([row(1, replication=3), row(2, replication=4)], roomy(500, a={1: 1, 2: 1},
+                                                                       b={1: 1, 2: 1}), set()).tasks
+    f = blocked_figures(tasks, v)
+    assert f["repair_blocked_by"][TOO_FEW_SERVERS] == 2 and f["chunkservers_needed"] == 2
+
+
+def _repairer(monkeypatch, servers, rows):
+    """A Repairer over a real registry (fake clock) whose copies are recorded, not made."""
+    import master.repair as repair
+    from master.chunkservers import ChunkserverRegistry
+    now = [1000.0]
+    reg = ChunkserverRegistry(dead_after=10, clock=lambda: now[0])
+    for address, (chunks, corrupt, free) in servers.items():
+        reg.heartbeat(address, "", "i", True, chunks, [],
+                      {"capacity_bytes": CAP, "free_bytes": free}, corrupt=corrupt)
+    now[0] += 10                                       # the replica map is complete
+    copies = []
+    monkeypatch.setattr(repair, "copy_chunk", lambda channels, target, h, v, n, sum_, sources,
+                        rate: copies.append((h, target, sorted(sources))))
+    return repair.Repairer(reg, lambda: rows, lambda *a: None, lambda: True), copies
+
+
+CAP = 100 << 20
+MiB = 1 << 20
+
+
+def test_a_full_cluster_rebuilds_corrupt_replicas_in_place_and_copies_into_the_reserve(
+        monkeypatch):
+    from gfs.space import repair_reserve
+    reserve = repair_reserve(CAP)
+    assert reserve > MiB
+    rows = [row(1, length=MiB), row(2, length=MiB)]
+    servers = {"a:1": ([(1, 1), (2, 1)], [], 1000),
+               "b:1": ([(1, 1), (2, 1)], [], 1000),
+               "c:1": ([(1, 1)], [(1, 1)], 1000),               # chunk 1: corrupt here
+               "d:1": ([], [], reserve)}                         # only the repair reserve left
+    repairer, copies = _repairer(monkeypatch, servers, rows)
+    try:
+        repairer.run_pass()
+        repairer._pool.shutdown(wait=True)
+        assert sorted(copies) == [(1, "c:1", ["a:1", "b:1"]),   # in place, from the healthy
+                                  (2, "d:1", ["a:1", "b:1"])]   # into d's reserve
+        assert repairer.repaired == 2
+    finally:
+        repairer.stop()
+
+
+def test_health_says_a_blocked_repair_has_no_eta(monkeypatch):
+    rows = [row(1, length=MiB)]
+    servers = {"a:1": ([(1, 1)], [], 1000), "b:1": ([(1, 1)], [], 1000),
+               "c:1": ([], [], MiB - 1)}
+    repairer, copies = _repairer(monkeypatch, servers, rows)
+    try:
+        repairer.run_pass()
+        f = repairer.figures()
+        assert copies == [] and f["repair_queue"] == 1 and f["repair_blocked"] == 1
+        assert f["repair_blocked_by"][NO_ROOM] == 1 and f["eta_s"] == -1.0
+        repairer.registry.reset()                  # a new leader: its map is partial
+        repairer.registry.heartbeat("a:1", "", "i", True, [(1, 1)], [],
+                                    {"capacity_bytes": CAP, "free_bytes": 1000})
+        f = repairer.figures()
+        assert f["repair_queue"] == 1 and f["repair_blocked"] == 0
+    finally:
+        repairer.stop()
