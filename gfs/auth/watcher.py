@@ -8,6 +8,7 @@ of trusting what may be stale — a revoked token must never work for long anywh
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -17,7 +18,8 @@ from gfs.auth.checker import Principal
 from gfs.auth.principals import resolve
 from gfs.auth.tokens import bearer, token_hash
 from gfs.client import LEADER_METADATA_KEY
-from gfs.config import resolve_masters
+from gfs.auth.tls import read_pem
+from gfs.config import ENV_TLS_CA, resolve_masters
 from gfs.errors import Unavailable
 from gfs.transfer import Channels
 from proto import identity_pb2 as ipb
@@ -40,13 +42,16 @@ class PermissionStore:
     """Follows the Watch feed in a background thread (`start`/`stop`, or a `with` block).
     `token` must be an administrator's (or a service account's of one)."""
 
-    def __init__(self, masters: str | list[str] | None, token: str, max_lag_s: float = 2.0):
+    def __init__(self, masters: str | list[str] | None, token: str, max_lag_s: float = 2.0,
+                 tls_ca: str | None = None):
+        """`tls_ca`: CA certificate file of a cluster serving TLS (default: GFS_TLS_CA)."""
         self.masters = resolve_masters(masters)
         self.max_lag_s = max_lag_s
         self.revision = 0
         self.reconnects = 0
         self._metadata = bearer(token)
-        self._channels = Channels()
+        ca_file = tls_ca or os.environ.get(ENV_TLS_CA)
+        self._channels = Channels(tls_ca=read_pem(ca_file, "CA certificate") if ca_file else None)
         self._lock = threading.Lock()
         self._users: dict[str, dict] = {}
         self._tokens: dict[bytes, dict] = {}
