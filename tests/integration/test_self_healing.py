@@ -241,7 +241,7 @@ def gfs(cluster, *args: str, check: bool = True, token: str | None = None) -> su
 
 def test_trash_restore_purge_and_retention(make_cluster):
     cluster = start(make_cluster, chunkservers=3,
-                    master={"trash-retention": 6, "gc-grace": 1})
+                    master={"trash-retention": 10, "gc-grace": 1})
     data = os.urandom(2 * CHUNK + 77)
     with cluster.client() as admin:
         for name in ("alice", "bob"):
