@@ -110,22 +110,20 @@ def _set_user(ctx, name: str, **change) -> dict:
         return c.user_set(name, **change)
 
 
-@user.command("disable")
-@click.argument("name")
-@click.pass_context
-def user_disable(ctx, name: str) -> None:
-    """Disable a user: every token of theirs (and of their service accounts) stops working."""
-    _set_user(ctx, name, disabled=True)
-    click.echo(f"user {name} disabled")
+def _disabling_command(verb: str, disabled: bool, summary: str) -> click.Command:
+    """`gfs user disable NAME` / `gfs user enable NAME`."""
+    @user.command(verb, help=summary)
+    @click.argument("name")
+    @click.pass_context
+    def command(ctx, name: str) -> None:
+        _set_user(ctx, name, disabled=disabled)
+        click.echo(f"user {name} {verb}d")
+    return command
 
 
-@user.command("enable")
-@click.argument("name")
-@click.pass_context
-def user_enable(ctx, name: str) -> None:
-    """Enable a disabled user again."""
-    _set_user(ctx, name, disabled=False)
-    click.echo(f"user {name} enabled")
+user_disable = _disabling_command("disable", True, "Disable a user: every token of theirs (and "
+                                  "of their service accounts) stops working.")
+user_enable = _disabling_command("enable", False, "Enable a disabled user again.")
 
 
 @user.command("ls")
