@@ -18,18 +18,13 @@ def gfs(work: str, name: str, masters: int = 3, chunkservers: int = 0,
     from cli.localcluster import LocalCluster
     cluster = LocalCluster(os.path.join(work, name))
     cluster.create(masters=masters, chunkservers=chunkservers, options=options)
-    before = os.environ.get("GFS_TOKEN")
-    # Benchmark clients (here and in worker processes) act as the cluster's administrator.
-    os.environ["GFS_TOKEN"] = cluster.admin_token
     try:
-        cluster.up(timeout=60)
-        yield cluster
+        # Benchmark clients (here and in worker processes) act as the cluster's administrator.
+        with cluster.signed_in():
+            cluster.up(timeout=60)
+            yield cluster
     finally:
         cluster.down()
-        if before is None:
-            os.environ.pop("GFS_TOKEN", None)
-        else:
-            os.environ["GFS_TOKEN"] = before
 
 
 def gfs_processes(cluster) -> dict[str, dict]:

@@ -101,55 +101,57 @@ def run(size: int, n_chunkservers: int, concurrency: int, rate: int, data_dir: s
                 "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": 0}}
         try:
             cluster.create(masters=3, chunkservers=n_chunkservers, options=opts)
-            os.environ["GFS_TOKEN"] = cluster.admin_token   # clients here and in workers
             cluster.up()
-            masters = cluster.master_addresses()
-            with Client(masters, deadline=120) as c:
-                c.mkdir("/fill")
-                print(f"  filling {size / MB:.0f} MB with replication 3", flush=True)
-                t = time.monotonic()
-                fill(c, size, base)
-                fill_s = time.monotonic() - t
-                reader_src = os.path.join(base, "reader.bin")
-                with open(reader_src, "wb") as f:
-                    for _ in range(FILE_SIZE // PIECE):
-                        f.write(os.urandom(PIECE))
-                c.put(reader_src, "/reader", replication=3)
-                os.unlink(reader_src)
-                _wait(lambda: c.health()["status"] == "healthy", 60)
-                names = [cs["name"] for cs in cluster.spec["chunkservers"]]
-                held = {n: held_bytes(cluster, n) for n in names}
-                victim = max(held, key=held.get)
-                stop, q = ctx.Event(), ctx.Queue()
-                reader = ctx.Process(target=_reader, args=(masters, "/reader", stop, q), daemon=True)
-                reader.start()
-                reads: list = []
-                while len(reads) < 2:                   # connected and warm
-                    reads.append(q.get(timeout=120))
-                t_unloaded = time.monotonic()
-                time.sleep(10)
-                t_kill = time.monotonic()
-                cluster.kill(victim)
-                timeline = []
-                t_dead = t_full = None
-                while time.monotonic() - t_kill < 3600:
-                    h = c.health()
-                    now = time.monotonic()
-                    timeline.append({"t": now - t_kill, "under_replicated": h["under_replicated"],
-                                     "bytes_pending": h["repair_bytes_pending"],
-                                     "rate": h["repair_rate_bytes_s"], "eta_s": h["eta_s"]})
-                    if t_dead is None and h["dead"]:
-                        t_dead = now
-                    if t_dead is not None and h["under_replicated"] == 0 and h["chunks"]:
-                        t_full = now
-                        break
-                    time.sleep(0.25)
-                stop.set()
-                reader.join(timeout=120)
-                _drain(q, reads)
-                procs = {d["name"]: process_stats(cluster.pid(d["name"]))
-                         for d in cluster.daemons() if d["name"] != victim}
-                final = c.health()
+            with cluster.signed_in():   # clients here and in the reader process
+                masters = cluster.master_addresses()
+                with Client(masters, deadline=120) as c:
+                    c.mkdir("/fill")
+                    print(f"  filling {size / MB:.0f} MB with replication 3", flush=True)
+                    t = time.monotonic()
+                    fill(c, size, base)
+                    fill_s = time.monotonic() - t
+                    reader_src = os.path.join(base, "reader.bin")
+                    with open(reader_src, "wb") as f:
+                        for _ in range(FILE_SIZE // PIECE):
+                            f.write(os.urandom(PIECE))
+                    c.put(reader_src, "/reader", replication=3)
+                    os.unlink(reader_src)
+                    _wait(lambda: c.health()["status"] == "healthy", 60)
+                    names = [cs["name"] for cs in cluster.spec["chunkservers"]]
+                    held = {n: held_bytes(cluster, n) for n in names}
+                    victim = max(held, key=held.get)
+                    stop, q = ctx.Event(), ctx.Queue()
+                    reader = ctx.Process(target=_reader, args=(masters, "/reader", stop, q),
+                                         daemon=True)
+                    reader.start()
+                    reads: list = []
+                    while len(reads) < 2:                   # connected and warm
+                        reads.append(q.get(timeout=120))
+                    t_unloaded = time.monotonic()
+                    time.sleep(10)
+                    t_kill = time.monotonic()
+                    cluster.kill(victim)
+                    timeline = []
+                    t_dead = t_full = None
+                    while time.monotonic() - t_kill < 3600:
+                        h = c.health()
+                        now = time.monotonic()
+                        timeline.append({"t": now - t_kill,
+                                         "under_replicated": h["under_replicated"],
+                                         "bytes_pending": h["repair_bytes_pending"],
+                                         "rate": h["repair_rate_bytes_s"], "eta_s": h["eta_s"]})
+                        if t_dead is None and h["dead"]:
+                            t_dead = now
+                        if t_dead is not None and h["under_replicated"] == 0 and h["chunks"]:
+                            t_full = now
+                            break
+                        time.sleep(0.25)
+                    stop.set()
+                    reader.join(timeout=120)
+                    _drain(q, reads)
+                    procs = {d["name"]: process_stats(cluster.pid(d["name"]))
+                             for d in cluster.daemons() if d["name"] != victim}
+                    final = c.health()
         finally:
             cluster.down()
     finally:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 import random
 import signal
 import socket
@@ -162,6 +164,20 @@ class LocalCluster:
         return {**os.environ, "GFS_MASTERS": ",".join(self.master_addresses()),
                 "GFS_TOKEN": self.admin_token if token is None else token,
                 **({"GFS_TLS_CA": self.tls.ca} if self.tls else {})}
+
+    @contextmanager
+    def signed_in(self) -> Iterator[None]:
+        """Within the block, this process and those it starts act as the cluster's administrator
+        (GFS_TOKEN), for code that builds its own clients (benchmarks, the chaos workload)."""
+        before = os.environ.get("GFS_TOKEN")
+        os.environ["GFS_TOKEN"] = self.admin_token
+        try:
+            yield
+        finally:
+            if before is None:
+                os.environ.pop("GFS_TOKEN", None)
+            else:
+                os.environ["GFS_TOKEN"] = before
 
     def client(self, **kwargs):
         """A Client of this cluster, signed in as its administrator unless told otherwise."""

@@ -79,9 +79,9 @@ def forget_token() -> bool:
 
 
 def resolve_token(flag: str | None = None) -> str:
-    """The token to call with: a flag, else $GFS_TOKEN, else the one `gfs login` (or
-    `gfs cluster up`) remembered; "" = anonymous."""
-    if flag:
+    """The token to call with: the one given ("" = anonymous, on purpose), else $GFS_TOKEN, else
+    the one `gfs login` (or `gfs cluster up`) remembered; none of them: "" (anonymous)."""
+    if flag is not None:
         return flag.strip()
     if os.environ.get(ENV_TOKEN):
         return os.environ[ENV_TOKEN].strip()

@@ -14,6 +14,7 @@ def _isolated_user_config(tmp_path_factory, monkeypatch):
     """Never read or write the real user's recorded cluster."""
     monkeypatch.setenv("GFS_CONFIG_DIR", str(tmp_path_factory.mktemp("gfs-config")))
     monkeypatch.delenv("GFS_MASTERS", raising=False)
+    monkeypatch.setenv("GFS_TOKEN", "")      # no test inherits another's (or the user's) token
 
 
 class ClusterFactory:

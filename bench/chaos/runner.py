@@ -63,7 +63,6 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
                         "scrub-interval": 10, "capacity": capacity}})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
-    os.environ["GFS_TOKEN"] = cluster.admin_token   # the workload acts as the administrator
     cluster.up(timeout=60)
     return cluster, lab
 
@@ -157,9 +156,10 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
     nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
     rng = random.Random(seed)
     try:
-        _run_faults(cluster, workload, nemesis, rng, minutes, addrs)
-        lost = check_blobs(workload, addrs)
-        redundancy = wait_full_redundancy(addrs)
+        with cluster.signed_in():            # the workload acts as the administrator
+            _run_faults(cluster, workload, nemesis, rng, minutes, addrs)
+            lost = check_blobs(workload, addrs)
+            redundancy = wait_full_redundancy(addrs)
     except BaseException:
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
         raise
