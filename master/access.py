@@ -50,6 +50,14 @@ def access(tx: Tx, path: str) -> Access:
     return Access(ino, record, visibility)
 
 
+def access_dir(tx: Tx, path: str) -> Access:
+    """`access` of a path that must be a directory (FailedPrecondition if it is a file)."""
+    target = access(tx, path)
+    if target.record["type"] != DIR:
+        raise FailedPrecondition(f"{path} is not a directory")
+    return target
+
+
 def child_access(parent: Access, ino: int, record: dict) -> Access:
     """The Access of an entry of directory `parent`."""
     return Access(ino, record, record.get("visibility") or parent.visibility)

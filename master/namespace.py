@@ -8,8 +8,8 @@ from gfs import paths
 from gfs.auth.checker import DELETE, LIST, PRIVATE, READ, SHARE, WRITE, Principal
 from gfs.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from master import usage
-from master.access import (ROOT_OWNER, Access, access, authorize, child_access, may_see,
-                           new_owner, writable_dir)
+from master.access import (ROOT_OWNER, Access, access, access_dir, authorize, child_access,
+                           may_see, new_owner, writable_dir)
 from master.identity import SYSTEM, changed, require_admin, user
 from master.store import DIR, FILE, MAX_U64, NEXT_INODE, NEXT_CHUNK, NEXT_TRASH, ROOT_INODE, Tx
 
@@ -314,8 +314,8 @@ def rename(tx: Tx, args: dict) -> dict:
     src, dst, now, caller = args["src"], args["dst"], args["now"], args["caller"]
     if paths.ROOT in (src, dst):
         raise InvalidArgument("the root directory cannot be renamed or replaced")
-    src_parent = access(tx, paths.split(src)[0])
-    ino = tx.lookup(src_parent.ino, paths.split(src)[1]) if src_parent.record["type"] == DIR else None
+    src_parent = access_dir(tx, paths.split(src)[0])
+    ino = tx.lookup(src_parent.ino, paths.split(src)[1])
     if ino is None:
         raise NotFound(f"{src}: no such file or directory")
     moving = child_access(src_parent, ino, tx.inode(ino))
