@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gfs.auth.daemon import DaemonAuth
 from gfs.auth.tokens import bearer
 from gfs.transfer import MAX_REQUEST_BYTES as CHUNKSERVER_MAX
 from master.server import MAX_REQUEST_BYTES as MASTER_MAX
@@ -231,7 +232,35 @@ def test_random_and_truncated_bodies_get_invalid_argument(any_caller):
             if m.client_streaming:                          # a good first message, then junk
                 first = cpb.WriteRequest(header=cpb.WriteHeader(handle=1 << 60, version=1))
                 o = fuzzer.send(name, m, [first.SerializeToString(), b"\xff\xff\xff"])
+                # no capability for that chunk: refused before the junk is read
+                assert o.code == grpc.StatusCode.UNAUTHENTICATED, o
+                header = write_header(fuzzer, name)
+                o = fuzzer.send(name, m, [header.SerializeToString(), b"\xff\xff\xff"])
                 assert o.code == grpc.StatusCode.INVALID_ARGUMENT, o
+
+
+def write_header(fuzzer, chunkserver: str) -> cpb.WriteRequest:
+    """The first message of a chunk write the masters allowed: a pending upload's chunk on
+    `chunkserver`, with its write capability."""
+    with fuzzer.cluster.client() as c:
+        inode = c.create(f"/fuzz-upload-{random.randrange(1 << 30)}", replication=1)
+        for _ in range(20):                       # until placement picks that server
+            alloc = c.add_chunk(inode, 0)
+            if alloc.replicas[0] == fuzzer.address(chunkserver):
+                return cpb.WriteRequest(header=cpb.WriteHeader(
+                    handle=alloc.handle, version=alloc.version, capability=alloc.capability))
+    pytest.fail(f"placement never chose {chunkserver}")
+
+
+def read_capability(fuzzer) -> bytes:
+    """A fresh read capability for the seed chunk (they expire)."""
+    with fuzzer.cluster.client() as c:
+        return c.stat("/seed", for_read=True).chunks[0].capability
+
+
+def signed(fuzzer, method, body: bytes) -> list:
+    """Daemon-signed call metadata, as only a holder of the cluster secret can make."""
+    return [DaemonAuth(fuzzer.cluster.cluster_secret()).sign(method.path, body)]
 
 
 def test_truncated_and_garbage_bodies_are_named(fuzzer):
@@ -260,14 +289,16 @@ def test_read_chunk_ranges(fuzzer):
     """Reads of a real chunk outside its bytes are refused with INVALID_ARGUMENT."""
     read = next(m for m in CHUNKSERVER_METHODS if m.name == "ReadChunk")
     h, v, n = fuzzer.seed["handle"], fuzzer.seed["version"], fuzzer.seed["length"]
+    cap = read_capability(fuzzer)
     holder = next(name for name in _chunkservers(fuzzer.cluster)
                   if fuzzer.send(name, read, [cpb.ReadRequest(
-                      handle=h, version=v, length=1).SerializeToString()]).code
+                      handle=h, version=v, length=1, capability=cap).SerializeToString()]).code
                   == grpc.StatusCode.OK)
     for offset, length in [(n + 1, -1), ((1 << 64) - 1, 1), (0, -2), (0, -(1 << 63)),
                            (0, (1 << 63) - 1), (n - 1, 2)]:
         o = fuzzer.send(holder, read, [cpb.ReadRequest(handle=h, version=v, offset=offset,
-                                                       length=length).SerializeToString()])
+                                                       length=length,
+                                                       capability=cap).SerializeToString()])
         assert o.code == grpc.StatusCode.INVALID_ARGUMENT, (offset, length, o)
 
 
@@ -320,15 +351,23 @@ def test_heartbeat_and_copy_addresses_are_checked(fuzzer):
     """An address that is not HOST:PORT is refused before anything is recorded or dialled."""
     leader = fuzzer.leader()
     beat = next(m for m in MASTER_METHODS if m.name == "Heartbeat")
+
+    def send_signed(name, method, body: bytes):
+        fuzzer.sent[name] += 1
+        return call_raw(fuzzer.channel(name), method, [body],
+                        metadata=signed(fuzzer, method, body))
+
     for address in ["", "nohost", "127.0.0.1:0", "127.0.0.1:70000", "a b:1", "/x:1"]:
-        o = fuzzer.send(leader, beat, [pb.HeartbeatRequest(address=address).SerializeToString()])
+        body = pb.HeartbeatRequest(address=address).SerializeToString()
+        assert fuzzer.send(leader, beat, [body]).code == grpc.StatusCode.UNAUTHENTICATED
+        o = send_signed(leader, beat, body)
         assert o.code == grpc.StatusCode.INVALID_ARGUMENT and "address" in o.details, o
-    o = fuzzer.send(leader, beat, [pb.HeartbeatRequest(
-        address="127.0.0.1:1", io_load=float("nan")).SerializeToString()])
+    o = send_signed(leader, beat, pb.HeartbeatRequest(
+        address="127.0.0.1:1", io_load=float("nan")).SerializeToString())
     assert o.code == grpc.StatusCode.INVALID_ARGUMENT and "io_load" in o.details, o
     copy = next(m for m in CHUNKSERVER_METHODS if m.name == "CopyChunk")
-    o = fuzzer.send("chunkserver-1", copy, [cpb.CopyRequest(
-        handle=1 << 50, version=1, sources=["evil host:1"]).SerializeToString()])
+    o = send_signed("chunkserver-1", copy, cpb.CopyRequest(
+        handle=1 << 50, version=1, sources=["evil host:1"]).SerializeToString())
     assert o.code == grpc.StatusCode.INVALID_ARGUMENT and "sources" in o.details, o
 
 
@@ -345,7 +384,7 @@ def test_oversized_messages_get_resource_exhausted(fuzzer):
         o = fuzzer.send("chunkserver-1", m, [too_big])
         assert o.code == grpc.StatusCode.RESOURCE_EXHAUSTED, (m.name, o)
     write = next(m for m in CHUNKSERVER_METHODS if m.name == "WriteChunk")
-    header = cpb.WriteRequest(header=cpb.WriteHeader(handle=1 << 61, version=1))
+    header = write_header(fuzzer, "chunkserver-1")
     big = cpb.WriteRequest(data=b"x" * (CHUNKSERVER_MAX + 1024))
     o = fuzzer.send("chunkserver-1", write, [header.SerializeToString(), big.SerializeToString()])
     assert o.code == grpc.StatusCode.RESOURCE_EXHAUSTED, o
