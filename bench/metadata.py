@@ -49,7 +49,7 @@ OPTIONS = [Option("--seconds", "seconds", parse_seconds, "measured seconds per p
 
 def gfs_op(spec: dict, worker: str):
     from gfs.client import Client
-    c = Client(spec["masters"], deadline=30)
+    c = Client(spec["masters"], deadline=30, token=spec["token"])
     op, base = spec["op"], spec["dir"]
     if op == "create":
         n = itertools.count()
@@ -118,7 +118,8 @@ def run_gfs(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
         for i in range(LIST_ENTRIES):
             c.mkdir(f"/bench/list/entry-{i:03d}")
         points = _measure(pool, cfg, "bench.metadata:gfs_op",
-                          {"masters": cluster.master_addresses()}, c.mkdir, "gfs")
+                          {"masters": cluster.master_addresses(), "token": cluster.admin_token},
+                          c.mkdir, "gfs")
         return {"points": points, "processes": clusters.gfs_processes(cluster),
                 "ops_done": ops_done(points)}
 

@@ -40,7 +40,7 @@ def payload(seed: int) -> bytes:
 
 def gfs_op(spec: dict, worker: str):
     from gfs.client import Client
-    c = Client(spec["masters"], deadline=30)
+    c = Client(spec["masters"], deadline=30, token=spec["token"])
     data, n = payload(spec["seed"]), itertools.count()
     if spec["op"] == "put":
         return (lambda: c.put(io.BytesIO(data), f"{spec['dir']}/{worker}-{next(n)}")), c.close
@@ -76,7 +76,8 @@ def run_gfs(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
         def spec_of(op: str, conc: int, rep: int) -> dict:
             d = f"/small/{op}-c{conc}-r{rep}"
             c.mkdir(d)
-            return {"masters": cluster.master_addresses(), "op": op, "dir": d, "seed": ctx.seed}
+            return {"masters": cluster.master_addresses(), "token": cluster.admin_token,
+                    "op": op, "dir": d, "seed": ctx.seed}
         points = sweep(pool, "bench.smallfiles:gfs_op", spec_of, cfg["ops"], cfg["concurrency"],
                        cfg["reps"], cfg["seconds"], cfg["warmup"], "gfs")
         return {"points": points, "processes": clusters.gfs_processes(cluster),
