@@ -800,7 +800,10 @@ def test_pending_uploads(d):
         {"inode": b, "path": "/b", "created": 6, "touched": 9, "chunks": 1}]
 
 
-def test_repair_reads_are_fast_for_100k_chunks(state):
+def test_repair_reads_are_fast_for_100k_chunks(state, monkeypatch):
+    """One inode read per file, not per chunk (what keeps the leader loops' pass cheap); the
+    wall-clock bound only catches something pathological (it is noisy on a shared machine:
+    bench/ measures, tests count work)."""
     import time
     files, per_file = 1000, 100
     with state._env.begin(write=True) as txn:
@@ -819,14 +822,19 @@ def test_repair_reads_are_fast_for_100k_chunks(state):
                 tx.put_chunk(handle, {"inode": ino, "index": index, "version": 1, "length": CS,
                                       "checksum": handle, "replicas": ["cs1:7000", "cs2:7000", "cs3:7000"]})
                 handle += 1
+    reads = []
+    inode = Tx.inode
+    monkeypatch.setattr(Tx, "inode", lambda self, ino: reads.append(ino) or inode(self, ino))
     timings = []
     for _ in range(3):                                  # best of three: a busy machine is noisy
+        reads.clear()
         start = time.perf_counter()
         table = state.chunk_table()
         timings.append(time.perf_counter() - start)
         assert len(table) == files * per_file
+        assert len(reads) == files                      # each file's inode once
         del table
-    assert min(timings) < 0.5, timings
+    assert min(timings) < 2.0, timings
     table = state.chunk_table()
     assert sum(1 for row in table if not row["committed"]) == files // 10 * per_file
     assert table[-1] == {"handle": files * per_file, "version": 1, "length": CS, "checksum": files * per_file,
