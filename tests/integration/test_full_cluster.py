@@ -112,6 +112,7 @@ def test_a_full_cluster_with_trash_and_orphans_returns_to_full_redundancy(make_c
     cluster._save()
     cluster.stop("master-1")
     cluster.start("master-1")
+    cluster.wait_healthy(60)              # a new client fails fast while nothing listens yet
     with cluster.client(deadline=20) as c:
         h = wait_for(lambda: healthy(c), 120, "full redundancy after the trash gave way")
         assert h["trash_purged_for_space"] > 0 and h["repair_blocked"] == 0
