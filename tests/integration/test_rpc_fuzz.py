@@ -28,7 +28,6 @@ from master.server import MAX_REQUEST_BYTES as MASTER_MAX
 from proto import chunkserver_pb2 as cpb
 from proto import identity_pb2 as ipb
 from proto import master_pb2 as pb
-from tests.conftest import ClusterFactory
 from tests.integration.polling import wait_for
 from tests.integration.rpcfuzz import (BAD_INPUT_CODES, Method, Outcome, call_raw,
                                        hostile_messages, oversized_body, service_methods,
@@ -129,18 +128,14 @@ def _from_request_path(line: bytes) -> bool:
 
 
 @pytest.fixture(scope="module")
-def fuzz_cluster(tmp_path_factory):
-    factory = ClusterFactory(tmp_path_factory.mktemp("fuzz"))
-    cluster = factory(masters=3, options=OPTS, start=False)
+def fuzz_cluster(make_module_cluster):
+    cluster = make_module_cluster(masters=3, options=OPTS, start=False)
     for _ in range(2):
         cluster.add_chunkserver()
     cluster.up()
-    try:
-        with cluster.client() as c:
-            info = c.put(io.BytesIO(b"s" * 5000), "/seed", replication=2)
-        yield Tally(cluster, info.chunks[0])
-    finally:
-        factory.cleanup()
+    with cluster.client() as c:
+        info = c.put(io.BytesIO(b"s" * 5000), "/seed", replication=2)
+    return Tally(cluster, info.chunks[0])
 
 
 CALLERS = ["admin", "anonymous", "garbage-token"]
@@ -242,14 +237,13 @@ def test_random_and_truncated_bodies_get_invalid_argument(any_caller):
 def write_header(fuzzer, chunkserver: str) -> cpb.WriteRequest:
     """The first message of a chunk write the masters allowed: a pending upload's chunk on
     `chunkserver`, with its write capability."""
+    others = [fuzzer.address(n) for n in _chunkservers(fuzzer.cluster) if n != chunkserver]
     with fuzzer.cluster.client() as c:
         inode = c.create(f"/fuzz-upload-{random.randrange(1 << 30)}", replication=1)
-        for _ in range(20):                       # until placement picks that server
-            alloc = c.add_chunk(inode, 0)
-            if alloc.replicas[0] == fuzzer.address(chunkserver):
-                return cpb.WriteRequest(header=cpb.WriteHeader(
-                    handle=alloc.handle, version=alloc.version, capability=alloc.capability))
-    pytest.fail(f"placement never chose {chunkserver}")
+        alloc = c.add_chunk(inode, 0, exclude=others)      # placed on `chunkserver`
+    assert list(alloc.replicas) == [fuzzer.address(chunkserver)]
+    return cpb.WriteRequest(header=cpb.WriteHeader(
+        handle=alloc.handle, version=alloc.version, capability=alloc.capability))
 
 
 def read_capability(fuzzer) -> bytes:

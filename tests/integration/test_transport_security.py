@@ -17,7 +17,6 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import ClusterFactory
 from gfs.auth.capability import SIZE as CAPABILITY_SIZE
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.tokens import bearer
@@ -37,14 +36,12 @@ OPTIONS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    factory = ClusterFactory(tmp_path_factory.mktemp("transport-security"))
-    c = factory(masters=1, options=OPTIONS, start=False)
+def cluster(make_module_cluster):
+    c = make_module_cluster(masters=1, options=OPTIONS, start=False)
     for _ in range(3):
         c.add_chunkserver()
     c.up()
-    yield c
-    factory.cleanup()
+    return c
 
 
 def disk_state(cluster) -> dict[str, str]:
