@@ -245,6 +245,14 @@ def _revoke(tx: Tx, key: bytes, record: dict, now: int) -> None:
     changed(tx, "token", key, record)
 
 
+def revoke_named(tx: Tx, principal: str, name: str, now: int) -> int:
+    """Revoke `principal`'s live tokens named `name` (a sign-in replacing its own token)."""
+    found = [(key, r) for key, r in _live_tokens(tx, principal) if r["name"] == name]
+    for key, record in found:
+        _revoke(tx, key, record, now)
+    return len(found)
+
+
 def _revoke_all(tx: Tx, principal: str, now: int) -> int:
     found = list(_live_tokens(tx, principal))
     for key, record in found:

@@ -123,11 +123,11 @@ def pair_of(first: Check, second: Check) -> Check:
     return check
 
 
-def map_of(schema: dict[str, Check]) -> Check:
+def map_of(schema: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:
     def check(field: str, value: Any) -> dict:
         if not isinstance(value, dict):
             raise InvalidArgument(f"{term(field)} must be a map, not {type(value).__name__}")
-        return fields(value, schema, where=f"{field}.")
+        return fields(value, schema, optional, where=f"{field}.")
     return check
 
 

@@ -22,7 +22,7 @@ from gfs.fsutil import fsync_path
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
-from master import capability_keys, identity
+from master import capability_keys, identity, oidc
 from master import namespace as ns
 from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
@@ -78,6 +78,8 @@ class _Op(NamedTuple):
 _REPLICAS = list_of(text)
 _NAME = text
 _VISIBILITY = one_of("", *VISIBILITIES)
+_OIDC_CLAIMS = map_of({"sub": text}, optional={"email": text, "email_verified": boolean,
+                                               "preferred_username": text})
 
 _OPS: dict[str, _Op] = {
     "mkdir": _Op({"path": path_field, "parents": boolean, "mode": MODE, "owner": text}, ns.mkdir),
@@ -125,6 +127,18 @@ _OPS: dict[str, _Op] = {
     "token_revoke": _Op({"token": _NAME}, identity.revoke_token, audited=True),
     "note_token_use": _Op({"uses": list_of(pair_of(bytes_of(HASH_BYTES), int_in(0)))},
                           identity.note_token_use, system=True),
+    "oidc_add": _Op({"issuer": text, "client": text, "audiences": list_of(text),
+                     "user_claim": one_of(*oidc.USER_CLAIMS), "auto_create": boolean,
+                     "allowed_domains": list_of(text), "token_ttl": int_in(1000),
+                     "replace": boolean}, oidc.add_issuer, audited=True),
+    "oidc_rm": _Op({"issuer": text}, oidc.remove_issuer, audited=True),
+    "oidc_link": _Op({"issuer": text, "identity": text, "user": _NAME}, oidc.link, audited=True),
+    "oidc_unlink": _Op({"issuer": text, "identity": text}, oidc.unlink, audited=True),
+    "oidc_login": _Op({"issuer": text, "audience": text, "claims": _OIDC_CLAIMS,
+                       "id_token_hash": bytes_of(HASH_BYTES), "id_token_expires": int_in(0),
+                       "token_hash": bytes_of(HASH_BYTES), "token_name": _NAME, "ttl": int_in(0)},
+                      lambda tx, args: oidc.login(tx, args, ns.make_home), audited=True),
+    "oidc_refused": _Op({"identity": text, "reason": text}, oidc.refuse, audited=True),
     capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
                             capability_keys.apply, system=True),
 }
@@ -145,7 +159,7 @@ def _parse(command: dict) -> tuple[_Op, dict]:
 
 def _target(args: dict) -> str:
     """What a command is about, for the audit log."""
-    for name in ("path", "src", "name", "token", "principal", "inode", "id"):
+    for name in ("identity", "issuer", "path", "src", "name", "token", "principal", "inode", "id"):
         if name in args:
             return str(args[name])
     return ""
@@ -437,6 +451,17 @@ class MetadataState:
         with self._reader() as tx:
             identity.require_admin(self._caller(tx, auth, now), "reading the audit log")
             return identity.audit_records(tx, limit)
+
+    def oidc_issuer(self, url: str) -> dict | None:
+        """An OIDC issuer's settings (what the leader verifies an ID token against), or None."""
+        with self._reader() as tx:
+            return oidc.issuer(tx, url)
+
+    def oidc_config(self, auth, now: int) -> dict:
+        """Every trusted OIDC issuer and every link (administrators)."""
+        with self._reader() as tx:
+            identity.require_admin(self._caller(tx, auth, now), "listing OIDC issuers")
+            return {"issuers": oidc.list_issuers(tx), "links": oidc.list_links(tx)}
 
     def auth_feed(self, after: int, limit: int = 1000) -> dict:
         """The identity changes after revision `after`, or a snapshot (master/identity.py)."""
