@@ -43,9 +43,35 @@ def _quota_text(limit: int, used: int, size: bool) -> str:
 @click.command(context_settings=CONTEXT)
 @click.option("--token", "token_text", metavar="gfs_...",
               help="The token (default: read from standard input, or asked for on a terminal).")
+@click.option("--oidc", "issuer", metavar="ISSUER_URL",
+              help="Sign in at this OpenID Connect issuer instead (one the cluster trusts: "
+                   "gfs oidc ls); a gfs token is made for you.")
+@click.option("--client-id", help="With --oidc: the client id to sign in with (default: the "
+                                  "cluster's at that issuer).")
+@click.option("--client-secret", default="", envvar="GFS_OIDC_CLIENT_SECRET",
+              help="With --oidc: the client secret, for an issuer that gives one to command-line "
+                   "clients (default: $GFS_OIDC_CLIENT_SECRET; none: a public client).")
+@click.option("--device", is_flag=True, help="With --oidc: the device flow, for a machine "
+                                             "without a browser (open a URL elsewhere, type a code).")
+@click.option("--no-browser", is_flag=True, help="With --oidc: only print the URL to open.")
+@click.option("--ttl", default="0", help="With --oidc: the gfs token's lifetime, e.g. 8h "
+                                         "(default and longest: the issuer's setting).")
+@click.option("--wait", "wait_s", default=300.0, show_default=True, type=click.FloatRange(1),
+              help="With --oidc: seconds to wait for the sign-in to complete.")
+@click.option("--json", "as_json", is_flag=True, help="With --oidc: print JSON.")
 @click.pass_context
-def login(ctx, token_text: str | None) -> None:
-    """Remember a token for later commands (in your config directory, 0600)."""
+def login(ctx, token_text: str | None, issuer: str | None, client_id: str | None,
+          client_secret: str, device: bool,
+          no_browser: bool, ttl: str, wait_s: float, as_json: bool) -> None:
+    """Remember a token for later commands (in your config directory, 0600), or sign in at an
+    OpenID Connect issuer with --oidc."""
+    if issuer is not None:
+        if token_text is not None:
+            raise click.UsageError("give either --token or --oidc, not both")
+        from cli.oidc_commands import sign_in          # it imports this module
+        sign_in(ctx, issuer, client_id=client_id, client_secret=client_secret, device=device, open_browser=not no_browser,
+                ttl_s=parse_duration(ttl), wait_s=wait_s, as_json=as_json)
+        return
     if token_text is None:
         token_text = (click.prompt("token", hide_input=True) if sys.stdin.isatty()
                       else sys.stdin.readline())
