@@ -18,7 +18,6 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
 
 import requests
 from joserfc import jws, jwt

@@ -8,33 +8,40 @@ the issuer's key set, under its real key id and under an unknown one), `alg: non
 algorithm, an unknown issuer, a replayed ID token and a disabled user."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import pytest
 import requests
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from cli.localcluster import free_port
+from cli.localcluster import LocalCluster, free_port
 from gfs.errors import PermissionDenied, Unauthenticated
 from tests.integration.polling import wait_for
 
 OPTS = {"master": {"election-timeout": 0.3}}
 ALICE = {"sub": "alice-sub", "email": "alice@example.com", "email_verified": True,
          "preferred_username": "alice"}
+DAVE = {"sub": "dave-sub", "email": "dave@example.com", "email_verified": True,
+        "preferred_username": "dave"}
 CLIENT_ID = "gfs-cli"
 
 
-def start_provider(tmp_path, name: str, *extra: str) -> tuple[subprocess.Popen, str]:
-    """An oidc-provider-mock server on 127.0.0.1 (its issuer URL is what clients reach it by)."""
+def start_provider(tmp_path, name: str, *extra: str, module: str = "oidc_provider_mock",
+                   claims: dict = ALICE) -> tuple[subprocess.Popen, str]:
+    """An OIDC provider server on 127.0.0.1 (its issuer URL is what clients reach it by):
+    oidc-provider-mock, or the device-flow provider of tests/integration/device_provider.py."""
     port = free_port("127.0.0.1")
     log = open(tmp_path / f"{name}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "oidc_provider_mock", "-H", "127.0.0.1",
-                             "-p", str(port), "--user-claims", json.dumps(ALICE), *extra],
+    host = ["-H", "127.0.0.1", "-p"] if module == "oidc_provider_mock" else ["--port"]
+    proc = subprocess.Popen([sys.executable, "-m", module, *host, str(port),
+                             "--user-claims", json.dumps(claims), *extra],
                             stdout=log, stderr=subprocess.STDOUT)
     issuer = f"http://127.0.0.1:{port}"
 
@@ -48,6 +55,13 @@ def start_provider(tmp_path, name: str, *extra: str) -> tuple[subprocess.Popen, 
     return proc, issuer
 
 
+class World(NamedTuple):
+    cluster: LocalCluster
+    issuer: str                     # oidc-provider-mock
+    stale_issuer: str               # oidc-provider-mock issuing already-expired ID tokens
+    device_issuer: str              # tests/integration/device_provider.py
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, make_module_cluster):
     tmp = tmp_path_factory.mktemp("oidc")
@@ -55,13 +69,17 @@ def world(tmp_path_factory, make_module_cluster):
     try:
         good, issuer = start_provider(tmp, "provider")
         stale, stale_issuer = start_provider(tmp, "expiring", "--token-max-age", "-600")
-        procs += [good, stale]
+        devices, device_issuer = start_provider(tmp, "devices",
+                                                module="tests.integration.device_provider",
+                                                claims=DAVE)
+        procs += [good, stale, devices]
         cluster = make_module_cluster(masters=1, options=OPTS)
         with cluster.client() as admin:
             admin.oidc_add(issuer, CLIENT_ID)                   # links only, for now
             admin.oidc_add(stale_issuer, CLIENT_ID, auto_create=True)
+            admin.oidc_add(device_issuer, CLIENT_ID, auto_create=True)
             admin.user_add("bob")
-        yield cluster, issuer, stale_issuer, tmp
+        yield World(cluster, issuer, stale_issuer, device_issuer)
     finally:
         for proc in procs:
             proc.kill()
@@ -112,7 +130,7 @@ def browser_login(cluster, config_dir, issuer: str, *extra: str, sub: str = "ali
 
 def test_sign_in_through_the_browser_flow_refused_without_auto_create_then_creates_the_user(
         world, tmp_path):
-    cluster, issuer, _, _ = world
+    cluster, issuer = world.cluster, world.issuer
     code, out, err = browser_login(cluster, tmp_path, issuer)
     assert code == 1 and err.splitlines()[-1] == (
         f"gfs: permission denied: no gfs user is linked to alice@example.com at {issuer}, and "
@@ -162,7 +180,7 @@ def test_sign_in_through_the_browser_flow_refused_without_auto_create_then_creat
 
 
 def test_wrong_audience_is_refused(world, tmp_path):
-    cluster, issuer, _, _ = world
+    cluster, issuer = world.cluster, world.issuer
     code, out, err = browser_login(cluster, tmp_path, issuer, "--client-id", "someone-else")
     assert code == 1 and err.splitlines()[-1] == (
         "gfs: unauthenticated: ID token audience 'someone-else' is not this cluster's client "
@@ -170,7 +188,7 @@ def test_wrong_audience_is_refused(world, tmp_path):
 
 
 def test_expired_id_token_is_refused(world, tmp_path):
-    cluster, _, stale_issuer, _ = world
+    cluster, stale_issuer = world.cluster, world.stale_issuer
     code, out, err = browser_login(cluster, tmp_path, stale_issuer)
     last = err.splitlines()[-1]
     assert code == 1 and last.startswith("gfs: unauthenticated: the ID token expired "), err
@@ -186,7 +204,7 @@ def forged(issuer: str, key: RSAKey, *, kid: str | None, alg: str = "RS256", **c
 
 
 def test_bad_signatures_and_unsigned_tokens_are_refused_and_audited(world):
-    cluster, issuer, _, _ = world
+    cluster, issuer = world.cluster, world.issuer
     real_kid = requests.get(issuer + "/jwks", timeout=5).json()["keys"][0]["kid"]
     impostor = RSAKey.generate_key(2048)
     cases = {
@@ -194,8 +212,7 @@ def test_bad_signatures_and_unsigned_tokens_are_refused_and_audited(world):
                                 f"the ID token's signature does not verify with {issuer}'s key"),
         "unknown kid": (forged(issuer, impostor, kid="not-published"),
                         "is signed with a key ('not-published') that"),
-        "alg none": (jwt.encode({"alg": "none"}, {"iss": issuer, "sub": "x"}, None,
-                                algorithms=["none"]),
+        "alg none": (_unsigned({"iss": issuer, "aud": CLIENT_ID, "sub": "alice-sub"}),
                      "the ID token is not signed (alg 'none')"),
         "HMAC": (forged(issuer, _hmac_key(), kid=None, alg="HS256"),
                  "is signed with HS256, which"),
@@ -218,13 +235,19 @@ def test_bad_signatures_and_unsigned_tokens_are_refused_and_audited(world):
     assert all(r["who"] == "anonymous" for r in audit)
 
 
+def _unsigned(claims: dict) -> str:
+    """An `alg: none` JWT, as an attacker would write one."""
+    part = lambda obj: base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()  # noqa: E731
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
 def _hmac_key():
     from joserfc.jwk import OctKey
     return OctKey.generate_key(256)
 
 
 def test_unknown_issuer_is_refused_by_the_cli(world, tmp_path):
-    cluster, _, _, _ = world
+    cluster = world.cluster
     result = gfs(cluster, tmp_path, "login", "--oidc", "https://idp.nowhere.example",
                  "--no-browser")
     assert result.returncode == 1 and result.stderr == (
@@ -232,8 +255,57 @@ def test_unknown_issuer_is_refused_by_the_cli(world, tmp_path):
         "(an administrator adds it: gfs oidc add)\n")
 
 
+def test_device_flow_needs_an_issuer_that_offers_it(world, tmp_path):
+    """oidc-provider-mock has no device authorization endpoint: the CLI says so plainly."""
+    cluster, issuer = world.cluster, world.issuer
+    result = gfs(cluster, tmp_path, "login", "--oidc", issuer, "--device")
+    assert result.returncode == 1 and result.stderr == (
+        f"gfs: failed precondition: {issuer} offers no device sign-in (its discovery document "
+        "has no device_authorization_endpoint); sign in with a browser\n")
+
+
+def device_login(cluster, config_dir, issuer: str, action: str = "approve"):
+    """`gfs login --oidc ISSUER --device`, with this test as the person on another device who
+    types the code shown (approving or denying it)."""
+    env = {**cluster.cli_env(""), "GFS_CONFIG_DIR": str(config_dir)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "login", "--oidc", issuer,
+                             "--device", "--wait", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stderr.readline()
+        shown = re.match(rf"To sign in, open {re.escape(issuer)}/device/verify\?user_code=(\S+) "
+                         r"on any device and enter the code (\S+)$", line.strip())
+        assert shown and shown[1] == shown[2], line
+        answer = requests.post(issuer + "/device/verify", timeout=10,
+                               data={"user_code": shown[2], "action": action})
+        assert answer.status_code == 200
+        out, err = proc.communicate(timeout=60)
+        return proc.returncode, out, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_device_flow_signs_in_after_the_code_is_approved_elsewhere(world, tmp_path):
+    cluster = world.cluster
+    issuer = world.device_issuer
+    started = time.monotonic()
+    code, out, err = device_login(cluster, tmp_path, issuer)
+    assert code == 0, err
+    assert time.monotonic() - started >= 6      # polled at 1 s, then 5 s more after slow_down
+    assert out.startswith(f"signed in as dave@example.com at {issuer}: gfs user dave "
+                          "(created now), token 'oidc-")
+    token = (tmp_path / "token").read_text().strip()
+    assert json.loads(gfs(cluster, tmp_path, "whoami", "--json", token=token).stdout)["user"] == "dave"
+
+    code, out, err = device_login(cluster, tmp_path, issuer, action="deny")
+    assert code == 1 and err.splitlines()[-1].startswith(
+        f"gfs: unauthenticated: {issuer} sign-in failed: access_denied"), err
+
+
 def test_only_administrators_configure_issuers_through_the_cli(world, tmp_path):
-    cluster, issuer, _, _ = world
+    cluster, issuer = world.cluster, world.issuer
     with cluster.client() as admin:
         bob = admin.token_create("t", principal="bob")[0]
     denied = gfs(cluster, tmp_path, "oidc", "add", "https://idp.example.com", "--client-id",
