@@ -149,8 +149,9 @@ class IdTokenVerifier:
             raise Unauthenticated("the ID token is not signed (alg 'none')")
         cached = await self._issuer(issuer, kid if isinstance(kid, str) else None)
         if alg not in cached.algorithms:
-            raise Unauthenticated(f"the ID token is signed with {alg}, which {issuer} does not "
-                                  f"publish for ID tokens ({', '.join(cached.algorithms)})")
+            raise Unauthenticated(f"the ID token is signed with {alg}; accepted are the "
+                                  f"asymmetric algorithms {issuer} publishes for ID tokens: "
+                                  f"{', '.join(cached.algorithms) or 'none'}")
         try:
             key = cached.keys.get_by_kid(kid)
         except JoseError:
