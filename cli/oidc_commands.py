@@ -8,7 +8,6 @@ import click
 
 from cli.common import CONTEXT, emit_json, format_time, make_client
 from cli.identity_commands import parse_duration
-from gfs import oidc_flow
 from gfs.config import save_token, token_file
 
 USER_CLAIMS = ("email", "sub", "preferred_username")
@@ -19,6 +18,7 @@ def sign_in(ctx: click.Context, issuer: str, *, client_id: str | None, client_se
             open_browser: bool, ttl_s: float, wait_s: float, as_json: bool) -> None:
     """`gfs login --oidc ISSUER`: get an ID token from the issuer, trade it with the masters for
     a gfs token, and remember that token like `gfs login` does."""
+    from gfs import oidc_flow               # Authlib and requests: only when signing in
     ctx.obj["token"] = ""                   # the sign-in itself runs anonymously
     with make_client(ctx) as c:
         config = c.oidc_client_config(issuer)

@@ -153,6 +153,8 @@ def authorization_code(issuer: str, client_id: str, scopes: list[str], *, say: S
         raise Unavailable(f"cannot reach {issuer}: {err}") from None
     except KeyError as err:
         raise FailedPrecondition(f"{issuer}'s discovery document lacks {err}") from None
+    except ValueError as err:                      # e.g. a token response that is not JSON
+        raise FailedPrecondition(f"{issuer}'s answer is not usable: {err}") from None
     finally:
         redirect.close()
 

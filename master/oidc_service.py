@@ -7,7 +7,6 @@ import re
 import time
 
 from gfs.errors import InvalidArgument, NotFound, Unauthenticated
-from master.oidc_verify import IdTokenVerifier
 from master.service import MasterService, header_fields, request_timeout, rpc
 from proto import identity_pb2 as ipb
 from proto import master_pb2 as pb
@@ -63,10 +62,19 @@ class RefusalBudget:
 class OidcService(opb_grpc.OidcServicer):
     """Shares the Master service's plumbing (caller extraction, replication, reads)."""
 
-    def __init__(self, master: MasterService, verifier: IdTokenVerifier | None = None):
+    def __init__(self, master: MasterService):
         self.m = master
-        self.verifier = verifier or IdTokenVerifier()
+        self._verifier = None
         self.budget = RefusalBudget()
+
+    @property
+    def verifier(self):
+        """The ID token verifier, made at the first sign-in (joserfc and requests are imported
+        then, not at every master's start)."""
+        if self._verifier is None:
+            from master.oidc_verify import IdTokenVerifier
+            self._verifier = IdTokenVerifier()
+        return self._verifier
 
     @rpc
     async def IssuerAdd(self, request, context):

@@ -134,6 +134,26 @@ def test_a_refusal_the_leader_made_is_audited(log, people):
     assert (last["who"], last["op"], last["target"]) == ("anonymous", "oidc_refused", IDP)
 
 
+def test_two_states_fed_the_same_sign_ins_end_byte_identical(tmp_path):
+    from master.state import MetadataState
+    from tests.unit.test_identity_state import Log
+    admin, dumps = new_token(), []
+    for name in ("one", "two"):
+        with MetadataState(str(tmp_path / name), map_size=1 << 26) as state:
+            replica = Log(state)
+            replica.ok({"op": "bootstrap", "token_hash": token_hash(admin)}, "system")
+            add_issuer(replica, admin, auto_create=True)
+            for i, who in enumerate(("ann", "ben", "ann")):
+                claims = {"sub": who, "email": f"{who}@example.com", "email_verified": True}
+                command = {"op": "oidc_login", "issuer": IDP, "audience": "gfs", "claims": claims,
+                           "id_token_hash": bytes([i]) * 32, "id_token_expires": NOW + i,
+                           "token_hash": bytes([100 + i]) * 32, "token_name": "oidc-h", "ttl": 0}
+                assert "ok" in replica.run(command)
+            dumps.append(state.dump())
+    assert dumps[0] == dumps[1]
+    assert all(dumps[0][db] for db in ("oidc_issuers", "oidc_links", "oidc_used"))
+
+
 @pytest.mark.parametrize("claims,name", [
     ({"sub": "1", "preferred_username": "Bob"}, "bob"),
     ({"sub": "1", "email": "j.doe+x@example.com"}, "j-doe-x"),
