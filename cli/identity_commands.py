@@ -51,8 +51,9 @@ def _quota_text(limit: int, used: int, size: bool) -> str:
 @click.option("--client-secret", default="", envvar="GFS_OIDC_CLIENT_SECRET",
               help="With --oidc: the client secret, for an issuer that gives one to command-line "
                    "clients (default: $GFS_OIDC_CLIENT_SECRET; none: a public client).")
-@click.option("--device", is_flag=True, help="With --oidc: the device flow, for a machine "
-                                             "without a browser (open a URL elsewhere, type a code).")
+@click.option("--device", is_flag=True,
+              help="With --oidc: the device flow, for a machine without a browser (open a URL "
+                   "elsewhere, type a code).")
 @click.option("--no-browser", is_flag=True, help="With --oidc: only print the URL to open.")
 @click.option("--ttl", default="0", help="With --oidc: the gfs token's lifetime, e.g. 8h "
                                          "(default and longest: the issuer's setting).")
@@ -69,9 +70,13 @@ def login(ctx, token_text: str | None, issuer: str | None, client_id: str | None
         if token_text is not None:
             raise click.UsageError("give either --token or --oidc, not both")
         from cli.oidc_commands import sign_in          # it imports this module
-        sign_in(ctx, issuer, client_id=client_id, client_secret=client_secret, device=device, open_browser=not no_browser,
-                ttl_s=parse_duration(ttl), wait_s=wait_s, as_json=as_json)
+        sign_in(ctx, issuer, client_id=client_id, client_secret=client_secret, device=device,
+                open_browser=not no_browser, ttl_s=parse_duration(ttl), wait_s=wait_s,
+                as_json=as_json)
         return
+    if device or no_browser or client_id or as_json or ttl != "0":
+        raise click.UsageError("--client-id, --device, --no-browser, --ttl and --json go with "
+                               "--oidc ISSUER_URL")
     if token_text is None:
         token_text = (click.prompt("token", hide_input=True) if sys.stdin.isatty()
                       else sys.stdin.readline())

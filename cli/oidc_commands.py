@@ -89,6 +89,8 @@ def oidc_ls(ctx, as_json: bool) -> None:
     if as_json:
         emit_json(config)
         return
+    if not config["issuers"]:
+        click.echo("no OIDC issuers (add one: gfs oidc add ISSUER_URL --client-id ID)")
     for i in config["issuers"]:
         flags = [f"client id {i['client_id']}", f"users by {i['user_claim']}",
                  "auto-create" if i["auto_create"] else "links only",

@@ -57,9 +57,10 @@ def discover(issuer: str) -> dict:
         raise Unavailable(f"cannot fetch {url}: {err}") from None
     except ValueError:
         raise Unavailable(f"{url} is not JSON") from None
-    if not isinstance(document, dict) or document.get("issuer") != issuer:
-        raise FailedPrecondition(f"{url} describes another issuer "
-                                 f"({document.get('issuer') if isinstance(document, dict) else '?'})")
+    if not isinstance(document, dict):
+        raise FailedPrecondition(f"{url} is not a JSON object")
+    if document.get("issuer") != issuer:
+        raise FailedPrecondition(f"{url} describes another issuer ({document.get('issuer')})")
     return document
 
 
@@ -144,6 +145,8 @@ def authorization_code(issuer: str, client_id: str, scopes: list[str], *, say: S
             if "error" in query:
                 why = query.get("error_description", query["error"])[0]
                 raise Unauthenticated(f"{issuer} refused the sign-in: {query['error'][0]}: {why}")
+            if "code" not in query:
+                raise Unauthenticated("the sign-in came back without an authorization code")
             token = oauth.fetch_token(document["token_endpoint"], authorization_response=response,
                                       state=state, code_verifier=verifier)
             return IdToken(_id_token_of(token, issuer), nonce)
@@ -160,7 +163,8 @@ def authorization_code(issuer: str, client_id: str, scopes: list[str], *, say: S
 
 
 def device(issuer: str, client_id: str, scopes: list[str], *, say: Say,
-           client_secret: str = "", timeout_s: float = 300.0, sleep: Callable[[float], None] = time.sleep) -> IdToken:
+           client_secret: str = "", timeout_s: float = 300.0,
+           sleep: Callable[[float], None] = time.sleep) -> IdToken:
     """Sign in from a machine without a browser: the device authorization grant."""
     document = discover(issuer)
     endpoint = document.get("device_authorization_endpoint")

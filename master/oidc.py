@@ -108,6 +108,9 @@ def link(tx: Tx, args: dict) -> dict:
     """An administrator links an external identity (the issuer's `user_claim` value) to a user."""
     identity.require_admin(args["caller"], "linking an OIDC identity")
     url, who, name = args["issuer"], args["identity"], args["user"]
+    if not who:
+        raise InvalidArgument("an identity to link is the value of the issuer's user claim, "
+                              "e.g. an email")
     if issuer(tx, url) is None:
         raise NotFound(f"no OIDC issuer {url}")
     record = identity.user(tx, name)

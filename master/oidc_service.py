@@ -6,6 +6,7 @@ import logging
 import re
 import time
 
+from gfs.auth.tokens import HASH_BYTES
 from gfs.errors import InvalidArgument, NotFound, Unauthenticated
 from master.service import MasterService, header_fields, request_timeout, rpc
 from proto import identity_pb2 as ipb
@@ -137,6 +138,9 @@ class OidcService(opb_grpc.OidcServicer):
         if not 0 <= request.ttl_s <= MAX_TTL_S:
             raise InvalidArgument(f"a token's lifetime must be between 0 (the issuer's) and "
                                   f"{MAX_TTL_S:.0f} s, not {request.ttl_s}")
+        if len(request.token_hash) != HASH_BYTES:
+            raise InvalidArgument(f"token_hash must be the {HASH_BYTES}-byte SHA-256 of the gfs "
+                                  "token the client made")
         record = await self._issuer_record(request.issuer, context)
         try:
             if record is None:

@@ -1,9 +1,10 @@
 """Verification of OpenID Connect ID tokens on the leader, before `oidc_login` is proposed.
 
-An issuer's discovery document and signing keys (JWKS) are fetched over HTTP(S) (requests, in a worker thread) with short
-timeouts and a size cap, cached for `cache_s`, and the keys fetched again when a token names a
-key id the cache does not hold (an issuer rotating its keys) — at most once per
-`refresh_gap_s`, so tokens with made-up key ids cannot make the masters hammer the issuer.
+An issuer's discovery document and signing keys (JWKS) are fetched over HTTP(S) (requests, in
+a worker thread) with short timeouts and a size cap, cached for `cache_s`, and the keys fetched
+again when a token names a key id the cache does not hold (an issuer rotating its keys) — at
+most once per `refresh_gap_s`, so tokens with made-up key ids cannot make the masters hammer the
+issuer.
 
 The JOSE work (parsing, signature, claim checks) is joserfc's; this module decides what is
 accepted: only the asymmetric algorithms the issuer publishes (never `none`, never an HMAC,
@@ -178,7 +179,8 @@ class IdTokenVerifier:
             raise Unauthenticated(f"the ID token expired {_utc(claims['exp'])} (now "
                                   f"{_utc(now)}, leeway {self.leeway_s} s)") from None
         except MissingClaimError as err:
-            raise Unauthenticated(f"the ID token lacks a required claim: {err.description}") from None
+            raise Unauthenticated(f"the ID token lacks a required claim: "
+                                  f"{err.description}") from None
         except ClaimError as err:
             if err.claim == "iss":
                 raise Unauthenticated(f"the ID token's issuer {claims.get('iss')!r} is not "

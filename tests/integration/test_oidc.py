@@ -253,6 +253,8 @@ def test_unknown_issuer_is_refused_by_the_cli(world, tmp_path):
     assert result.returncode == 1 and result.stderr == (
         "gfs: not found: issuer https://idp.nowhere.example is not configured on this cluster "
         "(an administrator adds it: gfs oidc add)\n")
+    misused = gfs(cluster, tmp_path, "login", "--device")
+    assert misused.returncode == 2 and "go with --oidc ISSUER_URL" in misused.stderr
 
 
 def test_device_flow_needs_an_issuer_that_offers_it(world, tmp_path):

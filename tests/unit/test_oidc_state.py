@@ -59,6 +59,11 @@ def test_an_unlinked_identity_is_refused_without_auto_create_and_signs_in_once_l
     code, message = sign_in(log, ALICE)[0]["err"]
     assert code == "PERMISSION_DENIED"
     assert message.startswith("no gfs user is linked to alice@example.com at " + IDP)
+    code, message = log.err({"op": "oidc_link", "issuer": IDP, "identity": "", "user": "alice"},
+                            people["admin"])
+    assert code == "INVALID_ARGUMENT" and "value of the issuer's user claim" in message
+    assert log.err({"op": "oidc_link", "issuer": IDP, "identity": "x", "user": "nobody-here"},
+                   people["admin"])[0] == "NOT_FOUND"
     log.ok({"op": "oidc_link", "issuer": IDP, "identity": "alice@example.com", "user": "alice"},
            people["admin"])
     result, token = sign_in(log, ALICE, id_token="idt-2")
