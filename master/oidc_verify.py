@@ -26,7 +26,7 @@ from joserfc.errors import (BadSignatureError, ClaimError, ExpiredTokenError, Jo
                             MissingClaimError)
 from joserfc.jwk import KeySet
 
-from gfs.errors import InvalidArgument, Unauthenticated, Unavailable
+from gfs.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from master.oidc import check_issuer_url
 
 DISCOVERY_PATH = "/.well-known/openid-configuration"
@@ -81,21 +81,22 @@ class IdTokenVerifier:
             with requests.get(url, timeout=self.timeout_s, allow_redirects=False, stream=True,
                               headers={"accept": "application/json"}) as r:
                 if r.status_code != 200:
-                    raise Unavailable(f"cannot fetch the {what} {url}: HTTP {r.status_code}")
+                    raise FailedPrecondition(f"cannot fetch the {what} {url}: HTTP {r.status_code}")
                 body = b""
                 for piece in r.iter_content(64 * 1024):
                     body += piece
                     if len(body) > MAX_DOCUMENT_BYTES:
-                        raise Unavailable(f"the {what} {url} is larger than "
+                        raise FailedPrecondition(f"the {what} {url} is larger than "
                                           f"{MAX_DOCUMENT_BYTES} bytes")
         except requests.RequestException as err:
-            raise Unavailable(f"cannot fetch the {what} {url}: {type(err).__name__}") from None
+            raise FailedPrecondition(f"cannot fetch the {what} {url}: "
+                                     f"{type(err).__name__}") from None
         try:
             document = json.loads(body)
         except ValueError:
-            raise Unavailable(f"the {what} {url} is not JSON") from None
+            raise FailedPrecondition(f"the {what} {url} is not JSON") from None
         if not isinstance(document, dict):
-            raise Unavailable(f"the {what} {url} is not a JSON object")
+            raise FailedPrecondition(f"the {what} {url} is not a JSON object")
         return document
 
     async def _refresh(self, issuer: str, cached: _Issuer) -> None:
@@ -103,21 +104,23 @@ class IdTokenVerifier:
         discovery = await self._get_json(issuer.rstrip("/") + DISCOVERY_PATH,
                                          "discovery document")
         if discovery.get("issuer") != issuer:
-            raise Unavailable(f"the discovery document of {issuer} names another issuer: "
+            raise FailedPrecondition(f"the discovery document of {issuer} names another issuer: "
                               f"{discovery.get('issuer')!r}")
         jwks_uri = discovery.get("jwks_uri")
         if not isinstance(jwks_uri, str):
-            raise Unavailable(f"the discovery document of {issuer} has no jwks_uri")
+            raise FailedPrecondition(f"the discovery document of {issuer} has no jwks_uri")
         try:
             check_issuer_url(jwks_uri.split("?")[0])
         except InvalidArgument:
-            raise Unavailable(f"{issuer} publishes its keys at {jwks_uri}, which is not https")
+            raise FailedPrecondition(f"{issuer} publishes its keys at {jwks_uri}, which is not "
+                                     "https")
         published = discovery.get("id_token_signing_alg_values_supported") or ["RS256"]
         document = await self._get_json(jwks_uri, "key set")
         try:
             keys = KeySet.import_key_set(document)
         except (JoseError, KeyError, TypeError, ValueError) as err:
-            raise Unavailable(f"the key set {jwks_uri} of {issuer} cannot be used: {err}") from None
+            raise FailedPrecondition(f"the key set {jwks_uri} of {issuer} cannot be used: "
+                                     f"{err}") from None
         cached.algorithms = [a for a in published if a in ASYMMETRIC_ALGS]
         cached.jwks_uri, cached.keys, cached.fetched = jwks_uri, keys, time.monotonic()
 
@@ -137,7 +140,8 @@ class IdTokenVerifier:
 
     async def verify(self, record: dict, id_token: str, nonce: str) -> Verified:
         """Verify `id_token` for the issuer `record` (master/oidc.py); Unauthenticated with
-        the reason when it does not verify, Unavailable when the issuer cannot be reached."""
+        the reason when it does not verify, FailedPrecondition when the issuer's documents
+        cannot be fetched or used (not Unavailable: clients retry that, meaning the masters)."""
         issuer = record["issuer"]
         if len(id_token) > MAX_ID_TOKEN_CHARS:
             raise InvalidArgument(f"an ID token is at most {MAX_ID_TOKEN_CHARS} characters")

@@ -22,7 +22,7 @@ from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from cli.localcluster import LocalCluster, free_port
-from gfs.errors import PermissionDenied, Unauthenticated
+from gfs.errors import FailedPrecondition, PermissionDenied, Unauthenticated
 from tests.integration.polling import wait_for
 
 OPTS = {"master": {"election-timeout": 0.3}}
@@ -244,6 +244,18 @@ def _unsigned(claims: dict) -> str:
 def _hmac_key():
     from joserfc.jwk import OctKey
     return OctKey.generate_key(256)
+
+
+def test_an_issuer_that_cannot_be_reached_is_a_clear_error_not_a_retry(world):
+    cluster = world.cluster
+    dead = f"http://127.0.0.1:{free_port('127.0.0.1')}"
+    with cluster.client() as admin:
+        admin.oidc_add(dead, CLIENT_ID)
+    started = time.monotonic()
+    with cluster.client(token="") as anonymous, pytest.raises(
+            FailedPrecondition, match=re.escape(f"cannot fetch the discovery document {dead}/")):
+        anonymous.oidc_login(dead, forged(dead, RSAKey.generate_key(2048), kid="k"))
+    assert time.monotonic() - started < 10
 
 
 def test_unknown_issuer_is_refused_by_the_cli(world, tmp_path):
