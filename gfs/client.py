@@ -623,7 +623,15 @@ class Client(IdentityCalls):
         """Download `path` (or the range offset..offset+length) into a local path or binary file
         object; returns the number of bytes written. Every byte is checksum-verified; a replica
         that fails is skipped (and reported if its data is bad)."""
-        info = self.stat(path, for_read=True)
+        return self.download(self.stat(path, for_read=True), sink, offset=offset, length=length,
+                             parallel=parallel, progress=progress)
+
+    def download(self, info: FileInfo, sink: str | BinaryIO, *, offset: int = 0,
+                 length: int = -1, parallel: int = 4,
+                 progress: Callable[[int], None] | None = None) -> int:
+        """`get` of a file already stat'ed (`stat(path, for_read=True)`): readers that fetch many
+        ranges of one file (fsspec, the mount) ask the masters once, not once per range."""
+        path = info.path
         if info.is_dir:
             raise FailedPrecondition(f"{path} is a directory")
         if length < -1:
@@ -680,8 +688,12 @@ class Client(IdentityCalls):
 
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         """Small reads into memory (use `get` for large files)."""
+        return self.read_at(self.stat(path, for_read=True), offset, length)
+
+    def read_at(self, info: FileInfo, offset: int = 0, length: int = -1) -> bytes:
+        """Small reads of a file already stat'ed, into memory."""
         buf = io.BytesIO()
-        self.get(path, buf, offset=offset, length=length, parallel=1)
+        self.download(info, buf, offset=offset, length=length, parallel=1)
         return buf.getvalue()
 
     def report_bad_replica(self, handle: int, version: int, address: str, reason: str) -> None:
