@@ -465,6 +465,13 @@ class Client(IdentityCalls):
         return self._mutate("SetClass", pb.SetClassRequest, path=path,
                             storage_class=storage_class, recursive=recursive).changed
 
+    def set_attr(self, path: str, *, mode: int | None = None,
+                 mtime_ms: int | None = None) -> tuple[int, int]:
+        """chmod and/or touch a file or directory; returns its (mode, mtime_ms) after."""
+        fields = {k: v for k, v in (("mode", mode), ("mtime_ms", mtime_ms)) if v is not None}
+        resp = self._mutate("SetAttr", pb.SetAttrRequest, path=path, **fields)
+        return resp.mode, resp.mtime_ms
+
     def tier_status(self, path: str) -> dict:
         resp = self._call("TierStatus", pb.TierStatusRequest(path=utf8(path)))
         out = _fields(resp)

@@ -243,6 +243,15 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.SetClassResponse(changed=ok["changed"])
 
     @rpc
+    async def SetAttr(self, request, context):
+        command = {"op": "set_attr", "path": request.path}
+        for field in ("mode", "mtime_ms"):
+            if request.HasField(field):
+                command[field] = getattr(request, field)
+        ok = await self._mutate(request, context, command)
+        return pb.SetAttrResponse(mode=ok["mode"], mtime_ms=ok["mtime_ms"])
+
+    @rpc
     async def TierStatus(self, request, context):
         info = await self._read(context, lambda st, auth, now: st.stat(request.path, auth, now))
         return pb.TierStatusResponse(**(await asyncio.to_thread(self.node.tier_status, info)))

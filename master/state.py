@@ -88,6 +88,8 @@ _OPS: dict[str, _Op] = {
     "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads, system=True),
     "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
                       "recursive": boolean}, ns.set_class),
+    "set_attr": _Op({"path": path_field}, ns.set_attr,
+                     optional={"mode": int_in(0, 0o7777), "mtime_ms": int_in(0, MAX_U64)}),
     "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
     "commit": _Op({"inode": INODE, "size": int_in(0),
                    "chunks": list_of(map_of({"handle": int_in(1), "length": int_in(0),
