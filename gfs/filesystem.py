@@ -27,17 +27,9 @@ from typing import Any, BinaryIO, Iterator
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
 from gfs.client import Client, FileInfo
-from gfs.errors import GfsError
+from gfs.errors import GfsError, errno_of
 
 SPOOL_MEMORY = 16 << 20          # bytes a writer keeps in memory before spooling to disk
-
-# A GfsError's code → the OSError data tools understand (FileNotFoundError for NOT_FOUND...).
-_ERRNO = {"NOT_FOUND": errno.ENOENT, "ALREADY_EXISTS": errno.EEXIST,
-          "PERMISSION_DENIED": errno.EACCES, "UNAUTHENTICATED": errno.EACCES,
-          "RESOURCE_EXHAUSTED": errno.ENOSPC, "INVALID_ARGUMENT": errno.EINVAL,
-          "UNAVAILABLE": errno.EIO, "DEADLINE_EXCEEDED": errno.ETIMEDOUT,
-          "DATA_LOSS": errno.EIO}
-
 
 @contextmanager
 def os_errors(path: str) -> Iterator[None]:
@@ -45,13 +37,7 @@ def os_errors(path: str) -> Iterator[None]:
     try:
         yield
     except GfsError as err:
-        code = _ERRNO.get(err.code)
-        if code is None and err.code == "FAILED_PRECONDITION":
-            text = str(err)
-            code = (errno.EISDIR if "is a directory" in text else
-                    errno.ENOTDIR if "not a directory" in text else
-                    errno.ENOTEMPTY if "not empty" in text else errno.EIO)
-        raise OSError(code or errno.EIO, f"{err.code}: {err}", path) from None
+        raise OSError(errno_of(err), f"{err.code}: {err}", path) from None
 
 
 def _entry(info: FileInfo) -> dict[str, Any]:
