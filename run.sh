@@ -33,6 +33,9 @@ setup() {
     # System tools the tests use: ip (network namespaces for partition tests), systemd-analyze
     # (checks deploy/systemd/; installing the package does not make systemd PID 1).
     apt_install iproute2 systemd || true
+    # FaultFS (bench/chaos/faultfs/, the chaos suite's power-loss and disk-fault layer): libfuse3
+    # and fusermount3.
+    apt_install fuse3 || true
     # The container tests (GFS_CONTAINER_TESTS=1) build and run the image with podman.
     if [ "${GFS_CONTAINER_TESTS:-}" = 1 ]; then apt_install podman debootstrap runc || true; fi
     local stamp="$VENV/.installed"
