@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("state_dir")
     parser.add_argument("--owner-pid", type=int)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.DEBUG if os.environ.get("GFS_FAULTFS_DEBUG") else logging.INFO,
+                        stream=sys.stderr,
                         format="%(asctime)s faultfs %(levelname)s %(message)s")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
