@@ -10,7 +10,8 @@ durable what it takes to undo it:
 * a directory entry change (create, mkdir, symlink, unlink, rmdir, rename): enough to put the
   entry back. An unlinked or replaced file is moved into the state directory's trash, not
   deleted, until its directory is fsync'd. Durable on fsync of the parent directory (a rename:
-  of both directories).
+  of the destination directory, as on a journalling file system that commits a rename in one
+  transaction; until then it is undone whole).
 
 Files are keyed by inode number, directories too (a rename of a parent must not lose its
 children's records). A power loss undoes the records it drops newest first, so each undo finds
@@ -63,6 +64,7 @@ class DirRecord:
     new_parent: int = 0
     new_name: str = ""
     trash: str | None = None
+    ino: int = 0                                         # "create": the new entry's inode
     pending: set[int] = field(default_factory=set)      # directories still to be fsync'd
 
 
@@ -173,7 +175,7 @@ class UndoLog:
         """`name` was just created in the directory `parent_ino` (the inode `ino` is new: records
         of a deleted file that had the same number are dropped)."""
         self._forget_ino(ino)
-        self._add_dir(DirRecord(self._next(), "create", parent_ino, name, is_dir,
+        self._add_dir(DirRecord(self._next(), "create", parent_ino, name, is_dir, ino=ino,
                                 pending={parent_ino}))
 
     def remove(self, path: str, is_dir: bool) -> None:
@@ -204,7 +206,7 @@ class UndoLog:
                 os.rename(os.path.join(self.trash, trash), new)
             raise
         self._add_dir(DirRecord(seq, "rename", old_ino, old_name, os.path.isdir(new),
-                                new_ino, new_name, trash, pending={old_ino, new_ino}))
+                                new_ino, new_name, trash, pending={new_ino}))
 
     def _add_dir(self, rec: DirRecord) -> None:
         self._dirs[rec.seq] = rec
@@ -316,7 +318,7 @@ class UndoLog:
                   "writes_kept": len(self._data) - undo.writes_undone,
                   "dir_ops_lost": undo.entries_undone,
                   "dir_ops_kept": len(dir_records) - undo.entries_undone,
-                  "errors": undo.errors}
+                  "lost_entries": undo.lost_entries[:50], "errors": undo.errors}
         self._close()
         return result
 
@@ -336,6 +338,7 @@ class _Undo:
         self.dirs: dict[int, str] = {}
         self.writes_undone = self.pages_undone = self.entries_undone = 0
         self.errors: list[str] = []
+        self.lost_entries: list[str] = []        # what was undone, for the reader of a result
 
     def open_files(self, inos) -> None:
         """An fd for every file with records, found by inode in the backing tree and the trash
@@ -427,6 +430,8 @@ class _Undo:
         try:
             where = os.path.join(self._dir(rec.parent), rec.name)
             if rec.kind == "create":
+                if os.lstat(where).st_ino != rec.ino:       # renamed away (durably) since
+                    return
                 _remove_tree(where)
             elif rec.kind == "remove":
                 os.rename(os.path.join(self.trash, rec.trash), where)
@@ -436,6 +441,11 @@ class _Undo:
                 if rec.trash:
                     os.rename(os.path.join(self.trash, rec.trash), now)
             self.entries_undone += 1
+            arrow = f" -> {rec.new_name}" if rec.kind == "rename" else ""
+            self.lost_entries.append(f"{rec.kind} {os.path.relpath(where, self.backing)}{arrow}")
+        except FileNotFoundError:
+            if rec.kind != "create":                         # a create renamed away is fine
+                self.errors.append(f"undo {rec.kind} {rec.name!r}: not found")
         except OSError as exc:
             self.errors.append(f"undo {rec.kind} {rec.name!r}: {exc}")
 
