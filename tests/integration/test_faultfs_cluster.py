@@ -114,3 +114,68 @@ def test_whole_cluster_power_loss_during_a_put_load(make_cluster):
         cluster.up(timeout=90)
         check_acked(cluster, load.acked)
     put_ok(cluster, "/after")
+
+
+def healthy(c) -> dict | None:
+    h = c.health()
+    return h if h["status"] == "healthy" and not h["repair_in_flight"] else None
+
+
+def test_a_chunkserver_power_loss_during_puts(make_cluster):
+    """Puts run while one chunkserver loses power; once it is back and the cluster healthy, every
+    acknowledged file reads back from that chunkserver alone (the others killed)."""
+    cluster = faultfs_cluster(make_cluster, masters=1)
+    with Load(cluster, "/cs-loss", 3) as load:
+        load.wait_acked(6)
+        victim = cluster.disk("chunkserver-1")
+        wait_for(lambda: victim.status()["pending_writes"], 30, "a chunk being written")
+        result = cluster.power_loss(["chunkserver-1"], mode="prefix", seed=3)["chunkserver-1"]
+        assert result["writes_lost"] + result["dir_ops_lost"] > 0, result
+        n = len(load.acked)
+        load.wait_acked(n + 4)                      # the puts go on without it
+        cluster.start("chunkserver-1")
+    cluster.wait_healthy(60)
+    with cluster.client(deadline=30) as c:
+        wait_for(lambda: healthy(c), 90, "every chunk back at full replication")
+    cluster.kill("chunkserver-2")
+    cluster.kill("chunkserver-3")
+    check_acked(cluster, load.acked)
+
+
+def _installing(backing: str) -> bool:
+    """Has a snapshot install begun on this master's disk (its temporary copy or staged store)?"""
+    raft = os.path.join(backing, "raft")
+    return any(n.startswith("tmp") for n in os.listdir(raft)) or any(
+        n.startswith("meta.") for n in os.listdir(backing))
+
+
+def test_a_master_power_loss_during_a_snapshot_install(make_cluster):
+    """A lagging follower gets the leader's snapshot; the power goes out in the middle of the
+    install (its fsyncs slowed down to widen the window). It comes back, catches up, and with it
+    in the quorum instead of the leader nothing acknowledged is missing."""
+    cluster = faultfs_cluster(make_cluster, chunkservers=1, master={"compact-entries": 40})
+    follower = next(m["name"] for m in cluster.spec["masters"] if m["name"] != cluster.leader())
+    cluster.kill(follower)
+    acked: dict[str, str] = {}
+    with cluster.client(deadline=20) as c:
+        for i in range(120):                        # enough entries for the leader to compact
+            c.mkdir(f"/snap/d{i}", parents=True)
+            acked[f"/snap/d{i}"] = ""
+    disk = cluster.disk(follower)
+    disk.fsync_delay(0.3, 0.6)
+    cluster.start(follower)
+    wait_for(lambda: _installing(disk.backing), 60, "the snapshot install to begin", 0.05)
+    time.sleep(random.uniform(0, 1.5))
+    result = cluster.power_loss([follower], mode="all")[follower]
+    assert not result["errors"], result
+    cluster.start(follower)
+    cluster.wait_healthy(60)
+    with cluster.client(deadline=20) as c:
+        c.mkdir("/snap/after")
+        acked["/snap/after"] = ""
+    leader = cluster.leader()
+    target = cluster.master_status(cluster.daemon(leader))["commit_index"]
+    wait_for(lambda: (cluster.master_status(cluster.daemon(follower)) or {}).get(
+        "applied_index", 0) >= target, 60, f"{follower} to catch up")
+    cluster.kill(leader)                            # the follower is now part of every quorum
+    check_acked(cluster, acked)
