@@ -100,6 +100,7 @@ def put_ok(cluster, path: str, size: int = 300 << 10) -> None:
         assert sink.getvalue() == data
 
 
+@pytest.mark.slow
 def test_whole_cluster_power_loss_during_a_put_load(make_cluster):
     cluster = faultfs_cluster(make_cluster)
     names = [d["name"] for d in cluster.daemons()]
@@ -179,3 +180,80 @@ def test_a_master_power_loss_during_a_snapshot_install(make_cluster):
         "applied_index", 0) >= target, 60, f"{follower} to catch up")
     cluster.kill(leader)                            # the follower is now part of every quorum
     check_acked(cluster, acked)
+
+
+def test_disk_full_and_failing_on_a_chunkserver(make_cluster):
+    """A chunkserver whose disk is full (then failing) refuses chunk writes with a clear error and
+    stays up; nothing acknowledged is lost; with space back it takes writes again."""
+    cluster = faultfs_cluster(make_cluster, masters=1)
+    acked = {}
+    with cluster.client(deadline=20) as c:
+        for i in range(3):
+            data = os.urandom(300 << 10)
+            c.put(io.BytesIO(data), f"/before{i}")
+            acked[f"/before{i}"] = hashlib.sha256(data).hexdigest()
+    disk = cluster.disk("chunkserver-1")
+    for fault in ("enospc", "eio"):
+        disk.enospc(True) if fault == "enospc" else disk.eio("*", ["write", "fsync", "create"])
+        with cluster.client(deadline=15) as c, pytest.raises(GfsError) as err:
+            c.put(io.BytesIO(os.urandom(300 << 10)), f"/during-{fault}")   # needs all 3 servers
+        message = str(err.value)
+        # A full disk shows in the chunkserver's heartbeat (the master then refuses the put as
+        # "cluster full") or, between heartbeats, in the chunk write itself.
+        expected = ("cluster full", "No space left") if fault == "enospc" else \
+            ("Input/output error",)
+        assert any(e in message for e in expected), message
+        assert cluster.pid("chunkserver-1"), "the chunkserver must not crash"
+        disk.clear_faults()
+        check_acked(cluster, acked)
+    put_ok(cluster, "/after")
+
+
+def test_disk_full_and_failing_on_the_leader(make_cluster):
+    """The leader's disk fills up (then fails): the masters keep answering — the cluster moves on
+    or the command fails with a clear error — nothing acknowledged is lost, and with the fault
+    gone the cluster takes writes again with every master healthy."""
+    cluster = faultfs_cluster(make_cluster, chunkservers=1, master={"replication": 1})
+    acked: dict[str, str] = {}
+    with cluster.client(deadline=20) as c:
+        c.mkdir("/before")
+        acked["/before"] = ""
+    for fault in ("enospc", "eio"):
+        leader = cluster.leader()
+        disk = cluster.disk(leader)
+        disk.enospc(True) if fault == "enospc" else disk.eio("raft/*", ["write", "fsync"])
+        outcomes = []
+        with cluster.client(deadline=10) as c:
+            for i in range(5):
+                try:
+                    c.mkdir(f"/during-{fault}-{i}")
+                    acked[f"/during-{fault}-{i}"] = ""
+                    outcomes.append("ok")
+                except GfsError as err:
+                    outcomes.append(f"{type(err).__name__}: {err}")
+        assert all(o == "ok" or "leader" in o or "No space" in o or "Input/output" in o
+                   for o in outcomes), outcomes
+        disk.clear_faults()
+        if not cluster.pid(leader):
+            cluster.start(leader)
+        cluster.wait_healthy(60)
+        with cluster.client(deadline=20) as c:
+            c.mkdir(f"/after-{fault}")
+            acked[f"/after-{fault}"] = ""
+        check_acked(cluster, acked)
+
+
+@pytest.mark.slow
+def test_slow_fsync_on_a_master_and_a_chunkserver(make_cluster):
+    """fsyncs of 100 ms to 2 s on the leader and on one chunkserver: puts still complete and every
+    acknowledged one reads back after a whole-cluster power loss."""
+    cluster = faultfs_cluster(make_cluster)
+    leader = cluster.leader()
+    cluster.disk(leader).fsync_delay(0.1, 2.0)
+    cluster.disk("chunkserver-1").fsync_delay(0.1, 2.0)
+    with Load(cluster, "/slow", 4) as load:
+        load.wait_acked(8, timeout=120)
+        results = cluster.power_loss([d["name"] for d in cluster.daemons()], mode="all")
+    assert results[leader] is not None
+    cluster.up(timeout=90)
+    check_acked(cluster, load.acked)
