@@ -12,6 +12,7 @@ from pathlib import Path
 
 SERVER_FILE = "server.json"          # in the state directory: the server's pid and socket
 POWER_LOSS_FILE = "power-loss.json"  # in the state directory: the last power loss's result
+_REPO_ROOT = str(Path(__file__).resolve().parents[3])   # the server imports bench.chaos.faultfs
 
 
 class FaultFSError(RuntimeError):
@@ -109,7 +110,8 @@ class FaultFS:
             [sys.executable, "-m", "bench.chaos.faultfs.server", self.backing, self.mountpoint,
              self.state_dir, "--owner-pid", str(owner_pid or os.getpid())],
             stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
-            env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())})
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (_REPO_ROOT, os.environ.get("PYTHONPATH")) if p)})
         logf.close()
         end = time.monotonic() + timeout
         while time.monotonic() < end:
