@@ -252,7 +252,7 @@ def test_slow_fsync_on_a_master_and_a_chunkserver(make_cluster):
     cluster.disk(leader).fsync_delay(0.1, 2.0)
     cluster.disk("chunkserver-1").fsync_delay(0.1, 2.0)
     with Load(cluster, "/slow", 4) as load:
-        load.wait_acked(8, timeout=120)
+        load.wait_acked(5, timeout=120)
         results = cluster.power_loss([d["name"] for d in cluster.daemons()], mode="all")
     assert results[leader] is not None
     cluster.up(timeout=90)
