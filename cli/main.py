@@ -20,6 +20,7 @@ from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_erro
 from gfs.config import record_cluster, recorded_cluster_file
 from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
+from gfs.fsutil import makedirs_durable
 from gfs.units import human_size
 from cli import identity_commands, mount_commands
 from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
@@ -644,7 +645,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
         raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
-    os.makedirs(data_dir, exist_ok=True)
+    makedirs_durable(data_dir)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": default_chunk,
                          "storage_class": default_class},
@@ -696,7 +697,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     from gfs.auth.secret import load_secret_file
     from gfs.auth.tls import TlsFiles
     from gfs.config import split_addresses
-    os.makedirs(data_dir, exist_ok=True)
+    makedirs_durable(data_dir)
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size

@@ -35,7 +35,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
 
-from gfs.fsutil import fsync_path
+from gfs.fsutil import fsync_path, makedirs_durable
 from master.journal import DurableJournal
 from master.raft_auth import FrameAuthenticator
 from master.state import MetadataState
@@ -162,7 +162,7 @@ class MetadataRaft(SyncObj):
         self._frame_auth = FrameAuthenticator(cluster_secret)
         self._config = config
         self._raft_dir = os.path.join(data_dir, "raft")
-        os.makedirs(self._raft_dir, exist_ok=True)
+        makedirs_durable(self._raft_dir)
         self._state_dir = os.path.join(data_dir, "meta")
         self._state_lock = threading.RLock()    # guards swapping the state on snapshot install
         self.state = MetadataState(self._state_dir)

@@ -18,7 +18,7 @@ import lmdb
 import msgpack
 
 from gfs import paths
-from gfs.fsutil import fsync_path
+from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
@@ -237,10 +237,12 @@ class MetadataState:
     def __init__(self, path: str, map_size: int = 1 << 34, *, sync: bool = True):
         self.path = os.path.abspath(path)
         _recover_install(self.path)
-        os.makedirs(self.path, exist_ok=True)
+        makedirs_durable(self.path)
         self._env = lmdb.open(self.path, map_size=map_size, max_dbs=MAX_DBS, sync=sync, subdir=True)
         self._dbs = {name: self._env.open_db(name.encode()) for name in DB_NAMES}
         self._init_root()
+        if sync:
+            fsync_path(self.path)         # the entry of data.mdb, which lmdb.open may have made
 
     def _init_root(self) -> None:
         """Create the root of a fresh store, and what a store written by older code lacks (the
@@ -572,7 +574,7 @@ class MetadataState:
         by copy_to_fd). The caller has closed any MetadataState open on `path`."""
         path = os.path.abspath(path)
         _recover_install(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        makedirs_durable(os.path.dirname(path))
         _swap_in(_stage(mdb_file, path), path)
 
 
