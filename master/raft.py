@@ -36,6 +36,7 @@ from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
 
 from gfs.fsutil import fsync_path, makedirs_durable
+from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
 from master.raft_auth import FrameAuthenticator
 from master.state import MetadataState
@@ -174,6 +175,7 @@ class MetadataRaft(SyncObj):
         self._read_snapshot_info()
         self._on_role_change = on_role_change
         self._stopping = threading.Event()
+        self._tick_failures = RepeatedFailure(log, "raft tick failed")
         conf = SyncObjConf(
             autoTick=False,
             appendEntriesUseBatch=False,
@@ -230,8 +232,8 @@ class MetadataRaft(SyncObj):
                         _PrivateRaftState.cap_commit(self, unverified)
                     self._transport.keep_fresh(self._getLeader())
                 self.doTick(self._config.tick)
-            except Exception:   # never let the tick thread die; pysyncobj state is per message
-                log.exception("raft tick failed")
+            except Exception as err:   # never let the tick thread die; pysyncobj state is per message
+                self._tick_failures.exception(err)
                 time.sleep(self._config.tick)
 
     def _make_durable(self) -> None:
