@@ -22,8 +22,8 @@ from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.fsutil import makedirs_durable
 from gfs.units import human_size
-from cli import identity_commands, mount_commands
-from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
+from cli import identity_commands, mount_commands, snapshot_commands
+from cli.common import CONTEXT, GfsGroup, Progress, emit_json, format_time, make_client
 
 EXIT_CODES = """\b
 Exit status:
@@ -418,30 +418,6 @@ def admin_balance(ctx, show_status: bool, as_json: bool) -> None:
 
 # --- data --------------------------------------------------------------------------------------
 
-class Progress:
-    """A tqdm bar on stderr (speed, ETA) when stderr is a terminal or --progress is given."""
-
-    def __init__(self, enabled: bool | None, total: int | None, label: str):
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def local_size(path: str) -> int | None:
     try:
         return os.path.getsize(path) if path != "-" else None
@@ -828,6 +804,7 @@ def cluster_down(data: str | None) -> None:
 for _command in identity_commands.COMMANDS + mount_commands.COMMANDS:
     cli.add_command(_command)
 admin.add_command(identity_commands.audit)
+admin.add_command(snapshot_commands.snapshot)
 
 
 class OneLineUsageError(click.UsageError):

@@ -29,6 +29,7 @@ from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
 from gfs.reach import Reachability
 from gfs.errors import (
+    DataLoss,
     FailedPrecondition,
     GfsError,
     InvalidArgument,
@@ -471,6 +472,37 @@ class Client(IdentityCalls):
         fields = {k: v for k, v in (("mode", mode), ("mtime_ms", mtime_ms)) if v is not None}
         resp = self._mutate("SetAttr", pb.SetAttrRequest, path=path, **fields)
         return resp.mode, resp.mtime_ms
+
+    def backup(self, out: BinaryIO, progress: Callable[[int], None] | None = None) -> dict:
+        """Write a backup of the cluster's metadata (master/backup.py format) to `out`
+        (administrators); returns its header. The bytes are checked against the header's
+        length and SHA-256 as they arrive: DataLoss if they do not match."""
+        import hashlib
+
+        from master import backup
+        self._call("Stat", pb.StatRequest(path="/"))            # find the leader
+        try:
+            stream = self._stub(self._leader or self._candidate()).Backup(
+                pb.Empty(), metadata=self._metadata, timeout=max(self.deadline, 3600))
+            first = next(stream)
+            header = backup.make_header(first.applied_index, first.created_ms, first.size,
+                                        first.sha256)
+            out.write(backup.header_bytes(header))
+            h, size = hashlib.sha256(), 0
+            for message in stream:
+                h.update(message.data)
+                size += len(message.data)
+                out.write(message.data)
+                if progress:
+                    progress(len(message.data))
+        except grpc.RpcError as err:
+            raise from_grpc(err.code(), err.details() or "") from None
+        except StopIteration:
+            raise DataLoss("the master ended the backup before its header") from None
+        if size != header["size"] or h.hexdigest() != header["sha256"]:
+            raise DataLoss(f"the backup arrived damaged ({size} of {header['size']} bytes, "
+                           "or a SHA-256 mismatch)")
+        return header
 
     def tier_status(self, path: str) -> dict:
         resp = self._call("TierStatus", pb.TierStatusRequest(path=utf8(path)))

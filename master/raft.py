@@ -166,6 +166,7 @@ class MetadataRaft(SyncObj):
         makedirs_durable(self._raft_dir)
         self._state_dir = os.path.join(data_dir, "meta")
         self._state_lock = threading.RLock()    # guards swapping the state on snapshot install
+        self._copy_lock = threading.Lock()      # a backup copy in progress (not the apply path)
         self.state = MetadataState(self._state_dir)
         self.journal = DurableJournal(self._raft_dir)
         self._check_log_covers_state()
@@ -350,7 +351,7 @@ class MetadataRaft(SyncObj):
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-            with self._state_lock:
+            with self._state_lock, self._copy_lock:
                 self.state.close()
                 MetadataState.install_copy(mdb, self._state_dir)
                 self.state = MetadataState(self._state_dir)
@@ -359,6 +360,13 @@ class MetadataRaft(SyncObj):
         self.snapshot_index = last_entry[1]
         log.info("installed snapshot from leader at index %d", last_entry[1])
         return last_entry, prev_entry, cluster
+
+    def copy_state(self, fd: int) -> None:
+        """A consistent, compacted copy of the metadata to `fd`, for a backup. LMDB copies from
+        one read transaction, so commits go on meanwhile: only a snapshot install (which swaps
+        the store) waits for it."""
+        with self._copy_lock:
+            self.state.copy_to_fd(fd)
 
     @staticmethod
     def _read_snapshot_header(path: str):

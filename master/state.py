@@ -564,6 +564,12 @@ class MetadataState:
 
     # --- snapshots ---------------------------------------------------------------------------
 
+    def start_new_log(self) -> None:
+        """A restored store (master/backup.py) is the start of a new Raft group's log: its
+        entries count from 1 again, so nothing may look applied already."""
+        with self._env.begin(write=True) as txn:
+            Tx(txn, self._dbs).set_counter(APPLIED, 0)
+
     def copy_to_fd(self, fd: int) -> None:
         """Write a consistent, compacted copy of data.mdb to the open file `fd`."""
         self._env.copyfd(fd, compact=True)
