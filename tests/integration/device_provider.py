@@ -7,7 +7,8 @@ written here is only the glue those classes ask for (storage in dicts, one key, 
 page a person would use to approve a code, reduced to a form POST.
 
 Run: python -m tests.integration.device_provider --port PORT --user-claims JSON
-The first poll of each device code is answered `slow_down`, so clients are seen to back off.
+The first poll of each device code is answered `slow_down` (whether or not it is approved yet),
+so clients are seen to back off.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import flask
 from authlib.integrations.flask_oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import ClientMixin
 from authlib.oauth2.rfc8628 import (DeviceAuthorizationEndpoint, DeviceCodeGrant,
-                                    DeviceCredentialDict)
+                                    DeviceCredentialDict, SlowDownError)
 from authlib.oidc.core import OpenIDToken
 from joserfc.jwk import KeySet, RSAKey
 
@@ -80,9 +81,15 @@ def make_app(port: int, user_claims: dict) -> flask.Flask:
         def query_user_grant(self, user_code):
             return grants.get(user_code)
 
-        def should_slow_down(self, credential):
+        def validate_device_credential(self, credential):
+            """The first poll of every code is told to slow down, approved or not yet."""
             polls[credential["user_code"]] = polls.get(credential["user_code"], 0) + 1
-            return polls[credential["user_code"]] == 1
+            if polls[credential["user_code"]] == 1:
+                raise SlowDownError()
+            return super().validate_device_credential(credential)
+
+        def should_slow_down(self, credential):
+            return False
 
     class IdToken(OpenIDToken):
         def get_jwt_config(self, grant, client=None):
