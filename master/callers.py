@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from gfs.auth.tokens import AUTH_METADATA_KEY, token_hash
 from gfs.errors import Unauthenticated
+from master.state import AS_SYSTEM
 
 SCHEME = "bearer "
 
@@ -23,3 +24,10 @@ def auth_of(context) -> bytes | None:
         return token_hash(value[len(SCHEME):].strip())
     return None
 
+
+
+def caller_of(context, insecure_no_auth: bool):
+    """`auth_of(context)`, or in the insecure mode (gfs/auth/insecure.py) AS_SYSTEM: whatever
+    the caller sends, it acts as the masters' own administrator. A command made for such a
+    caller carries no `auth` field at all (the state machine runs it as SYSTEM)."""
+    return AS_SYSTEM if insecure_no_auth else auth_of(context)
