@@ -152,7 +152,8 @@ def reclaim(cluster, client, path: str) -> None:
     from proto import chunkserver_pb2 as cpb
     info = client.stat(path)
     client.delete(path, skip_trash=True)
-    channels = Channels(DaemonAuth(cluster.cluster_secret()))
+    channels = Channels(DaemonAuth(cluster.cluster_secret()),
+                        cluster.tls.ca_pem() if cluster.tls else None)
     try:
         for chunk in info.chunks:
             for address in chunk.replicas:
@@ -177,11 +178,13 @@ def raft_term(cluster) -> int:
 # --- the benchmark -------------------------------------------------------------------------
 
 def put_then_get(cluster, client, remotes: list[list[str]], replication: int, source: str,
-                 digest: int, size: int, work: str) -> dict[str, dict]:
-    """Put the source to every remote at once, get them all back cold, then delete them."""
+                 digest: int, size: int, work: str, cold: bool = True) -> dict[str, dict]:
+    """Put the source to every remote at once, get them all back (cold: from the disk, the
+    page cache evicted), then delete them."""
     masters = cluster.master_addresses()
     put = measure(masters, "put", remotes, source, digest, replication, size, work)
-    evict_chunks(cluster)
+    if cold:
+        evict_chunks(cluster)
     get = measure(masters, "get", remotes, source, digest, replication, size, work)
     for r in (r for rs in remotes for r in rs):
         if client.exists(r):
