@@ -178,13 +178,11 @@ def raft_term(cluster) -> int:
 # --- the benchmark -------------------------------------------------------------------------
 
 def put_then_get(cluster, client, remotes: list[list[str]], replication: int, source: str,
-                 digest: int, size: int, work: str, cold: bool = True) -> dict[str, dict]:
-    """Put the source to every remote at once, get them all back (cold: from the disk, the
-    page cache evicted), then delete them."""
+                 digest: int, size: int, work: str) -> dict[str, dict]:
+    """Put the source to every remote at once, get them all back cold, then delete them."""
     masters = cluster.master_addresses()
     put = measure(masters, "put", remotes, source, digest, replication, size, work)
-    if cold:
-        evict_chunks(cluster)
+    evict_chunks(cluster)
     get = measure(masters, "get", remotes, source, digest, replication, size, work)
     for r in (r for rs in remotes for r in rs):
         if client.exists(r):
