@@ -5,6 +5,8 @@ the state carry only its SHA-256, which is what the state machine stores and che
 command's position in the log for mutations, against the state read for reads)."""
 from __future__ import annotations
 
+import functools
+
 from gfs.auth.tokens import AUTH_METADATA_KEY, token_hash
 from gfs.errors import Unauthenticated
 from master.state import AS_SYSTEM
@@ -21,8 +23,15 @@ def auth_of(context) -> bytes | None:
         if not isinstance(value, str) or not value.lower().startswith(SCHEME):
             raise Unauthenticated("the authorization metadata must be "
                                   "'Bearer gfs_...'")
-        return token_hash(value[len(SCHEME):].strip())
+        return _hash_of(value[len(SCHEME):].strip())
     return None
+
+
+# token -> its hash (a pure function): clients send the same token on every call, and checking
+# its form and hashing it twice costs more than the rest of resolving the caller. Malformed
+# tokens raise and are not kept. The tokens kept are those of recent callers, which this
+# process holds anyway while it serves them.
+_hash_of = functools.lru_cache(maxsize=4096)(token_hash)
 
 
 
