@@ -24,6 +24,7 @@ and hash-checked.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
 
@@ -86,7 +87,30 @@ def daemon_cpu_s(cluster) -> float:
     return sum(process_stats(cluster.pid(d["name"]))["cpu_s"] or 0.0 for d in cluster.daemons())
 
 
-def measure_metadata(pool: LoadPool, cfg: dict, started: dict) -> list[dict]:
+IDLE_S = 3.0
+
+
+def idle_rates(started: dict, seconds: float = IDLE_S) -> dict[str, float]:
+    """CPU seconds per second each cluster's daemons use doing nothing (Raft and chunkserver
+    heartbeats), measured on all of them at once: subtracted from what a measurement used."""
+    before = {name: daemon_cpu_s(cluster) for name, (cluster, _) in started.items()}
+    t = time.monotonic()
+    time.sleep(seconds)
+    wall = time.monotonic() - t
+    return {name: max(0.0, (daemon_cpu_s(cluster) - before[name]) / wall)
+            for name, (cluster, _) in started.items()}
+
+
+@contextmanager
+def work_cpu(cluster, idle_rate: float) -> Iterator[dict]:
+    """{"cpu_s"}: the daemons' CPU seconds spent inside the block beyond their idle rate."""
+    out: dict = {}
+    cpu, t = daemon_cpu_s(cluster), time.monotonic()
+    yield out
+    out["cpu_s"] = max(0.0, daemon_cpu_s(cluster) - cpu - idle_rate * (time.monotonic() - t))
+
+
+def measure_metadata(pool: LoadPool, cfg: dict, started: dict, idle: dict) -> list[dict]:
     """Every (op, clients) point, its repetitions interleaved over the configurations."""
     points = []
     for op in cfg["ops"]:
@@ -100,13 +124,12 @@ def measure_metadata(pool: LoadPool, cfg: dict, started: dict) -> list[dict]:
                     spec = {"masters": cluster.master_addresses(), "token": cluster.admin_token,
                             "tls_ca": cluster.tls.ca if cluster.tls else None,
                             **gfs_spec(op, d)}
-                    cpu = daemon_cpu_s(cluster)
-                    r = pool.measure("bench.metadata:gfs_op", spec, conc, cfg["seconds"],
-                                     cfg["warmup"], f"{name}-{op}{conc}r{rep}")
+                    with work_cpu(cluster, idle[name]) as used:
+                        r = pool.measure("bench.metadata:gfs_op", spec, conc, cfg["seconds"],
+                                         cfg["warmup"], f"{name}-{op}{conc}r{rep}")
                     # Daemon CPU over warm-up and window, per operation at the window's rate.
                     done = r["ops_s"] * (cfg["seconds"] + cfg["warmup"])
-                    r["cpu_ms_per_op"] = ((daemon_cpu_s(cluster) - cpu) * 1e3 / done
-                                          if done else float("nan"))
+                    r["cpu_ms_per_op"] = used["cpu_s"] * 1e3 / done if done else float("nan")
                     runs[name].append(r)
             point = {"op": op, "concurrency": conc,
                      "configs": {n: {**summarize(op, conc, rs),
@@ -119,23 +142,23 @@ def measure_metadata(pool: LoadPool, cfg: dict, started: dict) -> list[dict]:
     return points
 
 
-def put_get(cluster, client, remote: str, cfg: dict, source: str, digest: int,
-            work: str) -> dict[str, dict]:
+def put_get(cluster, idle_rate: float, client, remote: str, cfg: dict, source: str,
+            digest: int, work: str) -> dict[str, dict]:
     """One put of the source and one warm get of it (each with the CPU seconds per GiB of the
-    cluster's daemons and the client together), then the file is deleted."""
+    cluster's daemons, beyond their idle rate, and of the client), then the file is deleted."""
     out = {}
     for op in ("put", "get"):
-        cpu = daemon_cpu_s(cluster)
-        r = measure(cluster.master_addresses(), op, [[remote]], source, digest,
-                    cfg["replication"], cfg["size"], work)
-        used = daemon_cpu_s(cluster) - cpu + r["client_cpu_s"]
-        r["cpu_s_per_gib"] = used * GiB / r["bytes"] if r["bytes"] else float("nan")
+        with work_cpu(cluster, idle_rate) as used:
+            r = measure(cluster.master_addresses(), op, [[remote]], source, digest,
+                        cfg["replication"], cfg["size"], work)
+        cpu = used["cpu_s"] + r["client_cpu_s"]
+        r["cpu_s_per_gib"] = cpu * GiB / r["bytes"] if r["bytes"] else float("nan")
         out[op] = r
     reclaim(cluster, client, remote)
     return out
 
 
-def measure_data(cfg: dict, started: dict, work: str, seed: int) -> list[dict]:
+def measure_data(cfg: dict, started: dict, idle: dict, work: str, seed: int) -> list[dict]:
     """Put and get of one file per configuration per repetition, interleaved."""
     size = cfg["size"]
     source, digest = make_source(work, size, seed)
@@ -145,8 +168,8 @@ def measure_data(cfg: dict, started: dict, work: str, seed: int) -> list[dict]:
             for name in order(max(rep, 0)):
                 cluster, client = started[name]
                 with acting_for(cluster):
-                    r = put_get(cluster, client, f"/bench/data-{rep + 1}", cfg, source, digest,
-                                work)
+                    r = put_get(cluster, idle[name], client, f"/bench/data-{rep + 1}", cfg,
+                                source, digest, work)
                 if rep >= 0:
                     runs[name].append(r)
     finally:
@@ -178,14 +201,18 @@ def run(cfg: dict, ctx: Context) -> dict:
             client = stack.enter_context(cluster.client(deadline=60))
             prepare_gfs(client)
             started[name] = (cluster, client)
+        idle = idle_rates(started)
+        print("  idle daemon CPU: " + ", ".join(f"{n} {v:.2f} s/s" for n, v in idle.items()),
+              flush=True)
         with LoadPool() as pool:
-            metadata = measure_metadata(pool, cfg, started)
-        data = measure_data(cfg, started, ctx.work, ctx.seed)
+            metadata = measure_metadata(pool, cfg, started, idle)
+        data = measure_data(cfg, started, idle, ctx.work, ctx.seed)
         processes = {f"{name}: {d['name']}": process_stats(cluster.pid(d["name"]))
                      for name, (cluster, _) in started.items() for d in cluster.daemons()}
     cpu = {name: sum(st["cpu_s"] or 0 for key, st in processes.items()
                      if key.startswith(f"{name}: ")) for name in CONFIGS}
-    return {"metadata": metadata, "data": data, "processes": processes, "daemon_cpu_s": cpu}
+    return {"metadata": metadata, "data": data, "processes": processes, "daemon_cpu_s": cpu,
+            "idle_cpu_s_per_s": idle}
 
 
 # --- report --------------------------------------------------------------------------------
@@ -223,6 +250,8 @@ def rows_of(res: dict) -> list[list]:
 def report(res: dict, refs: dict) -> str:
     cpu = res["daemon_cpu_s"]
     base_cpu = cpu.get(BASELINE) or 0
+    idle_line = ", ".join(f"{n} {num(v, 2)} CPU s/s"
+                          for n, v in res.get("idle_cpu_s_per_s", {}).items())
     cpu_line = ", ".join(f"{n} {num(v, 1)} s ({ratio(v, base_cpu)} × {BASELINE})"
                          for n, v in cpu.items())
     return (table(["measurement", "configuration", "median", "range", f"÷ {BASELINE}",
@@ -233,11 +262,11 @@ def report(res: dict, refs: dict) -> str:
               f"{TARGET_COST['metadata']:.0%} of metadata ops/s and "
               f"{TARGET_COST['data']:.0%} of data-path MB/s (ratio ≥ the target column). "
               f"Repetitions interleaved over the three clusters, order rotated; medians. "
-              f"Gets are warm (page cache). Daemon CPU: user+system seconds of the "
-              f"cluster's six daemons during the measurement (warm-up included, per operation "
-              f"at the window's rate; data path: with the client's, per GiB moved; idle "
-              f"heartbeats included): less disturbed by other load than throughput. Over the "
-              f"whole benchmark: {cpu_line}.")
+              f"Gets are warm (page cache). Daemon CPU: user+system seconds the cluster's "
+              f"six daemons spent during the measurement beyond their idle rate (measured "
+              f"first: {idle_line}), per operation at the window's rate (warm-up included) or, "
+              f"with the client's, per GiB moved; less disturbed by other load than "
+              f"throughput. Over the whole benchmark: {cpu_line}.")
 
 
 def figures(res: dict, refs: dict) -> list[dict]:
