@@ -7,8 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import subprocess
-import sys
 import time
 import urllib.request
 
@@ -16,20 +14,13 @@ import grpc
 import pytest
 
 from cli.localcluster import LocalCluster
+from tests.integration.cli_run import gfs
 from gfs.client import Client
 from gfs.errors import GfsError
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def gfs(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def metric(address: str, name: str) -> float:
