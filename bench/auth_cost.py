@@ -28,7 +28,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from collections.abc import Iterator
 
-from bench import clusters
+from bench import clusters, tls_probe
 from bench.common import (GiB, median, num, parse_ints, parse_seconds, parse_size,
                           process_stats, ratio, rng, spread, table)
 from bench.datapath import make_source, measure, reclaim
@@ -193,6 +193,9 @@ def measure_data(cfg: dict, started: dict, idle: dict, work: str, seed: int) -> 
 
 
 def run(cfg: dict, ctx: Context) -> dict:
+    probe = tls_probe.measure(ctx.work, cfg["size"], max(2, min(cfg["reps"], 3)))
+    print(f"  one gRPC stream: plaintext {probe['plain']['mb_s']['median']:.0f} MB/s, "
+          f"TLS {probe['tls']['mb_s']['median']:.0f} MB/s", flush=True)
     with ExitStack() as stack:
         started = {}
         for name, mode in CONFIGS.items():
@@ -212,7 +215,7 @@ def run(cfg: dict, ctx: Context) -> dict:
     cpu = {name: sum(st["cpu_s"] or 0 for key, st in processes.items()
                      if key.startswith(f"{name}: ")) for name in CONFIGS}
     return {"metadata": metadata, "data": data, "processes": processes, "daemon_cpu_s": cpu,
-            "idle_cpu_s_per_s": idle}
+            "idle_cpu_s_per_s": idle, "tls_probe": probe}
 
 
 # --- report --------------------------------------------------------------------------------
@@ -266,7 +269,21 @@ def report(res: dict, refs: dict) -> str:
               f"six daemons spent during the measurement beyond their idle rate (measured "
               f"first: {idle_line}), per operation at the window's rate (warm-up included) or, "
               f"with the client's, per GiB moved; less disturbed by other load than "
-              f"throughput. Over the whole benchmark: {cpu_line}.")
+              f"throughput. Over the whole benchmark: {cpu_line}."
+            + _probe_line(res.get("tls_probe")))
+
+
+def _probe_line(probe: dict | None) -> str:
+    """What TLS alone costs one gRPC stream here (bench/tls_probe.py): the data path's floor."""
+    if not probe:
+        return ""
+    plain, tls = probe["plain"], probe["tls"]
+    return (f"\n\nTLS alone, one gRPC stream of 1 MiB messages in one process (no gfs code; "
+            f"bench/tls_probe.py): plaintext {num(plain['mb_s']['median'])} MB/s, TLS "
+            f"{num(tls['mb_s']['median'])} MB/s ({ratio(tls['mb_s']['median'], plain['mb_s']['median'])}"
+            f" × plaintext); CPU of both ends {num(plain['cpu_s_per_gib']['median'], 2)} → "
+            f"{num(tls['cpu_s_per_gib']['median'], 2)} s/GiB. A get crosses one such hop, a put "
+            f"with replication 3 three.")
 
 
 def figures(res: dict, refs: dict) -> list[dict]:
