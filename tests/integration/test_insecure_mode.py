@@ -16,7 +16,7 @@ import pytest
 from cli.localcluster import LocalCluster
 from tests.integration.cli_run import gfs
 from gfs.client import Client
-from gfs.errors import GfsError
+from gfs.errors import FailedPrecondition, GfsError
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
@@ -116,5 +116,8 @@ def test_secure_cluster_refuses_anonymous_and_insecure_peers(tmp_path):
         log = (tmp_path / "cluster" / name / "daemon.log").read_text()
         assert "\"insecure_no_auth\": true" in log and "no daemon signature" in log
         assert metric(cluster.daemon("master-1")["metrics"], "gfs_insecure_no_auth") == 0.0
+        # A secure cluster is never restarted insecure.
+        with pytest.raises(FailedPrecondition, match="created secure"):
+            LocalCluster(tmp_path / "cluster", insecure_no_auth=True).up()
     finally:
         cluster.down()
