@@ -13,11 +13,13 @@ from bench.etcd import EtcdCluster, EtcdMissing, etcd_version
 
 @contextmanager
 def gfs(work: str, name: str, masters: int = 3, chunkservers: int = 0,
-        options: dict | None = None) -> Iterator:
-    """A started LocalCluster in work/name, stopped at the end."""
+        options: dict | None = None, *, tls: bool = False,
+        insecure_no_auth: bool = False) -> Iterator:
+    """A started LocalCluster in work/name, stopped at the end (secure unless
+    `insecure_no_auth`: see gfs/auth/insecure.py)."""
     from cli.localcluster import LocalCluster
-    cluster = LocalCluster(os.path.join(work, name))
-    cluster.create(masters=masters, chunkservers=chunkservers, options=options)
+    cluster = LocalCluster(os.path.join(work, name), insecure_no_auth=insecure_no_auth)
+    cluster.create(masters=masters, chunkservers=chunkservers, options=options, tls=tls)
     try:
         # Benchmark clients (here and in worker processes) act as the cluster's administrator.
         with cluster.signed_in():

@@ -152,7 +152,8 @@ def reclaim(cluster, client, path: str) -> None:
     from proto import chunkserver_pb2 as cpb
     info = client.stat(path)
     client.delete(path, skip_trash=True)
-    channels = Channels(DaemonAuth(cluster.cluster_secret()))
+    channels = Channels(DaemonAuth(cluster.cluster_secret()),
+                        cluster.tls.ca_pem() if cluster.tls else None)
     try:
         for chunk in info.chunks:
             for address in chunk.replicas:

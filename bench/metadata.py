@@ -30,7 +30,7 @@ FULL = {"ops": OPS, "concurrency": [1, 16, 64], "seconds": 5.0, "warmup": 1.0, "
 QUICK = {**FULL, "seconds": 1.0, "warmup": 0.3, "reps": 1}
 
 
-def _ops(text: str) -> list[str]:
+def parse_ops(text: str) -> list[str]:
     ops = [o.strip() for o in text.split(",") if o.strip()]
     bad = [o for o in ops if o not in OPS]
     if bad or not ops:
@@ -42,14 +42,14 @@ def _ops(text: str) -> list[str]:
 OPTIONS = [Option("--seconds", "seconds", parse_seconds, "measured seconds per point"),
            Option("--warmup", "warmup", parse_seconds, "warm-up seconds before each point"),
            Option("--concurrency", "concurrency", parse_ints, "client threads, e.g. 1,16,64"),
-           Option("--ops", "ops", _ops, "operations, e.g. create,stat,list,rename")]
+           Option("--ops", "ops", parse_ops, "operations, e.g. create,stat,list,rename")]
 
 
 # --- one operation per thread (run inside the load processes) ------------------------------
 
 def gfs_op(spec: dict, worker: str):
     from gfs.client import Client
-    c = Client(spec["masters"], deadline=30, token=spec["token"])
+    c = Client(spec["masters"], deadline=30, token=spec["token"], tls_ca=spec.get("tls_ca"))
     op, base = spec["op"], spec["dir"]
     if op == "create":
         n = itertools.count()
@@ -104,19 +104,28 @@ def _measure(pool: LoadPool, cfg: dict, factory: str, base: dict, mkdir, label: 
     def spec_of(op: str, conc: int, rep: int) -> dict:
         d = f"/bench/{op}-c{conc}-r{rep}"
         mkdir(d)
-        return {**base, "op": op, "dir": d, "target": "/bench/stat-target",
-                "listdir": "/bench/list"}
+        return {**base, **gfs_spec(op, d)}
     return sweep(pool, factory, spec_of, cfg["ops"], cfg["concurrency"], cfg["reps"],
                  cfg["seconds"], cfg["warmup"], label)
+
+
+def prepare_gfs(c) -> None:
+    """The directories the operations work on: /bench, the stat target, a list of 100."""
+    for d in ("/bench", "/bench/stat-target", "/bench/list"):
+        c.mkdir(d)
+    for i in range(LIST_ENTRIES):
+        c.mkdir(f"/bench/list/entry-{i:03d}")
+
+
+def gfs_spec(op: str, directory: str) -> dict:
+    """What `gfs_op` needs besides the cluster's addresses and token."""
+    return {"op": op, "dir": directory, "target": "/bench/stat-target", "listdir": "/bench/list"}
 
 
 def run_gfs(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
     with clusters.gfs(ctx.work, "metadata-gfs") as cluster, \
             cluster.client(deadline=60) as c:
-        for d in ("/bench", "/bench/stat-target", "/bench/list"):
-            c.mkdir(d)
-        for i in range(LIST_ENTRIES):
-            c.mkdir(f"/bench/list/entry-{i:03d}")
+        prepare_gfs(c)
         points = _measure(pool, cfg, "bench.metadata:gfs_op",
                           {"masters": cluster.master_addresses(), "token": cluster.admin_token},
                           c.mkdir, "gfs")

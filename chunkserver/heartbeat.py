@@ -29,7 +29,7 @@ class Heartbeater:
     scrubber's request; version 0 means whatever version is stored)."""
 
     def __init__(self, store: ChunkStore, address: str, rack: str, masters: list[str],
-                 interval: float = 1.0, *, daemon_auth: DaemonAuth,
+                 interval: float = 1.0, *, daemon_auth: DaemonAuth | None,
                  on_verify: Callable[[int, int], None] | None = None,
                  on_keys: Callable[[list[tuple[int, bytes]]], None] | None = None,
                  tls_ca: str | None = None):

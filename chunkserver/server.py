@@ -14,6 +14,7 @@ from chunkserver.scrubber import Scrubber
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
 from gfs import logs, metrics, sdnotify
+from gfs.auth import insecure
 from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
@@ -34,7 +35,8 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
           metrics_address: str, heartbeat_interval: float = 1.0, workers: int = 32,
           max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
           scrub_interval: float = 86400.0, cold_dir: str | None = None,
-          capacity: int = 0, cluster_secret: bytes, tls: TlsFiles | None = None) -> int:
+          capacity: int = 0, cluster_secret: bytes, tls: TlsFiles | None = None,
+          insecure_no_auth: bool = False) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
 
     cold_dir: the cold tier's directory, normally on its own disk (default: <data_dir>/cold,
@@ -49,6 +51,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     asks for still run); scrub_interval: seconds between the starts of two scrub passes.
     """
     logs.setup("chunkserver")
+    insecure.announce("chunkserver", insecure_no_auth)
     tune_malloc()
     store = ChunkStore(data_dir, cold_dir=cold_dir, capacity=capacity,
                        max_chunk_size=max_chunk_size)
@@ -65,12 +68,14 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     address = f"{host}:{port}"
     service = ChunkserverService(store, address, rack, scrubber=scrubber,
                                  cluster_secret=cluster_secret,
-                                 tls_ca=tls.ca_pem() if tls else None)
+                                 tls_ca=tls.ca_pem() if tls else None,
+                                 insecure_no_auth=insecure_no_auth)
     cpb_grpc.add_ChunkserverServicer_to_server(service, server)
     mhost, mport = metrics.serve(metrics_address)
     service.metrics_address = f"{mhost}:{mport}"
     beats = Heartbeater(store, address, rack, masters, heartbeat_interval,
-                        daemon_auth=service.daemon_auth, on_verify=scrubber.request,
+                        daemon_auth=None if insecure_no_auth else service.daemon_auth,
+                        on_verify=scrubber.request,
                         on_keys=service.capabilities.set_keys, tls_ca=tls.ca if tls else None)
     # The master hears at once of a replica found corrupt (by the scrubber or by any read) and
     # of a chunk copied here or moved between tiers, instead of at the next regular heartbeat.
@@ -82,8 +87,9 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     beats.start()
     scrubber.start()
     tiers = {t["name"]: t["chunk_count"] for t in store.usage()["tiers"]}
-    log.info("chunkserver %s serving%s (bind %s), %d chunks (%d hot, %d cold in %s; %d marked "
-             "corrupt), metrics on %s, scrubbing %s", address, " TLS" if tls else "", bind, len(store.chunks()),
+    log.info("chunkserver %s serving%s%s (bind %s), %d chunks (%d hot, %d cold in %s; %d marked "
+             "corrupt), metrics on %s, scrubbing %s", address, " TLS" if tls else "",
+             " INSECURE (no authentication)" if insecure_no_auth else "", bind, len(store.chunks()),
              tiers["hot"], tiers["cold"], store.cold_dir, len(store.corrupt()),
              service.metrics_address,
              f"{scrub_rate} B/s every {scrub_interval:g} s" if scrub_rate else "off")

@@ -26,6 +26,7 @@ from prometheus_client import Counter
 from chunkserver.store import TIERS, ChunkStore
 from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
+from gfs.auth.insecure import mode_name
 from gfs.checksum import BLOCK_SIZE, block_checksum
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
@@ -134,15 +135,17 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
 
     def __init__(self, store: ChunkStore, address: str, rack: str, write_timeout: float = 600.0,
                  *, cluster_secret: bytes, on_change: Callable[[], None] | None = None,
-                 scrubber=None, tls_ca: bytes | None = None):
+                 scrubber=None, tls_ca: bytes | None = None, insecure_no_auth: bool = False):
         self.store = store
+        # gfs/auth/insecure.py: serve without capabilities, obey unsigned orders, sign nothing.
+        self.insecure_no_auth = insecure_no_auth
         self.address = address
         self.rack = rack
         self.daemon_auth = DaemonAuth(cluster_secret)
         self.capabilities = CapabilityVerifier(cluster_secret)   # keys: from heartbeat replies
         self.on_keys_needed: Callable[[], None] | None = None    # wired to a heartbeat poke
         self._key_waiters = threading.BoundedSemaphore(KEY_WAITERS)
-        self.channels = Channels(self.daemon_auth, tls_ca)
+        self.channels = Channels(None if insecure_no_auth else self.daemon_auth, tls_ca)
         self.write_timeout = write_timeout
         self.on_change = on_change
         self.scrubber = scrubber
@@ -154,6 +157,8 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
     def _authorize_data(self, context, method: str, body: bytes, capability: bytes,
                         handle: int, version: int, op: str) -> None:
         """A read or write needs the masters' capability, or a daemon's signature."""
+        if self.insecure_no_auth:
+            return
         metadata = context.invocation_metadata()
         if DaemonAuth.presented(metadata) is not None:
             self.daemon_auth.verify(metadata, METHOD_PREFIX + method, body)
@@ -176,6 +181,8 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
 
     def _authorize_order(self, context, method: str, request) -> None:
         """Copy, delete and move orders come from the master leader, signed, each once."""
+        if self.insecure_no_auth:
+            return
         self.daemon_auth.verify(context.invocation_metadata(), METHOD_PREFIX + method,
                                 body_of(request), once=True)
 
@@ -352,4 +359,5 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             uptime_s=time.monotonic() - self.started, pid=os.getpid(),
             metrics_address=self.metrics_address,
             corrupt_replicas=len(self.store.corrupt()), scrubbed_bytes=scrubbed,
-            tiers=[pb.TierUsage(**t) for t in u["tiers"]])
+            tiers=[pb.TierUsage(**t) for t in u["tiers"]],
+            auth_mode=mode_name(self.insecure_no_auth))

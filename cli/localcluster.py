@@ -29,6 +29,7 @@ from pathlib import Path
 
 import grpc
 
+from gfs.auth.insecure import ENV_VAR as INSECURE_ENV
 from gfs.auth.secret import SECRET_FILE_NAME, create_secret_file, load_secret_file
 from gfs.auth.tls import TlsFiles, channel_credentials, make_local_ca
 from gfs.auth.tokens import bearer, new_token
@@ -99,9 +100,13 @@ def pid_alive(pid: int, marker: str) -> bool:
 class LocalCluster:
     """Start, inspect and stop a cluster whose daemons all run on this machine."""
 
-    def __init__(self, data_dir: str | os.PathLike, host: str = "127.0.0.1"):
+    def __init__(self, data_dir: str | os.PathLike, host: str = "127.0.0.1", *,
+                 insecure_no_auth: bool = False):
+        """`insecure_no_auth`: a new cluster runs with --insecure-no-auth (gfs/auth/insecure.py);
+        an existing one is started only in the mode it was created in."""
         self.dir = Path(data_dir).resolve()
         self.host = host
+        self.want_insecure = insecure_no_auth
         self.spec_path = self.dir / "cluster.json"
         self.secret_path = self.dir / SECRET_FILE_NAME
         self.spec: dict = {}
@@ -147,6 +152,8 @@ class LocalCluster:
             self.spec["faultfs"] = True
             for d in ms + cs:
                 d["faultfs"] = True
+        if self.want_insecure:
+            self.spec["insecure_no_auth"] = True
         if tls:
             hosts = [self.host] + [h for h, _ in master_hosts or []]
             self.spec["tls"] = vars(make_local_ca(self.dir / "tls", hosts))
@@ -227,6 +234,15 @@ class LocalCluster:
         return grpc.secure_channel(address, channel_credentials(tls.ca_pem()),
                                    [("grpc.use_local_subchannel_pool", 1)])
 
+    @property
+    def insecure_no_auth(self) -> bool:
+        """Does the cluster run with --insecure-no-auth (no authentication at all)?"""
+        return bool(self.spec.get("insecure_no_auth"))
+
+    def mode_flags(self) -> list[str]:
+        """The daemons' authentication flags: none (secure) or --insecure-no-auth."""
+        return ["--insecure-no-auth"] if self.insecure_no_auth else []
+
     def tls_flags(self) -> list[str]:
         tls = self.tls
         return [] if tls is None else ["--tls-cert", tls.cert, "--tls-key", tls.key,
@@ -260,14 +276,15 @@ class LocalCluster:
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
                 "--data", self.data_path(m), "--metrics", m["metrics"],
                 "--admin-token-file", str(self.admin_token_path),
-                "--cluster-secret-file", str(self.secret_path)] + self.tls_flags()
+                "--cluster-secret-file", str(self.secret_path)] + self.tls_flags() \
+            + self.mode_flags()
         return argv + option_flags(self.spec.get("options", {}).get("master", {}))
 
     def chunkserver_argv(self, c: dict) -> list[str]:
         argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", self.data_path(c),
                 "--masters", ",".join(self.master_addresses()), "--bind", c["bind"],
                 "--metrics", c["metrics"], "--cluster-secret-file", str(self.secret_path),
-                *self.tls_flags()]
+                *self.tls_flags(), *self.mode_flags()]
         if c.get("rack"):
             argv += ["--rack", c["rack"]]
         options = {**self.spec.get("options", {}).get("chunkserver", {}), **c.get("options", {})}
@@ -326,9 +343,11 @@ class LocalCluster:
         if d.get("faultfs"):
             self.disk(name).start()
         logf = open(data / "daemon.log", "ab")
+        # The mode comes from the cluster's record only, never from this process's environment.
+        env = {k: v for k, v in os.environ.items() if k != INSECURE_ENV}
         proc = subprocess.Popen(self.argv(d), stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=logf, start_new_session=True, cwd=str(self.dir),
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**env, "PYTHONUNBUFFERED": "1"})
         logf.close()
         self._procs[name] = proc
         (data / "pid").write_text(str(proc.pid))
@@ -364,6 +383,9 @@ class LocalCluster:
         return False
 
     def up(self, timeout: float = 30.0) -> None:
+        if self.want_insecure and not self.insecure_no_auth:
+            raise FailedPrecondition(f"the cluster in {self.dir} was created secure; it does "
+                                     f"not start with --insecure-no-auth")
         self.ensure_admin_token()          # a cluster laid out before tokens existed
         for d in self.daemons():
             self.start(d["name"])
@@ -387,7 +409,8 @@ class LocalCluster:
             return None
         return {"role": s.role, "term": s.term, "leader": s.leader_grpc,
                 "commit_index": s.commit_index, "applied_index": s.applied_index,
-                "log_entries": s.log_entries, "has_quorum": s.has_quorum}
+                "log_entries": s.log_entries, "has_quorum": s.has_quorum,
+                "auth": s.auth_mode}
 
     def leader(self) -> str | None:
         for m in self.spec.get("masters", []):
@@ -451,7 +474,8 @@ class LocalCluster:
                                              ("ok" if st["has_quorum"] else "no-quorum"))
             rows.append({"name": m["name"], "kind": "master", "pid": pid, "grpc": m["grpc"],
                          "raft": m["raft"], "metrics": m["metrics"], "health": health,
-                         **({k: st[k] for k in ("role", "term", "commit_index", "applied_index")}
+                         **({k: st[k] for k in ("role", "term", "commit_index", "applied_index",
+                                                "auth")}
                             if st else {})})
         for c in self.spec.get("chunkservers", []):
             pid = self.pid(c["name"])
@@ -460,7 +484,8 @@ class LocalCluster:
                                              ("ok" if c["bind"] in registered else "unregistered"))
             rows.append({"name": c["name"], "kind": "chunkserver", "pid": pid, "grpc": c["bind"],
                          "metrics": c["metrics"], "health": health,
-                         **({"chunks": st.chunk_count, "used_bytes": st.used_bytes} if st else {})})
+                         **({"chunks": st.chunk_count, "used_bytes": st.used_bytes,
+                             "auth": st.auth_mode} if st else {})})
         return rows
 
     def chunkserver_status(self, c: dict, timeout: float = 1.0):

@@ -342,6 +342,9 @@ def admin_health(ctx, as_json: bool, check: bool) -> None:
         click.echo(f"uploads       {h['pending_uploads']} in progress")
         click.echo(f"trash         {h['trash_entries']} entries, {human_size(h['trash_bytes'])}")
         click.echo(f"sessions      {h['session_results']} exactly-once results kept")
+        click.echo(f"auth          {h['auth_mode']}"
+                   + (" (NOTHING is authenticated)" if h["auth_mode"] == "insecure-no-auth"
+                      else ""))
     if check and h["status"] != "healthy":
         sys.exit(2)
 
@@ -511,6 +514,15 @@ cluster_secret_option = click.option(
          "`gfs cluster up` writes DIR/cluster.secret).")
 
 
+INSECURE_BANNER = ("WARNING: this cluster runs with --insecure-no-auth: nobody is "
+                   "authenticated, anyone who reaches a port is an administrator")
+insecure_option = click.option(
+    "--insecure-no-auth", "insecure_no_auth", is_flag=True, envvar="GFS_INSECURE_NO_AUTH",
+    help="INSECURE, for benchmarks and throwaway experiments only: authenticate nobody (every "
+         "caller is an administrator), neither sign nor check daemon requests and chunk "
+         "capabilities. Daemons without it refuse to work with those that have it.")
+
+
 def tls_options(command):
     """--tls-cert/--tls-key/--tls-ca of a daemon: serve gRPC over TLS, verify other daemons."""
     for name, what in (("ca", "CA certificate (PEM) other daemons' certificates are checked "
@@ -591,6 +603,7 @@ def tls_options(command):
                    "created on the cluster's first start (`gfs cluster up` makes one).")
 @cluster_secret_option
 @tls_options
+@insecure_option
 @click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
               help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
@@ -600,7 +613,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
            balance_concurrency, admin_token_file, cluster_secret_file, tls_cert, tls_key, tls_ca,
-           capability_ttl) -> None:
+           insecure_no_auth, capability_ttl) -> None:
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
@@ -635,7 +648,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                             "concurrency": balance_concurrency},
                    session_ttl=session_ttl, admin_token_file=admin_token_file,
                    cluster_secret=secret, capability_ttl=capability_ttl, tls=tls,
-                   space={"pressure": space_pressure / 100, "pressure_grace_s": gc_pressure_grace}))
+                   insecure_no_auth=insecure_no_auth, space={"pressure": space_pressure / 100, "pressure_grace_s": gc_pressure_grace}))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -665,9 +678,10 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    "new chunks leave the last 2 % to repair copies.")
 @cluster_secret_option
 @tls_options
+@insecure_option
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
-                cluster_secret_file, tls_cert, tls_key, tls_ca) -> None:
+                cluster_secret_file, tls_cert, tls_key, tls_ca, insecure_no_auth) -> None:
     """Run a chunkserver daemon."""
     from chunkserver.server import serve
     from gfs.auth.secret import load_secret_file
@@ -682,7 +696,8 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     sys.exit(serve(data_dir, split_addresses(masters_), bind, advertise_host, rack,
                    metrics_addr, heartbeat_interval, scrub_rate=parse_size(scrub_rate),
                    scrub_interval=scrub_interval, cold_dir=cold_dir,
-                   capacity=parse_size(capacity), cluster_secret=secret, tls=tls))
+                   capacity=parse_size(capacity), cluster_secret=secret, tls=tls,
+                   insecure_no_auth=insecure_no_auth))
 
 
 @master.command("status")
@@ -728,9 +743,9 @@ def default_data_dir() -> str:
             os.path.expanduser("~"), ".local", "share", "gfs", "cluster")
 
 
-def open_cluster(data: str | None, must_exist: bool = True):
+def open_cluster(data: str | None, must_exist: bool = True, insecure_no_auth: bool = False):
     from cli.localcluster import LocalCluster
-    cluster = LocalCluster(data or default_data_dir())
+    cluster = LocalCluster(data or default_data_dir(), insecure_no_auth=insecure_no_auth)
     if must_exist and not cluster.exists:
         raise FailedPrecondition(f"no cluster in {cluster.dir} (start one with `gfs cluster up`)")
     return cluster
@@ -751,11 +766,16 @@ def cluster() -> None:
 @click.option("--tls", is_flag=True,
               help="Serve gRPC over TLS, with a local CA and certificate made in DIR/tls "
                    "(new cluster only).")
+@insecure_option
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
 def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
-               as_json: bool) -> None:
+               insecure_no_auth: bool, as_json: bool) -> None:
     """Start a local cluster (or restart the one in --data, with its data)."""
-    c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False)
+    c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False,
+                     insecure_no_auth=insecure_no_auth)
+    if c.exists and c.insecure_no_auth and not insecure_no_auth:
+        raise FailedPrecondition(f"the cluster in {c.dir} was created with --insecure-no-auth; "
+                                 f"give that flag again to start it (nothing is authenticated)")
     if not c.exists:
         c.create(masters=int(n_masters), chunkservers=chunkservers, tls=tls)
     elif tls and not c.tls:
@@ -770,6 +790,8 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
     else:
         click.echo(f"cluster up in {c.dir}: {len(rows)} daemons; masters "
                    f"{','.join(c.master_addresses())}")
+    if c.insecure_no_auth:
+        click.echo(INSECURE_BANNER, err=True)
 
 
 @cluster.command("status")
@@ -783,11 +805,13 @@ def cluster_status(data: str | None, as_json: bool) -> None:
         emit_json(rows)
     else:
         click.echo(f"{'DAEMON':<16}{'PID':>8}  {'GRPC':<22}{'HEALTH':<12}{'ROLE':<10}{'TERM':>6}"
-                   f"{'APPLIED':>9}")
+                   f"{'APPLIED':>9}  AUTH")
         for r in rows:
             click.echo(f"{r['name']:<16}{r['pid'] or '-':>8}  {r['grpc']:<22}{r['health']:<12}"
                        f"{r.get('role', '-'):<10}{r.get('term', '-'):>6}"
-                       f"{r.get('applied_index', '-'):>9}")
+                       f"{r.get('applied_index', '-'):>9}  {r.get('auth', '-')}")
+    if any(r.get("auth") == "insecure-no-auth" for r in rows):
+        click.echo(INSECURE_BANNER, err=True)
     if any(r["health"] != "ok" for r in rows):
         sys.exit(1)
 

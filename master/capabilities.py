@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from gfs.auth.capability import READ, WRITE, CapabilityIssuer
-from gfs.errors import GfsError, Unavailable
+from gfs.errors import FailedPrecondition, GfsError, Unavailable
 from master import capability_keys
 
 log = logging.getLogger(__name__)
@@ -94,3 +94,29 @@ class MasterCapabilities:
                     log.warning("cannot make the first capability key yet: %s", err)
                     time.sleep(0.2)
         threading.Thread(target=run, name="capability-key", daemon=True).start()
+
+
+class NoCapabilities:
+    """MasterCapabilities' stand-in in the insecure mode (gfs/auth/insecure.py): no key is
+    made, every capability is empty, chunkservers are told of no key."""
+
+    ttl_s = 0.0
+
+    def signer(self, op: str) -> Callable[[int, int], bytes]:
+        return lambda handle, version: b""
+
+    def read(self, handle: int, version: int) -> bytes:
+        return b""
+
+    def write(self, handle: int, version: int) -> bytes:
+        return b""
+
+    def announced(self) -> list[tuple[int, bytes]]:
+        return []
+
+    def rotate(self) -> int:
+        raise FailedPrecondition("this cluster runs with --insecure-no-auth: it signs no chunk "
+                                 "capabilities, so it has no key to rotate")
+
+    def ensure_key_soon(self, is_leader: Callable[[], bool]) -> None:
+        pass

@@ -19,6 +19,7 @@ from gfs.auth.scopes import check_user_name, format_scope, parse_scopes
 from gfs.auth.tokens import HASH_BYTES, short_id
 from gfs.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound,
                         PermissionDenied, Unauthenticated)
+from master.principal_cache import PrincipalCache
 from master.store import Tx, u64key
 
 USERS, TOKENS, AUDIT, AUTH_LOG = "users", "tokens", "audit", "auth_log"
@@ -56,12 +57,19 @@ def has_users(tx: Tx) -> bool:
     return tx.count(USERS) > 0
 
 
-def principal_for(tx: Tx, auth, now: int) -> Principal:
+def principal_for(tx: Tx, auth, now: int, cache: PrincipalCache | None = None) -> Principal:
     """The caller of a command or read: anonymous for None, else the principal of the token
-    with hash `auth` (see gfs/auth/principals.py)."""
+    with hash `auth` (see gfs/auth/principals.py), through `cache` at this transaction's
+    identity revision when one is given (master/principal_cache.py)."""
     if auth is None:
         return Principal()
-    return resolve(tx.get(TOKENS, auth), lambda name: user(tx, name), now)
+
+    def fresh() -> tuple[Principal, int]:
+        record = tx.get(TOKENS, auth)
+        return resolve(record, lambda name: user(tx, name), now), record["expires"]
+    if cache is None:
+        return fresh()[0]
+    return cache.resolve(auth, tx.counter(AUTH_REV), now, fresh)
 
 
 def describe_principal(p: Principal) -> dict:

@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from gfs.errors import GfsError, InvalidArgument
-from master.callers import auth_of
+from master.callers import caller_of
 from master.proposer import now_ms
 from master.service import MasterService, abort_with, rpc
 from proto import identity_pb2 as ipb
@@ -159,7 +159,7 @@ class IdentityService(ipb_grpc.IdentityServicer):
         ends when leadership or the caller's token is lost, and the watcher reconnects."""
         node = self.m.node
         try:
-            auth = auth_of(context)
+            auth = caller_of(context, node.insecure_no_auth)
             after, last_sent = request.from_revision, 0.0
             while True:
                 node.require_leader()

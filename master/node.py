@@ -8,12 +8,13 @@ import threading
 import time
 
 from gfs.auth.daemon import DaemonAuth
+from gfs.auth.insecure import mode_name
 from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable, from_code
 from gfs.transfer import Channels
 from gfs.units import human_size
 from master import backup, pressure
 from master.balance import Balancer
-from master.capabilities import MasterCapabilities
+from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.identity import require_admin
@@ -46,8 +47,11 @@ class MasterNode:
                  tiering: dict | None = None, balance: dict | None = None,
                  session_ttl: float = 86400.0, space: dict | None = None,
                  admin_token_hash: bytes | None = None, *, cluster_secret: bytes,
-                 capability_ttl: float = 60.0, tls_ca: bytes | None = None):
+                 capability_ttl: float = 60.0, tls_ca: bytes | None = None,
+                 insecure_no_auth: bool = False):
         self.node_id = node_id
+        # gfs/auth/insecure.py: no caller authentication, no daemon signatures, no capabilities.
+        self.insecure_no_auth = insecure_no_auth
         self.daemon_auth = DaemonAuth(cluster_secret)
         self.raft_address = raft_address
         self.grpc_address = grpc_address
@@ -63,7 +67,8 @@ class MasterNode:
         self.chunkservers = ChunkserverRegistry(dead_after=dead_after)
         self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
                                  on_role_change=self._role_changed,
-                                 cluster_secret=cluster_secret)
+                                 cluster_secret=cluster_secret,
+                                 insecure_no_auth=insecure_no_auth)
         self.proposer = Proposer(self.raft.propose)
         self.trash_retention = trash_retention
         periods = [gc_grace, session_ttl] + ([trash_retention] if trash_retention > 0 else [])
@@ -92,10 +97,10 @@ class MasterNode:
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, self.repairer, **(balance or {}))
         for loop in (self.repairer, self.tiering, self.balancer):   # orders to chunkservers
-            loop.channels = Channels(self.daemon_auth, tls_ca)
-        self.capabilities = MasterCapabilities(
+            loop.channels = Channels(None if insecure_no_auth else self.daemon_auth, tls_ca)
+        self.capabilities = (NoCapabilities() if insecure_no_auth else MasterCapabilities(
             cluster_secret, lambda: self.state_read(lambda st: st.capability_keys()),
-            self.propose, capability_ttl)
+            self.propose, capability_ttl))
 
     def _chunk_table(self) -> list[dict]:
         """Every chunk of the metadata (what the repair, tier and balance loops plan from)."""
@@ -346,7 +351,8 @@ class MasterNode:
                  dead=reg.dead_addresses(), orphan_replicas=len(gc_plan),
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
                  pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
-                 trash_bytes=counts.get("trash_bytes", 0), session_results=sessions)
+                 trash_bytes=counts.get("trash_bytes", 0), session_results=sessions,
+                 auth_mode=mode_name(self.insecure_no_auth))
         return f
 
     def balance_status(self) -> dict:

@@ -35,6 +35,7 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
 
+from gfs.auth.insecure import raft_purpose
 from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
@@ -158,9 +159,11 @@ class MetadataRaft(SyncObj):
 
     def __init__(self, self_address: str, peer_addresses: list[str], data_dir: str,
                  config: RaftConfig | None = None,
-                 on_role_change: Callable[[str], None] | None = None, *, cluster_secret: bytes):
+                 on_role_change: Callable[[str], None] | None = None, *, cluster_secret: bytes,
+                 insecure_no_auth: bool = False):
         config = config or RaftConfig()
-        self._frame_auth = FrameAuthenticator(cluster_secret)
+        # Secure and insecure masters sign frames with different keys: they never form a group.
+        self._frame_auth = FrameAuthenticator(cluster_secret, raft_purpose(insecure_no_auth))
         self._config = config
         self._raft_dir = os.path.join(data_dir, "raft")
         makedirs_durable(self._raft_dir)

@@ -40,8 +40,8 @@ class FrameAuthenticator:
     """pysyncobj's `encryptor` interface, signing frames with HMAC-SHA256 (see module doc).
     Used from pysyncobj's single tick thread only."""
 
-    def __init__(self, cluster_secret: bytes):
-        self._key = derive_key(cluster_secret, "gfs-raft-frames")
+    def __init__(self, cluster_secret: bytes, purpose: str = "gfs-raft-frames"):
+        self._key = derive_key(cluster_secret, purpose)
         self._verified: bytes | None = None     # the frame extract_timestamp just checked
 
     def _tag(self, header: bytes, payload) -> bytes:

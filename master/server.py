@@ -11,6 +11,7 @@ import grpc
 from prometheus_client import REGISTRY
 
 from gfs import logs, metrics, sdnotify
+from gfs.auth import insecure
 from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
@@ -50,9 +51,11 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           space: dict | None = None,
           switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005")),
           admin_token_file: str | None = None, *, cluster_secret: bytes,
-          capability_ttl: float = 60.0, tls: TlsFiles | None = None) -> int:
+          capability_ttl: float = 60.0, tls: TlsFiles | None = None,
+          insecure_no_auth: bool = False) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
+    insecure.announce("master", insecure_no_auth)
     tune_malloc()
     # The gRPC event loop and the Raft tick thread hand requests to each other on every command;
     # with the default 5 ms GIL switch interval each handoff can wait that long.
@@ -62,7 +65,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
                       repair_concurrency, repair_rate, tiering, balance, session_ttl, space,
                       admin_token_hash=read_admin_token(admin_token_file),
                       cluster_secret=cluster_secret, capability_ttl=capability_ttl,
-                      tls_ca=tls.ca_pem() if tls else None)
+                      tls_ca=tls.ca_pem() if tls else None, insecure_no_auth=insecure_no_auth)
     REGISTRY.register(RaftCollector(node))
     host, port = metrics.serve(metrics_address)
     node.metrics_address = f"{host}:{port}"
@@ -107,8 +110,9 @@ async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None)
     except RuntimeError as err:
         raise FailedPrecondition(f"cannot listen on {grpc_address}: {err}") from None
     await server.start()
-    log.info("master %d serving gRPC%s on %s, raft on %s, metrics on %s", node.node_id,
-             " (TLS)" if tls else "", grpc_address, node.raft_address, node.metrics_address)
+    log.info("master %d serving gRPC%s%s on %s, raft on %s, metrics on %s", node.node_id,
+             " (TLS)" if tls else "", " (INSECURE: no authentication)" if node.insecure_no_auth
+             else "", grpc_address, node.raft_address, node.metrics_address)
     sdnotify.ready(f"master {node.node_id} serving gRPC on {grpc_address}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,6 +30,7 @@ from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_o
                            parse_session, path_field, path_or_empty, text)
 from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
+from master.principal_cache import PrincipalCache
 from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U32, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
                           ROOT_INODE, U64, Tx, error_result, show, u64key)
 
@@ -254,6 +255,7 @@ class MetadataState:
         makedirs_durable(self.path)
         self._env = lmdb.open(self.path, map_size=map_size, max_dbs=MAX_DBS, sync=sync, subdir=True)
         self._dbs = {name: self._env.open_db(name.encode()) for name in DB_NAMES}
+        self._principals = PrincipalCache()     # callers, per identity revision
         self._init_root()
         if sync:
             fsync_path(self.path)         # the entry of data.mdb, which lmdb.open may have made
@@ -306,6 +308,7 @@ class MetadataState:
             results = self._apply_entry(txn, index, commands)
         except BaseException:
             txn.abort()
+            self._principals.clear()        # it may hold what this transaction saw
             raise
         if results is None:
             txn.abort()
@@ -351,7 +354,8 @@ class MetadataState:
             spec, args = _parse(command)
             tx = Tx(child, self._dbs)
             caller = (identity.SYSTEM if "auth" not in args
-                      else identity.principal_for(tx, args["auth"], args["now"]))
+                      else identity.principal_for(tx, args["auth"], args["now"],
+                                                  self._principals))
             args["caller"] = caller
             result = {"ok": spec.handler(tx, args)}
         except GfsError as exc:
@@ -395,9 +399,9 @@ class MetadataState:
         finally:
             txn.abort()
 
-    @staticmethod
-    def _caller(tx: Tx, auth, now: int):
-        return identity.SYSTEM if auth is AS_SYSTEM else identity.principal_for(tx, auth, now)
+    def _caller(self, tx: Tx, auth, now: int):
+        return (identity.SYSTEM if auth is AS_SYSTEM
+                else identity.principal_for(tx, auth, now, self._principals))
 
     def stat(self, path: str, auth=AS_SYSTEM, now: int = 0, for_read: bool = False) -> dict:
         """A file's or directory's attributes, as `auth` (a token hash; None = anonymous) may

@@ -117,6 +117,34 @@ def test_tiering_quick_reports_compression_moves_gets_and_balance(tmp_path_facto
         assert f"]({p})" in md                                 # embedded in the report
 
 
+AUTH_COST_ARGS = ["auth_cost", "--quick", "--reps", "1", "--seconds", "1", "--warmup", "0.2",
+                  "--concurrency", "2", "--ops", "create,stat", "--size", "2MiB"]
+
+
+@pytest.mark.timeout(260)
+def test_auth_cost_quick_measures_three_clusters_side_by_side(tmp_path_factory):
+    proc, out, wall = bench(AUTH_COST_ARGS, tmp_path_factory, 240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (js,) = out.glob("*.json")
+    res = json.loads(js.read_text())["suites"]["auth_cost"]
+    assert "error" not in res, res.get("error")
+    configs = {"auth+tls", "auth", "insecure"}
+    assert [(p["op"], p["concurrency"]) for p in res["metadata"]] == [("create", 2), ("stat", 2)]
+    assert [p["op"] for p in res["data"]] == ["put", "get"]
+    for p in res["metadata"]:
+        assert set(p["configs"]) == configs
+        for c in p["configs"].values():
+            assert c["ops_s"]["median"] > 0 and c["errors"] == 0 and c["cpu_ms_per_op"] >= 0
+    for p in res["data"]:
+        for c in p["configs"].values():
+            assert c["mb_s"]["median"] > 0 and c["errors"] == 0, c["first_error"]
+    assert set(res["idle_cpu_s_per_s"]) == configs
+    md = next(out.glob("*.md")).read_text()
+    for words in ("÷ insecure", "≥ 0.90", "≥ 0.95", "CPU ÷ insecure", "auth+tls", "baseline"):
+        assert words in md, words
+    assert any(p.name.endswith("-auth-cost-metadata.png") for p in out.glob("*.png"))
+
+
 def test_bad_arguments_fail_clearly():
     for argv, message in ((["nosuch"], "unknown benchmark"),
                           (["metadata", "--kills", "2"], "not an option of metadata"),

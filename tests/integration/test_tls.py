@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
-import sys
 
 import grpc
 import pytest
 
 from cli.localcluster import LocalCluster
+from tests.integration.cli_run import gfs
 from gfs.client import Client
 from gfs.errors import GfsError
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
-
-
-def gfs(env, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
-                          text=True, env=env, timeout=120)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_cluster_up_tls_serves_only_tls(tmp_path):
