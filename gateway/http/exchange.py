@@ -26,6 +26,7 @@ class RequestHead:
     authority: str                              # Host header or :authority, lower-case, no port
     peer: tuple[str, int]                       # the TCP peer (a proxy's address if one is in front)
     has_body: bool = False
+    raw_authority: str = ""                     # Host / :authority as sent (with its port)
     extra: dict = field(default_factory=dict)   # filled by the layers above (client ip, route...)
 
     def header(self, name: str) -> str | None:

@@ -190,7 +190,8 @@ class H1Engine:
                            query=query, headers=self._headers, http_version=version,
                            scheme=self.conn.scheme, authority=split_authority(host),
                            peer=self.conn.peer,
-                           has_body=chunked or (length is not None and int(length) > 0))
+                           has_body=chunked or (length is not None and int(length) > 0),
+                           raw_authority=host)
         body = BodyBuffer(self.limits.body_buffer_bytes, self.conn.pause_reading,
                           self._body_consumed)
         if not head.has_body:

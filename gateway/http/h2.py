@@ -183,7 +183,7 @@ class H2Engine:
         head = RequestHead(method=method, path=path, query=query, headers=regular,
                            http_version="2", scheme=pseudo.get(":scheme", self.conn.scheme),
                            authority=split_authority(authority), peer=self.conn.peer,
-                           has_body=not ended)
+                           has_body=not ended, raw_authority=authority)
         body = self._body(sid)
         if ended:
             body.finish()

@@ -20,7 +20,8 @@ class Route:
     name: str
     path: str = "/*"                     # segments: static, {param}, and a final * for the rest
     host: str = ""                       # "" any host, "api.example.com", "*.example.com"
-    to: list[str] = field(default_factory=list)      # http://h:p (HTTP/1.1), h2c://h:p (HTTP/2)
+    to: list[str] = field(default_factory=list)      # http://h:p (HTTP/1.1), h2c://h:p (HTTP/2),
+                                                     # builtin:NAME (served by the gateway)
     lb: str = "round-robin"              # round-robin | least-conn | hash:ip | hash:header:NAME
     strip_prefix: bool = False
     timeout_s: float = 30.0              # whole response head wait per try
@@ -53,7 +54,12 @@ class Route:
         path_segments(self.path)                 # raises on a bad pattern
         if not self.to:
             raise ValueError(f"route {self.name}: no upstream (--to)")
-        for url in self.to:
+        if any(url.startswith("builtin:") for url in self.to):
+            if len(self.to) != 1 or not NAME.match(self.to[0][len("builtin:"):]):
+                raise ValueError(f"route {self.name}: a built-in target (builtin:NAME) must be "
+                                 f"the route's only one")
+            self.to = list(self.to)
+        for url in [] if self.to[0].startswith("builtin:") else self.to:
             parts = urlsplit(url)
             if parts.scheme not in UPSTREAM_SCHEMES or not parts.hostname or not parts.port:
                 raise ValueError(f"route {self.name}: upstream {url!r} must be http://HOST:PORT "

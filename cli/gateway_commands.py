@@ -1,0 +1,90 @@
+"""`gfs gateway`: the HTTP gateway (docs/gateway.md)."""
+from __future__ import annotations
+
+import click
+
+from cli.common import CONTEXT
+from cli.identity_commands import parse_duration
+from gfs.errors import InvalidArgument
+from gfs.units import parse_size
+
+
+def _address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{what} must be HOST:PORT, not {text!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _cidrs(text: str) -> list[str]:
+    from gateway.routing.cidr import parse_network
+    out = [c.strip() for c in text.split(",") if c.strip()]
+    for c in out:
+        try:
+            parse_network(c)
+        except ValueError as err:
+            raise click.BadParameter(str(err)) from None
+    return out
+
+
+@click.command("gateway", context_settings=CONTEXT)
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, envvar="GFS_GATEWAY_LISTEN",
+              metavar="HOST:PORT", help="Where clients connect (HTTP/1.1 and HTTP/2).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="Serve TLS (ALPN h2 and http/1.1) with this certificate chain...")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
+              help="...and this private key.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Processes sharing the port (SO_REUSEPORT).")
+@click.option("--routes", "routes_file", type=click.Path(dir_okay=False), metavar="FILE",
+              envvar="GFS_GATEWAY_ROUTES",
+              help="Follow routes from this JSON file ({\"routes\": [...]}, reloaded on change).")
+@click.option("--state-dir", type=click.Path(file_okay=False), metavar="DIR",
+              envvar="GFS_GATEWAY_STATE",
+              help="Keep the last applied routes here; start from them when the source is down.")
+@click.option("--metrics", "metrics_addr", metavar="HOST:PORT",
+              help="/metrics and /status listener (worker i on PORT+i; PORT 0 picks one).")
+@click.option("--access-log", metavar="FILE|-", help="JSON access log (- for stdout).")
+@click.option("--allow", default="", metavar="CIDR,...", help="Only these clients (global).")
+@click.option("--deny", default="", metavar="CIDR,...", help="Never these clients (global).")
+@click.option("--trusted-proxies", default="", metavar="CIDR,...",
+              help="Peers whose X-Forwarded-For is believed (default: nobody).")
+@click.option("--max-body", default="1GiB", show_default=True, help="Largest request body.")
+@click.option("--max-header", default="32KiB", show_default=True, help="Largest request head.")
+@click.option("--header-timeout", default="10s", show_default=True,
+              help="Time a client has to send a request's head.")
+@click.option("--idle-timeout", default="60s", show_default=True,
+              help="Close connections idle this long.")
+@click.option("--max-connections", default=64, show_default=True, type=click.IntRange(1),
+              help="HTTP/1.1 connections per upstream and worker.")
+@click.option("--max-pending", default=256, show_default=True, type=click.IntRange(0),
+              help="Requests waiting for an upstream connection before 503.")
+def gateway(listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr, access_log,
+            allow, deny, trusted_proxies, max_body, max_header, header_timeout, idle_timeout,
+            max_connections, max_pending) -> None:
+    """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM."""
+    import logging
+    import os
+
+    from gateway.http.limits import Limits
+    from gateway.main import GatewayOptions, serve
+    from gateway.upstream.pool import PoolSettings
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    try:
+        limits = Limits(max_body_bytes=parse_size(max_body), max_header_bytes=parse_size(max_header),
+                        header_timeout_s=parse_duration(header_timeout),
+                        idle_timeout_s=parse_duration(idle_timeout))
+    except (InvalidArgument, ValueError) as err:
+        raise click.UsageError(str(err)) from None
+    if state_dir:
+        os.makedirs(state_dir, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    opts = GatewayOptions(
+        listen=_address(listen, "--listen"), workers=workers, tls_cert=tls_cert, tls_key=tls_key,
+        routes_file=routes_file, state_dir=state_dir,
+        metrics=_address(metrics_addr, "--metrics") if metrics_addr else None,
+        access_log=access_log, allow=_cidrs(allow), deny=_cidrs(deny),
+        trusted_proxies=_cidrs(trusted_proxies), limits=limits,
+        pool=PoolSettings(max_connections=max_connections, max_pending=max_pending))
+    raise SystemExit(serve(opts))

@@ -1,0 +1,186 @@
+"""`gfs gateway`: worker processes (SO_REUSEPORT on one port), each an event loop on uvloop
+serving the proxy, its metrics listener, and the route source it follows."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+from gateway import config_store
+from gateway.accesslog import AccessLog
+from gateway.http.limits import Limits
+from gateway.http.server import HttpServer, tls_context
+from gateway.metrics import GatewayMetrics
+from gateway.proxy import Proxy
+from gateway.routing.route import Route
+from gateway.sources import FileSource
+from gateway.table import ServingTable
+from gateway.upstream.pool import Pools, PoolSettings
+
+log = logging.getLogger("gateway")
+
+
+@dataclass
+class GatewayOptions:
+    listen: tuple[str, int]
+    workers: int = 1
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    routes_file: str | None = None          # follow this JSON file
+    state_dir: str | None = None            # where the last applied config is kept
+    metrics: tuple[str, int] | None = None  # worker i listens on port + i
+    access_log: str | None = None           # a file, '-' for stdout, None for none
+    allow: list[str] = field(default_factory=list)
+    deny: list[str] = field(default_factory=list)
+    trusted_proxies: list[str] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    pool: PoolSettings = field(default_factory=PoolSettings)
+
+
+class Worker:
+    """One process's gateway: everything lives on its event loop."""
+
+    def __init__(self, opts: GatewayOptions, index: int = 0):
+        self.opts = opts
+        self.index = index
+        self.metrics = GatewayMetrics()
+        self.pools = Pools(opts.pool)
+        stream = None
+        if opts.access_log == "-":
+            stream = sys.stdout
+        elif opts.access_log:
+            stream = open(opts.access_log, "a", buffering=1)
+        self.proxy = Proxy(ServingTable.build([], opts.allow, opts.deny, opts.trusted_proxies),
+                           self.pools, self.metrics, AccessLog(stream) if stream else None,
+                           builtins={"metrics": self._metrics_page})
+        self.routes: list[Route] = []
+        self.revision = 0
+        self.confirmed_at = 0.0
+        self.server: HttpServer | None = None
+        self.metrics.observe_gauges(lambda: (self.pools, len(self.server.connections)
+                                             if self.server else 0, self.config_status()))
+
+    @property
+    def state_file(self) -> str | None:
+        return os.path.join(self.opts.state_dir, "routes.json") if self.opts.state_dir else None
+
+    def config_status(self) -> dict:
+        return {"revision": self.revision, "routes": len(self.routes),
+                "confirmed_at": self.confirmed_at}
+
+    def apply(self, routes: list[Route], revision: int) -> None:
+        table = ServingTable.build(routes, self.opts.allow, self.opts.deny,
+                                   self.opts.trusted_proxies, revision)
+        self.proxy.apply(table)
+        self.routes, self.revision = routes, revision
+        log.info("worker %d: serving %d routes (revision %d)", self.index, len(routes), revision)
+        if self.state_file and self.index == 0:
+            config_store.save(self.state_file, routes, revision, time.time())
+
+    def confirm(self) -> None:
+        self.confirmed_at = time.time()
+
+    def _start_from_saved(self) -> None:
+        if self.state_file and os.path.exists(self.state_file):
+            routes, revision, confirmed = config_store.load(self.state_file)
+            self.proxy.apply(ServingTable.build(routes, self.opts.allow, self.opts.deny,
+                                                self.opts.trusted_proxies, revision))
+            self.routes, self.revision, self.confirmed_at = routes, revision, confirmed
+            log.warning("worker %d: serving the saved routes (revision %d, confirmed %.0f s "
+                        "ago) until the source answers", self.index, revision,
+                        config_store.staleness(confirmed))
+
+    async def _metrics_page(self, ex) -> None:
+        await ex.respond(200, self.metrics.render(),
+                         [("content-type", "text/plain; version=0.0.4; charset=utf-8")])
+
+    async def _metrics_app(self, ex) -> None:
+        if ex.head.path == "/metrics":
+            await self._metrics_page(ex)
+        elif ex.head.path == "/status":
+            body = json.dumps({"worker": self.index, "pid": os.getpid(),
+                               **self.config_status(),
+                               "staleness_s": round(config_store.staleness(self.confirmed_at), 3)
+                               if self.confirmed_at else None,
+                               "connections": len(self.server.connections)}).encode()
+            await ex.respond(200, body, [("content-type", "application/json")])
+        else:
+            await ex.respond(404, b"not found\n")
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        opts = self.opts
+        follow = None
+        if opts.routes_file:
+            source = FileSource(opts.routes_file, self.apply, self.confirm)
+            try:
+                source.load_now()
+            except (OSError, ValueError) as err:
+                log.error("route file %s: %s", opts.routes_file, err)
+                self._start_from_saved()
+            follow = asyncio.get_running_loop().create_task(source.follow())
+        else:
+            self._start_from_saved()
+        self.pools.start()
+        tls = tls_context(opts.tls_cert, opts.tls_key) if opts.tls_cert else None
+        self.server = HttpServer(self.proxy, opts.limits, tls)
+        host, port = await self.server.start(*opts.listen, reuse_port=opts.workers > 1)
+        metrics_server = None
+        if opts.metrics:
+            metrics_server = HttpServer(self._metrics_app, opts.limits)
+            await metrics_server.start(opts.metrics[0], opts.metrics[1] + self.index
+                                       if opts.metrics[1] else 0)
+        log.info("worker %d (pid %d) listening on %s:%d", self.index, os.getpid(), host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        if follow is not None:
+            follow.cancel()
+        await self.server.close()
+        if metrics_server is not None:
+            await metrics_server.close()
+        self.pools.close()
+
+
+def run_worker(opts: GatewayOptions, index: int) -> None:
+    import uvloop
+    uvloop.run(Worker(opts, index).run())
+
+
+def serve(opts: GatewayOptions) -> int:
+    """Run the gateway until SIGTERM/SIGINT: in this process for one worker, else N children."""
+    if opts.workers <= 1:
+        run_worker(opts, 0)
+        return 0
+    children = []
+    for i in range(opts.workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                run_worker(opts, i)
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum, _frame):
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            code = 1
+    return code
