@@ -199,7 +199,10 @@ class Proxy:
             on_abort()
             raise UpstreamTimeout(f"no response head within {timeout_s:g}s") from None
         try:
-            await ex.start_response(resp.status, downstream_response_headers(resp.headers))
+            await ex.start_response(resp.status, downstream_response_headers(resp.headers),
+                                    end=resp.head_only)
+            if resp.head_only:
+                return
             while True:
                 try:
                     data = await asyncio.wait_for(resp.body.read(), self.upstream_idle_s)

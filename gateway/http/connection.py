@@ -35,6 +35,7 @@ class ServerConnection(asyncio.Protocol):
         self._deadline_header = 0.0              # monotonic; 0 = none
         self._deadline_idle = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._on_open = on_open
         self._on_close = on_close
 
@@ -142,11 +143,17 @@ class ServerConnection(asyncio.Protocol):
         self._deadline_header = 0.0
 
     def _arm(self) -> None:
-        if self._timer is None and not self.closed:
-            nearest = min(d for d in (self._deadline_header, self._deadline_idle) if d)
-            self._timer = asyncio.get_running_loop().call_at(
-                asyncio.get_running_loop().time() + max(0.0, nearest - time.monotonic()) + 0.01,
-                self._check)
+        if self.closed:
+            return
+        nearest = min(d for d in (self._deadline_header, self._deadline_idle) if d)
+        if self._timer is not None:
+            if nearest >= self._timer_at:
+                return                 # the timer goes off sooner and re-arms for the rest
+            self._timer.cancel()
+        self._timer_at = nearest
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, nearest - time.monotonic()) + 0.01,
+                                   self._check)
 
     def _check(self) -> None:
         self._timer = None

@@ -92,6 +92,7 @@ class H2Upstream(asyncio.Protocol):
                 status = next((v for k, v in headers if k == ":status"), "502")
                 if 100 <= int(status) < 200:
                     return
+                resp.head_only = event.stream_ended is not None
                 resp.set_head(int(status), [(k, v) for k, v in headers if not k.startswith(":")])
         elif isinstance(event, h2.events.DataReceived):
             padding = event.flow_controlled_length - len(event.data)

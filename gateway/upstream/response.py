@@ -11,6 +11,8 @@ class UpstreamResponse:
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.trailers: list[tuple[str, str]] = []
+        self.head_only = False              # HTTP/2: the stream ended with its HEADERS (gRPC's
+                                            # trailers-only errors): no body, no trailers
         self.body = body
         self.head_ready: asyncio.Future = asyncio.get_running_loop().create_future()
 
