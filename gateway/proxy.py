@@ -145,6 +145,8 @@ class Proxy:
         for attempt in range(1 + route.retries):
             backend = compiled.balancer.pick(backends, client_ip, hash_value, tried) \
                 or compiled.balancer.pick(backends, client_ip, hash_value)
+            if attempt and not backend.available(time.monotonic()):
+                break                            # a try again only goes to a healthy upstream
             tried.add(backend.url)
             info["upstream"] = backend.url
             try:

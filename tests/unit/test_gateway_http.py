@@ -244,7 +244,7 @@ def test_h2c_upgrade(server):
 
 def test_h2_garbage_gets_goaway_and_server_goes_on(server):
     s = server.connect()
-    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x99\x00\x00\x00\x00\x01zzzz")
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x04\x00\x00\x00\x00\x00\x00zzzz")  # DATA on stream 0
     got = b""
     s.settimeout(5)
     try:
