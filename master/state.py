@@ -22,7 +22,7 @@ from gfs.fsutil import fsync_path
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
-from master import capability_keys, identity
+from master import capability_keys, identity, routes
 from master import namespace as ns
 from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
@@ -125,6 +125,8 @@ _OPS: dict[str, _Op] = {
     "token_revoke": _Op({"token": _NAME}, identity.revoke_token, audited=True),
     "note_token_use": _Op({"uses": list_of(pair_of(bytes_of(HASH_BYTES), int_in(0)))},
                           identity.note_token_use, system=True),
+    "route_put": _Op({"route": routes.route_field, "replace": boolean}, routes.put, audited=True),
+    "route_remove": _Op({"name": _NAME}, routes.remove, audited=True),
     capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
                             capability_keys.apply, system=True),
 }
@@ -145,6 +147,8 @@ def _parse(command: dict) -> tuple[_Op, dict]:
 
 def _target(args: dict) -> str:
     """What a command is about, for the audit log."""
+    if isinstance(args.get("route"), dict):
+        return f"route {args['route'].get('name', '')}"
     for name in ("path", "src", "name", "token", "principal", "inode", "id"):
         if name in args:
             return str(args[name])
@@ -442,6 +446,15 @@ class MetadataState:
         """The identity changes after revision `after`, or a snapshot (master/identity.py)."""
         with self._reader() as tx:
             return identity.feed(tx, after, limit)
+
+    def routes(self, auth, now: int) -> dict:
+        """The gateway routes and their revision (administrators)."""
+        with self._reader() as tx:
+            return routes.listing(tx, self._caller(tx, auth, now))
+
+    def routes_revision(self) -> int:
+        with self._reader() as tx:
+            return tx.counter(routes.ROUTES_REV)
 
     def has_users(self) -> bool:
         with self._reader() as tx:
