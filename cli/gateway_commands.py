@@ -38,7 +38,8 @@ def _cidrs(text: str) -> list[str]:
               help="Processes sharing the port (SO_REUSEPORT).")
 @click.option("--routes", "routes_file", type=click.Path(dir_okay=False), metavar="FILE",
               envvar="GFS_GATEWAY_ROUTES",
-              help="Follow routes from this JSON file ({\"routes\": [...]}, reloaded on change).")
+              help="Follow routes from this JSON file ({\"routes\": [...]}, reloaded on change) "
+                   "instead of the masters'.")
 @click.option("--state-dir", type=click.Path(file_okay=False), metavar="DIR",
               envvar="GFS_GATEWAY_STATE",
               help="Keep the last applied routes here; start from them when the source is down.")
@@ -59,16 +60,21 @@ def _cidrs(text: str) -> list[str]:
               help="HTTP/1.1 connections per upstream and worker.")
 @click.option("--max-pending", default=256, show_default=True, type=click.IntRange(0),
               help="Requests waiting for an upstream connection before 503.")
-def gateway(listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr, access_log,
+@click.pass_context
+def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr, access_log,
             allow, deny, trusted_proxies, max_body, max_header, header_timeout, idle_timeout,
             max_connections, max_pending) -> None:
-    """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM."""
+    """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM.
+
+    Routes come from the masters (`gfs route`; the global --masters and an administrator's or
+    service account's --token) unless --routes names a file."""
     import logging
     import os
 
     from gateway.http.limits import Limits
     from gateway.main import GatewayOptions, serve
     from gateway.upstream.pool import PoolSettings
+    from gfs.config import resolve_tls_ca
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
     try:
@@ -77,12 +83,21 @@ def gateway(listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_
                         idle_timeout_s=parse_duration(idle_timeout))
     except (InvalidArgument, ValueError) as err:
         raise click.UsageError(str(err)) from None
+    masters, token = [], ""
+    if not routes_file:
+        from gfs.config import resolve_masters, resolve_token
+        masters = resolve_masters(ctx.obj.get("masters"))
+        token = resolve_token(ctx.obj.get("token"))
+        if not token:
+            raise click.UsageError("following the masters' routes needs a token (--token or "
+                                   "GFS_TOKEN): an administrator's or a service account's")
     if state_dir:
         os.makedirs(state_dir, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     opts = GatewayOptions(
         listen=_address(listen, "--listen"), workers=workers, tls_cert=tls_cert, tls_key=tls_key,
-        routes_file=routes_file, state_dir=state_dir,
+        routes_file=routes_file, state_dir=state_dir, masters=masters, token=token,
+        tls_ca=resolve_tls_ca(ctx.obj.get("tls_ca")),
         metrics=_address(metrics_addr, "--metrics") if metrics_addr else None,
         access_log=access_log, allow=_cidrs(allow), deny=_cidrs(deny),
         trusted_proxies=_cidrs(trusted_proxies), limits=limits,

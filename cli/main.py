@@ -21,7 +21,7 @@ from gfs.config import record_cluster, recorded_cluster_file
 from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.units import human_size
-from cli import gateway_commands, identity_commands
+from cli import gateway_commands, identity_commands, route_commands
 from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
 
 EXIT_CODES = """\b
@@ -827,6 +827,7 @@ def cluster_down(data: str | None) -> None:
 for _command in identity_commands.COMMANDS:
     cli.add_command(_command)
 cli.add_command(gateway_commands.gateway)
+cli.add_command(route_commands.route)
 admin.add_command(identity_commands.audit)
 
 

@@ -16,7 +16,7 @@ from gateway.accesslog import AccessLog
 from gateway.http.limits import Limits
 from gateway.http.server import HttpServer, tls_context
 from gateway.metrics import GatewayMetrics
-from gateway.proxy import Proxy
+from gateway.proxy import Proxy, Refused
 from gateway.routing.route import Route
 from gateway.sources import FileSource
 from gateway.table import ServingTable
@@ -31,7 +31,10 @@ class GatewayOptions:
     workers: int = 1
     tls_cert: str | None = None
     tls_key: str | None = None
-    routes_file: str | None = None          # follow this JSON file
+    routes_file: str | None = None          # follow this JSON file...
+    masters: list[str] = field(default_factory=list)   # ...or the masters' routes
+    token: str = ""                         # an administrator's (or service account's) token
+    tls_ca: str | None = None               # the cluster's CA when it serves TLS
     state_dir: str | None = None            # where the last applied config is kept
     metrics: tuple[str, int] | None = None  # worker i listens on port + i
     access_log: str | None = None           # a file, '-' for stdout, None for none
@@ -95,6 +98,23 @@ class Worker:
                         "ago) until the source answers", self.index, revision,
                         config_store.staleness(confirmed))
 
+    def _follow_masters(self) -> list:
+        """Serve the saved routes (if any) until the masters answer; follow their routes and the
+        permission feed (for routes that require a token)."""
+        from gateway.auth import TokenChecker
+        from gateway.masters import MasterSource
+        from gfs.auth.watcher import PermissionStore
+        opts = self.opts
+        self._start_from_saved()
+        source = MasterSource(opts.masters, opts.token, self.apply, self.confirm,
+                              self.revision, opts.tls_ca)
+        store = PermissionStore(opts.masters, opts.token, tls_ca=opts.tls_ca)
+        self.proxy.authenticate = TokenChecker(store, Refused)
+        source.start()
+        store.start()
+        self.sources = (source, store)
+        return [source, store]
+
     async def _metrics_page(self, ex) -> None:
         await ex.respond(200, self.metrics.render(),
                          [("content-type", "text/plain; version=0.0.4; charset=utf-8")])
@@ -115,7 +135,10 @@ class Worker:
     async def run(self, ready: asyncio.Event | None = None) -> None:
         opts = self.opts
         follow = None
-        if opts.routes_file:
+        watchers = []
+        if opts.masters:
+            watchers = self._follow_masters()
+        elif opts.routes_file:
             source = FileSource(opts.routes_file, self.apply, self.confirm)
             try:
                 source.load_now()
@@ -144,6 +167,8 @@ class Worker:
         await stop.wait()
         if follow is not None:
             follow.cancel()
+        for watcher in watchers:
+            watcher.stop()
         await self.server.close()
         if metrics_server is not None:
             await metrics_server.close()

@@ -25,6 +25,7 @@ from gfs.auth.tls import read_pem
 from gfs.auth.tokens import bearer
 from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca, resolve_token
 from gfs.identity_client import IdentityCalls
+from gfs.routes_client import RouteCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
 from gfs.reach import Reachability
@@ -286,7 +287,7 @@ class _Sequencer:
             self._inflight.discard(seq)
 
 
-class Client(IdentityCalls):
+class Client(IdentityCalls, RouteCalls):
     """Namespace operations against a gfs cluster (thread-safe).
 
     `token`: the bearer token to call with (default: $GFS_TOKEN, else the one `gfs login` or

@@ -6,6 +6,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from urllib.parse import urlsplit
 
+from gateway.auth import check_requirement
 from gateway.routing.cidr import IpFilter
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -76,6 +77,7 @@ class Route:
         if not 0 <= self.retries <= 10:
             raise ValueError(f"route {self.name}: retries must be 0..10")
         IpFilter(self.allow, self.deny)          # raises on a bad CIDR
+        check_requirement(self.require_token)
 
 
 def path_segments(pattern: str) -> list[str]:

@@ -39,7 +39,9 @@ class GatewayProc:
     """`gfs gateway` in its own process, following a route file in `workdir`."""
 
     def __init__(self, workdir, routes: list[dict] | None, *args: str, workers: int = 1,
-                 tls: tuple[str, str] | None = None):
+                 tls: tuple[str, str] | None = None, masters: list[str] | None = None,
+                 token: str = ""):
+        """`masters`: follow the masters' routes (as `token`) instead of a route file."""
         self.dir = str(workdir)
         os.makedirs(self.dir, exist_ok=True)
         self.routes_file = os.path.join(self.dir, "routes.json")
@@ -57,8 +59,11 @@ class GatewayProc:
                 except OSError:
                     continue
         self.access_log = os.path.join(self.dir, "access.log")
-        cmd = [sys.executable, "-m", "cli.main", "gateway", "--listen", f"127.0.0.1:{self.port}",
-               "--routes", self.routes_file, "--state-dir", os.path.join(self.dir, "state"),
+        source = (["--routes", self.routes_file] if masters is None else [])
+        globals_ = [] if masters is None else ["--masters", ",".join(masters), "--token", token]
+        cmd = [sys.executable, "-m", "cli.main", *globals_, "gateway",
+               "--listen", f"127.0.0.1:{self.port}", *source,
+               "--state-dir", os.path.join(self.dir, "state"),
                "--metrics", f"127.0.0.1:{self.metrics_port}", "--access-log", self.access_log,
                "--workers", str(workers), *args]
         if tls:
