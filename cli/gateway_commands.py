@@ -50,6 +50,9 @@ def _cidrs(text: str) -> list[str]:
 @click.option("--deny", default="", metavar="CIDR,...", help="Never these clients (global).")
 @click.option("--trusted-proxies", default="", metavar="CIDR,...",
               help="Peers whose X-Forwarded-For is believed (default: nobody).")
+@click.option("--proxy-protocol-from", default="", metavar="CIDR,...",
+              help="Peers (L4 balancers) whose connections start with a PROXY v1/v2 header "
+                   "naming the client (default: nobody; clear-text listeners only).")
 @click.option("--max-body", default="1GiB", show_default=True, help="Largest request body.")
 @click.option("--max-header", default="32KiB", show_default=True, help="Largest request head.")
 @click.option("--header-timeout", default="10s", show_default=True,
@@ -61,9 +64,9 @@ def _cidrs(text: str) -> list[str]:
 @click.option("--max-pending", default=256, show_default=True, type=click.IntRange(0),
               help="Requests waiting for an upstream connection before 503.")
 @click.pass_context
-def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr, access_log,
-            allow, deny, trusted_proxies, max_body, max_header, header_timeout, idle_timeout,
-            max_connections, max_pending) -> None:
+def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr,
+            access_log, allow, deny, trusted_proxies, proxy_protocol_from, max_body, max_header,
+            header_timeout, idle_timeout, max_connections, max_pending) -> None:
     """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM.
 
     Routes come from the masters (`gfs route`; the global --masters and an administrator's or
@@ -77,6 +80,8 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
     from gfs.config import resolve_tls_ca
     if bool(tls_cert) != bool(tls_key):
         raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_cert and proxy_protocol_from:
+        raise click.UsageError("--proxy-protocol-from works on clear-text listeners only")
     try:
         limits = Limits(max_body_bytes=parse_size(max_body), max_header_bytes=parse_size(max_header),
                         header_timeout_s=parse_duration(header_timeout),
@@ -100,6 +105,7 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
         tls_ca=resolve_tls_ca(ctx.obj.get("tls_ca")),
         metrics=_address(metrics_addr, "--metrics") if metrics_addr else None,
         access_log=access_log, allow=_cidrs(allow), deny=_cidrs(deny),
-        trusted_proxies=_cidrs(trusted_proxies), limits=limits,
+        trusted_proxies=_cidrs(trusted_proxies),
+        proxy_protocol_from=_cidrs(proxy_protocol_from), limits=limits,
         pool=PoolSettings(max_connections=max_connections, max_pending=max_pending))
     raise SystemExit(serve(opts))

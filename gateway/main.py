@@ -41,6 +41,7 @@ class GatewayOptions:
     allow: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
     trusted_proxies: list[str] = field(default_factory=list)
+    proxy_protocol_from: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     pool: PoolSettings = field(default_factory=PoolSettings)
 
@@ -150,7 +151,13 @@ class Worker:
             self._start_from_saved()
         self.pools.start()
         tls = tls_context(opts.tls_cert, opts.tls_key) if opts.tls_cert else None
-        self.server = HttpServer(self.proxy, opts.limits, tls)
+        proxy_from = None
+        if opts.proxy_protocol_from:
+            from gateway.routing.cidr import PrefixTrie
+            proxy_from = PrefixTrie()
+            for net in opts.proxy_protocol_from:
+                proxy_from.insert(net, True)
+        self.server = HttpServer(self.proxy, opts.limits, tls, proxy_from)
         host, port = await self.server.start(*opts.listen, reuse_port=opts.workers > 1)
         metrics_server = None
         if opts.metrics:

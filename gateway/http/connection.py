@@ -20,7 +20,10 @@ class ServerConnection(asyncio.Protocol):
 
     def __init__(self, app: App, limits: Limits, scheme: str = "http",
                  on_open: Callable[["ServerConnection"], None] | None = None,
-                 on_close: Callable[["ServerConnection"], None] | None = None):
+                 on_close: Callable[["ServerConnection"], None] | None = None,
+                 proxy_from=None):
+        """`proxy_from`: a PrefixTrie of the peers (L4 balancers) whose connections start with
+        a PROXY protocol header naming the client; None: nobody's do."""
         self.app = app
         self.limits = limits
         self.scheme = scheme
@@ -38,12 +41,16 @@ class ServerConnection(asyncio.Protocol):
         self._timer_at = 0.0
         self._on_open = on_open
         self._on_close = on_close
+        self._proxy_from = proxy_from
+        self._awaiting_proxy = False
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+        self._awaiting_proxy = bool(self._proxy_from is not None and
+                                    self._proxy_from.longest(self.peer[0]))
         transport.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
         if self._on_open:
             self._on_open(self)
@@ -55,6 +62,10 @@ class ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.touch()
+        if self._awaiting_proxy:
+            data = self._proxy_header(data)
+            if not data:
+                return
         if self.engine is None:
             self._pending += data
             if H2_PREFACE.startswith(self._pending[:len(H2_PREFACE)]) and \
@@ -83,6 +94,27 @@ class ServerConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._can_write.set()
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Take the PROXY header off the front; what follows it (b"" while it is incomplete)."""
+        from gateway.http.proxyproto import ProxyHeaderError, V2_MAX, parse
+        buf = self._pending + data
+        try:
+            got = parse(buf)
+        except ProxyHeaderError:
+            self.abort()                          # a trusted balancer never sends this
+            return b""
+        if got is None:
+            if len(buf) > V2_MAX:
+                self.abort()
+            self._pending = buf
+            return b""
+        address, used = got
+        if address is not None:
+            self.peer = address
+        self._awaiting_proxy = False
+        self._pending = b""
+        return buf[used:]
 
     # --- for the engines ---
     def _start_h2(self, data: bytes, upgrade: tuple | None = None) -> None:

@@ -22,7 +22,12 @@ class HttpServer:
     """One listening socket (shared with other workers by SO_REUSEPORT when asked)."""
 
     def __init__(self, app: App, limits: Limits | None = None,
-                 tls: ssl.SSLContext | None = None):
+                 tls: ssl.SSLContext | None = None, proxy_from=None):
+        """`proxy_from`: see ServerConnection (clear-text listeners only: with TLS the PROXY
+        header would have to come before the handshake, which the TLS layer does not allow)."""
+        if proxy_from is not None and tls is not None:
+            raise ValueError("the PROXY protocol is supported on clear-text listeners only")
+        self.proxy_from = proxy_from
         self.app = app
         self.limits = limits or Limits()
         self.tls = tls
@@ -31,7 +36,8 @@ class HttpServer:
 
     def _protocol(self) -> ServerConnection:
         return ServerConnection(self.app, self.limits, "https" if self.tls else "http",
-                                on_open=self.connections.add, on_close=self.connections.discard)
+                                on_open=self.connections.add, on_close=self.connections.discard,
+                                proxy_from=self.proxy_from)
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
