@@ -27,7 +27,7 @@ def _cidrs(text: str) -> list[str]:
     return out
 
 
-@click.command("gateway", context_settings=CONTEXT)
+@click.group("gateway", context_settings=CONTEXT, invoke_without_command=True)
 @click.option("--listen", default="127.0.0.1:8080", show_default=True, envvar="GFS_GATEWAY_LISTEN",
               metavar="HOST:PORT", help="Where clients connect (HTTP/1.1 and HTTP/2).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
@@ -70,7 +70,10 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
     """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM.
 
     Routes come from the masters (`gfs route`; the global --masters and an administrator's or
-    service account's --token) unless --routes names a file."""
+    service account's --token) unless --routes names a file. `gfs gateway status` asks a
+    running gateway how it is doing."""
+    if ctx.invoked_subcommand is not None:
+        return
     import logging
     import os
 
@@ -109,3 +112,35 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
         proxy_protocol_from=_cidrs(proxy_protocol_from), limits=limits,
         pool=PoolSettings(max_connections=max_connections, max_pending=max_pending))
     raise SystemExit(serve(opts))
+
+
+@gateway.command("status", context_settings=CONTEXT)
+@click.option("--metrics", "metrics_addr", required=True, metavar="HOST:PORT",
+              help="The gateway's --metrics address (worker 0).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Ask this many workers (PORT, PORT+1, ...).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def gateway_status(metrics_addr, workers, as_json) -> None:
+    """Each worker's routes revision, how stale they are, and its open connections."""
+    import json
+    import urllib.request
+
+    from cli.common import emit_json
+    from gfs.errors import Unavailable
+    host, port = _address(metrics_addr, "--metrics")
+    out = []
+    for i in range(workers):
+        url = f"http://{host}:{port + i}/status"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                out.append(json.loads(resp.read()))
+        except (OSError, ValueError) as err:
+            raise Unavailable(f"no gateway status at {url}: {err}") from None
+    if as_json:
+        emit_json(out)
+        return
+    for w in out:
+        stale = ("never confirmed by its source" if w["staleness_s"] is None
+                 else f"confirmed {w['staleness_s']:.1f} s ago")
+        click.echo(f"worker {w['worker']} (pid {w['pid']}): {w['routes']} routes, revision "
+                   f"{w['revision']}, {stale}, {w['connections']} connections")

@@ -74,6 +74,8 @@ def test_routes_from_the_masters(make_cluster, tmp_path, upstream):
         refused = gfs(cluster, "route", "add", "mine", "--to", upstream, token=alice)
         assert refused.returncode != 0 and "not an administrator" in refused.stderr
         assert gw.status()["revision"] == 3 and gw.status()["staleness_s"] < 1.5
+        status = gfs(cluster, "gateway", "status", "--metrics", f"127.0.0.1:{gw.metrics_port}")
+        assert status.returncode == 0 and "1 routes, revision 3, confirmed" in status.stdout
 
 
 def test_saved_routes_tokens_and_the_masters_grpc_behind_the_gateway(make_cluster, tmp_path,
