@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 import httptools
 
 from gateway.http.exchange import BodyBuffer, ClientGone
-from gateway.upstream.errors import ConnectFailed, UpstreamError
+from gateway.upstream.errors import UpstreamError, connect
 from gateway.upstream.response import UpstreamResponse
 
 BodySource = Callable[[], Awaitable[bytes]]     # returns b"" at the end
@@ -35,15 +35,7 @@ class H1Upstream(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H1Upstream":
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: cls(buffer_bytes), host, port), timeout)
-        except asyncio.TimeoutError:
-            raise ConnectFailed(f"connect to {host}:{port} timed out after {timeout:g}s") from None
-        except OSError as err:
-            raise ConnectFailed(f"connect to {host}:{port}: {err.strerror or err}") from None
-        return conn
+        return await connect(lambda: cls(buffer_bytes), host, port, timeout)
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport) -> None:

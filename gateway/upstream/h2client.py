@@ -15,7 +15,7 @@ import h2.settings
 
 from gateway.http.exchange import BodyBuffer
 from gateway.http.h2flow import FlowWindows, decode_headers, h2_fields
-from gateway.upstream.errors import ConnectFailed, UpstreamError
+from gateway.upstream.errors import UpstreamError, connect
 from gateway.upstream.h1client import BodySource
 from gateway.upstream.response import UpstreamResponse
 
@@ -43,15 +43,7 @@ class H2Upstream(asyncio.Protocol):
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H2Upstream":
-        loop = asyncio.get_running_loop()
-        try:
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: cls(buffer_bytes), host, port), timeout)
-        except asyncio.TimeoutError:
-            raise ConnectFailed(f"connect to {host}:{port} timed out after {timeout:g}s") from None
-        except OSError as err:
-            raise ConnectFailed(f"connect to {host}:{port}: {err.strerror or err}") from None
-        return conn
+        return await connect(lambda: cls(buffer_bytes), host, port, timeout)
 
     @property
     def capacity(self) -> int:
@@ -211,12 +203,15 @@ class H2Upstream(asyncio.Protocol):
         """The client gave up: cancel the upstream stream too."""
         for sid, resp in list(self.streams.items()):
             if resp is sid_resp:
-                try:
-                    self.h2.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-                    self.flush()
-                except h2.exceptions.H2Error:
-                    pass
-                self._done(sid)
+                self._cancel(sid)
+
+    def _cancel(self, sid: int) -> None:
+        try:
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            self.flush()
+        except h2.exceptions.H2Error:
+            pass
+        self._done(sid)
 
     async def _write_body(self, sid: int, resp: UpstreamResponse, body: BodySource) -> None:
         alive = lambda: not self.closed and sid in self.streams  # noqa: E731
@@ -234,11 +229,6 @@ class H2Upstream(asyncio.Protocol):
             if alive():
                 resp.fail(UpstreamError(f"request body: {err}")
                           if isinstance(err, h2.exceptions.H2Error) else err)
-                try:
-                    self.h2.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
-                    self.flush()
-                except h2.exceptions.H2Error:
-                    pass
-                self._done(sid)
+                self._cancel(sid)
         finally:
             self._writers.pop(sid, None)
