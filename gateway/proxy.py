@@ -124,6 +124,10 @@ class Proxy:
         headers, trace = upstream_request_headers(
             head.headers, head.peer[0], peer_trusted, head.scheme, head.authority, identity, grpc)
         info["trace"] = trace
+        if ex.upgrade:
+            if any(not url.startswith("http://") for url in route.to):
+                raise Refused(502, "an Upgrade needs http:// upstreams")
+            headers += [("connection", "upgrade"), ("upgrade", ex.upgrade)]
         await self._forward(ex, compiled, target, headers, client_ip, info)
 
     def _authenticate(self, authorization: str | None, scope: str) -> str:
@@ -183,7 +187,8 @@ class Proxy:
                     h1_headers = [("host", head.raw_authority)] + [
                         (k, v) for k, v in headers if k != "host"]
                     resp = await conn.send(head.method, target, h1_headers, body,
-                                           int(length) if length and length.isdigit() else None)
+                                           int(length) if length and length.isdigit() else None,
+                                           tunnel=ex.read_tunnel if ex.upgrade else None)
                     await self._relay(ex, resp, timeout_s, on_abort=conn.abort)
                     ok = True
                 finally:
@@ -201,8 +206,10 @@ class Proxy:
             on_abort()
             raise UpstreamTimeout(f"no response head within {timeout_s:g}s") from None
         try:
-            await ex.start_response(resp.status, downstream_response_headers(resp.headers),
-                                    end=resp.head_only)
+            headers = downstream_response_headers(resp.headers)
+            if resp.status == 101:               # the tunnel: both sides must see the switch
+                headers += [("connection", "upgrade"), ("upgrade", ex.upgrade)]
+            await ex.start_response(resp.status, headers, end=resp.head_only)
             if resp.head_only:
                 return
             while True:

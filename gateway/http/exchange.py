@@ -136,6 +136,16 @@ class Exchange:
         self.bytes_in += len(data)
         return data
 
+    @property
+    def upgrade(self) -> str:
+        """The protocol an HTTP/1.1 `Upgrade` request asks for ("" for none): answering 101
+        turns the connection into a byte tunnel (`read_tunnel`, `write`)."""
+        return self.head.extra.get("upgrade", "")
+
+    async def read_tunnel(self) -> bytes:
+        """The client's bytes after a 101 (b'' when it closed its side)."""
+        raise RuntimeError("not an upgraded connection")
+
     async def start_response(self, status: int, headers: list[tuple[str, str]],
                              end: bool = False) -> None:
         if self.status:

@@ -39,6 +39,15 @@ class H1Exchange(Exchange):
         self._expect_continue = expect_continue
         self._chunked = False
         self._no_body = False
+        self._raw = False                        # after a 101: bytes as they are
+        self.tunnel_in: BodyBuffer | None = None
+
+    async def read_tunnel(self) -> bytes:
+        if self.tunnel_in is None:
+            raise RuntimeError("not an upgraded connection")
+        data = await self.tunnel_in.read()
+        self.bytes_in += len(data)
+        return data
 
     async def read(self) -> bytes:
         if self._expect_continue:
@@ -49,6 +58,12 @@ class H1Exchange(Exchange):
 
     async def _send_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
         conn = self._engine.conn
+        if status == 101 and self.tunnel_in is not None:
+            self._raw = True
+            lines = ["HTTP/1.1 101 Switching Protocols"] + [f"{k}: {v}" for k, v in headers]
+            conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            await conn.drain()
+            return
         self._no_body = (status in NO_BODY_STATUS or status < 200 or self.head.method == "HEAD")
         has_length = any(k == "content-length" for k, _ in headers)
         if not self._no_body and not has_length and not end:
@@ -73,9 +88,13 @@ class H1Exchange(Exchange):
         await conn.drain()
 
     async def _send_data(self, data: bytes) -> None:
+        conn = self._engine.conn
+        if self._raw:
+            conn.write(data)
+            await conn.drain()
+            return
         if self._no_body:
             return
-        conn = self._engine.conn
         if self._chunked:
             conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
         else:
@@ -83,6 +102,8 @@ class H1Exchange(Exchange):
         await conn.drain()
 
     async def _send_end(self, trailers: list[tuple[str, str]] | None) -> None:
+        if self._raw:
+            return
         if self._chunked:
             tail = "".join(f"{k}: {v}\r\n" for k, v in trailers or ())
             self._engine.conn.write(b"0\r\n" + tail.encode("latin-1") + b"\r\n")
@@ -111,9 +132,13 @@ class H1Engine:
         self._failed = False
         self._in_headers = False
         self._close_after: tuple[int, str] | None = None
+        self._tunnel: BodyBuffer | None = None   # an Upgrade request's bytes after its head
 
     # --- bytes in ---
     def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.feed(data)
+            return
         if self._failed:
             return
         try:
@@ -236,7 +261,19 @@ class H1Engine:
             ex.head.http_version = "2"
             self.conn.switch_to_h2((settings, ex.head), rest)
             return
-        self._fail(501, f"upgrade to {token or '?'} is not supported")
+        if ex is None or ex.head.has_body or self.active is not None or self.queue:
+            self._fail(400, "an Upgrade request must have no body and nothing before it")
+            return
+        # Anything else (WebSocket...): the app decides; a 101 makes the connection a tunnel.
+        ex.head.extra["upgrade"] = token
+        ex.keep_alive = False
+        self._tunnel = ex.tunnel_in = BodyBuffer(self.limits.body_buffer_bytes,
+                                                 self.conn.pause_reading,
+                                                 lambda n: self.conn.resume_reading())
+        if rest:
+            self._tunnel.feed(rest)
+        self.queue.append(ex)
+        self._run()
 
     # --- running the app ---
     def _run(self) -> None:
@@ -307,6 +344,8 @@ class H1Engine:
             ex.body.fail(ClientGone("client closed the connection"))
         if self.current is not None:
             self.current.body.fail(ClientGone("client closed the connection"))
+        if self._tunnel is not None:
+            self._tunnel.fail(ClientGone("client closed the connection"))
         if self.running is not None:
             self.running.cancel()
 

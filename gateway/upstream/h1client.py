@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 
 import httptools
 
-from gateway.http.exchange import BodyBuffer, ClientGone
+from gateway.http.exchange import BodyBuffer
 from gateway.upstream.errors import UpstreamError, connect
 from gateway.upstream.response import UpstreamResponse
 
@@ -32,6 +32,7 @@ class H1Upstream(asyncio.Protocol):
         self._writer: asyncio.Task | None = None
         self._request_done = False
         self._response_done = False
+        self._tunnel = False                     # after a 101: the body is the raw bytes
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H1Upstream":
@@ -43,12 +44,24 @@ class H1Upstream(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self.buffer_bytes)
 
     def data_received(self, data: bytes) -> None:
+        if self._tunnel:
+            self.response.body.feed(data)
+            return
         if self.response is None:
             self.closed = True                   # bytes nobody asked for: not reusable
             self.transport.close()
             return
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            if self.response.status != 101:
+                self.response.fail(UpstreamError("upstream upgraded without a 101"))
+                self._close()
+                return
+            self._tunnel = True                  # what follows the 101 belongs to the tunnel
+            rest = data[up.args[0]:] if up.args else b""
+            if rest:
+                self.response.body.feed(rest)
         except httptools.HttpParserError as err:
             self.response.fail(UpstreamError(f"bad response from upstream: {err}"))
             self._close()
@@ -57,7 +70,9 @@ class H1Upstream(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         self._can_write.set()
-        if self.response is not None and not self._response_done:
+        if self._tunnel and self.response is not None:
+            self.response.body.finish()          # the upstream closed its side of the tunnel
+        elif self.response is not None and not self._response_done:
             self.response.fail(UpstreamError(
                 "upstream closed the connection" + (f": {exc}" if exc else "")))
         if self._writer is not None:
@@ -87,6 +102,8 @@ class H1Upstream(asyncio.Protocol):
             self.response.body.feed(body)
 
     def on_message_complete(self) -> None:
+        if self.response is not None and self.response.status == 101:
+            return                               # not the end: a tunnel starts (see below)
         if self.response is not None and self.response.head_ready.done() \
                 and not self._response_done:
             self._message_done(reusable=self.parser.should_keep_alive())
@@ -112,9 +129,12 @@ class H1Upstream(asyncio.Protocol):
             self.transport.abort()
 
     async def send(self, method: str, target: str, headers: list[tuple[str, str]],
-                   body: BodySource | None, length: int | None) -> UpstreamResponse:
+                   body: BodySource | None, length: int | None,
+                   tunnel: BodySource | None = None) -> UpstreamResponse:
         """Send the request (its body streams in the background) and return the response,
-        whose head the caller awaits. `length` None with a body: chunked."""
+        whose head the caller awaits. `length` None with a body: chunked. `tunnel`: an
+        Upgrade request; after a 101 its bytes go up as they are and the response body is the
+        upstream's bytes."""
         self.reusable = False
         self._headers = []
         self._head_only = method == "HEAD"
@@ -130,8 +150,9 @@ class H1Upstream(asyncio.Protocol):
         elif body is None and method in ("POST", "PUT", "PATCH"):
             lines.append("content-length: 0")
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        if body is not None:
-            self._writer = asyncio.get_running_loop().create_task(self._write_body(body, chunked))
+        if body is not None or tunnel is not None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_body(body or tunnel, chunked))
         return self.response
 
     async def _write_body(self, body: BodySource, chunked: bool) -> None:
@@ -148,15 +169,13 @@ class H1Upstream(asyncio.Protocol):
             if chunked and not self.closed:
                 self.transport.write(b"0\r\n\r\n")
             self._request_done = True
-        except ClientGone as err:
-            # The client went away mid-upload: the upstream must not take a truncated body
-            # for a whole one.
-            self.response.fail(err)
-            self.abort()
         except asyncio.CancelledError:
             pass
-        except Exception as err:          # e.g. BodyTooLarge: the proxy answers it
-            self.response.fail(err)
+        except Exception as err:
+            # ClientGone: the client went away mid-upload, and the upstream must not take a
+            # truncated body for a whole one; BodyTooLarge: the proxy answers it.
+            if self.response is not None:
+                self.response.fail(err)
             self.abort()
         finally:
             self._writer = None

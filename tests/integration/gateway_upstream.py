@@ -5,6 +5,7 @@
 GET /echo...      -> JSON {name, method, path, headers}
 GET /bytes/N      -> N bytes (streamed in 1 MiB pieces)
 GET /slow/S       -> waits S seconds, then answers
+GET + Upgrade: echo -> 101, then every byte sent back until the client closes
 POST|PUT /upload  -> reads the body as it comes; JSON {name, length, sha256}
 """
 from __future__ import annotations
@@ -32,6 +33,19 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if self.headers.get("upgrade", "").lower() == "echo":
+            self.send_response(101)
+            self.send_header("connection", "upgrade")
+            self.send_header("upgrade", "echo")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(65536)
+                if not data:
+                    break
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
         if self.path.startswith("/bytes/"):
             n = int(self.path.split("/")[2])
             self.send_response(200)

@@ -166,3 +166,34 @@ def test_starts_from_saved_routes_when_the_source_is_gone(tmp_path, upstreams):
         status = gw.status()
         assert status["routes"] == 1 and status["staleness_s"] >= 1.0
         assert "gfs_gateway_config_staleness_seconds" in gw.metrics()
+
+
+def test_upgrade_tunnels_through(tmp_path, upstreams):
+    routes = [{"name": "all", "path": "/*", "to": [upstreams[0]]}]
+    with GatewayProc(tmp_path / "gw", routes) as gw:
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        s.sendall(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1)
+        assert head.startswith(b"HTTP/1.1 101 ") and b"upgrade: echo" in head.lower()
+        payload = os.urandom(3 << 20)             # more than any buffer: backpressure both ways
+        got = bytearray()
+        s.setblocking(False)
+        view = memoryview(payload)
+        deadline = time.monotonic() + 60
+        while len(got) < len(payload) and time.monotonic() < deadline:
+            try:
+                if view:
+                    view = view[s.send(view[:65536]):]
+            except BlockingIOError:
+                pass
+            try:
+                got += s.recv(1 << 20)
+            except BlockingIOError:
+                time.sleep(0.001)
+        assert bytes(got) == payload
+        s.setblocking(True)
+        s.shutdown(socket.SHUT_WR)
+        s.settimeout(10)
+        assert s.recv(10) == b""                  # the upstream's close reaches the client

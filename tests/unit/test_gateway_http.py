@@ -29,6 +29,14 @@ class App:
         self.max_buffered = 0
 
     async def __call__(self, ex):
+        if ex.upgrade == "shout":                # a tunnel that answers in capitals
+            await ex.start_response(101, [("connection", "upgrade"), ("upgrade", "shout")])
+            while True:
+                data = await ex.read_tunnel()
+                if not data:
+                    break
+                await ex.write(data.upper())
+            return
         if ex.head.path == "/big":
             await ex.start_response(200, [("content-type", "application/octet-stream")])
             chunk = b"x" * 65536
@@ -98,7 +106,8 @@ def test_bodies_content_length_chunked_and_expect_continue(server):
      + b"\r\n", 431),
     (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 100001\r\n\r\n", 413),
     (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 12x\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
+     b"Content-Length: 3\r\n\r\nabc", 400),
 ])
 def test_bad_requests_get_their_4xx_and_the_server_goes_on(server, request_bytes, status):
     s = server.connect()
@@ -106,6 +115,27 @@ def test_bad_requests_get_their_4xx_and_the_server_goes_on(server, request_bytes
     assert read_response(s)[0] == status
     assert closed_by_peer(s)
     assert get(server.connect())[0] == 200
+
+
+def test_upgrade_makes_a_tunnel(server):
+    s = server.connect()
+    s.sendall(b"GET /t HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\nearly")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    got = b""
+    while len(got) < 5:
+        got += s.recv(100)
+    assert got == b"EARLY"                   # bytes sent with the request go through too
+    s.sendall(b"more")
+    assert s.recv(100) == b"MORE"
+    s.shutdown(socket.SHUT_WR)
+    assert closed_by_peer(s)
+    s = server.connect()                       # a plain request upgrading to nothing known
+    s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: other\r\n\r\n")
+    status, headers, _ = read_response(s)
+    assert status == 200 and headers["connection"] == "close"
 
 
 def test_chunked_body_past_the_limit_is_413(server):
