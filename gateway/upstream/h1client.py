@@ -72,6 +72,9 @@ class H1Upstream(asyncio.Protocol):
         self._can_write.set()
         if self._tunnel and self.response is not None:
             self.response.body.finish()          # the upstream closed its side of the tunnel
+        elif self.response is not None and self._close_delimited():
+            self._response_done = True           # a body without a length ends with the close
+            self.response.body.finish()
         elif self.response is not None and not self._response_done:
             self.response.fail(UpstreamError(
                 "upstream closed the connection" + (f": {exc}" if exc else "")))
@@ -83,6 +86,12 @@ class H1Upstream(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._can_write.set()
+
+    def _close_delimited(self) -> bool:
+        """A response head without Content-Length or chunked framing: EOF ends its body."""
+        resp = self.response
+        return resp.head_ready.done() and not resp.head_ready.exception() and not any(
+            k in ("content-length", "transfer-encoding") for k, _ in resp.headers)
 
     # --- httptools callbacks ---
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -5,6 +5,7 @@
 GET /echo...      -> JSON {name, method, path, headers}
 GET /bytes/N      -> N bytes (streamed in 1 MiB pieces)
 GET /slow/S       -> waits S seconds, then answers
+GET /nolength/N   -> N bytes with neither Content-Length nor chunks: the close ends them
 GET + Upgrade: echo -> 101, then every byte sent back until the client closes
 POST|PUT /upload  -> reads the body as it comes; JSON {name, length, sha256}
 """
@@ -55,6 +56,13 @@ class Handler(BaseHTTPRequestHandler):
             while n > 0:
                 self.wfile.write(piece[:min(n, len(piece))])
                 n -= len(piece)
+            return
+        if self.path.startswith("/nolength/"):
+            self.send_response(200)
+            self.send_header("connection", "close")
+            self.end_headers()
+            self.wfile.write(b"n" * int(self.path.split("/")[2]))
+            self.close_connection = True
             return
         if self.path.startswith("/slow/"):
             time.sleep(float(self.path.split("/")[2]))

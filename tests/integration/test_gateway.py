@@ -79,9 +79,12 @@ def test_trusted_proxy_xff_and_global_filter(tmp_path, upstreams):
                                   headers={"X-Forwarded-For": "203.0.113.9"})[2])
         assert dict(seen["headers"])["x-forwarded-for"] == "203.0.113.9, 127.0.0.1"
         assert request(gw.port, "GET", "/echo", headers={"X-Forwarded-For": "10.9.1.1"})[0] == 403
+        # a body whose end is the upstream closing: complete, and chunked on to the client
+        status, headers, body = request(gw.port, "GET", "/nolength/70000")
+        assert status == 200 and body == b"n" * 70000
         # the log line is written just after the response
-        wait_for(lambda: len(gw.access_lines()) == 2, 5, "the access log line", 0.05)
-        assert gw.access_lines()[-1]["client"] == "10.9.1.1"
+        wait_for(lambda: len(gw.access_lines()) == 3, 5, "the access log line", 0.05)
+        assert gw.access_lines()[1]["client"] == "10.9.1.1"
 
 
 def test_streaming_bodies_both_ways_stay_out_of_memory(tmp_path, upstreams):
