@@ -61,12 +61,15 @@ def _cidrs(text: str) -> list[str]:
               help="Close connections idle this long.")
 @click.option("--max-connections", default=64, show_default=True, type=click.IntRange(1),
               help="HTTP/1.1 connections per upstream and worker.")
+@click.option("--health-interval", default="2s", show_default=True,
+              help="Time between active health checks (routes with a health path).")
 @click.option("--max-pending", default=256, show_default=True, type=click.IntRange(0),
               help="Requests waiting for an upstream connection before 503.")
 @click.pass_context
 def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr,
             access_log, allow, deny, trusted_proxies, proxy_protocol_from, max_body, max_header,
-            header_timeout, idle_timeout, max_connections, max_pending) -> None:
+            header_timeout, idle_timeout, max_connections, health_interval,
+            max_pending) -> None:
     """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM.
 
     Routes come from the masters (`gfs route`; the global --masters and an administrator's or
@@ -79,6 +82,7 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
 
     from gateway.http.limits import Limits
     from gateway.main import GatewayOptions, serve
+    from gateway.upstream.health import HealthSettings
     from gateway.upstream.pool import PoolSettings
     from gfs.config import resolve_tls_ca
     if bool(tls_cert) != bool(tls_key):
@@ -86,6 +90,9 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
     if tls_cert and proxy_protocol_from:
         raise click.UsageError("--proxy-protocol-from works on clear-text listeners only")
     try:
+        health = HealthSettings(interval_s=parse_duration(health_interval))
+        if health.interval_s < 0.1:
+            raise InvalidArgument("--health-interval must be at least 0.1s")
         limits = Limits(max_body_bytes=parse_size(max_body), max_header_bytes=parse_size(max_header),
                         header_timeout_s=parse_duration(header_timeout),
                         idle_timeout_s=parse_duration(idle_timeout))
@@ -110,7 +117,8 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
         access_log=access_log, allow=_cidrs(allow), deny=_cidrs(deny),
         trusted_proxies=_cidrs(trusted_proxies),
         proxy_protocol_from=_cidrs(proxy_protocol_from), limits=limits,
-        pool=PoolSettings(max_connections=max_connections, max_pending=max_pending))
+        pool=PoolSettings(max_connections=max_connections, max_pending=max_pending),
+        health=health)
     raise SystemExit(serve(opts))
 
 

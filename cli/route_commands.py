@@ -36,17 +36,19 @@ def route() -> None:
               help="Callers need a gfs token granting SCOPE ('*': any valid token).")
 @click.option("--allow", default="", metavar="CIDR,...", help="Only these clients.")
 @click.option("--deny", default="", metavar="CIDR,...", help="Never these clients.")
+@click.option("--health-path", default="", metavar="PATH",
+              help="Check each upstream with GET PATH; failing ones are taken out.")
 @click.option("--replace", is_flag=True, help="Change the route of that name if there is one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def route_add(ctx, name, host, path, to, lb, strip_prefix, timeout, retries, require_token,
-              allow, deny, replace, as_json) -> None:
+              allow, deny, health_path, replace, as_json) -> None:
     """Add a route NAME (or change it with --replace); gateways apply it within a second."""
     from gateway.routing.route import Route
     fields = {"name": name, "host": host, "path": path, "to": _list(to), "lb": lb,
               "strip_prefix": strip_prefix, "timeout_s": parse_duration(timeout),
               "retries": retries, "require_token": require_token, "allow": _list(allow),
-              "deny": _list(deny)}
+              "deny": _list(deny), "health_path": health_path}
     try:
         Route.from_dict(dict(fields)).validate()
     except ValueError as err:

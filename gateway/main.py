@@ -20,6 +20,7 @@ from gateway.proxy import Proxy, Refused
 from gateway.routing.route import Route
 from gateway.sources import FileSource
 from gateway.table import ServingTable
+from gateway.upstream.health import HealthChecker, HealthSettings
 from gateway.upstream.pool import Pools, PoolSettings
 
 log = logging.getLogger("gateway")
@@ -44,6 +45,7 @@ class GatewayOptions:
     proxy_protocol_from: list[str] = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     pool: PoolSettings = field(default_factory=PoolSettings)
+    health: HealthSettings = field(default_factory=HealthSettings)
 
 
 class Worker:
@@ -54,6 +56,7 @@ class Worker:
         self.index = index
         self.metrics = GatewayMetrics()
         self.pools = Pools(opts.pool)
+        self.health = HealthChecker(opts.health)
         stream = None
         if opts.access_log == "-":
             stream = sys.stdout
@@ -82,9 +85,18 @@ class Worker:
                                    self.opts.trusted_proxies, revision)
         self.proxy.apply(table)
         self.routes, self.revision = routes, revision
+        self._check_health()
         log.info("worker %d: serving %d routes (revision %d)", self.index, len(routes), revision)
         if self.state_file and self.index == 0:
             config_store.save(self.state_file, routes, revision, time.time())
+
+    def _check_health(self) -> None:
+        targets = {}
+        for route in self.routes:
+            if route.health_path and not route.to[0].startswith("builtin:"):
+                for url in route.to:
+                    targets.setdefault(self.pools.get(url), route.health_path)
+        self.health.update(targets)
 
     def confirm(self) -> None:
         self.confirmed_at = time.time()
@@ -95,6 +107,7 @@ class Worker:
             self.proxy.apply(ServingTable.build(routes, self.opts.allow, self.opts.deny,
                                                 self.opts.trusted_proxies, revision))
             self.routes, self.revision, self.confirmed_at = routes, revision, confirmed
+            self._check_health()
             log.warning("worker %d: serving the saved routes (revision %d, confirmed %.0f s "
                         "ago) until the source answers", self.index, revision,
                         config_store.staleness(confirmed))
@@ -179,6 +192,7 @@ class Worker:
         await self.server.close()
         if metrics_server is not None:
             await metrics_server.close()
+        self.health.close()
         self.pools.close()
 
 

@@ -30,6 +30,7 @@ class Route:
     require_token: str = ""              # a scope the caller's gfs token must grant ("" none)
     allow: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
+    health_path: str = ""                # GET this on each upstream now and then ("" never)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -77,6 +78,10 @@ class Route:
         if not 0 <= self.retries <= 10:
             raise ValueError(f"route {self.name}: retries must be 0..10")
         IpFilter(self.allow, self.deny)          # raises on a bad CIDR
+        if self.health_path and (not self.health_path.startswith("/") or
+                                 any(c.isspace() for c in self.health_path)):
+            raise ValueError(f"route {self.name}: the health path must start with / and have "
+                             f"no spaces")
         check_requirement(self.require_token)
 
 

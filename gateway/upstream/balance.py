@@ -22,8 +22,8 @@ class Balancer:
         if not candidates:
             return None
         healthy = [b for b in candidates if b.available(now)]
-        if not healthy:                    # all ejected: try the one back soonest
-            return min(candidates, key=lambda b: b.ejected_until)
+        if not healthy:                    # all out: try the one back soonest (failing checks
+            return min(candidates, key=lambda b: (not b.healthy, b.ejected_until))   # last)
         if self.policy == "least-conn":
             return min(healthy, key=lambda b: b.in_flight)
         if self.policy.startswith("hash:"):

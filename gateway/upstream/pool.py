@@ -38,6 +38,7 @@ class Backend:
         self.in_flight = 0
         self.failures = 0                        # consecutive
         self.ejected_until = 0.0
+        self.healthy = True                      # what active health checks say (health.py)
         self.idle: list[H1Upstream] = []
         self.h1_open = 0
         self.h2: list[H2Upstream] = []
@@ -46,7 +47,7 @@ class Backend:
 
     # --- health ---
     def available(self, now: float) -> bool:
-        return now >= self.ejected_until
+        return self.healthy and now >= self.ejected_until
 
     def succeeded(self) -> None:
         self.failures = 0

@@ -19,9 +19,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn_upstream(name: str) -> tuple[subprocess.Popen, int]:
+def spawn_upstream(name: str, down_file: str = "") -> tuple[subprocess.Popen, int]:
+    """A test upstream; its /health answers 503 while `down_file` exists."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.integration.gateway_upstream", "0",
-                             name], stdout=subprocess.PIPE, text=True)
+                             name, down_file], stdout=subprocess.PIPE, text=True)
     return proc, int(proc.stdout.readline())
 
 

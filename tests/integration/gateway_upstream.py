@@ -1,10 +1,11 @@
 """A small real HTTP/1.1 upstream for the gateway's tests, run as its own process:
 
-    python -m tests.integration.gateway_upstream PORT NAME
+    python -m tests.integration.gateway_upstream PORT NAME [DOWN_FILE]
 
 GET /echo...      -> JSON {name, method, path, headers}
 GET /bytes/N      -> N bytes (streamed in 1 MiB pieces)
 GET /slow/S       -> waits S seconds, then answers
+GET /health       -> 503 while DOWN_FILE exists, else 200
 GET /nolength/N   -> N bytes with neither Content-Length nor chunks: the close ends them
 GET + Upgrade: echo -> 101, then every byte sent back until the client closes
 POST|PUT /upload  -> reads the body as it comes; JSON {name, length, sha256}
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     name = "upstream"
+    down_file = ""
 
     def log_message(self, *args) -> None:
         pass
@@ -56,6 +59,10 @@ class Handler(BaseHTTPRequestHandler):
             while n > 0:
                 self.wfile.write(piece[:min(n, len(piece))])
                 n -= len(piece)
+            return
+        if self.path == "/health":
+            down = bool(self.down_file) and os.path.exists(self.down_file)
+            self._json({"name": self.name, "down": down}, 503 if down else 200)
             return
         if self.path.startswith("/nolength/"):
             self.send_response(200)
@@ -104,6 +111,7 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     port, name = int(sys.argv[1]), sys.argv[2]
     Handler.name = name
+    Handler.down_file = sys.argv[3] if len(sys.argv) > 3 else ""
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     print(server.server_address[1], flush=True)

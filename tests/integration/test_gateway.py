@@ -200,3 +200,23 @@ def test_upgrade_tunnels_through(tmp_path, upstreams):
         s.shutdown(socket.SHUT_WR)
         s.settimeout(10)
         assert s.recv(10) == b""                  # the upstream's close reaches the client
+
+
+def test_active_health_checks_take_an_upstream_out_and_back(tmp_path, upstreams):
+    down = tmp_path / "c-is-down"
+    proc, port = spawn_upstream("c", str(down))
+    try:
+        routes = [{"name": "hc", "path": "/*", "to": [upstreams[0], f"http://127.0.0.1:{port}"],
+                   "health_path": "/health", "retries": 0}]
+        with GatewayProc(tmp_path / "gw", routes, "--health-interval", "0.2s") as gw:
+            names = lambda: {json.loads(request(gw.port, "GET", "/echo")[2])["name"]  # noqa
+                             for _ in range(6)}
+            assert names() == {"a", "c"}
+            down.write_text("")                  # c's health check fails from now on
+            wait_for(lambda: names() == {"a"}, 10, "c taken out", 0.1)
+            assert all(request(gw.port, "GET", "/echo")[0] == 200 for _ in range(10))
+            down.unlink()
+            wait_for(lambda: names() == {"a", "c"}, 10, "c back", 0.1)
+            assert "upstream http://127.0.0.1:%d is down" % port in open(gw.log.name).read()
+    finally:
+        stop(proc)

@@ -43,7 +43,7 @@ def test_routes_from_the_masters(make_cluster, tmp_path, upstream):
     token = cluster.admin_token
     work = tmp_path / "gw"
     add = gfs(cluster, "route", "add", "echo", "--path", "/echo/*", "--to", upstream,
-              "--strip-prefix", "--timeout", "5s", "--json")
+              "--strip-prefix", "--timeout", "5s", "--health-path", "/health", "--json")
     assert add.returncode == 0, add.stderr
     assert json.loads(add.stdout)["revision"] == 1
     with GatewayProc(work, None, masters=cluster.master_addresses(), token=token) as gw:
@@ -64,6 +64,7 @@ def test_routes_from_the_masters(make_cluster, tmp_path, upstream):
         assert ls.returncode == 0 and "echo" in ls.stdout and "(1 routes, revision 3)" in ls.stdout
         show = json.loads(gfs(cluster, "route", "show", "echo", "--json").stdout)
         assert show["strip_prefix"] and show["timeout_s"] == 5.0
+        assert show["health_path"] == "/health"
         bad = gfs(cluster, "route", "add", "bad", "--to", "ftp://x:1")
         assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
         twin = gfs(cluster, "route", "add", "twin", "--path", "/echo/*", "--to", upstream)

@@ -80,7 +80,9 @@ def test_normalize_path(raw, norm):
     (dict(to=["http://h"]), "must be http"), (dict(to=["http://h:1/p"]), "has a path"),
     (dict(to=[]), "no upstream"), (dict(lb="random"), "bad --lb"),
     (dict(allow=["10.0.0.1/8"]), "bad CIDR"), (dict(retries=11), "retries"),
-    (dict(allow=["10.0.0.0/8"], deny=["10.0.0.0/8"]), "both the allow and the deny")])
+    (dict(allow=["10.0.0.0/8"], deny=["10.0.0.0/8"]), "both the allow and the deny"),
+    (dict(health_path="health"), "health path"), (dict(require_token="nope"), "require-token"),
+    (dict(to=["builtin:metrics", "http://h:1"]), "only one")])
 def test_route_validation(bad, why):
     fields = dict(name="ok", path="/*", to=["http://127.0.0.1:80"])
     fields.update(bad)
