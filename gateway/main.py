@@ -22,6 +22,7 @@ from gateway.sources import FileSource
 from gateway.table import ServingTable
 from gateway.upstream.health import HealthChecker, HealthSettings
 from gateway.upstream.pool import Pools, PoolSettings
+from gfs.errors import GfsError
 
 log = logging.getLogger("gateway")
 
@@ -210,10 +211,15 @@ def serve(opts: GatewayOptions) -> int:
     for i in range(opts.workers):
         pid = os.fork()
         if pid == 0:
+            code = 0
             try:
                 run_worker(opts, i)
+            except GfsError as err:
+                print(f"gfs: worker {i}: {err.code.lower().replace('_', ' ')}: {err.message}",
+                      file=sys.stderr, flush=True)
+                code = 1
             finally:
-                os._exit(0)
+                os._exit(code)
         children.append(pid)
 
     def forward(signum, _frame):

@@ -30,7 +30,7 @@ def _all(tx: Tx) -> list[dict]:
     return [record for _, record in tx.records(ROUTES)]
 
 
-def _route_of(record: dict) -> Route:
+def route_of_record(record: dict) -> Route:
     return Route(**{k: v for k, v in record.items() if k in Route.__dataclass_fields__})
 
 
@@ -45,9 +45,9 @@ def put(tx: Tx, args: dict) -> dict:
         raise AlreadyExists(f"route {name} exists (use --replace to change it)")
     if existing is None and tx.count(ROUTES) >= MAX_ROUTES:
         raise InvalidArgument(f"there are already {MAX_ROUTES} routes")
-    others = [_route_of(r) for r in _all(tx) if r["name"] != name]
+    others = [route_of_record(r) for r in _all(tx) if r["name"] != name]
     try:
-        RouteTable(others + [_route_of(route)])
+        RouteTable(others + [route_of_record(route)])
     except ValueError as err:
         raise AlreadyExists(str(err)) from None
     revision = tx.counter(ROUTES_REV) + 1

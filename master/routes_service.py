@@ -8,6 +8,7 @@ import time
 from gfs.errors import GfsError
 from master.callers import auth_of
 from master.proposer import now_ms
+from master.routes import route_of_record
 from master.service import MasterService, abort_with, rpc
 from proto import master_pb2 as pb
 from proto import routes_pb2 as rpb
@@ -20,7 +21,9 @@ ROUTE_FIELDS = ("name", "host", "path", "to", "lb", "strip_prefix", "timeout_s",
 
 
 def route_message(record: dict) -> rpb.GatewayRoute:
-    return rpb.GatewayRoute(**{k: record[k] for k in ROUTE_FIELDS},
+    """A stored route as a message (fields it was stored without take their defaults)."""
+    fields = route_of_record(record).to_dict()
+    return rpb.GatewayRoute(**{k: fields[k] for k in ROUTE_FIELDS},
                             revision=record.get("revision", 0),
                             updated_ms=record.get("updated_ms", 0),
                             updated_by=record.get("updated_by", ""))

@@ -6,6 +6,7 @@ import socket
 import ssl
 
 from gateway.http.connection import App, ServerConnection
+from gfs.errors import FailedPrecondition
 from gateway.http.limits import Limits
 
 
@@ -13,7 +14,11 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     """Server TLS offering HTTP/2 and HTTP/1.1 by ALPN."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise FailedPrecondition(f"cannot load the TLS certificate {cert_file} and key "
+                                 f"{key_file}: {err}") from None
     ctx.set_alpn_protocols(["h2", "http/1.1"])
     return ctx
 
@@ -43,10 +48,15 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+        except OSError as err:
+            sock.close()
+            raise FailedPrecondition(f"cannot listen on {host}:{port}: "
+                                     f"{err.strerror or err}") from None
         sock.setblocking(False)
         self.server = await loop.create_server(self._protocol, sock=sock, ssl=self.tls,
                                                backlog=4096,
