@@ -16,7 +16,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.routing.cidr import client_address
 from gateway.routing.trie import normalize_path
 from gateway.table import CompiledRoute, ServingTable
-from gateway.upstream.errors import UpstreamError, UpstreamTimeout
+from gateway.upstream.errors import Overloaded, UpstreamError, UpstreamTimeout
 from gateway.upstream.h1client import H1Upstream
 from gateway.upstream.pool import Backend, Pools
 
@@ -159,7 +159,7 @@ class Proxy:
             except UpstreamError as err:
                 last = err
                 self.metrics.upstream_errors.labels(backend.url, type(err).__name__).inc()
-                if backend.failed():
+                if not isinstance(err, Overloaded) and backend.failed():
                     self.metrics.ejections.labels(backend.url).inc()
                 if ex.response_started or (err.sent and not replayable):
                     raise

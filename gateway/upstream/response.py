@@ -15,6 +15,8 @@ class UpstreamResponse:
                                             # trailers-only errors): no body, no trailers
         self.body = body
         self.head_ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        # Read here so that a failure after the proxy stopped waiting is not logged as lost.
+        self.head_ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def set_head(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status, self.headers = status, headers
