@@ -33,6 +33,9 @@ setup() {
     # System tools the tests use: ip (network namespaces for partition tests), systemd-analyze
     # (checks deploy/systemd/; installing the package does not make systemd PID 1).
     apt_install iproute2 systemd || true
+    # libfuse3 and fusermount3: `gfs mount` and the chaos suite's FaultFS (bench/chaos/faultfs/,
+    # power loss and disk faults); rsync for the mount's tests.
+    apt_install fuse3 rsync || true
     # The container tests (GFS_CONTAINER_TESTS=1) build and run the image with podman.
     if [ "${GFS_CONTAINER_TESTS:-}" = 1 ]; then apt_install podman debootstrap runc || true; fi
     local stamp="$VENV/.installed"

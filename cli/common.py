@@ -1,8 +1,9 @@
 """What every `gfs` command module shares: click settings, the error-to-one-line group,
-JSON output, and the client built from the global options."""
+JSON output, the client built from the global options, progress bars."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import click
@@ -43,3 +44,27 @@ def make_client(ctx: click.Context):
 
 def format_time(ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+class Progress:
+    """A tqdm bar on stderr (speed, ETA) when stderr is a terminal or --progress is given."""
+
+    def __init__(self, enabled: bool | None, total: int | None, label: str):
+        if enabled is None:
+            enabled = sys.stderr.isatty()
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                            desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def __call__(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()

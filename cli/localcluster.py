@@ -8,6 +8,8 @@ cluster (same ids, ports and data):
     DIR/cluster.secret      the secret the daemons authenticate each other with (0600)
     DIR/tls/                with TLS: the local CA and the daemons' certificate and key
     DIR/master-N/           a master's data (raft/, meta/), pid file and daemon.log
+    DIR/master-N/disk/      with FaultFS (tests, chaos): the data, on its own FaultFS mount
+                            (backing files in DIR/master-N/faultfs/), pid file and log beside it
 
 Tests and benchmarks use the same class to start real daemons.
 """
@@ -115,10 +117,12 @@ class LocalCluster:
 
     def create(self, masters: int = 3, chunkservers: int = 0, options: dict | None = None,
                master_hosts: list[tuple[str, list[str]]] | None = None,
-               tls: bool = False) -> None:
+               tls: bool = False, faultfs: bool = False) -> None:
         """Lay out a new cluster: ids, ports and data directories. `master_hosts` optionally
         puts each master on its own test host: (address, argv prefix that runs a command there,
-        e.g. `ip netns exec NS`); such a host has its own port space, so fixed ports are used."""
+        e.g. `ip netns exec NS`); such a host has its own port space, so fixed ports are used.
+        `faultfs`: every daemon keeps its data on its own FaultFS mount (power loss and disk
+        faults for tests; bench/chaos/faultfs/), chunkservers added later too."""
         if masters not in (1, 3, 5):
             raise FailedPrecondition("a cluster has 1, 3 or 5 masters")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +143,10 @@ class LocalCluster:
                "metrics": f"{self.host}:{free_port(self.host)}", "rack": "",
                "data": str(self.dir / f"chunkserver-{i}")} for i in range(1, chunkservers + 1)]
         self.spec = {"masters": ms, "chunkservers": cs, "options": options or {}}
+        if faultfs:
+            self.spec["faultfs"] = True
+            for d in ms + cs:
+                d["faultfs"] = True
         if tls:
             hosts = [self.host] + [h for h, _ in master_hosts or []]
             self.spec["tls"] = vars(make_local_ca(self.dir / "tls", hosts))
@@ -194,7 +202,8 @@ class LocalCluster:
         self.spec["chunkservers"].append({
             "name": f"chunkserver-{i}", "bind": f"{self.host}:{free_port(self.host)}",
             "metrics": f"{self.host}:{free_port(self.host)}", "rack": rack,
-            "data": str(self.dir / f"chunkserver-{i}"), "options": dict(options or {})})
+            "data": str(self.dir / f"chunkserver-{i}"), "options": dict(options or {}),
+            **({"faultfs": True} if self.spec.get("faultfs") else {})})
         self._save()
         return f"chunkserver-{i}"
 
@@ -249,13 +258,13 @@ class LocalCluster:
         argv = list(m.get("prefix") or []) + [
                 sys.executable, "-m", "cli.main", "master", "--id", str(m["id"]),
                 "--raft", m["raft"], "--peers", peers, "--grpc", m["grpc"],
-                "--data", m["data"], "--metrics", m["metrics"],
+                "--data", self.data_path(m), "--metrics", m["metrics"],
                 "--admin-token-file", str(self.admin_token_path),
                 "--cluster-secret-file", str(self.secret_path)] + self.tls_flags()
         return argv + option_flags(self.spec.get("options", {}).get("master", {}))
 
     def chunkserver_argv(self, c: dict) -> list[str]:
-        argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", c["data"],
+        argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", self.data_path(c),
                 "--masters", ",".join(self.master_addresses()), "--bind", c["bind"],
                 "--metrics", c["metrics"], "--cluster-secret-file", str(self.secret_path),
                 *self.tls_flags()]
@@ -263,6 +272,37 @@ class LocalCluster:
             argv += ["--rack", c["rack"]]
         options = {**self.spec.get("options", {}).get("chunkserver", {}), **c.get("options", {})}
         return argv + option_flags(options)
+
+    # --- FaultFS disks (tests and the chaos suite) ----------------------------------------------
+
+    def data_path(self, d: dict) -> str:
+        """The directory the daemon keeps its data in (on its FaultFS mount, if it has one)."""
+        return str(Path(d["data"]) / "disk") if d.get("faultfs") else d["data"]
+
+    def disk(self, name: str):
+        """The FaultFS mount under daemon `name`'s data (power_loss, enospc, eio, fsync_delay)."""
+        from bench.chaos.faultfs import FaultFS
+        d = self.daemon(name)
+        if not d.get("faultfs"):
+            raise FailedPrecondition(f"{name} does not run on FaultFS")
+        root = Path(d["data"])
+        return FaultFS(root / "faultfs" / "backing", root / "disk", root / "faultfs" / "state")
+
+    def power_loss(self, names: list[str], mode: str = "all", seed: int | None = None) -> dict:
+        """Cut the power of these daemons' machines at once: kill -9 them all, then drop from
+        each one's disk what was not durable (FaultFS.power_loss; `mode` "all", "prefix" or
+        "torn"). They stay down (start() or up() brings them back). Returns each disk's result."""
+        for name in names:
+            self.signal(name, signal.SIGKILL)
+        for name in names:
+            self._wait_gone(name, 10)
+        return {name: self.disk(name).power_loss(mode, seed) for name in names}
+
+    def unmount_disks(self) -> None:
+        """Unmount every FaultFS disk (after the daemons stopped); never fails."""
+        for d in self.daemons():
+            if d.get("faultfs"):
+                self.disk(d["name"]).unmount()
 
     def argv(self, d: dict) -> list[str]:
         return self.master_argv(d) if "raft" in d else self.chunkserver_argv(d)
@@ -283,6 +323,8 @@ class LocalCluster:
         d = self.daemon(name)
         data = Path(d["data"])
         data.mkdir(parents=True, exist_ok=True)
+        if d.get("faultfs"):
+            self.disk(name).start()
         logf = open(data / "daemon.log", "ab")
         proc = subprocess.Popen(self.argv(d), stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=logf, start_new_session=True, cwd=str(self.dir),
@@ -333,6 +375,7 @@ class LocalCluster:
         for d in self.daemons():
             if not self._wait_gone(d["name"], 10):
                 self.kill(d["name"])
+        self.unmount_disks()
 
     # --- health --------------------------------------------------------------------------------
 

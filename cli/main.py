@@ -20,9 +20,11 @@ from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_erro
 from gfs.config import record_cluster, recorded_cluster_file
 from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
+from gfs.fsutil import makedirs_durable
 from gfs.units import human_size
-from cli import gateway_commands, identity_commands, route_commands
-from cli.common import CONTEXT, GfsGroup, emit_json, format_time, make_client
+from cli import (gateway_commands, identity_commands, mount_commands, route_commands,
+                 snapshot_commands)
+from cli.common import CONTEXT, GfsGroup, Progress, emit_json, format_time, make_client
 
 EXIT_CODES = """\b
 Exit status:
@@ -417,30 +419,6 @@ def admin_balance(ctx, show_status: bool, as_json: bool) -> None:
 
 # --- data --------------------------------------------------------------------------------------
 
-class Progress:
-    """A tqdm bar on stderr (speed, ETA) when stderr is a terminal or --progress is given."""
-
-    def __init__(self, enabled: bool | None, total: int | None, label: str):
-        if enabled is None:
-            enabled = sys.stderr.isatty()
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                            desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
-
-    def __call__(self, n: int) -> None:
-        if self.bar is not None:
-            self.bar.update(n)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def local_size(path: str) -> int | None:
     try:
         return os.path.getsize(path) if path != "-" else None
@@ -644,7 +622,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
         raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
                      heartbeat=heartbeat, compact_entries=compact_entries)
-    os.makedirs(data_dir, exist_ok=True)
+    makedirs_durable(data_dir)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": default_chunk,
                          "storage_class": default_class},
@@ -696,7 +674,7 @@ def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
     from gfs.auth.secret import load_secret_file
     from gfs.auth.tls import TlsFiles
     from gfs.config import split_addresses
-    os.makedirs(data_dir, exist_ok=True)
+    makedirs_durable(data_dir)
     if advertise_host is None and bind.startswith("0.0.0.0"):
         raise click.UsageError("--bind 0.0.0.0 needs --advertise-host (the address clients use)")
     from gfs.units import parse_size
@@ -824,11 +802,12 @@ def cluster_down(data: str | None) -> None:
     click.echo(f"cluster in {c.dir} stopped")
 
 
-for _command in identity_commands.COMMANDS:
+for _command in identity_commands.COMMANDS + mount_commands.COMMANDS:
     cli.add_command(_command)
 cli.add_command(gateway_commands.gateway)
 cli.add_command(route_commands.route)
 admin.add_command(identity_commands.audit)
+admin.add_command(snapshot_commands.snapshot)
 
 
 class OneLineUsageError(click.UsageError):

@@ -30,6 +30,7 @@ from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
 from gfs.reach import Reachability
 from gfs.errors import (
+    DataLoss,
     FailedPrecondition,
     GfsError,
     InvalidArgument,
@@ -466,6 +467,44 @@ class Client(IdentityCalls, RouteCalls):
         return self._mutate("SetClass", pb.SetClassRequest, path=path,
                             storage_class=storage_class, recursive=recursive).changed
 
+    def set_attr(self, path: str, *, mode: int | None = None,
+                 mtime_ms: int | None = None) -> tuple[int, int]:
+        """chmod and/or touch a file or directory; returns its (mode, mtime_ms) after."""
+        fields = {k: v for k, v in (("mode", mode), ("mtime_ms", mtime_ms)) if v is not None}
+        resp = self._mutate("SetAttr", pb.SetAttrRequest, path=path, **fields)
+        return resp.mode, resp.mtime_ms
+
+    def backup(self, out: BinaryIO, progress: Callable[[int], None] | None = None) -> dict:
+        """Write a backup of the cluster's metadata (master/backup.py format) to `out`
+        (administrators); returns its header. The bytes are checked against the header's
+        length and SHA-256 as they arrive: DataLoss if they do not match."""
+        import hashlib
+
+        from master import backup
+        self._call("Stat", pb.StatRequest(path="/"))            # find the leader
+        try:
+            stream = self._stub(self._leader or self._candidate()).Backup(
+                pb.Empty(), metadata=self._metadata, timeout=max(self.deadline, 3600))
+            first = next(stream)
+            header = backup.make_header(first.applied_index, first.created_ms, first.size,
+                                        first.sha256)
+            out.write(backup.header_bytes(header))
+            h, size = hashlib.sha256(), 0
+            for message in stream:
+                h.update(message.data)
+                size += len(message.data)
+                out.write(message.data)
+                if progress:
+                    progress(len(message.data))
+        except grpc.RpcError as err:
+            raise from_grpc(err.code(), err.details() or "") from None
+        except StopIteration:
+            raise DataLoss("the master ended the backup before its header") from None
+        if size != header["size"] or h.hexdigest() != header["sha256"]:
+            raise DataLoss(f"the backup arrived damaged ({size} of {header['size']} bytes, "
+                           "or a SHA-256 mismatch)")
+        return header
+
     def tier_status(self, path: str) -> dict:
         resp = self._call("TierStatus", pb.TierStatusRequest(path=utf8(path)))
         out = _fields(resp)
@@ -624,7 +663,15 @@ class Client(IdentityCalls, RouteCalls):
         """Download `path` (or the range offset..offset+length) into a local path or binary file
         object; returns the number of bytes written. Every byte is checksum-verified; a replica
         that fails is skipped (and reported if its data is bad)."""
-        info = self.stat(path, for_read=True)
+        return self.download(self.stat(path, for_read=True), sink, offset=offset, length=length,
+                             parallel=parallel, progress=progress)
+
+    def download(self, info: FileInfo, sink: str | BinaryIO, *, offset: int = 0,
+                 length: int = -1, parallel: int = 4,
+                 progress: Callable[[int], None] | None = None) -> int:
+        """`get` of a file already stat'ed (`stat(path, for_read=True)`): readers that fetch many
+        ranges of one file (fsspec, the mount) ask the masters once, not once per range."""
+        path = info.path
         if info.is_dir:
             raise FailedPrecondition(f"{path} is a directory")
         if length < -1:
@@ -681,8 +728,12 @@ class Client(IdentityCalls, RouteCalls):
 
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         """Small reads into memory (use `get` for large files)."""
+        return self.read_at(self.stat(path, for_read=True), offset, length)
+
+    def read_at(self, info: FileInfo, offset: int = 0, length: int = -1) -> bytes:
+        """Small reads of a file already stat'ed, into memory."""
         buf = io.BytesIO()
-        self.get(path, buf, offset=offset, length=length, parallel=1)
+        self.download(info, buf, offset=offset, length=length, parallel=1)
         return buf.getvalue()
 
     def report_bad_replica(self, handle: int, version: int, address: str, reason: str) -> None:

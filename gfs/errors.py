@@ -5,6 +5,8 @@ replicated state machine reaches the user with the same code and message on ever
 """
 from __future__ import annotations
 
+import errno as _errno
+
 import grpc
 
 CODES: dict[str, grpc.StatusCode] = {
@@ -99,3 +101,28 @@ def from_code(code: str, message: str) -> GfsError:
 def from_grpc(code: grpc.StatusCode, message: str) -> GfsError:
     """Build a GfsError from a gRPC status."""
     return from_code(_BY_GRPC.get(code, "INTERNAL"), message)
+
+
+# A code → the POSIX errno that file-system interfaces (the FUSE mount, fsspec) report.
+_ERRNO = {"NOT_FOUND": _errno.ENOENT, "ALREADY_EXISTS": _errno.EEXIST,
+          "PERMISSION_DENIED": _errno.EACCES, "UNAUTHENTICATED": _errno.EACCES,
+          "RESOURCE_EXHAUSTED": _errno.ENOSPC, "INVALID_ARGUMENT": _errno.EINVAL,
+          "UNAVAILABLE": _errno.EIO, "DEADLINE_EXCEEDED": _errno.ETIMEDOUT,
+          "DATA_LOSS": _errno.EIO}
+
+
+def errno_of(err: GfsError) -> int:
+    """The errno a POSIX program expects for `err` (FAILED_PRECONDITION told apart by its
+    message: a directory where a file was expected, a file in a path, a non-empty directory)."""
+    code = _ERRNO.get(err.code)
+    if code is not None:
+        return code
+    if err.code == "FAILED_PRECONDITION":
+        text = str(err)
+        if "is a directory" in text:
+            return _errno.EISDIR
+        if "not a directory" in text:
+            return _errno.ENOTDIR
+        if "not empty" in text:
+            return _errno.ENOTEMPTY
+    return _errno.EIO

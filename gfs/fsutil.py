@@ -12,3 +12,17 @@ def fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def makedirs_durable(path: str) -> None:
+    """os.makedirs(path, exist_ok=True), then fsync the parent of every directory it created:
+    a new directory entry survives a power loss only once its parent directory is fsync'd."""
+    path = os.path.abspath(path)
+    missing = []
+    while not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    if missing:
+        os.makedirs(missing[0], exist_ok=True)
+    for created in reversed(missing):
+        fsync_path(os.path.dirname(created))

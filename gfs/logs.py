@@ -42,3 +42,27 @@ def setup(daemon: str, level: str | None = None) -> None:
     root.setLevel((level or os.environ.get("GFS_LOG_LEVEL", "INFO")).upper())
     # pysyncobj logs connection churn at WARNING; keep it but not its DEBUG chatter.
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+
+
+class RepeatedFailure:
+    """Logs a failure that may repeat many times a second (a tick loop on a full or failing
+    disk) with its traceback at most once per `interval` seconds per kind of error, with how
+    many were left out: a failing disk must not also fill the log's disk."""
+
+    def __init__(self, logger: logging.Logger, what: str, interval: float = 10.0):
+        self.logger, self.what, self.interval = logger, what, interval
+        self._last: dict[str, float] = {}
+        self._skipped: dict[str, int] = {}
+
+    def exception(self, err: BaseException) -> None:
+        """Call from an `except` block."""
+        key = f"{type(err).__name__}: {err}"[:200]
+        now = time.monotonic()
+        if now - self._last.get(key, -self.interval) < self.interval:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+            return
+        self._last[key] = now
+        skipped = self._skipped.pop(key, 0)
+        self.logger.exception("%s%s", self.what,
+                              f" ({skipped} more like it in the last {self.interval:.0f} s)"
+                              if skipped else "")

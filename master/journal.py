@@ -33,7 +33,7 @@ import zlib
 import msgpack
 from pysyncobj.journal import Journal
 
-from gfs.fsutil import fsync_path
+from gfs.fsutil import fsync_path, makedirs_durable
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class DurableJournal(Journal):
     """pysyncobj Journal backed by an fsync'd append-only file (see the module docstring)."""
 
     def __init__(self, directory: str):
-        os.makedirs(directory, exist_ok=True)
+        makedirs_durable(directory)
         self._dir = directory
         self._path = os.path.join(directory, "journal.log")
         self._meta_path = os.path.join(directory, "journal.meta")

@@ -438,6 +438,21 @@ def set_class(tx: Tx, args: dict) -> dict:
     return {"changed": changed}
 
 
+def set_attr(tx: Tx, args: dict) -> dict:
+    """chmod / touch: set the permission bits and/or the modification time of a file or
+    directory, for whoever may write it (the bits are kept for tools such as rsync; access is
+    decided by owner, visibility and token scopes, not by them)."""
+    path = args["path"]
+    target = access(tx, path)
+    authorize(args["caller"], WRITE, path, target)
+    record = target.record
+    for field, key in (("mode", "mode"), ("mtime_ms", "mtime")):
+        if field in args:
+            record[key] = args[field]
+    tx.put_inode(target.ino, record)
+    return {"mode": record["mode"], "mtime_ms": record["mtime"]}
+
+
 def set_visibility(tx: Tx, args: dict) -> dict:
     """Give a file or directory its own visibility ("" = inherit from above again)."""
     path = args["path"]

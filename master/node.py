@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 
@@ -10,7 +11,7 @@ from gfs.auth.daemon import DaemonAuth
 from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable, from_code
 from gfs.transfer import Channels
 from gfs.units import human_size
-from master import pressure
+from master import backup, pressure
 from master.balance import Balancer
 from master.capabilities import MasterCapabilities
 from master.chunkservers import ChunkserverRegistry
@@ -99,6 +100,20 @@ class MasterNode:
     def _chunk_table(self) -> list[dict]:
         """Every chunk of the metadata (what the repair, tier and balance loops plan from)."""
         return self.state_read(lambda st: st.chunk_table())
+
+    def backup_copy(self) -> tuple[str, dict]:
+        """A consistent copy of the metadata in a temporary file beside the journal, and its
+        backup header (master/backup.py). The caller removes the file."""
+        fd, path = tempfile.mkstemp(dir=self.raft._raft_dir, prefix=".backup-")
+        try:
+            applied = self.state_read(lambda st: st.applied_index())
+            with os.fdopen(fd, "wb") as f:
+                self.raft.copy_state(f.fileno())
+            size, sha256 = backup.digest_file(path)
+            return path, backup.make_header(applied, now_ms(), size, sha256)
+        except BaseException:
+            os.unlink(path)
+            raise
 
     def state_read(self, fn):
         """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""

@@ -35,7 +35,8 @@ from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
 
-from gfs.fsutil import fsync_path
+from gfs.fsutil import fsync_path, makedirs_durable
+from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
 from master.raft_auth import FrameAuthenticator
 from master.state import MetadataState
@@ -162,9 +163,10 @@ class MetadataRaft(SyncObj):
         self._frame_auth = FrameAuthenticator(cluster_secret)
         self._config = config
         self._raft_dir = os.path.join(data_dir, "raft")
-        os.makedirs(self._raft_dir, exist_ok=True)
+        makedirs_durable(self._raft_dir)
         self._state_dir = os.path.join(data_dir, "meta")
         self._state_lock = threading.RLock()    # guards swapping the state on snapshot install
+        self._copy_lock = threading.Lock()      # a backup copy in progress (not the apply path)
         self.state = MetadataState(self._state_dir)
         self.journal = DurableJournal(self._raft_dir)
         self._check_log_covers_state()
@@ -174,6 +176,7 @@ class MetadataRaft(SyncObj):
         self._read_snapshot_info()
         self._on_role_change = on_role_change
         self._stopping = threading.Event()
+        self._tick_failures = RepeatedFailure(log, "raft tick failed")
         conf = SyncObjConf(
             autoTick=False,
             appendEntriesUseBatch=False,
@@ -230,8 +233,8 @@ class MetadataRaft(SyncObj):
                         _PrivateRaftState.cap_commit(self, unverified)
                     self._transport.keep_fresh(self._getLeader())
                 self.doTick(self._config.tick)
-            except Exception:   # never let the tick thread die; pysyncobj state is per message
-                log.exception("raft tick failed")
+            except Exception as err:   # never let the tick thread die; pysyncobj state is per message
+                self._tick_failures.exception(err)
                 time.sleep(self._config.tick)
 
     def _make_durable(self) -> None:
@@ -348,7 +351,7 @@ class MetadataRaft(SyncObj):
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-            with self._state_lock:
+            with self._state_lock, self._copy_lock:
                 self.state.close()
                 MetadataState.install_copy(mdb, self._state_dir)
                 self.state = MetadataState(self._state_dir)
@@ -357,6 +360,13 @@ class MetadataRaft(SyncObj):
         self.snapshot_index = last_entry[1]
         log.info("installed snapshot from leader at index %d", last_entry[1])
         return last_entry, prev_entry, cluster
+
+    def copy_state(self, fd: int) -> None:
+        """A consistent, compacted copy of the metadata to `fd`, for a backup. LMDB copies from
+        one read transaction, so commits go on meanwhile: only a snapshot install (which swaps
+        the store) waits for it."""
+        with self._copy_lock:
+            self.state.copy_to_fd(fd)
 
     @staticmethod
     def _read_snapshot_header(path: str):

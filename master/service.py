@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 
 import grpc
 
@@ -13,6 +14,7 @@ from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
 from gfs.validate import address, label, non_negative, positive
+from master import backup
 from master.callers import auth_of
 from master.node import MasterNode, NotLeader
 from master.proposer import now_ms
@@ -241,6 +243,35 @@ class MasterService(pb_grpc.MasterServicer):
             "op": "set_class", "path": request.path, "storage_class": request.storage_class,
             "recursive": request.recursive})
         return pb.SetClassResponse(changed=ok["changed"])
+
+    @rpc
+    async def SetAttr(self, request, context):
+        command = {"op": "set_attr", "path": request.path}
+        for field in ("mode", "mtime_ms"):
+            if request.HasField(field):
+                command[field] = getattr(request, field)
+        ok = await self._mutate(request, context, command)
+        return pb.SetAttrResponse(mode=ok["mode"], mtime_ms=ok["mtime_ms"])
+
+    async def Backup(self, request, context):
+        """Stream a consistent copy of the metadata (administrators). A barrier first, so the
+        copy holds every write acknowledged before the call; the copy is read from one LMDB
+        read transaction, so commits go on while it is taken and sent."""
+        try:
+            auth = auth_of(context)
+            await self.node.read(lambda st: self.node.require_admin(st, auth, now_ms()), True,
+                                 request_timeout(context))
+            path, header = await asyncio.to_thread(self.node.backup_copy)
+            try:
+                yield pb.BackupChunk(applied_index=header["applied_index"], size=header["size"],
+                                     sha256=header["sha256"], created_ms=header["created_ms"])
+                with open(path, "rb") as f:
+                    while piece := await asyncio.to_thread(f.read, backup.PIECE):
+                        yield pb.BackupChunk(data=piece)
+            finally:
+                os.unlink(path)
+        except GfsError as err:
+            await abort_with(context, err)
 
     @rpc
     async def TierStatus(self, request, context):

@@ -18,7 +18,7 @@ import lmdb
 import msgpack
 
 from gfs import paths
-from gfs.fsutil import fsync_path
+from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
@@ -88,6 +88,8 @@ _OPS: dict[str, _Op] = {
     "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads, system=True),
     "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
                       "recursive": boolean}, ns.set_class),
+    "set_attr": _Op({"path": path_field}, ns.set_attr,
+                     optional={"mode": int_in(0, 0o7777), "mtime_ms": int_in(0, MAX_U64)}),
     "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
     "commit": _Op({"inode": INODE, "size": int_in(0),
                    "chunks": list_of(map_of({"handle": int_in(1), "length": int_in(0),
@@ -239,10 +241,12 @@ class MetadataState:
     def __init__(self, path: str, map_size: int = 1 << 34, *, sync: bool = True):
         self.path = os.path.abspath(path)
         _recover_install(self.path)
-        os.makedirs(self.path, exist_ok=True)
+        makedirs_durable(self.path)
         self._env = lmdb.open(self.path, map_size=map_size, max_dbs=MAX_DBS, sync=sync, subdir=True)
         self._dbs = {name: self._env.open_db(name.encode()) for name in DB_NAMES}
         self._init_root()
+        if sync:
+            fsync_path(self.path)         # the entry of data.mdb, which lmdb.open may have made
 
     def _init_root(self) -> None:
         """Create the root of a fresh store, and what a store written by older code lacks (the
@@ -573,6 +577,12 @@ class MetadataState:
 
     # --- snapshots ---------------------------------------------------------------------------
 
+    def start_new_log(self) -> None:
+        """A restored store (master/backup.py) is the start of a new Raft group's log: its
+        entries count from 1 again, so nothing may look applied already."""
+        with self._env.begin(write=True) as txn:
+            Tx(txn, self._dbs).set_counter(APPLIED, 0)
+
     def copy_to_fd(self, fd: int) -> None:
         """Write a consistent, compacted copy of data.mdb to the open file `fd`."""
         self._env.copyfd(fd, compact=True)
@@ -583,7 +593,7 @@ class MetadataState:
         by copy_to_fd). The caller has closed any MetadataState open on `path`."""
         path = os.path.abspath(path)
         _recover_install(path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        makedirs_durable(os.path.dirname(path))
         _swap_in(_stage(mdb_file, path), path)
 
 

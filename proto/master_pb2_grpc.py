@@ -129,6 +129,16 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.SetClassRequest.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.SetClassResponse.FromString,
                 _registered_method=True)
+        self.SetAttr = channel.unary_unary(
+                '/gfs.master.Master/SetAttr',
+                request_serializer=proto_dot_master__pb2.SetAttrRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.SetAttrResponse.FromString,
+                _registered_method=True)
+        self.Backup = channel.unary_stream(
+                '/gfs.master.Master/Backup',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.BackupChunk.FromString,
+                _registered_method=True)
         self.TierStatus = channel.unary_unary(
                 '/gfs.master.Master/TierStatus',
                 request_serializer=proto_dot_master__pb2.TierStatusRequest.SerializeToString,
@@ -263,6 +273,18 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetAttr(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Backup(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def TierStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -378,6 +400,16 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.SetClass,
                     request_deserializer=proto_dot_master__pb2.SetClassRequest.FromString,
                     response_serializer=proto_dot_master__pb2.SetClassResponse.SerializeToString,
+            ),
+            'SetAttr': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAttr,
+                    request_deserializer=proto_dot_master__pb2.SetAttrRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.SetAttrResponse.SerializeToString,
+            ),
+            'Backup': grpc.unary_stream_rpc_method_handler(
+                    servicer.Backup,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_master__pb2.BackupChunk.SerializeToString,
             ),
             'TierStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.TierStatus,
@@ -908,6 +940,60 @@ class Master:
             '/gfs.master.Master/SetClass',
             proto_dot_master__pb2.SetClassRequest.SerializeToString,
             proto_dot_master__pb2.SetClassResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAttr(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/SetAttr',
+            proto_dot_master__pb2.SetAttrRequest.SerializeToString,
+            proto_dot_master__pb2.SetAttrResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Backup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gfs.master.Master/Backup',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_master__pb2.BackupChunk.FromString,
             options,
             channel_credentials,
             insecure,

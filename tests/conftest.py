@@ -23,9 +23,9 @@ class ClusterFactory:
         self.clusters: list[LocalCluster] = []
 
     def __call__(self, masters: int = 3, name: str = "cluster", options: dict | None = None,
-                 start: bool = True) -> LocalCluster:
+                 start: bool = True, faultfs: bool = False) -> LocalCluster:
         c = LocalCluster(self.base / name)
-        c.create(masters=masters, options=options)
+        c.create(masters=masters, options=options, faultfs=faultfs)
         self.clusters.append(c)
         if start:
             c.up()
@@ -46,6 +46,7 @@ class ClusterFactory:
                     proc.wait(timeout=10)
                 except Exception:
                     pass
+            c.unmount_disks()
 
 
 @pytest.fixture

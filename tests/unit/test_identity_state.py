@@ -330,3 +330,17 @@ def test_names_that_cannot_be_keys_are_refused_not_wedging_the_log(log, people, 
     code, _ = log.err(command, people["admin"])
     assert code in ("NOT_FOUND", "INVALID_ARGUMENT")
     log.ok({"op": "user_add", "name": "carol", "admin": False}, people["admin"])
+
+
+def test_set_attr_changes_mode_and_mtime_for_whoever_may_write(log, people):
+    log.put("/alice/f", 10, people["alice"])
+    assert log.ok({"op": "set_attr", "path": "/alice/f", "mode": 0o600},
+                  people["alice"]) == {"mode": 0o600, "mtime_ms": NOW}
+    assert log.ok({"op": "set_attr", "path": "/alice/f", "mtime_ms": 1234},
+                  people["alice"]) == {"mode": 0o600, "mtime_ms": 1234}
+    assert log.state.stat("/alice/f")["mtime"] == 1234
+    assert log.err({"op": "set_attr", "path": "/alice/f", "mode": 0o777},
+                   people["bob"])[0] == "NOT_FOUND"                 # private: hidden
+    assert log.err({"op": "set_attr", "path": "/alice/f", "mode": 0o10000},
+                   people["alice"])[0] == "INVALID_ARGUMENT"
+    assert log.err({"op": "set_attr", "path": "/alice/nope"}, people["alice"])[0] == "NOT_FOUND"

@@ -1,0 +1,90 @@
+"""Mounting and unmounting: in the foreground (this process serves the mount until it is
+unmounted or signalled), or in the background (a child process serves it; we return once the
+mount is there, or with the child's own error if it could not be made)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from gfs.errors import FailedPrecondition, InvalidArgument
+
+MOUNT_WAIT_S = 20.0
+
+
+def is_mounted(mountpoint: str) -> bool:
+    """Whether a file system is mounted exactly at `mountpoint` (per /proc/self/mountinfo,
+    which, unlike os.path.ismount, does not stat a possibly hung FUSE mount)."""
+    target = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(line.split()[4].replace("\\040", " ") == target for line in f)
+    except OSError:
+        return os.path.ismount(target)
+
+
+def check_mountpoint(mountpoint: str) -> str:
+    path = Path(mountpoint)
+    if not path.is_dir():
+        raise InvalidArgument(f"mount point {mountpoint} is not a directory")
+    if is_mounted(mountpoint):
+        raise FailedPrecondition(f"{mountpoint} is already a mount point "
+                                 f"(`gfs umount {mountpoint}` first)")
+    if not os.access("/dev/fuse", os.R_OK | os.W_OK):
+        raise FailedPrecondition("cannot use /dev/fuse: FUSE is not available to this user "
+                                 "(Debian: apt install fuse3; in a container: --device /dev/fuse)")
+    return str(path.resolve())
+
+
+def serve(operations, mountpoint: str) -> None:
+    """Serve the mount in this process until it is unmounted (or SIGINT/SIGTERM)."""
+    import mfusepy
+    mfusepy.FUSE(operations, mountpoint, foreground=True, nothreads=False, fsname="gfs",
+                 subtype="gfs")
+
+
+def start_background(argv: list[str], mountpoint: str, log_file: str,
+                     env: dict[str, str]) -> int:
+    """Run `argv` (a foreground mount command) as a detached child logging to `log_file`;
+    return its PID once the mount is there, or raise with what the child said."""
+    with open(log_file, "ab") as log:
+        child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 env=env, start_new_session=True)
+    deadline = time.monotonic() + MOUNT_WAIT_S
+    while time.monotonic() < deadline:
+        if is_mounted(mountpoint):
+            return child.pid
+        if child.poll() is not None:
+            raise FailedPrecondition(f"the mount process exited ({child.returncode}): "
+                                     f"{_last_error(log_file)}")
+        time.sleep(0.05)
+    child.kill()
+    raise FailedPrecondition(f"{mountpoint} was not mounted within {MOUNT_WAIT_S:.0f} s "
+                             f"(log: {log_file})")
+
+
+def _last_error(log_file: str) -> str:
+    try:
+        lines = [line for line in Path(log_file).read_text(errors="replace").splitlines() if line]
+    except OSError:
+        return "no log"
+    return lines[-1][-300:] if lines else "no output"
+
+
+def unmount(mountpoint: str) -> None:
+    if not is_mounted(mountpoint):
+        raise FailedPrecondition(f"{mountpoint} is not mounted")
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    argv = [tool, "-u", mountpoint] if tool else ["umount", mountpoint]
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise FailedPrecondition(f"could not unmount {mountpoint}: "
+                                 f"{(done.stderr or done.stdout).strip() or done.returncode}")
+
+
+def python_argv() -> list[str]:
+    """How to run the `gfs` command again from here (the same interpreter and code)."""
+    return [sys.executable, "-m", "cli.main"]

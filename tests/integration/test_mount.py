@@ -1,0 +1,276 @@
+"""`gfs mount` with real daemons and a real FUSE mount, driven by the everyday tools (tar, cp,
+rsync, dd, sha256sum) and by `gfs get/put` on the other side."""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+
+from polling import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+CHUNK = 1 << 20
+OPTIONS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3},
+           "chunkserver": {"heartbeat-interval": 0.3}}
+
+pytestmark = pytest.mark.skipif(not os.access("/dev/fuse", os.R_OK | os.W_OK)
+                                or not shutil.which("fusermount3"),
+                                reason="needs /dev/fuse and fusermount3 (run.sh installs fuse3)")
+
+
+def gfs(cluster, token: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True,
+                          text=True, env=cluster.cli_env(token), timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+class Mount:
+    """One `gfs mount` in the background, unmounted (and its process killed) at the end."""
+
+    def __init__(self, cluster, token: str, where: Path, *extra: str):
+        where.mkdir(parents=True, exist_ok=True)
+        self.cluster, self.token, self.path = cluster, token, where
+        out = gfs(cluster, token, "mount", str(where), "--log-file", str(where) + ".log",
+                  *extra).stdout
+        self.pid = int(re.search(r"pid (\d+)", out).group(1))
+
+    def close(self) -> None:
+        gfs(self.cluster, self.token, "umount", str(self.path), check=False)
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(make_module_cluster):
+    c = make_module_cluster(masters=1, options=OPTIONS, start=False)
+    for _ in range(3):
+        c.add_chunkserver()
+    c.up()
+    with c.client() as admin:
+        admin.user_add("alice")
+        admin.user_add("bob")
+        c.alice = admin.token_create("mount", principal="alice")[0]
+        c.bob = admin.token_create("mount", principal="bob")[0]
+    return c
+
+
+@pytest.fixture(scope="module")
+def alice_mount(cluster, tmp_path_factory):
+    m = Mount(cluster, cluster.alice, tmp_path_factory.mktemp("mnt") / "alice", "--path", "/alice")
+    yield m
+    m.close()
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def test_tar_x_of_a_source_tree_then_diff(alice_mount, tmp_path):
+    archive = tmp_path / "src.tar"
+    with tarfile.open(archive, "w") as tar:
+        for name in ("cli", "gfs/auth"):
+            tar.add(ROOT / name, arcname=name,
+                    filter=lambda t: None if "__pycache__" in t.name else t)
+    target = alice_mount.path / "src"
+    target.mkdir()
+    subprocess.run(["tar", "xf", str(archive), "-C", str(target)], check=True)
+    local = tmp_path / "local"
+    local.mkdir()
+    subprocess.run(["tar", "xf", str(archive), "-C", str(local)], check=True)
+    subprocess.run(["diff", "-r", str(local), str(target)], check=True)
+
+
+def test_cp_and_rsync_in_and_out(alice_mount, tmp_path):
+    if not shutil.which("rsync"):
+        pytest.skip("rsync is not installed (run.sh installs it)")
+    source = ROOT / "proto"
+    shutil.copytree(source, alice_mount.path / "cp", ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["cp", "-r", str(alice_mount.path / "cp"), str(tmp_path / "cp-out")], check=True)
+    subprocess.run(["diff", "-r", "-x", "__pycache__", str(source), str(tmp_path / "cp-out")],
+                   check=True)
+    rsync = ["rsync", "-a", "--exclude", "__pycache__"]
+    subprocess.run(rsync + [f"{source}/", f"{alice_mount.path}/rs/"], check=True)
+    subprocess.run(rsync + [f"{alice_mount.path}/rs/", f"{tmp_path}/rs-out/"], check=True)
+    subprocess.run(["diff", "-r", "-x", "__pycache__", str(source), str(tmp_path / "rs-out")],
+                   check=True)
+    # Modes and mtimes were kept (rsync -a set them): a second run has nothing to transfer.
+    again = subprocess.run(rsync + ["--itemize-changes", f"{source}/", f"{alice_mount.path}/rs/"],
+                           check=True, capture_output=True, text=True)
+    assert again.stdout.strip() == ""
+
+
+def test_dd_large_files_and_concurrent_readers(alice_mount):
+    big = alice_mount.path / "big.bin"
+    subprocess.run(["dd", "if=/dev/urandom", f"of={big}", "bs=1M", "count=24", "status=none"],
+                   check=True)
+    digest = subprocess.run(["sha256sum", str(big)], check=True, capture_output=True,
+                            text=True).stdout.split()[0]
+    assert big.stat().st_size == 24 * CHUNK
+    with alice_mount.cluster.client(token=alice_mount.cluster.alice) as c:
+        assert hashlib.sha256(c.read("/alice/big.bin")).hexdigest() == digest
+    results, errors = [], []
+
+    def reader(i: int) -> None:
+        try:
+            with open(big, "rb") as f:           # random offsets, then the whole file
+                f.seek((i * 7 % 24) * CHUNK + 123)
+                assert len(f.read(CHUNK)) == CHUNK
+            results.append(sha256(big))
+        except Exception as err:                 # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and results == [digest] * 8
+
+
+def test_mount_and_gfs_get_put_see_the_same_files(alice_mount, cluster, tmp_path):
+    data = os.urandom(3 * CHUNK + 5)
+    (alice_mount.path / "via-mount.bin").write_bytes(data)
+    gfs(cluster, cluster.alice, "get", "/alice/via-mount.bin", str(tmp_path / "got"))
+    assert (tmp_path / "got").read_bytes() == data
+    (tmp_path / "put").write_bytes(data[::-1])
+    gfs(cluster, cluster.alice, "put", str(tmp_path / "put"), "/alice/via-put.bin")
+    assert (alice_mount.path / "via-put.bin").read_bytes() == data[::-1]
+    # Replaced behind the mount's back: a new open reads the new version (not a cached one).
+    (tmp_path / "put").write_bytes(b"new")
+    gfs(cluster, cluster.alice, "put", "--force", str(tmp_path / "put"), "/alice/via-put.bin")
+    assert (alice_mount.path / "via-put.bin").read_bytes() == b"new"
+
+
+def test_files_appear_whole_at_close_and_fsync_makes_them_durable(alice_mount, cluster):
+    path = alice_mount.path / "growing.bin"
+    with cluster.client(token=cluster.alice) as c:
+        with open(path, "wb") as f:
+            f.write(b"a" * 1000)
+            f.flush()                               # Python's buffer only: still not in gfs
+            assert not c.exists("/alice/growing.bin")
+            assert path.stat().st_size == 1000      # the writer's view through the mount
+            os.fsync(f.fileno())                    # durable on every replica now
+            assert c.read("/alice/growing.bin") == b"a" * 1000
+            f.write(b"b" * 10)
+        assert c.read("/alice/growing.bin") == b"a" * 1000 + b"b" * 10
+
+
+def test_writes_into_the_middle_truncate_rename_and_trash(alice_mount, cluster):
+    path = alice_mount.path / "edit.txt"
+    path.write_bytes(b"0123456789")
+    with open(path, "r+b") as f:                    # no O_TRUNC: rewritten whole at close
+        f.seek(3)
+        f.write(b"xyz")
+    assert path.read_bytes() == b"012xyz6789"
+    os.truncate(path, 4)
+    assert path.read_bytes() == b"012x"
+    with open(path, "ab") as f:
+        f.write(b"!")
+    assert path.read_bytes() == b"012x!"
+    (alice_mount.path / "dir").mkdir()
+    os.rename(path, alice_mount.path / "dir" / "moved.txt")
+    assert not path.exists()
+    os.rename(alice_mount.path / "dir", alice_mount.path / "dir2")
+    assert (alice_mount.path / "dir2" / "moved.txt").read_bytes() == b"012x!"
+    os.unlink(alice_mount.path / "dir2" / "moved.txt")
+    with pytest.raises(OSError) as caught:
+        os.symlink("x", alice_mount.path / "link")
+    assert caught.value.errno == errno.EOPNOTSUPP
+    os.rmdir(alice_mount.path / "dir2")
+    with cluster.client(token=cluster.alice) as c:
+        assert "/alice/dir2/moved.txt" in [e["path"] for e in c.trash_list()]
+
+
+def test_reads_survive_a_chunkserver_killed_mid_read(alice_mount, cluster):
+    data = os.urandom(12 * CHUNK)
+    (alice_mount.path / "resilient.bin").write_bytes(data)
+    victim = cluster.spec["chunkservers"][0]["name"]
+    try:
+        with open(alice_mount.path / "resilient.bin", "rb") as f:
+            first = f.read(2 * CHUNK)
+            cluster.signal(victim, signal.SIGKILL)
+            rest = f.read()
+        assert first + rest == data
+    finally:
+        cluster._wait_gone(victim, 10)
+        address = cluster.daemon(victim)["bind"]
+        wait_for(lambda: address not in cluster.registered_chunkservers(), 15,
+                 "the leader to see the killed chunkserver dead")
+        cluster.start(victim)
+        cluster.wait_healthy()
+
+
+def test_permissions_are_the_mount_identitys(cluster, alice_mount, tmp_path):
+    (alice_mount.path / "secret.txt").write_bytes(b"alice only")
+    (alice_mount.path / "pub").mkdir()
+    (alice_mount.path / "pub" / "readme.txt").write_bytes(b"for all")
+    with cluster.client(token=cluster.alice) as c:
+        c.set_visibility("/alice/pub", "public")
+    bob = Mount(cluster, cluster.bob, tmp_path / "bob")
+    try:
+        assert sorted(os.listdir(bob.path)) == ["bob"]          # alice's home is hidden
+        with pytest.raises(FileNotFoundError):
+            (bob.path / "alice" / "secret.txt").read_bytes()
+        (bob.path / "bob" / "mine.txt").write_bytes(b"bob's")
+        assert os.stat(bob.path / "bob" / "mine.txt").st_uid == os.getuid()
+    finally:
+        bob.close()
+    # What alice made public, bob reaches by its path (her private home above it stays hidden).
+    pub = Mount(cluster, cluster.bob, tmp_path / "pub", "--path", "/alice/pub")
+    try:
+        assert (pub.path / "readme.txt").read_bytes() == b"for all"
+        assert os.stat(pub.path / "readme.txt").st_uid == 65534          # not bob's
+        with pytest.raises(PermissionError):
+            (pub.path / "new").mkdir()
+        with pytest.raises(PermissionError):                     # refused when it is closed
+            with open(pub.path / "intruder.txt", "wb") as f:
+                f.write(b"x")
+        with pytest.raises(PermissionError):
+            os.unlink(pub.path / "readme.txt")
+    finally:
+        pub.close()
+    assert not (alice_mount.path / "pub" / "intruder.txt").exists()
+
+
+def test_read_only_mount_and_clear_cli_errors(cluster, tmp_path):
+    ro = Mount(cluster, cluster.alice, tmp_path / "ro", "--read-only", "--path", "/alice")
+    try:
+        with cluster.client(token=cluster.alice) as c:
+            c.put(io.BytesIO(b"read me"), "/alice/ro.txt", overwrite=True)
+        assert (ro.path / "ro.txt").read_bytes() == b"read me"
+        with pytest.raises(OSError) as caught:
+            (ro.path / "nope.txt").write_bytes(b"x")
+        assert caught.value.errno == errno.EROFS
+        again = gfs(cluster, cluster.alice, "mount", str(ro.path), check=False)
+        assert again.returncode == 1 and "already a mount point" in again.stderr
+        assert "Traceback" not in again.stderr
+    finally:
+        ro.close()
+    missing = gfs(cluster, cluster.alice, "mount", str(tmp_path / "nope"), check=False)
+    assert missing.returncode == 1 and "not a directory" in missing.stderr
+    (tmp_path / "m2").mkdir()
+    hidden = gfs(cluster, cluster.bob, "mount", str(tmp_path / "m2"), "--path", "/alice",
+                 check=False)
+    assert hidden.returncode == 1 and "no such file" in hidden.stderr
+    gone = gfs(cluster, cluster.alice, "umount", str(tmp_path / "m2"), check=False)
+    assert gone.returncode == 1 and "not mounted" in gone.stderr
