@@ -22,7 +22,8 @@ from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.fsutil import makedirs_durable
 from gfs.units import human_size
-from cli import identity_commands, mount_commands, oidc_commands, snapshot_commands
+from cli import (gateway_commands, identity_commands, mount_commands, oidc_commands,
+                 route_commands, snapshot_commands)
 from cli.common import CONTEXT, GfsGroup, Progress, emit_json, format_time, make_client
 
 EXIT_CODES = """\b
@@ -828,6 +829,8 @@ def cluster_down(data: str | None) -> None:
 for _command in identity_commands.COMMANDS + mount_commands.COMMANDS:
     cli.add_command(_command)
 cli.add_command(oidc_commands.oidc)
+cli.add_command(gateway_commands.gateway)
+cli.add_command(route_commands.route)
 admin.add_command(identity_commands.audit)
 admin.add_command(snapshot_commands.snapshot)
 

@@ -26,6 +26,7 @@ from gfs.auth.tokens import bearer
 from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.oidc_calls import OidcCalls
+from gfs.routes_client import RouteCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
 from gfs.reach import Reachability
@@ -288,7 +289,7 @@ class _Sequencer:
             self._inflight.discard(seq)
 
 
-class Client(IdentityCalls, OidcCalls):
+class Client(IdentityCalls, OidcCalls, RouteCalls):
     """Namespace operations against a gfs cluster (thread-safe).
 
     `token`: the bearer token to call with (default: $GFS_TOKEN, else the one `gfs login` or

@@ -21,9 +21,11 @@ from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
 from master.identity_service import IdentityService
 from master.oidc_service import OidcService
+from master.routes_service import RoutesService
 from master.service import MasterService
 from proto import identity_pb2_grpc as ipb_grpc
 from proto import oidc_pb2_grpc as opb_grpc
+from proto import routes_pb2_grpc as rpb_grpc
 from proto import master_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None)
     pb_grpc.add_MasterServicer_to_server(service, server)
     ipb_grpc.add_IdentityServicer_to_server(IdentityService(service), server)
     opb_grpc.add_OidcServicer_to_server(OidcService(service), server)
+    rpb_grpc.add_RoutesServicer_to_server(RoutesService(service), server)
     try:
         if tls is not None:
             server.add_secure_port(grpc_address, tls.server_credentials())

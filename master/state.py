@@ -22,7 +22,7 @@ from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
-from master import capability_keys, identity, oidc
+from master import capability_keys, identity, oidc, routes
 from master import namespace as ns
 from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
@@ -142,6 +142,8 @@ _OPS: dict[str, _Op] = {
                        "token_hash": bytes_of(HASH_BYTES), "token_name": _NAME, "ttl": int_in(0)},
                       lambda tx, args: oidc.login(tx, args, ns.make_home), audited=True),
     "oidc_refused": _Op({"identity": text, "reason": text}, oidc.refuse, audited=True),
+    "route_put": _Op({"route": routes.route_field, "replace": boolean}, routes.put, audited=True),
+    "route_remove": _Op({"name": _NAME}, routes.remove, audited=True),
     capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
                             capability_keys.apply, system=True),
 }
@@ -162,6 +164,8 @@ def _parse(command: dict) -> tuple[_Op, dict]:
 
 def _target(args: dict) -> str:
     """What a command is about, for the audit log."""
+    if isinstance(args.get("route"), dict):
+        return f"route {args['route'].get('name', '')}"
     for name in ("identity", "issuer", "path", "src", "name", "token", "principal", "inode", "id"):
         if name in args:
             return str(args[name])
@@ -475,6 +479,15 @@ class MetadataState:
         """The identity changes after revision `after`, or a snapshot (master/identity.py)."""
         with self._reader() as tx:
             return identity.feed(tx, after, limit)
+
+    def routes(self, auth, now: int) -> dict:
+        """The gateway routes and their revision (administrators)."""
+        with self._reader() as tx:
+            return routes.listing(tx, self._caller(tx, auth, now))
+
+    def routes_revision(self) -> int:
+        with self._reader() as tx:
+            return tx.counter(routes.ROUTES_REV)
 
     def has_users(self) -> bool:
         with self._reader() as tx:

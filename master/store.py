@@ -17,7 +17,7 @@ DIR, FILE = "dir", "file"
 ROOT_INODE = 1
 DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash",
             "session_times", "users", "tokens", "usage", "audit", "auth_log",
-            "oidc_issuers", "oidc_links", "oidc_used")
+            "oidc_issuers", "oidc_links", "oidc_used", "routes")
 MAX_DBS = 24
 MAX_KEY_BYTES = 511               # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
 APPLIED, NEXT_INODE, NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"

@@ -8,24 +8,16 @@ of trusting what may be stale — a revoked token must never work for long anywh
 """
 from __future__ import annotations
 
-import os
 import threading
 import time
 
-import grpc
-
 from gfs.auth.checker import Principal
 from gfs.auth.principals import resolve
-from gfs.auth.tokens import bearer, token_hash
-from gfs.client import LEADER_METADATA_KEY
-from gfs.auth.tls import read_pem
-from gfs.config import ENV_TLS_CA, resolve_masters
+from gfs.auth.tokens import token_hash
 from gfs.errors import Unavailable
-from gfs.transfer import Channels
+from gfs.watchfeed import FeedFollower
 from proto import identity_pb2 as ipb
 from proto import identity_pb2_grpc as ipb_grpc
-
-SILENT_S = 1.5                 # three of the leader's heartbeats: the stream is given up
 
 
 def _user_record(u: ipb.User) -> dict:
@@ -45,37 +37,33 @@ class PermissionStore:
     def __init__(self, masters: str | list[str] | None, token: str, max_lag_s: float = 2.0,
                  tls_ca: str | None = None):
         """`tls_ca`: CA certificate file of a cluster serving TLS (default: GFS_TLS_CA)."""
-        self.masters = resolve_masters(masters)
         self.max_lag_s = max_lag_s
         self.revision = 0
-        self.reconnects = 0
-        self._metadata = bearer(token)
-        ca_file = tls_ca or os.environ.get(ENV_TLS_CA)
-        self._channels = Channels(tls_ca=read_pem(ca_file, "CA certificate") if ca_file else None)
         self._lock = threading.Lock()
         self._users: dict[str, dict] = {}
         self._tokens: dict[bytes, dict] = {}
         self._visibility: dict[str, str] = {}
-        self._heard = 0.0                          # monotonic time of the last event
-        self._connected = 0.0                      # ... and of the last (re)connection
-        self._stop = threading.Event()
-        self._stream = None                        # the Watch call being followed
-        self._threads = [threading.Thread(target=self._follow, name="permission-watch",
-                                          daemon=True),
-                         threading.Thread(target=self._watchdog, name="permission-watchdog",
-                                          daemon=True)]
-        self.last_error = ""
+        self._feed = FeedFollower(masters, token, "permission", self._open, self._apply, tls_ca)
+        self.masters = self._feed.masters
+
+    def _open(self, channels, address: str, metadata):
+        return channels.stub(address, ipb_grpc.IdentityStub).Watch(
+            ipb.WatchRequest(from_revision=self.revision), metadata=metadata)
+
+    @property
+    def reconnects(self) -> int:
+        return self._feed.reconnects
+
+    @property
+    def last_error(self) -> str:
+        return self._feed.last_error
 
     def start(self) -> "PermissionStore":
-        for thread in self._threads:
-            thread.start()
+        self._feed.start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._channels.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
+        self._feed.stop()
 
     def __enter__(self) -> "PermissionStore":
         return self.start()
@@ -88,7 +76,7 @@ class PermissionStore:
     @property
     def lag_s(self) -> float:
         """Seconds since the feed was last heard (inf before the first event)."""
-        return time.monotonic() - self._heard if self._heard else float("inf")
+        return self._feed.lag_s
 
     def principal(self, token: str, now_ms: int | None = None) -> Principal:
         """Who `token` is, from the local copy; Unauthenticated for a token that is not valid,
@@ -131,37 +119,3 @@ class PermissionStore:
             for v in event.visibility:
                 self._visibility[v.path] = v.visibility
             self.revision = event.revision
-            self._heard = time.monotonic()
-
-    def _follow(self) -> None:
-        address, i = None, 0
-        while not self._stop.is_set():
-            address = address or self.masters[i % len(self.masters)]
-            try:
-                stream = self._stream = self._channels.stub(address, ipb_grpc.IdentityStub).Watch(
-                    ipb.WatchRequest(from_revision=self.revision), metadata=self._metadata)
-                self._connected = time.monotonic()
-                for event in stream:
-                    self._apply(event)
-                    if self._stop.is_set():
-                        stream.cancel()
-                        return
-            except grpc.RpcError as err:
-                self.last_error = f"{address}: {err.details() or err.code().name}"
-                hint = dict(err.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
-                address = hint if hint and hint != address else None
-            except ValueError:           # the channel was closed by stop()
-                return
-            i += 1
-            self.reconnects += 1
-            self._stop.wait(0.05 if address else 0.2)
-
-    def _watchdog(self) -> None:
-        """A master that stopped (paused, cut off) keeps its connection open and sends nothing:
-        give up on a stream silent for more than three heartbeats, so the follower moves on."""
-        while not self._stop.wait(0.1):
-            stream, since = self._stream, max(self._heard, self._connected)
-            if stream is not None and since and time.monotonic() - since > SILENT_S:
-                self.last_error = f"no event for {time.monotonic() - since:.1f} s"
-                stream.cancel()
-                self._stream = None

@@ -29,13 +29,14 @@ from proto import chunkserver_pb2 as cpb
 from proto import identity_pb2 as ipb
 from proto import master_pb2 as pb
 from proto import oidc_pb2 as opb
+from proto import routes_pb2 as rpb
 from tests.integration.polling import wait_for
 from tests.integration.rpcfuzz import (BAD_INPUT_CODES, Method, Outcome, call_raw,
                                        hostile_messages, oversized_body, service_methods,
                                        truncations)
 
 MASTER_METHODS = (service_methods(pb, "Master") + service_methods(ipb, "Identity")
-                  + service_methods(opb, "Oidc"))
+                  + service_methods(opb, "Oidc") + service_methods(rpb, "Routes"))
 CHUNKSERVER_METHODS = service_methods(cpb, "Chunkserver")
 OPTS = {"master": {"chunk-size": "1MiB", "dead-after": 3},
         "chunkserver": {"heartbeat-interval": 0.3}}

@@ -1,0 +1,66 @@
+"""What the gateway changes in headers on the way through: hop-by-hop headers dropped, the
+X-Forwarded-* set, the authenticated identity set (always overwritten), W3C traceparent
+passed through or added."""
+from __future__ import annotations
+
+import os
+import re
+
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
+                        "te", "trailer", "upgrade", "http2-settings", "expect"})
+IDENTITY_HEADER = "x-gfs-user"
+TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def _connection_listed(headers: list[tuple[str, str]]) -> set[str]:
+    listed = set()
+    for k, v in headers:
+        if k == "connection":
+            listed.update(t.strip().lower() for t in v.split(","))
+    return listed
+
+
+def new_traceparent() -> str:
+    return f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-01"
+
+
+def upstream_request_headers(headers: list[tuple[str, str]], peer_ip: str, peer_trusted: bool,
+                             scheme: str, host: str, identity: str | None,
+                             grpc: bool) -> tuple[list[tuple[str, str]], str]:
+    """The request headers for the upstream, and the traceparent they carry."""
+    drop = HOP_BY_HOP | _connection_listed(headers) | {IDENTITY_HEADER}
+    out: list[tuple[str, str]] = []
+    forwarded = []
+    traceparent = ""
+    for k, v in headers:
+        if k in drop or k.startswith(":"):
+            continue
+        if k == "x-forwarded-for":
+            if peer_trusted:
+                forwarded.append(v)
+            continue
+        if k in ("x-forwarded-proto", "x-forwarded-host") and not peer_trusted:
+            continue
+        if k == "traceparent":
+            if not TRACEPARENT.match(v) or v.startswith("ff"):
+                continue                          # invalid: replaced, as W3C says
+            traceparent = v
+        out.append((k, v))
+    forwarded.append(peer_ip)                     # this hop, after those a trusted proxy saw
+    out.append(("x-forwarded-for", ", ".join(forwarded)))
+    if not peer_trusted:
+        out.append(("x-forwarded-proto", scheme))
+        out.append(("x-forwarded-host", host))
+    if not traceparent:
+        traceparent = new_traceparent()
+        out.append(("traceparent", traceparent))
+    if identity:
+        out.append((IDENTITY_HEADER, identity))
+    if grpc:
+        out.append(("te", "trailers"))
+    return out, traceparent
+
+
+def downstream_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    drop = HOP_BY_HOP | _connection_listed(headers)
+    return [(k, v) for k, v in headers if k not in drop]

@@ -1,0 +1,212 @@
+"""The asyncio protocol under every client connection: write flow control, read pausing, the
+deadlines that drop slow or idle clients, and the choice of HTTP/1.1 or HTTP/2 for the
+connection (ALPN over TLS, the HTTP/2 preface in clear text, or an h2c Upgrade later)."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable
+
+from gateway.http.exchange import ClientGone, Exchange
+from gateway.http.limits import Limits
+
+App = Callable[[Exchange], Awaitable[None]]
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class ServerConnection(asyncio.Protocol):
+    """One client connection. The protocol engine (h1.H1Engine or h2.H2Engine) parses and
+    frames; this class owns the transport and time."""
+
+    def __init__(self, app: App, limits: Limits, scheme: str = "http",
+                 on_open: Callable[["ServerConnection"], None] | None = None,
+                 on_close: Callable[["ServerConnection"], None] | None = None,
+                 proxy_from=None):
+        """`proxy_from`: a PrefixTrie of the peers (L4 balancers) whose connections start with
+        a PROXY protocol header naming the client; None: nobody's do."""
+        self.app = app
+        self.limits = limits
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self.engine = None
+        self.closed = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._reading_paused = False
+        self._pending = b""                      # first bytes, until the protocol is known
+        self._deadline_header = 0.0              # monotonic; 0 = none
+        self._deadline_idle = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._on_open = on_open
+        self._on_close = on_close
+        self._proxy_from = proxy_from
+        self._awaiting_proxy = False
+
+    # --- asyncio.Protocol ---
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+        self._awaiting_proxy = bool(self._proxy_from is not None and
+                                    self._proxy_from.longest(self.peer[0]))
+        transport.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
+        if self._on_open:
+            self._on_open(self)
+        self.touch()
+        self.set_header_deadline()
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            self._start_h2(b"")
+
+    def data_received(self, data: bytes) -> None:
+        self.touch()
+        if self._awaiting_proxy:
+            data = self._proxy_header(data)
+            if not data:
+                return
+        if self.engine is None:
+            self._pending += data
+            if H2_PREFACE.startswith(self._pending[:len(H2_PREFACE)]) and \
+                    len(self._pending) < len(H2_PREFACE):
+                return                           # could still be the HTTP/2 preface
+            data, self._pending = self._pending, b""
+            if data.startswith(H2_PREFACE):
+                self._start_h2(data)
+                return
+            from gateway.http.h1 import H1Engine
+            self.engine = H1Engine(self)
+        self.engine.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._can_write.set()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.engine is not None:
+            self.engine.connection_lost()
+        if self._on_close:
+            self._on_close(self)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def _proxy_header(self, data: bytes) -> bytes:
+        """Take the PROXY header off the front; what follows it (b"" while it is incomplete)."""
+        from gateway.http.proxyproto import ProxyHeaderError, V2_MAX, parse
+        buf = self._pending + data
+        try:
+            got = parse(buf)
+        except ProxyHeaderError:
+            self.abort()                          # a trusted balancer never sends this
+            return b""
+        if got is None:
+            if len(buf) > V2_MAX:
+                self.abort()
+            self._pending = buf
+            return b""
+        address, used = got
+        if address is not None:
+            self.peer = address
+        self._awaiting_proxy = False
+        self._pending = b""
+        return buf[used:]
+
+    # --- for the engines ---
+    def _start_h2(self, data: bytes, upgrade: tuple | None = None) -> None:
+        from gateway.http.h2 import H2Engine
+        self.engine = H2Engine(self, upgrade=upgrade)
+        if data:
+            self.engine.data_received(data)
+
+    def switch_to_h2(self, upgrade: tuple, rest: bytes) -> None:
+        """An HTTP/1.1 request asked for `Upgrade: h2c`; `upgrade` is (settings, head)."""
+        self._start_h2(rest, upgrade=upgrade)
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the client is slower than us (the transport's buffer is past its mark)."""
+        if self.closed:
+            raise ClientGone("connection closed")
+        if not self._can_write.is_set():
+            await self._can_write.wait()
+            if self.closed:
+                raise ClientGone("connection closed")
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and not self.closed:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    # --- deadlines: one timer per connection, re-armed at the nearest deadline ---
+    def touch(self) -> None:
+        self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
+        self._arm()
+
+    def set_header_deadline(self, seconds: float | None = None) -> None:
+        self._deadline_header = time.monotonic() + (
+            self.limits.header_timeout_s if seconds is None else seconds)
+        self._arm()
+
+    def clear_header_deadline(self) -> None:
+        self._deadline_header = 0.0
+
+    def _arm(self) -> None:
+        if self.closed:
+            return
+        nearest = min(d for d in (self._deadline_header, self._deadline_idle) if d)
+        if self._timer is not None:
+            if nearest >= self._timer_at:
+                return                 # the timer goes off sooner and re-arms for the rest
+            self._timer.cancel()
+        self._timer_at = nearest
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_at(loop.time() + max(0.0, nearest - time.monotonic()) + 0.01,
+                                   self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        if self._deadline_header and now >= self._deadline_header:
+            if self.engine is not None:
+                self.engine.header_timeout()
+            else:
+                self.abort()
+            return
+        # Idle: nothing in flight, or a response blocked on a client that stopped reading. A
+        # request waiting on its upstream is the upstream timeouts' business, not this one's.
+        stuck = not self._can_write.is_set()
+        if now >= self._deadline_idle and (self.engine is None or stuck or self.engine.idle()):
+            if self.engine is not None:
+                self.engine.idle_timeout()
+            else:
+                self.abort()
+            return
+        if now >= self._deadline_idle:                 # busy: look again later
+            self._deadline_idle = now + self.limits.idle_timeout_s
+        self._arm()

@@ -1,0 +1,364 @@
+"""HTTP/1.1 on one connection: httptools parses (no I/O of its own), this engine turns its
+callbacks into `Exchange`s, answered one after the other (pipelined requests wait their turn)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from http import HTTPStatus
+
+import httptools
+
+from gateway.http.exchange import (BodyBuffer, BodyTooLarge, ClientGone, Exchange, RequestHead,
+                                   split_authority)
+
+log = logging.getLogger("gateway.http")
+MAX_PIPELINED = 16                  # parsed requests waiting for their turn before reading pauses
+NO_BODY_STATUS = {204, 304}
+
+
+def reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def error_response(status: int, message: str) -> bytes:
+    body = (message + "\n").encode()
+    return (f"HTTP/1.1 {status} {reason(status)}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+class H1Exchange(Exchange):
+    def __init__(self, engine: "H1Engine", head: RequestHead, body: BodyBuffer, keep_alive: bool,
+                 expect_continue: bool):
+        super().__init__(head, body)
+        self._engine = engine
+        self.keep_alive = keep_alive
+        self._expect_continue = expect_continue
+        self._chunked = False
+        self._no_body = False
+        self._raw = False                        # after a 101: bytes as they are
+        self.tunnel_in: BodyBuffer | None = None
+
+    async def read_tunnel(self) -> bytes:
+        if self.tunnel_in is None:
+            raise RuntimeError("not an upgraded connection")
+        data = await self.tunnel_in.read()
+        self.bytes_in += len(data)
+        return data
+
+    async def read(self) -> bytes:
+        if self._expect_continue:
+            self._expect_continue = False
+            if not self.response_started:
+                self._engine.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return await super().read()
+
+    async def _send_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
+        conn = self._engine.conn
+        if status == 101 and self.tunnel_in is not None:
+            self._raw = True
+            lines = ["HTTP/1.1 101 Switching Protocols"] + [f"{k}: {v}" for k, v in headers]
+            conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            await conn.drain()
+            return
+        self._no_body = (status in NO_BODY_STATUS or status < 200 or self.head.method == "HEAD")
+        has_length = any(k == "content-length" for k, _ in headers)
+        if not self._no_body and not has_length and not end:
+            if self.head.http_version == "1.1":
+                self._chunked = True
+            else:
+                self.keep_alive = False          # HTTP/1.0 without a length: close delimits
+        if not self.body.done and not self._expect_continue:
+            # An unread request body would be taken for the next request: close after this one.
+            self.keep_alive = False
+        if self._expect_continue:
+            self.keep_alive = False              # we never said 100: the client may still send
+        lines = [f"HTTP/1.1 {status} {reason(status)}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        if self._chunked:
+            lines.append("transfer-encoding: chunked")
+        if end and not has_length and not self._no_body:
+            lines.append("content-length: 0")
+        if not self.keep_alive:
+            lines.append("connection: close")
+        conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        await conn.drain()
+
+    async def _send_data(self, data: bytes) -> None:
+        conn = self._engine.conn
+        if self._raw:
+            conn.write(data)
+            await conn.drain()
+            return
+        if self._no_body:
+            return
+        if self._chunked:
+            conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            conn.write(data)
+        await conn.drain()
+
+    async def _send_end(self, trailers: list[tuple[str, str]] | None) -> None:
+        if self._raw:
+            return
+        if self._chunked:
+            tail = "".join(f"{k}: {v}\r\n" for k, v in trailers or ())
+            self._engine.conn.write(b"0\r\n" + tail.encode("latin-1") + b"\r\n")
+        await self._engine.conn.drain()
+
+    def _abort(self) -> None:
+        self._engine.conn.abort()
+
+
+class H1Engine:
+    """Feeds bytes to httptools, queues the parsed requests and runs the app on each in turn."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.limits = conn.limits
+        self.parser = httptools.HttpRequestParser(self)
+        self.queue: deque[H1Exchange] = deque()
+        self.current: H1Exchange | None = None   # the exchange being parsed
+        self.running: asyncio.Task | None = None
+        self.active: H1Exchange | None = None    # the exchange being answered
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._upgrade: bytes | None = None
+        self._failed = False
+        self._in_headers = False
+        self._close_after: tuple[int, str] | None = None
+        self._tunnel: BodyBuffer | None = None   # an Upgrade request's bytes after its head
+
+    # --- bytes in ---
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._tunnel.feed(data)
+            return
+        if self._failed:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            self._on_upgrade(data[up.args[0]:] if up.args else b"")
+        except httptools.HttpParserCallbackError as err:
+            refused = err.__context__
+            if not isinstance(refused, _Refused):
+                raise
+            self._fail(refused.status, refused.message)
+        except httptools.HttpParserError as err:
+            if self.current is not None and self.current.body is not None \
+                    and self.current.head.has_body and not self.current.body.done:
+                self.current.body.fail(ClientGone(f"bad request body: {err}"))
+            self._fail(400, f"malformed request: {err}")
+
+    def _fail(self, status: int, message: str) -> None:
+        """A request we will not parse further: answer it (unless a response is already on the
+        wire for it) and close once the responses ahead of it are written."""
+        self._failed = True
+        self.conn.clear_header_deadline()
+        if self.active is None and not self.queue:
+            self.conn.write(error_response(status, message))
+            self.conn.close()
+        else:
+            self._close_after = (status, message)
+            self.conn.pause_reading()
+
+    # httptools callbacks
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body_bytes = 0
+        self._upgrade = None
+        self._in_headers = True
+        self.conn.set_header_deadline()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count(len(name) + len(value) + 4)
+        if len(self._headers) >= self.limits.max_headers:
+            raise _Refused(431, "too many header fields")
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def _count(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Refused(431, "request header fields too large")
+
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        self.conn.clear_header_deadline()
+        parsed = httptools.parse_url(self._url) if not self._url.startswith(b"*") else None
+        path = (parsed.path or b"/").decode("latin-1") if parsed else "*"
+        query = (parsed.query or b"").decode("latin-1") if parsed else ""
+        host = next((v for k, v in self._headers if k == "host"), "")
+        if not host and parsed is not None and parsed.host:
+            host = parsed.host.decode("latin-1")
+        version = self.parser.get_http_version()
+        if version == "1.1" and not host:
+            raise _Refused(400, "missing Host header")
+        length = next((v for k, v in self._headers if k == "content-length"), None)
+        chunked = any(k == "transfer-encoding" for k, _ in self._headers)
+        if length is not None and not length.isdigit():
+            raise _Refused(400, "bad Content-Length")
+        if length is not None and int(length) > self.limits.max_body_bytes:
+            raise _Refused(413, "request body too large")
+        head = RequestHead(method=self.parser.get_method().decode("latin-1"), path=path,
+                           query=query, headers=self._headers, http_version=version,
+                           scheme=self.conn.scheme, authority=split_authority(host),
+                           peer=self.conn.peer,
+                           has_body=chunked or (length is not None and int(length) > 0),
+                           raw_authority=host)
+        body = BodyBuffer(self.limits.body_buffer_bytes, self.conn.pause_reading,
+                          self._body_consumed)
+        if not head.has_body:
+            body.finish()
+        expect = any(k == "expect" and v.lower() == "100-continue" for k, v in self._headers)
+        self.current = H1Exchange(self, head, body, self.parser.should_keep_alive(),
+                                  expect and head.has_body)
+        if self.parser.should_upgrade():
+            self._upgrade = next((v for k, v in self._headers if k == "upgrade"), "").encode()
+            return
+        self.queue.append(self.current)
+        if len(self.queue) > MAX_PIPELINED:
+            self.conn.pause_reading()
+        self._run()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            self.current.body.fail(BodyTooLarge("request body too large"))
+            raise _Refused(413, "request body too large")
+        self.current.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self.current is not None:
+            self.current.body.finish()
+
+    def _body_consumed(self, n: int) -> None:
+        if len(self.queue) <= MAX_PIPELINED:
+            self.conn.resume_reading()
+
+    def _on_upgrade(self, rest: bytes) -> None:
+        ex = self.current
+        token = (self._upgrade or b"").decode("latin-1").lower()
+        settings = ex.head.header("http2-settings") if ex is not None else None
+        if "h2c" in token.split(",") or token.strip() == "h2c":
+            if settings is None or ex.head.has_body or self.conn.scheme != "http" \
+                    or self.active is not None or self.queue:
+                self._fail(400, "h2c upgrade needs HTTP2-Settings, no body, nothing in flight")
+                return
+            self.conn.write(b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\n"
+                            b"upgrade: h2c\r\n\r\n")
+            ex.head.http_version = "2"
+            self.conn.switch_to_h2((settings, ex.head), rest)
+            return
+        if ex is None or ex.head.has_body or self.active is not None or self.queue:
+            self._fail(400, "an Upgrade request must have no body and nothing before it")
+            return
+        # Anything else (WebSocket...): the app decides; a 101 makes the connection a tunnel.
+        ex.head.extra["upgrade"] = token
+        ex.keep_alive = False
+        self._tunnel = ex.tunnel_in = BodyBuffer(self.limits.body_buffer_bytes,
+                                                 self.conn.pause_reading,
+                                                 lambda n: self.conn.resume_reading())
+        if rest:
+            self._tunnel.feed(rest)
+        self.queue.append(ex)
+        self._run()
+
+    # --- running the app ---
+    def _run(self) -> None:
+        if self.running is None:
+            self.running = asyncio.get_running_loop().create_task(self._serve_queue())
+
+    async def _serve_queue(self) -> None:
+        try:
+            while self.queue and not self.conn.closed:
+                ex = self.queue.popleft()
+                self.active = ex
+                await self._serve(ex)
+                self.active = None
+                if not ex.keep_alive or not ex.finished:
+                    self.conn.close()
+                    return
+                if len(self.queue) <= MAX_PIPELINED:
+                    self.conn.resume_reading()
+            if self._close_after and not self.conn.closed:
+                self.conn.write(error_response(*self._close_after))
+                self.conn.close()
+            elif not self.conn.closed:
+                self.conn.set_header_deadline(self.limits.keepalive_timeout_s)
+        finally:
+            self.running = None
+            self.active = None
+            if self.queue and not self.conn.closed:
+                self._run()
+
+    async def _serve(self, ex: H1Exchange) -> None:
+        try:
+            await self.conn.app(ex)
+            if not ex.response_started:
+                await ex.respond(500, b"no response\n")
+            await ex.end()
+        except ClientGone:
+            self.conn.abort()
+        except BodyTooLarge:
+            if not ex.response_started:
+                ex.keep_alive = False
+                await _quiet(ex.respond(413, b"request body too large\n"))
+            else:
+                self.conn.abort()
+        except Exception:
+            log.exception("request handler failed")
+            if not ex.response_started and not self.conn.closed:
+                ex.keep_alive = False
+                await _quiet(ex.respond(500, b"internal error\n"))
+            else:
+                self.conn.abort()
+
+    # --- from the connection ---
+    def idle(self) -> bool:
+        return self.active is None and not self.queue
+
+    def header_timeout(self) -> None:
+        if self._in_headers and self.active is None and not self.queue:
+            self.conn.write(error_response(408, "request header timeout"))
+            self.conn.close()
+        elif self.active is None and not self.queue:
+            self.conn.close()                    # a kept-alive connection with nothing more
+
+    def idle_timeout(self) -> None:
+        self.conn.close()
+
+    def connection_lost(self) -> None:
+        for ex in ([self.active] if self.active else []) + list(self.queue):
+            ex.body.fail(ClientGone("client closed the connection"))
+        if self.current is not None:
+            self.current.body.fail(ClientGone("client closed the connection"))
+        if self._tunnel is not None:
+            self._tunnel.fail(ClientGone("client closed the connection"))
+        if self.running is not None:
+            self.running.cancel()
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+async def _quiet(coro) -> None:
+    try:
+        await coro
+    except (ClientGone, ConnectionError):
+        pass

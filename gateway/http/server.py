@@ -1,0 +1,73 @@
+"""Listening: the asyncio server that makes a ServerConnection per client, and TLS with ALPN."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+
+from gateway.http.connection import App, ServerConnection
+from gfs.errors import FailedPrecondition
+from gateway.http.limits import Limits
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """Server TLS offering HTTP/2 and HTTP/1.1 by ALPN."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as err:
+        raise FailedPrecondition(f"cannot load the TLS certificate {cert_file} and key "
+                                 f"{key_file}: {err}") from None
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return ctx
+
+
+class HttpServer:
+    """One listening socket (shared with other workers by SO_REUSEPORT when asked)."""
+
+    def __init__(self, app: App, limits: Limits | None = None,
+                 tls: ssl.SSLContext | None = None, proxy_from=None):
+        """`proxy_from`: see ServerConnection (clear-text listeners only: with TLS the PROXY
+        header would have to come before the handshake, which the TLS layer does not allow)."""
+        if proxy_from is not None and tls is not None:
+            raise ValueError("the PROXY protocol is supported on clear-text listeners only")
+        self.proxy_from = proxy_from
+        self.app = app
+        self.limits = limits or Limits()
+        self.tls = tls
+        self.connections: set[ServerConnection] = set()
+        self.server: asyncio.base_events.Server | None = None
+
+    def _protocol(self) -> ServerConnection:
+        return ServerConnection(self.app, self.limits, "https" if self.tls else "http",
+                                on_open=self.connections.add, on_close=self.connections.discard,
+                                proxy_from=self.proxy_from)
+
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+        except OSError as err:
+            sock.close()
+            raise FailedPrecondition(f"cannot listen on {host}:{port}: "
+                                     f"{err.strerror or err}") from None
+        sock.setblocking(False)
+        self.server = await loop.create_server(self._protocol, sock=sock, ssl=self.tls,
+                                               backlog=4096,
+                                               ssl_handshake_timeout=self.limits.header_timeout_s
+                                               if self.tls else None)
+        return sock.getsockname()[:2]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.close()
+        if self.server is not None:
+            await self.server.wait_closed()

@@ -1,0 +1,67 @@
+"""The gateway's Prometheus metrics (one registry per worker process)."""
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+           30.0)
+
+
+class GatewayMetrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("gfs_gateway_requests_total", "Requests answered, by route and "
+                                "status", ["route", "status"], registry=self.registry)
+        self.seconds = Histogram("gfs_gateway_request_seconds", "Time to the end of the response, "
+                                 "by route", ["route"], buckets=BUCKETS, registry=self.registry)
+        self.upstream_errors = Counter("gfs_gateway_upstream_errors_total", "Failed upstream "
+                                       "tries, by upstream and kind", ["upstream", "kind"],
+                                       registry=self.registry)
+        self.ejections = Counter("gfs_gateway_upstream_ejections_total", "Upstreams taken out "
+                                 "after consecutive failures", ["upstream"],
+                                 registry=self.registry)
+        self._gauges = None
+        self.registry.register(self)
+
+    def observe_gauges(self, fn) -> None:
+        """`fn()` -> (pools: Pools, connections: int, config: dict) read at scrape time."""
+        self._gauges = fn
+
+    def collect(self):
+        if self._gauges is None:
+            return
+        pools, connections, config = self._gauges()
+        open_ = GaugeMetricFamily("gfs_gateway_upstream_connections", "Open upstream "
+                                  "connections", labels=["upstream", "state"])
+        pending = GaugeMetricFamily("gfs_gateway_upstream_pending", "Requests waiting for an "
+                                    "upstream connection", labels=["upstream"])
+        inflight = GaugeMetricFamily("gfs_gateway_upstream_in_flight", "Requests in flight",
+                                     labels=["upstream"])
+        for url, b in pools.backends.items():
+            open_.add_metric([url, "idle"], len(b.idle))
+            open_.add_metric([url, "open"], b.open_connections)
+            pending.add_metric([url], b.pending)
+            inflight.add_metric([url], b.in_flight)
+        yield open_
+        yield pending
+        yield inflight
+        yield GaugeMetricFamily("gfs_gateway_client_connections", "Open client connections",
+                                value=connections)
+        yield GaugeMetricFamily("gfs_gateway_config_revision", "Revision of the routes served",
+                                value=config.get("revision", 0))
+        yield GaugeMetricFamily("gfs_gateway_routes", "Routes served",
+                                value=config.get("routes", 0))
+        updated = config.get("confirmed_at")
+        yield GaugeMetricFamily("gfs_gateway_config_staleness_seconds",
+                                "Seconds since the routes were last confirmed current by their "
+                                "source (-1: never)",
+                                value=(time.time() - updated) if updated else -1)
+
+    def describe(self):
+        return []
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,203 @@
+"""One HTTP/1.1 connection to an upstream: request head and streamed body out, response parsed by
+httptools in, body handed over through a bounded buffer that pauses reading from the upstream
+while the client is slower."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Awaitable, Callable
+
+import httptools
+
+from gateway.http.exchange import BodyBuffer
+from gateway.upstream.errors import UpstreamError, connect
+from gateway.upstream.response import UpstreamResponse
+
+BodySource = Callable[[], Awaitable[bytes]]     # returns b"" at the end
+
+
+class H1Upstream(asyncio.Protocol):
+    def __init__(self, buffer_bytes: int):
+        self.transport: asyncio.Transport | None = None
+        self.buffer_bytes = buffer_bytes
+        self.closed = False
+        self.reusable = False
+        self.idle_since = time.monotonic()
+        self.response: UpstreamResponse | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self._headers: list[tuple[str, str]] = []
+        self._head_only = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._writer: asyncio.Task | None = None
+        self._request_done = False
+        self._response_done = False
+        self._tunnel = False                     # after a 101: the body is the raw bytes
+
+    @classmethod
+    async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H1Upstream":
+        return await connect(lambda: cls(buffer_bytes), host, port, timeout)
+
+    # --- asyncio.Protocol ---
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.buffer_bytes)
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel:
+            self.response.body.feed(data)
+            return
+        if self.response is None:
+            self.closed = True                   # bytes nobody asked for: not reusable
+            self.transport.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as up:
+            if self.response.status != 101:
+                self.response.fail(UpstreamError("upstream upgraded without a 101"))
+                self._close()
+                return
+            self._tunnel = True                  # what follows the 101 belongs to the tunnel
+            rest = data[up.args[0]:] if up.args else b""
+            if rest:
+                self.response.body.feed(rest)
+        except httptools.HttpParserError as err:
+            self.response.fail(UpstreamError(f"bad response from upstream: {err}"))
+            self._close()
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self.reusable = False
+        self._can_write.set()
+        if self._tunnel and self.response is not None:
+            self.response.body.finish()          # the upstream closed its side of the tunnel
+        elif self.response is not None and self._close_delimited():
+            self._response_done = True           # a body without a length ends with the close
+            self.response.body.finish()
+        elif self.response is not None and not self._response_done:
+            self.response.fail(UpstreamError(
+                "upstream closed the connection" + (f": {exc}" if exc else "")))
+        if self._writer is not None:
+            self._writer.cancel()
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def _close_delimited(self) -> bool:
+        """A response head without Content-Length or chunked framing: EOF ends its body."""
+        resp = self.response
+        return resp.head_ready.done() and not resp.head_ready.exception() and not any(
+            k in ("content-length", "transfer-encoding") for k, _ in resp.headers)
+
+    # --- httptools callbacks ---
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._headers = []                   # an interim response: the real one follows
+            return
+        self.response.set_head(status, self._headers)
+        if self._head_only or status in (204, 304):
+            self._message_done(reusable=False)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._response_done:
+            self.response.body.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self.response is not None and self.response.status == 101:
+            return                               # not the end: a tunnel starts (see below)
+        if self.response is not None and self.response.head_ready.done() \
+                and not self._response_done:
+            self._message_done(reusable=self.parser.should_keep_alive())
+
+    def _message_done(self, reusable: bool) -> None:
+        self._response_done = True
+        self.response.body.finish()
+        self.reusable = reusable and not self.closed
+        if not reusable:
+            self._close()
+
+    # --- use ---
+    def _close(self) -> None:
+        self.reusable = False
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.reusable = False
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    async def send(self, method: str, target: str, headers: list[tuple[str, str]],
+                   body: BodySource | None, length: int | None,
+                   tunnel: BodySource | None = None) -> UpstreamResponse:
+        """Send the request (its body streams in the background) and return the response,
+        whose head the caller awaits. `length` None with a body: chunked. `tunnel`: an
+        Upgrade request; after a 101 its bytes go up as they are and the response body is the
+        upstream's bytes."""
+        self.reusable = False
+        self._headers = []
+        self._head_only = method == "HEAD"
+        self._response_done = False
+        self._request_done = body is None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response = UpstreamResponse(BodyBuffer(self.buffer_bytes, self._pause,
+                                                    self._resume))
+        chunked = body is not None and length is None
+        lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
+        if chunked:
+            lines.append("transfer-encoding: chunked")
+        elif body is None and method in ("POST", "PUT", "PATCH"):
+            lines.append("content-length: 0")
+        self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if body is not None or tunnel is not None:
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_body(body or tunnel, chunked))
+        return self.response
+
+    async def _write_body(self, body: BodySource, chunked: bool) -> None:
+        try:
+            while True:
+                data = await body()
+                if not data:
+                    break
+                if self.closed:
+                    return
+                self.transport.write(b"%x\r\n" % len(data) + data + b"\r\n" if chunked else data)
+                if not self._can_write.is_set():
+                    await self._can_write.wait()
+            if chunked and not self.closed:
+                self.transport.write(b"0\r\n\r\n")
+            self._request_done = True
+        except asyncio.CancelledError:
+            pass
+        except Exception as err:
+            # ClientGone: the client went away mid-upload, and the upstream must not take a
+            # truncated body for a whole one; BodyTooLarge: the proxy answers it.
+            if self.response is not None:
+                self.response.fail(err)
+            self.abort()
+        finally:
+            self._writer = None
+
+    def _pause(self) -> None:
+        if not self.closed:
+            self.transport.pause_reading()
+
+    def _resume(self, n: int) -> None:
+        if not self.closed and self.response is not None \
+                and self.response.body.buffered <= self.buffer_bytes // 2:
+            self.transport.resume_reading()
+
+    def finished(self) -> bool:
+        """The exchange is over and the connection can carry another request."""
+        return self.reusable and self._response_done and self._request_done and not self.closed

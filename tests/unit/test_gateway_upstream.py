@@ -1,0 +1,108 @@
+"""gateway/upstream alone: the balancer's policies, passive ejection, and the pools against a
+real local HTTP/1.1 server (keep-alive reuse, the pending bound, idle closing)."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from gateway.upstream.balance import Balancer
+from gateway.upstream.errors import ConnectFailed, Overloaded
+from gateway.upstream.pool import Backend, PoolSettings
+
+
+def backends(n: int, **settings) -> list[Backend]:
+    return [Backend(f"http://127.0.0.1:{9000 + i}", PoolSettings(**settings)) for i in range(n)]
+
+
+def test_round_robin_least_conn_and_hashing():
+    bs = backends(3)
+    rr = Balancer("round-robin")
+    assert [rr.pick(bs, "", None).url for _ in range(6)] == [b.url for b in bs] * 2
+    bs[0].in_flight, bs[1].in_flight, bs[2].in_flight = 5, 1, 3
+    assert Balancer("least-conn").pick(bs, "", None) is bs[1]
+    by_ip = Balancer("hash:ip")
+    picks = {ip: by_ip.pick(bs, ip, None) for ip in (f"10.0.0.{i}" for i in range(50))}
+    assert len({b.url for b in picks.values()}) == 3                 # spread
+    assert all(by_ip.pick(bs, ip, None) is b for ip, b in picks.items())   # stable
+    # rendezvous hashing: taking one upstream out moves only its own keys
+    rest = [b for b in bs if b is not bs[0]]
+    assert all(by_ip.pick(rest, ip, None) is b for ip, b in picks.items() if b is not bs[0])
+    by_header = Balancer("hash:header:x-user")
+    assert by_header.pick(bs, "1.1.1.1", "alice") is by_header.pick(bs, "2.2.2.2", "alice")
+
+
+def test_ejection_and_return():
+    bs = backends(2, eject_after=3, eject_s=0.2)
+    rr = Balancer("round-robin")
+    assert not bs[0].failed() and not bs[0].failed()
+    assert bs[0].failed()                                  # the third in a row ejects
+    assert {rr.pick(bs, "", None).url for _ in range(4)} == {bs[1].url}
+    assert rr.pick(bs, "", None, exclude={bs[1].url}) is bs[0]   # all else tried: the ejected
+    time.sleep(0.25)
+    assert {rr.pick(bs, "", None).url for _ in range(4)} == {b.url for b in bs}
+    assert bs[0].failed()                                  # one more failure after the pause
+    bs[0].succeeded()
+    assert bs[0].available(time.monotonic())
+    bs[1].healthy = False                                  # active checks say down
+    assert {rr.pick(bs, "", None).url for _ in range(4)} == {bs[0].url}
+
+
+async def _server(delay: float = 0.0):
+    """A keep-alive HTTP/1.1 server answering 'ok' after `delay`; counts connections."""
+    state = {"connections": 0}
+
+    async def handle(reader, writer):
+        state["connections"] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head:
+                    break
+                await asyncio.sleep(delay)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], state
+
+
+async def _get(backend: Backend) -> bytes:
+    conn = await backend.acquire_h1()
+    resp = await conn.send("GET", "/", [("host", "x")], None, None)
+    await resp.head_ready
+    body = b""
+    while True:
+        data = await resp.body.read()
+        if not data:
+            break
+        body += data
+    backend.release_h1(conn)
+    return body
+
+
+def test_pool_reuses_bounds_and_sweeps():
+    async def main():
+        server, port, state = await _server(delay=0.2)
+        b = Backend(f"http://127.0.0.1:{port}",
+                    PoolSettings(max_connections=2, max_pending=2, idle_timeout_s=0.3))
+        assert await _get(b) == b"ok" and await _get(b) == b"ok"
+        assert state["connections"] == 1 and len(b.idle) == 1        # kept alive, reused
+        results = await asyncio.gather(*(_get(b) for _ in range(6)), return_exceptions=True)
+        assert sum(r == b"ok" for r in results) == 4                 # 2 connections + 2 waiting
+        assert sum(isinstance(r, Overloaded) for r in results) == 2  # beyond: 503 at once
+        assert b.h1_open == 2 and state["connections"] == 2
+        await asyncio.sleep(0.4)
+        b.sweep(time.monotonic())
+        assert b.h1_open == 0 and not b.idle                          # idle ones closed
+        server.close()
+        await server.wait_closed()
+        dead = Backend(f"http://127.0.0.1:{port}", PoolSettings(connect_timeout_s=1))
+        with pytest.raises(ConnectFailed):
+            await dead.acquire_h1()
+        assert dead.h1_open == 0
+    asyncio.run(main())
