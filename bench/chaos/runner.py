@@ -33,12 +33,12 @@ from bench.chaos.netns import NetLab, NetLabUnavailable
 from bench.chaos.workload import Workload
 from bench.common import percentile, table
 from cli.localcluster import LocalCluster
-from gfs.client import Client
 from gfs.errors import GfsError
 
 log = logging.getLogger("chaos")
 
 ELECTION = 0.3
+WORKLOAD_USER = "chaos"
 
 
 def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
@@ -56,7 +56,8 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     # A capacity per chunkserver and a low balancing threshold keep the balancer moving chunks
     # during the run (a server back from a long outage is far emptier than the others).
     cluster = LocalCluster(base / "cluster", host=lab.gateway if lab else "127.0.0.1")
-    cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, options={
+    cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, tls=True,
+                   options={
         "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
                    "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
                    "balance-concurrency": 2},
@@ -67,18 +68,28 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     return cluster, lab
 
 
-def final_reads(workload: Workload, masters: list[str]) -> None:
+def workload_identity(cluster: LocalCluster) -> dict:
+    """The workload's credentials: a user of its own and a token narrowed to what it does in
+    that user's namespace (the administrator's token stays with the harness)."""
+    with cluster.client(deadline=60) as admin:
+        admin.user_add(WORKLOAD_USER)
+        token, _ = admin.token_create("chaos-workload", scopes=[
+            f"storage.{WORKLOAD_USER}.files:read,list,write,delete"])
+    return {"token": token, "tls_ca": cluster.tls.ca}
+
+
+def final_reads(workload: Workload) -> None:
     """After healing: read every key once more, as ordinary operations in the history."""
-    with Client(masters, deadline=60) as c:
+    with workload.client(deadline=60) as c:
         for key in workload.keys:
             workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
 
 
-def check_blobs(workload: Workload, masters: list[str]) -> list[str]:
+def check_blobs(workload: Workload, cluster: LocalCluster) -> list[str]:
     """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold."""
     lost = []
     b = workload.blobs
-    with Client(masters, deadline=60) as c:
+    with cluster.client(deadline=60) as c:
         for name, (size, digest) in sorted(b.acked.items()):
             if name in b.uncertain:
                 continue
@@ -96,12 +107,12 @@ def check_blobs(workload: Workload, masters: list[str]) -> list[str]:
     return lost
 
 
-def wait_full_redundancy(masters: list[str], timeout: float = 120.0) -> dict:
+def wait_full_redundancy(cluster: LocalCluster, timeout: float = 120.0) -> dict:
     """After healing: how long until the leader reports every chunk back at full redundancy
     (dead servers back, nothing under-replicated or known corrupt, no copy running)."""
     start = time.monotonic()
     health: dict = {}
-    with Client(masters, deadline=30) as c:
+    with cluster.client(deadline=30) as c:
         while time.monotonic() - start < timeout:
             try:
                 health = c.health()
@@ -151,15 +162,14 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
           f"{threads} clients, in {base}", flush=True)
     cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
-    addrs = cluster.master_addresses()
-    workload = Workload(addrs, seed, threads=threads)
+    workload = Workload(cluster.master_addresses(), seed, threads=threads,
+                        root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
     nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
     rng = random.Random(seed)
     try:
-        with cluster.signed_in():            # the workload acts as the administrator
-            _run_faults(cluster, workload, nemesis, rng, minutes, addrs)
-            lost = check_blobs(workload, addrs)
-            redundancy = wait_full_redundancy(addrs)
+        _run_faults(cluster, workload, nemesis, rng, minutes)
+        lost = check_blobs(workload, cluster)
+        redundancy = wait_full_redundancy(cluster)
     except BaseException:
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
         raise
@@ -210,7 +220,7 @@ def failures(s: dict) -> list[str]:
 
 
 def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
-                rng: random.Random, minutes: float, addrs: list[str]) -> None:
+                rng: random.Random, minutes: float) -> None:
     """The workload under the nemesis for `minutes`, then healing and the final reads."""
     workload.prepare()
     workload.start()
@@ -224,7 +234,7 @@ def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
     workload.stop()
     nemesis.heal_all()
     cluster.wait_healthy(60)
-    final_reads(workload, addrs)
+    final_reads(workload)
 
 
 def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalCluster, seed: int,
@@ -246,6 +256,8 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
         "failover_by_kind_s": {k: spread(v) for k, v in sorted(fo.items())},
         "counts": dict(sorted(workload.counts.items())),
         "partitions": lab is not None,
+        "security": "auth + TLS (workload: a token narrowed to its user's files)"
+                    if cluster.tls else "auth",
         "full_redundancy_s": redundancy["seconds"],
         "final_health": redundancy["health"],
         "final_balance": {k: v for k, v in redundancy["balance"].items() if k != "servers"},
@@ -272,6 +284,7 @@ def report(s: dict) -> str:
         rows += [["balancing", f"{s['balance_moves']} moves in the run; at the end "
                                f"{b['state']}, spread {b['spread'] * 100:.1f} points"]]
     rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
+             ["security", s["security"]],
              ["seed", s["seed"]]]
     return table(["chaos summary", ""], rows)
 
