@@ -14,6 +14,7 @@ import click
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from cli.daemon_config import config_option
+from cli.test_hooks import test_clock_option
 from cli.tiers import tier_set_summary
 from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_error,
                         move_targets, remote_path, stat_if_dir_meant)
@@ -614,6 +615,7 @@ def tls_options(command):
                    "created on the cluster's first start (`gfs cluster up` makes one).")
 @cluster_secret_option
 @tls_options
+@test_clock_option
 @click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
               help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
@@ -688,6 +690,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                    "new chunks leave the last 2 % to repair copies.")
 @cluster_secret_option
 @tls_options
+@test_clock_option
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
                 cluster_secret_file, tls_cert, tls_key, tls_ca) -> None:

@@ -7,7 +7,7 @@ import time
 
 from gfs.errors import GfsError, InvalidArgument
 from master.callers import auth_of
-from master.proposer import now_ms
+from gfs.clock import now_ms
 from master.service import MasterService, abort_with, rpc
 from proto import identity_pb2 as ipb
 from proto import identity_pb2_grpc as ipb_grpc

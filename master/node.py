@@ -16,7 +16,8 @@ from master.capabilities import MasterCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.identity import require_admin
-from master.proposer import Proposer, now_ms
+from gfs.clock import now_ms
+from master.proposer import Proposer
 from master.raft import MetadataRaft, RaftConfig
 from master.repair import NO_ROOM, TOO_FEW_SERVERS, Repairer
 from master.tiering import TierMover

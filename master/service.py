@@ -15,7 +15,7 @@ from gfs.rpcguard import LIMITER
 from gfs.validate import address, label, non_negative, positive
 from master.callers import auth_of
 from master.node import MasterNode, NotLeader
-from master.proposer import now_ms
+from gfs.clock import now_ms
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
