@@ -63,6 +63,9 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
                    "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
                         "scrub-interval": 10, "capacity": capacity}})
+    for m in cluster.spec["masters"]:          # the nemesis moves their wall clocks
+        clock_file = str(Path(m["data"]) / "test-clock")
+        cluster.set_daemon_options(m["name"], {"test-clock-file": clock_file})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
     cluster.up(timeout=60)
     return cluster, lab
