@@ -15,7 +15,18 @@ from gfs.clock import write_test_offset
 DEAD_AFTER = 3.0          # the runner's master --dead-after
 RAFT_PORT = 7000          # the masters' Raft port on their test hosts
 LEADER_FAULTS = {"kill_leader", "kill_all", "pause_leader", "partition_leader", "power_loss_leader",
-                 "one_way_leader"}
+                 "one_way_leader", "power_loss_all"}
+#: Faults that kill -9 their targets (the record counts the masters among them), and those that
+#: are a power loss of the whole cluster.
+KILLING_FAULTS = {"kill_leader", "kill_follower", "kill_minority", "kill_all", "power_loss_leader",
+                  "power_loss_follower", "power_loss_all"}
+WHOLE_CLUSTER_POWER_LOSS = {"power_loss_all"}
+
+
+def master_kills(faults: list["Fault"]) -> int:
+    """How many master processes the faults killed."""
+    return sum(1 for f in faults if f.kind in KILLING_FAULTS
+               for t in f.targets if t.startswith("master-"))
 NETWORK_FAULTS = ["partition_leader", "one_way_leader", "lossy_link", "slow_link"]
 
 
@@ -40,7 +51,8 @@ class Nemesis:
         self.faults: list[Fault] = []
         self.kinds = ["kill_leader", "kill_follower", "kill_minority", "kill_all", "pause_leader",
                       "kill_chunkserver", "power_loss_leader", "power_loss_follower",
-                      "chunkserver_down_long", "corrupt_replicas", "clock_jump_leader"]
+                      "chunkserver_down_long", "corrupt_replicas", "clock_jump_leader",
+                      "power_loss_all"]
         if lab is not None:
             self.kinds += NETWORK_FAULTS
         self._deck = [k for k in reversed(first or []) if k in self.kinds]
@@ -84,7 +96,7 @@ class Nemesis:
             self.cluster.signal(name, signal.SIGKILL)
         for name in names:
             self.cluster._wait_gone(name, 10)
-            if power_loss:
+            if power_loss and "raft" in self.cluster.daemon(name):
                 drop_unsynced_journal(Path(self.cluster.daemon(name)["data"]))
         time.sleep(self.rng.uniform(0.2, 1.5))
         for name in names:
@@ -107,6 +119,11 @@ class Nemesis:
 
     def _power_loss_leader(self) -> Fault:
         return self._kill_restart("power_loss_leader", [self.leader()], power_loss=True)
+
+    def _power_loss_all(self) -> Fault:
+        """Every daemon killed at once, the masters' journals cut back to their last fsync."""
+        return self._kill_restart("power_loss_all", [d["name"] for d in self.cluster.daemons()],
+                                  power_loss=True)
 
     def _power_loss_follower(self) -> Fault:
         return self._kill_restart("power_loss_follower", [self.follower()], power_loss=True)

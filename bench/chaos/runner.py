@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
-from bench.chaos.nemesis import DEAD_AFTER, LEADER_FAULTS, Nemesis
+from bench.chaos import record
+from bench.chaos.nemesis import (DEAD_AFTER, LEADER_FAULTS, WHOLE_CLUSTER_POWER_LOSS, Nemesis,
+                                 master_kills)
 from bench.chaos.netns import NetLab, NetLabUnavailable
 from bench.chaos.workload import Workload
 from bench.common import percentile, table
@@ -160,17 +162,19 @@ def spread(values: list[float]) -> dict:
 
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
         use_netns: bool = True, workdir: str | None = None, keep: bool = False,
-        capacity: str = "2GiB") -> dict:
+        capacity: str = "2GiB", first_kinds: list[str] | None = None) -> dict:
+    """One chaos run; its summary. `first_kinds`: fault kinds injected first (then the
+    shuffled deck), so a short run surely samples them."""
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
           f"{threads} clients, in {base}", flush=True)
     cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
     workload = Workload(cluster.master_addresses(), seed, threads=threads,
                         root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
-    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
+    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds)
     rng = random.Random(seed)
     try:
-        _run_faults(cluster, workload, nemesis, rng, minutes)
+        fault_seconds = _run_faults(cluster, workload, nemesis, rng, minutes)
         lost = check_blobs(workload, cluster)
         redundancy = wait_full_redundancy(cluster)
     except BaseException:
@@ -182,6 +186,7 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         if lab is not None:
             lab.teardown()
     summary = summarise_run(workload, nemesis, lab, cluster, seed, minutes, lost, redundancy)
+    summary["fault_seconds"] = round(fault_seconds, 1)
     out = Path(__file__).resolve().parent.parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"chaos-{seed}.json").write_text(json.dumps({
@@ -223,11 +228,13 @@ def failures(s: dict) -> list[str]:
 
 
 def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
-                rng: random.Random, minutes: float) -> None:
-    """The workload under the nemesis for `minutes`, then healing and the final reads."""
+                rng: random.Random, minutes: float) -> float:
+    """The workload under the nemesis for `minutes`, then healing and the final reads;
+    returns the seconds spent under faults."""
     workload.prepare()
     workload.start()
-    end = time.monotonic() + minutes * 60
+    began = time.monotonic()
+    end = began + minutes * 60
     while time.monotonic() < end:
         time.sleep(rng.uniform(1.0, 3.0))
         fault = nemesis.inject()
@@ -235,9 +242,11 @@ def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
               flush=True)
         cluster.wait_healthy(60)
     workload.stop()
+    under_faults = time.monotonic() - began
     nemesis.heal_all()
     cluster.wait_healthy(60)
     final_reads(workload)
+    return under_faults
 
 
 def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalCluster, seed: int,
@@ -255,6 +264,9 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
         "linearizable": lin["linearizable"], "linearizability": lin,
         "violations": violations[:5],
         "faults": {k: sum(1 for f in nemesis.faults if f.kind == k) for k in nemesis.kinds},
+        "master_kills": master_kills(nemesis.faults),
+        "whole_cluster_power_losses": sum(1 for f in nemesis.faults
+                                          if f.kind in WHOLE_CLUSTER_POWER_LOSS),
         "failover_s": spread([t for ts in fo.values() for t in ts]),
         "failover_by_kind_s": {k: spread(v) for k, v in sorted(fo.items())},
         "counts": dict(sorted(workload.counts.items())),
@@ -296,6 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--hours", type=float, default=None,
+                    help="a long run: a campaign of --segment-minutes runs appended to "
+                         "bench/results/chaos-record.json; the same command resumes it")
+    ap.add_argument("--segment-minutes", type=float, default=10.0)
+    ap.add_argument("--record", action="store_true",
+                    help="append this --minutes run to the record too")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--masters", type=int, choices=[3, 5], default=3)
     ap.add_argument("--chunkservers", type=int, default=4)
@@ -306,10 +324,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="--capacity of each chunkserver (smaller: the cluster fills up sooner, "
                          "and space pressure, the repair reserve and cluster-full errors join in)")
     a = ap.parse_args(argv)
+    def one(minutes: float, seed: int) -> dict:
+        s = run(minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns,
+                keep=a.keep, capacity=a.capacity)
+        print(report(s), flush=True)
+        return s
+
+    if a.hours is not None:
+        return record.campaign(a.hours, a.segment_minutes, a.seed, one)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
-    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep,
-            capacity=a.capacity)
-    print(report(s))
+    s = one(a.minutes, seed)
+    if a.record:
+        record.add_run(s)
     if failures(s):
         print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"],
                           "final_health": s["final_health"]}, indent=2, default=str))
