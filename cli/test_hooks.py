@@ -18,3 +18,12 @@ test_clock_option = click.option(
     metavar="FILE", expose_value=False, callback=_use_test_clock, is_eager=True,
     help="TEST ONLY: read the wall clock as the system's plus the offset (seconds) written in "
          "FILE, re-read when it changes (the chaos suite's clock jumps).")
+
+
+def refuse_wrong_planted_bug() -> None:
+    """A daemon does not start with the planted-bug variables set wrongly (gfs/planted.py)."""
+    from gfs.planted import PlantedBugRefused, check_at_start
+    try:
+        check_at_start()
+    except PlantedBugRefused as err:
+        raise click.ClickException(str(err)) from None

@@ -10,7 +10,7 @@ import sys
 import grpc
 from prometheus_client import REGISTRY
 
-from gfs import logs, metrics, sdnotify
+from gfs import logs, metrics, planted, sdnotify
 from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
@@ -51,6 +51,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           capability_ttl: float = 60.0, tls: TlsFiles | None = None) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
+    planted.check_at_start()
     tune_malloc()
     # The gRPC event loop and the Raft tick thread hand requests to each other on every command;
     # with the default 5 ms GIL switch interval each handoff can wait that long.

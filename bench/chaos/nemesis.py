@@ -180,7 +180,9 @@ class Nemesis:
         index = self.masters().index(name)
         fault = self._fault("partition_leader", [name])
         self.lab.isolate(index, list(range(len(self.masters()))))
-        time.sleep(self.election * 4 + self.rng.uniform(0, 1.5))
+        # long enough for the others to elect a leader and commit writes while the deposed
+        # leader's clients still reach it
+        time.sleep(self.election * 4 + self.rng.uniform(1.0, 5.0))
         self.lab.heal()
         fault.end = self.clock()
         return fault

@@ -36,6 +36,7 @@ from bench.chaos.workload import Workload
 from bench.common import percentile, table
 from cli.localcluster import LocalCluster
 from gfs.errors import GfsError
+from gfs.planted import ALLOW_VALUE, BUGS, ENV_ALLOW, ENV_BUG
 
 log = logging.getLogger("chaos")
 
@@ -81,6 +82,17 @@ def workload_identity(cluster: LocalCluster) -> dict:
         token, _ = admin.token_create("chaos-workload", scopes=[
             f"storage.{WORKLOAD_USER}.files:read,list,write,delete"])
     return {"token": token, "tls_ca": cluster.tls.ca}
+
+
+def restart_with_planted_bug(cluster: LocalCluster, bug: str) -> None:
+    """Switch a planted bug on in every daemon (test only: the environment they inherit)."""
+    os.environ[ENV_BUG], os.environ[ENV_ALLOW] = bug, ALLOW_VALUE
+    for d in cluster.daemons():
+        cluster.stop(d["name"])
+    for d in cluster.daemons():
+        cluster.start(d["name"])
+    cluster.wait_healthy(60)
+    print(f"chaos: planted bug {bug} switched on in every daemon", flush=True)
 
 
 def final_reads(workload: Workload) -> None:
@@ -162,9 +174,12 @@ def spread(values: list[float]) -> dict:
 
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
         use_netns: bool = True, workdir: str | None = None, keep: bool = False,
-        capacity: str = "2GiB", first_kinds: list[str] | None = None) -> dict:
+        capacity: str = "2GiB", first_kinds: list[str] | None = None,
+        planted_bug: str | None = None) -> dict:
     """One chaos run; its summary. `first_kinds`: fault kinds injected first (then the
-    shuffled deck), so a short run surely samples them."""
+    shuffled deck), so a short run surely samples them. `planted_bug` (gfs/planted.py): once
+    the cluster is set up, every daemon is restarted with that bug switched on — the run is
+    expected to FAIL."""
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
           f"{threads} clients, in {base}", flush=True)
@@ -174,6 +189,9 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
     nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds)
     rng = random.Random(seed)
     try:
+        workload.prepare()
+        if planted_bug:
+            restart_with_planted_bug(cluster, planted_bug)
         fault_seconds = _run_faults(cluster, workload, nemesis, rng, minutes)
         lost = check_blobs(workload, cluster)
         redundancy = wait_full_redundancy(cluster)
@@ -181,12 +199,15 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
         raise
     finally:
+        for name in (ENV_BUG, ENV_ALLOW):
+            os.environ.pop(name, None)
         workload.stop()
         cluster.down()
         if lab is not None:
             lab.teardown()
     summary = summarise_run(workload, nemesis, lab, cluster, seed, minutes, lost, redundancy)
     summary["fault_seconds"] = round(fault_seconds, 1)
+    summary["planted_bug"] = planted_bug
     out = Path(__file__).resolve().parent.parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"chaos-{seed}.json").write_text(json.dumps({
@@ -231,7 +252,6 @@ def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
                 rng: random.Random, minutes: float) -> float:
     """The workload under the nemesis for `minutes`, then healing and the final reads;
     returns the seconds spent under faults."""
-    workload.prepare()
     workload.start()
     began = time.monotonic()
     end = began + minutes * 60
@@ -300,6 +320,7 @@ def report(s: dict) -> str:
                                f"{b['state']}, spread {b['spread'] * 100:.1f} points"]]
     rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
              ["security", s["security"]],
+             *([["PLANTED BUG (test only)", s["planted_bug"]]] if s.get("planted_bug") else []),
              ["seed", s["seed"]]]
     return table(["chaos summary", ""], rows)
 
@@ -320,13 +341,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
+    ap.add_argument("--planted-bug", choices=sorted(BUGS), default=None,
+                    help="TEST ONLY: switch this deliberately broken behaviour on in every "
+                         "daemon after setup; the run must fail")
     ap.add_argument("--capacity", default="2GiB",
                     help="--capacity of each chunkserver (smaller: the cluster fills up sooner, "
                          "and space pressure, the repair reserve and cluster-full errors join in)")
     a = ap.parse_args(argv)
     def one(minutes: float, seed: int) -> dict:
         s = run(minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns,
-                keep=a.keep, capacity=a.capacity)
+                keep=a.keep, capacity=a.capacity, planted_bug=a.planted_bug)
         print(report(s), flush=True)
         return s
 
