@@ -31,6 +31,7 @@ from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
 from bench.chaos import record
 from bench.chaos.nemesis import (DEAD_AFTER, LEADER_FAULTS, WHOLE_CLUSTER_POWER_LOSS, Nemesis,
                                  master_kills)
+from bench.chaos.history import export_porcupine
 from bench.chaos.netns import NetLab, NetLabUnavailable
 from bench.chaos.workload import Workload
 from bench.common import percentile, table
@@ -213,6 +214,7 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
     (out / f"chaos-{seed}.json").write_text(json.dumps({
         "summary": summary, "faults": [dataclasses.asdict(f) for f in nemesis.faults],
         "history": [dataclasses.asdict(o) for o in workload.history]}, default=str))
+    export_porcupine(workload.history, out / f"chaos-{seed}.porcupine.json")
     keep_or_clean(base, cluster, summary, keep)
     return summary
 
