@@ -302,12 +302,21 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
     }
 
 
+def fault_rows(faults: dict[str, int], per_row: int = 4) -> list[list]:
+    """The faults by kind, a few per table row."""
+    items = [f"{k} {v}" for k, v in faults.items() if v]
+    rows = [items[i:i + per_row] for i in range(0, len(items), per_row)] or [[]]
+    return [["faults" if i == 0 else "", ", ".join(r)] for i, r in enumerate(rows)]
+
+
 def report(s: dict) -> str:
     fo = s["failover_s"]
     rows = [["operations", s["operations"]], ["acknowledged", s["acknowledged"]],
             ["lost (must be 0)", s["lost"]], ["linearizable", "yes" if s["linearizable"] else "NO"],
             ["keys checked / ops", f"{s['linearizability']['keys']} / {s['linearizability']['ops']}"],
-            ["faults", ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)],
+            *fault_rows(s["faults"]),
+            ["master kills / whole-cluster power losses",
+             f"{s['master_kills']} / {s['whole_cluster_power_losses']}"],
             ["failover p50 / p99 / max (s)", f"{fo['p50']:.2f} / {fo['p99']:.2f} / {fo['max']:.2f} "
                                              f"({fo['count']} leader faults)"]]
     rows += [[f"  after {k}", f"{v['p50']:.2f} / {v['p99']:.2f} / {v['max']:.2f} ({v['count']})"]
