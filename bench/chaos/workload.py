@@ -85,8 +85,8 @@ class Workload:
             n = 0
             while not self._stop.is_set():
                 n += 1
-                kind = rng.choices(["lin", "blob_put", "blob_get", "blob_mv", "blob_rm", "meta"],
-                                   weights=[10, 3, 2, 1, 1, 2])[0]
+                kind = rng.choices(["lin", "fresh_read", "blob_put", "blob_get", "blob_mv",
+                                    "blob_rm", "meta"], weights=[10, 2, 3, 2, 1, 1, 2])[0]
                 getattr(self, f"_op_{kind}")(c, rng, process, n)
 
     def _record(self, op: Op, error: str | None) -> None:
@@ -102,6 +102,12 @@ class Workload:
                         weights=[4, 1, 2, 2, 6, 1])[0]
         value = f"{process}-{n}" if f in ("write", "create", "write_tmp") else None
         self.run_lin_op(c, process, key, f, value)
+
+    def _op_fresh_read(self, c: Client, rng: random.Random, process: int, n: int) -> None:
+        """A read by a client that has just arrived: its first call goes to a random master
+        (a follower must redirect it, never answer from its own state)."""
+        with self.client(deadline=self.op_deadline, attempt_timeout=1.0) as fresh:
+            self.run_lin_op(fresh, process, rng.choice(self.keys), "read", None)
 
     def run_lin_op(self, c: Client, process: int, key: str, f: str, value: str | None) -> Op:
         op = Op(process=process, key=key, f=f, value=value, invoke=self.now(), complete=None,
