@@ -3,7 +3,7 @@
 #   ./run.sh demo   set everything up, start a local cluster, put and get a file
 #   ./run.sh test   set everything up, run the whole test suite
 #   ./run.sh bench [NAME ...] [--quick]   run the benchmark suite (bench/, docs/benchmarks.md)
-#   ./run.sh chaos [--minutes N] [--seed S]   the chaos suite's long profile
+#   ./run.sh chaos [--minutes N | --hours N] [--seed S]   the chaos suite (--hours: a resumable, recorded run)
 #   ./run.sh setup  only set up (.venv with pinned dependencies, system packages)
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -13,7 +13,7 @@ from chunkserver.heartbeat import Heartbeater
 from chunkserver.scrubber import Scrubber
 from chunkserver.service import ChunkserverService
 from chunkserver.store import ChunkStore
-from gfs import logs, metrics, sdnotify
+from gfs import logs, metrics, planted, sdnotify
 from gfs.auth import insecure
 from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
@@ -52,6 +52,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     """
     logs.setup("chunkserver")
     insecure.announce("chunkserver", insecure_no_auth)
+    planted.check_at_start()
     tune_malloc()
     store = ChunkStore(data_dir, cold_dir=cold_dir, capacity=capacity,
                        max_chunk_size=max_chunk_size)

@@ -95,6 +95,7 @@ from gfs.errors import (DataLoss, FailedPrecondition, InvalidArgument, NotFound,
                         ResourceExhausted)
 from gfs.fsutil import fsync_path
 from gfs.space import repair_reserve
+from gfs.planted import planted
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,8 @@ class ChunkWriter:
             checksum = self._summer.finish()
             self._check_expected(checksum, expected_length, expected_checksum)
             f.flush()
-            os.fsync(f.fileno())
+            if not planted("ack_before_fsync"):
+                os.fsync(f.fileno())
             f.close()
             self._write_sidecar(checksum)
             meta = self._store._publish(self.handle, self.version, self.length, checksum,
@@ -711,7 +713,8 @@ class ChunkStore:
             _unlink_quietly(self._path(handle, version, "bad"))
             os.rename(data_tmp, data_path)
             os.rename(sums_tmp, sums_path)
-            fsync_path(os.path.dirname(data_path))
+            if not planted("skip_dir_fsync"):
+                fsync_path(os.path.dirname(data_path))
             meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime,
                              HOT, length)
             self._set_index(handle, meta)

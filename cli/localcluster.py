@@ -267,6 +267,11 @@ class LocalCluster:
                 return d
         raise KeyError(name)
 
+    def set_daemon_options(self, name: str, options: dict) -> None:
+        """Flags for one daemon on top of the cluster's (from its next start on)."""
+        self.daemon(name).setdefault("options", {}).update(options)
+        self._save()
+
     # --- processes -----------------------------------------------------------------------------
 
     def master_argv(self, m: dict) -> list[str]:
@@ -278,7 +283,8 @@ class LocalCluster:
                 "--admin-token-file", str(self.admin_token_path),
                 "--cluster-secret-file", str(self.secret_path)] + self.tls_flags() \
             + self.mode_flags()
-        return argv + option_flags(self.spec.get("options", {}).get("master", {}))
+        return argv + option_flags({**self.spec.get("options", {}).get("master", {}),
+                                    **m.get("options", {})})
 
     def chunkserver_argv(self, c: dict) -> list[str]:
         argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", self.data_path(c),

@@ -14,6 +14,7 @@ import click
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 from cli.daemon_config import config_option
+from cli.test_hooks import refuse_wrong_planted_bug, test_clock_option
 from cli.tiers import tier_set_summary
 from cli.remote import (is_remote_dir, local_name_as_remote, missing_parent_error,
                         move_targets, remote_path, stat_if_dir_meant)
@@ -605,6 +606,7 @@ def tls_options(command):
 @cluster_secret_option
 @tls_options
 @insecure_option
+@test_clock_option
 @click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
               help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
@@ -618,6 +620,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     """Run a master daemon (with no subcommand), or inspect masters."""
     if ctx.invoked_subcommand is not None:
         return
+    refuse_wrong_planted_bug()
     missing = [n for n, v in (("--id", node_id), ("--raft", raft_addr), ("--grpc", grpc_addr),
                               ("--data", data_dir)) if v is None]
     if missing:
@@ -680,10 +683,12 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
 @cluster_secret_option
 @tls_options
 @insecure_option
+@test_clock_option
 def chunkserver(data_dir, masters_, bind, advertise_host, rack, metrics_addr,
                 heartbeat_interval, scrub_rate, scrub_interval, cold_dir, capacity,
                 cluster_secret_file, tls_cert, tls_key, tls_ca, insecure_no_auth) -> None:
     """Run a chunkserver daemon."""
+    refuse_wrong_planted_bug()
     from chunkserver.server import serve
     from gfs.auth.secret import load_secret_file
     from gfs.auth.tls import TlsFiles

@@ -12,6 +12,7 @@ from typing import Callable
 from gfs.auth.capability import READ, WRITE, CapabilityIssuer
 from gfs.errors import FailedPrecondition, GfsError, Unavailable
 from master import capability_keys
+from gfs.clock import now as gfs_now
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class MasterCapabilities:
 
     def __init__(self, cluster_secret: bytes, keys: Callable[[], list[dict]],
                  propose: Callable[[dict], dict], ttl_s: float,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = gfs_now):
         self._issuer = CapabilityIssuer(cluster_secret, ttl_s, clock)
         self._keys = keys
         self._propose = propose

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
 
 from master import pressure
 from master.chunkservers import ChunkserverRegistry
+from gfs.clock import now as gfs_now
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class GarbageCollector:
     def __init__(self, registry: ChunkserverRegistry, unreferenced, is_leader,
                  grace_s: float = 3600.0, interval_s: float = 10.0,
-                 clock=time.time, pending_uploads: Callable[[], list[dict]] | None = None,
+                 clock=gfs_now, pending_uploads: Callable[[], list[dict]] | None = None,
                  propose: Callable[[dict], dict] | None = None,
                  trash_retention_s: float = 0.0,
                  trash_list: Callable[[], list[dict]] | None = None,

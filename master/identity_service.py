@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from gfs.errors import GfsError, InvalidArgument
+from gfs.clock import now_ms
 from master.callers import caller_of
-from master.proposer import now_ms
 from master.service import MasterService, abort_with, rpc
 from proto import identity_pb2 as ipb
 from proto import identity_pb2_grpc as ipb_grpc

@@ -26,6 +26,7 @@ from joserfc.errors import (BadSignatureError, ClaimError, ExpiredTokenError, Jo
                             MissingClaimError)
 from joserfc.jwk import KeySet
 
+from gfs import clock
 from gfs.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from master.oidc import check_issuer_url
 
@@ -173,7 +174,7 @@ class IdTokenVerifier:
                         int(claims["exp"] * 1000), hashlib.sha256(id_token.encode()).digest())
 
     def _check_claims(self, issuer: str, claims: dict, nonce: str) -> dict:
-        now = int(time.time())
+        now = int(clock.now())          # the daemon's steady clock (gfs/clock.py)
         registry = jwt.JWTClaimsRegistry(
             now=now, leeway=self.leeway_s, iss={"essential": True, "value": issuer},
             sub={"essential": True}, exp={"essential": True}, iat={"essential": True})

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from concurrent.futures import Future
 from typing import Callable
 
@@ -107,5 +106,3 @@ class Proposer:
         self._pump()
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)

@@ -41,6 +41,7 @@ from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
 from master.raft_auth import FrameAuthenticator
 from master.state import MetadataState
+from gfs.clock import now_ms
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ class MetadataRaft(SyncObj):
                 self.state.copy_to_fd(f.fileno())
             os.fsync(f.fileno())
         self.snapshot_index = last_entry[1]
-        self.snapshot_time_ms = int(time.time() * 1000)
+        self.snapshot_time_ms = now_ms()
         log.info("snapshot written at index %d", self.snapshot_index)
 
     def _install_snapshot(self, path: str):

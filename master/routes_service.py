@@ -6,8 +6,8 @@ import asyncio
 import time
 
 from gfs.errors import GfsError
-from master.callers import auth_of
-from master.proposer import now_ms
+from master.callers import caller_of
+from gfs.clock import now_ms
 from master.routes import route_of_record
 from master.service import MasterService, abort_with, rpc
 from proto import master_pb2 as pb
@@ -71,7 +71,7 @@ class RoutesService(rpb_grpc.RoutesServicer):
         identity Watch: a gateway reconnects to the new leader when this one steps down)."""
         node = self.m.node
         try:
-            auth = auth_of(context)
+            auth = caller_of(context, node.insecure_no_auth)
             have, last_sent = request.from_revision, 0.0
             while True:
                 node.require_leader()

@@ -10,7 +10,7 @@ import sys
 import grpc
 from prometheus_client import REGISTRY
 
-from gfs import logs, metrics, sdnotify
+from gfs import logs, metrics, planted, sdnotify
 from gfs.auth import insecure
 from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
@@ -58,6 +58,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
     insecure.announce("master", insecure_no_auth)
+    planted.check_at_start()
     tune_malloc()
     # The gRPC event loop and the Raft tick thread hand requests to each other on every command;
     # with the default 5 ms GIL switch interval each handoff can wait that long.

@@ -18,7 +18,7 @@ from gfs.validate import address, label, non_negative, positive
 from master import backup
 from master.callers import caller_of
 from master.node import MasterNode, NotLeader
-from master.proposer import now_ms
+from gfs.clock import now_ms
 from master.state import AS_SYSTEM
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc

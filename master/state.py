@@ -22,6 +22,7 @@ from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenticated
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
+from gfs.planted import planted
 from master import capability_keys, identity, oidc, routes
 from master import namespace as ns
 from master import usage
@@ -340,6 +341,8 @@ class MetadataState:
             if stored is not None:
                 return stored
         result = self._execute(txn, command)
+        if planted("apply_twice"):
+            result = self._execute(txn, command)
         if session is not None:
             now = command.get("now")
             tx.store_session(session, result,

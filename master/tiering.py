@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import logging
 import threading
-import time
 from typing import Callable
 
 import grpc
@@ -27,6 +26,7 @@ import grpc
 from master.chunkservers import ChunkserverRegistry, ServerView
 from master.loops import WorkerLoop
 from proto import chunkserver_pb2 as cpb
+from gfs.clock import now as gfs_now
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ HOT, COLD = "hot", "cold"
 class ReadTracker:
     """Recent data reads per inode (soft state) and the last-read times not yet persisted."""
 
-    def __init__(self, window_s: float, clock=time.time):
+    def __init__(self, window_s: float, clock=gfs_now):
         self.window_s = window_s
         self._clock = clock
         self._lock = threading.Lock()
@@ -115,7 +115,7 @@ class TierMover(WorkerLoop):
                  propose: Callable[[dict], dict], is_leader: Callable[[], bool],
                  cold_after_s: float = 7 * 86400.0, warm_reads: int = 2,
                  warm_window_s: float = 3600.0, concurrency: int = 2,
-                 interval_s: float = 2.0, clock=time.time):
+                 interval_s: float = 2.0, clock=gfs_now):
         super().__init__("tiering", registry, chunk_table, is_leader, concurrency, interval_s,
                          clock)
         self.propose = propose

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Callable
+
+from gfs.clock import now_ms
 
 log = logging.getLogger(__name__)
 MAX_PER_COMMAND = 10_000
@@ -26,7 +27,7 @@ class TokenUses:
 
     def note(self, auth: bytes | None) -> None:
         if auth is not None:
-            self._seen[auth] = int(time.time() * 1000)     # one dict store: no lock needed
+            self._seen[auth] = now_ms()     # one dict store: no lock needed
 
     def start(self) -> None:
         self._thread.start()

@@ -10,9 +10,24 @@ from pathlib import Path
 
 from bench.chaos.netns import NetLab
 from cli.localcluster import LocalCluster
+from gfs.clock import write_test_offset
 
 DEAD_AFTER = 3.0          # the runner's master --dead-after
-LEADER_FAULTS = {"kill_leader", "kill_all", "pause_leader", "partition_leader", "power_loss_leader"}
+RAFT_PORT = 7000          # the masters' Raft port on their test hosts
+LEADER_FAULTS = {"kill_leader", "kill_all", "pause_leader", "partition_leader", "power_loss_leader",
+                 "one_way_leader", "power_loss_all"}
+#: Faults that kill -9 their targets (the record counts the masters among them), and those that
+#: are a power loss of the whole cluster.
+KILLING_FAULTS = {"kill_leader", "kill_follower", "kill_minority", "kill_all", "power_loss_leader",
+                  "power_loss_follower", "power_loss_all"}
+WHOLE_CLUSTER_POWER_LOSS = {"power_loss_all"}
+
+
+def master_kills(faults: list["Fault"]) -> int:
+    """How many master processes the faults killed."""
+    return sum(1 for f in faults if f.kind in KILLING_FAULTS
+               for t in f.targets if t.startswith("master-"))
+NETWORK_FAULTS = ["partition_leader", "one_way_leader", "lossy_link", "slow_link"]
 
 
 @dataclass
@@ -25,7 +40,9 @@ class Fault:
 
 class Nemesis:
     def __init__(self, cluster: LocalCluster, lab: NetLab | None, seed: int, clock,
-                 election_timeout: float):
+                 election_timeout: float, first: list[str] | None = None):
+        """`first`: kinds to inject before the shuffled deck starts (those of them possible
+        here), so that a short run is sure to sample them."""
         self.cluster = cluster
         self.lab = lab
         self.rng = random.Random(seed)
@@ -34,10 +51,11 @@ class Nemesis:
         self.faults: list[Fault] = []
         self.kinds = ["kill_leader", "kill_follower", "kill_minority", "kill_all", "pause_leader",
                       "kill_chunkserver", "power_loss_leader", "power_loss_follower",
-                      "chunkserver_down_long", "corrupt_replicas"]
+                      "chunkserver_down_long", "corrupt_replicas", "clock_jump_leader",
+                      "power_loss_all"]
         if lab is not None:
-            self.kinds.append("partition_leader")
-
+            self.kinds += NETWORK_FAULTS
+        self._deck = [k for k in reversed(first or []) if k in self.kinds]
     def masters(self) -> list[str]:
         return [m["name"] for m in self.cluster.spec["masters"]]
 
@@ -56,8 +74,15 @@ class Nemesis:
 
     # --- one fault ---------------------------------------------------------------------------
 
+    def next_kind(self) -> str:
+        """Kinds are dealt from a shuffled deck: every kind once per len(kinds) faults, so even
+        a short run samples each of them."""
+        if not self._deck:
+            self._deck = self.rng.sample(self.kinds, len(self.kinds))
+        return self._deck.pop()
+
     def inject(self, kind: str | None = None) -> Fault:
-        kind = kind or self.rng.choice(self.kinds)
+        kind = kind or self.next_kind()
         fault = getattr(self, f"_{kind}")()
         self.faults.append(fault)
         return fault
@@ -71,7 +96,7 @@ class Nemesis:
             self.cluster.signal(name, signal.SIGKILL)
         for name in names:
             self.cluster._wait_gone(name, 10)
-            if power_loss:
+            if power_loss and "raft" in self.cluster.daemon(name):
                 drop_unsynced_journal(Path(self.cluster.daemon(name)["data"]))
         time.sleep(self.rng.uniform(0.2, 1.5))
         for name in names:
@@ -94,6 +119,11 @@ class Nemesis:
 
     def _power_loss_leader(self) -> Fault:
         return self._kill_restart("power_loss_leader", [self.leader()], power_loss=True)
+
+    def _power_loss_all(self) -> Fault:
+        """Every daemon killed at once, the masters' journals cut back to their last fsync."""
+        return self._kill_restart("power_loss_all", [d["name"] for d in self.cluster.daemons()],
+                                  power_loss=True)
 
     def _power_loss_follower(self) -> Fault:
         return self._kill_restart("power_loss_follower", [self.follower()], power_loss=True)
@@ -150,15 +180,76 @@ class Nemesis:
         index = self.masters().index(name)
         fault = self._fault("partition_leader", [name])
         self.lab.isolate(index, list(range(len(self.masters()))))
-        time.sleep(self.election * 4 + self.rng.uniform(0, 1.5))
+        # long enough for the others to elect a leader and commit writes while the deposed
+        # leader's clients still reach it
+        time.sleep(self.election * 4 + self.rng.uniform(1.0, 5.0))
         self.lab.heal()
         fault.end = self.clock()
         return fault
+
+    def _hold(self) -> None:
+        """How long a network or clock fault lasts: a few election timeouts."""
+        time.sleep(self.election * 4 + self.rng.uniform(0, 1.5))
+
+    def _one_way_leader(self) -> Fault:
+        """The leader hears the other masters but is not heard, or is heard but hears nothing."""
+        name = self.leader()
+        heard = self.rng.random() < 0.5
+        fault = self._fault("one_way_leader", [f"{name} ({'deaf' if heard else 'mute'})"])
+        self.lab.one_way(self.masters().index(name), list(range(len(self.masters()))), heard)
+        self._hold()
+        self.lab.heal()
+        fault.end = self.clock()
+        return fault
+
+    def _leader_link(self) -> tuple[str, str, int, int]:
+        leader = self.leader()
+        other = self.rng.choice([m for m in self.masters() if m != leader])
+        return leader, other, self.masters().index(leader), self.masters().index(other)
+
+    def _lossy_link(self) -> Fault:
+        """20-60 % of the packets between the leader and one follower dropped."""
+        leader, other, a, b = self._leader_link()
+        loss = self.rng.uniform(0.2, 0.6)
+        fault = self._fault("lossy_link", [leader, other, f"{loss:.0%}"])
+        self.lab.lose(a, b, loss)
+        self._hold()
+        self.lab.heal()
+        fault.end = self.clock()
+        return fault
+
+    def _slow_link(self) -> Fault:
+        """Raft traffic between the leader and one follower delayed 20-300 ms each way."""
+        leader, other, a, b = self._leader_link()
+        delay = self.rng.uniform(0.02, 0.3)
+        fault = self._fault("slow_link", [leader, other, f"{delay * 1000:.0f}ms"])
+        self.lab.delay(a, b, RAFT_PORT, delay)
+        self._hold()
+        self.lab.heal()
+        fault.end = self.clock()
+        return fault
+
+    def _clock_jump_leader(self) -> Fault:
+        """The leader's wall clock jumps forward or back by 2 s to 10 min, and back again."""
+        name = self.leader()
+        offset = self.rng.choice([-1, 1]) * self.rng.uniform(2, 600)
+        path = self.clock_file(name)
+        fault = self._fault("clock_jump_leader", [name, f"{offset:+.0f}s"])
+        write_test_offset(path, offset)
+        self._hold()
+        write_test_offset(path, 0)
+        fault.end = self.clock()
+        return fault
+
+    def clock_file(self, name: str) -> str:
+        return self.cluster.daemon(name)["options"]["test-clock-file"]
 
     def heal_all(self) -> None:
         """End every fault: links healed, paused daemons resumed, every daemon running."""
         if self.lab is not None:
             self.lab.heal()
+        for m in self.masters():
+            write_test_offset(self.clock_file(m), 0)
         for d in self.cluster.daemons():
             pid = self.cluster.pid(d["name"])
             if pid:

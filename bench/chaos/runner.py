@@ -28,17 +28,21 @@ import time
 from pathlib import Path
 
 from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
-from bench.chaos.nemesis import DEAD_AFTER, LEADER_FAULTS, Nemesis
+from bench.chaos import record
+from bench.chaos.nemesis import (DEAD_AFTER, LEADER_FAULTS, WHOLE_CLUSTER_POWER_LOSS, Nemesis,
+                                 master_kills)
+from bench.chaos.history import export_porcupine
 from bench.chaos.netns import NetLab, NetLabUnavailable
 from bench.chaos.workload import Workload
 from bench.common import percentile, table
 from cli.localcluster import LocalCluster
-from gfs.client import Client
 from gfs.errors import GfsError
+from gfs.planted import ALLOW_VALUE, BUGS, ENV_ALLOW, ENV_BUG
 
 log = logging.getLogger("chaos")
 
 ELECTION = 0.3
+WORKLOAD_USER = "chaos"
 
 
 def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
@@ -56,29 +60,54 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     # A capacity per chunkserver and a low balancing threshold keep the balancer moving chunks
     # during the run (a server back from a long outage is far emptier than the others).
     cluster = LocalCluster(base / "cluster", host=lab.gateway if lab else "127.0.0.1")
-    cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, options={
+    cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, tls=True,
+                   options={
         "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
                    "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
                    "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
                         "scrub-interval": 10, "capacity": capacity}})
+    for m in cluster.spec["masters"]:          # the nemesis moves their wall clocks
+        clock_file = str(Path(m["data"]) / "test-clock")
+        cluster.set_daemon_options(m["name"], {"test-clock-file": clock_file})
     os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
     cluster.up(timeout=60)
     return cluster, lab
 
 
-def final_reads(workload: Workload, masters: list[str]) -> None:
+def workload_identity(cluster: LocalCluster) -> dict:
+    """The workload's credentials: a user of its own and a token narrowed to what it does in
+    that user's namespace (the administrator's token stays with the harness)."""
+    with cluster.client(deadline=60) as admin:
+        admin.user_add(WORKLOAD_USER)
+        token, _ = admin.token_create("chaos-workload", scopes=[
+            f"storage.{WORKLOAD_USER}.files:read,list,write,delete"])
+    return {"token": token, "tls_ca": cluster.tls.ca}
+
+
+def restart_with_planted_bug(cluster: LocalCluster, bug: str) -> None:
+    """Switch a planted bug on in every daemon (test only: the environment they inherit)."""
+    os.environ[ENV_BUG], os.environ[ENV_ALLOW] = bug, ALLOW_VALUE
+    for d in cluster.daemons():
+        cluster.stop(d["name"])
+    for d in cluster.daemons():
+        cluster.start(d["name"])
+    cluster.wait_healthy(60)
+    print(f"chaos: planted bug {bug} switched on in every daemon", flush=True)
+
+
+def final_reads(workload: Workload) -> None:
     """After healing: read every key once more, as ordinary operations in the history."""
-    with Client(masters, deadline=60) as c:
+    with workload.client(deadline=60) as c:
         for key in workload.keys:
             workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
 
 
-def check_blobs(workload: Workload, masters: list[str]) -> list[str]:
+def check_blobs(workload: Workload, cluster: LocalCluster) -> list[str]:
     """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold."""
     lost = []
     b = workload.blobs
-    with Client(masters, deadline=60) as c:
+    with cluster.client(deadline=60) as c:
         for name, (size, digest) in sorted(b.acked.items()):
             if name in b.uncertain:
                 continue
@@ -96,12 +125,12 @@ def check_blobs(workload: Workload, masters: list[str]) -> list[str]:
     return lost
 
 
-def wait_full_redundancy(masters: list[str], timeout: float = 120.0) -> dict:
+def wait_full_redundancy(cluster: LocalCluster, timeout: float = 120.0) -> dict:
     """After healing: how long until the leader reports every chunk back at full redundancy
     (dead servers back, nothing under-replicated or known corrupt, no copy running)."""
     start = time.monotonic()
     health: dict = {}
-    with Client(masters, deadline=30) as c:
+    with cluster.client(deadline=30) as c:
         while time.monotonic() - start < timeout:
             try:
                 health = c.health()
@@ -146,34 +175,46 @@ def spread(values: list[float]) -> dict:
 
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
         use_netns: bool = True, workdir: str | None = None, keep: bool = False,
-        capacity: str = "2GiB") -> dict:
+        capacity: str = "2GiB", first_kinds: list[str] | None = None,
+        planted_bug: str | None = None) -> dict:
+    """One chaos run; its summary. `first_kinds`: fault kinds injected first (then the
+    shuffled deck), so a short run surely samples them. `planted_bug` (gfs/planted.py): once
+    the cluster is set up, every daemon is restarted with that bug switched on — the run is
+    expected to FAIL."""
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
           f"{threads} clients, in {base}", flush=True)
     cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
-    addrs = cluster.master_addresses()
-    workload = Workload(addrs, seed, threads=threads)
-    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION)
+    workload = Workload(cluster.master_addresses(), seed, threads=threads,
+                        root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
+    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds)
     rng = random.Random(seed)
     try:
-        with cluster.signed_in():            # the workload acts as the administrator
-            _run_faults(cluster, workload, nemesis, rng, minutes, addrs)
-            lost = check_blobs(workload, addrs)
-            redundancy = wait_full_redundancy(addrs)
+        workload.prepare()
+        if planted_bug:
+            restart_with_planted_bug(cluster, planted_bug)
+        fault_seconds = _run_faults(cluster, workload, nemesis, rng, minutes)
+        lost = check_blobs(workload, cluster)
+        redundancy = wait_full_redundancy(cluster)
     except BaseException:
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
         raise
     finally:
+        for name in (ENV_BUG, ENV_ALLOW):
+            os.environ.pop(name, None)
         workload.stop()
         cluster.down()
         if lab is not None:
             lab.teardown()
     summary = summarise_run(workload, nemesis, lab, cluster, seed, minutes, lost, redundancy)
+    summary["fault_seconds"] = round(fault_seconds, 1)
+    summary["planted_bug"] = planted_bug
     out = Path(__file__).resolve().parent.parent / "results"
     out.mkdir(exist_ok=True)
     (out / f"chaos-{seed}.json").write_text(json.dumps({
         "summary": summary, "faults": [dataclasses.asdict(f) for f in nemesis.faults],
         "history": [dataclasses.asdict(o) for o in workload.history]}, default=str))
+    export_porcupine(workload.history, out / f"chaos-{seed}.porcupine.json")
     keep_or_clean(base, cluster, summary, keep)
     return summary
 
@@ -210,11 +251,12 @@ def failures(s: dict) -> list[str]:
 
 
 def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
-                rng: random.Random, minutes: float, addrs: list[str]) -> None:
-    """The workload under the nemesis for `minutes`, then healing and the final reads."""
-    workload.prepare()
+                rng: random.Random, minutes: float) -> float:
+    """The workload under the nemesis for `minutes`, then healing and the final reads;
+    returns the seconds spent under faults."""
     workload.start()
-    end = time.monotonic() + minutes * 60
+    began = time.monotonic()
+    end = began + minutes * 60
     while time.monotonic() < end:
         time.sleep(rng.uniform(1.0, 3.0))
         fault = nemesis.inject()
@@ -222,9 +264,11 @@ def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
               flush=True)
         cluster.wait_healthy(60)
     workload.stop()
+    under_faults = time.monotonic() - began
     nemesis.heal_all()
     cluster.wait_healthy(60)
-    final_reads(workload, addrs)
+    final_reads(workload)
+    return under_faults
 
 
 def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalCluster, seed: int,
@@ -242,10 +286,15 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
         "linearizable": lin["linearizable"], "linearizability": lin,
         "violations": violations[:5],
         "faults": {k: sum(1 for f in nemesis.faults if f.kind == k) for k in nemesis.kinds},
+        "master_kills": master_kills(nemesis.faults),
+        "whole_cluster_power_losses": sum(1 for f in nemesis.faults
+                                          if f.kind in WHOLE_CLUSTER_POWER_LOSS),
         "failover_s": spread([t for ts in fo.values() for t in ts]),
         "failover_by_kind_s": {k: spread(v) for k, v in sorted(fo.items())},
         "counts": dict(sorted(workload.counts.items())),
         "partitions": lab is not None,
+        "security": "auth + TLS (workload: a token narrowed to its user's files)"
+                    if cluster.tls else "auth",
         "full_redundancy_s": redundancy["seconds"],
         "final_health": redundancy["health"],
         "final_balance": {k: v for k, v in redundancy["balance"].items() if k != "servers"},
@@ -253,12 +302,21 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
     }
 
 
+def fault_rows(faults: dict[str, int], per_row: int = 4) -> list[list]:
+    """The faults by kind, a few per table row."""
+    items = [f"{k} {v}" for k, v in faults.items() if v]
+    rows = [items[i:i + per_row] for i in range(0, len(items), per_row)] or [[]]
+    return [["faults" if i == 0 else "", ", ".join(r)] for i, r in enumerate(rows)]
+
+
 def report(s: dict) -> str:
     fo = s["failover_s"]
     rows = [["operations", s["operations"]], ["acknowledged", s["acknowledged"]],
             ["lost (must be 0)", s["lost"]], ["linearizable", "yes" if s["linearizable"] else "NO"],
             ["keys checked / ops", f"{s['linearizability']['keys']} / {s['linearizability']['ops']}"],
-            ["faults", ", ".join(f"{k} {v}" for k, v in s["faults"].items() if v)],
+            *fault_rows(s["faults"]),
+            ["master kills / whole-cluster power losses",
+             f"{s['master_kills']} / {s['whole_cluster_power_losses']}"],
             ["failover p50 / p99 / max (s)", f"{fo['p50']:.2f} / {fo['p99']:.2f} / {fo['max']:.2f} "
                                              f"({fo['count']} leader faults)"]]
     rows += [[f"  after {k}", f"{v['p50']:.2f} / {v['p99']:.2f} / {v['max']:.2f} ({v['count']})"]
@@ -272,6 +330,8 @@ def report(s: dict) -> str:
         rows += [["balancing", f"{s['balance_moves']} moves in the run; at the end "
                                f"{b['state']}, spread {b['spread'] * 100:.1f} points"]]
     rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
+             ["security", s["security"]],
+             *([["PLANTED BUG (test only)", s["planted_bug"]]] if s.get("planted_bug") else []),
              ["seed", s["seed"]]]
     return table(["chaos summary", ""], rows)
 
@@ -280,20 +340,37 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=3.0)
+    ap.add_argument("--hours", type=float, default=None,
+                    help="a long run: a campaign of --segment-minutes runs appended to "
+                         "bench/results/chaos-record.json; the same command resumes it")
+    ap.add_argument("--segment-minutes", type=float, default=10.0)
+    ap.add_argument("--record", action="store_true",
+                    help="append this --minutes run to the record too")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--masters", type=int, choices=[3, 5], default=3)
     ap.add_argument("--chunkservers", type=int, default=4)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
+    ap.add_argument("--planted-bug", choices=sorted(BUGS), default=None,
+                    help="TEST ONLY: switch this deliberately broken behaviour on in every "
+                         "daemon after setup; the run must fail")
     ap.add_argument("--capacity", default="2GiB",
                     help="--capacity of each chunkserver (smaller: the cluster fills up sooner, "
                          "and space pressure, the repair reserve and cluster-full errors join in)")
     a = ap.parse_args(argv)
+    def one(minutes: float, seed: int) -> dict:
+        s = run(minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns,
+                keep=a.keep, capacity=a.capacity, planted_bug=a.planted_bug)
+        print(report(s), flush=True)
+        return s
+
+    if a.hours is not None:
+        return record.campaign(a.hours, a.segment_minutes, a.seed, one)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
-    s = run(a.minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns, keep=a.keep,
-            capacity=a.capacity)
-    print(report(s))
+    s = one(a.minutes, seed)
+    if a.record:
+        record.add_run(s)
     if failures(s):
         print(json.dumps({"lost": s["lost_detail"], "violations": s["violations"],
                           "final_health": s["final_health"]}, indent=2, default=str))

@@ -13,8 +13,6 @@ from bench.chaos.checker import Op
 from gfs.client import Client
 from gfs.errors import GfsError
 
-LIN_DIR = "/lin"
-BLOB_DIR = "/blob"
 DEFINITE_ERRORS = {"NOT_FOUND", "ALREADY_EXISTS"}
 
 
@@ -34,11 +32,18 @@ class BlobLedger:
 
 class Workload:
     def __init__(self, masters: list[str], seed: int, threads: int = 6, keys: int = 16,
-                 op_deadline: float = 6.0, max_blob: int = 3 << 20):
+                 op_deadline: float = 6.0, max_blob: int = 3 << 20, root: str = "",
+                 client_kwargs: dict | None = None):
+        """`root`: the directory the workload works under (a user's namespace when it runs with
+        that user's token); `client_kwargs`: how its clients connect (token, tls_ca)."""
         self.masters = masters
         self.seed = seed
         self.threads = threads
-        self.keys = [f"{LIN_DIR}/k{i}" for i in range(keys)]
+        self.root = root.rstrip("/")
+        self.lin_dir = f"{self.root}/lin"
+        self.blob_dir = f"{self.root}/blob"
+        self.client_kwargs = dict(client_kwargs or {})
+        self.keys = [f"{self.lin_dir}/k{i}" for i in range(keys)]
         self.op_deadline = op_deadline
         self.max_blob = max_blob
         self.history: list[Op] = []
@@ -51,10 +56,14 @@ class Workload:
 
     # --- running -----------------------------------------------------------------------------
 
+    def client(self, **kwargs) -> Client:
+        """A client of the cluster as the workload connects (its token, TLS)."""
+        return Client(self.masters, **{**self.client_kwargs, **kwargs})
+
     def prepare(self) -> None:
-        with Client(self.masters, deadline=60) as c:
-            c.mkdir(LIN_DIR, parents=True)
-            c.mkdir(BLOB_DIR, parents=True)
+        with self.client(deadline=60) as c:
+            c.mkdir(self.lin_dir, parents=True)
+            c.mkdir(self.blob_dir, parents=True)
 
     def start(self) -> None:
         self._workers = [threading.Thread(target=self._run, args=(p,), name=f"client-{p}")
@@ -72,12 +81,12 @@ class Workload:
 
     def _run(self, process: int) -> None:
         rng = random.Random(self.seed * 1000 + process)
-        with Client(self.masters, deadline=self.op_deadline, attempt_timeout=1.0) as c:
+        with self.client(deadline=self.op_deadline, attempt_timeout=1.0) as c:
             n = 0
             while not self._stop.is_set():
                 n += 1
-                kind = rng.choices(["lin", "blob_put", "blob_get", "blob_mv", "blob_rm", "meta"],
-                                   weights=[10, 3, 2, 1, 1, 2])[0]
+                kind = rng.choices(["lin", "fresh_read", "blob_put", "blob_get", "blob_mv",
+                                    "blob_rm", "meta"], weights=[10, 2, 3, 2, 1, 1, 2])[0]
                 getattr(self, f"_op_{kind}")(c, rng, process, n)
 
     def _record(self, op: Op, error: str | None) -> None:
@@ -93,6 +102,12 @@ class Workload:
                         weights=[4, 1, 2, 2, 6, 1])[0]
         value = f"{process}-{n}" if f in ("write", "create", "write_tmp") else None
         self.run_lin_op(c, process, key, f, value)
+
+    def _op_fresh_read(self, c: Client, rng: random.Random, process: int, n: int) -> None:
+        """A read by a client that has just arrived: its first call goes to a random master
+        (a follower must redirect it, never answer from its own state)."""
+        with self.client(deadline=self.op_deadline, attempt_timeout=1.0) as fresh:
+            self.run_lin_op(fresh, process, rng.choice(self.keys), "read", None)
 
     def run_lin_op(self, c: Client, process: int, key: str, f: str, value: str | None) -> Op:
         op = Op(process=process, key=key, f=f, value=value, invoke=self.now(), complete=None,
@@ -130,7 +145,7 @@ class Workload:
     # --- durability of larger files ----------------------------------------------------------
 
     def _op_blob_put(self, c: Client, rng: random.Random, process: int, n: int) -> None:
-        name = f"{BLOB_DIR}/p{process}-{n}"
+        name = f"{self.blob_dir}/p{process}-{n}"
         size = rng.choice([0, 1, rng.randrange(1, self.max_blob)])
         data = blob_bytes(name, size)
         ok = self._attempt(c, "blob_put", lambda: c.put(io.BytesIO(data), name))
@@ -187,11 +202,11 @@ class Workload:
     def _op_meta(self, c: Client, rng: random.Random, process: int, n: int) -> None:
         what = rng.choice(["mkdir", "stat", "list"])
         if what == "mkdir":
-            self._attempt(c, "mkdir", lambda: c.mkdir(f"/d/p{process}/{n}", parents=True))
+            self._attempt(c, "mkdir", lambda: c.mkdir(f"{self.root}/d/p{process}/{n}", parents=True))
         elif what == "stat":
-            self._attempt(c, "stat", lambda: c.stat(rng.choice([LIN_DIR, BLOB_DIR, "/"])))
+            self._attempt(c, "stat", lambda: c.stat(rng.choice([self.lin_dir, self.blob_dir, self.root or "/"])))
         else:
-            self._attempt(c, "list", lambda: list(c.list(BLOB_DIR)))
+            self._attempt(c, "list", lambda: list(c.list(self.blob_dir)))
 
     def _attempt(self, c: Client, name: str, fn):
         """Run fn: its result if acknowledged, False on a definite refusal, None if unknown."""

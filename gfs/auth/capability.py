@@ -17,11 +17,11 @@ import hashlib
 import hmac
 import struct
 import threading
-import time
 from typing import Callable, Iterable
 
 from gfs.auth.secret import derive_key
 from gfs.errors import PermissionDenied, Unauthenticated, Unavailable
+from gfs.clock import now as gfs_now
 
 READ, WRITE = "read", "write"
 _OP_CODES = {READ: 1, WRITE: 2}
@@ -69,7 +69,7 @@ class CapabilityIssuer:
     """The masters' side: sign capabilities with the current key."""
 
     def __init__(self, cluster_secret: bytes, ttl_s: float = DEFAULT_TTL_S,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = gfs_now):
         self.ttl_s = ttl_s
         self._keys = _Keyring(cluster_secret)
         self._clock = clock
@@ -84,7 +84,7 @@ class CapabilityIssuer:
 class CapabilityVerifier:
     """The chunkservers' side: check a capability against the keys the masters announced."""
 
-    def __init__(self, cluster_secret: bytes, clock: Callable[[], float] = time.time):
+    def __init__(self, cluster_secret: bytes, clock: Callable[[], float] = gfs_now):
         self._keyring = _Keyring(cluster_secret)
         self._clock = clock
         self._keys: dict[int, bytes] = {}     # key id -> signing key (current and previous)

@@ -30,6 +30,7 @@ import grpc
 
 from gfs.auth.secret import derive_key
 from gfs.errors import Unauthenticated
+from gfs.clock import now as gfs_now
 
 METADATA_KEY = "gfs-daemon-auth"
 DEFAULT_SKEW_S = 30.0
@@ -45,7 +46,7 @@ class DaemonAuth:
     """Signs and verifies daemon requests with a key derived from the cluster secret."""
 
     def __init__(self, cluster_secret: bytes, *, skew_s: float = DEFAULT_SKEW_S,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = gfs_now):
         self._key = derive_key(cluster_secret, "gfs-daemon-rpc")
         self.skew_s = skew_s
         self._clock = clock

@@ -18,6 +18,7 @@ from gfs.errors import Unavailable
 from gfs.watchfeed import FeedFollower
 from proto import identity_pb2 as ipb
 from proto import identity_pb2_grpc as ipb_grpc
+from gfs.clock import now_ms as gfs_now_ms
 
 
 def _user_record(u: ipb.User) -> dict:
@@ -86,7 +87,7 @@ class PermissionStore:
                               f"(more than {self.max_lag_s:g} s): refusing every token until it "
                               f"is back ({self.last_error or 'not connected yet'})")
         hashed = token_hash(token)
-        now = int(time.time() * 1000) if now_ms is None else now_ms
+        now = gfs_now_ms() if now_ms is None else now_ms
         with self._lock:
             return resolve(self._tokens.get(hashed), self._users.get, now)
 

@@ -1,0 +1,130 @@
+"""The chaos suite's running record (bench/results/chaos-record.json) and long, resumable runs.
+
+    ./run.sh chaos --hours N [--segment-minutes 10] [--seed S]
+
+A long run is a *campaign* of segments: each segment is an ordinary chaos run (its own cluster,
+seed = campaign seed + segment number) of `--segment-minutes`, and is appended to the record as
+soon as it has been judged. The same command run again after an interruption (Ctrl-C, a reboot)
+resumes the unfinished campaign where its last judged segment ended; a segment cut short is not
+counted. A segment that fails (a loss, a history not linearizable, no full redundancy) is
+recorded and ends the campaign with exit status 1; its directory is kept.
+
+The record holds every segment and the totals over all of them: time under faults, faults by
+kind, master kills, whole-cluster power losses, operations, acknowledged, lost, runs
+linearizable / not. `--record-only` runs add one ordinary run (`--minutes`) to it too.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import random
+from pathlib import Path
+from typing import Callable
+
+RECORD = Path(__file__).resolve().parent.parent / "results" / "chaos-record.json"
+SUMS = ("seconds", "operations", "acknowledged", "lost", "master_kills",
+        "whole_cluster_power_losses")
+
+
+def load(path: Path = RECORD) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"campaigns": []}
+
+
+def save(record: dict, path: Path = RECORD) -> None:
+    """Write atomically (an interrupted write never leaves a truncated record)."""
+    record["totals"] = totals(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def segment_entry(summary: dict) -> dict:
+    """What the record keeps of one judged run (its time: the seconds under faults)."""
+    return {"seed": summary["seed"], "minutes": summary["minutes"],
+            "seconds": summary["fault_seconds"],
+            "finished": now_iso(), "faults": {k: v for k, v in summary["faults"].items() if v},
+            "master_kills": summary["master_kills"],
+            "whole_cluster_power_losses": summary["whole_cluster_power_losses"],
+            "operations": summary["operations"], "acknowledged": summary["acknowledged"],
+            "lost": summary["lost"], "linearizable": summary["linearizable"],
+            "full_redundancy": summary["full_redundancy_s"] is not None,
+            **({"kept": summary["kept"]} if summary.get("kept") else {})}
+
+
+def totals(record: dict) -> dict:
+    segments = [s for c in record["campaigns"] for s in c["segments"]]
+    out: dict = {k: 0 for k in SUMS}
+    faults: dict[str, int] = {}
+    for s in segments:
+        for k in SUMS:
+            out[k] += s[k]
+        for kind, n in s["faults"].items():
+            faults[kind] = faults.get(kind, 0) + n
+    out["seconds"] = round(out["seconds"], 1)
+    out.update(runs=len(segments), hours=round(out["seconds"] / 3600, 2),
+               linearizable_runs=sum(1 for s in segments if s["linearizable"] is True),
+               not_linearizable_runs=sum(1 for s in segments if s["linearizable"] is not True),
+               faults=dict(sorted(faults.items())), total_faults=sum(faults.values()))
+    return out
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def open_campaign(record: dict, hours: float, seed: int | None) -> dict:
+    """The unfinished campaign to resume, or a new one."""
+    if record["campaigns"]:
+        last = record["campaigns"][-1]
+        if not last["finished"] and last["target_hours"] == hours:
+            return last
+    campaign = {"started": now_iso(), "target_hours": hours, "finished": False,
+                "seed": seed if seed is not None else random.randrange(1 << 30), "segments": []}
+    record["campaigns"].append(campaign)
+    return campaign
+
+
+def campaign(hours: float, segment_minutes: float, seed: int | None,
+             run_segment: Callable[[float, int], dict],
+             path: Path = RECORD) -> int:
+    """Run (or resume) a campaign of `hours`; returns the exit status."""
+    record = load(path)
+    c = open_campaign(record, hours, seed)
+    save(record, path)
+    done = sum(s["seconds"] for s in c["segments"])
+    print(f"chaos: campaign of {hours:g} h started {c['started']}, seed {c['seed']}: "
+          f"{done / 3600:.2f} h done, {len(c['segments'])} segments", flush=True)
+    while done < hours * 3600:
+        minutes = min(segment_minutes, max(1.0, (hours * 3600 - done) / 60))
+        entry = segment_entry(run_segment(minutes, c["seed"] + len(c["segments"])))
+        c["segments"].append(entry)
+        done += entry["seconds"]
+        failed = entry["lost"] or entry["linearizable"] is not True or not entry["full_redundancy"]
+        if failed:
+            c["finished"] = True
+            c["failed"] = True
+        save(record, path)
+        if failed:
+            print(f"chaos: campaign FAILED at segment {len(c['segments'])} (seed {entry['seed']})")
+            return 1
+    c["finished"] = True
+    save(record, path)
+    print(f"chaos: campaign done: {done / 3600:.2f} h; record totals: "
+          f"{json.dumps(record['totals'])}")
+    return 0
+
+
+def add_run(summary: dict, path: Path = RECORD) -> None:
+    """Append one ordinary run to the record (as a campaign of one segment)."""
+    record = load(path)
+    entry = segment_entry(summary)
+    record["campaigns"].append({"started": now_iso(),
+                                "target_hours": round(entry["seconds"] / 3600, 3),
+                                "finished": True, "seed": summary["seed"], "segments": [entry]})
+    save(record, path)

@@ -1,0 +1,54 @@
+"""The judge is shown to judge: each planted bug (gfs/planted.py), switched on alone, makes a
+short chaos run fail. A daemon refuses to start with the planted-bug variables set wrongly.
+
+`skip_dir_fsync` and `ack_before_fsync` lose data only on a real power loss of a chunkserver's
+disk, which only the fault-injecting file system (bench/chaos/faultfs/) can cause: their tests
+belong with it."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.chaos.runner import failures, run
+from gfs.planted import ALLOW_VALUE, ENV_ALLOW, ENV_BUG
+
+LONG = pytest.mark.skipif(not os.environ.get("GFS_CHAOS_LONG"),
+                          reason="long profile (GFS_CHAOS_LONG=1)")
+
+
+def caught(bug: str, minutes: float, first: list[str], seed: int) -> list[str]:
+    summary = run(minutes, seed, masters=3, chunkservers=4, threads=6, first_kinds=first,
+                  planted_bug=bug)
+    failed = failures(summary)
+    if summary.get("kept"):                       # a failed run keeps its directory: expected
+        import shutil
+        shutil.rmtree(summary["kept"], ignore_errors=True)
+    return failed
+
+
+def test_commands_applied_twice_are_caught():
+    assert "not linearizable" in caught("apply_twice", 0.3, [], seed=5)
+
+
+@LONG
+def test_reads_without_the_barrier_are_caught():
+    # deposed leaders keep answering their clients' reads while a new leader takes writes
+    assert "not linearizable" in caught("follower_read", 3.0, ["partition_leader"] * 12, seed=4)
+
+
+@pytest.mark.parametrize("env", [{ENV_BUG: "apply_twice"},
+                                 {ENV_BUG: "apply_twice", ENV_ALLOW: "yes"},
+                                 {ENV_ALLOW: ALLOW_VALUE},
+                                 {ENV_BUG: "no_such_bug", ENV_ALLOW: ALLOW_VALUE}])
+def test_a_daemon_refuses_to_start_with_the_variables_set_wrongly(env, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "chunkserver", "--data", str(tmp_path / "d"),
+         "--masters", "127.0.0.1:1", "--cluster-secret-file", str(secret)],
+        env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "refusing to start" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") <= 2
