@@ -26,6 +26,11 @@ class BlockCache:
         """Bytes held now (never more than `capacity`)."""
         return self._bytes
 
+    def has(self, key: Hashable, index: int) -> bool:
+        """Is the block cached (without counting a hit or a miss, nor refreshing it)?"""
+        with self._lock:
+            return (key, index) in self._blocks
+
     def get(self, key: Hashable, index: int) -> bytes | None:
         with self._lock:
             block = self._blocks.get((key, index))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from concurrent.futures import Executor, Future, wait
 
 from gfs.client import Client, FileInfo
 from gfs.mount.blockcache import BlockCache
@@ -23,24 +24,72 @@ def version_key(info: FileInfo) -> tuple:
 
 
 class ReadHandle:
-    READAHEAD_BLOCKS = 8           # fetched beyond a sequential read, in the same request
+    """Sequential readers get the next blocks fetched ahead in the background (PIECE blocks per
+    request, up to WINDOW blocks ahead, on the mount's shared pool), so fetching overlaps with
+    the program's reading; random readers get exactly the blocks they touch."""
 
-    def __init__(self, client: Client, info: FileInfo, cache: BlockCache):
-        self.client, self.info, self.cache = client, info, cache
+    PIECE = 4                  # blocks per background request
+    WINDOW = 16                # blocks fetched ahead of a sequential reader
+
+    def __init__(self, client: Client, info: FileInfo, cache: BlockCache,
+                 pool: Executor | None = None):
+        self.client, self.info, self.cache, self.pool = client, info, cache, pool
         self.key = version_key(info)
         self._next = 0             # where a sequential reader will read next
+        self._inflight: dict[int, Future] = {}      # first block of a piece -> its fetch
         self._lock = threading.Lock()
+        # Never fetch ahead more than a quarter of the cache: it would evict itself.
+        self._window = min(self.WINDOW, max(0, cache.capacity // cache.block_size // 4))
 
     def read(self, size: int, offset: int) -> bytes:
+        bs = self.cache.block_size
+        first, last = offset // bs, max(offset, offset + size - 1) // bs
         with self._lock:
             sequential = offset == self._next and offset > 0
             self._next = offset + size
-        return self.cache.read(self.key, self.info.size, offset, size,
-                               lambda start, n: self.client.read_at(self.info, start, n),
-                               readahead=self.READAHEAD_BLOCKS if sequential else 0)
+            waiting = [f for start, f in self._inflight.items()
+                       if start <= last and start + self.PIECE > first]
+        for f in waiting:          # a block being fetched ahead: wait for it, don't fetch twice
+            wait([f])
+        data = self.cache.read(self.key, self.info.size, offset, size, self._fetch)
+        if sequential and self.pool is not None and self._window:
+            self._ahead(last + 1)
+        return data
+
+    def _fetch(self, start: int, length: int) -> bytes:
+        return self.client.read_at(self.info, start, length)
+
+    def _ahead(self, from_block: int) -> None:
+        bs, end_block = self.cache.block_size, (self.info.size - 1) // self.cache.block_size
+        start = from_block - from_block % self.PIECE
+        with self._lock:
+            while start <= min(end_block, from_block + self._window):
+                blocks = range(start, min(start + self.PIECE, end_block + 1))
+                if start not in self._inflight and \
+                        not all(self.cache.has(self.key, i) for i in blocks):
+                    future = self.pool.submit(self._fetch_piece, start, len(blocks))
+                    self._inflight[start] = future
+                    future.add_done_callback(lambda _f, s=start: self._done(s))
+                start += self.PIECE
+
+    def _fetch_piece(self, start: int, count: int) -> None:
+        bs = self.cache.block_size
+        lo = start * bs
+        data = self._fetch(lo, min(count * bs, self.info.size - lo))
+        for i in range(count):
+            block = data[i * bs:(i + 1) * bs]
+            if block:
+                self.cache.put(self.key, start + i, block)
+
+    def _done(self, start: int) -> None:
+        with self._lock:
+            self._inflight.pop(start, None)
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            pending = list(self._inflight.values())
+        for f in pending:
+            f.cancel()
 
 
 class WriteHandle:

@@ -18,6 +18,7 @@ import posixpath
 import stat as statmod
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import mfusepy as fuse
@@ -33,6 +34,7 @@ log = logging.getLogger("gfs.mount")
 NOBODY = 65534                     # the uid/gid shown for files of other gfs users
 BLOCK_SIZE = 1 << 20               # the unit the mount caches file data in
 ATTR_TTL = 1.0                     # seconds a stat result is reused (as the kernel's own)
+READAHEAD_WORKERS = 4              # background fetches of sequential readers, mount-wide
 
 
 def fuse_errors(method):
@@ -58,6 +60,8 @@ class GfsOperations(fuse.Operations):
         self.client, self.read_only = client, read_only
         self.root = paths.normalize("/" + root.strip("/") if root.strip("/") else "/")
         self.cache = BlockCache(cache_size, BLOCK_SIZE)
+        self.readahead = ThreadPoolExecutor(max_workers=READAHEAD_WORKERS,
+                                            thread_name_prefix="gfs-readahead")
         self.user = user                        # the gfs identity the mount acts as
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
@@ -271,7 +275,7 @@ class GfsOperations(fuse.Operations):
             info = self.client.stat(gpath, for_read=True)
             if info.is_dir:
                 raise fuse.FuseOSError(errno.EISDIR)
-            return self._new_handle(ReadHandle(self.client, info, self.cache))
+            return self._new_handle(ReadHandle(self.client, info, self.cache, self.readahead))
         self._check_writable()
         info = self.client.stat(gpath, for_read=not flags & os.O_TRUNC)
         if info.is_dir:
