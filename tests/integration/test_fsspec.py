@@ -15,24 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from gfs.filesystem import GfsFileSystem
+from small_cluster import cluster_with_people
 
 CHUNK = 1 << 20
-OPTIONS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB"},
-           "chunkserver": {"heartbeat-interval": 0.3}}
 
 
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster):
-    c = make_module_cluster(masters=1, options=OPTIONS, start=False)
-    for _ in range(3):
-        c.add_chunkserver()
-    c.up()
-    with c.client() as admin:
-        admin.user_add("alice")
-        admin.user_add("bob")
-        c.alice = admin.token_create("fsspec", principal="alice")[0]
-        c.bob = admin.token_create("fsspec", principal="bob")[0]
-    return c
+    return cluster_with_people(make_module_cluster, "fsspec")
 
 
 @pytest.fixture

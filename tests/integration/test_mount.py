@@ -18,12 +18,10 @@ from pathlib import Path
 import pytest
 
 from polling import wait_for
+from small_cluster import cluster_with_people
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUNK = 1 << 20
-OPTIONS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3},
-           "chunkserver": {"heartbeat-interval": 0.3}}
-
 pytestmark = pytest.mark.skipif(not os.access("/dev/fuse", os.R_OK | os.W_OK)
                                 or not shutil.which("fusermount3"),
                                 reason="needs /dev/fuse and fusermount3 (run.sh installs fuse3)")
@@ -58,16 +56,7 @@ class Mount:
 
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster):
-    c = make_module_cluster(masters=1, options=OPTIONS, start=False)
-    for _ in range(3):
-        c.add_chunkserver()
-    c.up()
-    with c.client() as admin:
-        admin.user_add("alice")
-        admin.user_add("bob")
-        c.alice = admin.token_create("mount", principal="alice")[0]
-        c.bob = admin.token_create("mount", principal="bob")[0]
-    return c
+    return cluster_with_people(make_module_cluster, "mount")
 
 
 @pytest.fixture(scope="module")
