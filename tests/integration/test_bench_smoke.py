@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["metadata", "datapath", "failover", "--quick", "--concurrency", "1,4",
-        "--seconds", "0.5", "--warmup", "0.2", "--size", "1MiB", "--clients", "1",
+        "--seconds", "1", "--warmup", "0.3", "--size", "1MiB", "--clients", "1",
         "--replication", "3", "--kills", "1"]
 
 
@@ -43,7 +43,7 @@ def run(tmp_path_factory):
 def test_quick_subset_writes_report_json_and_plots(run):
     proc, out, wall = run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert wall < 90, f"the quick subset took {wall:.0f} s"
+    assert wall < 100, f"the quick subset took {wall:.0f} s"
     (js,) = out.glob("*.json")
     payload = json.loads(js.read_text())
     assert payload["profile"] == "quick"
