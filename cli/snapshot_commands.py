@@ -58,10 +58,10 @@ def save(ctx, file: str, progress: bool | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the backup's header as JSON.")
 def verify(file: str, as_json: bool) -> None:
     """Check a backup file whole (header, length, SHA-256, a readable metadata store)."""
-    from master import backup
+    from gfs.backupfile import verify_and_extract
     from master.state import MetadataState
     with tempfile.TemporaryDirectory() as tmp:
-        header = backup.verify_and_extract(file, os.path.join(tmp, "data.mdb"))
+        header = verify_and_extract(file, os.path.join(tmp, "data.mdb"))
         MetadataState.install_copy(os.path.join(tmp, "data.mdb"), os.path.join(tmp, "meta"))
     _describe(header, file, as_json, "verified")
 

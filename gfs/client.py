@@ -7,6 +7,7 @@ returns the original result instead of applying the command twice.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import os
 import random
@@ -20,6 +21,7 @@ from typing import BinaryIO, Callable, Iterator
 
 import grpc
 
+from gfs import backupfile
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.tls import read_pem
 from gfs.auth.tokens import bearer
@@ -479,17 +481,14 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Write a backup of the cluster's metadata (master/backup.py format) to `out`
         (administrators); returns its header. The bytes are checked against the header's
         length and SHA-256 as they arrive: DataLoss if they do not match."""
-        import hashlib
-
-        from master import backup
         self._call("Stat", pb.StatRequest(path="/"))            # find the leader
         try:
             stream = self._stub(self._leader or self._candidate()).Backup(
                 pb.Empty(), metadata=self._metadata, timeout=max(self.deadline, 3600))
             first = next(stream)
-            header = backup.make_header(first.applied_index, first.created_ms, first.size,
+            header = backupfile.make_header(first.applied_index, first.created_ms, first.size,
                                         first.sha256)
-            out.write(backup.header_bytes(header))
+            out.write(backupfile.header_bytes(header))
             h, size = hashlib.sha256(), 0
             for message in stream:
                 h.update(message.data)
@@ -568,16 +567,18 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
 
     def put(self, source: str | BinaryIO, path: str, *, replication: int = 0,
             chunk_size: int = 0, storage_class: str = "", overwrite: bool = False,
-            parallel: int = 4, progress: Callable[[int], None] | None = None) -> FileInfo:
-        """Upload a local file (path or binary file object) to `path`. The file appears
-        atomically when every chunk is fsync'd on all its replicas; on failure nothing appears.
-        Seekable sources upload `parallel` chunks at once and retry a failed chunk elsewhere."""
+            parallel: int = 4, progress: Callable[[int], None] | None = None,
+            mode: int = 0o644) -> FileInfo:
+        """Upload a local file (path or binary file object) to `path` with permission bits
+        `mode`. The file appears atomically when every chunk is fsync'd on all its replicas; on
+        failure nothing appears. Seekable sources upload `parallel` chunks at once and retry a
+        failed chunk elsewhere."""
         with _opened(source, "rb", _Source) as src:
             created = None
             try:
                 created = self._mutate("Create", pb.CreateRequest, path=path,
                                        replication=replication, storage_class=storage_class,
-                                       chunk_size=chunk_size, mode=0o644, overwrite=overwrite,
+                                       chunk_size=chunk_size, mode=mode, overwrite=overwrite,
                                        size_hint=max(src.size, 0) if src.seekable else 0)
                 written, size = self._upload_chunks(created, src, parallel, progress)
             except BaseException as err:
@@ -598,7 +599,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 raise
         # Committed, then removed or replaced by someone else before we could look: describe
         # what this call stored.
-        return FileInfo(path=path, inode=inode, type="file", size=size, mode=0o644, owner="",
+        return FileInfo(path=path, inode=inode, type="file", size=size, mode=mode, owner="",
                         ctime_ms=0, mtime_ms=0, replication=created.replication,
                         storage_class=storage_class or "hot", chunk_size=created.chunk_size,
                         chunks=_with_offsets([ChunkInfo(w.handle, i, 1, w.length, w.checksum,

@@ -18,6 +18,7 @@ expect.
 """
 from __future__ import annotations
 
+import datetime
 import errno
 import io
 import tempfile
@@ -130,12 +131,10 @@ class GfsFileSystem(AbstractFileSystem):
         info = self.info(path)
         return f"{info['inode']}:{info['mtime']}"
 
-    def modified(self, path: str):
-        import datetime
+    def modified(self, path: str) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.info(path)["mtime"], datetime.timezone.utc)
 
-    def created(self, path: str):
-        import datetime
+    def created(self, path: str) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.info(path)["created"], datetime.timezone.utc)
 
     def cat_file(self, path: str, start: int | None = None, end: int | None = None,
@@ -218,7 +217,7 @@ class GfsFileSystem(AbstractFileSystem):
                 self.client.put(source, path, overwrite=overwrite)
             except GfsError as err:
                 parent = self._parent(path)
-                if err.code != "NOT_FOUND" or not self.auto_mkdir or self._exists_quiet(parent):
+                if err.code != "NOT_FOUND" or not self.auto_mkdir or self.client.exists(parent):
                     raise
                 try:
                     self.client.mkdir(parent, parents=True)
@@ -227,13 +226,6 @@ class GfsFileSystem(AbstractFileSystem):
                 source.seek(0)
                 self.client.put(source, path, overwrite=overwrite)
         self.invalidate_cache(self._parent(path))
-
-    def _exists_quiet(self, path: str) -> bool:
-        try:
-            self.client.stat(path)
-            return True
-        except GfsError:
-            return False
 
     def _open(self, path: str, mode: str = "rb", block_size: int | None = None,
               autocommit: bool = True, cache_options: dict | None = None,

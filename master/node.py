@@ -7,19 +7,20 @@ import tempfile
 import threading
 import time
 
+from gfs import backupfile
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.insecure import mode_name
+from gfs.clock import now_ms
 from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable, from_code
+from gfs.planted import planted
 from gfs.transfer import Channels
 from gfs.units import human_size
-from master import backup, pressure
+from master import pressure
 from master.balance import Balancer
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.identity import require_admin
-from gfs.clock import now_ms
-from gfs.planted import planted
 from master.proposer import Proposer
 from master.raft import MetadataRaft, RaftConfig
 from master.repair import NO_ROOM, TOO_FEW_SERVERS, Repairer
@@ -116,8 +117,8 @@ class MasterNode:
             applied = self.state_read(lambda st: st.applied_index())
             with os.fdopen(fd, "wb") as f:
                 self.raft.copy_state(f.fileno())
-            size, sha256 = backup.digest_file(path)
-            return path, backup.make_header(applied, now_ms(), size, sha256)
+            size, sha256 = backupfile.digest_file(path)
+            return path, backupfile.make_header(applied, now_ms(), size, sha256)
         except BaseException:
             os.unlink(path)
             raise

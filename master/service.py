@@ -8,17 +8,17 @@ import os
 
 import grpc
 
+from gfs import backupfile
 from gfs.auth.capability import READ
 from gfs.auth.daemon import body_of
 from gfs.auth.insecure import mode_name
+from gfs.clock import now_ms
 from gfs.errors import GfsError, InvalidArgument
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
 from gfs.validate import address, label, non_negative, positive
-from master import backup
 from master.callers import caller_of
 from master.node import MasterNode, NotLeader
-from gfs.clock import now_ms
 from master.state import AS_SYSTEM
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
@@ -271,7 +271,7 @@ class MasterService(pb_grpc.MasterServicer):
                 yield pb.BackupChunk(applied_index=header["applied_index"], size=header["size"],
                                      sha256=header["sha256"], created_ms=header["created_ms"])
                 with open(path, "rb") as f:
-                    while piece := await asyncio.to_thread(f.read, backup.PIECE):
+                    while piece := await asyncio.to_thread(f.read, backupfile.PIECE):
                         yield pb.BackupChunk(data=piece)
             finally:
                 os.unlink(path)

@@ -55,10 +55,9 @@ class BlockCache:
                 self._bytes -= len(evicted)
 
     def read(self, key: Hashable, size: int, offset: int, length: int,
-             fetch: Callable[[int, int], bytes], readahead: int = 0) -> bytes:
-        """Bytes [offset, offset+length) of a file of `size` bytes, from cached blocks; missing
-        blocks (plus up to `readahead` further blocks) are fetched in one range by `fetch(start,
-        length)`."""
+             fetch: Callable[[int, int], bytes]) -> bytes:
+        """Bytes [offset, offset+length) of a file of `size` bytes, from cached blocks; the
+        missing ones are fetched in one range by `fetch(start, length)`."""
         end = min(size, offset + length)
         if offset >= end:
             return b""
@@ -74,13 +73,12 @@ class BlockCache:
                 blocks[i] = block
         if missing:
             lo = missing[0]
-            hi = min(missing[-1] + readahead, (size - 1) // bs)
+            hi = missing[-1]
             data = fetch(lo * bs, min(size, (hi + 1) * bs) - lo * bs)
             for i in range(lo, hi + 1):
                 block = data[(i - lo) * bs:(i - lo + 1) * bs]
                 self.put(key, i, block)
-                if first <= i <= last:
-                    blocks[i] = block
+                blocks[i] = block
         out = b"".join(blocks[i] for i in range(first, last + 1))
         start = offset - first * bs
         return out[start:start + (end - offset)]

@@ -37,7 +37,9 @@ class ReadHandle:
         self.key = version_key(info)
         self._next = 0             # where a sequential reader will read next
         self._inflight: dict[int, Future] = {}      # first block of a piece -> its fetch
-        self._lock = threading.Lock()
+        # Reentrant: a fetch that is already done runs its done-callback (which takes the lock)
+        # at once, in the thread adding it, while that thread holds the lock.
+        self._lock = threading.RLock()
         # Never fetch ahead more than a quarter of the cache: it would evict itself.
         self._window = min(self.WINDOW, max(0, cache.capacity // cache.block_size // 4))
 
@@ -64,10 +66,12 @@ class ReadHandle:
         start = from_block - from_block % self.PIECE
         with self._lock:
             while start <= min(end_block, from_block + self._window):
-                blocks = range(start, min(start + self.PIECE, end_block + 1))
-                if start not in self._inflight and \
-                        not all(self.cache.has(self.key, i) for i in blocks):
-                    future = self.pool.submit(self._fetch_piece, start, len(blocks))
+                wanted = [i for i in range(max(start, from_block),
+                                           min(start + self.PIECE, end_block + 1))
+                          if not self.cache.has(self.key, i)]
+                if start not in self._inflight and wanted:     # from the first block missing
+                    future = self.pool.submit(self._fetch_piece, wanted[0],
+                                              min(start + self.PIECE, end_block + 1) - wanted[0])
                     self._inflight[start] = future
                     future.add_done_callback(lambda _f, s=start: self._done(s))
                 start += self.PIECE
@@ -129,10 +133,10 @@ class WriteHandle:
             if not self.dirty:
                 return
             self._file.seek(0)
-            client.put(self._file, self.path, overwrite=True)
+            client.put(self._file, self.path, overwrite=True, mode=self.mode & 0o7777)
             self.dirty = False
-            if self.mode & 0o7777 != 0o644 or self.mtime_ms is not None:
-                client.set_attr(self.path, mode=self.mode & 0o7777, mtime_ms=self.mtime_ms)
+            if self.mtime_ms is not None:
+                client.set_attr(self.path, mtime_ms=self.mtime_ms)
 
     def close(self) -> None:
         self._file.close()

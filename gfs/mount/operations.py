@@ -134,10 +134,10 @@ class GfsOperations(fuse.Operations):
     @fuse_errors
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         gpath = self._path(path)
-        handle = self._handles.get(fh) if fh else self._writing.get(gpath)
-        if handle is None:
+        handle = self._handles.get(fh) if fh else None
+        if not isinstance(handle, WriteHandle):
             handle = self._writing.get(gpath)
-        if isinstance(handle, WriteHandle):
+        if handle is not None:
             return self._pending_attr(handle)
         return self._attr_dict(self._stat(gpath))
 
@@ -185,7 +185,7 @@ class GfsOperations(fuse.Operations):
         src, dst = self._path(old), self._path(new)
         with self._lock:
             pending = self._writing.get(src)
-        if pending is not None and not self._exists(src):
+        if pending is not None and not self.client.exists(src):
             with self._lock:                    # still being written: it will appear at dst
                 self._writing.pop(src, None)
                 pending.path = dst
@@ -196,15 +196,6 @@ class GfsOperations(fuse.Operations):
         self._forget(dst)
         return 0
 
-    def _exists(self, gpath: str) -> bool:
-        try:
-            self.client.stat(gpath)
-            return True
-        except GfsError as err:
-            if err.code == "NOT_FOUND":
-                return False
-            raise
-
     @fuse_errors
     def chmod(self, path: str, mode: int) -> int:
         self._check_writable()
@@ -212,7 +203,7 @@ class GfsOperations(fuse.Operations):
         pending = self._writing.get(gpath)
         if pending is not None:
             pending.mode = mode
-            if not self._exists(gpath):
+            if not self.client.exists(gpath):
                 return 0
         self.client.set_attr(gpath, mode=mode & 0o7777)
         self._forget(gpath)
@@ -221,9 +212,11 @@ class GfsOperations(fuse.Operations):
     @fuse_errors
     def chown(self, path: str, uid: int, gid: int) -> int:
         """Owners are gfs identities (`gfs chown`): only a no-op change is accepted."""
-        info = self._attr_dict(self._stat(self._path(path))) \
-            if self._path(path) not in self._writing else {"st_uid": self.uid, "st_gid": self.gid}
-        if uid not in (-1, 0xFFFFFFFF, info["st_uid"]) or gid not in (-1, 0xFFFFFFFF, info["st_gid"]):
+        gpath = self._path(path)
+        shown = (self.uid, self.gid) if gpath in self._writing else \
+            self._owner_ids(self._stat(gpath).owner)
+        unchanged = (-1, 0xFFFFFFFF)
+        if uid not in unchanged + (shown[0],) or gid not in unchanged + (shown[1],):
             raise fuse.FuseOSError(errno.EPERM)
         return 0
 
@@ -235,7 +228,7 @@ class GfsOperations(fuse.Operations):
         pending = self._writing.get(gpath)
         if pending is not None:
             pending.mtime_ms = mtime_ms
-            if not self._exists(gpath):
+            if not self.client.exists(gpath):
                 return 0
         self.client.set_attr(gpath, mtime_ms=mtime_ms)
         self._forget(gpath)
@@ -270,7 +263,7 @@ class GfsOperations(fuse.Operations):
         gpath = self._path(path)
         if flags & os.O_ACCMODE == os.O_RDONLY:
             pending = self._writing.get(gpath)
-            if pending is not None and not self._exists(gpath):
+            if pending is not None and not self.client.exists(gpath):
                 raise fuse.FuseOSError(errno.EAGAIN)     # not there until its writer closes it
             info = self.client.stat(gpath, for_read=True)
             if info.is_dir:

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from gfs.errors import GfsError
-from master.backup import header_bytes
+from gfs.backupfile import header_bytes
 from polling import wait_for
 
 CHUNK = 1 << 20

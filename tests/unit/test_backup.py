@@ -6,6 +6,7 @@ import os
 import pytest
 
 from gfs.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound
+from gfs import backupfile
 from master import backup
 from master.state import MetadataState
 
@@ -19,10 +20,10 @@ def make_backup(tmp_path) -> tuple[str, dict]:
         with open(copy, "wb") as f:
             st.copy_to_fd(f.fileno())
         applied = st.applied_index()
-    size, sha = backup.digest_file(str(copy))
-    header = backup.make_header(applied, 1234, size, sha)
+    size, sha = backupfile.digest_file(str(copy))
+    header = backupfile.make_header(applied, 1234, size, sha)
     path = tmp_path / "b.gfsbackup"
-    path.write_bytes(backup.header_bytes(header) + copy.read_bytes())
+    path.write_bytes(backupfile.header_bytes(header) + copy.read_bytes())
     return str(path), header
 
 
@@ -60,4 +61,4 @@ def test_damage_is_refused(tmp_path):
             backup.restore(str(bad), str(tmp_path / f"m-{name}"))
         assert not (tmp_path / f"m-{name}" / "meta").exists()
     with pytest.raises(InvalidArgument):
-        backup.read_header(io.BytesIO(b""))
+        backupfile.read_header(io.BytesIO(b""))

@@ -24,13 +24,37 @@ def test_reads_are_exact_and_fetch_missing_blocks_once():
     assert cache.read("v1", len(data), 10_000, 5, fetch) == b""
 
 
-def test_readahead_fetches_further_blocks_in_the_same_request():
-    data = os.urandom(10_000)
-    cache, calls = BlockCache(capacity=1 << 20, block_size=1000), []
-    cache.read("v", len(data), 0, 10, fetcher(data, calls), readahead=3)
-    assert calls == [(0, 4000)]
-    cache.read("v", len(data), 8500, 1000, fetcher(data, calls), readahead=5)
-    assert calls[-1] == (8000, 2000)                   # never past the end of the file
+def test_a_sequential_reader_gets_blocks_fetched_ahead_once(tmp_path):
+    """ReadHandle: after two sequential reads the next blocks arrive in the background, in
+    pieces; reading on is served from the cache; no byte range is fetched twice."""
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    from gfs.client import FileInfo
+    from gfs.mount.handles import ReadHandle
+
+    bs = 1000
+    data = os.urandom(40 * bs + 123)
+    calls = []
+
+    class Client:
+        def read_at(self, info, start, n):
+            calls.append((start, n))
+            return data[start:start + n]
+
+    info = FileInfo(path="/f", inode=7, type="file", size=len(data), mode=0o644, owner="",
+                    ctime_ms=0, mtime_ms=1, replication=3, storage_class="hot", chunk_size=0)
+    with ThreadPoolExecutor(2) as pool:
+        handle = ReadHandle(Client(), info, BlockCache(capacity=1 << 20, block_size=bs), pool)
+        got, pos = b"", 0
+        while pos < len(data):
+            got += handle.read(300, pos)
+            pos += 300
+            wait(list(handle._inflight.values()))
+    assert got == data
+    fetched = sorted(calls)
+    assert all(a + n <= b for (a, n), (b, _) in zip(fetched, fetched[1:]))   # never twice
+    assert sum(n for _, n in fetched) == len(data)
+    assert any(n == ReadHandle.PIECE * bs for _, n in fetched)              # pieces ahead
 
 
 def test_memory_stays_within_capacity_and_versions_do_not_mix():
