@@ -3,27 +3,33 @@ unmounted or signalled), or in the background (a child process serves it; we ret
 mount is there, or with the child's own error if it could not be made)."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 from gfs.errors import FailedPrecondition, InvalidArgument
 
 MOUNT_WAIT_S = 20.0
+# The kernel asks a FUSE file system for at most its read-ahead window per read request: 128 KiB
+# by default, i.e. 8,192 Python callbacks per GiB. The mount's own block is 1 MiB; asking the
+# kernel for that much per request cuts the per-request cost of a sequential read eightfold.
+KERNEL_READAHEAD_KIB = 1024
+
+log = logging.getLogger("gfs.mount")
 
 
 def is_mounted(mountpoint: str) -> bool:
     """Whether a file system is mounted exactly at `mountpoint` (per /proc/self/mountinfo,
     which, unlike os.path.ismount, does not stat a possibly hung FUSE mount)."""
-    target = os.path.realpath(mountpoint)
     try:
-        with open("/proc/self/mountinfo") as f:
-            return any(line.split()[4].replace("\\040", " ") == target for line in f)
+        return mount_device(mountpoint) is not None
     except OSError:
-        return os.path.ismount(target)
+        return os.path.ismount(os.path.realpath(mountpoint))
 
 
 def check_mountpoint(mountpoint: str) -> str:
@@ -39,9 +45,54 @@ def check_mountpoint(mountpoint: str) -> str:
     return str(path.resolve())
 
 
+def mount_device(mountpoint: str) -> str | None:
+    """The "major:minor" of the file system mounted exactly at `mountpoint`, read from
+    /proc/self/mountinfo without touching the mount itself (OSError if that is unreadable)."""
+    target = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4].replace("\\040", " ") == target:
+                return fields[2]
+    return None
+
+
+def raise_kernel_readahead(mountpoint: str, kib: int = KERNEL_READAHEAD_KIB) -> bool:
+    """Let the kernel send read requests of up to `kib` KiB to this mount (its backing-device
+    read-ahead, /sys/class/bdi/MAJ:MIN/read_ahead_kb). Only root may; others keep 128 KiB
+    requests, which work, at a higher CPU cost per byte."""
+    try:
+        device = mount_device(mountpoint)
+    except OSError:
+        device = None
+    if device is None:
+        return False
+    knob = f"/sys/class/bdi/{device}/read_ahead_kb"
+    try:
+        with open(knob, "w") as f:
+            f.write(str(kib))
+    except OSError as e:
+        log.info("kernel read-ahead of %s stays at its default (%s: %s); sequential reads use "
+                 "smaller requests", mountpoint, knob, e.strerror)
+        return False
+    log.info("kernel read-ahead of %s set to %d KiB", mountpoint, kib)
+    return True
+
+
+def _tune_when_mounted(mountpoint: str) -> None:
+    deadline = time.monotonic() + MOUNT_WAIT_S
+    while time.monotonic() < deadline:
+        if is_mounted(mountpoint):
+            raise_kernel_readahead(mountpoint)
+            return
+        time.sleep(0.02)
+
+
 def serve(operations, mountpoint: str) -> None:
     """Serve the mount in this process until it is unmounted (or SIGINT/SIGTERM)."""
     import mfusepy
+    threading.Thread(target=_tune_when_mounted, args=(mountpoint,), daemon=True,
+                     name="gfs-mount-tune").start()
     mfusepy.FUSE(operations, mountpoint, foreground=True, nothreads=False, fsname="gfs",
                  subtype="gfs")
 
