@@ -23,8 +23,8 @@ from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.fsutil import makedirs_durable
 from gfs.units import human_size
-from cli import (gateway_commands, identity_commands, mount_commands, oidc_commands,
-                 route_commands, snapshot_commands)
+from cli import (gateway_commands, identity_commands, lb_commands, mount_commands,
+                 oidc_commands, route_commands, snapshot_commands)
 from cli.common import CONTEXT, GfsGroup, Progress, emit_json, format_time, make_client
 
 EXIT_CODES = """\b
@@ -835,6 +835,7 @@ for _command in identity_commands.COMMANDS + mount_commands.COMMANDS:
     cli.add_command(_command)
 cli.add_command(oidc_commands.oidc)
 cli.add_command(gateway_commands.gateway)
+cli.add_command(lb_commands.lb)
 cli.add_command(route_commands.route)
 admin.add_command(identity_commands.audit)
 admin.add_command(snapshot_commands.snapshot)

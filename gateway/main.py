@@ -202,28 +202,45 @@ def run_worker(opts: GatewayOptions, index: int) -> None:
     uvloop.run(Worker(opts, index).run())
 
 
+def _fork_worker(opts: GatewayOptions, index: int) -> int:
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            run_worker(opts, index)
+        except GfsError as err:
+            print(f"gfs: worker {index}: {err.code.lower().replace('_', ' ')}: {err.message}",
+                  file=sys.stderr, flush=True)
+            code = 1
+        except BaseException:                 # noqa: BLE001 - a crash: say it, exit non-zero
+            import traceback
+            traceback.print_exc()
+            code = 70
+        finally:
+            os._exit(code)
+    return pid
+
+
+RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 5.0)    # after 1, 2, ... quick deaths in a row
+QUICK_DEATH_S = 10.0                               # a worker that lived longer starts afresh
+
+
 def serve(opts: GatewayOptions) -> int:
-    """Run the gateway until SIGTERM/SIGINT: in this process for one worker, else N children."""
+    """Run the gateway until SIGTERM/SIGINT: in this process for one worker, else N children.
+    A child that dies on its own (a crash, a kill -9) is started again, with a growing pause
+    if it keeps dying at once; the others keep serving the port meanwhile."""
     if opts.workers <= 1:
         run_worker(opts, 0)
         return 0
-    children = []
+    stopping = False
+    children: dict[int, tuple[int, float]] = {}          # pid -> (worker index, started at)
     for i in range(opts.workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                run_worker(opts, i)
-            except GfsError as err:
-                print(f"gfs: worker {i}: {err.code.lower().replace('_', ' ')}: {err.message}",
-                      file=sys.stderr, flush=True)
-                code = 1
-            finally:
-                os._exit(code)
-        children.append(pid)
+        children[_fork_worker(opts, i)] = (i, time.monotonic())
 
     def forward(signum, _frame):
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for child in list(children):
             try:
                 os.kill(child, signal.SIGTERM)
             except ProcessLookupError:
@@ -231,8 +248,33 @@ def serve(opts: GatewayOptions) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
-    for child in children:
-        _, status = os.waitpid(child, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+    quick_deaths: dict[int, int] = {}
+    while children:
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid not in children:
+            continue
+        index, started = children.pop(pid)
+        exit_code = os.waitstatus_to_exitcode(status)
+        if stopping:
+            if exit_code != 0:
+                code = 1
+            continue
+        if exit_code == 1:                     # a startup error (said on stderr): not retried
             code = 1
+            forward(signal.SIGTERM, None)
+            continue
+        lived = time.monotonic() - started
+        quick_deaths[index] = quick_deaths.get(index, 0) + 1 if lived < QUICK_DEATH_S else 0
+        pause = RESTART_BACKOFF_S[min(quick_deaths[index], len(RESTART_BACKOFF_S) - 1)]
+        log.error("worker %d (pid %d) died (%s) after %.1f s; starting it again in %.1f s",
+                  index, pid, f"signal {-exit_code}" if exit_code < 0 else f"exit {exit_code}",
+                  lived, pause)
+        time.sleep(pause)
+        if not stopping:
+            children[_fork_worker(opts, index)] = (index, time.monotonic())
     return code

@@ -83,3 +83,9 @@ def v2_header(src: tuple[str, int], dst: tuple[str, int]) -> bytes:
         block = struct.pack(">16s16sHH", s.packed, d.packed, src[1], dst[1])
         family = 0x21
     return V2_SIGNATURE + bytes([0x21, family]) + struct.pack(">H", len(block)) + block
+
+
+def v2_local_header() -> bytes:
+    """A PROXY v2 LOCAL header: a connection of the balancer's own (a health check), not a
+    client's."""
+    return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack(">H", 0)

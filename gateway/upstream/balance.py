@@ -1,6 +1,8 @@
 """Which of a route's upstreams takes a request: round-robin, least in-flight requests, or a
 hash of the client address or of a header (rendezvous hashing: when an upstream leaves, only
-its own keys move). Ejected upstreams are skipped while any other is available."""
+its own keys move). Ejected upstreams are skipped while any other is available. Works on anything with `url`,
+`healthy`, `ejected_until`, `in_flight` and `available(now)` (the gateway's upstreams, the L4
+balancer's backends)."""
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +26,9 @@ class Balancer:
         healthy = [b for b in candidates if b.available(now)]
         if not healthy:                    # all out: try the one back soonest (failing checks
             return min(candidates, key=lambda b: (not b.healthy, b.ejected_until))   # last)
-        if self.policy == "least-conn":
-            return min(healthy, key=lambda b: b.in_flight)
+        if self.policy == "least-conn":            # ties take turns: idle backends share
+            low = min(b.in_flight for b in healthy)
+            healthy = [b for b in healthy if b.in_flight == low]
         if self.policy.startswith("hash:"):
             key = client_ip if self.policy == "hash:ip" else (header_value or "")
             return max(healthy, key=lambda b: _score(key, b.url))

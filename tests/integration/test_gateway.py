@@ -7,6 +7,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import socket
 import time
 
@@ -220,3 +221,25 @@ def test_active_health_checks_take_an_upstream_out_and_back(tmp_path, upstreams)
             assert "upstream http://127.0.0.1:%d is down" % port in open(gw.log.name).read()
     finally:
         stop(proc)
+
+
+def test_a_killed_worker_is_started_again_and_the_port_keeps_serving(tmp_path, upstreams):
+    routes = [{"name": "all", "path": "/*", "to": [upstreams[0]]}]
+    with GatewayProc(tmp_path / "gw", routes, workers=2) as gw:
+        before = gw.status(1)["pid"]
+        os.kill(before, signal.SIGKILL)
+        # (Connections already queued on the killed worker's socket are reset with it.)
+        wait_for(lambda: not os.path.exists(f"/proc/{before}"), 10, "the parent to reap it", 0.02)
+        for _ in range(20):                    # the other worker serves meanwhile
+            assert request(gw.port, "GET", "/echo")[0] == 200
+        wait_for(lambda: _worker_pid(gw, 1) not in (None, before), 20,
+                 "worker 1 to be started again", 0.1)
+        assert gw.status(0)["pid"] != before and gw.proc.poll() is None
+        assert request(gw.port, "GET", "/echo")[0] == 200
+
+
+def _worker_pid(gw, index: int) -> int | None:
+    try:
+        return gw.status(index)["pid"]
+    except OSError:
+        return None
