@@ -22,6 +22,9 @@ def test_round_robin_least_conn_and_hashing():
     assert [rr.pick(bs, "", None).url for _ in range(6)] == [b.url for b in bs] * 2
     bs[0].in_flight, bs[1].in_flight, bs[2].in_flight = 5, 1, 3
     assert Balancer("least-conn").pick(bs, "", None) is bs[1]
+    bs[0].in_flight = 1                                  # ties take turns
+    lc = Balancer("least-conn")
+    assert {lc.pick(bs, "", None).url for _ in range(4)} == {bs[0].url, bs[1].url}
     by_ip = Balancer("hash:ip")
     picks = {ip: by_ip.pick(bs, ip, None) for ip in (f"10.0.0.{i}" for i in range(50))}
     assert len({b.url for b in picks.values()}) == 3                 # spread
