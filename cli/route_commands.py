@@ -38,17 +38,26 @@ def route() -> None:
 @click.option("--deny", default="", metavar="CIDR,...", help="Never these clients.")
 @click.option("--health-path", default="", metavar="PATH",
               help="Check each upstream with GET PATH; failing ones are taken out.")
+@click.option("--health-interval", default="", metavar="DURATION",
+              help="Time between checks of this route's upstreams (default: the gateway's).")
+@click.option("--health-fall", default=0, type=click.IntRange(0, 100), metavar="N",
+              help="Failed checks in a row that take an upstream out (default 3).")
+@click.option("--health-rise", default=0, type=click.IntRange(0, 100), metavar="N",
+              help="Good checks in a row that bring it back (default 2).")
 @click.option("--replace", is_flag=True, help="Change the route of that name if there is one.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def route_add(ctx, name, host, path, to, lb, strip_prefix, timeout, retries, require_token,
-              allow, deny, health_path, replace, as_json) -> None:
+              allow, deny, health_path, health_interval, health_fall, health_rise, replace,
+              as_json) -> None:
     """Add a route NAME (or change it with --replace); gateways apply it within a second."""
     from gateway.routing.route import Route
     fields = {"name": name, "host": host, "path": path, "to": _list(to), "lb": lb,
               "strip_prefix": strip_prefix, "timeout_s": parse_duration(timeout),
               "retries": retries, "require_token": require_token, "allow": _list(allow),
-              "deny": _list(deny), "health_path": health_path}
+              "deny": _list(deny), "health_path": health_path,
+              "health_interval_s": parse_duration(health_interval) if health_interval else 0.0,
+              "health_fall": health_fall, "health_rise": health_rise}
     try:
         Route.from_dict(dict(fields)).validate()
     except ValueError as err:

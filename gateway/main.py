@@ -57,7 +57,7 @@ class Worker:
         self.index = index
         self.metrics = GatewayMetrics()
         self.pools = Pools(opts.pool)
-        self.health = HealthChecker(opts.health)
+        self.health = HealthChecker()
         stream = None
         if opts.access_log == "-":
             stream = sys.stdout
@@ -92,11 +92,14 @@ class Worker:
             config_store.save(self.state_file, routes, revision, time.time())
 
     def _check_health(self) -> None:
+        """Check the upstreams of routes with a health path; an upstream named by several such
+        routes is checked as the first of them (by name) says."""
         targets = {}
-        for route in self.routes:
+        for route in sorted(self.routes, key=lambda r: r.name):
             if route.health_path and not route.to[0].startswith("builtin:"):
+                settings = self.opts.health.for_route(route)
                 for url in route.to:
-                    targets.setdefault(self.pools.get(url), route.health_path)
+                    targets.setdefault(self.pools.get(url), (route.health_path, settings))
         self.health.update(targets)
 
     def confirm(self) -> None:

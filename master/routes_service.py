@@ -17,7 +17,8 @@ from proto import routes_pb2_grpc as rpb_grpc
 WATCH_POLL_S = 0.1              # how often a Watch stream looks for a new revision
 WATCH_HEARTBEAT_S = 0.5         # the most time between two events of a Watch stream
 ROUTE_FIELDS = ("name", "host", "path", "to", "lb", "strip_prefix", "timeout_s", "retries",
-                "require_token", "allow", "deny", "health_path")
+                "require_token", "allow", "deny", "health_path", "health_interval_s",
+                "health_fall", "health_rise")
 
 
 def route_message(record: dict) -> rpb.GatewayRoute:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto import master_pb2 as proto_dot_master__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12proto/routes.proto\x12\ngfs.routes\x1a\x12proto/master.proto\"\x8d\x02\n\x0cGatewayRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\n\n\x02to\x18\x04 \x03(\t\x12\n\n\x02lb\x18\x05 \x01(\t\x12\x14\n\x0cstrip_prefix\x18\x06 \x01(\x08\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12\x0f\n\x07retries\x18\x08 \x01(\r\x12\x15\n\rrequire_token\x18\t \x01(\t\x12\r\n\x05\x61llow\x18\n \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x0b \x03(\t\x12\x10\n\x08revision\x18\x0c \x01(\x04\x12\x12\n\nupdated_ms\x18\r \x01(\x04\x12\x12\n\nupdated_by\x18\x0e \x01(\t\x12\x13\n\x0bhealth_path\x18\x0f \x01(\t\"v\n\x0fRoutePutRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\'\n\x05route\x18\x02 \x01(\x0b\x32\x18.gfs.routes.GatewayRoute\x12\x0f\n\x07replace\x18\x03 \x01(\x08\"M\n\x12RouteRemoveRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\"O\n\x11RouteListResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12(\n\x06routes\x18\x02 \x03(\x0b\x32\x18.gfs.routes.GatewayRoute\"*\n\x11RouteWatchRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x04\"t\n\x0fRouteWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12(\n\x06routes\x18\x03 \x03(\x0b\x32\x18.gfs.routes.GatewayRoute\x12\x13\n\x0bheartbeat_s\x18\x04 \x01(\x01\x32\x84\x02\n\x06Routes\x12<\n\x03Put\x12\x1b.gfs.routes.RoutePutRequest\x1a\x18.gfs.routes.GatewayRoute\x12;\n\x06Remove\x12\x1e.gfs.routes.RouteRemoveRequest\x1a\x11.gfs.master.Empty\x12\x38\n\x04List\x12\x11.gfs.master.Empty\x1a\x1d.gfs.routes.RouteListResponse\x12\x45\n\x05Watch\x12\x1d.gfs.routes.RouteWatchRequest\x1a\x1b.gfs.routes.RouteWatchEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12proto/routes.proto\x12\ngfs.routes\x1a\x12proto/master.proto\"\xd2\x02\n\x0cGatewayRoute\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04host\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\n\n\x02to\x18\x04 \x03(\t\x12\n\n\x02lb\x18\x05 \x01(\t\x12\x14\n\x0cstrip_prefix\x18\x06 \x01(\x08\x12\x11\n\ttimeout_s\x18\x07 \x01(\x01\x12\x0f\n\x07retries\x18\x08 \x01(\r\x12\x15\n\rrequire_token\x18\t \x01(\t\x12\r\n\x05\x61llow\x18\n \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x0b \x03(\t\x12\x10\n\x08revision\x18\x0c \x01(\x04\x12\x12\n\nupdated_ms\x18\r \x01(\x04\x12\x12\n\nupdated_by\x18\x0e \x01(\t\x12\x13\n\x0bhealth_path\x18\x0f \x01(\t\x12\x19\n\x11health_interval_s\x18\x10 \x01(\x01\x12\x13\n\x0bhealth_fall\x18\x11 \x01(\r\x12\x13\n\x0bhealth_rise\x18\x12 \x01(\r\"v\n\x0fRoutePutRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\'\n\x05route\x18\x02 \x01(\x0b\x32\x18.gfs.routes.GatewayRoute\x12\x0f\n\x07replace\x18\x03 \x01(\x08\"M\n\x12RouteRemoveRequest\x12)\n\x06header\x18\x01 \x01(\x0b\x32\x19.gfs.master.RequestHeader\x12\x0c\n\x04name\x18\x02 \x01(\t\"O\n\x11RouteListResponse\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12(\n\x06routes\x18\x02 \x03(\x0b\x32\x18.gfs.routes.GatewayRoute\"*\n\x11RouteWatchRequest\x12\x15\n\rfrom_revision\x18\x01 \x01(\x04\"t\n\x0fRouteWatchEvent\x12\x10\n\x08revision\x18\x01 \x01(\x04\x12\x10\n\x08snapshot\x18\x02 \x01(\x08\x12(\n\x06routes\x18\x03 \x03(\x0b\x32\x18.gfs.routes.GatewayRoute\x12\x13\n\x0bheartbeat_s\x18\x04 \x01(\x01\x32\x84\x02\n\x06Routes\x12<\n\x03Put\x12\x1b.gfs.routes.RoutePutRequest\x1a\x18.gfs.routes.GatewayRoute\x12;\n\x06Remove\x12\x1e.gfs.routes.RouteRemoveRequest\x1a\x11.gfs.master.Empty\x12\x38\n\x04List\x12\x11.gfs.master.Empty\x1a\x1d.gfs.routes.RouteListResponse\x12\x45\n\x05Watch\x12\x1d.gfs.routes.RouteWatchRequest\x1a\x1b.gfs.routes.RouteWatchEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.routes_pb2', _globals
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GATEWAYROUTE']._serialized_start=55
-  _globals['_GATEWAYROUTE']._serialized_end=324
-  _globals['_ROUTEPUTREQUEST']._serialized_start=326
-  _globals['_ROUTEPUTREQUEST']._serialized_end=444
-  _globals['_ROUTEREMOVEREQUEST']._serialized_start=446
-  _globals['_ROUTEREMOVEREQUEST']._serialized_end=523
-  _globals['_ROUTELISTRESPONSE']._serialized_start=525
-  _globals['_ROUTELISTRESPONSE']._serialized_end=604
-  _globals['_ROUTEWATCHREQUEST']._serialized_start=606
-  _globals['_ROUTEWATCHREQUEST']._serialized_end=648
-  _globals['_ROUTEWATCHEVENT']._serialized_start=650
-  _globals['_ROUTEWATCHEVENT']._serialized_end=766
-  _globals['_ROUTES']._serialized_start=769
-  _globals['_ROUTES']._serialized_end=1029
+  _globals['_GATEWAYROUTE']._serialized_end=393
+  _globals['_ROUTEPUTREQUEST']._serialized_start=395
+  _globals['_ROUTEPUTREQUEST']._serialized_end=513
+  _globals['_ROUTEREMOVEREQUEST']._serialized_start=515
+  _globals['_ROUTEREMOVEREQUEST']._serialized_end=592
+  _globals['_ROUTELISTRESPONSE']._serialized_start=594
+  _globals['_ROUTELISTRESPONSE']._serialized_end=673
+  _globals['_ROUTEWATCHREQUEST']._serialized_start=675
+  _globals['_ROUTEWATCHREQUEST']._serialized_end=717
+  _globals['_ROUTEWATCHEVENT']._serialized_start=719
+  _globals['_ROUTEWATCHEVENT']._serialized_end=835
+  _globals['_ROUTES']._serialized_start=838
+  _globals['_ROUTES']._serialized_end=1098
 # @@protoc_insertion_point(module_scope)

@@ -31,6 +31,9 @@ class Route:
     allow: list[str] = field(default_factory=list)
     deny: list[str] = field(default_factory=list)
     health_path: str = ""                # GET this on each upstream now and then ("" never)
+    health_interval_s: float = 0.0       # between checks (0: the gateway's --health-interval)
+    health_fall: int = 0                 # failed checks in a row that take an upstream out (0: 3)
+    health_rise: int = 0                 # good checks in a row that bring it back (0: 2)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +85,10 @@ class Route:
                                  any(c.isspace() for c in self.health_path)):
             raise ValueError(f"route {self.name}: the health path must start with / and have "
                              f"no spaces")
+        if self.health_interval_s and not 0.1 <= self.health_interval_s <= 3600:
+            raise ValueError(f"route {self.name}: the health interval must be 0.1s..1h")
+        if not (0 <= self.health_fall <= 100 and 0 <= self.health_rise <= 100):
+            raise ValueError(f"route {self.name}: health fall and rise must be 0..100")
         check_requirement(self.require_token)
 
 

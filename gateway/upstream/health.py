@@ -23,6 +23,13 @@ class HealthSettings:
     fall: int = 3
     rise: int = 2
 
+    def for_route(self, route) -> "HealthSettings":
+        """These settings with what `route` sets for itself (its zero fields keep ours)."""
+        interval = route.health_interval_s or self.interval_s
+        return HealthSettings(interval_s=interval, timeout_s=min(self.timeout_s, interval),
+                              fall=route.health_fall or self.fall,
+                              rise=route.health_rise or self.rise)
+
 
 async def probe(backend: Backend, path: str, timeout_s: float) -> bool:
     """One check: does the upstream answer GET `path` with 2xx/3xx in time?"""
@@ -52,26 +59,24 @@ class HealthChecker:
     """Checks the upstreams of every route that has a health path; `update` after a route
     change (checks of upstreams no longer named stop, and their state is forgotten)."""
 
-    def __init__(self, settings: HealthSettings | None = None):
-        self.settings = settings or HealthSettings()
+    def __init__(self):
         self._tasks: dict[str, asyncio.Task] = {}
-        self._paths: dict[str, str] = {}
+        self._how: dict[str, tuple[str, HealthSettings]] = {}
 
-    def update(self, targets: dict[Backend, str]) -> None:
-        """`targets`: backend -> health path."""
-        wanted = {b.url: (b, p) for b, p in targets.items()}
+    def update(self, targets: dict[Backend, tuple[str, HealthSettings]]) -> None:
+        """`targets`: backend -> (health path, how to check it)."""
+        wanted = {b.url: (b, how) for b, how in targets.items()}
         for url in list(self._tasks):
-            if url not in wanted or self._paths[url] != wanted[url][1]:
+            if url not in wanted or self._how[url] != wanted[url][1]:
                 self._tasks.pop(url).cancel()
-                self._paths.pop(url, None)
-        for url, (backend, path) in wanted.items():
+                self._how.pop(url, None)
+        for url, (backend, how) in wanted.items():
             if url not in self._tasks:
-                self._paths[url] = path
+                self._how[url] = how
                 self._tasks[url] = asyncio.get_running_loop().create_task(
-                    self._watch(backend, path))
+                    self._watch(backend, *how))
 
-    async def _watch(self, backend: Backend, path: str) -> None:
-        s = self.settings
+    async def _watch(self, backend: Backend, path: str, s: HealthSettings) -> None:
         passes = fails = 0
         try:
             while True:

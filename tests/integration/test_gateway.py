@@ -208,8 +208,10 @@ def test_active_health_checks_take_an_upstream_out_and_back(tmp_path, upstreams)
     proc, port = spawn_upstream("c", str(down))
     try:
         routes = [{"name": "hc", "path": "/*", "to": [upstreams[0], f"http://127.0.0.1:{port}"],
-                   "health_path": "/health", "retries": 0}]
-        with GatewayProc(tmp_path / "gw", routes, "--health-interval", "0.2s") as gw:
+                   "health_path": "/health", "retries": 0, "health_interval_s": 0.2,
+                   "health_fall": 2, "health_rise": 1}]
+        # The route's own check settings, not the gateway's (one check a minute), apply.
+        with GatewayProc(tmp_path / "gw", routes, "--health-interval", "60s") as gw:
             names = lambda: {json.loads(request(gw.port, "GET", "/echo")[2])["name"]  # noqa
                              for _ in range(6)}
             assert names() == {"a", "c"}

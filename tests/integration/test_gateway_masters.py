@@ -43,7 +43,8 @@ def test_routes_from_the_masters(make_cluster, tmp_path, upstream):
     token = cluster.admin_token
     work = tmp_path / "gw"
     add = gfs(cluster, "route", "add", "echo", "--path", "/echo/*", "--to", upstream,
-              "--strip-prefix", "--timeout", "5s", "--health-path", "/health", "--json")
+              "--strip-prefix", "--timeout", "5s", "--health-path", "/health",
+              "--health-interval", "0.5s", "--health-fall", "4", "--json")
     assert add.returncode == 0, add.stderr
     assert json.loads(add.stdout)["revision"] == 1
     with GatewayProc(work, None, masters=cluster.master_addresses(), token=token) as gw:
@@ -65,6 +66,7 @@ def test_routes_from_the_masters(make_cluster, tmp_path, upstream):
         show = json.loads(gfs(cluster, "route", "show", "echo", "--json").stdout)
         assert show["strip_prefix"] and show["timeout_s"] == 5.0
         assert show["health_path"] == "/health"
+        assert (show["health_interval_s"], show["health_fall"], show["health_rise"]) == (0.5, 4, 0)
         bad = gfs(cluster, "route", "add", "bad", "--to", "ftp://x:1")
         assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
         twin = gfs(cluster, "route", "add", "twin", "--path", "/echo/*", "--to", upstream)

@@ -82,6 +82,7 @@ def test_normalize_path(raw, norm):
     (dict(allow=["10.0.0.1/8"]), "bad CIDR"), (dict(retries=11), "retries"),
     (dict(allow=["10.0.0.0/8"], deny=["10.0.0.0/8"]), "both the allow and the deny"),
     (dict(health_path="health"), "health path"), (dict(require_token="nope"), "require-token"),
+    (dict(health_interval_s=0.01), "health interval"), (dict(health_fall=101), "fall and rise"),
     (dict(to=["builtin:metrics", "http://h:1"]), "only one")])
 def test_route_validation(bad, why):
     fields = dict(name="ok", path="/*", to=["http://127.0.0.1:80"])
