@@ -11,6 +11,7 @@ import random
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -258,3 +259,27 @@ def test_fuzz_never_crashes_and_errors_are_json(cluster, gw, method, path, query
     assert resp.status < 500, (target, body)
     if resp.status >= 400 and method != "HEAD":
         error_of(body)
+
+
+def readme_examples() -> str:
+    """The README's curl block (after its `rest-examples` marker), without its `export` line."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- rest-examples:", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    return "\n".join(line for line in block.splitlines() if not line.startswith("export "))
+
+
+def test_the_readme_curl_examples_work_as_written(cluster, gw, tmp_path):
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 " + bytes(range(256)) * 40)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(os.urandom(5000))
+    env = {**os.environ, "GW": f"http://127.0.0.1:{gw.port}", "TOKEN": cluster.alice}
+    done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", readme_examples()], cwd=tmp_path,
+                          env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "copy.pdf").read_bytes() == (tmp_path / "report.pdf").read_bytes()
+    out = done.stdout
+    assert (tmp_path / "report.pdf").read_bytes()[:100] in out
+    assert b'"name":"report.pdf"' in out and b'"openapi"' in out
+    with cluster.client(token=cluster.alice) as c:
+        assert c.read("/alice/docs/2026.pdf") == (tmp_path / "report.pdf").read_bytes()
+        assert not c.exists("/alice/backup")
