@@ -283,3 +283,20 @@ def test_the_readme_curl_examples_work_as_written(cluster, gw, tmp_path):
     with cluster.client(token=cluster.alice) as c:
         assert c.read("/alice/docs/2026.pdf") == (tmp_path / "report.pdf").read_bytes()
         assert not c.exists("/alice/backup")
+
+
+def test_large_bodies_stream_through_in_bounded_memory(cluster, gw, tmp_path):
+    size = 40 * CHUNK + 777
+    src, back = tmp_path / "big.bin", tmp_path / "back.bin"
+    with open(src, "wb") as f:
+        for _ in range(40):
+            f.write(os.urandom(CHUNK))
+        f.write(os.urandom(777))
+    before = gw.rss_kib()
+    status, body, _ = curl(gw, "-T", str(src), "GW/v1/files/alice/big.bin", token=cluster.alice)
+    assert status == 201 and json.loads(body)["size"] == size
+    status, _, _ = curl(gw, "-o", str(back), "GW/v1/files/alice/big.bin", token=cluster.alice)
+    assert status == 200
+    grown = gw.rss_kib() - before
+    assert back.read_bytes() == src.read_bytes()
+    assert grown < 20 * 1024, f"the gateway grew by {grown} KiB moving 2 x 40 MiB"
