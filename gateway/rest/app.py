@@ -147,6 +147,9 @@ class RestApp:
         if ex.response_started:
             ex.abort()                   # never let a short body pass for a whole one
             return
+        if ex.head.method == "HEAD":             # no body, whatever the protocol
+            await ex.start_response(status, headers + [("x-gfs-error", code)], end=True)
+            return
         await ex.respond(status, _json({"error": {"code": code, "message": message}}) + b"\n",
                          [("content-type", "application/json")] + headers)
 
