@@ -19,15 +19,20 @@ import asyncio
 import io
 import re
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, TypeVar
 
 from gateway.http.exchange import Exchange
 from gfs.client import Client, FileInfo
-from gfs.errors import GfsError, InvalidArgument
+from gfs.errors import DeadlineExceeded, GfsError, InvalidArgument
 from gfs.transfer import PIECE_SIZE
 
 T = TypeVar("T")
 OFFLOAD = ThreadPoolExecutor(max_workers=64, thread_name_prefix="objectio")
+# The longest a worker thread waits for the event loop to hand over or take one piece (the
+# HTTP layer closes a connection idle for 60 s, which ends the wait sooner; this bound is for an
+# event loop that stopped, so that no thread waits forever).
+LOOP_WAIT_S = 180.0
 
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
@@ -40,6 +45,16 @@ HTTP_STATUS = {
 def http_status(err: GfsError) -> int:
     """The HTTP status for a gfs error (quota: 507 Insufficient Storage)."""
     return HTTP_STATUS.get(err.code, 500)
+
+
+def _on_loop(coroutine, loop: asyncio.AbstractEventLoop):
+    """Run `coroutine` on the event loop from a worker thread; its result or exception."""
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    try:
+        return future.result(LOOP_WAIT_S)
+    except FutureTimeout:
+        future.cancel()
+        raise DeadlineExceeded(f"the connection moved nothing for {LOOP_WAIT_S:g} s") from None
 
 
 async def offload(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -111,8 +126,7 @@ class _BodyReader(io.RawIOBase):
 
     def readinto(self, buffer) -> int:
         if not self._left:
-            self._left = memoryview(
-                asyncio.run_coroutine_threadsafe(self._ex.read(), self._loop).result())
+            self._left = memoryview(_on_loop(self._ex.read(), self._loop))
             self.received += len(self._left)
             self._check_length()
         n = min(len(buffer), len(self._left))
@@ -152,7 +166,7 @@ class _ResponseWriter:
 
     def write(self, data) -> int:
         piece = bytes(data)               # the reader may reuse its buffer once this returns
-        asyncio.run_coroutine_threadsafe(self._ex.write(piece), self._loop).result()
+        _on_loop(self._ex.write(piece), self._loop)
         return len(piece)
 
     def flush(self) -> None:

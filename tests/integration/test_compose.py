@@ -64,6 +64,14 @@ def test_compose_three_parts_reads_survives_restarts_repairs_and_mounts(make_clu
         for at in boundaries + [ch.index_offset for ch in info.chunks[1:]]:
             for lo, hi in ((at - 1, at + 1), (max(0, at - 70_000), at + 200_000), (at, at + 5)):
                 assert c.read_at(readable, lo, hi - lo) == whole[lo:hi], (lo, hi)
+        # Appending is composing again, the file itself first (gfs has no byte-level append).
+        tail = rng.randbytes(100 * KIB + 3)
+        c.put(io.BytesIO(tail), "/alice/upload/tail")
+        part_handles += [ch.handle for ch in c.stat("/alice/upload/tail").chunks]
+        c.compose("/alice/obj", ["/alice/obj", "/alice/upload/tail"])
+        whole += tail
+        assert [ch.handle for ch in c.stat("/alice/obj").chunks] == part_handles
+        assert c.read("/alice/obj", len(whole) - len(tail) - 7, 20) == whole[-len(tail) - 7:][:20]
         out = tmp_path / "obj"
         assert c.get("/alice/obj", str(out), parallel=4) == len(whole)
         assert out.read_bytes() == whole

@@ -97,6 +97,16 @@ def test_put_get_range_head_list_mkdir_rename_delete(cluster, gw, tmp_path):
                                      "GW/v1/files/alice/docs/data.bin", token=alice)
         assert status == 206 and body == data[lo:hi], rng
         assert headers["content-range"] == f"bytes {lo}-{hi - 1}/{len(data)}"
+    # the same over HTTP/2 (h2c, prior knowledge)
+    status, body, _ = curl(gw, "--http2-prior-knowledge", "-T", "-",
+                           "GW/v1/files/alice/docs/h2.bin", token=alice, data=data[:70_000])
+    assert status == 201, body
+    status, body, headers = curl(gw, "--http2-prior-knowledge", "-H", "Range: bytes=10-69999",
+                                 "GW/v1/files/alice/docs/h2.bin", token=alice)
+    assert status == 206 and body == data[10:70_000]
+    status, body, _ = curl(gw, "--http2-prior-knowledge", "-I", "GW/v1/files/alice/nope",
+                           token=alice)
+    assert status == 404 and not body.strip()
     status, body, headers = curl(gw, "-I", "GW/v1/files/alice/docs/data.bin", token=alice)
     assert status == 200 and not body.strip() and headers["content-length"] == str(len(data))
     assert headers["x-gfs-type"] == "file"
@@ -119,7 +129,7 @@ def test_put_get_range_head_list_mkdir_rename_delete(cluster, gw, tmp_path):
         if page["next"] is None:
             break
         after = page["next"]
-    assert names == ["data.bin", "n0", "n1", "n2", "n3", "n4"]
+    assert names == ["data.bin", "h2.bin", "n0", "n1", "n2", "n3", "n4"]
     status, body, _ = curl(gw, "GW/v1/files/alice/docs", token=alice)
     assert status == 409 and "?list" in error_of(body)["message"]
     # rename (by path or by URL), then delete
