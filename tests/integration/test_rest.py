@@ -10,6 +10,7 @@ import os
 import random
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,8 +28,11 @@ CHUNK = 1 << 20
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster):
     c = cluster_with_people(make_module_cluster, "rest")
+    added = subprocess.run([sys.executable, "-m", "cli.main", "route", "add", "rest", "--path",
+                            "/v1/*", "--to", "builtin:rest"], capture_output=True, text=True,
+                           env=c.cli_env(), timeout=60)          # as the README has it
+    assert added.returncode == 0, added.stderr
     with c.client() as admin:
-        admin.route_put({"name": "rest", "path": "/v1/*", "to": ["builtin:rest"]})
         c.carol, _ = admin.token_create("short", principal="alice", ttl_s=3)
     return c
 
