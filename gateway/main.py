@@ -128,10 +128,19 @@ class Worker:
                               self.revision, opts.tls_ca)
         store = PermissionStore(opts.masters, opts.token, tls_ca=opts.tls_ca)
         self.proxy.authenticate = TokenChecker(store, Refused)
+        self._serve_rest()
         source.start()
         store.start()
         self.sources = (source, store)
         return [source, store]
+
+    def _serve_rest(self) -> None:
+        """`builtin:rest` (gateway/rest/): its calls go to the masters as each caller, over
+        connections of a client with no token of its own."""
+        from gateway.rest.app import RestApp
+        from gfs.client import Client
+        self.proxy.builtins["rest"] = RestApp(Client(self.opts.masters, token="",
+                                                     tls_ca=self.opts.tls_ca))
 
     async def _metrics_page(self, ex) -> None:
         await ex.respond(200, self.metrics.render(),

@@ -40,6 +40,9 @@ class AsyncClient:
     async def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         await asyncio.to_thread(self._client.rename, src, dst, overwrite)
 
+    async def compose(self, dest: str, sources: list[str], **kwargs) -> int:
+        return await asyncio.to_thread(self._client.compose, dest, sources, **kwargs)
+
     async def delete(self, path: str, recursive: bool = False) -> int:
         return await asyncio.to_thread(self._client.delete, path, recursive)
 

@@ -6,6 +6,7 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import io
@@ -320,11 +321,25 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         self._channels = Channels(daemon_auth, read_pem(ca_file, "CA certificate")
                                   if ca_file else None)
         self._reach = Reachability(self.masters)
+        self._owns_channels = True
 
     # --- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        self._channels.close()
+        if self._owns_channels:
+            self._channels.close()
+
+    def for_token(self, token: str) -> "Client":
+        """A client calling as `token` ("" = anonymous) over this one's connections (a server
+        acting for many callers, such as the gateway's REST and S3 apps). Closing it leaves
+        the connections open; they are this client's."""
+        other = copy.copy(self)
+        other.token = token
+        other._metadata = bearer(token)
+        other.client_id = os.urandom(16)
+        other._seq = _Sequencer()
+        other._owns_channels = False
+        return other
 
     def __enter__(self) -> "Client":
         return self
@@ -428,16 +443,32 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Entries of a directory (or the file itself), sorted by name, fetched page by page."""
         start_after = ""
         while True:
-            resp = self._call("List", pb.ListRequest(path=utf8(path), start_after=start_after,
-                                                     limit=page_size, stale_ok=stale_ok))
-            for e in resp.entries:
-                yield FileInfo.from_proto(e)
-            if not resp.next:
+            entries, start_after = self.list_page(path, start_after, page_size, stale_ok)
+            yield from entries
+            if not start_after:
                 return
-            start_after = resp.next
+
+    def list_page(self, path: str, start_after: str = "", limit: int = 1000,
+                  stale_ok: bool = False) -> tuple[list[FileInfo], str]:
+        """One page of `list`: the entries after the name `start_after`, and the `start_after`
+        of the next page ("" after the last)."""
+        resp = self._call("List", pb.ListRequest(path=utf8(path), start_after=start_after,
+                                                 limit=limit, stale_ok=stale_ok))
+        return [FileInfo.from_proto(e) for e in resp.entries], resp.next
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         self._mutate("Rename", pb.RenameRequest, src=src, dst=dst, overwrite=overwrite)
+
+    def compose(self, dest: str, sources: list[str], *, overwrite: bool = False,
+                mode: int = 0o644, owner: str = "", storage_class: str = "") -> int:
+        """Make `dest` the concatenation of the files `sources`, in order, without copying a
+        byte: their chunks become dest's and the sources are removed, in one atomic step
+        (master/compose.py). Returns dest's inode."""
+        for source in sources:
+            utf8(source, "source path")
+        return self._mutate("Compose", pb.ComposeRequest, dest=dest, sources=list(sources),
+                            overwrite=overwrite, mode=mode, owner=owner,
+                            storage_class=storage_class).inode
 
     def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
         """Remove a path; it goes to this user's trash unless `skip_trash` (or the cluster keeps

@@ -1,7 +1,7 @@
 """Model-based test of MetadataState: random namespace operations over a tiny name alphabet
 (so collisions happen) are applied both to a real LMDB-backed MetadataState and to a plain
 in-memory model, and every result and every read must agree. The operations include the trash
-(delete to the trash, restore, purge), chunk retries (version bumps) and the leader's
+(delete to the trash, restore, purge), chunk retries (version bumps), compose and the leader's
 housekeeping commands. A rule snapshots the state (copy_to_fd), installs the copy elsewhere and
 carries on from the restored copy."""
 from __future__ import annotations
@@ -280,6 +280,35 @@ class Model:
         return {"updated": True}
 
     # --- what the reads must return ---
+    def compose(self, dest: str, sources: list[str], overwrite: bool) -> dict:
+        if not sources or len(set(sources)) != len(sources) or dest == "/":
+            raise ModelError("INVALID_ARGUMENT")
+        for src in sources:
+            if src == "/":
+                raise ModelError("INVALID_ARGUMENT")
+            if self.resolve(paths.split(src)[0])["type"] != "dir":
+                raise ModelError("FAILED_PRECONDITION")
+            if src not in self.nodes:
+                writing = any(u["path"] == src for u in self.uploads.values())
+                raise ModelError("FAILED_PRECONDITION" if writing else "NOT_FOUND")
+            if self.nodes[src]["type"] == "dir":
+                raise ModelError("FAILED_PRECONDITION")
+        if self.resolve(paths.split(dest)[0])["type"] != "dir":
+            raise ModelError("FAILED_PRECONDITION")
+        if dest in self.nodes and dest not in sources:
+            self.check_replaceable(self.nodes[dest], overwrite)
+        handles = [h for src in sources for h in self.nodes[src]["handles"]]
+        size = sum(self.nodes[src]["size"] for src in sources)
+        for src in sources:
+            del self.nodes[src]                      # the chunks move: nothing to garbage
+        if dest in self.nodes:
+            self.drop(dest)
+        ino = self.new_ino()
+        self.nodes[dest] = _new_node(ino, "file", size, handles)
+        for handle in handles:
+            self.chunks[handle]["inode"] = ino
+        return {"inode": ino, "size": size, "chunks": len(handles)}
+
     def counts(self) -> dict:
         nodes = list(self.all_nodes())
         dirs = sum(1 for n in nodes if n["type"] == "dir")
@@ -444,6 +473,15 @@ class StateMachineVsModel(RuleBasedStateMachine):
     def rename(self, pick, src, pick_dst, name, dst, overwrite):
         src, dst = self.pick_path(pick, src), self.pick_target(pick_dst, name, dst)
         self.run("rename", src, dst, overwrite, op="rename", src=src, dst=dst, overwrite=overwrite)
+
+    @rule(picks=st.lists(PICK, max_size=3), default=PATHS, pick_dst=PICK, name=NAMES, dst=PATHS,
+          overwrite=st.booleans(), into_first=st.booleans())
+    def compose(self, picks, default, pick_dst, name, dst, overwrite, into_first):
+        """Mostly existing files (some twice, some directories) into a new name, or the first."""
+        sources = [self.pick_path(pick, default) for pick in picks]
+        dest = sources[0] if into_first and sources else self.pick_target(pick_dst, name, dst)
+        self.run("compose", dest, sources, overwrite, op="compose", dest=dest, sources=sources,
+                 overwrite=overwrite, mode=0o644, owner="u", storage_class="hot")
 
     @rule(pick=PICK, path=PATHS, recursive=st.booleans(),
           how=st.sampled_from(["plain", "plain", "no_trash", "trash", "trash", "trash_anonymous"]), user=USERS)

@@ -1,0 +1,1 @@
+"""The plain REST API over gfs files (`builtin:rest`; docs/rest.md)."""

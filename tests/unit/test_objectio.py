@@ -1,0 +1,79 @@
+"""gateway/objectio.py alone: Range parsing (RFC 9110), the error -> status map, and the body
+stream's Content-Length check (over a minimal exchange that hands out pieces)."""
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway import objectio
+from gateway.objectio import MalformedRange, UnsatisfiableRange, parse_range
+from gfs.errors import InvalidArgument, NotFound, ResourceExhausted
+
+
+@pytest.mark.parametrize("header, size, expected", [
+    (None, 10, None), ("items=0-1", 10, None), ("bytes=0-0", 10, (0, 1)),
+    ("bytes=2-5", 10, (2, 6)), ("bytes=2-", 10, (2, 10)), ("bytes=2-100", 10, (2, 10)),
+    ("bytes=-3", 10, (7, 10)), ("bytes=-30", 10, (0, 10)), ("Bytes = 9-9", 10, (9, 10)),
+])
+def test_ranges(header, size, expected):
+    assert parse_range(header, size) == expected
+
+
+@pytest.mark.parametrize("header", ["bytes=", "bytes=-", "bytes=a-b", "bytes=5-2", "bytes=1-2,4-5",
+                                    "bytes=--1", "bytes=1", "bytes= 1 - 2"])
+def test_malformed_ranges(header):
+    with pytest.raises(MalformedRange):
+        parse_range(header, 10)
+
+
+@pytest.mark.parametrize("header, size", [("bytes=10-", 10), ("bytes=10-20", 10), ("bytes=-0", 10),
+                                          ("bytes=0-", 0), ("bytes=-5", 0)])
+def test_unsatisfiable_ranges(header, size):
+    with pytest.raises(UnsatisfiableRange):
+        parse_range(header, size)
+
+
+@given(st.text(max_size=40), st.integers(0, 1 << 40))
+def test_any_header_parses_to_a_range_inside_the_file_or_a_clear_error(header, size):
+    try:
+        got = parse_range(header, size)
+    except (MalformedRange, UnsatisfiableRange) as err:
+        assert str(err)
+        return
+    assert got is None or 0 <= got[0] < got[1] <= size
+
+
+def test_http_status():
+    assert objectio.http_status(NotFound("x")) == 404
+    assert objectio.http_status(InvalidArgument("x")) == 400
+    assert objectio.http_status(ResourceExhausted("x")) == 507
+
+
+class _Pieces:
+    """What objectio reads of an exchange: `read()`, piece by piece."""
+
+    def __init__(self, pieces: list[bytes]):
+        self._pieces = list(pieces)
+
+    async def read(self) -> bytes:
+        return self._pieces.pop(0) if self._pieces else b""
+
+
+@pytest.mark.parametrize("pieces, expected, error", [
+    ([b"abc", b"de"], 5, None), ([b"abc"], 5, "ended after 3 of 5"),
+    ([b"abc", b"def"], 5, "longer than its Content-Length"), ([b"x" * 10], None, None)])
+def test_the_body_stream_checks_its_length(pieces, expected, error):
+    async def run():
+        loop = asyncio.get_running_loop()
+        stream = io.BufferedReader(objectio._BodyReader(_Pieces(pieces), loop, expected),
+                                   buffer_size=4)
+        return await loop.run_in_executor(None, stream.read)
+    if error is None:
+        assert asyncio.run(run()) == b"".join(pieces)
+    else:
+        with pytest.raises(InvalidArgument, match=error):
+            asyncio.run(run())
