@@ -552,6 +552,13 @@ def tls_options(command):
               help="Leader heartbeat interval, seconds.")
 @click.option("--compact-entries", default=50_000, show_default=True, type=int,
               help="Snapshot and compact the Raft log after this many entries.")
+@click.option("--read-mode", type=click.Choice(["index", "lease"]), default="index",
+              show_default=True, envvar="GFS_READ_MODE",
+              help="How the leader proves a linearizable read current: `index` confirms its "
+                   "leadership with one message round to a majority (shared by every read "
+                   "waiting), `lease` skips the round while a majority answered within 3/4 of "
+                   "--election-timeout (assumes the masters' clocks run at rates within 33 % of "
+                   "each other; docs/raft.md). Give every master the same mode.")
 @click.option("--replication", default=3, show_default=True, type=click.IntRange(1, 16),
               help="Default replication factor for new files.")
 @click.option("--chunk-size", default="64MiB", show_default=True,
@@ -611,7 +618,7 @@ def tls_options(command):
               help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
-           election_timeout, heartbeat, compact_entries, replication, chunk_size,
+           election_timeout, heartbeat, compact_entries, read_mode, replication, chunk_size,
            dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
            repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
@@ -637,7 +644,7 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     if default_chunk < CHUNK_UNIT or default_chunk % CHUNK_UNIT:
         raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
-                     heartbeat=heartbeat, compact_entries=compact_entries)
+                     heartbeat=heartbeat, compact_entries=compact_entries, read_mode=read_mode)
     makedirs_durable(data_dir)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": default_chunk,
