@@ -69,6 +69,8 @@ def drop_inode(tx: Tx, ino: int, now: int) -> dict:
     its owner's usage; return the record."""
     record = tx.inode(ino)
     tx.discard_chunks(record["chunks"], now)
+    if record.get("inline") is not None:
+        tx.delete_inline(ino)
     usage.forget_file(tx, record)
     tx.delete_inode(ino)
     return record
@@ -162,7 +164,7 @@ def describe(tx: Tx, path: str, target: Access) -> dict:
             "mtime": record["mtime"], "replication": record["replication"],
             "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
             "visibility": target.visibility, "own_visibility": record.get("visibility", ""),
-            "chunks": chunk_infos(tx, record["chunks"])}
+            "chunks": chunk_infos(tx, record["chunks"]), "inline": record.get("inline")}
 
 
 def _quota(tx: Tx, owner: str, add_bytes: int, replacing: dict | None) -> None:
@@ -520,7 +522,10 @@ def note_reads(tx: Tx, args: dict) -> dict:
 def stat(tx: Tx, caller: Principal, path: str, for_read: bool = False) -> dict:
     target = access(tx, path)
     authorize(caller, READ if for_read and target.record["type"] != DIR else LIST, path, target)
-    return describe(tx, path, target)
+    info = describe(tx, path, target)
+    if for_read and info["inline"] is not None:        # master/inline.py: the bytes too
+        info["data"] = tx.inline_data(target.ino)
+    return info
 
 
 def list_page(tx: Tx, caller: Principal, path: str, start_after: str,

@@ -17,7 +17,7 @@ from gfs.errors import (DeadlineExceeded, FailedPrecondition, ResourceExhausted,
 from gfs.planted import planted
 from gfs.transfer import Channels
 from gfs.units import human_size
-from master import pressure
+from master import inline, pressure
 from master.balance import Balancer
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
@@ -63,7 +63,8 @@ class MasterNode:
         self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
         self.peers[raft_address] = grpc_address
         self.data_dir = data_dir
-        self.defaults = {"replication": 3, "chunk_size": 64 << 20, "storage_class": "hot"}
+        self.defaults = {"replication": 3, "chunk_size": 64 << 20, "storage_class": "hot",
+                         "inline_max": inline.DEFAULT_MAX}
         self.defaults.update(defaults or {})
         self.started = time.monotonic()
         self.metrics_address = ""

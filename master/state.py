@@ -23,10 +23,11 @@ from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenti
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
 from gfs.planted import planted
-from master import capability_keys, identity, oidc, routes
+from master import capability_keys, identity, inline, oidc, routes
 from master import namespace as ns
 from master import usage
-from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
+from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, bytes_up_to,
+                           optional_bytes,
                            chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
                            parse_session, path_field, path_or_empty, text)
 from master.access import ROOT_OWNER, admin_overrides
@@ -89,6 +90,12 @@ _OPS: dict[str, _Op] = {
                    "storage_class": one_of("", *ns.STORAGE_CLASSES), "chunk_size": chunk_size_field,
                    "mode": MODE, "owner": text, "overwrite": boolean}, ns.create,
                   optional={"default_class": one_of(*ns.STORAGE_CLASSES), "size": int_in(0)}),
+    "put_inline": _Op({"path": path_field, "data": bytes_up_to(inline.HARD_MAX),
+                       "checksum": int_in(0), "replication": int_in(1, MAX_REPLICATION),
+                       "storage_class": one_of("", *ns.STORAGE_CLASSES),
+                       "chunk_size": chunk_size_field, "mode": MODE, "owner": text,
+                       "overwrite": boolean}, inline.put_inline,
+                      optional={"default_class": one_of(*ns.STORAGE_CLASSES)}),
     "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads, system=True),
     "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
                       "recursive": boolean}, ns.set_class),
