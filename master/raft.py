@@ -433,6 +433,9 @@ class MetadataRaft(SyncObj):
         """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.
         Runs in the tick thread, so the copy is exactly the state at the last applied entry."""
         last_entry, prev_entry, cluster = entries
+        # The journal up to here goes once the snapshot is written: LMDB must not be able to
+        # lose a commit it holds (it commits without syncing its meta page: master/state.py).
+        self.state.sync_now()
         header = sopickle.dumps((last_entry, prev_entry, cluster))
         with open(tmp_path, "wb") as f:
             f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
