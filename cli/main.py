@@ -563,7 +563,7 @@ def tls_options(command):
               help="Default replication factor for new files.")
 @click.option("--chunk-size", default="64MiB", show_default=True,
               help="Default chunk size for new files.")
-@click.option("--inline-max", default="64KiB", show_default=True,
+@click.option("--inline-max", default="64KiB", show_default=True, envvar="GFS_INLINE_MAX",
               help="Files up to this size are stored inline in the metadata: written by one "
                    "command, read by one (at most 1MiB; 0: off).")
 @click.option("--dead-after", default=10.0, show_default=True, type=float,
