@@ -14,16 +14,11 @@ with the old inode), which is how a small file grows into chunks.
 """
 from __future__ import annotations
 
-from gfs import paths
-from gfs.auth.checker import WRITE
 from gfs.checksum import inline_checksum
 from gfs.errors import DataLoss
+from master import namespace as ns
 from master import usage
-from master.access import authorize, child_access, new_owner, writable_dir
-from master.identity import SYSTEM
-from master.namespace import (COMMITTED, _file_class, _quota, check_replaceable, drop_inode,
-                              inode_record)
-from master.store import FILE, NEXT_INODE, ROOT_INODE, Tx
+from master.store import FILE, NEXT_INODE, Tx
 
 HARD_MAX = 1 << 20        # no command carries more inline bytes, whatever --inline-max says
 DEFAULT_MAX = 64 << 10    # --inline-max
@@ -31,27 +26,16 @@ DEFAULT_MAX = 64 << 10    # --inline-max
 
 def put_inline(tx: Tx, args: dict) -> dict:
     """Create (or, with overwrite, replace) the file at `path` holding `data`, committed."""
-    path, now, caller, data = args["path"], args["now"], args["caller"], args["data"]
+    path, now, data = args["path"], args["now"], args["data"]
     if inline_checksum(data) != args["checksum"]:
         raise DataLoss(f"the bytes of {path} do not match their checksum (damaged on the way)")
-    parent_path, name = paths.split(path)
-    if not name:
-        check_replaceable(tx, path, ROOT_INODE, args["overwrite"])
-    parent = writable_dir(tx, caller, parent_path)
-    existing = tx.lookup(parent.ino, name)
-    replaced = None
-    if existing is not None:
-        check_replaceable(tx, path, existing, args["overwrite"])
-        replaced = tx.inode(existing)
-        authorize(caller, WRITE, path, child_access(parent, existing, replaced))
-    owner = new_owner(caller, parent.record, args["owner"], SYSTEM.user)
-    _quota(tx, owner, len(data), replaced)
+    parent, name, existing, owner = ns.new_file_place(tx, args, len(data))
     if existing is not None:
         usage.detach(tx, parent.ino, existing)
-        drop_inode(tx, existing, now)
+        ns.drop_inode(tx, existing, now)
     ino = tx.allocate(NEXT_INODE)
-    record = inode_record(FILE, args["mode"], owner, now, args["replication"],
-                          _file_class(tx, parent.ino, args), args["chunk_size"], COMMITTED)
+    record = ns.inode_record(FILE, args["mode"], owner, now, args["replication"],
+                             ns.file_class(tx, parent.ino, args), args["chunk_size"], ns.COMMITTED)
     record.update(size=len(data), inline=args["checksum"])
     tx.put_inode(ino, record)
     tx.put_inline(ino, data)
