@@ -130,3 +130,19 @@ def test_a_paused_leader_under_the_lease_never_serves_a_stale_read(make_cluster)
                                         metadata=bearer(c.admin_token))
         except grpc.RpcError as err:
             assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), err
+
+
+def test_fsspec_writes_and_reads_inline_files(cluster):
+    from gfs.filesystem import GfsFileSystem
+    fs = GfsFileSystem(masters=cluster.master_addresses(), token=cluster.admin_token,
+                       skip_instance_cache=True)
+    data = os.urandom(10_000)
+    with fs.open("/fsspec-small", "wb") as f:
+        f.write(data)
+    with cluster.client() as c:
+        assert c.stat("/fsspec-small").inline
+    assert fs.cat_file("/fsspec-small") == data
+    assert fs.cat_file("/fsspec-small", start=10, end=20) == data[10:20]
+    with fs.open("/fsspec-small", "rb") as f:
+        f.seek(5000)
+        assert f.read(100) == data[5000:5100]
