@@ -552,10 +552,20 @@ def tls_options(command):
               help="Leader heartbeat interval, seconds.")
 @click.option("--compact-entries", default=50_000, show_default=True, type=int,
               help="Snapshot and compact the Raft log after this many entries.")
+@click.option("--read-mode", type=click.Choice(["index", "lease"]), default="index",
+              show_default=True, envvar="GFS_READ_MODE",
+              help="How the leader proves a linearizable read current: `index` confirms its "
+                   "leadership with one message round to a majority (shared by every read "
+                   "waiting), `lease` skips the round while a majority answered within 3/4 of "
+                   "--election-timeout (assumes the masters' clocks run at rates within 33 % of "
+                   "each other; docs/raft.md). Give every master the same mode.")
 @click.option("--replication", default=3, show_default=True, type=click.IntRange(1, 16),
               help="Default replication factor for new files.")
 @click.option("--chunk-size", default="64MiB", show_default=True,
               help="Default chunk size for new files.")
+@click.option("--inline-max", default="64KiB", show_default=True, envvar="GFS_INLINE_MAX",
+              help="Files up to this size are stored inline in the metadata: written by one "
+                   "command, read by one (at most 1MiB; 0: off).")
 @click.option("--dead-after", default=10.0, show_default=True, type=float,
               help="Seconds without a heartbeat before a chunkserver counts as dead.")
 @click.option("--gc-grace", default=3600.0, show_default=True, type=float,
@@ -611,8 +621,8 @@ def tls_options(command):
               help="Seconds a chunk read/write capability handed to a client stays valid.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
-           election_timeout, heartbeat, compact_entries, replication, chunk_size,
-           dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
+           election_timeout, heartbeat, compact_entries, read_mode, replication, chunk_size,
+           inline_max, dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
            repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
            balance_concurrency, admin_token_file, cluster_secret_file, tls_cert, tls_key, tls_ca,
@@ -636,12 +646,17 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
     default_chunk = parse_size(chunk_size)
     if default_chunk < CHUNK_UNIT or default_chunk % CHUNK_UNIT:
         raise click.BadParameter(chunk_size_rule(default_chunk), param_hint="--chunk-size")
+    from master.inline import HARD_MAX
+    inline_bytes = parse_size(inline_max)
+    if inline_bytes > HARD_MAX:
+        raise click.BadParameter(f"at most {HARD_MAX} bytes (1MiB), not {inline_bytes}",
+                                 param_hint="--inline-max")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
-                     heartbeat=heartbeat, compact_entries=compact_entries)
+                     heartbeat=heartbeat, compact_entries=compact_entries, read_mode=read_mode)
     makedirs_durable(data_dir)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": default_chunk,
-                         "storage_class": default_class},
+                         "storage_class": default_class, "inline_max": inline_bytes},
                    dead_after=dead_after, gc_grace=gc_grace, trash_retention=trash_retention,
                    repair_concurrency=repair_concurrency, repair_rate=parse_size(repair_rate),
                    tiering={"cold_after_s": auto_cold_after, "warm_reads": auto_warm_reads,

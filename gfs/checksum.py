@@ -22,6 +22,12 @@ def chunk_checksum(block_sums: list[int]) -> int:
     return xxhash.xxh3_64_intdigest(b"".join(_U64.pack(s) for s in block_sums))
 
 
+def inline_checksum(data: bytes) -> int:
+    """The checksum of a file stored inline in the metadata: that of a chunk of the same bytes."""
+    return chunk_checksum([block_checksum(data[i:i + BLOCK_SIZE])
+                           for i in range(0, len(data), BLOCK_SIZE)])
+
+
 class ChunkChecksummer:
     """Feed bytes in pieces of any size; get the per-block sums and the chunk checksum."""
 

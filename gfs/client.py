@@ -32,6 +32,7 @@ from gfs.oidc_calls import OidcCalls
 from gfs.routes_client import RouteCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
+from gfs.checksum import inline_checksum
 from gfs.reach import Reachability
 from gfs.errors import (
     DataLoss,
@@ -57,6 +58,7 @@ from proto import master_pb2_grpc as pb_grpc
 LEADER_METADATA_KEY = "gfs-leader"
 _FIELD_WORDS = {"src": "source path", "dst": "destination path"}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+INLINE_MAX = 64 << 10      # the masters' default --inline-max
 
 
 @dataclass
@@ -86,6 +88,9 @@ class FileInfo:
     chunk_size: int
     chunks: list[ChunkInfo] = field(default_factory=list)
     visibility: str = ""       # effective: private, visible, public
+    inline: bool = False       # the bytes are in the metadata (master/inline.py), no chunks
+    inline_checksum: int = 0
+    inline_data: bytes | None = field(default=None, repr=False)   # from stat(for_read=True)
 
     @property
     def is_dir(self) -> bool:
@@ -93,6 +98,7 @@ class FileInfo:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        del d["inline_data"]              # the file's bytes, not a property
         for c in d["chunks"]:
             del c["capability"]           # a short-lived credential, not a property of the file
         return d
@@ -102,7 +108,9 @@ class FileInfo:
         return cls(path=m.path, inode=m.inode, type=m.type, size=m.size, mode=m.mode,
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
-                   chunk_size=m.chunk_size, visibility=m.visibility,
+                   chunk_size=m.chunk_size, visibility=m.visibility, inline=m.inline,
+                   inline_checksum=m.inline_checksum,
+                   inline_data=m.inline_data if m.inline and (m.inline_data or not m.size) else None,
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
                                                    c.checksum, list(c.replicas),
                                                    capability=c.capability)
@@ -168,6 +176,11 @@ class _Source:
             with self._lock:
                 self._f.seek(pos)
                 return self._f.read(n)
+
+    def read_all(self) -> bytes | None:
+        """The whole of a small seekable source; None if it changed size while read."""
+        data = self._read_at(0, self.size + 1)
+        return data if len(data) == self.size else None
 
     def chunk(self, index: int, chunk_size: int) -> _ChunkPieces | None:
         """The pieces of chunk `index`, or None past the end of the source."""
@@ -302,10 +315,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     def __init__(self, masters: str | list[str] | None = None, *, deadline: float = 30.0,
                  attempt_timeout: float = 5.0, client_id: bytes | None = None,
                  user: str = "", token: str | None = None,
-                 daemon_auth: DaemonAuth | None = None, tls_ca: str | None = None):
+                 daemon_auth: DaemonAuth | None = None, tls_ca: str | None = None,
+                 inline_max: int = INLINE_MAX):
         """`daemon_auth`: sign every call with the cluster secret (chunkservers' heartbeats).
         `tls_ca`: CA certificate file of a cluster serving TLS (default: GFS_TLS_CA, else what
-        `gfs cluster up --tls` recorded)."""
+        `gfs cluster up --tls` recorded). `inline_max`: `put` offers files up to this size to
+        the masters to store inline (one command); they may refuse (their --inline-max), then
+        the file goes to chunks and this client stops offering files that large."""
         self.masters = resolve_masters(masters)
         ca_file = tls_ca or (resolve_tls_ca() if masters is None else os.environ.get(ENV_TLS_CA))
         self.user = user
@@ -322,6 +338,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                                   if ca_file else None)
         self._reach = Reachability(self.masters)
         self._owns_channels = True
+        self.inline_max = inline_max
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -603,8 +620,15 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Upload a local file (path or binary file object) to `path` with permission bits
         `mode`. The file appears atomically when every chunk is fsync'd on all its replicas; on
         failure nothing appears. Seekable sources upload `parallel` chunks at once and retry a
-        failed chunk elsewhere."""
+        failed chunk elsewhere. A seekable source of at most `inline_max` bytes is stored
+        inline in the metadata by one command (if the masters accept it)."""
         with _opened(source, "rb", _Source) as src:
+            if src.seekable and 0 <= src.size <= self.inline_max:
+                info = self._put_inline(src, path, replication, storage_class, overwrite, mode)
+                if info is not None:
+                    if progress:
+                        progress(info.size)
+                    return info
             created = None
             try:
                 created = self._mutate("Create", pb.CreateRequest, path=path,
@@ -636,6 +660,23 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                         chunks=_with_offsets([ChunkInfo(w.handle, i, 1, w.length, w.checksum,
                                                         w.replicas)
                                               for i, w in enumerate(written)]))
+
+    def _put_inline(self, src: "_Source", path: str, replication: int, storage_class: str,
+                    overwrite: bool, mode: int) -> FileInfo | None:
+        """Store a small file inline (master/inline.py); None when the masters want chunks."""
+        data = src.read_all()
+        if data is None:
+            return None
+        try:
+            resp = self._mutate("PutInline", pb.PutInlineRequest, path=path, data=data,
+                                checksum=inline_checksum(data), replication=replication,
+                                storage_class=storage_class, mode=mode, overwrite=overwrite)
+        except GfsError as err:
+            if err.code != "OUT_OF_RANGE":
+                raise
+            self.inline_max = min(self.inline_max, len(data) - 1)
+            return None
+        return FileInfo.from_proto(resp.info)
 
     def _abandon(self, created: pb.CreateResponse | None) -> None:
         """Best-effort abort of an upload; if it fails the upload stays pending and invisible,
@@ -712,6 +753,8 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         if offset < 0 or offset > info.size:
             raise InvalidArgument(f"offset {offset} is outside {path} ({info.size} bytes)")
         end = info.size if length < 0 else min(info.size, offset + length)
+        if info.inline:
+            return self._write_inline(info, sink, offset, end, progress)
         with _opened(sink, "wb", _Sink) as out:
             workers = parallel if out.seekable else 1
             jobs = [(info.path, c, lo, hi, out, offset, progress)
@@ -726,6 +769,26 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                             f.result()
             finally:
                 out.finish()
+        return end - offset
+
+    def _write_inline(self, info: FileInfo, sink: str | BinaryIO, offset: int, end: int,
+                      progress: Callable[[int], None] | None) -> int:
+        """The bytes of an inline file (fetched with the stat) to the sink, checksum-verified."""
+        data = info.inline_data
+        if data is None:                  # stat'ed without for_read: fetch the bytes now
+            data = self.stat(info.path, for_read=True).inline_data
+            if data is None:
+                raise FailedPrecondition(f"{info.path} changed while it was being read")
+        if len(data) != info.size or inline_checksum(data) != info.inline_checksum:
+            raise DataLoss(f"the inline bytes of {info.path} do not match their checksum")
+        with _opened(sink, "wb", _Sink) as out:
+            try:
+                if end > offset:
+                    out.write_at(0, memoryview(data)[offset:end])
+            finally:
+                out.finish()
+        if progress and end > offset:
+            progress(end - offset)
         return end - offset
 
     def _read_range(self, path: str, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink",

@@ -20,6 +20,7 @@ CODES: dict[str, grpc.StatusCode] = {
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
     "DATA_LOSS": grpc.StatusCode.DATA_LOSS,
+    "OUT_OF_RANGE": grpc.StatusCode.OUT_OF_RANGE,
     "INTERNAL": grpc.StatusCode.INTERNAL,
 }
 
@@ -57,6 +58,11 @@ class AlreadyExists(GfsError):
 
 class FailedPrecondition(GfsError):
     code = "FAILED_PRECONDITION"
+
+
+class OutOfRange(GfsError):
+    """A value beyond what this cluster accepts here (e.g. a file too large to store inline)."""
+    code = "OUT_OF_RANGE"
 
 
 class Unavailable(GfsError):

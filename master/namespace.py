@@ -58,7 +58,7 @@ def new_dir(tx: Tx, parent: int, name: str, args: dict, owner: str | None = None
     return ino
 
 
-def _file_class(tx: Tx, parent: int, args: dict) -> str:
+def file_class(tx: Tx, parent: int, args: dict) -> str:
     """A new file's storage class: the one asked for, else its directory's, else the default."""
     return (args["storage_class"] or tx.inode(parent).get("storage_class", "")
             or args.get("default_class", DEFAULT_CLASS))
@@ -69,6 +69,8 @@ def drop_inode(tx: Tx, ino: int, now: int) -> dict:
     its owner's usage; return the record."""
     record = tx.inode(ino)
     tx.discard_chunks(record["chunks"], now)
+    if record.get("inline") is not None:
+        tx.delete_inline(ino)
     usage.forget_file(tx, record)
     tx.delete_inode(ino)
     return record
@@ -162,7 +164,7 @@ def describe(tx: Tx, path: str, target: Access) -> dict:
             "mtime": record["mtime"], "replication": record["replication"],
             "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
             "visibility": target.visibility, "own_visibility": record.get("visibility", ""),
-            "chunks": chunk_infos(tx, record["chunks"])}
+            "chunks": chunk_infos(tx, record["chunks"]), "inline": record.get("inline")}
 
 
 def _quota(tx: Tx, owner: str, add_bytes: int, replacing: dict | None) -> None:
@@ -208,8 +210,11 @@ def make_ancestors(tx: Tx, path: str, args: dict) -> None:
         ino = child
 
 
-def create(tx: Tx, args: dict) -> dict:
-    path, now, caller = args["path"], args["now"], args["caller"]
+def new_file_place(tx: Tx, args: dict, size: int) -> tuple[Access, str, int | None, str]:
+    """Where a new file of `size` bytes goes at `args["path"]`, checked (the directory
+    writable, an existing file replaceable and writable, the owner's quota): (parent, name,
+    the inode it replaces or None, owner)."""
+    path, caller = args["path"], args["caller"]
     parent_path, name = paths.split(path)
     if not name:
         check_replaceable(tx, path, ROOT_INODE, args["overwrite"])
@@ -221,10 +226,16 @@ def create(tx: Tx, args: dict) -> dict:
         replaced = tx.inode(existing)
         authorize(caller, WRITE, path, child_access(parent, existing, replaced))
     owner = new_owner(caller, parent.record, args["owner"], SYSTEM.user)
-    _quota(tx, owner, args.get("size", 0), replaced)
+    _quota(tx, owner, size, replaced)
+    return parent, name, existing, owner
+
+
+def create(tx: Tx, args: dict) -> dict:
+    path, now, caller = args["path"], args["now"], args["caller"]
+    parent, name, _, owner = new_file_place(tx, args, args.get("size", 0))
     ino = tx.allocate(NEXT_INODE)
     tx.put_inode(ino, inode_record(FILE, args["mode"], owner, now, args["replication"],
-                                   _file_class(tx, parent.ino, args), args["chunk_size"], PENDING))
+                                   file_class(tx, parent.ino, args), args["chunk_size"], PENDING))
     tx.put_pending(ino, {"parent": parent.ino, "name": name, "path": path,
                          "overwrite": args["overwrite"], "created": now, "touched": now,
                          "creator": caller.user})
@@ -520,7 +531,10 @@ def note_reads(tx: Tx, args: dict) -> dict:
 def stat(tx: Tx, caller: Principal, path: str, for_read: bool = False) -> dict:
     target = access(tx, path)
     authorize(caller, READ if for_read and target.record["type"] != DIR else LIST, path, target)
-    return describe(tx, path, target)
+    info = describe(tx, path, target)
+    if for_read and info["inline"] is not None:        # master/inline.py: the bytes too
+        info["data"] = tx.inline_data(target.ino)
+    return info
 
 
 def list_page(tx: Tx, caller: Principal, path: str, start_after: str,

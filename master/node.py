@@ -1,6 +1,7 @@
 """A master: its Raft node, the command batcher, and what the gRPC service asks of them."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import tempfile
@@ -11,11 +12,12 @@ from gfs import backupfile
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.insecure import mode_name
 from gfs.clock import now_ms
-from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable, from_code
+from gfs.errors import (DeadlineExceeded, FailedPrecondition, ResourceExhausted, Unavailable,
+                        from_code)
 from gfs.planted import planted
 from gfs.transfer import Channels
 from gfs.units import human_size
-from master import pressure
+from master import inline, pressure
 from master.balance import Balancer
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
@@ -61,7 +63,8 @@ class MasterNode:
         self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
         self.peers[raft_address] = grpc_address
         self.data_dir = data_dir
-        self.defaults = {"replication": 3, "chunk_size": 64 << 20, "storage_class": "hot"}
+        self.defaults = {"replication": 3, "chunk_size": 64 << 20, "storage_class": "hot",
+                         "inline_max": inline.DEFAULT_MAX}
         self.defaults.update(defaults or {})
         self.started = time.monotonic()
         self.metrics_address = ""
@@ -125,7 +128,7 @@ class MasterNode:
 
     def state_read(self, fn):
         """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""
-        with self.raft._state_lock:
+        with self.raft._state_lock.shared():
             return fn(self.raft.state)
 
     def propose(self, command: dict, timeout: float = 10.0) -> dict:
@@ -218,21 +221,29 @@ class MasterNode:
         return result["ok"]
 
     async def read(self, fn, linearizable: bool, timeout: float):
-        """Run `fn(state)`; for a linearizable read a barrier goes through the log first, so the
-        read sees every write acknowledged before it started — and a deposed leader, which can
-        no longer commit, can never answer."""
+        """Run `fn(state)`; a linearizable read first gets a read index (master/readindex.py:
+        leadership confirmed by a majority after the read started, or the leader lease, and
+        everything committed before it applied), so it sees every write acknowledged before it
+        started — and a deposed or paused leader, which no majority answers, never answers."""
         if linearizable and not planted("follower_read"):
-            await self.execute({"op": "barrier"}, timeout)
-        with self.raft._state_lock:
-            return fn(self.raft.state)
+            self.require_leader()
+            if not self.raft.lease_read():
+                await self._read_index(timeout)
+        return self.state_read(fn)
+
+    async def _read_index(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(self.raft.reads.submit(timeout)),
+                                   timeout + 0.5)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded("leadership not confirmed in time; retry") from None
 
     def place_chunk(self, inode: int, exclude: set[str] | None = None,
                     length_hint: int = 0) -> list[str]:
         """Choose the replica set for a new chunk of pending upload `inode`, on servers with
         room for `length_hint` bytes (0: unknown, a whole chunk)."""
         self.require_leader()
-        with self.raft._state_lock:
-            record = self.raft.state.inode_record(inode)
+        record = self.state_read(lambda st: st.inode_record(inode))
         if record is None or record.get("state") != "pending":
             raise FailedPrecondition(f"inode {inode} is not an upload in progress")
         need = min(length_hint, record["chunk_size"]) if length_hint else record["chunk_size"]

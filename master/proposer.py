@@ -3,7 +3,11 @@
 Concurrent requests that reach the leader while earlier entries are still being replicated are
 packed into one log entry (one fsync per node, one LMDB transaction), which is what lets a
 Python Raft group keep up with many clients. Up to `max_inflight` entries are in the log at
-once, so a lone client still gets one round trip per command.
+once, so a lone client still gets one round trip per command. An entry holds at most
+`max_batch` commands and about `max_batch_bytes` of inline file data (master/inline.py), and at
+most `max_pending` commands wait for an entry: beyond that a command is refused at once with
+RESOURCE_EXHAUSTED (the leader is overloaded; the client backs off) instead of queueing without
+bound.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Callable
 
 from pysyncobj import FAIL_REASON
 
-from gfs.errors import DeadlineExceeded, Unavailable
+from gfs.errors import DeadlineExceeded, ResourceExhausted, Unavailable
 
 ProposeFn = Callable[[list[dict], Callable[[object, int], None]], None]
 
@@ -30,10 +34,12 @@ _FAIL_MESSAGES = {
 
 
 class _Slot:
-    __slots__ = ("command", "future")
+    __slots__ = ("command", "future", "weight")
 
     def __init__(self, command: dict):
         self.command = command
+        data = command.get("data")
+        self.weight = len(data) if isinstance(data, bytes) else 0     # inline file bytes
         self.future: Future = Future()
         # Running futures cannot be cancelled: a caller that stops waiting (deadline) must not
         # make the Raft thread's set_result fail.
@@ -43,9 +49,12 @@ class _Slot:
 class Proposer:
     """Thread-safe; results arrive as futures, resolved by the Raft tick thread."""
 
-    def __init__(self, propose: ProposeFn, max_batch: int = 1024, max_inflight: int = 2):
+    def __init__(self, propose: ProposeFn, max_batch: int = 1024, max_inflight: int = 2,
+                 max_batch_bytes: int = 4 << 20, max_pending: int = 50_000):
         self._propose = propose
         self._max_batch = max_batch
+        self._max_batch_bytes = max_batch_bytes
+        self._max_pending = max_pending
         self._max_inflight = max_inflight
         self._lock = threading.Lock()
         self._pending: list[_Slot] = []
@@ -58,6 +67,9 @@ class Proposer:
         (or an Unavailable error if the entry was lost to a leader change)."""
         slot = _Slot(command)
         with self._lock:
+            if len(self._pending) >= self._max_pending:
+                raise ResourceExhausted(f"the leader has {len(self._pending)} commands waiting "
+                                        "for the log; retry later")
             self._pending.append(slot)
         self._pump()
         return slot.future
@@ -76,8 +88,13 @@ class Proposer:
             with self._lock:
                 if not self._pending or self._inflight >= self._max_inflight:
                     return
-                batch = self._pending[:self._max_batch]
-                del self._pending[:self._max_batch]
+                take, weight = 0, 0
+                for slot in self._pending[:self._max_batch]:
+                    if take and weight + slot.weight > self._max_batch_bytes:
+                        break
+                    take, weight = take + 1, weight + slot.weight
+                batch = self._pending[:take]
+                del self._pending[:take]
                 self._inflight += 1
                 self.batches += 1
                 self.commands += len(batch)

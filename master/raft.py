@@ -40,6 +40,8 @@ from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
 from master.raft_auth import FrameAuthenticator
+from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
+from master.sharedlock import SharedLock
 from master.state import MetadataState
 from gfs.clock import now_ms
 
@@ -135,6 +137,29 @@ class _PrivateRaftState:
         return node._SyncObj__transport
 
     @staticmethod
+    def wake(node: SyncObj) -> None:
+        """Wake the tick thread from its poll (as pysyncobj does for a new command)."""
+        try:
+            node._SyncObj__pipeNotifier.notify()
+        except (AttributeError, BlockingIOError):     # no notifier, or already a wake-up queued
+            pass
+
+    @staticmethod
+    def own_term_committed(node: SyncObj) -> bool:
+        """Has the leader committed the no-op it appended when elected (so its commit index
+        covers every entry earlier leaders committed)?"""
+        noop = node._SyncObj__noopIDx
+        return noop is not None and node._SyncObj__raftCommitIndex >= noop
+
+    @staticmethod
+    def followers(node: SyncObj) -> list:
+        return list(node._SyncObj__otherNodes)
+
+    @staticmethod
+    def message_handler(transport) -> Callable:
+        return transport._onMessageReceivedCallback
+
+    @staticmethod
     def cap_commit(node: SyncObj, below: int) -> None:
         """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
         if node._SyncObj__raftCommitIndex >= below:
@@ -146,13 +171,16 @@ class RaftConfig:
 
     def __init__(self, election_min: float = 1.0, election_max: float = 2.0,
                  heartbeat: float = 0.05, compact_entries: int = 50_000,
-                 compact_seconds: float = 600.0, tick: float = 0.05):
+                 compact_seconds: float = 600.0, tick: float = 0.05, read_mode: str = "index"):
+        if read_mode not in READ_MODES:
+            raise ValueError(f"read mode must be one of {', '.join(READ_MODES)}, not {read_mode!r}")
         self.election_min = election_min
         self.election_max = election_max
         self.heartbeat = heartbeat
         self.compact_entries = compact_entries
         self.compact_seconds = compact_seconds
         self.tick = tick
+        self.read_mode = read_mode       # master/readindex.py
 
 
 class MetadataRaft(SyncObj):
@@ -169,7 +197,9 @@ class MetadataRaft(SyncObj):
         self._raft_dir = os.path.join(data_dir, "raft")
         makedirs_durable(self._raft_dir)
         self._state_dir = os.path.join(data_dir, "meta")
-        self._state_lock = threading.RLock()    # guards swapping the state on snapshot install
+        # Readers (any thread) share it; a snapshot install or close takes it alone. The apply
+        # path needs none: it runs in the tick thread, which is also the only one that swaps.
+        self._state_lock = SharedLock()
         self._copy_lock = threading.Lock()      # a backup copy in progress (not the apply path)
         self.state = MetadataState(self._state_dir)
         self.journal = DurableJournal(self._raft_dir)
@@ -206,6 +236,16 @@ class MetadataRaft(SyncObj):
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
         self.addOnTickCallback(self._make_durable)
+        members = len(set(peer_addresses) | {self_address})
+        self.reads = ReadIndex(members // 2 + 1,
+                               LEASE_FRACTION * config.election_min
+                               if config.read_mode == "lease" else 0.0,
+                               wake=lambda: _PrivateRaftState.wake(self))
+        self._next_lease_probe = 0.0
+        self._leader_contact = float("-inf")      # when a leader last reached us (monotonic)
+        self._deliver = _PrivateRaftState.message_handler(self._transport)
+        self._transport.setOnMessageReceivedCallback(self._on_message)
+        self.addOnTickCallback(self._serve_reads)
         self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
 
     @property
@@ -224,7 +264,7 @@ class MetadataRaft(SyncObj):
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._doDestroy()
-        with self._state_lock:
+        with self._state_lock.exclusive():
             self.state.close()
 
     def _run(self) -> None:
@@ -247,6 +287,68 @@ class MetadataRaft(SyncObj):
         self.journal.sync()
         self._transport.release_held()
 
+    # --- reads without log writes (master/readindex.py) ----------------------------------------
+
+    def _serve_reads(self) -> None:
+        """Each tick, after apply: start a probe round for reads waiting (or to keep the lease
+        fresh), release reads whose index is applied."""
+        leading = self._isLeader()
+        keep_lease = False
+        if leading and self.reads.lease_s > 0:
+            now = time.monotonic()
+            if now >= self._next_lease_probe:
+                self._next_lease_probe = now + self._config.heartbeat
+                keep_lease = True
+        term = self._getTerm()
+        seq = self.reads.tick(leading, term, self.raftCommitIndex,
+                              leading and _PrivateRaftState.own_term_committed(self),
+                              self.raftLastApplied, keep_lease)
+        if seq is not None:
+            probe = {"type": PROBE_TYPE, "term": term, "seq": seq}
+            for node in _PrivateRaftState.followers(self):
+                self._transport.send(node, probe)
+
+    def _on_message(self, node, message) -> None:
+        """Every authenticated Raft message passes here first: read probes and their answers
+        are ours; a vote request is ignored while a leader is known to be alive (below);
+        everything else goes to pysyncobj."""
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == PROBE_TYPE:
+            term, seq = message.get("term"), message.get("seq")
+            if type(term) is int and type(seq) is int and term == self._getTerm() \
+                    and not self._isLeader():
+                self._leader_contact = time.monotonic()
+                self._transport.send(node, {"type": ACK_TYPE, "term": term, "seq": seq})
+            return
+        if kind == ACK_TYPE:
+            term, seq = message.get("term"), message.get("seq")
+            if type(term) is int and type(seq) is int:
+                self.reads.on_ack(node, term, seq, self.raftLastApplied)
+            return
+        if kind == "append_entries" and message.get("term", -1) >= self._getTerm():
+            self._leader_contact = time.monotonic()
+        elif kind == "request_vote" and self._leader_alive():
+            return
+        self._deliver(node, message)
+
+    def _leader_alive(self) -> bool:
+        """A follower that heard from its leader less than the minimum election timeout ago
+        ignores vote requests (Raft thesis §4.2.3): a member cut off from the leader cannot
+        depose it while it still reaches a majority — which is also what makes the leader
+        lease safe (master/readindex.py). The leader itself still hears them (and steps down
+        to a higher term), so a member that was cut off always gets back in."""
+        return (not self._isLeader()
+                and time.monotonic() - self._leader_contact < self._config.election_min)
+
+    def lease_read(self) -> bool:
+        """May a linearizable read run right now without waiting (leader lease valid, every
+        committed entry applied)? Counted as a lease read when so."""
+        if not (self._isLeader() and self.reads.lease_valid(self._getTerm())
+                and self.raftLastApplied >= self.raftCommitIndex):
+            return False
+        self.reads.note_lease_read()
+        return True
+
     def _state_changed(self, old: int, new: int) -> None:
         if new == 2:
             self.journal.confirm_all()
@@ -265,8 +367,7 @@ class MetadataRaft(SyncObj):
             return [{"err": ["INVALID_ARGUMENT", f"undecodable command batch: {exc}"]}]
         if not isinstance(commands, list):
             return [{"err": ["INVALID_ARGUMENT", "a command batch must be a list"]}]
-        with self._state_lock:
-            return self.state.apply_batch(index, commands)
+        return self.state.apply_batch(index, commands)   # readers need no lock against it
 
     def _checkCommandsToApply(self) -> None:
         """pysyncobj appends queued commands on the leader, but on a follower it *forwards* them
@@ -332,12 +433,14 @@ class MetadataRaft(SyncObj):
         """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.
         Runs in the tick thread, so the copy is exactly the state at the last applied entry."""
         last_entry, prev_entry, cluster = entries
+        # The journal up to here goes once the snapshot is written: LMDB must not be able to
+        # lose a commit it holds (it commits without syncing its meta page: master/state.py).
+        self.state.sync_now()
         header = sopickle.dumps((last_entry, prev_entry, cluster))
         with open(tmp_path, "wb") as f:
             f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
             f.flush()
-            with self._state_lock:
-                self.state.copy_to_fd(f.fileno())
+            self.state.copy_to_fd(f.fileno())     # the tick thread: no swap can overlap
             os.fsync(f.fileno())
         self.snapshot_index = last_entry[1]
         self.snapshot_time_ms = now_ms()
@@ -355,7 +458,7 @@ class MetadataRaft(SyncObj):
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-            with self._state_lock, self._copy_lock:
+            with self._state_lock.exclusive(), self._copy_lock:
                 self.state.close()
                 MetadataState.install_copy(mdb, self._state_dir)
                 self.state = MetadataState(self._state_dir)

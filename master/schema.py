@@ -102,6 +102,15 @@ def bytes_of(length: int) -> Check:
     return check
 
 
+def bytes_up_to(length: int) -> Check:
+    def check(field: str, value: Any) -> bytes:
+        if type(value) is not bytes or len(value) > length:
+            raise InvalidArgument(f"{term(field)} must be at most {length} bytes, not "
+                                  f"{show(value) if type(value) is not bytes else len(value)}")
+        return value
+    return check
+
+
 def optional_bytes(length: int) -> Check:
     """`length` bytes, or None."""
     exact = bytes_of(length)

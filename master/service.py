@@ -13,7 +13,7 @@ from gfs.auth.capability import READ
 from gfs.auth.daemon import body_of
 from gfs.auth.insecure import mode_name
 from gfs.clock import now_ms
-from gfs.errors import GfsError, InvalidArgument
+from gfs.errors import GfsError, InvalidArgument, OutOfRange
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
 from gfs.validate import address, label, non_negative, positive
@@ -89,7 +89,9 @@ def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
     `capability(handle, version)` a read capability for it."""
     locate = locate or (lambda c: c.get("replicas") or [])
     capability = capability or (lambda handle, version: b"")
+    inline = d.get("inline")
     return pb.FileInfo(
+        inline=inline is not None, inline_checksum=inline or 0, inline_data=d.get("data") or b"",
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
         replication=d["replication"], storage_class=d["storage_class"],
@@ -167,6 +169,29 @@ class MasterService(pb_grpc.MasterServicer):
             "chunks": [{"handle": c.handle, "length": c.length, "checksum": c.checksum}
                        for c in request.chunks]})
         return pb.CommitResponse(inode=ok["inode"])
+
+    @rpc
+    async def PutInline(self, request, context):
+        d = self.node.defaults
+        limit = d["inline_max"]
+        if len(request.data) > limit:
+            raise OutOfRange(
+                f"{len(request.data)} bytes is over this cluster's inline limit ({limit} bytes); "
+                "write the file as chunks" if limit else
+                "inline files are turned off on this cluster (--inline-max 0)")
+        if request.replication:
+            self.node.check_replication(request.replication)
+        ok = await self._mutate(request, context, {
+            "op": "put_inline", "path": request.path, "data": request.data,
+            "checksum": request.checksum, "replication": request.replication or d["replication"],
+            "storage_class": request.storage_class, "default_class": d["storage_class"],
+            "chunk_size": d["chunk_size"], "mode": request.mode or 0o644,
+            "owner": request.owner, "overwrite": request.overwrite})
+        return pb.PutInlineResponse(info=pb.FileInfo(
+            path=request.path, inode=ok["inode"], type="file", size=ok["size"], mode=ok["mode"],
+            owner=ok["owner"], ctime_ms=ok["mtime"], mtime_ms=ok["mtime"],
+            replication=ok["replication"], storage_class=ok["storage_class"],
+            chunk_size=ok["chunk_size"], inline=True, inline_checksum=request.checksum))
 
     @rpc
     async def Abort(self, request, context):

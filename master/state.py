@@ -23,10 +23,11 @@ from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenti
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
 from gfs.planted import planted
-from master import capability_keys, compose, identity, oidc, routes
+from master import capability_keys, compose, identity, inline, oidc, routes
 from master import namespace as ns
 from master import usage
-from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
+from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, bytes_up_to,
+                           optional_bytes,
                            chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
                            parse_session, path_field, path_or_empty, text)
 from master.access import ROOT_OWNER, admin_overrides
@@ -89,6 +90,12 @@ _OPS: dict[str, _Op] = {
                    "storage_class": one_of("", *ns.STORAGE_CLASSES), "chunk_size": chunk_size_field,
                    "mode": MODE, "owner": text, "overwrite": boolean}, ns.create,
                   optional={"default_class": one_of(*ns.STORAGE_CLASSES), "size": int_in(0)}),
+    "put_inline": _Op({"path": path_field, "data": bytes_up_to(inline.HARD_MAX),
+                       "checksum": int_in(0), "replication": int_in(1, MAX_REPLICATION),
+                       "storage_class": one_of("", *ns.STORAGE_CLASSES),
+                       "chunk_size": chunk_size_field, "mode": MODE, "owner": text,
+                       "overwrite": boolean}, inline.put_inline,
+                      optional={"default_class": one_of(*ns.STORAGE_CLASSES)}),
     "note_reads": _Op({"reads": list_of(pair_of(INODE, int_in(0)))}, ns.note_reads, system=True),
     "set_class": _Op({"path": path_field, "storage_class": one_of("", *ns.STORAGE_CLASSES),
                       "recursive": boolean}, ns.set_class),
@@ -263,7 +270,13 @@ class MetadataState:
         self.path = os.path.abspath(path)
         _recover_install(self.path)
         makedirs_durable(self.path)
-        self._env = lmdb.open(self.path, map_size=map_size, max_dbs=MAX_DBS, sync=sync, subdir=True)
+        # metasync=False: a commit fsyncs its data pages but not the meta page (one fdatasync
+        # instead of two, the largest single cost of applying an entry). LMDB keeps the store
+        # intact through a crash; it may undo the last commit, which the fsync'd Raft journal
+        # replays (docs/raft.md). `sync_now` makes everything durable before the journal is
+        # compacted.
+        self._env = lmdb.open(self.path, map_size=map_size, max_dbs=MAX_DBS, sync=sync,
+                              metasync=False, subdir=True)
         self._dbs = {name: self._env.open_db(name.encode()) for name in DB_NAMES}
         self._principals = PrincipalCache()     # callers, per identity revision
         self._init_root()
@@ -619,6 +632,10 @@ class MetadataState:
         entries count from 1 again, so nothing may look applied already."""
         with self._env.begin(write=True) as txn:
             Tx(txn, self._dbs).set_counter(APPLIED, 0)
+
+    def sync_now(self) -> None:
+        """Make every commit durable (the meta page too): before the journal below it goes."""
+        self._env.sync(True)
 
     def copy_to_fd(self, fd: int) -> None:
         """Write a consistent, compacted copy of data.mdb to the open file `fd`."""

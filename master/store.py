@@ -17,7 +17,7 @@ DIR, FILE = "dir", "file"
 ROOT_INODE = 1
 DB_NAMES = ("meta", "inodes", "dirents", "pending", "chunks", "garbage", "sessions", "trash",
             "session_times", "users", "tokens", "usage", "audit", "auth_log",
-            "oidc_issuers", "oidc_links", "oidc_used", "routes")
+            "oidc_issuers", "oidc_links", "oidc_used", "routes", "inline")
 MAX_DBS = 24
 MAX_KEY_BYTES = 511               # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
 APPLIED, NEXT_INODE, NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
@@ -143,6 +143,16 @@ class Tx:
 
     def delete_inode(self, ino: int) -> None:
         self.delete("inodes", u64key(ino))
+
+    # inline: inode (8 bytes) -> the bytes of a small file stored in the metadata (raw)
+    def inline_data(self, ino: int) -> bytes | None:
+        return self._txn.get(u64key(ino), db=self._dbs["inline"])
+
+    def put_inline(self, ino: int, data: bytes) -> None:
+        self._txn.put(u64key(ino), data, db=self._dbs["inline"])
+
+    def delete_inline(self, ino: int) -> None:
+        self._txn.delete(u64key(ino), db=self._dbs["inline"])
 
     def is_dir(self, ino: int) -> bool:
         return self.inode(ino)["type"] == DIR

@@ -54,6 +54,11 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.CommitRequest.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.CommitResponse.FromString,
                 _registered_method=True)
+        self.PutInline = channel.unary_unary(
+                '/gfs.master.Master/PutInline',
+                request_serializer=proto_dot_master__pb2.PutInlineRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.PutInlineResponse.FromString,
+                _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/gfs.master.Master/Abort',
                 request_serializer=proto_dot_master__pb2.AbortRequest.SerializeToString,
@@ -183,6 +188,12 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Commit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutInline(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -336,6 +347,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Commit,
                     request_deserializer=proto_dot_master__pb2.CommitRequest.FromString,
                     response_serializer=proto_dot_master__pb2.CommitResponse.SerializeToString,
+            ),
+            'PutInline': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutInline,
+                    request_deserializer=proto_dot_master__pb2.PutInlineRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.PutInlineResponse.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
@@ -551,6 +567,33 @@ class Master:
             '/gfs.master.Master/Commit',
             proto_dot_master__pb2.CommitRequest.SerializeToString,
             proto_dot_master__pb2.CommitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutInline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/PutInline',
+            proto_dot_master__pb2.PutInlineRequest.SerializeToString,
+            proto_dot_master__pb2.PutInlineResponse.FromString,
             options,
             channel_credentials,
             insecure,

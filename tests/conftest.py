@@ -15,6 +15,9 @@ def _isolated_user_config(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GFS_CONFIG_DIR", str(tmp_path_factory.mktemp("gfs-config")))
     monkeypatch.delenv("GFS_MASTERS", raising=False)
     monkeypatch.setenv("GFS_TOKEN", "")      # no test inherits another's (or the user's) token
+    # Masters store small files as chunks unless a test turns inline files on (--inline-max):
+    # the data-path, repair and security tests put small files to exercise chunks.
+    monkeypatch.setenv("GFS_INLINE_MAX", "0")
 
 
 class ClusterFactory:

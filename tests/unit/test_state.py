@@ -158,7 +158,7 @@ def test_fresh_state_has_only_the_root(state):
     root = state.stat("/")
     assert root == {"path": "/", "inode": 1, "type": "dir", "size": 0, "mode": 0o755, "owner": "root",
                     "ctime": 0, "mtime": 0, "replication": 0, "storage_class": "", "chunk_size": 0,
-                    "visibility": "private", "own_visibility": "", "chunks": []}
+                    "visibility": "private", "own_visibility": "", "chunks": [], "inline": None}
     assert state.applied_index() == 0
     assert state.list("/") == ([], "")
     assert state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 0, **NO_TRASH}
@@ -1148,7 +1148,8 @@ def test_two_states_fed_the_same_batches_end_byte_identical(tmp_path):
     identity_dbs = ("users", "tokens", "audit", "auth_log",       # tests/unit/test_identity_state.py
                     "oidc_issuers", "oidc_links", "oidc_used")    # tests/unit/test_oidc_state.py
     route_dbs = ("routes",)                                        # tests/unit/test_routes_state.py
-    assert all(dumps[0][db] for db in DB_NAMES if db not in identity_dbs + route_dbs)
+    inline_dbs = ("inline",)                                       # tests/unit/test_inline_state.py
+    assert all(dumps[0][db] for db in DB_NAMES if db not in identity_dbs + route_dbs + inline_dbs)
 
 
 # --- snapshots -----------------------------------------------------------------------------------

@@ -1,0 +1,224 @@
+"""Linearizable reads without log writes: the read index, and the optional leader lease.
+
+A read must see every write acknowledged before it started, and a deposed leader must never
+answer one. Putting a barrier entry in the log for each read proves both, at the price of a
+write (an fsync on a majority). The read index proves them with one message round instead
+(Raft thesis §6.4):
+
+1. The leader notes its commit index R when it takes the read.
+2. It confirms that it still leads: it sends a *probe* (its term and a sequence number) to every
+   follower; a follower answers a probe of its own current term. Answers from a majority
+   (the leader counts itself) to a probe sent after the read was taken prove no other leader
+   was elected before that moment (one leader per term, and terms only grow). Every read that
+   arrived while no probe was out shares the next probe: one round for all of them.
+3. It waits until it has applied up to R, then reads its state.
+
+A new leader's commit index may lag entries earlier leaders committed until it commits an
+entry of its own term (the no-op every leader appends when elected), so reads wait for that.
+
+Leader lease (`read_mode="lease"`): the leader also skips step 2 while a majority answered a
+probe sent less than `lease_s` ago. That is safe because a follower that heard from the leader
+ignores vote requests for `election_min` seconds after (`sticky_followers`, Raft thesis
+§4.2.3), so no other leader can be elected within `election_min` of the probe's sending.
+`lease_s` is `LEASE_FRACTION` of `election_min`: the assumption is that no two masters' steady
+clocks (the monotonic clock: it keeps counting while a process is stopped or starved) run more
+than 1/LEASE_FRACTION - 1 (33 %) apart in rate over one lease — far beyond real clock drift
+(NTP-disciplined or not: crystals drift by parts per million). A leader paused (SIGSTOP, a
+stalled VM) longer than the lease finds it expired when it wakes and falls back to a probe round,
+which followers of a newer term never answer.
+
+This module is the bookkeeping only (no sockets, no threads of its own): the Raft tick thread
+calls `tick`, `on_ack` and `on_applied`; request handlers call `submit` from any thread.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+from typing import Callable, Iterable
+
+from gfs.errors import Unavailable
+
+READ_MODES = ("index", "lease")
+LEASE_FRACTION = 0.75        # lease = this × the minimum election timeout (see above)
+MAX_PROBES_KEPT = 4096      # send times of unanswered probes remembered (a lost leader's)
+PROBE_TYPE = "gfs_read_probe"
+ACK_TYPE = "gfs_read_ack"
+
+
+class NotLeading(Unavailable):
+    """The master stopped leading (or never did) while a read waited: retry on the leader."""
+
+
+class _Read:
+    __slots__ = ("future", "deadline", "index")
+
+    def __init__(self, deadline: float):
+        self.future: Future = Future()
+        self.future.set_running_or_notify_cancel()   # a caller that gives up cannot cancel it
+        self.deadline = deadline
+        self.index = 0
+
+
+class ReadIndex:
+    """Reads waiting for leadership confirmation and for apply; thread-safe."""
+
+    def __init__(self, majority: int, lease_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, wake: Callable[[], None] = lambda: None):
+        """`majority`: members that make a majority (the leader included); `lease_s` > 0 turns
+        the lease on; `wake` nudges the tick thread when a read arrives."""
+        self.majority = majority
+        self.lease_s = lease_s
+        self.clock = clock
+        self.wake = wake
+        self._lock = threading.Lock()
+        self._new: list[_Read] = []                   # not yet covered by a probe
+        self._probing: dict[int, list[_Read]] = {}    # probe seq -> reads it confirms
+        self._confirmed: list[_Read] = []             # leadership confirmed, waiting for apply
+        self._sent_at: dict[int, float] = {}          # probe seq -> when it was sent
+        self._acked: dict[object, int] = {}           # follower -> highest probe seq it answered
+        self._term = -1
+        self._seq = 0
+        self._lease_until = float("-inf")
+        self.probes = 0          # probe rounds started (a metric)
+        self.lease_reads = 0     # reads answered under the lease
+
+    # --- request side (any thread) -------------------------------------------------------------
+
+    def submit(self, timeout: float) -> Future:
+        """A future resolved with the read index once the read may run (this master's state
+        has applied it), or failed with NotLeading / Unavailable."""
+        read = _Read(self.clock() + timeout)
+        with self._lock:
+            self._new.append(read)
+        self.wake()
+        return read.future
+
+    def lease_valid(self, term: int) -> bool:
+        """Does the leader lease of `term` cover a read starting now? (False without a lease.)"""
+        return term == self._term and self.clock() < self._lease_until
+
+    # --- tick thread ---------------------------------------------------------------------------
+
+    def tick(self, leading: bool, term: int, commit: int, ready: bool, applied: int,
+             keep_lease: bool = False) -> int | None:
+        """Called by the Raft thread every tick. `ready`: the leader's commit index covers an
+        entry of its own term. Returns the seq of a probe to send now to every follower (with
+        the current term), or None. `keep_lease`: send one anyway to keep the lease fresh."""
+        now = self.clock()
+        with self._lock:
+            if not leading or term != self._term:
+                # Reads not yet under a probe may stay for a new term's leader: they get their
+                # index and their confirmation in that term.
+                self._reset(term, leading)
+                if not leading:
+                    return None
+            self._expire(now)
+            if not ready:
+                return None
+            if self._new and now < self._lease_until:      # the lease covers them: no round
+                for read in self._new:
+                    read.index = commit
+                self.lease_reads += len(self._new)
+                self._confirmed.extend(self._new)
+                self._new = []
+            if not (self._new or keep_lease):
+                seq = None
+            else:
+                self._seq += 1
+                seq = self._seq
+                for read in self._new:
+                    read.index = commit
+                if self._new:
+                    self._probing[seq] = self._new
+                self._new = []
+                self._sent_at[seq] = now
+                if len(self._sent_at) > MAX_PROBES_KEPT:   # never answered: forget the oldest
+                    for old in sorted(self._sent_at)[:MAX_PROBES_KEPT // 2]:
+                        del self._sent_at[old]
+                self.probes += 1
+                self._confirm()
+        self.on_applied(applied)
+        return seq
+
+    def on_ack(self, follower: object, term: int, seq: int, applied: int) -> None:
+        """A follower answered probe `seq` of term `term`."""
+        with self._lock:
+            if term != self._term or seq > self._seq:
+                return
+            if seq <= self._acked.get(follower, 0):
+                return
+            self._acked[follower] = seq
+            self._confirm()
+        self.on_applied(applied)
+
+    def on_applied(self, applied: int) -> None:
+        """Release confirmed reads whose index this master has applied."""
+        with self._lock:
+            if not self._confirmed:
+                return
+            ready = [r for r in self._confirmed if r.index <= applied]
+            if not ready:
+                return
+            self._confirmed = [r for r in self._confirmed if r.index > applied]
+        for read in ready:
+            read.future.set_result(read.index)
+
+    def note_lease_read(self) -> None:
+        """A read answered at once under the lease (counted for the metrics)."""
+        self.lease_reads += 1
+
+    # --- internals (lock held) -----------------------------------------------------------------
+
+    def _confirm(self) -> None:
+        """Move the reads of every probe a majority answered to `_confirmed`; extend the lease."""
+        confirmed = self._confirmed_seq()
+        if not confirmed:
+            return
+        for s in [s for s in self._probing if s <= confirmed]:
+            self._confirmed.extend(self._probing.pop(s))
+        sent = self._sent_at.get(confirmed)
+        if sent is not None and self.lease_s > 0:
+            self._lease_until = max(self._lease_until, sent + self.lease_s)
+        for s in [s for s in self._sent_at if s < confirmed]:
+            del self._sent_at[s]
+
+    def _confirmed_seq(self) -> int:
+        """The highest probe seq a majority (the leader included) answered."""
+        need = self.majority - 1                       # followers besides the leader
+        if need <= 0:
+            return self._seq
+        answered = sorted(self._acked.values(), reverse=True)
+        return answered[need - 1] if len(answered) >= need else 0
+
+    def _reset(self, term: int, leading: bool) -> None:
+        failed = [r for reads in self._probing.values() for r in reads] + self._confirmed
+        if not leading:
+            failed += self._new
+            self._new = []
+        self._probing, self._confirmed = {}, []
+        self._sent_at.clear()
+        self._acked.clear()
+        self._term = term
+        self._seq = 0
+        self._lease_until = float("-inf")
+        _fail(failed, NotLeading("this master is no longer the leader"))
+
+    def _expire(self, now: float) -> None:
+        late: list[_Read] = []
+        for reads in (self._new, self._confirmed, *self._probing.values()):
+            late.extend(r for r in reads if r.deadline <= now)
+        if not late:
+            return
+        gone = set(map(id, late))
+        self._new = [r for r in self._new if id(r) not in gone]
+        self._confirmed = [r for r in self._confirmed if id(r) not in gone]
+        for seq in list(self._probing):
+            self._probing[seq] = [r for r in self._probing[seq] if id(r) not in gone]
+        _fail(late, Unavailable("could not confirm this master's leadership in time (a newer "
+                                "leader may exist); retry"))
+
+
+def _fail(reads: Iterable[_Read], error: Exception) -> None:
+    for read in reads:
+        read.future.set_exception(error)
