@@ -58,6 +58,11 @@ def _resolve_source(tx: Tx, caller: Principal, path: str) -> _Source:
     authorize(caller, DELETE, path, target)
     if target.record["type"] == DIR:
         raise FailedPrecondition(f"source {path} is a directory")
+    if target.record.get("inline"):
+        # Its bytes live in the metadata, not in chunks that could change owner.
+        raise FailedPrecondition(f"source {path} is stored inline in the metadata "
+                                 f"({target.record.get('size', 0)} bytes); compose takes "
+                                 "files stored in chunks")
     return _Source(path, parent, name, target)
 
 

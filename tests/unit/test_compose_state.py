@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gfs.auth.tokens import token_hash
+from gfs.checksum import inline_checksum
 from master import compose as compose_module
 from master.state import MetadataState
 from tests.unit.test_identity_state import Log, log, people  # noqa: F401 (fixtures)
@@ -86,6 +87,9 @@ def test_compose_errors_change_nothing(d):
     d.upload("/a", [5])
     d.ok({"op": "mkdir", "path": "/dir", "parents": False, "mode": 0o755, "owner": "", "now": 1})
     pending = d.ok(create("/late"))["inode"]
+    d.ok({"op": "put_inline", "path": "/small", "data": b"tiny",
+          "checksum": inline_checksum(b"tiny"), "replication": 3, "storage_class": "", "chunk_size": 1 << 20, "mode": 0o644,
+          "owner": "", "overwrite": False, "now": 1})
     dump = d.state.dump()
     cases = [
         (compose("/obj", []), "INVALID_ARGUMENT"),
@@ -93,6 +97,7 @@ def test_compose_errors_change_nothing(d):
         (compose("/obj", ["/a", "/missing"]), "NOT_FOUND"),
         (compose("/obj", ["/a", "/late"]), "FAILED_PRECONDITION"),     # still being written
         (compose("/obj", ["/a", "/dir"]), "FAILED_PRECONDITION"),
+        (compose("/obj", ["/a", "/small"]), "FAILED_PRECONDITION"),     # its bytes are inline
         (compose("/obj", ["/"]), "INVALID_ARGUMENT"),
         (compose("/", ["/a"], overwrite=True), "INVALID_ARGUMENT"),
         (compose("/dir", ["/a"], overwrite=True), "FAILED_PRECONDITION"),
