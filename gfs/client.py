@@ -6,6 +6,7 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import io
@@ -24,7 +25,7 @@ import grpc
 from gfs import backupfile
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.tls import read_pem
-from gfs.auth.tokens import bearer
+from gfs.auth.tokens import acting_for, bearer
 from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.oidc_calls import OidcCalls
@@ -85,6 +86,7 @@ class FileInfo:
     chunk_size: int
     chunks: list[ChunkInfo] = field(default_factory=list)
     visibility: str = ""       # effective: private, visible, public
+    xattrs: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_dir(self) -> bool:
@@ -101,7 +103,7 @@ class FileInfo:
         return cls(path=m.path, inode=m.inode, type=m.type, size=m.size, mode=m.mode,
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
-                   chunk_size=m.chunk_size, visibility=m.visibility,
+                   chunk_size=m.chunk_size, visibility=m.visibility, xattrs=dict(m.xattrs),
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
                                                    c.checksum, list(c.replicas),
                                                    capability=c.capability)
@@ -320,6 +322,14 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         self._channels = Channels(daemon_auth, read_pem(ca_file, "CA certificate")
                                   if ca_file else None)
         self._reach = Reachability(self.masters)
+
+    def acting_for(self, delegate: bytes | None) -> "Client":
+        """A view of this client (same connections) whose calls act for the token with hash
+        `delegate` (None: anonymous); this client's token must be an administrator's
+        (master/callers.py). Close only the original."""
+        view = copy.copy(self)
+        view._metadata = acting_for(self.token, delegate)
+        return view
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -554,11 +564,12 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         return self._mutate("AddChunk", pb.AddChunkRequest, inode=inode, index=index,
                             exclude=exclude or [], length_hint=length_hint)
 
-    def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]]) -> int:
+    def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]],
+               xattrs: dict[str, str] | None = None) -> int:
         """Publish a pending upload atomically; chunks are (handle, length, checksum) in order."""
         return self._mutate("Commit", pb.CommitRequest, inode=inode, size=size,
                             chunks=[pb.ChunkCommit(handle=h, length=n, checksum=c)
-                                    for h, n, c in chunks]).inode
+                                    for h, n, c in chunks], xattrs=xattrs or {}).inode
 
     def abort(self, inode: int) -> None:
         self._mutate("Abort", pb.AbortRequest, inode=inode)
@@ -568,11 +579,14 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     def put(self, source: str | BinaryIO, path: str, *, replication: int = 0,
             chunk_size: int = 0, storage_class: str = "", overwrite: bool = False,
             parallel: int = 4, progress: Callable[[int], None] | None = None,
-            mode: int = 0o644) -> FileInfo:
+            mode: int = 0o644,
+            xattrs: Callable[[], dict[str, str]] | None = None) -> FileInfo:
         """Upload a local file (path or binary file object) to `path` with permission bits
         `mode`. The file appears atomically when every chunk is fsync'd on all its replicas; on
         failure nothing appears. Seekable sources upload `parallel` chunks at once and retry a
-        failed chunk elsewhere."""
+        failed chunk elsewhere. `xattrs()`, called once the bytes are written (so it may
+        describe them: the S3 gateway's ETag), gives the extended attributes committed with
+        the file."""
         with _opened(source, "rb", _Source) as src:
             created = None
             try:
@@ -588,7 +602,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 raise
             chunks = [(w.handle, w.length, w.checksum) for w in written]
             try:
-                inode = self.commit(created.inode, size, chunks)
+                inode = self.commit(created.inode, size, chunks, xattrs() if xattrs else None)
             except BaseException:
                 self._abandon(created)
                 raise

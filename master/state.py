@@ -26,9 +26,9 @@ from gfs.planted import planted
 from master import capability_keys, identity, oidc, routes
 from master import namespace as ns
 from master import usage
-from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes,
+from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes_in,
                            chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
-                           parse_session, path_field, path_or_empty, text)
+                           parse_session, path_field, path_or_empty, text, xattrs_field)
 from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
 from master.principal_cache import PrincipalCache
@@ -97,7 +97,8 @@ _OPS: dict[str, _Op] = {
     "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
     "commit": _Op({"inode": INODE, "size": int_in(0),
                    "chunks": list_of(map_of({"handle": int_in(1), "length": int_in(0),
-                                             "checksum": int_in(0)}))}, ns.commit),
+                                             "checksum": int_in(0)}))}, ns.commit,
+                   optional={"xattrs": xattrs_field}),
     "abort": _Op({"inode": INODE}, ns.abort),
     "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
     "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
@@ -148,7 +149,7 @@ _OPS: dict[str, _Op] = {
     capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
                             capability_keys.apply, system=True),
 }
-_AUTH = {"auth": optional_bytes(HASH_BYTES)}
+_AUTH = {"auth": optional_bytes_in(HASH_BYTES, 2 * HASH_BYTES)}   # 2x: delegated (callers.py)
 
 
 def _parse(command: dict) -> tuple[_Op, dict]:
