@@ -134,6 +134,9 @@ def parse_auth(headers: list[tuple[str, str]], query: list[tuple[str, str]]) -> 
         return _claim(fields["Credential"], fields["SignedHeaders"], fields["Signature"],
                       amz_date, payload.strip(), False, 0)
     if "X-Amz-Signature" not in params and "X-Amz-Credential" not in params:
+        if "AWSAccessKeyId" in params or "Signature" in params:
+            raise invalid("Signature Version 2 is not supported: presign with Signature "
+                          "Version 4 (boto3: Config(signature_version='s3v4'))")
         return None
     if params.get("X-Amz-Algorithm") != ALGORITHM:
         raise invalid(f"X-Amz-Algorithm must be {ALGORITHM}")
