@@ -449,6 +449,17 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         self._mutate("Rename", pb.RenameRequest, src=src, dst=dst, overwrite=overwrite)
 
+    def compose(self, dest: str, sources: list[str], *, overwrite: bool = False,
+                mode: int = 0o644, owner: str = "", storage_class: str = "") -> int:
+        """Make `dest` the concatenation of the files `sources`, in order, without copying a
+        byte: their chunks become dest's and the sources are removed, in one atomic step
+        (master/compose.py). Returns dest's inode."""
+        for source in sources:
+            utf8(source, "source path")
+        return self._mutate("Compose", pb.ComposeRequest, dest=dest, sources=list(sources),
+                            overwrite=overwrite, mode=mode, owner=owner,
+                            storage_class=storage_class).inode
+
     def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
         """Remove a path; it goes to this user's trash unless `skip_trash` (or the cluster keeps
         no trash). Returns the trash entry's id, 0 when deleted for good."""

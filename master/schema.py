@@ -17,6 +17,7 @@ Check = Callable[[str, Any], Any]
 
 # What each command field is called in messages (they reach people: say it in their terms).
 _TERMS = {"src": "source path", "dst": "destination path", "chunk_size": "chunk size",
+          "dest": "destination path", "sources": "source",
           "storage_class": "storage class", "default_class": "default storage class",
           "replication": "replication factor", "inode": "inode number", "index": "chunk index",
           "client_id": "client id", "ack_seq": "acknowledged sequence number",

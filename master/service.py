@@ -176,6 +176,15 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.Empty()
 
     @rpc
+    async def Compose(self, request, context):
+        ok = await self._mutate(request, context, {
+            "op": "compose", "dest": request.dest, "sources": list(request.sources),
+            "overwrite": request.overwrite, "mode": request.mode or 0o644,
+            "owner": request.owner, "storage_class": request.storage_class,
+            "default_class": self.node.defaults["storage_class"]})
+        return pb.ComposeResponse(inode=ok["inode"], size=ok["size"], chunks=ok["chunks"])
+
+    @rpc
     async def Rename(self, request, context):
         await self._mutate(request, context, {"op": "rename", "src": request.src, "dst": request.dst,
                                         "overwrite": request.overwrite})

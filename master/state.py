@@ -23,7 +23,7 @@ from gfs.errors import DataLoss, GfsError, InvalidArgument, NotFound, Unauthenti
 from gfs.auth.checker import VISIBILITIES
 from gfs.auth.tokens import HASH_BYTES
 from gfs.planted import planted
-from master import capability_keys, identity, oidc, routes
+from master import capability_keys, compose, identity, oidc, routes
 from master import namespace as ns
 from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, optional_bytes_in,
@@ -100,6 +100,10 @@ _OPS: dict[str, _Op] = {
                                              "checksum": int_in(0)}))}, ns.commit,
                    optional={"xattrs": xattrs_field}),
     "abort": _Op({"inode": INODE}, ns.abort),
+    "compose": _Op({"dest": path_field, "sources": list_of(path_field), "overwrite": boolean,
+                    "mode": MODE, "owner": text,
+                    "storage_class": one_of("", *ns.STORAGE_CLASSES)}, compose.compose,
+                   optional={"default_class": one_of(*ns.STORAGE_CLASSES)}),
     "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
     "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
                   optional={"trash": boolean, "user": text}),
@@ -168,7 +172,8 @@ def _target(args: dict) -> str:
     """What a command is about, for the audit log."""
     if isinstance(args.get("route"), dict):
         return f"route {args['route'].get('name', '')}"
-    for name in ("identity", "issuer", "path", "src", "name", "token", "principal", "inode", "id"):
+    for name in ("identity", "issuer", "path", "src", "dest", "name", "token", "principal",
+                 "inode", "id"):
         if name in args:
             return str(args[name])
     return ""

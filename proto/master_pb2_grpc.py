@@ -154,6 +154,11 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.RotateKeysResponse.FromString,
                 _registered_method=True)
+        self.Compose = channel.unary_unary(
+                '/gfs.master.Master/Compose',
+                request_serializer=proto_dot_master__pb2.ComposeRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.ComposeResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -303,6 +308,12 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Compose(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -425,6 +436,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.RotateKeys,
                     request_deserializer=proto_dot_master__pb2.Empty.FromString,
                     response_serializer=proto_dot_master__pb2.RotateKeysResponse.SerializeToString,
+            ),
+            'Compose': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compose,
+                    request_deserializer=proto_dot_master__pb2.ComposeRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.ComposeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1075,6 +1091,33 @@ class Master:
             '/gfs.master.Master/RotateKeys',
             proto_dot_master__pb2.Empty.SerializeToString,
             proto_dot_master__pb2.RotateKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compose(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/Compose',
+            proto_dot_master__pb2.ComposeRequest.SerializeToString,
+            proto_dot_master__pb2.ComposeResponse.FromString,
             options,
             channel_credentials,
             insecure,
