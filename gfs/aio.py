@@ -55,6 +55,9 @@ class AsyncClient:
     async def get(self, path: str, sink: str | BinaryIO, **kwargs) -> int:
         return await asyncio.to_thread(self._client.get, path, sink, **kwargs)
 
+    async def compose(self, dest: str, sources: list[str], **kwargs) -> int:
+        return await asyncio.to_thread(self._client.compose, dest, sources, **kwargs)
+
     async def download(self, info: FileInfo, sink: BinaryIO, **kwargs) -> int:
         return await asyncio.to_thread(self._client.download, info, sink, **kwargs)
 

@@ -450,7 +450,8 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         self._mutate("Rename", pb.RenameRequest, src=src, dst=dst, overwrite=overwrite)
 
     def compose(self, dest: str, sources: list[str], *, overwrite: bool = False,
-                mode: int = 0o644, owner: str = "", storage_class: str = "") -> int:
+                mode: int = 0o644, owner: str = "", storage_class: str = "",
+                xattrs: dict[str, str] | None = None) -> int:
         """Make `dest` the concatenation of the files `sources`, in order, without copying a
         byte: their chunks become dest's and the sources are removed, in one atomic step
         (master/compose.py). Returns dest's inode."""
@@ -458,7 +459,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             utf8(source, "source path")
         return self._mutate("Compose", pb.ComposeRequest, dest=dest, sources=list(sources),
                             overwrite=overwrite, mode=mode, owner=owner,
-                            storage_class=storage_class).inode
+                            storage_class=storage_class, xattrs=xattrs or {}).inode
 
     def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
         """Remove a path; it goes to this user's trash unless `skip_trash` (or the cluster keeps

@@ -181,7 +181,8 @@ class MasterService(pb_grpc.MasterServicer):
             "op": "compose", "dest": request.dest, "sources": list(request.sources),
             "overwrite": request.overwrite, "mode": request.mode or 0o644,
             "owner": request.owner, "storage_class": request.storage_class,
-            "default_class": self.node.defaults["storage_class"]})
+            "default_class": self.node.defaults["storage_class"],
+            **({"xattrs": dict(request.xattrs)} if request.xattrs else {})})
         return pb.ComposeResponse(inode=ok["inode"], size=ok["size"], chunks=ok["chunks"])
 
     @rpc

@@ -83,6 +83,17 @@ _VISIBILITY = one_of("", *VISIBILITIES)
 _OIDC_CLAIMS = map_of({"sub": text}, optional={"email": text, "email_verified": boolean,
                                                "preferred_username": text})
 
+def _compose(tx: Tx, args: dict) -> dict:
+    """compose.compose, and the new file's extended attributes (the S3 gateway's multipart
+    ETag and metadata) in the same command: the object appears with them, atomically."""
+    result = compose.compose(tx, args)
+    if args.get("xattrs"):
+        record = tx.inode(result["inode"])
+        record["xattrs"] = args["xattrs"]
+        tx.put_inode(result["inode"], record)
+    return result
+
+
 _OPS: dict[str, _Op] = {
     "mkdir": _Op({"path": path_field, "parents": boolean, "mode": MODE, "owner": text}, ns.mkdir),
     "create": _Op({"path": path_field, "replication": int_in(1, MAX_REPLICATION),
@@ -102,8 +113,9 @@ _OPS: dict[str, _Op] = {
     "abort": _Op({"inode": INODE}, ns.abort),
     "compose": _Op({"dest": path_field, "sources": list_of(path_field), "overwrite": boolean,
                     "mode": MODE, "owner": text,
-                    "storage_class": one_of("", *ns.STORAGE_CLASSES)}, compose.compose,
-                   optional={"default_class": one_of(*ns.STORAGE_CLASSES)}),
+                    "storage_class": one_of("", *ns.STORAGE_CLASSES)}, _compose,
+                   optional={"default_class": one_of(*ns.STORAGE_CLASSES),
+                             "xattrs": xattrs_field}),
     "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
     "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
                   optional={"trash": boolean, "user": text}),

@@ -128,7 +128,7 @@ class S3App:
                               "this resource.", 405)
             return
         if "uploadId" in q or "uploads" in q:
-            await multipart.dispatch(call, self.owners)
+            await multipart.dispatch(call, lambda b: self._owner_of(b, call.user))
         elif method == "PUT" and call.header("x-amz-copy-source") is not None:
             await objects.copy_object(call, lambda b: self._owner_of(b, call.user))
         elif method == "PUT":
