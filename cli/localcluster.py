@@ -258,11 +258,15 @@ class LocalCluster:
     def daemons(self) -> list[dict]:
         return list(self.spec.get("masters", [])) + list(self.spec.get("chunkservers", []))
 
+    def processes(self) -> list[dict]:
+        """Every process of the cluster: its daemons and its gateways."""
+        return self.daemons() + list(self.spec.get("gateways", []))
+
     def chunkserver_addresses(self) -> list[str]:
         return [c["bind"] for c in self.spec.get("chunkservers", [])]
 
     def daemon(self, name: str) -> dict:
-        for d in self.daemons() + self.spec.get("gateways", []):
+        for d in self.processes():
             if d["name"] == name:
                 return d
         raise KeyError(name)

@@ -71,11 +71,11 @@ def byte_range(value: str | None, size: int) -> tuple[int, int] | None:
             raise invalid_range(size)
         return max(0, size - length), size - 1
     first = int(first_text)
+    if first >= size:
+        raise invalid_range(size)
     last = int(last_text) if last_text else size - 1
     if last < first:
         return None
-    if first >= size:
-        raise invalid_range(size)
     return first, min(last, size - 1)
 
 

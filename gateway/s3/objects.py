@@ -50,7 +50,7 @@ async def put_object(call: Call) -> None:
     payload = call.payload()
     attrs = attributes.from_request(call.ex.head.headers)
     if marker:
-        if await payload.read_all(0):
+        if await payload.read_all(xmldoc.MAX_BODY):
             raise invalid_argument("a key ending in '/' is a folder marker and must be empty "
                                    "(docs/s3.md)", ArgumentName="key")
         try:

@@ -68,7 +68,7 @@ def s3_error(err: GfsError, not_found: str = "NoSuchKey", **extra: str) -> S3Err
         return S3Error(not_found, f"The specified {what} does not exist.", 404, **extra)
     if code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
         return access_denied(f"Access Denied: {err.message}")
-    if code in ("ALREADY_EXISTS", "FAILED_PRECONDITION") and "directory" in err.message:
+    if code == "ALREADY_EXISTS" or code == "FAILED_PRECONDITION" and "directory" in err.message:
         return S3Error("InvalidArgument", f"{err.message} (a key cannot be both an object and "
                        f"a prefix in gfs: docs/s3.md)", 409, **extra)
     if code == "FAILED_PRECONDITION":
