@@ -291,3 +291,85 @@ def test_permissions_other_users_revoked_tokens_and_anonymous(alice, s3c):
             break
     else:
         pytest.fail("a revoked token's S3 keys still work")
+
+
+def test_boto3_streaming_upload_with_trailing_checksum(alice, s3c):
+    """What boto3 sends by default over TLS: STREAMING-UNSIGNED-PAYLOAD-TRAILER with a CRC32
+    trailer. It chooses that for https endpoints only, so this client is told https and the
+    request is sent over plain HTTP after signing (the bytes are boto3's own)."""
+    from botocore.config import Config  # noqa: F401
+    user = s3c.users["alice"]
+    tls = s3_client(s3c.endpoint.replace("http://", "https://"), user)
+    seen = {}
+
+    def plain_http(request, **kwargs):
+        seen["sha"] = request.headers.get("x-amz-content-sha256")
+        seen["trailer"] = request.headers.get("x-amz-trailer")
+        request.url = request.url.replace("https://", "http://", 1)
+    tls.meta.events.register("before-send.s3.PutObject", plain_http)
+    data = os.urandom(200_000)
+    alice.create_bucket(Bucket="stream")
+    put = tls.put_object(Bucket="stream", Key="trailer", Body=io.BytesIO(data))
+    assert seen == {"sha": b"STREAMING-UNSIGNED-PAYLOAD-TRAILER" if isinstance(
+        seen["sha"], bytes) else "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+        "trailer": seen["trailer"]} and seen["trailer"]
+    assert put["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
+    assert alice.get_object(Bucket="stream", Key="trailer")["Body"].read() == data
+
+
+def test_signed_chunks_are_each_verified_and_bad_bodies_store_nothing(alice, s3c):
+    from tests.integration.s3_wire import signed_chunked_put
+    alice.create_bucket(Bucket="chunks")
+    user = s3c.users["alice"]
+    data = os.urandom(40_000)
+    status, _ = signed_chunked_put(s3c.endpoint, user, "/chunks/good", data)
+    assert status == 200
+    assert alice.get_object(Bucket="chunks", Key="good")["Body"].read() == data
+    status, body = signed_chunked_put(s3c.endpoint, user, "/chunks/tampered", data,
+                                      tamper_chunk=2)
+    assert status == 403 and b"SignatureDoesNotMatch" in body
+    status, body = signed_chunked_put(s3c.endpoint, user, "/chunks/cut", data, cut=20_000)
+    assert status == 400 and b"IncompleteBody" in body
+    for key in ("tampered", "cut"):
+        assert code_of(alice.head_object, Bucket="chunks", Key=key) == "404"
+
+
+def test_bad_input_fuzz_never_crashes_the_server(alice, s3c):
+    """Garbage signatures and truncated or lying aws-chunked bodies: an S3 error every time,
+    nothing stored, and the gateway keeps serving."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from tests.integration.s3_wire import encoded_length, raw, signed_chunked_put
+    alice.create_bucket(Bucket="fuzz")
+    user = s3c.users["alice"]
+    netloc = s3c.endpoint.split("//", 1)[1]
+    data = os.urandom(20_000)
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(auth=st.one_of(st.text(max_size=200), st.builds(
+               lambda cred, signed, sig: f"AWS4-HMAC-SHA256 Credential={cred}, "
+               f"SignedHeaders={signed}, Signature={sig}",
+               st.text(max_size=80), st.text(max_size=40), st.text(max_size=70))),
+           sha=st.sampled_from(["UNSIGNED-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+                                "zz", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b"
+                                "7852b855"]),
+           cut=st.integers(0, 21_000), tamper=st.integers(-1, 4))
+    def check(auth, sha, cut, tamper):
+        safe = "".join(c for c in auth if 32 <= ord(c) < 127)
+        status, body = raw(netloc, "PUT", "/fuzz/garbage", {
+            "Authorization": safe, "x-amz-date": "20260101T000000Z",
+            "x-amz-content-sha256": sha}, b"x" * 10)
+        assert 400 <= status < 500 and b"<Code>" in body, (status, body[:200])
+        status, body = signed_chunked_put(s3c.endpoint, user, "/fuzz/chunked", data,
+                                          chunk=4096, tamper_chunk=tamper, cut=cut)
+        if 0 <= tamper < 5 or cut < encoded_length(len(data), 4096):
+            assert status != 200
+        if status != 200:
+            assert 400 <= status < 500 and b"<Code>" in body, (status, body[:200])
+    check()
+    assert code_of(alice.head_object, Bucket="fuzz", Key="garbage") == "404"
+    listed = alice.list_objects_v2(Bucket="fuzz").get("Contents", [])
+    for obj in listed:                   # only ever a whole, verified upload
+        assert alice.get_object(Bucket="fuzz", Key=obj["Key"])["Body"].read() == data
+    alice.put_object(Bucket="fuzz", Key="after", Body=b"still serving")
