@@ -13,6 +13,7 @@ from typing import AsyncIterator, Callable
 
 from gateway.http.exchange import Exchange
 from gateway.s3 import sigv4
+from gateway.s3.sigv4 import header_value
 from gateway.s3.chunked import ChunkedDecoder
 from gateway.s3.errors import S3Error, invalid_argument, not_implemented
 
@@ -33,13 +34,6 @@ CHECKSUMS: dict[str, Callable[[], object]] = {
 UNVERIFIABLE = ("crc32c", "crc64nvme")
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 class Payload:
     """One request's body: `pieces()` yields the decoded bytes and, at the end, checks every
     digest the request claimed (raising S3Error before the last piece is acknowledged)."""
@@ -53,7 +47,7 @@ class Payload:
         self.md5 = hashlib.md5()
         self.sha256 = hashlib.sha256() if len(mode) == 64 else None
         self.size = 0
-        decoded = _header(headers, "x-amz-decoded-content-length")
+        decoded = header_value(headers, "x-amz-decoded-content-length")
         if mode in (sigv4.STREAMING_SIGNED, sigv4.STREAMING_UNSIGNED_TRAILER):
             if decoded is None or not decoded.isdigit():
                 raise S3Error("MissingContentLength", "a streaming upload needs "
@@ -66,7 +60,7 @@ class Payload:
             self.decoder = None
         self.algorithm, self.claimed = self._checksum_claim()
         self.checksum = CHECKSUMS[self.algorithm]() if self.algorithm else None
-        md5 = _header(headers, "content-md5")
+        md5 = header_value(headers, "content-md5")
         self.content_md5 = md5.strip() if md5 else None
 
     def _checksum_claim(self) -> tuple[str, str | None]:
@@ -74,7 +68,7 @@ class Payload:
         for key, value in self.headers:
             if key.startswith("x-amz-checksum-") and key != "x-amz-checksum-type":
                 return self._algorithm(key[len("x-amz-checksum-"):]), value.strip()
-        trailer = _header(self.headers, "x-amz-trailer")
+        trailer = header_value(self.headers, "x-amz-trailer")
         if trailer:
             name = trailer.strip().lower()
             if not name.startswith("x-amz-checksum-"):

@@ -110,7 +110,7 @@ def _signed_headers(text: str) -> tuple[str, ...]:
 def parse_auth(headers: list[tuple[str, str]], query: list[tuple[str, str]]) -> Claim | None:
     """The request's signature claim; None for an anonymous request (no Authorization header and
     no X-Amz-Signature); S3Error for a malformed one or another signing scheme."""
-    header = _header(headers, "authorization")
+    header = header_value(headers, "authorization")
     params = dict(query)
     if header is not None:
         if "X-Amz-Signature" in params:
@@ -127,8 +127,8 @@ def parse_auth(headers: list[tuple[str, str]], query: list[tuple[str, str]]) -> 
             fields[m.group(1)] = m.group(2)
         if set(fields) != {"Credential", "SignedHeaders", "Signature"}:
             raise bad_auth("the Authorization header needs Credential, SignedHeaders, Signature")
-        amz_date = _header(headers, "x-amz-date") or ""
-        payload = _header(headers, "x-amz-content-sha256")
+        amz_date = header_value(headers, "x-amz-date") or ""
+        payload = header_value(headers, "x-amz-content-sha256")
         if payload is None:
             raise invalid("missing x-amz-content-sha256 (Signature Version 4 needs it)")
         return _claim(fields["Credential"], fields["SignedHeaders"], fields["Signature"],
@@ -173,7 +173,8 @@ def _claim(credential: str, signed: str, signature: str, amz_date: str, payload:
                  signature, payload, presigned, expires)
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+def header_value(headers: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of header `name` (lower-case) in `headers`."""
     for key, value in headers:
         if key == name:
             return value
