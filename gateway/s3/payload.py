@@ -66,7 +66,8 @@ class Payload:
     def _checksum_claim(self) -> tuple[str, str | None]:
         """(algorithm, the value in a header, or None when it comes as a trailer)."""
         for key, value in self.headers:
-            if key.startswith("x-amz-checksum-") and key != "x-amz-checksum-type":
+            if key.startswith("x-amz-checksum-") and key not in ("x-amz-checksum-type",
+                                                                 "x-amz-checksum-algorithm"):
                 return self._algorithm(key[len("x-amz-checksum-"):]), value.strip()
         trailer = header_value(self.headers, "x-amz-trailer")
         if trailer:
