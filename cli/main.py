@@ -780,6 +780,10 @@ def cluster() -> None:
 def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
                s3_listen: str | None, insecure_no_auth: bool, as_json: bool) -> None:
     """Start a local cluster (or restart the one in --data, with its data)."""
+    if s3_listen:
+        host, sep, port = s3_listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise click.BadParameter(f"--s3 must be HOST:PORT, not {s3_listen!r}")
     c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False,
                      insecure_no_auth=insecure_no_auth)
     if c.exists and c.insecure_no_auth and not insecure_no_auth:
@@ -795,9 +799,6 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
         if c.insecure_no_auth:
             raise FailedPrecondition("the S3 API needs authentication: not with "
                                      "--insecure-no-auth")
-        host, sep, port = s3_listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise click.BadParameter(f"--s3 must be HOST:PORT, not {s3_listen!r}")
         c.set_s3(s3_listen)
     c.up()
     record_cluster(c.master_addresses(), str(c.dir), c.admin_token, c.tls.ca if c.tls else None)
