@@ -40,8 +40,9 @@ class AsyncClient:
     async def exists(self, path: str) -> bool:
         return await asyncio.to_thread(self._client.exists, path)
 
-    async def list(self, path: str, stale_ok: bool = False) -> list[FileInfo]:
-        return await asyncio.to_thread(lambda: list(self._client.list(path, stale_ok)))
+    async def list(self, path: str, stale_ok: bool = False, page_size: int = 1000
+                   ) -> list[FileInfo]:
+        return await asyncio.to_thread(lambda: list(self._client.list(path, stale_ok, page_size)))
 
     async def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         await asyncio.to_thread(self._client.rename, src, dst, overwrite)

@@ -10,6 +10,7 @@ the next page. An empty directory lists as its folder marker `dir/`.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import quote
@@ -36,8 +37,35 @@ def _sort_key(info: FileInfo) -> bytes:
     return (name + "/" if info.is_dir else name).encode("utf-8", "surrogatepass")
 
 
+class PageCache:
+    """Directory listings kept for the next pages of the same listing: a request that
+    continues a listing (a continuation token or a marker) reuses, for a few seconds, what the
+    pages before it read of the same directories as the same caller, instead of reading a large
+    directory again per page. A listing that starts afresh always reads the directories now
+    (so it sees every write acknowledged before it)."""
+
+    def __init__(self, keep_s: float = 10.0, entries: int = 8):
+        self.keep_s = keep_s
+        self.max_entries = entries
+        self._entries: dict[tuple, tuple[float, list[FileInfo] | None]] = {}
+
+    def get(self, key: tuple) -> tuple[bool, list[FileInfo] | None]:
+        found = self._entries.get(key)
+        if found is None or time.monotonic() - found[0] > self.keep_s:
+            return False, None
+        return True, found[1]
+
+    def put(self, key: tuple, children: list[FileInfo] | None) -> None:
+        if len(self._entries) >= self.max_entries:
+            del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
+        self._entries[key] = (time.monotonic(), children)
+
+
 class Walker:
-    def __init__(self, call: Call, prefix: str, delimiter: str, after: str):
+    def __init__(self, call: Call, prefix: str, delimiter: str, after: str,
+                 cache: PageCache | None = None, continuing: bool = False):
+        self.cache = cache
+        self.continuing = continuing
         self.call = call
         self.top = bucket_path(call.owner, call.bucket)
         self.prefix = prefix
@@ -46,8 +74,19 @@ class Walker:
 
     async def _children(self, key_dir: str) -> list[FileInfo] | None:
         path = self.top + ("/" + key_dir.rstrip("/") if key_dir else "")
+        key = (self.call.caller_key, path)
+        if self.cache is not None and self.continuing:
+            found, children = self.cache.get(key)
+            if found:
+                return children
+        children = await self._read(path)
+        if self.cache is not None:
+            self.cache.put(key, children)
+        return children
+
+    async def _read(self, path: str) -> list[FileInfo] | None:
         try:
-            entries = await self.call.client.list(path)
+            entries = await self.call.client.list(path, page_size=10_000)
         except GfsError as err:
             if err.code in ("NOT_FOUND", "FAILED_PRECONDITION"):
                 return None
@@ -115,7 +154,7 @@ def _untoken(token: str) -> str:
                                ArgumentName="continuation-token") from None
 
 
-async def list_objects(call: Call, v2: bool) -> None:
+async def list_objects(call: Call, v2: bool, cache: PageCache | None = None) -> None:
     q = call.query
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     encoding = q.get("encoding-type", "")
@@ -131,7 +170,8 @@ async def list_objects(call: Call, v2: bool) -> None:
         after = _untoken(token) if token is not None else q.get("start-after", "")
     else:
         after = q.get("marker", "")
-    walker = Walker(call, prefix, delimiter, after)
+    continuing = bool(q.get("continuation-token") if v2 else q.get("marker"))
+    walker = Walker(call, prefix, delimiter, after, cache, continuing)
     contents: list[Entry] = []
     prefixes: list[str] = []
     truncated = False

@@ -26,6 +26,7 @@ class Call:
     verified: sigv4.Verified | None
     request_id: str
     owner: str = ""                   # the bucket's owner, once resolved
+    caller_key: bytes = b""           # the caller's token hash (b"" anonymous): cache keys
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
 
     @property

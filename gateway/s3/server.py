@@ -34,6 +34,7 @@ class S3App:
         self.region = region
         self.domains = tuple(d.lower().strip(".") for d in domains)
         self.owners = Owners(admin, credentials.user_names)
+        self.pages = listing.PageCache()
 
     async def __call__(self, ex: Exchange) -> None:
         request_id = os.urandom(8).hex().upper()
@@ -86,7 +87,7 @@ class S3App:
                                                head.headers, head.raw_authority)
         call = Call(ex, head.method, bucket, key, query,
                     self.admin.acting_for(caller.token_hash), caller.user, caller.verified,
-                    request_id)
+                    request_id, caller_key=caller.token_hash or b"")
         for name in UNSUPPORTED:
             if name in query:
                 raise not_implemented(f"the ?{name} sub-resource")
@@ -113,7 +114,7 @@ class S3App:
             elif method == "GET" and "uploads" in q:
                 await multipart.list_uploads(call)
             elif method == "GET":
-                await listing.list_objects(call, v2=q.get("list-type") == "2")
+                await listing.list_objects(call, q.get("list-type") == "2", self.pages)
             elif method == "HEAD":
                 await buckets.head_bucket(call, self.region)
             elif method == "DELETE":
