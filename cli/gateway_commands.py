@@ -65,11 +65,19 @@ def _cidrs(text: str) -> list[str]:
               help="Time between active health checks (routes with a health path).")
 @click.option("--max-pending", default=256, show_default=True, type=click.IntRange(0),
               help="Requests waiting for an upstream connection before 503.")
+@click.option("--s3-secret-file", "s3_secret_file", type=click.Path(dir_okay=False),
+              metavar="FILE", envvar="GFS_CLUSTER_SECRET_FILE",
+              help="Serve the built-in `s3` target (docs/s3.md): the cluster secret, from which "
+                   "only the S3 key is derived and kept (needs --masters).")
+@click.option("--s3-region", default="us-east-1", show_default=True,
+              help="The region the S3 API reports (clients may sign for any).")
+@click.option("--s3-domain", default="", metavar="DOMAIN",
+              help="Virtual-host style S3: BUCKET.DOMAIN names a bucket (path style always works).")
 @click.pass_context
 def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, metrics_addr,
             access_log, allow, deny, trusted_proxies, proxy_protocol_from, max_body, max_header,
             header_timeout, idle_timeout, max_connections, health_interval,
-            max_pending) -> None:
+            max_pending, s3_secret_file, s3_region, s3_domain) -> None:
     """Run the HTTP gateway (reverse proxy) in the foreground until SIGTERM.
 
     Routes come from the masters (`gfs route`; the global --masters and an administrator's or
@@ -118,8 +126,23 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
         trusted_proxies=_cidrs(trusted_proxies),
         proxy_protocol_from=_cidrs(proxy_protocol_from), limits=limits,
         pool=PoolSettings(max_connections=max_connections, max_pending=max_pending),
-        health=health)
+        health=health, s3_key=_s3_key(s3_secret_file, masters), s3_region=s3_region,
+        s3_domains=[s3_domain] if s3_domain else [])
     raise SystemExit(serve(opts))
+
+
+def _s3_key(secret_file: str | None, masters: list[str]) -> bytes | None:
+    if not secret_file:
+        return None
+    if not masters:
+        raise click.UsageError("the S3 API (--s3-secret-file) needs the masters, not --routes")
+    from gfs.auth.s3keys import s3_key
+    from gfs.auth.secret import load_secret_file
+    from gfs.errors import GfsError
+    try:
+        return s3_key(load_secret_file(secret_file))
+    except GfsError as err:
+        raise click.UsageError(err.message) from None
 
 
 @gateway.command("status", context_settings=CONTEXT)

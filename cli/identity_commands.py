@@ -233,19 +233,29 @@ def token() -> None:
 @click.option("--for", "principal", default="", metavar="USER|SERVICE_ACCOUNT",
               help="Whose token (default: yours; a service account of yours; administrators: "
                    "anyone).")
+@click.option("--s3", "s3", is_flag=True,
+              help="Also print the token's S3 access key id and secret (docs/s3.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the token).")
 @click.pass_context
-def token_create(ctx, name: str, scopes: tuple[str, ...], ttl: str, principal: str,
+def token_create(ctx, name: str, scopes: tuple[str, ...], ttl: str, principal: str, s3: bool,
                  as_json: bool) -> None:
     """Create a token and print it once: it is not stored anywhere in clear."""
     with make_client(ctx) as c:
         secret, info = c.token_create(name, scopes=list(scopes), ttl_s=parse_duration(ttl),
                                       principal=principal)
+    keys = {}
+    if s3:
+        from gfs.client import Client
+        with Client(ctx.obj.get("masters"), token=secret, tls_ca=ctx.obj.get("tls_ca")) as c:
+            keys = c.s3_credentials()
     if as_json:
-        emit_json({**info, "token": secret})
+        emit_json({**info, "token": secret, **keys})
         return
     expires = format_time(info["expires_ms"]) if info["expires_ms"] else "never"
     click.echo(secret)
+    if keys:
+        click.echo(f"AWS_ACCESS_KEY_ID={keys['access_key_id']}")
+        click.echo(f"AWS_SECRET_ACCESS_KEY={keys['secret_access_key']}")
     click.echo(f"(token {info['name']!r}, id {info['id']}, for {info['principal']}, scopes "
                f"{', '.join(info['scopes'])}, expires {expires}; shown once: store it now)",
                err=True)

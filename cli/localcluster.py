@@ -258,11 +258,15 @@ class LocalCluster:
     def daemons(self) -> list[dict]:
         return list(self.spec.get("masters", [])) + list(self.spec.get("chunkservers", []))
 
+    def processes(self) -> list[dict]:
+        """Every process of the cluster: its daemons and its gateways."""
+        return self.daemons() + list(self.spec.get("gateways", []))
+
     def chunkserver_addresses(self) -> list[str]:
         return [c["bind"] for c in self.spec.get("chunkservers", [])]
 
     def daemon(self, name: str) -> dict:
-        for d in self.daemons():
+        for d in self.processes():
             if d["name"] == name:
                 return d
         raise KeyError(name)
@@ -328,7 +332,48 @@ class LocalCluster:
                 self.disk(d["name"]).unmount()
 
     def argv(self, d: dict) -> list[str]:
+        if "listen" in d:
+            return self.gateway_argv(d)
         return self.master_argv(d) if "raft" in d else self.chunkserver_argv(d)
+
+    # --- the S3 gateway (`gfs cluster up --s3 HOST:PORT`, docs/s3.md) -----------------------------
+
+    def set_s3(self, listen: str) -> None:
+        """Serve the S3 API on `listen` from the next `up` on (one gateway, route `s3`)."""
+        self.spec["gateways"] = [{"name": "gateway-s3", "listen": listen,
+                                  "data": str(self.dir / "gateway-s3")}]
+        self._save()
+
+    def gateway_argv(self, g: dict) -> list[str]:
+        # its token comes in GFS_TOKEN (start()), never on a command line others can read
+        return [sys.executable, "-m", "cli.main", "--masters", ",".join(self.master_addresses()),
+                *(["--tls-ca", self.tls.ca] if self.tls else []), "gateway",
+                "--listen", g["listen"], "--state-dir", str(Path(g["data"]) / "state"),
+                "--s3-secret-file", str(self.secret_path)]
+
+    def _ensure_s3_route(self) -> None:
+        with self.client() as c:
+            if not any(r["name"] == "s3" for r in c.routes()["routes"]):
+                c.route_put({"name": "s3", "path": "/*", "to": ["builtin:s3"]})
+
+    def _start_gateways(self, timeout: float) -> None:
+        if not self.spec.get("gateways") or self.insecure_no_auth:
+            return
+        self._ensure_s3_route()
+        for g in self.spec["gateways"]:
+            self.start(g["name"])
+            host, _, port = g["listen"].rpartition(":")
+            end = time.monotonic() + timeout
+            while True:
+                try:
+                    socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+                    break
+                except OSError:
+                    proc = self._procs.get(g["name"])
+                    if proc is not None and proc.poll() is not None or time.monotonic() > end:
+                        raise Unavailable(f"{g['name']} is not listening on {g['listen']}; see "
+                                          f"{Path(g['data']) / 'daemon.log'}") from None
+                    time.sleep(0.1)
 
     def pid(self, name: str) -> int | None:
         d = self.daemon(name)
@@ -351,6 +396,8 @@ class LocalCluster:
         logf = open(data / "daemon.log", "ab")
         # The mode comes from the cluster's record only, never from this process's environment.
         env = {k: v for k, v in os.environ.items() if k != INSECURE_ENV}
+        if "listen" in d:
+            env["GFS_TOKEN"] = self.admin_token
         proc = subprocess.Popen(self.argv(d), stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=logf, start_new_session=True, cwd=str(self.dir),
                                 env={**env, "PYTHONUNBUFFERED": "1"})
@@ -396,8 +443,11 @@ class LocalCluster:
         for d in self.daemons():
             self.start(d["name"])
         self.wait_healthy(timeout)
+        self._start_gateways(timeout)
 
     def down(self) -> None:
+        for g in self.spec.get("gateways", []):
+            self.stop(g["name"])
         for d in reversed(self.daemons()):
             self.signal(d["name"], signal.SIGTERM)
         for d in self.daemons():
@@ -492,6 +542,10 @@ class LocalCluster:
                          "metrics": c["metrics"], "health": health,
                          **({"chunks": st.chunk_count, "used_bytes": st.used_bytes,
                              "auth": st.auth_mode} if st else {})})
+        for g in self.spec.get("gateways", []):
+            pid = self.pid(g["name"])
+            rows.append({"name": g["name"], "kind": "gateway", "pid": pid, "grpc": g["listen"],
+                         "metrics": "", "health": "ok" if pid else "down"})
         return rows
 
     def chunkserver_status(self, c: dict, timeout: float = 1.0):

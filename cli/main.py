@@ -787,11 +787,18 @@ def cluster() -> None:
 @click.option("--tls", is_flag=True,
               help="Serve gRPC over TLS, with a local CA and certificate made in DIR/tls "
                    "(new cluster only).")
+@click.option("--s3", "s3_listen", metavar="HOST:PORT", default=None,
+              help="Also serve the S3 API here (a gateway with route `s3`; docs/s3.md); kept "
+                   "for later starts.")
 @insecure_option
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
 def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
-               insecure_no_auth: bool, as_json: bool) -> None:
+               s3_listen: str | None, insecure_no_auth: bool, as_json: bool) -> None:
     """Start a local cluster (or restart the one in --data, with its data)."""
+    if s3_listen:
+        host, sep, port = s3_listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise click.BadParameter(f"--s3 must be HOST:PORT, not {s3_listen!r}")
     c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False,
                      insecure_no_auth=insecure_no_auth)
     if c.exists and c.insecure_no_auth and not insecure_no_auth:
@@ -803,6 +810,11 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
         raise FailedPrecondition(f"the cluster in {c.dir} was created without TLS")
     while len(c.spec["chunkservers"]) < chunkservers:    # an existing cluster can grow
         c.add_chunkserver()
+    if s3_listen:
+        if c.insecure_no_auth:
+            raise FailedPrecondition("the S3 API needs authentication: not with "
+                                     "--insecure-no-auth")
+        c.set_s3(s3_listen)
     c.up()
     record_cluster(c.master_addresses(), str(c.dir), c.admin_token, c.tls.ca if c.tls else None)
     rows = c.status()
@@ -811,6 +823,9 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
     else:
         click.echo(f"cluster up in {c.dir}: {len(rows)} daemons; masters "
                    f"{','.join(c.master_addresses())}")
+        for g in c.spec.get("gateways", []):
+            click.echo(f"S3 endpoint: http://{g['listen']} (credentials: gfs token create "
+                       f"--name NAME --s3)")
     if c.insecure_no_auth:
         click.echo(INSECURE_BANNER, err=True)
 

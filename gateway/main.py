@@ -47,6 +47,9 @@ class GatewayOptions:
     limits: Limits = field(default_factory=Limits)
     pool: PoolSettings = field(default_factory=PoolSettings)
     health: HealthSettings = field(default_factory=HealthSettings)
+    s3_key: bytes | None = None             # serve builtin:s3 (gfs/auth/s3keys.py)
+    s3_region: str = "us-east-1"
+    s3_domains: list[str] = field(default_factory=list)
 
 
 class Worker:
@@ -132,6 +135,8 @@ class Worker:
         source.start()
         store.start()
         self.sources = (source, store)
+        if opts.s3_key is not None:
+            self._serve_s3(store)
         return [source, store]
 
     def _serve_rest(self) -> None:
@@ -141,6 +146,17 @@ class Worker:
         from gfs.client import Client
         self.proxy.builtins["rest"] = RestApp(Client(self.opts.masters, token="",
                                                      tls_ca=self.opts.tls_ca))
+
+    def _serve_s3(self, store) -> None:
+        """The built-in `s3` target: its gfs calls go through this gateway's token acting for
+        each request's signer (master/callers.py)."""
+        from gateway.s3.credentials import Credentials
+        from gateway.s3.server import S3App
+        from gfs.aio import AsyncClient
+        self.s3_client = AsyncClient(self.opts.masters, token=self.opts.token,
+                                     tls_ca=self.opts.tls_ca)
+        self.proxy.builtins["s3"] = S3App(self.s3_client, Credentials(store, self.opts.s3_key),
+                                          self.opts.s3_region, tuple(self.opts.s3_domains))
 
     async def _metrics_page(self, ex) -> None:
         await ex.respond(200, self.metrics.render(),

@@ -28,14 +28,21 @@ class AsyncClient:
     async def mkdir(self, path: str, parents: bool = False, mode: int = 0o755) -> int:
         return await asyncio.to_thread(self._client.mkdir, path, parents, mode)
 
-    async def stat(self, path: str, stale_ok: bool = False) -> FileInfo:
-        return await asyncio.to_thread(self._client.stat, path, stale_ok)
+    def acting_for(self, delegate: bytes | None) -> "AsyncClient":
+        """`Client.acting_for`: the same connections, calls acting for another token."""
+        view = AsyncClient.__new__(AsyncClient)
+        view._client = self._client.acting_for(delegate)
+        return view
+
+    async def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
+        return await asyncio.to_thread(self._client.stat, path, stale_ok, for_read)
 
     async def exists(self, path: str) -> bool:
         return await asyncio.to_thread(self._client.exists, path)
 
-    async def list(self, path: str, stale_ok: bool = False) -> list[FileInfo]:
-        return await asyncio.to_thread(lambda: list(self._client.list(path, stale_ok)))
+    async def list(self, path: str, stale_ok: bool = False, page_size: int = 1000
+                   ) -> list[FileInfo]:
+        return await asyncio.to_thread(lambda: list(self._client.list(path, stale_ok, page_size)))
 
     async def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         await asyncio.to_thread(self._client.rename, src, dst, overwrite)
@@ -43,14 +50,23 @@ class AsyncClient:
     async def compose(self, dest: str, sources: list[str], **kwargs) -> int:
         return await asyncio.to_thread(self._client.compose, dest, sources, **kwargs)
 
-    async def delete(self, path: str, recursive: bool = False) -> int:
-        return await asyncio.to_thread(self._client.delete, path, recursive)
+    async def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
+        return await asyncio.to_thread(self._client.delete, path, recursive, skip_trash)
 
     async def put(self, source: str | BinaryIO, path: str, **kwargs) -> FileInfo:
         return await asyncio.to_thread(self._client.put, source, path, **kwargs)
 
     async def get(self, path: str, sink: str | BinaryIO, **kwargs) -> int:
         return await asyncio.to_thread(self._client.get, path, sink, **kwargs)
+
+    async def compose(self, dest: str, sources: list[str], **kwargs) -> int:
+        return await asyncio.to_thread(self._client.compose, dest, sources, **kwargs)
+
+    async def download(self, info: FileInfo, sink: BinaryIO, **kwargs) -> int:
+        return await asyncio.to_thread(self._client.download, info, sink, **kwargs)
+
+    async def set_visibility(self, path: str, visibility: str) -> None:
+        await asyncio.to_thread(self._client.set_visibility, path, visibility)
 
     async def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         return await asyncio.to_thread(self._client.read, path, offset, length)

@@ -25,7 +25,7 @@ import grpc
 from gfs import backupfile
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.tls import read_pem
-from gfs.auth.tokens import bearer
+from gfs.auth.tokens import acting_for, bearer
 from gfs.config import ENV_TLS_CA, resolve_masters, resolve_tls_ca, resolve_token
 from gfs.identity_client import IdentityCalls
 from gfs.oidc_calls import OidcCalls
@@ -91,6 +91,7 @@ class FileInfo:
     inline: bool = False       # the bytes are in the metadata (master/inline.py), no chunks
     inline_checksum: int = 0
     inline_data: bytes | None = field(default=None, repr=False)   # from stat(for_read=True)
+    xattrs: dict[str, str] = field(default_factory=dict)
 
     @property
     def is_dir(self) -> bool:
@@ -109,7 +110,7 @@ class FileInfo:
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
                    chunk_size=m.chunk_size, visibility=m.visibility, inline=m.inline,
-                   inline_checksum=m.inline_checksum,
+                   inline_checksum=m.inline_checksum, xattrs=dict(m.xattrs),
                    inline_data=m.inline_data if m.inline and (m.inline_data or not m.size) else None,
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
                                                    c.checksum, list(c.replicas),
@@ -340,6 +341,14 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         self._owns_channels = True
         self.inline_max = inline_max
 
+    def acting_for(self, delegate: bytes | None) -> "Client":
+        """A view of this client (same connections) whose calls act for the token with hash
+        `delegate` (None: anonymous); this client's token must be an administrator's
+        (master/callers.py). Close only the original."""
+        view = copy.copy(self)
+        view._metadata = acting_for(self.token, delegate)
+        return view
+
     # --- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -477,7 +486,8 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         self._mutate("Rename", pb.RenameRequest, src=src, dst=dst, overwrite=overwrite)
 
     def compose(self, dest: str, sources: list[str], *, overwrite: bool = False,
-                mode: int = 0o644, owner: str = "", storage_class: str = "") -> int:
+                mode: int = 0o644, owner: str = "", storage_class: str = "",
+                xattrs: dict[str, str] | None = None) -> int:
         """Make `dest` the concatenation of the files `sources`, in order, without copying a
         byte: their chunks become dest's and the sources are removed, in one atomic step
         (master/compose.py). Returns dest's inode."""
@@ -485,7 +495,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             utf8(source, "source path")
         return self._mutate("Compose", pb.ComposeRequest, dest=dest, sources=list(sources),
                             overwrite=overwrite, mode=mode, owner=owner,
-                            storage_class=storage_class).inode
+                            storage_class=storage_class, xattrs=xattrs or {}).inode
 
     def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
         """Remove a path; it goes to this user's trash unless `skip_trash` (or the cluster keeps
@@ -602,11 +612,12 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         return self._mutate("AddChunk", pb.AddChunkRequest, inode=inode, index=index,
                             exclude=exclude or [], length_hint=length_hint)
 
-    def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]]) -> int:
+    def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]],
+               xattrs: dict[str, str] | None = None) -> int:
         """Publish a pending upload atomically; chunks are (handle, length, checksum) in order."""
         return self._mutate("Commit", pb.CommitRequest, inode=inode, size=size,
                             chunks=[pb.ChunkCommit(handle=h, length=n, checksum=c)
-                                    for h, n, c in chunks]).inode
+                                    for h, n, c in chunks], xattrs=xattrs or {}).inode
 
     def abort(self, inode: int) -> None:
         self._mutate("Abort", pb.AbortRequest, inode=inode)
@@ -616,14 +627,17 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     def put(self, source: str | BinaryIO, path: str, *, replication: int = 0,
             chunk_size: int = 0, storage_class: str = "", overwrite: bool = False,
             parallel: int = 4, progress: Callable[[int], None] | None = None,
-            mode: int = 0o644) -> FileInfo:
+            mode: int = 0o644,
+            xattrs: Callable[[], dict[str, str]] | None = None) -> FileInfo:
         """Upload a local file (path or binary file object) to `path` with permission bits
         `mode`. The file appears atomically when every chunk is fsync'd on all its replicas; on
         failure nothing appears. Seekable sources upload `parallel` chunks at once and retry a
         failed chunk elsewhere. A seekable source of at most `inline_max` bytes is stored
-        inline in the metadata by one command (if the masters accept it)."""
+        inline in the metadata by one command (if the masters accept it; not with `xattrs`).
+        `xattrs()`, called once the bytes are written (so it may describe them: the S3
+        gateway's ETag), gives the extended attributes committed with the file."""
         with _opened(source, "rb", _Source) as src:
-            if src.seekable and 0 <= src.size <= self.inline_max:
+            if xattrs is None and src.seekable and 0 <= src.size <= self.inline_max:
                 info = self._put_inline(src, path, replication, storage_class, overwrite, mode)
                 if info is not None:
                     if progress:
@@ -643,7 +657,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 raise
             chunks = [(w.handle, w.length, w.checksum) for w in written]
             try:
-                inode = self.commit(created.inode, size, chunks)
+                inode = self.commit(created.inode, size, chunks, xattrs() if xattrs else None)
             except BaseException:
                 self._abandon(created)
                 raise

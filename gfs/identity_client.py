@@ -27,6 +27,10 @@ class IdentityCalls:
         """user ("" = anonymous), admin, account, token, scopes, quota_* and used_*."""
         return message_fields(self._icall("WhoAmI", pb.Empty()))
 
+    def s3_credentials(self) -> dict:
+        """The S3 access key id and secret of this client's own token (docs/s3.md)."""
+        return message_fields(self._icall("S3Credentials", pb.Empty()))
+
     def user_add(self, name: str, admin: bool = False) -> dict:
         """Add a user (administrators); returns its name and home directory."""
         return message_fields(self._imutate("UserAdd", ipb.UserAddRequest, name=name, admin=admin))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 
-from gfs.auth.tokens import AUTH_METADATA_KEY, token_hash
+from gfs.auth.tokens import ACT_FOR_METADATA_KEY, AUTH_METADATA_KEY, HASH_BYTES, token_hash
 from gfs.errors import Unauthenticated
 from master.state import AS_SYSTEM
 
@@ -16,15 +16,40 @@ SCHEME = "bearer "
 
 def auth_of(context) -> bytes | None:
     """The token hash of the caller, None for an anonymous call; Unauthenticated for a
-    malformed header or token (told apart from a revoked one by the token's check value)."""
+    malformed header or token (told apart from a revoked one by the token's check value).
+
+    A call that also carries `gfs-act-for` (the hex hash of another token, or `anonymous`) is
+    a service acting for that token: the S3 gateway, which verified the request's signature
+    but never holds the token itself. Its auth is then both hashes (service, delegate); the
+    state machine allows it only for an administrator's unscoped service token
+    (master/identity.py: _delegated)."""
+    found, delegate = None, None
     for key, value in context.invocation_metadata() or ():
-        if key != AUTH_METADATA_KEY:
-            continue
-        if not isinstance(value, str) or not value.lower().startswith(SCHEME):
-            raise Unauthenticated("the authorization metadata must be "
-                                  "'Bearer gfs_...'")
-        return _hash_of(value[len(SCHEME):].strip())
-    return None
+        if key == ACT_FOR_METADATA_KEY:
+            delegate = _delegate(value)
+        elif key == AUTH_METADATA_KEY:
+            if not isinstance(value, str) or not value.lower().startswith(SCHEME):
+                raise Unauthenticated("the authorization metadata must be "
+                                      "'Bearer gfs_...'")
+            found = _hash_of(value[len(SCHEME):].strip())
+    if delegate is None:
+        return found
+    if found is None:
+        raise Unauthenticated("acting for another token needs a token of one's own")
+    return found + delegate
+
+
+def _delegate(value) -> bytes:
+    if value == "anonymous":
+        return bytes(HASH_BYTES)
+    try:
+        hashed = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        hashed = b""
+    if len(hashed) != HASH_BYTES or hashed == bytes(HASH_BYTES):
+        raise Unauthenticated(f"{ACT_FOR_METADATA_KEY} must be a token hash (hex) or "
+                              "'anonymous'")
+    return hashed
 
 
 # token -> its hash (a pure function): clients send the same token on every call, and checking

@@ -65,11 +65,34 @@ def principal_for(tx: Tx, auth, now: int, cache: PrincipalCache | None = None) -
         return Principal()
 
     def fresh() -> tuple[Principal, int]:
+        if len(auth) == 2 * HASH_BYTES:
+            return _delegated(tx, auth[:HASH_BYTES], auth[HASH_BYTES:], now)
         record = tx.get(TOKENS, auth)
         return resolve(record, lambda name: user(tx, name), now), record["expires"]
     if cache is None:
         return fresh()[0]
     return cache.resolve(auth, tx.counter(AUTH_REV), now, fresh)
+
+
+ANONYMOUS_DELEGATE = bytes(HASH_BYTES)
+
+
+def _delegated(tx: Tx, service: bytes, delegate: bytes, now: int) -> tuple[Principal, int]:
+    """A service acting for another token (master/callers.py: the S3 gateway verified that
+    token's request signature): the service's own token must be an administrator's, unscoped
+    (it could do everything anyway); the command then runs as the delegate's principal (all
+    zeros: anonymous), resolved here at this position in the log like any other."""
+    record = tx.get(TOKENS, service)
+    acting = resolve(record, lambda name: user(tx, name), now)
+    if not acting.admin or acting.scopes is not None:
+        raise PermissionDenied(f"{acting.label} may not act for other tokens (that needs an "
+                               f"administrator's unscoped token)")
+    if delegate == ANONYMOUS_DELEGATE:
+        return Principal(), record["expires"]
+    target = tx.get(TOKENS, delegate)
+    principal = resolve(target, lambda name: user(tx, name), now)
+    ends = [e for e in (record["expires"], target["expires"]) if e]
+    return principal, min(ends) if ends else 0
 
 
 def describe_principal(p: Principal) -> dict:

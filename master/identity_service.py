@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gfs.errors import GfsError, InvalidArgument
+from gfs.auth import s3keys
+from gfs.auth.tokens import HASH_BYTES
+from gfs.errors import FailedPrecondition, GfsError, InvalidArgument, Unauthenticated
 from gfs.clock import now_ms
 from master.callers import caller_of
 from master.service import MasterService, abort_with, rpc
@@ -68,6 +70,23 @@ class IdentityService(ipb_grpc.IdentityServicer):
                                   token=me["token"], scopes=me["scopes"],
                                   quota_bytes=me["quota"][0], quota_files=me["quota"][1],
                                   used_bytes=me["used"][0], used_files=me["used"][1])
+
+    @rpc
+    async def S3Credentials(self, request, context):
+        """The S3 credentials of the caller's own token (never another's): holding the token
+        is what entitles one to its secret (gfs/auth/s3keys.py)."""
+        node = self.m.node
+        if node.insecure_no_auth:
+            raise FailedPrecondition("S3 credentials need a cluster with authentication "
+                                     "(this one runs --insecure-no-auth)")
+        auth = caller_of(context, False)
+        if auth is None or len(auth) != HASH_BYTES:
+            raise Unauthenticated("S3 credentials are for a signed-in token of one's own")
+        me = await self.m._read(context, lambda st, a, now: st.whoami(a, now))
+        if not me["user"]:
+            raise Unauthenticated("S3 credentials are for a signed-in token of one's own")
+        return ipb.S3CredentialsResponse(access_key_id=s3keys.access_key_id(auth),
+                                         secret_access_key=s3keys.secret_for(node.s3_key, auth))
 
     @rpc
     async def UserAdd(self, request, context):

@@ -164,6 +164,7 @@ def describe(tx: Tx, path: str, target: Access) -> dict:
             "mtime": record["mtime"], "replication": record["replication"],
             "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
             "visibility": target.visibility, "own_visibility": record.get("visibility", ""),
+            "xattrs": record.get("xattrs", {}),
             "chunks": chunk_infos(tx, record["chunks"]), "inline": record.get("inline")}
 
 
@@ -290,6 +291,8 @@ def commit(tx: Tx, args: dict) -> dict:
         drop_inode(tx, existing, now)
     _seal_chunks(tx, args["chunks"])
     record.update(size=args["size"], mtime=now, state=COMMITTED)
+    if args.get("xattrs"):
+        record["xattrs"] = args["xattrs"]     # the S3 gateway's object attributes (ETag...)
     tx.put_inode(ino, record)
     tx.add_entry(parent, name, ino, now)
     tx.delete_pending(ino)

@@ -9,6 +9,7 @@ import threading
 import time
 
 from gfs import backupfile
+from gfs.auth import s3keys
 from gfs.auth.daemon import DaemonAuth
 from gfs.auth.insecure import mode_name
 from gfs.clock import now_ms
@@ -58,6 +59,7 @@ class MasterNode:
         # gfs/auth/insecure.py: no caller authentication, no daemon signatures, no capabilities.
         self.insecure_no_auth = insecure_no_auth
         self.daemon_auth = DaemonAuth(cluster_secret)
+        self.s3_key = s3keys.s3_key(cluster_secret)     # S3 secrets derive from it (s3keys.py)
         self.raft_address = raft_address
         self.grpc_address = grpc_address
         self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)

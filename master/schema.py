@@ -111,10 +111,14 @@ def bytes_up_to(length: int) -> Check:
     return check
 
 
-def optional_bytes(length: int) -> Check:
-    """`length` bytes, or None."""
-    exact = bytes_of(length)
-    return lambda field, value: None if value is None else exact(field, value)
+def optional_bytes_in(*lengths: int) -> Check:
+    """Bytes of one of `lengths`, or None."""
+    def check(field: str, value: Any) -> bytes | None:
+        if value is not None and (type(value) is not bytes or len(value) not in lengths):
+            raise InvalidArgument(f"{term(field)} must be {' or '.join(map(str, lengths))} "
+                                  f"bytes, not {show(value)}")
+        return value
+    return check
 
 
 def list_of(item: Check) -> Check:
@@ -131,6 +135,23 @@ def pair_of(first: Check, second: Check) -> Check:
             raise InvalidArgument(f"{term(field)} must be a pair, not {show(value)}")
         return first(f"{field}[0]", value[0]), second(f"{field}[1]", value[1])
     return check
+
+
+MAX_XATTR_BYTES = 8192
+
+
+def xattrs_field(field: str, value: Any) -> dict:
+    """A file's extended attributes: str -> str, at most MAX_XATTR_BYTES of UTF-8 in all."""
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"{term(field)} must be a map, not {type(value).__name__}")
+    total = 0
+    for key, item in value.items():
+        text(f"{field} name", key)
+        text(f"{field}[{key[:40]!r}]", item)
+        total += len(key.encode()) + len(item.encode())
+    if total > MAX_XATTR_BYTES:
+        raise InvalidArgument(f"{term(field)} hold {total} bytes; at most {MAX_XATTR_BYTES}")
+    return value
 
 
 def map_of(schema: dict[str, Check], optional: dict[str, Check] | None = None) -> Check:

@@ -96,6 +96,7 @@ def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
         replication=d["replication"], storage_class=d["storage_class"],
         chunk_size=d["chunk_size"], visibility=d.get("visibility", ""),
+        xattrs=d.get("xattrs", {}),
         chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
                              length=c["length"], checksum=c["checksum"],
                              replicas=locate(c),
@@ -167,7 +168,8 @@ class MasterService(pb_grpc.MasterServicer):
         ok = await self._mutate(request, context, {
             "op": "commit", "inode": request.inode, "size": request.size,
             "chunks": [{"handle": c.handle, "length": c.length, "checksum": c.checksum}
-                       for c in request.chunks]})
+                       for c in request.chunks],
+            **({"xattrs": dict(request.xattrs)} if request.xattrs else {})})
         return pb.CommitResponse(inode=ok["inode"])
 
     @rpc
@@ -204,7 +206,8 @@ class MasterService(pb_grpc.MasterServicer):
             "op": "compose", "dest": request.dest, "sources": list(request.sources),
             "overwrite": request.overwrite, "mode": request.mode or 0o644,
             "owner": request.owner, "storage_class": request.storage_class,
-            "default_class": self.node.defaults["storage_class"]})
+            "default_class": self.node.defaults["storage_class"],
+            **({"xattrs": dict(request.xattrs)} if request.xattrs else {})})
         return pb.ComposeResponse(inode=ok["inode"], size=ok["size"], chunks=ok["chunks"])
 
     @rpc

@@ -27,9 +27,9 @@ from master import capability_keys, compose, identity, inline, oidc, routes
 from master import namespace as ns
 from master import usage
 from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_of, bytes_up_to,
-                           optional_bytes,
+                           optional_bytes_in,
                            chunk_size_field, fields, int_in, list_of, map_of, one_of, pair_of,
-                           parse_session, path_field, path_or_empty, text)
+                           parse_session, path_field, path_or_empty, text, xattrs_field)
 from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
 from master.principal_cache import PrincipalCache
@@ -84,6 +84,17 @@ _VISIBILITY = one_of("", *VISIBILITIES)
 _OIDC_CLAIMS = map_of({"sub": text}, optional={"email": text, "email_verified": boolean,
                                                "preferred_username": text})
 
+def _compose(tx: Tx, args: dict) -> dict:
+    """compose.compose, and the new file's extended attributes (the S3 gateway's multipart
+    ETag and metadata) in the same command: the object appears with them, atomically."""
+    result = compose.compose(tx, args)
+    if args.get("xattrs"):
+        record = tx.inode(result["inode"])
+        record["xattrs"] = args["xattrs"]
+        tx.put_inode(result["inode"], record)
+    return result
+
+
 _OPS: dict[str, _Op] = {
     "mkdir": _Op({"path": path_field, "parents": boolean, "mode": MODE, "owner": text}, ns.mkdir),
     "create": _Op({"path": path_field, "replication": int_in(1, MAX_REPLICATION),
@@ -104,12 +115,14 @@ _OPS: dict[str, _Op] = {
     "add_chunk": _Op({"inode": INODE, "index": int_in(0), "replicas": _REPLICAS}, ns.add_chunk),
     "commit": _Op({"inode": INODE, "size": int_in(0),
                    "chunks": list_of(map_of({"handle": int_in(1), "length": int_in(0),
-                                             "checksum": int_in(0)}))}, ns.commit),
+                                             "checksum": int_in(0)}))}, ns.commit,
+                   optional={"xattrs": xattrs_field}),
     "abort": _Op({"inode": INODE}, ns.abort),
     "compose": _Op({"dest": path_field, "sources": list_of(path_field), "overwrite": boolean,
                     "mode": MODE, "owner": text,
-                    "storage_class": one_of("", *ns.STORAGE_CLASSES)}, compose.compose,
-                   optional={"default_class": one_of(*ns.STORAGE_CLASSES)}),
+                    "storage_class": one_of("", *ns.STORAGE_CLASSES)}, _compose,
+                   optional={"default_class": one_of(*ns.STORAGE_CLASSES),
+                             "xattrs": xattrs_field}),
     "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
     "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
                   optional={"trash": boolean, "user": text}),
@@ -159,7 +172,7 @@ _OPS: dict[str, _Op] = {
     capability_keys.OP: _Op({"key_id": int_in(1, MAX_U32), "salt": capability_keys.check_salt},
                             capability_keys.apply, system=True),
 }
-_AUTH = {"auth": optional_bytes(HASH_BYTES)}
+_AUTH = {"auth": optional_bytes_in(HASH_BYTES, 2 * HASH_BYTES)}   # 2x: delegated (callers.py)
 
 
 def _parse(command: dict) -> tuple[_Op, dict]:

@@ -27,7 +27,8 @@ class TokenUses:
 
     def note(self, auth: bytes | None) -> None:
         if auth is not None:
-            self._seen[auth] = now_ms()     # one dict store: no lock needed
+            for hashed in (auth[:32], auth[32:]) if len(auth) == 64 else (auth,):
+                self._seen[hashed] = now_ms()     # one dict store: no lock needed
 
     def start(self) -> None:
         self._thread.start()

@@ -105,6 +105,11 @@ class IdentityStub:
                 request_serializer=proto_dot_identity__pb2.AuditRequest.SerializeToString,
                 response_deserializer=proto_dot_identity__pb2.AuditResponse.FromString,
                 _registered_method=True)
+        self.S3Credentials = channel.unary_unary(
+                '/gfs.identity.Identity/S3Credentials',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_identity__pb2.S3CredentialsResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServicer:
@@ -194,6 +199,13 @@ class IdentityServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def S3Credentials(self, request, context):
+        """The S3 credentials of the calling token (docs/s3.md), only to that token itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -266,6 +278,11 @@ def add_IdentityServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=proto_dot_identity__pb2.AuditRequest.FromString,
                     response_serializer=proto_dot_identity__pb2.AuditResponse.SerializeToString,
+            ),
+            'S3Credentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.S3Credentials,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_identity__pb2.S3CredentialsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -646,6 +663,33 @@ class Identity:
             '/gfs.identity.Identity/Audit',
             proto_dot_identity__pb2.AuditRequest.SerializeToString,
             proto_dot_identity__pb2.AuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def S3Credentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.identity.Identity/S3Credentials',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_identity__pb2.S3CredentialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

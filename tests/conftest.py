@@ -36,7 +36,7 @@ class ClusterFactory:
 
     def cleanup(self):
         for c in self.clusters:
-            for d in c.daemons():
+            for d in c.processes():
                 pid = c.pid(d["name"])
                 if pid:
                     try:

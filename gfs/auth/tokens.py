@@ -24,6 +24,7 @@ TOKEN_CHARS = len(PREFIX) + _SECRET_CHARS + _CHECK_CHARS
 HASH_BYTES = 32
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 AUTH_METADATA_KEY = "authorization"      # gRPC metadata: "Bearer gfs_..."
+ACT_FOR_METADATA_KEY = "gfs-act-for"     # a service acting for a token: its hash (hex)
 
 
 def _b64(data: bytes) -> str:
@@ -76,3 +77,9 @@ def short_id(hashed: bytes) -> str:
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
     """The gRPC call metadata that carries `token` ("" = anonymous: none)."""
     return ((AUTH_METADATA_KEY, f"Bearer {token}"),) if token else ()
+
+
+def acting_for(token: str, delegate: bytes | None) -> tuple[tuple[str, str], ...]:
+    """Metadata for a service (an administrator's token) acting for the token with hash
+    `delegate` (None: anonymous), see master/callers.py."""
+    return bearer(token) + ((ACT_FOR_METADATA_KEY, delegate.hex() if delegate else "anonymous"),)

@@ -20,6 +20,8 @@ from proto import identity_pb2 as ipb
 from proto import identity_pb2_grpc as ipb_grpc
 from gfs.clock import now_ms as gfs_now_ms
 
+PREFIX_BYTES = 8
+
 
 def _user_record(u: ipb.User) -> dict:
     return {"name": u.name, "kind": u.kind, "owner": u.owner, "admin": u.admin,
@@ -44,6 +46,7 @@ class PermissionStore:
         self._users: dict[str, dict] = {}
         self._tokens: dict[bytes, dict] = {}
         self._visibility: dict[str, str] = {}
+        self._by_prefix: dict[bytes, set[bytes]] = {}    # hash[:8] -> hashes (S3 access keys)
         self._feed = FeedFollower(masters, token, "permission", self._open, self._apply, tls_ca)
         self.masters = self._feed.masters
 
@@ -82,14 +85,28 @@ class PermissionStore:
     def principal(self, token: str, now_ms: int | None = None) -> Principal:
         """Who `token` is, from the local copy; Unauthenticated for a token that is not valid,
         Unavailable while the feed is more than `max_lag_s` behind (failing closed)."""
+        return self.principal_of_hash(token_hash(token), now_ms)
+
+    def principal_of_hash(self, hashed: bytes, now_ms: int | None = None) -> Principal:
+        """`principal` for a token known by its hash (the S3 gateway's access keys)."""
         if self.lag_s > self.max_lag_s:
             raise Unavailable(f"the permission feed has been silent for {self.lag_s:.1f} s "
                               f"(more than {self.max_lag_s:g} s): refusing every token until it "
                               f"is back ({self.last_error or 'not connected yet'})")
-        hashed = token_hash(token)
         now = gfs_now_ms() if now_ms is None else now_ms
         with self._lock:
             return resolve(self._tokens.get(hashed), self._users.get, now)
+
+    def hash_with_prefix(self, prefix: bytes) -> bytes | None:
+        """The hash of the one known token starting with `prefix` (None: none, or several)."""
+        with self._lock:
+            found = [h for h in self._by_prefix.get(prefix[:PREFIX_BYTES], ()) if h.startswith(prefix)]
+        return found[0] if len(found) == 1 else None
+
+    def user_names(self) -> list[str]:
+        """The users (not service accounts) known, sorted."""
+        with self._lock:
+            return sorted(n for n, u in self._users.items() if u["kind"] == "user")
 
     def visibility_of(self, path: str) -> str | None:
         """The latest visibility set on exactly `path` seen on the feed (None: no change seen)."""
@@ -115,8 +132,11 @@ class PermissionStore:
                 self._users[u.name] = _user_record(u)
             for name in event.deleted_users:
                 self._users.pop(name, None)
+            if event.snapshot:
+                self._by_prefix.clear()
             for t in event.tokens:
                 self._tokens[t.hash] = _token_record(t.token)
+                self._by_prefix.setdefault(t.hash[:PREFIX_BYTES], set()).add(t.hash)
             for v in event.visibility:
                 self._visibility[v.path] = v.visibility
             self.revision = event.revision

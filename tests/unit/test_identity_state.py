@@ -344,3 +344,42 @@ def test_set_attr_changes_mode_and_mtime_for_whoever_may_write(log, people):
     assert log.err({"op": "set_attr", "path": "/alice/f", "mode": 0o10000},
                    people["alice"])[0] == "INVALID_ARGUMENT"
     assert log.err({"op": "set_attr", "path": "/alice/nope"}, people["alice"])[0] == "NOT_FOUND"
+
+
+def test_an_admin_service_acts_for_a_token_and_only_an_admin_may(log, people):
+    """The S3 gateway's delegation (master/callers.py): auth = service hash + delegate hash."""
+    admin, alice, bob = people["admin"], people["alice"], people["bob"]
+    as_alice = token_hash(admin) + token_hash(alice)
+    result = log.batch({"op": "mkdir", "path": "/alice/via-gw", "parents": False, "mode": 0o755,
+                        "owner": "", "auth": as_alice})[0]
+    assert "ok" in result and log.state.stat("/alice/via-gw")["owner"] == "alice"
+    # acting for alice gives alice's rights, not the administrator's
+    denied = log.batch({"op": "mkdir", "path": "/bob/x", "parents": False, "mode": 0o755,
+                        "owner": "", "auth": as_alice})[0]
+    assert denied["err"][0] == "NOT_FOUND"
+    # anonymous delegate: nothing private
+    anon = log.batch({"op": "mkdir", "path": "/alice/anon", "parents": False, "mode": 0o755,
+                      "owner": "", "auth": token_hash(admin) + bytes(32)})[0]
+    assert anon["err"][0] in ("NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED")
+    # a non-administrator cannot act for anyone
+    sneaky = log.batch({"op": "mkdir", "path": "/alice/sneaky", "parents": False, "mode": 0o755,
+                        "owner": "", "auth": token_hash(bob) + token_hash(alice)})[0]
+    assert sneaky["err"][0] == "PERMISSION_DENIED" and "act for" in sneaky["err"][1]
+    # a revoked delegate is refused at its position in the log
+    log.ok({"op": "token_revoke", "token": "t", "auth": None}, alice)
+    late = log.batch({"op": "mkdir", "path": "/alice/late", "parents": False, "mode": 0o755,
+                      "owner": "", "auth": as_alice})[0]
+    assert late["err"][0] == "UNAUTHENTICATED" and "revoked" in late["err"][1]
+
+
+def test_commit_stores_extended_attributes_within_a_bound(log, people):
+    alice = people["alice"]
+    ino = log.ok({"op": "create", "path": "/alice/x", "replication": 1, "storage_class": "",
+                  "chunk_size": 1 << 20, "mode": 0o644, "owner": "", "overwrite": False,
+                  "size": 0}, alice)["inode"]
+    too_big = log.run({"op": "commit", "inode": ino, "size": 0, "chunks": [],
+                       "xattrs": {"k": "v" * 9000}}, alice)
+    assert too_big["err"][0] == "INVALID_ARGUMENT"
+    log.ok({"op": "commit", "inode": ino, "size": 0, "chunks": [],
+            "xattrs": {"s3.etag": "abc", "s3.meta.who": "me"}}, alice)
+    assert log.state.stat("/alice/x")["xattrs"] == {"s3.etag": "abc", "s3.meta.who": "me"}

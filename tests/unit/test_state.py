@@ -158,7 +158,8 @@ def test_fresh_state_has_only_the_root(state):
     root = state.stat("/")
     assert root == {"path": "/", "inode": 1, "type": "dir", "size": 0, "mode": 0o755, "owner": "root",
                     "ctime": 0, "mtime": 0, "replication": 0, "storage_class": "", "chunk_size": 0,
-                    "visibility": "private", "own_visibility": "", "chunks": [], "inline": None}
+                    "visibility": "private", "own_visibility": "", "xattrs": {}, "chunks": [],
+                    "inline": None}
     assert state.applied_index() == 0
     assert state.list("/") == ([], "")
     assert state.counts() == {"inodes": 1, "dirs": 1, "files": 0, "pending": 0, "chunks": 0, "garbage": 0, **NO_TRASH}

@@ -1,0 +1,142 @@
+"""The S3 API beside the native client, in one run against a fresh cluster (3 masters,
+3 chunkservers, replication 3, `cluster up --s3`):
+
+    python -m bench.s3 [--size 1GiB] [--seconds 5] [--threads 1,16] [--keys 10000]
+
+- a large object: boto3 upload_file / download_file (multipart, 8 parallel parts) vs native
+  `Client.put` / `Client.get`, MB/s;
+- 4 KiB objects: PUT and GET ops/s through boto3 vs native, at each thread count;
+- ListObjectsV2 over --keys keys (one flat prefix), seconds for the whole paginated listing.
+
+Prints a Markdown table with the machine's load average before and after (the figures depend
+on what else runs). Not a timed test: the issue's comparison figures are meant to come from here.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from gfs.units import parse_size
+
+SMALL = 4096
+
+
+def _ops_per_s(op, threads: int, seconds: float) -> float:
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def run(i: int) -> None:
+        n = 0
+        while time.monotonic() < stop:
+            op(i, n)
+            n += 1
+        counts[i] = n
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    start = time.monotonic()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.monotonic() - start)
+
+
+def _timed(fn) -> float:
+    start = time.monotonic()
+    fn()
+    return time.monotonic() - start
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1GiB", help="large object size")
+    parser.add_argument("--seconds", type=float, default=5.0, help="seconds per ops/s point")
+    parser.add_argument("--threads", default="1,16", help="client threads, e.g. 1,16")
+    parser.add_argument("--keys", type=int, default=10_000, help="keys for the listing")
+    parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    args = parser.parse_args(argv)
+    size = parse_size(args.size)
+    threads = [int(t) for t in args.threads.split(",")]
+    work = args.work or tempfile.mkdtemp(prefix="gfs-bench-s3-")
+    from boto3.s3.transfer import TransferConfig
+    from botocore.config import Config
+    import boto3
+
+    from cli.localcluster import LocalCluster, free_port
+    cluster = LocalCluster(os.path.join(work, "cluster"))
+    cluster.create(masters=3, chunkservers=3)
+    endpoint = f"127.0.0.1:{free_port()}"
+    cluster.set_s3(endpoint)
+    rows = []
+    load_before = os.getloadavg()
+    try:
+        cluster.up(timeout=90)
+        native = cluster.client()
+        keys = native.s3_credentials()
+        s3 = boto3.client("s3", endpoint_url="http://" + endpoint, region_name="us-east-1",
+                          aws_access_key_id=keys["access_key_id"],
+                          aws_secret_access_key=keys["secret_access_key"],
+                          config=Config(s3={"addressing_style": "path"},
+                                        max_pool_connections=max(threads) + 8,
+                                        signature_version="s3v4"))
+        s3.create_bucket(Bucket="bench")
+        native.mkdir("/admin/native", parents=True)
+        src = os.path.join(work, "large.bin")
+        with open(src, "wb") as f:
+            for _ in range(0, size, 1 << 24):
+                f.write(os.urandom(min(1 << 24, size)))
+            f.truncate(size)
+        mb = size / 1e6
+        transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=8)
+        t = _timed(lambda: native.put(src, "/admin/native/large.bin", overwrite=True))
+        rows.append(("large PUT MB/s", mb / t, None))
+        t3 = _timed(lambda: s3.upload_file(src, "bench", "large.bin", Config=transfer))
+        rows[-1] = (rows[-1][0], rows[-1][1], mb / t3)
+        out = os.path.join(work, "out.bin")
+        t = _timed(lambda: native.get("/admin/native/large.bin", out))
+        t3 = _timed(lambda: s3.download_file("bench", "large.bin", out, Config=transfer))
+        rows.append(("large GET MB/s", mb / t, mb / t3))
+        os.remove(out)
+        data = os.urandom(SMALL)
+        for n in threads:
+            put_native = _ops_per_s(lambda i, k: native.put(
+                io.BytesIO(data), f"/admin/native/p{n}-{i}-{k}", overwrite=True), n, args.seconds)
+            put_s3 = _ops_per_s(lambda i, k: s3.put_object(
+                Bucket="bench", Key=f"small/p{n}-{i}-{k}", Body=data), n, args.seconds)
+            rows.append((f"4 KiB PUT ops/s, {n} thread(s)", put_native, put_s3))
+            native.put(io.BytesIO(data), "/admin/native/g", overwrite=True)
+            s3.put_object(Bucket="bench", Key="g", Body=data)
+            get_native = _ops_per_s(lambda i, k: native.read("/admin/native/g"), n, args.seconds)
+            get_s3 = _ops_per_s(lambda i, k: s3.get_object(Bucket="bench", Key="g")["Body"].read(),
+                                n, args.seconds)
+            rows.append((f"4 KiB GET ops/s, {n} thread(s)", get_native, get_s3))
+        with ThreadPoolExecutor(16) as pool:
+            list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=f"list/{k:06d}", Body=b""),
+                          range(args.keys)))
+
+        def listing() -> None:
+            got = sum(len(p.get("Contents", [])) for p in s3.get_paginator(
+                "list_objects_v2").paginate(Bucket="bench", Prefix="list/"))
+            if got != args.keys:
+                raise AssertionError(f"listed {got} keys, not {args.keys}")
+        rows.append((f"ListObjectsV2 of {args.keys} keys, s", None, _timed(listing)))
+        native.close()
+    finally:
+        cluster.down()
+    load_after = os.getloadavg()
+    print(f"| {size / (1 << 20):.0f} MiB object, {os.cpu_count()} cores | native gfs | boto3 "
+          f"via the gateway | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, nat, via in rows:
+        ratio = f"{via / nat:.2f}x" if nat and via else ""
+        print(f"| {name} | {'' if nat is None else f'{nat:,.1f}'} | "
+              f"{'' if via is None else f'{via:,.1f}'} | {ratio} |")
+    print(f"\nload average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""Who signed an S3 request: the access key names a gfs token (gfs/auth/s3keys.py), its secret
+is derived with the gateway's S3 key, the signature is checked (sigv4.py) and the token resolved
+through the permission feed — revoked, expired or disabled: refused, like the token itself."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from gateway.s3 import sigv4
+from gateway.s3.errors import S3Error, access_denied
+from gfs.auth import s3keys
+from gfs.auth.watcher import PermissionStore
+from gfs.errors import GfsError, Unavailable
+
+_ACCESS_KEY = re.compile(r"^GK[0-9A-F]{%d}$" % (2 * s3keys.ACCESS_KEY_HASH_BYTES))
+
+
+@dataclass(frozen=True)
+class Caller:
+    token_hash: bytes | None          # None: anonymous
+    user: str                         # "" anonymous
+    verified: sigv4.Verified | None
+
+
+ANONYMOUS = Caller(None, "", None)
+
+
+def unknown_key() -> S3Error:
+    return S3Error("InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in "
+                   "our records.", 403)
+
+
+class Credentials:
+    def __init__(self, store: PermissionStore, s3_key: bytes):
+        self.store = store
+        self._key = s3_key
+
+    def user_names(self) -> list[str]:
+        return self.store.user_names()
+
+    def authenticate(self, method: str, raw_path: str, query: list[tuple[str, str]],
+                     headers: list[tuple[str, str]], host: str) -> Caller:
+        claim = sigv4.parse_auth(headers, query)
+        if claim is None:
+            return ANONYMOUS
+        if not _ACCESS_KEY.match(claim.access_key):
+            raise unknown_key()
+        hashed = self.store.hash_with_prefix(bytes.fromhex(claim.access_key[2:]))
+        if hashed is None:
+            raise unknown_key()
+        verified = sigv4.verify(claim, s3keys.secret_for(self._key, hashed), method, raw_path,
+                                query, headers, host)
+        try:
+            principal = self.store.principal_of_hash(hashed)
+        except Unavailable as err:
+            raise S3Error("ServiceUnavailable", f"cannot check credentials now: {err.message}",
+                          503) from None
+        except GfsError as err:
+            raise access_denied(f"Access Denied: {err.message}") from None
+        return Caller(hashed, principal.user, verified)
