@@ -39,8 +39,9 @@ def lb(listen, to, udp, policy, proxy_protocol, connect_timeout, check_interval,
        udp_idle, metrics_addr) -> None:
     """Balance TCP connections (or UDP datagrams) over backends, in the foreground until
     SIGTERM: health-checked, least-connections or consistent hashing, PROXY protocol v2."""
-    from gateway.l4.backends import CheckSettings, parse_backends
+    from gateway.l4.backends import parse_backends
     from gateway.l4.main import LbOptions, serve
+    from gateway.upstream.health import HealthSettings
     from gfs import logs
     if udp and proxy_protocol:
         raise click.UsageError("--proxy-protocol works with TCP only")
@@ -52,7 +53,7 @@ def lb(listen, to, udp, policy, proxy_protocol, connect_timeout, check_interval,
         opts = LbOptions(listen=_address(listen, "--listen"), backends=backends, udp=udp,
                          policy=policy, proxy_protocol=proxy_protocol,
                          connect_timeout_s=parse_duration(connect_timeout),
-                         checks=CheckSettings(interval_s=interval, timeout_s=min(interval, 1.0),
+                         checks=HealthSettings(interval_s=interval, timeout_s=min(interval, 1.0),
                                               fall=fall, rise=rise),
                          udp_idle_s=parse_duration(udp_idle), metrics=metrics_addr)
     except (InvalidArgument, ValueError) as err:

@@ -11,20 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 
 from gateway.http.proxyproto import v2_local_header
+from gateway.upstream.health import HealthSettings
 
 log = logging.getLogger("gateway.lb")
 
-
-@dataclass(frozen=True)
-class CheckSettings:
-    interval_s: float = 0.5
-    timeout_s: float = 0.5
-    fall: int = 2
-    rise: int = 2
-    retry_s: float = 5.0             # how long a failed UDP backend (no active checks) sits out
+CHECKS = HealthSettings(interval_s=0.5, timeout_s=0.5, fall=2, rise=2)   # the L4 defaults
 
 
 class L4Backend:
@@ -89,7 +82,7 @@ async def probe(backend: L4Backend, timeout_s: float, proxy_protocol: bool) -> b
             writer.close()
 
 
-async def watch(backend: L4Backend, settings: CheckSettings, proxy_protocol: bool) -> None:
+async def watch(backend: L4Backend, settings: HealthSettings, proxy_protocol: bool) -> None:
     """Check `backend` until cancelled, moving it in and out of balancing."""
     passes = fails = 0
     was_healthy = backend.healthy

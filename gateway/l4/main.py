@@ -6,16 +6,17 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, REGISTRY
 
 from gateway.l4 import backends as checks
-from gateway.l4.backends import CheckSettings, L4Backend
+from gateway.l4.backends import CHECKS, L4Backend
 from gateway.l4.tcp import TcpBalancer
 from gateway.l4.udp import UdpBalancer
 from gateway.upstream.balance import Balancer
+from gateway.upstream.health import HealthSettings
 from gfs.metrics import serve as serve_metrics
 
 log = logging.getLogger("gateway.lb")
@@ -30,7 +31,8 @@ class LbOptions:
     policy: str = "least-conn"
     proxy_protocol: bool = False
     connect_timeout_s: float = 1.0
-    checks: CheckSettings = field(default_factory=CheckSettings)
+    checks: HealthSettings = CHECKS
+    udp_retry_s: float = 5.0                # how long a failed UDP backend (no checks) sits out
     udp_idle_s: float = 30.0
     max_udp_sessions: int = 10_000
     metrics: str | None = None              # HOST:PORT for /metrics, served once listening
@@ -81,7 +83,7 @@ async def run(opts: LbOptions, ready: asyncio.Event | None = None) -> None:
     watchers: list[asyncio.Task] = []
     loop = asyncio.get_running_loop()
     if opts.udp:
-        udp = UdpBalancer(opts.backends, pick, metrics, opts.checks.retry_s, opts.udp_idle_s,
+        udp = UdpBalancer(opts.backends, pick, metrics, opts.udp_retry_s, opts.udp_idle_s,
                           opts.max_udp_sessions)
         host, port = await udp.start(*opts.listen)
     else:

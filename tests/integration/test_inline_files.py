@@ -5,18 +5,14 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 
-import grpc
 import pytest
 
-from gfs.auth.tokens import bearer
 from gfs.client import Client
 from gfs.errors import GfsError
-from proto import master_pb2 as pb
-from proto import master_pb2_grpc as pb_grpc
+from tests.integration.leader_checks import paused_leader_serves_no_stale_read
 
 OPTS = {"master": {"election-timeout": 0.3, "inline-max": "64KiB", "replication": 1,
                    "chunk-size": "1MiB"},
@@ -115,21 +111,7 @@ def test_a_paused_leader_under_the_lease_never_serves_a_stale_read(make_cluster)
     with c.client() as client:
         client.mkdir("/before")
         client.stat("/before")                       # the lease is in use
-    old = c.leader()
-    old_addr = c.daemon(old)["grpc"]
-    c.signal(old, signal.SIGSTOP)
-    try:
-        others = [d["grpc"] for d in c.daemons() if d["name"] != old]
-        with Client(others, deadline=20, token=c.admin_token) as client:
-            client.mkdir("/written-while-paused")
-    finally:
-        c.signal(old, signal.SIGCONT)
-    with grpc.insecure_channel(old_addr) as ch:
-        try:
-            pb_grpc.MasterStub(ch).Stat(pb.StatRequest(path="/written-while-paused"), timeout=5,
-                                        metadata=bearer(c.admin_token))
-        except grpc.RpcError as err:
-            assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED), err
+    paused_leader_serves_no_stale_read(c)
 
 
 def test_fsspec_writes_and_reads_inline_files(cluster):

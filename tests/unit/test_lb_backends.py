@@ -7,7 +7,8 @@ import socket
 
 import pytest
 
-from gateway.l4.backends import CheckSettings, L4Backend, parse_backends, watch
+from gateway.l4.backends import L4Backend, parse_backends, watch
+from gateway.upstream.health import HealthSettings
 
 
 def test_parse_backends():
@@ -27,7 +28,7 @@ def test_checks_take_a_dead_backend_out_and_bring_it_back():
         port = listener.getsockname()[1]
         backend = L4Backend("127.0.0.1", port)        # bound, not listening: refused
         task = asyncio.get_running_loop().create_task(
-            watch(backend, CheckSettings(interval_s=0.02, timeout_s=0.5, fall=2, rise=2), True))
+            watch(backend, HealthSettings(interval_s=0.02, timeout_s=0.5, fall=2, rise=2), True))
         for _ in range(200):
             if not backend.healthy:
                 break
