@@ -29,6 +29,8 @@ from pathlib import Path
 
 from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
 from bench.chaos import record
+from bench.chaos.diskfaults import POWER_MODES
+from bench.chaos.faultfs import fuse_available
 from bench.chaos.nemesis import (DEAD_AFTER, LEADER_FAULTS, WHOLE_CLUSTER_POWER_LOSS, Nemesis,
                                  master_kills)
 from bench.chaos.history import export_porcupine
@@ -46,7 +48,9 @@ WORKLOAD_USER = "chaos"
 
 
 def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
-                  capacity: str = "2GiB"):
+                  capacity: str = "2GiB", faultfs: bool = True):
+    """The run's cluster (TLS on; masters on their own test hosts when namespaces can be made;
+    with `faultfs`, every daemon's data on its own FaultFS mount)."""
     lab = None
     hosts = None
     if use_netns:
@@ -61,7 +65,7 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     # during the run (a server back from a long outage is far emptier than the others).
     cluster = LocalCluster(base / "cluster", host=lab.gateway if lab else "127.0.0.1")
     cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, tls=True,
-                   options={
+                   faultfs=faultfs, options={
         "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
                    "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
                    "balance-concurrency": 2},
@@ -70,7 +74,10 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     for m in cluster.spec["masters"]:          # the nemesis moves their wall clocks
         clock_file = str(Path(m["data"]) / "test-clock")
         cluster.set_daemon_options(m["name"], {"test-clock-file": clock_file})
-    os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
+    if faultfs:                                # a power loss cuts every disk (FaultFS)
+        os.environ.pop("GFS_TRACE_SYNCED", None)
+    else:                                      # inherited by the daemons: the journal-only cut
+        os.environ["GFS_TRACE_SYNCED"] = "1"
     cluster.up(timeout=60)
     return cluster, lab
 
@@ -176,18 +183,25 @@ def spread(values: list[float]) -> dict:
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
         use_netns: bool = True, workdir: str | None = None, keep: bool = False,
         capacity: str = "2GiB", first_kinds: list[str] | None = None,
-        planted_bug: str | None = None) -> dict:
+        planted_bug: str | None = None, faultfs: bool | None = None,
+        power_modes: tuple[str, ...] = POWER_MODES) -> dict:
     """One chaos run; its summary. `first_kinds`: fault kinds injected first (then the
     shuffled deck), so a short run surely samples them. `planted_bug` (gfs/planted.py): once
     the cluster is set up, every daemon is restarted with that bug switched on — the run is
-    expected to FAIL."""
+    expected to FAIL. `faultfs` (default: when FUSE is available): the daemons run on FaultFS,
+    so power losses (in one of `power_modes`) cut every byte not made durable, and the disk
+    faults join in."""
+    if faultfs is None:
+        faultfs = fuse_available()
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
-          f"{threads} clients, in {base}", flush=True)
-    cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
+          f"{threads} clients, {'on FaultFS' if faultfs else 'journal-only power loss'}, "
+          f"in {base}", flush=True)
+    cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity, faultfs)
     workload = Workload(cluster.master_addresses(), seed, threads=threads,
                         root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
-    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds)
+    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds,
+                      power_modes=power_modes)
     rng = random.Random(seed)
     try:
         workload.prepare()
@@ -243,6 +257,8 @@ def failures(s: dict) -> list[str]:
     out = []
     if s["lost"]:
         out.append(f"{s['lost']} acknowledged operations lost")
+    if s.get("unclean_errors"):
+        out.append(f"{s['unclean_errors']} operations ended in an unclean error")
     if not s["linearizable"]:
         out.append("not linearizable")
     if s["full_redundancy_s"] is None:
@@ -285,6 +301,9 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
         "lost": len(lost) + wrong_reads, "lost_detail": lost[:20],
         "linearizable": lin["linearizable"], "linearizability": lin,
         "violations": violations[:5],
+        "unclean_errors": len(workload.unclean), "unclean_detail": workload.unclean[:10],
+        "faultfs": bool(cluster.spec.get("faultfs")),
+        "disk_faults": [dataclasses.asdict(f) for f in nemesis.faults if f.detail][:200],
         "faults": {k: sum(1 for f in nemesis.faults if f.kind == k) for k in nemesis.kinds},
         "master_kills": master_kills(nemesis.faults),
         "whole_cluster_power_losses": sum(1 for f in nemesis.faults
@@ -329,7 +348,15 @@ def report(s: dict) -> str:
     if b:
         rows += [["balancing", f"{s['balance_moves']} moves in the run; at the end "
                                f"{b['state']}, spread {b['spread'] * 100:.1f} points"]]
-    rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
+    modes: dict[str, int] = {}
+    for f in s.get("disk_faults", []):
+        if "mode" in f["detail"]:
+            modes[f["detail"]["mode"]] = modes.get(f["detail"]["mode"], 0) + 1
+    rows += [["disks", "FaultFS: power loss of every unsynced byte ("
+              + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())) + "), disk faults"
+              if s.get("faultfs") else "bare (power loss: the masters' journals only)"],
+             ["unclean errors (must be 0)", s.get("unclean_errors", 0)],
+             ["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
              ["security", s["security"]],
              *([["PLANTED BUG (test only)", s["planted_bug"]]] if s.get("planted_bug") else []),
              ["seed", s["seed"]]]
@@ -351,6 +378,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunkservers", type=int, default=4)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
+    ap.add_argument("--no-faultfs", action="store_true",
+                    help="daemons on the bare disk: no disk faults, and a power loss cuts only "
+                         "the masters' journals (the default runs them on FaultFS when FUSE "
+                         "is available)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
     ap.add_argument("--planted-bug", choices=sorted(BUGS), default=None,
                     help="TEST ONLY: switch this deliberately broken behaviour on in every "
@@ -361,7 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     def one(minutes: float, seed: int) -> dict:
         s = run(minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns,
-                keep=a.keep, capacity=a.capacity, planted_bug=a.planted_bug)
+                keep=a.keep, capacity=a.capacity, planted_bug=a.planted_bug,
+                faultfs=False if a.no_faultfs else None)
         print(report(s), flush=True)
         return s
 

@@ -49,6 +49,7 @@ class Workload:
         self.history: list[Op] = []
         self.blobs = BlobLedger()
         self.counts: dict[str, int] = {}
+        self.unclean: list[str] = []     # operations that ended in anything but a GfsError
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -87,7 +88,11 @@ class Workload:
                 n += 1
                 kind = rng.choices(["lin", "fresh_read", "blob_put", "blob_get", "blob_mv",
                                     "blob_rm", "meta"], weights=[10, 2, 3, 2, 1, 1, 2])[0]
-                getattr(self, f"_op_{kind}")(c, rng, process, n)
+                try:
+                    getattr(self, f"_op_{kind}")(c, rng, process, n)
+                except Exception as err:      # not a GfsError: an unclean error, a failure
+                    self._count(f"{kind}:UNCLEAN_ERROR:{type(err).__name__}")
+                    self.unclean.append(f"{kind}: {type(err).__name__}: {err}"[:300])
 
     def _record(self, op: Op, error: str | None) -> None:
         with self._lock:
