@@ -103,11 +103,18 @@ def restart_with_planted_bug(cluster: LocalCluster, bug: str) -> None:
     print(f"chaos: planted bug {bug} switched on in every daemon", flush=True)
 
 
-def final_reads(workload: Workload) -> None:
-    """After healing: read every key once more, as ordinary operations in the history."""
+def final_reads(workload: Workload) -> list[str]:
+    """After healing: read every key once more, as ordinary operations in the history. Each
+    must answer (a value or NOT_FOUND): a key whose chunk was lost fails its read, which the
+    linearizability check alone would take as an unknown outcome. Returns the keys that did
+    not answer."""
+    unanswered = []
     with workload.client(deadline=60) as c:
         for key in workload.keys:
-            workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
+            op = workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
+            if op.status != "ok":
+                unanswered.append(f"{key}: unreadable after healing: {op.output}")
+    return unanswered
 
 
 def check_blobs(workload: Workload, cluster: LocalCluster) -> list[str]:
@@ -184,13 +191,14 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         use_netns: bool = True, workdir: str | None = None, keep: bool = False,
         capacity: str = "2GiB", first_kinds: list[str] | None = None,
         planted_bug: str | None = None, faultfs: bool | None = None,
-        power_modes: tuple[str, ...] = POWER_MODES) -> dict:
+        power_modes: tuple[str, ...] = POWER_MODES, puts_before_faults: int = 0) -> dict:
     """One chaos run; its summary. `first_kinds`: fault kinds injected first (then the
     shuffled deck), so a short run surely samples them. `planted_bug` (gfs/planted.py): once
     the cluster is set up, every daemon is restarted with that bug switched on — the run is
     expected to FAIL. `faultfs` (default: when FUSE is available): the daemons run on FaultFS,
     so power losses (in one of `power_modes`) cut every byte not made durable, and the disk
-    faults join in."""
+    faults join in. `puts_before_faults`: the first fault waits (up to 2 minutes) until that many
+    puts of data were acknowledged (a planted bug must have had something to break)."""
     if faultfs is None:
         faultfs = fuse_available()
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
@@ -207,8 +215,9 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         workload.prepare()
         if planted_bug:
             restart_with_planted_bug(cluster, planted_bug)
-        fault_seconds = _run_faults(cluster, workload, nemesis, rng, minutes)
-        lost = check_blobs(workload, cluster)
+        fault_seconds, unreadable = _run_faults(cluster, workload, nemesis, rng, minutes,
+                                                puts_before_faults)
+        lost = unreadable + check_blobs(workload, cluster)
         redundancy = wait_full_redundancy(cluster)
     except BaseException:
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
@@ -267,10 +276,14 @@ def failures(s: dict) -> list[str]:
 
 
 def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
-                rng: random.Random, minutes: float) -> float:
+                rng: random.Random, minutes: float,
+                puts_before_faults: int = 0) -> tuple[float, list[str]]:
     """The workload under the nemesis for `minutes`, then healing and the final reads;
-    returns the seconds spent under faults."""
+    returns the seconds spent under faults and the keys unreadable after healing."""
     workload.start()
+    if puts_before_faults:
+        done = workload.wait_stored_puts(puts_before_faults, 120)
+        print(f"chaos: {done} puts of data acknowledged before the first fault", flush=True)
     began = time.monotonic()
     end = began + minutes * 60
     while time.monotonic() < end:
@@ -283,8 +296,7 @@ def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
     under_faults = time.monotonic() - began
     nemesis.heal_all()
     cluster.wait_healthy(60)
-    final_reads(workload)
-    return under_faults
+    return under_faults, final_reads(workload)
 
 
 def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalCluster, seed: int,

@@ -77,6 +77,17 @@ class Workload:
         for w in self._workers:
             w.join(timeout=self.op_deadline * 3)
 
+    def wait_stored_puts(self, n: int, timeout: float) -> int:
+        """Wait until `n` more blob puts with data (at least one chunk) are acknowledged, or
+        `timeout` seconds; returns how many were."""
+        def stored() -> int:
+            with self.blobs.lock:
+                return sum(1 for size, _ in self.blobs.acked.values() if size)
+        start, end = stored(), time.monotonic() + timeout
+        while stored() - start < n and time.monotonic() < end:
+            time.sleep(0.1)
+        return stored() - start
+
     def now(self) -> float:
         return time.monotonic() - self.t0
 
