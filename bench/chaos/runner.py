@@ -118,25 +118,45 @@ def final_reads(workload: Workload) -> list[str]:
 
 
 def check_blobs(workload: Workload, cluster: LocalCluster) -> list[str]:
-    """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold."""
+    """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold.
+    A blob whose rename has an unknown outcome must read back under one of its two names, one
+    whose delete has an unknown outcome must read back right if it is still there."""
     lost = []
     b = workload.blobs
     with cluster.client(deadline=60) as c:
         for name, (size, digest) in sorted(b.acked.items()):
-            if name in b.uncertain:
-                continue
             if name in b.deleted:
                 if c.exists(name):
                     lost.append(f"{name}: deleted (acknowledged) but still there")
                 continue
-            try:
-                data = c.read(name)
-            except GfsError as err:
-                lost.append(f"{name}: acknowledged put unreadable: {err.code} {err}")
+            if name in b.maybe_moved:
+                names = [name, b.maybe_moved[name]]
+                found = [n for n in names if c.exists(n)]
+                if not found:
+                    lost.append(f"{name}: acknowledged put gone (under both names of a rename "
+                                f"with an unknown outcome)")
+                    continue
+                name = found[0]
+            elif name in b.maybe_deleted:
+                if not c.exists(name):
+                    continue                     # the delete may have happened
+            elif name in b.uncertain:
                 continue
-            if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-                lost.append(f"{name}: acknowledged put reads back different bytes")
+            problem = _read_back(c, name, size, digest)
+            if problem:
+                lost.append(f"{name}: {problem}")
     return lost
+
+
+def _read_back(c, name: str, size: int, digest: str) -> str | None:
+    """What is wrong with blob `name` (None: it reads back with `size` bytes and `digest`)."""
+    try:
+        data = c.read(name)
+    except GfsError as err:
+        return f"acknowledged put unreadable: {err.code} {err}"
+    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        return "acknowledged put reads back different bytes"
+    return None
 
 
 def wait_full_redundancy(cluster: LocalCluster, timeout: float = 120.0) -> dict:

@@ -27,6 +27,11 @@ class BlobLedger:
     acked: dict[str, tuple[int, str]] = field(default_factory=dict)   # path -> (size, sha256)
     deleted: set[str] = field(default_factory=set)                     # acknowledged deletes
     uncertain: set[str] = field(default_factory=set)                   # outcome unknown
+    # Acknowledged blobs whose rename (to the given name) or delete has an unknown outcome:
+    # the final check still judges them (it must find the bytes under one of the two names;
+    # a blob that may be deleted must read back right if it is there).
+    maybe_moved: dict[str, str] = field(default_factory=dict)
+    maybe_deleted: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -199,6 +204,7 @@ class Workload:
                 self.blobs.deleted.add(name)
             elif ok is None:
                 self.blobs.uncertain.add(dst)
+                self.blobs.maybe_moved[name] = dst
             if ok is not None:      # a definite answer: the final check judges `name` again
                 self.blobs.uncertain.discard(name)
 
@@ -212,6 +218,8 @@ class Workload:
         with self.blobs.lock:
             if ok:
                 self.blobs.deleted.add(name)
+            elif ok is None:
+                self.blobs.maybe_deleted.add(name)
             if ok is not None:
                 self.blobs.uncertain.discard(name)
 
