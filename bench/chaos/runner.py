@@ -78,7 +78,13 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
         os.environ.pop("GFS_TRACE_SYNCED", None)
     else:                                      # inherited by the daemons: the journal-only cut
         os.environ["GFS_TRACE_SYNCED"] = "1"
-    cluster.up(timeout=60)
+    try:
+        cluster.up(timeout=120)           # daemons on FaultFS start slowly on a loaded machine
+    except BaseException:                 # never leave daemons, mounts or namespaces behind
+        cluster.down()
+        if lab is not None:
+            lab.teardown()
+        raise
     return cluster, lab
 
 
