@@ -232,12 +232,13 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
           f"{threads} clients, {'on FaultFS' if faultfs else 'journal-only power loss'}, "
           f"in {base}", flush=True)
     cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity, faultfs)
-    workload = Workload(cluster.master_addresses(), seed, threads=threads,
-                        root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
-    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds,
-                      power_modes=power_modes)
+    workload = None
     rng = random.Random(seed)
     try:
+        workload = Workload(cluster.master_addresses(), seed, threads=threads,
+                            root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
+        nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds,
+                          power_modes=power_modes)
         workload.prepare()
         if planted_bug:
             restart_with_planted_bug(cluster, planted_bug)
@@ -253,7 +254,8 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
     finally:
         for name in (ENV_BUG, ENV_ALLOW):
             os.environ.pop(name, None)
-        workload.stop()
+        if workload is not None:
+            workload.stop()
         cluster.down()
         if lab is not None:
             lab.teardown()
