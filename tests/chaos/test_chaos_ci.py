@@ -12,6 +12,8 @@ The long profile is the same runner for as long as asked:
 import os
 import random
 
+import pytest
+
 from bench.chaos.diskfaults import DISK_FAULTS
 from bench.chaos.nemesis import NETWORK_FAULTS
 from bench.chaos.runner import report, run
@@ -20,6 +22,7 @@ NEW_FAULTS = ["clock_jump_leader", "one_way_leader", "lossy_link", "slow_link", 
               "disk_eio_chunkserver", "disk_full_leader", "slow_fsync"]
 
 
+@pytest.mark.timeout(900)     # 2.5 min of faults; setup and power losses on FaultFS are slow
 def test_chaos_ci_profile(capsys):
     seed = int(os.environ.get("GFS_CHAOS_SEED") or random.randrange(1 << 31))
     minutes = float(os.environ.get("GFS_CHAOS_MINUTES", "2.5"))
