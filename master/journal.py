@@ -184,9 +184,14 @@ class DurableJournal(Journal):
             del self._offsets[entryFrom:]
             self._end = new_end
             if not self._rewrite_needed:
-                self._write_queued()
-                os.ftruncate(self._fd, new_end)
-                self._written_end = new_end
+                try:
+                    self._write_queued()
+                    os.ftruncate(self._fd, new_end)
+                    self._written_end = new_end
+                except OSError as err:          # the next sync rewrites the file from memory
+                    log.error("journal: cutting the tail failed (%s); the file will be rewritten",
+                              err)
+                    self._rewrite_needed = True
             self._dirty = True
 
     def deleteEntriesTo(self, entryTo: int) -> None:
@@ -245,11 +250,21 @@ class DurableJournal(Journal):
         with self._lock:
             if not self._dirty:
                 return False
-            if self._rewrite_needed:
-                self._rewrite()
-            else:
-                self._write_queued()
-                os.fdatasync(self._fd)
+            try:
+                if self._rewrite_needed:
+                    self._rewrite()
+                else:
+                    self._write_queued()
+                    os.fdatasync(self._fd)
+            except OSError:
+                # A failed write or fdatasync (EIO, ENOSPC) leaves the file in an unknown state:
+                # the queued bytes may be half written, and after a failed fdatasync Linux may
+                # drop the dirty pages and let a retry "succeed" without them. So nothing is
+                # acknowledged (the caller releases acks only after a successful sync), and the
+                # next sync rewrites the whole file from the entries in memory.
+                self._rewrite_needed = True
+                raise
+            self._rewrite_needed = False
             self._dirty = False
             self.fsyncs += 1
             if self._synced_trace:

@@ -5,9 +5,10 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.chaos.diskfaults import DISK_FAULTS, POWER_MODES, DiskFaults, cut_power
 from bench.chaos.netns import NetLab
 from cli.localcluster import LocalCluster
 from gfs.clock import write_test_offset
@@ -19,7 +20,7 @@ LEADER_FAULTS = {"kill_leader", "kill_all", "pause_leader", "partition_leader", 
 #: Faults that kill -9 their targets (the record counts the masters among them), and those that
 #: are a power loss of the whole cluster.
 KILLING_FAULTS = {"kill_leader", "kill_follower", "kill_minority", "kill_all", "power_loss_leader",
-                  "power_loss_follower", "power_loss_all"}
+                  "power_loss_follower", "power_loss_all", "power_loss_chunkserver"}
 WHOLE_CLUSTER_POWER_LOSS = {"power_loss_all"}
 
 
@@ -36,14 +37,21 @@ class Fault:
     targets: list[str]
     start: float              # workload clock, when the fault was injected
     end: float = 0.0          # when it was healed / the daemons restarted
+    detail: dict = field(default_factory=dict)   # e.g. a power loss's mode and what it lost
 
 
-class Nemesis:
+class Nemesis(DiskFaults):
     def __init__(self, cluster: LocalCluster, lab: NetLab | None, seed: int, clock,
-                 election_timeout: float, first: list[str] | None = None):
+                 election_timeout: float, first: list[str] | None = None,
+                 power_modes: tuple[str, ...] = POWER_MODES):
         """`first`: kinds to inject before the shuffled deck starts (those of them possible
-        here), so that a short run is sure to sample them."""
+        here), so that a short run is sure to sample them. On a cluster whose daemons run on
+        FaultFS, power losses cut every byte not made durable (in a mode drawn from
+        `power_modes`) and the disk faults join the deck; otherwise a power loss cuts only the
+        masters' journals back to their last fsync."""
         self.cluster = cluster
+        self.faultfs = bool(cluster.spec.get("faultfs"))
+        self.power_modes = power_modes
         self.lab = lab
         self.rng = random.Random(seed)
         self.clock = clock
@@ -55,6 +63,8 @@ class Nemesis:
                       "power_loss_all"]
         if lab is not None:
             self.kinds += NETWORK_FAULTS
+        if self.faultfs:
+            self.kinds += DISK_FAULTS
         self._deck = [k for k in reversed(first or []) if k in self.kinds]
     def masters(self) -> list[str]:
         return [m["name"] for m in self.cluster.spec["masters"]]
@@ -92,12 +102,15 @@ class Nemesis:
 
     def _kill_restart(self, kind: str, names: list[str], power_loss: bool = False) -> Fault:
         fault = self._fault(kind, names)
-        for name in names:
-            self.cluster.signal(name, signal.SIGKILL)
-        for name in names:
-            self.cluster._wait_gone(name, 10)
-            if power_loss and "raft" in self.cluster.daemon(name):
-                drop_unsynced_journal(Path(self.cluster.daemon(name)["data"]))
+        if power_loss and self.faultfs:
+            fault.detail = cut_power(self.cluster, names, self.rng, self.power_modes)
+        else:
+            for name in names:
+                self.cluster.signal(name, signal.SIGKILL)
+            for name in names:
+                self.cluster._wait_gone(name, 10)
+                if power_loss and "raft" in self.cluster.daemon(name):
+                    drop_unsynced_journal(Path(self.cluster.daemon(name)["data"]))
         time.sleep(self.rng.uniform(0.2, 1.5))
         for name in names:
             self.cluster.start(name)
@@ -121,7 +134,8 @@ class Nemesis:
         return self._kill_restart("power_loss_leader", [self.leader()], power_loss=True)
 
     def _power_loss_all(self) -> Fault:
-        """Every daemon killed at once, the masters' journals cut back to their last fsync."""
+        """Every daemon killed at once; on FaultFS every disk loses what was not durable,
+        otherwise the masters' journals are cut back to their last fsync."""
         return self._kill_restart("power_loss_all", [d["name"] for d in self.cluster.daemons()],
                                   power_loss=True)
 
@@ -248,6 +262,8 @@ class Nemesis:
         """End every fault: links healed, paused daemons resumed, every daemon running."""
         if self.lab is not None:
             self.lab.heal()
+        if self.faultfs:
+            self.clear_disk_faults()
         for m in self.masters():
             write_test_offset(self.clock_file(m), 0)
         for d in self.cluster.daemons():

@@ -53,6 +53,8 @@ def segment_entry(summary: dict) -> dict:
             "whole_cluster_power_losses": summary["whole_cluster_power_losses"],
             "operations": summary["operations"], "acknowledged": summary["acknowledged"],
             "lost": summary["lost"], "linearizable": summary["linearizable"],
+            "unclean_errors": summary.get("unclean_errors", 0),
+            "disks": "faultfs" if summary.get("faultfs") else "bare",
             "full_redundancy": summary["full_redundancy_s"] is not None,
             **({"kept": summary["kept"]} if summary.get("kept") else {})}
 
@@ -71,6 +73,13 @@ def totals(record: dict) -> dict:
                linearizable_runs=sum(1 for s in segments if s["linearizable"] is True),
                not_linearizable_runs=sum(1 for s in segments if s["linearizable"] is not True),
                faults=dict(sorted(faults.items())), total_faults=sum(faults.values()))
+    # Runs on FaultFS: their power losses cut every byte not durable (the older, "bare" runs
+    # cut only the masters' journals).
+    on_faultfs = [s for s in segments if s.get("disks") == "faultfs"]
+    out["faultfs"] = {"runs": len(on_faultfs),
+                      "hours": round(sum(s["seconds"] for s in on_faultfs) / 3600, 2),
+                      **{k: sum(s[k] for s in on_faultfs) for k in SUMS if k != "seconds"},
+                      "unclean_errors": sum(s.get("unclean_errors", 0) for s in segments)}
     return out
 
 
@@ -105,7 +114,8 @@ def campaign(hours: float, segment_minutes: float, seed: int | None,
         entry = segment_entry(run_segment(minutes, c["seed"] + len(c["segments"])))
         c["segments"].append(entry)
         done += entry["seconds"]
-        failed = entry["lost"] or entry["linearizable"] is not True or not entry["full_redundancy"]
+        failed = entry["lost"] or entry["linearizable"] is not True or \
+            not entry["full_redundancy"] or entry["unclean_errors"]
         if failed:
             c["finished"] = True
             c["failed"] = True

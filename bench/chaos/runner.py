@@ -29,6 +29,8 @@ from pathlib import Path
 
 from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
 from bench.chaos import record
+from bench.chaos.diskfaults import POWER_MODES
+from bench.chaos.faultfs import fuse_available
 from bench.chaos.nemesis import (DEAD_AFTER, LEADER_FAULTS, WHOLE_CLUSTER_POWER_LOSS, Nemesis,
                                  master_kills)
 from bench.chaos.history import export_porcupine
@@ -46,7 +48,9 @@ WORKLOAD_USER = "chaos"
 
 
 def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
-                  capacity: str = "2GiB"):
+                  capacity: str = "2GiB", faultfs: bool = True):
+    """The run's cluster (TLS on; masters on their own test hosts when namespaces can be made;
+    with `faultfs`, every daemon's data on its own FaultFS mount)."""
     lab = None
     hosts = None
     if use_netns:
@@ -61,7 +65,7 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     # during the run (a server back from a long outage is far emptier than the others).
     cluster = LocalCluster(base / "cluster", host=lab.gateway if lab else "127.0.0.1")
     cluster.create(masters=masters, chunkservers=chunkservers, master_hosts=hosts, tls=True,
-                   options={
+                   faultfs=faultfs, options={
         "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
                    "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
                    "balance-concurrency": 2},
@@ -70,8 +74,17 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
     for m in cluster.spec["masters"]:          # the nemesis moves their wall clocks
         clock_file = str(Path(m["data"]) / "test-clock")
         cluster.set_daemon_options(m["name"], {"test-clock-file": clock_file})
-    os.environ["GFS_TRACE_SYNCED"] = "1"       # inherited by the daemons: power-loss simulation
-    cluster.up(timeout=60)
+    if faultfs:                                # a power loss cuts every disk (FaultFS)
+        os.environ.pop("GFS_TRACE_SYNCED", None)
+    else:                                      # inherited by the daemons: the journal-only cut
+        os.environ["GFS_TRACE_SYNCED"] = "1"
+    try:
+        cluster.up(timeout=120)           # daemons on FaultFS start slowly on a loaded machine
+    except BaseException:                 # never leave daemons, mounts or namespaces behind
+        cluster.down()
+        if lab is not None:
+            lab.teardown()
+        raise
     return cluster, lab
 
 
@@ -96,33 +109,60 @@ def restart_with_planted_bug(cluster: LocalCluster, bug: str) -> None:
     print(f"chaos: planted bug {bug} switched on in every daemon", flush=True)
 
 
-def final_reads(workload: Workload) -> None:
-    """After healing: read every key once more, as ordinary operations in the history."""
+def final_reads(workload: Workload) -> list[str]:
+    """After healing: read every key once more, as ordinary operations in the history. Each
+    must answer (a value or NOT_FOUND): a key whose chunk was lost fails its read, which the
+    linearizability check alone would take as an unknown outcome. Returns the keys that did
+    not answer."""
+    unanswered = []
     with workload.client(deadline=60) as c:
         for key in workload.keys:
-            workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
+            op = workload.run_lin_op(c, process=10_000, key=key, f="read", value=None)
+            if op.status != "ok":
+                unanswered.append(f"{key}: unreadable after healing: {op.output}")
+    return unanswered
 
 
 def check_blobs(workload: Workload, cluster: LocalCluster) -> list[str]:
-    """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold."""
+    """Every acknowledged put reads back byte-identical; acknowledged deletes and renames hold.
+    A blob whose rename has an unknown outcome must read back under one of its two names, one
+    whose delete has an unknown outcome must read back right if it is still there."""
     lost = []
     b = workload.blobs
     with cluster.client(deadline=60) as c:
         for name, (size, digest) in sorted(b.acked.items()):
-            if name in b.uncertain:
-                continue
             if name in b.deleted:
                 if c.exists(name):
                     lost.append(f"{name}: deleted (acknowledged) but still there")
                 continue
-            try:
-                data = c.read(name)
-            except GfsError as err:
-                lost.append(f"{name}: acknowledged put unreadable: {err.code} {err}")
+            if name in b.maybe_moved:
+                names = [name, b.maybe_moved[name]]
+                found = [n for n in names if c.exists(n)]
+                if not found:
+                    lost.append(f"{name}: acknowledged put gone (under both names of a rename "
+                                f"with an unknown outcome)")
+                    continue
+                name = found[0]
+            elif name in b.maybe_deleted:
+                if not c.exists(name):
+                    continue                     # the delete may have happened
+            elif name in b.uncertain:
                 continue
-            if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
-                lost.append(f"{name}: acknowledged put reads back different bytes")
+            problem = _read_back(c, name, size, digest)
+            if problem:
+                lost.append(f"{name}: {problem}")
     return lost
+
+
+def _read_back(c, name: str, size: int, digest: str) -> str | None:
+    """What is wrong with blob `name` (None: it reads back with `size` bytes and `digest`)."""
+    try:
+        data = c.read(name)
+    except GfsError as err:
+        return f"acknowledged put unreadable: {err.code} {err}"
+    if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+        return "acknowledged put reads back different bytes"
+    return None
 
 
 def wait_full_redundancy(cluster: LocalCluster, timeout: float = 120.0) -> dict:
@@ -176,33 +216,46 @@ def spread(values: list[float]) -> dict:
 def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int,
         use_netns: bool = True, workdir: str | None = None, keep: bool = False,
         capacity: str = "2GiB", first_kinds: list[str] | None = None,
-        planted_bug: str | None = None) -> dict:
+        planted_bug: str | None = None, faultfs: bool | None = None,
+        power_modes: tuple[str, ...] = POWER_MODES, puts_before_faults: int = 0) -> dict:
     """One chaos run; its summary. `first_kinds`: fault kinds injected first (then the
     shuffled deck), so a short run surely samples them. `planted_bug` (gfs/planted.py): once
     the cluster is set up, every daemon is restarted with that bug switched on — the run is
-    expected to FAIL."""
+    expected to FAIL. `faultfs` (default: when FUSE is available): the daemons run on FaultFS,
+    so power losses (in one of `power_modes`) cut every byte not made durable, and the disk
+    faults join in. `puts_before_faults`: the first fault waits (up to 2 minutes) until that many
+    puts of data were acknowledged (a planted bug must have had something to break)."""
+    if faultfs is None:
+        faultfs = fuse_available()
     base = Path(workdir or tempfile.mkdtemp(prefix="gfs-chaos-"))
     print(f"chaos: seed {seed}, {minutes:g} min, {masters} masters, {chunkservers} chunkservers, "
-          f"{threads} clients, in {base}", flush=True)
-    cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity)
-    workload = Workload(cluster.master_addresses(), seed, threads=threads,
-                        root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
-    nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds)
+          f"{threads} clients, {'on FaultFS' if faultfs else 'journal-only power loss'}, "
+          f"in {base}", flush=True)
+    cluster, lab = start_cluster(base, masters, chunkservers, use_netns, capacity, faultfs)
+    workload = None
     rng = random.Random(seed)
     try:
+        workload = Workload(cluster.master_addresses(), seed, threads=threads,
+                            root=f"/{WORKLOAD_USER}", client_kwargs=workload_identity(cluster))
+        nemesis = Nemesis(cluster, lab, seed, workload.now, ELECTION, first=first_kinds,
+                          power_modes=power_modes)
         workload.prepare()
         if planted_bug:
             restart_with_planted_bug(cluster, planted_bug)
-        fault_seconds = _run_faults(cluster, workload, nemesis, rng, minutes)
-        lost = check_blobs(workload, cluster)
-        redundancy = wait_full_redundancy(cluster)
+        fault_seconds, unreadable = _run_faults(cluster, workload, nemesis, rng, minutes,
+                                                puts_before_faults)
+        lost = unreadable + check_blobs(workload, cluster)
+        # A run that lost data has failed already; lost chunks never come back to full
+        # redundancy, so it does not wait the whole 2 minutes to say so.
+        redundancy = wait_full_redundancy(cluster, 30 if lost else 120)
     except BaseException:
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
         raise
     finally:
         for name in (ENV_BUG, ENV_ALLOW):
             os.environ.pop(name, None)
-        workload.stop()
+        if workload is not None:
+            workload.stop()
         cluster.down()
         if lab is not None:
             lab.teardown()
@@ -243,6 +296,8 @@ def failures(s: dict) -> list[str]:
     out = []
     if s["lost"]:
         out.append(f"{s['lost']} acknowledged operations lost")
+    if s.get("unclean_errors"):
+        out.append(f"{s['unclean_errors']} operations ended in an unclean error")
     if not s["linearizable"]:
         out.append("not linearizable")
     if s["full_redundancy_s"] is None:
@@ -251,10 +306,14 @@ def failures(s: dict) -> list[str]:
 
 
 def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
-                rng: random.Random, minutes: float) -> float:
+                rng: random.Random, minutes: float,
+                puts_before_faults: int = 0) -> tuple[float, list[str]]:
     """The workload under the nemesis for `minutes`, then healing and the final reads;
-    returns the seconds spent under faults."""
+    returns the seconds spent under faults and the keys unreadable after healing."""
     workload.start()
+    if puts_before_faults:
+        done = workload.wait_stored_puts(puts_before_faults, 120)
+        print(f"chaos: {done} puts of data acknowledged before the first fault", flush=True)
     began = time.monotonic()
     end = began + minutes * 60
     while time.monotonic() < end:
@@ -267,8 +326,7 @@ def _run_faults(cluster: LocalCluster, workload: Workload, nemesis: Nemesis,
     under_faults = time.monotonic() - began
     nemesis.heal_all()
     cluster.wait_healthy(60)
-    final_reads(workload)
-    return under_faults
+    return under_faults, final_reads(workload)
 
 
 def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalCluster, seed: int,
@@ -285,6 +343,9 @@ def summarise_run(workload: Workload, nemesis: Nemesis, lab, cluster: LocalClust
         "lost": len(lost) + wrong_reads, "lost_detail": lost[:20],
         "linearizable": lin["linearizable"], "linearizability": lin,
         "violations": violations[:5],
+        "unclean_errors": len(workload.unclean), "unclean_detail": workload.unclean[:10],
+        "faultfs": bool(cluster.spec.get("faultfs")),
+        "disk_faults": [dataclasses.asdict(f) for f in nemesis.faults if f.detail][:200],
         "faults": {k: sum(1 for f in nemesis.faults if f.kind == k) for k in nemesis.kinds},
         "master_kills": master_kills(nemesis.faults),
         "whole_cluster_power_losses": sum(1 for f in nemesis.faults
@@ -329,7 +390,15 @@ def report(s: dict) -> str:
     if b:
         rows += [["balancing", f"{s['balance_moves']} moves in the run; at the end "
                                f"{b['state']}, spread {b['spread'] * 100:.1f} points"]]
-    rows += [["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
+    modes: dict[str, int] = {}
+    for f in s.get("disk_faults", []):
+        if "mode" in f["detail"]:
+            modes[f["detail"]["mode"]] = modes.get(f["detail"]["mode"], 0) + 1
+    rows += [["disks", "FaultFS: power loss of every unsynced byte ("
+              + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())) + "), disk faults"
+              if s.get("faultfs") else "bare (power loss: the masters' journals only)"],
+             ["unclean errors (must be 0)", s.get("unclean_errors", 0)],
+             ["partitions (netns)", "yes" if s["partitions"] else "no (not root)"],
              ["security", s["security"]],
              *([["PLANTED BUG (test only)", s["planted_bug"]]] if s.get("planted_bug") else []),
              ["seed", s["seed"]]]
@@ -351,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunkservers", type=int, default=4)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--no-netns", action="store_true", help="no partitions (no namespaces)")
+    ap.add_argument("--no-faultfs", action="store_true",
+                    help="daemons on the bare disk: no disk faults, and a power loss cuts only "
+                         "the masters' journals (the default runs them on FaultFS when FUSE "
+                         "is available)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster's data and logs")
     ap.add_argument("--planted-bug", choices=sorted(BUGS), default=None,
                     help="TEST ONLY: switch this deliberately broken behaviour on in every "
@@ -361,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     def one(minutes: float, seed: int) -> dict:
         s = run(minutes, seed, a.masters, a.chunkservers, a.clients, not a.no_netns,
-                keep=a.keep, capacity=a.capacity, planted_bug=a.planted_bug)
+                keep=a.keep, capacity=a.capacity, planted_bug=a.planted_bug,
+                faultfs=False if a.no_faultfs else None)
         print(report(s), flush=True)
         return s
 

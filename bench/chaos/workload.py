@@ -27,6 +27,11 @@ class BlobLedger:
     acked: dict[str, tuple[int, str]] = field(default_factory=dict)   # path -> (size, sha256)
     deleted: set[str] = field(default_factory=set)                     # acknowledged deletes
     uncertain: set[str] = field(default_factory=set)                   # outcome unknown
+    # Acknowledged blobs whose rename (to the given name) or delete has an unknown outcome:
+    # the final check still judges them (it must find the bytes under one of the two names;
+    # a blob that may be deleted must read back right if it is there).
+    maybe_moved: dict[str, str] = field(default_factory=dict)
+    maybe_deleted: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -49,6 +54,7 @@ class Workload:
         self.history: list[Op] = []
         self.blobs = BlobLedger()
         self.counts: dict[str, int] = {}
+        self.unclean: list[str] = []     # operations that ended in anything but a GfsError
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._workers: list[threading.Thread] = []
@@ -76,6 +82,17 @@ class Workload:
         for w in self._workers:
             w.join(timeout=self.op_deadline * 3)
 
+    def wait_stored_puts(self, n: int, timeout: float) -> int:
+        """Wait until `n` more blob puts with data (at least one chunk) are acknowledged, or
+        `timeout` seconds; returns how many were."""
+        def stored() -> int:
+            with self.blobs.lock:
+                return sum(1 for size, _ in self.blobs.acked.values() if size)
+        start, end = stored(), time.monotonic() + timeout
+        while stored() - start < n and time.monotonic() < end:
+            time.sleep(0.1)
+        return stored() - start
+
     def now(self) -> float:
         return time.monotonic() - self.t0
 
@@ -87,7 +104,11 @@ class Workload:
                 n += 1
                 kind = rng.choices(["lin", "fresh_read", "blob_put", "blob_get", "blob_mv",
                                     "blob_rm", "meta"], weights=[10, 2, 3, 2, 1, 1, 2])[0]
-                getattr(self, f"_op_{kind}")(c, rng, process, n)
+                try:
+                    getattr(self, f"_op_{kind}")(c, rng, process, n)
+                except Exception as err:      # not a GfsError: an unclean error, a failure
+                    self._count(f"{kind}:UNCLEAN_ERROR:{type(err).__name__}")
+                    self.unclean.append(f"{kind}: {type(err).__name__}: {err}"[:300])
 
     def _record(self, op: Op, error: str | None) -> None:
         with self._lock:
@@ -183,6 +204,7 @@ class Workload:
                 self.blobs.deleted.add(name)
             elif ok is None:
                 self.blobs.uncertain.add(dst)
+                self.blobs.maybe_moved[name] = dst
             if ok is not None:      # a definite answer: the final check judges `name` again
                 self.blobs.uncertain.discard(name)
 
@@ -196,6 +218,8 @@ class Workload:
         with self.blobs.lock:
             if ok:
                 self.blobs.deleted.add(name)
+            elif ok is None:
+                self.blobs.maybe_deleted.add(name)
             if ok is not None:
                 self.blobs.uncertain.discard(name)
 

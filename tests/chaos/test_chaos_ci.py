@@ -1,7 +1,9 @@
 """The chaos suite's CI profile: ~2.5 minutes of faults under load, with auth and TLS on,
-judged by the checkers. The faults added in the suite's second generation (clock jumps, whole-
-cluster power loss and, with network namespaces, one-way partitions, lossy and slow links) are
-injected first, so every run samples them; the shuffled deck of every kind follows.
+judged by the checkers. Every daemon runs on FaultFS where FUSE works, so a power loss cuts
+every byte not made durable. The faults added in the suite's second generation (clock jumps,
+whole-cluster power loss, on FaultFS failing and full disks and slow fsyncs, and with network
+namespaces one-way partitions, lossy and slow links) are injected first, so every run samples
+them; the shuffled deck of every kind follows.
 
 The long profile is the same runner for as long as asked:
     ./run.sh chaos --minutes 30 [--seed N]      one run
@@ -10,12 +12,17 @@ The long profile is the same runner for as long as asked:
 import os
 import random
 
+import pytest
+
+from bench.chaos.diskfaults import DISK_FAULTS
 from bench.chaos.nemesis import NETWORK_FAULTS
 from bench.chaos.runner import report, run
 
-NEW_FAULTS = ["clock_jump_leader", "one_way_leader", "lossy_link", "slow_link", "power_loss_all"]
+NEW_FAULTS = ["clock_jump_leader", "one_way_leader", "lossy_link", "slow_link", "power_loss_all",
+              "disk_eio_chunkserver", "disk_full_leader", "slow_fsync"]
 
 
+@pytest.mark.timeout(900)     # 2.5 min of faults; setup and power losses on FaultFS are slow
 def test_chaos_ci_profile(capsys):
     seed = int(os.environ.get("GFS_CHAOS_SEED") or random.randrange(1 << 31))
     minutes = float(os.environ.get("GFS_CHAOS_MINUTES", "2.5"))
@@ -26,9 +33,10 @@ def test_chaos_ci_profile(capsys):
     assert summary["lost"] == 0, \
         f"seed {seed}: acknowledged data lost: {summary['lost_detail']}{kept}"
     assert summary["linearizable"] is True, f"seed {seed}: {summary['violations']}{kept}"
+    assert summary["unclean_errors"] == 0, f"seed {seed}: {summary['unclean_detail']}{kept}"
     assert sum(summary["faults"].values()) >= 10, f"seed {seed}: too few faults injected"
-    sampled = [k for k in NEW_FAULTS
-               if summary["partitions"] or k not in NETWORK_FAULTS]
+    sampled = [k for k in NEW_FAULTS if (summary["partitions"] or k not in NETWORK_FAULTS)
+               and (summary["faultfs"] or k not in DISK_FAULTS)]
     assert all(summary["faults"][k] for k in sampled), summary["faults"]
     assert summary["security"].startswith("auth + TLS")
     assert summary["acknowledged"] > 1000

@@ -2,15 +2,12 @@
 whatever the test did."""
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
-from bench.chaos.faultfs import FaultFS
+from bench.chaos.faultfs import FaultFS, fuse_available
 
 needs_fuse = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+    not fuse_available(),
     reason="FaultFS needs /dev/fuse and fusermount3 (Debian package fuse3; ./run.sh setup)")
 
 

@@ -24,6 +24,7 @@ def test_what_fails_a_run():
     assert failures(summary(lost=2, linearizable=False, full_redundancy_s=None)) == [
         "2 acknowledged operations lost", "not linearizable",
         "full redundancy not reached after healing"]
+    assert failures(summary(unclean_errors=1)) == ["1 operations ended in an unclean error"]
 
 
 def test_a_failed_run_keeps_everything_and_says_where(tmp_path, capsys):
@@ -45,3 +46,15 @@ def test_a_passing_run_cleans_up_unless_asked_to_keep(tmp_path):
     assert base.is_dir()
     keep_or_clean(base, cluster, summary(), keep=False)
     assert not base.exists()
+
+
+def test_disk_fault_choices_name_real_files_and_operations():
+    import random
+    from bench.chaos.diskfaults import pick_eio
+    from bench.chaos.faultfs.faults import EIO_OPS
+    rng = random.Random(1)
+    for master in (True, False):
+        for _ in range(50):
+            glob, ops = pick_eio(rng, master)
+            assert ops and set(ops) <= set(EIO_OPS)
+            assert glob.startswith("raft/") if master else glob.split("/")[0] in ("hot", "tmp")

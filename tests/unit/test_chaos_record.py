@@ -5,8 +5,8 @@ import pytest
 from bench.chaos import record
 
 
-def summary(seed, minutes, lost=0, linearizable=True):
-    return {"seed": seed, "minutes": minutes, "fault_seconds": minutes * 60,
+def summary(seed, minutes, lost=0, linearizable=True, **kw):
+    return {**kw, "seed": seed, "minutes": minutes, "fault_seconds": minutes * 60,
             "faults": {"kill_leader": 2, "power_loss_all": 1, "slow_link": 0},
             "master_kills": 5, "whole_cluster_power_losses": 1, "operations": 100,
             "acknowledged": 90, "lost": lost, "linearizable": linearizable,
@@ -51,3 +51,18 @@ def test_a_failed_segment_ends_the_campaign(tmp_path):
     assert r["totals"]["lost"] == 1
     record.add_run(summary(9, 2.5, linearizable=None), path)
     assert record.load(path)["totals"]["not_linearizable_runs"] == 1
+
+
+def test_runs_on_faultfs_are_summed_apart_and_unclean_errors_fail_a_segment(tmp_path):
+    path = tmp_path / "record.json"
+    record.add_run(summary(1, 6), path)                       # an older run on the bare disk
+    status = record.campaign(0.2, 6, 5, lambda m, s: summary(s, m, faultfs=True,
+                                                             unclean_errors=int(s == 6)), path)
+    assert status == 1
+    r = record.load(path)
+    assert [s["disks"] for c in r["campaigns"] for s in c["segments"]] == \
+        ["bare", "faultfs", "faultfs"]
+    f = r["totals"]["faultfs"]
+    assert (f["runs"], f["hours"], f["master_kills"], f["whole_cluster_power_losses"],
+            f["unclean_errors"]) == (2, 0.2, 10, 2, 1)
+    assert r["totals"]["master_kills"] == 15

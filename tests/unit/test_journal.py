@@ -1,4 +1,5 @@
 """DurableJournal: group commit, torn tails, truncation in both directions, term/vote."""
+import pytest
 import os
 
 from master.journal import DurableJournal, encode_record, read_records
@@ -162,3 +163,40 @@ def test_confirm_all_clears_the_unverified_tail(tmp_path):
     assert j.unverified_index() == 3
     j.confirm_all()
     assert j.unverified_index() is None
+
+
+def test_a_failed_sync_acknowledges_nothing_and_the_next_one_rewrites_from_memory(
+        tmp_path, monkeypatch):
+    """A write or fdatasync that fails (EIO, ENOSPC) must not let a later sync succeed without
+    the bytes: the queue was taken and, after a failed fdatasync, Linux may drop dirty pages."""
+    j = DurableJournal(str(tmp_path))
+    j.add(b"a", 1, 1)
+    j.sync()
+    j.add(b"b", 2, 1)
+    real_pwrite = os.pwrite
+
+    def failing_pwrite(fd, data, offset):
+        os.pwrite = real_pwrite
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "pwrite", failing_pwrite)
+    with pytest.raises(OSError):
+        j.sync()
+    assert j.sync()                                     # retried: the whole file rewritten
+    entries, _, _, _ = read_records(str(tmp_path / "journal.log"))
+    assert [e[0] for e in entries] == [b"a", b"b"]
+
+    def failing_fdatasync(fd):
+        raise OSError(5, "Input/output error")
+
+    j.add(b"c", 3, 1)
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+    with pytest.raises(OSError):
+        j.sync()
+    monkeypatch.undo()
+    written = []
+    monkeypatch.setattr(os, "replace", lambda a, b, _r=os.replace: (written.append(b), _r(a, b)))
+    assert j.sync()
+    assert written, "the retry rewrote the file rather than trusting the failed fdatasync"
+    entries, _, _, _ = read_records(str(tmp_path / "journal.log"))
+    assert [e[0] for e in entries] == [b"a", b"b", b"c"]

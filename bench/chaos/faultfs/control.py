@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,11 @@ def is_mounted(path: str | os.PathLike) -> bool:
             if point == target:
                 return True
     return False
+
+
+def fuse_available() -> bool:
+    """Can FaultFS mount here (/dev/fuse and fusermount3: Debian's fuse3, ./run.sh setup)?"""
+    return os.path.exists("/dev/fuse") and shutil.which("fusermount3") is not None
 
 
 def _lazy_unmount(path: str) -> None:
