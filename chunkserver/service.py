@@ -27,7 +27,7 @@ from chunkserver.store import TIERS, ChunkStore
 from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.auth.insecure import mode_name
-from gfs.checksum import BLOCK_SIZE, block_checksum
+from gfs.checksum import BLOCK_SIZE
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
@@ -45,7 +45,6 @@ COPY_BYTES = Counter("gfs_chunkserver_copy_bytes_total",
 MOVE_BYTES = Counter("gfs_chunkserver_move_bytes_total",
                      "Chunk bytes (uncompressed) moved between tiers, by destination tier", ["tier"])
 MAX_CONCURRENT_MOVES = 2          # tier moves are CPU-bound (zstd): at most this many at once
-BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
 FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
 KEY_WAIT_S = 2.0                  # how long a request may wait for capability keys to arrive
 KEY_WAITERS = 4                   # requests waiting for them at once (the others are refused)
@@ -91,6 +90,12 @@ def streaming(method):
     return wrapper
 
 
+def _as_bytes(view: memoryview) -> bytes:
+    """The bytes of a view, without a copy when it covers a whole bytes object."""
+    whole = view.obj
+    return whole if isinstance(whole, bytes) and len(whole) == len(view) else bytes(view)
+
+
 class Forwarder:
     """Streams a chunk to the next replica of the chain while this one writes it."""
 
@@ -120,8 +125,12 @@ class Forwarder:
             except queue.Full:
                 continue
 
-    def finish(self, timeout: float) -> cpb.WriteResponse:
+    def end(self) -> None:
+        """No more messages: the next replica may commit (fsync) while this one does."""
         self.send(None)
+
+    def result(self, timeout: float) -> cpb.WriteResponse:
+        """The next replica's answer: once it and every replica after it fsync'd the chunk."""
         return self._future.result(timeout=timeout)
 
     def cancel(self) -> None:
@@ -205,16 +214,20 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
                 if msg.data:
                     self._store_piece(writer, msg.data)
                     BYTES.labels("in").inc(len(msg.data))
-                    if forward:
-                        forward.send(cpb.WriteRequest(data=msg.data))
+                    if forward:     # (a message with the header is not passed on as it is)
+                        forward.send(cpb.WriteRequest(data=msg.data) if msg is first else msg)
                 if msg.has_expected:
                     expected = (msg.expected_length, msg.expected_checksum)
                     if forward:
                         forward.send(msg)
+            # Pipelined: the rest of the chain commits (fsyncs) while this replica does; the
+            # answer goes back only when this replica's fsync and the downstream answer are in.
+            if forward:
+                forward.end()
             meta = writer.commit(*expected)
             replicas = [self.address]
             if forward:
-                down = forward.finish(self.write_timeout)
+                down = forward.result(self.write_timeout)
                 if (down.length, down.checksum) != (meta.length, meta.checksum):
                     raise DataLoss(f"replica {forward.address} stored a different chunk")
                 replicas += list(down.replicas)
@@ -243,35 +256,25 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         if meta is not None and request.offset > meta.length:     # reads start at a block
             raise InvalidArgument(f"chunk {request.handle:016x}: offset {request.offset} is "
                                   f"past its end ({meta.length} bytes)")
-        version = request.version or None
+        # Whole blocks only (a range ending inside a block gets all of that block), each sent
+        # with the block sum of the sidecar it was verified against: the reader checks the very
+        # sums that were stored, and nothing is hashed twice here.
         start = request.offset - request.offset % BLOCK_SIZE
-        length = -1 if request.length < 0 else request.offset + request.length - start
-        pieces = self.store.read(request.handle, start, length, version)
-        chunk_length = meta.length if meta else 0
-        batch: list[bytes] = []
-        offset = start
-        try:
-            for piece in pieces:
-                batch.append(piece)
-                if len(batch) == BLOCKS_PER_RESPONSE:
-                    yield self._response(offset, batch, chunk_length)
-                    offset += sum(len(b) for b in batch)
-                    batch = []
-        except DataLoss:
-            # Send the intact blocks before the bad one, so that the reader continues exactly
-            # at the bad block on another replica (and can come back here for the rest).
-            if batch:
-                yield self._response(offset, batch, chunk_length)
-            raise
-        if batch or offset == start:
-            yield self._response(offset, batch, chunk_length)
-
-    @staticmethod
-    def _response(offset: int, blocks: list[bytes], chunk_length: int) -> cpb.ReadResponse:
-        data = b"".join(blocks)
-        BYTES.labels("out").inc(len(data))
-        return cpb.ReadResponse(offset=offset, data=data, chunk_length=chunk_length,
-                                block_sums=[block_checksum(b) for b in blocks])
+        length = -1
+        if request.length >= 0:
+            end = request.offset + request.length
+            if meta is not None and end <= meta.length:   # (else the store says what is wrong)
+                end = min(meta.length, -(-end // BLOCK_SIZE) * BLOCK_SIZE)
+            length = end - start
+        meta, spans = self.store.read_spans(request.handle, start, length, request.version or None)
+        sent = False
+        for offset, data, sums in spans:
+            BYTES.labels("out").inc(len(data))
+            sent = True
+            yield cpb.ReadResponse(offset=offset, data=_as_bytes(data), chunk_length=meta.length,
+                                   block_sums=sums)
+        if not sent:
+            yield cpb.ReadResponse(offset=start, chunk_length=meta.length)
 
     @unary
     def DeleteChunk(self, request, context):

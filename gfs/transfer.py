@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -36,6 +37,39 @@ CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.enable_retries", 0)]
 
 
+class ReplicaLoad:
+    """Chunk reads in flight per chunkserver, so that each read starts at the least busy
+    replica; ties go by a rotation keyed on the chunk, so the concurrent chunk reads of one
+    large get spread over all replicas (a get striped over them) instead of all hitting the
+    first one listed."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+
+    def order(self, replicas: list[str], key: int) -> list[str]:
+        """`replicas`, least busy first."""
+        n = len(replicas)
+        with self._lock:
+            ranked = sorted(range(n), key=lambda i: (self._busy.get(replicas[i], 0),
+                                                     (i - key) % n))
+        return [replicas[i] for i in ranked]
+
+    @contextmanager
+    def reading(self, address: str) -> Iterator[None]:
+        with self._lock:
+            self._busy[address] = self._busy.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._busy[address] - 1
+                if left:
+                    self._busy[address] = left
+                else:
+                    del self._busy[address]
+
+
 class Channels:
     """One gRPC channel per address, shared by threads (masters and chunkservers alike).
     With `daemon_auth` (gfs.auth.daemon.DaemonAuth; daemons only) every call is signed with
@@ -47,6 +81,7 @@ class Channels:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
+        self.load = ReplicaLoad()
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -134,8 +169,9 @@ class BadBlock(BadReplica):
     """One block failed its checksum: the replica may still serve the blocks after it."""
 
 
-def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview]]:
-    """(block index, its offset, block bytes) for each block of a response, checksum-verified."""
+def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview, int]]:
+    """(block index, its offset, block bytes, block sum) for each block of a response, each
+    verified against its sum (hashed once here)."""
     data = memoryview(resp.data)
     if len(data) > len(resp.block_sums) * BLOCK_SIZE or (
             len(resp.block_sums) and len(data) <= (len(resp.block_sums) - 1) * BLOCK_SIZE):
@@ -144,7 +180,7 @@ def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryv
         block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
         if block_checksum(block) != expected:
             raise BadBlock(f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
-        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block
+        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block, expected
 
 
 def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str],
@@ -180,6 +216,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
             reported.add(address)
             report_bad(address, why)
 
+    replicas = channels.load.order(replicas, handle)
     while done < end:
         start_of_round = done
         for address in replicas:
@@ -188,20 +225,21 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
             if address in out or stuck_at.get(address) == done:
                 continue
             try:
-                stream = channels.stub(address).ReadChunk(
-                    cpb.ReadRequest(handle=handle, version=version, offset=done,
-                                    length=end - done, capability=capability),
-                    timeout=timeout)
-                for resp in stream:
-                    if resp.chunk_length != chunk_length:
-                        raise BadReplica(f"holds {resp.chunk_length} bytes, "
-                                         f"metadata says {chunk_length}")
-                    for index, block_off, block in _verified_pieces(resp):
-                        sums[index] = block_checksum(block)
-                        lo, hi = max(done, block_off), min(end, block_off + len(block))
-                        if lo < hi:
-                            sink(block[lo - block_off:hi - block_off])
-                            done = hi
+                with channels.load.reading(address):
+                    stream = channels.stub(address).ReadChunk(
+                        cpb.ReadRequest(handle=handle, version=version, offset=done,
+                                        length=end - done, capability=capability),
+                        timeout=timeout)
+                    for resp in stream:
+                        if resp.chunk_length != chunk_length:
+                            raise BadReplica(f"holds {resp.chunk_length} bytes, "
+                                             f"metadata says {chunk_length}")
+                        for index, block_off, block, block_sum in _verified_pieces(resp):
+                            sums[index] = block_sum
+                            lo, hi = max(done, block_off), min(end, block_off + len(block))
+                            if lo < hi:
+                                sink(block[lo - block_off:hi - block_off])
+                                done = hi
                 if done < end:
                     raise BadReplica(f"stream ended at {done} of {end}")
             except BadBlock as err:
