@@ -18,12 +18,12 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 from prometheus_client import Counter
 
-from chunkserver.store import TIERS, ChunkStore
+from chunkserver.store import TIERS, ChunkMeta, ChunkStore
 from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.auth.insecure import mode_name
@@ -161,6 +161,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         self.started = time.monotonic()
         self.master_leader = ""
         self.metrics_address = ""
+        self.bulk_port = 0            # the bulk read protocol's port (chunkserver/bulk.py)
         self._moves = threading.BoundedSemaphore(MAX_CONCURRENT_MOVES)
 
     def _authorize_data(self, context, method: str, body: bytes, capability: bytes,
@@ -171,6 +172,15 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         metadata = context.invocation_metadata()
         if DaemonAuth.presented(metadata) is not None:
             self.daemon_auth.verify(metadata, METHOD_PREFIX + method, body)
+            return
+        self.authorize_capability(capability, handle, version, op)
+
+    def authorize_capability(self, capability: bytes, handle: int, version: int,
+                             op: str) -> None:
+        """Raise unless `capability` (the masters') allows `op` on (handle, version); waits a
+        little for keys the masters made since the last heartbeat. (Also the bulk protocol's
+        check, chunkserver/bulk.py.)"""
+        if self.insecure_no_auth:
             return
         try:
             self.capabilities.verify(capability, handle, version, op)
@@ -250,23 +260,8 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
     def ReadChunk(self, request, context):
         self._authorize_data(context, "ReadChunk", body_of(request), request.capability,
                              request.handle, request.version, READ)
-        if request.length < -1:
-            raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {request.length}")
-        meta = self.store.get(request.handle)
-        if meta is not None and request.offset > meta.length:     # reads start at a block
-            raise InvalidArgument(f"chunk {request.handle:016x}: offset {request.offset} is "
-                                  f"past its end ({meta.length} bytes)")
-        # Whole blocks only (a range ending inside a block gets all of that block), each sent
-        # with the block sum of the sidecar it was verified against: the reader checks the very
-        # sums that were stored, and nothing is hashed twice here.
-        start = request.offset - request.offset % BLOCK_SIZE
-        length = -1
-        if request.length >= 0:
-            end = request.offset + request.length
-            if meta is not None and end <= meta.length:   # (else the store says what is wrong)
-                end = min(meta.length, -(-end // BLOCK_SIZE) * BLOCK_SIZE)
-            length = end - start
-        meta, spans = self.store.read_spans(request.handle, start, length, request.version or None)
+        meta, spans = self.open_read(request.handle, request.version, request.offset,
+                                     request.length)
         sent = False
         for offset, data, sums in spans:
             BYTES.labels("out").inc(len(data))
@@ -274,7 +269,30 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             yield cpb.ReadResponse(offset=offset, data=_as_bytes(data), chunk_length=meta.length,
                                    block_sums=sums)
         if not sent:
-            yield cpb.ReadResponse(offset=start, chunk_length=meta.length)
+            yield cpb.ReadResponse(offset=request.offset - request.offset % BLOCK_SIZE,
+                                   chunk_length=meta.length)
+
+    def open_read(self, handle: int, version: int, offset: int, length: int
+                  ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
+        """Validate a read of [offset, offset + length) (length -1: to the end; version 0:
+        whatever is stored) and open it: whole blocks only (a range ending inside a block gets
+        all of that block), each span with the block sums of the sidecar it was verified
+        against, so the reader checks the very sums that were stored and nothing is hashed
+        twice here. Shared by ReadChunk and the bulk protocol (chunkserver/bulk.py)."""
+        if length < -1:
+            raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {length}")
+        meta = self.store.get(handle)
+        if meta is not None and offset > meta.length:     # reads start at a block
+            raise InvalidArgument(f"chunk {handle:016x}: offset {offset} is "
+                                  f"past its end ({meta.length} bytes)")
+        start = offset - offset % BLOCK_SIZE
+        span = -1
+        if length >= 0:
+            end = offset + length
+            if meta is not None and end <= meta.length:   # (else the store says what is wrong)
+                end = min(meta.length, -(-end // BLOCK_SIZE) * BLOCK_SIZE)
+            span = end - start
+        return self.store.read_spans(handle, start, span, version or None)
 
     @unary
     def DeleteChunk(self, request, context):
@@ -363,4 +381,4 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             metrics_address=self.metrics_address,
             corrupt_replicas=len(self.store.corrupt()), scrubbed_bytes=scrubbed,
             tiers=[pb.TierUsage(**t) for t in u["tiers"]],
-            auth_mode=mode_name(self.insecure_no_auth))
+            auth_mode=mode_name(self.insecure_no_auth), bulk_port=self.bulk_port)

@@ -7,6 +7,7 @@ verified piece to a sink as it arrives. Also used by chunkservers (CopyChunk rea
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import contextmanager
@@ -16,9 +17,10 @@ from typing import Callable, Iterable, Iterator
 import grpc
 
 from gfs.auth.daemon import DaemonAuth, SigningInterceptor
+from gfs.bulk import BulkLinks, ProtocolError, client_context
 from gfs.auth.tls import channel_credentials
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
-from gfs.errors import DataLoss, GfsError, Unavailable, from_grpc
+from gfs.errors import DataLoss, GfsError, Unavailable, from_code, from_grpc
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
@@ -30,7 +32,8 @@ PIECE_SIZE = 1 << 20
 # small. grpc refuses a larger one with RESOURCE_EXHAUSTED before it is decoded, so one request
 # cannot make a chunkserver hold more than this.
 MAX_REQUEST_BYTES = 4 * PIECE_SIZE
-REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+ENV_BULK_READS = "GFS_BULK_READS"     # "0": read chunks over gRPC only (comparisons, debugging)
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20),
@@ -77,6 +80,11 @@ class Channels:
 
     def __init__(self, daemon_auth: DaemonAuth | None = None, tls_ca: bytes | None = None):
         self._interceptor = SigningInterceptor(daemon_auth) if daemon_auth else None
+        # Readers holding capabilities read chunks over the bulk protocol (gfs/bulk.py) where
+        # the chunkserver offers it; daemons sign gRPC calls and stay on ReadChunk.
+        self.bulk = BulkLinks(client_context(tls_ca) if tls_ca else None) \
+            if daemon_auth is None and os.environ.get(ENV_BULK_READS, "1") != "0" else None
+        self._bulk_ports: dict[str, int] = {}
         self._credentials = channel_credentials(tls_ca) if tls_ca else None
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
@@ -103,6 +111,32 @@ class Channels:
             stub = self._stubs[key] = kind(self.channel(address))
         return stub
 
+    def bulk_port(self, address: str) -> int:
+        """The bulk read port `address` offers (0: none, or bulk reads are off here); asked
+        once per chunkserver (its Status RPC)."""
+        if self.bulk is None:
+            return 0
+        port = self._bulk_ports.get(address)
+        if port is None:
+            try:
+                port = self.stub(address).Status(cpb.StatusRequest(), timeout=2.0).bulk_port
+            except grpc.RpcError:
+                return 0                 # ReadChunk says what is wrong (and we ask again)
+            self._bulk_ports[address] = port
+        return port
+
+    def read_stream(self, address: str, handle: int, version: int, offset: int, length: int,
+                    capability: bytes, timeout: float) -> Iterator:
+        """A chunk read from one replica: ReadResponse messages (gRPC) or gfs.bulk.Span
+        (bulk protocol), alike in offset, data, block_sums and chunk_length."""
+        port = self.bulk_port(address) if capability else 0
+        if port:
+            return self.bulk.read(address, port, handle, version, offset, length, capability,
+                                  timeout)
+        return self.stub(address).ReadChunk(
+            cpb.ReadRequest(handle=handle, version=version, offset=offset, length=length,
+                            capability=capability), timeout=timeout)
+
     def alive(self, address: str, timeout: float = 1.0) -> bool:
         """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""
         try:
@@ -112,6 +146,8 @@ class Channels:
             return False
 
     def close(self) -> None:
+        if self.bulk is not None:
+            self.bulk.close()
         with self._lock:
             for ch in self._channels.values():
                 ch.close()
@@ -209,7 +245,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
     stuck_at: dict[str, int] = {}       # replica -> position of its bad block
     out: set[str] = set()               # replicas not worth asking again
     reported: set[str] = set()
-    refused: grpc.RpcError | None = None    # a replica's refusal of the capability
+    refused: GfsError | None = None    # a replica's refusal of the capability
 
     def bad(address: str, why: str) -> None:
         if report_bad and address not in reported:
@@ -226,10 +262,8 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                 continue
             try:
                 with channels.load.reading(address):
-                    stream = channels.stub(address).ReadChunk(
-                        cpb.ReadRequest(handle=handle, version=version, offset=done,
-                                        length=end - done, capability=capability),
-                        timeout=timeout)
+                    stream = channels.read_stream(address, handle, version, done, end - done,
+                                                  capability, timeout)
                     for resp in stream:
                         if resp.chunk_length != chunk_length:
                             raise BadReplica(f"holds {resp.chunk_length} bytes, "
@@ -250,19 +284,24 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                 errors.append(f"{address}: {err}")
                 out.add(address)
                 bad(address, str(err))
-            except grpc.RpcError as err:
-                errors.append(f"{address}: {err.details() or err.code().name}")
-                if err.code() == grpc.StatusCode.DATA_LOSS:
+            except ProtocolError as err:
+                errors.append(f"{address}: bulk protocol: {err}")
+                out.add(address)
+            except (grpc.RpcError, GfsError) as err:
+                failure = err if isinstance(err, GfsError) else \
+                    from_grpc(err.code(), err.details() or err.code().name)
+                errors.append(f"{address}: {failure.message}")
+                if failure.code == "DATA_LOSS":
                     stuck_at[address] = done
-                    bad(address, err.details() or "data loss")
+                    bad(address, failure.message or "data loss")
                 else:
                     out.add(address)
-                    if err.code() in REFUSALS:
-                        refused = err
+                    if failure.code in REFUSALS:
+                        refused = failure
         if done == start_of_round:
             break                       # nobody got any further: give up
     if done < end and refused is not None:
-        raise from_grpc(refused.code(), f"chunk {handle}: {refused.details()}")
+        raise from_code(refused.code, f"chunk {handle}: {refused.message}")
     if done < end:
         detail = "; ".join(errors[-8:]) or "no replica is known"
         raise Unavailable(f"chunk {handle}: no replica could serve bytes {done}..{end}: {detail}")
