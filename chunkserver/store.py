@@ -394,12 +394,7 @@ class ChunkStore:
         before it is raised. A replica already marked corrupt is read all the same: its intact
         blocks are served.
         """
-        _check_int("handle", handle, 0)
-        _check_int("offset", offset, 0)
-        _check_int("length", length, -1)
-        if version is not None:
-            _check_int("version", version, 0)
-        src, end = self._open(handle, version, offset, length)
+        src, end = self._open_checked(handle, offset, length, version)
         return self._stream(src, offset, end)
 
     def read_spans(self, handle: int, offset: int = 0, length: int = -1,
@@ -410,12 +405,7 @@ class ChunkStore:
         that each block was verified against), for senders that pass the sums on instead of
         hashing the blocks again. Errors as for read(); at a bad block the intact blocks
         before it come as a span, then DataLoss."""
-        _check_int("handle", handle, 0)
-        _check_int("offset", offset, 0)
-        _check_int("length", length, -1)
-        if version is not None:
-            _check_int("version", version, 0)
-        src, end = self._open(handle, version, offset, length)
+        src, end = self._open_checked(handle, offset, length, version)
 
         def spans() -> Iterator[tuple[int, memoryview, tuple[int, ...]]]:
             with src.file:
@@ -423,6 +413,16 @@ class ChunkStore:
                     first = at // BLOCK_SIZE
                     yield at, span, src.sums[first:first + _n_blocks(len(span))]
         return src.meta, spans()
+
+    def _open_checked(self, handle: int, offset: int, length: int,
+                      version: int | None) -> tuple[_Source, int]:
+        """_open of a read's arguments, checked first."""
+        _check_int("handle", handle, 0)
+        _check_int("offset", offset, 0)
+        _check_int("length", length, -1)
+        if version is not None:
+            _check_int("version", version, 0)
+        return self._open(handle, version, offset, length)
 
     def verify(self, handle: int, version: int | None = None) -> bool:
         """Read and check every block of a chunk; False (and marked corrupt) if any is bad.

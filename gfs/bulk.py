@@ -29,6 +29,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -45,6 +46,7 @@ MAX_CAPABILITY = 256
 MAX_SPAN = 16 * BLOCK_SIZE          # 1 MiB: the most bytes one DATA frame may carry
 MAX_ERROR = 4096
 IDLE_PER_ADDRESS = 4                # idle connections a reader keeps per chunkserver
+IDLE_S = 10.0                       # ... for at most this long (servers drop them after 30 s)
 
 
 class ProtocolError(Exception):
@@ -104,15 +106,23 @@ class BulkLinks:
         self._tls = tls
         self._connect_timeout = connect_timeout
         self._lock = threading.Lock()
-        self._idle: dict[tuple[str, int], list[socket.socket]] = {}
+        self._idle: dict[tuple[str, int], list[tuple[socket.socket, float]]] = {}
+
+    def _reuse(self, host: str, port: int, timeout: float) -> socket.socket | None:
+        """An idle connection to host:port, if one is young enough (the server drops a silent
+        one after its io timeout)."""
+        now = time.monotonic()
+        with self._lock:
+            idle = self._idle.get((host, port), [])
+            while idle:
+                sock, since = idle.pop()
+                if now - since < IDLE_S:
+                    sock.settimeout(timeout)
+                    return sock
+                sock.close()
+        return None
 
     def _connect(self, host: str, port: int, timeout: float) -> socket.socket:
-        with self._lock:
-            idle = self._idle.get((host, port))
-            if idle:
-                sock = idle.pop()
-                sock.settimeout(timeout)
-                return sock
         sock = socket.create_connection((host, port), timeout=self._connect_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self._tls is not None:
@@ -124,7 +134,7 @@ class BulkLinks:
         with self._lock:
             idle = self._idle.setdefault((host, port), [])
             if len(idle) < IDLE_PER_ADDRESS:
-                idle.append(sock)
+                idle.append((sock, time.monotonic()))
                 return
         sock.close()
 
@@ -134,14 +144,27 @@ class BulkLinks:
         failure the server reports is raised as its GfsError; a broken connection as
         Unavailable; a peer breaking the wire format as ProtocolError."""
         host = address.rsplit(":", 1)[0].strip("[]")
-        try:
-            sock = self._connect(host, port, timeout)
-        except OSError as err:
-            raise Unavailable(f"bulk port {host}:{port}: {err}") from None
+        request = encode_request(handle, version, offset, length, capability)
+        sock = self._reuse(host, port, timeout)
+        if sock is not None:
+            try:
+                sock.sendall(request)
+                head = recv_exact(sock, FRAME.size)
+            except (OSError, ProtocolError):     # closed by the server meanwhile: a new one
+                sock.close()
+                sock = None
+        if sock is None:
+            try:
+                sock = self._connect(host, port, timeout)
+                sock.sendall(request)
+                head = recv_exact(sock, FRAME.size)
+            except (OSError, ProtocolError) as err:
+                if sock is not None:
+                    sock.close()
+                raise Unavailable(f"bulk port {host}:{port}: {err}") from None
         finished = False
         try:
-            sock.sendall(encode_request(handle, version, offset, length, capability))
-            kind, n, value = FRAME.unpack(recv_exact(sock, FRAME.size))
+            kind, n, value = FRAME.unpack(head)
             if kind == ERROR:
                 raise self._error(sock, n)
             if kind != START or n:
@@ -178,5 +201,5 @@ class BulkLinks:
         with self._lock:
             idle, self._idle = self._idle, {}
         for socks in idle.values():
-            for sock in socks:
+            for sock, _ in socks:
                 sock.close()

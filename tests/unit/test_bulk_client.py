@@ -24,8 +24,8 @@ class Replica:
     span index and its header + sums + bytes, and returns what to send; shorter: send that and
     hang up)."""
 
-    def __init__(self, lie=None, error: bytes = b""):
-        self.lie, self.error = lie, error
+    def __init__(self, lie=None, error: bytes = b"", one_shot: bool = False):
+        self.lie, self.error, self.one_shot = lie, error, one_shot
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
@@ -68,6 +68,8 @@ class Replica:
                             out = told
                         conn.sendall(out)
                     conn.sendall(bulk.FRAME.pack(bulk.END, 0, 0))
+                    if self.one_shot:       # as a server does with an idle connection
+                        return
             except (bulk.ProtocolError, OSError):
                 return
 
@@ -157,3 +159,12 @@ def test_refusals_are_raised_when_no_replica_serves(channels):
     finally:
         a.close()
         b.close()
+
+
+def test_a_kept_connection_the_server_closed_is_replaced(channels):
+    server = Replica(one_shot=True)
+    try:
+        for handle in range(3):         # each read after the first finds its kept one closed
+            assert read(channels, [server], handle=handle) == (DATA, [])
+    finally:
+        server.close()
