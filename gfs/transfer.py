@@ -34,6 +34,8 @@ PIECE_SIZE = 1 << 20
 MAX_REQUEST_BYTES = 4 * PIECE_SIZE
 REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 ENV_BULK_READS = "GFS_BULK_READS"     # "0": read chunks over gRPC only (comparisons, debugging)
+BULK_MIN_BYTES = PIECE_SIZE           # reads this large go over the bulk protocol, smaller ones gRPC
+FAILED_S = 30.0                       # a replica that failed a read is tried last for this long
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20),
@@ -46,17 +48,28 @@ class ReplicaLoad:
     large get spread over all replicas (a get striped over them) instead of all hitting the
     first one listed."""
 
-    def __init__(self):
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._lock = threading.Lock()
         self._busy: dict[str, int] = {}
+        self._failed: dict[str, float] = {}     # address -> when a read from it last failed
+        self._clock = clock
 
     def order(self, replicas: list[str], key: int) -> list[str]:
-        """`replicas`, least busy first."""
+        """`replicas`, least busy first; those that failed a read in the last FAILED_S last
+        (a dead server listed among the replicas is not tried first again and again)."""
         n = len(replicas)
+        recent = self._clock() - FAILED_S
         with self._lock:
-            ranked = sorted(range(n), key=lambda i: (self._busy.get(replicas[i], 0),
+            ranked = sorted(range(n), key=lambda i: (self._failed.get(replicas[i], 0) > recent,
+                                                     self._busy.get(replicas[i], 0),
                                                      (i - key) % n))
         return [replicas[i] for i in ranked]
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            self._failed[address] = self._clock()
+            if len(self._failed) > 1024:
+                self._failed.clear()
 
     @contextmanager
     def reading(self, address: str) -> Iterator[None]:
@@ -129,7 +142,9 @@ class Channels:
                     capability: bytes, timeout: float) -> Iterator:
         """A chunk read from one replica: ReadResponse messages (gRPC) or gfs.bulk.Span
         (bulk protocol), alike in offset, data, block_sums and chunk_length."""
-        port = self.bulk_port(address) if capability else 0
+        # Small reads stay on the gRPC channel (no second connection, no Status lookup).
+        bulky = length < 0 or length >= BULK_MIN_BYTES
+        port = self.bulk_port(address) if capability and bulky else 0
         if port:
             return self.bulk.read(address, port, handle, version, offset, length, capability,
                                   timeout)
@@ -287,6 +302,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
             except ProtocolError as err:
                 errors.append(f"{address}: bulk protocol: {err}")
                 out.add(address)
+                channels.load.failed(address)
             except (grpc.RpcError, GfsError) as err:
                 failure = err if isinstance(err, GfsError) else \
                     from_grpc(err.code(), err.details() or err.code().name)
@@ -298,6 +314,8 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                     out.add(address)
                     if failure.code in REFUSALS:
                         refused = failure
+                    elif failure.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                        channels.load.failed(address)
         if done == start_of_round:
             break                       # nobody got any further: give up
     if done < end and refused is not None:

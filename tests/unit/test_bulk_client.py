@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from gfs import bulk
+from gfs import bulk, transfer
 from gfs.checksum import BLOCK_SIZE, block_checksum, chunk_checksum
 from gfs.errors import Unauthenticated
 from gfs.transfer import Channels, read_chunk
@@ -106,7 +106,8 @@ def truncated(i, out):
 
 
 @pytest.fixture
-def channels():
+def channels(monkeypatch):
+    monkeypatch.setattr(transfer, "BULK_MIN_BYTES", 0)     # (the scripts speak no gRPC)
     ch = ScriptedChannels()
     yield ch
     ch.close()
