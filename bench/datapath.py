@@ -7,9 +7,10 @@ machine's raw disk and loopback TCP rates measured in the same run.
 
 Each client process puts (or gets) its own files of --size (small sizes: several files one
 after another, so that a measurement moves at least 64 MiB per client); MB/s is aggregate
-(all clients' bytes / wall time), 1 MB = 10^6 bytes. Before every get the chunk files are
-evicted from the page cache, so gets read the disk like the raw cold read does; every get is
-checked against the source's hash.
+(all clients' bytes / wall time), 1 MB = 10^6 bytes; beside it, the CPU seconds per GiB moved
+of the clients and the chunkservers during the measurement, and the chunkservers' peak RSS.
+Before every get the chunk files are evicted from the page cache, so gets read the disk like the
+raw cold read does; every get is checked against the source's hash.
 """
 from __future__ import annotations
 
@@ -177,13 +178,33 @@ def raft_term(cluster) -> int:
 
 # --- the benchmark -------------------------------------------------------------------------
 
+def chunkserver_cpu(cluster) -> dict[str, float]:
+    """CPU seconds so far of each running chunkserver."""
+    return {d["name"]: process_stats(cluster.pid(d["name"]))["cpu_s"] or 0.0
+            for d in cluster.spec["chunkservers"]}
+
+
+def measured_with_cpu(cluster, *args) -> dict:
+    """`measure(*args)` plus the CPU seconds each chunkserver spent during it (`cs_cpu_s`, by
+    name) and the chunkservers' peak RSS so far (`cs_peak_rss`, the highest)."""
+    before = chunkserver_cpu(cluster)
+    result = measure(*args)
+    after = chunkserver_cpu(cluster)
+    result["cs_cpu_s"] = {name: after[name] - before.get(name, 0.0) for name in after}
+    result["cs_peak_rss"] = max((process_stats(cluster.pid(d["name"]))["peak_rss"] or 0)
+                                for d in cluster.spec["chunkservers"])
+    return result
+
+
 def put_then_get(cluster, client, remotes: list[list[str]], replication: int, source: str,
                  digest: int, size: int, work: str) -> dict[str, dict]:
     """Put the source to every remote at once, get them all back cold, then delete them."""
     masters = cluster.master_addresses()
-    put = measure(masters, "put", remotes, source, digest, replication, size, work)
+    put = measured_with_cpu(cluster, masters, "put", remotes, source, digest, replication, size,
+                            work)
     evict_chunks(cluster)
-    get = measure(masters, "get", remotes, source, digest, replication, size, work)
+    get = measured_with_cpu(cluster, masters, "get", remotes, source, digest, replication, size,
+                            work)
     for r in (r for rs in remotes for r in rs):
         if client.exists(r):
             reclaim(cluster, client, r)
@@ -214,9 +235,19 @@ def run(cfg: dict, ctx: Context) -> dict:
                     for op in ("put", "get"):
                         rs = [r[op] for r in runs]
                         moved += sum(r["bytes"] for r in rs)
+                        gib = [r["bytes"] / (1 << 30) or 1.0 for r in rs]
                         results.append({"op": op, "size": size, "replication": repl,
                                         "clients": n, "files_per_client": count,
                                         "mb_s": spread([r["mb_s"] for r in rs]),
+                                        "client_cpu_s_per_gib": _median(
+                                            [r["client_cpu_s"] / g for r, g in zip(rs, gib)]),
+                                        "chunkserver_cpu_s_per_gib": _median(
+                                            [max(r["cs_cpu_s"].values()) / g
+                                             for r, g in zip(rs, gib)]),
+                                        "chunkservers_cpu_s_per_gib": _median(
+                                            [sum(r["cs_cpu_s"].values()) / g
+                                             for r, g in zip(rs, gib)]),
+                                        "chunkserver_peak_rss": max(r["cs_peak_rss"] for r in rs),
                                         "errors": sum(r["errors"] for r in rs),
                                         "first_error": next((r["first_error"] for r in rs
                                                              if r["first_error"]), "")})
@@ -232,8 +263,17 @@ def run(cfg: dict, ctx: Context) -> dict:
     return {"results": results, "processes": procs, "bytes_moved": moved, "raft_terms": terms}
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return (xs[len(xs) // 2] + xs[(len(xs) - 1) // 2]) / 2
+
+
 def _size(n: int) -> str:
     return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB"
+
+
+def _cpu(r: dict, key: str) -> str:
+    return num(r[key], 2) if key in r else "–"      # (results of older runs lack it)
 
 
 def report(res: dict, refs: dict) -> str:
@@ -242,16 +282,25 @@ def report(res: dict, refs: dict) -> str:
     rows = [[f"{r['op']} (replication {r['replication']})", _size(r["size"]), r["clients"],
              num(r["mb_s"]["median"]), rng(r["mb_s"]),
              f"{ratio(r['mb_s']['median'], refs[ref[r['op']][0]]['median'])} × {ref[r['op']][1]}",
-             ratio(r["mb_s"]["median"], tcp), r["errors"]]
+             ratio(r["mb_s"]["median"], tcp), _cpu(r, "client_cpu_s_per_gib"),
+             _cpu(r, "chunkserver_cpu_s_per_gib"), _cpu(r, "chunkservers_cpu_s_per_gib"),
+             num(r["chunkserver_peak_rss"] / (1 << 20)) if r.get("chunkserver_peak_rss") else "–",
+             r["errors"]]
             for r in res["results"]]
     first, last = res["raft_terms"]
     errs = [r["first_error"] for r in res["results"] if r["first_error"]]
     return (table(["operation (3 masters, 3 chunkservers)", "file", "clients", "MB/s (median)",
-                   "range", "× disk", "× loopback TCP", "errors"], rows)
+                   "range", "× disk", "× loopback TCP", "client CPU s/GiB",
+                   "busiest chunkserver CPU s/GiB", "all chunkservers CPU s/GiB",
+                   "chunkserver peak RSS MiB", "errors"], rows)
             + f"\n\nReferences: raw write {num(refs['disk_write_mb_s']['median'])} MB/s, raw cold "
               f"read {num(refs['disk_cold_read_mb_s']['median'])} MB/s, loopback TCP "
               f"{num(tcp)} MB/s. Raft term {first} → {last} during the run; MB/s counts only "
-              f"clients that succeeded; gets are cold (page cache evicted) and hash-checked."
+              f"clients that succeeded; gets are cold (page cache evicted) and hash-checked. "
+              f"CPU s/GiB: CPU seconds spent during the measurement (median over repetitions) "
+              f"per GiB the clients moved (the machine's reference: ~0.26 for one process "
+              f"writing to disk, ~0.41 for sending + receiving on loopback); peak RSS: the "
+              f"highest of the chunkservers so far (VmHWM)."
             + (f" First error: {errs[0]}" if errs else ""))
 
 

@@ -9,12 +9,14 @@ from concurrent import futures
 
 import grpc
 
+from chunkserver.bulk import BulkServer
 from chunkserver.heartbeat import Heartbeater
 from chunkserver.scrubber import Scrubber
-from chunkserver.service import ChunkserverService
+from chunkserver.service import BYTES, ChunkserverService
 from chunkserver.store import ChunkStore
 from gfs import logs, metrics, planted, sdnotify
 from gfs.auth import insecure
+from gfs.auth.capability import READ
 from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
 from gfs.memory import tune_malloc
@@ -36,7 +38,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
           max_chunk_size: int = 64 << 20, *, scrub_rate: int = 16 << 20,
           scrub_interval: float = 86400.0, cold_dir: str | None = None,
           capacity: int = 0, cluster_secret: bytes, tls: TlsFiles | None = None,
-          insecure_no_auth: bool = False) -> int:
+          insecure_no_auth: bool = False, bulk_port: int = 0) -> int:
     """Run a chunkserver until SIGTERM/SIGINT; returns the process exit code.
 
     cold_dir: the cold tier's directory, normally on its own disk (default: <data_dir>/cold,
@@ -46,6 +48,9 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     hold); writes and copies beyond it are refused with RESOURCE_EXHAUSTED (new chunk writes
     already beyond it less the repair reserve, gfs/space.py), and the master sees it as this
     server's capacity when it places chunks and balances disk use.
+
+    bulk_port: the port of the bulk read protocol (chunkserver/bulk.py), on the host of
+    `bind` (0: any free port; the Status RPC names it to readers).
 
     scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
     asks for still run); scrub_interval: seconds between the starts of two scrub passes.
@@ -72,6 +77,16 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
                                  tls_ca=tls.ca_pem() if tls else None,
                                  insecure_no_auth=insecure_no_auth)
     cpb_grpc.add_ChunkserverServicer_to_server(service, server)
+    try:
+        bulk = BulkServer(bind.rsplit(":", 1)[0], bulk_port,
+                          lambda cap, handle, version: service.authorize_capability(
+                              cap, handle, version, READ),
+                          service.open_read, tls=tls.ssl_server_context() if tls else None,
+                          on_bytes=BYTES.labels("out").inc)
+    except OSError as err:
+        raise FailedPrecondition(f"cannot listen on {bind.rsplit(':', 1)[0]}:{bulk_port} "
+                                 f"(bulk port): {err}") from None
+    service.bulk_port = bulk.port
     mhost, mport = metrics.serve(metrics_address)
     service.metrics_address = f"{mhost}:{mport}"
     beats = Heartbeater(store, address, rack, masters, heartbeat_interval,
@@ -85,6 +100,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     service.on_change = beats.poke
     service.on_keys_needed = beats.poke
     server.start()
+    bulk.start()
     beats.start()
     scrubber.start()
     tiers = {t["name"]: t["chunk_count"] for t in store.usage()["tiers"]}
@@ -104,5 +120,6 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     sdnotify.stopping()
     scrubber.stop()
     beats.stop()
+    bulk.stop()
     server.stop(grace=2).wait()
     return 0

@@ -18,16 +18,16 @@ import queue
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, Iterator
 
 import grpc
 from prometheus_client import Counter
 
-from chunkserver.store import TIERS, ChunkStore
+from chunkserver.store import TIERS, ChunkMeta, ChunkStore
 from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.auth.insecure import mode_name
-from gfs.checksum import BLOCK_SIZE, block_checksum
+from gfs.checksum import BLOCK_SIZE
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER
@@ -45,7 +45,6 @@ COPY_BYTES = Counter("gfs_chunkserver_copy_bytes_total",
 MOVE_BYTES = Counter("gfs_chunkserver_move_bytes_total",
                      "Chunk bytes (uncompressed) moved between tiers, by destination tier", ["tier"])
 MAX_CONCURRENT_MOVES = 2          # tier moves are CPU-bound (zstd): at most this many at once
-BLOCKS_PER_RESPONSE = 16          # 1 MiB of data per read response
 FORWARD_QUEUE = 8                 # pieces buffered towards the next replica (bounded memory)
 KEY_WAIT_S = 2.0                  # how long a request may wait for capability keys to arrive
 KEY_WAITERS = 4                   # requests waiting for them at once (the others are refused)
@@ -91,6 +90,12 @@ def streaming(method):
     return wrapper
 
 
+def _as_bytes(view: memoryview) -> bytes:
+    """The bytes of a view, without a copy when it covers a whole bytes object."""
+    whole = view.obj
+    return whole if isinstance(whole, bytes) and len(whole) == len(view) else bytes(view)
+
+
 class Forwarder:
     """Streams a chunk to the next replica of the chain while this one writes it."""
 
@@ -120,8 +125,12 @@ class Forwarder:
             except queue.Full:
                 continue
 
-    def finish(self, timeout: float) -> cpb.WriteResponse:
+    def end(self) -> None:
+        """No more messages: the next replica may commit (fsync) while this one does."""
         self.send(None)
+
+    def result(self, timeout: float) -> cpb.WriteResponse:
+        """The next replica's answer: once it and every replica after it fsync'd the chunk."""
         return self._future.result(timeout=timeout)
 
     def cancel(self) -> None:
@@ -152,6 +161,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         self.started = time.monotonic()
         self.master_leader = ""
         self.metrics_address = ""
+        self.bulk_port = 0            # the bulk read protocol's port (chunkserver/bulk.py)
         self._moves = threading.BoundedSemaphore(MAX_CONCURRENT_MOVES)
 
     def _authorize_data(self, context, method: str, body: bytes, capability: bytes,
@@ -162,6 +172,15 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         metadata = context.invocation_metadata()
         if DaemonAuth.presented(metadata) is not None:
             self.daemon_auth.verify(metadata, METHOD_PREFIX + method, body)
+            return
+        self.authorize_capability(capability, handle, version, op)
+
+    def authorize_capability(self, capability: bytes, handle: int, version: int,
+                             op: str) -> None:
+        """Raise unless `capability` (the masters') allows `op` on (handle, version); waits a
+        little for keys the masters made since the last heartbeat. (Also the bulk protocol's
+        check, chunkserver/bulk.py.)"""
+        if self.insecure_no_auth:
             return
         try:
             self.capabilities.verify(capability, handle, version, op)
@@ -205,16 +224,20 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
                 if msg.data:
                     self._store_piece(writer, msg.data)
                     BYTES.labels("in").inc(len(msg.data))
-                    if forward:
-                        forward.send(cpb.WriteRequest(data=msg.data))
+                    if forward:     # (a message with the header is not passed on as it is)
+                        forward.send(cpb.WriteRequest(data=msg.data) if msg is first else msg)
                 if msg.has_expected:
                     expected = (msg.expected_length, msg.expected_checksum)
                     if forward:
                         forward.send(msg)
+            # Pipelined: the rest of the chain commits (fsyncs) while this replica does; the
+            # answer goes back only when this replica's fsync and the downstream answer are in.
+            if forward:
+                forward.end()
             meta = writer.commit(*expected)
             replicas = [self.address]
             if forward:
-                down = forward.finish(self.write_timeout)
+                down = forward.result(self.write_timeout)
                 if (down.length, down.checksum) != (meta.length, meta.checksum):
                     raise DataLoss(f"replica {forward.address} stored a different chunk")
                 replicas += list(down.replicas)
@@ -237,41 +260,39 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
     def ReadChunk(self, request, context):
         self._authorize_data(context, "ReadChunk", body_of(request), request.capability,
                              request.handle, request.version, READ)
-        if request.length < -1:
-            raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {request.length}")
-        meta = self.store.get(request.handle)
-        if meta is not None and request.offset > meta.length:     # reads start at a block
-            raise InvalidArgument(f"chunk {request.handle:016x}: offset {request.offset} is "
-                                  f"past its end ({meta.length} bytes)")
-        version = request.version or None
-        start = request.offset - request.offset % BLOCK_SIZE
-        length = -1 if request.length < 0 else request.offset + request.length - start
-        pieces = self.store.read(request.handle, start, length, version)
-        chunk_length = meta.length if meta else 0
-        batch: list[bytes] = []
-        offset = start
-        try:
-            for piece in pieces:
-                batch.append(piece)
-                if len(batch) == BLOCKS_PER_RESPONSE:
-                    yield self._response(offset, batch, chunk_length)
-                    offset += sum(len(b) for b in batch)
-                    batch = []
-        except DataLoss:
-            # Send the intact blocks before the bad one, so that the reader continues exactly
-            # at the bad block on another replica (and can come back here for the rest).
-            if batch:
-                yield self._response(offset, batch, chunk_length)
-            raise
-        if batch or offset == start:
-            yield self._response(offset, batch, chunk_length)
+        meta, spans = self.open_read(request.handle, request.version, request.offset,
+                                     request.length)
+        sent = False
+        for offset, data, sums in spans:
+            BYTES.labels("out").inc(len(data))
+            sent = True
+            yield cpb.ReadResponse(offset=offset, data=_as_bytes(data), chunk_length=meta.length,
+                                   block_sums=sums)
+        if not sent:
+            yield cpb.ReadResponse(offset=request.offset - request.offset % BLOCK_SIZE,
+                                   chunk_length=meta.length)
 
-    @staticmethod
-    def _response(offset: int, blocks: list[bytes], chunk_length: int) -> cpb.ReadResponse:
-        data = b"".join(blocks)
-        BYTES.labels("out").inc(len(data))
-        return cpb.ReadResponse(offset=offset, data=data, chunk_length=chunk_length,
-                                block_sums=[block_checksum(b) for b in blocks])
+    def open_read(self, handle: int, version: int, offset: int, length: int
+                  ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
+        """Validate a read of [offset, offset + length) (length -1: to the end; version 0:
+        whatever is stored) and open it: whole blocks only (a range ending inside a block gets
+        all of that block), each span with the block sums of the sidecar it was verified
+        against, so the reader checks the very sums that were stored and nothing is hashed
+        twice here. Shared by ReadChunk and the bulk protocol (chunkserver/bulk.py)."""
+        if length < -1:
+            raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {length}")
+        meta = self.store.get(handle)
+        if meta is not None and offset > meta.length:     # reads start at a block
+            raise InvalidArgument(f"chunk {handle:016x}: offset {offset} is "
+                                  f"past its end ({meta.length} bytes)")
+        start = offset - offset % BLOCK_SIZE
+        span = -1
+        if length >= 0:
+            end = offset + length
+            if meta is not None and end <= meta.length:   # (else the store says what is wrong)
+                end = min(meta.length, -(-end // BLOCK_SIZE) * BLOCK_SIZE)
+            span = end - start
+        return self.store.read_spans(handle, start, span, version or None)
 
     @unary
     def DeleteChunk(self, request, context):
@@ -360,4 +381,4 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             metrics_address=self.metrics_address,
             corrupt_replicas=len(self.store.corrupt()), scrubbed_bytes=scrubbed,
             tiers=[pb.TierUsage(**t) for t in u["tiers"]],
-            auth_mode=mode_name(self.insecure_no_auth))
+            auth_mode=mode_name(self.insecure_no_auth), bulk_port=self.bulk_port)

@@ -40,10 +40,11 @@ scrubber) checks the decompressed data.
 
 Publishing a chunk: the data and the sidecar are written and fsync'd in the tier's temp
 directory, then renamed into the tier (data first, sidecar last) and the fan-out directory is
-fsync'd. A chunk exists only when both files exist, so start-up deletes a data file without a
-sidecar (a crash between the two renames, or during a delete, which unlinks the sidecar first).
-New chunks (WriteChunk, CopyChunk) are always written to the hot tier; publishing replaces
-whatever the store held for that handle, in either tier (a repair of a cold replica lands hot).
+fsync'd (outside the store's lock, before the write is acknowledged). A chunk exists only
+when both files exist, so start-up deletes a data file without a sidecar (a crash between
+the two renames, or during a delete, which unlinks the sidecar first). New chunks
+(WriteChunk, CopyChunk) are always written to the hot tier; publishing replaces whatever the
+store held for that handle, in either tier (a repair of a cold replica lands hot).
 
 Moving a chunk between tiers (``move``): the source replica is read and every block checked
 against the sidecar (a bad block is DataLoss, marks the replica and moves nothing), re-encoded
@@ -110,6 +111,7 @@ _HEADER_BODY = struct.Struct("<4sHHIQQ")
 _HEADER_SUM = struct.Struct("<Q")
 HEADER_SIZE = _HEADER_BODY.size + _HEADER_SUM.size
 _FANOUT = [f"{i:02x}" for i in range(256)]
+SPAN_BLOCKS = 16        # blocks read with one system call (1 MiB)
 
 
 @dataclass(frozen=True)
@@ -392,13 +394,35 @@ class ChunkStore:
         before it is raised. A replica already marked corrupt is read all the same: its intact
         blocks are served.
         """
+        src, end = self._open_checked(handle, offset, length, version)
+        return self._stream(src, offset, end)
+
+    def read_spans(self, handle: int, offset: int = 0, length: int = -1,
+                   version: int | None = None
+                   ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
+        """The replica's metadata and the whole blocks covering [offset, offset + length), in
+        spans of up to 1 MiB: (offset of the span, its bytes, the block sums of the sidecar
+        that each block was verified against), for senders that pass the sums on instead of
+        hashing the blocks again. Errors as for read(); at a bad block the intact blocks
+        before it come as a span, then DataLoss."""
+        src, end = self._open_checked(handle, offset, length, version)
+
+        def spans() -> Iterator[tuple[int, memoryview, tuple[int, ...]]]:
+            with src.file:
+                for at, span in self._spans(src, offset, end):
+                    first = at // BLOCK_SIZE
+                    yield at, span, src.sums[first:first + _n_blocks(len(span))]
+        return src.meta, spans()
+
+    def _open_checked(self, handle: int, offset: int, length: int,
+                      version: int | None) -> tuple[_Source, int]:
+        """_open of a read's arguments, checked first."""
         _check_int("handle", handle, 0)
         _check_int("offset", offset, 0)
         _check_int("length", length, -1)
         if version is not None:
             _check_int("version", version, 0)
-        src, end = self._open(handle, version, offset, length)
-        return self._stream(src, offset, end)
+        return self._open(handle, version, offset, length)
 
     def verify(self, handle: int, version: int | None = None) -> bool:
         """Read and check every block of a chunk; False (and marked corrupt) if any is bad.
@@ -713,14 +737,16 @@ class ChunkStore:
             _unlink_quietly(self._path(handle, version, "bad"))
             os.rename(data_tmp, data_path)
             os.rename(sums_tmp, sums_path)
-            if not planted("skip_dir_fsync"):
-                fsync_path(os.path.dirname(data_path))
             meta = ChunkMeta(handle, version, length, checksum, os.stat(sums_path).st_mtime,
                              HOT, length)
             self._set_index(handle, meta)
             self._corrupt.pop(handle, None)
             if old is not None and (old.version, old.tier) != (version, HOT):
                 self._remove_files(handle, old.version, old.tier)
+        # The directory fsync (the renames made durable) runs without the lock, so reads and
+        # other publishes go on meanwhile; the writer's caller acknowledges only after it.
+        if not planted("skip_dir_fsync"):
+            fsync_path(os.path.dirname(data_path))
         return meta
 
     def _check_movable(self, meta: ChunkMeta) -> None:
@@ -902,28 +928,49 @@ class ChunkStore:
                 hi = min(end - block_start, len(data))
                 yield bytes(data) if (lo, hi) == (0, len(data)) else bytes(data[lo:hi])
 
-    def _blocks(self, src: _Source, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    def _blocks(self, src: _Source, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
         """Yield (offset, whole block) for the blocks overlapping [start, end), each verified
         against its block sum; DataLoss (replica marked) at the first bad one."""
+        for span_start, span in self._spans(src, start, end):
+            for at in range(0, len(span), BLOCK_SIZE):
+                yield span_start + at, span[at:at + BLOCK_SIZE]
+
+    def _spans(self, src: _Source, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+        """Yield (offset, whole blocks) for the blocks overlapping [start, end), up to
+        SPAN_BLOCKS blocks (hot) or one frame (cold) at a time, read with one system call and
+        each block verified against its block sum. At a bad block, the intact blocks before it
+        are yielded, then DataLoss is raised (replica marked)."""
         if end <= start:
             return
         first, stop = start // BLOCK_SIZE, _n_blocks(end)
         if src.index is None:
-            yield from self._hot_blocks(src, first, stop)
+            yield from self._hot_spans(src, first, stop)
         else:
-            yield from self._cold_blocks(src, first, stop)
+            yield from self._cold_spans(src, first, stop)
 
-    def _hot_blocks(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, bytes]]:
+    def _verified(self, src: _Source, first: int, view: memoryview, want: int,
+                  why: str = "") -> Iterator[tuple[int, memoryview]]:
+        """Yield the blocks of `view` (block `first` onwards, `want` bytes expected) as one span
+        if all are intact, else the intact ones before the first bad block, then DataLoss."""
+        sums = src.sums
+        for i, at in enumerate(range(0, want, BLOCK_SIZE)):
+            block = view[at:at + BLOCK_SIZE]
+            size = min(BLOCK_SIZE, want - at)
+            if len(block) != size or block_checksum(block) != sums[first + i]:
+                if at:
+                    yield first * BLOCK_SIZE, view[:at]
+                self._bad_block(src.meta, first + i, size, why)
+        yield first * BLOCK_SIZE, view[:want]
+
+    def _hot_spans(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, memoryview]]:
         meta, fd = src.meta, src.file.fileno()
-        for block in range(first, stop):
-            block_start = block * BLOCK_SIZE
-            want = min(BLOCK_SIZE, meta.length - block_start)
-            data = os.pread(fd, want, block_start)
-            if len(data) != want or block_checksum(data) != src.sums[block]:
-                self._bad_block(meta, block, want)
-            yield block_start, data
+        for lo in range(first, stop, SPAN_BLOCKS):
+            hi = min(stop, lo + SPAN_BLOCKS)
+            want = min(hi * BLOCK_SIZE, meta.length) - lo * BLOCK_SIZE
+            yield from self._verified(src, lo, memoryview(os.pread(fd, want, lo * BLOCK_SIZE)),
+                                      want)
 
-    def _cold_blocks(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, bytes]]:
+    def _cold_spans(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, memoryview]]:
         meta, fd, index = src.meta, src.file.fileno(), src.index
         bpf = index.blocks_per_frame
         dctx = zstandard.ZstdDecompressor()
@@ -935,13 +982,9 @@ class ChunkStore:
             except ValueError as why:
                 self._bad_block(meta, lo, min(BLOCK_SIZE, meta.length - lo * BLOCK_SIZE),
                                 f"cold frame {frame} cannot be decoded: {why}")
-            view = memoryview(data)
-            for block in range(lo, hi):
-                at = (block - frame * bpf) * BLOCK_SIZE
-                piece = view[at:at + BLOCK_SIZE]
-                if block_checksum(piece) != src.sums[block]:
-                    self._bad_block(meta, block, len(piece))
-                yield block * BLOCK_SIZE, piece
+            at = (lo - frame * bpf) * BLOCK_SIZE
+            want = min(hi * BLOCK_SIZE, meta.length) - lo * BLOCK_SIZE
+            yield from self._verified(src, lo, memoryview(data)[at:at + want], want)
 
     def _bad_block(self, meta: ChunkMeta, block: int, size: int, why: str = "") -> None:
         block_start = block * BLOCK_SIZE

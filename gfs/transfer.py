@@ -7,17 +7,20 @@ verified piece to a sink as it arrives. Also used by chunkservers (CopyChunk rea
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 import grpc
 
 from gfs.auth.daemon import DaemonAuth, SigningInterceptor
+from gfs.bulk import BulkLinks, ProtocolError, client_context
 from gfs.auth.tls import channel_credentials
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
-from gfs.errors import DataLoss, GfsError, Unavailable, from_grpc
+from gfs.errors import DataLoss, GfsError, Unavailable, from_code, from_grpc
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 
@@ -29,11 +32,58 @@ PIECE_SIZE = 1 << 20
 # small. grpc refuses a larger one with RESOURCE_EXHAUSTED before it is decoded, so one request
 # cannot make a chunkserver hold more than this.
 MAX_REQUEST_BYTES = 4 * PIECE_SIZE
-REFUSALS = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+ENV_BULK_READS = "GFS_BULK_READS"     # "0": read chunks over gRPC only (comparisons, debugging)
+BULK_MIN_BYTES = PIECE_SIZE           # reads this large go over the bulk protocol, smaller ones gRPC
+FAILED_S = 30.0                       # a replica that failed a read is tried last for this long
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20),
                    ("grpc.enable_retries", 0)]
+
+
+class ReplicaLoad:
+    """Chunk reads in flight per chunkserver, so that each read starts at the least busy
+    replica; ties go by a rotation keyed on the chunk, so the concurrent chunk reads of one
+    large get spread over all replicas (a get striped over them) instead of all hitting the
+    first one listed."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+        self._failed: dict[str, float] = {}     # address -> when a read from it last failed
+        self._clock = clock
+
+    def order(self, replicas: list[str], key: int) -> list[str]:
+        """`replicas`, least busy first; those that failed a read in the last FAILED_S last
+        (a dead server listed among the replicas is not tried first again and again)."""
+        n = len(replicas)
+        recent = self._clock() - FAILED_S
+        with self._lock:
+            ranked = sorted(range(n), key=lambda i: (self._failed.get(replicas[i], 0) > recent,
+                                                     self._busy.get(replicas[i], 0),
+                                                     (i - key) % n))
+        return [replicas[i] for i in ranked]
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            self._failed[address] = self._clock()
+            if len(self._failed) > 1024:
+                self._failed.clear()
+
+    @contextmanager
+    def reading(self, address: str) -> Iterator[None]:
+        with self._lock:
+            self._busy[address] = self._busy.get(address, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._busy[address] - 1
+                if left:
+                    self._busy[address] = left
+                else:
+                    del self._busy[address]
 
 
 class Channels:
@@ -43,10 +93,16 @@ class Channels:
 
     def __init__(self, daemon_auth: DaemonAuth | None = None, tls_ca: bytes | None = None):
         self._interceptor = SigningInterceptor(daemon_auth) if daemon_auth else None
+        # Readers holding capabilities read chunks over the bulk protocol (gfs/bulk.py) where
+        # the chunkserver offers it; daemons sign gRPC calls and stay on ReadChunk.
+        self.bulk = BulkLinks(client_context(tls_ca) if tls_ca else None) \
+            if daemon_auth is None and os.environ.get(ENV_BULK_READS, "1") != "0" else None
+        self._bulk_ports: dict[str, int] = {}
         self._credentials = channel_credentials(tls_ca) if tls_ca else None
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
+        self.load = ReplicaLoad()
 
     def channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -68,6 +124,34 @@ class Channels:
             stub = self._stubs[key] = kind(self.channel(address))
         return stub
 
+    def bulk_port(self, address: str) -> int:
+        """The bulk read port `address` offers (0: none, or bulk reads are off here); asked
+        once per chunkserver (its Status RPC)."""
+        if self.bulk is None:
+            return 0
+        port = self._bulk_ports.get(address)
+        if port is None:
+            try:
+                port = self.stub(address).Status(cpb.StatusRequest(), timeout=2.0).bulk_port
+            except grpc.RpcError:
+                return 0                 # ReadChunk says what is wrong (and we ask again)
+            self._bulk_ports[address] = port
+        return port
+
+    def read_stream(self, address: str, handle: int, version: int, offset: int, length: int,
+                    capability: bytes, timeout: float) -> Iterator:
+        """A chunk read from one replica: ReadResponse messages (gRPC) or gfs.bulk.Span
+        (bulk protocol), alike in offset, data, block_sums and chunk_length."""
+        # Small reads stay on the gRPC channel (no second connection, no Status lookup).
+        bulky = length < 0 or length >= BULK_MIN_BYTES
+        port = self.bulk_port(address) if capability and bulky else 0
+        if port:
+            return self.bulk.read(address, port, handle, version, offset, length, capability,
+                                  timeout)
+        return self.stub(address).ReadChunk(
+            cpb.ReadRequest(handle=handle, version=version, offset=offset, length=length,
+                            capability=capability), timeout=timeout)
+
     def alive(self, address: str, timeout: float = 1.0) -> bool:
         """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""
         try:
@@ -77,6 +161,8 @@ class Channels:
             return False
 
     def close(self) -> None:
+        if self.bulk is not None:
+            self.bulk.close()
         with self._lock:
             for ch in self._channels.values():
                 ch.close()
@@ -134,8 +220,9 @@ class BadBlock(BadReplica):
     """One block failed its checksum: the replica may still serve the blocks after it."""
 
 
-def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview]]:
-    """(block index, its offset, block bytes) for each block of a response, checksum-verified."""
+def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview, int]]:
+    """(block index, its offset, block bytes, block sum) for each block of a response, each
+    verified against its sum (hashed once here)."""
     data = memoryview(resp.data)
     if len(data) > len(resp.block_sums) * BLOCK_SIZE or (
             len(resp.block_sums) and len(data) <= (len(resp.block_sums) - 1) * BLOCK_SIZE):
@@ -144,7 +231,7 @@ def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryv
         block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
         if block_checksum(block) != expected:
             raise BadBlock(f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
-        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block
+        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block, expected
 
 
 def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str],
@@ -173,13 +260,14 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
     stuck_at: dict[str, int] = {}       # replica -> position of its bad block
     out: set[str] = set()               # replicas not worth asking again
     reported: set[str] = set()
-    refused: grpc.RpcError | None = None    # a replica's refusal of the capability
+    refused: GfsError | None = None    # a replica's refusal of the capability
 
     def bad(address: str, why: str) -> None:
         if report_bad and address not in reported:
             reported.add(address)
             report_bad(address, why)
 
+    replicas = channels.load.order(replicas, handle)
     while done < end:
         start_of_round = done
         for address in replicas:
@@ -188,20 +276,19 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
             if address in out or stuck_at.get(address) == done:
                 continue
             try:
-                stream = channels.stub(address).ReadChunk(
-                    cpb.ReadRequest(handle=handle, version=version, offset=done,
-                                    length=end - done, capability=capability),
-                    timeout=timeout)
-                for resp in stream:
-                    if resp.chunk_length != chunk_length:
-                        raise BadReplica(f"holds {resp.chunk_length} bytes, "
-                                         f"metadata says {chunk_length}")
-                    for index, block_off, block in _verified_pieces(resp):
-                        sums[index] = block_checksum(block)
-                        lo, hi = max(done, block_off), min(end, block_off + len(block))
-                        if lo < hi:
-                            sink(block[lo - block_off:hi - block_off])
-                            done = hi
+                with channels.load.reading(address):
+                    stream = channels.read_stream(address, handle, version, done, end - done,
+                                                  capability, timeout)
+                    for resp in stream:
+                        if resp.chunk_length != chunk_length:
+                            raise BadReplica(f"holds {resp.chunk_length} bytes, "
+                                             f"metadata says {chunk_length}")
+                        for index, block_off, block, block_sum in _verified_pieces(resp):
+                            sums[index] = block_sum
+                            lo, hi = max(done, block_off), min(end, block_off + len(block))
+                            if lo < hi:
+                                sink(block[lo - block_off:hi - block_off])
+                                done = hi
                 if done < end:
                     raise BadReplica(f"stream ended at {done} of {end}")
             except BadBlock as err:
@@ -212,19 +299,27 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                 errors.append(f"{address}: {err}")
                 out.add(address)
                 bad(address, str(err))
-            except grpc.RpcError as err:
-                errors.append(f"{address}: {err.details() or err.code().name}")
-                if err.code() == grpc.StatusCode.DATA_LOSS:
+            except ProtocolError as err:
+                errors.append(f"{address}: bulk protocol: {err}")
+                out.add(address)
+                channels.load.failed(address)
+            except (grpc.RpcError, GfsError) as err:
+                failure = err if isinstance(err, GfsError) else \
+                    from_grpc(err.code(), err.details() or err.code().name)
+                errors.append(f"{address}: {failure.message}")
+                if failure.code == "DATA_LOSS":
                     stuck_at[address] = done
-                    bad(address, err.details() or "data loss")
+                    bad(address, failure.message or "data loss")
                 else:
                     out.add(address)
-                    if err.code() in REFUSALS:
-                        refused = err
+                    if failure.code in REFUSALS:
+                        refused = failure
+                    elif failure.code in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+                        channels.load.failed(address)
         if done == start_of_round:
             break                       # nobody got any further: give up
     if done < end and refused is not None:
-        raise from_grpc(refused.code(), f"chunk {handle}: {refused.details()}")
+        raise from_code(refused.code, f"chunk {handle}: {refused.message}")
     if done < end:
         detail = "; ".join(errors[-8:]) or "no replica is known"
         raise Unavailable(f"chunk {handle}: no replica could serve bytes {done}..{end}: {detail}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,13 @@ class TlsFiles:
 
     def ca_pem(self) -> bytes:
         return read_pem(self.ca, "CA certificate")
+
+    def ssl_server_context(self) -> ssl.SSLContext:
+        """The same certificate for a plain-socket server (the bulk data protocol)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
 
     def server_credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(
