@@ -32,7 +32,11 @@ class Lb:
             [sys.executable, "-m", "cli.main", "lb", "--listen", f"127.0.0.1:{self.port}",
              "--to", ",".join(backends), "--metrics", f"127.0.0.1:{self.metrics_port}", *args],
             stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for(self._up, 20, "the balancer to listen", 0.1)
+        try:
+            wait_for(self._up, 20, "the balancer to listen", 0.1)
+        except BaseException:
+            self.stop()                          # never leave it running
+            raise
 
     def _up(self) -> bool:
         assert self.proc.poll() is None, open(self.log.name).read()[-2000:]
