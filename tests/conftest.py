@@ -15,9 +15,20 @@ def _isolated_user_config(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GFS_CONFIG_DIR", str(tmp_path_factory.mktemp("gfs-config")))
     monkeypatch.delenv("GFS_MASTERS", raising=False)
     monkeypatch.setenv("GFS_TOKEN", "")      # no test inherits another's (or the user's) token
-    # Masters store small files as chunks unless a test turns inline files on (--inline-max):
-    # the data-path, repair and security tests put small files to exercise chunks.
-    monkeypatch.setenv("GFS_INLINE_MAX", "0")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _small_files_in_chunks():
+    """Masters store small files as chunks unless a test turns inline files on (--inline-max):
+    the data-path, repair and security tests put small files to exercise chunks. Session-wide,
+    so that module-scoped clusters (started before any function-scoped fixture) get it too."""
+    before = os.environ.get("GFS_INLINE_MAX")
+    os.environ["GFS_INLINE_MAX"] = "0"
+    yield
+    if before is None:
+        os.environ.pop("GFS_INLINE_MAX", None)
+    else:
+        os.environ["GFS_INLINE_MAX"] = before
 
 
 class ClusterFactory:

@@ -206,6 +206,9 @@ def test_disk_full_and_failing_on_a_chunkserver(make_cluster):
         assert cluster.pid("chunkserver-1"), "the chunkserver must not crash"
         disk.clear_faults()
         check_acked(cluster, acked)
+        with cluster.client() as c:         # the masters have heard that the disk has room again
+            wait_for(lambda: all(s["disk_use"] < 1.0 for s in c.chunkservers()), 20,
+                     "the chunkservers to report free space", 0.2)
     put_ok(cluster, "/after")
 
 
