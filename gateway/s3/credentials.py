@@ -3,7 +3,9 @@ is derived with the gateway's S3 key, the signature is checked (sigv4.py) and th
 through the permission feed — revoked, expired or disabled: refused, like the token itself."""
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from dataclasses import dataclass
 
 from gateway.s3 import sigv4
@@ -11,6 +13,10 @@ from gateway.s3.errors import S3Error, access_denied
 from gfs.auth import s3keys
 from gfs.auth.watcher import PermissionStore
 from gfs.errors import GfsError, Unavailable
+
+# A token made a moment ago reaches this gateway through the permission feed within about a
+# heartbeat: an access key not known yet is looked for that long before it is refused.
+NEW_KEY_WAIT_S = 2.0
 
 _ACCESS_KEY = re.compile(r"^GK[0-9A-F]{%d}$" % (2 * s3keys.ACCESS_KEY_HASH_BYTES))
 
@@ -37,6 +43,23 @@ class Credentials:
 
     def user_names(self) -> list[str]:
         return self.store.user_names()
+
+    async def authenticate_soon(self, method: str, raw_path: str,
+                                query: list[tuple[str, str]], headers: list[tuple[str, str]],
+                                host: str) -> Caller:
+        """`authenticate`, giving a well-formed access key the feed has not delivered yet up to
+        NEW_KEY_WAIT_S to arrive (the request waits; nothing else does)."""
+        try:
+            return self.authenticate(method, raw_path, query, headers, host)
+        except S3Error as err:
+            claim = sigv4.parse_auth(headers, query) if err.code == "InvalidAccessKeyId" else None
+            if claim is None or not _ACCESS_KEY.match(claim.access_key):
+                raise
+        prefix = bytes.fromhex(claim.access_key[2:])
+        deadline = time.monotonic() + NEW_KEY_WAIT_S
+        while self.store.hash_with_prefix(prefix) is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return self.authenticate(method, raw_path, query, headers, host)
 
     def authenticate(self, method: str, raw_path: str, query: list[tuple[str, str]],
                      headers: list[tuple[str, str]], host: str) -> Caller:

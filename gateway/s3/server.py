@@ -83,8 +83,8 @@ class S3App:
         query_pairs = sigv4.parse_query(head.query)
         query = dict(query_pairs)
         bucket, key = self._address(ex)
-        caller = self.credentials.authenticate(head.method, head.path, query_pairs,
-                                               head.headers, head.raw_authority)
+        caller = await self.credentials.authenticate_soon(head.method, head.path, query_pairs,
+                                                          head.headers, head.raw_authority)
         call = Call(ex, head.method, bucket, key, query,
                     self.admin.acting_for(caller.token_hash), caller.user, caller.verified,
                     request_id, caller_key=caller.token_hash or b"")
