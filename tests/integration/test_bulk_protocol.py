@@ -19,18 +19,14 @@ import pytest
 from gfs import bulk
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
-from small_cluster import OPTIONS
+from small_cluster import OPTIONS, small_cluster
 
 CHUNK = 1 << 20
 
 
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster):
-    c = make_module_cluster(masters=1, options=OPTIONS, start=False)
-    for _ in range(3):
-        c.add_chunkserver()
-    c.up()
-    return c
+    return small_cluster(make_module_cluster, OPTIONS)
 
 
 def status(address: str) -> cpb.StatusResponse:

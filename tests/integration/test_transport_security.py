@@ -28,6 +28,7 @@ from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
+from small_cluster import small_cluster
 
 CHUNK = 1 << 20
 OPTIONS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3,
@@ -37,11 +38,7 @@ OPTIONS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after
 
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster):
-    c = make_module_cluster(masters=1, options=OPTIONS, start=False)
-    for _ in range(3):
-        c.add_chunkserver()
-    c.up()
-    return c
+    return small_cluster(make_module_cluster, OPTIONS)
 
 
 def disk_state(cluster) -> dict[str, str]:
