@@ -154,6 +154,10 @@ def _scalar(field: FieldDescriptor) -> st.SearchStrategy:
 def _field_values(field: FieldDescriptor, depth: int, overrides: dict) -> st.SearchStrategy:
     if field.name in overrides:
         one = overrides[field.name]
+    elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+        entry = field.message_type.fields_by_name          # a map<K, V> field: a dict
+        return st.dictionaries(_scalar(entry["key"]), _field_values(entry["value"], depth, {}),
+                               max_size=4)
     elif field.type == FieldDescriptor.TYPE_MESSAGE:
         one = _message_dicts(message_factory.GetMessageClass(field.message_type), depth + 1,
                              overrides)
