@@ -129,7 +129,8 @@ def test_a_chunkserver_power_loss_during_puts(make_cluster):
     with Load(cluster, "/cs-loss", 3) as load:
         load.wait_acked(6)
         victim = cluster.disk("chunkserver-1")
-        wait_for(lambda: victim.status()["pending_writes"], 30, "a chunk being written")
+        # (the chain fsyncs as soon as a chunk is in: look often to catch one before its fsync)
+        wait_for(lambda: victim.status()["pending_writes"], 30, "a chunk being written", 0.01)
         result = cluster.power_loss(["chunkserver-1"], mode="prefix", seed=3)["chunkserver-1"]
         assert result["writes_lost"] + result["dir_ops_lost"] > 0, result
         n = len(load.acked)
