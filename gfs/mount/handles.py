@@ -47,8 +47,10 @@ class ReadHandle:
         bs = self.cache.block_size
         first, last = offset // bs, max(offset, offset + size - 1) // bs
         with self._lock:
-            sequential = offset == self._next and offset > 0
-            self._next = offset + size
+            # The kernel sends its read-ahead requests on several threads, so a sequential
+            # reader's requests may arrive a block or two out of order: still sequential.
+            sequential = offset > 0 and self._next - 4 * bs <= offset <= self._next + bs
+            self._next = max(self._next, offset + size) if sequential else offset + size
             waiting = [f for start, f in self._inflight.items()
                        if start <= last and start + self.PIECE > first]
         for f in waiting:          # a block being fetched ahead: wait for it, don't fetch twice
@@ -79,11 +81,9 @@ class ReadHandle:
     def _fetch_piece(self, start: int, count: int) -> None:
         bs = self.cache.block_size
         lo = start * bs
-        data = self._fetch(lo, min(count * bs, self.info.size - lo))
-        for i in range(count):
-            block = data[i * bs:(i + 1) * bs]
-            if block:
-                self.cache.put(self.key, start + i, block)
+        blocks = _BlockWriter(self.cache, self.key, start, self.info.size)
+        self.client.download(self.info, blocks, offset=lo,
+                             length=min(count * bs, self.info.size - lo), parallel=1)
 
     def _done(self, start: int) -> None:
         with self._lock:
@@ -94,6 +94,43 @@ class ReadHandle:
             pending = list(self._inflight.values())
         for f in pending:
             f.cancel()
+
+
+class _BlockWriter:
+    """A file-like sink for `Client.download` that cuts the bytes it is given into the cache's
+    blocks as they arrive: one copy into a reused buffer, one into the cached block, instead of
+    collecting a whole piece in memory and slicing it (each copy into a fresh megabyte costs the
+    process 256 page faults). Only whole blocks (or the file's last, short one) are cached: the
+    part of a block a failed download leaves behind is dropped."""
+
+    def __init__(self, cache: BlockCache, key: tuple, first: int, file_size: int):
+        self.cache, self.key, self.index = cache, key, first
+        self._buf = bytearray(cache.block_size)
+        self._fill = 0
+        self._want = self._block_length(file_size)
+        self._size = file_size
+
+    def _block_length(self, file_size: int) -> int:
+        bs = len(self._buf)
+        return max(0, min(bs, file_size - self.index * bs))
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        while view:
+            n = min(self._want - self._fill, len(view))
+            if n <= 0:
+                raise ValueError("more bytes than the file holds")
+            self._buf[self._fill:self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._want:
+                self.cache.put(self.key, self.index, bytes(memoryview(self._buf)[:self._fill]))
+                self.index, self._fill = self.index + 1, 0
+                self._want = self._block_length(self._size)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
 
 
 class WriteHandle:

@@ -12,6 +12,7 @@ UDP_SINK = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind((sys.argv[1], 9999)); s.settimeout(1.5)
+print("ready", flush=True)
 n = 0
 try:
     while True:
@@ -63,7 +64,7 @@ def py(lab, host, code, *args, **kw):
 
 def datagrams(lab, src, dst, count=1000) -> int:
     sink = py(lab, dst, UDP_SINK, lab.addresses[dst])
-    time.sleep(0.3)
+    assert sink.stdout.readline().strip() == "ready"      # bound: no datagram is sent too early
     py(lab, src, UDP_SEND, lab.addresses[dst], str(count)).wait(30)
     return int(sink.communicate(timeout=30)[0])
 

@@ -41,6 +41,11 @@ def test_a_sequential_reader_gets_blocks_fetched_ahead_once(tmp_path):
             calls.append((start, n))
             return data[start:start + n]
 
+        def download(self, info, sink, offset, length, parallel):
+            calls.append((offset, length))
+            for at in range(offset, offset + length, 700):      # pieces across block edges
+                sink.write(memoryview(data)[at:min(at + 700, offset + length)])
+
     info = FileInfo(path="/f", inode=7, type="file", size=len(data), mode=0o644, owner="",
                     ctime_ms=0, mtime_ms=1, replication=3, storage_class="hot", chunk_size=0)
     with ThreadPoolExecutor(2) as pool:
@@ -55,6 +60,28 @@ def test_a_sequential_reader_gets_blocks_fetched_ahead_once(tmp_path):
     assert all(a + n <= b for (a, n), (b, _) in zip(fetched, fetched[1:]))   # never twice
     assert sum(n for _, n in fetched) == len(data)
     assert any(n == ReadHandle.PIECE * bs for _, n in fetched)              # pieces ahead
+
+
+def test_a_failed_background_fetch_caches_only_whole_blocks():
+    """The blocks of a piece are cached as they complete; what a download that fails half-way
+    through a block leaves behind is dropped, never cached as if it were the block."""
+    from gfs.mount.handles import _BlockWriter
+
+    bs, data = 1000, os.urandom(3500)
+    cache = BlockCache(capacity=1 << 20, block_size=bs)
+    writer = _BlockWriter(cache, "v", 1, file_size=len(data))
+    writer.write(data[1000:2300])
+    writer.flush()                                         # the download's end, or its failure
+    assert cache.get("v", 1) == data[1000:2000]
+    assert not cache.has("v", 2)                           # 300 bytes of 1000: not a block
+    writer = _BlockWriter(cache, "v", 2, file_size=len(data))
+    writer.write(data[2000:3500])
+    assert cache.get("v", 3) == data[3000:3500]            # the file's short last block
+    try:
+        writer.write(b"x")
+        raise AssertionError("a byte past the end of the file was taken")
+    except ValueError:
+        pass
 
 
 def test_memory_stays_within_capacity_and_versions_do_not_mix():
