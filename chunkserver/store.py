@@ -671,6 +671,8 @@ class ChunkStore:
                 index[handle] = meta
                 if "bad" in copies[(meta.version, meta.tier)]:
                     self._corrupt[handle] = meta.version
+                elif not self._data_size_matches(meta):
+                    self._set_mark(meta, "data file size does not match its sidecar at start-up")
         if self._corrupt:
             log.warning("%d chunks are marked corrupt", len(self._corrupt),
                         extra={"fields": {"handles": sorted(self._corrupt)[:50]}})
@@ -698,6 +700,23 @@ class ChunkStore:
                     (kept is None or (kept.version, kept.tier) != (version, tier)):
                 _unlink_quietly(self._path(handle, version, "bad", tier))
         return kept
+
+    def _data_size_matches(self, meta: ChunkMeta) -> bool:
+        """Does a hot copy's data file hold exactly the bytes its sidecar says? A copy that lost
+        data (a torn file after a crash of the disk, a hand-truncated file) is marked corrupt at
+        start-up, so the masters re-replicate it at once instead of learning of it from the
+        first read. (Cold copies are compressed frames: their reads check them.)"""
+        if meta.tier != HOT:
+            return True
+        try:
+            size = os.stat(self._path(meta.handle, meta.version, "data", meta.tier)).st_size
+        except OSError:
+            return False
+        if size != meta.length:
+            log.warning("%s: data file holds %d bytes, its sidecar says %d: marked corrupt",
+                        _chunk_name(meta.handle, meta.version), size, meta.length)
+            return False
+        return True
 
     def _load_meta(self, handle: int, version: int, tier: str) -> ChunkMeta | None:
         """Read one sidecar header; None (logged, files left in place) if it is damaged."""

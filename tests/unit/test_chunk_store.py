@@ -173,6 +173,19 @@ def test_truncated_data_file_is_data_loss(store, root):
     assert store.verify(3) is False
 
 
+@pytest.mark.parametrize("size", [0, BS, 2 * BS + 1])
+def test_a_data_file_of_the_wrong_size_is_marked_corrupt_at_start(root, size):
+    store = ChunkStore(str(root))
+    data = random_bytes(2 * BS, seed=5)
+    write_chunk(store, 3, data)
+    write_chunk(store, 4, data)
+    os.truncate(chunk_path(root, 3, 1, "chunk"), size)
+    again = ChunkStore(str(root))
+    assert again.corrupt() == {3: 1}                      # known before anything reads it
+    assert chunk_path(root, 3, 1, "bad").exists()
+    assert read_all(again, 4) == data                     # its neighbour is untouched
+
+
 @pytest.mark.parametrize("offset", [0, 6, 9, 14, 22, 30, HEADER_SIZE + 3, HEADER_SIZE + 8 * 2 + 7])
 def test_bit_flip_in_sidecar_is_detected(store, root, offset):
     data = random_bytes(3 * BS + 17, seed=3)
