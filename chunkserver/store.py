@@ -69,8 +69,9 @@ sidecar, data file of the wrong size, a damaged cold index, a frame that does no
 block failing its checksum) marks that replica corrupt, in memory and with a marker file
 ``<handle:016x>-<version>.bad`` next to it (not fsync'd: losing a mark in a crash only means
 the scrubber finds the damage again). Start-up loads the markers of the chunks it keeps and
-removes the others. A corrupt replica stays in the index and readable block by block (intact
-blocks are still served, verified), so a chunk can be rebuilt from several partly bad replicas;
+removes the others, and marks a hot copy whose data file is not the length its sidecar says.
+A corrupt replica stays in the index and readable block by block (intact blocks are still
+served, verified), so a chunk can be rebuilt from several partly bad replicas;
 publishing the same version again (repair in place) or a newer one, or deleting it, clears the
 mark. A replica marked corrupt is not moved (FailedPrecondition): repair it first.
 """
