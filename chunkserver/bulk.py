@@ -204,17 +204,17 @@ class BulkServer:
             if writes is None:
                 raise FailedPrecondition("this chunkserver takes no writes on its bulk port")
             writer, forward = writes.begin_chain_write(capability, handle, version, chain)
-        except GfsError as err:
-            self._fail_write(conn, err)
+        except (GfsError, OSError) as err:
+            self._fail_write(conn, _as_error(err, handle))
             return False
         try:
             checksum = self._receive(conn, writer, forward, handle)
             done = writes.commit_chain(writer, (writer.length, checksum), forward)
-        except GfsError as err:
+        except (GfsError, OSError) as err:    # OSError: the disk, or the writer's connection
             writer.abort()
             if forward is not None:
                 forward.cancel()
-            self._fail_write(conn, err)
+            self._fail_write(conn, _as_error(err, handle))
             return False
         except BaseException:
             writer.abort()
@@ -255,12 +255,14 @@ class BulkServer:
             if self._on_bytes_in is not None:
                 self._on_bytes_in(n)
 
-    def _fail_write(self, conn: socket.socket, err: GfsError) -> None:
+    def _fail_write(self, conn: socket.socket, err: GfsError | None) -> None:
         """Answer ERROR, then read and drop what the writer still sends for a moment, so that
         closing does not reset the connection before the writer has read the error."""
         BULK_REFUSED.labels("write_failed").inc()
-        conn.sendall(encode_error(err))
+        if err is None:                # the writer's connection broke: nobody to tell
+            return
         try:
+            conn.sendall(encode_error(err))
             if self._tls is None:          # (TLS: the session must stay up to be read)
                 conn.shutdown(socket.SHUT_WR)
             deadline = time.monotonic() + DRAIN_S
@@ -270,3 +272,14 @@ class BulkServer:
                 pass
         except (OSError, ssl.SSLError):
             pass
+
+
+def _as_error(err: GfsError | OSError, handle: int) -> GfsError | None:
+    """What a failed write answers: its GfsError, a disk error as INTERNAL with the system's
+    words (as WriteChunk's would be), None for a broken connection to the writer."""
+    if isinstance(err, GfsError):
+        return err
+    if isinstance(err, (ConnectionError, TimeoutError, ssl.SSLError)):
+        return None
+    return GfsError(f"chunk {handle:016x}: internal error: {type(err).__name__}: {err}",
+                    "INTERNAL")

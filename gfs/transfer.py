@@ -128,13 +128,13 @@ class Channels:
             stub = self._stubs[key] = kind(self.channel(address))
         return stub
 
-    def bulk_port(self, address: str) -> int:
-        """The bulk port `address` offers (0: none); asked once per chunkserver (its Status
-        RPC)."""
+    def bulk_port(self, address: str, timeout: float = 2.0) -> int:
+        """The bulk port `address` offers (0: none, or no answer in `timeout`); asked once per
+        chunkserver (its Status RPC)."""
         port = self._bulk_ports.get(address)
         if port is None:
             try:
-                port = self.stub(address).Status(cpb.StatusRequest(), timeout=2.0).bulk_port
+                port = self.stub(address).Status(cpb.StatusRequest(), timeout=timeout).bulk_port
             except grpc.RpcError:
                 return 0                 # ReadChunk says what is wrong (and we ask again)
             self._bulk_ports[address] = port
@@ -158,7 +158,7 @@ class Channels:
                capability: bytes) -> ChunkUpload:
         """A chunk write over the bulk protocol to chain[0], which passes it down the rest of
         `chain`; Unavailable if chain[0] offers no bulk port."""
-        port = self.bulk_port(chain[0])
+        port = self.bulk_port(chain[0], timeout=BULK_IO_TIMEOUT / 3)
         if not port:
             raise Unavailable(f"replica {chain[0]} takes no bulk writes (no bulk port)")
         return self.bulk.upload(chain[0], port, handle, version, capability, list(chain[1:]),

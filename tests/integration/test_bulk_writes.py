@@ -14,16 +14,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import grpc
 import pytest
 
 from cli.localcluster import LocalCluster
 from gfs import bulk
 from gfs.checksum import BLOCK_SIZE, block_checksum, chunk_checksum
 from gfs.transfer import Channels
-from proto import chunkserver_pb2 as cpb
-from proto import chunkserver_pb2_grpc as cpb_grpc
 from small_cluster import OPTIONS, small_cluster
+from test_bulk_protocol import closed, connect, rss_bytes, status   # raw-socket helpers
 
 CHUNK = 1 << 20
 
@@ -31,11 +29,6 @@ CHUNK = 1 << 20
 @pytest.fixture(scope="module")
 def cluster(make_module_cluster):
     return small_cluster(make_module_cluster, OPTIONS)
-
-
-def status(address: str) -> cpb.StatusResponse:
-    with grpc.insecure_channel(address) as ch:
-        return cpb_grpc.ChunkserverStub(ch).Status(cpb.StatusRequest(), timeout=10)
 
 
 def metric(cluster, name: str) -> float:
@@ -59,27 +52,10 @@ def chunk_files(cluster, handle: int) -> list[Path]:
             if f"{handle:016x}" in p.name]
 
 
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def connect(address: str) -> socket.socket:
-    host = address.rsplit(":", 1)[0]
-    return socket.create_connection((host, status(address).bulk_port), timeout=10)
-
-
 def answer(sock: socket.socket) -> tuple[int, bytes]:
     """The server's answer to a write: (kind, payload)."""
     kind, n, value = bulk.FRAME.unpack(bulk.recv_exact(sock, bulk.FRAME.size))
     return kind, bytes(bulk.recv_exact(sock, n))
-
-
-def closed(sock: socket.socket) -> bool:
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
 
 
 def allocate(cluster, name: str):
