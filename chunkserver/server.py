@@ -49,7 +49,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     already beyond it less the repair reserve, gfs/space.py), and the master sees it as this
     server's capacity when it places chunks and balances disk use.
 
-    bulk_port: the port of the bulk read protocol (chunkserver/bulk.py), on the host of
+    bulk_port: the port of the bulk data protocol (chunkserver/bulk.py), on the host of
     `bind` (0: any free port; the Status RPC names it to readers).
 
     scrub_rate: bytes per second the scrubber may read (0: no scrub passes; checks the master
@@ -81,8 +81,9 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
         bulk = BulkServer(bind.rsplit(":", 1)[0], bulk_port,
                           lambda cap, handle, version: service.authorize_capability(
                               cap, handle, version, READ),
-                          service.open_read, tls=tls.ssl_server_context() if tls else None,
-                          on_bytes=BYTES.labels("out").inc)
+                          service.open_read, writes=service,
+                          tls=tls.ssl_server_context() if tls else None,
+                          on_bytes=BYTES.labels("out").inc, on_bytes_in=BYTES.labels("in").inc)
     except OSError as err:
         raise FailedPrecondition(f"cannot listen on {bind.rsplit(':', 1)[0]}:{bulk_port} "
                                  f"(bulk port): {err}") from None

@@ -23,10 +23,11 @@ from typing import Callable, Iterator
 import grpc
 from prometheus_client import Counter
 
-from chunkserver.store import TIERS, ChunkMeta, ChunkStore
+from chunkserver.store import TIERS, ChunkMeta, ChunkStore, ChunkWriter
 from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
 from gfs.auth.insecure import mode_name
+from gfs.bulk import ChunkUpload
 from gfs.checksum import BLOCK_SIZE
 from gfs.errors import DataLoss, GfsError, InvalidArgument, ResourceExhausted, Unavailable
 from gfs.metrics import observe_rpc
@@ -213,16 +214,13 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         h = first.header
         self._authorize_data(context, "WriteChunk", body_of(first), h.capability, h.handle,
                              h.version, WRITE)
-        positive(h.handle, "header.handle")
-        positive(h.version, "header.version")
-        addresses(h.chain, "header.chain")
-        writer = self.store.begin_write(h.handle, h.version)
+        writer = self._begin_write(h.handle, h.version, h.chain)
         forward = Forwarder(self.channels, list(h.chain), h, self.write_timeout) if h.chain else None
         try:
             expected = (None, None)
             for msg in itertools.chain([first], request_iterator):
                 if msg.data:
-                    self._store_piece(writer, msg.data)
+                    self.store_piece(writer, msg.data)
                     BYTES.labels("in").inc(len(msg.data))
                     if forward:     # (a message with the header is not passed on as it is)
                         forward.send(cpb.WriteRequest(data=msg.data) if msg is first else msg)
@@ -230,28 +228,53 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
                     expected = (msg.expected_length, msg.expected_checksum)
                     if forward:
                         forward.send(msg)
-            # Pipelined: the rest of the chain commits (fsyncs) while this replica does; the
-            # answer goes back only when this replica's fsync and the downstream answer are in.
-            if forward:
-                forward.end()
-            meta = writer.commit(*expected)
-            replicas = [self.address]
-            if forward:
-                down = forward.result(self.write_timeout)
-                if (down.length, down.checksum) != (meta.length, meta.checksum):
-                    raise DataLoss(f"replica {forward.address} stored a different chunk")
-                replicas += list(down.replicas)
-            return cpb.WriteResponse(length=meta.length, checksum=meta.checksum, replicas=replicas)
+            return self.commit_chain(writer, expected, forward)
         except BaseException:
             writer.abort()
             if forward:
                 forward.cancel()
             raise
 
-    def _store_piece(self, writer, data) -> None:
-        """Append to a chunk being received; at the capacity, say which server is full."""
+    def begin_chain_write(self, capability: bytes, handle: int, version: int,
+                          chain: list[str]) -> tuple[ChunkWriter, ChunkUpload | None]:
+        """A chunk write on the bulk port (chunkserver/bulk.py): authorized by the masters'
+        write capability (every replica checks it), the next replica's bulk write opened with
+        the rest of the chain."""
+        self.authorize_capability(capability, handle, version, WRITE)
+        writer = self._begin_write(handle, version, chain)
         try:
-            writer.write(data)
+            forward = self.channels.upload(chain, handle, version, capability) if chain else None
+        except BaseException:
+            writer.abort()
+            raise
+        return writer, forward
+
+    def _begin_write(self, handle: int, version: int, chain) -> ChunkWriter:
+        positive(handle, "header.handle")
+        positive(version, "header.version")
+        addresses(chain, "header.chain")
+        return self.store.begin_write(handle, version)
+
+    def commit_chain(self, writer: ChunkWriter, expected: tuple, forward) -> cpb.WriteResponse:
+        """Pipelined: the rest of the chain commits (fsyncs) while this replica does; the
+        answer goes back only when this replica's fsync and the downstream answer are in.
+        `forward`: the next replica's Forwarder (gRPC) or ChunkUpload (bulk), or None."""
+        if forward:
+            forward.end()
+        meta = writer.commit(*expected)
+        replicas = [self.address]
+        if forward:
+            down = forward.result(self.write_timeout)
+            if (down.length, down.checksum) != (meta.length, meta.checksum):
+                raise DataLoss(f"replica {forward.address} stored a different chunk")
+            replicas += list(down.replicas)
+        return cpb.WriteResponse(length=meta.length, checksum=meta.checksum, replicas=replicas)
+
+    def store_piece(self, writer, data, block_sums=None) -> None:
+        """Append to a chunk being received (`block_sums`: of `data`'s blocks, verified by the
+        caller); at the capacity, say which server is full."""
+        try:
+            writer.write(data, block_sums)
         except ResourceExhausted as err:
             raise ResourceExhausted(f"{FULL_MESSAGE.format(address=self.address)}: {err}") \
                 from None
@@ -327,7 +350,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
         started = time.monotonic()
 
         def sink(piece: memoryview) -> None:
-            self._store_piece(writer, piece)
+            self.store_piece(writer, piece)
             COPY_BYTES.inc(len(piece))
             if bucket is not None:
                 bucket.take(len(piece))

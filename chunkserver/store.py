@@ -229,8 +229,11 @@ class ChunkWriter:
     def closed(self) -> bool:
         return self._file is None
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Append `data`. Past max_chunk_size: InvalidArgument and nothing of `data` is kept."""
+    def write(self, data: bytes | bytearray | memoryview,
+              block_sums: list[int] | tuple[int, ...] | None = None) -> None:
+        """Append `data`. Past max_chunk_size: InvalidArgument and nothing of `data` is kept.
+        `block_sums`: the sums of `data`'s blocks, already verified by the caller (it starts at
+        a block boundary; the blocks are not hashed again)."""
         f = self._open_file()
         view = memoryview(data).cast("B")
         if self.length + len(view) > self._store.max_chunk_size:
@@ -240,8 +243,11 @@ class ChunkWriter:
         self._store._reserve(len(view), _chunk_name(self.handle, self.version), self.repair,
                              self.replaces)
         self._reserved += len(view)
+        if block_sums is None:
+            self._summer.update(view)
+        else:
+            self._summer.add_blocks(block_sums, len(view))
         f.write(view)
-        self._summer.update(view)
         self.length += len(view)
 
     def commit(self, expected_length: int | None = None,

@@ -53,6 +53,17 @@ class ChunkChecksummer:
             self.blocks.append(block_checksum(view[off:off + self.block_size]))
         self._partial += view[full:]
 
+    def add_blocks(self, sums: list[int] | tuple[int, ...], n: int) -> None:
+        """Account for n bytes, starting at a block boundary, whose block sums the caller has
+        already computed or verified (so they are not hashed again). A short last block ends
+        the stream."""
+        if self._partial or self.length % self.block_size:
+            raise ValueError("blocks added after a partial block")
+        if len(sums) != -(-n // self.block_size):
+            raise ValueError(f"{len(sums)} block sums for {n} bytes")
+        self.blocks.extend(sums)
+        self.length += n
+
     def finish(self) -> int:
         """Close the last partial block; return the chunk checksum. Call once."""
         if self._partial:

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator
 import grpc
 
 from gfs.auth.daemon import DaemonAuth, SigningInterceptor
-from gfs.bulk import BulkLinks, ProtocolError, client_context
+from gfs.bulk import BulkLinks, ChunkUpload, ProtocolError, block_sums, client_context, spans
 from gfs.auth.tls import channel_credentials
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import DataLoss, GfsError, Unavailable, from_code, from_grpc
@@ -34,6 +34,8 @@ PIECE_SIZE = 1 << 20
 MAX_REQUEST_BYTES = 4 * PIECE_SIZE
 REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 ENV_BULK_READS = "GFS_BULK_READS"     # "0": read chunks over gRPC only (comparisons, debugging)
+ENV_BULK_WRITES = "GFS_BULK_WRITES"   # "0": write chunks over gRPC only (comparisons, debugging)
+BULK_IO_TIMEOUT = 30.0                # a bulk write's peer silent this long is given up
 BULK_MIN_BYTES = PIECE_SIZE           # reads this large go over the bulk protocol, smaller ones gRPC
 FAILED_S = 30.0                       # a replica that failed a read is tried last for this long
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
@@ -94,9 +96,11 @@ class Channels:
     def __init__(self, daemon_auth: DaemonAuth | None = None, tls_ca: bytes | None = None):
         self._interceptor = SigningInterceptor(daemon_auth) if daemon_auth else None
         # Readers holding capabilities read chunks over the bulk protocol (gfs/bulk.py) where
-        # the chunkserver offers it; daemons sign gRPC calls and stay on ReadChunk.
-        self.bulk = BulkLinks(client_context(tls_ca) if tls_ca else None) \
-            if daemon_auth is None and os.environ.get(ENV_BULK_READS, "1") != "0" else None
+        # the chunkserver offers it; daemons sign gRPC calls and stay on ReadChunk. Writes go
+        # over it too (a chunkserver forwards a bulk write down the chain over it as well).
+        self.bulk = BulkLinks(client_context(tls_ca) if tls_ca else None)
+        self.bulk_reads = daemon_auth is None and os.environ.get(ENV_BULK_READS, "1") != "0"
+        self.bulk_writes = os.environ.get(ENV_BULK_WRITES, "1") != "0"
         self._bulk_ports: dict[str, int] = {}
         self._credentials = channel_credentials(tls_ca) if tls_ca else None
         self._lock = threading.Lock()
@@ -124,15 +128,13 @@ class Channels:
             stub = self._stubs[key] = kind(self.channel(address))
         return stub
 
-    def bulk_port(self, address: str) -> int:
-        """The bulk read port `address` offers (0: none, or bulk reads are off here); asked
-        once per chunkserver (its Status RPC)."""
-        if self.bulk is None:
-            return 0
+    def bulk_port(self, address: str, timeout: float = 2.0) -> int:
+        """The bulk port `address` offers (0: none, or no answer in `timeout`); asked once per
+        chunkserver (its Status RPC)."""
         port = self._bulk_ports.get(address)
         if port is None:
             try:
-                port = self.stub(address).Status(cpb.StatusRequest(), timeout=2.0).bulk_port
+                port = self.stub(address).Status(cpb.StatusRequest(), timeout=timeout).bulk_port
             except grpc.RpcError:
                 return 0                 # ReadChunk says what is wrong (and we ask again)
             self._bulk_ports[address] = port
@@ -144,13 +146,23 @@ class Channels:
         (bulk protocol), alike in offset, data, block_sums and chunk_length."""
         # Small reads stay on the gRPC channel (no second connection, no Status lookup).
         bulky = length < 0 or length >= BULK_MIN_BYTES
-        port = self.bulk_port(address) if capability and bulky else 0
+        port = self.bulk_port(address) if capability and bulky and self.bulk_reads else 0
         if port:
             return self.bulk.read(address, port, handle, version, offset, length, capability,
                                   timeout)
         return self.stub(address).ReadChunk(
             cpb.ReadRequest(handle=handle, version=version, offset=offset, length=length,
                             capability=capability), timeout=timeout)
+
+    def upload(self, chain: list[str], handle: int, version: int,
+               capability: bytes) -> ChunkUpload:
+        """A chunk write over the bulk protocol to chain[0], which passes it down the rest of
+        `chain`; Unavailable if chain[0] offers no bulk port."""
+        port = self.bulk_port(chain[0], timeout=BULK_IO_TIMEOUT / 3)
+        if not port:
+            raise Unavailable(f"replica {chain[0]} takes no bulk writes (no bulk port)")
+        return self.bulk.upload(chain[0], port, handle, version, capability, list(chain[1:]),
+                                BULK_IO_TIMEOUT)
 
     def alive(self, address: str, timeout: float = 1.0) -> bool:
         """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""
@@ -161,8 +173,7 @@ class Channels:
             return False
 
     def close(self) -> None:
-        if self.bulk is not None:
-            self.bulk.close()
+        self.bulk.close()
         with self._lock:
             for ch in self._channels.values():
                 ch.close()
@@ -184,7 +195,11 @@ def write_chunk(channels: Channels, replicas: list[str], handle: int, version: i
                 capability: bytes = b"") -> WrittenChunk:
     """Stream `pieces` to replicas[0], which forwards down the chain; returns once every replica
     has fsync'd the chunk and agreed on its length and checksum. `capability`: the write
-    capability of AddChunk (the chain forwards it)."""
+    capability of AddChunk (the chain forwards it). Over the bulk protocol where replicas[0]
+    offers it (and GFS_BULK_WRITES is not 0), else over gRPC."""
+    if channels.bulk_writes and capability and channels.bulk_port(replicas[0]):
+        return _write_chunk_bulk(channels, replicas, handle, version, pieces, timeout, progress,
+                                 capability)
     summer = ChunkChecksummer()
 
     def requests() -> Iterator[cpb.WriteRequest]:
@@ -203,10 +218,45 @@ def write_chunk(channels: Channels, replicas: list[str], handle: int, version: i
     except grpc.RpcError as err:
         raise from_grpc(err.code(), f"writing chunk {handle} via {replicas[0]}: "
                                     f"{err.details() or err.code().name}") from None
-    expected = chunk_checksum(summer.blocks)
-    if resp.length != summer.length or resp.checksum != expected:
+    return _written(handle, replicas, summer.length, chunk_checksum(summer.blocks), resp)
+
+
+def _write_chunk_bulk(channels: Channels, replicas: list[str], handle: int, version: int,
+                      pieces: Iterable[bytes], timeout: float,
+                      progress: Callable[[int], None] | None, capability: bytes) -> WrittenChunk:
+    """write_chunk over the bulk protocol: block-aligned spans, each block hashed once here."""
+    sums: list[int] = []
+    length = 0
+    try:
+        upload = channels.upload(replicas, handle, version, capability)
+        try:
+            for offset, span in spans(pieces):
+                span_sums = block_sums(span)
+                upload.send(offset, span, span_sums)
+                sums += span_sums
+                length = offset + len(span)
+                if progress:
+                    progress(len(span))
+            upload.commit(chunk_checksum(sums))
+            resp = upload.result(timeout)
+        finally:
+            upload.close()
+    except GfsError as err:
+        raise from_code(err.code, f"writing chunk {handle} via {replicas[0]}: "
+                                  f"{err.message}") from None
+    except ProtocolError as err:
+        raise Unavailable(f"writing chunk {handle} via {replicas[0]}: bulk protocol: "
+                          f"{err}") from None
+    return _written(handle, replicas, length, chunk_checksum(sums), resp)
+
+
+def _written(handle: int, replicas: list[str], length: int, checksum: int,
+             resp) -> WrittenChunk:
+    """The chain's answer (WriteResponse or gfs.bulk.Committed), checked against what was
+    sent: the same length and checksum, confirmed by every replica."""
+    if resp.length != length or resp.checksum != checksum:
         raise DataLoss(f"chunk {handle}: replicas stored {resp.length} bytes / {resp.checksum:x}, "
-                       f"sent {summer.length} / {expected:x}")
+                       f"sent {length} / {checksum:x}")
     if sorted(resp.replicas) != sorted(replicas):
         raise Unavailable(f"chunk {handle}: only {list(resp.replicas)} of {replicas} confirmed")
     return WrittenChunk(handle, resp.length, resp.checksum, list(resp.replicas))
