@@ -2,8 +2,9 @@
 
 wrk: requests/s, p99 from its `--latency` distribution, errors (socket errors and non-2xx).
 `--new-conn` sends `Connection: close` so every request opens a TCP connection of its own
-(wrk reconnects when a response says close); `limit` stops it after that many responses
-(a small Lua script counts them; the duration is then only a bound).
+(wrk reconnects when a response says close). `wrk_count` runs wrk in slices until it has
+made at least that many requests (wrk itself only knows durations: a Lua script can stop its
+thread after N responses, but wrk then still waits out the whole duration).
 h2load: requests/s from its summary; p99 from its per-request log file (h2load prints no
 percentiles); failed requests counted from its summary.
 """
@@ -18,14 +19,6 @@ from dataclasses import asdict, dataclass
 from bench.common import percentile
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-LIMIT_SCRIPT = """
-local limit = tonumber(os.getenv("GFS_WRK_LIMIT") or "0")
-local n = 0
-function response(status, headers, body)
-  n = n + 1
-  if limit > 0 and n >= limit then wrk.thread:stop() end
-end
-"""
 
 
 @dataclass
@@ -65,28 +58,39 @@ def parse_wrk(out: str) -> LoadResult:
 
 
 def wrk(url: str, connections: int, seconds: float, threads: int = 1, new_conn: bool = False,
-        limit: int = 0, timeout_s: float = 10.0) -> LoadResult:
+        timeout_s: float = 10.0) -> LoadResult:
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
             "--latency", f"--timeout={timeout_s:g}s"]
     if new_conn:
         argv += ["-H", "Connection: close"]
-    env = dict(os.environ)
-    script = None
-    if limit:
-        fd, script = tempfile.mkstemp(prefix="gfs-wrk-", suffix=".lua")
-        with os.fdopen(fd, "w") as f:
-            f.write(LIMIT_SCRIPT)
-        argv += ["-s", script]
-        env["GFS_WRK_LIMIT"] = str(max(1, limit // threads))
-    try:
-        run = subprocess.run(argv + [url], capture_output=True, text=True, env=env,
-                             timeout=seconds + 60, check=False)
-    finally:
-        if script:
-            os.unlink(script)
+    run = subprocess.run(argv + [url], capture_output=True, text=True, timeout=seconds + 60,
+                         check=False)
     if run.returncode != 0:
         raise RuntimeError(f"wrk failed ({run.returncode}): {run.stderr.strip()[-500:]}")
     return parse_wrk(run.stdout)
+
+
+def wrk_count(url: str, connections: int, count: int, new_conn: bool = False,
+              slice_s: float = 10.0, on_slice=None) -> LoadResult:
+    """wrk until `count` requests are done (a little more: the last slice is sized from the
+    rate of the one before); p99 is the worst slice's, errors summed. `on_slice(done)` is
+    called after each slice."""
+    done, errors, seconds, p99, rate = 0, 0, 0.0, 0.0, 0.0
+    while done < count:
+        left = count - done
+        span = min(slice_s, max(1.0, left / rate)) if rate else 2.0
+        got = wrk(url, connections, span, new_conn=new_conn)
+        if got.requests == 0:
+            raise RuntimeError(f"wrk made no request in {span:.0f} s against {url}")
+        done += got.requests
+        errors += got.errors
+        seconds += got.seconds
+        p99 = max(p99, got.p99_ms)
+        rate = got.rps
+        if on_slice is not None:
+            on_slice(done)
+    return LoadResult(rps=done / seconds, p99_ms=p99, requests=done, errors=errors,
+                      seconds=seconds)
 
 
 def parse_h2load(out: str, log_lines: list[str]) -> LoadResult:
