@@ -29,7 +29,7 @@ from pathlib import Path
 from bench import gateway_peers as peers
 from bench.common import median, num, parse_ints, parse_seconds, ratio, rng, spread, table
 from bench.httpload import LoadResult, h2load, wrk
-from bench.rss import Sampler, raise_nofile, tree_pids
+from bench.rss import Sampler, cpu_seconds, raise_nofile, tree_pids
 from bench.suite import Context, Option
 
 NAME = "gateway"
@@ -120,12 +120,18 @@ def run(cfg: dict, ctx: Context) -> dict:
                     proc = procs[name]
                     if rep == 0:
                         load(scenario, proc, cfg, cfg["warmup"], str(grpc_file))
-                    with Sampler(tree_pids(proc.pid)) as s:
+                    pids = tree_pids(proc.pid)
+                    cpu = cpu_seconds(pids)
+                    with Sampler(pids) as s:
                         got = load(scenario, proc, cfg, cfg["seconds"], str(grpc_file))
-                    point = {**got.as_dict(), "peak_rss": s.peak}
+                    cpu = cpu_seconds(pids) - cpu
+                    point = {**got.as_dict(), "peak_rss": s.peak, "cpu_s": cpu,
+                             "cpu_us_per_req": cpu * 1e6 / got.requests if got.requests
+                             else float("nan")}
                     out["proxies"][name]["points"][scenario].append(point)
                     print(f"bench: gateway {scenario:17} {name:8} {got.rps:>10,.0f} req/s  "
                           f"p99 {got.p99_ms:7.2f} ms  RSS {s.peak / 2**20:5.0f} MiB  "
+                          f"CPU {point['cpu_us_per_req']:6.0f} µs/req  "
                           f"errors {got.errors}", flush=True)
     finally:
         for proc in reversed(started):
@@ -144,6 +150,7 @@ def summarize(res: dict, cfg: dict) -> dict:
             row[name] = {"rps": spread([p["rps"] for p in pts]),
                          "p99_ms": median([p["p99_ms"] for p in pts]),
                          "peak_rss": max((p["peak_rss"] for p in pts), default=0),
+                         "cpu_us_per_req": median([p["cpu_us_per_req"] for p in pts]),
                          "errors": sum(p["errors"] for p in pts)}
         ref = row.get("nginx", {}).get("rps", {}).get("median")
         for name, fig in row.items():
@@ -160,21 +167,28 @@ def report(res: dict, refs: dict) -> str:
             met = ""
             if name == "gfs" and target is not None and fig["ratio"] is not None:
                 met = f"≥ {target} {'yes' if fig['ratio'] >= target else '**no**'}"
+            nginx = row.get("nginx", {})
             rows.append([scenario, name, num(fig["rps"]["median"]), rng(fig["rps"]),
                          num(fig["p99_ms"], 2), num(fig["peak_rss"] / 2**20),
-                         ratio(fig["rps"]["median"], row.get("nginx", {}).get("rps", {})
-                               .get("median")), met, fig["errors"]])
+                         num(fig["cpu_us_per_req"]),
+                         ratio(fig["rps"]["median"], nginx.get("rps", {}).get("median")),
+                         ratio(nginx.get("cpu_us_per_req"), fig["cpu_us_per_req"]),
+                         met, fig["errors"]])
     cfg = res["config"]
     idle = ", ".join(f"{n} {p['idle_rss'] / 2**20:.0f} MiB ({p['processes']} processes)"
                      for n, p in res["proxies"].items())
-    return (table(["load", "proxy", "req/s", "range", "p99 ms", "peak RSS MiB", "× nginx",
-                   "target (gfs)", "errors"], rows)
+    return (table(["load", "proxy", "req/s", "range", "p99 ms", "peak RSS MiB", "CPU µs/req",
+                   "req/s × nginx", "CPU: nginx ÷ it", "target (gfs)", "errors"], rows)
             + f"\n\n{cfg['workers']} worker(s) per proxy; upstream: {res['upstream']}. "
               f"wrk: 1 thread, {cfg['connections']} connections ({cfg['big_connections']} for "
               f"1 MiB); h2load: {cfg['h2_clients']} connections × {cfg['h2_streams']} streams. "
               f"{cfg['seconds']:g} s per point, {cfg['reps']} repetition(s), median quoted. "
               f"RSS: all of a proxy's processes, peak during the load; idle: {idle}. "
-              "Load generator, upstream and proxy share the machine's cores.")
+              "CPU µs/req: the proxy's processes' user + system CPU time over the load divided "
+              "by the requests done (on a busy machine steadier than req/s, which also depends "
+              "on what else runs); `CPU: nginx ÷ it` is nginx's CPU per request over this "
+              "proxy's (1.00 = as cheap as nginx). Load generator, upstream and proxy share the "
+              "machine's cores.")
 
 
 def figures(res: dict, refs: dict) -> list[dict]:

@@ -203,18 +203,20 @@ def start_haproxy(base: Path, upstream: Proc, workers: int) -> Proc:
     return proc
 
 
-def start_gateway(base: Path, upstream: Proc, workers: int, *args: str) -> Proc:
+def start_gateway(base: Path, upstream: Proc, workers: int, *args: str,
+                  root: str | None = None) -> Proc:
     """`gfs gateway` following a route file: gRPC to the upstream's h2c port, the rest to its
-    HTTP/1.1 port. No access log (nginx's and HAProxy's are off too)."""
+    HTTP/1.1 port. No access log (nginx's and HAProxy's are off too). `root`: run the gfs
+    code of that tree (e.g. an older commit's, for a before/after) instead of this one."""
     import json
     port = free_port()
-    routes = base / "gateway-routes.json"
+    routes = base / f"gateway-routes-{port}.json"
     routes.write_text(json.dumps({"revision": 1, "routes": [
         {"name": "grpc", "path": "/bench.Bench/*", "to": [f"h2c://127.0.0.1:{upstream.h2}"]},
         {"name": "web", "path": "/*", "to": [f"http://127.0.0.1:{upstream.h1}"]}]}))
-    root = str(Path(__file__).resolve().parent.parent)
+    root = root or str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    popen, log = _spawn("gateway", [sys.executable, "-m", "cli.main", "gateway", "--listen",
+    popen, log = _spawn(f"gateway-{port}", [sys.executable, "-m", "cli.main", "gateway", "--listen",
                                     f"127.0.0.1:{port}", "--routes", str(routes),
                                     "--workers", str(workers), *args], base, env)
     proc = Proc("gfs", popen, log, port, port)

@@ -1,4 +1,5 @@
-"""Resident memory of running processes, sampled over time from /proc (a background thread)."""
+"""Resident memory of running processes, sampled over time from /proc (a background thread),
+and the CPU time they used."""
 from __future__ import annotations
 
 import os
@@ -38,6 +39,19 @@ def tree_pids(pid: int) -> list[int]:
 
 def tree_rss(pids: list[int]) -> int:
     return sum(rss(p) for p in pids)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by the processes (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                utime, stime = f.read().rsplit(")", 1)[1].split()[11:13]
+            total += int(utime) + int(stime)
+        except (OSError, ValueError):
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 class Sampler:
