@@ -107,11 +107,12 @@ class Proc:
                 self.popen.wait(timeout=10)
 
 
-def _spawn(name: str, argv: list[str], base: Path, env: dict | None = None) -> tuple[subprocess.Popen, Path]:
+def _spawn(name: str, argv: list[str], base: Path, env: dict | None = None,
+           cwd: str | None = None) -> tuple[subprocess.Popen, Path]:
     log = base / f"{name}.log"
     with open(log, "ab") as out:
         popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                 start_new_session=True, env=env)
+                                 start_new_session=True, env=env, cwd=cwd)
     return popen, log
 
 
@@ -218,7 +219,8 @@ def start_gateway(base: Path, upstream: Proc, workers: int, *args: str,
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
     popen, log = _spawn(f"gateway-{port}", [sys.executable, "-m", "cli.main", "gateway", "--listen",
                                     f"127.0.0.1:{port}", "--routes", str(routes),
-                                    "--workers", str(workers), *args], base, env)
+                                    "--workers", str(workers), *args], base, env,
+                        cwd=root)             # `python -m` puts the working directory first
     proc = Proc("gfs", popen, log, port, port)
     wait_port(port, popen, "gfs gateway")
     return proc
