@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 from bench import gateway_peers as peers
-from bench.common import median, num, parse_ints, parse_seconds, ratio, rng, spread, table
+from bench.common import (median, num, parse_choices, parse_ints, parse_seconds, ratio,
+                          rng, spread, table)
 from bench.httpload import LoadResult, h2load, wrk
 from bench.rss import Sampler, cpu_seconds, raise_nofile, tree_pids
 from bench.suite import Context, Option
@@ -51,12 +52,7 @@ def _positive(text: str) -> int:
 
 
 def _scenarios(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    bad = [n for n in names if n not in SCENARIOS]
-    if bad or not names:
-        raise ValueError(f"unknown scenario {bad[0] if bad else text!r} "
-                         f"(have: {', '.join(SCENARIOS)})")
-    return names
+    return parse_choices(text, SCENARIOS, "scenario")
 
 
 OPTIONS = [Option("--seconds", "seconds", parse_seconds, "measured seconds per point"),

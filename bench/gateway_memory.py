@@ -61,6 +61,18 @@ def level(sampler: Sampler, start: float, end: float) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def phase(s: Sampler, name: str, settle: float, work) -> dict:
+    """`work()`'s figures, with the RSS during it (highest, lowest) and after it (the median
+    over `settle` quiet seconds); marks `name` and `after NAME` on the sampler."""
+    start = s.mark(name)
+    got = work()
+    end = s.mark(f"after {name}")
+    during = s.between(start, end)
+    time.sleep(settle)
+    return {**got, "during_max": max(during, default=0), "during_min": min(during, default=0),
+            "after": level(s, end, end + settle)}
+
+
 def churn(proc: peers.Proc, n: int, connections: int) -> dict:
     t = time.monotonic()
     got = wrk_count(f"http://127.0.0.1:{proc.h1}/small", connections, n, new_conn=True)
@@ -95,23 +107,14 @@ def run(cfg: dict, ctx: Context) -> dict:
             t = s.mark("warm")
             time.sleep(settle)
             warm = level(s, t, t + settle)
-            t_churn = s.mark("churn")
             print(f"bench: gateway_memory warm RSS {warm / 2**20:.1f} MiB; churn of "
                   f"{cfg['conns']:,} connections", flush=True)
-            out["churn"] = churn(gateway, cfg["conns"], cfg["connections"])
-            t = s.mark("after churn")
-            during = s.between(t_churn, t)
-            time.sleep(settle)
-            out["churn"].update(during_max=max(during, default=0), during_min=min(during, default=0),
-                                after=level(s, t, t + settle))
-            t_slow = s.mark("slow clients")
+            out["churn"] = phase(s, "churn", settle,
+                                 lambda: churn(gateway, cfg["conns"], cfg["connections"]))
             print(f"bench: gateway_memory churn at {out['churn']['rps']:,.0f} conn/s; "
                   f"{cfg['slow_clients']:,} slow clients", flush=True)
-            out["slow"] = slow_burst(gateway, cfg["slow_clients"], cfg["hold"])
-            t = s.mark("after slow clients")
-            during = s.between(t_slow, t)
-            time.sleep(settle)
-            out["slow"].update(during_max=max(during, default=0), after=level(s, t, t + settle))
+            out["slow"] = phase(s, "slow clients", settle,
+                                lambda: slow_burst(gateway, cfg["slow_clients"], cfg["hold"]))
         out["warm"] = warm
         out["samples"] = s.points
         out["marks"] = s.marks

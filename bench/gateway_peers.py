@@ -131,6 +131,15 @@ def _nginx_common(base: Path, name: str, workers: int) -> str:
             "    keepalive_timeout 75s;\n" + temps)
 
 
+def _run_nginx(binary: str, base: Path, name: str, conf: Path, h1: int, h2: int) -> Proc:
+    popen, log = _spawn(name, [binary, "-c", str(conf), "-e", str(base / f"{name}-error.log")],
+                        base)
+    proc = Proc(name, popen, log, h1, h2)
+    wait_port(h1, popen, f"nginx ({name})")
+    wait_port(h2, popen, f"nginx ({name})")
+    return proc
+
+
 def start_upstream(base: Path, workers: int = 1) -> Proc:
     """nginx serving /small, /big (HTTP/1.1) and the fixed gRPC answer (h2c)."""
     nginx = require_tools(["nginx"])["nginx"]
@@ -153,12 +162,7 @@ def start_upstream(base: Path, workers: int = 1) -> Proc:
           "            error_page 405 =200 $uri;\n"
           "            add_trailer grpc-status 0 always;\n"
           "        }\n    }\n}\n")
-    popen, log = _spawn("upstream", [nginx, "-c", str(conf), "-e", str(base / "upstream-error.log")],
-                        base)
-    proc = Proc("upstream", popen, log, h1, h2)
-    wait_port(h1, popen, "the upstream nginx")
-    wait_port(h2, popen, "the upstream nginx")
-    return proc
+    return _run_nginx(nginx, base, "upstream", conf, h1, h2)
 
 
 def start_nginx(base: Path, upstream: Proc, workers: int) -> Proc:
@@ -176,12 +180,7 @@ def start_nginx(base: Path, upstream: Proc, workers: int) -> Proc:
           f"    server {{\n        listen 127.0.0.1:{h2} http2 backlog=4096;\n"
           f"        location /bench.Bench/ {{ grpc_pass grpc://up_h2; }}\n"
           f"        location / {{\n{proxy}        }}\n    }}\n}}\n")
-    popen, log = _spawn("nginx", [nginx, "-c", str(conf), "-e", str(base / "nginx-error.log")],
-                        base)
-    proc = Proc("nginx", popen, log, h1, h2)
-    wait_port(h1, popen, "nginx")
-    wait_port(h2, popen, "nginx")
-    return proc
+    return _run_nginx(nginx, base, "nginx", conf, h1, h2)
 
 
 def start_haproxy(base: Path, upstream: Proc, workers: int) -> Proc:
