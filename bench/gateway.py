@@ -192,13 +192,14 @@ def figures(res: dict, refs: dict) -> list[dict]:
     memory: dict = {}
     for scenario, row in res["summary"].items():
         ref = row.get("nginx", {}).get("rps", {}).get("median")
-        for name, fig in row.items():
-            s = fig["rps"]
+        label = "\n".join(scenario.rsplit(" ", 1))        # two lines: the labels fit
+        for name in sorted(row, key=lambda n: n != "gfs"):  # gfs first: its colour (blue)
+            fig, s = row[name], row[name]["rps"]
             if ref:
-                ratios.setdefault(name, {})[scenario] = (s["median"] / ref, s["min"] / ref,
-                                                         s["max"] / ref)
+                ratios.setdefault(name, {})[label] = (s["median"] / ref, s["min"] / ref,
+                                                      s["max"] / ref)
             mib = fig["peak_rss"] / 2**20
-            memory.setdefault(name, {})[scenario] = (mib, mib, mib)
+            memory.setdefault(name, {})[label] = (mib, mib, mib)
     return [{"name": "gateway-peers", "kind": "bars", "ylabel": "",
              "title": "gateway beside nginx and HAProxy",
              "panels": {"req/s ÷ nginx's": ratios, "peak RSS (MiB)": memory},
