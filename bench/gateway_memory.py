@@ -37,7 +37,7 @@ NAME = "gateway_memory"
 TITLE = "gateway worker RSS under connection churn and slow clients"
 TOLERANCE = 0.10
 FULL = {"conns": 200_000, "warmup_conns": 20_000, "slow_clients": 10_000, "connections": 32,
-        "settle": 10.0, "hold": 40.0}
+        "settle": 10.0, "hold": 40.0, "header_timeout": 10.0}
 QUICK = {**FULL, "conns": 20_000, "warmup_conns": 5_000, "slow_clients": 1_000, "settle": 4.0,
          "hold": 25.0}
 
@@ -50,6 +50,9 @@ def _one(text: str) -> int:
 
 
 OPTIONS = [Option("--conns", "conns", _one, "short connections of the churn (issue: 1000000)"),
+           Option("--header-timeout", "header_timeout", parse_seconds,
+                  "the gateway's --header-timeout (default 10 s: its own default); longer "
+                  "keeps every slow client open at once on a machine slow to open them"),
            Option("--slow-clients", "slow_clients", _one,
                   "concurrent slow clients of the burst (issue: 10000)"),
            Option("--settle", "settle", parse_seconds,
@@ -101,7 +104,8 @@ def run(cfg: dict, ctx: Context) -> dict:
     upstream = peers.start_upstream(base)
     gateway = None
     try:
-        gateway = peers.start_gateway(base, upstream, 1)
+        gateway = peers.start_gateway(base, upstream, 1, "--header-timeout",
+                                      f"{cfg['header_timeout']:g}s")
         with Sampler([gateway.pid], interval=0.25) as s:
             churn(gateway, cfg["warmup_conns"], cfg["connections"])
             t = s.mark("warm")
@@ -114,7 +118,8 @@ def run(cfg: dict, ctx: Context) -> dict:
             print(f"bench: gateway_memory churn at {out['churn']['rps']:,.0f} conn/s; "
                   f"{cfg['slow_clients']:,} slow clients", flush=True)
             out["slow"] = phase(s, "slow clients", settle,
-                                lambda: slow_burst(gateway, cfg["slow_clients"], cfg["hold"]))
+                                lambda: slow_burst(gateway, cfg["slow_clients"],
+                                                   max(cfg["hold"], 2 * cfg["header_timeout"] + 5)))
         out["warm"] = warm
         out["samples"] = s.points
         out["marks"] = s.marks
@@ -162,10 +167,13 @@ def report(res: dict, refs: dict) -> str:
               f"({c['rps']:,.0f} connections/s, p99 {c['p99_ms']:.1f} ms, {c['errors']} errors); "
               f"1,000,000 would take {per_million / 60:.1f} min at this rate. "
               f"Slow clients: {sl['opened']:,} of {sl['clients']:,} opened "
-              f"({sl['refused']} refused), {sl['peak_open']:,} open at once; "
+              f"({sl['refused']} refused) in {num(sl['all_open_after_s'], 1)} s, "
+              f"{sl['peak_open']:,} open at once (header timeout "
+              f"{res['config']['header_timeout']:g} s); "
               f"{sl['dropped']:,} dropped by the gateway (after {num(drop['min'], 1)}–"
               f"{num(drop['max'], 1)} s, median {num(drop['p50'], 1)} s), {sl['got_408']:,} "
-              f"with a 408, {sl['still_open']:,} still open after {res['config']['hold']:g} s. "
+              f"with a 408, {sl['still_open']:,} still open {res['config']['hold']:g} s after "
+              "they opened. "
               f"Gateway still serving at the end: {'yes' if res['alive'] else '**no**'}.")
 
 
