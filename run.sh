@@ -71,6 +71,13 @@ case "$cmd" in
             apt_install etcd-server || echo "run.sh: could not install etcd-server;" \
                 "the etcd comparisons will be skipped" >&2
         fi
+        # The gateway benchmarks run Debian's nginx (the upstream, and a peer) and HAProxy (a
+        # peer), with load from wrk and h2load (nghttp2-client). Missing and not root: the
+        # gateway benchmarks fail with a message naming the packages; the others run.
+        if [ "$(id -u)" = 0 ]; then
+            apt_install nginx haproxy wrk nghttp2-client || echo "run.sh: could not install" \
+                "nginx, haproxy, wrk, nghttp2-client; the gateway benchmarks will fail" >&2
+        fi
         exec "$VENV/bin/python" -m bench "$@" ;;
     chaos)
         setup

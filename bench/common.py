@@ -143,6 +143,16 @@ def parse_ints(text: str) -> list[int]:
     return values
 
 
+def parse_choices(text: str, allowed, what: str) -> list[str]:
+    """'a, b' -> ['a', 'b'], each one of `allowed`; else a ValueError naming the first bad one."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ValueError(f"unknown {what} {bad[0] if bad else text!r} "
+                         f"(have: {', '.join(allowed)})")
+    return names
+
+
 def parse_sizes(text: str) -> list[int]:
     """'1MiB,64MiB,1GiB' -> bytes each."""
     from gfs.errors import InvalidArgument

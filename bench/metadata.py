@@ -15,7 +15,7 @@ import itertools
 import zlib
 
 from bench import clusters
-from bench.common import num, parse_ints, parse_seconds
+from bench.common import num, parse_choices, parse_ints, parse_seconds
 from bench.compare import ops_done, run_both, side_by_side, side_by_side_figures
 from bench.load import LoadPool, sweep
 from bench.suite import Context, Option
@@ -31,12 +31,7 @@ QUICK = {**FULL, "seconds": 1.0, "warmup": 0.3, "reps": 1}
 
 
 def parse_ops(text: str) -> list[str]:
-    ops = [o.strip() for o in text.split(",") if o.strip()]
-    bad = [o for o in ops if o not in OPS]
-    if bad or not ops:
-        raise ValueError(f"unknown metadata operation {bad[0] if bad else text!r} "
-                         f"(have: {', '.join(OPS)})")
-    return ops
+    return parse_choices(text, OPS, "metadata operation")
 
 
 OPTIONS = [Option("--seconds", "seconds", parse_seconds, "measured seconds per point"),

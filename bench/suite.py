@@ -27,7 +27,8 @@ from bench.common import RESULTS, GiB, machine
 MODULES = {"metadata": "bench.metadata", "datapath": "bench.datapath",
            "smallfiles": "bench.smallfiles", "failover": "bench.failover",
            "repair": "bench.repair_suite", "tiering": "bench.tiering", "mount": "bench.mount",
-           "auth_cost": "bench.auth_cost"}
+           "auth_cost": "bench.auth_cost", "gateway": "bench.gateway",
+           "gateway_memory": "bench.gateway_memory"}
 REFS = {"quick": {"disk_size": 64 << 20, "fsync_seconds": 1.0, "reps": 1},
         "full": {"disk_size": GiB, "fsync_seconds": 2.0, "reps": 3}}
 

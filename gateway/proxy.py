@@ -200,11 +200,14 @@ class Proxy:
             backend.in_flight -= 1
 
     async def _relay(self, ex: Exchange, resp, timeout_s: float, on_abort) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(resp.head_ready), timeout_s)
-        except asyncio.TimeoutError:
-            on_abort()
-            raise UpstreamTimeout(f"no response head within {timeout_s:g}s") from None
+        if not resp.head_ready.done():
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await asyncio.shield(resp.head_ready)
+            except TimeoutError:
+                on_abort()
+                raise UpstreamTimeout(f"no response head within {timeout_s:g}s") from None
+        resp.head_ready.result()                 # the upstream's failure, if it failed
         try:
             headers = downstream_response_headers(resp.headers)
             if resp.status == 101:               # the tunnel: both sides must see the switch
@@ -213,11 +216,15 @@ class Proxy:
             if resp.head_only:
                 return
             while True:
-                try:
-                    data = await asyncio.wait_for(resp.body.read(), self.upstream_idle_s)
-                except asyncio.TimeoutError:
-                    raise UpstreamTimeout(
-                        f"upstream silent for {self.upstream_idle_s:g}s mid-body") from None
+                if resp.body.ready:              # no wait, no timer
+                    data = await resp.body.read()
+                else:
+                    try:
+                        async with asyncio.timeout(self.upstream_idle_s):
+                            data = await resp.body.read()
+                    except TimeoutError:
+                        raise UpstreamTimeout(
+                            f"upstream silent for {self.upstream_idle_s:g}s mid-body") from None
                 if not data:
                     break
                 await ex.write(data)

@@ -12,6 +12,7 @@ from gateway.http.limits import Limits
 
 App = Callable[[Exchange], Awaitable[None]]
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+COALESCE_BYTES = 64 * 1024      # writes smaller than this wait for the end of the loop's turn
 
 
 class ServerConnection(asyncio.Protocol):
@@ -43,9 +44,15 @@ class ServerConnection(asyncio.Protocol):
         self._on_close = on_close
         self._proxy_from = proxy_from
         self._awaiting_proxy = False
+        self._out: list[bytes] = []              # small writes of this turn of the loop
+        self._out_size = 0
+        self._flush_handle: asyncio.Handle | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None      # set by connection_made
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.Transport) -> None:
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
+        self.loop = asyncio.get_running_loop()
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
@@ -81,6 +88,7 @@ class ServerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._discard_out()
         self._can_write.set()
         if self._timer is not None:
             self._timer.cancel()
@@ -128,9 +136,37 @@ class ServerConnection(asyncio.Protocol):
         self._start_h2(rest, upgrade=upgrade)
 
     def write(self, data: bytes) -> None:
-        if not self.closed:
-            self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
+        """Queue `data` for the client. Small writes made in one turn of the event loop (a
+        response head and its body; the frames of many HTTP/2 streams) go out together in one
+        send at the end of the turn; past COALESCE_BYTES they go at once."""
+        if self.closed:
+            return
+        self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
+        if not self._out and len(data) >= COALESCE_BYTES:
             self.transport.write(data)
+            return
+        self._out.append(data)
+        self._out_size += len(data)
+        if self._out_size >= COALESCE_BYTES:
+            self.flush()
+        elif self._flush_handle is None:
+            self._flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand the queued writes to the transport now."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._out and not self.closed:
+            out = self._out
+            self._out, self._out_size = [], 0
+            self.transport.writelines(out)
+
+    def _discard_out(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._out, self._out_size = [], 0
 
     async def drain(self) -> None:
         """Wait while the client is slower than us (the transport's buffer is past its mark)."""
@@ -153,11 +189,13 @@ class ServerConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if not self.closed:
+            self.flush()
             self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         if not self.closed:
+            self._discard_out()
             self.closed = True
             self.transport.abort()
 
@@ -183,7 +221,7 @@ class ServerConnection(asyncio.Protocol):
                 return                 # the timer goes off sooner and re-arms for the rest
             self._timer.cancel()
         self._timer_at = nearest
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._timer = loop.call_at(loop.time() + max(0.0, nearest - time.monotonic()) + 0.01,
                                    self._check)
 

@@ -92,6 +92,11 @@ class BodyBuffer:
     def done(self) -> bool:
         return self._done and not self._chunks
 
+    @property
+    def ready(self) -> bool:
+        """`read` would answer at once (a chunk, the end, or the error)."""
+        return bool(self._chunks) or self._done
+
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

@@ -278,7 +278,7 @@ class H1Engine:
     # --- running the app ---
     def _run(self) -> None:
         if self.running is None:
-            self.running = asyncio.get_running_loop().create_task(self._serve_queue())
+            self.running = self.conn.loop.create_task(self._serve_queue())
 
     async def _serve_queue(self) -> None:
         try:

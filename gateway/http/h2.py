@@ -200,7 +200,7 @@ class H2Engine:
         ex = H2Exchange(self, sid, head, body)
         self.streams[sid] = ex
         self.body_sizes[sid] = 0
-        self.tasks[sid] = asyncio.get_running_loop().create_task(self._serve(ex))
+        self.tasks[sid] = self.conn.loop.create_task(self._serve(ex))
 
     def _data(self, event: h2.events.DataReceived) -> None:
         sid = event.stream_id

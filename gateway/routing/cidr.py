@@ -2,6 +2,7 @@
 on it. Lookup walks at most 32 (IPv4) or 128 (IPv6) nodes whatever the number of prefixes."""
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Generic, Iterable, TypeVar
 
@@ -16,6 +17,7 @@ def parse_network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"bad CIDR {text!r}: {err}") from None
 
 
+@functools.lru_cache(maxsize=4096)          # the same clients come back: parse each once
 def _address(ip: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
@@ -61,6 +63,8 @@ class PrefixTrie(Generic[V]):
 
     def longest(self, ip: str) -> V | None:
         """The value of the longest prefix containing `ip` (None if none does, or ip is bad)."""
+        if not self._size:
+            return None
         try:
             addr = _address(ip)
         except ValueError:

@@ -40,6 +40,7 @@ class H1Upstream(asyncio.Protocol):
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport) -> None:
+        self.loop = asyncio.get_running_loop()   # kept: each look-up is a getpid() on 3.11
         self.transport = transport
         transport.set_write_buffer_limits(high=self.buffer_bytes)
 
@@ -151,7 +152,7 @@ class H1Upstream(asyncio.Protocol):
         self._request_done = body is None
         self.parser = httptools.HttpResponseParser(self)
         self.response = UpstreamResponse(BodyBuffer(self.buffer_bytes, self._pause,
-                                                    self._resume))
+                                                    self._resume), self.loop)
         chunked = body is not None and length is None
         lines = [f"{method} {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers]
         if chunked:
@@ -160,7 +161,7 @@ class H1Upstream(asyncio.Protocol):
             lines.append("content-length: 0")
         self.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if body is not None or tunnel is not None:
-            self._writer = asyncio.get_running_loop().create_task(
+            self._writer = self.loop.create_task(
                 self._write_body(body or tunnel, chunked))
         return self.response
 

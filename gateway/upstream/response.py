@@ -7,14 +7,14 @@ from gateway.http.exchange import BodyBuffer
 
 
 class UpstreamResponse:
-    def __init__(self, body: BodyBuffer):
+    def __init__(self, body: BodyBuffer, loop: asyncio.AbstractEventLoop | None = None):
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.trailers: list[tuple[str, str]] = []
         self.head_only = False              # HTTP/2: the stream ended with its HEADERS (gRPC's
                                             # trailers-only errors): no body, no trailers
         self.body = body
-        self.head_ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.head_ready: asyncio.Future = (loop or asyncio.get_running_loop()).create_future()
         # Read here so that a failure after the proxy stopped waiting is not logged as lost.
         self.head_ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 

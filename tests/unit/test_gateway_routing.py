@@ -118,6 +118,12 @@ def test_prefix_trie_longest_match_v4_v6():
     assert trie.longest("not an ip") is None
     assert trie.get("10.1.0.0/16") == "ten-one" and trie.get("10.1.0.0/17") is None
     assert len(trie) == 6
+    for _ in range(2):                           # parsed addresses are cached: same answers
+        assert trie.longest("10.1.2.3") == "host" and trie.longest("bad::ip::") is None
+    empty = PrefixTrie()                         # nothing configured: no parsing at all
+    assert empty.longest("10.1.2.3") is None and empty.longest("not an ip") is None
+    empty.insert("10.0.0.0/8", "ten")
+    assert empty.longest("10.1.2.3") == "ten"
 
 
 def test_ip_filter():
