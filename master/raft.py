@@ -28,19 +28,24 @@ import threading
 import time
 from typing import Callable
 
+from concurrent.futures import Future
+
 import msgpack
 import pysyncobj.pickle as sopickle
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
-from pysyncobj.transport import TCPTransport
+from pysyncobj.transport import TCPNode, TCPTransport
 
 from gfs.auth.insecure import raft_purpose
 from gfs.fsutil import fsync_path, makedirs_durable
+from gfs.errors import DeadlineExceeded, FailedPrecondition, NotFound
 from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
+from master.membership import MembershipLog, encode_change
 from master.raft_auth import FrameAuthenticator
-from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
+from master.readindex import (ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, NotLeading,
+                              ReadIndex)
 from master.sharedlock import SharedLock
 from master.state import MetadataState
 from gfs.clock import now_ms
@@ -93,10 +98,15 @@ class DeferredAckTransport(TCPTransport):
         super().__init__(*args, **kwargs)
         self._held: list[tuple[object, dict]] = []
 
+    transfer_campaign = False   # set while this node campaigns on a leader's transfer request
+
     def send(self, node, message):
-        if message.get("type") == "next_node_idx":
+        kind = message.get("type")
+        if kind == "next_node_idx":
             self._held.append((node, message))
             return True
+        if kind == "request_vote" and self.transfer_campaign:
+            message = {**message, "transfer": True}    # see MetadataRaft._on_message
         return super().send(node, message)
 
     def keep_fresh(self, leader) -> None:
@@ -160,6 +170,23 @@ class _PrivateRaftState:
         return transport._onMessageReceivedCallback
 
     @staticmethod
+    def match_indexes(node: SyncObj) -> dict[str, int]:
+        """The leader's match index of each follower (empty on a follower)."""
+        return {n.address: i for n, i in dict(node._SyncObj__raftMatchIndex).items()}
+
+    @staticmethod
+    def connected(node: SyncObj) -> set[str]:
+        return {n.address for n in set(node._SyncObj__connectedNodes)}
+
+    @staticmethod
+    def last_log_index(node: SyncObj) -> int:
+        return node._SyncObj__raftLog[-1][1]
+
+    @staticmethod
+    def postpone_election(node: SyncObj, seconds: float) -> None:
+        node._SyncObj__raftElectionDeadline = _syncobj_module.monotonicTime() + seconds
+
+    @staticmethod
     def cap_commit(node: SyncObj, below: int) -> None:
         """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
         if node._SyncObj__raftCommitIndex >= below:
@@ -186,10 +213,13 @@ class RaftConfig:
 class MetadataRaft(SyncObj):
     """One master's Raft node applying command batches into `MetadataState`."""
 
-    def __init__(self, self_address: str, peer_addresses: list[str], data_dir: str,
+    def __init__(self, self_address: str, members: dict[str, str], data_dir: str,
                  config: RaftConfig | None = None,
                  on_role_change: Callable[[str], None] | None = None, *, cluster_secret: bytes,
-                 insecure_no_auth: bool = False):
+                 insecure_no_auth: bool = False, joining: bool = False):
+        """`members`: raft address -> gRPC address of the group at its first start (later
+        starts use the durable membership, master/membership.py); `joining`: this master was
+        added to a running group and must not campaign before a leader has reached it."""
         config = config or RaftConfig()
         # Secure and insecure masters sign frames with different keys: they never form a group.
         self._frame_auth = FrameAuthenticator(cluster_secret, raft_purpose(insecure_no_auth))
@@ -202,7 +232,18 @@ class MetadataRaft(SyncObj):
         self._state_lock = SharedLock()
         self._copy_lock = threading.Lock()      # a backup copy in progress (not the apply path)
         self.state = MetadataState(self._state_dir)
-        self.journal = DurableJournal(self._raft_dir)
+        self.members = MembershipLog(self._raft_dir, members)
+        self.journal = DurableJournal(self._raft_dir, self.members)
+        current = self.members.current()
+        if not self.members.from_flags and set(current) != set(members):
+            log.info("membership from the data directory (%s), not --peers",
+                     ",".join(sorted(current)))
+        self.self_address = self_address
+        # Only a first start joins: later starts of an added master are those of a member.
+        self._joining = joining and self.members.from_flags
+        self._transfer: dict | None = None      # a leadership transfer in progress (tick thread)
+        self._tick_calls: list[Callable[[], None]] = []
+        self._tick_calls_lock = threading.Lock()
         self._check_log_covers_state()
         self._snapshot_path = os.path.join(self._raft_dir, "snapshot.bin")
         self.snapshot_index = 0
@@ -228,16 +269,20 @@ class MetadataRaft(SyncObj):
             leaderFallbackTimeout=max(config.election_max, config.heartbeat * 10),
             commandsWaitLeader=True,
             onStateChanged=self._state_changed,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
         )
-        super().__init__(self_address, [p for p in peer_addresses if p != self_address], conf,
+        super().__init__(self_address, [p for p in current if p != self_address], conf,
                          transportClass=DeferredAckTransport)
         _PrivateRaftState.disable_dump_loading(self)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
+        # Membership and leadership change only through the masters' admin RPCs (which check
+        # the caller and allow one change at a time), never by pysyncobj's utility messages.
+        for utility in ("add", "remove", "transfer", "set_version"):
+            self._transport.setOnUtilityMessageCallback(utility, None)
         self.addOnTickCallback(self._make_durable)
-        members = len(set(peer_addresses) | {self_address})
-        self.reads = ReadIndex(members // 2 + 1,
+        self._followers_seen = frozenset(_PrivateRaftState.followers(self))
+        self.reads = ReadIndex(len(current | {self_address: ""}) // 2 + 1,
                                LEASE_FRACTION * config.election_min
                                if config.read_mode == "lease" else 0.0,
                                wake=lambda: _PrivateRaftState.wake(self))
@@ -246,6 +291,7 @@ class MetadataRaft(SyncObj):
         self._deliver = _PrivateRaftState.message_handler(self._transport)
         self._transport.setOnMessageReceivedCallback(self._on_message)
         self.addOnTickCallback(self._serve_reads)
+        self.addOnTickCallback(self._run_tick_calls)
         self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
 
     @property
@@ -276,10 +322,19 @@ class MetadataRaft(SyncObj):
                     if unverified is not None:
                         _PrivateRaftState.cap_commit(self, unverified)
                     self._transport.keep_fresh(self._getLeader())
+                    self._hold_campaign()
                 self.doTick(self._config.tick)
             except Exception as err:   # never let the tick thread die; pysyncobj state is per message
                 self._tick_failures.exception(err)
                 time.sleep(self._config.tick)
+
+    def _hold_campaign(self) -> None:
+        """A follower that joined a running group (until a leader reached it), or that the
+        group removed, does not campaign: its votes requests could only depose a leader."""
+        if self._joining and self._leader_contact > float("-inf"):
+            self._joining = False
+        if self._joining or self.self_address not in self.members.current():
+            _PrivateRaftState.postpone_election(self, self._config.election_max)
 
     def _make_durable(self) -> None:
         """Group commit: one fdatasync for everything appended since the last call, then release
@@ -299,6 +354,10 @@ class MetadataRaft(SyncObj):
             if now >= self._next_lease_probe:
                 self._next_lease_probe = now + self._config.heartbeat
                 keep_lease = True
+        followers = frozenset(_PrivateRaftState.followers(self))
+        if followers != self._followers_seen:       # the membership changed (master/membership.py)
+            self._followers_seen = followers
+            self.reads.reconfigure(followers, (len(followers) + 1) // 2 + 1)
         term = self._getTerm()
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
@@ -322,13 +381,16 @@ class MetadataRaft(SyncObj):
             return
         if kind == ACK_TYPE:
             term, seq = message.get("term"), message.get("seq")
-            if type(term) is int and type(seq) is int:
+            if type(term) is int and type(seq) is int and node in self._followers_seen:
                 self.reads.on_ack(node, term, seq, self.raftLastApplied)
             return
         if kind == "append_entries" and message.get("term", -1) >= self._getTerm():
             self._leader_contact = time.monotonic()
-        elif kind == "request_vote" and self._leader_alive():
+        elif kind == "request_vote" and self._leader_alive() and not message.get("transfer"):
+            # A campaign the leader itself asked for (step-down) is not a disruption.
             return
+        elif kind == "timeout_now" and node == self._getLeader():
+            self._transport.transfer_campaign = True
         self._deliver(node, message)
 
     def _leader_alive(self) -> bool:
@@ -350,6 +412,8 @@ class MetadataRaft(SyncObj):
         return True
 
     def _state_changed(self, old: int, new: int) -> None:
+        if new != 1:                 # the transfer campaign (if any) is over
+            self._transport.transfer_campaign = False
         if new == 2:
             self.journal.confirm_all()
         if self._on_role_change is not None:
@@ -378,7 +442,8 @@ class MetadataRaft(SyncObj):
         the node they were given to, while it is the leader; otherwise they fail (NOT_LEADER)
         and the client retries them, with the same request id, on the leader."""
         if self._isLeader():
-            super()._checkCommandsToApply()
+            if self._transfer is None:     # while leadership moves, commands wait (thesis §3.10)
+                super()._checkCommandsToApply()
             return
         queue = self._SyncObj__commandsQueue
         while True:
@@ -392,6 +457,90 @@ class MetadataRaft(SyncObj):
     def propose(self, commands: list[dict], callback: Callable[[object, int], None]) -> None:
         """Append a batch of commands to the log; callback(results, fail_reason) after apply."""
         self.apply_entry(msgpack.packb(commands, use_bin_type=True), callback=callback)
+
+    # --- membership and leadership (admin RPCs; master/members.py checks them) ----------------
+
+    def run_in_tick(self, fn: Callable[[], object]) -> Future:
+        """Run `fn` in the tick thread (pysyncobj's state is only consistent there)."""
+        future: Future = Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:        # handed to the caller
+                future.set_exception(exc)
+
+        with self._tick_calls_lock:
+            self._tick_calls.append(call)
+        _PrivateRaftState.wake(self)
+        return future
+
+    def _run_tick_calls(self) -> None:
+        with self._tick_calls_lock:
+            calls, self._tick_calls = self._tick_calls, []
+        for call in calls:
+            call()
+        self._continue_transfer()
+
+    def group_view(self) -> dict:
+        """The group as this node sees it (call in the tick thread: `run_in_tick`)."""
+        return {"leader": self._isLeader(), "term": self._getTerm(),
+                "commit_index": self.raftCommitIndex,
+                "last_index": _PrivateRaftState.last_log_index(self),
+                "ready": self._isLeader() and _PrivateRaftState.own_term_committed(self),
+                "members": self.members.current(),
+                "last_change_index": self.members.last_change_index(),
+                "match": _PrivateRaftState.match_indexes(self) if self._isLeader() else {},
+                "connected": _PrivateRaftState.connected(self),
+                "transferring": self._transfer is not None}
+
+    def append_change(self, kind: str, raft: str, grpc_address: str,
+                      callback: Callable[[object, int], None]) -> None:
+        """Append a membership entry (on the leader); callback(None, fail_reason) once it is
+        committed, or at once with REQUEST_DENIED if pysyncobj refuses it."""
+        self._applyCommand(encode_change(kind, raft, grpc_address), callback)
+
+    def start_transfer(self, target: str, timeout: float) -> Future:
+        """Hand leadership to member `target` ("": the most up-to-date follower). Call in the
+        tick thread; the future ends when this node is no longer the leader."""
+        if not self._isLeader():
+            raise NotLeading("this master is not the leader")
+        if self._transfer is not None:
+            raise FailedPrecondition("a leadership transfer is already in progress")
+        followers = {n.address for n in _PrivateRaftState.followers(self)}
+        if not followers:
+            raise FailedPrecondition("this master is the only member: no one to hand "
+                                     "leadership to")
+        if target and target not in followers:
+            raise NotFound(f"{target} is not a member besides the leader")
+        future: Future = Future()
+        self._transfer = {"target": target or None, "until": time.monotonic() + timeout,
+                          "future": future, "sent_at": None}
+        return future
+
+    def _continue_transfer(self) -> None:
+        """Each tick while a transfer is on: commands wait (so a follower can catch up), and
+        as soon as the target (or the most up-to-date follower) has the whole log it gets
+        pysyncobj's TimeoutNow; it campaigns at once, and the others let it."""
+        t = self._transfer
+        if t is None:
+            return
+        now = time.monotonic()
+        if not self._isLeader():
+            self._transfer = None
+            t["future"].set_result(True)
+            return
+        if now > t["until"]:
+            self._transfer = None
+            t["future"].set_exception(DeadlineExceeded(
+                "no follower caught up and took over in time; this master stays the leader"))
+            return
+        if t["sent_at"] is not None and now - t["sent_at"] < self._config.election_max:
+            return                                  # the target is campaigning
+        outcome: list[int] = []
+        self.transferLeadership(t["target"], callback=lambda _, err: outcome.append(err))
+        if outcome and outcome[0] == FAIL_REASON.SUCCESS:
+            t["sent_at"] = now
 
     # --- status ------------------------------------------------------------------------------
 
@@ -432,11 +581,13 @@ class MetadataRaft(SyncObj):
     def _write_snapshot(self, tmp_path: str, entries) -> None:
         """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.
         Runs in the tick thread, so the copy is exactly the state at the last applied entry."""
-        last_entry, prev_entry, cluster = entries
+        last_entry, prev_entry, _ = entries
+        members = self.members.at(last_entry[1])      # the group as of the snapshot's entry
+        cluster = {TCPNode(a) for a in members}
         # The journal up to here goes once the snapshot is written: LMDB must not be able to
         # lose a commit it holds (it commits without syncing its meta page: master/state.py).
         self.state.sync_now()
-        header = sopickle.dumps((last_entry, prev_entry, cluster))
+        header = sopickle.dumps((last_entry, prev_entry, cluster, members))
         with open(tmp_path, "wb") as f:
             f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
             f.flush()
@@ -449,7 +600,7 @@ class MetadataRaft(SyncObj):
     def _install_snapshot(self, path: str):
         """pysyncobj deserializer hook, called when the leader sent us a snapshot: replace LMDB
         with the snapshot's copy and return the entries pysyncobj restarts its log from."""
-        last_entry, prev_entry, cluster, offset = self._read_snapshot_header(path)
+        last_entry, prev_entry, members, offset = self._read_snapshot_header(path)
         with tempfile.TemporaryDirectory(dir=self._raft_dir) as tmp:
             mdb = os.path.join(tmp, "data.mdb")
             with open(path, "rb") as src, open(mdb, "wb") as dst:
@@ -464,9 +615,10 @@ class MetadataRaft(SyncObj):
                 self.state = MetadataState(self._state_dir)
                 self.state.apply_batch(last_entry[1], [])
         fsync_path(self._raft_dir)
+        self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]
         log.info("installed snapshot from leader at index %d", last_entry[1])
-        return last_entry, prev_entry, cluster
+        return last_entry, prev_entry, {TCPNode(a) for a in members}
 
     def copy_state(self, fd: int) -> None:
         """A consistent, compacted copy of the metadata to `fd`, for a backup. LMDB copies from
@@ -482,8 +634,11 @@ class MetadataRaft(SyncObj):
             if magic != SNAPSHOT_MAGIC:
                 raise ValueError(f"{path} is not a gfs snapshot")
             (length,) = struct.unpack("<Q", f.read(8))
-            last_entry, prev_entry, cluster = sopickle.loads(f.read(length))
-        return last_entry, prev_entry, cluster, len(SNAPSHOT_MAGIC) + 8 + length
+            header = sopickle.loads(f.read(length))
+        last_entry, prev_entry, cluster = header[:3]
+        # Snapshots written before membership changes carry pysyncobj's node set only.
+        members = header[3] if len(header) > 3 else {n.address: "" for n in cluster}
+        return last_entry, prev_entry, members, len(SNAPSHOT_MAGIC) + 8 + length
 
     def _read_snapshot_info(self) -> None:
         try:
