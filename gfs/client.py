@@ -58,6 +58,7 @@ from proto import master_pb2_grpc as pb_grpc
 LEADER_METADATA_KEY = "gfs-leader"
 _FIELD_WORDS = {"src": "source path", "dst": "destination path"}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+ONCE = {grpc.StatusCode.UNAVAILABLE}     # redirects and unreachable masters only
 INLINE_MAX = 64 << 10      # the masters' default --inline-max
 
 
@@ -403,9 +404,11 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 self._leader = None
 
     def _call(self, method: str, request, *, deadline: float | None = None,
-              service: type = pb_grpc.MasterStub, attempt_timeout: float | None = None):
+              service: type = pb_grpc.MasterStub, attempt_timeout: float | None = None,
+              retryable: set = RETRYABLE):
         """Call `method` on the leader, following redirects and retrying until the deadline
-        (each attempt waits at most `attempt_timeout`, default the client's)."""
+        (each attempt waits at most `attempt_timeout`, default the client's; a change that
+        must not run twice retries UNAVAILABLE only)."""
         stop_at = time.monotonic() + (deadline or self.deadline)
         attempt, last = 0, "no attempt made"
         while True:
@@ -421,7 +424,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 return response
             except grpc.RpcError as err:
                 code, details = err.code(), err.details() or ""
-                if code not in RETRYABLE:
+                if code not in retryable:
                     self._note(address, True, None)
                     self._reach.answered(address)
                     raise from_grpc(code, details) from None
@@ -615,16 +618,16 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Add a master (running with --join); returns once it has caught up."""
         return _members(self._call("MemberAdd", pb.MemberAddRequest(
             raft_address=raft_address, grpc_address=grpc_address), deadline=timeout,
-            attempt_timeout=timeout))
+            attempt_timeout=timeout, retryable=ONCE))
 
     def member_remove(self, member: str, timeout: float = 30.0) -> dict:
         return _members(self._call("MemberRemove", pb.MemberRemoveRequest(member=member),
-                                   deadline=timeout, attempt_timeout=timeout))
+                                   deadline=timeout, attempt_timeout=timeout, retryable=ONCE))
 
     def step_down(self, to: str = "", timeout: float = 10.0) -> dict:
         """Hand the leadership to member `to` (default: the most up-to-date follower)."""
         moved = self._call("StepDown", pb.StepDownRequest(to=to), deadline=timeout,
-                           attempt_timeout=timeout)
+                           attempt_timeout=timeout, retryable=ONCE)
         with self._lock:
             self._leader = moved.leader_grpc or None
         return _fields(moved)

@@ -403,9 +403,12 @@ class MasterService(pb_grpc.MasterServicer):
 
     # --- Raft group membership and leadership (master/members.py) -----------------------------
 
-    async def _group_admin(self, context) -> None:
+    async def _group_admin(self, context) -> float:
+        """Refuse unless leader and administrator; the time the change may take (it gives up
+        well before the caller's deadline, so the caller hears why)."""
         self.node.require_leader()
         await self._admin(context)
+        return max(0.5, request_timeout(context) * 0.9 - 0.3)
 
     @staticmethod
     def _members_response(d: dict) -> pb.MembersResponse:
@@ -421,22 +424,20 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def MemberAdd(self, request, context):
-        await self._group_admin(context)
+        timeout = await self._group_admin(context)
         return self._members_response(await asyncio.to_thread(
-            self.node.group.add, request.raft_address, request.grpc_address,
-            request_timeout(context)))
+            self.node.group.add, request.raft_address, request.grpc_address, timeout))
 
     @rpc
     async def MemberRemove(self, request, context):
-        await self._group_admin(context)
+        timeout = await self._group_admin(context)
         return self._members_response(await asyncio.to_thread(
-            self.node.group.remove, request.member, request_timeout(context)))
+            self.node.group.remove, request.member, timeout))
 
     @rpc
     async def StepDown(self, request, context):
-        await self._group_admin(context)
-        moved = await asyncio.to_thread(self.node.group.step_down, request.to,
-                                        request_timeout(context))
+        timeout = await self._group_admin(context)
+        moved = await asyncio.to_thread(self.node.group.step_down, request.to, timeout)
         return pb.StepDownResponse(**moved)
 
     @rpc

@@ -85,13 +85,15 @@ def test_three_to_five_to_three_under_writes(make_cluster):
         time.sleep(1.0)
     assert len(writer.acked) > 50
     assert member_set(c) == {m["raft"] for m in c.spec["masters"]}
-    # A client that knows only the original three addresses (two gone) still works, and is
-    # sent on to the new leader.
+    # A client that knows only the original three addresses (two gone) still works: the one
+    # left (a follower now) sends it on to the new leader, whose address it keeps.
     all_present(c, writer.acked, masters=original)
+    with c.client() as client:
+        client.step_down(c.spec["masters"][-1]["grpc"])
     from gfs.client import Client
     with Client(original, token=c.admin_token, deadline=30) as client:
         client.mkdir("/after")
-        assert set(client.masters) > set(original)     # it learned the new members
+        assert c.spec["masters"][-1]["grpc"] in client.masters
 
 
 def test_dead_master_replaced_and_its_data_never_returns(make_cluster):
@@ -127,12 +129,13 @@ def test_dead_master_replaced_and_its_data_never_returns(make_cluster):
     term = _term(c)
     c.start(dead["name"])
     time.sleep(3.0)
+    assert c.pid(dead["name"]), "the removed master should run (and be ignored)"
+    c.stop(dead["name"])
     c.spec["masters"].remove(dead)
     assert dead["raft"] not in member_set(c)
     assert _term(c) == term, "the removed master disturbed the group"
     with c.client() as client:
         client.mkdir("/still-writing")
-    c.stop(dead["name"])
     print(f"add with catch-up of 120 directories took {took:.2f} s")
 
 
@@ -209,7 +212,7 @@ def test_bad_membership_requests(make_cluster):
         assert out.returncode == 1 and out.stderr.startswith("gfs: " + want), (args, out.stderr)
         assert "Traceback" not in out.stderr
     anon = gfs(c.cli_env(token=""), "master", "add", "127.0.0.1:2@127.0.0.1:3", check=False)
-    assert anon.returncode == 1 and "unauthenticated" in anon.stderr, anon.stderr
+    assert anon.returncode == 1 and "permission denied" in anon.stderr, anon.stderr
     # A second change while one is in progress: a member that never starts never catches up.
     ghost = c.add_master()
     box: dict = {}
@@ -217,7 +220,7 @@ def test_bad_membership_requests(make_cluster):
     def add_ghost():
         with c.client(deadline=60) as client:
             try:
-                client.member_add(ghost["raft"], ghost["grpc"], timeout=6)
+                client.member_add(ghost["raft"], ghost["grpc"], timeout=15)
             except GfsError as err:
                 box["err"] = err
     t = threading.Thread(target=add_ghost)
