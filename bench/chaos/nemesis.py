@@ -268,40 +268,44 @@ class Nemesis(DiskFaults):
         with self.cluster.client(deadline=60) as client:
             if name == leader:
                 fault.detail["stepped_down_to"] = self._retry(
-                    lambda: client.step_down("", 10.0))["leader_raft"]
-            self._retry(lambda: client.member_remove(m["raft"], 30.0), done_if="not a member")
+                    fault, lambda: client.step_down("", 10.0)).get("leader_raft", "")
+            self._retry(fault, lambda: client.member_remove(m["raft"], 30.0),
+                        done_if="not a member")
         self._rejoining = name
         self.cluster.signal(name, signal.SIGKILL)
         self.cluster._wait_gone(name, 10)
         disk = Path(self.cluster.data_path(m))
         for part in ("raft", "meta"):          # the Raft journal and the metadata: a new disk
             shutil.rmtree(disk / part, ignore_errors=True)
-        fault.detail.update(self._rejoin())
+        self._rejoin(fault)
         fault.end = self.clock()
         return fault
 
-    def _rejoin(self) -> dict:
-        """Start the removed master empty with --join and add it back; the add's figures."""
+    def _rejoin(self, fault: Fault) -> None:
+        """Start the removed master empty with --join and add it back (the add's figures go
+        into the fault's detail)."""
         name, self._rejoining = self._rejoining, None
         m = self.cluster.daemon(name)
         m["join"] = True
         self.cluster.start(name)
         try:
             with self.cluster.client(deadline=180) as client:
-                added = self._retry(lambda: client.member_add(m["raft"], m["grpc"], 120.0),
+                added = self._retry(fault, lambda: client.member_add(m["raft"], m["grpc"], 120.0),
                                     done_if="already a member")
         finally:
             m["join"] = False                  # later starts are a member's
-        return {"commit_s": added.get("commit_s"), "catch_up_s": added.get("catch_up_s")}
+        fault.detail.update(commit_s=added.get("commit_s"), catch_up_s=added.get("catch_up_s"))
 
-    def _retry(self, change, done_if: str = "", attempts: int = 10) -> dict:
+    def _retry(self, fault: Fault, change, done_if: str = "", attempts: int = 10) -> dict:
         """A membership change retried while the group is busy (another fault's restart, an
-        election); `done_if`: the error message saying an earlier attempt took effect."""
+        election), each refusal noted in the fault's detail; `done_if`: the error message
+        saying an earlier attempt took effect."""
         from gfs.errors import GfsError
         for attempt in range(attempts):
             try:
                 return change()
             except GfsError as err:
+                fault.detail.setdefault("retried", []).append(f"{err.code}: {err.message}")
                 if done_if and done_if in err.message:
                     return {}
                 if attempt == attempts - 1:
@@ -321,7 +325,7 @@ class Nemesis(DiskFaults):
         for m in self.masters():
             write_test_offset(self.clock_file(m), 0)
         if self._rejoining is not None:
-            self._rejoin()
+            self._rejoin(self._fault("replace_member", [self._rejoining]))
         for d in self.cluster.daemons():
             pid = self.cluster.pid(d["name"])
             if pid:
