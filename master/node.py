@@ -447,6 +447,8 @@ class RaftCollector:
             "gfs_master_commands": ("commands proposed by this master's batcher", s["commands"]),
             "gfs_master_chunkservers_alive": ("chunkservers heartbeating to this leader",
                                               len(self.node.chunkservers.alive_addresses())),
+            "gfs_master_group_members": ("members of the Raft group (master/membership.py)",
+                                         len(self.node.peers)),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)

@@ -28,8 +28,6 @@ import threading
 import time
 from typing import Callable
 
-from concurrent.futures import Future
-
 import msgpack
 import pysyncobj.pickle as sopickle
 import pysyncobj.syncobj as _syncobj_module
@@ -39,13 +37,13 @@ from pysyncobj.transport import TCPNode, TCPTransport
 
 from gfs.auth.insecure import raft_purpose
 from gfs.fsutil import fsync_path, makedirs_durable
-from gfs.errors import DeadlineExceeded, FailedPrecondition, NotFound
 from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
-from master.membership import MembershipLog, encode_change
+from master.membership import MembershipLog
+from master.raft_group import GroupChanges
+from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
-from master.readindex import (ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, NotLeading,
-                              ReadIndex)
+from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
 from master.sharedlock import SharedLock
 from master.state import MetadataState
 from gfs.clock import now_ms
@@ -121,78 +119,6 @@ class DeferredAckTransport(TCPTransport):
             super().send(node, message)
 
 
-class _PrivateRaftState:
-    """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
-
-    @staticmethod
-    def disable_dump_loading(node: SyncObj) -> None:
-        node._SyncObj__needLoadDumpFile = False
-
-    @staticmethod
-    def start_after(node: SyncObj, applied: int) -> None:
-        """Tell pysyncobj that entries up to `applied` are already in the state machine."""
-        node._SyncObj__raftLastApplied = applied
-        last = node._SyncObj__raftLog[-1][1]
-        commit = node._SyncObj__raftCommitIndex
-        node._SyncObj__raftCommitIndex = min(max(commit, applied), last)
-
-    @staticmethod
-    def mark_fresh(connection) -> None:
-        """Reset a TCP connection's idle clock (see DeferredAckTransport)."""
-        if connection is not None:
-            connection._TcpConnection__lastReadTime = _syncobj_module.monotonicTime()
-
-    @staticmethod
-    def transport(node: SyncObj) -> DeferredAckTransport:
-        return node._SyncObj__transport
-
-    @staticmethod
-    def wake(node: SyncObj) -> None:
-        """Wake the tick thread from its poll (as pysyncobj does for a new command)."""
-        try:
-            node._SyncObj__pipeNotifier.notify()
-        except (AttributeError, BlockingIOError):     # no notifier, or already a wake-up queued
-            pass
-
-    @staticmethod
-    def own_term_committed(node: SyncObj) -> bool:
-        """Has the leader committed the no-op it appended when elected (so its commit index
-        covers every entry earlier leaders committed)?"""
-        noop = node._SyncObj__noopIDx
-        return noop is not None and node._SyncObj__raftCommitIndex >= noop
-
-    @staticmethod
-    def followers(node: SyncObj) -> list:
-        return list(node._SyncObj__otherNodes)
-
-    @staticmethod
-    def message_handler(transport) -> Callable:
-        return transport._onMessageReceivedCallback
-
-    @staticmethod
-    def match_indexes(node: SyncObj) -> dict[str, int]:
-        """The leader's match index of each follower (empty on a follower)."""
-        return {n.address: i for n, i in dict(node._SyncObj__raftMatchIndex).items()}
-
-    @staticmethod
-    def connected(node: SyncObj) -> set[str]:
-        return {n.address for n in set(node._SyncObj__connectedNodes)}
-
-    @staticmethod
-    def last_log_index(node: SyncObj) -> int:
-        return node._SyncObj__raftLog[-1][1]
-
-    @staticmethod
-    def postpone_election(node: SyncObj, seconds: float) -> None:
-        node._SyncObj__raftElectionDeadline = _syncobj_module.monotonicTime() + seconds
-
-    @staticmethod
-    def cap_commit(node: SyncObj, below: int) -> None:
-        """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
-        if node._SyncObj__raftCommitIndex >= below:
-            node._SyncObj__raftCommitIndex = below - 1
-
-
 class RaftConfig:
     """Timing and compaction knobs (seconds / entries)."""
 
@@ -210,7 +136,7 @@ class RaftConfig:
         self.read_mode = read_mode       # master/readindex.py
 
 
-class MetadataRaft(SyncObj):
+class MetadataRaft(GroupChanges, SyncObj):
     """One master's Raft node applying command batches into `MetadataState`."""
 
     def __init__(self, self_address: str, members: dict[str, str], data_dir: str,
@@ -241,9 +167,7 @@ class MetadataRaft(SyncObj):
         self.self_address = self_address
         # Only a first start joins: later starts of an added master are those of a member.
         self._joining = joining and self.members.from_flags
-        self._transfer: dict | None = None      # a leadership transfer in progress (tick thread)
-        self._tick_calls: list[Callable[[], None]] = []
-        self._tick_calls_lock = threading.Lock()
+        self._init_group_changes()
         self._check_log_covers_state()
         self._snapshot_path = os.path.join(self._raft_dir, "snapshot.bin")
         self.snapshot_index = 0
@@ -389,7 +313,8 @@ class MetadataRaft(SyncObj):
         elif kind == "request_vote" and self._leader_alive() and not message.get("transfer"):
             # A campaign the leader itself asked for (step-down) is not a disruption.
             return
-        elif kind == "timeout_now" and node == self._getLeader():
+        elif kind == "timeout_now" and node == self._getLeader() \
+                and message.get("term", -1) >= self._getTerm():
             self._transport.transfer_campaign = True
         self._deliver(node, message)
 
@@ -457,90 +382,6 @@ class MetadataRaft(SyncObj):
     def propose(self, commands: list[dict], callback: Callable[[object, int], None]) -> None:
         """Append a batch of commands to the log; callback(results, fail_reason) after apply."""
         self.apply_entry(msgpack.packb(commands, use_bin_type=True), callback=callback)
-
-    # --- membership and leadership (admin RPCs; master/members.py checks them) ----------------
-
-    def run_in_tick(self, fn: Callable[[], object]) -> Future:
-        """Run `fn` in the tick thread (pysyncobj's state is only consistent there)."""
-        future: Future = Future()
-
-        def call() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:        # handed to the caller
-                future.set_exception(exc)
-
-        with self._tick_calls_lock:
-            self._tick_calls.append(call)
-        _PrivateRaftState.wake(self)
-        return future
-
-    def _run_tick_calls(self) -> None:
-        with self._tick_calls_lock:
-            calls, self._tick_calls = self._tick_calls, []
-        for call in calls:
-            call()
-        self._continue_transfer()
-
-    def group_view(self) -> dict:
-        """The group as this node sees it (call in the tick thread: `run_in_tick`)."""
-        return {"leader": self._isLeader(), "term": self._getTerm(),
-                "commit_index": self.raftCommitIndex,
-                "last_index": _PrivateRaftState.last_log_index(self),
-                "ready": self._isLeader() and _PrivateRaftState.own_term_committed(self),
-                "members": self.members.current(),
-                "last_change_index": self.members.last_change_index(),
-                "match": _PrivateRaftState.match_indexes(self) if self._isLeader() else {},
-                "connected": _PrivateRaftState.connected(self),
-                "transferring": self._transfer is not None}
-
-    def append_change(self, kind: str, raft: str, grpc_address: str,
-                      callback: Callable[[object, int], None]) -> None:
-        """Append a membership entry (on the leader); callback(None, fail_reason) once it is
-        committed, or at once with REQUEST_DENIED if pysyncobj refuses it."""
-        self._applyCommand(encode_change(kind, raft, grpc_address), callback)
-
-    def start_transfer(self, target: str, timeout: float) -> Future:
-        """Hand leadership to member `target` ("": the most up-to-date follower). Call in the
-        tick thread; the future ends when this node is no longer the leader."""
-        if not self._isLeader():
-            raise NotLeading("this master is not the leader")
-        if self._transfer is not None:
-            raise FailedPrecondition("a leadership transfer is already in progress")
-        followers = {n.address for n in _PrivateRaftState.followers(self)}
-        if not followers:
-            raise FailedPrecondition("this master is the only member: no one to hand "
-                                     "leadership to")
-        if target and target not in followers:
-            raise NotFound(f"{target} is not a member besides the leader")
-        future: Future = Future()
-        self._transfer = {"target": target or None, "until": time.monotonic() + timeout,
-                          "future": future, "sent_at": None}
-        return future
-
-    def _continue_transfer(self) -> None:
-        """Each tick while a transfer is on: commands wait (so a follower can catch up), and
-        as soon as the target (or the most up-to-date follower) has the whole log it gets
-        pysyncobj's TimeoutNow; it campaigns at once, and the others let it."""
-        t = self._transfer
-        if t is None:
-            return
-        now = time.monotonic()
-        if not self._isLeader():
-            self._transfer = None
-            t["future"].set_result(True)
-            return
-        if now > t["until"]:
-            self._transfer = None
-            t["future"].set_exception(DeadlineExceeded(
-                "no follower caught up and took over in time; this master stays the leader"))
-            return
-        if t["sent_at"] is not None and now - t["sent_at"] < self._config.election_max:
-            return                                  # the target is campaigning
-        outcome: list[int] = []
-        self.transferLeadership(t["target"], callback=lambda _, err: outcome.append(err))
-        if outcome and outcome[0] == FAIL_REASON.SUCCESS:
-            t["sent_at"] = now
 
     # --- status ------------------------------------------------------------------------------
 
