@@ -25,8 +25,8 @@ from concurrent.futures import Future, TimeoutError as FutureTimeout
 
 from pysyncobj import FAIL_REASON
 
-from gfs.errors import (AlreadyExists, DeadlineExceeded, FailedPrecondition, InvalidArgument,
-                        NotFound, Unavailable)
+from gfs.errors import (Aborted, AlreadyExists, DeadlineExceeded, FailedPrecondition,
+                        InvalidArgument, NotFound, Unavailable)
 from gfs.validate import address
 from master.membership import ADD, REMOVE
 from master.raft import MetadataRaft
@@ -101,8 +101,8 @@ class GroupAdmin:
                 if v["match"].get(raft_address, 0) >= target:
                     break
                 if not v["leader"]:
-                    raise Unavailable(f"{raft_address} was added, but this master lost the "
-                                      "leadership while it caught up (see `gfs master list`)")
+                    raise Aborted(f"{raft_address} was added, but this master lost the "
+                                  "leadership while it caught up (see `gfs master list`)")
                 if time.monotonic() >= stop_at:
                     raise DeadlineExceeded(
                         f"{raft_address} was added but has not caught up yet (match index "
@@ -219,8 +219,8 @@ class GroupAdmin:
         if err == FAIL_REASON.REQUEST_DENIED:
             raise FailedPrecondition(f"the leader refused the change ({kind} {raft_address}): "
                                      "another change is in progress or it was just elected")
-        raise Unavailable(f"the leadership changed during the change ({kind} {raft_address}); "
-                          "see `gfs master list` and retry")
+        raise Aborted(f"the leadership moved during the change ({kind} {raft_address}); it may "
+                      "have taken effect: see `gfs master list`")
 
 
 class _Held:
