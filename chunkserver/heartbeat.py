@@ -105,6 +105,7 @@ class Heartbeater:
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
         self.reported = None if resp.need_full_report else current
+        self.client.learn_masters(resp.masters)     # members added since this server started
         if resp.capability_keys and self.on_keys is not None:
             self.on_keys([(k.key_id, k.salt) for k in resp.capability_keys])
         if resp.delete:

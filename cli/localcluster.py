@@ -286,9 +286,29 @@ class LocalCluster:
                 "--data", self.data_path(m), "--metrics", m["metrics"],
                 "--admin-token-file", str(self.admin_token_path),
                 "--cluster-secret-file", str(self.secret_path)] + self.tls_flags() \
-            + self.mode_flags()
+            + self.mode_flags() + (["--join"] if m.get("join") else [])
         return argv + option_flags({**self.spec.get("options", {}).get("master", {}),
                                     **m.get("options", {})})
+
+    def add_master(self) -> dict:
+        """Lay out one more master that joins the running group (`gfs master add` it after
+        starting it); the spec's masters are its --peers."""
+        n = max(m["id"] for m in self.spec["masters"]) + 1
+        ports = [free_port(self.host) for _ in range(3)]
+        m = {"name": f"master-{n}", "id": n, "raft": f"{self.host}:{ports[0]}",
+             "grpc": f"{self.host}:{ports[1]}", "metrics": f"{self.host}:{ports[2]}",
+             "prefix": [], "data": str(self.dir / f"master-{n}"), "join": True,
+             "faultfs": bool(self.spec.get("faultfs"))}
+        self.spec["masters"].append(m)
+        self._save()
+        return m
+
+    def forget_master(self, name: str) -> dict:
+        """Drop a master removed from the group from the spec (stop it first); its entry."""
+        m = self.daemon(name)
+        self.spec["masters"] = [x for x in self.spec["masters"] if x["name"] != name]
+        self._save()
+        return m
 
     def chunkserver_argv(self, c: dict) -> list[str]:
         argv = [sys.executable, "-m", "cli.main", "chunkserver", "--data", self.data_path(c),

@@ -541,7 +541,9 @@ def tls_options(command):
 @click.option("--raft", "raft_addr", metavar="HOST:PORT", help="Raft address of this master.")
 @click.option("--peers", metavar="RAFT[@GRPC],...",
               help="Every master's Raft address (this one included), each optionally with "
-                   "@its gRPC address so followers can redirect clients to the leader.")
+                   "@its gRPC address so followers can redirect clients to the leader. Read at "
+                   "the first start only: the group's membership is then kept in --data and "
+                   "changed with `gfs master add/remove`.")
 @click.option("--grpc", "grpc_addr", metavar="HOST:PORT", help="gRPC listen address.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False), help="Data directory.")
 @click.option("--metrics", "metrics_addr", default="127.0.0.1:0", show_default=True,
@@ -619,6 +621,10 @@ def tls_options(command):
 @test_clock_option
 @click.option("--capability-ttl", default=60.0, show_default=True, type=click.FloatRange(1.0),
               help="Seconds a chunk read/write capability handed to a client stays valid.")
+@click.option("--join", "joining", is_flag=True,
+              help="Join a running group (then `gfs master add` it): do not campaign before "
+                   "the leader has reached this master. --peers: the current members and this "
+                   "one. Later starts use the membership kept in --data.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            election_timeout, heartbeat, compact_entries, read_mode, replication, chunk_size,
@@ -626,8 +632,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
            repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
            balance_concurrency, admin_token_file, cluster_secret_file, tls_cert, tls_key, tls_ca,
-           insecure_no_auth, capability_ttl) -> None:
-    """Run a master daemon (with no subcommand), or inspect masters."""
+           insecure_no_auth, capability_ttl, joining) -> None:
+    """Run a master daemon (with no subcommand), or inspect and change the masters' group."""
     if ctx.invoked_subcommand is not None:
         return
     refuse_wrong_planted_bug()
@@ -667,7 +673,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
                             "concurrency": balance_concurrency},
                    session_ttl=session_ttl, admin_token_file=admin_token_file,
                    cluster_secret=secret, capability_ttl=capability_ttl, tls=tls,
-                   insecure_no_auth=insecure_no_auth, space={"pressure": space_pressure / 100, "pressure_grace_s": gc_pressure_grace}))
+                   insecure_no_auth=insecure_no_auth, space={"pressure": space_pressure / 100, "pressure_grace_s": gc_pressure_grace},
+                   joining=joining))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -752,6 +759,14 @@ def _register_init_node() -> None:
 
 
 _register_init_node()
+
+
+def _register_members() -> None:
+    from cli.members_commands import register
+    register(master)
+
+
+_register_members()
 
 
 # --- local cluster ------------------------------------------------------------------------------

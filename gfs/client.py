@@ -58,6 +58,7 @@ from proto import master_pb2_grpc as pb_grpc
 LEADER_METADATA_KEY = "gfs-leader"
 _FIELD_WORDS = {"src": "source path", "dst": "destination path"}
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+ONCE = {grpc.StatusCode.UNAVAILABLE}     # redirects and unreachable masters only
 INLINE_MAX = 64 << 10      # the masters' default --inline-max
 
 
@@ -383,7 +384,17 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             self._rr = (self._rr + 1) % len(self.masters)
             return self.masters[self._rr]
 
+    def learn_masters(self, addresses) -> None:
+        """Add master addresses this client did not know (members added to the group since it
+        was configured): it then keeps working when all the addresses it started with are gone."""
+        with self._lock:
+            for a in addresses:
+                if a and a not in self.masters:
+                    self.masters.append(a)      # Reachability shares this list
+
     def _note(self, address: str, ok: bool, hint: str | None) -> None:
+        if hint and hint not in self.masters:
+            self.learn_masters([hint])
         with self._lock:
             if hint:
                 self._leader = hint
@@ -393,8 +404,11 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 self._leader = None
 
     def _call(self, method: str, request, *, deadline: float | None = None,
-              service: type = pb_grpc.MasterStub):
-        """Call `method` on the leader, following redirects and retrying until the deadline."""
+              service: type = pb_grpc.MasterStub, attempt_timeout: float | None = None,
+              retryable: set = RETRYABLE):
+        """Call `method` on the leader, following redirects and retrying until the deadline
+        (each attempt waits at most `attempt_timeout`, default the client's; a change that
+        must not run twice retries UNAVAILABLE only)."""
         stop_at = time.monotonic() + (deadline or self.deadline)
         attempt, last = 0, "no attempt made"
         while True:
@@ -402,14 +416,15 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             remaining = stop_at - time.monotonic()
             try:
                 response = getattr(self._stub(address, service), method)(
-                    request, timeout=max(0.05, min(self.attempt_timeout, remaining)),
+                    request, timeout=max(0.05, min(attempt_timeout or self.attempt_timeout,
+                                                   remaining)),
                     metadata=self._metadata)
                 self._note(address, True, None)
                 self._reach.answered(address)
                 return response
             except grpc.RpcError as err:
                 code, details = err.code(), err.details() or ""
-                if code not in RETRYABLE:
+                if code not in retryable:
                     self._note(address, True, None)
                     self._reach.answered(address)
                     raise from_grpc(code, details) from None
@@ -592,6 +607,30 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         out = _fields(resp)
         out["orphans"] = [_fields(o) for o in resp.orphans]
         return out
+
+    # --- the masters' Raft group (master/members.py) ----------------------------------------
+
+    def members(self) -> dict:
+        """The group as the leader sees it: members (role, match index), term, commit index."""
+        return _members(self._call("Members", pb.Empty()))
+
+    def member_add(self, raft_address: str, grpc_address: str, timeout: float = 60.0) -> dict:
+        """Add a master (running with --join); returns once it has caught up."""
+        return _members(self._call("MemberAdd", pb.MemberAddRequest(
+            raft_address=raft_address, grpc_address=grpc_address), deadline=timeout,
+            attempt_timeout=timeout, retryable=ONCE))
+
+    def member_remove(self, member: str, timeout: float = 30.0) -> dict:
+        return _members(self._call("MemberRemove", pb.MemberRemoveRequest(member=member),
+                                   deadline=timeout, attempt_timeout=timeout, retryable=ONCE))
+
+    def step_down(self, to: str = "", timeout: float = 10.0) -> dict:
+        """Hand the leadership to member `to` (default: the most up-to-date follower)."""
+        moved = self._call("StepDown", pb.StepDownRequest(to=to), deadline=timeout,
+                           attempt_timeout=timeout, retryable=ONCE)
+        with self._lock:
+            self._leader = moved.leader_grpc or None
+        return _fields(moved)
 
     def rotate_keys(self) -> int:
         """Make a new chunk-capability key on the masters; its id."""
@@ -877,3 +916,9 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             except grpc.RpcError as err:
                 out.append({"address": address, "error": err.details() or err.code().name})
         return out
+
+
+def _members(resp) -> dict:
+    out = _fields(resp)
+    out["members"] = [_fields(m) for m in resp.members]
+    return out

@@ -19,6 +19,7 @@ CODES: dict[str, grpc.StatusCode] = {
     "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "DEADLINE_EXCEEDED": grpc.StatusCode.DEADLINE_EXCEEDED,
+    "ABORTED": grpc.StatusCode.ABORTED,
     "DATA_LOSS": grpc.StatusCode.DATA_LOSS,
     "OUT_OF_RANGE": grpc.StatusCode.OUT_OF_RANGE,
     "INTERNAL": grpc.StatusCode.INTERNAL,
@@ -69,6 +70,12 @@ class Unavailable(GfsError):
     code = "UNAVAILABLE"
 
 
+class Aborted(GfsError):
+    """Interrupted midway (e.g. a membership change when the leadership moved): it may or may
+    not have taken effect, so it is not retried blindly."""
+    code = "ABORTED"
+
+
 class DeadlineExceeded(GfsError):
     code = "DEADLINE_EXCEEDED"
 
@@ -93,7 +100,7 @@ class Unauthenticated(GfsError):
 
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, AlreadyExists, FailedPrecondition,
-                                      Unavailable, DeadlineExceeded, DataLoss,
+                                      Unavailable, Aborted, DeadlineExceeded, DataLoss,
                                       ResourceExhausted, PermissionDenied, Unauthenticated)}
 _BY_GRPC = {v: k for k, v in CODES.items()}
 

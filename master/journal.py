@@ -20,6 +20,9 @@ aside as ``journal.log.damaged-<offset>`` before the cut, so nothing is silently
 
 Term and vote live in ``journal.meta`` (msgpack), replaced atomically and fsync'd before
 `setCurrentTerm` returns, because Raft forbids answering a vote before they are durable.
+
+An optional `listener` (master/membership.py's MembershipLog) hears of every entry appended,
+cut or compacted away, so the group's membership can be derived from the log.
 """
 from __future__ import annotations
 
@@ -85,7 +88,7 @@ def read_records(path: str) -> tuple[list[tuple[bytes, int, int]], list[int], in
 class DurableJournal(Journal):
     """pysyncobj Journal backed by an fsync'd append-only file (see the module docstring)."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, listener=None):
         makedirs_durable(directory)
         self._dir = directory
         self._path = os.path.join(directory, "journal.log")
@@ -99,6 +102,10 @@ class DurableJournal(Journal):
             self._preserve_damaged_tail(valid_end, size)
         self._entries = entries
         self._offsets = offsets
+        self._listener = listener
+        if listener is not None:
+            for command, idx, _ in entries:
+                listener.appended(command, idx)
         self._end = valid_end           # byte size of the records in self._entries
         self._fd = os.open(self._path, os.O_RDWR)
         if valid_end < size:
@@ -128,6 +135,8 @@ class DurableJournal(Journal):
                 self._truncate_locked(self._replay_pos)
             record = encode_record(command, idx, term)
             self._entries.append((command, idx, term))
+            if self._listener is not None:
+                self._listener.appended(command, idx)
             self._offsets.append(self._end)
             self._end += len(record)
             self._queued.append(record)
@@ -136,6 +145,8 @@ class DurableJournal(Journal):
     def clear(self) -> None:
         with self._lock:
             self._replay_pos = None
+            if self._listener is not None:
+                self._listener.truncated_from(0)
             self._entries = []
             self._offsets = []
             self._end = 0
@@ -180,6 +191,8 @@ class DurableJournal(Journal):
             log.info("journal: dropping %d conflicting entries from index %d",
                      len(self._entries) - entryFrom, self._entries[entryFrom][1])
             new_end = self._offsets[entryFrom]
+            if self._listener is not None:
+                self._listener.truncated_from(self._entries[entryFrom][1])
             del self._entries[entryFrom:]
             del self._offsets[entryFrom:]
             self._end = new_end
@@ -200,6 +213,9 @@ class DurableJournal(Journal):
             self._replay_pos = None
             if entryTo <= 0:
                 return
+            if self._listener is not None:      # durable before the entries leave
+                self._listener.compacting_to(self._entries[entryTo][1] if entryTo < len(
+                    self._entries) else self.last_index + 1)
             del self._entries[:entryTo]
             self._rewrite_needed = True
             self._dirty = True

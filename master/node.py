@@ -24,6 +24,7 @@ from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
 from master.identity import require_admin
+from master.members import GroupAdmin
 from master.proposer import Proposer
 from master.raft import MetadataRaft, RaftConfig
 from master.repair import NO_ROOM, TOO_FEW_SERVERS, Repairer
@@ -54,7 +55,7 @@ class MasterNode:
                  session_ttl: float = 86400.0, space: dict | None = None,
                  admin_token_hash: bytes | None = None, *, cluster_secret: bytes,
                  capability_ttl: float = 60.0, tls_ca: bytes | None = None,
-                 insecure_no_auth: bool = False):
+                 insecure_no_auth: bool = False, joining: bool = False):
         self.node_id = node_id
         # gfs/auth/insecure.py: no caller authentication, no daemon signatures, no capabilities.
         self.insecure_no_auth = insecure_no_auth
@@ -62,8 +63,8 @@ class MasterNode:
         self.s3_key = s3keys.s3_key(cluster_secret)     # S3 secrets derive from it (s3keys.py)
         self.raft_address = raft_address
         self.grpc_address = grpc_address
-        self.peers = dict(peers)          # raft address -> gRPC address ("" if unknown)
-        self.peers[raft_address] = grpc_address
+        self._flag_peers = dict(peers)    # raft address -> gRPC address ("" if unknown)
+        self._flag_peers[raft_address] = grpc_address
         self.data_dir = data_dir
         self.defaults = {"replication": 3, "chunk_size": 64 << 20, "storage_class": "hot",
                          "inline_max": inline.DEFAULT_MAX}
@@ -73,10 +74,11 @@ class MasterNode:
         self.admin_token_hash = admin_token_hash
         self._stopping = threading.Event()
         self.chunkservers = ChunkserverRegistry(dead_after=dead_after)
-        self.raft = MetadataRaft(raft_address, list(self.peers), data_dir, raft_config,
+        self.raft = MetadataRaft(raft_address, self._flag_peers, data_dir, raft_config,
                                  on_role_change=self._role_changed,
                                  cluster_secret=cluster_secret,
-                                 insecure_no_auth=insecure_no_auth)
+                                 insecure_no_auth=insecure_no_auth, joining=joining)
+        self.group = GroupAdmin(self.raft)
         self.proposer = Proposer(self.raft.propose)
         self.trash_retention = trash_retention
         periods = [gc_grace, session_ttl] + ([trash_retention] if trash_retention > 0 else [])
@@ -109,6 +111,12 @@ class MasterNode:
         self.capabilities = (NoCapabilities() if insecure_no_auth else MasterCapabilities(
             cluster_secret, lambda: self.state_read(lambda st: st.capability_keys()),
             self.propose, capability_ttl))
+
+    @property
+    def peers(self) -> dict[str, str]:
+        """The group's members now (raft address -> gRPC address; master/membership.py)."""
+        members = self.raft.members.current()
+        return {r: g or self._flag_peers.get(r, "") for r, g in members.items()}
 
     def _chunk_table(self) -> list[dict]:
         """Every chunk of the metadata (what the repair, tier and balance loops plan from)."""
@@ -379,19 +387,20 @@ class MasterNode:
 
     def status(self) -> dict:
         st = self.raft.status()
+        peers = self.peers
         st.update({
             "id": self.node_id,
             "raft_address": self.raft_address,
             "grpc_address": self.grpc_address,
             "leader_raft": st.pop("leader"),
-            "peers": sorted(p for p in self.peers if p != self.raft_address),
+            "peers": sorted(p for p in peers if p != self.raft_address),
             "pid": os.getpid(),
             "metrics_address": self.metrics_address,
             "uptime_s": time.monotonic() - self.started,
             "batches": self.proposer.batches,
             "commands": self.proposer.commands,
         })
-        st["leader_grpc"] = self.peers.get(st["leader_raft"], "")
+        st["leader_grpc"] = peers.get(st["leader_raft"], "")
         return st
 
 
@@ -438,6 +447,8 @@ class RaftCollector:
             "gfs_master_commands": ("commands proposed by this master's batcher", s["commands"]),
             "gfs_master_chunkservers_alive": ("chunkservers heartbeating to this leader",
                                               len(self.node.chunkservers.alive_addresses())),
+            "gfs_master_group_members": ("members of the Raft group (master/membership.py)",
+                                         len(self.node.peers)),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)

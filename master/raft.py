@@ -33,12 +33,15 @@ import pysyncobj.pickle as sopickle
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, replicated
 from pysyncobj.journal import Journal
-from pysyncobj.transport import TCPTransport
+from pysyncobj.transport import TCPNode, TCPTransport
 
 from gfs.auth.insecure import raft_purpose
 from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
+from master.membership import MembershipLog
+from master.raft_group import GroupChanges
+from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
 from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
 from master.sharedlock import SharedLock
@@ -93,10 +96,15 @@ class DeferredAckTransport(TCPTransport):
         super().__init__(*args, **kwargs)
         self._held: list[tuple[object, dict]] = []
 
+    transfer_campaign = False   # set while this node campaigns on a leader's transfer request
+
     def send(self, node, message):
-        if message.get("type") == "next_node_idx":
+        kind = message.get("type")
+        if kind == "next_node_idx":
             self._held.append((node, message))
             return True
+        if kind == "request_vote" and self.transfer_campaign:
+            message = {**message, "transfer": True}    # see MetadataRaft._on_message
         return super().send(node, message)
 
     def keep_fresh(self, leader) -> None:
@@ -109,61 +117,6 @@ class DeferredAckTransport(TCPTransport):
         held, self._held = self._held, []
         for node, message in held:
             super().send(node, message)
-
-
-class _PrivateRaftState:
-    """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
-
-    @staticmethod
-    def disable_dump_loading(node: SyncObj) -> None:
-        node._SyncObj__needLoadDumpFile = False
-
-    @staticmethod
-    def start_after(node: SyncObj, applied: int) -> None:
-        """Tell pysyncobj that entries up to `applied` are already in the state machine."""
-        node._SyncObj__raftLastApplied = applied
-        last = node._SyncObj__raftLog[-1][1]
-        commit = node._SyncObj__raftCommitIndex
-        node._SyncObj__raftCommitIndex = min(max(commit, applied), last)
-
-    @staticmethod
-    def mark_fresh(connection) -> None:
-        """Reset a TCP connection's idle clock (see DeferredAckTransport)."""
-        if connection is not None:
-            connection._TcpConnection__lastReadTime = _syncobj_module.monotonicTime()
-
-    @staticmethod
-    def transport(node: SyncObj) -> DeferredAckTransport:
-        return node._SyncObj__transport
-
-    @staticmethod
-    def wake(node: SyncObj) -> None:
-        """Wake the tick thread from its poll (as pysyncobj does for a new command)."""
-        try:
-            node._SyncObj__pipeNotifier.notify()
-        except (AttributeError, BlockingIOError):     # no notifier, or already a wake-up queued
-            pass
-
-    @staticmethod
-    def own_term_committed(node: SyncObj) -> bool:
-        """Has the leader committed the no-op it appended when elected (so its commit index
-        covers every entry earlier leaders committed)?"""
-        noop = node._SyncObj__noopIDx
-        return noop is not None and node._SyncObj__raftCommitIndex >= noop
-
-    @staticmethod
-    def followers(node: SyncObj) -> list:
-        return list(node._SyncObj__otherNodes)
-
-    @staticmethod
-    def message_handler(transport) -> Callable:
-        return transport._onMessageReceivedCallback
-
-    @staticmethod
-    def cap_commit(node: SyncObj, below: int) -> None:
-        """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
-        if node._SyncObj__raftCommitIndex >= below:
-            node._SyncObj__raftCommitIndex = below - 1
 
 
 class RaftConfig:
@@ -183,13 +136,16 @@ class RaftConfig:
         self.read_mode = read_mode       # master/readindex.py
 
 
-class MetadataRaft(SyncObj):
+class MetadataRaft(GroupChanges, SyncObj):
     """One master's Raft node applying command batches into `MetadataState`."""
 
-    def __init__(self, self_address: str, peer_addresses: list[str], data_dir: str,
+    def __init__(self, self_address: str, members: dict[str, str], data_dir: str,
                  config: RaftConfig | None = None,
                  on_role_change: Callable[[str], None] | None = None, *, cluster_secret: bytes,
-                 insecure_no_auth: bool = False):
+                 insecure_no_auth: bool = False, joining: bool = False):
+        """`members`: raft address -> gRPC address of the group at its first start (later
+        starts use the durable membership, master/membership.py); `joining`: this master was
+        added to a running group and must not campaign before a leader has reached it."""
         config = config or RaftConfig()
         # Secure and insecure masters sign frames with different keys: they never form a group.
         self._frame_auth = FrameAuthenticator(cluster_secret, raft_purpose(insecure_no_auth))
@@ -202,7 +158,16 @@ class MetadataRaft(SyncObj):
         self._state_lock = SharedLock()
         self._copy_lock = threading.Lock()      # a backup copy in progress (not the apply path)
         self.state = MetadataState(self._state_dir)
-        self.journal = DurableJournal(self._raft_dir)
+        self.members = MembershipLog(self._raft_dir, members)
+        self.journal = DurableJournal(self._raft_dir, self.members)
+        current = self.members.current()
+        if not self.members.from_flags and set(current) != set(members):
+            log.info("membership from the data directory (%s), not --peers",
+                     ",".join(sorted(current)))
+        self.self_address = self_address
+        # Only a first start joins: later starts of an added master are those of a member.
+        self._joining = joining and self.members.from_flags
+        self._init_group_changes()
         self._check_log_covers_state()
         self._snapshot_path = os.path.join(self._raft_dir, "snapshot.bin")
         self.snapshot_index = 0
@@ -228,16 +193,20 @@ class MetadataRaft(SyncObj):
             leaderFallbackTimeout=max(config.election_max, config.heartbeat * 10),
             commandsWaitLeader=True,
             onStateChanged=self._state_changed,
-            dynamicMembershipChange=False,
+            dynamicMembershipChange=True,
         )
-        super().__init__(self_address, [p for p in peer_addresses if p != self_address], conf,
+        super().__init__(self_address, [p for p in current if p != self_address], conf,
                          transportClass=DeferredAckTransport)
         _PrivateRaftState.disable_dump_loading(self)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
+        # Membership and leadership change only through the masters' admin RPCs (which check
+        # the caller and allow one change at a time), never by pysyncobj's utility messages.
+        for utility in ("add", "remove", "transfer", "set_version"):
+            self._transport.setOnUtilityMessageCallback(utility, None)
         self.addOnTickCallback(self._make_durable)
-        members = len(set(peer_addresses) | {self_address})
-        self.reads = ReadIndex(members // 2 + 1,
+        self._followers_seen = frozenset(_PrivateRaftState.followers(self))
+        self.reads = ReadIndex(len(current | {self_address: ""}) // 2 + 1,
                                LEASE_FRACTION * config.election_min
                                if config.read_mode == "lease" else 0.0,
                                wake=lambda: _PrivateRaftState.wake(self))
@@ -246,6 +215,7 @@ class MetadataRaft(SyncObj):
         self._deliver = _PrivateRaftState.message_handler(self._transport)
         self._transport.setOnMessageReceivedCallback(self._on_message)
         self.addOnTickCallback(self._serve_reads)
+        self.addOnTickCallback(self._run_tick_calls)
         self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
 
     @property
@@ -276,10 +246,19 @@ class MetadataRaft(SyncObj):
                     if unverified is not None:
                         _PrivateRaftState.cap_commit(self, unverified)
                     self._transport.keep_fresh(self._getLeader())
+                    self._hold_campaign()
                 self.doTick(self._config.tick)
             except Exception as err:   # never let the tick thread die; pysyncobj state is per message
                 self._tick_failures.exception(err)
                 time.sleep(self._config.tick)
+
+    def _hold_campaign(self) -> None:
+        """A follower that joined a running group (until a leader reached it), or that the
+        group removed, does not campaign: its votes requests could only depose a leader."""
+        if self._joining and self._leader_contact > float("-inf"):
+            self._joining = False
+        if self._joining or self.self_address not in self.members.current():
+            _PrivateRaftState.postpone_election(self, self._config.election_max)
 
     def _make_durable(self) -> None:
         """Group commit: one fdatasync for everything appended since the last call, then release
@@ -299,6 +278,10 @@ class MetadataRaft(SyncObj):
             if now >= self._next_lease_probe:
                 self._next_lease_probe = now + self._config.heartbeat
                 keep_lease = True
+        followers = frozenset(_PrivateRaftState.followers(self))
+        if followers != self._followers_seen:       # the membership changed (master/membership.py)
+            self._followers_seen = followers
+            self.reads.reconfigure(followers, (len(followers) + 1) // 2 + 1)
         term = self._getTerm()
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
@@ -322,13 +305,17 @@ class MetadataRaft(SyncObj):
             return
         if kind == ACK_TYPE:
             term, seq = message.get("term"), message.get("seq")
-            if type(term) is int and type(seq) is int:
+            if type(term) is int and type(seq) is int and node in self._followers_seen:
                 self.reads.on_ack(node, term, seq, self.raftLastApplied)
             return
         if kind == "append_entries" and message.get("term", -1) >= self._getTerm():
             self._leader_contact = time.monotonic()
-        elif kind == "request_vote" and self._leader_alive():
+        elif kind == "request_vote" and self._leader_alive() and not message.get("transfer"):
+            # A campaign the leader itself asked for (step-down) is not a disruption.
             return
+        elif kind == "timeout_now" and node == self._getLeader() \
+                and message.get("term", -1) >= self._getTerm():
+            self._transport.transfer_campaign = True
         self._deliver(node, message)
 
     def _leader_alive(self) -> bool:
@@ -350,6 +337,8 @@ class MetadataRaft(SyncObj):
         return True
 
     def _state_changed(self, old: int, new: int) -> None:
+        if new != 1:                 # the transfer campaign (if any) is over
+            self._transport.transfer_campaign = False
         if new == 2:
             self.journal.confirm_all()
         if self._on_role_change is not None:
@@ -378,7 +367,8 @@ class MetadataRaft(SyncObj):
         the node they were given to, while it is the leader; otherwise they fail (NOT_LEADER)
         and the client retries them, with the same request id, on the leader."""
         if self._isLeader():
-            super()._checkCommandsToApply()
+            if self._transfer is None:     # while leadership moves, commands wait (thesis §3.10)
+                super()._checkCommandsToApply()
             return
         queue = self._SyncObj__commandsQueue
         while True:
@@ -432,11 +422,13 @@ class MetadataRaft(SyncObj):
     def _write_snapshot(self, tmp_path: str, entries) -> None:
         """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.
         Runs in the tick thread, so the copy is exactly the state at the last applied entry."""
-        last_entry, prev_entry, cluster = entries
+        last_entry, prev_entry, _ = entries
+        members = self.members.at(last_entry[1])      # the group as of the snapshot's entry
+        cluster = {TCPNode(a) for a in members}
         # The journal up to here goes once the snapshot is written: LMDB must not be able to
         # lose a commit it holds (it commits without syncing its meta page: master/state.py).
         self.state.sync_now()
-        header = sopickle.dumps((last_entry, prev_entry, cluster))
+        header = sopickle.dumps((last_entry, prev_entry, cluster, members))
         with open(tmp_path, "wb") as f:
             f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
             f.flush()
@@ -449,7 +441,7 @@ class MetadataRaft(SyncObj):
     def _install_snapshot(self, path: str):
         """pysyncobj deserializer hook, called when the leader sent us a snapshot: replace LMDB
         with the snapshot's copy and return the entries pysyncobj restarts its log from."""
-        last_entry, prev_entry, cluster, offset = self._read_snapshot_header(path)
+        last_entry, prev_entry, members, offset = self._read_snapshot_header(path)
         with tempfile.TemporaryDirectory(dir=self._raft_dir) as tmp:
             mdb = os.path.join(tmp, "data.mdb")
             with open(path, "rb") as src, open(mdb, "wb") as dst:
@@ -464,9 +456,10 @@ class MetadataRaft(SyncObj):
                 self.state = MetadataState(self._state_dir)
                 self.state.apply_batch(last_entry[1], [])
         fsync_path(self._raft_dir)
+        self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]
         log.info("installed snapshot from leader at index %d", last_entry[1])
-        return last_entry, prev_entry, cluster
+        return last_entry, prev_entry, {TCPNode(a) for a in members}
 
     def copy_state(self, fd: int) -> None:
         """A consistent, compacted copy of the metadata to `fd`, for a backup. LMDB copies from
@@ -482,8 +475,11 @@ class MetadataRaft(SyncObj):
             if magic != SNAPSHOT_MAGIC:
                 raise ValueError(f"{path} is not a gfs snapshot")
             (length,) = struct.unpack("<Q", f.read(8))
-            last_entry, prev_entry, cluster = sopickle.loads(f.read(length))
-        return last_entry, prev_entry, cluster, len(SNAPSHOT_MAGIC) + 8 + length
+            header = sopickle.loads(f.read(length))
+        last_entry, prev_entry, cluster = header[:3]
+        # Snapshots written before membership changes carry pysyncobj's node set only.
+        members = header[3] if len(header) > 3 else {n.address: "" for n in cluster}
+        return last_entry, prev_entry, members, len(SNAPSHOT_MAGIC) + 8 + length
 
     def _read_snapshot_info(self) -> None:
         try:

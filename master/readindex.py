@@ -164,6 +164,15 @@ class ReadIndex:
         for read in ready:
             read.future.set_result(read.index)
 
+    def reconfigure(self, followers: frozenset, majority: int) -> None:
+        """The group's membership changed: count answers of its current followers only, against
+        its new majority; a lease earned under the old membership is dropped."""
+        with self._lock:
+            self.majority = majority
+            for gone in [f for f in self._acked if f not in followers]:
+                del self._acked[gone]
+            self._lease_until = float("-inf")
+
     def note_lease_read(self) -> None:
         """A read answered at once under the lease (counted for the metrics)."""
         self.lease_reads += 1

@@ -17,6 +17,7 @@ from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
 from gfs.rpcguard import AsyncRequestGuard
+from master.membership import parse_members
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
 from master.identity_service import IdentityService
@@ -36,15 +37,6 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 4 << 20
 
 
-def parse_peers(peers: str) -> dict[str, str]:
-    """`RAFT[@GRPC],...` -> {raft address: gRPC address or ""}."""
-    out: dict[str, str] = {}
-    for item in filter(None, (p.strip() for p in peers.split(","))):
-        raft, _, grpc_addr = item.partition("@")
-        out[raft] = grpc_addr
-    return out
-
-
 def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_dir: str,
           metrics_address: str, raft_config: RaftConfig | None = None,
           defaults: dict | None = None, dead_after: float = 10.0, gc_grace: float = 3600.0,
@@ -54,7 +46,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
           switch_interval: float = float(os.environ.get("GFS_SWITCH_INTERVAL", "0.0005")),
           admin_token_file: str | None = None, *, cluster_secret: bytes,
           capability_ttl: float = 60.0, tls: TlsFiles | None = None,
-          insecure_no_auth: bool = False) -> int:
+          insecure_no_auth: bool = False, joining: bool = False) -> int:
     """Run a master until it is told to stop; returns the process exit code."""
     logs.setup(f"master-{node_id}")
     insecure.announce("master", insecure_no_auth)
@@ -63,12 +55,13 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     # The gRPC event loop and the Raft tick thread hand requests to each other on every command;
     # with the default 5 ms GIL switch interval each handoff can wait that long.
     sys.setswitchinterval(switch_interval)
-    node = MasterNode(node_id, raft_address, grpc_address, parse_peers(peers), data_dir,
+    node = MasterNode(node_id, raft_address, grpc_address, parse_members(peers), data_dir,
                       raft_config, defaults, dead_after, gc_grace, trash_retention,
                       repair_concurrency, repair_rate, tiering, balance, session_ttl, space,
                       admin_token_hash=read_admin_token(admin_token_file),
                       cluster_secret=cluster_secret, capability_ttl=capability_ttl,
-                      tls_ca=tls.ca_pem() if tls else None, insecure_no_auth=insecure_no_auth)
+                      tls_ca=tls.ca_pem() if tls else None, insecure_no_auth=insecure_no_auth,
+                      joining=joining)
     REGISTRY.register(RaftCollector(node))
     host, port = metrics.serve(metrics_address)
     node.metrics_address = f"{host}:{port}"

@@ -376,6 +376,7 @@ class MasterService(pb_grpc.MasterServicer):
             need_full_report=need_full,
             delete=[pb.ChunkRef(handle=h, version=v) for h, v in deletes],
             verify=[pb.ChunkRef(handle=h, version=v) for h, v in verifies],
+            masters=sorted(g for g in self.node.peers.values() if g),
             capability_keys=[pb.CapabilityKey(key_id=k, salt=salt)
                              for k, salt in self.node.capabilities.announced()])
 
@@ -399,6 +400,45 @@ class MasterService(pb_grpc.MasterServicer):
         await self._admin(context)
         key_id = await asyncio.to_thread(self.node.capabilities.rotate)
         return pb.RotateKeysResponse(key_id=key_id)
+
+    # --- Raft group membership and leadership (master/members.py) -----------------------------
+
+    async def _group_admin(self, context) -> float:
+        """Refuse unless leader and administrator; the time the change may take (it gives up
+        well before the caller's deadline, so the caller hears why)."""
+        self.node.require_leader()
+        await self._admin(context)
+        return max(0.5, request_timeout(context) * 0.9 - 0.3)
+
+    @staticmethod
+    def _members_response(d: dict) -> pb.MembersResponse:
+        return pb.MembersResponse(
+            members=[pb.Member(**m) for m in d["members"]], term=d["term"],
+            commit_index=d["commit_index"], leader_raft=d["leader_raft"],
+            commit_s=d.get("commit_s", 0.0), catch_up_s=d.get("catch_up_s", 0.0))
+
+    @rpc
+    async def Members(self, request, context):
+        await self._group_admin(context)
+        return self._members_response(await asyncio.to_thread(self.node.group.describe))
+
+    @rpc
+    async def MemberAdd(self, request, context):
+        timeout = await self._group_admin(context)
+        return self._members_response(await asyncio.to_thread(
+            self.node.group.add, request.raft_address, request.grpc_address, timeout))
+
+    @rpc
+    async def MemberRemove(self, request, context):
+        timeout = await self._group_admin(context)
+        return self._members_response(await asyncio.to_thread(
+            self.node.group.remove, request.member, timeout))
+
+    @rpc
+    async def StepDown(self, request, context):
+        timeout = await self._group_admin(context)
+        moved = await asyncio.to_thread(self.node.group.step_down, request.to, timeout)
+        return pb.StepDownResponse(**moved)
 
     @rpc
     async def Chunkservers(self, request, context):

@@ -164,6 +164,26 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.ComposeRequest.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.ComposeResponse.FromString,
                 _registered_method=True)
+        self.Members = channel.unary_unary(
+                '/gfs.master.Master/Members',
+                request_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.MemberAdd = channel.unary_unary(
+                '/gfs.master.Master/MemberAdd',
+                request_serializer=proto_dot_master__pb2.MemberAddRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.MemberRemove = channel.unary_unary(
+                '/gfs.master.Master/MemberRemove',
+                request_serializer=proto_dot_master__pb2.MemberRemoveRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.MembersResponse.FromString,
+                _registered_method=True)
+        self.StepDown = channel.unary_unary(
+                '/gfs.master.Master/StepDown',
+                request_serializer=proto_dot_master__pb2.StepDownRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.StepDownResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -325,6 +345,31 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Members(self, request, context):
+        """Raft group membership and leadership (administrators only; one change at a time).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberAdd(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MemberRemove(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StepDown(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -457,6 +502,26 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Compose,
                     request_deserializer=proto_dot_master__pb2.ComposeRequest.FromString,
                     response_serializer=proto_dot_master__pb2.ComposeResponse.SerializeToString,
+            ),
+            'Members': grpc.unary_unary_rpc_method_handler(
+                    servicer.Members,
+                    request_deserializer=proto_dot_master__pb2.Empty.FromString,
+                    response_serializer=proto_dot_master__pb2.MembersResponse.SerializeToString,
+            ),
+            'MemberAdd': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberAdd,
+                    request_deserializer=proto_dot_master__pb2.MemberAddRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.MembersResponse.SerializeToString,
+            ),
+            'MemberRemove': grpc.unary_unary_rpc_method_handler(
+                    servicer.MemberRemove,
+                    request_deserializer=proto_dot_master__pb2.MemberRemoveRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.MembersResponse.SerializeToString,
+            ),
+            'StepDown': grpc.unary_unary_rpc_method_handler(
+                    servicer.StepDown,
+                    request_deserializer=proto_dot_master__pb2.StepDownRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.StepDownResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1161,6 +1226,114 @@ class Master:
             '/gfs.master.Master/Compose',
             proto_dot_master__pb2.ComposeRequest.SerializeToString,
             proto_dot_master__pb2.ComposeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Members(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/Members',
+            proto_dot_master__pb2.Empty.SerializeToString,
+            proto_dot_master__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberAdd(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/MemberAdd',
+            proto_dot_master__pb2.MemberAddRequest.SerializeToString,
+            proto_dot_master__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MemberRemove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/MemberRemove',
+            proto_dot_master__pb2.MemberRemoveRequest.SerializeToString,
+            proto_dot_master__pb2.MembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StepDown(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/StepDown',
+            proto_dot_master__pb2.StepDownRequest.SerializeToString,
+            proto_dot_master__pb2.StepDownResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -60,12 +61,13 @@ class Nemesis(DiskFaults):
         self.kinds = ["kill_leader", "kill_follower", "kill_minority", "kill_all", "pause_leader",
                       "kill_chunkserver", "power_loss_leader", "power_loss_follower",
                       "chunkserver_down_long", "corrupt_replicas", "clock_jump_leader",
-                      "power_loss_all"]
+                      "power_loss_all", "replace_member"]
         if lab is not None:
             self.kinds += NETWORK_FAULTS
         if self.faultfs:
             self.kinds += DISK_FAULTS
         self._deck = [k for k in reversed(first or []) if k in self.kinds]
+        self._rejoining: str | None = None      # a master removed and not yet added back
     def masters(self) -> list[str]:
         return [m["name"] for m in self.cluster.spec["masters"]]
 
@@ -255,6 +257,62 @@ class Nemesis(DiskFaults):
         fault.end = self.clock()
         return fault
 
+    def _replace_member(self) -> Fault:
+        """A member replaced under load (master/members.py): a master (the leader after handing
+        leadership over) is removed from the group, killed, its disk wiped, and it joins again
+        empty at the same addresses (`gfs master add`), catching up from the others."""
+        leader = self.leader()
+        name = self.rng.choice(self.masters())
+        m = self.cluster.daemon(name)
+        fault = self._fault("replace_member", [name])
+        with self.cluster.client(deadline=60) as client:
+            if name == leader:
+                fault.detail["stepped_down_to"] = self._retry(
+                    fault, lambda: client.step_down("", 10.0)).get("leader_raft", "")
+            self._retry(fault, lambda: client.member_remove(m["raft"], 30.0),
+                        done_if="not a member")
+        self._rejoining = name
+        self.cluster.signal(name, signal.SIGKILL)
+        self.cluster._wait_gone(name, 10)
+        disk = Path(self.cluster.data_path(m))
+        for part in ("raft", "meta"):          # the Raft journal and the metadata: a new disk
+            shutil.rmtree(disk / part, ignore_errors=True)
+        self._rejoin(fault)
+        fault.end = self.clock()
+        return fault
+
+    def _rejoin(self, fault: Fault) -> None:
+        """Start the removed master empty with --join and add it back (the add's figures go
+        into the fault's detail)."""
+        name, self._rejoining = self._rejoining, None
+        m = self.cluster.daemon(name)
+        m["join"] = True
+        self.cluster.start(name)
+        try:
+            with self.cluster.client(deadline=180) as client:
+                added = self._retry(fault, lambda: client.member_add(m["raft"], m["grpc"], 120.0),
+                                    done_if="already a member")
+        finally:
+            m["join"] = False                  # later starts are a member's
+        fault.detail.update(commit_s=added.get("commit_s"), catch_up_s=added.get("catch_up_s"))
+
+    def _retry(self, fault: Fault, change, done_if: str = "", attempts: int = 10) -> dict:
+        """A membership change retried while the group is busy (another fault's restart, an
+        election), each refusal noted in the fault's detail; `done_if`: the error message
+        saying an earlier attempt took effect."""
+        from gfs.errors import GfsError
+        for attempt in range(attempts):
+            try:
+                return change()
+            except GfsError as err:
+                fault.detail.setdefault("retried", []).append(f"{err.code}: {err.message}")
+                if done_if and done_if in err.message:
+                    return {}
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0 + attempt)
+        return {}
+
     def clock_file(self, name: str) -> str:
         return self.cluster.daemon(name)["options"]["test-clock-file"]
 
@@ -266,6 +324,8 @@ class Nemesis(DiskFaults):
             self.clear_disk_faults()
         for m in self.masters():
             write_test_offset(self.clock_file(m), 0)
+        if self._rejoining is not None:
+            self._rejoin(self._fault("replace_member", [self._rejoining]))
         for d in self.cluster.daemons():
             pid = self.cluster.pid(d["name"])
             if pid:

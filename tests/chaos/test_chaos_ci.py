@@ -2,8 +2,9 @@
 judged by the checkers. Every daemon runs on FaultFS where FUSE works, so a power loss cuts
 every byte not made durable. The faults added in the suite's second generation (clock jumps,
 whole-cluster power loss, on FaultFS failing and full disks and slow fsyncs, and with network
-namespaces one-way partitions, lossy and slow links) are injected first, so every run samples
-them; the shuffled deck of every kind follows.
+namespaces one-way partitions, lossy and slow links) and the membership change (a master
+removed, wiped and added back empty) are injected first, so every run samples them; the
+shuffled deck of every kind follows.
 
 The long profile is the same runner for as long as asked:
     ./run.sh chaos --minutes 30 [--seed N]      one run
@@ -19,7 +20,7 @@ from bench.chaos.nemesis import NETWORK_FAULTS
 from bench.chaos.runner import report, run
 
 NEW_FAULTS = ["clock_jump_leader", "one_way_leader", "lossy_link", "slow_link", "power_loss_all",
-              "disk_eio_chunkserver", "disk_full_leader", "slow_fsync"]
+              "disk_eio_chunkserver", "disk_full_leader", "slow_fsync", "replace_member"]
 
 
 @pytest.mark.timeout(900)     # 2.5 min of faults; setup and power losses on FaultFS are slow

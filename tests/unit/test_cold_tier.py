@@ -718,6 +718,9 @@ class FakeMasterClient:
         self.requests.append(request)
         return pb.HeartbeatResponse()
 
+    def learn_masters(self, addresses):
+        self.learned = list(addresses)
+
     def close(self):
         pass
 

@@ -270,6 +270,9 @@ class FakeMasterClient:
         self.requests.append(request)
         return self.responses.pop(0) if self.responses else pb.HeartbeatResponse()
 
+    def learn_masters(self, addresses):
+        self.learned = list(addresses)
+
     def close(self):
         pass
 

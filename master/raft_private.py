@@ -1,0 +1,83 @@
+"""The pysyncobj internals gfs touches, behind one door (pysyncobj is pinned in
+requirements.txt): name-mangled attributes of SyncObj and its TCP transport."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import SyncObj
+
+if TYPE_CHECKING:
+    from master.raft import DeferredAckTransport
+
+
+class PrivateRaftState:
+    """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
+
+    @staticmethod
+    def disable_dump_loading(node: SyncObj) -> None:
+        node._SyncObj__needLoadDumpFile = False
+
+    @staticmethod
+    def start_after(node: SyncObj, applied: int) -> None:
+        """Tell pysyncobj that entries up to `applied` are already in the state machine."""
+        node._SyncObj__raftLastApplied = applied
+        last = node._SyncObj__raftLog[-1][1]
+        commit = node._SyncObj__raftCommitIndex
+        node._SyncObj__raftCommitIndex = min(max(commit, applied), last)
+
+    @staticmethod
+    def mark_fresh(connection) -> None:
+        """Reset a TCP connection's idle clock (see DeferredAckTransport)."""
+        if connection is not None:
+            connection._TcpConnection__lastReadTime = _syncobj_module.monotonicTime()
+
+    @staticmethod
+    def transport(node: SyncObj) -> DeferredAckTransport:
+        return node._SyncObj__transport
+
+    @staticmethod
+    def wake(node: SyncObj) -> None:
+        """Wake the tick thread from its poll (as pysyncobj does for a new command)."""
+        try:
+            node._SyncObj__pipeNotifier.notify()
+        except (AttributeError, BlockingIOError):     # no notifier, or already a wake-up queued
+            pass
+
+    @staticmethod
+    def own_term_committed(node: SyncObj) -> bool:
+        """Has the leader committed the no-op it appended when elected (so its commit index
+        covers every entry earlier leaders committed)?"""
+        noop = node._SyncObj__noopIDx
+        return noop is not None and node._SyncObj__raftCommitIndex >= noop
+
+    @staticmethod
+    def followers(node: SyncObj) -> list:
+        return list(node._SyncObj__otherNodes)
+
+    @staticmethod
+    def message_handler(transport) -> Callable:
+        return transport._onMessageReceivedCallback
+
+    @staticmethod
+    def match_indexes(node: SyncObj) -> dict[str, int]:
+        """The leader's match index of each follower (empty on a follower)."""
+        return {n.address: i for n, i in dict(node._SyncObj__raftMatchIndex).items()}
+
+    @staticmethod
+    def connected(node: SyncObj) -> set[str]:
+        return {n.address for n in set(node._SyncObj__connectedNodes)}
+
+    @staticmethod
+    def last_log_index(node: SyncObj) -> int:
+        return node._SyncObj__raftLog[-1][1]
+
+    @staticmethod
+    def postpone_election(node: SyncObj, seconds: float) -> None:
+        node._SyncObj__raftElectionDeadline = _syncobj_module.monotonicTime() + seconds
+
+    @staticmethod
+    def cap_commit(node: SyncObj, below: int) -> None:
+        """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
+        if node._SyncObj__raftCommitIndex >= below:
+            node._SyncObj__raftCommitIndex = below - 1
