@@ -69,8 +69,8 @@ def start_cluster(base: Path, masters: int, chunkservers: int, use_netns: bool,
         # Small files inline in the metadata, as the masters store them by default (explicit:
         # the test suite turns inline files off for the tests that need small files in chunks).
         "master": {"election-timeout": ELECTION, "chunk-size": "1MiB", "dead-after": DEAD_AFTER,
-                   "inline-max": "64KiB", "compact-entries": 2000, "balance-threshold": 1, "balance-rate": "0",
-                   "balance-concurrency": 2},
+                   "inline-max": "64KiB", "compact-entries": 2000, "balance-threshold": 1,
+                   "balance-rate": "0", "balance-concurrency": 2},
         "chunkserver": {"heartbeat-interval": 0.5, "scrub-rate": "8MiB",
                         "scrub-interval": 10, "capacity": capacity}})
     for m in cluster.spec["masters"]:          # the nemesis moves their wall clocks
