@@ -1,7 +1,8 @@
 """The S3 API with the tools people use, unmodified, against a real cluster (`cluster up --s3`,
 docs/s3.md): the AWS CLI (PyPI's awscli), Debian's rclone, s3fs (fsspec) with pandas/pyarrow
-reading and writing Parquet, boto3 with virtual-host addressing, and the issue's sizes (a
-2,500-key listing, a 1,000-key DeleteObjects; the 1 GiB transfer in the long profile)."""
+reading and writing Parquet, boto3 with virtual-host addressing, paginated listings and a large
+DeleteObjects, boto3's managed transfers. The issue's sizes (a 2,500-key listing, a 1,000-key
+DeleteObjects, 1 GiB transfers) run in the long profile (GFS_CHAOS_LONG=1, docs/chaos.md)."""
 from __future__ import annotations
 
 import filecmp
@@ -28,7 +29,7 @@ from botocore.exceptions import ClientError
 from tests.integration.s3_cluster import S3User, s3_client, start_s3_cluster
 
 DOMAIN = "s3.localtest"             # never resolved: the client connects to 127.0.0.1
-LONG = os.environ.get("GFS_CHAOS_LONG")   # the long profile (docs/chaos.md) adds the 1 GiB case
+LONG = os.environ.get("GFS_CHAOS_LONG")   # the long profile (docs/chaos.md): the issue's sizes
 
 
 @pytest.fixture(scope="module")
@@ -326,45 +327,60 @@ def put_natively(s3c, user: str, bucket: str, keys: list[str]) -> None:
     with s3c.client(token=s3c.users[user].token) as own:
         for d in {k.rpartition("/")[0] for k in keys if "/" in k}:
             own.mkdir(f"/{user}/{bucket}/{d}", parents=True)
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda k: own.put(io.BytesIO(k.encode()), f"/{user}/{bucket}/{k}"),
                           keys))
 
 
-def test_paginator_over_2500_keys_and_delete_objects_of_1000(s3c, alice):
+def pages_of(total: int, page: int) -> list[int]:
+    return [min(page, total - i) for i in range(0, total, page)]
+
+
+# (flat keys, keys under 50 prefixes, keys removed by one DeleteObjects, listing page size):
+# CI's, then the issue's sizes (2,500 keys, S3's 1,000-key pages and DeleteObjects maximum) in
+# the long profile: making 2,500 objects took 7 minutes on the loaded 2-core machine.
+LISTING_SIZES = [(480, 120, 300, 250)] + ([(2000, 500, 1000, 1000)] if LONG else [])
+
+
+@pytest.mark.parametrize("flat_n,nested_n,delete_n,page", LISTING_SIZES,
+                         ids=lambda v: str(v))
+def test_paginators_over_many_keys_and_one_big_delete_objects(s3c, alice, flat_n, nested_n,
+                                                              delete_n, page):
     started = time.monotonic()
-    alice.create_bucket(Bucket="many-keys")
-    flat = [f"k{i:04d}" for i in range(2000)]
-    nested = [f"d{i % 50:02d}/k{i:04d}" for i in range(500)]
-    put_natively(s3c, "alice", "many-keys", flat + nested)
+    bucket = f"many-keys-{flat_n + nested_n}"
+    alice.create_bucket(Bucket=bucket)
+    flat = [f"k{i:04d}" for i in range(flat_n)]
+    nested = [f"d{i % 50:02d}/k{i:04d}" for i in range(nested_n)]
+    put_natively(s3c, "alice", bucket, flat + nested)
     made = time.monotonic()
     everything = sorted(flat + nested)
-    pages = list(alice.get_paginator("list_objects_v2").paginate(Bucket="many-keys"))
+    sized = {"Bucket": bucket, "PaginationConfig": {"PageSize": page}}
+    pages = list(alice.get_paginator("list_objects_v2").paginate(**sized))
     assert [o["Key"] for p in pages for o in p["Contents"]] == everything
-    assert [p["KeyCount"] for p in pages] == [1000, 1000, 500]
-    assert [p["IsTruncated"] for p in pages] == [True, True, False]
-    grouped = list(alice.get_paginator("list_objects_v2").paginate(Bucket="many-keys",
-                                                                   Delimiter="/"))
+    assert [p["KeyCount"] for p in pages] == pages_of(len(everything), page)
+    assert [p["IsTruncated"] for p in pages][-1] is False and all(
+        p["IsTruncated"] for p in pages[:-1])
+    grouped = list(alice.get_paginator("list_objects_v2").paginate(Delimiter="/", **sized))
     prefixes = [c["Prefix"] for p in grouped for c in p.get("CommonPrefixes", [])]
     assert prefixes == [f"d{i:02d}/" for i in range(50)]
     assert [o["Key"] for p in grouped for o in p.get("Contents", [])] == flat
-    assert sum(p["KeyCount"] for p in grouped) == 2050     # keys and prefixes, 1,000 a page
-    v1 = alice.get_paginator("list_objects").paginate(Bucket="many-keys")
+    assert [p["KeyCount"] for p in grouped] == pages_of(flat_n + 50, page)   # keys + prefixes
+    v1 = alice.get_paginator("list_objects").paginate(**sized)
     assert [o["Key"] for p in v1 for o in p["Contents"]] == everything
-    # one DeleteObjects of 1,000 keys (S3's maximum), quietly
-    doomed = flat[:1000]
-    out = alice.delete_objects(Bucket="many-keys", Delete={
+    # one DeleteObjects, quietly
+    doomed = flat[:delete_n]
+    out = alice.delete_objects(Bucket=bucket, Delete={
         "Objects": [{"Key": k} for k in doomed], "Quiet": True})
     assert not out.get("Errors") and not out.get("Deleted")
-    left = [o["Key"] for p in alice.get_paginator("list_objects_v2").paginate(
-        Bucket="many-keys") for o in p["Contents"]]
-    assert left == sorted(flat[1000:] + nested)
+    left = [o["Key"] for p in alice.get_paginator("list_objects_v2").paginate(**sized)
+            for o in p["Contents"]]
+    assert left == sorted(flat[delete_n:] + nested)
     too_many = [{"Key": f"x{i}"} for i in range(1001)]
     with pytest.raises(ClientError) as err:
-        alice.delete_objects(Bucket="many-keys", Delete={"Objects": too_many})
+        alice.delete_objects(Bucket=bucket, Delete={"Objects": too_many})
     assert err.value.response["Error"]["Code"] == "MalformedXML"
-    print(f"2,500 keys made in {made - started:.1f} s, listed three ways and 1,000 deleted in "
-          f"{time.monotonic() - made:.1f} s")
+    print(f"{flat_n + nested_n} keys made in {made - started:.1f} s, listed three ways and "
+          f"{delete_n} deleted in {time.monotonic() - made:.1f} s")
 
 
 @pytest.mark.parametrize("size", [64 << 20] + ([1 << 30] if LONG else []),
