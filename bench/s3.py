@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> None:
         native.close()
     finally:
         cluster.down()
+        if not args.work:                        # a temporary one: 2x --size of files in it
+            shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     print(f"| {size / (1 << 20):.0f} MiB object, {os.cpu_count()} cores | native gfs | boto3 "
           f"via the gateway | ratio | radosgw (issue 18, quoted, 1 GiB) |")
