@@ -36,6 +36,8 @@ setup() {
     # libfuse3 and fusermount3: `gfs mount` and the chaos suite's FaultFS (bench/chaos/faultfs/,
     # power loss and disk faults); rsync for the mount's tests.
     apt_install fuse3 rsync || true
+    # Debian's rclone: one of the real S3 clients the S3 API's tests drive (tests/integration/test_s3_clients.py).
+    apt_install rclone || true
     # The container tests (GFS_CONTAINER_TESTS=1) build and run the image with podman.
     if [ "${GFS_CONTAINER_TESTS:-}" = 1 ]; then apt_install podman debootstrap runc || true; fi
     local stamp="$VENV/.installed"

@@ -5,17 +5,22 @@
 
 - a large object: boto3 upload_file / download_file (multipart, 8 parallel parts) vs native
   `Client.put` / `Client.get`, MB/s;
+- a multipart upload made by hand: 8 parts of size/8 uploaded by 8 threads, then
+  CompleteMultipartUpload (Compose: no byte copied), MB/s, and the Complete alone in seconds;
 - 4 KiB objects: PUT and GET ops/s through boto3 vs native, at each thread count;
 - ListObjectsV2 over --keys keys (one flat prefix), seconds for the whole paginated listing.
 
 Prints a Markdown table with the machine's load average before and after (the figures depend
-on what else runs). Not a timed test: the issue's comparison figures are meant to come from here.
+on what else runs), and beside it the figures issue 18 quotes for a Ceph RGW (radosgw 16.2 from
+Debian, 1 mon, 3 BlueStore OSDs on files, replication 3, boto3 client) on this machine class:
+quoted, not measured here (no radosgw runs beside gfs in this suite). Not a timed test.
 """
 from __future__ import annotations
 
 import argparse
 import io
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -24,6 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from gfs.units import parse_size
 
 SMALL = 4096
+# Issue 18's Ceph RGW figures (quoted: ranges as given; "4 KiB GET" with tcp_nodelay).
+RADOSGW = {"large PUT": "222-245", "large GET": "411-642", "4 KiB PUT 1": "146",
+           "4 KiB PUT 16": "300", "4 KiB GET 1": "394", "4 KiB GET 16": "685",
+           "ListObjectsV2": "1.0 (10,000 keys)"}
 
 
 def _ops_per_s(op, threads: int, seconds: float) -> float:
@@ -49,6 +58,30 @@ def _timed(fn) -> float:
     start = time.monotonic()
     fn()
     return time.monotonic() - start
+
+
+def _multipart_by_hand(s3, src: str, size: int, parts: int) -> tuple[float, float]:
+    """(seconds for the whole upload, seconds for CompleteMultipartUpload alone): `parts` parts
+    of size/parts (the last takes the rest), each PUT by its own thread."""
+    part = max(5 << 20, -(-size // parts))
+    start = time.monotonic()
+    upload = s3.create_multipart_upload(Bucket="bench", Key="by-hand")["UploadId"]
+
+    def put(n: int) -> dict:
+        with open(src, "rb") as f:
+            f.seek(n * part)
+            body = f.read(part)
+        etag = s3.upload_part(Bucket="bench", Key="by-hand", UploadId=upload, PartNumber=n + 1,
+                              Body=body)["ETag"]
+        return {"PartNumber": n + 1, "ETag": etag}
+    count = -(-size // part)
+    with ThreadPoolExecutor(count) as pool:
+        done = list(pool.map(put, range(count)))
+    complete = time.monotonic()
+    s3.complete_multipart_upload(Bucket="bench", Key="by-hand", UploadId=upload,
+                                 MultipartUpload={"Parts": done})
+    end = time.monotonic()
+    return end - start, end - complete
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -93,27 +126,31 @@ def main(argv: list[str] | None = None) -> None:
         mb = size / 1e6
         transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=8)
         t = _timed(lambda: native.put(src, "/admin/native/large.bin", overwrite=True))
-        rows.append(("large PUT MB/s", mb / t, None))
         t3 = _timed(lambda: s3.upload_file(src, "bench", "large.bin", Config=transfer))
-        rows[-1] = (rows[-1][0], rows[-1][1], mb / t3)
+        rows.append(("large PUT MB/s (upload_file)", mb / t, mb / t3, RADOSGW["large PUT"]))
         out = os.path.join(work, "out.bin")
         t = _timed(lambda: native.get("/admin/native/large.bin", out))
         t3 = _timed(lambda: s3.download_file("bench", "large.bin", out, Config=transfer))
-        rows.append(("large GET MB/s", mb / t, mb / t3))
+        rows.append(("large GET MB/s (download_file)", mb / t, mb / t3, RADOSGW["large GET"]))
         os.remove(out)
+        upload, complete = _multipart_by_hand(s3, src, size, parts=8)
+        rows.append(("multipart, 8 parallel parts, MB/s", None, mb / upload, ""))
+        rows.append(("  of which CompleteMultipartUpload, s", None, complete, ""))
         data = os.urandom(SMALL)
         for n in threads:
             put_native = _ops_per_s(lambda i, k: native.put(
                 io.BytesIO(data), f"/admin/native/p{n}-{i}-{k}", overwrite=True), n, args.seconds)
             put_s3 = _ops_per_s(lambda i, k: s3.put_object(
                 Bucket="bench", Key=f"small/p{n}-{i}-{k}", Body=data), n, args.seconds)
-            rows.append((f"4 KiB PUT ops/s, {n} thread(s)", put_native, put_s3))
+            rows.append((f"4 KiB PUT ops/s, {n} thread(s)", put_native, put_s3,
+                         RADOSGW.get(f"4 KiB PUT {n}", "")))
             native.put(io.BytesIO(data), "/admin/native/g", overwrite=True)
             s3.put_object(Bucket="bench", Key="g", Body=data)
             get_native = _ops_per_s(lambda i, k: native.read("/admin/native/g"), n, args.seconds)
             get_s3 = _ops_per_s(lambda i, k: s3.get_object(Bucket="bench", Key="g")["Body"].read(),
                                 n, args.seconds)
-            rows.append((f"4 KiB GET ops/s, {n} thread(s)", get_native, get_s3))
+            rows.append((f"4 KiB GET ops/s, {n} thread(s)", get_native, get_s3,
+                         RADOSGW.get(f"4 KiB GET {n}", "")))
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=f"list/{k:06d}", Body=b""),
                           range(args.keys)))
@@ -123,18 +160,21 @@ def main(argv: list[str] | None = None) -> None:
                 "list_objects_v2").paginate(Bucket="bench", Prefix="list/"))
             if got != args.keys:
                 raise AssertionError(f"listed {got} keys, not {args.keys}")
-        rows.append((f"ListObjectsV2 of {args.keys} keys, s", None, _timed(listing)))
+        rows.append((f"ListObjectsV2 of {args.keys} keys, s", None, _timed(listing),
+                     RADOSGW["ListObjectsV2"]))
         native.close()
     finally:
         cluster.down()
+        if not args.work:                        # a temporary one: 2x --size of files in it
+            shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
     print(f"| {size / (1 << 20):.0f} MiB object, {os.cpu_count()} cores | native gfs | boto3 "
-          f"via the gateway | ratio |")
-    print("|---|---:|---:|---:|")
-    for name, nat, via in rows:
+          f"via the gateway | ratio | radosgw (issue 18, quoted, 1 GiB) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, nat, via, ref in rows:
         ratio = f"{via / nat:.2f}x" if nat and via else ""
         print(f"| {name} | {'' if nat is None else f'{nat:,.1f}'} | "
-              f"{'' if via is None else f'{via:,.1f}'} | {ratio} |")
+              f"{'' if via is None else f'{via:,.1f}'} | {ratio} | {ref} |")
     print(f"\nload average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
 
 

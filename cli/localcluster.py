@@ -358,10 +358,12 @@ class LocalCluster:
 
     # --- the S3 gateway (`gfs cluster up --s3 HOST:PORT`, docs/s3.md) -----------------------------
 
-    def set_s3(self, listen: str) -> None:
-        """Serve the S3 API on `listen` from the next `up` on (one gateway, route `s3`)."""
+    def set_s3(self, listen: str, domain: str | None = None) -> None:
+        """Serve the S3 API on `listen` from the next `up` on (one gateway, route `s3`); with
+        `domain`, virtual-host style too (BUCKET.DOMAIN)."""
         self.spec["gateways"] = [{"name": "gateway-s3", "listen": listen,
-                                  "data": str(self.dir / "gateway-s3")}]
+                                  "data": str(self.dir / "gateway-s3"),
+                                  **({"s3-domain": domain} if domain else {})}]
         self._save()
 
     def gateway_argv(self, g: dict) -> list[str]:
@@ -369,7 +371,8 @@ class LocalCluster:
         return [sys.executable, "-m", "cli.main", "--masters", ",".join(self.master_addresses()),
                 *(["--tls-ca", self.tls.ca] if self.tls else []), "gateway",
                 "--listen", g["listen"], "--state-dir", str(Path(g["data"]) / "state"),
-                "--s3-secret-file", str(self.secret_path)]
+                "--s3-secret-file", str(self.secret_path),
+                *(["--s3-domain", g["s3-domain"]] if g.get("s3-domain") else [])]
 
     def _ensure_s3_route(self) -> None:
         with self.client() as c:

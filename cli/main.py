@@ -805,15 +805,20 @@ def cluster() -> None:
 @click.option("--s3", "s3_listen", metavar="HOST:PORT", default=None,
               help="Also serve the S3 API here (a gateway with route `s3`; docs/s3.md); kept "
                    "for later starts.")
+@click.option("--s3-domain", metavar="DOMAIN", default=None,
+              help="With --s3: also answer virtual-host style requests (BUCKET.DOMAIN).")
 @insecure_option
 @click.option("--json", "as_json", is_flag=True, help="Print the daemons as JSON.")
 def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
-               s3_listen: str | None, insecure_no_auth: bool, as_json: bool) -> None:
+               s3_listen: str | None, s3_domain: str | None, insecure_no_auth: bool,
+               as_json: bool) -> None:
     """Start a local cluster (or restart the one in --data, with its data)."""
     if s3_listen:
         host, sep, port = s3_listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise click.BadParameter(f"--s3 must be HOST:PORT, not {s3_listen!r}")
+    if s3_domain and not s3_listen:
+        raise click.UsageError("--s3-domain goes with --s3 HOST:PORT")
     c = open_cluster(data or os.environ.get("GFS_DATA") or default_data_dir(), must_exist=False,
                      insecure_no_auth=insecure_no_auth)
     if c.exists and c.insecure_no_auth and not insecure_no_auth:
@@ -829,7 +834,7 @@ def cluster_up(n_masters: str, chunkservers: int, data: str | None, tls: bool,
         if c.insecure_no_auth:
             raise FailedPrecondition("the S3 API needs authentication: not with "
                                      "--insecure-no-auth")
-        c.set_s3(s3_listen)
+        c.set_s3(s3_listen, s3_domain)
     c.up()
     record_cluster(c.master_addresses(), str(c.dir), c.admin_token, c.tls.ca if c.tls else None)
     rows = c.status()

@@ -69,6 +69,8 @@ def _read_response(sock: socket.socket, buf: bytes):
     for line in lines[1:]:
         k, _, v = line.partition(":")
         headers[k.strip().lower()] = v.strip()
+    if status < 200:                                     # 1xx: a head only
+        return status, headers, b"", rest
     if "content-length" in headers:
         n = int(headers["content-length"])
         while len(rest) < n:

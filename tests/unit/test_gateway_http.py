@@ -98,6 +98,22 @@ def test_bodies_content_length_chunked_and_expect_continue(server):
     assert read_response(s)[2].endswith(b" 3")
 
 
+def test_expect_continue_without_a_body_still_gets_its_100_first(server):
+    """botocore (the AWS CLI) sends Expect: 100-continue with empty bodies and misread the
+    connection's next response when the final answer came without a 100 first."""
+    s = server.connect()
+    for _ in range(2):                                   # and the connection stays usable
+        s.sendall(b"PUT /p HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        status, headers, body = read_response(s)
+        assert status == 100 and body == b""
+        status, headers, body = read_response(s)
+        assert status == 200 and body.endswith(b" 0") and "connection" not in headers
+    s.sendall(b"PUT /p HTTP/1.0\r\nHost: h\r\nContent-Length: 0\r\n"
+              b"Expect: 100-continue\r\n\r\n")
+    assert read_response(s)[0] == 200                    # no 1xx for an HTTP/1.0 client
+
+
 @pytest.mark.parametrize("request_bytes,status", [
     (b"GARBAGE\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\n\r\n", 400),                                    # no Host
