@@ -78,6 +78,7 @@ def check_heartbeat(request: pb.HeartbeatRequest) -> None:
     address(request.address, "address")
     label(request.rack, "rack")
     label(request.instance, "instance")
+    label(request.report_id, "report_id")
     for field in ("io_load", "cpu_load"):
         non_negative(getattr(request, field), field)
     for t in request.tiers:
@@ -370,7 +371,9 @@ class MasterService(pb_grpc.MasterServicer):
             [(c.handle, c.version) for c in request.added],
             [(c.handle, c.version) for c in request.removed], figures,
             [(c.handle, c.version) for c in request.corrupt],
-            {c.handle: c.stored_bytes for c in request.added if c.tier == "cold"})
+            {c.handle: c.stored_bytes for c in request.added if c.tier == "cold"},
+            (request.report_id, request.report_part,
+             request.report_last or not request.report_id))
         deletes, verifies = registry.take_orders(request.address)
         return pb.HeartbeatResponse(
             need_full_report=need_full,
