@@ -138,8 +138,7 @@ class Heartbeater:
             if resp.need_full_report:
                 return                      # a piece went astray: start over next beat
         self.reported = current
-        if len(pieces) > 1:
-            log.info("full report of %d replicas sent in %d pieces", len(added), len(pieces))
+        log.info("full report of %d replicas sent in %d pieces", len(added), len(pieces))
 
     def _send(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
         """Send one heartbeat and carry out the orders in the reply."""
