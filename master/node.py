@@ -20,6 +20,7 @@ from gfs.transfer import Channels
 from gfs.units import human_size
 from master import inline, pressure
 from master.balance import Balancer
+from master.reaper import Reaper
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
@@ -93,6 +94,9 @@ class MasterNode:
             space_pressure=(space or {}).get("pressure", 0.9),
             pressure_grace_s=(space or {}).get("pressure_grace_s", 60.0),
             replication=self.defaults["replication"])
+        self.reaper = Reaper(lambda: self.state_read(lambda st: st.reaping()), self.propose,
+                             self.raft.is_leader)
+        self.gc.reap_over = self.reaper.batch
         self.repairer = Repairer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
@@ -152,6 +156,7 @@ class MasterNode:
         self.raft.start()
         self.token_uses.start()
         self.gc.start()
+        self.reaper.start()
         self.repairer.start()
         self.tiering.start()
         self.balancer.start()
@@ -163,6 +168,7 @@ class MasterNode:
         self.tiering.stop()
         self.repairer.stop()
         self.gc.stop()
+        self.reaper.stop()
         self.raft.stop()
 
     def _role_changed(self, role: str) -> None:

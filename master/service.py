@@ -222,7 +222,8 @@ class MasterService(pb_grpc.MasterServicer):
         trash = not request.skip_trash and self.node.trash_retention > 0
         ok = await self._mutate(request, context, {"op": "delete", "path": request.path,
                                                    "recursive": request.recursive,
-                                                   "trash": trash})
+                                                   "trash": trash,
+                                                   "reap_over": self.node.reaper.batch})
         return pb.DeleteResponse(deleted=ok["deleted"], trash_id=ok["trash_id"])
 
     @rpc
@@ -255,7 +256,7 @@ class MasterService(pb_grpc.MasterServicer):
     async def TrashPurge(self, request, context):
         ok = await self._mutate(request, context, {
             "op": "trash_purge", "user": request.user, "all_users": request.all_users,
-            "ids": list(request.ids), "before": 0})
+            "ids": list(request.ids), "before": 0, "reap_over": self.node.reaper.batch})
         return pb.TrashPurgeResponse(purged=ok["purged"])
 
     @rpc
