@@ -374,7 +374,9 @@ class MasterNode:
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
                  pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
                  trash_bytes=counts.get("trash_bytes", 0), session_results=sessions,
-                 auth_mode=mode_name(self.insecure_no_auth))
+                 auth_mode=mode_name(self.insecure_no_auth),
+                 reaping_trees=self.state_read(lambda st: st.reaping()),
+                 reaped_inodes=self.reaper.reaped)
         return f
 
     def balance_status(self) -> dict:

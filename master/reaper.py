@@ -70,9 +70,9 @@ class Reaper:
         while not self._stop.is_set() and self.is_leader():
             ok = self.propose({"op": "reap", "limit": self.batch})
             removed += ok["removed"]
+            self.reaped += ok["removed"]
             if not ok["left"]:
                 break
-        self.reaped += removed
         log.info("reaped %d inodes of deleted trees in %.1f s", removed,
                  time.monotonic() - started)
         return removed
