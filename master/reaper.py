@@ -18,7 +18,7 @@ from gfs.errors import GfsError, InvalidArgument
 
 log = logging.getLogger(__name__)
 
-REAP_BATCH = 2000
+REAP_BATCH = 500
 ENV_REAP_BATCH = "GFS_REAP_BATCH"
 
 
