@@ -6,7 +6,13 @@ length and tier; a chunk that moved between tiers is reported again in `added` w
 after applying the additions). The reply may ask to delete replicas (garbage,
 stale, surplus or corrupt ones) and to verify replicas a reader reported bad, and it names the
 capability keys to accept. Heartbeats are signed with the cluster secret (gfs.auth.daemon): the
-master ignores any other."""
+master ignores any other.
+
+A full report of many replicas (200,000 replicas take about 6 MB, above gRPC's 4 MiB message
+limit) is sent as consecutive pieces of at most `report_batch` replicas (GFS_REPORT_BATCH,
+default REPORT_BATCH), one heartbeat each; the master takes the report as a whole when the last
+piece arrives (master/chunkservers.py). What changed while the pieces were sent goes in the
+next heartbeat's delta, as after a one-message report."""
 from __future__ import annotations
 
 import logging
@@ -17,11 +23,24 @@ from typing import Callable, Iterable
 from chunkserver.store import ChunkStore
 from gfs.auth.daemon import DaemonAuth
 from gfs.client import Client
-from gfs.errors import GfsError
+from gfs.errors import GfsError, InvalidArgument
 from gfs.sysstats import DiskBusy, cpu_load, host_memory, rss_bytes
 from proto import master_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+REPORT_BATCH = 20_000           # replicas per piece of a full report: about 0.6 MB
+ENV_REPORT_BATCH = "GFS_REPORT_BATCH"
+
+
+def report_batch_from_env() -> int:
+    """GFS_REPORT_BATCH if set (a positive whole number), else REPORT_BATCH."""
+    raw = os.environ.get(ENV_REPORT_BATCH, "")
+    if not raw:
+        return REPORT_BATCH
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidArgument(f"{ENV_REPORT_BATCH} must be a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 class Heartbeater:
@@ -32,8 +51,9 @@ class Heartbeater:
                  interval: float = 1.0, *, daemon_auth: DaemonAuth | None,
                  on_verify: Callable[[int, int], None] | None = None,
                  on_keys: Callable[[list[tuple[int, bytes]]], None] | None = None,
-                 tls_ca: str | None = None):
+                 tls_ca: str | None = None, report_batch: int | None = None):
         self.store = store
+        self.report_batch = report_batch or report_batch_from_env()
         self.on_verify = on_verify
         self.on_keys = on_keys
         self.address = address
@@ -85,26 +105,47 @@ class Heartbeater:
         added = list(current) if full else [h for h, vt in current.items() if known.get(h) != vt]
         removed = {} if full else {h: vt[0] for h, vt in known.items()
                                    if h not in current or current[h][0] != vt[0]}
-        corrupt = self.store.corrupt()
         u = self.store.usage()
         mem_total, mem_available = host_memory()
-        self.sequence += 1
-        req = pb.HeartbeatRequest(
+        figures = dict(
             address=self.address, rack=self.rack, full_report=full, instance=self.instance,
-            sequence=self.sequence,
-            added=[pb.ChunkReport(handle=h, version=metas[h].version, length=metas[h].length,
-                                  tier=metas[h].tier, stored_bytes=metas[h].stored_bytes)
-                   for h in added],
-            removed=[pb.ChunkReport(handle=h, version=v) for h, v in removed.items()],
             capacity_bytes=u["capacity_bytes"], used_bytes=u["used_bytes"],
             free_bytes=u["free_bytes"], chunk_count=u["chunk_count"],
             io_load=max(d.fraction() for d in self.disks), cpu_load=cpu_load(), rss_bytes=rss_bytes(),
-            corrupt=[pb.ChunkRef(handle=h, version=v) for h, v in sorted(corrupt.items())],
+            corrupt=[pb.ChunkRef(handle=h, version=v)
+                     for h, v in sorted(self.store.corrupt().items())],
             tiers=[pb.TierUsage(**t) for t in u["tiers"]],
             mem_total_bytes=mem_total, mem_available_bytes=mem_available)
+
+        def reports(handles: list[int]) -> list[pb.ChunkReport]:
+            return [pb.ChunkReport(handle=h, version=metas[h].version, length=metas[h].length,
+                                   tier=metas[h].tier, stored_bytes=metas[h].stored_bytes)
+                    for h in handles]
+
+        if not full:
+            resp = self._send(pb.HeartbeatRequest(
+                **figures, added=reports(added),
+                removed=[pb.ChunkReport(handle=h, version=v) for h, v in removed.items()]))
+            self.reported = None if resp.need_full_report else current
+            return
+        report_id = os.urandom(8).hex()
+        pieces = range(0, max(1, len(added)), self.report_batch)
+        for number, start in enumerate(pieces):
+            last = number == len(pieces) - 1
+            resp = self._send(pb.HeartbeatRequest(
+                **figures, added=reports(added[start:start + self.report_batch]),
+                report_id=report_id, report_part=number, report_last=last))
+            if resp.need_full_report:
+                return                      # a piece went astray: start over next beat
+        self.reported = current
+        log.info("full report of %d replicas sent in %d pieces", len(added), len(pieces))
+
+    def _send(self, req: pb.HeartbeatRequest) -> pb.HeartbeatResponse:
+        """Send one heartbeat and carry out the orders in the reply."""
+        self.sequence += 1
+        req.sequence = self.sequence
         resp = self.client.call("Heartbeat", req)
         self.leader = self.client.leader or ""
-        self.reported = None if resp.need_full_report else current
         self.client.learn_masters(resp.masters)     # members added since this server started
         if resp.capability_keys and self.on_keys is not None:
             self.on_keys([(k.key_id, k.salt) for k in resp.capability_keys])
@@ -112,6 +153,7 @@ class Heartbeater:
             self.delete([(r.handle, r.version) for r in resp.delete])
         if resp.verify:
             self.verify([(r.handle, r.version) for r in resp.verify])
+        return resp
 
     def delete(self, refs: Iterable[tuple[int, int]]) -> None:
         """The leader wants these replicas gone (garbage past the grace period, stale, surplus or

@@ -18,6 +18,16 @@ from gfs.space import repair_reserve
 from gfs.units import human_size
 
 DELETE_HOLD_S = 30.0     # a replica ordered deleted is treated as gone this long (or until reported)
+MAX_ORDERS = 20_000      # deletions (and verifications) per heartbeat reply; the rest go next time
+
+
+@dataclass
+class PartialReport:
+    """A full report arriving in pieces: what the pieces so far hold, and the next expected."""
+    report_id: str
+    next_part: int = 0
+    chunks: dict[int, int] = field(default_factory=dict)
+    cold: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -43,6 +53,7 @@ class ServerState:
     to_delete: dict[int, int] = field(default_factory=dict)  # handle -> version (0 any), next reply
     to_verify: dict[int, int] = field(default_factory=dict)  # handle -> version, next reply
     deleting: dict[int, float] = field(default_factory=dict)  # handle -> until (clock)
+    partial: PartialReport | None = None   # a full report whose last piece has not come yet
 
     @property
     def host(self) -> str:
@@ -108,10 +119,15 @@ class ChunkserverRegistry:
     def heartbeat(self, address: str, rack: str, instance: str, full: bool,
                   added: list[tuple[int, int]], removed: list[tuple[int, int]],
                   figures: dict, corrupt: list[tuple[int, int]] = (),
-                  cold: dict[int, int] | None = None) -> bool:
+                  cold: dict[int, int] | None = None,
+                  part: tuple[str, int, bool] = ("", 0, True)) -> bool:
         """Record one heartbeat; returns True when the server must send a full report.
         `cold`: the handles among `added` that are held in the cold tier, with the bytes each
-        takes on disk (compressed)."""
+        takes on disk (compressed). `part`: (report id, piece number, last piece?) of a full
+        report sent in pieces; the server's replicas are replaced only when the last piece is
+        in (until then the previous picture stands), so a replica missing from the whole report
+        is dropped exactly as with a one-message report. A piece out of order (one lost, or a
+        leader change in between) makes the server start its report again."""
         with self._lock:
             s = self._servers.get(address)
             if s is None or s.instance != instance:
@@ -124,8 +140,19 @@ class ChunkserverRegistry:
             s.corrupt = dict(corrupt)
             cold = cold or {}
             if full:
-                s.chunks = dict(added)
-                s.cold = dict(cold)
+                report_id, number, last = part
+                if number == 0:
+                    s.partial = PartialReport(report_id)
+                elif s.partial is None or (s.partial.report_id, s.partial.next_part) != (
+                        report_id, number):
+                    s.partial = None
+                    return True
+                s.partial.chunks.update(added)
+                s.partial.cold.update(cold)
+                s.partial.next_part = number + 1
+                if not last:
+                    return False
+                s.chunks, s.cold, s.partial = s.partial.chunks, s.partial.cold, None
                 s.full_report = True
                 s.deleting = {h: t for h, t in s.deleting.items() if h in s.chunks}
                 return False
@@ -151,9 +178,7 @@ class ChunkserverRegistry:
             s = self._servers.get(address)
             if s is None:
                 return [], []
-            deletes, s.to_delete = sorted(s.to_delete.items()), {}
-            verifies, s.to_verify = sorted(s.to_verify.items()), {}
-            return deletes, verifies
+            return _take(s.to_delete), _take(s.to_verify)
 
     def queue_delete(self, address: str, handle: int, version: int = 0) -> None:
         """Order `address` to delete its replica (of `version`, 0 = whatever it holds). From now
@@ -309,6 +334,15 @@ class ChunkserverRegistry:
                      "mem_available_bytes": s.mem_available_bytes,
                      "disk_use": disk_use(s.capacity_bytes, s.free_bytes)}
                     for s in sorted(self._servers.values(), key=lambda s: s.address)]
+
+
+def _take(orders: dict[int, int]) -> list[tuple[int, int]]:
+    """Remove and return at most MAX_ORDERS of `orders` (lowest handles first), so a reply
+    stays far below the 4 MiB message limit however many orders are queued."""
+    taken = sorted(orders.items())[:MAX_ORDERS]
+    for handle, _ in taken:
+        del orders[handle]
+    return taken
 
 
 def room(s: ServerState, repair: bool = False) -> int:

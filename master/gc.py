@@ -67,6 +67,7 @@ class GarbageCollector:
         self.deleted = 0
         self.expired_uploads = 0
         self.purged_trash = 0
+        self.reap_over = 0          # trees this big go to the reaper (master/reaper.py)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gc", daemon=True)
 
@@ -191,7 +192,7 @@ class GarbageCollector:
                                                    for e in self.trash_list()):
             return 0
         ok = self.propose({"op": "trash_purge", "user": "", "all_users": True, "ids": [],
-                           "before": before})
+                           "before": before, "reap_over": self.reap_over})
         if ok["purged"]:
             log.info("purged %d trash entries past their retention", ok["purged"])
         self.purged_trash += ok["purged"]
@@ -216,7 +217,8 @@ class GarbageCollector:
             return 0
         self._last_space_purge = now
         ok = self.propose({"op": "trash_purge", "user": "", "all_users": True,
-                           "ids": [e["id"] for e in batch], "before": 0})
+                           "ids": [e["id"] for e in batch], "before": 0,
+                           "reap_over": self.reap_over})
         use = pressure.disk_use(view)
         for e in batch:
             log.warning("space pressure (disk use %.1f%%): purged trash entry %d %s of %s "

@@ -88,6 +88,48 @@ def remove_tree(tx: Tx, ino: int, now: int) -> int:
     return removed
 
 
+def smaller_than(tx: Tx, ino: int, limit: int) -> bool:
+    """Does the tree at `ino` have fewer than `limit` inodes? (Reads at most `limit` of them.)"""
+    return all(n < limit for n, _ in enumerate(_walk(tx, ino), 1))
+
+
+def queue_reap(tx: Tx, record: dict) -> None:
+    """Hand a detached tree (its trash record, new or from the trash) to the `reap` command:
+    it is no longer anyone's trash (not listed, not restorable) and goes a bounded slice per
+    command, so the apply thread never spends long on one huge tree."""
+    tx.put_trash(record["id"], {**record, "reaping": True})
+
+
+def reap(tx: Tx, args: dict) -> dict:
+    """Remove at most `limit` inodes of the trees queued by queue_reap, deepest first (a leaf
+    at a time, so what is left is always one whole tree hanging from its record); a tree's
+    record goes with its root. Returns how many inodes went and whether any tree is left."""
+    budget, now = args["limit"], args["now"]
+    removed = 0
+    for record in tx.trash_records():
+        if not record.get("reaping"):
+            continue
+        while budget > 0:
+            parent, name, leaf = None, "", record["inode"]
+            while tx.is_dir(leaf):
+                first = tx.entries(leaf, limit=1)
+                if not first:
+                    break
+                parent, (name, leaf) = leaf, first[0]
+            if parent is not None:
+                tx.remove_entry(parent, name, now)
+            drop_inode(tx, leaf, now)
+            removed += 1
+            budget -= 1
+            if parent is None:
+                tx.delete_trash(record["id"])
+                break
+        if budget == 0:
+            break
+    left = any(r.get("reaping") for r in tx.trash_records())
+    return {"removed": removed, "left": left}
+
+
 def _walk(tx: Tx, ino: int):
     """`ino` and every inode below it: (inode, record)."""
     stack = [ino]
@@ -366,11 +408,19 @@ def delete(tx: Tx, args: dict) -> dict:
         raise FailedPrecondition(f"directory {path} is not empty")
     usage.detach(tx, parent, ino)
     tx.remove_entry(parent, name, now)
+    who = args.get("user", ANONYMOUS) if caller is SYSTEM else caller.user
     if not args.get("trash", False):
-        return {"deleted": remove_tree(tx, ino, now), "trash_id": 0}
+        reap_over = args.get("reap_over", 0)
+        if not reap_over or smaller_than(tx, ino, reap_over):
+            return {"deleted": remove_tree(tx, ino, now), "trash_id": 0}
+        # A big tree: gone from the namespace now (this command), removed by `reap` commands.
+        size, files = usage.totals(target.record)
+        queue_reap(tx, {"id": tx.allocate(NEXT_TRASH), "user": who, "path": path,
+                        "inode": ino, "type": target.record["type"], "size": size,
+                        "files": files, "deleted": now})
+        return {"deleted": files, "trash_id": 0}
     inodes, files, size = tree_summary(tx, ino)
     trash_id = tx.allocate(NEXT_TRASH)
-    who = args.get("user", ANONYMOUS) if caller is SYSTEM else caller.user
     tx.put_trash(trash_id, {"id": trash_id, "user": who, "path": path, "inode": ino,
                             "type": target.record["type"], "size": size, "files": files,
                             "deleted": now})
@@ -396,7 +446,7 @@ def _user_label(user: str) -> str:
 def trash_restore(tx: Tx, args: dict) -> dict:
     trash_id, user = args["id"], _trash_user(args)
     entry = tx.trash(trash_id)
-    if entry is None or entry["user"] != user:
+    if entry is None or entry["user"] != user or entry.get("reaping"):
         raise NotFound(f"no trash entry {trash_id} for user {_user_label(user)}")
     target = args["dst"] or entry["path"]
     make_ancestors(tx, target, args)
@@ -421,8 +471,13 @@ def trash_purge(tx: Tx, args: dict) -> dict:
     else:
         entries = tx.trash_records()
     selected = [entry for entry in entries
-                if (user is None or entry["user"] == user) and (before == 0 or entry["deleted"] <= before)]
+                if not entry.get("reaping") and (user is None or entry["user"] == user)
+                and (before == 0 or entry["deleted"] <= before)]
+    reap_over = args.get("reap_over", 0)
     for entry in selected:
+        if reap_over and not smaller_than(tx, entry["inode"], reap_over):
+            queue_reap(tx, entry)           # a big tree: removed by `reap` commands
+            continue
         remove_tree(tx, entry["inode"], args["now"])
         tx.delete_trash(entry["id"])
     return {"purged": len(selected)}

@@ -20,6 +20,7 @@ from gfs.transfer import Channels
 from gfs.units import human_size
 from master import inline, pressure
 from master.balance import Balancer
+from master.reaper import Reaper
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
@@ -95,6 +96,9 @@ class MasterNode:
             space_pressure=(space or {}).get("pressure", 0.9),
             pressure_grace_s=(space or {}).get("pressure_grace_s", 60.0),
             replication=self.defaults["replication"])
+        self.reaper = Reaper(lambda: self.state_read(lambda st: st.reaping()), self.propose,
+                             self.raft.is_leader)
+        self.gc.reap_over = self.reaper.batch
         self.repairer = Repairer(
             self.chunkservers, self._chunk_table,
             self._record_replicas, self.raft.is_leader, concurrency=repair_concurrency,
@@ -160,6 +164,7 @@ class MasterNode:
         self.raft.start()
         self.token_uses.start()
         self.gc.start()
+        self.reaper.start()
         self.repairer.start()
         self.tiering.start()
         self.balancer.start()
@@ -171,6 +176,7 @@ class MasterNode:
         self.tiering.stop()
         self.repairer.stop()
         self.gc.stop()
+        self.reaper.stop()
         self.raft.stop()
 
     def _role_changed(self, role: str) -> None:
@@ -376,7 +382,9 @@ class MasterNode:
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
                  pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
                  trash_bytes=counts.get("trash_bytes", 0), session_results=sessions,
-                 auth_mode=mode_name(self.insecure_no_auth))
+                 auth_mode=mode_name(self.insecure_no_auth),
+                 reaping_trees=self.state_read(lambda st: st.reaping()),
+                 reaped_inodes=self.reaper.reaped)
         return f
 
     def balance_status(self) -> dict:

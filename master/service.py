@@ -78,6 +78,7 @@ def check_heartbeat(request: pb.HeartbeatRequest) -> None:
     address(request.address, "address")
     label(request.rack, "rack")
     label(request.instance, "instance")
+    label(request.report_id, "report_id")
     for field in ("io_load", "cpu_load"):
         non_negative(getattr(request, field), field)
     for t in request.tiers:
@@ -221,7 +222,8 @@ class MasterService(pb_grpc.MasterServicer):
         trash = not request.skip_trash and self.node.trash_retention > 0
         ok = await self._mutate(request, context, {"op": "delete", "path": request.path,
                                                    "recursive": request.recursive,
-                                                   "trash": trash})
+                                                   "trash": trash,
+                                                   "reap_over": self.node.reaper.batch})
         return pb.DeleteResponse(deleted=ok["deleted"], trash_id=ok["trash_id"])
 
     @rpc
@@ -254,7 +256,7 @@ class MasterService(pb_grpc.MasterServicer):
     async def TrashPurge(self, request, context):
         ok = await self._mutate(request, context, {
             "op": "trash_purge", "user": request.user, "all_users": request.all_users,
-            "ids": list(request.ids), "before": 0})
+            "ids": list(request.ids), "before": 0, "reap_over": self.node.reaper.batch})
         return pb.TrashPurgeResponse(purged=ok["purged"])
 
     @rpc
@@ -370,7 +372,9 @@ class MasterService(pb_grpc.MasterServicer):
             [(c.handle, c.version) for c in request.added],
             [(c.handle, c.version) for c in request.removed], figures,
             [(c.handle, c.version) for c in request.corrupt],
-            {c.handle: c.stored_bytes for c in request.added if c.tier == "cold"})
+            {c.handle: c.stored_bytes for c in request.added if c.tier == "cold"},
+            (request.report_id, request.report_part,
+             request.report_last or not request.report_id))
         deletes, verifies = registry.take_orders(request.address)
         return pb.HeartbeatResponse(
             need_full_report=need_full,

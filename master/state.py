@@ -125,7 +125,8 @@ _OPS: dict[str, _Op] = {
                              "xattrs": xattrs_field}),
     "rename": _Op({"src": path_field, "dst": path_field, "overwrite": boolean}, ns.rename),
     "delete": _Op({"path": path_field, "recursive": boolean}, ns.delete,
-                  optional={"trash": boolean, "user": text}),
+                  optional={"trash": boolean, "user": text, "reap_over": int_in(0)}),
+    "reap": _Op({"limit": int_in(1, 1_000_000)}, ns.reap, system=True),
     "set_replicas": _Op({"handle": int_in(1), "version": int_in(1), "replicas": _REPLICAS},
                         _set_replicas, system=True),
     "expire_uploads": _Op({"inodes": list_of(INODE), "before": int_in(0)}, ns.expire_uploads, system=True),
@@ -135,7 +136,7 @@ _OPS: dict[str, _Op] = {
     "trash_restore": _Op({"id": int_in(1), "user": text, "dst": path_or_empty, "mode": MODE,
                           "owner": text}, ns.trash_restore),
     "trash_purge": _Op({"user": text, "all_users": boolean, "ids": list_of(int_in(1)),
-                        "before": int_in(0)}, ns.trash_purge),
+                        "before": int_in(0)}, ns.trash_purge, optional={"reap_over": int_in(0)}),
     "barrier": _Op({}, _barrier, system=True),
     "set_visibility": _Op({"path": path_field, "visibility": _VISIBILITY}, ns.set_visibility,
                           audited=True),
@@ -609,8 +610,14 @@ class MetadataState:
         if user is not None:
             text("user", user)
         with self._reader() as tx:
-            records = [r for r in tx.trash_records() if user is None or r["user"] == user]
+            records = [r for r in tx.trash_records() if not r.get("reaping")
+                       and (user is None or r["user"] == user)]
         return sorted(records, key=lambda r: (r["deleted"], r["id"]))
+
+    def reaping(self) -> int:
+        """How many deleted trees are still being removed by `reap` commands."""
+        with self._reader() as tx:
+            return sum(1 for r in tx.trash_records() if r.get("reaping"))
 
     def capability_keys(self) -> list[dict]:
         with self._reader() as tx:

@@ -151,7 +151,7 @@ def test_gc_expires_abandoned_uploads_and_purges_old_trash_through_the_log():
     now[0] += 60
     assert gc.purge_trash() == 1
     assert proposed[-1] == {"op": "trash_purge", "user": "", "all_users": True, "ids": [],
-                            "before": 10_000_000}
+                            "before": 10_000_000, "reap_over": 0}
 
 
 def test_gc_forgets_garbage_records_of_chunks_deleted_everywhere():

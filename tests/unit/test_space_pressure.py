@@ -97,7 +97,7 @@ def test_under_pressure_the_oldest_trash_is_purged_a_batch_at_a_time():
     gc, log, tick = collector(5 * GiB, trash, {})        # 95 % full: 10 GiB to free
     assert gc.purge_trash_for_space() == 4                # 4 x 1 GiB x 3 replicas >= 10 GiB
     assert log.commands[-1] == {"op": "trash_purge", "user": "", "all_users": True,
-                                "ids": [1, 2, 3, 4], "before": 0}
+                                "ids": [1, 2, 3, 4], "before": 0, "reap_over": 0}
     tick(30)
     assert gc.purge_trash_for_space() == 0                # the batch's replicas are still going
     tick(60)

@@ -1,0 +1,78 @@
+"""The leader's reaper: removes deleted trees too big for one command (master/namespace.py
+`queue_reap`), a bounded `reap` command at a time, so a `rm -r` or trash purge of a million
+files never holds the apply thread for seconds and other clients' commands are applied in
+between. The trees are already out of the namespace; the queue is in the replicated state, so a
+new leader (or a restarted one) carries on where the last one stopped.
+
+GFS_REAP_BATCH (default REAP_BATCH): inodes per `reap` command, and the size from which a
+delete or purge hands a tree to the reaper instead of removing it in its own command."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from gfs.errors import GfsError, InvalidArgument
+
+log = logging.getLogger(__name__)
+
+REAP_BATCH = 500
+ENV_REAP_BATCH = "GFS_REAP_BATCH"
+
+
+def reap_batch_from_env() -> int:
+    """GFS_REAP_BATCH if set (a positive whole number), else REAP_BATCH."""
+    raw = os.environ.get(ENV_REAP_BATCH, "")
+    if not raw:
+        return REAP_BATCH
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidArgument(f"{ENV_REAP_BATCH} must be a positive whole number, not {raw!r}")
+    return int(raw)
+
+
+class Reaper:
+    """Proposes `reap` commands while the replicated state has trees queued for removal."""
+
+    def __init__(self, reaping: Callable[[], int], propose: Callable[[dict], dict],
+                 is_leader: Callable[[], bool], batch: int | None = None,
+                 interval_s: float = 0.5):
+        self.reaping = reaping
+        self.propose = propose
+        self.is_leader = is_leader
+        self.batch = batch or reap_batch_from_env()
+        self.interval_s = interval_s
+        self.reaped = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if self.is_leader() and self.reaping():
+                    self.reap()
+            except GfsError as err:
+                log.warning("reaping deleted trees paused: %s", err)
+            except Exception:
+                log.exception("reaping deleted trees failed")
+
+    def reap(self) -> int:
+        """Remove queued trees a batch per command until none is left (or this stops being
+        the leader); returns the inodes removed."""
+        removed, started = 0, time.monotonic()
+        while not self._stop.is_set() and self.is_leader():
+            ok = self.propose({"op": "reap", "limit": self.batch})
+            removed += ok["removed"]
+            self.reaped += ok["removed"]
+            if not ok["left"]:
+                break
+        log.info("reaped %d inodes of deleted trees in %.1f s", removed,
+                 time.monotonic() - started)
+        return removed

@@ -1,0 +1,105 @@
+"""Big deleted trees removed by bounded `reap` commands (master/namespace.py reap), over a real
+LMDB: the tree leaves the namespace in the delete (or purge) command, every `reap` removes at
+most its limit of inodes, and the end state is the one a one-command removal leaves."""
+from __future__ import annotations
+
+import pytest
+
+from gfs.errors import NotFound
+from master.state import MetadataState
+from tests.unit.test_state import Driver, delete, mkdir, purge, restore, trash
+
+FILES = 23
+
+
+def reap(limit, now=200):
+    return {"op": "reap", "limit": limit, "now": now}
+
+
+def build(d: Driver) -> None:
+    d.ok(mkdir("/keep"))
+    d.ok(mkdir("/big/a/b", parents=True))
+    for i in range(FILES):
+        d.upload(f"/big/{'a/' if i % 2 else 'a/b/'}f{i}", lengths=(10, 5))
+    d.upload("/keep/x")
+
+
+def reap_all(d: Driver, limit: int) -> int:
+    """Reap until nothing is left; the number of commands it took."""
+    commands = 0
+    while True:
+        ok = d.ok(reap(limit))
+        commands += 1
+        assert ok["removed"] <= limit
+        if not ok["left"]:
+            return commands
+
+
+def tables(state: MetadataState) -> dict:
+    dump = state.dump()
+    return {name: dump[name] for name in ("inodes", "dirents", "chunks", "garbage", "trash")}
+
+
+def keys(state: MetadataState, name: str) -> list[bytes]:
+    return [k for k, _ in state.dump()[name]]
+
+
+@pytest.fixture
+def pair(tmp_path):
+    with MetadataState(str(tmp_path / "a"), map_size=1 << 26) as a, \
+            MetadataState(str(tmp_path / "b"), map_size=1 << 26) as b:
+        yield Driver(a), Driver(b)
+
+
+def test_rm_r_of_a_big_tree_goes_in_bounded_reaps_and_ends_as_one_removal(pair):
+    slow, fast = pair
+    for d in pair:
+        build(d)
+    usage_before = slow.state.du("/")
+    assert fast.ok(delete("/big", recursive=True, now=150)) == {"deleted": 3 + FILES,
+                                                                  "trash_id": 0}
+    assert slow.ok(delete("/big", recursive=True, now=150, reap_over=10)) == {
+        "deleted": FILES, "trash_id": 0}                  # its files, from the directory totals
+    # Gone from the namespace at once, and in no one's trash.
+    with pytest.raises(NotFound):
+        slow.state.stat("/big")
+    assert slow.names("/") == ["keep"]
+    assert slow.state.trash_list(None) == []
+    assert slow.state.reaping() == 1
+    assert slow.state.du("/") != usage_before
+    assert reap_all(slow, 4) == -(-(3 + FILES) // 4)
+    assert slow.state.reaping() == 0
+    assert slow.ok(reap(4)) == {"removed": 0, "left": False}
+    fast_tables, slow_tables = tables(fast.state), tables(slow.state)
+    assert slow_tables["inodes"] != [] and slow_tables["trash"] == []
+    for name in ("dirents", "chunks"):
+        assert slow_tables[name] == fast_tables[name], name
+    assert keys(slow.state, "garbage") == keys(fast.state, "garbage")  # since: when reaped
+    # inode records differ only in the reaped directories' mtimes: same inodes remain
+    assert [k for k, _ in slow_tables["inodes"]] == [k for k, _ in fast_tables["inodes"]]
+    assert slow.state.du("/") == fast.state.du("/")
+
+
+def test_a_small_tree_is_still_removed_by_its_delete(pair):
+    d, _ = pair
+    build(d)
+    assert d.ok(delete("/keep", recursive=True, reap_over=10)) == {"deleted": 2, "trash_id": 0}
+    assert d.state.reaping() == 0
+
+
+def test_purge_of_a_big_trash_entry_hands_it_to_the_reaper(pair):
+    d, fast = pair
+    for x in pair:
+        build(x)
+        x.ok(trash("/big"))
+    trash_id = d.state.trash_list(None)[0]["id"]
+    assert d.ok(purge(reap_over=10)) == {"purged": 1}
+    assert d.state.trash_list(None) == []
+    assert d.err(restore(trash_id)) == "NOT_FOUND"
+    assert d.ok(purge(reap_over=10)) == {"purged": 0}     # not purged twice
+    assert d.state.reaping() == 1
+    reap_all(d, 5)
+    assert fast.ok(purge()) == {"purged": 1}
+    assert keys(d.state, "garbage") == keys(fast.state, "garbage")   # garbage since: the reap
+    assert tables(d.state)["dirents"] == tables(fast.state)["dirents"]
+    assert d.state.reaping() == 0
