@@ -83,9 +83,13 @@ def test_an_early_error_is_raised_while_sending():
 
 def test_done_is_parsed_and_a_replica_hanging_up_is_unavailable():
     data = memoryview(os.urandom(100))
-    replica = Replica(bulk.encode_done(100, 42, ["a:1", "b:2"]), read=bulk.REQUEST.size)
+    sums = [block_checksum(data)]
+    # A replica answers DONE only after the COMMIT: request, one span, the commit frame.
+    sent = bulk.REQUEST.size + len(bulk.encode_span(0, len(data), sums)) + len(data) + \
+        bulk.FRAME.size
+    replica = Replica(bulk.encode_done(100, 42, ["a:1", "b:2"]), read=sent)
     up = upload(replica)
-    up.send(0, data, [block_checksum(data)])
+    up.send(0, data, sums)
     up.commit(42)
     done = up.result(5.0)
     assert (done.length, done.checksum, done.replicas) == (100, 42, ["a:1", "b:2"])
