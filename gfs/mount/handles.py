@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from concurrent.futures import Executor, Future, wait
+from concurrent.futures import Executor, Future
+from typing import Callable
 
 from gfs.client import Client, FileInfo
 from gfs.mount.blockcache import BlockCache
@@ -26,10 +27,13 @@ def version_key(info: FileInfo) -> tuple:
 class ReadHandle:
     """Sequential readers get the next blocks fetched ahead in the background (PIECE blocks per
     request, up to WINDOW blocks ahead, on the mount's shared pool), so fetching overlaps with
-    the program's reading; random readers get exactly the blocks they touch."""
+    the program's reading; random readers get exactly the blocks they touch. A piece's blocks
+    are cached one by one as they arrive, and a reader waits for its own blocks, not for the
+    whole piece: pieces can be long (fewer requests, longer sequential reads on the
+    chunkservers' disks) without delaying the first block."""
 
-    PIECE = 4                  # blocks per background request
-    WINDOW = 16                # blocks fetched ahead of a sequential reader
+    PIECE = 16                 # blocks per background request
+    WINDOW = 64                # blocks fetched ahead of a sequential reader
 
     def __init__(self, client: Client, info: FileInfo, cache: BlockCache,
                  pool: Executor | None = None):
@@ -40,6 +44,7 @@ class ReadHandle:
         # Reentrant: a fetch that is already done runs its done-callback (which takes the lock)
         # at once, in the thread adding it, while that thread holds the lock.
         self._lock = threading.RLock()
+        self._arrived = threading.Condition()      # a block was cached, or a piece ended
         # Never fetch ahead more than a quarter of the cache: it would evict itself.
         self._window = min(self.WINDOW, max(0, cache.capacity // cache.block_size // 4))
 
@@ -53,12 +58,23 @@ class ReadHandle:
             self._next = max(self._next, offset + size) if sequential else offset + size
             waiting = [f for start, f in self._inflight.items()
                        if start <= last and start + self.PIECE > first]
-        for f in waiting:          # a block being fetched ahead: wait for it, don't fetch twice
-            wait([f])
+        if waiting:                # blocks being fetched ahead: wait for them, don't fetch twice
+            self._wait_for(first, last, waiting)
         data = self.cache.read(self.key, self.info.size, offset, size, self._fetch)
         if sequential and self.pool is not None and self._window:
             self._ahead(last + 1)
         return data
+
+    def _wait_for(self, first: int, last: int, pieces: list[Future]) -> None:
+        """Until blocks first..last are cached or the pieces bringing them have ended."""
+        with self._arrived:
+            while not all(f.done() for f in pieces) and \
+                    not all(self.cache.has(self.key, i) for i in range(first, last + 1)):
+                self._arrived.wait(1.0)
+
+    def _notify(self) -> None:
+        with self._arrived:
+            self._arrived.notify_all()
 
     def _fetch(self, start: int, length: int) -> bytes:
         return self.client.read_at(self.info, start, length)
@@ -81,13 +97,14 @@ class ReadHandle:
     def _fetch_piece(self, start: int, count: int) -> None:
         bs = self.cache.block_size
         lo = start * bs
-        blocks = _BlockWriter(self.cache, self.key, start, self.info.size)
+        blocks = _BlockWriter(self.cache, self.key, start, self.info.size, self._notify)
         self.client.download(self.info, blocks, offset=lo,
                              length=min(count * bs, self.info.size - lo), parallel=1)
 
     def _done(self, start: int) -> None:
         with self._lock:
             self._inflight.pop(start, None)
+        self._notify()
 
     def close(self) -> None:
         with self._lock:
@@ -103,8 +120,10 @@ class _BlockWriter:
     process 256 page faults). Only whole blocks (or the file's last, short one) are cached: the
     part of a block a failed download leaves behind is dropped."""
 
-    def __init__(self, cache: BlockCache, key: tuple, first: int, file_size: int):
+    def __init__(self, cache: BlockCache, key: tuple, first: int, file_size: int,
+                 on_block: Callable[[], None] | None = None):
         self.cache, self.key, self.index = cache, key, first
+        self._on_block = on_block
         self._buf = bytearray(cache.block_size)
         self._fill = 0
         self._want = self._block_length(file_size)
@@ -126,6 +145,8 @@ class _BlockWriter:
             if self._fill == self._want:
                 self.cache.put(self.key, self.index, bytes(memoryview(self._buf)[:self._fill]))
                 self.index, self._fill = self.index + 1, 0
+                if self._on_block is not None:
+                    self._on_block()
                 self._want = self._block_length(self._size)
         return len(data)
 

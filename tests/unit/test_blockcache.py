@@ -62,6 +62,43 @@ def test_a_sequential_reader_gets_blocks_fetched_ahead_once(tmp_path):
     assert any(n == ReadHandle.PIECE * bs for _, n in fetched)              # pieces ahead
 
 
+def test_a_reader_gets_its_block_before_the_piece_bringing_it_has_ended():
+    """Blocks fetched ahead are cached as they arrive: a reader waiting for block 1 is served
+    while the rest of the piece is still on its way."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gfs.client import FileInfo
+    from gfs.mount.handles import ReadHandle
+
+    bs = 1000
+    data = os.urandom(40 * bs)
+    release = threading.Event()
+
+    class Client:
+        def read_at(self, info, start, n):
+            return data[start:start + n]
+
+        def download(self, info, sink, offset, length, parallel):
+            sink.write(memoryview(data)[offset:offset + 2 * bs])       # two blocks, then a stall
+            release.wait(10)
+            sink.write(memoryview(data)[offset + 2 * bs:offset + length])
+
+    info = FileInfo(path="/f", inode=7, type="file", size=len(data), mode=0o644, owner="",
+                    ctime_ms=0, mtime_ms=1, replication=3, storage_class="hot", chunk_size=0)
+    with ThreadPoolExecutor(2) as pool:
+        handle = ReadHandle(Client(), info, BlockCache(capacity=1 << 20, block_size=bs), pool)
+        assert handle.read(300, 0) == data[:300]
+        assert handle.read(700, 300) == data[300:1000]          # sequential: pieces ahead
+        started = time.monotonic()
+        assert handle.read(bs, bs) == data[bs:2 * bs]            # block 1 of a stalled piece
+        assert time.monotonic() - started < 5
+        assert handle._inflight                                 # its piece is still running
+        release.set()
+        assert handle.read(bs, 5 * bs) == data[5 * bs:6 * bs]
+
+
 def test_a_failed_background_fetch_caches_only_whole_blocks():
     """The blocks of a piece are cached as they complete; what a download that fails half-way
     through a block leaves behind is dropped, never cached as if it were the block."""
