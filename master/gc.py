@@ -21,17 +21,17 @@ Housekeeping, through the Raft log like every change of the metadata:
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable
 
 from master import pressure
 from master.chunkservers import ChunkserverRegistry
+from master.loops import PeriodicThread
 from gfs.clock import now as gfs_now
 
 log = logging.getLogger(__name__)
 
 
-class GarbageCollector:
+class GarbageCollector(PeriodicThread):
     def __init__(self, registry: ChunkserverRegistry, unreferenced, is_leader,
                  grace_s: float = 3600.0, interval_s: float = 10.0,
                  clock=gfs_now, pending_uploads: Callable[[], list[dict]] | None = None,
@@ -43,11 +43,11 @@ class GarbageCollector:
                  oldest_session_ms: Callable[[], int | None] | None = None,
                  space_pressure: float = 0.9, pressure_grace_s: float = 60.0,
                  replication: int = 3):
+        super().__init__("gc", interval_s)
         self.registry = registry
         self.unreferenced = unreferenced    # handles -> {handle: garbage-since ms | None}
         self.is_leader = is_leader
         self.grace_s = grace_s
-        self.interval_s = interval_s
         self.clock = clock
         self.pending_uploads = pending_uploads
         self.propose = propose
@@ -68,29 +68,17 @@ class GarbageCollector:
         self.expired_uploads = 0
         self.purged_trash = 0
         self.reap_over = 0          # trees this big go to the reaper (master/reaper.py)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gc", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if self.is_leader() and self.registry.warmed_up():
-                    self.expire_uploads()
-                    self.purge_trash()
-                    self.purge_trash_for_space()
-                    self.collect()
-                    self.prune_records()
-                    self.expire_sessions()
-                else:
-                    self.first_seen.clear()
-            except Exception:
-                log.exception("garbage collection pass failed")
+    def tick(self) -> None:
+        if self.is_leader() and self.registry.warmed_up():
+            self.expire_uploads()
+            self.purge_trash()
+            self.purge_trash_for_space()
+            self.collect()
+            self.prune_records()
+            self.expire_sessions()
+        else:
+            self.first_seen.clear()
 
     def under_pressure(self, view=None) -> bool:
         """Is the cluster's disk use at or above the space-pressure threshold?"""

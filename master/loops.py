@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
+from gfs.errors import GfsError
 from gfs.transfer import Channels
 from proto import chunkserver_pb2 as cpb
 
@@ -20,6 +21,38 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 IDLE_PER_PASS = 9      # after a pass, idle at least this many times its duration (≤ 10 % CPU)
+
+
+class PeriodicThread(abc.ABC):
+    """A daemon thread that runs `tick()` every `interval_s` until stopped (garbage collection,
+    the reaper, token-use notes). A pass that fails is logged — a GfsError (leadership lost mid
+    pass, a busy group) as a warning, anything else with its traceback — and the next pass runs
+    as usual."""
+
+    def __init__(self, name: str, interval_s: float):
+        self.name = name
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @abc.abstractmethod
+    def tick(self) -> None:
+        """One pass."""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.tick()
+            except GfsError as err:
+                log.warning("%s pass paused: %s", self.name, err)
+            except Exception:
+                log.exception("%s pass failed", self.name)
 
 
 class WorkerLoop(abc.ABC):

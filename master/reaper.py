@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from typing import Callable
 
-from gfs.errors import GfsError, InvalidArgument
+from gfs.errors import InvalidArgument
+from master.loops import PeriodicThread
 
 log = logging.getLogger(__name__)
 
@@ -32,36 +32,22 @@ def reap_batch_from_env() -> int:
     return int(raw)
 
 
-class Reaper:
+class Reaper(PeriodicThread):
     """Proposes `reap` commands while the replicated state has trees queued for removal."""
 
     def __init__(self, reaping: Callable[[], int], propose: Callable[[dict], dict],
                  is_leader: Callable[[], bool], batch: int | None = None,
                  interval_s: float = 0.5):
+        super().__init__("reaper", interval_s)
         self.reaping = reaping
         self.propose = propose
         self.is_leader = is_leader
         self.batch = batch or reap_batch_from_env()
-        self.interval_s = interval_s
         self.reaped = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="reaper", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                if self.is_leader() and self.reaping():
-                    self.reap()
-            except GfsError as err:
-                log.warning("reaping deleted trees paused: %s", err)
-            except Exception:
-                log.exception("reaping deleted trees failed")
+    def tick(self) -> None:
+        if self.is_leader() and self.reaping():
+            self.reap()
 
     def reap(self) -> int:
         """Remove queued trees a batch per command until none is left (or this stops being

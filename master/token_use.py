@@ -9,32 +9,25 @@ import threading
 from typing import Callable
 
 from gfs.clock import now_ms
+from master.loops import PeriodicThread
 
 log = logging.getLogger(__name__)
 MAX_PER_COMMAND = 10_000
 
 
-class TokenUses:
+class TokenUses(PeriodicThread):
     def __init__(self, propose: Callable[[dict], dict], is_leader: Callable[[], bool],
                  interval_s: float = 30.0):
+        super().__init__("token-use", interval_s)
         self._propose = propose
         self._is_leader = is_leader
-        self.interval_s = interval_s
         self._lock = threading.Lock()
         self._seen: dict[bytes, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="token-use", daemon=True)
 
     def note(self, auth: bytes | None) -> None:
         if auth is not None:
             for hashed in (auth[:32], auth[32:]) if len(auth) == 64 else (auth,):
                 self._seen[hashed] = now_ms()     # one dict store: no lock needed
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
 
     def flush(self) -> int:
         """Write what was noted through the log (leader only); how many tokens."""
@@ -50,6 +43,5 @@ class TokenUses:
             return 0
         return len(uses)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.flush()
+    def tick(self) -> None:
+        self.flush()
