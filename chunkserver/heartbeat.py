@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 from chunkserver.store import ChunkStore
 from gfs.auth.daemon import DaemonAuth
 from gfs.client import Client
-from gfs.errors import GfsError, InvalidArgument
+from gfs.config import positive_int_env
+from gfs.errors import GfsError
 from gfs.sysstats import DiskBusy, cpu_load, host_memory, rss_bytes
 from proto import master_pb2 as pb
 
@@ -35,12 +36,7 @@ ENV_REPORT_BATCH = "GFS_REPORT_BATCH"
 
 def report_batch_from_env() -> int:
     """GFS_REPORT_BATCH if set (a positive whole number), else REPORT_BATCH."""
-    raw = os.environ.get(ENV_REPORT_BATCH, "")
-    if not raw:
-        return REPORT_BATCH
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidArgument(f"{ENV_REPORT_BATCH} must be a positive whole number, not {raw!r}")
-    return int(raw)
+    return positive_int_env(ENV_REPORT_BATCH, REPORT_BATCH)
 
 
 class Heartbeater:

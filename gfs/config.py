@@ -6,12 +6,23 @@ import json
 import os
 from pathlib import Path
 
-from gfs.errors import FailedPrecondition
+from gfs.errors import FailedPrecondition, InvalidArgument
 from gfs.reach import check_address
 
 ENV_MASTERS = "GFS_MASTERS"
 ENV_TOKEN = "GFS_TOKEN"
 ENV_TLS_CA = "GFS_TLS_CA"
+
+
+def positive_int_env(name: str, default: int) -> int:
+    """The environment variable `name` as a positive whole number; `default` when it is unset
+    or empty; InvalidArgument (naming the variable) for anything else."""
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise InvalidArgument(f"{name} must be a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 def user_config_dir() -> Path:

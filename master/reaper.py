@@ -9,11 +9,10 @@ delete or purge hands a tree to the reaper instead of removing it in its own com
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Callable
 
-from gfs.errors import InvalidArgument
+from gfs.config import positive_int_env
 from master.loops import PeriodicThread
 
 log = logging.getLogger(__name__)
@@ -24,12 +23,7 @@ ENV_REAP_BATCH = "GFS_REAP_BATCH"
 
 def reap_batch_from_env() -> int:
     """GFS_REAP_BATCH if set (a positive whole number), else REAP_BATCH."""
-    raw = os.environ.get(ENV_REAP_BATCH, "")
-    if not raw:
-        return REAP_BATCH
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidArgument(f"{ENV_REAP_BATCH} must be a positive whole number, not {raw!r}")
-    return int(raw)
+    return positive_int_env(ENV_REAP_BATCH, REAP_BATCH)
 
 
 class Reaper(PeriodicThread):
