@@ -130,7 +130,7 @@ class Channels:
 
     def bulk_port(self, address: str, timeout: float = 2.0) -> int:
         """The bulk port `address` offers (0: none, or no answer in `timeout`); asked once per
-        chunkserver (its Status RPC)."""
+        chunkserver (its Status RPC), and again after a bulk connection to it broke off."""
         port = self._bulk_ports.get(address)
         if port is None:
             try:
@@ -148,8 +148,8 @@ class Channels:
         bulky = length < 0 or length >= BULK_MIN_BYTES
         port = self.bulk_port(address) if capability and bulky and self.bulk_reads else 0
         if port:
-            return self.bulk.read(address, port, handle, version, offset, length, capability,
-                                  timeout)
+            return self._forget_port_on_failure(address, self.bulk.read(
+                address, port, handle, version, offset, length, capability, timeout))
         return self.stub(address).ReadChunk(
             cpb.ReadRequest(handle=handle, version=version, offset=offset, length=length,
                             capability=capability), timeout=timeout)
@@ -161,8 +161,21 @@ class Channels:
         port = self.bulk_port(chain[0], timeout=BULK_IO_TIMEOUT / 3)
         if not port:
             raise Unavailable(f"replica {chain[0]} takes no bulk writes (no bulk port)")
-        return self.bulk.upload(chain[0], port, handle, version, capability, list(chain[1:]),
-                                BULK_IO_TIMEOUT)
+        try:
+            return self.bulk.upload(chain[0], port, handle, version, capability,
+                                    list(chain[1:]), BULK_IO_TIMEOUT)
+        except Unavailable:
+            self._bulk_ports.pop(chain[0], None)
+            raise
+
+    def _forget_port_on_failure(self, address: str, spans: Iterator) -> Iterator:
+        """`spans`, forgetting `address`'s bulk port if they break off: a chunkserver restarted
+        since its port was looked up listens on a new one, and the next read asks again."""
+        try:
+            yield from spans
+        except Unavailable:
+            self._bulk_ports.pop(address, None)
+            raise
 
     def alive(self, address: str, timeout: float = 1.0) -> bool:
         """Does the chunkserver answer at all? (used to steer retries away from dead ones)"""
