@@ -92,8 +92,10 @@ def assert_clear(name: str, method: Method, o: Outcome) -> None:
     if o.code == grpc.StatusCode.OK or o.code in BAD_INPUT_CODES:
         return
     if o.code == grpc.StatusCode.UNAVAILABLE and name.startswith("master") \
-            and o.details.startswith("this master is not the leader"):
-        return                          # a follower sends every caller to the leader first
+            and o.details.startswith(("this master is not the leader",
+                                      "the leader is still collecting chunkserver reports")):
+        return                          # a follower sends every caller to the leader first; a
+                                        # new leader asks for a retry until it knows the servers
     if o.code == grpc.StatusCode.UNAVAILABLE and method.name in ("WriteChunk", "CopyChunk"):
         return                          # the request named other servers, which did not answer
     if o.code == grpc.StatusCode.DATA_LOSS and (
