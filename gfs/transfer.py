@@ -165,8 +165,15 @@ class Channels:
             return self.bulk.upload(chain[0], port, handle, version, capability,
                                     list(chain[1:]), BULK_IO_TIMEOUT)
         except Unavailable:
+            # Nothing was sent: a server restarted since its port was looked up listens on a
+            # new one, and every hop of a chain (the client and each forwarding replica) has
+            # its own cache - failing here would spend one of the writer's retries per hop.
             self._bulk_ports.pop(chain[0], None)
-            raise
+            fresh = self.bulk_port(chain[0], timeout=BULK_IO_TIMEOUT / 3)
+            if not fresh or fresh == port:
+                raise
+        return self.bulk.upload(chain[0], fresh, handle, version, capability, list(chain[1:]),
+                                BULK_IO_TIMEOUT)
 
     def _forget_port_on_failure(self, address: str, spans: Iterator) -> Iterator:
         """`spans`, forgetting `address`'s bulk port if they break off: a chunkserver restarted

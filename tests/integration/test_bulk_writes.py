@@ -20,6 +20,7 @@ from cli.localcluster import LocalCluster
 from gfs import bulk
 from gfs.checksum import BLOCK_SIZE, block_checksum, chunk_checksum
 from gfs.transfer import Channels
+from polling import wait_for
 from small_cluster import OPTIONS, small_cluster
 from test_bulk_protocol import closed, connect, rss_bytes, status   # raw-socket helpers
 
@@ -74,6 +75,19 @@ def write_request(alloc, capability: bytes | None = None) -> bytes:
     return bulk.encode_write_request(alloc.handle, alloc.version,
                                      alloc.capability if capability is None else capability,
                                      list(alloc.replicas[1:]))
+
+
+class Stream(io.RawIOBase):
+    """Bytes that can be read once only, like a pipe: a put of it cannot be retried."""
+
+    def __init__(self, data: bytes):
+        self._left = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._left.readinto(buffer)
 
 
 def wait_gone(cluster, handle: int, timeout: float = 10.0) -> None:
@@ -189,6 +203,27 @@ def test_stalled_writers_block_nobody_and_memory_stays_bounded(cluster):
         for s in stuck:
             s.close()
     wait_gone(cluster, alloc.handle)                   # their temp files are removed
+
+
+def test_a_restarted_chunkserver_s_new_bulk_port_costs_a_writer_no_retry(cluster):
+    """Every hop of a chain (the client, each forwarding replica) caches the bulk ports it
+    learned; a chunkserver restarted since listens on a new one. Each hop looks it up again
+    on the spot, so even a put that cannot be retried (a stream) goes through."""
+    victim = cluster.spec["chunkservers"][0]
+    with cluster.client() as c:
+        c.put(io.BytesIO(os.urandom(8 * CHUNK)), "/warm")   # every hop learns every port
+        before = status(victim["bind"]).bulk_port
+        cluster.kill(victim["name"])
+        wait_for(lambda: victim["bind"] not in cluster.registered_chunkservers(), 15,
+                 "the master to see the killed chunkserver dead")
+        cluster.start(victim["name"])
+        cluster.wait_healthy()
+        assert status(victim["bind"]).bulk_port != before
+        for i in range(4):                                  # chains in varied orders
+            data = os.urandom(2 * CHUNK)
+            info = c.put(Stream(data), f"/after-restart-{i}")
+            assert all(victim["bind"] in ch.replicas for ch in info.chunks)
+            assert c.read(f"/after-restart-{i}") == data
 
 
 def test_a_replica_killed_mid_chain_fails_the_write_and_nothing_is_acknowledged(make_cluster):
