@@ -34,6 +34,11 @@ class AsyncClient:
         view._client = self._client.acting_for(delegate)
         return view
 
+    @property
+    def inline_max(self) -> int:
+        """`Client.inline_max`: the largest file `put` offers the masters to store inline."""
+        return self._client.inline_max
+
     async def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
         return await asyncio.to_thread(self._client.stat, path, stale_ok, for_read)
 
