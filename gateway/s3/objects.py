@@ -290,7 +290,7 @@ async def copy_bytes(call: Call, src: FileInfo, dst_path: str, attrs: dict[str, 
     async def upload() -> FileInfo:
         with io.BufferedReader(Hashing(os.fdopen(read_fd, "rb", buffering=0))) as source:
             return await call.client.put(source, dst_path, overwrite=True, xattrs=xattrs)
-    reader = asyncio.to_thread(download)
+    reader = call.client.run(download)
     try:
         results = await asyncio.gather(reader, upload(), return_exceptions=True)
     except GfsError as err:

@@ -96,3 +96,27 @@ def test_inline_bytes_are_served_only_when_they_match_their_checksum():
     for damaged in (b"hellO", b"hell", b"hello!"):
         with pytest.raises(DataLoss):
             checked_inline(info, damaged)
+
+
+def test_the_s3_apps_client_calls_run_in_its_own_threads_not_asyncios_few():
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gfs.aio import AsyncClient
+    pool = ThreadPoolExecutor(max_workers=20, thread_name_prefix="given")
+    base = AsyncClient("127.0.0.1:1", token="")
+    client = base.in_executor(pool)
+    barrier = threading.Barrier(20, timeout=10)
+
+    def meet() -> str:
+        barrier.wait()                     # 20 calls at once: more than asyncio's default pool
+        return threading.current_thread().name
+
+    async def main():
+        names = await asyncio.gather(*(client.run(meet) for _ in range(20)))
+        default = await base.run(lambda: threading.current_thread().name)
+        return names, default
+    names, default = asyncio.run(main())
+    assert all(n.startswith("given") for n in names) and not default.startswith("given")
+    assert client.acting_for(None)._executor is pool
+    pool.shutdown()
