@@ -38,9 +38,10 @@ class ReadHandle:
                  pool: Executor | None = None, reorder: int = 8):
         self.client, self.info, self.cache = client, info, cache
         self.key = version_key(info)
-        # The kernel has up to `reorder` blocks of one sequential read in flight, answered by
-        # several threads: they may arrive out of order and are still sequential.
-        self._slack = max(1, reorder) * cache.block_size
+        # The kernel has up to `reorder` blocks of one sequential read in flight (and asks for
+        # the next window before the last is answered), answered by several threads: they may
+        # arrive two windows out of order and are still sequential.
+        self._slack = 2 * max(1, reorder) * cache.block_size
         self._next = 0             # where a sequential reader will read next
         self._lock = threading.Lock()
         # Never fetch ahead more than a quarter of the cache: it would evict itself.
@@ -51,10 +52,12 @@ class ReadHandle:
     def read(self, size: int, offset: int) -> bytes:
         bs = self.cache.block_size
         first, last = offset // bs, max(offset, offset + size - 1) // bs
-        with self._lock:
-            sequential = offset > 0 and self._next - self._slack <= offset <= self._next + self._slack
-            self._next = max(self._next, offset + size) if sequential else offset + size
         ahead = self.prefetcher
+        with self._lock:
+            sequential = offset > 0 and (
+                self._next - self._slack <= offset <= self._next + self._slack
+                or (ahead is not None and ahead.covers(first)))
+            self._next = max(self._next, offset + size) if sequential else offset + size
         if ahead is not None:
             if sequential:
                 ahead.advance(first)           # its own block too: fetched once, by a stream

@@ -67,6 +67,12 @@ class Prefetcher:
             self._flight.clear()
             self._cond.notify_all()
 
+    def covers(self, block: int) -> bool:
+        """Is `block` between the reader and the end of what is streaming in? A read there goes
+        on with the sequential read (the kernel's requests arrive out of order)."""
+        with self._cond:
+            return self._reader <= block < self._next
+
     def fetching(self, first: int, last: int) -> bool:
         """Is any of blocks first..last in a segment on its way?"""
         with self._cond:
