@@ -12,11 +12,14 @@ the bulk connection is closed mid-chunk, nothing more arrives.
 """
 from __future__ import annotations
 
+import logging
 import threading
 from concurrent.futures import Executor
 from typing import BinaryIO, Callable
 
 from gfs.mount.blockcache import BlockCache
+
+log = logging.getLogger("gfs.mount")
 
 # Fetches bytes [start, start+length) of the file into a file-like sink, in order.
 RangeFetch = Callable[[int, int, BinaryIO], None]
@@ -135,12 +138,14 @@ class Prefetcher:
             writer = BlockWriter(self.cache, self.key, first, self.size,
                                  on_block=lambda: self._arrived(gen))
             try:
-                lo = first * bs
-                self._fetch(lo, min(end * bs, self.size) - lo, writer)
+                if gen == self._gen:          # (a stopped reader's queued segment: dropped)
+                    lo = first * bs
+                    self._fetch(lo, min(end * bs, self.size) - lo, writer)
             except Cancelled:
                 pass
-            except Exception:         # the reader fetches what is missing itself, and fails
-                pass                  # there with the error it can report
+            except Exception as err:          # the reader fetches these blocks itself, and
+                # reports the error if it fails there too
+                log.info("read-ahead of blocks %d..%d stopped: %s", first, end - 1, err)
             finally:
                 with self._cond:
                     if gen == self._gen:
