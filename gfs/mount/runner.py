@@ -3,7 +3,6 @@ unmounted or signalled), or in the background (a child process serves it; we ret
 mount is there, or with the child's own error if it could not be made)."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import shutil
@@ -14,6 +13,7 @@ import time
 from pathlib import Path
 
 from gfs.errors import FailedPrecondition, InvalidArgument
+from gfs.memory import reuse_large_buffers
 
 MOUNT_WAIT_S = 20.0
 # The kernel asks a FUSE file system for at most its read-ahead window per read request: 128 KiB
@@ -92,29 +92,10 @@ def _tune_when_mounted(mountpoint: str) -> None:
         time.sleep(0.02)
 
 
-# glibc's mallopt parameters (malloc.h)
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-
-
-def reuse_freed_buffers(mmap_threshold: int = 64 << 20, trim_threshold: int = 64 << 20) -> bool:
-    """Let glibc keep freed megabyte buffers for reuse. By default it gives every allocation of
-    128 KiB or more its own mmap and unmaps it on free (or trims the heap after it), so a mount
-    that moves a 1 MiB block per request — ours, libfuse's reply buffer — faults in 256 fresh
-    pages per copy; measured, that was over a thousand page faults per MiB read and most of the
-    mount's CPU time. The freed memory stays mapped and is reused by the next blocks (the
-    mount's data is still bounded by its cache size). False where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)
-                    and libc.mallopt(M_TRIM_THRESHOLD, trim_threshold))
-    except (OSError, AttributeError):
-        return False
-
-
 def serve(operations, mountpoint: str) -> None:
     """Serve the mount in this process until it is unmounted (or SIGINT/SIGTERM)."""
     import mfusepy
-    reuse_freed_buffers()
+    reuse_large_buffers()      # its blocks are bounded by the cache: no fault per page
     threading.Thread(target=_tune_when_mounted, args=(mountpoint,), daemon=True,
                      name="gfs-mount-tune").start()
     mfusepy.FUSE(operations, mountpoint, foreground=True, nothreads=False, fsname="gfs",
