@@ -202,7 +202,7 @@ class Worker:
                 proxy_from.insert(net, True)
         self.server = HttpServer(self.proxy, opts.limits, tls, proxy_from)
         host, port = await self.server.start(*opts.listen, reuse_port=opts.workers > 1)
-        trimmer = Trimmer(self.server)
+        trimmer = Trimmer(self.server, on_trim=self.metrics.memory_trims.inc)
         trimmer.start()
         metrics_server = None
         if opts.metrics:

@@ -24,15 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import logging
+import gc
 import os
 import sys
 from typing import Callable, Protocol
 
-log = logging.getLogger("gateway.memory")
 ALLOCATOR_ENV = "PYTHONMALLOC"
 TRIM_DROP = 256                 # connections gone since the last trim (or peak) before a trim
-TRIM_INTERVAL_S = 2.0
+TRIM_INTERVAL_S = 1.0
 
 
 def _libc():
@@ -45,8 +44,11 @@ def _libc():
 
 
 def release_free_memory() -> bool:
-    """malloc_trim(0): return the free pages of every glibc arena to the kernel (the middle of
-    the heap too, not only its top). False where the C library has no malloc_trim."""
+    """Collect the garbage cycles (a closed connection's protocol, parser and exchanges refer
+    to one another: freed by the cyclic collector, which an idle worker may not run for a long
+    time), then malloc_trim(0): return the free pages of every glibc arena to the kernel (the
+    middle of the heap too, not only its top). False where the C library has no malloc_trim."""
+    gc.collect()
     libc = _libc()
     if libc is None:
         return False
@@ -78,15 +80,22 @@ class Connections(Protocol):
 
 class Trimmer:
     """Every `interval_s`, look at the server's connections: when `drop` or more have gone since
-    the most open at once (since the last trim), give the free memory back (`trim`)."""
+    the most open at once (since the last trim), give the free memory back (`trim`); and once
+    more when such a fall has stopped. That last one matters most: while some of a burst's
+    connections are still open, their objects keep most freed pages partly used, and only when
+    the last of them has gone are those pages whole and free."""
 
     def __init__(self, server: Connections, trim: Callable[[], bool] = release_free_memory,
-                 drop: int = TRIM_DROP, interval_s: float = TRIM_INTERVAL_S):
+                 drop: int = TRIM_DROP, interval_s: float = TRIM_INTERVAL_S,
+                 on_trim: Callable[[], None] | None = None):
         self.server = server
         self.trim = trim
+        self.on_trim = on_trim
         self.drop = drop
         self.interval_s = interval_s
-        self.peak = 0
+        self.peak = 0                  # most open at once since the last trim
+        self.last = 0                  # open at the last look
+        self.falling = False           # trimmed for a fall that has not stopped yet
         self.trims = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -94,11 +103,18 @@ class Trimmer:
         """One look; True when it trimmed."""
         self.peak = max(self.peak, self.server.settle())
         now = len(self.server.connections)
-        if self.peak - now < self.drop:
+        went_down, self.last = now < self.last, now
+        if self.peak - now >= self.drop:
+            self.falling = True
+        elif self.falling and not went_down:
+            self.falling = False                   # the fall is over: the last trim for it
+        else:
             return False
         self.trim()
         self.trims += 1
         self.peak = now
+        if self.on_trim is not None:
+            self.on_trim()
         return True
 
     def start(self) -> None:

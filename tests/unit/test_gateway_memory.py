@@ -111,7 +111,8 @@ def test_closed_connections_leave_nothing_referenced():
         assert all(r.count(b"HTTP/1.1 200") == 2 for r in results[-KEPT:])
         assert server.connections == set()
         assert sys.getsizeof(server.connections) > empty_set     # the peak's table, still
-        assert trimmer.check() and trims == [0]      # gone since the peak: one trim...
+        assert trimmer.check() and trims == [0]      # gone since the peak: a trim...
+        assert trimmer.check() and trims == [0, 0]   # ...the last one for this fall...
         assert not trimmer.check()                   # ...and no other while nothing changes
         assert sys.getsizeof(server.connections) == empty_set
         await asyncio.sleep(0.05)
@@ -124,7 +125,7 @@ def test_closed_connections_leave_nothing_referenced():
     uvloop.run(go())
 
 
-def test_trim_needs_a_drop_since_the_peak():
+def test_trims_during_a_fall_and_once_when_it_stops():
     class Server:
         def __init__(self):
             self.connections: set = set()
@@ -135,17 +136,21 @@ def test_trim_needs_a_drop_since_the_peak():
             return peak
 
     server, trims = Server(), []
-    trimmer = Trimmer(server, trim=lambda: trims.append(1), drop=10)
-    server.connections, server.peak = set(range(30)), 30
-    assert not trimmer.check()
-    server.connections = set(range(25))              # 5 gone: not yet
-    assert not trimmer.check()
-    server.connections = set(range(19))              # 11 gone since the peak of 30
-    assert trimmer.check() and trims == [1]
-    server.connections = set(range(12))              # 7 more: counted from 19 now
-    assert not trimmer.check()
-    server.connections, server.peak = set(range(8)), 40    # a peak between two looks counts
-    assert trimmer.check() and trims == [1, 1]
+    trimmer = Trimmer(server, trim=lambda: trims.append(len(server.connections)), drop=10)
+
+    def look(open_now: int, peak_between: int = 0) -> bool:
+        server.connections = set(range(open_now))
+        server.peak = max(peak_between, open_now)
+        return trimmer.check()
+    assert not look(30)
+    assert not look(25)                              # 5 gone: not yet
+    assert look(19) and trims == [19]                # 11 gone since the peak of 30
+    assert not look(12)                              # 7 more, counted from 19: still falling
+    assert look(12) and trims == [19, 12]            # the fall stopped: the last trim for it
+    assert not look(12) and not look(14)             # nothing more while it does not fall
+    assert look(3, peak_between=40) and trims[-1] == 3     # a peak between two looks counts
+    assert look(3) and len(trims) == 4
+    assert not look(3)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
