@@ -128,6 +128,8 @@ def gateway(ctx, listen, tls_cert, tls_key, workers, routes_file, state_dir, met
         pool=PoolSettings(max_connections=max_connections, max_pending=max_pending),
         health=health, s3_key=_s3_key(s3_secret_file, masters), s3_region=s3_region,
         s3_domains=[s3_domain] if s3_domain else [])
+    from gateway.memory import exec_with_c_allocator
+    exec_with_c_allocator(os.path.join(os.path.dirname(os.path.abspath(__file__)), "main.py"))
     raise SystemExit(serve(opts))
 
 

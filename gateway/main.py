@@ -15,6 +15,7 @@ from gateway import config_store
 from gateway.accesslog import AccessLog
 from gateway.http.limits import Limits
 from gateway.http.server import HttpServer, tls_context
+from gateway.memory import Trimmer
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import Proxy, Refused
 from gateway.routing.route import Route
@@ -201,6 +202,8 @@ class Worker:
                 proxy_from.insert(net, True)
         self.server = HttpServer(self.proxy, opts.limits, tls, proxy_from)
         host, port = await self.server.start(*opts.listen, reuse_port=opts.workers > 1)
+        trimmer = Trimmer(self.server, on_trim=self.metrics.memory_trims.inc)
+        trimmer.start()
         metrics_server = None
         if opts.metrics:
             metrics_server = HttpServer(self._metrics_app, opts.limits)
@@ -218,6 +221,7 @@ class Worker:
             follow.cancel()
         for watcher in watchers:
             watcher.stop()
+        trimmer.stop()
         await self.server.close()
         if metrics_server is not None:
             await metrics_server.close()

@@ -23,6 +23,9 @@ class GatewayMetrics:
         self.ejections = Counter("gfs_gateway_upstream_ejections_total", "Upstreams taken out "
                                  "after consecutive failures", ["upstream"],
                                  registry=self.registry)
+        self.memory_trims = Counter("gfs_gateway_memory_trims_total", "Times freed memory was "
+                                    "given back to the system after connections went "
+                                    "(gateway/memory.py)", registry=self.registry)
         self._gauges = None
         self.registry.register(self)
 

@@ -32,8 +32,8 @@ class ServerConnection(asyncio.Protocol):
         self.peer: tuple[str, int] = ("", 0)
         self.engine = None
         self.closed = False
-        self._can_write = asyncio.Event()
-        self._can_write.set()
+        self._writable = True                    # False while the transport's buffer is full
+        self._write_waiters: list[asyncio.Future] | None = None   # made only when one waits
         self._reading_paused = False
         self._pending = b""                      # first bytes, until the protocol is known
         self._deadline_header = 0.0              # monotonic; 0 = none
@@ -89,7 +89,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._discard_out()
-        self._can_write.set()
+        self._wake_writers()
         if self._timer is not None:
             self._timer.cancel()
         if self.engine is not None:
@@ -98,10 +98,17 @@ class ServerConnection(asyncio.Protocol):
             self._on_close(self)
 
     def pause_writing(self) -> None:
-        self._can_write.clear()
+        self._writable = False
 
     def resume_writing(self) -> None:
-        self._can_write.set()
+        self._wake_writers()
+
+    def _wake_writers(self) -> None:
+        self._writable = True
+        waiters, self._write_waiters = self._write_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _proxy_header(self, data: bytes) -> bytes:
         """Take the PROXY header off the front; what follows it (b"" while it is incomplete)."""
@@ -172,8 +179,18 @@ class ServerConnection(asyncio.Protocol):
         """Wait while the client is slower than us (the transport's buffer is past its mark)."""
         if self.closed:
             raise ClientGone("connection closed")
-        if not self._can_write.is_set():
-            await self._can_write.wait()
+        if not self._writable:
+            # A future per waiter, made only now: an idle connection holds no Event (and its
+            # 600-byte deque), and one cancelled waiter does not cancel the others.
+            waiter = self.loop.create_future()
+            if self._write_waiters is None:
+                self._write_waiters = []
+            self._write_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if self._write_waiters is not None and waiter in self._write_waiters:
+                    self._write_waiters.remove(waiter)
             if self.closed:
                 raise ClientGone("connection closed")
 
@@ -238,7 +255,7 @@ class ServerConnection(asyncio.Protocol):
             return
         # Idle: nothing in flight, or a response blocked on a client that stopped reading. A
         # request waiting on its upstream is the upstream timeouts' business, not this one's.
-        stuck = not self._can_write.is_set()
+        stuck = not self._writable
         if now >= self._deadline_idle and (self.engine is None or stuck or self.engine.idle()):
             if self.engine is not None:
                 self.engine.idle_timeout()

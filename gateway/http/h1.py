@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+import struct
 from http import HTTPStatus
 
 import httptools
@@ -15,6 +15,20 @@ from gateway.http.exchange import (BodyBuffer, BodyTooLarge, ClientGone, Exchang
 log = logging.getLogger("gateway.http")
 MAX_PIPELINED = 16                  # parsed requests waiting for their turn before reading pauses
 NO_BODY_STATUS = {204, 304}
+_FIELD = struct.Struct("<II")       # lengths of a header's name and value in a head being read
+
+
+def decode_fields(raw: bytes | bytearray) -> list[tuple[str, str]]:
+    """The (lower-case name, value) pairs packed by H1Engine.on_header."""
+    out = []
+    i, end = 0, len(raw)
+    while i < end:
+        n, v = _FIELD.unpack_from(raw, i)
+        i += _FIELD.size
+        out.append((raw[i:i + n].decode("latin-1").lower(),
+                    raw[i + n:i + n + v].decode("latin-1")))
+        i += n + v
+    return out
 
 
 def reason(status: int) -> str:
@@ -130,12 +144,15 @@ class H1Engine:
         self.conn = conn
         self.limits = conn.limits
         self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque[H1Exchange] = deque()
+        self.queue: list[H1Exchange] = []        # at most MAX_PIPELINED + 1
         self.current: H1Exchange | None = None   # the exchange being parsed
         self.running: asyncio.Task | None = None
         self.active: H1Exchange | None = None    # the exchange being answered
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
+        # A head being read is kept packed (decode_fields) until it is complete: a slowloris
+        # dribbling a header line a second costs its bytes, not three objects per line.
+        self._fields = bytearray()
+        self._field_count = 0
         self._header_bytes = 0
         self._body_bytes = 0
         self._upgrade: bytes | None = None
@@ -181,7 +198,8 @@ class H1Engine:
     # httptools callbacks
     def on_message_begin(self) -> None:
         self._url = b""
-        self._headers = []
+        self._fields = bytearray()
+        self._field_count = 0
         self._header_bytes = 0
         self._body_bytes = 0
         self._upgrade = None
@@ -194,9 +212,17 @@ class H1Engine:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._count(len(name) + len(value) + 4)
-        if len(self._headers) >= self.limits.max_headers:
+        if self._field_count >= self.limits.max_headers:
             raise _Refused(431, "too many header fields")
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self._field_count += 1
+        if not self._in_headers and self.current is not None:     # a chunked body's trailers
+            self.current.head.headers.append((name.decode("latin-1").lower(),
+                                              value.decode("latin-1")))
+            return
+        fields = self._fields
+        fields += _FIELD.pack(len(name), len(value))
+        fields += name
+        fields += value
 
     def _count(self, n: int) -> None:
         self._header_bytes += n
@@ -206,23 +232,25 @@ class H1Engine:
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self.conn.clear_header_deadline()
+        headers = decode_fields(self._fields)
+        self._fields = bytearray()
         parsed = httptools.parse_url(self._url) if not self._url.startswith(b"*") else None
         path = (parsed.path or b"/").decode("latin-1") if parsed else "*"
         query = (parsed.query or b"").decode("latin-1") if parsed else ""
-        host = next((v for k, v in self._headers if k == "host"), "")
+        host = next((v for k, v in headers if k == "host"), "")
         if not host and parsed is not None and parsed.host:
             host = parsed.host.decode("latin-1")
         version = self.parser.get_http_version()
         if version == "1.1" and not host:
             raise _Refused(400, "missing Host header")
-        length = next((v for k, v in self._headers if k == "content-length"), None)
-        chunked = any(k == "transfer-encoding" for k, _ in self._headers)
+        length = next((v for k, v in headers if k == "content-length"), None)
+        chunked = any(k == "transfer-encoding" for k, _ in headers)
         if length is not None and not length.isdigit():
             raise _Refused(400, "bad Content-Length")
         if length is not None and int(length) > self.limits.max_body_bytes:
             raise _Refused(413, "request body too large")
         head = RequestHead(method=self.parser.get_method().decode("latin-1"), path=path,
-                           query=query, headers=self._headers, http_version=version,
+                           query=query, headers=headers, http_version=version,
                            scheme=self.conn.scheme, authority=split_authority(host),
                            peer=self.conn.peer,
                            has_body=chunked or (length is not None and int(length) > 0),
@@ -231,10 +259,10 @@ class H1Engine:
                           self._body_consumed)
         if not head.has_body:
             body.finish()
-        expect = any(k == "expect" and v.lower() == "100-continue" for k, v in self._headers)
+        expect = any(k == "expect" and v.lower() == "100-continue" for k, v in headers)
         self.current = H1Exchange(self, head, body, self.parser.should_keep_alive(), expect)
         if self.parser.should_upgrade():
-            self._upgrade = next((v for k, v in self._headers if k == "upgrade"), "").encode()
+            self._upgrade = next((v for k, v in headers if k == "upgrade"), "").encode()
             return
         self.queue.append(self.current)
         if len(self.queue) > MAX_PIPELINED:
@@ -292,7 +320,7 @@ class H1Engine:
     async def _serve_queue(self) -> None:
         try:
             while self.queue and not self.conn.closed:
-                ex = self.queue.popleft()
+                ex = self.queue.pop(0)
                 self.active = ex
                 await self._serve(ex)
                 self.active = None

@@ -245,3 +245,41 @@ def _worker_pid(gw, index: int) -> int | None:
         return gw.status(index)["pid"]
     except OSError:
         return None
+
+
+def _metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines()
+                if line.startswith(name + " "))
+
+
+def test_slow_clients_are_dropped_and_their_memory_given_back(tmp_path, upstreams):
+    """A burst of slowloris clients against `gfs gateway`: every one gets its 408 (or, silent,
+    is closed), the worker (on the C allocator: gateway/memory.py) gives the freed memory back
+    once they are gone, and it serves on. Its RSS is measured in bench/gateway_memory.py."""
+    routes = [{"name": "all", "path": "/*", "to": [upstreams[0]]}]
+    with GatewayProc(tmp_path / "gw", routes, "--header-timeout", "1s") as gw:
+        with open(f"/proc/{gw.proc.pid}/environ", "rb") as f:
+            assert b"PYTHONMALLOC=malloc" in f.read().split(b"\0")
+        assert request(gw.port, "GET", "/echo")[0] == 200
+        socks = []
+        for i in range(300):
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            if i % 2 == 0:
+                s.sendall(b"GET /echo HTTP/1.1\r\nHost: h\r\nX-Slow: 1\r\n")
+            socks.append(s)
+        got = []
+        for s in socks:
+            data = b""
+            try:
+                while chunk := s.recv(4096):
+                    data += chunk
+            except ConnectionResetError:           # a silent one may be reset, not closed
+                pass
+            got.append(data)
+            s.close()
+        assert all(d.startswith(b"HTTP/1.1 408") for d in got[::2])
+        assert all(d == b"" for d in got[1::2])
+        wait_for(lambda: gw.status()["connections"] == 0, 10, "the connections to be gone", 0.1)
+        wait_for(lambda: _metric(gw.metrics(), "gfs_gateway_memory_trims_total") >= 1, 10,
+                 "the worker to give the memory back", 0.2)
+        assert request(gw.port, "GET", "/echo")[0] == 200
