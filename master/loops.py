@@ -97,6 +97,12 @@ class WorkerLoop(abc.ABC):
             if rest > 0:
                 self._stop.wait(rest)
 
+    def planning_view(self, rows: list[dict]) -> dict:
+        """The live servers' replicas of the chunks in `rows` (the metadata's chunk table) only:
+        a pass costs what the metadata holds, never what the servers report beyond it (replicas
+        no file references are the garbage collector's, master/orphans.py)."""
+        return self.registry.view({row["handle"] for row in rows})
+
     def poke(self) -> None:
         """Run the next pass now (a copy or move finished: its slot is free)."""
         self._wake.set()
