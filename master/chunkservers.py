@@ -262,13 +262,14 @@ class ChunkserverRegistry:
                     len(s.chunks) - sum(1 for h in gone if h in s.chunks))
             return out
 
-    def held_handles(self) -> list[int]:
-        """Every handle some live server holds (replicas ordered deleted left out), sorted."""
+    def held_handles(self, ordered_deleted: bool = False) -> list[int]:
+        """Every handle some live server holds, sorted (replicas ordered deleted left out unless
+        `ordered_deleted`: until a report confirms the deletion, the server still has them)."""
         now = self._clock()
         with self._lock:
             held: set[int] = set()
             for s in self._alive():
-                gone = self._gone(s, now)
+                gone = set() if ordered_deleted else self._gone(s, now)
                 held.update(s.chunks.keys() - gone if gone else s.chunks.keys())
         return sorted(held)
 

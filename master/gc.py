@@ -67,7 +67,7 @@ class GarbageCollector(PeriodicThread):
         self.expired_sessions = 0
         self.forgotten = 0
         self.orphans = OrphanScanner(registry, unreferenced, is_leader, clock, grace_s,
-                                     space_pressure, pressure_grace_s)
+                                     space_pressure, pressure_grace_s, cycle_s=interval_s)
         self.expired_uploads = 0
         self.purged_trash = 0
         self.reap_over = 0          # trees this big go to the reaper (master/reaper.py)

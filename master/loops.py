@@ -72,6 +72,7 @@ class WorkerLoop(abc.ABC):
         self.interval_s = interval_s
         self.clock = clock
         self.failures = 0
+        self.planned_replicas = 0         # replicas the last pass planned over (work done)
         self.channels = Channels()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=name)
@@ -101,7 +102,9 @@ class WorkerLoop(abc.ABC):
         """The live servers' replicas of the chunks in `rows` (the metadata's chunk table) only:
         a pass costs what the metadata holds, never what the servers report beyond it (replicas
         no file references are the garbage collector's, master/orphans.py)."""
-        return self.registry.view({row["handle"] for row in rows})
+        view = self.registry.view({row["handle"] for row in rows})
+        self.planned_replicas = sum(len(sv.chunks) for sv in view.values())
+        return view
 
     def poke(self) -> None:
         """Run the next pass now (a copy or move finished: its slot is free)."""

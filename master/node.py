@@ -386,7 +386,10 @@ class MasterNode:
                  trash_bytes=counts.get("trash_bytes", 0), session_results=sessions,
                  auth_mode=mode_name(self.insecure_no_auth),
                  reaping_trees=self.state_read(lambda st: st.reaping()),
-                 reaped_inodes=self.reaper.reaped)
+                 reaped_inodes=self.reaper.reaped,
+                 orphan_handles_scanned=self.gc.orphans.scanned,
+                 orphan_scan_cycles=self.gc.orphans.cycles,
+                 planned_replicas=self.repairer.planned_replicas)
         return f
 
     def balance_status(self) -> dict:
@@ -520,4 +523,7 @@ HEALTH_GAUGES = {
     "repaired": "repair copies completed by this leader",
     "repair_failures": "repair copies that failed",
     "session_results": "exactly-once results kept (forgotten after --session-ttl)",
+    "orphan_handles_scanned": "handles the orphan scan looked up in the metadata (work done)",
+    "orphan_scan_cycles": "orphan scan cycles started (each looks at every held handle once)",
+    "planned_replicas": "replicas the last repair pass planned over (the metadata's chunks only)",
 }

@@ -8,8 +8,9 @@ about all of them on every pass kept the leader's CPU busy and every metadata re
 as long as they were held (issue 15), so the scanner walks the handles the live servers hold in
 *cycles*: each pass (every `interval_s`) checks the next batches of the current cycle's sorted
 handle list until its time budget is spent, then stops where it is. A cycle starts from a fresh
-list of held handles once the last one is done: a small cluster finishes a cycle every pass, a
-big one every few minutes, at a bounded cost per second either way.
+list of held handles once the last one is done and `cycle_s` has passed since the last one
+started (the garbage collector's own period): a small cluster is checked every `cycle_s` as
+before, a big one every few minutes, at a bounded cost per second either way.
 
 Safety is unchanged: a replica is ordered deleted only by the pass that has just found its
 handle unreferenced in the metadata (committed files, pending uploads — a create or AddChunk in
@@ -51,7 +52,8 @@ class OrphanScanner(PeriodicThread):
                  is_leader: Callable[[], bool], clock: Callable[[], float],
                  grace_s: float = 3600.0, space_pressure: float = 0.9,
                  pressure_grace_s: float = 60.0, interval_s: float = SCAN_INTERVAL_S,
-                 budget_s: float = SCAN_BUDGET_S, batch: int = SCAN_BATCH):
+                 budget_s: float = SCAN_BUDGET_S, batch: int = SCAN_BATCH,
+                 cycle_s: float = 0.0):
         super().__init__("orphan-scan", interval_s)
         self.registry = registry
         self.unreferenced = unreferenced   # handles -> {handle: garbage-since ms | None}
@@ -62,12 +64,14 @@ class OrphanScanner(PeriodicThread):
         self.pressure_grace_s = pressure_grace_s
         self.budget_s = budget_s
         self.batch = max(1, batch)
+        self.cycle_s = cycle_s            # at least this long from one cycle's start to the next
         self.orphans: dict[int, Orphan] = {}
         self.deleted = 0          # replicas ordered deleted
         self.scanned = 0          # handles looked up in the metadata (work done, for tests)
         self.cycles = 0           # cycles started
         self._cycle: list[int] = []
         self._cursor = 0
+        self._cycle_started: float | None = None     # time.monotonic()
         self._lock = threading.Lock()
 
     def tick(self) -> None:
@@ -80,7 +84,7 @@ class OrphanScanner(PeriodicThread):
         """Not (or not yet) a leader with a replica map: start from nothing next time."""
         with self._lock:
             self.orphans.clear()
-            self._cycle, self._cursor = [], 0
+            self._cycle, self._cursor, self._cycle_started = [], 0, None
 
     def step(self, budget_s: float | None) -> int:
         """Check the next handles of the current cycle until `budget_s` is spent (at least one
@@ -89,7 +93,9 @@ class OrphanScanner(PeriodicThread):
         started = time.monotonic()
         queued = 0
         with self._lock:
-            if budget_s is None or self._cursor >= len(self._cycle):
+            if budget_s is None or (self._cursor >= len(self._cycle) and (
+                    self._cycle_started is None
+                    or started - self._cycle_started >= self.cycle_s)):
                 self._new_cycle()
             while self._cursor < len(self._cycle):
                 batch = self._cycle[self._cursor:self._cursor + self.batch]
@@ -128,7 +134,10 @@ class OrphanScanner(PeriodicThread):
     # --- internals (under self._lock) --------------------------------------------------------
 
     def _new_cycle(self) -> None:
-        self._cycle, self._cursor = self.registry.held_handles(), 0
+        # Replicas ordered deleted but not yet confirmed gone keep their orphan record (and
+        # age): if the order is lost, the next order goes out without a new grace period.
+        self._cycle, self._cursor = self.registry.held_handles(ordered_deleted=True), 0
+        self._cycle_started = time.monotonic()
         held = set(self._cycle)
         self.orphans = {h: o for h, o in self.orphans.items() if h in held}
         self.cycles += 1
@@ -152,7 +161,7 @@ class OrphanScanner(PeriodicThread):
         held = sorted({h for sv in view.values() for h in sv.chunks})
         unreferenced = self.unreferenced(held) if held else {}
         self.scanned += len(held)
-        for h in handles:
+        for h in held:
             if h not in unreferenced:
                 self.orphans.pop(h, None)
         out = []
