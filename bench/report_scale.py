@@ -4,6 +4,7 @@ master in CPU, and what another client's metadata requests see meanwhile and for
 
     PYTHONPATH=. python -m bench.report_scale [--replicas 200000] [--work /dev/shm/gfs-report]
         [--before 20] [--after 180] [--window 10] [--template /dev/shm/gfs-report-store]
+        [--logs DIR]
 
 Steps: one master starts (secure, as `gfs cluster up` does); a chunkserver's store is filled
 with --replicas chunks of 4 KiB written by the store's own writer (ChunkStore.begin_write /
@@ -124,7 +125,7 @@ def stats(samples: list[float]) -> dict:
 
 
 def run(replicas: int, work: str, before: float, after: float, window: float = 10.0,
-        template: str | None = None) -> dict:
+        template: str | None = None, logs: str | None = None) -> dict:
     from cli.localcluster import LocalCluster
     from gfs.client import Client
     shutil.rmtree(work, ignore_errors=True)
@@ -199,6 +200,12 @@ def run(replicas: int, work: str, before: float, after: float, window: float = 1
             })
         finally:
             cluster.down()
+            if logs:
+                for d in cluster.daemons():
+                    log_file = Path(d["data"]) / "daemon.log"
+                    if log_file.exists():
+                        Path(logs).mkdir(parents=True, exist_ok=True)
+                        shutil.copy(log_file, Path(logs) / f"{d['name']}.log")
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -213,8 +220,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=10.0, help="timeline window, seconds")
     ap.add_argument("--template", default=None,
                     help="keep the filled store here and hard-link it into each run")
+    ap.add_argument("--logs", default=None, help="copy the daemons' logs here at the end")
     a = ap.parse_args()
-    print(json.dumps(run(a.replicas, a.work, a.before, a.after, a.window, a.template),
+    print(json.dumps(run(a.replicas, a.work, a.before, a.after, a.window, a.template, a.logs),
                      indent=2))
 
 

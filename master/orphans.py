@@ -10,7 +10,9 @@ as long as they were held (issue 15), so the scanner walks the handles the live 
 handle list until its time budget is spent, then stops where it is. A cycle starts from a fresh
 list of held handles once the last one is done and `cycle_s` has passed since the last one
 started (the garbage collector's own period): a small cluster is checked every `cycle_s` as
-before, a big one every few minutes, at a bounded cost per second either way.
+before, a big one every few minutes, at a bounded cost per second either way. An orphan already
+found is not looked up again until its grace period is over (then once more, just before its
+deletion is ordered): each unknown handle costs two lookups, not one per cycle for an hour.
 
 Safety is unchanged: a replica is ordered deleted only by the pass that has just found its
 handle unreferenced in the metadata (committed files, pending uploads — a create or AddChunk in
@@ -115,7 +117,7 @@ class OrphanScanner(PeriodicThread):
         """Every orphan replica now (a fresh look at every held handle: for admins, on demand):
         handle, version, server, age, and when it will go."""
         with self._lock:
-            out = self._survey(self.registry.held_handles())
+            out = self._survey(self.registry.held_handles(), waiting_too=True)
         return sorted(out, key=lambda o: (o["server"], o["handle"]))
 
     def replicas(self, within_s: float | None = None) -> int:
@@ -151,13 +153,22 @@ class OrphanScanner(PeriodicThread):
     def _grace(self, recorded: bool, short: float | None) -> float:
         return short if short is not None and recorded else self.grace_s
 
-    def _survey(self, handles: list[int]) -> list[dict]:
-        """Look `handles` up in the metadata now: forget those referenced, remember the
+    def _waiting(self, orphan: Orphan | None, now: float, short: float | None) -> bool:
+        """A known orphan whose grace period is not over yet."""
+        return orphan is not None and orphan.since + self._grace(orphan.recorded, short) > now
+
+    def _survey(self, handles: list[int], waiting_too: bool = False) -> list[dict]:
+        """Look `handles` up in the metadata now (those already known as orphans still in their
+        grace period only with `waiting_too`): forget those referenced, remember the
         unreferenced ones (an unknown handle's age counts from when it was first seen), and
         return one entry per replica of them that a live server holds."""
         now = self.clock()
+        short = self._short_grace(self.registry.view(()))
+        if not waiting_too:
+            handles = [h for h in handles if not self._waiting(self.orphans.get(h), now, short)]
+            if not handles:
+                return []
         view = self.registry.view(handles)
-        short = self._short_grace(view)
         held = sorted({h for sv in view.values() for h in sv.chunks})
         unreferenced = self.unreferenced(held) if held else {}
         self.scanned += len(held)

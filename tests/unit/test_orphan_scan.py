@@ -79,6 +79,10 @@ def test_the_scan_looks_up_a_bounded_batch_per_pass_and_a_cycle_at_most_every_pe
     assert scan.replicas() == UNKNOWN and scan.replicas(within_s=0) == 0
     scan.step(scan.budget_s)                            # the cycle is done, the next not due
     assert md.asked == UNKNOWN and scan.cycles == 1 and scan.scanned == UNKNOWN
+    scan.cycle_s = 0
+    for _ in range(UNKNOWN // 1000):                    # known orphans in their grace period
+        scan.step(scan.budget_s)                        # are not looked up again
+    assert scan.cycles == 2 and md.asked == UNKNOWN
 
 
 def test_orphans_go_after_their_grace_in_batches_and_never_a_referenced_or_pending_chunk():
