@@ -57,9 +57,12 @@ case "$cmd" in
         exec "$VENV/bin/python" -m cli.demo "$@" ;;
     test)
         setup
+        # Two pytest-xdist workers (GFS_TEST_WORKERS; 0 runs in this process), each taking
+        # whole files: most integration tests wait on daemons, so two at once use both cores.
         # pytest exit code 5 means "no tests ran": that must fail, not pass silently.
         set +e
-        "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+        "$VENV/bin/python" -m pytest -q -p no:cacheprovider -n "${GFS_TEST_WORKERS:-2}" \
+            --dist loadfile "$@"
         rc=$?
         set -e
         if [ $rc -eq 5 ]; then echo "run.sh: no tests were collected" >&2; exit 1; fi

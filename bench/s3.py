@@ -2,6 +2,7 @@
 3 chunkservers, replication 3, `cluster up --s3`):
 
     python -m bench.s3 [--size 1GiB] [--seconds 5] [--threads 1,16] [--keys 10000]
+                       [--small-only] [--repeat 1]
 
 - a large object: boto3 upload_file / download_file (multipart, 8 parallel parts) vs native
   `Client.put` / `Client.get`, MB/s;
@@ -9,6 +10,9 @@
   CompleteMultipartUpload (Compose: no byte copied), MB/s, and the Complete alone in seconds;
 - 4 KiB objects: PUT and GET ops/s through boto3 vs native, at each thread count;
 - ListObjectsV2 over --keys keys (one flat prefix), seconds for the whole paginated listing.
+
+`--small-only` runs the 4 KiB rows alone; `--repeat N` measures each ops/s point N times and
+reports the median (on a loaded machine one point says little).
 
 Prints a Markdown table with the machine's load average before and after (the figures depend
 on what else runs), and beside it the figures issue 18 quotes for a Ceph RGW (radosgw 16.2 from
@@ -21,6 +25,7 @@ import argparse
 import io
 import os
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -91,11 +96,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", default="1,16", help="client threads, e.g. 1,16")
     parser.add_argument("--keys", type=int, default=10_000, help="keys for the listing")
     parser.add_argument("--work", default=None, help="work directory (default: a temporary one)")
+    parser.add_argument("--small-only", action="store_true",
+                        help="only the 4 KiB PUT/GET rows (no large object, multipart, listing)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure each ops/s point this many times, report the median")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     threads = [int(t) for t in args.threads.split(",")]
     work = args.work or tempfile.mkdtemp(prefix="gfs-bench-s3-")
-    from boto3.s3.transfer import TransferConfig
     from botocore.config import Config
     import boto3
 
@@ -118,64 +126,87 @@ def main(argv: list[str] | None = None) -> None:
                                         signature_version="s3v4"))
         s3.create_bucket(Bucket="bench")
         native.mkdir("/admin/native", parents=True)
-        src = os.path.join(work, "large.bin")
-        with open(src, "wb") as f:
-            for _ in range(0, size, 1 << 24):
-                f.write(os.urandom(min(1 << 24, size)))
-            f.truncate(size)
-        mb = size / 1e6
-        transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=8)
-        t = _timed(lambda: native.put(src, "/admin/native/large.bin", overwrite=True))
-        t3 = _timed(lambda: s3.upload_file(src, "bench", "large.bin", Config=transfer))
-        rows.append(("large PUT MB/s (upload_file)", mb / t, mb / t3, RADOSGW["large PUT"]))
-        out = os.path.join(work, "out.bin")
-        t = _timed(lambda: native.get("/admin/native/large.bin", out))
-        t3 = _timed(lambda: s3.download_file("bench", "large.bin", out, Config=transfer))
-        rows.append(("large GET MB/s (download_file)", mb / t, mb / t3, RADOSGW["large GET"]))
-        os.remove(out)
-        upload, complete = _multipart_by_hand(s3, src, size, parts=8)
-        rows.append(("multipart, 8 parallel parts, MB/s", None, mb / upload, ""))
-        rows.append(("  of which CompleteMultipartUpload, s", None, complete, ""))
-        data = os.urandom(SMALL)
-        for n in threads:
-            put_native = _ops_per_s(lambda i, k: native.put(
-                io.BytesIO(data), f"/admin/native/p{n}-{i}-{k}", overwrite=True), n, args.seconds)
-            put_s3 = _ops_per_s(lambda i, k: s3.put_object(
-                Bucket="bench", Key=f"small/p{n}-{i}-{k}", Body=data), n, args.seconds)
-            rows.append((f"4 KiB PUT ops/s, {n} thread(s)", put_native, put_s3,
-                         RADOSGW.get(f"4 KiB PUT {n}", "")))
-            native.put(io.BytesIO(data), "/admin/native/g", overwrite=True)
-            s3.put_object(Bucket="bench", Key="g", Body=data)
-            get_native = _ops_per_s(lambda i, k: native.read("/admin/native/g"), n, args.seconds)
-            get_s3 = _ops_per_s(lambda i, k: s3.get_object(Bucket="bench", Key="g")["Body"].read(),
-                                n, args.seconds)
-            rows.append((f"4 KiB GET ops/s, {n} thread(s)", get_native, get_s3,
-                         RADOSGW.get(f"4 KiB GET {n}", "")))
-        with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=f"list/{k:06d}", Body=b""),
-                          range(args.keys)))
-
-        def listing() -> None:
-            got = sum(len(p.get("Contents", [])) for p in s3.get_paginator(
-                "list_objects_v2").paginate(Bucket="bench", Prefix="list/"))
-            if got != args.keys:
-                raise AssertionError(f"listed {got} keys, not {args.keys}")
-        rows.append((f"ListObjectsV2 of {args.keys} keys, s", None, _timed(listing),
-                     RADOSGW["ListObjectsV2"]))
+        if not args.small_only:
+            _large_rows(rows, native, s3, work, size)
+        _small_rows(rows, native, s3, threads, args.seconds, args.repeat)
+        if not args.small_only:
+            _listing_row(rows, s3, args.keys)
         native.close()
     finally:
         cluster.down()
         if not args.work:                        # a temporary one: 2x --size of files in it
             shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
-    print(f"| {size / (1 << 20):.0f} MiB object, {os.cpu_count()} cores | native gfs | boto3 "
+    what = "4 KiB objects" if args.small_only else f"{size / (1 << 20):.0f} MiB object"
+    print(f"| {what}, {os.cpu_count()} cores | native gfs | boto3 "
           f"via the gateway | ratio | radosgw (issue 18, quoted, 1 GiB) |")
     print("|---|---:|---:|---:|---:|")
     for name, nat, via, ref in rows:
         ratio = f"{via / nat:.2f}x" if nat and via else ""
         print(f"| {name} | {'' if nat is None else f'{nat:,.1f}'} | "
               f"{'' if via is None else f'{via:,.1f}'} | {ratio} | {ref} |")
+    if args.repeat > 1:
+        print(f"\nops/s: median of {args.repeat} runs of {args.seconds:g} s each")
     print(f"\nload average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
+
+
+def _large_rows(rows: list, native, s3, work: str, size: int) -> None:
+    """The large object through upload_file/download_file and a multipart upload by hand."""
+    from boto3.s3.transfer import TransferConfig
+    src = os.path.join(work, "large.bin")
+    with open(src, "wb") as f:
+        for _ in range(0, size, 1 << 24):
+            f.write(os.urandom(min(1 << 24, size)))
+        f.truncate(size)
+    mb = size / 1e6
+    transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=8)
+    t = _timed(lambda: native.put(src, "/admin/native/large.bin", overwrite=True))
+    t3 = _timed(lambda: s3.upload_file(src, "bench", "large.bin", Config=transfer))
+    rows.append(("large PUT MB/s (upload_file)", mb / t, mb / t3, RADOSGW["large PUT"]))
+    out = os.path.join(work, "out.bin")
+    t = _timed(lambda: native.get("/admin/native/large.bin", out))
+    t3 = _timed(lambda: s3.download_file("bench", "large.bin", out, Config=transfer))
+    rows.append(("large GET MB/s (download_file)", mb / t, mb / t3, RADOSGW["large GET"]))
+    os.remove(out)
+    upload, complete = _multipart_by_hand(s3, src, size, parts=8)
+    rows.append(("multipart, 8 parallel parts, MB/s", None, mb / upload, ""))
+    rows.append(("  of which CompleteMultipartUpload, s", None, complete, ""))
+
+
+def _small_rows(rows: list, native, s3, threads: list[int], seconds: float,
+                repeat: int) -> None:
+    """4 KiB PUT and GET ops/s, native and boto3, at each thread count (median of `repeat`)."""
+    data = os.urandom(SMALL)
+
+    def rate(op, n: int) -> float:
+        return statistics.median(_ops_per_s(op, n, seconds) for _ in range(max(1, repeat)))
+    for n in threads:
+        put_native = rate(lambda i, k: native.put(
+            io.BytesIO(data), f"/admin/native/p{n}-{i}-{k}", overwrite=True), n)
+        put_s3 = rate(lambda i, k: s3.put_object(
+            Bucket="bench", Key=f"small/p{n}-{i}-{k}", Body=data), n)
+        rows.append((f"4 KiB PUT ops/s, {n} thread(s)", put_native, put_s3,
+                     RADOSGW.get(f"4 KiB PUT {n}", "")))
+        native.put(io.BytesIO(data), "/admin/native/g", overwrite=True)
+        s3.put_object(Bucket="bench", Key="g", Body=data)
+        get_native = rate(lambda i, k: native.read("/admin/native/g"), n)
+        get_s3 = rate(lambda i, k: s3.get_object(Bucket="bench", Key="g")["Body"].read(), n)
+        rows.append((f"4 KiB GET ops/s, {n} thread(s)", get_native, get_s3,
+                     RADOSGW.get(f"4 KiB GET {n}", "")))
+
+
+def _listing_row(rows: list, s3, keys: int) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket="bench", Key=f"list/{k:06d}", Body=b""),
+                      range(keys)))
+
+    def listing() -> None:
+        got = sum(len(p.get("Contents", [])) for p in s3.get_paginator(
+            "list_objects_v2").paginate(Bucket="bench", Prefix="list/"))
+        if got != keys:
+            raise AssertionError(f"listed {got} keys, not {keys}")
+    rows.append((f"ListObjectsV2 of {keys} keys, s", None, _timed(listing),
+                 RADOSGW["ListObjectsV2"]))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ BULK_REFUSED = Counter("gfs_chunkserver_bulk_refused_total",
                        "Bulk connections closed for breaking the protocol, by reason", ["reason"])
 
 Authorize = Callable[[bytes, int, int], None]
-OpenRead = Callable[[int, int, int, int], tuple[object, Iterator[tuple[int, memoryview, tuple]]]]
+OpenRead = Callable[..., tuple[object, Iterator[tuple[int, memoryview, tuple]]]]
 DRAIN_S = 1.0           # after a failed write, how long its unread bytes are read and dropped
 
 
@@ -67,7 +67,8 @@ class ChainWrites(Protocol):
 class BulkServer:
     """Serve chunk reads on `bind_host`:`port` (0: any free port; `.port` says which).
     `authorize(capability, handle, version)` raises unless the capability allows the read;
-    `open_read(handle, version, offset, length)` gives (meta, spans) (ChunkserverService);
+    `open_read(handle, version, offset, length, into=buffer)` gives (meta, spans)
+    (ChunkserverService; each span is sent before the next is read into the buffer);
     `writes` takes chunk writes (None: they are refused)."""
 
     def __init__(self, bind_host: str, port: int, authorize: Authorize, open_read: OpenRead, *,
@@ -135,7 +136,8 @@ class BulkServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
                 conn = self._tls.wrap_socket(conn, server_side=True)
-            while self._one_request(conn):
+            spans = bytearray(MAX_SPAN)  # this connection's reads pass through it, span by span
+            while self._one_request(conn, spans):
                 pass
         except ProtocolError as err:
             BULK_REFUSED.labels("truncated").inc()
@@ -149,8 +151,9 @@ class BulkServer:
             conn.close()
             self._slots.release()
 
-    def _one_request(self, conn: socket.socket) -> bool:
-        """Serve one read or write; False when the connection is to be closed."""
+    def _one_request(self, conn: socket.socket, spans: bytearray) -> bool:
+        """Serve one read (through `spans`) or write; False when the connection is to be
+        closed."""
         head = conn.recv(REQUEST.size)
         if not head:
             return False                   # the peer closed it between requests
@@ -167,15 +170,15 @@ class BulkServer:
             return False
         capability = bytes(recv_exact(conn, cap_len))
         if op == OP_READ:
-            return self._read(conn, capability, handle, version, a, b)
+            return self._read(conn, capability, handle, version, a, b, spans)
         chain = bytes(recv_exact(conn, a)).decode("utf-8", "replace")
         return self._write(conn, capability, handle, version, chain.split(",") if chain else [])
 
     def _read(self, conn: socket.socket, capability: bytes, handle: int, version: int,
-              offset: int, length: int) -> bool:
+              offset: int, length: int, buffer: bytearray) -> bool:
         try:
             self._authorize(capability, handle, version)
-            meta, spans = self._open_read(handle, version, offset, length)
+            meta, spans = self._open_read(handle, version, offset, length, into=buffer)
         except GfsError as err:
             conn.sendall(encode_error(err))
             return True

@@ -295,13 +295,15 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             yield cpb.ReadResponse(offset=request.offset - request.offset % BLOCK_SIZE,
                                    chunk_length=meta.length)
 
-    def open_read(self, handle: int, version: int, offset: int, length: int
+    def open_read(self, handle: int, version: int, offset: int, length: int, *,
+                  into: bytearray | None = None
                   ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
         """Validate a read of [offset, offset + length) (length -1: to the end; version 0:
         whatever is stored) and open it: whole blocks only (a range ending inside a block gets
         all of that block), each span with the block sums of the sidecar it was verified
         against, so the reader checks the very sums that were stored and nothing is hashed
-        twice here. Shared by ReadChunk and the bulk protocol (chunkserver/bulk.py)."""
+        twice here. Shared by ReadChunk and the bulk protocol (chunkserver/bulk.py), which
+        passes a buffer of its connection (`into`, see ChunkStore.read_spans)."""
         if length < -1:
             raise InvalidArgument(f"length must be >= 0 or -1 (to the end), not {length}")
         meta = self.store.get(handle)
@@ -315,7 +317,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
             if meta is not None and end <= meta.length:   # (else the store says what is wrong)
                 end = min(meta.length, -(-end // BLOCK_SIZE) * BLOCK_SIZE)
             span = end - start
-        return self.store.read_spans(handle, start, span, version or None)
+        return self.store.read_spans(handle, start, span, version or None, into=into)
 
     @unary
     def DeleteChunk(self, request, context):

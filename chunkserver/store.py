@@ -113,6 +113,7 @@ _HEADER_SUM = struct.Struct("<Q")
 HEADER_SIZE = _HEADER_BODY.size + _HEADER_SUM.size
 _FANOUT = [f"{i:02x}" for i in range(256)]
 SPAN_BLOCKS = 16        # blocks read with one system call (1 MiB)
+SPAN_BYTES = SPAN_BLOCKS * BLOCK_SIZE
 
 
 @dataclass(frozen=True)
@@ -405,18 +406,24 @@ class ChunkStore:
         return self._stream(src, offset, end)
 
     def read_spans(self, handle: int, offset: int = 0, length: int = -1,
-                   version: int | None = None
+                   version: int | None = None, *, into: bytearray | None = None
                    ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
         """The replica's metadata and the whole blocks covering [offset, offset + length), in
         spans of up to 1 MiB: (offset of the span, its bytes, the block sums of the sidecar
         that each block was verified against), for senders that pass the sums on instead of
         hashing the blocks again. Errors as for read(); at a bad block the intact blocks
-        before it come as a span, then DataLoss."""
+        before it come as a span, then DataLoss.
+
+        `into` (at least SPAN_BYTES): hot spans are read into it, each valid only until the
+        next is asked for - for a sender that sends each span before taking the next, and so
+        allocates (and faults in) no fresh megabyte per span."""
         src, end = self._open_checked(handle, offset, length, version)
+        if into is not None and len(into) < SPAN_BYTES:
+            raise ValueError(f"a read buffer of {len(into)} bytes; spans take {SPAN_BYTES}")
 
         def spans() -> Iterator[tuple[int, memoryview, tuple[int, ...]]]:
             with src.file:
-                for at, span in self._spans(src, offset, end):
+                for at, span in self._spans(src, offset, end, into):
                     first = at // BLOCK_SIZE
                     yield at, span, src.sums[first:first + _n_blocks(len(span))]
         return src.meta, spans()
@@ -961,16 +968,17 @@ class ChunkStore:
             for at in range(0, len(span), BLOCK_SIZE):
                 yield span_start + at, span[at:at + BLOCK_SIZE]
 
-    def _spans(self, src: _Source, start: int, end: int) -> Iterator[tuple[int, memoryview]]:
+    def _spans(self, src: _Source, start: int, end: int,
+               into: bytearray | None = None) -> Iterator[tuple[int, memoryview]]:
         """Yield (offset, whole blocks) for the blocks overlapping [start, end), up to
         SPAN_BLOCKS blocks (hot) or one frame (cold) at a time, read with one system call and
         each block verified against its block sum. At a bad block, the intact blocks before it
-        are yielded, then DataLoss is raised (replica marked)."""
+        are yielded, then DataLoss is raised (replica marked). `into`: see read_spans."""
         if end <= start:
             return
         first, stop = start // BLOCK_SIZE, _n_blocks(end)
         if src.index is None:
-            yield from self._hot_spans(src, first, stop)
+            yield from self._hot_spans(src, first, stop, into)
         else:
             yield from self._cold_spans(src, first, stop)
 
@@ -988,13 +996,18 @@ class ChunkStore:
                 self._bad_block(src.meta, first + i, size, why)
         yield first * BLOCK_SIZE, view[:want]
 
-    def _hot_spans(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, memoryview]]:
+    def _hot_spans(self, src: _Source, first: int, stop: int,
+                   into: bytearray | None = None) -> Iterator[tuple[int, memoryview]]:
         meta, fd = src.meta, src.file.fileno()
+        buffer = memoryview(into) if into is not None else None
         for lo in range(first, stop, SPAN_BLOCKS):
             hi = min(stop, lo + SPAN_BLOCKS)
             want = min(hi * BLOCK_SIZE, meta.length) - lo * BLOCK_SIZE
-            yield from self._verified(src, lo, memoryview(os.pread(fd, want, lo * BLOCK_SIZE)),
-                                      want)
+            if buffer is None:
+                view = memoryview(os.pread(fd, want, lo * BLOCK_SIZE))
+            else:
+                view = buffer[:os.preadv(fd, [buffer[:want]], lo * BLOCK_SIZE)]
+            yield from self._verified(src, lo, view, want)
 
     def _cold_spans(self, src: _Source, first: int, stop: int) -> Iterator[tuple[int, memoryview]]:
         meta, fd, index = src.meta, src.file.fileno(), src.index

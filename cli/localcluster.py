@@ -34,7 +34,7 @@ from gfs.auth.secret import SECRET_FILE_NAME, create_secret_file, load_secret_fi
 from gfs.auth.tls import TlsFiles, channel_credentials, make_local_ca
 from gfs.auth.tokens import bearer, new_token
 from gfs.config import write_private
-from gfs.errors import FailedPrecondition, Unavailable
+from gfs.errors import FailedPrecondition, InvalidArgument, Unavailable
 from proto import chunkserver_pb2 as cpb
 from proto import chunkserver_pb2_grpc as cpb_grpc
 from proto import identity_pb2_grpc as ipb_grpc
@@ -45,13 +45,36 @@ from proto import master_pb2_grpc as pb_grpc
 _handed_out: set[int] = set()
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that is free now, chosen below the kernel's ephemeral range so that outgoing
-    connections (which take ephemeral ports) cannot grab it before the daemon binds it."""
+PORT_RANGE_ENV = "GFS_PORT_RANGE"
+
+
+def port_range() -> tuple[int, int]:
+    """The ports local clusters pick from, as [low, high): GFS_PORT_RANGE ("LOW-HIGH"), else
+    the 12,000 ports below the kernel's ephemeral range. Test workers running side by side
+    each get a range of their own (tests/conftest.py), so none hands out a port another
+    worker handed out a moment ago and its daemon has not bound yet."""
+    text = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if text:
+        try:
+            low, high = (int(x) for x in text.split("-"))
+        except ValueError:
+            low = high = 0
+        if not 1024 <= low < high <= 65536:
+            raise InvalidArgument(f"{PORT_RANGE_ENV}={text!r}: expected LOW-HIGH with "
+                                  f"1024 <= LOW < HIGH <= 65536")
+        return low, high
     low, _high = _ephemeral_range()
+    return max(1024, low - 12000), low
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that is free now, from port_range(): below the kernel's ephemeral range so that
+    outgoing connections (which take ephemeral ports) cannot grab it before the daemon binds
+    it."""
+    low, high = port_range()
     rng = random.Random()
     for _ in range(1000):
-        port = rng.randrange(max(1024, low - 12000), low)
+        port = rng.randrange(low, high)
         if port in _handed_out:
             continue
         with socket.socket() as s:

@@ -22,6 +22,7 @@ from gfs.config import record_cluster, recorded_cluster_file
 from gfs.paths import as_typed, join, split
 from gfs.errors import FailedPrecondition, InvalidArgument, NotFound
 from gfs.fsutil import makedirs_durable
+from gfs.memory import reuse_large_buffers
 from gfs.units import human_size
 from cli import (gateway_commands, identity_commands, lb_commands, mount_commands,
                  oidc_commands, route_commands, snapshot_commands)
@@ -457,6 +458,7 @@ def put(ctx, replication, chunk_size, storage_class, force, parents, as_json, pr
             raise NotFound(f"local file {local} does not exist")
         raise InvalidArgument(f"{local} is not a regular file")
     source = sys.stdin.buffer if local == "-" else local
+    reuse_large_buffers()
     with make_client(ctx) as c, Progress(progress, local_size(local), "put") as bar:
         remote, into = as_typed(remote, "destination path")
         if into or is_remote_dir(c, remote):
@@ -491,6 +493,7 @@ def get(ctx, offset, length, progress, remote, local):
     if local != "-" and os.path.isdir(local):
         local = os.path.join(local, split(remote)[1])
     sink = sys.stdout.buffer if local == "-" else local
+    reuse_large_buffers()
     with make_client(ctx) as c:
         size = c.stat(remote).size if progress is not False else None
         with Progress(progress, size, "get") as bar:
@@ -502,6 +505,7 @@ def get(ctx, offset, length, progress, remote, local):
 @click.pass_context
 def cat(ctx, remotes):
     """Write files to stdout."""
+    reuse_large_buffers()
     with make_client(ctx) as c:
         for r in remotes:
             c.get(remote_path(r), sys.stdout.buffer)
@@ -897,7 +901,7 @@ class OneLineUsageError(click.UsageError):
 
 def main() -> None:
     from gfs.memory import tune_malloc
-    tune_malloc()
+    tune_malloc()       # daemons keep memory flat; get/put/cat trade that back (reuse_large_buffers)
     try:
         code = cli.main(prog_name="gfs", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as err:

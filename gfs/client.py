@@ -158,6 +158,14 @@ class _ChunkPieces:
             piece = self._stream.read(min(PIECE_SIZE, self._length - sent)) if sent < self._length else b""
 
 
+def checked_inline(info: FileInfo, data: bytes) -> bytes:
+    """`data`, the bytes of the inline file `info`, once they match its size and checksum
+    (DataLoss otherwise: never served)."""
+    if len(data) != info.size or inline_checksum(data) != info.inline_checksum:
+        raise DataLoss(f"the inline bytes of {info.path} do not match their checksum")
+    return data
+
+
 class _Source:
     """A local file to upload: seekable (known size, read by offset) or a stream."""
 
@@ -340,7 +348,16 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                                   if ca_file else None)
         self._reach = Reachability(self.masters)
         self._owns_channels = True
-        self.inline_max = inline_max
+        self._inline_max = [inline_max]      # one cell, shared by acting_for views
+
+    @property
+    def inline_max(self) -> int:
+        """The largest file `put` offers to store inline (lowered when the masters refuse)."""
+        return self._inline_max[0]
+
+    @inline_max.setter
+    def inline_max(self, value: int) -> None:
+        self._inline_max[0] = value
 
     def acting_for(self, delegate: bytes | None) -> "Client":
         """A view of this client (same connections) whose calls act for the token with hash
@@ -672,12 +689,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         `mode`. The file appears atomically when every chunk is fsync'd on all its replicas; on
         failure nothing appears. Seekable sources upload `parallel` chunks at once and retry a
         failed chunk elsewhere. A seekable source of at most `inline_max` bytes is stored
-        inline in the metadata by one command (if the masters accept it; not with `xattrs`).
-        `xattrs()`, called once the bytes are written (so it may describe them: the S3
-        gateway's ETag), gives the extended attributes committed with the file."""
+        inline in the metadata by one command (if the masters accept it), its `xattrs` in the
+        same command. `xattrs()`, called once the bytes are read (so it may describe them: the
+        S3 gateway's ETag), gives the extended attributes committed with the file."""
         with _opened(source, "rb", _Source) as src:
-            if xattrs is None and src.seekable and 0 <= src.size <= self.inline_max:
-                info = self._put_inline(src, path, replication, storage_class, overwrite, mode)
+            if src.seekable and 0 <= src.size <= self.inline_max:
+                info = self._put_inline(src, path, replication, storage_class, overwrite, mode,
+                                        xattrs)
                 if info is not None:
                     if progress:
                         progress(info.size)
@@ -715,15 +733,18 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                                               for i, w in enumerate(written)]))
 
     def _put_inline(self, src: "_Source", path: str, replication: int, storage_class: str,
-                    overwrite: bool, mode: int) -> FileInfo | None:
-        """Store a small file inline (master/inline.py); None when the masters want chunks."""
+                    overwrite: bool, mode: int,
+                    xattrs: Callable[[], dict[str, str]] | None) -> FileInfo | None:
+        """Store a small file inline (master/inline.py), with its extended attributes in the
+        same command; None when the masters want chunks."""
         data = src.read_all()
         if data is None:
             return None
         try:
             resp = self._mutate("PutInline", pb.PutInlineRequest, path=path, data=data,
                                 checksum=inline_checksum(data), replication=replication,
-                                storage_class=storage_class, mode=mode, overwrite=overwrite)
+                                storage_class=storage_class, mode=mode, overwrite=overwrite,
+                                xattrs=xattrs() if xattrs else None)
         except GfsError as err:
             if err.code != "OUT_OF_RANGE":
                 raise
@@ -832,8 +853,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             data = self.stat(info.path, for_read=True).inline_data
             if data is None:
                 raise FailedPrecondition(f"{info.path} changed while it was being read")
-        if len(data) != info.size or inline_checksum(data) != info.inline_checksum:
-            raise DataLoss(f"the inline bytes of {info.path} do not match their checksum")
+        checked_inline(info, data)
         with _opened(sink, "wb", _Sink) as out:
             try:
                 if end > offset:

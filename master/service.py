@@ -189,12 +189,14 @@ class MasterService(pb_grpc.MasterServicer):
             "checksum": request.checksum, "replication": request.replication or d["replication"],
             "storage_class": request.storage_class, "default_class": d["storage_class"],
             "chunk_size": d["chunk_size"], "mode": request.mode or 0o644,
-            "owner": request.owner, "overwrite": request.overwrite})
+            "owner": request.owner, "overwrite": request.overwrite,
+            **({"xattrs": dict(request.xattrs)} if request.xattrs else {})})
         return pb.PutInlineResponse(info=pb.FileInfo(
             path=request.path, inode=ok["inode"], type="file", size=ok["size"], mode=ok["mode"],
             owner=ok["owner"], ctime_ms=ok["mtime"], mtime_ms=ok["mtime"],
             replication=ok["replication"], storage_class=ok["storage_class"],
-            chunk_size=ok["chunk_size"], inline=True, inline_checksum=request.checksum))
+            chunk_size=ok["chunk_size"], inline=True, inline_checksum=request.checksum,
+            xattrs=request.xattrs))
 
     @rpc
     async def Abort(self, request, context):

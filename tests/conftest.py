@@ -6,7 +6,22 @@ import signal
 
 import pytest
 
-from cli.localcluster import LocalCluster
+from cli.localcluster import PORT_RANGE_ENV, LocalCluster, port_range
+
+
+def _own_port_range() -> None:
+    """Under pytest-xdist (./run.sh test runs two workers), each worker picks its clusters'
+    ports from its own slice of the range, inherited by the CLI processes it starts."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or PORT_RANGE_ENV in os.environ:
+        return
+    low, high = port_range()
+    index, share = int(worker.removeprefix("gw")), (high - low) // int(count)
+    os.environ[PORT_RANGE_ENV] = f"{low + index * share}-{low + (index + 1) * share}"
+
+
+_own_port_range()
 
 
 @pytest.fixture(autouse=True)

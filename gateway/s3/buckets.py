@@ -19,7 +19,11 @@ ACLS = {"private": "", "public-read": "public"}
 class Owners:
     """bucket -> owner. Found with the gateway's own client (existence only: every operation
     then runs as the caller, who sees NoSuchBucket for a private bucket of someone else):
-    the caller's home first, then every user's, remembered for a few seconds."""
+    the caller's home first, then every user's, remembered for a few seconds — the caller's
+    own bucket too, which spares each request a round trip to the masters. A remembered owner
+    only routes the request: each operation that needs the bucket to exist checks it again
+    when its own call finds nothing (require_bucket), so a bucket deleted meanwhile is still
+    NoSuchBucket and never re-created."""
 
     def __init__(self, admin: AsyncClient, user_names):
         self.admin = admin
@@ -34,20 +38,33 @@ class Owners:
                 return False
             raise s3_error(err) from None
 
-    async def find(self, bucket: str, caller: str) -> str:
-        """The owner of `bucket` ("" for none)."""
-        if caller and await self._has(caller, bucket):
-            return caller
+    async def find(self, bucket: str, caller: str, fresh: bool = False) -> str:
+        """The owner of `bucket` ("" for none); `fresh`: never the caller from memory
+        (CreateBucket, which must know whether the caller's bucket is there now)."""
         cached = self._cache.get(bucket)
-        if cached and time.monotonic() - cached[1] < CACHE_S:
+        if cached and time.monotonic() - cached[1] >= CACHE_S:
+            cached = None
+        if caller:
+            if cached and cached[0] == caller and not fresh:
+                return caller
+            if await self._has(caller, bucket):
+                self._remember(bucket, caller)
+                return caller
+            if cached and cached[0] == caller:
+                self.forget(bucket)
+                cached = None
+        if cached:
             return cached[0]
         for user in self.user_names():
             if user != caller and await self._has(user, bucket):
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[bucket] = (user, time.monotonic())
+                self._remember(bucket, user)
                 return user
         return ""
+
+    def _remember(self, bucket: str, user: str) -> None:
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[bucket] = (user, time.monotonic())
 
     def forget(self, bucket: str) -> None:
         self._cache.pop(bucket, None)
@@ -76,7 +93,7 @@ async def create_bucket(call: Call, owners: Owners) -> None:
     body = await call.payload().read_all(64 << 10)
     if body.strip():
         xmldoc.parse(body, "CreateBucketConfiguration")
-    other = await owners.find(call.bucket, user)
+    other = await owners.find(call.bucket, user, fresh=True)
     if other and other != user:
         raise S3Error("BucketAlreadyExists", "The requested bucket name is not available. The "
                       "bucket namespace is shared by all users of the system. Please select a "

@@ -10,9 +10,9 @@ from urllib.parse import unquote
 from gateway.s3 import attributes, conditions, xmldoc
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.naming import bucket_path, check_bucket, object_path
-from gateway.s3.payload import ThreadSink, ThreadSource
+from gateway.s3.payload import Payload, ThreadSink, ThreadSource
 from gateway.s3.request import Call, s3_error
-from gfs.client import FileInfo
+from gfs.client import FileInfo, checked_inline
 from gfs.errors import GfsError
 
 OVERRIDES = {"response-content-type": "content-type",
@@ -46,9 +46,13 @@ async def _make_parents(call: Call, path: str) -> None:
 
 async def put_object(call: Call) -> None:
     path, marker = object_path(call.owner, call.bucket, call.key)
-    await require_bucket(call)
     payload = call.payload()
     attrs = attributes.from_request(call.ex.head.headers)
+    size = payload.declared_size
+    if not marker and size is not None and size <= call.client.inline_max:
+        await _put_small(call, path, payload, attrs)
+        return
+    await require_bucket(call)
     if marker:
         if await payload.read_all(xmldoc.MAX_BODY):
             raise invalid_argument("a key ending in '/' is a folder marker and must be empty "
@@ -61,20 +65,49 @@ async def put_object(call: Call) -> None:
         return
     await _make_parents(call, path)
 
-    def xattrs() -> dict[str, str]:
-        out = {**attrs, attributes.ETAG: payload.etag}
-        if payload.checksum is not None:
-            out[attributes.CHECKSUM + payload.algorithm] = payload.checksum_value()
-        return out
     try:
         await call.client.put(ThreadSource(payload.pieces(), call.loop), path, overwrite=True,
-                              xattrs=xattrs)
+                              xattrs=lambda: _stored_attrs(payload, attrs))
     except GfsError as err:
         raise s3_error(err, Key=call.key) from None
+    await _put_done(call, payload)
+
+
+def _stored_attrs(payload: Payload, attrs: dict[str, str]) -> dict[str, str]:
+    """The xattrs of an uploaded object: its request's attributes, ETag and checksum."""
+    out = {**attrs, attributes.ETAG: payload.etag}
+    if payload.checksum is not None:
+        out[attributes.CHECKSUM + payload.algorithm] = payload.checksum_value()
+    return out
+
+
+async def _put_done(call: Call, payload: Payload) -> None:
     headers = [("etag", payload.etag)]
     if payload.checksum is not None:
         headers.append((f"x-amz-checksum-{payload.algorithm}", payload.checksum_value()))
     await call.empty(200, headers)
+
+
+async def _put_small(call: Call, path: str, payload: Payload, attrs: dict[str, str]) -> None:
+    """A body of at most the client's inline limit, read whole (its digests checked) before
+    anything is written: one PutInline carries the bytes and the xattrs, so the object never
+    exists without its ETag and metadata (the masters may refuse inline: then chunks, as a
+    large PUT). The bucket is looked at only when the write finds no directory to go in
+    (the first object under a new prefix, or a bucket deleted since the caller's request
+    was routed): never a parent made for a bucket that is gone."""
+    body = await payload.read_all(call.client.inline_max)
+    stored = _stored_attrs(payload, attrs)
+    for attempt in range(2):
+        try:
+            await call.client.put(io.BytesIO(body), path, overwrite=True,
+                                  xattrs=lambda: stored)
+            break
+        except GfsError as err:
+            if err.code != "NOT_FOUND" or attempt:
+                raise s3_error(err, Key=call.key) from None
+        await require_bucket(call)
+        await _make_parents(call, path)
+    await _put_done(call, payload)
 
 
 async def stat_object(call: Call, owner: str, bucket: str, key: str) -> FileInfo:
@@ -114,9 +147,14 @@ async def get_object(call: Call, head_only: bool) -> None:
         headers = [(k, v) for k, v in headers if not k.startswith("x-amz-checksum-")]
         headers.append(("content-range", f"bytes {first}-{last}/{size}"))
     headers.append(("content-length", str(length)))
+    inline = None if head_only or length == 0 else _inline_bytes(call, info)
     await call.ex.start_response(status, [*call.common_headers(), *headers],
                                  end=head_only or length == 0)
     if head_only or length == 0:
+        return
+    if inline is not None:               # came with the stat: no thread, no second call
+        await call.ex.write(inline[first:first + length])
+        await call.ex.end()
         return
     try:
         await call.client.download(info, ThreadSink(call.ex, call.loop), offset=first,
@@ -125,6 +163,17 @@ async def get_object(call: Call, head_only: bool) -> None:
         call.ex.abort()                  # never a short body that looks complete
         raise
     await call.ex.end()
+
+
+def _inline_bytes(call: Call, info: FileInfo) -> bytes | None:
+    """The checked bytes of an inline object stat'ed for reading (None: read them otherwise);
+    checked before the response starts, so damage is an error, never a served body."""
+    if not info.inline or info.inline_data is None:
+        return None
+    try:
+        return checked_inline(info, info.inline_data)
+    except GfsError as err:
+        raise s3_error(err, Key=call.key) from None
 
 
 async def _delete_one(call: Call, key: str) -> None:
@@ -241,7 +290,7 @@ async def copy_bytes(call: Call, src: FileInfo, dst_path: str, attrs: dict[str, 
     async def upload() -> FileInfo:
         with io.BufferedReader(Hashing(os.fdopen(read_fd, "rb", buffering=0))) as source:
             return await call.client.put(source, dst_path, overwrite=True, xattrs=xattrs)
-    reader = asyncio.to_thread(download)
+    reader = call.client.run(download)
     try:
         results = await asyncio.gather(reader, upload(), return_exceptions=True)
     except GfsError as err:

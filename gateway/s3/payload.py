@@ -54,10 +54,13 @@ class Payload:
                               "x-amz-decoded-content-length", 411)
             self.decoder = ChunkedDecoder(ex.read, verified if mode == sigv4.STREAMING_SIGNED
                                           else None, int(decoded))
+            self.declared_size: int | None = int(decoded)
         elif mode.startswith("STREAMING-"):
             raise not_implemented(f"the payload mode {mode[:60]}")
         else:
             self.decoder = None
+            length = header_value(headers, "content-length")
+            self.declared_size = int(length) if length and length.strip().isdigit() else None
         self.algorithm, self.claimed = self._checksum_claim()
         self.checksum = CHECKSUMS[self.algorithm]() if self.algorithm else None
         md5 = header_value(headers, "content-md5")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import unquote_to_bytes
 
 from gateway.http.exchange import BodyTooLarge, ClientGone, Exchange
@@ -18,6 +19,10 @@ from gateway.s3.request import Call
 from gfs.aio import AsyncClient
 
 log = logging.getLogger("gateway.s3")
+# The gfs client's calls for S3 requests run here: each blocks a thread for its whole transfer
+# (an upload or download of any size), so asyncio's default executor (cores + 4 threads) would
+# make a few large transfers hold up every small request behind them.
+OFFLOAD = ThreadPoolExecutor(max_workers=64, thread_name_prefix="s3io")
 # sub-resources this server does not implement: answered NotImplemented, never as an object op
 UNSUPPORTED = ("acl", "policy", "cors", "lifecycle", "versioning", "versions", "tagging",
                "website", "logging", "notification", "replication", "encryption", "object-lock",
@@ -29,7 +34,7 @@ UNSUPPORTED = ("acl", "policy", "cors", "lifecycle", "versioning", "versions", "
 class S3App:
     def __init__(self, admin: AsyncClient, credentials: Credentials, region: str = "us-east-1",
                  domains: tuple[str, ...] = ()):
-        self.admin = admin
+        self.admin = admin.in_executor(OFFLOAD)
         self.credentials = credentials
         self.region = region
         self.domains = tuple(d.lower().strip(".") for d in domains)

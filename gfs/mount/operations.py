@@ -28,6 +28,7 @@ from gfs.client import Client, FileInfo
 from gfs.errors import GfsError, errno_of
 from gfs.mount.blockcache import BlockCache
 from gfs.mount.handles import ReadHandle, WriteHandle
+from gfs.mount.runner import KERNEL_READAHEAD_KIB
 
 log = logging.getLogger("gfs.mount")
 
@@ -268,7 +269,8 @@ class GfsOperations(fuse.Operations):
             info = self.client.stat(gpath, for_read=True)
             if info.is_dir:
                 raise fuse.FuseOSError(errno.EISDIR)
-            return self._new_handle(ReadHandle(self.client, info, self.cache, self.readahead))
+            return self._new_handle(ReadHandle(self.client, info, self.cache, self.readahead,
+                                              reorder=KERNEL_READAHEAD_KIB * 1024 // BLOCK_SIZE))
         self._check_writable()
         info = self.client.stat(gpath, for_read=not flags & os.O_TRUNC)
         if info.is_dir:

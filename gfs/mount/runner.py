@@ -17,9 +17,12 @@ from gfs.errors import FailedPrecondition, InvalidArgument
 
 MOUNT_WAIT_S = 20.0
 # The kernel asks a FUSE file system for at most its read-ahead window per read request: 128 KiB
-# by default, i.e. 8,192 Python callbacks per GiB. The mount's own block is 1 MiB; asking the
-# kernel for that much per request cuts the per-request cost of a sequential read eightfold.
-KERNEL_READAHEAD_KIB = 1024
+# by default, i.e. 8,192 Python callbacks per GiB; and it sends a sequential reader's next
+# request only when the reader reaches the end of the window, so with a window of one request
+# the mount answers one request at a time, each paying a full round of wake-ups (kernel, FUSE
+# thread, GIL, reader). 8 MiB: requests of a whole 1 MiB block (the kernel's FUSE maximum),
+# up to 8 of them in flight, answered by the mount's FUSE threads side by side.
+KERNEL_READAHEAD_KIB = 8192
 
 log = logging.getLogger("gfs.mount")
 

@@ -29,9 +29,10 @@ def s3_client(endpoint: str, user: S3User | None, **config):
                         aws_secret_access_key=user.secret if user else None)
 
 
-def start_s3_cluster(factory, domain: str | None = None):
-    """`domain`: also serve virtual-host style requests for BUCKET.DOMAIN."""
-    c = factory(masters=1, options=OPTIONS, start=False)
+def start_s3_cluster(factory, domain: str | None = None, options: dict | None = None):
+    """`domain`: also serve virtual-host style requests for BUCKET.DOMAIN; `options`: the
+    daemons' (default: small_cluster.OPTIONS)."""
+    c = factory(masters=1, options=options or OPTIONS, start=False)
     for _ in range(3):
         c.add_chunkserver()
     c.set_s3(f"127.0.0.1:{free_port()}", domain)

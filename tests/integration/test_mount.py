@@ -142,13 +142,34 @@ def test_dd_large_files_and_concurrent_readers(alice_mount):
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root may raise a mount's kernel read-ahead")
 def test_the_kernel_asks_for_whole_blocks(alice_mount):
     """The kernel sends read requests of up to its read-ahead for the mount: raised from 128 KiB
-    to the mount's 1 MiB block, so a sequential read costs 8x fewer calls into the mount."""
+    to 8 MiB, so a sequential read comes as whole 1 MiB blocks (8x fewer calls into the mount),
+    several of them in flight at once."""
     device = runner.mount_device(str(alice_mount.path))
     knob = Path(f"/sys/class/bdi/{device}/read_ahead_kb")
     deadline = time.monotonic() + 10
     while knob.read_text().strip() != str(runner.KERNEL_READAHEAD_KIB):
         assert time.monotonic() < deadline, f"{knob} = {knob.read_text().strip()}"
         time.sleep(0.1)
+
+
+def test_a_reader_seeking_away_and_closing_mid_stream_gets_the_right_bytes(alice_mount, cluster,
+                                                                          tmp_path):
+    """Sequential reads start the read-ahead's bulk streams; a seek stops them mid-chunk (their
+    connections closed, never reused half-read), so does a close; the next reads, from the
+    same mount, are served right."""
+    data = os.urandom(40 * CHUNK + 77)
+    (tmp_path / "big").write_bytes(data)
+    gfs(cluster, cluster.alice, "put", str(tmp_path / "big"), "/alice/streamed.bin")
+    path = alice_mount.path / "streamed.bin"
+    with open(path, "rb", buffering=0) as f:
+        assert f.read(3 * CHUNK) == data[:3 * CHUNK]                 # sequential: streams start
+        f.seek(33 * CHUNK + 5)
+        assert f.read(CHUNK) == data[33 * CHUNK + 5:34 * CHUNK + 5]  # away: they stop
+        f.seek(9 * CHUNK)
+        for at in range(9, 13):
+            assert f.read(CHUNK) == data[at * CHUNK:(at + 1) * CHUNK]
+    with open(path, "rb") as f:                                       # closed mid-stream above
+        assert f.read() == data
 
 
 def test_mount_and_gfs_get_put_see_the_same_files(alice_mount, cluster, tmp_path):

@@ -165,6 +165,30 @@ def test_bit_flip_in_data_fails_only_that_block(store, root):
     assert store.verify(0xBEEF) is False
 
 
+def test_spans_read_into_one_buffer_are_the_same_spans(store, root):
+    """read_spans(into=buffer): the same spans and sums as fresh buffers, each span in the
+    caller's buffer (sent before the next is read); a bad block still ends the read after the
+    intact blocks before it."""
+    from chunkserver.store import SPAN_BYTES
+    data = random_bytes(40 * BS + 17, seed=5)          # three spans, the last one short
+    write_chunk(store, 0xCAFE, data)
+    buffer = bytearray(SPAN_BYTES)
+    fresh = [(at, bytes(span), sums) for at, span, sums in store.read_spans(0xCAFE)[1]]
+    reused = []
+    for at, span, sums in store.read_spans(0xCAFE, into=buffer)[1]:
+        assert span.obj is buffer
+        reused.append((at, bytes(span), sums))
+    assert reused == fresh and b"".join(s for _, s, _ in reused) == data
+    flip_bit(chunk_path(root, 0xCAFE, 1, "chunk"), 20 * BS + 5)
+    received = []
+    with pytest.raises(DataLoss):
+        for at, span, _ in store.read_spans(0xCAFE, BS, into=buffer)[1]:
+            received.append(bytes(span))
+    assert b"".join(received) == data[BS:20 * BS]
+    with pytest.raises(ValueError, match="read buffer"):
+        store.read_spans(0xCAFE, into=bytearray(BS))
+
+
 def test_truncated_data_file_is_data_loss(store, root):
     write_chunk(store, 3, random_bytes(2 * BS))
     os.truncate(chunk_path(root, 3, 1, "chunk"), BS)

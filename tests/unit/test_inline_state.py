@@ -138,6 +138,27 @@ def test_inline_data_is_checked_like_any_field(st):
     assert log.err(put("/nodir/x", b"a"))[0] == "NOT_FOUND"
 
 
+def test_xattrs_come_in_the_same_command_and_an_overwrite_replaces_them(st):
+    log = Log(st)
+    attrs = {"s3.etag": '"5d41402abc4b2a76b9719d911017c592"', "s3.content-type": "text/plain",
+             "s3.meta.who": "alice"}
+    log.ok({**put("/obj", b"hello"), "xattrs": attrs})
+    info = st.stat("/obj", for_read=True)
+    assert info["xattrs"] == attrs and info["data"] == b"hello"
+    assert st.list("/")[0][0]["xattrs"] == attrs
+    log.ok({**put("/obj", b"bye", overwrite=True), "xattrs": {"s3.etag": '"x"'}})
+    assert st.stat("/obj")["xattrs"] == {"s3.etag": '"x"'}
+    log.ok(put("/obj", b"plain", overwrite=True))         # none sent: none kept from before
+    assert st.stat("/obj")["xattrs"] == {}
+
+
+def test_bad_xattrs_refuse_the_whole_command(st):
+    log = Log(st)
+    for bad in ({"k": 1}, {"k": "v" * 9000}, ["k"]):
+        assert log.err({**put("/obj", b"a"), "xattrs": bad})[0] == "INVALID_ARGUMENT"
+    assert st.list("/")[0] == [] and st.dump()["inline"] == []
+
+
 def test_two_states_fed_the_same_commands_end_byte_identical(tmp_path):
     dumps = []
     for name in ("one", "two"):

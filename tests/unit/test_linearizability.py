@@ -520,13 +520,14 @@ def concurrent_history(n_ops, processes, seed, info_rate=0.0):
     return [o for _, _, o in planned]
 
 
-def test_two_thousand_ops_ten_processes_under_five_seconds():
+def test_two_thousand_ops_ten_processes_stay_a_small_search():
+    """The search's work, not its time (a loaded machine makes any time limit flaky): 2,000
+    operations of 10 processes take about 84,000 states (~42 per operation, a few seconds);
+    a pruning that stopped working would take exponentially more."""
     h = concurrent_history(2000, 10, seed=7)
-    t = time.monotonic()
-    r = check(h, MODEL, max_seconds=30)
-    elapsed = time.monotonic() - t
+    r = check(h, MODEL, max_seconds=120)
     assert r.linearizable is True, r.detail
-    assert elapsed < 5, f"{elapsed:.2f}s, explored {r.explored}"
+    assert r.explored < 100 * len(h), f"explored {r.explored} states for {len(h)} operations"
 
 
 def test_concurrent_history_with_unknown_outcomes_and_a_corruption():

@@ -802,10 +802,9 @@ def test_pending_uploads(d):
 
 
 def test_repair_reads_are_fast_for_100k_chunks(state, monkeypatch):
-    """One inode read per file, not per chunk (what keeps the leader loops' pass cheap); the
-    wall-clock bound only catches something pathological (it is noisy on a shared machine:
-    bench/ measures, tests count work)."""
-    import time
+    """One inode read per file, not per chunk (what keeps the leader loops' pass cheap);
+    pending uploads read only the pending files. Work is counted, not timed: a wall-clock
+    bound is noise on a shared machine (bench/ measures)."""
     files, per_file = 1000, 100
     with state._env.begin(write=True) as txn:
         tx = Tx(txn, state._dbs)
@@ -826,25 +825,17 @@ def test_repair_reads_are_fast_for_100k_chunks(state, monkeypatch):
     reads = []
     inode = Tx.inode
     monkeypatch.setattr(Tx, "inode", lambda self, ino: reads.append(ino) or inode(self, ino))
-    timings = []
-    for _ in range(3):                                  # best of three: a busy machine is noisy
-        reads.clear()
-        start = time.perf_counter()
-        table = state.chunk_table()
-        timings.append(time.perf_counter() - start)
-        assert len(table) == files * per_file
-        assert len(reads) == files                      # each file's inode once
-        del table
-    assert min(timings) < 2.0, timings
     table = state.chunk_table()
+    assert len(table) == files * per_file
+    assert len(reads) == files                          # each file's inode once
     assert sum(1 for row in table if not row["committed"]) == files // 10 * per_file
     assert table[-1] == {"handle": files * per_file, "version": 1, "length": CS, "checksum": files * per_file,
                          "replicas": ["cs1:7000", "cs2:7000", "cs3:7000"], "inode": files + 1,
                          "replication": 3, "committed": True, "storage_class": "hot",
                          "atime": table[-1]["atime"]}
-    start = time.perf_counter()
+    reads.clear()
     assert len(state.pending_uploads()) == files // 10
-    assert time.perf_counter() - start < 0.1
+    assert len(reads) == files // 10                    # the pending files' inodes only
 
 
 def test_snapshot_copy_includes_the_trash(tmp_path):
