@@ -1,19 +1,26 @@
 """A chunkserver holding many replicas registers with the master: how long its full report
 takes (sent in pieces of GFS_REPORT_BATCH replicas, chunkserver/heartbeat.py), what it costs the
-master in CPU, and what another client's metadata writes see meanwhile.
+master in CPU, and what another client's metadata requests see meanwhile and for minutes after.
 
     PYTHONPATH=. python -m bench.report_scale [--replicas 200000] [--work /dev/shm/gfs-report]
+        [--before 20] [--after 180] [--window 10] [--template /dev/shm/gfs-report-store]
+        [--logs DIR]
 
 Steps: one master starts (secure, as `gfs cluster up` does); a chunkserver's store is filled
 with --replicas chunks of 4 KiB written by the store's own writer (ChunkStore.begin_write /
 commit, with its fsyncs; the default work directory is on tmpfs so filling 200,000 chunks takes
-minutes, not an hour — the figures measured are the report's, not the disk's); a probe client
-makes directories one after another (each a Raft write) for --before seconds alone, then the
-chunkserver starts and the probe goes on until its full report is in and --after seconds more.
+minutes, not an hour — the figures measured are the report's, not the disk's). With --template
+the filled store is kept in that directory and hard-linked into the next run's chunkserver
+(filled again only when its chunk count differs). None of the chunks belongs to a file: they are
+the "unknown replicas" a leader must not rescan for ever (issue 15; master/orphans.py). A probe
+client makes a directory and stats it, one after another (a Raft write and a linearizable read),
+for --before seconds alone, then the chunkserver starts and the probe goes on until its full
+report is in and --after seconds more.
 Reported: store fill time, chunkserver start to serving (its store scan), serving to report
-complete, pieces, the master's CPU seconds over registration, the chunkserver's CPU per second
-while heartbeating afterwards, and the probe's p50/p99 latency alone, during registration and
-after it.
+complete, pieces, the master's CPU seconds over registration, the master's CPU per second
+alone (probe only) and after registration, the chunkserver's CPU per second while heartbeating
+afterwards, the probe's mkdir and stat p50/p99 alone, during registration and after it, and a
+timeline of --window-second windows after registration (master CPU, mkdir/stat p50/p99).
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import json
 import os
 import shutil
 import threading
+import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,15 +63,58 @@ def log_time(log: Path, needle: str) -> float | None:
     return found
 
 
-def probe(client, stop: threading.Event, out: list[tuple[float, float]]) -> None:
-    """mkdir one new directory after another; (wall time at start, seconds) of each."""
+def store_from_template(template: str, data: str, replicas: int) -> float:
+    """Hard-link a filled store (filled first if `template` does not hold `replicas` chunks)
+    into `data`; seconds spent filling (0 when the template was reused)."""
+    marker = Path(template) / ".replicas"
+    fill_s = 0.0
+    if not marker.exists() or marker.read_text() != str(replicas):
+        shutil.rmtree(template, ignore_errors=True)
+        fill_s = fill_store(template, replicas)
+        marker.write_text(str(replicas))
+    Path(data).mkdir(parents=True, exist_ok=True)
+    for sub in ("hot", "cold"):
+        if (Path(template) / sub).exists():
+            subprocess.run(["cp", "-al", str(Path(template) / sub), data], check=True)
+    return fill_s
+
+
+def probe(client, stop: threading.Event, out: list[tuple[float, float, float]]) -> None:
+    """mkdir one new directory, then stat it, one after another; (wall time at start, mkdir
+    seconds, stat seconds) of each."""
     i = 0
     while not stop.is_set():
         i += 1
         t0 = time.time()
         s = time.monotonic()
         client.mkdir(f"/probe/{i}")
-        out.append((t0, time.monotonic() - s))
+        m = time.monotonic()
+        client.stat(f"/probe/{i}")
+        out.append((t0, m - s, time.monotonic() - m))
+
+
+def cpu_sampler(pid: int, stop: threading.Event, out: list[tuple[float, float]]) -> None:
+    """(wall time, CPU seconds so far) of process `pid`, every half second."""
+    while not stop.wait(0.5):
+        cpu = process_stats(pid)["cpu_s"]
+        if cpu is not None:
+            out.append((time.time(), cpu))
+
+
+def cpu_per_s(samples: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """CPU seconds per second between the samples nearest `start` and `end`."""
+    inside = [(t, c) for t, c in samples if start <= t <= end]
+    if len(inside) < 2 or inside[-1][0] <= inside[0][0]:
+        return None
+    return round((inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0]), 3)
+
+
+def phase(lat: list[tuple[float, float, float]], cpu: list[tuple[float, float]], start: float,
+          end: float) -> dict:
+    """Probe latencies and master CPU between two wall times."""
+    rows = [r for r in lat if start <= r[0] < end]
+    return {"master_cpu_per_s": cpu_per_s(cpu, start, end),
+            "mkdir": stats([r[1] for r in rows]), "stat": stats([r[2] for r in rows])}
 
 
 def stats(samples: list[float]) -> dict:
@@ -73,7 +124,8 @@ def stats(samples: list[float]) -> dict:
             "max_ms": round(max(ms), 2) if ms else None}
 
 
-def run(replicas: int, work: str, before: float, after: float) -> dict:
+def run(replicas: int, work: str, before: float, after: float, window: float = 10.0,
+        template: str | None = None, logs: str | None = None) -> dict:
     from cli.localcluster import LocalCluster
     from gfs.client import Client
     shutil.rmtree(work, ignore_errors=True)
@@ -86,14 +138,21 @@ def run(replicas: int, work: str, before: float, after: float) -> dict:
         try:
             name = cluster.add_chunkserver()
             cs = cluster.daemon(name)
-            result["fill_s"] = round(fill_store(cs["data"], replicas), 1)
+            fill = (store_from_template(template, cs["data"], replicas) if template
+                    else fill_store(cs["data"], replicas))
+            result["fill_s"] = round(fill, 1)
             master_pid = cluster.pid(cluster.spec["masters"][0]["name"])
             with Client(cluster.master_addresses()) as client:
                 client.mkdir("/probe")
-                lat: list[tuple[float, float]] = []
+                lat: list[tuple[float, float, float]] = []
+                cpu: list[tuple[float, float]] = []
                 stop = threading.Event()
-                th = threading.Thread(target=probe, args=(client, stop, lat), daemon=True)
-                th.start()
+                threads = [threading.Thread(target=probe, args=(client, stop, lat), daemon=True),
+                           threading.Thread(target=cpu_sampler, args=(master_pid, stop, cpu),
+                                            daemon=True)]
+                for th in threads:
+                    th.start()
+                alone_from = time.time()
                 time.sleep(before)
                 cpu0 = process_stats(master_pid)["cpu_s"]
                 started = time.time()
@@ -110,11 +169,19 @@ def run(replicas: int, work: str, before: float, after: float) -> dict:
                 time.sleep(after)
                 cs_cpu1 = process_stats(cs_pid)["cpu_s"]
                 stop.set()
-                th.join()
+                for th in threads:
+                    th.join()
                 serving = log_time(log, " serving ")
                 text = log.read_text()
                 line = next(json.loads(x)["msg"] for x in text.splitlines() if "full report of" in x)
                 alive = [s for s in client.chunkservers() if s.get("alive")]
+                t = time.monotonic()
+                try:                  # the leader's health survey, itself a metadata request
+                    health: dict = client.health()
+                except Exception as err:   # noqa: BLE001 - reported, not fatal to the run
+                    health = {"error": str(err).split(":")[0]}
+                health_s = time.monotonic() - t
+            end = done + after
             result.update({
                 "report": line,
                 "start_to_serving_s": round(serving - started, 2),
@@ -123,12 +190,22 @@ def run(replicas: int, work: str, before: float, after: float) -> dict:
                 "registration_wall_s": round(done - started, 2),
                 "chunkserver_cpu_per_s_after": round((cs_cpu1 - cs_cpu0) / after, 3),
                 "alive_servers": len(alive),
-                "probe_alone": stats([d for t, d in lat if t < started]),
-                "probe_during": stats([d for t, d in lat if started <= t <= done]),
-                "probe_after": stats([d for t, d in lat if t > done]),
+                "health_s": round(health_s, 2),
+                "health": {k: health.get(k) for k in ("orphan_replicas", "error") if k in health},
+                "alone": phase(lat, cpu, alone_from, started),
+                "during": phase(lat, cpu, serving, done),
+                "after": phase(lat, cpu, done, end),
+                "timeline_after": [dict(from_s=round(t - done), **phase(lat, cpu, t, t + window))
+                                   for t in [done + i * window for i in range(int(after // window))]],
             })
         finally:
             cluster.down()
+            if logs:
+                for d in cluster.daemons():
+                    log_file = Path(d["data"]) / "daemon.log"
+                    if log_file.exists():
+                        Path(logs).mkdir(parents=True, exist_ok=True)
+                        shutil.copy(log_file, Path(logs) / f"{d['name']}.log")
     shutil.rmtree(work, ignore_errors=True)
     return result
 
@@ -138,10 +215,15 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--replicas", type=int, default=200_000)
     ap.add_argument("--work", default="/dev/shm/gfs-report-scale")
-    ap.add_argument("--before", type=float, default=5.0, help="probe alone, seconds")
-    ap.add_argument("--after", type=float, default=10.0, help="heartbeats after, seconds")
+    ap.add_argument("--before", type=float, default=20.0, help="probe alone, seconds")
+    ap.add_argument("--after", type=float, default=180.0, help="heartbeats after, seconds")
+    ap.add_argument("--window", type=float, default=10.0, help="timeline window, seconds")
+    ap.add_argument("--template", default=None,
+                    help="keep the filled store here and hard-link it into each run")
+    ap.add_argument("--logs", default=None, help="copy the daemons' logs here at the end")
     a = ap.parse_args()
-    print(json.dumps(run(a.replicas, a.work, a.before, a.after), indent=2))
+    print(json.dumps(run(a.replicas, a.work, a.before, a.after, a.window, a.template, a.logs),
+                     indent=2))
 
 
 if __name__ == "__main__":

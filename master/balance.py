@@ -201,8 +201,8 @@ class Balancer(WorkerLoop):
         if not self.registry.map_complete():
             self.state, self.reason = "starting", "the leader is still hearing chunkserver reports"
             return BalancePlan()
-        view = self.registry.view()
         rows = self.chunk_table()
+        view = self.planning_view(rows)
         now = self.clock()
         with self._lock:
             self._failed = {h: t for h, t in self._failed.items() if t > now}
@@ -261,7 +261,7 @@ class Balancer(WorkerLoop):
         others = [a for a in m.sources if a != m.source]
         self.record_replicas(m.handle, m.version, others + [m.target])
         with self.repairer.plan_lock:
-            healthy = [a for a, sv in self.registry.view().items() if a != m.source
+            healthy = [a for a, sv in self.registry.view({m.handle}).items() if a != m.source
                        and sv.chunks.get(m.handle) == m.version
                        and sv.corrupt.get(m.handle) != m.version]    # deletions left out
             if len(healthy) < m.replication:
@@ -272,7 +272,7 @@ class Balancer(WorkerLoop):
         self._settle(m.source, -m.length)
 
     def _settle(self, address: str, nbytes: int) -> None:
-        beats = self.registry.view().get(address)
+        beats = self.registry.view(()).get(address)
         with self._lock:
             self._settling.append((address, nbytes, beats.beats if beats else 0))
 
@@ -286,7 +286,7 @@ class Balancer(WorkerLoop):
     def status(self) -> dict:
         """What `gfs admin balance --status` shows: the servers' reported use, the spread, the
         state of the last pass, the moves running and done, the rate and an ETA."""
-        view = self.registry.view()
+        view = self.registry.view(())
         uses = projected_uses(view, {})
         with self._lock:
             moving = list(self._moving.values())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from gfs.errors import FailedPrecondition, ResourceExhausted, Unavailable
@@ -73,10 +74,16 @@ class ServerView:
     capacity_bytes: int = 0
     free_bytes: int = 0
     beats: int = 0                       # heartbeats received so far (figures' freshness)
+    replicas: int | None = None          # all it holds (`chunks` may be a subset); None: chunks
 
     @property
     def use(self) -> float:
         return disk_use(self.capacity_bytes, self.free_bytes)
+
+    @property
+    def replica_count(self) -> int:
+        """Replicas the server holds (less those ordered deleted), whatever `chunks` shows."""
+        return len(self.chunks) if self.replicas is None else self.replicas
 
 
 class ChunkserverRegistry:
@@ -228,19 +235,47 @@ class ChunkserverRegistry:
         now = self._clock()
         return [s for s in self._servers.values() if self._is_alive(s, now)]
 
-    def view(self) -> dict[str, ServerView]:
-        """Every live server's replicas, leaving out those ordered deleted."""
+    def _gone(self, s: ServerState, now: float) -> set[int]:
+        """`s`'s replicas ordered deleted within DELETE_HOLD_S (older orders are forgotten)."""
+        gone = {h for h, until in s.deleting.items() if until > now}
+        if len(gone) != len(s.deleting):
+            s.deleting = {h: s.deleting[h] for h in gone}
+        return gone
+
+    def view(self, handles: Collection[int] | None = None) -> dict[str, ServerView]:
+        """Every live server's replicas, leaving out those ordered deleted. With `handles`, each
+        server's `chunks` (and `cold`) hold only the replicas of those chunks: a planner over
+        the metadata's chunk table passes its handles, so replicas the metadata does not know
+        (however many a server reports) cost it nothing; `handles=()` gives the figures alone.
+        The cost is the smaller of a server's replicas and `handles`, in C (set intersection)."""
         now = self._clock()
+        wanted = None if handles is None else (
+            handles if isinstance(handles, set) else set(handles))
         with self._lock:
             out = {}
             for s in self._alive():
-                gone = {h for h, until in s.deleting.items() if until > now}
-                s.deleting = {h: s.deleting[h] for h in gone}
-                chunks = {h: v for h, v in s.chunks.items() if h not in gone} if gone else dict(s.chunks)
-                out[s.address] = ServerView(s.address, s.host, s.rack, placement_score(s),
-                                            chunks, dict(s.corrupt), dict(s.cold),
-                                            s.capacity_bytes, s.free_bytes, s.beats)
+                gone = self._gone(s, now)
+                out[s.address] = ServerView(
+                    s.address, s.host, s.rack, placement_score(s),
+                    _subset(s.chunks, wanted, gone), dict(s.corrupt),
+                    _subset(s.cold, wanted, set()), s.capacity_bytes, s.free_bytes, s.beats,
+                    len(s.chunks) - sum(1 for h in gone if h in s.chunks))
             return out
+
+    def held_handles(self, ordered_deleted: bool = False) -> list[int]:
+        """Every handle some live server holds, sorted (replicas ordered deleted left out unless
+        `ordered_deleted`: until a report confirms the deletion, the server still has them)."""
+        now = self._clock()
+        with self._lock:
+            held: set[int] = set()
+            for s in self._alive():
+                gone = set() if ordered_deleted else self._gone(s, now)
+                held.update(s.chunks.keys() - gone if gone else s.chunks.keys())
+        return sorted(held)
+
+    def count_held(self, handles: Collection[int]) -> int:
+        """Replicas of `handles` the live servers hold (ordered deleted left out)."""
+        return sum(len(sv.chunks) for sv in self.view(handles).values())
 
     def holdings(self) -> dict[str, dict[int, int]]:
         """Live server -> {handle: version} it reported (replicas ordered deleted left out)."""
@@ -334,6 +369,16 @@ class ChunkserverRegistry:
                      "mem_available_bytes": s.mem_available_bytes,
                      "disk_use": disk_use(s.capacity_bytes, s.free_bytes)}
                     for s in sorted(self._servers.values(), key=lambda s: s.address)]
+
+
+def _subset(held: dict[int, int], wanted: set[int] | None, gone: set[int]) -> dict[int, int]:
+    """A copy of `held` without `gone`, and (unless `wanted` is None) only `wanted`'s keys."""
+    if wanted is None:
+        return {h: v for h, v in held.items() if h not in gone} if gone else dict(held)
+    keys = held.keys() & wanted            # iterates the smaller of the two
+    if gone:
+        keys -= gone
+    return {h: held[h] for h in keys}
 
 
 def _take(orders: dict[int, int]) -> list[tuple[int, int]]:

@@ -6,7 +6,9 @@ from that chunkserver once it has been unreferenced for the grace period (defaul
 age is the time the metadata recorded it as garbage, or, for a chunk the metadata never knew,
 the time this leader first saw it unreferenced (soft state: a new leader starts that clock
 again, which only delays deletion). Deletions ride on heartbeat responses; the next report
-confirms them.
+confirms them. Orphans are found by `master/orphans.py`, a bounded piece of the held handles per
+second, so millions of replicas the metadata does not know cost the leader a bounded amount of
+CPU, not a pass over all of them every few seconds.
 
 Housekeeping, through the Raft log like every change of the metadata:
 - an upload with no activity (create / add_chunk) for the grace period is abandoned: it is
@@ -26,6 +28,7 @@ from typing import Callable
 from master import pressure
 from master.chunkservers import ChunkserverRegistry
 from master.loops import PeriodicThread
+from master.orphans import OrphanScanner
 from gfs.clock import now as gfs_now
 
 log = logging.getLogger(__name__)
@@ -63,59 +66,49 @@ class GarbageCollector(PeriodicThread):
         self._last_space_purge: float | None = None
         self.expired_sessions = 0
         self.forgotten = 0
-        self.first_seen: dict[int, float] = {}
-        self.deleted = 0
+        self.orphans = OrphanScanner(registry, unreferenced, is_leader, clock, grace_s,
+                                     space_pressure, pressure_grace_s, cycle_s=interval_s)
         self.expired_uploads = 0
         self.purged_trash = 0
         self.reap_over = 0          # trees this big go to the reaper (master/reaper.py)
 
+    @property
+    def deleted(self) -> int:
+        """Orphan replicas ordered deleted."""
+        return self.orphans.deleted
+
+    def start(self) -> None:
+        super().start()
+        self.orphans.start()
+
+    def stop(self) -> None:
+        self.orphans.stop()
+        super().stop()
+
     def tick(self) -> None:
+        # Orphans are collected by self.orphans, a budgeted piece every second.
         if self.is_leader() and self.registry.warmed_up():
             self.expire_uploads()
             self.purge_trash()
             self.purge_trash_for_space()
-            self.collect()
             self.prune_records()
             self.expire_sessions()
-        else:
-            self.first_seen.clear()
 
     def under_pressure(self, view=None) -> bool:
         """Is the cluster's disk use at or above the space-pressure threshold?"""
-        return pressure.under_pressure(self.registry.view() if view is None else view,
+        return pressure.under_pressure(self.registry.view(()) if view is None else view,
                                        self.space_pressure)
 
     def plan(self) -> list[dict]:
         """Every unreferenced replica: handle, version, server, age, and when it will go (under
-        space pressure, recorded garbage after the pressure grace)."""
-        now = self.clock()
-        view = self.registry.view()
-        held = {a: sv.chunks for a, sv in view.items()}
-        short = min(self.grace_s, self.pressure_grace_s) if self.under_pressure(view) else None
-        orphans = self.unreferenced(sorted({h for hs in held.values() for h in hs}))
-        for h in [h for h in self.first_seen if h not in orphans]:
-            del self.first_seen[h]
-        out = []
-        for address, handles in sorted(held.items()):
-            for h, version in sorted(handles.items()):
-                if h not in orphans:
-                    continue
-                since = orphans[h] / 1000 if orphans[h] else self.first_seen.setdefault(h, now)
-                grace = short if short is not None and orphans[h] else self.grace_s
-                out.append({"handle": h, "version": version, "server": address,
-                            "age_s": now - since,
-                            "delete_in_s": max(0.0, since + grace - now)})
-        return out
+        space pressure, recorded garbage after the pressure grace). A fresh look at every held
+        handle: on demand only (`gfs admin gc`), never per pass."""
+        return self.orphans.plan()
 
     def collect(self) -> int:
-        """Queue deletions for replicas past the grace period; returns how many."""
-        due = [p for p in self.plan() if p["delete_in_s"] <= 0]
-        for p in due:
-            self.registry.queue_delete(p["server"], p["handle"], p["version"])
-        if due:
-            log.info("garbage collection: deleting %d unreferenced replicas", len(due))
-        self.deleted += len(due)
-        return len(due)
+        """Queue deletions for every replica past the grace period now (a whole scan cycle, on
+        demand); returns how many."""
+        return self.orphans.step(None)
 
     def prune_records(self) -> int:
         """Forget garbage records past the grace period whose chunk no live server reports any
@@ -123,9 +116,9 @@ class GarbageCollector(PeriodicThread):
         handle, which is an orphan like any other and goes after the grace period.)"""
         if self.garbage_before is None or self.propose is None:
             return 0
-        held = {h for hs in self.registry.holdings().values() for h in hs}
-        gone = [h for h in self.garbage_before(int((self.clock() - self.grace_s) * 1000))
-                if h not in held]
+        old = self.garbage_before(int((self.clock() - self.grace_s) * 1000))
+        held = {h for sv in self.registry.view(old).values() for h in sv.chunks}
+        gone = [h for h in old if h not in held]
         if not gone:
             return 0
         n = self.propose({"op": "forget_garbage", "handles": gone})["forgotten"]
@@ -191,14 +184,14 @@ class GarbageCollector(PeriodicThread):
         (see master/pressure.py); returns how many."""
         if self.trash_list is None or self.propose is None:
             return 0
-        view = self.registry.view()
+        view = self.registry.view(())
         if not self.under_pressure(view):
             return 0
         now = self.clock()
         wait = self.pressure_grace_s + 2 * self.interval_s
         if self._last_space_purge is not None and now - self._last_space_purge < wait:
             return 0                     # the last batch's replicas are still going
-        going = sum(1 for o in self.plan() if o["delete_in_s"] <= self.pressure_grace_s)
+        going = self.orphans.replicas(within_s=self.pressure_grace_s)
         need = pressure.bytes_to_free(view, self.space_pressure, going)
         batch = pressure.trash_to_purge(self.trash_list(), need, self.replication)
         if not batch:

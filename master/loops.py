@@ -72,6 +72,7 @@ class WorkerLoop(abc.ABC):
         self.interval_s = interval_s
         self.clock = clock
         self.failures = 0
+        self.planned_replicas = 0         # replicas the last pass planned over (work done)
         self.channels = Channels()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=name)
@@ -96,6 +97,14 @@ class WorkerLoop(abc.ABC):
             rest = IDLE_PER_PASS * cost - (time.monotonic() - started - cost)
             if rest > 0:
                 self._stop.wait(rest)
+
+    def planning_view(self, rows: list[dict]) -> dict:
+        """The live servers' replicas of the chunks in `rows` (the metadata's chunk table) only:
+        a pass costs what the metadata holds, never what the servers report beyond it (replicas
+        no file references are the garbage collector's, master/orphans.py)."""
+        view = self.registry.view({row["handle"] for row in rows})
+        self.planned_replicas = sum(len(sv.chunks) for sv in view.values())
+        return view
 
     def poke(self) -> None:
         """Run the next pass now (a copy or move finished: its slot is free)."""

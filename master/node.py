@@ -291,7 +291,8 @@ class MasterNode:
         """Storage class, and where each chunk's replicas are (hot/cold), of a file; for a
         directory, the bytes of the files below it by replica tier."""
         self.require_leader()
-        view = self.chunkservers.view()
+        view = self.chunkservers.view(
+            {c["handle"] for c in info["chunks"]} if info["type"] == "file" else None)
 
         def replicas(chunk: dict) -> list[dict]:
             h = chunk["handle"]
@@ -359,7 +360,8 @@ class MasterNode:
         reg = self.chunkservers
         f = self.repairer.figures()
         complete = reg.map_complete()
-        gc_plan = self.gc.plan()
+        orphans = self.gc.orphans.replicas()          # as far as the scan has seen (cheap)
+        awaiting = orphans - self.gc.orphans.replicas(within_s=0.0)
         counts = self.state_read(lambda st: st.counts())
         sessions = self.state_read(lambda st: st.session_count())
         if not complete:
@@ -372,19 +374,22 @@ class MasterNode:
             status = "degraded"
         else:
             status = "healthy"
-        view = reg.view()
+        view = reg.view(())
         trash_bytes = counts.get("trash_bytes", 0)
         f.update(repair_blocked_reason=",".join(r for r, n in f["repair_blocked_by"].items() if n),
-                 repair_blocked_detail=blocked_detail(f, view, trash_bytes, gc_plan),
+                 repair_blocked_detail=blocked_detail(f, view, trash_bytes, awaiting),
                  disk_use=pressure.disk_use(view), trash_purged_for_space=self.gc.purged_for_space)
         f.update(status=status, chunkservers_alive=len(reg.alive_addresses()),
-                 dead=reg.dead_addresses(), orphan_replicas=len(gc_plan),
+                 dead=reg.dead_addresses(), orphan_replicas=orphans,
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
                  pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
                  trash_bytes=counts.get("trash_bytes", 0), session_results=sessions,
                  auth_mode=mode_name(self.insecure_no_auth),
                  reaping_trees=self.state_read(lambda st: st.reaping()),
-                 reaped_inodes=self.reaper.reaped)
+                 reaped_inodes=self.reaper.reaped,
+                 orphan_handles_scanned=self.gc.orphans.scanned,
+                 orphan_scan_cycles=self.gc.orphans.cycles,
+                 planned_replicas=self.repairer.planned_replicas)
         return f
 
     def balance_status(self) -> dict:
@@ -413,7 +418,7 @@ class MasterNode:
 
 
 
-def blocked_detail(f: dict, view: dict, trash_bytes: int, gc_plan: list[dict]) -> str:
+def blocked_detail(f: dict, view: dict, trash_bytes: int, waiting: int) -> str:
     """Why repair is blocked, for people (empty when it is not), e.g. "no chunkserver with room
     for 9 chunks: 4 alive, 98-99% full; 1.9 GiB in trash, 34695 orphans awaiting grace"."""
     parts = []
@@ -421,7 +426,6 @@ def blocked_detail(f: dict, view: dict, trash_bytes: int, gc_plan: list[dict]) -
     if by[NO_ROOM]:
         uses = sorted(sv.use for sv in view.values())
         full = f"{uses[0]:.0%}" if uses[0] == uses[-1] else f"{uses[0]:.0%}-{uses[-1]:.0%}"
-        waiting = sum(1 for o in gc_plan if o["delete_in_s"] > 0)
         parts.append(f"no chunkserver with room for {by[NO_ROOM]} chunk"
                      f"{'s' if by[NO_ROOM] != 1 else ''}: {len(view)} alive, {full} full; "
                      f"{human_size(trash_bytes)} in trash, {waiting} orphans awaiting grace")
@@ -519,4 +523,7 @@ HEALTH_GAUGES = {
     "repaired": "repair copies completed by this leader",
     "repair_failures": "repair copies that failed",
     "session_results": "exactly-once results kept (forgotten after --session-ttl)",
+    "orphan_handles_scanned": "handles the orphan scan looked up in the metadata (work done)",
+    "orphan_scan_cycles": "orphan scan cycles started (each looks at every held handle once)",
+    "planned_replicas": "replicas the last repair pass planned over (the metadata's chunks only)",
 }

@@ -49,7 +49,7 @@ def bytes_to_free(view: dict[str, ServerView], threshold: float, going: int = 0)
     `going` orphan replicas are about to be deleted anyway (each counted at the average size of
     the replicas the servers hold)."""
     capacity, free = disk_totals(view)
-    replicas = sum(len(sv.chunks) for sv in view.values() if sv.capacity_bytes)
+    replicas = sum(sv.replica_count for sv in view.values() if sv.capacity_bytes)
     average = (capacity - free) / replicas if replicas else 0.0
     target_used = max(0.0, threshold - HYSTERESIS) * capacity
     return max(0, int((capacity - free) - target_used - going * average))

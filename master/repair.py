@@ -260,7 +260,7 @@ class Repairer(WorkerLoop):
         with self.plan_lock:
             with self._lock:
                 in_flight = set(self._in_flight)
-            p = plan(rows, self.registry.view(), in_flight | self.claimed())
+            p = plan(rows, self.planning_view(rows), in_flight | self.claimed())
             for address, handle, version, why in p.deletes:
                 log.info("deleting %s replica of chunk %d v%d on %s", why, handle, version,
                          address, extra={"fields": {"handle": handle, "replica": address,
@@ -352,8 +352,9 @@ class Repairer(WorkerLoop):
         chunk is blocked and no copy runs, the time is unknown (-1), not bytes / a stale rate."""
         with self._lock:
             in_flight = set(self._in_flight)
-        view = self.registry.view()
-        p = plan(self.chunk_table(), view, in_flight | self.claimed())
+        rows = self.chunk_table()
+        view = self.planning_view(rows)
+        p = plan(rows, view, in_flight | self.claimed())
         f = dict(p.figures)
         queued = [t for t in p.tasks if t.handle not in in_flight]
         f["repair_queue"] = len(queued)

@@ -147,7 +147,8 @@ class TierMover(WorkerLoop):
             raise
 
     def run_pass(self) -> int:
-        moves = plan_moves(self.chunk_table(), self.registry.view(), self.tracker,
+        rows = self.chunk_table()
+        moves = plan_moves(rows, self.planning_view(rows), self.tracker,
                            int(self.clock() * 1000), self.cold_after_s, self.warm_reads)
         started = 0
         for address, handle, version, tier in moves:
