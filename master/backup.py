@@ -3,7 +3,8 @@ directory (docs/disaster-recovery.md).
 
 A restored store starts a new Raft log (its applied index is reset to 0: the new group's first
 entry is 1); it keeps every chunk handle, version and counter, so the chunks the chunkservers hold
-match it again, and new handles never collide with old ones.
+match it again, and moves the chunk-handle counter far ahead (MetadataState.start_new_log), so new
+handles never collide with old ones, nor with those of chunks written after the backup.
 """
 from __future__ import annotations
 

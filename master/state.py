@@ -38,6 +38,9 @@ from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U32, MAX_U64, NEX
 
 MAX_REPLICATION = 16
 FIRST_TRASH_ID = 1
+# How far a restore moves the chunk-handle counter ahead (start_new_log): more chunks than were
+# ever written after a backup was taken; handles are 64-bit.
+RESTORE_HANDLE_GAP = 1 << 32
 AS_SYSTEM = object()          # reads on behalf of the masters themselves (leader loops)
 _DATA_FILE = "data.mdb"
 # install_copy: PATH.installing (being written) -> PATH.staged (complete, durable) -> PATH,
@@ -650,9 +653,14 @@ class MetadataState:
 
     def start_new_log(self) -> None:
         """A restored store (master/backup.py) is the start of a new Raft group's log: its
-        entries count from 1 again, so nothing may look applied already."""
+        entries count from 1 again, so nothing may look applied already. Its chunk-handle
+        counter moves RESTORE_HANDLE_GAP ahead: chunks written after the backup was taken are
+        still on the chunkservers (orphans now, collected after the grace period), and a new
+        chunk taking one of their handles would let a stale replica pass for one of its own."""
         with self._env.begin(write=True) as txn:
-            Tx(txn, self._dbs).set_counter(APPLIED, 0)
+            tx = Tx(txn, self._dbs)
+            tx.set_counter(APPLIED, 0)
+            tx.set_counter(NEXT_CHUNK, tx.counter(NEXT_CHUNK) + RESTORE_HANDLE_GAP)
 
     def sync_now(self) -> None:
         """Make every commit durable (the meta page too): before the journal below it goes."""

@@ -8,7 +8,8 @@ import pytest
 from gfs.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound
 from gfs import backupfile
 from master import backup
-from master.state import MetadataState
+from master.state import RESTORE_HANDLE_GAP, MetadataState
+from master.store import NEXT_CHUNK
 
 
 def make_backup(tmp_path) -> tuple[str, dict]:
@@ -30,10 +31,14 @@ def make_backup(tmp_path) -> tuple[str, dict]:
 def test_round_trip_starts_a_new_log(tmp_path):
     path, header = make_backup(tmp_path)
     assert header["applied_index"] == 2
+    with MetadataState(str(tmp_path / "src")) as st, st._reader() as tx:
+        before_next_chunk = tx.counter(NEXT_CHUNK)
     got = backup.restore(path, str(tmp_path / "master"))
     assert got == header
     with MetadataState(str(tmp_path / "master" / "meta")) as st:
         assert st.applied_index() == 0                    # entries count from 1 again
+        with st._reader() as tx:                          # past chunks written after the backup
+            assert tx.counter(NEXT_CHUNK) == before_next_chunk + RESTORE_HANDLE_GAP
         assert st.stat("/a/b")["type"] == "dir"
         assert st.apply(1, {"now": 2000, "op": "mkdir", "path": "/c", "parents": False,
                             "mode": 0o755, "owner": ""})["ok"]
