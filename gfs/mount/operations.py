@@ -91,6 +91,14 @@ class GfsOperations(fuse.Operations):
         self._attrs[gpath] = (now, info)
         return info
 
+    def _remember(self, info: FileInfo) -> FileInfo:
+        """A fresh stat (an open's) is what getattr answers from now on: with the size of the
+        version before it (a file replaced behind the mount's back), the kernel would not
+        take this handle's short read as the end of the file and would fill the rest with
+        zeros."""
+        self._attrs[info.path] = (time.monotonic(), info)
+        return info
+
     def _forget(self, *gpaths: str) -> None:
         for p in gpaths:
             self._attrs.pop(p, None)
@@ -266,7 +274,7 @@ class GfsOperations(fuse.Operations):
             pending = self._writing.get(gpath)
             if pending is not None and not self.client.exists(gpath):
                 raise fuse.FuseOSError(errno.EAGAIN)     # not there until its writer closes it
-            info = self.client.stat(gpath, for_read=True)
+            info = self._remember(self.client.stat(gpath, for_read=True))
             if info.is_dir:
                 raise fuse.FuseOSError(errno.EISDIR)
             return self._new_handle(ReadHandle(self.client, info, self.cache, self.readahead,
