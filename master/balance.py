@@ -300,7 +300,7 @@ class Balancer(WorkerLoop):
         rate = self.rate.rate()
         servers = [{"address": a, "use": uses.get(a, 0.0),
                     "capacity_bytes": sv.capacity_bytes, "free_bytes": sv.free_bytes,
-                    "chunk_count": len(sv.chunks),
+                    "chunk_count": sv.replica_count,
                     "moving_out": sum(m.source == a for m in moving),
                     "moving_in": sum(m.target == a for m in moving)}
                    for a, sv in sorted(view.items())]

@@ -198,9 +198,10 @@ def test_overwritten_files_replicas_on_a_returning_server_go_after_the_grace_per
         wait_for(lambda: absent in {name_of(cluster, a) for a in
                                     [s["address"] for s in c.chunkservers() if s["alive"]]},
                  10, "the server to report again")
-        plan = c.gc_plan()
-        assert {o["handle"] for o in plan["orphans"] if o["server"] ==
-                cluster.daemon(absent)["bind"]} >= set(held)
+        # Alive from its first report piece on; planned once every piece is in.
+        wait_for(lambda: {o["handle"] for o in c.gc_plan()["orphans"] if o["server"] ==
+                          cluster.daemon(absent)["bind"]} >= set(held), 10,
+                 "every replica of the overwritten files on it planned as an orphan")
         for p, data in fresh.items():
             assert c.read(p) == data
         wait_for(lambda: not any(files_of(cluster, h) for h in held), 30,
