@@ -23,26 +23,16 @@ once they had gone, against 56.9 MiB (+35 %) before (pymalloc, no trim).
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import gc
 import os
 import sys
 from typing import Callable, Protocol
 
+from gfs.memory import glibc
+
 ALLOCATOR_ENV = "PYTHONMALLOC"
 TRIM_DROP = 256                 # connections gone since the last trim (or peak) before a trim
 TRIM_INTERVAL_S = 1.0
-
-
-@functools.cache
-def _libc():
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim                           # glibc only (not musl)
-        return libc
-    except (OSError, AttributeError):
-        return None
 
 
 def release_free_memory() -> bool:
@@ -51,7 +41,7 @@ def release_free_memory() -> bool:
     time), then malloc_trim(0): return the free pages of every glibc arena to the kernel (the
     middle of the heap too, not only its top). False where the C library has no malloc_trim."""
     gc.collect()
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         return False
     libc.malloc_trim(0)
@@ -63,7 +53,7 @@ def exec_with_c_allocator(program: str) -> None:
     the C allocator, when PYTHONMALLOC is not set and glibc can trim. `program` is the file of
     the CLI entry point: nothing is done when this process runs another program (a test
     runner invoking the command in-process). Returns only when nothing was done."""
-    if ALLOCATOR_ENV in os.environ or _libc() is None:
+    if ALLOCATOR_ENV in os.environ or glibc() is None:
         return                                     # an explicit choice (e.g. pymalloc) is kept
     if os.path.realpath(sys.argv[0]) != os.path.realpath(program) \
             and os.path.basename(sys.argv[0]) != "gfs":

@@ -25,13 +25,17 @@ class AsyncClient:
         self._client = Client(masters, **kwargs)
         self._executor = executor
 
+    @classmethod
+    def _view(cls, client: Client, executor: Executor | None) -> "AsyncClient":
+        """An AsyncClient over an existing synchronous client (its connections are shared)."""
+        view = cls.__new__(cls)
+        view._client, view._executor = client, executor
+        return view
+
     def in_executor(self, executor: Executor) -> "AsyncClient":
         """A view of this client (same connections, same identity) whose calls run in
         `executor`."""
-        view = AsyncClient.__new__(AsyncClient)
-        view._client = self._client
-        view._executor = executor
-        return view
+        return self._view(self._client, executor)
 
     async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """`fn(*args, **kwargs)`, blocking, in one of this client's worker threads."""
@@ -54,10 +58,7 @@ class AsyncClient:
 
     def acting_for(self, delegate: bytes | None) -> "AsyncClient":
         """`Client.acting_for`: the same connections, calls acting for another token."""
-        view = AsyncClient.__new__(AsyncClient)
-        view._client = self._client.acting_for(delegate)
-        view._executor = self._executor
-        return view
+        return self._view(self._client.acting_for(delegate), self._executor)
 
     @property
     def inline_max(self) -> int:

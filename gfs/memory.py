@@ -12,27 +12,37 @@ per 4 KiB moved.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """This process's C library when it is glibc (it has mallopt and malloc_trim), else None."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt, libc.malloc_trim            # glibc only (not musl)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """Apply every (parameter, value) with mallopt(3); True if glibc took them all."""
+    libc = glibc()
+    if libc is None:
+        return False
+    return all([libc.mallopt(param, value) == 1 for param, value in settings])
+
+
 def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
     """Apply the settings with mallopt(3); False where glibc is not available."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        ok = libc.mallopt(M_ARENA_MAX, arenas) == 1
-        if mmap_threshold:
-            ok &= libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
-            ok &= libc.mallopt(M_TRIM_THRESHOLD, mmap_threshold * 2) == 1
-        return bool(ok)
-    except (OSError, AttributeError):
-        return False
+    thresholds = [(M_MMAP_THRESHOLD, mmap_threshold),
+                  (M_TRIM_THRESHOLD, mmap_threshold * 2)] if mmap_threshold else []
+    return _mallopt((M_ARENA_MAX, arenas), *thresholds)
 
 
 def reuse_large_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 64 << 20) -> bool:
@@ -43,12 +53,4 @@ def reuse_large_buffers(mmap_threshold: int = 32 << 20, trim_threshold: int = 64
     2.1 s of system time before, 9,000 and 1.0 s with it; a mount reading a file: 1,026
     faults per MiB and most of its CPU before, 15 with it). False where glibc is not
     available."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1
-                    and libc.mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1)
-    except (OSError, AttributeError):
-        return False
+    return _mallopt((M_MMAP_THRESHOLD, mmap_threshold), (M_TRIM_THRESHOLD, trim_threshold))
