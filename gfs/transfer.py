@@ -41,7 +41,12 @@ FAILED_S = 30.0                       # a replica that failed a read is tried la
 CHANNEL_OPTIONS = [("grpc.http2.bdp_probe", 0),
                    ("grpc.max_receive_message_length", 64 << 20),
                    ("grpc.max_send_message_length", 64 << 20),
-                   ("grpc.enable_retries", 0)]
+                   ("grpc.enable_retries", 0),
+                   # A daemon that restarts is back within seconds: gRPC's default reconnect
+                   # backoff (1 s growing to 120 s) would keep a channel failing fast long after
+                   # it returned. Small clusters afford trying again at least once a second.
+                   ("grpc.initial_reconnect_backoff_ms", 200),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
 class ReplicaLoad:

@@ -53,7 +53,8 @@ class FeedFollower:
         self._stop.set()
         self._channels.close()
         for thread in self._threads:
-            thread.join(timeout=5)
+            if thread.ident is not None:           # started (stop() before start() is fine)
+                thread.join(timeout=5)
 
     @property
     def lag_s(self) -> float:

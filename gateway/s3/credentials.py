@@ -17,6 +17,9 @@ from gfs.errors import GfsError, Unavailable
 # A token made a moment ago reaches this gateway through the permission feed within about a
 # heartbeat: an access key not known yet is looked for that long before it is refused.
 NEW_KEY_WAIT_S = 2.0
+# A master failover or a restart of every master leaves the feed silent for a moment: a request
+# arriving then waits this long for it to come back before it is refused with 503.
+FEED_BACK_WAIT_S = 5.0
 
 _ACCESS_KEY = re.compile(r"^GK[0-9A-F]{%d}$" % (2 * s3keys.ACCESS_KEY_HASH_BYTES))
 
@@ -48,18 +51,27 @@ class Credentials:
                                 query: list[tuple[str, str]], headers: list[tuple[str, str]],
                                 host: str) -> Caller:
         """`authenticate`, giving a well-formed access key the feed has not delivered yet up to
-        NEW_KEY_WAIT_S to arrive (the request waits; nothing else does)."""
+        NEW_KEY_WAIT_S to arrive, and a silent feed up to FEED_BACK_WAIT_S to come back (the
+        request waits; nothing else does)."""
         try:
             return self.authenticate(method, raw_path, query, headers, host)
         except S3Error as err:
+            if err.code == "ServiceUnavailable":
+                await self._wait(lambda: self.store.lag_s <= self.store.max_lag_s,
+                                 FEED_BACK_WAIT_S)
+                return self.authenticate(method, raw_path, query, headers, host)
             claim = sigv4.parse_auth(headers, query) if err.code == "InvalidAccessKeyId" else None
             if claim is None or not _ACCESS_KEY.match(claim.access_key):
                 raise
         prefix = bytes.fromhex(claim.access_key[2:])
-        deadline = time.monotonic() + NEW_KEY_WAIT_S
-        while self.store.hash_with_prefix(prefix) is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await self._wait(lambda: self.store.hash_with_prefix(prefix) is not None, NEW_KEY_WAIT_S)
         return self.authenticate(method, raw_path, query, headers, host)
+
+    @staticmethod
+    async def _wait(ready, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     def authenticate(self, method: str, raw_path: str, query: list[tuple[str, str]],
                      headers: list[tuple[str, str]], host: str) -> Caller:
