@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -13,6 +14,15 @@ PIECE = 1 << 20          # bytes per read/write/send in the physical probes and 
 MB = 1e6                 # throughput unit: 1 MB = 10^6 bytes
 GiB = 1 << 30
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit in the main thread, so a benchmark stopped by a timeout or
+    by its user unwinds its `finally` blocks and stops the clusters it started: their daemons
+    run in sessions of their own and would otherwise live on (with ppid 1)."""
+    def exit_now(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, exit_now)
 
 
 def percentile(values: list[float], p: float) -> float:

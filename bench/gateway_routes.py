@@ -96,4 +96,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import stop_cleanly_on_sigterm
+    stop_cleanly_on_sigterm()
     main(sys.argv[1:])

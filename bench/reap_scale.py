@@ -84,4 +84,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import stop_cleanly_on_sigterm
+    stop_cleanly_on_sigterm()
     main()

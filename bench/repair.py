@@ -230,4 +230,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import stop_cleanly_on_sigterm
+    stop_cleanly_on_sigterm()
     main()

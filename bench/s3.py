@@ -210,4 +210,6 @@ def _listing_row(rows: list, s3, keys: int) -> None:
 
 
 if __name__ == "__main__":
+    from bench.common import stop_cleanly_on_sigterm
+    stop_cleanly_on_sigterm()
     main()

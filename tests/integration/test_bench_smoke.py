@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,14 +25,53 @@ TIERING_ARGS = ["tiering", "--quick", "--size", "4MiB", "--kinds", "text", "--ca
 
 
 def bench(args: list[str], tmp_path_factory, timeout: float):
-    """`python -m bench ARGS` into fresh out and data directories: (process, out, seconds)."""
+    """`python -m bench ARGS` into fresh out and data directories: (process, out, seconds).
+    Past `timeout` the bench gets SIGTERM (it stops its clusters) before the test fails."""
     out = tmp_path_factory.mktemp("bench-out")
     data = tmp_path_factory.mktemp("bench-data")
     t = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "bench", *args, "--out", str(out),
-                           "--data", str(data)], check=False, cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    popen = subprocess.Popen([sys.executable, "-m", "bench", *args, "--out", str(out),
+                              "--data", str(data)], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stdout, stderr = stop(popen)
+        pytest.fail(f"bench {' '.join(args)} ran past {timeout:.0f} s\n{stdout[-3000:]}"
+                    f"{stderr[-3000:]}")
+    proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
     return proc, out, time.monotonic() - t
+
+
+def stop(popen: subprocess.Popen, grace: float = 60.0) -> tuple[str, str]:
+    """SIGTERM, then SIGKILL after `grace`: the bench's output so far."""
+    popen.send_signal(signal.SIGTERM)
+    try:
+        return popen.communicate(timeout=grace)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        return popen.communicate()
+
+
+def daemon_pids(data: Path) -> set[int]:
+    """The pids of every daemon of every local cluster under `data` (running or not)."""
+    pids = set()
+    for f in data.rglob("pid"):
+        try:
+            pids.add(int(f.read_text()))
+        except (OSError, ValueError):
+            pass
+    return pids
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "Z" not in \
+        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +195,35 @@ def test_bad_arguments_fail_clearly():
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_bench_stopped_with_sigterm_stops_its_clusters(tmp_path):
+    """A bench stopped by a timeout or its user must not leave its cluster's daemons running
+    (they run in their own sessions, so they outlive the bench unless it stops them)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    popen = subprocess.Popen([sys.executable, "-m", "bench", "datapath", "--quick", "--size",
+                              "64MiB", "--clients", "1", "--reps", "3", "--out",
+                              str(tmp_path / "out"), "--data", str(data), "--no-etcd"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 60
+        while not any(alive(p) for p in daemon_pids(data)):
+            assert popen.poll() is None, popen.communicate()
+            assert time.monotonic() < deadline, "no cluster started within 60 s"
+            time.sleep(0.2)
+        pids = daemon_pids(data)
+        stdout, stderr = stop(popen)
+        assert popen.returncode == 128 + signal.SIGTERM, stdout[-2000:] + stderr[-2000:]
+        pids |= daemon_pids(data)
+        left = [p for p in pids if alive(p)]
+        assert not left, f"daemons left running after SIGTERM: {left}"
+    finally:
+        if popen.poll() is None:
+            popen.kill()
+            popen.wait()
+        for p in daemon_pids(data):
+            if alive(p):
+                os.kill(p, signal.SIGKILL)
