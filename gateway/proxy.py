@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Awaitable, Callable
 
+from gateway import websocket
 from gateway.accesslog import AccessLog
 from gateway.headers import downstream_response_headers, upstream_request_headers
 from gateway.http.exchange import BodyTooLarge, ClientGone, Exchange
@@ -128,6 +129,10 @@ class Proxy:
             if any(not url.startswith("http://") for url in route.to):
                 raise Refused(502, "an Upgrade needs http:// upstreams")
             headers += [("connection", "upgrade"), ("upgrade", ex.upgrade)]
+            if head.http_version == "2" and ex.upgrade == "websocket":
+                key = head.extra["websocket_key"] = websocket.new_key()
+                headers = [(k, v) for k, v in headers if k != websocket.KEY_HEADER]
+                headers.append((websocket.KEY_HEADER, key))
         await self._forward(ex, compiled, target, headers, client_ip, info)
 
     def _authenticate(self, authorization: str | None, scope: str) -> str:
@@ -210,7 +215,15 @@ class Proxy:
         resp.head_ready.result()                 # the upstream's failure, if it failed
         try:
             headers = downstream_response_headers(resp.headers)
+            if ex.upgrade and ex.head.http_version == "2" and 200 <= resp.status < 300:
+                # An HTTP/2 client reads any 2xx as its tunnel being open (RFC 8441 5).
+                raise UpstreamError(f"the upstream answered {resp.status} instead of "
+                                    f"switching to {ex.upgrade}")
             if resp.status == 101:               # the tunnel: both sides must see the switch
+                key = ex.head.extra.get("websocket_key")
+                if key and not websocket.accepted(key, resp.headers):
+                    raise UpstreamError("the upstream's Sec-WebSocket-Accept does not match "
+                                        "the key sent")
                 headers += [("connection", "upgrade"), ("upgrade", ex.upgrade)]
             await ex.start_response(resp.status, headers, end=resp.head_only)
             if resp.head_only:

@@ -16,6 +16,7 @@ import h2.settings
 from gateway.http.exchange import (BodyBuffer, BodyTooLarge, ClientGone, Exchange, RequestHead,
                                    split_authority)
 from gateway.http.h2flow import FlowWindows, decode_headers, h2_fields
+from gateway.websocket import ACCEPT_HEADER
 
 log = logging.getLogger("gateway.http")
 CONNECTION_WINDOW = 16 * 1024 * 1024
@@ -35,8 +36,19 @@ class H2Exchange(Exchange):
         if not self._alive():
             raise ClientGone("stream reset by the client")
 
+    async def read_tunnel(self) -> bytes:
+        """An extended CONNECT's stream after its 200: the client's DATA (b'' at END_STREAM)."""
+        if not self.upgrade:
+            raise RuntimeError("not an extended CONNECT stream")
+        return await self.read()
+
     async def _send_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
         self._check()
+        if status == 101 and self.upgrade:
+            # An extended CONNECT succeeds with a 2xx (RFC 8441 5); the HTTP/1.1 handshake's
+            # accept value means nothing to an HTTP/2 client.
+            status = 200
+            headers = [(k, v) for k, v in headers if k.lower() != ACCEPT_HEADER]
         fields = [(b":status", str(status).encode())] + h2_fields(headers)
         self.engine.h2.send_headers(self.stream_id, fields, end_stream=end)
         self.engine.flush()
@@ -80,6 +92,7 @@ class H2Engine:
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: self.limits.h2_max_streams,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: self.limits.h2_window,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
+            h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,       # RFC 8441 WebSockets
         })
         self.windows = FlowWindows()
         self.streams: dict[int, H2Exchange] = {}
@@ -173,6 +186,11 @@ class H2Engine:
         if not method or (method != "CONNECT" and not target):
             self.h2.reset_stream(sid, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return
+        # An extended CONNECT (RFC 8441) opens a tunnel such as a WebSocket: an HTTP/1.1
+        # upstream sees it as the GET + Upgrade it stands for; its bytes are the stream's DATA.
+        protocol = pseudo.get(":protocol", "").lower() if method == "CONNECT" else ""
+        if protocol:
+            method = "GET"
         path, _, query = target.partition("?")
         authority = pseudo.get(":authority") or next((v for k, v in regular if k == "host"), "")
         length = next((v for k, v in regular if k == "content-length"), None)
@@ -183,7 +201,9 @@ class H2Engine:
         head = RequestHead(method=method, path=path, query=query, headers=regular,
                            http_version="2", scheme=pseudo.get(":scheme", self.conn.scheme),
                            authority=split_authority(authority), peer=self.conn.peer,
-                           has_body=not ended, raw_authority=authority)
+                           has_body=not ended and not protocol, raw_authority=authority)
+        if protocol:
+            head.extra["upgrade"] = protocol
         body = self._body(sid)
         if ended:
             body.finish()
