@@ -33,6 +33,9 @@ setup() {
     # System tools the tests use: ip (network namespaces for partition tests), systemd-analyze
     # (checks deploy/systemd/; installing the package does not make systemd PID 1).
     apt_install iproute2 systemd || true
+    # nft: the chaos lab's partitions, packet loss and one-way links between those namespaces
+    # (bench/chaos/netns.py; without it the partition faults and their tests are skipped).
+    apt_install nftables || true
     # libfuse3 and fusermount3: `gfs mount` and the chaos suite's FaultFS (bench/chaos/faultfs/,
     # power loss and disk faults); rsync for the mount's tests.
     apt_install fuse3 rsync || true
