@@ -400,7 +400,8 @@ def report(s: dict) -> str:
               + ", ".join(f"{m} {n}" for m, n in sorted(modes.items())) + "), disk faults"
               if s.get("faultfs") else "bare (power loss: the masters' journals only)"],
              ["unclean errors (must be 0)", s.get("unclean_errors", 0)],
-             ["partitions (netns)", "yes" if s["partitions"] else "no (--no-netns, or no namespaces here: the log says why)"],
+             ["partitions (netns)", "yes" if s["partitions"]
+              else "no (--no-netns, or no namespaces here: the log says why)"],
              ["security", s["security"]],
              *([["PLANTED BUG (test only)", s["planted_bug"]]] if s.get("planted_bug") else []),
              ["seed", s["seed"]]]
