@@ -75,7 +75,9 @@ class ProtocolError(Exception):
 
 @dataclass
 class Span:
-    """One DATA frame: whole blocks from `offset`, with their block sums (like ReadResponse)."""
+    """One DATA frame: whole blocks from `offset`, with their block sums (like ReadResponse).
+    `data` is a read-only view of a buffer of its own that nothing writes to again: a consumer
+    may keep it (or a slice of it) instead of copying it (the mount's block cache does)."""
     offset: int
     data: memoryview
     block_sums: tuple[int, ...]
@@ -285,7 +287,7 @@ class BulkLinks:
                     raise ProtocolError(f"bad frame: kind {kind}, {n} bytes at {value}")
                 blocks = -(-n // BLOCK_SIZE)
                 sums = struct.unpack(f"<{blocks}Q", recv_exact(sock, 8 * blocks))
-                yield Span(value, recv_exact(sock, n), sums, chunk_length)
+                yield Span(value, recv_exact(sock, n).toreadonly(), sums, chunk_length)
         except OSError as err:
             raise Unavailable(f"bulk port {host}:{port}: {err}") from None
         finally:

@@ -295,18 +295,20 @@ class BadBlock(BadReplica):
     """One block failed its checksum: the replica may still serve the blocks after it."""
 
 
-def _verified_pieces(resp: cpb.ReadResponse) -> Iterator[tuple[int, int, memoryview, int]]:
-    """(block index, its offset, block bytes, block sum) for each block of a response, each
-    verified against its sum (hashed once here)."""
+def _verified_span(resp: cpb.ReadResponse) -> tuple[memoryview, list[int], BadBlock | None]:
+    """The bytes of a response's blocks that match their sums (every block, or those before
+    the first that does not), their sums, and the error of that first bad block (None). Each
+    block is hashed once, here; the good ones are handed on as one piece."""
     data = memoryview(resp.data)
-    if len(data) > len(resp.block_sums) * BLOCK_SIZE or (
-            len(resp.block_sums) and len(data) <= (len(resp.block_sums) - 1) * BLOCK_SIZE):
+    block_sums = list(resp.block_sums)
+    if len(data) > len(block_sums) * BLOCK_SIZE or (
+            block_sums and len(data) <= (len(block_sums) - 1) * BLOCK_SIZE):
         raise BadReplica("response length does not match its block checksums")
-    for i, expected in enumerate(resp.block_sums):
-        block = data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]
-        if block_checksum(block) != expected:
-            raise BadBlock(f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
-        yield (resp.offset // BLOCK_SIZE) + i, resp.offset + i * BLOCK_SIZE, block, expected
+    for i, expected in enumerate(block_sums):
+        if block_checksum(data[i * BLOCK_SIZE:(i + 1) * BLOCK_SIZE]) != expected:
+            return data[:i * BLOCK_SIZE], block_sums[:i], BadBlock(
+                f"block at offset {resp.offset + i * BLOCK_SIZE} fails its checksum")
+    return data, block_sums, None
 
 
 def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str],
@@ -358,12 +360,15 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                         if resp.chunk_length != chunk_length:
                             raise BadReplica(f"holds {resp.chunk_length} bytes, "
                                              f"metadata says {chunk_length}")
-                        for index, block_off, block, block_sum in _verified_pieces(resp):
-                            sums[index] = block_sum
-                            lo, hi = max(done, block_off), min(end, block_off + len(block))
-                            if lo < hi:
-                                sink(block[lo - block_off:hi - block_off])
-                                done = hi
+                        good, good_sums, bad_block = _verified_span(resp)
+                        first = resp.offset // BLOCK_SIZE
+                        sums.update(zip(range(first, first + len(good_sums)), good_sums))
+                        lo, hi = max(done, resp.offset), min(end, resp.offset + len(good))
+                        if lo < hi:
+                            sink(good[lo - resp.offset:hi - resp.offset])
+                            done = hi
+                        if bad_block is not None:
+                            raise bad_block
                 if done < end:
                     raise BadReplica(f"stream ended at {done} of {end}")
             except BadBlock as err:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Union
+
+# A cached block: bytes, or a read-only view of a buffer nothing writes to again (a block kept
+# as downloaded, see readahead.BlockWriter).
+Block = Union[bytes, memoryview]
 
 
 class BlockCache:
@@ -16,7 +20,7 @@ class BlockCache:
         if block_size <= 0 or capacity < 0:
             raise ValueError("block_size must be > 0 and capacity >= 0")
         self.capacity, self.block_size = capacity, block_size
-        self._blocks: OrderedDict[tuple[Hashable, int], bytes] = OrderedDict()
+        self._blocks: OrderedDict[tuple[Hashable, int], Block] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         self.hits = self.misses = 0
@@ -31,7 +35,7 @@ class BlockCache:
         with self._lock:
             return (key, index) in self._blocks
 
-    def get(self, key: Hashable, index: int) -> bytes | None:
+    def get(self, key: Hashable, index: int) -> Block | None:
         with self._lock:
             block = self._blocks.get((key, index))
             if block is None:
@@ -41,7 +45,7 @@ class BlockCache:
             self.hits += 1
             return block
 
-    def put(self, key: Hashable, index: int, block: bytes) -> None:
+    def put(self, key: Hashable, index: int, block: Block) -> None:
         if len(block) > self.capacity:
             return
         with self._lock:
@@ -56,29 +60,37 @@ class BlockCache:
 
     def read(self, key: Hashable, size: int, offset: int, length: int,
              fetch: Callable[[int, int], bytes]) -> bytes:
-        """Bytes [offset, offset+length) of a file of `size` bytes, from cached blocks; the
-        missing ones are fetched in one range by `fetch(start, length)`."""
-        end = min(size, offset + length)
+        """Bytes [offset, offset+length) of a file of `size` bytes (see `read_into`)."""
+        out = bytearray(max(0, min(size, offset + length) - offset))
+        n = self.read_into(key, size, offset, memoryview(out), fetch)
+        return bytes(out[:n])
+
+    def read_into(self, key: Hashable, size: int, offset: int, out: memoryview,
+                  fetch: Callable[[int, int], bytes]) -> int:
+        """Copy bytes [offset, offset+len(out)) of a file of `size` bytes into `out` from cached
+        blocks (one copy each, straight from the block); the missing ones are fetched in one
+        range by `fetch(start, length)` and cached. Returns the bytes copied (fewer at the
+        end of the file)."""
+        end = min(size, offset + len(out))
         if offset >= end:
-            return b""
+            return 0
         bs = self.block_size
         first, last = offset // bs, (end - 1) // bs
-        blocks: dict[int, bytes] = {}
-        missing = []
-        for i in range(first, last + 1):
-            block = self.get(key, i)
-            if block is None:
-                missing.append(i)
-            else:
-                blocks[i] = block
+        blocks = [self.get(key, i) for i in range(first, last + 1)]
+        missing = [first + j for j, block in enumerate(blocks) if block is None]
         if missing:
-            lo = missing[0]
-            hi = missing[-1]
+            lo, hi = missing[0], missing[-1]
             data = fetch(lo * bs, min(size, (hi + 1) * bs) - lo * bs)
             for i in range(lo, hi + 1):
                 block = data[(i - lo) * bs:(i - lo + 1) * bs]
                 self.put(key, i, block)
-                blocks[i] = block
-        out = b"".join(blocks[i] for i in range(first, last + 1))
-        start = offset - first * bs
-        return out[start:start + (end - offset)]
+                blocks[i - first] = block
+        pos = offset
+        for i, block in enumerate(blocks, first):
+            stop = min(end, (i + 1) * bs)
+            piece = memoryview(block)[pos - i * bs:stop - i * bs]
+            out[pos - offset:pos - offset + len(piece)] = piece
+            pos += len(piece)
+            if pos < stop:
+                break               # a block shorter than the file says: the read ends there
+        return pos - offset

@@ -24,7 +24,20 @@ def version_key(info: FileInfo) -> tuple:
             tuple((c.handle, c.version) for c in info.chunks))
 
 
-class ReadHandle:
+class Readable:
+    """What an open file reads with: `read_into` the kernel's buffer (one copy), or `read`."""
+
+    def read_into(self, out: memoryview, offset: int) -> int:
+        """Copy the file's bytes from `offset` into `out`; returns how many (short at the end)."""
+        raise NotImplementedError
+
+    def read(self, size: int, offset: int) -> bytes:
+        out = bytearray(size)
+        del out[self.read_into(memoryview(out), offset):]
+        return bytes(out)
+
+
+class ReadHandle(Readable):
     """Reads of one open file through the mount's block cache. Random readers get exactly the
     blocks they touch. Once a reader is seen reading on from where it left off, the blocks
     ahead of it stream into the cache in the background (a `Prefetcher`: several bulk reads in
@@ -49,7 +62,8 @@ class ReadHandle:
         self.prefetcher = Prefetcher(cache, self.key, info.size, self._download, pool, window) \
             if pool is not None and window else None
 
-    def read(self, size: int, offset: int) -> bytes:
+    def read_into(self, out: memoryview, offset: int) -> int:
+        size = len(out)
         bs = self.cache.block_size
         first, last = offset // bs, max(offset, offset + size - 1) // bs
         ahead = self.prefetcher
@@ -65,7 +79,7 @@ class ReadHandle:
                 ahead.stop()                   # seeked away from the blocks streaming in
             if ahead.fetching(first, last):
                 ahead.wait(first, last)
-        return self.cache.read(self.key, self.info.size, offset, size, self._fetch)
+        return self.cache.read_into(self.key, self.info.size, offset, out, self._fetch)
 
     def _fetch(self, start: int, length: int) -> bytes:
         return self.client.read_at(self.info, start, length)
@@ -78,7 +92,7 @@ class ReadHandle:
             self.prefetcher.stop()
 
 
-class WriteHandle:
+class WriteHandle(Readable):
     def __init__(self, path: str, mode: int, spool_dir: str | None = None):
         self.path, self.mode = path, mode
         self.mtime_ms: int | None = None       # set by utimens while open: applied after upload
@@ -96,8 +110,8 @@ class WriteHandle:
         client.download(info, self._file)
         self.dirty = False
 
-    def read(self, size: int, offset: int) -> bytes:
-        return os.pread(self._file.fileno(), size, offset)
+    def read_into(self, out: memoryview, offset: int) -> int:
+        return os.preadv(self._file.fileno(), [out], offset)
 
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:

@@ -297,6 +297,11 @@ class GfsOperations(fuse.Operations):
         return self._handles[fh].read(size, offset)
 
     @fuse_errors
+    def read_into(self, fh: int, out: memoryview, offset: int) -> int:
+        """`read` into the kernel's reply buffer (fuse_binding.Fuse): one copy per block."""
+        return self._handles[fh].read_into(out, offset)
+
+    @fuse_errors
     def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
         handle = self._handles[fh]
         if not isinstance(handle, WriteHandle):

@@ -163,41 +163,60 @@ class Prefetcher:
 
 class BlockWriter:
     """A file-like sink for `Client.download` that cuts the bytes it is given into the cache's
-    blocks as they arrive: one copy into a reused buffer, one into the cached block, instead of
-    collecting a whole piece in memory and slicing it (each copy into a fresh megabyte costs the
-    process 256 page faults). Only whole blocks (or the file's last, short one) are cached: the
-    part of a block a failed download leaves behind is dropped. `on_block` is called after each
-    block is cached; what it raises ends the download."""
+    blocks as they arrive. A piece that is exactly one whole block of a read-only buffer of its
+    own (a verified span of the bulk protocol, or a gRPC response's bytes: nothing writes to
+    either once it is handed over) is cached as it is, without a copy. Other pieces are
+    gathered into a reused buffer and each block copied out of it once it is whole (each copy
+    into a fresh megabyte costs the process 256 page faults, so pieces are not collected and
+    sliced). Only whole blocks (or the file's last, short one) are cached: the part of a block
+    a failed download leaves behind is dropped. `on_block` is called after each block is
+    cached; what it raises ends the download."""
 
     def __init__(self, cache: BlockCache, key: tuple, first: int, file_size: int,
                  on_block: Callable[[], None] | None = None):
         self.cache, self.key, self.index = cache, key, first
         self._on_block = on_block
-        self._buf = bytearray(cache.block_size)
+        self._buf: bytearray | None = None      # allocated for the first piece not kept whole
         self._fill = 0
         self._size = file_size
         self._want = self._block_length()
+        self.kept = 0                           # blocks cached without a copy (for tests)
 
     def _block_length(self) -> int:
-        bs = len(self._buf)
+        bs = self.cache.block_size
         return max(0, min(bs, self._size - self.index * bs))
 
     def write(self, data) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         while view:
             n = min(self._want - self._fill, len(view))
             if n <= 0:
                 raise ValueError("more bytes than the file holds")
+            if self._fill == 0 and len(view) == self._want and _owns_whole_buffer(view):
+                self.kept += 1
+                self._cached(view)
+                break
+            if self._buf is None:
+                self._buf = bytearray(self.cache.block_size)
             self._buf[self._fill:self._fill + n] = view[:n]
             self._fill += n
             view = view[n:]
             if self._fill == self._want:
-                self.cache.put(self.key, self.index, bytes(memoryview(self._buf)[:self._fill]))
-                self.index, self._fill = self.index + 1, 0
-                self._want = self._block_length()
-                if self._on_block is not None:
-                    self._on_block()
+                self._cached(bytes(memoryview(self._buf)[:self._fill]))
         return len(data)
+
+    def _cached(self, block: bytes | memoryview) -> None:
+        self.cache.put(self.key, self.index, block)
+        self.index, self._fill = self.index + 1, 0
+        self._want = self._block_length()
+        if self._on_block is not None:
+            self._on_block()
 
     def flush(self) -> None:
         pass
+
+
+def _owns_whole_buffer(view: memoryview) -> bool:
+    """Is `view` read-only and all of the buffer under it (so keeping it keeps nothing more)?"""
+    owner = view.obj
+    return view.readonly and isinstance(owner, (bytes, bytearray)) and len(owner) == view.nbytes

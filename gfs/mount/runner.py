@@ -8,12 +8,12 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 from gfs.errors import FailedPrecondition, InvalidArgument
 from gfs.memory import reuse_large_buffers
+from gfs.mount.guard import MountGuard, mounts_at
 
 MOUNT_WAIT_S = 20.0
 # The kernel asks a FUSE file system for at most its read-ahead window per read request: 128 KiB
@@ -52,13 +52,8 @@ def check_mountpoint(mountpoint: str) -> str:
 def mount_device(mountpoint: str) -> str | None:
     """The "major:minor" of the file system mounted exactly at `mountpoint`, read from
     /proc/self/mountinfo without touching the mount itself (OSError if that is unreadable)."""
-    target = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if fields[4].replace("\\040", " ") == target:
-                return fields[2]
-    return None
+    entries = mounts_at(mountpoint)
+    return entries[-1][1] if entries else None
 
 
 def raise_kernel_readahead(mountpoint: str, kib: int = KERNEL_READAHEAD_KIB) -> bool:
@@ -83,23 +78,13 @@ def raise_kernel_readahead(mountpoint: str, kib: int = KERNEL_READAHEAD_KIB) -> 
     return True
 
 
-def _tune_when_mounted(mountpoint: str) -> None:
-    deadline = time.monotonic() + MOUNT_WAIT_S
-    while time.monotonic() < deadline:
-        if is_mounted(mountpoint):
-            raise_kernel_readahead(mountpoint)
-            return
-        time.sleep(0.02)
-
-
 def serve(operations, mountpoint: str) -> None:
-    """Serve the mount in this process until it is unmounted (or SIGINT/SIGTERM)."""
-    import mfusepy
+    """Serve the mount in this process until it is unmounted (or SIGINT/SIGTERM/SIGHUP; see
+    guard.py: the process ends once its mount is gone, and unmounts no other)."""
+    from gfs.mount.fuse_binding import Fuse
     reuse_large_buffers()      # its blocks are bounded by the cache: no fault per page
-    threading.Thread(target=_tune_when_mounted, args=(mountpoint,), daemon=True,
-                     name="gfs-mount-tune").start()
-    mfusepy.FUSE(operations, mountpoint, foreground=True, nothreads=False, fsname="gfs",
-                 subtype="gfs")
+    MountGuard(mountpoint, MOUNT_WAIT_S, on_mounted=raise_kernel_readahead).start()
+    Fuse(operations, mountpoint, foreground=True, nothreads=False, fsname="gfs", subtype="gfs")
 
 
 def start_background(argv: list[str], mountpoint: str, log_file: str,

@@ -299,3 +299,76 @@ def test_read_only_mount_and_clear_cli_errors(cluster, tmp_path):
     assert hidden.returncode == 1 and "no such file" in hidden.stderr
     gone = gfs(cluster, cluster.alice, "umount", str(tmp_path / "m2"), check=False)
     assert gone.returncode == 1 and "not mounted" in gone.stderr
+
+
+def running(pid: int) -> bool:
+    """Is the process there and not a zombie (an exited background mount whose parent, the
+    `gfs mount` command, is gone may wait for a reaper)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def test_the_mount_process_ends_with_its_mount_even_a_lazily_detached_one(cluster, tmp_path):
+    """`gfs umount` ends the mount's process; so does a lazy unmount while a program still has a
+    file open in it (it used to keep serving the detached mount, and a later SIGTERM to it
+    unmounted whatever was mounted at the path by then)."""
+    with cluster.client(token=cluster.alice) as c:
+        c.put(io.BytesIO(b"held open"), "/alice/held.txt", overwrite=True)
+    first = Mount(cluster, cluster.alice, tmp_path / "mnt", "--path", "/alice")
+    try:
+        gfs(cluster, cluster.alice, "umount", str(first.path))
+        wait_for(lambda: not running(first.pid), 10, "the unmounted mount's process to end")
+    finally:
+        first.close()
+    second = Mount(cluster, cluster.alice, tmp_path / "mnt", "--path", "/alice")
+    third = None
+    try:
+        held = os.open(second.path / "held.txt", os.O_RDONLY)
+        try:
+            subprocess.run(["fusermount3", "-u", "-z", str(second.path)], check=True)
+            wait_for(lambda: not running(second.pid), 10, "the detached mount's process to end")
+        finally:
+            try:
+                os.close(held)
+            except OSError as err:          # its mount's process is gone: the kernel says so
+                assert err.errno == errno.ENOTCONN
+        third = Mount(cluster, cluster.alice, tmp_path / "mnt", "--path", "/alice")
+        try:
+            os.kill(second.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        time.sleep(1)
+        assert runner.is_mounted(str(third.path))
+        assert (third.path / "held.txt").read_bytes() == b"held open"
+    finally:
+        second.close()
+        if third is not None:
+            third.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="covering the mount point takes a bind mount (root)")
+def test_sigterm_unmounts_only_the_process_own_mount(cluster, tmp_path):
+    """SIGTERM unmounts the process's mount and ends it; if another mount covers the mount point
+    by then, that one is left alone (libfuse's own handler unmounts by path)."""
+    mine = Mount(cluster, cluster.alice, tmp_path / "mine", "--path", "/alice")
+    try:
+        os.kill(mine.pid, signal.SIGTERM)
+        wait_for(lambda: not running(mine.pid), 10, "the mount's process to end on SIGTERM")
+        assert not runner.is_mounted(str(mine.path))
+    finally:
+        mine.close()
+    covered = Mount(cluster, cluster.alice, tmp_path / "covered", "--path", "/alice")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "marker").write_text("not gfs")
+    subprocess.run(["mount", "--bind", str(other), str(covered.path)], check=True)
+    try:
+        os.kill(covered.pid, signal.SIGTERM)
+        wait_for(lambda: not running(covered.pid), 10, "the covered mount's process to end")
+        assert (covered.path / "marker").read_text() == "not gfs"     # still mounted on top
+    finally:
+        subprocess.run(["umount", str(covered.path)], capture_output=True)
+        covered.close()

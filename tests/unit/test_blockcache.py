@@ -54,3 +54,36 @@ def test_memory_stays_within_capacity_and_versions_do_not_mix():
         assert cache.size <= 5000
     # A new version of the file (rewritten): its bytes, never the old version's cached blocks.
     assert cache.read("b", len(other), 49_000, 1000, fetcher(other, [])) == other[49_000:]
+
+
+def test_read_into_copies_straight_into_the_buffer_across_blocks():
+    data = os.urandom(10_500)
+    cache, calls = BlockCache(capacity=1 << 20, block_size=1000), []
+    out = bytearray(3000)
+    assert cache.read_into("v", len(data), 2500, memoryview(out), fetcher(data, calls)) == 3000
+    assert out == data[2500:5500] and calls == [(2000, 4000)]
+    out = bytearray(b"-" * 700)
+    assert cache.read_into("v", len(data), 10_000, memoryview(out), fetcher(data, calls)) == 500
+    assert out[:500] == data[10_000:] and out[500:] == b"-" * 200    # the rest untouched
+
+
+def test_a_whole_read_only_block_is_kept_without_a_copy_and_others_are_copied():
+    """A downloaded span that is exactly one block of a read-only buffer of its own is cached as
+    it is; a writable piece is copied (its owner may reuse it), and so is a view of part of a
+    larger buffer (keeping it would keep the whole buffer)."""
+    from gfs.mount.readahead import BlockWriter
+
+    bs = 1000
+    data = os.urandom(4 * bs)
+    cache = BlockCache(capacity=1 << 20, block_size=bs)
+    writer = BlockWriter(cache, "v", 0, file_size=len(data))
+    own = memoryview(bytearray(data[:bs])).toreadonly()
+    writer.write(own)
+    assert writer.kept == 1 and cache.get("v", 0).obj is own.obj and cache.get("v", 0) == data[:bs]
+    reused = bytearray(data[bs:2 * bs])
+    writer.write(memoryview(reused))
+    reused[:] = bytes(bs)                                  # its owner reuses the buffer
+    assert writer.kept == 1 and cache.get("v", 1) == data[bs:2 * bs]
+    writer.write(memoryview(data).toreadonly()[2 * bs:])   # two blocks of a larger buffer
+    assert writer.kept == 1
+    assert cache.get("v", 2) == data[2 * bs:3 * bs] and cache.get("v", 3) == data[3 * bs:]
