@@ -107,10 +107,13 @@ def test_asyncio_client(cluster):
     asyncio.run(main())
 
 
-def test_asyncio_stat_and_put_inline_run_on_the_loop_and_follow_a_new_leader(cluster):
+def test_asyncio_stat_and_put_inline_run_on_the_loop_and_follow_a_new_leader(make_cluster):
     """AsyncClient.stat / put_inline go over grpc.aio channels on the running loop: one master
     call each (MASTER_CALLS counts them), and after the leader is killed they find the new one
     with the same retries as the blocking client."""
+    cluster = make_cluster(masters=3, name="inline", options={
+        "master": {**OPTS["master"], "inline-max": "64KiB"}})
+
     async def main():
         async with AsyncClient(cluster.master_addresses(), token=cluster.admin_token) as c:
             await c.mkdir("/aio-small")
