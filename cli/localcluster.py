@@ -593,7 +593,7 @@ class LocalCluster:
         for g in self.spec.get("gateways", []):
             pid = self.pid(g["name"])
             rows.append({"name": g["name"], "kind": "gateway", "pid": pid, "grpc": g["listen"],
-                         "metrics": "", "health": "ok" if pid else "down"})
+                         "metrics": g.get("metrics", ""), "health": "ok" if pid else "down"})
         return rows
 
     def chunkserver_status(self, c: dict, timeout: float = 1.0):
