@@ -8,7 +8,9 @@
   `Client.put` / `Client.get`, MB/s;
 - a multipart upload made by hand: 8 parts of size/8 uploaded by 8 threads, then
   CompleteMultipartUpload (Compose: no byte copied), MB/s, and the Complete alone in seconds;
-- 4 KiB objects: PUT and GET ops/s through boto3 vs native, at each thread count;
+- 4 KiB objects: PUT and GET ops/s through boto3 vs native, at each thread count, and the CPU
+  milliseconds per operation of the gateway and the masters (read from /proc over the same
+  runs: on a loaded machine the figure that says most);
 - ListObjectsV2 over --keys keys (one flat prefix), seconds for the whole paginated listing.
 
 `--small-only` runs the 4 KiB rows alone; `--repeat N` measures each ops/s point N times and
@@ -40,7 +42,8 @@ RADOSGW = {"large PUT": "222-245", "large GET": "411-642", "4 KiB PUT 1": "146",
            "ListObjectsV2": "1.0 (10,000 keys)"}
 
 
-def _ops_per_s(op, threads: int, seconds: float) -> float:
+def _ops_per_s(op, threads: int, seconds: float) -> tuple[float, int]:
+    """(ops/s, ops done) of `threads` threads calling `op(thread, n)` for `seconds`."""
     stop = time.monotonic() + seconds
     counts = [0] * threads
 
@@ -56,7 +59,50 @@ def _ops_per_s(op, threads: int, seconds: float) -> float:
         w.start()
     for w in workers:
         w.join()
-    return sum(counts) / (time.monotonic() - start)
+    return sum(counts) / (time.monotonic() - start), sum(counts)
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) process `pid` has used (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CpuMeter:
+    """CPU ms per operation of the gateway, the leader and all masters over one measurement,
+    less what each uses idle (ticks, heartbeats, loops: measured first, for `idle_s`): on a
+    loaded machine the figure that says most about a change."""
+
+    def __init__(self, cluster, idle_s: float = 3.0):
+        self.cluster = cluster
+        pids = self._pids()
+        before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        time.sleep(idle_s)
+        self.idle = {name: (_cpu_s(pid) - before[name]) / idle_s for name, pid in pids.items()}
+
+    def _pids(self) -> dict[str, int | None]:
+        masters = [m["name"] for m in self.cluster.spec["masters"]]
+        leader = self.cluster.leader()
+        return {"gateway": self.cluster.pid("gateway-s3"), "leader": self.cluster.pid(leader)
+                if leader else None, **{m: self.cluster.pid(m) for m in masters}}
+
+    def measure(self, fn) -> tuple[object, dict[str, float]]:
+        """(fn()'s result (ops/s, ops), ms of CPU per op by gateway/leader/masters)."""
+        pids = self._pids()
+        before = {name: _cpu_s(pid) for name, pid in pids.items()}
+        start = time.monotonic()
+        result = fn()
+        elapsed = time.monotonic() - start
+        used = {name: _cpu_s(pid) - before[name] - self.idle.get(name, 0.0) * elapsed
+                for name, pid in pids.items()}
+        ops = max(1, result[1])
+        masters = sum(v for k, v in used.items() if k not in ("gateway", "leader"))
+        return result, {"gateway": used["gateway"] * 1000 / ops,
+                        "leader": used["leader"] * 1000 / ops, "masters": masters * 1000 / ops}
 
 
 def _timed(fn) -> float:
@@ -112,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     cluster.create(masters=3, chunkservers=3)
     endpoint = f"127.0.0.1:{free_port()}"
     cluster.set_s3(endpoint)
-    rows = []
+    rows, cpu_rows = [], []
     load_before = os.getloadavg()
     try:
         cluster.up(timeout=90)
@@ -128,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         native.mkdir("/admin/native", parents=True)
         if not args.small_only:
             _large_rows(rows, native, s3, work, size)
-        _small_rows(rows, native, s3, threads, args.seconds, args.repeat)
+        _small_rows(rows, native, s3, threads, args.seconds, args.repeat,
+                    _CpuMeter(cluster), cpu_rows)
         if not args.small_only:
             _listing_row(rows, s3, args.keys)
         native.close()
@@ -147,6 +194,13 @@ def main(argv: list[str] | None = None) -> None:
               f"{'' if via is None else f'{via:,.1f}'} | {ratio} | {ref} |")
     if args.repeat > 1:
         print(f"\nops/s: median of {args.repeat} runs of {args.seconds:g} s each")
+    if cpu_rows:
+        print("\n| 4 KiB objects: CPU ms per op (idle use taken off) | gateway | leader master "
+              "| all masters |")
+        print("|---|---:|---:|---:|")
+        for name, cpu in cpu_rows:
+            print(f"| {name} | {cpu['gateway']:.2f} | {cpu['leader']:.2f} | "
+                  f"{cpu['masters']:.2f} |")
     print(f"\nload average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
 
 
@@ -174,23 +228,31 @@ def _large_rows(rows: list, native, s3, work: str, size: int) -> None:
 
 
 def _small_rows(rows: list, native, s3, threads: list[int], seconds: float,
-                repeat: int) -> None:
-    """4 KiB PUT and GET ops/s, native and boto3, at each thread count (median of `repeat`)."""
+                repeat: int, meter: _CpuMeter, cpu_rows: list) -> None:
+    """4 KiB PUT and GET ops/s, native and boto3, at each thread count (median of `repeat`),
+    and the CPU each cost the gateway and the masters (over all `repeat` runs)."""
     data = os.urandom(SMALL)
 
-    def rate(op, n: int) -> float:
-        return statistics.median(_ops_per_s(op, n, seconds) for _ in range(max(1, repeat)))
+    def rate(name: str, op, n: int) -> float:
+        def runs():
+            results = [_ops_per_s(op, n, seconds) for _ in range(max(1, repeat))]
+            return statistics.median(r[0] for r in results), sum(r[1] for r in results)
+        (ops_s, _), cpu = meter.measure(runs)
+        cpu_rows.append((name, cpu))
+        return ops_s
     for n in threads:
-        put_native = rate(lambda i, k: native.put(
+        put_native = rate(f"native PUT, {n} thread(s)", lambda i, k: native.put(
             io.BytesIO(data), f"/admin/native/p{n}-{i}-{k}", overwrite=True), n)
-        put_s3 = rate(lambda i, k: s3.put_object(
+        put_s3 = rate(f"boto3 PUT, {n} thread(s)", lambda i, k: s3.put_object(
             Bucket="bench", Key=f"small/p{n}-{i}-{k}", Body=data), n)
         rows.append((f"4 KiB PUT ops/s, {n} thread(s)", put_native, put_s3,
                      RADOSGW.get(f"4 KiB PUT {n}", "")))
         native.put(io.BytesIO(data), "/admin/native/g", overwrite=True)
         s3.put_object(Bucket="bench", Key="g", Body=data)
-        get_native = rate(lambda i, k: native.read("/admin/native/g"), n)
-        get_s3 = rate(lambda i, k: s3.get_object(Bucket="bench", Key="g")["Body"].read(), n)
+        get_native = rate(f"native GET, {n} thread(s)",
+                          lambda i, k: native.read("/admin/native/g"), n)
+        get_s3 = rate(f"boto3 GET, {n} thread(s)",
+                      lambda i, k: s3.get_object(Bucket="bench", Key="g")["Body"].read(), n)
         rows.append((f"4 KiB GET ops/s, {n} thread(s)", get_native, get_s3,
                      RADOSGW.get(f"4 KiB GET {n}", "")))
 

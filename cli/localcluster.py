@@ -386,6 +386,7 @@ class LocalCluster:
         `domain`, virtual-host style too (BUCKET.DOMAIN)."""
         self.spec["gateways"] = [{"name": "gateway-s3", "listen": listen,
                                   "data": str(self.dir / "gateway-s3"),
+                                  "metrics": f"{self.host}:{free_port(self.host)}",
                                   **({"s3-domain": domain} if domain else {})}]
         self._save()
 
@@ -395,6 +396,7 @@ class LocalCluster:
                 *(["--tls-ca", self.tls.ca] if self.tls else []), "gateway",
                 "--listen", g["listen"], "--state-dir", str(Path(g["data"]) / "state"),
                 "--s3-secret-file", str(self.secret_path),
+                *(["--metrics", g["metrics"]] if g.get("metrics") else []),
                 *(["--s3-domain", g["s3-domain"]] if g.get("s3-domain") else [])]
 
     def _ensure_s3_route(self) -> None:
@@ -591,7 +593,7 @@ class LocalCluster:
         for g in self.spec.get("gateways", []):
             pid = self.pid(g["name"])
             rows.append({"name": g["name"], "kind": "gateway", "pid": pid, "grpc": g["listen"],
-                         "metrics": "", "health": "ok" if pid else "down"})
+                         "metrics": g.get("metrics", ""), "health": "ok" if pid else "down"})
         return rows
 
     def chunkserver_status(self, c: dict, timeout: float = 1.0):

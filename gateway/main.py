@@ -157,7 +157,8 @@ class Worker:
         self.s3_client = AsyncClient(self.opts.masters, token=self.opts.token,
                                      tls_ca=self.opts.tls_ca)
         self.proxy.builtins["s3"] = S3App(self.s3_client, Credentials(store, self.opts.s3_key),
-                                          self.opts.s3_region, tuple(self.opts.s3_domains))
+                                          self.opts.s3_region, tuple(self.opts.s3_domains),
+                                          self.metrics)
 
     async def _metrics_page(self, ex) -> None:
         await ex.respond(200, self.metrics.render(),

@@ -8,6 +8,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
            30.0)
+MASTER_CALL_BUCKETS = (0, 1, 2, 3, 4, 6, 8, 16, 64)
 
 
 class GatewayMetrics:
@@ -26,6 +27,10 @@ class GatewayMetrics:
         self.memory_trims = Counter("gfs_gateway_memory_trims_total", "Times freed memory was "
                                     "given back to the system after connections went "
                                     "(gateway/memory.py)", registry=self.registry)
+        self.s3_master_calls = Histogram(
+            "gfs_gateway_s3_master_calls", "Master RPCs (retries included) one S3 request made, "
+            "by HTTP method: a small object's PUT or GET takes one", ["method"],
+            buckets=MASTER_CALL_BUCKETS, registry=self.registry)
         self._gauges = None
         self.registry.register(self)
 

@@ -1,20 +1,54 @@
 """The asyncio client: the same operations as `gfs.client.Client`, awaitable.
 
-Each call runs the synchronous client's code in a worker thread (`asyncio.to_thread`, or the
+Most calls run the synchronous client's code in a worker thread (`asyncio.to_thread`, or the
 executor the client was given), so the event loop never blocks on the network or the disk and
 both clients share one implementation of redirects, retries, exactly-once tagging and checksum
-verification.
+verification. The one-RPC calls a server makes per request (`stat`, `put_inline`) go over
+grpc.aio channels on the running loop instead (`Client.call_async`: the same retry policy):
+no thread hand-off, which costs a small object's request as much as the call itself.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from concurrent.futures import Executor
 from typing import BinaryIO, Callable, TypeVar
 
 from gfs.client import Client, FileInfo
+from gfs.errors import GfsError
+from gfs.paths import utf8
+from proto import master_pb2 as pb
+from proto import master_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+
+
+class _LoopStubs:
+    """Master stubs over grpc.aio channels, one per address, for the loop they were made on
+    (a channel belongs to one loop: another loop gets fresh ones)."""
+
+    def __init__(self, client: Client):
+        self._client = client
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._channels: dict[str, object] = {}
+        self._stubs: dict[str, pb_grpc.MasterStub] = {}
+
+    def stub(self, address: str) -> pb_grpc.MasterStub:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._channels, self._stubs = loop, {}, {}
+        stub = self._stubs.get(address)
+        if stub is None:
+            channel = self._channels[address] = self._client._channels.aio_channel(address)
+            stub = self._stubs[address] = pb_grpc.MasterStub(channel)
+        return stub
+
+    async def close(self) -> None:
+        channels = self._channels if self._loop is asyncio.get_running_loop() else {}
+        self._loop, self._channels, self._stubs = None, {}, {}
+        for channel in channels.values():
+            await channel.close()
 
 
 class AsyncClient:
@@ -24,25 +58,35 @@ class AsyncClient:
         threads a server that blocks one per transfer would soon use up)."""
         self._client = Client(masters, **kwargs)
         self._executor = executor
+        self._aio = None if self._client._channels.signs_calls else _LoopStubs(self._client)
 
     @classmethod
-    def _view(cls, client: Client, executor: Executor | None) -> "AsyncClient":
+    def _view(cls, client: Client, executor: Executor | None,
+              aio: _LoopStubs | None) -> "AsyncClient":
         """An AsyncClient over an existing synchronous client (its connections are shared)."""
         view = cls.__new__(cls)
-        view._client, view._executor = client, executor
+        view._client, view._executor, view._aio = client, executor, aio
         return view
 
     def in_executor(self, executor: Executor) -> "AsyncClient":
         """A view of this client (same connections, same identity) whose calls run in
         `executor`."""
-        return self._view(self._client, executor)
+        return self._view(self._client, executor, self._aio)
 
     async def run(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """`fn(*args, **kwargs)`, blocking, in one of this client's worker threads."""
+        """`fn(*args, **kwargs)`, blocking, in one of this client's worker threads (in a copy
+        of the caller's context: `gfs.client.MASTER_CALLS` counts its calls too)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         if self._executor is None:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, functools.partial(fn, *args, **kwargs))
+            return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def _rpc(self, method: str, request):
+        """One master call on the loop (grpc.aio), or in a worker thread for a client whose
+        calls are signed (daemons)."""
+        if self._aio is None:
+            return await self.run(self._client._call, method, request)
+        return await self._client.call_async(self._aio.stub, method, request)
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -51,6 +95,8 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._aio is not None:
+            await self._aio.close()
         await self.run(self._client.close)
 
     async def mkdir(self, path: str, parents: bool = False, mode: int = 0o755) -> int:
@@ -58,7 +104,7 @@ class AsyncClient:
 
     def acting_for(self, delegate: bytes | None) -> "AsyncClient":
         """`Client.acting_for`: the same connections, calls acting for another token."""
-        return self._view(self._client.acting_for(delegate), self._executor)
+        return self._view(self._client.acting_for(delegate), self._executor, self._aio)
 
     @property
     def inline_max(self) -> int:
@@ -66,7 +112,9 @@ class AsyncClient:
         return self._client.inline_max
 
     async def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
-        return await self.run(self._client.stat, path, stale_ok, for_read)
+        """`Client.stat`, on the loop."""
+        return FileInfo.from_proto((await self._rpc("Stat", pb.StatRequest(
+            path=utf8(path), stale_ok=stale_ok, for_read=for_read))).info)
 
     async def exists(self, path: str) -> bool:
         return await self.run(self._client.exists, path)
@@ -83,6 +131,22 @@ class AsyncClient:
 
     async def delete(self, path: str, recursive: bool = False, skip_trash: bool = False) -> int:
         return await self.run(self._client.delete, path, recursive, skip_trash)
+
+    async def put_inline(self, data: bytes, path: str, *, overwrite: bool = False,
+                         mode: int = 0o644, xattrs: Callable[[], dict[str, str]] | None = None
+                         ) -> FileInfo | None:
+        """Store `data` (at most `inline_max` bytes) at `path` inline in the metadata with its
+        `xattrs()`, by one PutInline on the loop — what `put` does for a small file; None when
+        the masters refuse to store that much inline (then `put` it as chunks)."""
+        fields = self._client.inline_fields(data, path, overwrite=overwrite, mode=mode,
+                                            xattrs=xattrs)
+        try:
+            with self._client.tagged(pb.PutInlineRequest, fields) as request:
+                resp = await self._rpc("PutInline", request)
+        except GfsError as err:
+            self._client.inline_refused(err, len(data))
+            return None
+        return FileInfo.from_proto(resp.info)
 
     async def put(self, source: str | BinaryIO, path: str, **kwargs) -> FileInfo:
         return await self.run(self._client.put, source, path, **kwargs)

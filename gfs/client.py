@@ -6,6 +6,8 @@ returns the original result instead of applying the command twice.
 """
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import copy
 import fcntl
 import hashlib
@@ -315,6 +317,60 @@ class _Sequencer:
             self._inflight.discard(seq)
 
 
+# Master calls made in the current context (a one-element list; None: not counted). A server
+# sets a fresh cell per request to report how many master RPCs the request cost.
+MASTER_CALLS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "gfs_master_calls", default=None)
+
+
+class _Attempts:
+    """The tries of one master call: which master to ask, how long each try may wait, and what
+    a failed try means (follow the leader hint, pause, or give up). Shared by the blocking and
+    the asyncio calls, so both follow leaders and retry alike."""
+
+    def __init__(self, client: "Client", deadline: float | None, attempt_timeout: float | None,
+                 retryable: set):
+        self.client = client
+        self.total = deadline or client.deadline
+        self.stop_at = time.monotonic() + self.total
+        self.attempt_timeout = attempt_timeout or client.attempt_timeout
+        self.retryable = retryable
+        self.attempt, self.last = 0, "no attempt made"
+
+    def start(self) -> tuple[str, float]:
+        """(master to ask, seconds this try may take)."""
+        counter = MASTER_CALLS.get()
+        if counter is not None:
+            counter[0] += 1
+        address = self.client._candidate()
+        return address, max(0.05, min(self.attempt_timeout, self.stop_at - time.monotonic()))
+
+    def answered(self, address: str) -> None:
+        self.client._note(address, True, None)
+        self.client._reach.answered(address)
+
+    def failed(self, address: str, err: grpc.RpcError) -> float:
+        """The pause before the next try; raises the GfsError to give up with."""
+        client = self.client
+        code, details = err.code(), err.details() or ""
+        if code not in self.retryable:
+            self.answered(address)
+            raise from_grpc(code, details) from None
+        hint = dict(err.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
+        client._note(address, False, hint if hint != address else None)
+        client._reach.failed(address, details)
+        self.last = f"{address}: {details or code.name}"
+        self.attempt += 1
+        if time.monotonic() >= self.stop_at:
+            raise Unavailable(client._reach.timeout_message(self.total, self.last))
+        if (unreachable := client._reach.give_up()) is not None:
+            raise unreachable
+        if hint:
+            return 0.0
+        # no leader known (an election is on): ask again within 0.25 s
+        return min(0.25, 0.02 * (2 ** min(self.attempt, 4))) * random.uniform(0.5, 1.0)
+
+
 class Client(IdentityCalls, OidcCalls, RouteCalls):
     """Namespace operations against a gfs cluster (thread-safe).
 
@@ -426,36 +482,36 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Call `method` on the leader, following redirects and retrying until the deadline
         (each attempt waits at most `attempt_timeout`, default the client's; a change that
         must not run twice retries UNAVAILABLE only)."""
-        stop_at = time.monotonic() + (deadline or self.deadline)
-        attempt, last = 0, "no attempt made"
+        tries = _Attempts(self, deadline, attempt_timeout, retryable)
         while True:
-            address = self._candidate()
-            remaining = stop_at - time.monotonic()
+            address, timeout = tries.start()
             try:
                 response = getattr(self._stub(address, service), method)(
-                    request, timeout=max(0.05, min(attempt_timeout or self.attempt_timeout,
-                                                   remaining)),
-                    metadata=self._metadata)
-                self._note(address, True, None)
-                self._reach.answered(address)
-                return response
+                    request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as err:
-                code, details = err.code(), err.details() or ""
-                if code not in retryable:
-                    self._note(address, True, None)
-                    self._reach.answered(address)
-                    raise from_grpc(code, details) from None
-                hint = dict(err.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
-                self._note(address, False, hint if hint != address else None)
-                self._reach.failed(address, details)
-                last = f"{address}: {details or code.name}"
-            attempt += 1
-            if time.monotonic() >= stop_at:
-                raise Unavailable(self._reach.timeout_message(deadline or self.deadline, last))
-            if (unreachable := self._reach.give_up()) is not None:
-                raise unreachable
-            if not hint:    # no leader known (an election is on): ask again within 0.25 s
-                time.sleep(min(0.25, 0.02 * (2 ** min(attempt, 4))) * random.uniform(0.5, 1.0))
+                pause = tries.failed(address, err)
+            else:
+                tries.answered(address)
+                return response
+            if pause:
+                time.sleep(pause)
+
+    async def call_async(self, stub_for: Callable[[str], object], method: str, request):
+        """`_call` for asyncio callers: the same leader-following and retries, each attempt on
+        the stub `stub_for(address)` gives (a grpc.aio one: gfs/aio.py), nothing blocking."""
+        tries = _Attempts(self, None, None, RETRYABLE)
+        while True:
+            address, timeout = tries.start()
+            try:
+                response = await getattr(stub_for(address), method)(
+                    request, timeout=timeout, metadata=self._metadata)
+            except grpc.RpcError as err:
+                pause = tries.failed(address, err)
+            else:
+                tries.answered(address)
+                return response
+            if pause:
+                await asyncio.sleep(pause)
 
     @property
     def leader(self) -> str | None:
@@ -467,13 +523,20 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         return self._call(method, request, deadline=deadline)
 
     def _mutate(self, method: str, request_cls, service: type = pb_grpc.MasterStub, **fields):
+        with self.tagged(request_cls, fields) as request:
+            return self._call(method, request, service=service)
+
+    @contextmanager
+    def tagged(self, request_cls, fields: dict):
+        """A mutating request built from `fields`, tagged with this client's (client_id, seq)
+        for exactly-once execution; the seq counts as in flight until the block ends."""
         for name, value in fields.items():       # a clear error, not protobuf's UnicodeError
             if isinstance(value, str):
                 utf8(value, _FIELD_WORDS.get(name, name))
         seq, ack = self._seq.begin()
         try:
             header = pb.RequestHeader(client_id=self.client_id, seq=seq, ack_seq=ack)
-            return self._call(method, request_cls(header=header, **fields), service=service)
+            yield request_cls(header=header, **fields)
         finally:
             self._seq.end(seq)
 
@@ -741,16 +804,28 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         if data is None:
             return None
         try:
-            resp = self._mutate("PutInline", pb.PutInlineRequest, path=path, data=data,
-                                checksum=inline_checksum(data), replication=replication,
-                                storage_class=storage_class, mode=mode, overwrite=overwrite,
-                                xattrs=xattrs() if xattrs else None)
+            resp = self._mutate("PutInline", pb.PutInlineRequest, **self.inline_fields(
+                data, path, replication, storage_class, overwrite, mode, xattrs))
         except GfsError as err:
-            if err.code != "OUT_OF_RANGE":
-                raise
-            self.inline_max = min(self.inline_max, len(data) - 1)
+            self.inline_refused(err, len(data))
             return None
         return FileInfo.from_proto(resp.info)
+
+    @staticmethod
+    def inline_fields(data: bytes, path: str, replication: int = 0, storage_class: str = "",
+                      overwrite: bool = False, mode: int = 0o644,
+                      xattrs: Callable[[], dict[str, str]] | None = None) -> dict:
+        """The fields of a PutInline request storing `data` at `path`."""
+        return dict(path=path, data=data, checksum=inline_checksum(data),
+                    replication=replication, storage_class=storage_class, mode=mode,
+                    overwrite=overwrite, xattrs=xattrs() if xattrs else None)
+
+    def inline_refused(self, err: GfsError, size: int) -> None:
+        """After a PutInline of `size` bytes failed with `err`: re-raise it, unless the masters
+        only refused to store that much inline (then offer less from now on)."""
+        if err.code != "OUT_OF_RANGE":
+            raise err
+        self.inline_max = min(self.inline_max, size - 1)
 
     def _abandon(self, created: pb.CreateResponse | None) -> None:
         """Best-effort abort of an upload; if it fails the upload stays pending and invisible,

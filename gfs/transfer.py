@@ -108,6 +108,7 @@ class Channels:
         self.bulk_writes = os.environ.get(ENV_BULK_WRITES, "1") != "0"
         self._bulk_ports: dict[str, int] = {}
         self._credentials = channel_credentials(tls_ca) if tls_ca else None
+        self.signs_calls = daemon_auth is not None
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
@@ -124,6 +125,15 @@ class Channels:
                     ch = grpc.intercept_channel(ch, self._interceptor)
                 self._channels[address] = ch
             return ch
+
+    def aio_channel(self, address: str) -> grpc.aio.Channel:
+        """A new grpc.aio channel to `address` for the running event loop, with this object's
+        options and TLS (never signed: daemons' calls stay on the blocking channels)."""
+        if self.signs_calls:
+            raise RuntimeError("signed calls have no asyncio channel")
+        if self._credentials is not None:
+            return grpc.aio.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
+        return grpc.aio.insecure_channel(address, CHANNEL_OPTIONS)
 
     def stub(self, address: str, kind: type = cpb_grpc.ChunkserverStub):
         """A stub of `kind` for `address`, built once (building one costs a few dozen µs)."""

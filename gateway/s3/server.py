@@ -16,7 +16,9 @@ from gateway.s3.credentials import Credentials
 from gateway.s3.errors import S3Error, not_implemented
 from gateway.s3.naming import check_bucket
 from gateway.s3.request import Call
+from gateway.metrics import GatewayMetrics
 from gfs.aio import AsyncClient
+from gfs.client import MASTER_CALLS
 
 log = logging.getLogger("gateway.s3")
 # The gfs client's calls for S3 requests run here: each blocks a thread for its whole transfer
@@ -33,8 +35,9 @@ UNSUPPORTED = ("acl", "policy", "cors", "lifecycle", "versioning", "versions", "
 
 class S3App:
     def __init__(self, admin: AsyncClient, credentials: Credentials, region: str = "us-east-1",
-                 domains: tuple[str, ...] = ()):
+                 domains: tuple[str, ...] = (), metrics: GatewayMetrics | None = None):
         self.admin = admin.in_executor(OFFLOAD)
+        self.metrics = metrics
         self.credentials = credentials
         self.region = region
         self.domains = tuple(d.lower().strip(".") for d in domains)
@@ -43,6 +46,8 @@ class S3App:
 
     async def __call__(self, ex: Exchange) -> None:
         request_id = os.urandom(8).hex().upper()
+        calls = [0]                                # master RPCs this request makes
+        counting = MASTER_CALLS.set(calls)
         try:
             await self._serve(ex, request_id)
         except S3Error as err:
@@ -53,6 +58,10 @@ class S3App:
             log.exception("S3 request %s %s failed", ex.head.method, ex.head.path)
             await self._error(ex, S3Error("InternalError", "We encountered an internal error. "
                                           "Please try again.", 500), request_id)
+        finally:
+            MASTER_CALLS.reset(counting)
+            if self.metrics is not None:
+                self.metrics.s3_master_calls.labels(ex.head.method).observe(calls[0])
 
     async def _error(self, ex: Exchange, err: S3Error, request_id: str) -> None:
         if ex.response_started:

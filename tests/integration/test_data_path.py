@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from gfs.aio import AsyncClient
+from gfs.client import MASTER_CALLS
 from gfs.errors import GfsError
 from raw_chunks import read_replica
 
@@ -103,6 +104,34 @@ def test_asyncio_client(cluster):
             got = await asyncio.gather(*(c.read(f"/aio/{i}") for i in range(3)))
             assert all(g == data for g in got)
             assert [e.path for e in await c.list("/aio")] == ["/aio/0", "/aio/1", "/aio/2"]
+    asyncio.run(main())
+
+
+def test_asyncio_stat_and_put_inline_run_on_the_loop_and_follow_a_new_leader(make_cluster):
+    """AsyncClient.stat / put_inline go over grpc.aio channels on the running loop: one master
+    call each (MASTER_CALLS counts them), and after the leader is killed they find the new one
+    with the same retries as the blocking client."""
+    cluster = make_cluster(masters=3, name="inline", options={
+        "master": {**OPTS["master"], "inline-max": "64KiB"}})
+
+    async def main():
+        async with AsyncClient(cluster.master_addresses(), token=cluster.admin_token) as c:
+            await c.mkdir("/aio-small")
+            counted = [0]
+            MASTER_CALLS.set(counted)
+            info = await c.put_inline(b"tiny", "/aio-small/a", xattrs=lambda: {"k": "v"})
+            assert (info.inline, info.size, info.xattrs, counted[0]) == (True, 4, {"k": "v"}, 1)
+            got = await c.stat("/aio-small/a", for_read=True)
+            assert (got.inline_data, got.xattrs, counted[0]) == (b"tiny", {"k": "v"}, 2)
+            with pytest.raises(GfsError) as err:
+                await c.put_inline(b"again", "/aio-small/a")          # no overwrite asked
+            assert err.value.code == "ALREADY_EXISTS"
+            cluster.kill(cluster.leader())
+            await c.put_inline(b"after", "/aio-small/a", overwrite=True)
+            assert (await c.stat("/aio-small/a", for_read=True)).inline_data == b"after"
+            with pytest.raises(GfsError) as err:
+                await c.stat("/aio-small/missing")
+            assert err.value.code == "NOT_FOUND"
     asyncio.run(main())
 
 

@@ -71,6 +71,39 @@ def test_a_small_put_is_one_inline_entry_with_its_metadata(s3c):
         "InvalidRange"
 
 
+def master_calls(c, method: str) -> tuple[float, float]:
+    """(requests, master RPCs they made) for S3 requests of `method`, from the gateway's
+    metrics (gfs_gateway_s3_master_calls)."""
+    import urllib.request
+    with urllib.request.urlopen(f"http://{c.spec['gateways'][0]['metrics']}/metrics",
+                                timeout=10) as page:
+        text = page.read().decode()
+    figures = {}
+    for line in text.splitlines():
+        for kind in ("count", "sum"):
+            prefix = f'gfs_gateway_s3_master_calls_{kind}{{method="{method}"}} '
+            if line.startswith(prefix):
+                figures[kind] = float(line[len(prefix):])
+    return figures.get("count", 0.0), figures.get("sum", 0.0)
+
+
+def test_a_small_put_and_get_each_make_one_master_call(s3c):
+    """The gateway's whole cost at the masters: one PutInline for the PUT, one stat for the
+    GET and the HEAD (the bucket's owner remembered), counted by the gateway itself."""
+    s3 = s3c.alice
+    body = os.urandom(4096)
+    s3.put_object(Bucket="small", Key="counted", Body=b"warm")    # the bucket's owner known
+    for method, call in (
+            ("PUT", lambda: s3.put_object(Bucket="small", Key="counted", Body=body)),
+            ("GET", lambda: s3.get_object(Bucket="small", Key="counted")["Body"].read()),
+            ("HEAD", lambda: s3.head_object(Bucket="small", Key="counted"))):
+        requests, calls = master_calls(s3c, method)
+        call()
+        after = master_calls(s3c, method)
+        assert (after[0] - requests, after[1] - calls) == (1, 1), method
+    assert s3.get_object(Bucket="small", Key="counted")["Body"].read() == body
+
+
 def test_conditional_gets_of_a_small_object(s3c):
     s3 = s3c.alice
     etag = s3.put_object(Bucket="small", Key="cond", Body=b"conditional")["ETag"]

@@ -140,3 +140,16 @@ def test_chunk_signatures_match_the_aws_documentation_example():
     assert second == "0055627c9e194cb4542bae2aa5492e3c1575bbb81b612b7d234b86a503ef5497"
     last = sigv4.chunk_signature(verified, second, sigv4.EMPTY_SHA256)
     assert last == "b6c6ea8a5354eaf15b3cb7646744f4275b71ea724fed81ceb9323e279d449df9"
+
+
+def test_request_time_parses_x_amz_date_as_strptime_would_and_refuses_the_rest():
+    import calendar
+    for good in ("20130524T000000Z", "19700101T000000Z", "20240229T235959Z",
+                 "20261202T111504Z"):
+        assert sigv4.request_time(good) == calendar.timegm(
+            time.strptime(good, "%Y%m%dT%H%M%SZ"))
+    for bad in ("20131324T000000Z", "20230229T000000Z", "20130524T240000Z",
+                "20130524T000060Z", "2013052T000000Z", "20130524T000000", "20130524T000000Zx",
+                "20130524T000000Z\n", "２０130524T000000Z", "20130524 000000Z", ""):
+        with pytest.raises(ValueError):
+            sigv4.request_time(bad)
