@@ -71,8 +71,15 @@ class GatewayProc:
             cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         self.log = open(os.path.join(self.dir, "gateway.log"), "a")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        for i in range(workers):
-            wait_for(lambda: self._up(self.metrics_port + i), 20, "the gateway to listen", 0.1)
+        try:
+            # A gateway re-execs itself once (PYTHONMALLOC): two interpreter start-ups, which
+            # take tens of seconds on a loaded machine.
+            for i in range(workers):
+                wait_for(lambda: self._up(self.metrics_port + i), 60, "the gateway to listen",
+                         0.1)
+        except BaseException:
+            self.stop()                        # never leave a gateway running behind a failure
+            raise
 
     def _up(self, port: int) -> bool:
         assert self.proc.poll() is None, open(self.log.name).read()[-3000:]
