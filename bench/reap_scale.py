@@ -4,6 +4,10 @@ before (the whole tree in the delete command) and after (the tree unlinked by th
 the same apply code the masters run, without Raft and gRPC around it.
 
     PYTHONPATH=. python -m bench.reap_scale [--files 100000] [--per-dir 1000] [--batch 500]
+        [--trash]
+
+With --trash the tree goes to the trash (`rm -r` as users run it) and that trash entry is then
+purged: the delete's and the purge's apply times are reported too.
 
 Reported per mode: the delete command's apply time, the longest and total apply time of the
 `reap` commands, and their number. A client's command queued behind the apply thread waits at
@@ -46,7 +50,8 @@ def build(state: MetadataState, files: int, per_dir: int) -> int:
     return index
 
 
-def measure(files: int, per_dir: int, reap_over: int, batch: int) -> dict:
+def measure(files: int, per_dir: int, reap_over: int, batch: int, trash: bool = False) -> dict:
+    """Delete /tree (into the trash and purge it, with `trash`) and reap what is queued."""
     work = tempfile.mkdtemp(prefix="gfs-reap-bench-")
     try:
         with MetadataState(work, map_size=8 << 30) as state:
@@ -54,17 +59,29 @@ def measure(files: int, per_dir: int, reap_over: int, batch: int) -> dict:
             t = time.perf_counter()
             index += 1
             [res] = state.apply_batch(index, [{"op": "delete", "path": "/tree", "recursive": True,
-                                               "trash": False, "reap_over": reap_over,
-                                               "now": NOW}])
+                                               "trash": trash, "user": "bench",
+                                               "reap_over": reap_over, "now": NOW}])
             delete_s = time.perf_counter() - t
             assert "ok" in res, res
+            purge_s = None
+            if trash:
+                t = time.perf_counter()
+                index += 1
+                [purged] = state.apply_batch(index, [{
+                    "op": "trash_purge", "user": "bench", "all_users": False,
+                    "ids": [res["ok"]["trash_id"]], "before": 0, "reap_over": reap_over,
+                    "now": NOW}])
+                purge_s = time.perf_counter() - t
+                assert purged["ok"] == {"purged": 1}, purged
             reaps = []
             while state.reaping():
                 t = time.perf_counter()
                 index += 1
                 [res] = state.apply_batch(index, [{"op": "reap", "limit": batch, "now": NOW}])
                 reaps.append(time.perf_counter() - t)
-            return {"delete_apply_ms": round(delete_s * 1000, 1), "reap_commands": len(reaps),
+            return {"delete_apply_ms": round(delete_s * 1000, 1),
+                    **({"purge_apply_ms": round(purge_s * 1000, 1)} if trash else {}),
+                    "reap_commands": len(reaps),
                     "longest_reap_ms": round(max(reaps, default=0) * 1000, 1),
                     "all_reaps_s": round(sum(reaps), 2)}
     finally:
@@ -77,10 +94,13 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--per-dir", type=int, default=1000)
     ap.add_argument("--batch", type=int, default=500)
+    ap.add_argument("--trash", action="store_true",
+                    help="rm -r into the trash, then purge it (else rm -r for good)")
     a = ap.parse_args()
-    print(json.dumps({"files": a.files,
-                      "before (one command)": measure(a.files, a.per_dir, 0, a.batch),
-                      "after (reaped)": measure(a.files, a.per_dir, a.batch, a.batch)}, indent=2))
+    print(json.dumps({"files": a.files, "trash": a.trash,
+                      "before (one command)": measure(a.files, a.per_dir, 0, a.batch, a.trash),
+                      "after (reaped)": measure(a.files, a.per_dir, a.batch, a.batch, a.trash)},
+                     indent=2))
 
 
 if __name__ == "__main__":

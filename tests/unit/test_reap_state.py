@@ -103,3 +103,25 @@ def test_purge_of_a_big_trash_entry_hands_it_to_the_reaper(pair):
     assert keys(d.state, "garbage") == keys(fast.state, "garbage")   # garbage since: the reap
     assert tables(d.state)["dirents"] == tables(fast.state)["dirents"]
     assert d.state.reaping() == 0
+
+
+def test_a_big_tree_goes_to_the_trash_without_a_walk_of_it(pair, monkeypatch):
+    """rm -r into the trash: a big tree's record takes its files and bytes from the directory
+    totals (a walk of a million inodes would hold the apply thread for seconds); a small tree
+    is still walked. Both records agree on what the tree holds."""
+    walked, big = pair
+    for d in pair:
+        build(d)
+    small = walked.ok(trash("/big", reap_over=100))
+    assert small["deleted"] == 3 + FILES                     # walked: every inode
+    from master import namespace
+    monkeypatch.setattr(namespace, "tree_summary", lambda *a: pytest.fail("tree walked"))
+    ok = big.ok(trash("/big", reap_over=10))
+    assert ok["deleted"] == FILES                              # its files, from the totals
+    [walked_entry], [big_entry] = walked.state.trash_list(None), big.state.trash_list(None)
+    for key in ("size", "files", "path", "user", "type"):
+        assert big_entry[key] == walked_entry[key], key
+    assert big_entry["size"] == FILES * 15
+    # restorable as any trash entry, and purged by the reaper like one
+    assert big.ok(restore(big_entry["id"], dst="/back"))["path"] == "/back"
+    assert big.state.du("/back")["files"] == FILES
