@@ -25,21 +25,22 @@ applied on a quorum) for the whole run. Phases, in order:
 1. start: time from starting the three daemons until a leader with quorum serves the
    administrator; each master's RSS then.
 2. baseline: the probe alone for --window seconds.
-3. list: every page of the N-entry directory (1,000 names a page), timed page by page.
-4. catch-up: a follower is killed (-9), its data directory wiped and restarted; it must get the
+3. catch-up: a follower is killed (-9), its data directory wiped and restarted; it must get the
    leader's snapshot (the leader has compacted its log first: "until a snapshot", the wait for
-   it, is a phase of its own, as the leader writes it in its tick thread). Timed until its applied index
-   reaches the leader's commit index at its restart.
-5. leader restart: the leader is killed (-9); timed until a new leader with quorum serves a
+   it, is a phase of its own, as the leader writes it in its tick thread). Timed until its
+   applied index reaches the leader's commit index at its restart.
+4. leader restart: the leader is killed (-9); timed until a new leader with quorum serves a
    stat of the big directory; then the old leader restarts and is timed until caught up.
+5. list: every page of the N-entry directory (1,000 names a page), timed page by page.
 6. rm -r: `delete(/tree, recursive)` into the trash, timed.
 7. purge: `trash purge` of it, timed, and then until the leader's reaper logs it is done.
 8. after: the probe alone again for --window seconds.
 
 Reported: every phase's duration and the probe's create latency (n, p50, p99, max, failures)
-during it, the leader's snapshot writes in each phase, each master's RSS after start and its
+during it, the masters' snapshot writes and leader elections in each phase, each master's RSS after start and its
 peak at the end, the listing's pages and per-page p50/p99, and the sizes of the store and
-snapshot. A markdown table is printed; JSON and markdown go to --out.
+snapshot. A markdown table is printed; JSON and markdown go to --out — also when a phase fails
+or the run is stopped (SIGTERM): then with what was measured and the error.
 """
 from __future__ import annotations
 
@@ -214,7 +215,8 @@ def list_all(client, path: str) -> dict:
 # --- the run -----------------------------------------------------------------------------------
 
 def run(files: int, work: str, window: float = 15.0, compact_entries: int = 1000,
-        template: str | None = None, timeout: float = 1800.0, logs: str | None = None) -> dict:
+        template: str | None = None, timeout: float = 1800.0, logs: str | None = None,
+        catch_up_timeout: float = 600.0) -> dict:
     from cli.localcluster import LocalCluster
     from master import backup as restore_backup
     started = time.monotonic()
@@ -248,12 +250,15 @@ def run(files: int, work: str, window: float = 15.0, compact_entries: int = 1000
                     time.sleep(window)
                     phases["baseline"] = (w, time.time())
 
+                    figures["catch_up"] = follower_catch_up(cluster, masters, log, phases,
+                                                            catch_up_timeout)
+                    if figures["catch_up"]["s"] is not None:
+                        figures["leader_restart"] = leader_restart(cluster, masters, phases,
+                                                                   timeout)
+
                     w = time.time()
                     figures["list"] = list_all(client, BIG_DIR)
                     phases["list"] = (w, time.time())
-
-                    figures["catch_up"] = follower_catch_up(cluster, masters, log, phases, timeout)
-                    figures["leader_restart"] = leader_restart(cluster, masters, phases, timeout)
 
                     w = time.time()
                     s = time.monotonic()
@@ -275,17 +280,20 @@ def run(files: int, work: str, window: float = 15.0, compact_entries: int = 1000
                     w = time.time()
                     time.sleep(window)
                     phases["after"] = (w, time.time())
+                except BaseException as exc:    # noqa: BLE001 - what was measured is still reported
+                    figures["error"] = f"{type(exc).__name__}: {exc}"
                 finally:
                     probe.stop()
                     probe.client.close()
             figures["rss_peak_mib"] = {n: mib(process_stats(cluster.pid(n))["peak_rss"])
                                        for n in masters}
             figures["rss_end_mib"] = {n: mib(rss_now(cluster.pid(n))) for n in masters}
-            snaps = {n: log_times(log[n], "snapshot written at index") for n in masters}
+            snaps = [x for n in masters for x in log_times(log[n], "snapshot written at index")]
+            elected = [x for n in masters for x in log_times(log[n], "raft role is now leader")]
             result["phases"] = {
                 name: {"s": round(end - start, 2), "creates": probe.between(start, end),
-                       "snapshots_written": sum(1 for n in masters for x in snaps[n]
-                                                if start <= x < end)}
+                       "snapshots_written": sum(1 for x in snaps if start <= x < end),
+                       "leaders_elected": sum(1 for x in elected if start <= x < end)}
                 for name, (start, end) in phases.items()}
             result["snapshot_bytes"] = max(
                 (os.path.getsize(p) for p in (Path(cluster.data_path(m)) / "raft" / "snapshot.bin"
@@ -326,14 +334,25 @@ def follower_catch_up(cluster, masters: dict, log: dict, phases: dict, timeout: 
     target = cluster.master_status(masters[leader])["commit_index"]
     w, s = time.time(), time.monotonic()
     cluster.start(follower)
-    wait_for("the wiped follower's catch-up", lambda: caught_up(cluster, masters[follower], target),
-             timeout, 0.2)
-    took = time.monotonic() - s
+    try:
+        wait_for("the wiped follower's catch-up",
+                 lambda: caught_up(cluster, masters[follower], target), timeout, 0.2)
+        took: float | None = round(time.monotonic() - s, 2)
+    except TimeoutError:
+        # Reported as such; the follower is stopped (its elections would disturb what follows)
+        # and the rest runs on the two others, without the leader-restart phase.
+        took = None
+        received = sum(p.stat().st_size for p in (data / "raft").glob("snapshot.bin*.tmp"))
+        cluster.kill(follower)
     phases["catch-up"] = (w, time.time())
     installed = log_time(log[follower], "installed snapshot from leader")
-    return {"follower": follower, "s": round(took, 2), "waited_for_snapshot_s": round(waited, 1),
-            "by_snapshot": installed is not None and installed >= w,
-            "snapshot_bytes": snapshot.stat().st_size if snapshot.exists() else None}
+    out = {"follower": follower, "s": took, "waited_for_snapshot_s": round(waited, 1),
+           "by_snapshot": installed is not None and installed >= w,
+           "snapshot_bytes": snapshot.stat().st_size if snapshot.exists() else None}
+    if took is None:
+        out["not_caught_up_within_s"] = timeout
+        out["snapshot_bytes_received_at_timeout"] = received
+    return out
 
 
 def leader_restart(cluster, masters: dict, phases: dict, timeout: float) -> dict:
@@ -359,48 +378,66 @@ def leader_restart(cluster, masters: dict, phases: dict, timeout: float) -> dict
 
 # --- report ------------------------------------------------------------------------------------
 
+def _get(r: dict, *keys: str):
+    """r[k1][k2]..., or None when a phase did not run (the run stopped early)."""
+    for key in keys:
+        if not isinstance(r, dict) or key not in r:
+            return None
+        r = r[key]
+    return r
+
+
 def markdown(r: dict) -> str:
-    """The figures as markdown tables."""
+    """The figures as markdown tables (— where a phase did not run)."""
     lines = [f"### Namespace scale: {r['files']:,} files in one directory ({r['directory']})", "",
              "| figure | value |", "|---|---|"]
     seed = r["seed"]
+    g = lambda *keys: _get(r, *keys)      # noqa: E731
     rows = [
         ("seed: build through apply_batch (s)", seed.get("build_s")),
         ("seed: store size (MiB)", mib(seed.get("store_bytes"))),
         ("seed: restore into 3 masters (s)", seed.get("restore_s")),
-        ("start: 3 masters to leader serving (s)", r["start_s"]),
-        ("RSS after start, per master (MiB)", _per(r["rss_after_start_mib"])),
-        ("RSS peak over the run, per master (MiB)", _per(r["rss_peak_mib"])),
-        ("list: pages / entries", f"{r['list']['pages']} / {r['list']['entries']:,}"),
-        ("list: total (s)", r["list"]["total_s"]),
-        ("list: per page p50 / p99 / max (ms)",
-         f"{r['list']['page_p50_ms']} / {r['list']['page_p99_ms']} / {r['list']['page_max_ms']}"),
-        ("wiped follower: catch-up (s)", r["catch_up"]["s"]),
-        ("wiped follower: by snapshot", r["catch_up"]["by_snapshot"]),
-        ("snapshot size (MiB)", mib(r["catch_up"]["snapshot_bytes"])),
+        ("start: 3 masters to leader serving (s)", g("start_s")),
+        ("RSS after start, per master (MiB)", _per(g("rss_after_start_mib"))),
+        ("RSS peak over the run, per master (MiB)", _per(g("rss_peak_mib"))),
+        ("wiped follower: catch-up (s)", g("catch_up", "s")),
+        ("wiped follower: by snapshot", g("catch_up", "by_snapshot")),
+        ("snapshot size (MiB)", mib(g("catch_up", "snapshot_bytes"))),
+        ("wiped follower: not caught up within (s) / snapshot MiB received by then",
+         None if g("catch_up", "not_caught_up_within_s") is None else
+         f"{g('catch_up', 'not_caught_up_within_s')} / "
+         f"{mib(g('catch_up', 'snapshot_bytes_received_at_timeout'))}"),
         ("leader kill -9: new leader serves stat (s)",
-         r["leader_restart"]["new_leader_serves_stat_s"]),
+         g("leader_restart", "new_leader_serves_stat_s")),
         ("old leader: restart to caught up (s)",
-         r["leader_restart"]["old_leader_restart_to_caught_up_s"]),
-        ("rm -r (to trash) call (s)", r["rm_r_s"]),
-        ("trash purge call (s)", r["purge_call_s"]),
-        ("trash purge until reaped (s)", r["purge_until_reaped_s"]),
-        ("tree gone afterwards", r["gone"]),
-        ("whole run (s)", r["wall_s"]),
+         g("leader_restart", "old_leader_restart_to_caught_up_s")),
+        ("list: pages / entries", f"{g('list', 'pages')} / {g('list', 'entries')}"),
+        ("list: total (s)", g("list", "total_s")),
+        ("list: per page p50 / p99 / max (ms)",
+         f"{g('list', 'page_p50_ms')} / {g('list', 'page_p99_ms')} / {g('list', 'page_max_ms')}"),
+        ("rm -r (to trash) call (s)", g("rm_r_s")),
+        ("trash purge call (s)", g("purge_call_s")),
+        ("trash purge until reaped (s)", g("purge_until_reaped_s")),
+        ("tree gone afterwards", g("gone")),
+        ("whole run (s)", g("wall_s")),
     ]
+    if r.get("error"):
+        rows.append(("**stopped early**", r["error"]))
     lines += [f"| {k} | {v} |" for k, v in rows]
     lines += ["", "Another client's creates (mkdir, one Raft command each) during each phase:", "",
-              "| phase | s | creates | p50 ms | p99 ms | max ms | failed | snapshots written |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| phase | s | creates | p50 ms | p99 ms | max ms | failed | snapshots written "
+              "(all masters) | leaders elected |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, p in r["phases"].items():
         c = p["creates"]
         lines.append(f"| {name} | {p['s']} | {c['n']} | {c['p50_ms']} | {c['p99_ms']} | "
-                     f"{c['max_ms']} | {c['failed']} | {p['snapshots_written']} |")
+                     f"{c['max_ms']} | {c['failed']} | {p['snapshots_written']} | "
+                     f"{p['leaders_elected']} |")
     return "\n".join(lines) + "\n"
 
 
-def _per(values: dict) -> str:
-    return " / ".join(str(v) for v in values.values())
+def _per(values: dict | None) -> str | None:
+    return None if values is None else " / ".join(str(v) for v in values.values())
 
 
 def main() -> None:
@@ -416,8 +453,12 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=1800.0, help="per wait, seconds")
     ap.add_argument("--out", default=None, help="write DATE-namespace-scale-N.json/.md here")
     ap.add_argument("--logs", default=None, help="copy the masters' logs here at the end")
+    ap.add_argument("--catch-up-timeout", type=float, default=600.0,
+                    help="give up on the wiped follower after this long (reported; the run "
+                         "goes on with two masters and no leader-restart phase)")
     a = ap.parse_args()
-    r = run(a.files, a.work, a.window, a.compact_entries, a.template, a.timeout, a.logs)
+    r = run(a.files, a.work, a.window, a.compact_entries, a.template, a.timeout, a.logs,
+            a.catch_up_timeout)
     text = markdown(r)
     print(text)
     if a.out:
@@ -425,6 +466,8 @@ def main() -> None:
         stem = os.path.join(a.out, f"{datetime.now(timezone.utc):%Y-%m-%d}-namespace-scale-{a.files}")
         Path(stem + ".json").write_text(json.dumps(r, indent=2) + "\n")
         Path(stem + ".md").write_text(text)
+    if r.get("error"):
+        raise SystemExit(f"stopped early: {r['error']}")
 
 
 if __name__ == "__main__":
