@@ -37,8 +37,8 @@ applied on a quorum) for the whole run. Phases, in order:
 8. after: the probe alone again for --window seconds.
 
 Reported: every phase's duration and the probe's create latency (n, p50, p99, max, failures)
-during it, the masters' snapshot writes and leader elections in each phase, each master's RSS after start and its
-peak at the end, the listing's pages and per-page p50/p99, and the sizes of the store and
+during it, the masters' snapshot writes and leader elections in each phase, each master's RSS
+after start and its peak at the end, the listing's pages and per-page p50/p99, and the sizes of the store and
 snapshot. A markdown table is printed; JSON and markdown go to --out — also when a phase fails
 or the run is stopped (SIGTERM): then with what was measured and the error.
 """
@@ -208,7 +208,8 @@ def list_all(client, path: str) -> dict:
             break
     ms = [p * 1000 for p in pages]
     return {"total_s": round(time.monotonic() - t, 2), "pages": len(pages), "entries": entries,
-            "page_p50_ms": round(percentile(ms, 50), 1), "page_p99_ms": round(percentile(ms, 99), 1),
+            "page_p50_ms": round(percentile(ms, 50), 1),
+            "page_p99_ms": round(percentile(ms, 99), 1),
             "page_max_ms": round(max(ms), 1)}
 
 
@@ -463,7 +464,8 @@ def main() -> None:
     print(text)
     if a.out:
         os.makedirs(a.out, exist_ok=True)
-        stem = os.path.join(a.out, f"{datetime.now(timezone.utc):%Y-%m-%d}-namespace-scale-{a.files}")
+        day = f"{datetime.now(timezone.utc):%Y-%m-%d}"
+        stem = os.path.join(a.out, f"{day}-namespace-scale-{a.files}")
         Path(stem + ".json").write_text(json.dumps(r, indent=2) + "\n")
         Path(stem + ".md").write_text(text)
     if r.get("error"):

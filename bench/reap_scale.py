@@ -10,8 +10,9 @@ With --trash the tree goes to the trash (`rm -r` as users run it) and that trash
 purged: the delete's and the purge's apply times are reported too.
 
 Reported per mode: the delete command's apply time (wall and CPU ms), the longest and total
-apply time of the `reap` commands, and their number. A client's command queued behind the apply thread waits at
-most the longest single apply (plus Raft), so that figure is what other clients' p99 sees.
+apply time of the `reap` commands, and their number. A client's command queued behind the
+apply thread waits at most the longest single apply (plus Raft), so that figure is what other
+clients' p99 sees.
 """
 from __future__ import annotations
 
