@@ -89,8 +89,18 @@ def remove_tree(tx: Tx, ino: int, now: int) -> int:
 
 
 def smaller_than(tx: Tx, ino: int, limit: int) -> bool:
-    """Does the tree at `ino` have fewer than `limit` inodes? (Reads at most `limit` of them.)"""
-    return all(n < limit for n, _ in enumerate(_walk(tx, ino), 1))
+    """Does the tree at `ino` have fewer than `limit` inodes? Reads at most `limit` entries
+    (each directory's only up to what is left to count: a directory of a million entries was
+    read whole, holding the apply thread ~10 s; bench/namespace_scale.py)."""
+    count, stack = 0, [ino]
+    while stack:
+        current = stack.pop()
+        count += 1
+        if count >= limit:
+            return False
+        if tx.is_dir(current):
+            stack.extend(child for _, child in tx.entries(current, limit=limit - count))
+    return True
 
 
 def queue_reap(tx: Tx, record: dict) -> None:

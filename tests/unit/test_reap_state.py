@@ -125,3 +125,26 @@ def test_a_big_tree_goes_to_the_trash_without_a_walk_of_it(pair, monkeypatch):
     # restorable as any trash entry, and purged by the reaper like one
     assert big.ok(restore(big_entry["id"], dst="/back"))["path"] == "/back"
     assert big.state.du("/back")["files"] == FILES
+
+
+def test_counting_a_big_tree_reads_no_more_entries_than_the_limit(pair, monkeypatch):
+    """smaller_than reads each directory only up to what is left to count (a directory of a
+    million entries was read whole by a delete or a purge: ~10 s of apply thread)."""
+    from master import namespace
+    from master.store import Tx
+    d, _ = pair
+    build(d)
+    read: list[int] = []
+    entries = Tx.entries
+
+    def counted(self, parent, start_after="", limit=None):
+        out = entries(self, parent, start_after, limit)
+        read.append(len(out))
+        return out
+    monkeypatch.setattr(Tx, "entries", counted)
+    with d.state._reader() as tx:
+        big = tx.lookup(1, "big")
+        assert namespace.smaller_than(tx, big, 5) is False
+        assert sum(read) <= 5
+        assert namespace.smaller_than(tx, big, 3 + FILES + 1) is True     # 26 inodes
+        assert namespace.smaller_than(tx, big, 3 + FILES) is False
