@@ -79,6 +79,15 @@ def store_from_template(template: str, data: str, replicas: int) -> float:
     return fill_s
 
 
+def copy_logs(cluster, logs: str) -> None:
+    """Copy every daemon's log of a LocalCluster into the directory `logs` (NAME.log)."""
+    for d in cluster.daemons():
+        log_file = Path(d["data"]) / "daemon.log"
+        if log_file.exists():
+            Path(logs).mkdir(parents=True, exist_ok=True)
+            shutil.copy(log_file, Path(logs) / f"{d['name']}.log")
+
+
 def probe(client, stop: threading.Event, out: list[tuple[float, float, float]]) -> None:
     """mkdir one new directory, then stat it, one after another; (wall time at start, mkdir
     seconds, stat seconds) of each."""
@@ -201,11 +210,7 @@ def run(replicas: int, work: str, before: float, after: float, window: float = 1
         finally:
             cluster.down()
             if logs:
-                for d in cluster.daemons():
-                    log_file = Path(d["data"]) / "daemon.log"
-                    if log_file.exists():
-                        Path(logs).mkdir(parents=True, exist_ok=True)
-                        shutil.copy(log_file, Path(logs) / f"{d['name']}.log")
+                copy_logs(cluster, logs)
     shutil.rmtree(work, ignore_errors=True)
     return result
 

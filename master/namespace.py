@@ -89,8 +89,18 @@ def remove_tree(tx: Tx, ino: int, now: int) -> int:
 
 
 def smaller_than(tx: Tx, ino: int, limit: int) -> bool:
-    """Does the tree at `ino` have fewer than `limit` inodes? (Reads at most `limit` of them.)"""
-    return all(n < limit for n, _ in enumerate(_walk(tx, ino), 1))
+    """Does the tree at `ino` have fewer than `limit` inodes? Reads at most `limit` entries
+    (each directory's only up to what is left to count: a directory of a million entries was
+    read whole, holding the apply thread ~10 s; bench/namespace_scale.py)."""
+    count, stack = 0, [ino]
+    while stack:
+        current = stack.pop()
+        count += 1
+        if count >= limit:
+            return False
+        if tx.is_dir(current):
+            stack.extend(child for _, child in tx.entries(current, limit=limit - count))
+    return True
 
 
 def queue_reap(tx: Tx, record: dict) -> None:
@@ -150,6 +160,18 @@ def tree_summary(tx: Tx, ino: int) -> tuple[int, int, int]:
             files += 1
             size += record["size"]
     return inodes, files, size
+
+
+def _deleted_totals(tx: Tx, ino: int, record: dict, reap_over: int) -> tuple[int, int, int]:
+    """(inodes, files, bytes) of a tree going to the trash. A small one is walked
+    (tree_summary); one of `reap_over` inodes or more is not — walking a million inodes would
+    hold the apply thread for seconds — and takes its committed files and bytes from the
+    directory totals kept up to date on every change (usage.py), its files standing for its
+    inodes (as a big tree's delete reports them)."""
+    if not reap_over or smaller_than(tx, ino, reap_over):
+        return tree_summary(tx, ino)
+    size, files = usage.totals(record)
+    return files, files, size
 
 
 def touched(pending: dict) -> int:
@@ -419,7 +441,7 @@ def delete(tx: Tx, args: dict) -> dict:
                         "inode": ino, "type": target.record["type"], "size": size,
                         "files": files, "deleted": now})
         return {"deleted": files, "trash_id": 0}
-    inodes, files, size = tree_summary(tx, ino)
+    inodes, files, size = _deleted_totals(tx, ino, target.record, args.get("reap_over", 0))
     trash_id = tx.allocate(NEXT_TRASH)
     tx.put_trash(trash_id, {"id": trash_id, "user": who, "path": path, "inode": ino,
                             "type": target.record["type"], "size": size, "files": files,

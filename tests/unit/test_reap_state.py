@@ -103,3 +103,48 @@ def test_purge_of_a_big_trash_entry_hands_it_to_the_reaper(pair):
     assert keys(d.state, "garbage") == keys(fast.state, "garbage")   # garbage since: the reap
     assert tables(d.state)["dirents"] == tables(fast.state)["dirents"]
     assert d.state.reaping() == 0
+
+
+def test_a_big_tree_goes_to_the_trash_without_a_walk_of_it(pair, monkeypatch):
+    """rm -r into the trash: a big tree's record takes its files and bytes from the directory
+    totals (a walk of a million inodes would hold the apply thread for seconds); a small tree
+    is still walked. Both records agree on what the tree holds."""
+    walked, big = pair
+    for d in pair:
+        build(d)
+    small = walked.ok(trash("/big", reap_over=100))
+    assert small["deleted"] == 3 + FILES                     # walked: every inode
+    from master import namespace
+    monkeypatch.setattr(namespace, "tree_summary", lambda *a: pytest.fail("tree walked"))
+    ok = big.ok(trash("/big", reap_over=10))
+    assert ok["deleted"] == FILES                              # its files, from the totals
+    [walked_entry], [big_entry] = walked.state.trash_list(None), big.state.trash_list(None)
+    for key in ("size", "files", "path", "user", "type"):
+        assert big_entry[key] == walked_entry[key], key
+    assert big_entry["size"] == FILES * 15
+    # restorable as any trash entry, and purged by the reaper like one
+    assert big.ok(restore(big_entry["id"], dst="/back"))["path"] == "/back"
+    assert big.state.du("/back")["files"] == FILES
+
+
+def test_counting_a_big_tree_reads_no_more_entries_than_the_limit(pair, monkeypatch):
+    """smaller_than reads each directory only up to what is left to count (a directory of a
+    million entries was read whole by a delete or a purge: ~10 s of apply thread)."""
+    from master import namespace
+    from master.store import Tx
+    d, _ = pair
+    build(d)
+    read: list[int] = []
+    entries = Tx.entries
+
+    def counted(self, parent, start_after="", limit=None):
+        out = entries(self, parent, start_after, limit)
+        read.append(len(out))
+        return out
+    monkeypatch.setattr(Tx, "entries", counted)
+    with d.state._reader() as tx:
+        big = tx.lookup(1, "big")
+        assert namespace.smaller_than(tx, big, 5) is False
+        assert sum(read) <= 5
+        assert namespace.smaller_than(tx, big, 3 + FILES + 1) is True     # 26 inodes
+        assert namespace.smaller_than(tx, big, 3 + FILES) is False
