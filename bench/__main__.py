@@ -9,6 +9,7 @@ settings; an option applies to every chosen benchmark that has it. See docs/benc
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from bench import suite
@@ -54,6 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.reps is not None and a.reps < 1:
         print("bench: --reps must be at least 1", file=sys.stderr)
         return 2
+    for flag, path in (("--data", a.data), ("--out", a.out)):
+        try:
+            if path:
+                os.makedirs(path, exist_ok=True)       # a directory that is not there yet
+        except OSError as err:
+            print(f"bench: {flag} {path}: {err.strerror}", file=sys.stderr)
+            return 2
     try:
         done = suite.run(names, "quick" if a.quick else "full", given, a.reps, a.seed, a.data,
                          a.out, etcd=not a.no_etcd)

@@ -190,7 +190,8 @@ def test_bad_arguments_fail_clearly():
                           (["metadata", "--kills", "2"], "not an option of metadata"),
                           (["metadata", "--concurrency", "0"], "at least 1"),
                           (["tiering", "--capacity", "100MiB"], "at least 160.0 MiB"),
-                          (["tiering", "--kinds", "zeros"], "--kinds wants")):
+                          (["tiering", "--kinds", "zeros"], "--kinds wants"),
+                          (["metadata", "--data", "/proc/no/such/dir"], "--data /proc/no/such")):
         proc = subprocess.run([sys.executable, "-m", "bench", *argv], check=False, cwd=ROOT,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr, (argv, proc.stderr)
