@@ -118,9 +118,7 @@ class Channels:
         with self._lock:
             ch = self._channels.get(address)
             if ch is None:
-                ch = (grpc.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
-                      if self._credentials is not None
-                      else grpc.insecure_channel(address, CHANNEL_OPTIONS))
+                ch = self._new_channel(grpc, address)
                 if self._interceptor is not None:
                     ch = grpc.intercept_channel(ch, self._interceptor)
                 self._channels[address] = ch
@@ -131,9 +129,14 @@ class Channels:
         options and TLS (never signed: daemons' calls stay on the blocking channels)."""
         if self.signs_calls:
             raise RuntimeError("signed calls have no asyncio channel")
+        return self._new_channel(grpc.aio, address)
+
+    def _new_channel(self, kind, address: str):
+        """A channel of `kind` (the grpc or grpc.aio module) with this object's options and
+        TLS."""
         if self._credentials is not None:
-            return grpc.aio.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
-        return grpc.aio.insecure_channel(address, CHANNEL_OPTIONS)
+            return kind.secure_channel(address, self._credentials, CHANNEL_OPTIONS)
+        return kind.insecure_channel(address, CHANNEL_OPTIONS)
 
     def stub(self, address: str, kind: type = cpb_grpc.ChunkserverStub):
         """A stub of `kind` for `address`, built once (building one costs a few dozen µs)."""

@@ -92,9 +92,9 @@ async def _put_small(call: Call, path: str, payload: Payload, attrs: dict[str, s
     """A body of at most the client's inline limit, read whole (its digests checked) before
     anything is written: one PutInline, made on the event loop, carries the bytes and the
     xattrs, so the object never exists without its ETag and metadata (the masters may refuse
-    inline: then chunks, as a large PUT). The bucket is looked at only when the write finds no directory to go in
-    (the first object under a new prefix, or a bucket deleted since the caller's request
-    was routed): never a parent made for a bucket that is gone."""
+    inline: then chunks, as a large PUT). The bucket is looked at only when the write finds no
+    directory to go in (the first object under a new prefix, or a bucket deleted since the
+    caller's request was routed): never a parent made for a bucket that is gone."""
     body = await payload.read_all(call.client.inline_max)
     stored = _stored_attrs(payload, attrs)
     for attempt in range(2):

@@ -29,9 +29,8 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 STREAMING_SIGNED = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_DATE = re.compile(r"^\d{8}T\d{6}Z$")
+_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")     # X-Amz-Date, ASCII digits only (fullmatch)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _SPACES = re.compile(r"\s+")
 _AUTH_PART = re.compile(r"\s*(Credential|SignedHeaders|Signature)\s*=\s*([^,\s]*)\s*")
 
@@ -162,7 +161,7 @@ def invalid(message: str) -> S3Error:
 def _claim(credential: str, signed: str, signature: str, amz_date: str, payload: str,
            presigned: bool, expires: int) -> Claim:
     access_key, date, region, service = _credential(credential)
-    if not _DATE.match(amz_date):
+    if not _DATE.fullmatch(amz_date):
         raise access_denied("the request needs a valid X-Amz-Date (YYYYMMDDTHHMMSSZ)")
     if amz_date[:8] != date:
         raise bad_auth(f"the credential's date {date} is not the request's ({amz_date[:8]})")
@@ -218,7 +217,7 @@ def signing_key(secret: str, date: str, region: str, service: str = "s3") -> byt
 def request_time(amz_date: str) -> float:
     """Seconds since the epoch of an X-Amz-Date (YYYYMMDDTHHMMSSZ); ValueError if it is not
     one. By hand: time.strptime costs a request more than the whole signature check."""
-    if not _AMZ_DATE.fullmatch(amz_date):
+    if not _DATE.fullmatch(amz_date):
         raise ValueError(f"not an X-Amz-Date: {amz_date!r}")
     return calendar.timegm(datetime(int(amz_date[0:4]), int(amz_date[4:6]), int(amz_date[6:8]),
                                     int(amz_date[9:11]), int(amz_date[11:13]),
