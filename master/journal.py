@@ -130,9 +130,20 @@ class DurableJournal(Journal):
         command = bytes(command)
         with self._lock:
             if self._replay_pos is not None:
-                if self._matches_replayed(idx, term):
+                if self._entries[self._replay_pos][1] != idx:
+                    # A deferred cut left over from an earlier message: pysyncobj calls
+                    # deleteEntriesFrom only when entries follow the leader's prevLogIdx, so
+                    # this entry follows the *last* one, whose term the leader just matched —
+                    # by Raft's log matching the whole log is confirmed, nothing conflicts.
+                    self._replay_pos = None
+                elif self._matches_replayed(idx, term):
                     return
-                self._truncate_locked(self._replay_pos)
+                else:
+                    self._truncate_locked(self._replay_pos)
+            if self._entries and idx != self._entries[-1][1] + 1:
+                # Never write a log with a hole: pysyncobj finds entries by position.
+                raise RuntimeError(f"journal: entry {idx} does not follow the last entry "
+                                   f"{self._entries[-1][1]}; refusing to append it")
             record = encode_record(command, idx, term)
             self._entries.append((command, idx, term))
             if self._listener is not None:
@@ -171,6 +182,15 @@ class DurableJournal(Journal):
             self._replay_pos = pos + 1 if pos + 1 < len(self._entries) else None
             return True
         return False
+
+    def leader_matched(self, prev_idx: int, prev_term: int) -> None:
+        """The leader's append names (prev_idx, prev_term) and that is this log's last entry: by
+        Raft's log matching the whole log agrees with the leader's, so a deferred cut left over
+        from an earlier message is over (it would otherwise hold the commit index back)."""
+        with self._lock:
+            if self._replay_pos is not None and self._entries \
+                    and self._entries[-1][1:] == (prev_idx, prev_term):
+                self._replay_pos = None
 
     def unverified_index(self) -> int | None:
         """Log index of the first entry kept by a deferred cut but not yet confirmed by the

@@ -43,6 +43,7 @@ from master.membership import MembershipLog
 from master.raft_group import GroupChanges
 from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
+from master.raft_chunks import LargeEntryChunks
 from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
 from master.sharedlock import SharedLock
 from master.state import MetadataState
@@ -206,6 +207,7 @@ class MetadataRaft(GroupChanges, SyncObj):
             self._transport.setOnUtilityMessageCallback(utility, None)
         self.addOnTickCallback(self._make_durable)
         self._followers_seen = frozenset(_PrivateRaftState.followers(self))
+        self._large_entries = LargeEntryChunks()
         self.reads = ReadIndex(len(current | {self_address: ""}) // 2 + 1,
                                LEASE_FRACTION * config.election_min
                                if config.read_mode == "lease" else 0.0,
@@ -310,6 +312,11 @@ class MetadataRaft(GroupChanges, SyncObj):
             return
         if kind == "append_entries" and message.get("term", -1) >= self._getTerm():
             self._leader_contact = time.monotonic()
+            prev_idx, prev_term = message.get("prevLogIdx"), message.get("prevLogTerm")
+            if "transmission" in message:
+                self._large_entries.see(node, message)
+            elif type(prev_idx) is int and type(prev_term) is int:
+                self.journal.leader_matched(prev_idx, prev_term)
         elif kind == "request_vote" and self._leader_alive() and not message.get("transfer"):
             # A campaign the leader itself asked for (step-down) is not a disruption.
             return

@@ -155,6 +155,48 @@ def test_a_conflicting_entry_cuts_from_there(tmp_path):
     assert again[-1] == (b"new-6", 6, 2) and len(again) == 6
 
 
+def test_a_deferred_cut_left_by_an_earlier_resend_never_drops_the_tail(tmp_path):
+    """The chaos CI run that found it: a resend of 5..6 left the cut pending at 7; the next
+    message followed the last entry (prevLogIdx 10, matched), so only 11 was added. The old
+    journal compared 11 with the stored 7, called it a conflict, dropped the acknowledged
+    7..10 and wrote 11 after 6: a log with a hole, stuck for good."""
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesFrom(4)                 # prevLogIdx = 4, resend 5..6 only
+    for e in entries(2, start=5):
+        j.add(*e)
+    assert j.unverified_index() == 7
+    j.add(b"cmd-11", 11, 1)                # prevLogIdx = 10 = the last entry: all confirmed
+    assert [j[i][1] for i in range(len(j))] == list(range(1, 12))
+    assert j.unverified_index() is None
+    j.sync()
+    assert [e[1] for e in DurableJournal(str(tmp_path))._entries] == list(range(1, 12))
+
+
+def test_a_heartbeat_that_matches_the_last_entry_confirms_the_log(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.deleteEntriesFrom(4)
+    j.leader_matched(9, 1)                 # not the last entry: proves nothing about 10
+    assert j.unverified_index() == 5
+    j.leader_matched(10, 2)                # the wrong term: proves nothing either
+    assert j.unverified_index() == 5
+    j.leader_matched(10, 1)
+    assert j.unverified_index() is None
+
+
+def test_an_entry_that_would_leave_a_hole_is_refused(tmp_path):
+    j = DurableJournal(str(tmp_path))
+    for e in entries(3):
+        j.add(*e)
+    with pytest.raises(RuntimeError, match="does not follow"):
+        j.add(b"x", 5, 1)
+    assert len(j) == 3
+
+
 def test_confirm_all_clears_the_unverified_tail(tmp_path):
     j = DurableJournal(str(tmp_path))
     for e in entries(5):
