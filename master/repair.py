@@ -349,7 +349,9 @@ class Repairer(WorkerLoop):
         """The redundancy figures of a fresh plan (nothing is acted on), with the repair queue,
         copies in flight, the measured rate and the time to full redundancy it implies, and how
         many queued chunks no copy can start for (and why: see `blocker`). When every queued
-        chunk is blocked and no copy runs, the time is unknown (-1), not bytes / a stale rate."""
+        chunk is blocked and no copy runs, the time is unknown (-1), not bytes / a stale rate.
+        Every figure comes from one look at the copies in flight, so they agree with each other
+        (a copy ending between two looks made health report none in flight and an ETA)."""
         with self._lock:
             in_flight = set(self._in_flight)
         rows = self.chunk_table()
@@ -364,7 +366,7 @@ class Repairer(WorkerLoop):
         rate = self.rate.rate()
         pending = f["repair_bytes_pending"]
         stuck = queued and f["repair_blocked"] == len(queued) and not in_flight
-        f.update(repair_in_flight=self.in_flight(), repair_rate_bytes_s=rate,
+        f.update(repair_in_flight=len(in_flight), repair_rate_bytes_s=rate,
                  eta_s=0.0 if not pending else (pending / rate if rate and not stuck else -1.0),
                  repaired=self.repaired, repair_failures=self.failures)
         return f

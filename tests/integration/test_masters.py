@@ -263,15 +263,20 @@ def test_exactly_once_results_of_clients_that_went_away_are_forgotten(make_clust
     """Every `gfs` command is a new client whose last result stays for exactly-once retries;
     after --session-ttl the leader forgets them (through the log, on every master)."""
     from polling import wait_for
-    cluster = make_cluster(masters=3, options={"master": {"session-ttl": 3,
+    ttl = 20      # longer than five `gfs` runs take on a loaded machine (3 s was not, in CI)
+    cluster = make_cluster(masters=3, options={"master": {"session-ttl": ttl,
                                                           "election-timeout": 0.3}})
     env = cluster.cli_env()
+    started = time.monotonic()
     for i in range(5):
         subprocess.run([sys.executable, "-m", "cli.main", "mkdir", f"/d{i}"], env=env,
                        check=True, capture_output=True, timeout=60)
     with cluster.client() as c:
-        assert c.health()["session_results"] >= 5
-        wait_for(lambda: c.health()["session_results"] == 0, 30, "old results to be forgotten")
+        results = c.health()["session_results"]
+        assert time.monotonic() - started < ttl, "the five runs took longer than the TTL"
+        assert results >= 5
+        wait_for(lambda: c.health()["session_results"] == 0, ttl + 30,
+                 "old results to be forgotten")
         assert sorted(e.path for e in c.list("/")) == [f"/d{i}" for i in range(5)]
         c.mkdir("/after")                                 # a live client keeps working
         assert c.health()["session_results"] == 1
