@@ -249,6 +249,10 @@ class DurableJournal(Journal):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def close(self) -> None:
+        """Write what is queued and close the file (pysyncobj calls it `_destroy`)."""
+        self._destroy()
+
     def _destroy(self) -> None:
         self.sync()
         with self._lock:

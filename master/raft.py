@@ -173,6 +173,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         self._snapshot_path = os.path.join(self._raft_dir, "snapshot.bin")
         self.snapshot_index = 0
         self.snapshot_time_ms = 0
+        self._snapshot_a_restored_log()
         self._read_snapshot_info()
         self._on_role_change = on_role_change
         self._stopping = threading.Event()
@@ -425,6 +426,19 @@ class MetadataRaft(GroupChanges, SyncObj):
             raise RuntimeError(
                 f"metadata store at index {applied} is behind the journal's first entry {first}; "
                 "refusing to start (restore the data directory from a backup or re-seed this master)")
+
+    def _snapshot_a_restored_log(self) -> None:
+        """A log that starts after entry 1 with no snapshot beside it is a restored group's
+        (master/backup.py): write the snapshot of the store at the log's last entry now, so the
+        leader has one to send a master that joins with an empty disk (it would otherwise be
+        sent nothing it can use, and wait)."""
+        if os.path.exists(self._snapshot_path) or self.journal.first_index <= 1 \
+                or len(self.journal) < 2 or self.state.applied_index() != self.journal.last_index:
+            return
+        tmp = self._snapshot_path + ".tmp"
+        self._write_snapshot(tmp, (self.journal[-1], self.journal[-2], None))
+        os.replace(tmp, self._snapshot_path)
+        fsync_path(self._raft_dir)
 
     def _write_snapshot(self, tmp_path: str, entries) -> None:
         """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.

@@ -651,15 +651,16 @@ class MetadataState:
 
     # --- snapshots ---------------------------------------------------------------------------
 
-    def start_new_log(self) -> None:
-        """A restored store (master/backup.py) is the start of a new Raft group's log: its
-        entries count from 1 again, so nothing may look applied already. Its chunk-handle
+    def start_new_log(self, base_index: int) -> None:
+        """A restored store (master/backup.py) is the start of a new Raft group's log, whose
+        first entries stand for the restore itself: the store is the state at `base_index`,
+        and the new group's own entries follow it. Its chunk-handle
         counter moves RESTORE_HANDLE_GAP ahead: chunks written after the backup was taken are
         still on the chunkservers (orphans now, collected after the grace period), and a new
         chunk taking one of their handles would let a stale replica pass for one of its own."""
         with self._env.begin(write=True) as txn:
             tx = Tx(txn, self._dbs)
-            tx.set_counter(APPLIED, 0)
+            tx.set_counter(APPLIED, base_index)
             tx.set_counter(NEXT_CHUNK, tx.counter(NEXT_CHUNK) + RESTORE_HANDLE_GAP)
 
     def sync_now(self) -> None:

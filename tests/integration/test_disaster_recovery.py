@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gfs.errors import GfsError
 from gfs.backupfile import header_bytes
+from one_master import paths_on
 from polling import wait_for
 
 CHUNK = 1 << 20
@@ -124,6 +125,17 @@ def test_restore_every_master_from_a_backup_after_losing_their_disks(make_cluste
     with cluster.client(token=alice_token) as alice:      # identities came back too
         assert alice.whoami()["user"] == "alice"
         assert alice.read("/keep/f1") == before["/keep/f1"]
+
+    # A master that loses its disk now — before the new group's first log compaction — comes
+    # back empty and is sent the restored store: it must not replay the new log onto nothing.
+    wiped = next(m["name"] for m in cluster.spec["masters"] if m["name"] != cluster.leader())
+    cluster.kill(wiped)
+    shutil.rmtree(cluster.daemon(wiped)["data"])
+    cluster.start(wiped)
+    want = set(before) | {"/keep"}
+    wait_for(lambda: want <= paths_on(cluster, wiped, "/keep") | paths_on(cluster, wiped),
+             60, "the wiped master to hold the restored files", 0.2)
+    assert "/fresh.bin" in paths_on(cluster, wiped)        # and what the new group wrote
 
 
 def test_a_damaged_backup_is_refused(make_cluster, tmp_path):

@@ -4,14 +4,10 @@ directory): it catches up from the others and then holds the data on its own."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
-import grpc
-
-from gfs.auth.tokens import bearer
-from proto import master_pb2 as pb
-from proto import master_pb2_grpc as pb_grpc
+from one_master import paths_on
+from polling import wait_for
 
 
 def test_master_replaced_with_an_empty_disk_catches_up_and_holds_the_data(make_cluster):
@@ -29,19 +25,7 @@ def test_master_replaced_with_an_empty_disk_catches_up_and_holds_the_data(make_c
     c.start(dead)                                # same id and addresses, empty data directory
     c.wait_healthy(30)
     want = {f"/before-{i}" for i in range(60)} | {f"/while-down-{i}" for i in range(60)}
-    deadline = time.monotonic() + 30
-    with grpc.insecure_channel(c.daemon(dead)["grpc"]) as ch:
-        stub = pb_grpc.MasterStub(ch)
-        while True:
-            try:
-                entries = stub.List(pb.ListRequest(path="/", stale_ok=True, limit=10000),
-                                    timeout=2, metadata=bearer(c.admin_token)).entries
-                if want <= {e.path for e in entries}:
-                    break
-            except grpc.RpcError:
-                pass
-            assert time.monotonic() < deadline, "the replacement never caught up"
-            time.sleep(0.2)
+    wait_for(lambda: want <= paths_on(c, dead), 30, "the replacement to catch up", 0.2)
     # With the replacement and one other master only, the group still has everything.
     leader = c.leader()
     victim = leader if leader != dead else next(

@@ -8,6 +8,7 @@ import pytest
 from gfs.errors import AlreadyExists, DataLoss, InvalidArgument, NotFound
 from gfs import backupfile
 from master import backup
+from master.journal import DurableJournal
 from master.state import RESTORE_HANDLE_GAP, MetadataState
 from master.store import NEXT_CHUNK
 
@@ -36,11 +37,15 @@ def test_round_trip_starts_a_new_log(tmp_path):
     got = backup.restore(path, str(tmp_path / "master"))
     assert got == header
     with MetadataState(str(tmp_path / "master" / "meta")) as st:
-        assert st.applied_index() == 0                    # entries count from 1 again
+        # the new log's first entries stand for the restore: the store is the state at the last
+        assert st.applied_index() == backup.RESTORED_LOG_BASE
+        journal = DurableJournal(str(tmp_path / "master" / "raft"))
+        assert [e[1:] for e in journal._entries] == [(2, 0), (3, 0)]
+        journal.close()
         with st._reader() as tx:                          # past chunks written after the backup
             assert tx.counter(NEXT_CHUNK) == before_next_chunk + RESTORE_HANDLE_GAP
         assert st.stat("/a/b")["type"] == "dir"
-        assert st.apply(1, {"now": 2000, "op": "mkdir", "path": "/c", "parents": False,
+        assert st.apply(4, {"now": 2000, "op": "mkdir", "path": "/c", "parents": False,
                             "mode": 0o755, "owner": ""})["ok"]
     assert os.path.isdir(tmp_path / "master" / "raft")
     with pytest.raises(AlreadyExists):
