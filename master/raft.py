@@ -44,6 +44,7 @@ from master.raft_group import GroupChanges
 from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
 from master.raft_chunks import LargeEntryChunks
+from master.snapshot_writer import BackgroundSerializer
 from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
 from master.sharedlock import SharedLock
 from master.state import MetadataState
@@ -76,6 +77,7 @@ class _ResendIsNotDivergence(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_ResendIsNotDivergence())
 
 SNAPSHOT_MAGIC = b"GFSSNAP1"
+SNAPSHOT_SEND_CHUNK = 1 << 20      # bytes of a snapshot per message to a follower (pysyncobj: 64 KiB)
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -183,8 +185,9 @@ class MetadataRaft(GroupChanges, SyncObj):
             appendEntriesUseBatch=False,
             journalFile=self.journal,
             fullDumpFile=self._snapshot_path,
-            serializer=self._write_snapshot,
+            serializer=self._begin_snapshot,
             deserializer=self._install_snapshot,
+            logCompactionBatchSize=SNAPSHOT_SEND_CHUNK,
             logCompactionMinEntries=config.compact_entries,
             logCompactionMinTime=config.compact_seconds,
             raftMinTimeout=config.election_min,
@@ -200,6 +203,10 @@ class MetadataRaft(GroupChanges, SyncObj):
         super().__init__(self_address, [p for p in current if p != self_address], conf,
                          transportClass=DeferredAckTransport)
         _PrivateRaftState.disable_dump_loading(self)
+        self._snapshots = BackgroundSerializer(self._snapshot_path, SNAPSHOT_SEND_CHUNK,
+                                               self._begin_snapshot, self._install_snapshot,
+                                               self._snapshot_written)
+        _PrivateRaftState.use_serializer(self, self._snapshots)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
         # Membership and leadership change only through the masters' admin RPCs (which check
@@ -237,6 +244,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         if self._thread.is_alive():
             self._thread.join(timeout=5)
         self._doDestroy()
+        self._snapshots.wait()          # its copy reads the store about to close
         with self._state_lock.exclusive():
             self.state.close()
 
@@ -436,33 +444,49 @@ class MetadataRaft(GroupChanges, SyncObj):
                 or len(self.journal) < 2 or self.state.applied_index() != self.journal.last_index:
             return
         tmp = self._snapshot_path + ".tmp"
-        self._write_snapshot(tmp, (self.journal[-1], self.journal[-2], None))
+        self._begin_snapshot(tmp, (self.journal[-1], self.journal[-2], None))()
         os.replace(tmp, self._snapshot_path)
         fsync_path(self._raft_dir)
+        self._snapshot_written(self.journal.last_index)
 
-    def _write_snapshot(self, tmp_path: str, entries) -> None:
-        """pysyncobj serializer hook: (last applied entry, the one before, cluster) + LMDB copy.
-        Runs in the tick thread, so the copy is exactly the state at the last applied entry."""
+    def _begin_snapshot(self, tmp_path: str, entries) -> Callable[[], None]:
+        """Snapshot of (last applied entry, the one before, cluster) + LMDB copy. Called in the
+        tick thread, where the store is exactly the state at the last applied entry: pins that
+        state and returns the function that writes it to `tmp_path` from any thread
+        (master/snapshot_writer.py), while applies go on."""
         last_entry, prev_entry, _ = entries
         members = self.members.at(last_entry[1])      # the group as of the snapshot's entry
         cluster = {TCPNode(a) for a in members}
-        # The journal up to here goes once the snapshot is written: LMDB must not be able to
-        # lose a commit it holds (it commits without syncing its meta page: master/state.py).
-        self.state.sync_now()
         header = sopickle.dumps((last_entry, prev_entry, cluster, members))
-        with open(tmp_path, "wb") as f:
-            f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
-            f.flush()
-            self.state.copy_to_fd(f.fileno())     # the tick thread: no swap can overlap
-            os.fsync(f.fileno())
-        self.snapshot_index = last_entry[1]
+        state = self.state
+        pinned = state.pin()
+
+        def write() -> None:
+            try:
+                with self._copy_lock:            # an install waits before closing the store
+                    # The journal up to here goes once the snapshot is in place: LMDB must not
+                    # be able to lose a commit it holds (it commits without syncing its meta
+                    # page: master/state.py).
+                    state.sync_now()
+                    with open(tmp_path, "wb") as f:
+                        f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
+                        f.flush()
+                        pinned.copy_to_fd(f.fileno())
+                        os.fsync(f.fileno())
+            finally:
+                pinned.close()
+        return write
+
+    def _snapshot_written(self, index: int) -> None:
+        self.snapshot_index = index
         self.snapshot_time_ms = now_ms()
-        log.info("snapshot written at index %d", self.snapshot_index)
+        log.info("snapshot written at index %d", index)
 
     def _install_snapshot(self, path: str):
         """pysyncobj deserializer hook, called when the leader sent us a snapshot: replace LMDB
         with the snapshot's copy and return the entries pysyncobj restarts its log from."""
         last_entry, prev_entry, members, offset = self._read_snapshot_header(path)
+        self._snapshots.superseded()       # one of our own being written is older: dropped
         with tempfile.TemporaryDirectory(dir=self._raft_dir) as tmp:
             mdb = os.path.join(tmp, "data.mdb")
             with open(path, "rb") as src, open(mdb, "wb") as dst:

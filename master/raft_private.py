@@ -15,6 +15,11 @@ class PrivateRaftState:
     """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
 
     @staticmethod
+    def use_serializer(node: SyncObj, serializer) -> None:
+        """Replace the Serializer pysyncobj built from its config (master/snapshot_writer.py)."""
+        node._SyncObj__serializer = serializer
+
+    @staticmethod
     def disable_dump_loading(node: SyncObj) -> None:
         node._SyncObj__needLoadDumpFile = False
 

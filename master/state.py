@@ -671,6 +671,11 @@ class MetadataState:
         """Write a consistent, compacted copy of data.mdb to the open file `fd`."""
         self._env.copyfd(fd, compact=True)
 
+    def pin(self) -> "PinnedState":
+        """The state as of now, kept for a later copy from any thread while applies go on
+        (an LMDB read transaction: it sees this state however far the writers move on)."""
+        return PinnedState(self._env, self._env.begin())
+
     @classmethod
     def install_copy(cls, mdb_file: str, path: str) -> None:
         """Atomically make `path` an environment directory holding a copy of `mdb_file` (made
@@ -681,3 +686,19 @@ class MetadataState:
         _swap_in(_stage(mdb_file, path), path)
 
 
+class PinnedState:
+    """A read transaction on a store, to copy the state it saw (MetadataState.pin). Holding it
+    keeps LMDB from reusing the pages it sees: close it once copied."""
+
+    def __init__(self, env, txn):
+        self._env, self._txn = env, txn
+
+    def copy_to_fd(self, fd: int) -> None:
+        """A compacted copy of data.mdb as of the pin to the open file `fd`."""
+        self._env.copyfd(fd, compact=True, txn=self._txn)
+
+    def close(self) -> None:
+        try:
+            self._txn.abort()
+        except lmdb.Error:             # the store was closed meanwhile: nothing left to free
+            pass

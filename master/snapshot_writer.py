@@ -1,0 +1,152 @@
+"""Raft snapshots written by a thread of their own, so the leader keeps committing meanwhile.
+
+pysyncobj writes a snapshot (its "full dump") from its tick thread when it compacts the log: the
+serializer must leave a complete file before it returns, and a custom serializer cannot fork. For
+gfs that is a copy of the whole LMDB store — seconds for a million files — during which the tick
+thread neither replicates, commits nor answers heartbeats (followers then call elections).
+
+`BackgroundSerializer` replaces pysyncobj's `Serializer` (same interface, same file, same
+transmission of the finished file to followers). In the tick thread, `serialize` only *pins* the
+state at the entry being snapshotted (`begin`: an LMDB read transaction, which sees exactly that
+state however far the apply path moves on) and starts a thread writing the file from it. The
+tick thread polls `checkSerializing` as it already does; when the thread has finished, the file
+replaces the previous snapshot there, and pysyncobj compacts the log up to it — so the log is
+never cut before the snapshot covering it is durable.
+
+A snapshot installed from the leader meanwhile (`superseded`) makes the one being written stale:
+it is thrown away instead of replacing the newer file.
+
+No new snapshot is started while one is being sent to a follower: the log compaction that follows
+it would remove the entries that follower needs after the snapshot it is receiving, and it
+would be sent a snapshot again — for a big store and a busy group, over and over without ever
+catching up (measured at 1,000,000 files: 4.8 of 243 MiB after 4 minutes). A transmission that
+has not moved for SEND_IDLE_S no longer holds compaction back.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from pysyncobj.config import SERIALIZER_STATE
+from pysyncobj.serializer import Serializer
+
+from gfs.fsutil import fsync_path
+
+log = logging.getLogger(__name__)
+
+# begin(tmp_path, (last_entry, prev_entry, cluster)) runs in the tick thread and returns the
+# function that writes the snapshot to tmp_path (run in the writer thread).
+Begin = Callable[[str, tuple], Callable[[], None]]
+SEND_IDLE_S = 30.0
+
+
+class BackgroundSerializer(Serializer):
+    """pysyncobj's Serializer with the dump written off the tick thread (module docstring)."""
+
+    def __init__(self, path: str, transmission_batch: int, begin: Begin,
+                 deserializer: Callable, written: Callable[[int], None]):
+        super().__init__(path, transmission_batch, False, begin, deserializer, None)
+        self._path = path
+        self._begin = begin
+        self._written = written        # called (tick thread) with the entry index once in place
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._id = None
+        self._index = 0
+        self._generation = 0           # bumped by every install from the leader
+        self._started_generation = 0
+        self._sending: dict[object, float] = {}    # follower -> when a chunk last went out
+        self.clock = time.monotonic
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def superseded(self) -> None:
+        """A snapshot from the leader replaced the state: the one being written is stale."""
+        self._generation += 1
+
+    def serialize(self, data, id) -> None:
+        """Tick thread: pin the state and start writing (pysyncobj's data[1:] is last entry,
+        previous entry, cluster)."""
+        if self._thread is not None or self.sending():
+            return                          # pysyncobj asks again on a later tick
+        tmp = self._path + ".tmp"
+        write = self._begin(tmp, tuple(data[1:]))
+        self._id, self._index = id, data[1][1]
+        self._error = None
+        self._started_generation = self._generation
+
+        def run() -> None:
+            try:
+                write()
+            except BaseException as err:       # reported to the tick thread
+                self._error = err
+
+        self._thread = threading.Thread(target=run, name="raft-snapshot", daemon=True)
+        self._thread.start()
+
+    def checkSerializing(self):
+        """Tick thread: SERIALIZING while the thread writes; then the file is put in place
+        (SUCCESS: pysyncobj compacts the log up to `id`) or dropped (FAILED)."""
+        if self._thread is None:
+            return SERIALIZER_STATE.NOT_SERIALIZING, None
+        if self._thread.is_alive():
+            return SERIALIZER_STATE.SERIALIZING, self._id
+        self._thread = None
+        tmp = self._path + ".tmp"
+        if self._error is not None or self._generation != self._started_generation:
+            if self._error is not None:
+                log.error("writing the snapshot at index %d failed: %s", self._index, self._error)
+            else:
+                log.info("snapshot at index %d dropped: a newer one came from the leader",
+                         self._index)
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            return SERIALIZER_STATE.FAILED, self._id
+        os.replace(tmp, self._path)
+        fsync_path(os.path.dirname(os.path.abspath(self._path)))
+        self._restart_transmissions()
+        self._written(self._index)
+        return SERIALIZER_STATE.SUCCESS, self._id
+
+    def sending(self) -> bool:
+        """Is a snapshot being sent to a follower (a chunk went out within SEND_IDLE_S)?"""
+        now = self.clock()
+        for node, last in list(self._sending.items()):
+            if now - last >= SEND_IDLE_S:
+                del self._sending[node]
+        return bool(self._sending)
+
+    def getTransmissionData(self, transmissionID):
+        data = super().getTransmissionData(transmissionID)
+        if data and not data[2]:
+            self._sending[transmissionID] = self.clock()
+        else:                               # the last chunk, or nothing to send
+            self._sending.pop(transmissionID, None)
+        return data
+
+    def cancelTransmisstion(self, id) -> None:      # pysyncobj's spelling
+        super().cancelTransmisstion(id)
+        self._sending.pop(id, None)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Let a snapshot being written finish (before the store closes)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _restart_transmissions(self) -> None:
+        """Followers being sent the previous file start over with the new one (as pysyncobj
+        does when a dump completes)."""
+        transmissions = self._Serializer__transmissions
+        for t in transmissions.values():
+            f = t.get("file")
+            if f is not None:
+                f.close()
+        transmissions.clear()
