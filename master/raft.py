@@ -504,6 +504,11 @@ class MetadataRaft(GroupChanges, SyncObj):
         self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]
         log.info("installed snapshot from leader at index %d", last_entry[1])
+        # The leader reached us with the last piece just before this install, which held the
+        # tick thread for as long as the copy took (seconds for a big store): without a fresh
+        # election deadline this follower would campaign at its next tick and depose a leader
+        # that is alive, restarting every transfer in progress.
+        _PrivateRaftState.postpone_election(self, self._config.election_max)
         return last_entry, prev_entry, {TCPNode(a) for a in members}
 
     def copy_state(self, fd: int) -> None:
