@@ -44,6 +44,7 @@ from master.raft_group import GroupChanges
 from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
 from master.raft_chunks import LargeEntryChunks
+from master.snapshot_writer import PAUSE as SNAPSHOT_PAUSE
 from master.snapshot_writer import BackgroundSerializer
 from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
 from master.sharedlock import SharedLock
@@ -78,6 +79,7 @@ logging.getLogger("pysyncobj.syncobj").addFilter(_ResendIsNotDivergence())
 
 SNAPSHOT_MAGIC = b"GFSSNAP1"
 SNAPSHOT_SEND_CHUNK = 1 << 20      # bytes of a snapshot per message to a follower (pysyncobj: 64 KiB)
+SOCKET_BUFFER = 4 << 20
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -106,6 +108,8 @@ class DeferredAckTransport(TCPTransport):
         if kind == "next_node_idx":
             self._held.append((node, message))
             return True
+        if kind == "append_entries" and message.get("serialized") == SNAPSHOT_PAUSE:
+            return True                 # no snapshot piece this time (master/snapshot_writer.py)
         if kind == "request_vote" and self.transfer_campaign:
             message = {**message, "transfer": True}    # see MetadataRaft._on_message
         return super().send(node, message)
@@ -188,6 +192,9 @@ class MetadataRaft(GroupChanges, SyncObj):
             serializer=self._begin_snapshot,
             deserializer=self._install_snapshot,
             logCompactionBatchSize=SNAPSHOT_SEND_CHUNK,
+            # socket buffers for several snapshot pieces (pysyncobj: 64 KiB, fixed, so ~128 KiB
+            # moved per tick; the tick only polls its sockets once)
+            sendBufferSize=SOCKET_BUFFER, recvBufferSize=SOCKET_BUFFER,
             logCompactionMinEntries=config.compact_entries,
             logCompactionMinTime=config.compact_seconds,
             raftMinTimeout=config.election_min,
@@ -205,7 +212,8 @@ class MetadataRaft(GroupChanges, SyncObj):
         _PrivateRaftState.disable_dump_loading(self)
         self._snapshots = BackgroundSerializer(self._snapshot_path, SNAPSHOT_SEND_CHUNK,
                                                self._begin_snapshot, self._install_snapshot,
-                                               self._snapshot_written)
+                                               self._snapshot_written,
+                                               self._snapshot_send_backlog)
         _PrivateRaftState.use_serializer(self, self._snapshots)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
@@ -476,6 +484,9 @@ class MetadataRaft(GroupChanges, SyncObj):
             finally:
                 pinned.close()
         return write
+
+    def _snapshot_send_backlog(self, node) -> int:
+        return _PrivateRaftState.send_backlog(self._transport, node)
 
     def _snapshot_written(self, index: int) -> None:
         self.snapshot_index = index

@@ -15,6 +15,12 @@ class PrivateRaftState:
     """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
 
     @staticmethod
+    def send_backlog(transport, node) -> int:
+        """Bytes queued on the connection to `node` that the socket has not taken yet."""
+        connection = transport._connections.get(node)
+        return len(connection._TcpConnection__writeBuffer) if connection is not None else 0
+
+    @staticmethod
     def use_serializer(node: SyncObj, serializer) -> None:
         """Replace the Serializer pysyncobj built from its config (master/snapshot_writer.py)."""
         node._SyncObj__serializer = serializer

@@ -120,3 +120,19 @@ def test_no_snapshot_starts_while_one_is_being_sent(tmp_path):
     s.serialize((None, LAST, PREV, set()), 8)
     assert s.busy
     s.wait()
+
+
+def test_no_piece_is_handed_out_while_the_connection_still_has_a_backlog(tmp_path):
+    """pysyncobj would read and queue pieces for a whole tick whatever the socket takes."""
+    from master.snapshot_writer import PAUSE, SEND_BACKLOG
+    queued = {"follower": 0}
+    path = str(tmp_path / "snapshot.bin")
+    s = BackgroundSerializer(path, 1 << 20, lambda tmp, e: None, lambda p: None, [].append,
+                             backlog=queued.get)
+    (tmp_path / "snapshot.bin").write_bytes(b"y" * (3 << 20))
+    assert s.getTransmissionData("follower")[1:] == (True, False)
+    queued["follower"] = SEND_BACKLOG
+    assert s.getTransmissionData("follower") == PAUSE          # the file did not move on
+    queued["follower"] = 0
+    data, first, last = s.getTransmissionData("follower")
+    assert len(data) == 1 << 20 and not first and not last
