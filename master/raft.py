@@ -80,6 +80,7 @@ logging.getLogger("pysyncobj.syncobj").addFilter(_ResendIsNotDivergence())
 SNAPSHOT_MAGIC = b"GFSSNAP1"
 SNAPSHOT_SEND_CHUNK = 1 << 20      # bytes of a snapshot per message to a follower (pysyncobj: 64 KiB)
 SOCKET_BUFFER = 4 << 20
+SNAPSHOT_PROGRESS = "gfs_snapshot_progress"     # follower -> leader while a snapshot arrives
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
 
@@ -224,6 +225,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         self.addOnTickCallback(self._make_durable)
         self._followers_seen = frozenset(_PrivateRaftState.followers(self))
         self._large_entries = LargeEntryChunks()
+        self._snapshot_ack_sent = 0.0
         self.reads = ReadIndex(len(current | {self_address: ""}) // 2 + 1,
                                LEASE_FRACTION * config.election_min
                                if config.read_mode == "lease" else 0.0,
@@ -327,8 +329,12 @@ class MetadataRaft(GroupChanges, SyncObj):
             if type(term) is int and type(seq) is int and node in self._followers_seen:
                 self.reads.on_ack(node, term, seq, self.raftLastApplied)
             return
+        if kind == SNAPSHOT_PROGRESS:
+            return                      # its arrival kept the connection alive: nothing else
         if kind == "append_entries" and message.get("term", -1) >= self._getTerm():
             self._leader_contact = time.monotonic()
+            if "serialized" in message:
+                self._acknowledge_snapshot_piece(node)
             prev_idx, prev_term = message.get("prevLogIdx"), message.get("prevLogTerm")
             if "transmission" in message:
                 self._large_entries.see(node, message)
@@ -341,6 +347,15 @@ class MetadataRaft(GroupChanges, SyncObj):
                 and message.get("term", -1) >= self._getTerm():
             self._transport.transfer_campaign = True
         self._deliver(node, message)
+
+    def _acknowledge_snapshot_piece(self, node) -> None:
+        """A follower receiving a snapshot answers nothing until the last piece, and the leader
+        drops a connection it has read nothing from for connectionTimeout (3.5 s) — and with it
+        the transfer, which starts over. So the follower says it is there, once a second."""
+        now = time.monotonic()
+        if now - self._snapshot_ack_sent >= 1.0:
+            self._snapshot_ack_sent = now
+            self._transport.send(node, {"type": SNAPSHOT_PROGRESS})
 
     def _leader_alive(self) -> bool:
         """A follower that heard from its leader less than the minimum election timeout ago

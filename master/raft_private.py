@@ -16,9 +16,14 @@ class PrivateRaftState:
 
     @staticmethod
     def send_backlog(transport, node) -> int:
-        """Bytes queued on the connection to `node` that the socket has not taken yet."""
+        """Bytes queued on the connection to `node` that the socket has not taken yet, after
+        handing the socket what it takes now (pysyncobj only does that when it next polls)."""
         connection = transport._connections.get(node)
-        return len(connection._TcpConnection__writeBuffer) if connection is not None else 0
+        if connection is None:
+            return 0
+        if connection._TcpConnection__writeBuffer:
+            connection._TcpConnection__trySendBuffer()
+        return len(connection._TcpConnection__writeBuffer)
 
     @staticmethod
     def use_serializer(node: SyncObj, serializer) -> None:

@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 Begin = Callable[[str, tuple], Callable[[], None]]
 SEND_IDLE_S = 30.0
 SEND_BACKLOG = 2 << 20
+PAUSE_WAIT_S = 0.001
 PAUSE = (b"", False, False)     # "nothing this time": never a real piece (an empty one is last)
 
 
@@ -136,6 +137,7 @@ class BackgroundSerializer(Serializer):
 
     def getTransmissionData(self, transmissionID):
         if self._backlog is not None and self._backlog(transmissionID) >= SEND_BACKLOG:
+            time.sleep(PAUSE_WAIT_S)    # pysyncobj asks again at once, for a whole tick
             return PAUSE
         data = super().getTransmissionData(transmissionID)
         if data and not data[2]:
