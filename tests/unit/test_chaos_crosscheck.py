@@ -2,7 +2,6 @@
 campaign's sampled cross-checks. The porcupine binary itself is faked here (a script printing
 its JSON lines); tests/unit/test_chaos_porcupine.py runs the real one."""
 import json
-import os
 import stat
 import sys
 
@@ -193,4 +192,13 @@ def test_the_runner_refuses_a_configured_checker_it_cannot_run(tmp_path, monkeyp
     monkeypatch.setattr(record, "campaign", lambda *a, **k: pytest.fail("campaign started"))
     assert runner.main(["--hours", "1"]) == 2
     assert "not an executable file" in capsys.readouterr().err
-    assert not os.path.exists(tmp_path / "missing")
+
+
+def test_a_segments_cross_check_is_what_the_record_keeps(tmp_path):
+    f = export_porcupine(STALE_READ, tmp_path / "chaos-7.porcupine.json")
+    says_illegal = fake_checker(tmp_path, line(f, "illegal", ops=4, illegal=["/k"]), 1)
+    check = crosscheck.segment_cross_check(says_illegal, results=tmp_path)
+    assert check(7) == {"ours": "illegal", "porcupine": "illegal", "agree": True, "ops": 4,
+                        "porcupine_seconds": 0.01, "porcupine_illegal_keys": ["/k"]}
+    failed = check(8)                   # no verdict for chaos-8: an error, recorded, not raised
+    assert list(failed) == ["error"] and "failed" in failed["error"]

@@ -160,3 +160,10 @@ def test_random_histories_get_the_same_verdicts(tmp_path):
     assert all(r.agree is True for r in rows), crosscheck.render([r for r in rows if not r.agree])
     verdicts = [r.porcupine.result for r in rows]
     assert verdicts.count("illegal") >= 60 and verdicts.count("ok") >= 60     # both were tried
+
+
+def test_a_campaign_segment_is_cross_checked_from_its_results(tmp_path):
+    export_porcupine(HISTORIES["a read going back in time"][0], tmp_path / "chaos-5.porcupine.json")
+    check = crosscheck.segment_cross_check(CHECKER, results=tmp_path)
+    x = check(5)
+    assert (x["ours"], x["porcupine"], x["agree"], x["ops"]) == ("illegal", "illegal", True, 5)
