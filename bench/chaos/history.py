@@ -4,8 +4,8 @@
 the fields of porcupine's `Operation` (ClientId, Input, Call, Output, Return; times in integer
 nanoseconds since the run's start), so that a Go program can decode it straight into
 `[]porcupine.Operation` and check it with porcupine's search against a model of the same file
-semantics as bench/chaos/checker.py's FileKeyModel, partitioned by `Input.key`. (This machine
-cannot fetch Go modules, so no such cross-check runs here yet: docs/chaos.md.)
+semantics as bench/chaos/checker.py's FileKeyModel, partitioned by `Input.key`: that program is
+bench/chaos/porcupine, and bench/chaos/crosscheck.py compares its verdicts with ours.
 
 Operations whose outcome is unknown ("info") get `Output: {"unknown": true}` and a return time
 after every other operation, so porcupine may linearize them anywhere after their call —
@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-from bench.chaos.checker import FAIL, INFO, Op
+from bench.chaos.checker import FAIL, INFO, OK, Op
 
 NS = 1_000_000_000
 
@@ -41,3 +41,22 @@ def porcupine_operations(history: Iterable[Op]) -> list[dict]:
 def export_porcupine(history: Iterable[Op], path: Path) -> Path:
     path.write_text(json.dumps(porcupine_operations(history)))
     return path
+
+
+def history_from_porcupine(operations: Iterable[dict]) -> list[Op]:
+    """The history an exported file stands for, as :class:`Op` records for checker.py: an
+    operation with `Output {"unknown": true}` is "info" (no completion), any other is "ok".
+    Raises ValueError (naming the operation) for a record that is not an exported operation."""
+    history = []
+    for i, o in enumerate(operations):
+        try:
+            inp, unknown = o["Input"], o["Output"] == {"unknown": True}
+            history.append(Op(process=o["ClientId"], key=inp["key"], f=inp["f"],
+                              value=inp.get("value"), invoke=o["Call"] / NS,
+                              complete=None if unknown else o["Return"] / NS,
+                              status=INFO if unknown else OK,
+                              output=None if unknown else o["Output"]))
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"operation #{i} is not an exported porcupine operation: "
+                             f"{err!r} in {o!r:.200}") from None
+    return history

@@ -12,6 +12,11 @@ recorded and ends the campaign with exit status 1; its directory is kept.
 The record holds every segment and the totals over all of them: time under faults, faults by
 kind, master kills, whole-cluster power losses, operations, acknowledged, lost, runs
 linearizable / not. `--record-only` runs add one ordinary run (`--minutes`) to it too.
+
+With a porcupine checker configured (bench/chaos/crosscheck.py), every `--cross-check-every`-th
+segment (the first, then every K-th) is also checked by porcupine, and its verdict recorded in
+the segment; porcupine finding a violation, or disagreeing with ours, fails the segment. Without
+one the campaign says so when it starts and records why in the campaign.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ import os
 import random
 from pathlib import Path
 from typing import Callable
+
+from bench.chaos.crosscheck import NOT_CONFIGURED
 
 RECORD = Path(__file__).resolve().parent.parent / "results" / "chaos-record.json"
 SUMS = ("seconds", "operations", "acknowledged", "lost", "master_kills",
@@ -80,7 +87,21 @@ def totals(record: dict) -> dict:
                       "hours": round(sum(s["seconds"] for s in on_faultfs) / 3600, 2),
                       **{k: sum(s[k] for s in on_faultfs) for k in SUMS if k != "seconds"},
                       "unclean_errors": sum(s.get("unclean_errors", 0) for s in segments)}
+    checked = [s["cross_check"] for s in segments if "cross_check" in s]
+    out["cross_check"] = {"segments": len(checked),
+                          "agree": sum(1 for x in checked if x.get("agree") is True),
+                          "disagree": sum(1 for x in checked if x.get("agree") is False),
+                          "inconclusive": sum(1 for x in checked
+                                              if "error" not in x and x.get("agree") is None),
+                          "errors": sum(1 for x in checked if "error" in x)}
     return out
+
+
+def cross_check_failed(entry: dict) -> bool:
+    """Did a segment's porcupine cross-check find a violation or disagree with ours? (A
+    cross-check that could not run, or ran out of time, is recorded but fails nothing.)"""
+    x = entry.get("cross_check") or {}
+    return x.get("porcupine") == "illegal" or x.get("agree") is False
 
 
 def now_iso() -> str:
@@ -101,21 +122,36 @@ def open_campaign(record: dict, hours: float, seed: int | None) -> dict:
 
 def campaign(hours: float, segment_minutes: float, seed: int | None,
              run_segment: Callable[[float, int], dict],
-             path: Path = RECORD) -> int:
-    """Run (or resume) a campaign of `hours`; returns the exit status."""
+             path: Path = RECORD, cross_check: Callable[[int], dict] | None = None,
+             cross_check_every: int = 4) -> int:
+    """Run (or resume) a campaign of `hours`; returns the exit status. `cross_check(seed)`
+    (bench/chaos/crosscheck.py's segment_cross_check), when given and `cross_check_every` > 0,
+    cross-checks segments 0, K, 2K, ... with porcupine."""
     record = load(path)
     c = open_campaign(record, hours, seed)
+    checking = cross_check is not None and cross_check_every > 0
+    c.pop("cross_check", None)          # (a resumed campaign: what is true now)
+    if not checking:
+        c["cross_check"] = NOT_CONFIGURED if cross_check is None else \
+            "porcupine cross-check off (--cross-check-every 0)"
     save(record, path)
     done = sum(s["seconds"] for s in c["segments"])
     print(f"chaos: campaign of {hours:g} h started {c['started']}, seed {c['seed']}: "
-          f"{done / 3600:.2f} h done, {len(c['segments'])} segments", flush=True)
+          f"{done / 3600:.2f} h done, {len(c['segments'])} segments; "
+          + c.get("cross_check", f"porcupine cross-check every {cross_check_every} segments"),
+          flush=True)
     while done < hours * 3600:
         minutes = min(segment_minutes, max(1.0, (hours * 3600 - done) / 60))
-        entry = segment_entry(run_segment(minutes, c["seed"] + len(c["segments"])))
+        index = len(c["segments"])
+        entry = segment_entry(run_segment(minutes, c["seed"] + index))
+        if checking and index % cross_check_every == 0:
+            entry["cross_check"] = cross_check(entry["seed"])     # type: ignore[misc]
+            print(f"chaos: porcupine cross-check of segment {index + 1} (seed "
+                  f"{entry['seed']}): {json.dumps(entry['cross_check'])}", flush=True)
         c["segments"].append(entry)
         done += entry["seconds"]
         failed = entry["lost"] or entry["linearizable"] is not True or \
-            not entry["full_redundancy"] or entry["unclean_errors"]
+            not entry["full_redundancy"] or entry["unclean_errors"] or cross_check_failed(entry)
         if failed:
             c["finished"] = True
             c["failed"] = True

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from bench.chaos.checker import FileKeyModel, check_partitioned, summarise
-from bench.chaos import record
+from bench.chaos import crosscheck, record
 from bench.chaos.diskfaults import POWER_MODES
 from bench.chaos.faultfs import fuse_available
 from bench.chaos.nemesis import (DEAD_AFTER, LEADER_FAULTS, WHOLE_CLUSTER_POWER_LOSS, Nemesis,
@@ -416,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="a long run: a campaign of --segment-minutes runs appended to "
                          "bench/results/chaos-record.json; the same command resumes it")
     ap.add_argument("--segment-minutes", type=float, default=10.0)
+    ap.add_argument("--cross-check-every", type=int, default=4, metavar="K",
+                    help="with --hours: cross-check segments 1, 1+K, 1+2K, ... with porcupine "
+                         f"(the checker: --checker or ${crosscheck.ENV_CHECKER}; 0: none)")
+    ap.add_argument("--checker", default=None,
+                    help="the porcupine checker binary (bench/chaos/porcupine; docs/chaos.md)")
     ap.add_argument("--record", action="store_true",
                     help="append this --minutes run to the record too")
     ap.add_argument("--seed", type=int, default=None)
@@ -443,7 +448,16 @@ def main(argv: list[str] | None = None) -> int:
         return s
 
     if a.hours is not None:
-        return record.campaign(a.hours, a.segment_minutes, a.seed, one)
+        cross_check = None
+        if crosscheck.checker_path(a.checker) is not None:
+            try:     # configured but unusable: say so now, not after hours of chaos
+                checker = crosscheck.require_checker(a.checker)
+            except crosscheck.CrossCheckError as err:
+                print(f"chaos: {err}", file=sys.stderr)
+                return 2
+            cross_check = crosscheck.segment_cross_check(checker)
+        return record.campaign(a.hours, a.segment_minutes, a.seed, one,
+                               cross_check=cross_check, cross_check_every=a.cross_check_every)
     seed = a.seed if a.seed is not None else random.randrange(1 << 31)
     s = one(a.minutes, seed)
     if a.record:
