@@ -109,6 +109,9 @@ def test_no_snapshot_starts_while_one_is_being_sent(tmp_path):
     assert s.checkSerializing() == (SERIALIZER_STATE.NOT_SERIALIZING, None)    # deferred
     while not s.getTransmissionData("follower")[2]:      # the rest, to the last chunk
         pass
+    s.serialize((None, LAST, PREV, set()), 7)            # the follower installs, catches up
+    assert not s.busy
+    now[0] += 31
     s.serialize((None, LAST, PREV, set()), 7)
     s.wait()
     assert s.checkSerializing() == (SERIALIZER_STATE.SUCCESS, 7) and written == [8]
