@@ -1,6 +1,7 @@
 """JSON-lines logging for every daemon: one object per line on stderr."""
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -42,6 +43,12 @@ def setup(daemon: str, level: str | None = None) -> None:
     root.setLevel((level or os.environ.get("GFS_LOG_LEVEL", "INFO")).upper())
     # pysyncobj logs connection churn at WARNING; keep it but not its DEBUG chatter.
     logging.getLogger("pysyncobj").setLevel(logging.WARNING)
+    # A fatal signal (SIGBUS from an mmap'd LMDB page, SIGSEGV) otherwise leaves no trace: dump
+    # every thread's Python stack to stderr (the daemon's log) before the process dies.
+    try:
+        faulthandler.enable(sys.stderr)
+    except (AttributeError, ValueError, OSError):    # a stderr without a descriptor (captured)
+        pass
 
 
 class RepeatedFailure:

@@ -76,7 +76,8 @@ def totals(record: dict) -> dict:
         for kind, n in s["faults"].items():
             faults[kind] = faults.get(kind, 0) + n
     out["seconds"] = round(out["seconds"], 1)
-    out.update(runs=len(segments), hours=round(out["seconds"] / 3600, 2),
+    out.update(errored_runs=sum(1 for c in record["campaigns"] if c.get("errored")),
+               runs=len(segments), hours=round(out["seconds"] / 3600, 2),
                linearizable_runs=sum(1 for s in segments if s["linearizable"] is True),
                not_linearizable_runs=sum(1 for s in segments if s["linearizable"] is not True),
                faults=dict(sorted(faults.items())), total_faults=sum(faults.values()))
@@ -143,7 +144,16 @@ def campaign(hours: float, segment_minutes: float, seed: int | None,
     while done < hours * 3600:
         minutes = min(segment_minutes, max(1.0, (hours * 3600 - done) / 60))
         index = len(c["segments"])
-        entry = segment_entry(run_segment(minutes, c["seed"] + index))
+        try:
+            entry = segment_entry(run_segment(minutes, c["seed"] + index))
+        except Exception as err:        # the run stopped before its checks: not judged, failed
+            c.update(finished=True, failed=True,
+                     errored={"seed": c["seed"] + index, "at": now_iso(),
+                              "error": f"{type(err).__name__}: {err}"[:500]})
+            save(record, path)
+            print(f"chaos: campaign FAILED: segment {index + 1} (seed {c['seed'] + index}) "
+                  f"stopped with an error: {type(err).__name__}: {err}", flush=True)
+            return 1
         if checking and index % cross_check_every == 0:
             entry["cross_check"] = cross_check(entry["seed"])     # type: ignore[misc]
             print(f"chaos: porcupine cross-check of segment {index + 1} (seed "

@@ -53,6 +53,22 @@ def test_a_failed_segment_ends_the_campaign(tmp_path):
     assert record.load(path)["totals"]["not_linearizable_runs"] == 1
 
 
+def test_a_segment_that_stops_with_an_error_fails_the_campaign_and_is_recorded(tmp_path):
+    """Not judged, so not in the runs' sums — but never silently dropped from the record."""
+    path = tmp_path / "record.json"
+
+    def dies(minutes, seed):
+        if seed == 3:
+            raise RuntimeError("master-1 exited with code -7")
+        return summary(seed, minutes)
+    assert record.campaign(1, 10, 2, dies, path) == 1
+    r = record.load(path)
+    c = r["campaigns"][0]
+    assert c["failed"] and c["finished"] and len(c["segments"]) == 1
+    assert c["errored"]["seed"] == 3 and "code -7" in c["errored"]["error"]
+    assert r["totals"]["errored_runs"] == 1 and r["totals"]["runs"] == 1
+
+
 def test_runs_on_faultfs_are_summed_apart_and_unclean_errors_fail_a_segment(tmp_path):
     path = tmp_path / "record.json"
     record.add_run(summary(1, 6), path)                       # an older run on the bare disk
