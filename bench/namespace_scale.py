@@ -26,8 +26,8 @@ applied on a quorum) for the whole run. Phases, in order:
    administrator; each master's RSS then.
 2. baseline: the probe alone for --window seconds.
 3. catch-up: a follower is killed (-9), its data directory wiped and restarted; it must get the
-   leader's snapshot (the leader has compacted its log first: "until a snapshot", the wait for
-   it, is a phase of its own, as the leader writes it in its tick thread). Timed until its
+   leader's snapshot ("until a snapshot", the wait for the leader's first one, is a phase of its
+   own; a restored group writes one at its first start, so it is ~0 s now). Timed until its
    applied index reaches the leader's commit index at its restart.
 4. leader restart: the leader is killed (-9); timed until a new leader with quorum serves a
    stat of the big directory; then the old leader restarts and is timed until caught up.
