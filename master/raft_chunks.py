@@ -43,6 +43,3 @@ class LargeEntryChunks:
             message["transmission"] = "process"
             return
         del self._gathered[node]
-
-    def forget(self, node: object) -> None:
-        self._gathered.pop(node, None)

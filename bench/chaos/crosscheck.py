@@ -100,7 +100,7 @@ def require_checker(explicit: str | None = None) -> Path:
         raise CrossCheckError(NOT_CONFIGURED)
     if not (path.is_file() and os.access(path, os.X_OK)):
         raise CrossCheckError(f"porcupine checker {path} is not an executable file "
-                              f"(build it: cd bench/chaos/porcupine && go build)")
+                              f"(build it: cd bench/chaos/porcupine && go mod tidy && go build)")
     return path
 
 

@@ -20,14 +20,18 @@ def make(tmp_path, write_body, written):
     return path, BackgroundSerializer(path, 1 << 20, begin, lambda p: None, written.append)
 
 
-def test_the_tick_thread_polls_while_the_thread_writes_then_the_file_is_put_in_place(tmp_path):
-    release, written = threading.Event(), []
-
+def held_write(release: threading.Event, content: bytes):
+    """A snapshot body that writes `content` once `release` is set."""
     def body(tmp):
         release.wait(10)
         with open(tmp, "wb") as f:
-            f.write(b"new")
-    path, s = make(tmp_path, body, written)
+            f.write(content)
+    return body
+
+
+def test_the_tick_thread_polls_while_the_thread_writes_then_the_file_is_put_in_place(tmp_path):
+    release, written = threading.Event(), []
+    path, s = make(tmp_path, held_write(release, b"new"), written)
     (tmp_path / "snapshot.bin").write_bytes(b"old")
     s.serialize((None, LAST, PREV, set()), 7)            # returns at once
     assert s.checkSerializing() == (SERIALIZER_STATE.SERIALIZING, 7)
@@ -43,12 +47,7 @@ def test_the_tick_thread_polls_while_the_thread_writes_then_the_file_is_put_in_p
 
 def test_one_superseded_by_a_snapshot_from_the_leader_is_dropped(tmp_path):
     release, written = threading.Event(), []
-
-    def body(tmp):
-        release.wait(10)
-        with open(tmp, "wb") as f:
-            f.write(b"stale")
-    path, s = make(tmp_path, body, written)
+    path, s = make(tmp_path, held_write(release, b"stale"), written)
     (tmp_path / "snapshot.bin").write_bytes(b"from the leader")
     s.serialize((None, LAST, PREV, set()), 7)
     s.superseded()
