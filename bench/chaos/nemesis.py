@@ -13,6 +13,7 @@ from bench.chaos.diskfaults import DISK_FAULTS, POWER_MODES, DiskFaults, cut_pow
 from bench.chaos.netns import NetLab
 from cli.localcluster import LocalCluster
 from gfs.clock import write_test_offset
+from gfs.errors import FailedPrecondition
 
 DEAD_AFTER = 3.0          # the runner's master --dead-after
 RAFT_PORT = 7000          # the masters' Raft port on their test hosts
@@ -266,11 +267,23 @@ class Nemesis(DiskFaults):
         m = self.cluster.daemon(name)
         fault = self._fault("replace_member", [name])
         with self.cluster.client(deadline=60) as client:
-            if name == leader:
+            def step_down() -> None:
                 fault.detail["stepped_down_to"] = self._retry(
                     fault, lambda: client.step_down("", 10.0)).get("leader_raft", "")
-            self._retry(fault, lambda: client.member_remove(m["raft"], 30.0),
-                        done_if="not a member")
+
+            def remove() -> dict:
+                """Leadership may move to the member between the choice and the removal (an
+                election after another fault): it is handed over again before the next try."""
+                try:
+                    return client.member_remove(m["raft"], 30.0)
+                except FailedPrecondition as err:
+                    if "is the leader" in err.message:
+                        step_down()
+                    raise
+
+            if name == leader:
+                step_down()
+            self._retry(fault, remove, done_if="not a member")
         self._rejoining = name
         self.cluster.signal(name, signal.SIGKILL)
         self.cluster._wait_gone(name, 10)
