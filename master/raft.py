@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import tempfile
 import threading
 import time
 from typing import Callable
@@ -45,6 +44,7 @@ from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
 from master.raft_chunks import LargeEntryChunks
 from master.snapshot_writer import PAUSE as SNAPSHOT_PAUSE
+from master.snapshot_receiver import SnapshotReceiver
 from master.snapshot_writer import BackgroundSerializer
 from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
 from master.sharedlock import SharedLock
@@ -211,10 +211,13 @@ class MetadataRaft(GroupChanges, SyncObj):
         super().__init__(self_address, [p for p in current if p != self_address], conf,
                          transportClass=DeferredAckTransport)
         _PrivateRaftState.disable_dump_loading(self)
+        self._receiver = SnapshotReceiver(
+            SNAPSHOT_MAGIC, lambda: MetadataState.install_target(self._state_dir))
         self._snapshots = BackgroundSerializer(self._snapshot_path, SNAPSHOT_SEND_CHUNK,
                                                self._begin_snapshot, self._install_snapshot,
                                                self._snapshot_written,
-                                               self._snapshot_send_backlog)
+                                               self._snapshot_send_backlog,
+                                               self._receiver.piece)
         _PrivateRaftState.use_serializer(self, self._snapshots)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
@@ -513,19 +516,24 @@ class MetadataRaft(GroupChanges, SyncObj):
         with the snapshot's copy and return the entries pysyncobj restarts its log from."""
         last_entry, prev_entry, members, offset = self._read_snapshot_header(path)
         self._snapshots.superseded()       # one of our own being written is older: dropped
-        with tempfile.TemporaryDirectory(dir=self._raft_dir) as tmp:
-            mdb = os.path.join(tmp, "data.mdb")
-            with open(path, "rb") as src, open(mdb, "wb") as dst:
-                src.seek(offset)
-                while chunk := src.read(1 << 20):
-                    dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
-            with self._state_lock.exclusive(), self._copy_lock:
-                self.state.close()
-                MetadataState.install_copy(mdb, self._state_dir)
+        with open(path, "rb") as src:
+            # The store image was written into place while the pieces arrived
+            # (master/snapshot_receiver.py); else it is copied from the file here.
+            if not self._receiver.take_ready(src.read(offset)):
+                log.info("snapshot image not received in place: copying it from %s", path)
+                with open(MetadataState.install_target(self._state_dir), "wb") as dst:
+                    src.seek(offset)
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                    dst.flush()
+                    os.fdatasync(dst.fileno())
+        with self._state_lock.exclusive(), self._copy_lock:
+            self.state.close()
+            try:
+                MetadataState.install_written(self._state_dir)
+            finally:                       # the new store, or the old one if that failed
                 self.state = MetadataState(self._state_dir)
-                self.state.apply_batch(last_entry[1], [])
+            self.state.apply_batch(last_entry[1], [])
         fsync_path(self._raft_dir)
         self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]

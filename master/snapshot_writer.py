@@ -42,6 +42,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.serializer import Serializer
 
 from gfs.fsutil import fsync_path
+from master.snapshot_receiver import SYNC_EVERY
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,14 @@ class BackgroundSerializer(Serializer):
 
     def __init__(self, path: str, transmission_batch: int, begin: Begin,
                  deserializer: Callable, written: Callable[[int], None],
-                 backlog: Callable[[object], int] | None = None):
+                 backlog: Callable[[object], int] | None = None,
+                 receiver: Callable[[bytes, bool, bool], None] | None = None):
+        """`receiver`: also given every piece received from the leader
+        (master/snapshot_receiver.py)."""
         super().__init__(path, transmission_batch, False, begin, deserializer, None)
         self._path = path
+        self._receiver = receiver
+        self._incoming_unsynced = 0
         self._begin = begin
         self._written = written        # called (tick thread) with the entry index once in place
         self._backlog = backlog
@@ -149,6 +155,35 @@ class BackgroundSerializer(Serializer):
         else:                               # nothing to send
             self._sending.pop(transmissionID, None)
         return data
+
+    def setTransmissionData(self, data) -> bool:
+        """A piece of the leader's snapshot: into pysyncobj's incoming file, made durable every
+        SYNC_EVERY bytes and at the end (pysyncobj never fsyncs it, and it is the snapshot
+        this master sends once it leads), and to the receiver."""
+        if data is None:
+            return False
+        piece, first, last = data
+        if self._receiver is not None:
+            self._receiver(piece, first, last)
+        if first:
+            self._incoming_unsynced = 0
+        complete = super().setTransmissionData(data)
+        self._incoming_unsynced += len(piece)
+        incoming = self._Serializer__incomingTransmissionFile
+        try:
+            if incoming is not None and self._incoming_unsynced >= SYNC_EVERY:
+                incoming.flush()
+                os.fdatasync(incoming.fileno())
+                self._incoming_unsynced = 0
+            if complete:
+                fsync_path(self._path)  # its directory entry: the install fsyncs the directory
+        except OSError as exc:          # as pysyncobj does with a failed write: drop the transfer
+            log.error("receiving the leader's snapshot failed: %s", exc)
+            if incoming is not None:
+                incoming.close()
+            self._Serializer__incomingTransmissionFile = None
+            return False
+        return complete
 
     def cancelTransmisstion(self, id) -> None:      # pysyncobj's spelling
         super().cancelTransmisstion(id)

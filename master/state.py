@@ -43,8 +43,8 @@ FIRST_TRASH_ID = 1
 RESTORE_HANDLE_GAP = 1 << 32
 AS_SYSTEM = object()          # reads on behalf of the masters themselves (leader loops)
 _DATA_FILE = "data.mdb"
-# install_copy: PATH.installing (being written) -> PATH.staged (complete, durable) -> PATH,
-# with the old PATH moved to PATH.retired in between.
+# An install (install_target, install_written): PATH.installing (being written) -> PATH.staged
+# (complete, durable) -> PATH, with the old PATH moved to PATH.retired in between.
 _INSTALLING, _STAGED, _RETIRED = ".installing", ".staged", ".retired"
 
 
@@ -234,8 +234,9 @@ def _check_env(directory: str) -> None:
         raise DataLoss("not a metadata store copy: no 'next_inode' counter")
 
 
-def _recover_install(path: str) -> None:
-    """Finish an install_copy that a crash interrupted after staging, else drop its leftovers.
+def _recover_install(path: str, keep_installing: bool = False) -> None:
+    """Finish an install that a crash interrupted after staging, else drop its leftovers
+    (PATH.installing too, unless `keep_installing`: the install about to use it).
 
     `path` is missing only between the two renames of _swap_in, when PATH.staged is complete;
     if PATH.staged is missing too, the crash came after the second rename and before the
@@ -245,20 +246,15 @@ def _recover_install(path: str) -> None:
             if os.path.isdir(candidate):
                 os.rename(candidate, path)
                 break
-    for leftover in (_INSTALLING, _STAGED, _RETIRED):
+    for leftover in (_STAGED, _RETIRED) if keep_installing else (_INSTALLING, _STAGED, _RETIRED):
         shutil.rmtree(path + leftover, ignore_errors=True)
 
 
-def _stage(mdb_file: str, path: str) -> str:
-    """Write a durable, verified environment directory holding a copy of `mdb_file` next to
-    `path`; return it (PATH.staged)."""
+def _stage(path: str) -> str:
+    """Verify the copy written into PATH.installing and make it PATH.staged, durably; return
+    PATH.staged. A copy that is not a store is dropped (DataLoss)."""
     installing, staged = path + _INSTALLING, path + _STAGED
-    shutil.rmtree(installing, ignore_errors=True)
-    os.makedirs(installing)
     try:
-        target = os.path.join(installing, _DATA_FILE)
-        shutil.copyfile(mdb_file, target)
-        fsync_path(target)
         _check_env(installing)
         fsync_path(installing)
     except BaseException:
@@ -676,14 +672,36 @@ class MetadataState:
         (an LMDB read transaction: it sees this state however far the writers move on)."""
         return PinnedState(self._env, self._env.begin())
 
+    @staticmethod
+    def install_target(path: str) -> str:
+        """The file to write the next store copy for `path` into (data.mdb in a fresh
+        PATH.installing): written and fsync'd by the caller, then put in place by
+        install_written. A MetadataState may stay open on `path` meanwhile."""
+        path = os.path.abspath(path)
+        installing = path + _INSTALLING
+        shutil.rmtree(installing, ignore_errors=True)
+        makedirs_durable(installing)
+        return os.path.join(installing, _DATA_FILE)
+
+    @staticmethod
+    def install_written(path: str) -> None:
+        """Atomically make `path` the store copied into install_target(path) (made by
+        copy_to_fd, the caller has fsync'd it). The caller has closed any MetadataState open
+        on `path`."""
+        path = os.path.abspath(path)
+        _recover_install(path, keep_installing=True)
+        _swap_in(_stage(path), path)
+
     @classmethod
     def install_copy(cls, mdb_file: str, path: str) -> None:
         """Atomically make `path` an environment directory holding a copy of `mdb_file` (made
         by copy_to_fd). The caller has closed any MetadataState open on `path`."""
         path = os.path.abspath(path)
         _recover_install(path)
-        makedirs_durable(os.path.dirname(path))
-        _swap_in(_stage(mdb_file, path), path)
+        target = cls.install_target(path)
+        shutil.copyfile(mdb_file, target)
+        fsync_path(target)
+        cls.install_written(path)
 
 
 class PinnedState:

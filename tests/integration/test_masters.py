@@ -136,6 +136,10 @@ def test_lagging_follower_catches_up_from_a_snapshot(make_cluster):
         entries = stub.List(pb.ListRequest(path="/", stale_ok=True, limit=10000), timeout=2,
                            metadata=auth).entries
     assert {f"/snap-{i}" for i in range(150)} <= {e.path for e in entries}
+    # the store image was written into place while it arrived (master/snapshot_receiver.py)
+    log_text = (Path(c.daemon(follower)["data"]) / "daemon.log").read_text()
+    assert "installed snapshot from leader" in log_text
+    assert "not received in place" not in log_text
 
 
 def test_deposed_leader_never_serves_a_stale_read(make_cluster):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import msgpack
 import pytest
@@ -1198,6 +1199,12 @@ def snapshot_of_new(tmp_path):
     return mdb, str(tmp_path / "meta")
 
 
+def _stage_copy(mdb, target):
+    """An install of `mdb` up to PATH.staged (install_target + _stage), returning it."""
+    shutil.copyfile(mdb, MetadataState.install_target(target))
+    return state_module._stage(target)
+
+
 def _names_after_reopen(target):
     with MetadataState(target, map_size=1 << 26) as s:
         return [e["path"] for e in s.list("/")[0]]
@@ -1205,7 +1212,7 @@ def _names_after_reopen(target):
 
 def test_an_install_interrupted_between_the_renames_completes_on_open(tmp_path, snapshot_of_new):
     mdb, target = snapshot_of_new
-    state_module._stage(mdb, target)                                   # staged, durable ...
+    _stage_copy(mdb, target)                                   # staged, durable ...
     os.rename(target, target + ".retired")                             # ... crash after this rename
     assert _names_after_reopen(target) == ["/new"]
     assert sorted(os.listdir(tmp_path)) == ["copy.mdb", "meta", "src"]
@@ -1214,21 +1221,21 @@ def test_an_install_interrupted_between_the_renames_completes_on_open(tmp_path, 
 def test_a_first_install_interrupted_before_its_rename_completes_on_open(tmp_path, snapshot_of_new):
     mdb, _ = snapshot_of_new
     target = str(tmp_path / "fresh")
-    state_module._stage(mdb, target)                                   # crash before the rename
+    _stage_copy(mdb, target)                                   # crash before the rename
     assert _names_after_reopen(target) == ["/new"]
 
 
 def test_an_install_interrupted_after_the_renames_cleans_up(tmp_path, snapshot_of_new):
     mdb, target = snapshot_of_new
     os.rename(target, target + ".retired")
-    os.rename(state_module._stage(mdb, target), target)                # crash before the rmtree
+    os.rename(_stage_copy(mdb, target), target)                # crash before the rmtree
     assert _names_after_reopen(target) == ["/new"]
     assert sorted(os.listdir(tmp_path)) == ["copy.mdb", "meta", "src"]
 
 
 def test_an_install_interrupted_while_staging_or_before_the_swap_is_discarded(tmp_path, snapshot_of_new):
     mdb, target = snapshot_of_new
-    state_module._stage(mdb, target)                                   # staged but never swapped
+    _stage_copy(mdb, target)                                   # staged but never swapped
     os.makedirs(target + ".installing")                                # and a half-written one
     (tmp_path / "meta.installing" / "data.mdb").write_bytes(b"half")
     assert _names_after_reopen(target) == ["/old"]

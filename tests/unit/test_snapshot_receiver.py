@@ -1,0 +1,122 @@
+"""master/snapshot_receiver.py: the store image of a snapshot being received is written into
+place piece by piece, and handed to the install only when complete and of the same file."""
+import os
+import struct
+
+import pytest
+
+from master.snapshot_receiver import SnapshotReceiver
+from master.snapshot_writer import BackgroundSerializer
+
+MAGIC = b"GFSSNAP1"
+
+
+def snapshot_file(header: bytes, image: bytes) -> bytes:
+    return MAGIC + struct.pack("<Q", len(header)) + header + image
+
+
+def pieces(data: bytes, sizes):
+    """(piece, first, last) as pysyncobj hands them over: the last one is empty."""
+    out, at = [], 0
+    for n in sizes + [len(data)]:
+        if at < len(data):
+            out.append((data[at:at + n], at == 0, False))
+            at += n
+    return out + [(b"", False, True)]
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    targets = []
+
+    def target():
+        targets.append(str(tmp_path / f"image-{len(targets)}"))
+        return targets[-1]
+    r = SnapshotReceiver(MAGIC, target)
+    r.targets = targets
+    return r
+
+
+@pytest.mark.parametrize("sizes", [[3], [8, 5, 1], [100], [20, 2000]])
+def test_the_image_after_the_header_is_written_whatever_the_piece_boundaries(receiver, sizes):
+    image = os.urandom(5000)
+    data = snapshot_file(b"header-bytes", image)
+    for piece in pieces(data, sizes):
+        receiver.piece(*piece)
+    with open(receiver.targets[-1], "rb") as f:
+        assert f.read() == image
+    prefix = data[:len(data) - len(image)]
+    assert receiver.take_ready(prefix)
+    assert not receiver.take_ready(prefix)          # handed over once
+
+
+def test_an_image_of_another_file_is_not_handed_over(receiver):
+    data = snapshot_file(b"header-a", b"x" * 100)
+    for piece in pieces(data, [50]):
+        receiver.piece(*piece)
+    assert not receiver.take_ready(snapshot_file(b"header-b", b""))
+
+
+def test_a_transfer_that_starts_over_replaces_the_partial_one(receiver):
+    old = snapshot_file(b"old", b"o" * 1000)
+    for piece in pieces(old, [40, 40])[:2]:         # never finished
+        receiver.piece(*piece)
+    new = snapshot_file(b"new", b"n" * 700)
+    for piece in pieces(new, [300]):
+        receiver.piece(*piece)
+    assert receiver.take_ready(new[:len(new) - 700])
+    with open(receiver.targets[-1], "rb") as f:
+        assert f.read() == b"n" * 700
+
+
+def test_pieces_without_a_first_one_are_ignored(receiver):
+    data = snapshot_file(b"h", b"z" * 10)
+    for piece in pieces(data, [5])[1:]:
+        receiver.piece(*piece)
+    assert receiver.targets == []
+    assert not receiver.take_ready(data[:-10])
+
+
+def test_a_file_that_is_not_a_snapshot_is_abandoned(receiver):
+    receiver.piece(b"NOTASNAPSHOT-AT-ALL", True, False)
+    receiver.piece(b"", False, True)
+    assert not receiver.take_ready(b"NOTASNAPSHOT-AT-ALL")
+
+
+def test_a_transfer_ending_inside_its_header_is_not_ready(receiver):
+    data = snapshot_file(b"a-long-header", b"")
+    receiver.piece(data[:12], True, False)
+    receiver.piece(b"", False, True)
+    assert not receiver.take_ready(data)
+
+
+def test_a_failed_write_abandons_the_image(tmp_path):
+    r = SnapshotReceiver(MAGIC, lambda: str(tmp_path / "missing-dir" / "image"))
+    data = snapshot_file(b"h", b"y" * 10)
+    for piece in pieces(data, [4]):
+        r.piece(*piece)                              # logged, not raised
+    assert not r.take_ready(data[:-10])
+
+
+def test_the_serializer_gives_every_received_piece_to_the_receiver_and_keeps_the_file(tmp_path):
+    got = []
+    path = str(tmp_path / "snapshot.bin")
+    s = BackgroundSerializer(path, 1 << 20, lambda tmp, e: None, lambda p: None, lambda i: None,
+                             receiver=lambda *piece: got.append(piece))
+    data = snapshot_file(b"hdr", os.urandom(3000))
+    completed = [s.setTransmissionData(piece) for piece in pieces(data, [1000, 1000])]
+    assert completed == [False, False, False, True]
+    assert got == pieces(data, [1000, 1000])
+    with open(path, "rb") as f:
+        assert f.read() == data
+
+
+def test_the_image_is_made_durable_as_it_arrives_not_only_at_the_end(receiver, monkeypatch):
+    import master.snapshot_receiver as module
+    synced = []
+    monkeypatch.setattr(module, "SYNC_EVERY", 1000)
+    monkeypatch.setattr(module.os, "fdatasync", lambda fd: synced.append(fd))
+    data = snapshot_file(b"h", b"d" * 4500)
+    for piece in pieces(data, [600] * 7):
+        receiver.piece(*piece)
+    assert len(synced) == 4      # 3 on the way (each once 1,000 bytes are unsynced) + 1 at the end
