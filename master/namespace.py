@@ -11,7 +11,7 @@ from master import usage
 from master.access import (ROOT_OWNER, Access, access, access_dir, authorize, child_access,
                            may_see, new_owner, writable_dir)
 from master.identity import SYSTEM, changed, require_admin, user
-from master.store import DIR, FILE, MAX_U64, NEXT_INODE, NEXT_CHUNK, NEXT_TRASH, ROOT_INODE, Tx
+from master.store import DIR, DIRS, FILE, MAX_U64, NEXT_INODE, NEXT_CHUNK, NEXT_TRASH, ROOT_INODE, Tx
 
 COMMITTED, PENDING = "committed", "pending"
 STORAGE_CLASSES = ("hot", "cold", "auto")
@@ -54,6 +54,7 @@ def new_dir(tx: Tx, parent: int, name: str, args: dict, owner: str | None = None
                           storage_class=above.get("storage_class", ""))
     record["parent"] = parent
     tx.put_inode(ino, record)
+    tx.set_counter(DIRS, tx.counter(DIRS) + 1)
     tx.add_entry(parent, name, ino, args["now"])
     return ino
 
@@ -73,6 +74,8 @@ def drop_inode(tx: Tx, ino: int, now: int) -> dict:
         tx.delete_inline(ino)
     usage.forget_file(tx, record)
     tx.delete_inode(ino)
+    if record["type"] == DIR:
+        tx.set_counter(DIRS, tx.counter(DIRS) - 1)
     return record
 
 

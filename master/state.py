@@ -33,7 +33,7 @@ from master.schema import (COMMON, INODE, MODE, SESSION, Check, boolean, bytes_o
 from master.access import ROOT_OWNER, admin_overrides
 from master.namespace import COMMITTED
 from master.principal_cache import PrincipalCache
-from master.store import (APPLIED, DB_NAMES, DIR, MAX_DBS, MAX_U32, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
+from master.store import (APPLIED, DB_NAMES, DIR, DIRS, MAX_DBS, MAX_U32, MAX_U64, NEXT_CHUNK, NEXT_INODE, NEXT_TRASH,
                           ROOT_INODE, U64, Tx, error_result, show, u64key)
 
 MAX_REPLICATION = 16
@@ -311,6 +311,8 @@ class MetadataState:
                 tx.set_counter(usage.LAYOUT, usage.CURRENT_LAYOUT)
             if tx.counter(NEXT_TRASH) == 0:
                 tx.set_counter(NEXT_TRASH, FIRST_TRASH_ID)
+            if tx.counter(DIRS) == 0:      # a fresh store, or one written before the counter
+                tx.set_counter(DIRS, sum(1 for r in tx.inode_records() if r["type"] == DIR))
             if tx.counter(usage.LAYOUT) < usage.CURRENT_LAYOUT:
                 usage.rebuild(tx, ROOT_INODE, [r["inode"] for r in tx.trash_records()])
 
@@ -634,7 +636,7 @@ class MetadataState:
         dirs and files include those in the trash."""
         with self._reader() as tx:
             inodes, pending = tx.count("inodes"), tx.count("pending")
-            dirs = sum(1 for record in tx.inode_records() if record["type"] == DIR)
+            dirs = tx.counter(DIRS)          # kept on every mkdir and removal: no walk
             trash = tx.trash_records()
             return {"inodes": inodes, "dirs": dirs, "files": inodes - dirs - pending,
                     "pending": pending, "chunks": tx.count("chunks"), "garbage": tx.count("garbage"),

@@ -22,6 +22,7 @@ MAX_DBS = 24
 MAX_KEY_BYTES = 511               # LMDB's compiled-in limit (mdb_env_get_maxkeysize)
 APPLIED, NEXT_INODE, NEXT_CHUNK = b"applied_index", b"next_inode", b"next_chunk"
 NEXT_TRASH = b"next_trash"
+DIRS = b"dirs"              # directories in the namespace (trash included), kept on every change
 U64 = struct.Struct(">Q")
 SHOW_CHARS = 60
 

@@ -148,3 +148,46 @@ def test_counting_a_big_tree_reads_no_more_entries_than_the_limit(pair, monkeypa
         assert sum(read) <= 5
         assert namespace.smaller_than(tx, big, 3 + FILES + 1) is True     # 26 inodes
         assert namespace.smaller_than(tx, big, 3 + FILES) is False
+
+
+def walked_dirs(state: MetadataState) -> int:
+    import msgpack
+    return sum(1 for _, v in state.dump()["inodes"] if msgpack.unpackb(v)["type"] == "dir")
+
+
+def test_the_directory_count_is_kept_through_every_change_without_a_walk(pair):
+    """`gfs admin health` reads counts(): directories are counted on every mkdir and removal
+    (a walk of every inode per call was O(N) at a million files)."""
+    d, _ = pair
+    seen = []
+
+    def check():
+        seen.append(d.state.counts()["dirs"])
+        assert seen[-1] == walked_dirs(d.state)
+    build(d)
+    check()
+    d.ok(mkdir("/empty"))
+    d.ok(delete("/empty"))                                     # rmdir
+    check()
+    d.ok(trash("/big"))                                        # in the trash: still counted
+    check()
+    d.ok(restore(d.state.trash_list(None)[0]["id"]))
+    check()
+    d.ok(delete("/big", recursive=True, reap_over=10))         # handed to the reaper
+    reap_all(d, 2)
+    check()
+    d.ok(trash("/keep"))
+    d.ok(purge())
+    check()
+    assert seen == [5, 5, 5, 5, 2, 1]      # /, keep, big, big/a, big/a/b
+
+
+def test_a_store_written_before_the_directory_count_gets_it_on_open(tmp_path):
+    from master.store import DIRS
+    path = str(tmp_path / "old")
+    with MetadataState(path, map_size=1 << 26) as state:
+        build(Driver(state))
+        with state._env.begin(write=True) as txn:              # as older code left it
+            txn.delete(DIRS, db=state._dbs["meta"])
+    with MetadataState(path, map_size=1 << 26) as state:
+        assert state.counts()["dirs"] == walked_dirs(state) == 5
