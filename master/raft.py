@@ -514,6 +514,7 @@ class MetadataRaft(GroupChanges, SyncObj):
     def _install_snapshot(self, path: str):
         """pysyncobj deserializer hook, called when the leader sent us a snapshot: replace LMDB
         with the snapshot's copy and return the entries pysyncobj restarts its log from."""
+        started = time.monotonic()
         last_entry, prev_entry, members, offset = self._read_snapshot_header(path)
         self._snapshots.superseded()       # one of our own being written is older: dropped
         with open(path, "rb") as src:
@@ -537,7 +538,8 @@ class MetadataRaft(GroupChanges, SyncObj):
         fsync_path(self._raft_dir)
         self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]
-        log.info("installed snapshot from leader at index %d", last_entry[1])
+        log.info("installed snapshot from leader at index %d in %.2f s", last_entry[1],
+                 time.monotonic() - started)
         # The leader reached us with the last piece just before this install, which held the
         # tick thread for as long as the copy took (seconds for a big store): without a fresh
         # election deadline this follower would campaign at its next tick and depose a leader
