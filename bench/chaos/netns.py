@@ -15,6 +15,7 @@ Faults (each undone by `heal()`):
 """
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -39,11 +40,17 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 class NetLab:
+    _made = itertools.count()      # labs made by this process
+
     def __init__(self, hosts: int, tag: str | None = None):
         if os.geteuid() != 0 or shutil.which("ip") is None:
             raise NetLabUnavailable("network namespaces need root and iproute2's `ip`")
-        self.tag = tag or f"{os.getpid() % 10000:04d}"
-        self.subnet = 20 + os.getpid() % 200
+        # Names and subnet differ from the previous lab of this process too: the kernel
+        # destroys a deleted namespace (and the veth pair in it) later, so its names may still
+        # be taken ("RTNETLINK answers: File exists") when the next lab is built.
+        made = next(self._made)
+        self.tag = tag or f"{os.getpid() % 10000:04d}{made % 100:02d}"
+        self.subnet = 20 + (os.getpid() + made) % 200
         self.bridge = f"gbr{self.tag}"
         self.gateway = f"10.77.{self.subnet}.1"
         self.namespaces = [f"gfs{self.tag}h{i}" for i in range(1, hosts + 1)]
