@@ -220,10 +220,19 @@ def _gc_paused() -> Iterator[None]:
 # --- snapshot install --------------------------------------------------------------------------
 
 def _check_env(directory: str) -> None:
-    """DataLoss unless `directory` holds a metadata LMDB environment."""
+    """DataLoss unless `directory` holds a metadata LMDB environment.
+
+    A copy shorter than its meta page says (a torn or cut-off file) is refused before any page
+    is read: LMDB reads pages through its memory map, and a page beyond the end of the file is
+    a SIGBUS that kills the process (a chaos run lost a master so)."""
     try:
         env = lmdb.open(directory, readonly=True, lock=False, max_dbs=MAX_DBS, subdir=True)
         try:
+            needed = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+            size = os.path.getsize(os.path.join(directory, _DATA_FILE))
+            if size < needed:
+                raise DataLoss(f"not a whole metadata store copy: {size} bytes where its meta "
+                               f"page needs {needed} (cut off or torn)")
             with env.begin() as txn:
                 present = txn.get(NEXT_INODE, db=env.open_db(b"meta", txn=txn, create=False))
         finally:

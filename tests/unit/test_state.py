@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import msgpack
 import pytest
@@ -1173,6 +1175,38 @@ def test_copy_and_install_round_trip(tmp_path):
     MetadataState.install_copy(mdb, str(tmp_path / "new" / "dir"))     # into a fresh location
     with MetadataState(str(tmp_path / "new" / "dir")) as r:
         assert r.dump() == dump
+
+
+CUT_COPY_INSTALL = """
+import sys
+from gfs.errors import DataLoss
+from master.state import MetadataState
+try:
+    MetadataState.install_copy(sys.argv[1], sys.argv[2])
+except DataLoss as err:
+    print("refused:", err)
+"""
+
+
+def test_install_copy_refuses_a_cut_off_copy_instead_of_dying_of_sigbus(tmp_path):
+    """LMDB reads pages through its map: a copy shorter than its meta page says used to kill
+    the process with SIGBUS when checked (a chaos run's master died so, installing a snapshot)."""
+    with MetadataState(str(tmp_path / "src"), map_size=1 << 26) as s:
+        Driver(s).batch([mkdir(f"/a-directory-with-a-long-name-{i}") for i in range(3000)])
+        whole = _copy(s, tmp_path / "copy.mdb")
+    data = open(whole, "rb").read()
+    cut = tmp_path / "cut.mdb"
+    cut.write_bytes(data[:len(data) // 3])
+    target = str(tmp_path / "meta")
+    with MetadataState(target, map_size=1 << 26) as s:
+        s.apply(1, mkdir("/keep"))
+    done = subprocess.run([sys.executable, "-c", CUT_COPY_INSTALL, str(cut), target],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert "refused: not a whole metadata store copy" in done.stdout
+    with MetadataState(target, map_size=1 << 26) as s:        # the old store is still there
+        assert s.stat("/keep")["type"] == "dir"
 
 
 def test_install_copy_rejects_a_file_that_is_not_a_copy(tmp_path):
