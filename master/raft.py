@@ -541,9 +541,9 @@ class MetadataRaft(GroupChanges, SyncObj):
         log.info("installed snapshot from leader at index %d in %.2f s", last_entry[1],
                  time.monotonic() - started)
         # The leader reached us with the last piece just before this install, which held the
-        # tick thread for as long as the copy took (seconds for a big store): without a fresh
-        # election deadline this follower would campaign at its next tick and depose a leader
-        # that is alive, restarting every transfer in progress.
+        # tick thread (briefly when the image was received in place, for a whole copy of the
+        # store when not): without a fresh election deadline this follower could campaign at
+        # its next tick and depose a leader that is alive, restarting every transfer in progress.
         _PrivateRaftState.postpone_election(self, self._config.election_max)
         return last_entry, prev_entry, {TCPNode(a) for a in members}
 

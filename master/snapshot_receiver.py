@@ -26,6 +26,24 @@ SYNC_EVERY = 32 << 20       # bytes written between fdatasyncs of a file being r
 _LENGTH = struct.Struct("<Q")
 
 
+class PeriodicSync:
+    """fdatasync a file being written once SYNC_EVERY bytes have gone into it since the last
+    sync, so the sync at its end is short."""
+
+    def __init__(self) -> None:
+        self.unsynced = 0
+
+    def wrote(self, f, count: int) -> None:
+        self.unsynced += count
+        if self.unsynced >= SYNC_EVERY:
+            self.sync(f)
+
+    def sync(self, f) -> None:
+        f.flush()
+        os.fdatasync(f.fileno())
+        self.unsynced = 0
+
+
 class SnapshotReceiver:
     """Tick thread only. `target()` gives a fresh file to write the store image into."""
 
@@ -35,7 +53,7 @@ class SnapshotReceiver:
         self._file = None                  # the image being written; None: not receiving
         self._prefix = bytearray()         # magic + header length + header, as received
         self._prefix_len: int | None = None
-        self._unsynced = 0
+        self._sync = PeriodicSync()
         self._ready: bytes | None = None   # the prefix of a complete, durable image
 
     def piece(self, data: bytes, first: bool, last: bool) -> None:
@@ -69,7 +87,7 @@ class SnapshotReceiver:
         self._file = None
         self._prefix = bytearray()
         self._prefix_len = None
-        self._unsynced = 0
+        self._sync = PeriodicSync()
         self._ready = None
 
     def _take(self, data: bytes) -> None:
@@ -91,19 +109,12 @@ class SnapshotReceiver:
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)
-        self._unsynced += len(data)
-        if self._unsynced >= SYNC_EVERY:
-            self._sync()
-
-    def _sync(self) -> None:
-        self._file.flush()
-        os.fdatasync(self._file.fileno())
-        self._unsynced = 0
+        self._sync.wrote(self._file, len(data))
 
     def _finish(self) -> None:
         if self._prefix_len is None or len(self._prefix) < self._prefix_len:
             raise ValueError("the snapshot ended inside its header")
-        self._sync()
+        self._sync.sync(self._file)
         self._file.close()
         self._file = None
         self._ready = bytes(self._prefix)

@@ -42,7 +42,7 @@ from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.serializer import Serializer
 
 from gfs.fsutil import fsync_path
-from master.snapshot_receiver import SYNC_EVERY
+from master.snapshot_receiver import PeriodicSync
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class BackgroundSerializer(Serializer):
         super().__init__(path, transmission_batch, False, begin, deserializer, None)
         self._path = path
         self._receiver = receiver
-        self._incoming_unsynced = 0
+        self._incoming_sync = PeriodicSync()
         self._begin = begin
         self._written = written        # called (tick thread) with the entry index once in place
         self._backlog = backlog
@@ -157,8 +157,8 @@ class BackgroundSerializer(Serializer):
         return data
 
     def setTransmissionData(self, data) -> bool:
-        """A piece of the leader's snapshot: into pysyncobj's incoming file, made durable every
-        SYNC_EVERY bytes and at the end (pysyncobj never fsyncs it, and it is the snapshot
+        """A piece of the leader's snapshot: into pysyncobj's incoming file, made durable as it
+        grows (PeriodicSync) and at the end (pysyncobj never fsyncs it, and it is the snapshot
         this master sends once it leads), and to the receiver."""
         if data is None:
             return False
@@ -166,15 +166,12 @@ class BackgroundSerializer(Serializer):
         if self._receiver is not None:
             self._receiver(piece, first, last)
         if first:
-            self._incoming_unsynced = 0
+            self._incoming_sync = PeriodicSync()
         complete = super().setTransmissionData(data)
-        self._incoming_unsynced += len(piece)
         incoming = self._Serializer__incomingTransmissionFile
         try:
-            if incoming is not None and self._incoming_unsynced >= SYNC_EVERY:
-                incoming.flush()
-                os.fdatasync(incoming.fileno())
-                self._incoming_unsynced = 0
+            if incoming is not None:
+                self._incoming_sync.wrote(incoming, len(piece))
             if complete:
                 fsync_path(self._path)  # its directory entry: the install fsyncs the directory
         except OSError as exc:          # as pysyncobj does with a failed write: drop the transfer

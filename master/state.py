@@ -707,8 +707,6 @@ class MetadataState:
     def install_copy(cls, mdb_file: str, path: str) -> None:
         """Atomically make `path` an environment directory holding a copy of `mdb_file` (made
         by copy_to_fd). The caller has closed any MetadataState open on `path`."""
-        path = os.path.abspath(path)
-        _recover_install(path)
         target = cls.install_target(path)
         shutil.copyfile(mdb_file, target)
         fsync_path(target)
