@@ -9,11 +9,12 @@ durability pieces plugged into its extension points.
 * State: every log entry carries a batch of msgpack commands, applied by `MetadataState` in one
   LMDB transaction that also records the entry's index, so replay after a restart skips what
   LMDB already holds and never applies an entry twice.
-* Snapshots: a consistent LMDB copy plus the last two log entries, written and fsync'd through
-  pysyncobj's serializer hook. It exists to bring a lagging follower up to date; a restarting
-  node never needs it because LMDB (fsync'd on every commit) is always at or beyond it. That is
-  also why pysyncobj's own dump loading at start-up — which clears the journal when the dump and
-  the journal disagree — is switched off: nothing is ever thrown away on a mismatch.
+* Snapshots: a consistent LMDB copy plus the last two log entries, with a checksum of the copy
+  (master/snapshot_format.py), written and fsync'd through pysyncobj's serializer hook. It
+  exists to bring a lagging follower up to date; a restarting node never needs it because LMDB
+  (fsync'd on every commit) is always at or beyond it. That is also why pysyncobj's own dump
+  loading at start-up — which clears the journal when the dump and the journal disagree — is
+  switched off: nothing is ever thrown away on a mismatch.
 
 The pysyncobj version is pinned (requirements.txt); the few private attributes touched here are
 named in one place (`_PrivateRaftState`).
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from typing import Callable
@@ -35,6 +35,7 @@ from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPNode, TCPTransport
 
 from gfs.auth.insecure import raft_purpose
+from gfs.errors import DataLoss
 from gfs.fsutil import fsync_path, makedirs_durable
 from gfs.logs import RepeatedFailure
 from master.journal import DurableJournal
@@ -43,6 +44,7 @@ from master.raft_group import GroupChanges
 from master.raft_private import PrivateRaftState as _PrivateRaftState
 from master.raft_auth import FrameAuthenticator
 from master.raft_chunks import LargeEntryChunks
+from master import snapshot_format
 from master.snapshot_writer import PAUSE as SNAPSHOT_PAUSE
 from master.snapshot_receiver import SnapshotReceiver
 from master.snapshot_writer import BackgroundSerializer
@@ -77,9 +79,9 @@ class _ResendIsNotDivergence(logging.Filter):
 
 logging.getLogger("pysyncobj.syncobj").addFilter(_ResendIsNotDivergence())
 
-SNAPSHOT_MAGIC = b"GFSSNAP1"
 SNAPSHOT_SEND_CHUNK = 1 << 20      # bytes of a snapshot per message to a follower (pysyncobj: 64 KiB)
 SOCKET_BUFFER = 4 << 20
+SNAPSHOT_RETRY_S = 5.0             # between compactions asked for to replace a damaged snapshot
 SNAPSHOT_PROGRESS = "gfs_snapshot_progress"     # follower -> leader while a snapshot arrives
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -180,6 +182,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         self._snapshot_path = os.path.join(self._raft_dir, "snapshot.bin")
         self.snapshot_index = 0
         self.snapshot_time_ms = 0
+        self._snapshot_retry: float | None = None   # ours was moved aside: when to compact
         self._snapshot_a_restored_log()
         self._read_snapshot_info()
         self._on_role_change = on_role_change
@@ -211,8 +214,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         super().__init__(self_address, [p for p in current if p != self_address], conf,
                          transportClass=DeferredAckTransport)
         _PrivateRaftState.disable_dump_loading(self)
-        self._receiver = SnapshotReceiver(
-            SNAPSHOT_MAGIC, lambda: MetadataState.install_target(self._state_dir))
+        self._receiver = SnapshotReceiver(lambda: MetadataState.install_target(self._state_dir))
         self._snapshots = BackgroundSerializer(self._snapshot_path, SNAPSHOT_SEND_CHUNK,
                                                self._begin_snapshot, self._install_snapshot,
                                                self._snapshot_written,
@@ -265,6 +267,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         while not self._stopping.is_set():
             try:
                 self._make_durable()
+                self._replace_missing_snapshot()
                 unverified = self.journal.unverified_index()
                 if not self._isLeader():
                     if unverified is not None:
@@ -461,10 +464,32 @@ class MetadataRaft(GroupChanges, SyncObj):
                 f"metadata store at index {applied} is behind the journal's first entry {first}; "
                 "refusing to start (restore the data directory from a backup or re-seed this master)")
 
+    def _discard_snapshot(self, reason: BaseException) -> None:
+        """Move this master's damaged snapshot file aside (never deleted: kept for a look) and
+        compact at the next chance, so that a fresh one replaces it. Until then there is no
+        snapshot to send a follower that needs one (pysyncobj retries every heartbeat); the
+        state itself is in LMDB and the journal, which never needed it."""
+        aside = f"{self._snapshot_path}.bad-{time.strftime('%Y%m%dT%H%M%S')}-{now_ms() % 1000:03d}"
+        os.rename(self._snapshot_path, aside)
+        fsync_path(self._raft_dir)
+        self.snapshot_index = 0
+        self._snapshot_retry = time.monotonic()
+        log.error("SNAPSHOT DAMAGED: %s (%s); moved aside to %s, a new one is written at the "
+                  "next compaction", self._snapshot_path, reason, aside)
+
+    def _replace_missing_snapshot(self) -> None:
+        """Tick thread: while this master has no snapshot since it moved a damaged one aside,
+        ask pysyncobj for a compaction every SNAPSHOT_RETRY_S (one asked for while another
+        is written or sent does not happen, nor one whose copy failed)."""
+        if self._snapshot_retry is not None and time.monotonic() >= self._snapshot_retry:
+            self._snapshot_retry = time.monotonic() + SNAPSHOT_RETRY_S
+            self.forceLogCompaction()
+
     def _snapshot_a_restored_log(self) -> None:
         """A log that starts after entry 1 with no snapshot beside it is a restored group's
-        (master/backup.py): write the snapshot of the store at the log's last entry now, so the
-        leader has one to send a master that joins with an empty disk (it would otherwise be
+        (master/backup.py), or one whose snapshot was damaged and moved aside
+        (_discard_snapshot): write the snapshot of the store at the log's last entry now, so
+        the leader has one to send a master that joins with an empty disk (it would otherwise be
         sent nothing it can use, and wait)."""
         if os.path.exists(self._snapshot_path) or self.journal.first_index <= 1 \
                 or len(self.journal) < 2 or self.state.applied_index() != self.journal.last_index:
@@ -494,11 +519,7 @@ class MetadataRaft(GroupChanges, SyncObj):
                     # be able to lose a commit it holds (it commits without syncing its meta
                     # page: master/state.py).
                     state.sync_now()
-                    with open(tmp_path, "wb") as f:
-                        f.write(SNAPSHOT_MAGIC + struct.pack("<Q", len(header)) + header)
-                        f.flush()
-                        pinned.copy_to_fd(f.fileno())
-                        os.fsync(f.fileno())
+                    snapshot_format.write(tmp_path, header, pinned.copy_to_fd)
             finally:
                 pinned.close()
         return write
@@ -508,6 +529,7 @@ class MetadataRaft(GroupChanges, SyncObj):
 
     def _snapshot_written(self, index: int) -> None:
         self.snapshot_index = index
+        self._snapshot_retry = None
         self.snapshot_time_ms = now_ms()
         log.info("snapshot written at index %d", index)
 
@@ -515,29 +537,41 @@ class MetadataRaft(GroupChanges, SyncObj):
         """pysyncobj deserializer hook, called when the leader sent us a snapshot: replace LMDB
         with the snapshot's copy and return the entries pysyncobj restarts its log from."""
         started = time.monotonic()
-        last_entry, prev_entry, members, offset = self._read_snapshot_header(path)
-        self._snapshots.superseded()       # one of our own being written is older: dropped
+        try:
+            header = snapshot_format.read_header(path)
+        except ValueError as exc:
+            self._discard_snapshot(exc)
+            raise DataLoss(f"snapshot from the leader refused: {exc}") from None
+        last_entry, prev_entry, members = header.last_entry, header.prev_entry, header.members
         with open(path, "rb") as src:
-            # The store image was written into place while the pieces arrived
-            # (master/snapshot_receiver.py); else it is copied from the file here.
-            if not self._receiver.take_ready(src.read(offset)):
+            # The store image was written into place (and hashed) while the pieces arrived
+            # (master/snapshot_receiver.py); else it is copied (and hashed) from the file here.
+            image = self._receiver.take_ready(src.read(header.offset))
+            if image is None:
                 log.info("snapshot image not received in place: copying it from %s", path)
-                with open(MetadataState.install_target(self._state_dir), "wb") as dst:
-                    src.seek(offset)
-                    while chunk := src.read(1 << 20):
-                        dst.write(chunk)
-                    dst.flush()
-                    os.fdatasync(dst.fileno())
+                image = snapshot_format.copy_image(
+                    src, MetadataState.install_target(self._state_dir))
+        try:
+            snapshot_format.check_image(header, image, f"snapshot from the leader ({path})")
+        except DataLoss as exc:            # the old store stays, and the file is not kept
+            MetadataState.install_abandon(self._state_dir)
+            self._discard_snapshot(exc)
+            raise
+        self._snapshots.superseded()       # one of our own being written is older: dropped
         with self._state_lock.exclusive(), self._copy_lock:
             self.state.close()
             try:
                 MetadataState.install_written(self._state_dir)
+            except DataLoss as exc:        # not a whole store (master/state.py _check_env)
+                self._discard_snapshot(exc)
+                raise
             finally:                       # the new store, or the old one if that failed
                 self.state = MetadataState(self._state_dir)
             self.state.apply_batch(last_entry[1], [])
         fsync_path(self._raft_dir)
         self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]
+        self._snapshot_retry = None        # the leader's file is ours now
         log.info("installed snapshot from leader at index %d in %.2f s", last_entry[1],
                  time.monotonic() - started)
         # The leader reached us with the last piece just before this install, which held the
@@ -554,22 +588,9 @@ class MetadataRaft(GroupChanges, SyncObj):
         with self._copy_lock:
             self.state.copy_to_fd(fd)
 
-    @staticmethod
-    def _read_snapshot_header(path: str):
-        with open(path, "rb") as f:
-            magic = f.read(len(SNAPSHOT_MAGIC))
-            if magic != SNAPSHOT_MAGIC:
-                raise ValueError(f"{path} is not a gfs snapshot")
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = sopickle.loads(f.read(length))
-        last_entry, prev_entry, cluster = header[:3]
-        # Snapshots written before membership changes carry pysyncobj's node set only.
-        members = header[3] if len(header) > 3 else {n.address: "" for n in cluster}
-        return last_entry, prev_entry, members, len(SNAPSHOT_MAGIC) + 8 + length
-
     def _read_snapshot_info(self) -> None:
         try:
-            last_entry = self._read_snapshot_header(self._snapshot_path)[0]
+            last_entry = snapshot_format.read_header(self._snapshot_path).last_entry
             self.snapshot_index = last_entry[1]
             self.snapshot_time_ms = int(os.path.getmtime(self._snapshot_path) * 1000)
         except (FileNotFoundError, ValueError):

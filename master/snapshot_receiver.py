@@ -9,21 +9,23 @@ and step down (pysyncobj's leader fallback), election after election.
 
 `SnapshotReceiver` writes the store image of the file (what follows its header) into the
 store's install location (MetadataState.install_target) as each piece arrives, and makes it
-durable every SYNC_EVERY bytes, so the install only syncs the tail and renames. The install
-uses the image only if its header is byte for byte the one of the file pysyncobj completed;
-otherwise (a transfer that restarted, a write that failed) it copies from the file as before.
+durable every SYNC_EVERY bytes, so the install only syncs the tail and renames. It hashes the
+image as it goes (master/snapshot_format.py), so the install checks it against the header's
+checksum without reading it again. The install uses the image only if its header is byte for
+byte the one of the file pysyncobj completed; otherwise (a transfer that restarted, a write that
+failed) it copies from the file as before, hashing that copy.
 """
 from __future__ import annotations
 
 import logging
 import os
-import struct
 from typing import Callable
+
+from master.snapshot_format import Image, ImageHash, prefix_length
 
 log = logging.getLogger(__name__)
 
 SYNC_EVERY = 32 << 20       # bytes written between fdatasyncs of a file being received
-_LENGTH = struct.Struct("<Q")
 
 
 class PeriodicSync:
@@ -47,14 +49,15 @@ class PeriodicSync:
 class SnapshotReceiver:
     """Tick thread only. `target()` gives a fresh file to write the store image into."""
 
-    def __init__(self, magic: bytes, target: Callable[[], str]):
-        self._magic = magic
+    def __init__(self, target: Callable[[], str]):
         self._target = target
         self._file = None                  # the image being written; None: not receiving
-        self._prefix = bytearray()         # magic + header length + header, as received
+        self._prefix = bytearray()         # everything before the image, as received
         self._prefix_len: int | None = None
         self._sync = PeriodicSync()
-        self._ready: bytes | None = None   # the prefix of a complete, durable image
+        self._hash = ImageHash()
+        # the prefix of a complete, durable image, and what that image is
+        self._ready: tuple[bytes, Image] | None = None
 
     def piece(self, data: bytes, first: bool, last: bool) -> None:
         """One piece of the snapshot file (pysyncobj's setTransmissionData)."""
@@ -72,11 +75,12 @@ class SnapshotReceiver:
                         "be copied from the received file instead", exc)
             self.abandon()
 
-    def take_ready(self, prefix: bytes) -> bool:
-        """Whether a complete, durable image of the file that starts with `prefix` is in
-        place (it is then the install's: the receiver forgets it)."""
+    def take_ready(self, prefix: bytes) -> Image | None:
+        """The length and digest of the complete, durable image in place, if it is the one of
+        the file that starts with `prefix`, else None (it is then the install's: the receiver
+        forgets it)."""
         ready, self._ready = self._ready, None
-        return ready is not None and ready == prefix
+        return ready[1] if ready is not None and ready[0] == prefix else None
 
     def abandon(self) -> None:
         if self._file is not None:
@@ -88,6 +92,7 @@ class SnapshotReceiver:
         self._prefix = bytearray()
         self._prefix_len = None
         self._sync = PeriodicSync()
+        self._hash = ImageHash()
         self._ready = None
 
     def _take(self, data: bytes) -> None:
@@ -96,12 +101,9 @@ class SnapshotReceiver:
             return
         self._prefix += data                 # the header, up to the first byte of the image
         if self._prefix_len is None:
-            head = len(self._magic) + _LENGTH.size
-            if len(self._prefix) < head:
+            self._prefix_len = prefix_length(self._prefix)
+            if self._prefix_len is None:
                 return
-            if bytes(self._prefix[:len(self._magic)]) != self._magic:
-                raise ValueError("the snapshot being received is not a gfs snapshot")
-            self._prefix_len = head + _LENGTH.unpack_from(self._prefix, len(self._magic))[0]
         if len(self._prefix) > self._prefix_len:
             body = bytes(self._prefix[self._prefix_len:])
             del self._prefix[self._prefix_len:]
@@ -109,6 +111,7 @@ class SnapshotReceiver:
 
     def _write(self, data: bytes) -> None:
         self._file.write(data)
+        self._hash.update(data)
         self._sync.wrote(self._file, len(data))
 
     def _finish(self) -> None:
@@ -117,4 +120,4 @@ class SnapshotReceiver:
         self._sync.sync(self._file)
         self._file.close()
         self._file = None
-        self._ready = bytes(self._prefix)
+        self._ready = (bytes(self._prefix), self._hash.result())

@@ -703,6 +703,11 @@ class MetadataState:
         _recover_install(path, keep_installing=True)
         _swap_in(_stage(path), path)
 
+    @staticmethod
+    def install_abandon(path: str) -> None:
+        """Drop a copy written into install_target(path) that is not to be installed."""
+        shutil.rmtree(os.path.abspath(path) + _INSTALLING, ignore_errors=True)
+
     @classmethod
     def install_copy(cls, mdb_file: str, path: str) -> None:
         """Atomically make `path` an environment directory holding a copy of `mdb_file` (made

@@ -5,14 +5,27 @@ import struct
 
 import pytest
 
+from master.snapshot_format import MAGIC, MAGIC_V1, ImageHash
 from master.snapshot_receiver import SnapshotReceiver
 from master.snapshot_writer import BackgroundSerializer
 
-MAGIC = b"GFSSNAP1"
+
+def image_of(data: bytes):
+    hashed = ImageHash()
+    hashed.update(data)
+    return hashed.result()
 
 
-def snapshot_file(header: bytes, image: bytes) -> bytes:
-    return MAGIC + struct.pack("<Q", len(header)) + header + image
+def snapshot_file(header: bytes, image: bytes, checksum: bytes | None = None) -> bytes:
+    """A snapshot file (master/snapshot_format.py) of `header` and `image`; `checksum`: the
+    digest its header claims (default: the image's)."""
+    digest = image_of(image).digest if checksum is None else checksum
+    return MAGIC + struct.pack("<QQ", len(header), len(image)) + digest + header + image
+
+
+def old_snapshot_file(header: bytes, image: bytes) -> bytes:
+    """The format before image checksums (GFSSNAP1)."""
+    return MAGIC_V1 + struct.pack("<Q", len(header)) + header + image
 
 
 def pieces(data: bytes, sizes):
@@ -32,7 +45,7 @@ def receiver(tmp_path):
     def target():
         targets.append(str(tmp_path / f"image-{len(targets)}"))
         return targets[-1]
-    r = SnapshotReceiver(MAGIC, target)
+    r = SnapshotReceiver(target)
     r.targets = targets
     return r
 
@@ -46,8 +59,32 @@ def test_the_image_after_the_header_is_written_whatever_the_piece_boundaries(rec
     with open(receiver.targets[-1], "rb") as f:
         assert f.read() == image
     prefix = data[:len(data) - len(image)]
-    assert receiver.take_ready(prefix)
-    assert not receiver.take_ready(prefix)          # handed over once
+    assert receiver.take_ready(prefix) == image_of(image)     # hashed as it arrived
+    assert receiver.take_ready(prefix) is None                # handed over once
+
+
+@pytest.mark.parametrize("sizes", [[3], [9, 7], [100]])
+def test_an_old_format_file_is_received_too(receiver, sizes):
+    image = os.urandom(3000)
+    data = old_snapshot_file(b"old-header", image)
+    for piece in pieces(data, sizes):
+        receiver.piece(*piece)
+    with open(receiver.targets[-1], "rb") as f:
+        assert f.read() == image
+    assert receiver.take_ready(data[:len(data) - len(image)]) == image_of(image)
+
+
+def test_a_damaged_image_is_handed_over_with_what_it_hashed_to(receiver):
+    """The receiver only reports what arrived; the install compares it with the header
+    (master/snapshot_format.py check_image)."""
+    image = bytearray(os.urandom(4000))
+    data = bytearray(snapshot_file(b"h", bytes(image)))
+    data[-1000] ^= 0x01
+    image[-1000] ^= 0x01
+    for piece in pieces(bytes(data), [1500]):
+        receiver.piece(*piece)
+    got = receiver.take_ready(bytes(data[:len(data) - len(image)]))
+    assert got == image_of(bytes(image)) and got.length == 4000
 
 
 def test_an_image_of_another_file_is_not_handed_over(receiver):
@@ -91,7 +128,7 @@ def test_a_transfer_ending_inside_its_header_is_not_ready(receiver):
 
 
 def test_a_failed_write_abandons_the_image(tmp_path):
-    r = SnapshotReceiver(MAGIC, lambda: str(tmp_path / "missing-dir" / "image"))
+    r = SnapshotReceiver(lambda: str(tmp_path / "missing-dir" / "image"))
     data = snapshot_file(b"h", b"y" * 10)
     for piece in pieces(data, [4]):
         r.piece(*piece)                              # logged, not raised
