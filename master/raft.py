@@ -183,6 +183,7 @@ class MetadataRaft(GroupChanges, SyncObj):
         self.snapshot_index = 0
         self.snapshot_time_ms = 0
         self._snapshot_retry: float | None = None   # ours was moved aside: when to compact
+        self._check_own_snapshot()
         self._snapshot_a_restored_log()
         self._read_snapshot_info()
         self._on_role_change = on_role_change
@@ -464,6 +465,26 @@ class MetadataRaft(GroupChanges, SyncObj):
                 f"metadata store at index {applied} is behind the journal's first entry {first}; "
                 "refusing to start (restore the data directory from a backup or re-seed this master)")
 
+    def _check_own_snapshot(self) -> None:
+        """At start: check this master's snapshot file whole (master/snapshot_format.py
+        check_file) — one cut off by a power loss under older code, or damaged since, would
+        otherwise be sent to every follower that needs a snapshot, and refused by each for as
+        long as it is sent (which holds compaction back: for ever). A bad one is moved aside."""
+        if not os.path.exists(self._snapshot_path):
+            return
+        started = time.monotonic()
+        try:
+            header = snapshot_format.check_file(self._snapshot_path)
+        except (ValueError, DataLoss, OSError) as exc:
+            self._discard_snapshot(exc)
+            return
+        if header.image is None:
+            log.warning("this master's snapshot %s is in the old format (GFSSNAP1, no checksum "
+                        "of its store image; its size matches its meta page); the next "
+                        "compaction replaces it", self._snapshot_path)
+        log.info("snapshot at index %d checked in %.2f s", header.last_entry[1],
+                 time.monotonic() - started)
+
     def _discard_snapshot(self, reason: BaseException) -> None:
         """Move this master's damaged snapshot file aside (never deleted: kept for a look) and
         compact at the next chance, so that a fresh one replaces it. Until then there is no
@@ -488,7 +509,7 @@ class MetadataRaft(GroupChanges, SyncObj):
     def _snapshot_a_restored_log(self) -> None:
         """A log that starts after entry 1 with no snapshot beside it is a restored group's
         (master/backup.py), or one whose snapshot was damaged and moved aside
-        (_discard_snapshot): write the snapshot of the store at the log's last entry now, so
+        (_check_own_snapshot): write the snapshot of the store at the log's last entry now, so
         the leader has one to send a master that joins with an empty disk (it would otherwise be
         sent nothing it can use, and wait)."""
         if os.path.exists(self._snapshot_path) or self.journal.first_index <= 1 \

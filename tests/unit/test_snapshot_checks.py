@@ -1,11 +1,13 @@
 """A master's Raft node (master/raft.py, in this process, a group of one) and damaged snapshot
 files: an install refuses an image that is not the one its header describes, on both install
-paths, and keeps the old store."""
+paths, and keeps the old store; a master moves its own damaged snapshot aside at start,
+recovers its whole state from LMDB and the journal, and writes a fresh snapshot."""
 from __future__ import annotations
 
 import glob
 import logging
 import os
+import shutil
 import struct
 import time
 from concurrent.futures import Future
@@ -188,3 +190,89 @@ def to_old_format(data: bytes) -> bytes:
     assert data.startswith(MAGIC)
     (length,) = struct.unpack_from("<Q", data, 8)
     return MAGIC_V1 + struct.pack("<Q", length) + data[40:]
+
+
+def check_fresh_snapshot(m: Master) -> None:
+    """A new snapshot file was written, and it is whole."""
+    from master.snapshot_format import check_file
+    wait_for(lambda: os.path.exists(m.snapshot), what="a fresh snapshot")
+    assert check_file(m.snapshot).last_entry[1] == m.raft.snapshot_index > 0
+
+
+def test_a_cut_off_snapshot_is_moved_aside_at_start_and_the_state_kept(masters, caplog):
+    m = masters("m")
+    m.open()
+    for d in DIRS:
+        m.run(mkdir(d))
+    wait_for(lambda: m.raft.snapshot_index > 0, what="a snapshot")
+    m.close()
+    data = open(m.snapshot, "rb").read()
+    cut = data[:len(data) * 2 // 3]                 # a rename before the data reached the disk
+    with open(m.snapshot, "wb") as f:
+        f.write(cut)
+    with caplog.at_level(logging.INFO):
+        m.open()
+    [aside] = glob.glob(m.snapshot + ".bad-*")      # moved aside, never deleted
+    assert open(aside, "rb").read() == cut
+    assert "SNAPSHOT DAMAGED" in caplog.text
+    assert m.paths(DIRS) == []
+    check_fresh_snapshot(m)
+    m.run(mkdir("/after"))
+    m.close()
+    m.open()
+    assert m.paths(DIRS + ["/after"]) == []
+
+
+def test_a_damaged_snapshot_with_the_store_behind_the_journal(masters, caplog):
+    """LMDB lost its last commits in a crash (it commits without syncing its meta page) and the
+    snapshot is damaged: the journal brings the store back, and a compaction — asked for since
+    nothing could be written at start — writes a fresh snapshot."""
+    m = masters("m")
+    m.open()
+    for d in DIRS:
+        m.run(mkdir(d))
+    wait_for(lambda: m.raft.snapshot_index > 0, what="a snapshot")
+    m.close()
+    meta = os.path.join(m.data_dir, "meta")
+    shutil.copytree(meta, meta + ".before")
+    m.open(compact_entries=1000)
+    later = [f"/later-{i}" for i in range(5)]
+    for d in later:
+        m.run(mkdir(d))
+    last = m.raft.status()["applied_index"]
+    m.close()
+    shutil.rmtree(meta)
+    os.rename(meta + ".before", meta)               # the store is behind the journal now
+    with open(m.snapshot, "rb") as f:
+        damaged = flip_in_a_name(f.read())
+    with open(m.snapshot, "wb") as f:
+        f.write(damaged)
+    with caplog.at_level(logging.INFO):
+        m.open(compact_entries=1000, start=False)
+        assert m.raft.state.applied_index() < last
+        assert glob.glob(m.snapshot + ".bad-*") and not os.path.exists(m.snapshot)
+        m.raft.start()
+        wait_for(m.raft.is_leader, what="leadership")
+        wait_for(lambda: m.raft.state.applied_index() >= last, what="the journal replayed")
+        check_fresh_snapshot(m)
+    assert "SNAPSHOT DAMAGED" in caplog.text and "checksum" in caplog.text
+    assert m.paths(DIRS + later) == []
+    m.close()
+    m.open()
+    assert m.paths(DIRS + later) == []
+
+
+def test_an_old_format_snapshot_is_kept_at_start_and_said_so(masters, caplog):
+    m = masters("m")
+    m.open()
+    for d in DIRS[:20]:
+        m.run(mkdir(d))
+    wait_for(lambda: m.raft.snapshot_index > 0, what="a snapshot")
+    m.close()
+    old = to_old_format(open(m.snapshot, "rb").read())
+    with open(m.snapshot, "wb") as f:
+        f.write(old)
+    with caplog.at_level(logging.INFO):
+        m.open(start=False)
+    assert open(m.snapshot, "rb").read() == old and not glob.glob(m.snapshot + ".bad-*")
+    assert "old format" in caplog.text
