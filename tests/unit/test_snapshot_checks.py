@@ -97,16 +97,22 @@ def masters(tmp_path):
 DIRS = [f"/snap-dir-{i:02d}" for i in range(40)]
 
 
-def snapshot_of(make, dirs=DIRS) -> tuple[bytes, int]:
-    """A snapshot file written by a master's own compaction, and the index it is at."""
-    src = make("src")
-    src.open()
+def master_with_a_snapshot(make, name: str, dirs=DIRS) -> Master:
+    """A master (closed) that made `dirs` and then a snapshot of all of it, by compaction."""
+    m = make(name)
+    m.open()
     for d in dirs:
-        src.run(mkdir(d))
-    last = src.raft.status()["applied_index"]
-    src.raft.forceLogCompaction()
-    wait_for(lambda: src.raft.snapshot_index == last, what="a snapshot of every entry")
-    src.close()
+        m.run(mkdir(d))
+    last = m.raft.status()["applied_index"]
+    m.raft.forceLogCompaction()
+    wait_for(lambda: m.raft.snapshot_index == last, what="a snapshot of every entry")
+    m.close()
+    return m
+
+
+def snapshot_of(make) -> tuple[bytes, int]:
+    """A snapshot file written by a master's own compaction, and the index it is at."""
+    src = master_with_a_snapshot(make, "src")
     data = open(src.snapshot, "rb").read()
     src.open(start=False)
     index = src.raft.snapshot_index
@@ -200,12 +206,7 @@ def check_fresh_snapshot(m: Master) -> None:
 
 
 def test_a_cut_off_snapshot_is_moved_aside_at_start_and_the_state_kept(masters, caplog):
-    m = masters("m")
-    m.open()
-    for d in DIRS:
-        m.run(mkdir(d))
-    wait_for(lambda: m.raft.snapshot_index > 0, what="a snapshot")
-    m.close()
+    m = master_with_a_snapshot(masters, "m")
     data = open(m.snapshot, "rb").read()
     cut = data[:len(data) * 2 // 3]                 # a rename before the data reached the disk
     with open(m.snapshot, "wb") as f:
@@ -227,12 +228,7 @@ def test_a_damaged_snapshot_with_the_store_behind_the_journal(masters, caplog):
     """LMDB lost its last commits in a crash (it commits without syncing its meta page) and the
     snapshot is damaged: the journal brings the store back, and a compaction — asked for since
     nothing could be written at start — writes a fresh snapshot."""
-    m = masters("m")
-    m.open()
-    for d in DIRS:
-        m.run(mkdir(d))
-    wait_for(lambda: m.raft.snapshot_index > 0, what="a snapshot")
-    m.close()
+    m = master_with_a_snapshot(masters, "m")
     meta = os.path.join(m.data_dir, "meta")
     shutil.copytree(meta, meta + ".before")
     m.open(compact_entries=1000)
@@ -263,12 +259,7 @@ def test_a_damaged_snapshot_with_the_store_behind_the_journal(masters, caplog):
 
 
 def test_an_old_format_snapshot_is_kept_at_start_and_said_so(masters, caplog):
-    m = masters("m")
-    m.open()
-    for d in DIRS[:20]:
-        m.run(mkdir(d))
-    wait_for(lambda: m.raft.snapshot_index > 0, what="a snapshot")
-    m.close()
+    m = master_with_a_snapshot(masters, "m", DIRS[:20])
     old = to_old_format(open(m.snapshot, "rb").read())
     with open(m.snapshot, "wb") as f:
         f.write(old)
