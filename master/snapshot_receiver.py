@@ -1,8 +1,8 @@
 """A snapshot from the leader, written into place while it arrives.
 
 pysyncobj hands a follower the leader's snapshot file piece by piece (1 MiB each, in its tick
-thread) and, at the last piece, calls the install (master/raft.py `_install_snapshot`) — also in
-the tick thread, which meanwhile neither answers the leader nor votes. Copying the store out of
+thread) and, at the last piece, calls the install (master/raft_snapshots.py `_install_snapshot`)
+— also in the tick thread, which meanwhile neither answers the leader nor votes. Copying the store out of
 the received file there took seconds at a million files (243 MiB, copied twice and fsync'd):
 long enough for a leader whose only other live member was this follower to lose its quorum
 and step down (pysyncobj's leader fallback), election after election.
