@@ -265,7 +265,7 @@ class GfsOperations(fuse.Operations):
         parent = self._stat(posixpath.dirname(gpath) or "/")
         if not parent.is_dir:
             raise fuse.FuseOSError(errno.ENOTDIR)
-        return self._new_handle(WriteHandle(gpath, mode))
+        return self._new_handle(WriteHandle(gpath, mode, stream_with=self.client))
 
     @fuse_errors
     def open(self, path: str, flags: int) -> int:
@@ -283,7 +283,7 @@ class GfsOperations(fuse.Operations):
         info = self.client.stat(gpath, for_read=not flags & os.O_TRUNC)
         if info.is_dir:
             raise fuse.FuseOSError(errno.EISDIR)
-        handle = WriteHandle(gpath, info.mode)
+        handle = WriteHandle(gpath, info.mode, stream_with=self.client)
         try:
             if not flags & os.O_TRUNC and info.size:
                 handle.load(self.client, info)
