@@ -302,7 +302,8 @@ class GfsOperations(fuse.Operations):
         return self._handles[fh].read_into(out, offset)
 
     @fuse_errors
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str | None, data: bytes | memoryview, offset: int, fh: int) -> int:
+        """`data` may be a view of libfuse's buffer (fuse_binding.Fuse): used, never kept."""
         handle = self._handles[fh]
         if not isinstance(handle, WriteHandle):
             raise fuse.FuseOSError(errno.EBADF)
