@@ -137,7 +137,7 @@ def _chunk_ranges(info: FileInfo, start: int, end: int) -> Iterator[tuple[ChunkI
             yield c, lo - c.index_offset, hi - c.index_offset
 
 
-class _ChunkPieces:
+class ChunkPieces:
     """The pieces of one chunk of a source; `repeatable` sources can be read again to retry."""
 
     def __init__(self, read_at: Callable[[int, int], bytes] | None, stream: BinaryIO | None,
@@ -168,8 +168,10 @@ def checked_inline(info: FileInfo, data: bytes) -> bytes:
     return data
 
 
-class _Source:
-    """A local file to upload: seekable (known size, read by offset) or a stream."""
+class UploadSource:
+    """What `Client.put` reads: a local file, seekable (known size, read by offset) or a stream.
+    A caller may hand `put` an instance of its own subclass (the mount's growing spool,
+    gfs/mount/streaming.py) whose `chunk` waits for bytes still being written."""
 
     def __init__(self, f: BinaryIO):
         self._f = f
@@ -194,19 +196,19 @@ class _Source:
         data = self._read_at(0, self.size + 1)
         return data if len(data) == self.size else None
 
-    def chunk(self, index: int, chunk_size: int) -> _ChunkPieces | None:
+    def chunk(self, index: int, chunk_size: int) -> ChunkPieces | None:
         """The pieces of chunk `index`, or None past the end of the source."""
         if self.seekable:
             start = index * chunk_size
             if start >= self.size:
                 return None
-            return _ChunkPieces(self._read_at, None, start, min(chunk_size, self.size - start))
+            return ChunkPieces(self._read_at, None, start, min(chunk_size, self.size - start))
         wanted = min(PIECE_SIZE, chunk_size)
         first = self._f.read(wanted)
         if not first:
             return None
         ended = len(first) < wanted and _short_read_is_eof(self._f)
-        return _ChunkPieces(None, self._f, 0, chunk_size, first,
+        return ChunkPieces(None, self._f, 0, chunk_size, first,
                             known_length=len(first) if ended else 0)
 
 
@@ -283,7 +285,10 @@ class _Sink:
 @contextmanager
 def _opened(target: str | BinaryIO, mode: str, wrap):
     """`wrap` a caller's binary file object as is, or a local path opened in `mode` (closed
-    afterwards); a path that cannot be opened is one clear error."""
+    afterwards), or one already wrapped; a path that cannot be opened is one clear error."""
+    if isinstance(target, wrap):
+        yield target
+        return
     if not isinstance(target, (str, os.PathLike)):
         yield wrap(target)
         return
@@ -743,7 +748,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
 
     # --- data ---------------------------------------------------------------------------------
 
-    def put(self, source: str | BinaryIO, path: str, *, replication: int = 0,
+    def put(self, source: str | BinaryIO | UploadSource, path: str, *, replication: int = 0,
             chunk_size: int = 0, storage_class: str = "", overwrite: bool = False,
             parallel: int = 4, progress: Callable[[int], None] | None = None,
             mode: int = 0o644,
@@ -755,7 +760,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         inline in the metadata by one command (if the masters accept it), its `xattrs` in the
         same command. `xattrs()`, called once the bytes are read (so it may describe them: the
         S3 gateway's ETag), gives the extended attributes committed with the file."""
-        with _opened(source, "rb", _Source) as src:
+        with _opened(source, "rb", UploadSource) as src:
             if src.seekable and 0 <= src.size <= self.inline_max:
                 info = self._put_inline(src, path, replication, storage_class, overwrite, mode,
                                         xattrs)
@@ -795,7 +800,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                                                         w.replicas)
                                               for i, w in enumerate(written)]))
 
-    def _put_inline(self, src: "_Source", path: str, replication: int, storage_class: str,
+    def _put_inline(self, src: "UploadSource", path: str, replication: int, storage_class: str,
                     overwrite: bool, mode: int,
                     xattrs: Callable[[], dict[str, str]] | None) -> FileInfo | None:
         """Store a small file inline (master/inline.py), with its extended attributes in the
@@ -836,7 +841,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             except GfsError:
                 pass
 
-    def _upload_chunks(self, created: pb.CreateResponse, src: "_Source", parallel: int,
+    def _upload_chunks(self, created: pb.CreateResponse, src: "UploadSource", parallel: int,
                        progress: Callable[[int], None] | None) -> tuple[list[WrittenChunk], int]:
         chunk_size = created.chunk_size
         workers = parallel if src.seekable else 1
@@ -862,7 +867,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             written = [results[i].result() for i in sorted(results)]
         return written, sum(w.length for w in written)
 
-    def _upload_one(self, inode: int, index: int, pieces: "_ChunkPieces",
+    def _upload_one(self, inode: int, index: int, pieces: "ChunkPieces",
                     alloc: pb.AddChunkResponse, progress: Callable[[int], None] | None,
                     attempts: int = 3) -> WrittenChunk:
         failed: list[str] = []

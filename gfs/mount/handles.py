@@ -7,6 +7,7 @@ cache. A `WriteHandle` spools the file's new content to an unlinked local tempor
 """
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -15,6 +16,9 @@ from concurrent.futures import Executor
 from gfs.client import Client, FileInfo
 from gfs.mount.blockcache import BlockCache
 from gfs.mount.readahead import Prefetcher
+from gfs.mount.streaming import STREAM_AFTER, SpoolStream
+
+log = logging.getLogger("gfs.mount")
 
 
 def version_key(info: FileInfo) -> tuple:
@@ -93,46 +97,105 @@ class ReadHandle(Readable):
 
 
 class WriteHandle(Readable):
-    def __init__(self, path: str, mode: int, spool_dir: str | None = None):
+    """A file open for writing: its new content in a spool, put whole at flush/fsync/close. A
+    new (or truncated) file written strictly in order is streamed while it is written (pass
+    `stream_with`, see gfs/mount/streaming.py): the spool stays the source of truth, the stream
+    is a head start that anything but an in-order append gives up."""
+
+    def __init__(self, path: str, mode: int, spool_dir: str | None = None,
+                 stream_with: Client | None = None, stream_after: int = STREAM_AFTER):
         self.path, self.mode = path, mode
         self.mtime_ms: int | None = None       # set by utimens while open: applied after upload
         self.dirty = True                      # a new or truncated file is written at close
         self.failed = False                    # an upload failed and the program was told
         self._file = tempfile.TemporaryFile(prefix="gfs-mount-", dir=spool_dir)
         self.lock = threading.Lock()
+        self._client, self._stream_after = stream_with, stream_after
+        self._appended = 0 if stream_with is not None else -1   # in-order end; -1: not streaming
+        self._stream: SpoolStream | None = None
 
     @property
     def size(self) -> int:
         return os.fstat(self._file.fileno()).st_size
 
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None
+
     def load(self, client: Client, info: FileInfo) -> None:
         """Start from the file's current content (an open without O_TRUNC)."""
+        self._give_up_stream("")
         client.download(info, self._file)
         self.dirty = False
 
     def read_into(self, out: memoryview, offset: int) -> int:
+        with self.lock:
+            self._give_up_stream("a read of it")   # (a reader of its own output: rare)
         return os.preadv(self._file.fileno(), [out], offset)
 
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:
             self.dirty = True
-            return os.pwrite(self._file.fileno(), data, offset)
+            n = os.pwrite(self._file.fileno(), data, offset)
+            if offset == self._appended:
+                self._appended += n
+                if self._stream is not None:
+                    self._stream.source.wrote(self._appended)
+                elif self._appended >= self._stream_after:
+                    self._stream = SpoolStream.start(self._client, self._file.fileno(),
+                                                     self.path, self.mode)
+                    if self._stream is None:
+                        self._appended = -1      # enough files stream already: put at close
+                    else:
+                        log.info("streaming %s while it is written", self.path)
+                        self._stream.source.wrote(self._appended)
+            else:
+                self._give_up_stream("a write out of order")
+            return n
 
     def truncate(self, length: int) -> None:
         with self.lock:
             self.dirty = True
+            if length != self._appended:
+                self._give_up_stream("a truncate")
             os.ftruncate(self._file.fileno(), length)
+
+    def _give_up_stream(self, why: str, wait: float = 0.0) -> None:
+        """No (more) streaming for this handle: the spool is put whole. Under the lock."""
+        self._appended = -1
+        if self._stream is not None:
+            if why:
+                log.info("stopped streaming %s (%s): it is put whole when closed", self.path, why)
+            self._stream.abandon(wait)
+            self._stream = None
 
     def upload(self, client: Client) -> None:
         """Put the spooled content (durable on every replica when this returns)."""
         with self.lock:
             if not self.dirty:
                 return
-            self._file.seek(0)
-            client.put(self._file, self.path, overwrite=True, mode=self.mode & 0o7777)
+            # (In-order appends after this upload stream again: `dd` closes a duplicate of its
+            # output before writing, and that first flush already makes the file, empty.)
+            stream, self._stream = self._stream, None
+            if stream is None or not self._streamed(stream):
+                self._file.seek(0)
+                client.put(self._file, self.path, overwrite=True, mode=self.mode & 0o7777)
             self.dirty = False
             if self.mtime_ms is not None:
                 client.set_attr(self.path, mtime_ms=self.mtime_ms)
 
+    def _streamed(self, stream: SpoolStream) -> bool:
+        """Let the stream commit; False if it failed (the caller puts the spool instead, and
+        reports the error if that fails too)."""
+        try:
+            stream.finish()
+            log.info("streamed %s: committed", self.path)
+            return True
+        except Exception as err:           # noqa: BLE001 (any failure: the whole put decides)
+            log.info("streamed upload of %s failed (%s); putting the whole file", self.path, err)
+            return False
+
     def close(self) -> None:
+        with self.lock:
+            self._give_up_stream("", wait=10.0)    # its put stops reading the spool first
         self._file.close()

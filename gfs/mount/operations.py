@@ -265,7 +265,7 @@ class GfsOperations(fuse.Operations):
         parent = self._stat(posixpath.dirname(gpath) or "/")
         if not parent.is_dir:
             raise fuse.FuseOSError(errno.ENOTDIR)
-        return self._new_handle(WriteHandle(gpath, mode))
+        return self._new_handle(WriteHandle(gpath, mode, stream_with=self.client))
 
     @fuse_errors
     def open(self, path: str, flags: int) -> int:
@@ -283,7 +283,7 @@ class GfsOperations(fuse.Operations):
         info = self.client.stat(gpath, for_read=not flags & os.O_TRUNC)
         if info.is_dir:
             raise fuse.FuseOSError(errno.EISDIR)
-        handle = WriteHandle(gpath, info.mode)
+        handle = WriteHandle(gpath, info.mode, stream_with=self.client)
         try:
             if not flags & os.O_TRUNC and info.size:
                 handle.load(self.client, info)
@@ -302,7 +302,8 @@ class GfsOperations(fuse.Operations):
         return self._handles[fh].read_into(out, offset)
 
     @fuse_errors
-    def write(self, path: str, data: bytes, offset: int, fh: int) -> int:
+    def write(self, path: str | None, data: bytes | memoryview, offset: int, fh: int) -> int:
+        """`data` may be a view of libfuse's buffer (fuse_binding.Fuse): used, never kept."""
         handle = self._handles[fh]
         if not isinstance(handle, WriteHandle):
             raise fuse.FuseOSError(errno.EBADF)

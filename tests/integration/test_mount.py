@@ -200,6 +200,66 @@ def test_files_appear_whole_at_close_and_fsync_makes_them_durable(alice_mount, c
         assert c.read("/alice/growing.bin") == b"a" * 1000 + b"b" * 10
 
 
+def mount_log(mount: Mount) -> str:
+    return Path(str(mount.path) + ".log").read_text()
+
+
+def test_a_large_file_written_in_order_is_uploaded_while_written_and_appears_at_close(
+        alice_mount, cluster):
+    path, data = alice_mount.path / "in-order.bin", os.urandom(24 * CHUNK + 777)
+    with cluster.client(token=cluster.alice) as c:
+        with open(path, "wb", buffering=0) as f:
+            for pos in range(0, 20 * CHUNK, CHUNK):
+                f.write(data[pos:pos + CHUNK])
+            wait_for(lambda: "streaming /alice/in-order.bin while it is written"
+                     in mount_log(alice_mount), 10, "the stream to start")
+            assert not c.exists("/alice/in-order.bin")   # chunks sent, nothing visible yet
+            f.write(data[20 * CHUNK:])
+        assert c.read("/alice/in-order.bin") == data
+    assert "streamed /alice/in-order.bin: committed" in mount_log(alice_mount)
+    assert path.read_bytes() == data
+
+
+def test_dd_output_streams_although_dd_closes_a_duplicate_first(alice_mount, cluster, tmp_path):
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(20 * CHUNK + 5))
+    subprocess.run(["dd", f"if={source}", f"of={alice_mount.path / 'dd.bin'}", "bs=1M",
+                    "status=none"], check=True, timeout=120)
+    assert "streamed /alice/dd.bin: committed" in mount_log(alice_mount)
+    with cluster.client(token=cluster.alice) as c:
+        assert c.read("/alice/dd.bin") == source.read_bytes()
+
+
+def test_a_streamed_file_written_out_of_order_is_put_whole_with_every_write(alice_mount,
+                                                                           cluster):
+    path = alice_mount.path / "patched.bin"
+    data = bytearray(os.urandom(16 * CHUNK))
+    with open(path, "wb", buffering=0) as f:
+        f.write(data[:12 * CHUNK])
+        wait_for(lambda: "streaming /alice/patched.bin" in mount_log(alice_mount), 10,
+                 "the stream to start")
+        f.seek(100)                          # a header patched at the end, as muxers do
+        f.write(b"HEADER")
+        data[100:106] = b"HEADER"
+        f.seek(12 * CHUNK)
+        f.write(data[12 * CHUNK:])
+    assert "stopped streaming /alice/patched.bin (a write out of order)" in mount_log(alice_mount)
+    with cluster.client(token=cluster.alice) as c:
+        assert c.read("/alice/patched.bin") == bytes(data)
+
+
+def test_fsync_of_a_streamed_file_makes_it_durable_and_close_adds_the_rest(alice_mount,
+                                                                         cluster):
+    path, data = alice_mount.path / "synced.bin", os.urandom(14 * CHUNK)
+    with cluster.client(token=cluster.alice) as c:
+        with open(path, "wb", buffering=0) as f:
+            f.write(data[:10 * CHUNK])
+            os.fsync(f.fileno())
+            assert c.read("/alice/synced.bin") == data[:10 * CHUNK]
+            f.write(data[10 * CHUNK:])
+        assert c.read("/alice/synced.bin") == data[:14 * CHUNK]
+
+
 def test_writes_into_the_middle_truncate_rename_and_trash(alice_mount, cluster):
     path = alice_mount.path / "edit.txt"
     path.write_bytes(b"0123456789")

@@ -1,0 +1,234 @@
+"""The mount's streamed uploads (gfs/mount/streaming.py, WriteHandle): a file written in order
+is read by the put while it is written; anything else falls back to putting the spool whole.
+The client here is a stand-in that reads an UploadSource the way Client.put does (chunk by
+chunk, each chunk's pieces in order) — the end-to-end tests with a real mount are in
+tests/integration/test_mount.py."""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+
+import pytest
+
+from gfs.client import UploadSource
+from gfs.mount.handles import WriteHandle
+from gfs.mount.streaming import Abandoned, GrowingSpool
+
+CHUNK = 1 << 20
+
+
+def read_source(source: UploadSource, chunk_size: int = CHUNK) -> bytes:
+    """All bytes of a source, read as Client.put reads them."""
+    out, index = [], 0
+    while (pieces := source.chunk(index, chunk_size)) is not None:
+        out += list(pieces.open())
+        index += 1
+    return b"".join(out)
+
+
+class RecordingClient:
+    """Takes puts like Client.put: a streamed source is read to its end before it commits;
+    `fail_streams` makes a streamed put fail once it has read everything."""
+
+    def __init__(self, fail_streams: bool = False):
+        self.committed: list[tuple[str, bytes, bool]] = []
+        self.fail_streams = fail_streams
+        self.attrs: list[tuple] = []
+
+    def put(self, source, path: str, *, overwrite: bool = False, mode: int = 0o644):
+        streamed = isinstance(source, GrowingSpool)
+        data = read_source(source) if streamed else source.read()
+        if streamed and self.fail_streams:
+            raise OSError("the chain broke")
+        self.committed.append((path, data, streamed))
+
+    def set_attr(self, path: str, **kw) -> None:
+        self.attrs.append((path, kw))
+
+
+def spool_with(data: bytes) -> tuple[GrowingSpool, int]:
+    fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR)
+    os.pwrite(fd, data, 0)
+    return GrowingSpool(fd), fd
+
+
+def test_a_chunk_waits_for_its_bytes_and_the_source_ends_at_finish():
+    spool, fd = spool_with(b"")
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(read_source(spool)))
+    reader.start()
+    written = 0
+    for piece in (b"a" * 700_000, b"b" * 700_000, b"c" * 10):
+        os.pwrite(fd, piece, written)
+        written += len(piece)
+        spool.wrote(written)
+        time.sleep(0.05)
+        assert reader.is_alive()             # never past what is written, never ended early
+    spool.finish()
+    reader.join(5)
+    assert got == [b"a" * 700_000 + b"b" * 700_000 + b"c" * 10]
+    os.close(fd)
+
+
+def test_an_abandoned_spool_wakes_its_reader_with_abandoned():
+    spool, fd = spool_with(b"x" * 100)
+    spool.wrote(100)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            read_source(spool)
+        except BaseException as err:         # noqa: BLE001
+            errors.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    time.sleep(0.05)
+    spool.abandon()
+    reader.join(5)
+    assert len(errors) == 1 and isinstance(errors[0], Abandoned)
+    with pytest.raises(Abandoned):
+        spool.chunk(0, CHUNK)
+    os.close(fd)
+
+
+def test_a_chunk_read_again_gives_the_same_bytes():
+    spool, fd = spool_with(os.urandom(3 * CHUNK // 2))
+    spool.wrote(3 * CHUNK // 2)
+    spool.finish()
+    second = spool.chunk(1, CHUNK)
+    assert second is not None and second.repeatable
+    assert b"".join(second.open()) == b"".join(second.open())
+    assert len(b"".join(second.open())) == CHUNK // 2
+    assert spool.chunk(2, CHUNK) is None
+    os.close(fd)
+
+
+def write_in_pieces(handle: WriteHandle, data: bytes, start: int = 0, piece: int = 65536) -> None:
+    for pos in range(0, len(data), piece):
+        handle.write(data[pos:pos + piece], start + pos)
+
+
+def test_a_file_written_in_order_streams_and_commits_once_at_upload():
+    client = RecordingClient()
+    data = os.urandom(5 * CHUNK + 123)
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, data)
+    assert h.streaming and client.committed == []       # nothing appears before close
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    h.upload(client)                                     # not dirty: nothing more
+    assert len(client.committed) == 1
+    h.close()
+
+
+def test_a_small_file_does_not_stream():
+    client = RecordingClient()
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, b"x" * (CHUNK - 1))
+    assert not h.streaming
+    h.upload(client)
+    assert client.committed == [("/f", b"x" * (CHUNK - 1), False)]
+    h.close()
+
+
+@pytest.mark.parametrize("how", ["seek back", "hole", "truncate", "read"])
+def test_anything_but_an_append_falls_back_to_the_whole_spool(how):
+    client = RecordingClient()
+    data = bytearray(os.urandom(3 * CHUNK))
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, bytes(data[:2 * CHUNK]))
+    assert h.streaming
+    if how == "seek back":
+        h.write(b"HEADER", 10)
+        data[10:16] = b"HEADER"
+    elif how == "hole":
+        h.write(b"Z", 2 * CHUNK + 5)
+        data = data[:2 * CHUNK] + bytes(5) + b"Z"
+    elif how == "truncate":
+        h.truncate(CHUNK)
+    else:
+        out = memoryview(bytearray(16))
+        assert h.read_into(out, 0) == 16 and bytes(out) == bytes(data[:16])
+    assert not h.streaming
+    if how == "truncate":
+        tail = os.urandom(CHUNK)
+        write_in_pieces(h, tail, CHUNK)
+        data = data[:CHUNK] + tail
+    elif how in ("seek back", "read"):
+        write_in_pieces(h, bytes(data[2 * CHUNK:]), 2 * CHUNK)
+    h.upload(client)
+    assert client.committed == [("/f", bytes(data), False)]
+    h.close()
+
+
+def test_a_failed_stream_is_put_whole_instead():
+    client = RecordingClient(fail_streams=True)
+    data = os.urandom(3 * CHUNK)
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, data)
+    assert h.streaming
+    h.upload(client)
+    assert client.committed == [("/f", data, False)]
+    h.close()
+
+
+def test_fsync_mid_stream_commits_what_is_written_and_close_the_rest():
+    client = RecordingClient()
+    data = os.urandom(4 * CHUNK)
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, data[:2 * CHUNK])
+    h.upload(client)                                     # fsync
+    assert client.committed == [("/f", data[:2 * CHUNK], True)]
+    write_in_pieces(h, data[2 * CHUNK:], 2 * CHUNK)
+    assert h.streaming                                   # the appends stream again
+    h.upload(client)                                     # close
+    assert client.committed[-1] == ("/f", data, True)
+    h.close()
+
+
+def test_a_flush_before_the_first_write_leaves_the_appends_streaming():
+    """`dd of=F` opens F, duplicates it onto its stdout and closes the first descriptor: a
+    flush of the empty file before any write."""
+    client = RecordingClient()
+    data = os.urandom(3 * CHUNK)
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h.upload(client)
+    assert client.committed == [("/f", b"", False)]
+    write_in_pieces(h, data)
+    assert h.streaming
+    h.upload(client)
+    assert client.committed[-1] == ("/f", data, True)
+    h.close()
+
+
+def test_closing_without_upload_stops_the_stream_before_the_spool_goes():
+    client = RecordingClient()
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, os.urandom(2 * CHUNK))
+    stream = h._stream
+    h.close()
+    assert not stream._thread.is_alive()
+    assert client.committed == []
+
+
+def test_only_so_many_files_stream_at_once_the_others_are_put_at_close():
+    from gfs.mount import streaming
+    client = RecordingClient()
+    handles = [WriteHandle(f"/f{i}", 0o600, stream_with=client, stream_after=CHUNK)
+               for i in range(streaming.STREAMS_AT_ONCE + 1)]
+    for h in handles:
+        write_in_pieces(h, b"y" * (2 * CHUNK))
+    assert [h.streaming for h in handles] == [True] * streaming.STREAMS_AT_ONCE + [False]
+    for h in handles:
+        h.upload(client)
+        h.close()
+    assert sorted(streamed for _, _, streamed in client.committed) == \
+        [False] + [True] * streaming.STREAMS_AT_ONCE
+    late = WriteHandle("/late", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(late, b"z" * (2 * CHUNK))
+    assert late.streaming                     # the finished streams gave their places back
+    late.upload(client)
+    late.close()
