@@ -8,10 +8,10 @@ reads each chunk as the program writes it (a `GrowingSpool`), so at `close` only
 bytes are left to send and the commit to make.
 
 The file still appears only at `close` (or `fsync`): the background put commits only after
-`finish()`. Anything but an in-order append — a write elsewhere, a truncate, a read of the
-file being written — `abandon()`s the stream (its put aborts, its chunks are garbage) and the
-file is uploaded whole from the spool at close, as before. So the stream is only ever a head
-start: the spool stays the source of truth.
+`finish()`. A write anywhere but at the end, or a truncate, `abandon()`s the stream (its put
+aborts, its chunks are garbage) and the file is uploaded whole from the spool at close, as
+before (reads of the file being written leave the spool, and the stream, as they are). So
+the stream is only ever a head start: the spool stays the source of truth.
 """
 from __future__ import annotations
 

@@ -134,7 +134,21 @@ def test_a_small_file_does_not_stream():
     h.close()
 
 
-@pytest.mark.parametrize("how", ["seek back", "hole", "truncate", "read"])
+def test_reading_the_file_being_written_leaves_the_stream_going():
+    client = RecordingClient()
+    data = os.urandom(3 * CHUNK)
+    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    write_in_pieces(h, data[:2 * CHUNK])
+    out = memoryview(bytearray(16))
+    assert h.read_into(out, 10) == 16 and bytes(out) == data[10:26]
+    assert h.streaming
+    write_in_pieces(h, data[2 * CHUNK:], 2 * CHUNK)
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    h.close()
+
+
+@pytest.mark.parametrize("how", ["seek back", "hole", "truncate"])
 def test_anything_but_an_append_falls_back_to_the_whole_spool(how):
     client = RecordingClient()
     data = bytearray(os.urandom(3 * CHUNK))
@@ -147,17 +161,14 @@ def test_anything_but_an_append_falls_back_to_the_whole_spool(how):
     elif how == "hole":
         h.write(b"Z", 2 * CHUNK + 5)
         data = data[:2 * CHUNK] + bytes(5) + b"Z"
-    elif how == "truncate":
-        h.truncate(CHUNK)
     else:
-        out = memoryview(bytearray(16))
-        assert h.read_into(out, 0) == 16 and bytes(out) == bytes(data[:16])
+        h.truncate(CHUNK)
     assert not h.streaming
     if how == "truncate":
         tail = os.urandom(CHUNK)
         write_in_pieces(h, tail, CHUNK)
         data = data[:CHUNK] + tail
-    elif how in ("seek back", "read"):
+    elif how == "seek back":
         write_in_pieces(h, bytes(data[2 * CHUNK:]), 2 * CHUNK)
     h.upload(client)
     assert client.committed == [("/f", bytes(data), False)]
