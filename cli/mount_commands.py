@@ -19,14 +19,18 @@ from gfs.units import human_size, parse_size
 @click.option("--read-only", is_flag=True, help="Refuse every change (EROFS).")
 @click.option("--cache-size", default="256MiB", show_default=True, envvar="GFS_MOUNT_CACHE",
               help="Memory for cached file data (the mount's bound; metadata is cached 1 s).")
+@click.option("--spool-dir", type=click.Path(file_okay=False), envvar="GFS_MOUNT_SPOOL_DIR",
+              metavar="DIR", help="Where files being written are spooled until they are "
+              "uploaded (default: $TMPDIR or /tmp). A directory on a disk the chunkservers do "
+              "not write to keeps large writes fast.")
 @click.option("-f", "--foreground", is_flag=True,
               help="Serve the mount in this process until it is unmounted or interrupted.")
 @click.option("--log-file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Where a background mount logs (JSON lines; default: in the gfs config "
                    "directory, named after the mount point).")
 @click.pass_context
-def mount(ctx, mountpoint: str, root: str, read_only: bool, cache_size: str, foreground: bool,
-          log_file: str | None) -> None:
+def mount(ctx, mountpoint: str, root: str, read_only: bool, cache_size: str,
+          spool_dir: str | None, foreground: bool, log_file: str | None) -> None:
     """Mount the cluster (or GFS_DIR of it) at MOUNTPOINT, acting as your gfs identity.
 
     \b
@@ -35,13 +39,14 @@ def mount(ctx, mountpoint: str, root: str, read_only: bool, cache_size: str, for
     from gfs.mount import runner
     cache_bytes = parse_size(cache_size)
     mountpoint = runner.check_mountpoint(mountpoint)
+    spool_dir = runner.check_spool_dir(spool_dir) if spool_dir else None
     with make_client(ctx) as client:
         target = client.stat(root)            # reachable, visible to this identity, a directory
         if not target.is_dir:
             raise FailedPrecondition(f"{root} is not a directory")
         user = client.whoami()["user"]
     if foreground:
-        _serve(ctx, mountpoint, target.path, read_only, cache_bytes, user)
+        _serve(ctx, mountpoint, target.path, read_only, cache_bytes, user, spool_dir)
         return
     log_file = log_file or str(_default_log(mountpoint))
     env = {**os.environ, "GFS_MASTERS": ",".join(client.masters), "GFS_TOKEN": client.token}
@@ -49,13 +54,14 @@ def mount(ctx, mountpoint: str, root: str, read_only: bool, cache_size: str, for
         env["GFS_TLS_CA"] = ctx.obj["tls_ca"]
     argv = runner.python_argv() + ["mount", mountpoint, "--path", target.path,
                                    "--cache-size", str(cache_bytes), "--foreground"] + \
-        (["--read-only"] if read_only else [])
+        (["--read-only"] if read_only else []) + (["--spool-dir", spool_dir] if spool_dir else [])
     pid = runner.start_background(argv, mountpoint, log_file, env)  # the token: by env, not argv
     click.echo(f"mounted {target.path} at {mountpoint} as {user or 'anonymous'} "
                f"(pid {pid}, cache {human_size(cache_bytes)}, log {log_file})")
 
 
-def _serve(ctx, mountpoint: str, root: str, read_only: bool, cache_bytes: int, user: str) -> None:
+def _serve(ctx, mountpoint: str, root: str, read_only: bool, cache_bytes: int, user: str,
+           spool_dir: str | None) -> None:
     from gfs import logs
     from gfs.mount import runner
     from gfs.mount.operations import GfsOperations
@@ -63,7 +69,8 @@ def _serve(ctx, mountpoint: str, root: str, read_only: bool, cache_bytes: int, u
     client = make_client(ctx)
     try:
         runner.serve(GfsOperations(client, root=root, read_only=read_only,
-                                   cache_size=cache_bytes, user=user), mountpoint)
+                                   cache_size=cache_bytes, user=user, spool_dir=spool_dir),
+                     mountpoint)
     finally:
         client.close()
 

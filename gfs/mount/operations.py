@@ -57,13 +57,14 @@ class GfsOperations(fuse.Operations):
 
     def __init__(self, client: Client, root: str = "/", read_only: bool = False,
                  cache_size: int = 256 << 20, user: str = "", uid: int | None = None,
-                 gid: int | None = None):
+                 gid: int | None = None, spool_dir: str | None = None):
         self.client, self.read_only = client, read_only
         self.root = paths.normalize("/" + root.strip("/") if root.strip("/") else "/")
         self.cache = BlockCache(cache_size, BLOCK_SIZE)
         self.readahead = ThreadPoolExecutor(max_workers=READAHEAD_WORKERS,
                                             thread_name_prefix="gfs-readahead")
         self.user = user                        # the gfs identity the mount acts as
+        self.spool_dir = spool_dir              # where files being written live (None: $TMPDIR)
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
         self._handles: dict[int, ReadHandle | WriteHandle] = {}
@@ -265,7 +266,7 @@ class GfsOperations(fuse.Operations):
         parent = self._stat(posixpath.dirname(gpath) or "/")
         if not parent.is_dir:
             raise fuse.FuseOSError(errno.ENOTDIR)
-        return self._new_handle(WriteHandle(gpath, mode, stream_with=self.client))
+        return self._new_handle(WriteHandle(gpath, mode, self.spool_dir, stream_with=self.client))
 
     @fuse_errors
     def open(self, path: str, flags: int) -> int:
@@ -283,7 +284,7 @@ class GfsOperations(fuse.Operations):
         info = self.client.stat(gpath, for_read=not flags & os.O_TRUNC)
         if info.is_dir:
             raise fuse.FuseOSError(errno.EISDIR)
-        handle = WriteHandle(gpath, info.mode, stream_with=self.client)
+        handle = WriteHandle(gpath, info.mode, self.spool_dir, stream_with=self.client)
         try:
             if not flags & os.O_TRUNC and info.size:
                 handle.load(self.client, info)
@@ -324,7 +325,7 @@ class GfsOperations(fuse.Operations):
             raise fuse.FuseOSError(errno.EISDIR)
         if length == info.size:
             return 0
-        handle = WriteHandle(gpath, info.mode)
+        handle = WriteHandle(gpath, info.mode, self.spool_dir)
         try:
             if length:
                 handle.load(self.client, info)

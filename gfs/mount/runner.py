@@ -49,6 +49,16 @@ def check_mountpoint(mountpoint: str) -> str:
     return str(path.resolve())
 
 
+def check_spool_dir(spool_dir: str) -> str:
+    """The spool directory as an absolute path, once it is a writable directory."""
+    path = Path(spool_dir)
+    if not path.is_dir():
+        raise InvalidArgument(f"spool directory {spool_dir} is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InvalidArgument(f"spool directory {spool_dir} is not writable")
+    return str(path.resolve())
+
+
 def mount_device(mountpoint: str) -> str | None:
     """The "major:minor" of the file system mounted exactly at `mountpoint`, read from
     /proc/self/mountinfo without touching the mount itself (OSError if that is unreadable)."""

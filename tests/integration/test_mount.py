@@ -361,6 +361,27 @@ def test_read_only_mount_and_clear_cli_errors(cluster, tmp_path):
     assert gone.returncode == 1 and "not mounted" in gone.stderr
 
 
+def test_files_being_written_are_spooled_in_the_spool_dir(cluster, tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    m = Mount(cluster, cluster.alice, tmp_path / "sp", "--path", "/alice", "--spool-dir",
+              str(spool))
+    try:
+        with open(m.path / "spooled.bin", "wb", buffering=0) as f:
+            f.write(b"s" * CHUNK)
+            held = [os.readlink(fd) for fd in Path(f"/proc/{m.pid}/fd").iterdir()
+                    if os.readlink(fd).startswith(str(spool))]
+            assert held, "no spool file open in the spool directory"
+        with cluster.client(token=cluster.alice) as c:
+            assert c.read("/alice/spooled.bin") == b"s" * CHUNK
+    finally:
+        m.close()
+    bad = gfs(cluster, cluster.alice, "mount", str(tmp_path / "sp"), "--spool-dir",
+              str(tmp_path / "no-such-dir"), check=False)
+    assert bad.returncode == 1 and "not a directory" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
 def running(pid: int) -> bool:
     """Is the process there and not a zombie (an exited background mount whose parent, the
     `gfs mount` command, is gone may wait for a reaper)?"""
