@@ -106,6 +106,11 @@ def test_a_chunk_read_again_gives_the_same_bytes():
     os.close(fd)
 
 
+def streaming_handle(client: RecordingClient, path: str = "/f") -> WriteHandle:
+    """A handle of a new file that streams once CHUNK bytes are written in order."""
+    return WriteHandle(path, 0o600, stream_with=client, stream_after=CHUNK)
+
+
 def write_in_pieces(handle: WriteHandle, data: bytes, start: int = 0, piece: int = 65536) -> None:
     for pos in range(0, len(data), piece):
         handle.write(data[pos:pos + piece], start + pos)
@@ -114,7 +119,7 @@ def write_in_pieces(handle: WriteHandle, data: bytes, start: int = 0, piece: int
 def test_a_file_written_in_order_streams_and_commits_once_at_upload():
     client = RecordingClient()
     data = os.urandom(5 * CHUNK + 123)
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, data)
     assert h.streaming and client.committed == []       # nothing appears before close
     h.upload(client)
@@ -126,7 +131,7 @@ def test_a_file_written_in_order_streams_and_commits_once_at_upload():
 
 def test_a_small_file_does_not_stream():
     client = RecordingClient()
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, b"x" * (CHUNK - 1))
     assert not h.streaming
     h.upload(client)
@@ -135,9 +140,8 @@ def test_a_small_file_does_not_stream():
 
 
 def test_reading_the_file_being_written_leaves_the_stream_going():
-    client = RecordingClient()
-    data = os.urandom(3 * CHUNK)
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    client, data = RecordingClient(), os.urandom(3 * CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, data[:2 * CHUNK])
     out = memoryview(bytearray(16))
     assert h.read_into(out, 10) == 16 and bytes(out) == data[10:26]
@@ -152,7 +156,7 @@ def test_reading_the_file_being_written_leaves_the_stream_going():
 def test_anything_but_an_append_falls_back_to_the_whole_spool(how):
     client = RecordingClient()
     data = bytearray(os.urandom(3 * CHUNK))
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, bytes(data[:2 * CHUNK]))
     assert h.streaming
     if how == "seek back":
@@ -178,7 +182,7 @@ def test_anything_but_an_append_falls_back_to_the_whole_spool(how):
 def test_a_failed_stream_is_put_whole_instead():
     client = RecordingClient(fail_streams=True)
     data = os.urandom(3 * CHUNK)
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, data)
     assert h.streaming
     h.upload(client)
@@ -189,7 +193,7 @@ def test_a_failed_stream_is_put_whole_instead():
 def test_fsync_mid_stream_commits_what_is_written_and_close_the_rest():
     client = RecordingClient()
     data = os.urandom(4 * CHUNK)
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, data[:2 * CHUNK])
     h.upload(client)                                     # fsync
     assert client.committed == [("/f", data[:2 * CHUNK], True)]
@@ -205,7 +209,7 @@ def test_a_flush_before_the_first_write_leaves_the_appends_streaming():
     flush of the empty file before any write."""
     client = RecordingClient()
     data = os.urandom(3 * CHUNK)
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     h.upload(client)
     assert client.committed == [("/f", b"", False)]
     write_in_pieces(h, data)
@@ -217,7 +221,7 @@ def test_a_flush_before_the_first_write_leaves_the_appends_streaming():
 
 def test_closing_without_upload_stops_the_stream_before_the_spool_goes():
     client = RecordingClient()
-    h = WriteHandle("/f", 0o600, stream_with=client, stream_after=CHUNK)
+    h = streaming_handle(client)
     write_in_pieces(h, os.urandom(2 * CHUNK))
     stream = h._stream
     h.close()
@@ -228,8 +232,7 @@ def test_closing_without_upload_stops_the_stream_before_the_spool_goes():
 def test_only_so_many_files_stream_at_once_the_others_are_put_at_close():
     from gfs.mount import streaming
     client = RecordingClient()
-    handles = [WriteHandle(f"/f{i}", 0o600, stream_with=client, stream_after=CHUNK)
-               for i in range(streaming.STREAMS_AT_ONCE + 1)]
+    handles = [streaming_handle(client, f"/f{i}") for i in range(streaming.STREAMS_AT_ONCE + 1)]
     for h in handles:
         write_in_pieces(h, b"y" * (2 * CHUNK))
     assert [h.streaming for h in handles] == [True] * streaming.STREAMS_AT_ONCE + [False]
@@ -238,7 +241,7 @@ def test_only_so_many_files_stream_at_once_the_others_are_put_at_close():
         h.close()
     assert sorted(streamed for _, _, streamed in client.committed) == \
         [False] + [True] * streaming.STREAMS_AT_ONCE
-    late = WriteHandle("/late", 0o600, stream_with=client, stream_after=CHUNK)
+    late = streaming_handle(client, "/late")
     write_in_pieces(late, b"z" * (2 * CHUNK))
     assert late.streaming                     # the finished streams gave their places back
     late.upload(client)
