@@ -94,27 +94,67 @@ def read_header(path: str) -> Header:
     """The header of snapshot file `path`. ValueError if it is not a snapshot or its header is
     damaged (cut off, unreadable)."""
     with open(path, "rb") as f:
-        head = f.read(_V2_HEAD)
-        offset = prefix_length(head)
-        if offset is None:
-            raise ValueError(f"{path} is not a whole gfs snapshot: it ends inside its header")
-        image = None
-        if head.startswith(MAGIC):
-            (length,) = _U64.unpack_from(head, _IMAGE_FIELDS)
-            image = Image(length, head[_IMAGE_FIELDS + _U64.size:_V2_HEAD])
-        start = _V2_HEAD if image is not None else _V1_HEAD
-        f.seek(start)
-        raw = f.read(offset - start)
-    if len(raw) != offset - start:
+        offset = prefix_length(f.read(_V2_HEAD))
+        if offset is not None:
+            f.seek(0)
+            prefix = f.read(offset)
+    if offset is None or len(prefix) != offset:
         raise ValueError(f"{path} is not a whole gfs snapshot: it ends inside its header")
+    return parse_prefix(prefix, path)
+
+
+def parse_prefix(prefix: bytes | bytearray, name: str) -> Header:
+    """The Header of a snapshot file whose part before the image is `prefix` (all of it:
+    prefix_length bytes). ValueError if its pickled fields are damaged."""
+    image = None
+    start = _V1_HEAD
+    if prefix.startswith(MAGIC):
+        (length,) = _U64.unpack_from(prefix, _IMAGE_FIELDS)
+        image = Image(length, bytes(prefix[_IMAGE_FIELDS + _U64.size:_V2_HEAD]))
+        start = _V2_HEAD
     try:
-        fields = sopickle.loads(raw)
+        fields = sopickle.loads(bytes(prefix[start:]))
         last_entry, prev_entry, cluster = fields[:3]
         # Snapshots written before membership changes carry pysyncobj's node set only.
         members = fields[3] if len(fields) > 3 else {n.address: "" for n in cluster}
     except Exception as exc:        # whatever a damaged pickle raises
-        raise ValueError(f"{path} has a damaged header: {exc!r}") from None
-    return Header(last_entry, prev_entry, members, offset, image)
+        raise ValueError(f"{name} has a damaged header: {exc!r}") from None
+    return Header(last_entry, prev_entry, members, len(prefix), image)
+
+
+class SnapshotStream:
+    """A snapshot file fed in pieces, as it is sent or received: the part before the image is
+    kept (`prefix`), the image is hashed as it passes (`image`)."""
+
+    def __init__(self) -> None:
+        self.prefix = bytearray()
+        self._prefix_len: int | None = None
+        self._hash = ImageHash()
+
+    @property
+    def in_image(self) -> bool:
+        """Has the whole prefix arrived (what comes next is image)?"""
+        return self._prefix_len is not None and len(self.prefix) >= self._prefix_len
+
+    def take(self, data: bytes) -> bytes:
+        """The part of the next piece `data` that is image (hashed). ValueError if the file is
+        not a gfs snapshot."""
+        if self.in_image:
+            self._hash.update(data)
+            return data
+        self.prefix += data
+        if self._prefix_len is None:
+            self._prefix_len = prefix_length(self.prefix)
+        if not self.in_image:
+            return b""
+        body = bytes(self.prefix[self._prefix_len:])
+        del self.prefix[self._prefix_len:]
+        self._hash.update(body)
+        return body
+
+    def image(self) -> Image:
+        """The length and digest of the image fed so far."""
+        return self._hash.result()
 
 
 def write(path: str, header: bytes, copy_to_fd: Callable[[int], None]) -> Image:

@@ -21,7 +21,7 @@ import logging
 import os
 from typing import Callable
 
-from master.snapshot_format import Image, ImageHash, prefix_length
+from master.snapshot_format import Image, SnapshotStream
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,8 @@ class SnapshotReceiver:
     def __init__(self, target: Callable[[], str]):
         self._target = target
         self._file = None                  # the image being written; None: not receiving
-        self._prefix = bytearray()         # everything before the image, as received
-        self._prefix_len: int | None = None
+        self._stream = SnapshotStream()    # the prefix as received; the image's hash
         self._sync = PeriodicSync()
-        self._hash = ImageHash()
         # the prefix of a complete, durable image, and what that image is
         self._ready: tuple[bytes, Image] | None = None
 
@@ -89,35 +87,20 @@ class SnapshotReceiver:
             except OSError:
                 pass
         self._file = None
-        self._prefix = bytearray()
-        self._prefix_len = None
+        self._stream = SnapshotStream()
         self._sync = PeriodicSync()
-        self._hash = ImageHash()
         self._ready = None
 
     def _take(self, data: bytes) -> None:
-        if self._prefix_len is not None and len(self._prefix) >= self._prefix_len:
-            self._write(data)
-            return
-        self._prefix += data                 # the header, up to the first byte of the image
-        if self._prefix_len is None:
-            self._prefix_len = prefix_length(self._prefix)
-            if self._prefix_len is None:
-                return
-        if len(self._prefix) > self._prefix_len:
-            body = bytes(self._prefix[self._prefix_len:])
-            del self._prefix[self._prefix_len:]
-            self._write(body)
-
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._hash.update(data)
-        self._sync.wrote(self._file, len(data))
+        body = self._stream.take(data)       # the header is kept, up to the image
+        if body:
+            self._file.write(body)
+            self._sync.wrote(self._file, len(body))
 
     def _finish(self) -> None:
-        if self._prefix_len is None or len(self._prefix) < self._prefix_len:
+        if not self._stream.in_image:
             raise ValueError("the snapshot ended inside its header")
         self._sync.sync(self._file)
         self._file.close()
         self._file = None
-        self._ready = (bytes(self._prefix), self._hash.result())
+        self._ready = (bytes(self._stream.prefix), self._stream.image())
