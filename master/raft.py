@@ -216,7 +216,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                                                self._begin_snapshot, self._install_snapshot,
                                                self._snapshot_written,
                                                self._snapshot_send_backlog,
-                                               self._receiver.piece)
+                                               self._receiver.piece,
+                                               self._snapshot_damaged_while_sent)
         _PrivateRaftState.use_serializer(self, self._snapshots)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)

@@ -31,6 +31,12 @@ class PrivateRaftState:
         node._SyncObj__serializer = serializer
 
     @staticmethod
+    def forget_last_snapshot(node: SyncObj) -> None:
+        """Let the next compaction write a snapshot even if no entry was applied since the last
+        one (pysyncobj skips it then: a snapshot moved aside would wait for the next write)."""
+        node._SyncObj__lastSerializedEntry = None
+
+    @staticmethod
     def disable_dump_loading(node: SyncObj) -> None:
         node._SyncObj__needLoadDumpFile = False
 

@@ -49,16 +49,20 @@ class RaftSnapshots:
         log.info("snapshot at index %d checked in %.2f s", header.last_entry[1],
                  time.monotonic() - started)
 
-    def _discard_snapshot(self, reason: BaseException) -> None:
+    def _discard_snapshot(self, reason: BaseException, durable: bool = True) -> None:
         """Move this master's damaged snapshot file aside (never deleted: kept for a look) and
         compact at the next chance, so that a fresh one replaces it. Until then there is no
         snapshot to send a follower that needs one (pysyncobj retries every heartbeat); the
-        state itself is in LMDB and the journal, which never needed it."""
+        state itself is in LMDB and the journal, which never needed it. `durable=False` skips
+        the directory fsync (in the tick thread: if the rename is lost in a crash, the check at
+        start finds the file again)."""
         aside = f"{self._snapshot_path}.bad-{time.strftime('%Y%m%dT%H%M%S')}-{now_ms() % 1000:03d}"
         os.rename(self._snapshot_path, aside)
-        fsync_path(self._raft_dir)
+        if durable:
+            fsync_path(self._raft_dir)
         self.snapshot_index = 0
         self._snapshot_retry = time.monotonic()
+        _PrivateRaftState.forget_last_snapshot(self)    # to be replaced even if nothing is new
         log.error("SNAPSHOT DAMAGED: %s (%s); moved aside to %s, a new one is written at the "
                   "next compaction", self._snapshot_path, reason, aside)
 
@@ -108,6 +112,11 @@ class RaftSnapshots:
             finally:
                 pinned.close()
         return write
+
+    def _snapshot_damaged_while_sent(self, reason: BaseException) -> None:
+        """Tick thread: the file being sent to a follower turned out damaged, cut off or
+        unreadable (master/snapshot_sender.py): moved aside, a new one written soon."""
+        self._discard_snapshot(reason, durable=False)
 
     def _snapshot_send_backlog(self, node) -> int:
         return _PrivateRaftState.send_backlog(self._transport, node)

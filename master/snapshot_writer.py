@@ -29,6 +29,13 @@ grows by megabytes a tick and every partial send copies what is left of it, unti
 thread does nothing else (measured: 8 MiB sent in 3.5 minutes, then an election). With
 `backlog` (bytes still queued on the follower's connection), a piece is handed out only while
 less than SEND_BACKLOG is waiting; otherwise PAUSE, which the transport does not send.
+
+Every piece handed out is checked on its way (master/snapshot_sender.py): the last one only
+goes out for a file that is whole. A file found damaged, cut off or unreadable while it is sent
+stops going out to every follower, no longer holds compaction back, and is reported (`damaged`:
+the node moves it aside and has a new one written). While there is no file to send, a follower
+that needs one gets None (pysyncobj then sends a message without a piece, which still tells the
+follower its leader is alive), at most one a PAUSE_WAIT_S.
 """
 from __future__ import annotations
 
@@ -41,8 +48,10 @@ from typing import Callable
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.serializer import Serializer
 
+from gfs.errors import DataLoss
 from gfs.fsutil import fsync_path
 from master.snapshot_receiver import PeriodicSync
+from master.snapshot_sender import OutgoingSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +70,17 @@ class BackgroundSerializer(Serializer):
     def __init__(self, path: str, transmission_batch: int, begin: Begin,
                  deserializer: Callable, written: Callable[[int], None],
                  backlog: Callable[[object], int] | None = None,
-                 receiver: Callable[[bytes, bool, bool], None] | None = None):
+                 receiver: Callable[[bytes, bool, bool], None] | None = None,
+                 damaged: Callable[[BaseException], None] | None = None):
         """`receiver`: also given every piece received from the leader
-        (master/snapshot_receiver.py)."""
+        (master/snapshot_receiver.py); `damaged`: called (tick thread) when the snapshot file
+        turned out damaged while it was being sent, with the reason."""
         super().__init__(path, transmission_batch, False, begin, deserializer, None)
         self._path = path
+        self._batch = transmission_batch
+        self._damaged = damaged
+        self._outgoing: dict[object, OutgoingSnapshot] = {}     # follower -> its transmission
+        self._unopened_said = False     # that the file could not be opened, since it last could
         self._receiver = receiver
         self._incoming_sync = PeriodicSync()
         self._begin = begin
@@ -143,18 +158,62 @@ class BackgroundSerializer(Serializer):
         return bool(self._sending)
 
     def getTransmissionData(self, transmissionID):
+        """Tick thread: the next piece of the snapshot file for one follower, checked on its
+        way (module docstring); PAUSE while the connection has a backlog; None when there is
+        nothing to send."""
         if self._backlog is not None and self._backlog(transmissionID) >= SEND_BACKLOG:
             time.sleep(PAUSE_WAIT_S)    # pysyncobj asks again at once, for a whole tick
             return PAUSE
-        data = super().getTransmissionData(transmissionID)
-        if data:
-            # also after the last piece: the follower installs it, then needs the entries
-            # that follow it, which a compaction now would take away (SEND_IDLE_S later, it
-            # no longer holds compaction back)
-            self._sending[transmissionID] = self.clock()
-        else:                               # nothing to send
-            self._sending.pop(transmissionID, None)
+        out = self._outgoing.get(transmissionID)
+        if out is None:
+            name = getattr(transmissionID, "address", transmissionID)
+            try:
+                out = OutgoingSnapshot(self._path, f"the snapshot being sent to {name}")
+            except OSError as exc:      # none yet, or moved aside: one is being written
+                if not self._unopened_said:
+                    self._unopened_said = True
+                    log.warning("no snapshot to send to %s until one is written (%s)", name, exc)
+                return self._nothing(transmissionID)
+            self._unopened_said = False
+            self._outgoing[transmissionID] = out
+        try:
+            data = out.next_piece(self._batch)
+        except (OSError, ValueError, DataLoss) as exc:
+            self._send_failed(transmissionID, out, exc)
+            return self._nothing(transmissionID)
+        if data[2]:
+            del self._outgoing[transmissionID]
+            out.close()
+        # also after the last piece: the follower installs it, then needs the entries that
+        # follow it, which a compaction now would take away (SEND_IDLE_S later, it no longer
+        # holds compaction back)
+        self._sending[transmissionID] = self.clock()
         return data
+
+    def _nothing(self, transmissionID) -> None:
+        self._sending.pop(transmissionID, None)
+        time.sleep(PAUSE_WAIT_S)        # pysyncobj asks again at once, for a whole tick
+        return None
+
+    def _send_failed(self, transmissionID, out: OutgoingSnapshot, exc: BaseException) -> None:
+        """The file being sent is damaged, cut off or unreadable: no more of it goes out, to
+        any follower, and it holds compaction back no longer; `damaged` moves it aside. (A file
+        replaced meanwhile by a newer one is only no longer sent.)"""
+        del self._outgoing[transmissionID]
+        current = out.in_place()
+        out.close()
+        if not current:
+            log.warning("%s; that file is no longer this master's snapshot", exc)
+            self._sending.pop(transmissionID, None)
+            return
+        self._restart_transmissions()   # the others send the same file
+        self._sending.clear()
+        try:
+            if self._damaged is None:
+                raise OSError("nothing to move it aside")
+            self._damaged(exc)
+        except OSError as err:          # it stays, and the next transmission finds it again
+            log.error("SNAPSHOT DAMAGED: %s; not moved aside: %s", exc, err)
 
     def setTransmissionData(self, data) -> bool:
         """A piece of the leader's snapshot: into pysyncobj's incoming file, made durable as it
@@ -183,7 +242,9 @@ class BackgroundSerializer(Serializer):
         return complete
 
     def cancelTransmisstion(self, id) -> None:      # pysyncobj's spelling
-        super().cancelTransmisstion(id)
+        out = self._outgoing.pop(id, None)
+        if out is not None:
+            out.close()
         self._sending.pop(id, None)
 
     def wait(self, timeout: float | None = None) -> None:
@@ -195,9 +256,6 @@ class BackgroundSerializer(Serializer):
     def _restart_transmissions(self) -> None:
         """Followers being sent the previous file start over with the new one (as pysyncobj
         does when a dump completes)."""
-        transmissions = self._Serializer__transmissions
-        for t in transmissions.values():
-            f = t.get("file")
-            if f is not None:
-                f.close()
-        transmissions.clear()
+        for out in self._outgoing.values():
+            out.close()
+        self._outgoing.clear()

@@ -1,31 +1,12 @@
 """master/snapshot_receiver.py: the store image of a snapshot being received is written into
 place piece by piece, and handed to the install only when complete and of the same file."""
 import os
-import struct
 
 import pytest
 
-from master.snapshot_format import MAGIC, MAGIC_V1, ImageHash
 from master.snapshot_receiver import SnapshotReceiver
 from master.snapshot_writer import BackgroundSerializer
-
-
-def image_of(data: bytes):
-    hashed = ImageHash()
-    hashed.update(data)
-    return hashed.result()
-
-
-def snapshot_file(header: bytes, image: bytes, checksum: bytes | None = None) -> bytes:
-    """A snapshot file (master/snapshot_format.py) of `header` and `image`; `checksum`: the
-    digest its header claims (default: the image's)."""
-    digest = image_of(image).digest if checksum is None else checksum
-    return MAGIC + struct.pack("<QQ", len(header), len(image)) + digest + header + image
-
-
-def old_snapshot_file(header: bytes, image: bytes) -> bytes:
-    """The format before image checksums (GFSSNAP1)."""
-    return MAGIC_V1 + struct.pack("<Q", len(header)) + header + image
+from tests.unit.snapshot_files import image_of, old_snapshot_file, snapshot_file
 
 
 def pieces(data: bytes, sizes):

@@ -7,8 +7,14 @@ from pysyncobj.config import SERIALIZER_STATE
 from gfs.errors import NotFound
 from master.snapshot_writer import BackgroundSerializer
 from master.state import MetadataState
+from tests.unit.snapshot_files import header_of, snapshot_file
 
 LAST, PREV = (b"\x01", 8, 2), (b"\x01", 7, 2)
+
+
+def snap(image: bytes) -> bytes:
+    """A whole snapshot file of `image` (only whole files are sent)."""
+    return snapshot_file(header_of(), image)
 
 
 def make(tmp_path, write_body, written):
@@ -31,17 +37,17 @@ def held_write(release: threading.Event, content: bytes):
 
 def test_the_tick_thread_polls_while_the_thread_writes_then_the_file_is_put_in_place(tmp_path):
     release, written = threading.Event(), []
-    path, s = make(tmp_path, held_write(release, b"new"), written)
-    (tmp_path / "snapshot.bin").write_bytes(b"old")
+    path, s = make(tmp_path, held_write(release, snap(b"new")), written)
+    (tmp_path / "snapshot.bin").write_bytes(snap(b"old"))
     s.serialize((None, LAST, PREV, set()), 7)            # returns at once
     assert s.checkSerializing() == (SERIALIZER_STATE.SERIALIZING, 7)
     data, first, last = s.getTransmissionData("follower")  # the previous file is still sent
-    assert (data, first, last) == (b"old", True, False)
+    assert (data, first, last) == (snap(b"old"), True, False)
     release.set()
     s.wait()
     assert s.checkSerializing() == (SERIALIZER_STATE.SUCCESS, 7)
-    assert (tmp_path / "snapshot.bin").read_bytes() == b"new" and written == [8]
-    assert s.getTransmissionData("follower")[:2] == (b"new", True)   # sent over from the start
+    assert (tmp_path / "snapshot.bin").read_bytes() == snap(b"new") and written == [8]
+    assert s.getTransmissionData("follower")[:2] == (snap(b"new"), True)   # from the start
     assert s.checkSerializing() == (SERIALIZER_STATE.NOT_SERIALIZING, None)
 
 
@@ -99,10 +105,10 @@ def test_no_snapshot_starts_while_one_is_being_sent(tmp_path):
 
     def body(tmp):
         with open(tmp, "wb") as f:
-            f.write(b"new")
+            f.write(snap(b"new"))
     path, s = make(tmp_path, body, written)
     s.clock = lambda: now[0]
-    (tmp_path / "snapshot.bin").write_bytes(b"x" * (3 << 20))
+    (tmp_path / "snapshot.bin").write_bytes(snap(b"x" * (3 << 20)))
     assert s.getTransmissionData("follower")[1:] == (True, False)
     s.serialize((None, LAST, PREV, set()), 7)
     assert s.checkSerializing() == (SERIALIZER_STATE.NOT_SERIALIZING, None)    # deferred
@@ -131,7 +137,7 @@ def test_no_piece_is_handed_out_while_the_connection_still_has_a_backlog(tmp_pat
     path = str(tmp_path / "snapshot.bin")
     s = BackgroundSerializer(path, 1 << 20, lambda tmp, e: None, lambda p: None, [].append,
                              backlog=queued.get)
-    (tmp_path / "snapshot.bin").write_bytes(b"y" * (3 << 20))
+    (tmp_path / "snapshot.bin").write_bytes(snap(b"y" * (3 << 20)))
     assert s.getTransmissionData("follower")[1:] == (True, False)
     queued["follower"] = SEND_BACKLOG
     assert s.getTransmissionData("follower") == PAUSE          # the file did not move on
