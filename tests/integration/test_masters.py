@@ -179,6 +179,78 @@ def test_a_lagging_follower_catches_up_after_the_leaders_snapshot_was_cut_off(ma
     assert "failed to load full dump" not in log_text and "SNAPSHOT DAMAGED" not in log_text
 
 
+def settled_snapshot(path: Path) -> int:
+    """Wait until master's snapshot file at `path` is whole and no compaction is writing the
+    next one; its index."""
+    from master.snapshot_format import check_file
+    deadline = time.monotonic() + 20
+    seen = None
+    while True:
+        assert time.monotonic() < deadline, f"{path} never settled"
+        if path.exists() and not path.with_name(path.name + ".tmp").exists():
+            index = check_file(str(path)).last_entry[1]
+            if index == seen:
+                return index
+            seen = index
+        time.sleep(0.5)
+
+
+def damage_image_in_place(path: Path) -> bytes:
+    """Flip 16 bytes in the middle of a snapshot file's store image as it lies (same file, same
+    length: bit rot under a running master); the damaged bytes."""
+    from master.snapshot_format import read_header
+    offset = read_header(str(path)).offset
+    data = bytearray(path.read_bytes())
+    at = offset + (len(data) - offset) // 2
+    data[at:at + 16] = bytes(b ^ 0xFF for b in data[at:at + 16])
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(data[at:at + 16])
+    return bytes(data)
+
+
+def test_a_lagging_follower_catches_up_though_the_running_leaders_snapshot_was_damaged(
+        make_cluster):
+    """Bit rot in the snapshot file of a running leader: it was sent to every follower that
+    needed a snapshot, refused by each, and — since a snapshot being sent holds compaction
+    back — never replaced until the leader restarted. Now the leader checks the file as the
+    pieces go out, stops before the last one, moves the file aside and writes a fresh one,
+    without a restart. (Both up-to-date masters' files are damaged, so whichever leads sends a
+    damaged one.)"""
+    c = make_cluster(options={"master": {"election-timeout": 0.5, "compact-entries": 30}})
+    lagging = next(d["name"] for d in c.daemons() if d["name"] != c.leader())
+    others = [d["name"] for d in c.daemons() if d["name"] != lagging]
+    c.kill(lagging)
+    with c.client() as client:
+        for i in range(150):
+            client.mkdir(f"/snap-{i}")
+    snapshots = {name: Path(c.daemon(name)["data"]) / "raft" / "snapshot.bin" for name in others}
+    for path in snapshots.values():
+        settled_snapshot(path)
+    damaged = {name: damage_image_in_place(path) for name, path in snapshots.items()}
+    pids = {name: c.pid(name) for name in others}
+    c.start(lagging)
+    want = {f"/snap-{i}" for i in range(150)}
+    started = time.monotonic()
+    while not want <= paths_on(c, lagging):
+        assert time.monotonic() - started < 30, "the lagging follower never caught up"
+        time.sleep(0.3)
+    with c.client() as client:
+        assert paths_on(c, lagging) == all_names(client)
+    assert {name: c.pid(name) for name in others} == pids          # no master restarted
+    found = [name for name in others
+             if "SNAPSHOT DAMAGED" in (Path(c.daemon(name)["data"]) / "daemon.log").read_text()]
+    assert found, "no leader found its snapshot damaged"
+    for name in found:
+        [aside] = snapshots[name].parent.glob("snapshot.bin.bad-*")      # kept, not deleted
+        assert aside.read_bytes() == damaged[name]
+        settled_snapshot(snapshots[name])                           # a fresh, whole one
+    log_text = (Path(c.daemon(lagging)["data"]) / "daemon.log").read_text()
+    assert "installed snapshot from leader" in log_text
+    # the damaged file never reached the follower whole: it had nothing to refuse
+    assert "failed to load full dump" not in log_text and "SNAPSHOT DAMAGED" not in log_text
+
+
 def test_deposed_leader_never_serves_a_stale_read(make_cluster):
     # The old leader wakes up believing it still leads. A linearizable read it answers must
     # include the write made meanwhile; otherwise it must refuse.
