@@ -143,19 +143,41 @@ def test_lagging_follower_catches_up_from_a_snapshot(make_cluster):
     assert "not received in place" not in log_text
 
 
+SNAP_DIRS = {f"/snap-{i}" for i in range(150)}
+
+
+def lagging_behind_snapshots(make_cluster, election_timeout: float):
+    """Three masters compacting every 30 entries, one of them (a follower) killed while the
+    others took SNAP_DIRS: (cluster, the lagging one, {up-to-date one: its snapshot file})."""
+    c = make_cluster(options={"master": {"election-timeout": election_timeout,
+                                         "compact-entries": 30}})
+    lagging = next(d["name"] for d in c.daemons() if d["name"] != c.leader())
+    c.kill(lagging)
+    with c.client() as client:
+        for path in sorted(SNAP_DIRS):
+            client.mkdir(path)
+    return c, lagging, {d["name"]: Path(d["data"]) / "raft" / "snapshot.bin"
+                        for d in c.daemons() if d["name"] != lagging}
+
+
+def wait_caught_up(c, lagging: str, within: float) -> None:
+    """Until master `lagging` holds SNAP_DIRS (at most `within` seconds); then it must list the
+    same as the leader."""
+    started = time.monotonic()
+    while not SNAP_DIRS <= paths_on(c, lagging):
+        assert time.monotonic() - started < within, "the lagging follower never caught up"
+        time.sleep(0.3)
+    with c.client() as client:
+        assert paths_on(c, lagging) == all_names(client)
+
+
 def test_a_lagging_follower_catches_up_after_the_leaders_snapshot_was_cut_off(make_cluster):
     """A power loss under older code left the snapshot file of every up-to-date master cut off
     (pysyncobj renamed it into place before its data reached the disk). Such a file, sent to a
     lagging follower, is refused there at every try — and while it is being sent, no compaction
     replaces it. At start each master moves its damaged file aside and writes a fresh one."""
-    c = make_cluster(options={"master": {"election-timeout": 0.3, "compact-entries": 30}})
-    lagging = next(d["name"] for d in c.daemons() if d["name"] != c.leader())
-    others = [d["name"] for d in c.daemons() if d["name"] != lagging]
-    c.kill(lagging)
-    with c.client() as client:
-        for i in range(150):
-            client.mkdir(f"/snap-{i}")
-    snapshots = [Path(c.daemon(name)["data"]) / "raft" / "snapshot.bin" for name in others]
+    c, lagging, files = lagging_behind_snapshots(make_cluster, 0.3)
+    others, snapshots = list(files), list(files.values())
     for name in others:
         c.stop(name)
     for snapshot in snapshots:
@@ -163,13 +185,7 @@ def test_a_lagging_follower_catches_up_after_the_leaders_snapshot_was_cut_off(ma
         snapshot.write_bytes(data[:len(data) // 2])
     for name in others + [lagging]:
         c.start(name)
-    want = {f"/snap-{i}" for i in range(150)}
-    deadline = time.monotonic() + 40
-    while not want <= paths_on(c, lagging):
-        assert time.monotonic() < deadline, "the lagging follower never caught up"
-        time.sleep(0.3)
-    with c.client() as client:
-        assert paths_on(c, lagging) == all_names(client)
+    wait_caught_up(c, lagging, 40)
     for name, snapshot in zip(others, snapshots):
         assert list(snapshot.parent.glob("snapshot.bin.bad-*")), name     # kept, not deleted
         assert "SNAPSHOT DAMAGED" in (Path(c.daemon(name)["data"]) / "daemon.log").read_text()
@@ -217,26 +233,14 @@ def test_a_lagging_follower_catches_up_though_the_running_leaders_snapshot_was_d
     pieces go out, stops before the last one, moves the file aside and writes a fresh one,
     without a restart. (Both up-to-date masters' files are damaged, so whichever leads sends a
     damaged one.)"""
-    c = make_cluster(options={"master": {"election-timeout": 0.5, "compact-entries": 30}})
-    lagging = next(d["name"] for d in c.daemons() if d["name"] != c.leader())
-    others = [d["name"] for d in c.daemons() if d["name"] != lagging]
-    c.kill(lagging)
-    with c.client() as client:
-        for i in range(150):
-            client.mkdir(f"/snap-{i}")
-    snapshots = {name: Path(c.daemon(name)["data"]) / "raft" / "snapshot.bin" for name in others}
+    c, lagging, snapshots = lagging_behind_snapshots(make_cluster, 0.5)
+    others = list(snapshots)
     for path in snapshots.values():
         settled_snapshot(path)
     damaged = {name: damage_image_in_place(path) for name, path in snapshots.items()}
     pids = {name: c.pid(name) for name in others}
     c.start(lagging)
-    want = {f"/snap-{i}" for i in range(150)}
-    started = time.monotonic()
-    while not want <= paths_on(c, lagging):
-        assert time.monotonic() - started < 30, "the lagging follower never caught up"
-        time.sleep(0.3)
-    with c.client() as client:
-        assert paths_on(c, lagging) == all_names(client)
+    wait_caught_up(c, lagging, 30)
     assert {name: c.pid(name) for name in others} == pids          # no master restarted
     found = [name for name in others
              if "SNAPSHOT DAMAGED" in (Path(c.daemon(name)["data"]) / "daemon.log").read_text()]
