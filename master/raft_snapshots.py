@@ -1,7 +1,8 @@
 """The snapshot side of the masters' Raft node (master/raft.py; docs/raft.md "Snapshots"):
 writing one (master/snapshot_writer.py runs it off the tick thread), installing one from the
 leader (master/snapshot_receiver.py wrote its image into place as it arrived), and checking this
-master's own file at start (master/snapshot_format.py has the format and its checks).
+master's own file at start, or moving it aside when it was found damaged as it was sent
+(master/snapshot_sender.py; master/snapshot_format.py has the format and its checks).
 
 A mixin of MetadataRaft: it uses the node's store, journal, membership and locks."""
 from __future__ import annotations

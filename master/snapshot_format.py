@@ -8,7 +8,8 @@ compacted LMDB copy (data.mdb); `D` is the xxh3-128 of the image (big endian, as
 tens of GB/s, so hashing a piece costs far less than receiving it. The writer hashes the image
 as it copies it (`write`: LMDB copies into a pipe, this side hashes and writes to the file) and
 fills in N and D once the copy is complete; a follower hashes the image as the pieces arrive
-(master/snapshot_receiver.py); both check N and D before an image is used (`check_image`).
+(master/snapshot_receiver.py), the leader as they go out (master/snapshot_sender.py); N and D
+are checked before an image is used and before the last piece is sent (`check_image`).
 
 Files written before the checksum (`GFSSNAP1 | L: u64 | header | image`) are still read: a
 cluster upgraded in place has them. Their image is checked only by its size against its LMDB
