@@ -45,7 +45,7 @@ class GrowingSpool(UploadSource):
         self._end = 0                  # bytes written in order so far
         self._finished = False
         self._abandoned = False
-        self.seekable, self.size = True, -1       # read by offset; size unknown (not inline)
+        self.seekable, self.size = True, -1       # read by offset; size unknown: never inline
 
     # --- the writer's side ----------------------------------------------------------------------
 
@@ -74,9 +74,6 @@ class GrowingSpool(UploadSource):
             if self._abandoned:
                 raise Abandoned()
             return self._end
-
-    def read_all(self) -> bytes | None:
-        return None                    # never inline: streaming starts past the inline limit
 
     def chunk(self, index: int, chunk_size: int) -> ChunkPieces | None:
         start = index * chunk_size
