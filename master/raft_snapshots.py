@@ -63,16 +63,19 @@ class RaftSnapshots:
             fsync_path(self._raft_dir)
         self.snapshot_index = 0
         self._snapshot_retry = time.monotonic()
-        _PrivateRaftState.forget_last_snapshot(self)    # to be replaced even if nothing is new
         log.error("SNAPSHOT DAMAGED: %s (%s); moved aside to %s, a new one is written at the "
                   "next compaction", self._snapshot_path, reason, aside)
 
     def _replace_missing_snapshot(self) -> None:
         """Tick thread: while this master has no snapshot since it moved a damaged one aside,
         ask pysyncobj for a compaction every SNAPSHOT_RETRY_S (one asked for while another
-        is written or sent does not happen, nor one whose copy failed)."""
+        is written or sent does not happen, nor one whose copy failed). pysyncobj's record of
+        the last snapshot written is cleared again each time: a compaction that finished just as
+        the file was moved aside records its entry after the move, and would make pysyncobj
+        skip every compaction asked for until a new entry is applied."""
         if self._snapshot_retry is not None and time.monotonic() >= self._snapshot_retry:
             self._snapshot_retry = time.monotonic() + SNAPSHOT_RETRY_S
+            _PrivateRaftState.forget_last_snapshot(self)
             self.forceLogCompaction()
 
     def _snapshot_a_restored_log(self) -> None:
