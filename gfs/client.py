@@ -148,6 +148,12 @@ class ChunkPieces:
         self._read_at, self._stream = read_at, stream
         self._start, self._length, self._first = start, length, first
 
+    def durable(self, chunk: "ChunkInfo", inode: int) -> None:
+        """`put` wrote this chunk of the upload `inode`: it is fsync'd on every replica of
+        `chunk` (which carries a capability to read it back for a while; `upload_chunks` gives
+        fresh ones until the upload commits). A source that need not keep its bytes any longer
+        may drop them (the mount's growing spool does)."""
+
     def open(self) -> Iterator[bytes]:
         if self._read_at is not None:
             for pos in range(self._start, self._start + self._length, PIECE_SIZE):
@@ -195,6 +201,10 @@ class UploadSource:
         """The whole of a small seekable source; None if it changed size while read."""
         data = self._read_at(0, self.size + 1)
         return data if len(data) == self.size else None
+
+    def before_abort(self) -> None:
+        """`put` failed and is about to abort the upload, which makes its chunks garbage: the
+        last moment a source can read back chunks it was told were `durable`."""
 
     def chunk(self, index: int, chunk_size: int) -> ChunkPieces | None:
         """The pieces of chunk `index`, or None past the end of the source."""
@@ -743,6 +753,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                             chunks=[pb.ChunkCommit(handle=h, length=n, checksum=c)
                                     for h, n, c in chunks], xattrs=xattrs or {}).inode
 
+    def upload_chunks(self, inode: int) -> list[ChunkInfo]:
+        """The chunks of a pending upload this client's identity created, with fresh read
+        capabilities (lengths and checksums are known only at commit: 0)."""
+        resp = self._call("UploadChunks", pb.UploadChunksRequest(inode=inode))
+        return [ChunkInfo(c.handle, c.index, c.version, c.length, c.checksum, list(c.replicas),
+                          capability=c.capability) for c in resp.chunks]
+
     def abort(self, inode: int) -> None:
         self._mutate("Abort", pb.AbortRequest, inode=inode)
 
@@ -778,13 +795,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             except BaseException as err:
                 if isinstance(err, GfsError):
                     err.before_commit = True   # the namespace is certainly unchanged
-                self._abandon(created)
+                self._abandon(created, src)
                 raise
             chunks = [(w.handle, w.length, w.checksum) for w in written]
             try:
                 inode = self.commit(created.inode, size, chunks, xattrs() if xattrs else None)
             except BaseException:
-                self._abandon(created)
+                self._abandon(created, src)
                 raise
         try:
             return self.stat(path)
@@ -832,10 +849,11 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             raise err
         self.inline_max = min(self.inline_max, size - 1)
 
-    def _abandon(self, created: pb.CreateResponse | None) -> None:
+    def _abandon(self, created: pb.CreateResponse | None, src: "UploadSource") -> None:
         """Best-effort abort of an upload; if it fails the upload stays pending and invisible,
         and garbage collection reclaims its chunks."""
         if created is not None:
+            src.before_abort()
             try:
                 self.abort(created.inode)
             except GfsError:
@@ -876,8 +894,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 alloc = self.add_chunk(inode, index, exclude=failed,
                                        length_hint=pieces.known_length)
             try:
-                return write_chunk(self._channels, list(alloc.replicas), alloc.handle, alloc.version,
-                                   pieces.open(), progress=progress, capability=alloc.capability)
+                written = write_chunk(self._channels, list(alloc.replicas), alloc.handle,
+                                      alloc.version, pieces.open(), progress=progress,
+                                      capability=alloc.capability)
+                pieces.durable(ChunkInfo(written.handle, index, alloc.version, written.length,
+                                         written.checksum, list(written.replicas),
+                                         capability=alloc.read_capability), inode)
+                return written
             except GfsError as err:
                 if not (pieces.repeatable and is_retryable(err)) or attempt == attempts - 1:
                     raise
@@ -958,16 +981,22 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         for attempt in range(2):
             done = pos - start
             try:
-                read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas,
-                           chunk.length, chunk.checksum, lo + done, hi - lo - done, sink,
-                           lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version,
-                                                                     addr, why),
-                           capability=chunk.capability)
+                self.read_chunk(chunk, lo + done, hi, sink)
                 return
             except Unauthenticated:
                 if attempt:
                     raise
                 chunk = self._fresh_capability(path, chunk)   # expired during a long download
+
+    def read_chunk(self, chunk: ChunkInfo, lo: int, hi: int,
+                   sink: Callable[[memoryview], None]) -> None:
+        """Bytes [lo, hi) of one chunk this client holds a read capability for, to `sink` in
+        order, every block verified; replicas with bad data are reported."""
+        read_chunk(self._channels, chunk.handle, chunk.version, chunk.replicas, chunk.length,
+                   chunk.checksum, lo, hi - lo, sink,
+                   lambda addr, why: self.report_bad_replica(chunk.handle, chunk.version, addr,
+                                                             why),
+                   capability=chunk.capability)
 
     def _fresh_capability(self, path: str, chunk: ChunkInfo) -> ChunkInfo:
         for c in self.stat(path, for_read=True).chunks:

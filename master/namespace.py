@@ -192,6 +192,12 @@ def _upload(tx: Tx, ino: int, caller: Principal) -> tuple[dict, dict]:
     return tx.inode(ino), pending
 
 
+def upload_chunks(tx: Tx, caller: Principal, ino: int) -> list[dict]:
+    """The chunks allocated so far to a pending upload of the caller's, in order."""
+    record, _ = _upload(tx, ino, caller)
+    return [{**tx.chunk(handle), "handle": handle} for handle in record["chunks"]]
+
+
 def _check_commit_chunks(record: dict, chunks: list[dict], size: int) -> None:
     handles = [chunk["handle"] for chunk in chunks]
     if handles != record["chunks"]:

@@ -162,7 +162,19 @@ class MasterService(pb_grpc.MasterServicer):
             "replicas": replicas})
         return pb.AddChunkResponse(
             handle=ok["handle"], version=ok["version"], replicas=replicas,
-            capability=self.node.capabilities.write(ok["handle"], ok["version"]))
+            capability=self.node.capabilities.write(ok["handle"], ok["version"]),
+            read_capability=self.node.capabilities.read(ok["handle"], ok["version"]))
+
+    @rpc
+    async def UploadChunks(self, request, context):
+        chunks = await self._read(context, lambda st, auth, now: st.upload_chunks(
+            request.inode, auth, now))
+        # Only the upload's creator gets here: a capability to read back bytes it wrote itself.
+        sign = self.node.capabilities.signer(READ)
+        return pb.UploadChunksResponse(chunks=[
+            pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
+                         replicas=self.node.chunk_locations(c),
+                         capability=sign(c["handle"], c["version"])) for c in chunks])
 
     @rpc
     async def Commit(self, request, context):

@@ -470,6 +470,11 @@ class MetadataState:
         with self._reader() as tx:
             return ns.list_page(tx, self._caller(tx, auth, now), path, start_after, limit)
 
+    def upload_chunks(self, inode: int, auth=AS_SYSTEM, now: int = 0) -> list[dict]:
+        """The chunks of a pending upload `auth` created (NotFound for any other inode)."""
+        with self._reader() as tx:
+            return ns.upload_chunks(tx, self._caller(tx, auth, now), inode)
+
     def du(self, path: str, auth=AS_SYSTEM, now: int = 0) -> dict:
         path = paths.normalize(path)
         with self._reader() as tx:

@@ -64,6 +64,11 @@ class MasterStub:
                 request_serializer=proto_dot_master__pb2.AbortRequest.SerializeToString,
                 response_deserializer=proto_dot_master__pb2.Empty.FromString,
                 _registered_method=True)
+        self.UploadChunks = channel.unary_unary(
+                '/gfs.master.Master/UploadChunks',
+                request_serializer=proto_dot_master__pb2.UploadChunksRequest.SerializeToString,
+                response_deserializer=proto_dot_master__pb2.UploadChunksResponse.FromString,
+                _registered_method=True)
         self.Rename = channel.unary_unary(
                 '/gfs.master.Master/Rename',
                 request_serializer=proto_dot_master__pb2.RenameRequest.SerializeToString,
@@ -220,6 +225,12 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Abort(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadChunks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -402,6 +413,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.Abort,
                     request_deserializer=proto_dot_master__pb2.AbortRequest.FromString,
                     response_serializer=proto_dot_master__pb2.Empty.SerializeToString,
+            ),
+            'UploadChunks': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadChunks,
+                    request_deserializer=proto_dot_master__pb2.UploadChunksRequest.FromString,
+                    response_serializer=proto_dot_master__pb2.UploadChunksResponse.SerializeToString,
             ),
             'Rename': grpc.unary_unary_rpc_method_handler(
                     servicer.Rename,
@@ -686,6 +702,33 @@ class Master:
             '/gfs.master.Master/Abort',
             proto_dot_master__pb2.AbortRequest.SerializeToString,
             proto_dot_master__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gfs.master.Master/UploadChunks',
+            proto_dot_master__pb2.UploadChunksRequest.SerializeToString,
+            proto_dot_master__pb2.UploadChunksResponse.FromString,
             options,
             channel_credentials,
             insecure,

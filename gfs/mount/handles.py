@@ -14,9 +14,10 @@ import threading
 from concurrent.futures import Executor
 
 from gfs.client import Client, FileInfo
+from gfs.errors import DataLoss
 from gfs.mount.blockcache import BlockCache
 from gfs.mount.readahead import Prefetcher
-from gfs.mount.streaming import STREAM_AFTER, SpoolStream
+from gfs.mount.streaming import STREAM_AFTER, GrowingSpool, SpoolStream
 
 log = logging.getLogger("gfs.mount")
 
@@ -113,6 +114,9 @@ class WriteHandle(Readable):
         self._client, self._stream_after = stream_with, stream_after
         self._appended = 0 if stream_with is not None else -1   # in-order end; -1: not streaming
         self._stream: SpoolStream | None = None
+        # A committed stream's spool with bytes dropped (streaming.py): read back before the
+        # spool is read, written or put again.
+        self._holes: GrowingSpool | None = None
 
     @property
     def size(self) -> int:
@@ -129,11 +133,30 @@ class WriteHandle(Readable):
         self.dirty = False
 
     def read_into(self, out: memoryview, offset: int) -> int:
+        stream = self._stream
+        if self._holes is not None or (
+                stream is not None and stream.source.overlaps_dropped(offset, len(out))):
+            with self.lock:
+                self._whole_spool()
         return os.preadv(self._file.fileno(), [out], offset)    # (a stream reads it too)
+
+    def _whole_spool(self) -> None:
+        """Bytes a stream dropped from the spool read back into it (DataLoss if they cannot
+        be); the stream, if one runs, goes on but drops nothing more. Under the lock."""
+        if self._holes is not None:
+            self._holes.keep_bytes()
+            self._holes = None
+        if self._stream is not None:
+            self._stream.source.keep_bytes()
 
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:
+            if self._holes is not None:
+                self._whole_spool()
             self.dirty = True
+            if offset != self._appended:
+                # before the bytes land: giving up reads dropped chunks back into the spool
+                self._give_up_stream("a write out of order")
             n = os.pwrite(self._file.fileno(), data, offset)
             if offset == self._appended:
                 self._appended += n
@@ -147,25 +170,30 @@ class WriteHandle(Readable):
                     else:
                         log.info("streaming %s while it is written", self.path)
                         self._stream.source.wrote(self._appended)
-            else:
-                self._give_up_stream("a write out of order")
             return n
 
     def truncate(self, length: int) -> None:
         with self.lock:
+            if self._holes is not None:
+                self._whole_spool()
             self.dirty = True
             if length != self._appended:
                 self._give_up_stream("a truncate")
             os.ftruncate(self._file.fileno(), length)
 
-    def _give_up_stream(self, why: str, wait: float = 0.0) -> None:
-        """No (more) streaming for this handle: the spool is put whole. Under the lock."""
+    def _give_up_stream(self, why: str, wait: float = 0.0, keep: bool = True) -> None:
+        """No (more) streaming for this handle: the spool is put whole (`keep`: its dropped
+        bytes read back first). Under the lock."""
         self._appended = -1
-        if self._stream is not None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
             if why:
                 log.info("stopped streaming %s (%s): it is put whole when closed", self.path, why)
-            self._stream.abandon(wait)
-            self._stream = None
+            try:
+                stream.abandon(wait, keep)
+            except DataLoss:
+                self._holes = stream.source    # every later use of the spool fails the same
+                raise
 
     def upload(self, client: Client) -> None:
         """Put the spooled content (durable on every replica when this returns)."""
@@ -176,8 +204,13 @@ class WriteHandle(Readable):
             # output before writing, and that first flush already makes the file, empty.)
             stream, self._stream = self._stream, None
             if stream is None or not self._streamed(stream):
+                if stream is not None:      # (its put failed: read back already, or now)
+                    stream.source.keep_bytes()  # DataLoss: never a spool with holes put
+                self._whole_spool()
                 self._file.seek(0)
                 client.put(self._file, self.path, overwrite=True, mode=self.mode & 0o7777)
+            elif stream.source.has_dropped:
+                self._holes = stream.source
             self.dirty = False
             if self.mtime_ms is not None:
                 client.set_attr(self.path, mtime_ms=self.mtime_ms)
@@ -195,5 +228,6 @@ class WriteHandle(Readable):
 
     def close(self) -> None:
         with self.lock:
-            self._give_up_stream("", wait=10.0)    # its put stops reading the spool first
+            self._give_up_stream("", wait=10.0, keep=False)   # its put stops reading first
+            self._holes = None
         self._file.close()

@@ -12,6 +12,17 @@ The file still appears only at `close` (or `fsync`): the background put commits 
 aborts, its chunks are garbage) and the file is uploaded whole from the spool at close, as
 before (reads of the file being written leave the spool, and the stream, as they are). So
 the stream is only ever a head start: the spool stays the source of truth.
+
+Bytes of a chunk the stream made durable (fsync'd on every replica) are dropped from the spool
+(a hole punched, `GrowingSpool.dropped`): a page the kernel has not written to the local disk
+yet never is, so a streamed file costs the local disk nothing beside the chunkservers' writes
+(with the spool on the chunkservers' disk a 1 GiB `dd` otherwise wrote 4 GiB instead of 3).
+Whatever needs the spool whole again — a write out of order, a truncate, a read of a dropped
+range, the put failing, or more writes after the stream committed — first reads the dropped
+chunks back from their replicas (`keep_bytes`: the capability AddChunk gave the upload's
+creator, every block verified), and from then on nothing more is dropped. If that read-back
+fails the bytes are gone from this handle: the operation fails with EIO and nothing is put
+(the file keeps its last committed version).
 """
 from __future__ import annotations
 
@@ -19,9 +30,12 @@ import logging
 import os
 import threading
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import Iterator
 
-from gfs.client import ChunkPieces, Client, FileInfo, UploadSource
+from gfs.client import ChunkInfo, ChunkPieces, Client, FileInfo, UploadSource
+from gfs.errors import DataLoss, GfsError, NotFound, Unauthenticated
+from gfs.fsutil import punch_hole
 from gfs.transfer import PIECE_SIZE
 
 log = logging.getLogger("gfs.mount")
@@ -39,13 +53,87 @@ class GrowingSpool(UploadSource):
     """The spool of a file being appended to, as `Client.put` reads it: each chunk's pieces are
     handed over as the writer writes them (`wrote`), and the source ends at `finish`."""
 
-    def __init__(self, fd: int):
-        self._fd = fd
+    def __init__(self, fd: int, client: Client, path: str):
+        self._fd, self._client, self._path = fd, client, path
+        self._inode = 0                # of the upload, once a chunk was declared durable
         self._cond = threading.Condition()
         self._end = 0                  # bytes written in order so far
         self._finished = False
         self._abandoned = False
         self.seekable, self.size = True, -1       # read by offset; size unknown: never inline
+        self._dropped: dict[int, ChunkInfo] = {}  # spool offset -> the durable chunk there
+        self._keep = False             # the spool must stay whole: nothing more is dropped
+        self._discarding = False       # the spool is about to be closed: nothing to keep
+        self._restoring = threading.Lock()
+        self.lost: GfsError | None = None         # dropped bytes that could not be read back
+
+    # --- dropped bytes ------------------------------------------------------------------------
+
+    def dropped(self, start: int, chunk: ChunkInfo, inode: int) -> None:
+        """Put's side: the chunk at spool offset `start` of upload `inode` is durable; free
+        its bytes here."""
+        with self._cond:
+            self._inode = inode
+            if not self._keep and punch_hole(self._fd, start, chunk.length):
+                self._dropped[start] = chunk
+
+    @property
+    def has_dropped(self) -> bool:
+        return bool(self._dropped)
+
+    def overlaps_dropped(self, offset: int, size: int) -> bool:
+        with self._cond:
+            return any(start < offset + size and offset < start + c.length
+                       for start, c in self._dropped.items())
+
+    def keep_bytes(self) -> None:
+        """Make the spool whole again (read the dropped chunks back) and drop nothing more.
+        Raises DataLoss if a chunk could not be read back (and every call after that)."""
+        with self._restoring:
+            with self._cond:
+                self._keep = True
+                todo = sorted(self._dropped.items())
+            if self.lost is not None:
+                raise self.lost
+            for start, chunk in todo:
+                try:
+                    try:
+                        self._client.read_chunk(chunk, 0, chunk.length,
+                                                _WriteAt(self._fd, start))
+                    except Unauthenticated:      # its capability expired: ask for a new one
+                        chunk = self._fresh(chunk)
+                        self._client.read_chunk(chunk, 0, chunk.length,
+                                                _WriteAt(self._fd, start))
+                except GfsError as err:
+                    self.lost = DataLoss(f"bytes of the file being written could not be read "
+                                         f"back from chunk {chunk.handle}: {err}")
+                    raise self.lost from None
+                with self._cond:
+                    del self._dropped[start]
+            if todo:
+                log.info("read %d dropped chunk(s) back into the spool", len(todo))
+
+    def _fresh(self, chunk: ChunkInfo) -> ChunkInfo:
+        """`chunk` with a fresh read capability: from the upload while it is pending, from the
+        file once committed (DataLoss if the file no longer has that chunk version)."""
+        try:
+            found = self._client.upload_chunks(self._inode)
+        except NotFound:                         # committed since (or aborted: then not found)
+            found = self._client.stat(self._path, for_read=True).chunks
+        for c in found:
+            if (c.handle, c.version) == (chunk.handle, chunk.version):
+                return replace(chunk, capability=c.capability,
+                               replicas=c.replicas or chunk.replicas)
+        raise DataLoss(f"chunk {chunk.handle} of {self._path} is no longer there")
+
+    def before_abort(self) -> None:
+        """Put failed: the spool is put whole instead, so it must be whole (unless it is being
+        discarded); a failure to read back is kept in `lost`."""
+        if not self._discarding:
+            try:
+                self.keep_bytes()
+            except GfsError:
+                pass
 
     # --- the writer's side ----------------------------------------------------------------------
 
@@ -59,10 +147,18 @@ class GrowingSpool(UploadSource):
             self._finished = True
             self._cond.notify_all()
 
-    def abandon(self) -> None:
-        with self._cond:
-            self._abandoned = True
-            self._cond.notify_all()
+    def abandon(self, keep: bool = True) -> None:
+        """Stop the stream: its put aborts. `keep`: the spool is used on, so its dropped bytes
+        are read back first (while the put's chunks still exist; DataLoss if they cannot be)."""
+        try:
+            if keep:
+                self.keep_bytes()
+            else:
+                self._discarding = True
+        finally:
+            with self._cond:
+                self._abandoned = True
+                self._cond.notify_all()
 
     # --- put's side -----------------------------------------------------------------------------
 
@@ -87,9 +183,21 @@ class GrowingSpool(UploadSource):
         return os.pread(self._fd, n, pos)
 
 
+class _WriteAt:
+    """A read_chunk sink writing the chunk's bytes into the spool from `pos` on."""
+
+    def __init__(self, fd: int, pos: int):
+        self._fd, self._pos = fd, pos
+
+    def __call__(self, piece: memoryview) -> None:
+        while piece:
+            n = os.pwrite(self._fd, piece, self._pos)
+            piece, self._pos = piece[n:], self._pos + n
+
+
 class _GrowingChunk(ChunkPieces):
     """One chunk of a GrowingSpool: pieces handed over as they are written; read again from the
-    spool if the chunk has to be sent again (a failed replica)."""
+    spool if the chunk has to be sent again (a failed replica); dropped once durable."""
 
     def __init__(self, spool: GrowingSpool, start: int, chunk_size: int):
         super().__init__(spool._read_at, None, start, chunk_size)
@@ -104,6 +212,9 @@ class _GrowingChunk(ChunkPieces):
                 return                       # the file ended inside this chunk
             yield self._spool._read_at(pos, end - pos)
             pos = end
+
+    def durable(self, chunk: ChunkInfo, inode: int) -> None:
+        self._spool.dropped(self._start, chunk, inode)
 
 
 class SpoolStream:
@@ -121,7 +232,7 @@ class SpoolStream:
             raise
 
     def __init__(self, client: Client, fd: int, path: str, mode: int):
-        self.source = GrowingSpool(fd)
+        self.source = GrowingSpool(fd, client, path)
         self.path = path
         self._done: Future = Future()
         self._thread = threading.Thread(target=self._run, args=(client, mode), daemon=True,
@@ -144,9 +255,12 @@ class SpoolStream:
         self.source.finish()
         return self._done.result()
 
-    def abandon(self, wait: float = 0.0) -> None:
+    def abandon(self, wait: float = 0.0, keep: bool = True) -> None:
         """Give the stream up: its put aborts instead of committing (waited for up to `wait`
-        seconds, e.g. before the spool is closed)."""
-        self.source.abandon()
-        if wait:
-            self._thread.join(wait)
+        seconds, e.g. before the spool is closed). `keep`: the spool is used on (put whole):
+        its dropped bytes are read back first (DataLoss if they cannot be)."""
+        try:
+            self.source.abandon(keep)
+        finally:
+            if wait:
+                self._thread.join(wait)

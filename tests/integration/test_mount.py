@@ -248,6 +248,41 @@ def test_a_streamed_file_written_out_of_order_is_put_whole_with_every_write(alic
         assert c.read("/alice/patched.bin") == bytes(data)
 
 
+def spool_bytes_on_disk(mount: Mount) -> int | None:
+    """Bytes the mount's one open spool (an unlinked file of at least 16 MiB) holds on the
+    local disk (None: no such spool open)."""
+    for fd in Path(f"/proc/{mount.pid}/fd").iterdir():
+        try:
+            st = os.stat(fd)
+            if os.readlink(fd).endswith(" (deleted)") and st.st_size >= 16 * CHUNK:
+                return st.st_blocks * 512
+        except OSError:
+            continue
+    return None
+
+
+def test_a_streamed_file_patched_after_its_first_chunk_left_the_spool(alice_mount, cluster):
+    """Chunks durable on their replicas are dropped from the spool; patching the header then
+    reads them back from the chunkservers before the write lands."""
+    path = alice_mount.path / "dropped.bin"
+    data = bytearray(os.urandom(24 * CHUNK))
+    with open(path, "wb", buffering=0) as f:
+        for pos in range(0, 20 * CHUNK, CHUNK):
+            f.write(data[pos:pos + CHUNK])
+        wait_for(lambda: (spool_bytes_on_disk(alice_mount) or 20 * CHUNK) < 20 * CHUNK, 30,
+                 "a chunk to leave the spool")
+        f.seek(100)
+        f.write(b"HEADER")
+        data[100:106] = b"HEADER"
+        f.seek(20 * CHUNK)
+        f.write(data[20 * CHUNK:])
+    log_text = mount_log(alice_mount)
+    assert "stopped streaming /alice/dropped.bin (a write out of order)" in log_text
+    assert re.search(r"read \d+ dropped chunk\(s\) back into the spool", log_text)
+    with cluster.client(token=cluster.alice) as c:
+        assert c.read("/alice/dropped.bin") == bytes(data)
+
+
 def test_fsync_of_a_streamed_file_makes_it_durable_and_close_adds_the_rest(alice_mount,
                                                                          cluster):
     path, data = alice_mount.path / "synced.bin", os.urandom(14 * CHUNK)
@@ -453,3 +488,29 @@ def test_sigterm_unmounts_only_the_process_own_mount(cluster, tmp_path):
     finally:
         subprocess.run(["umount", str(covered.path)], capture_output=True)
         covered.close()
+
+
+def test_only_an_uploads_creator_gets_capabilities_to_read_its_chunks_back(cluster):
+    """UploadChunks (what a mount reads a streamed file's dropped bytes back with): the
+    creator gets a capability that reads the bytes it wrote; anyone else is told no such
+    upload exists; once committed the upload is no longer pending."""
+    from gfs.errors import NotFound
+    from gfs.transfer import write_chunk
+    data = os.urandom(CHUNK - 5)             # one chunk (this cluster's chunks are 1 MiB)
+    with cluster.client(token=cluster.alice) as alice, cluster.client(token=cluster.bob) as bob:
+        inode = alice.create("/alice/pending.bin")
+        alloc = alice.add_chunk(inode, 0)
+        written = write_chunk(alice._channels, list(alloc.replicas), alloc.handle, alloc.version,
+                              [data], capability=alloc.capability)
+        with pytest.raises(NotFound):
+            bob.upload_chunks(inode)
+        [chunk] = alice.upload_chunks(inode)
+        assert (chunk.handle, chunk.version) == (alloc.handle, alloc.version)
+        chunk.length, chunk.checksum = written.length, written.checksum
+        got = bytearray()
+        alice.read_chunk(chunk, 0, chunk.length, got.extend)
+        assert bytes(got) == data
+        alice.commit(inode, len(data), [(written.handle, written.length, written.checksum)])
+        with pytest.raises(NotFound):
+            alice.upload_chunks(inode)
+        assert alice.read("/alice/pending.bin") == data

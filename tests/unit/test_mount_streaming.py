@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from gfs.client import UploadSource
+from gfs.client import ChunkInfo, UploadSource
+from gfs.errors import DataLoss, Unauthenticated, Unavailable
 from gfs.mount.handles import WriteHandle
 from gfs.mount.streaming import Abandoned, GrowingSpool
 
@@ -29,20 +30,58 @@ def read_source(source: UploadSource, chunk_size: int = CHUNK) -> bytes:
 
 
 class RecordingClient:
-    """Takes puts like Client.put: a streamed source is read to its end before it commits;
-    `fail_streams` makes a streamed put fail once it has read everything."""
+    """Takes puts like Client.put: a streamed source is read to its end before it commits, each
+    chunk declared `durable` once read (kept here, to be read back by `read_chunk`), and
+    `before_abort` called when the put fails; `fail_streams` makes a streamed put fail once it
+    has read everything, `lose_chunks` every read-back fail."""
 
     def __init__(self, fail_streams: bool = False):
         self.committed: list[tuple[str, bytes, bool]] = []
         self.fail_streams = fail_streams
+        self.lose_chunks = False
+        self.chunks: dict[int, bytes] = {}
         self.attrs: list[tuple] = []
+        self.capability = b"cap-1"         # what read_chunk accepts; a new one "expires" it
+        self.upload_chunks_asked = 0
 
     def put(self, source, path: str, *, overwrite: bool = False, mode: int = 0o644):
         streamed = isinstance(source, GrowingSpool)
-        data = read_source(source) if streamed else source.read()
-        if streamed and self.fail_streams:
-            raise OSError("the chain broke")
-        self.committed.append((path, data, streamed))
+        if not streamed:
+            self.committed.append((path, source.read(), False))
+            return
+        try:
+            data = self._stream(source)
+            if self.fail_streams:
+                raise Unavailable("the chain broke")
+        except BaseException:
+            source.before_abort()
+            raise
+        self.committed.append((path, data, True))
+
+    def _stream(self, source: GrowingSpool) -> bytes:
+        out, index = [], 0
+        while (pieces := source.chunk(index, CHUNK)) is not None:
+            data = b"".join(pieces.open())
+            handle = len(self.chunks) + 1
+            self.chunks[handle] = data
+            pieces.durable(ChunkInfo(handle, index, 1, len(data), 0, [],
+                                     capability=self.capability), 7)
+            out.append(data)
+            index += 1
+        return b"".join(out)
+
+    def read_chunk(self, chunk: ChunkInfo, lo: int, hi: int, sink) -> None:
+        if self.lose_chunks:
+            raise Unavailable("no replica of the chunk answers")
+        if chunk.capability != self.capability:
+            raise Unauthenticated("capability expired")
+        sink(memoryview(self.chunks[chunk.handle][lo:hi]))
+
+    def upload_chunks(self, inode: int) -> list[ChunkInfo]:
+        assert inode == 7
+        self.upload_chunks_asked += 1
+        return [ChunkInfo(h, i, 1, 0, 0, ["cs"], capability=self.capability)
+                for i, h in enumerate(sorted(self.chunks))]
 
     def set_attr(self, path: str, **kw) -> None:
         self.attrs.append((path, kw))
@@ -51,7 +90,7 @@ class RecordingClient:
 def spool_with(data: bytes) -> tuple[GrowingSpool, int]:
     fd = os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR)
     os.pwrite(fd, data, 0)
-    return GrowingSpool(fd), fd
+    return GrowingSpool(fd, RecordingClient(), "/f"), fd
 
 
 def test_a_chunk_waits_for_its_bytes_and_the_source_ends_at_finish():
@@ -246,3 +285,107 @@ def test_only_so_many_files_stream_at_once_the_others_are_put_at_close():
     assert late.streaming                     # the finished streams gave their places back
     late.upload(client)
     late.close()
+
+
+def wait_dropped(h: WriteHandle) -> None:
+    """Until the handle's stream has dropped a durable chunk from the spool."""
+    deadline = time.monotonic() + 10
+    while not h._stream.source.has_dropped:
+        assert time.monotonic() < deadline, "no chunk dropped from the spool"
+        time.sleep(0.01)
+
+
+def spool_blocks(h: WriteHandle) -> int:
+    return os.fstat(h._file.fileno()).st_blocks * 512
+
+
+def test_durable_chunks_leave_the_spool_and_the_committed_file_is_whole():
+    client, data = RecordingClient(), os.urandom(6 * CHUNK)
+    h = streaming_handle(client)
+    write_in_pieces(h, data)
+    wait_dropped(h)
+    assert spool_blocks(h) < len(data)         # holes where durable chunks were
+    assert h.size == len(data)
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    h.close()
+
+
+def test_a_read_of_dropped_bytes_reads_them_back_first():
+    client, data = RecordingClient(), os.urandom(3 * CHUNK)
+    h = streaming_handle(client)
+    write_in_pieces(h, data[:2 * CHUNK])
+    wait_dropped(h)
+    out = memoryview(bytearray(100))
+    assert h.read_into(out, 1000) == 100 and bytes(out) == data[1000:1100]
+    assert h.streaming                         # goes on, keeping its bytes from now on
+    write_in_pieces(h, data[2 * CHUNK:], 2 * CHUNK)
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    h.close()
+
+
+def test_a_write_back_into_dropped_bytes_lands_on_what_was_read_back():
+    client, data = RecordingClient(), bytearray(os.urandom(3 * CHUNK))
+    h = streaming_handle(client)
+    write_in_pieces(h, bytes(data))
+    wait_dropped(h)
+    h.write(b"PATCH", 7)                       # a header patched after the fact
+    data[7:12] = b"PATCH"
+    assert not h.streaming
+    h.upload(client)
+    assert client.committed == [("/f", bytes(data), False)]
+    h.close()
+
+
+def test_appends_after_a_streamed_commit_read_the_dropped_bytes_back():
+    client, data = RecordingClient(), os.urandom(5 * CHUNK)
+    h = streaming_handle(client)
+    write_in_pieces(h, data[:3 * CHUNK])
+    wait_dropped(h)
+    h.upload(client)                           # fsync: committed, bytes dropped
+    write_in_pieces(h, data[3 * CHUNK:], 3 * CHUNK)
+    h.write(b"!", 0)                           # and out of order: the whole spool is put
+    h.upload(client)
+    assert client.committed[-1] == ("/f", b"!" + data[1:], False)
+    h.close()
+
+
+def test_bytes_that_cannot_be_read_back_fail_the_file_and_nothing_is_put():
+    client, data = RecordingClient(), os.urandom(3 * CHUNK)
+    h = streaming_handle(client)
+    write_in_pieces(h, data)
+    wait_dropped(h)
+    client.lose_chunks = True
+    with pytest.raises(DataLoss):
+        h.write(b"x", 5)
+    with pytest.raises(DataLoss):
+        h.write(b"y", len(data))               # every later use fails the same
+    with pytest.raises(DataLoss):
+        h.upload(client)
+    assert client.committed == []
+    h.close()
+
+
+def test_a_failed_stream_reads_its_dropped_bytes_back_before_the_whole_put():
+    client, data = RecordingClient(fail_streams=True), os.urandom(4 * CHUNK)
+    h = streaming_handle(client)
+    write_in_pieces(h, data)
+    wait_dropped(h)
+    h.upload(client)
+    assert client.committed == [("/f", data, False)]
+    h.close()
+
+
+def test_an_expired_read_capability_is_renewed_from_the_pending_upload():
+    client, data = RecordingClient(), bytearray(os.urandom(3 * CHUNK))
+    h = streaming_handle(client)
+    write_in_pieces(h, bytes(data))
+    wait_dropped(h)
+    client.capability = b"cap-2"             # the ones the chunks came with have expired
+    h.write(b"PATCH", 7)
+    data[7:12] = b"PATCH"
+    assert client.upload_chunks_asked >= 1
+    h.upload(client)
+    assert client.committed == [("/f", bytes(data), False)]
+    h.close()
