@@ -207,7 +207,10 @@ class _GrowingChunk(ChunkPieces):
     def open(self) -> Iterator[bytes]:
         pos, stop = self._start, self._start + self._length
         while pos < stop:
-            end = min(stop, self._spool._available(min(stop, pos + PIECE_SIZE)))
+            # at most a piece at once, however far ahead the writer is (a whole chunk's bytes
+            # in one read would cost this process and every replica a fresh buffer of its size)
+            want = min(stop, pos + PIECE_SIZE)
+            end = min(want, self._spool._available(want))
             if end <= pos:
                 return                       # the file ended inside this chunk
             yield self._spool._read_at(pos, end - pos)

@@ -389,3 +389,13 @@ def test_an_expired_read_capability_is_renewed_from_the_pending_upload():
     h.upload(client)
     assert client.committed == [("/f", bytes(data), False)]
     h.close()
+
+
+def test_pieces_are_at_most_a_piece_however_far_ahead_the_writer_is():
+    from gfs.transfer import PIECE_SIZE
+    spool, fd = spool_with(os.urandom(5 * PIECE_SIZE))
+    spool.wrote(5 * PIECE_SIZE)
+    spool.finish()
+    pieces = list(spool.chunk(0, 8 * PIECE_SIZE).open())
+    assert [len(p) for p in pieces] == [PIECE_SIZE] * 5
+    os.close(fd)
