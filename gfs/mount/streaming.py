@@ -71,10 +71,12 @@ class GrowingSpool(UploadSource):
 
     def dropped(self, start: int, chunk: ChunkInfo, inode: int) -> None:
         """Put's side: the chunk at spool offset `start` of upload `inode` is durable; free
-        its bytes here."""
+        its bytes here — only if it came with a capability to read it back (masters older
+        than this client, and the insecure mode, give none: the spool then keeps it)."""
         with self._cond:
             self._inode = inode
-            if not self._keep and punch_hole(self._fd, start, chunk.length):
+            if chunk.capability and not self._keep \
+                    and punch_hole(self._fd, start, chunk.length):
                 self._dropped[start] = chunk
 
     @property

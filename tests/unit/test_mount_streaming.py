@@ -399,3 +399,16 @@ def test_pieces_are_at_most_a_piece_however_far_ahead_the_writer_is():
     pieces = list(spool.chunk(0, 8 * PIECE_SIZE).open())
     assert [len(p) for p in pieces] == [PIECE_SIZE] * 5
     os.close(fd)
+
+
+def test_a_chunk_without_a_read_capability_stays_in_the_spool():
+    """Masters older than the client (and the insecure mode) give no capability to read a
+    chunk back: such chunks are never dropped."""
+    client, data = RecordingClient(), os.urandom(4 * CHUNK)
+    client.capability = b""
+    h = streaming_handle(client)
+    write_in_pieces(h, data)
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    assert spool_blocks(h) >= len(data)
+    h.close()
