@@ -97,13 +97,16 @@ class GrowingSpool(UploadSource):
                 todo = sorted(self._dropped.items())
             if self.lost is not None:
                 raise self.lost
+            renewed: dict[tuple[int, int], ChunkInfo] | None = None
             for start, chunk in todo:
                 try:
                     try:
                         self._client.read_chunk(chunk, 0, chunk.length,
                                                 _WriteAt(self._fd, start))
-                    except Unauthenticated:      # its capability expired: ask for a new one
-                        chunk = self._fresh(chunk)
+                    except Unauthenticated:      # its capability expired: ask for new ones
+                        if renewed is None:
+                            renewed = self._renewed()
+                        chunk = self._fresh(chunk, renewed)
                         self._client.read_chunk(chunk, 0, chunk.length,
                                                 _WriteAt(self._fd, start))
                 except GfsError as err:
@@ -115,18 +118,21 @@ class GrowingSpool(UploadSource):
             if todo:
                 log.info("read %d dropped chunk(s) back into the spool", len(todo))
 
-    def _fresh(self, chunk: ChunkInfo) -> ChunkInfo:
-        """`chunk` with a fresh read capability: from the upload while it is pending, from the
-        file once committed (DataLoss if the file no longer has that chunk version)."""
+    def _renewed(self) -> dict[tuple[int, int], ChunkInfo]:
+        """The upload's chunks with fresh read capabilities, by (handle, version): from the
+        upload while it is pending, from the file once committed."""
         try:
             found = self._client.upload_chunks(self._inode)
         except NotFound:                         # committed since (or aborted: then not found)
             found = self._client.stat(self._path, for_read=True).chunks
-        for c in found:
-            if (c.handle, c.version) == (chunk.handle, chunk.version):
-                return replace(chunk, capability=c.capability,
-                               replicas=c.replicas or chunk.replicas)
-        raise DataLoss(f"chunk {chunk.handle} of {self._path} is no longer there")
+        return {(c.handle, c.version): c for c in found}
+
+    def _fresh(self, chunk: ChunkInfo, renewed: dict[tuple[int, int], ChunkInfo]) -> ChunkInfo:
+        """`chunk` with its renewed capability (DataLoss if the file no longer has it)."""
+        c = renewed.get((chunk.handle, chunk.version))
+        if c is None:
+            raise DataLoss(f"chunk {chunk.handle} of {self._path} is no longer there")
+        return replace(chunk, capability=c.capability, replicas=c.replicas or chunk.replicas)
 
     def before_abort(self) -> None:
         """Put failed: the spool is put whole instead, so it must be whole (unless it is being

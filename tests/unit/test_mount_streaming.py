@@ -9,11 +9,12 @@ import os
 import tempfile
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from gfs.client import ChunkInfo, UploadSource
-from gfs.errors import DataLoss, Unauthenticated, Unavailable
+from gfs.errors import DataLoss, NotFound, Unauthenticated, Unavailable
 from gfs.mount.handles import WriteHandle
 from gfs.mount.streaming import Abandoned, GrowingSpool
 
@@ -80,6 +81,15 @@ class RecordingClient:
     def upload_chunks(self, inode: int) -> list[ChunkInfo]:
         assert inode == 7
         self.upload_chunks_asked += 1
+        if self.committed:                   # no longer a pending upload
+            raise NotFound(f"inode {inode} is not a pending upload")
+        return self._renewed()
+
+    def stat(self, path: str, for_read: bool = False):
+        assert for_read
+        return SimpleNamespace(chunks=self._renewed())
+
+    def _renewed(self) -> list[ChunkInfo]:
         return [ChunkInfo(h, i, 1, 0, 0, ["cs"], capability=self.capability)
                 for i, h in enumerate(sorted(self.chunks))]
 
@@ -325,25 +335,36 @@ def test_a_read_of_dropped_bytes_reads_them_back_first():
     h.close()
 
 
-def test_a_write_back_into_dropped_bytes_lands_on_what_was_read_back():
+@pytest.mark.parametrize("expired", [False, True])
+def test_a_write_back_into_dropped_bytes_lands_on_what_was_read_back(expired):
+    """`expired`: the capabilities the chunks came with no longer read them; fresh ones come
+    from the pending upload."""
     client, data = RecordingClient(), bytearray(os.urandom(3 * CHUNK))
     h = streaming_handle(client)
     write_in_pieces(h, bytes(data))
     wait_dropped(h)
+    if expired:
+        client.capability = b"cap-2"
     h.write(b"PATCH", 7)                       # a header patched after the fact
     data[7:12] = b"PATCH"
+    assert client.upload_chunks_asked == (1 if expired else 0)
     assert not h.streaming
     h.upload(client)
     assert client.committed == [("/f", bytes(data), False)]
     h.close()
 
 
-def test_appends_after_a_streamed_commit_read_the_dropped_bytes_back():
+@pytest.mark.parametrize("expired", [False, True])
+def test_appends_after_a_streamed_commit_read_the_dropped_bytes_back(expired):
+    """`expired`: the chunks' capabilities no longer read them; the committed file's stat
+    gives fresh ones."""
     client, data = RecordingClient(), os.urandom(5 * CHUNK)
     h = streaming_handle(client)
     write_in_pieces(h, data[:3 * CHUNK])
     wait_dropped(h)
     h.upload(client)                           # fsync: committed, bytes dropped
+    if expired:
+        client.capability = b"cap-2"
     write_in_pieces(h, data[3 * CHUNK:], 3 * CHUNK)
     h.write(b"!", 0)                           # and out of order: the whole spool is put
     h.upload(client)
@@ -376,19 +397,6 @@ def test_a_failed_stream_reads_its_dropped_bytes_back_before_the_whole_put():
     assert client.committed == [("/f", data, False)]
     h.close()
 
-
-def test_an_expired_read_capability_is_renewed_from_the_pending_upload():
-    client, data = RecordingClient(), bytearray(os.urandom(3 * CHUNK))
-    h = streaming_handle(client)
-    write_in_pieces(h, bytes(data))
-    wait_dropped(h)
-    client.capability = b"cap-2"             # the ones the chunks came with have expired
-    h.write(b"PATCH", 7)
-    data[7:12] = b"PATCH"
-    assert client.upload_chunks_asked >= 1
-    h.upload(client)
-    assert client.committed == [("/f", bytes(data), False)]
-    h.close()
 
 
 def test_pieces_are_at_most_a_piece_however_far_ahead_the_writer_is():
