@@ -135,7 +135,7 @@ class WriteHandle(Readable):
     def read_into(self, out: memoryview, offset: int) -> int:
         stream = self._stream
         if self._holes is not None or (
-                stream is not None and stream.source.overlaps_dropped(offset, len(out))):
+                stream is not None and stream.source.overlaps_missing(offset, len(out))):
             with self.lock:
                 self._whole_spool()
         return os.preadv(self._file.fileno(), [out], offset)    # (a stream reads it too)
@@ -157,7 +157,11 @@ class WriteHandle(Readable):
             if offset != self._appended:
                 # before the bytes land: giving up reads dropped chunks back into the spool
                 self._give_up_stream("a write out of order")
-            n = os.pwrite(self._file.fileno(), data, offset)
+            if self._stream is not None and self._stream.source.hold(offset, bytes(data)):
+                n = len(data)                  # in memory until durable (streaming.py)
+                os.ftruncate(self._file.fileno(), offset + n)     # the file's size, sparse
+            else:
+                n = os.pwrite(self._file.fileno(), data, offset)
             if offset == self._appended:
                 self._appended += n
                 if self._stream is not None:

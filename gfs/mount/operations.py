@@ -27,6 +27,7 @@ from gfs import paths
 from gfs.client import Client, FileInfo
 from gfs.errors import GfsError, errno_of
 from gfs.mount.blockcache import BlockCache
+from gfs.mount import streaming
 from gfs.mount.handles import ReadHandle, WriteHandle
 from gfs.mount.runner import KERNEL_READAHEAD_KIB
 
@@ -61,6 +62,8 @@ class GfsOperations(fuse.Operations):
         self.client, self.read_only = client, read_only
         self.root = paths.normalize("/" + root.strip("/") if root.strip("/") else "/")
         self.cache = BlockCache(cache_size, BLOCK_SIZE)
+        # Bytes of files being written that wait in memory until durable (streaming.py).
+        streaming.set_hold_budget(cache_size // 4)
         self.readahead = ThreadPoolExecutor(max_workers=READAHEAD_WORKERS,
                                             thread_name_prefix="gfs-readahead")
         self.user = user                        # the gfs identity the mount acts as

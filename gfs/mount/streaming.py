@@ -26,6 +26,7 @@ fails the bytes are gone from this handle: the operation fails with EIO and noth
 """
 from __future__ import annotations
 
+import bisect
 import logging
 import os
 import threading
@@ -43,6 +44,96 @@ log = logging.getLogger("gfs.mount")
 STREAM_AFTER = 8 << 20         # bytes written in order before a new file starts streaming
 STREAMS_AT_ONCE = 4            # files streamed at once, mount-wide (others: put at close)
 _streams = threading.BoundedSemaphore(STREAMS_AT_ONCE)
+
+
+class HoldBudget:
+    """Bytes all streamed files may hold in memory at once (`set_hold_budget`: the mount gives
+    a quarter of its --cache-size); beyond it appends go to the spool as before."""
+
+    def __init__(self, total: int):
+        self.total, self.used = total, 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.total:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
+hold_budget = HoldBudget(64 << 20)
+
+
+def set_hold_budget(total: int) -> None:
+    hold_budget.total = total
+
+
+class _Held:
+    """Bytes a streamed file's writer appended that are not durable yet, kept in memory instead
+    of the spool: in-order pieces by offset. Memory the process reuses from one piece to the
+    next, where spool pages are fresh page cache for every byte."""
+
+    def __init__(self):
+        self.starts: list[int] = []
+        self.pieces: list[bytes] = []
+        self.bytes = 0
+
+    def add(self, start: int, data: bytes) -> None:
+        self.starts.append(start)
+        self.pieces.append(data)
+        self.bytes += len(data)
+
+    def overlaps(self, lo: int, hi: int) -> bool:
+        return any(s < hi and lo < s + len(p) for s, p in zip(self.starts, self.pieces))
+
+    def read(self, pos: int, n: int, spool_read) -> bytes:
+        """Bytes [pos, pos+n): held pieces where held, the spool elsewhere."""
+        end, out = pos + n, []
+        i = max(0, bisect.bisect_right(self.starts, pos) - 1)
+        while pos < end:
+            while i < len(self.starts) and self.starts[i] + len(self.pieces[i]) <= pos:
+                i += 1
+            if i < len(self.starts) and self.starts[i] <= pos:
+                piece, at = self.pieces[i], pos - self.starts[i]
+                take = min(end - pos, len(piece) - at)
+                out.append(piece if at == 0 and take == len(piece) else piece[at:at + take])
+            else:
+                take = min(end, self.starts[i] if i < len(self.starts) else end) - pos
+                out.append(spool_read(pos, take))
+            pos += take
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def spill(self, fd: int, lo: int, hi: int, inside_too: bool) -> None:
+        """Write to the spool, and forget, the pieces overlapping [lo, hi) that reach outside
+        it (`inside_too`: all of them)."""
+        keep_s, keep_p = [], []
+        for s, p in zip(self.starts, self.pieces):
+            overlaps = s < hi and lo < s + len(p)
+            if overlaps and (inside_too or s < lo or s + len(p) > hi):
+                _pwrite_all(fd, p, s)
+                self.bytes -= len(p)
+            else:
+                keep_s.append(s)
+                keep_p.append(p)
+        self.starts, self.pieces = keep_s, keep_p
+
+    def discard(self, lo: int, hi: int) -> None:
+        """Forget the pieces inside [lo, hi) (durable there)."""
+        keep = [(s, p) for s, p in zip(self.starts, self.pieces) if not (lo <= s and s + len(p) <= hi)]
+        self.bytes = sum(len(p) for _, p in keep)
+        self.starts, self.pieces = [s for s, _ in keep], [p for _, p in keep]
+
+
+def _pwrite_all(fd: int, data, pos: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
 
 
 class Abandoned(Exception):
@@ -66,6 +157,7 @@ class GrowingSpool(UploadSource):
         self._discarding = False       # the spool is about to be closed: nothing to keep
         self._restoring = threading.Lock()
         self.lost: GfsError | None = None         # dropped bytes that could not be read back
+        self._held = _Held()           # appended bytes not durable yet, not in the spool
 
     # --- dropped bytes ------------------------------------------------------------------------
 
@@ -73,20 +165,46 @@ class GrowingSpool(UploadSource):
         """Put's side: the chunk at spool offset `start` of upload `inode` is durable; free
         its bytes here — only if it came with a capability to read it back (masters older
         than this client, and the insecure mode, give none: the spool then keeps it)."""
+        end = start + chunk.length
         with self._cond:
             self._inode = inode
-            if chunk.capability and not self._keep \
-                    and punch_hole(self._fd, start, chunk.length):
+            drop = bool(chunk.capability) and not self._keep
+            self._forget_held(   # pieces reaching into other chunks go to the spool
+                lambda: self._held.spill(self._fd, start, end, inside_too=False))
+            if drop and punch_hole(self._fd, start, chunk.length):
                 self._dropped[start] = chunk
+                self._forget_held(lambda: self._held.discard(start, end))
+            else:
+                self._forget_held(lambda: self._held.spill(self._fd, start, end, inside_too=True))
 
     @property
     def has_dropped(self) -> bool:
         return bool(self._dropped)
 
-    def overlaps_dropped(self, offset: int, size: int) -> bool:
+    def overlaps_missing(self, offset: int, size: int) -> bool:
+        """Are some of these bytes not in the spool (dropped, or held in memory)?"""
         with self._cond:
-            return any(start < offset + size and offset < start + c.length
-                       for start, c in self._dropped.items())
+            return self._held.overlaps(offset, offset + size) or any(
+                start < offset + size and offset < start + c.length
+                for start, c in self._dropped.items())
+
+    def hold(self, offset: int, data: bytes) -> bool:
+        """The writer's side: keep an in-order append in memory instead of the spool (False:
+        write it to the spool — out of order, the spool must stay whole, or the mount's
+        hold budget is spent)."""
+        with self._cond:
+            if self._keep or self._discarding or offset != self._end \
+                    or not hold_budget.take(len(data)):
+                return False
+            self._held.add(offset, data)
+            return True
+
+    def _forget_held(self, change) -> None:
+        """Run `change` on the held pieces (under the lock) and return what it freed to the
+        mount's budget."""
+        before = self._held.bytes
+        change()
+        hold_budget.give(before - self._held.bytes)
 
     def keep_bytes(self) -> None:
         """Make the spool whole again (read the dropped chunks back) and drop nothing more.
@@ -94,6 +212,8 @@ class GrowingSpool(UploadSource):
         with self._restoring:
             with self._cond:
                 self._keep = True
+                self._forget_held(lambda: self._held.spill(self._fd, 0, 1 << 62,
+                                                           inside_too=True))
                 todo = sorted(self._dropped.items())
             if self.lost is not None:
                 raise self.lost
@@ -162,7 +282,9 @@ class GrowingSpool(UploadSource):
             if keep:
                 self.keep_bytes()
             else:
-                self._discarding = True
+                with self._cond:
+                    self._discarding = True
+                    self._forget_held(lambda: self._held.discard(0, 1 << 62))
         finally:
             with self._cond:
                 self._abandoned = True
@@ -188,6 +310,9 @@ class GrowingSpool(UploadSource):
     def _read_at(self, pos: int, n: int) -> bytes:
         if self._abandoned:
             raise Abandoned()
+        with self._cond:
+            if self._held.bytes:
+                return self._held.read(pos, n, lambda at, k: os.pread(self._fd, k, at))
         return os.pread(self._fd, n, pos)
 
 
@@ -198,9 +323,8 @@ class _WriteAt:
         self._fd, self._pos = fd, pos
 
     def __call__(self, piece: memoryview) -> None:
-        while piece:
-            n = os.pwrite(self._fd, piece, self._pos)
-            piece, self._pos = piece[n:], self._pos + n
+        _pwrite_all(self._fd, piece, self._pos)
+        self._pos += len(piece)
 
 
 class _GrowingChunk(ChunkPieces):

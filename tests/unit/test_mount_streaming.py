@@ -276,6 +276,8 @@ def test_closing_without_upload_stops_the_stream_before_the_spool_goes():
     h.close()
     assert not stream._thread.is_alive()
     assert client.committed == []
+    from gfs.mount import streaming
+    assert streaming.hold_budget.used == 0               # what it held is given back
 
 
 def test_only_so_many_files_stream_at_once_the_others_are_put_at_close():
@@ -420,3 +422,68 @@ def test_a_chunk_without_a_read_capability_stays_in_the_spool():
     assert client.committed == [("/f", data, True)]
     assert spool_blocks(h) >= len(data)
     h.close()
+
+
+def test_held_pieces_read_with_the_spool_filling_the_gaps():
+    from gfs.mount.streaming import _Held
+    spool, fd = spool_with(bytes(range(256)) * 64)          # 16 KiB of known bytes
+    held = _Held()
+    held.add(1000, b"A" * 100)
+    held.add(1100, b"B" * 100)
+    held.add(5000, b"C" * 10)                               # after a gap (spilled meanwhile)
+    expected = bytearray(os.pread(fd, 16384, 0))
+    expected[1000:1100], expected[1100:1200], expected[5000:5010] = b"A" * 100, b"B" * 100, b"C" * 10
+    def spool_read(at, k):
+        return os.pread(fd, k, at)
+    for pos, n in [(0, 16384), (1000, 200), (1050, 100), (1190, 4000), (5005, 3), (10, 10)]:
+        assert held.read(pos, n, spool_read) == bytes(expected[pos:pos + n]), (pos, n)
+    held.spill(fd, 1150, 1200, inside_too=False)            # B reaches outside: written, forgotten
+    assert held.starts == [1000, 5000] and os.pread(fd, 100, 1100) == b"B" * 100
+    held.discard(0, 2000)
+    assert held.starts == [5000] and held.bytes == 10
+    os.close(fd)
+
+
+def test_appended_bytes_wait_in_memory_not_in_the_spool_until_durable():
+    """The put below holds chunk 1's bytes back (it is slow): they are in memory, the spool
+    has a hole there, and everything arrives whole."""
+    client, data = RecordingClient(), os.urandom(4 * CHUNK)
+    h = streaming_handle(client)
+    gate = threading.Event()
+    real = client._stream
+
+    def slow(source):
+        gate.wait(10)
+        return real(source)
+    client._stream = slow
+    write_in_pieces(h, data)
+    assert h.size == len(data)
+    assert spool_blocks(h) < 2 * CHUNK                  # chunk 0 written before the stream began
+    out = memoryview(bytearray(100))
+    gate.set()
+    assert h.read_into(out, 3 * CHUNK + 5) == 100 and bytes(out) == data[3 * CHUNK + 5:][:100]
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    h.close()
+
+
+def test_the_mount_wide_hold_budget_sends_the_rest_to_the_spool_and_comes_back():
+    from gfs.mount import streaming
+    old = streaming.hold_budget.total
+    streaming.set_hold_budget(CHUNK)                     # room for one piece of 1 MiB
+    try:
+        client, data = RecordingClient(), os.urandom(4 * CHUNK)
+        h = streaming_handle(client)
+        gate = threading.Event()
+        real = client._stream
+        client._stream = lambda source: gate.wait(10) and real(source)
+        write_in_pieces(h, data, piece=CHUNK)
+        assert streaming.hold_budget.used == CHUNK       # one held, the others in the spool
+        assert spool_blocks(h) >= 3 * CHUNK
+        gate.set()
+        h.upload(client)
+        assert client.committed == [("/f", data, True)]
+        assert streaming.hold_budget.used == 0           # given back once durable
+        h.close()
+    finally:
+        streaming.set_hold_budget(old)
