@@ -13,7 +13,10 @@ aborts, its chunks are garbage) and the file is uploaded whole from the spool at
 before (reads of the file being written leave the spool, and the stream, as they are). So
 the stream is only ever a head start: the spool stays the source of truth.
 
-Bytes of a chunk the stream made durable (fsync'd on every replica) are dropped from the spool
+Bytes appended while the stream runs wait in memory (`_Held`, within a mount-wide
+`hold_budget`) rather than in the spool, until their chunk is durable; they are written to the
+spool whenever it must be whole. Bytes of a chunk the stream made durable (fsync'd on every
+replica) are dropped from the spool
 (a hole punched, `GrowingSpool.dropped`): a page the kernel has not written to the local disk
 yet never is, so a streamed file costs the local disk nothing beside the chunkservers' writes
 (with the spool on the chunkservers' disk a 1 GiB `dd` otherwise wrote 4 GiB instead of 3).
