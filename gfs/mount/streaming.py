@@ -113,17 +113,23 @@ class _Held:
 
     def spill(self, fd: int, lo: int, hi: int, inside_too: bool) -> None:
         """Write to the spool, and forget, the pieces overlapping [lo, hi) that reach outside
-        it (`inside_too`: all of them)."""
-        keep_s, keep_p = [], []
-        for s, p in zip(self.starts, self.pieces):
-            overlaps = s < hi and lo < s + len(p)
-            if overlaps and (inside_too or s < lo or s + len(p) > hi):
-                _pwrite_all(fd, p, s)
-                self.bytes -= len(p)
-            else:
-                keep_s.append(s)
-                keep_p.append(p)
-        self.starts, self.pieces = keep_s, keep_p
+        it (`inside_too`: all of them). A write that fails (a full disk) keeps that piece and
+        the ones after it."""
+        pairs = list(zip(self.starts, self.pieces))
+        kept: list[tuple[int, bytes]] = []
+        done = 0
+        try:
+            for s, p in pairs:
+                overlaps = s < hi and lo < s + len(p)
+                if overlaps and (inside_too or s < lo or s + len(p) > hi):
+                    _pwrite_all(fd, p, s)
+                else:
+                    kept.append((s, p))
+                done += 1
+        finally:
+            kept += pairs[done:]
+            self.starts, self.pieces = [s for s, _ in kept], [p for _, p in kept]
+            self.bytes = sum(len(p) for p in self.pieces)
 
     def discard(self, lo: int, hi: int) -> None:
         """Forget the pieces inside [lo, hi) (durable there)."""
@@ -172,13 +178,17 @@ class GrowingSpool(UploadSource):
         with self._cond:
             self._inode = inode
             drop = bool(chunk.capability) and not self._keep
-            self._forget_held(   # pieces reaching into other chunks go to the spool
-                lambda: self._held.spill(self._fd, start, end, inside_too=False))
-            if drop and punch_hole(self._fd, start, chunk.length):
-                self._dropped[start] = chunk
-                self._forget_held(lambda: self._held.discard(start, end))
-            else:
-                self._forget_held(lambda: self._held.spill(self._fd, start, end, inside_too=True))
+            try:
+                self._forget_held(   # pieces reaching into other chunks go to the spool
+                    lambda: self._held.spill(self._fd, start, end, inside_too=False))
+                if drop and punch_hole(self._fd, start, chunk.length):
+                    self._dropped[start] = chunk
+                    self._forget_held(lambda: self._held.discard(start, end))
+                else:
+                    self._forget_held(
+                        lambda: self._held.spill(self._fd, start, end, inside_too=True))
+            except OSError as err:       # the spool's disk is full: the bytes stay in memory
+                log.warning("spool of %s: %s (its bytes stay in memory)", self._path, err)
 
     @property
     def has_dropped(self) -> bool:
@@ -203,11 +213,13 @@ class GrowingSpool(UploadSource):
             return True
 
     def _forget_held(self, change) -> None:
-        """Run `change` on the held pieces (under the lock) and return what it freed to the
-        mount's budget."""
+        """Run `change` on the held pieces (under the lock) and give what it freed back to
+        the mount's budget."""
         before = self._held.bytes
-        change()
-        hold_budget.give(before - self._held.bytes)
+        try:
+            change()
+        finally:
+            hold_budget.give(before - self._held.bytes)
 
     def keep_bytes(self) -> None:
         """Make the spool whole again (read the dropped chunks back) and drop nothing more.

@@ -487,3 +487,13 @@ def test_the_mount_wide_hold_budget_sends_the_rest_to_the_spool_and_comes_back()
         h.close()
     finally:
         streaming.set_hold_budget(old)
+
+
+def test_a_spill_that_fails_keeps_the_pieces_it_could_not_write():
+    from gfs.mount.streaming import _Held
+    held = _Held()
+    held.add(0, b"a" * 10)
+    held.add(10, b"b" * 10)
+    with pytest.raises(OSError):
+        held.spill(-1, 0, 100, inside_too=True)            # a descriptor that cannot be written
+    assert held.starts == [0, 10] and held.bytes == 20
