@@ -157,7 +157,7 @@ class WriteHandle(Readable):
             if offset != self._appended:
                 # before the bytes land: giving up reads dropped chunks back into the spool
                 self._give_up_stream("a write out of order")
-            if self._stream is not None and self._stream.source.hold(offset, bytes(data)):
+            if self._stream is not None and self._stream.source.hold(offset, data):
                 n = len(data)                  # in memory until durable (streaming.py)
                 os.ftruncate(self._file.fileno(), offset + n)     # the file's size, sparse
             else:
@@ -208,9 +208,9 @@ class WriteHandle(Readable):
             # output before writing, and that first flush already makes the file, empty.)
             stream, self._stream = self._stream, None
             if stream is None or not self._streamed(stream):
-                if stream is not None:      # (its put failed: read back already, or now)
-                    stream.source.keep_bytes()  # DataLoss: never a spool with holes put
-                self._whole_spool()
+                if stream is not None:      # its put failed: read back already, or now
+                    self._holes = stream.source
+                self._whole_spool()         # DataLoss: never a spool with holes put
                 self._file.seek(0)
                 client.put(self._file, self.path, overwrite=True, mode=self.mode & 0o7777)
             elif stream.source.has_dropped:

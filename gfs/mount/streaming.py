@@ -10,7 +10,8 @@ bytes are left to send and the commit to make.
 The file still appears only at `close` (or `fsync`): the background put commits only after
 `finish()`. A write anywhere but at the end, or a truncate, `abandon()`s the stream (its put
 aborts, its chunks are garbage) and the file is uploaded whole from the spool at close, as
-before (reads of the file being written leave the spool, and the stream, as they are). So
+before (reads of the file being written do not give the stream up: bytes they need that are
+not in the spool are put back first, below). So
 the stream is only ever a head start: the spool stays the source of truth.
 
 Bytes appended while the stream runs wait in memory (`_Held`, within a mount-wide
@@ -78,35 +79,40 @@ def set_hold_budget(total: int) -> None:
 
 class _Held:
     """Bytes a streamed file's writer appended that are not durable yet, kept in memory instead
-    of the spool: in-order pieces by offset. Memory the process reuses from one piece to the
-    next, where spool pages are fresh page cache for every byte."""
+    of the spool: in-order (offset, bytes) pieces, counted against the mount's `budget`. Memory
+    the process reuses from one piece to the next, where spool pages are fresh page cache for
+    every byte."""
 
-    def __init__(self):
-        self.starts: list[int] = []
-        self.pieces: list[bytes] = []
+    def __init__(self, budget: HoldBudget):
+        self.pieces: list[tuple[int, bytes]] = []
         self.bytes = 0
+        self._budget = budget
 
-    def add(self, start: int, data: bytes) -> None:
-        self.starts.append(start)
-        self.pieces.append(data)
+    def add(self, start: int, data) -> bool:
+        """Hold a copy of `data` (False, nothing copied: the budget is spent)."""
+        if not self._budget.take(len(data)):
+            return False
+        self.pieces.append((start, bytes(data)))
         self.bytes += len(data)
+        return True
 
     def overlaps(self, lo: int, hi: int) -> bool:
-        return any(s < hi and lo < s + len(p) for s, p in zip(self.starts, self.pieces))
+        return any(s < hi and lo < s + len(p) for s, p in self.pieces)
 
     def read(self, pos: int, n: int, spool_read) -> bytes:
         """Bytes [pos, pos+n): held pieces where held, the spool elsewhere."""
         end, out = pos + n, []
-        i = max(0, bisect.bisect_right(self.starts, pos) - 1)
+        i = max(0, bisect.bisect_right(self.pieces, pos, key=lambda piece: piece[0]) - 1)
         while pos < end:
-            while i < len(self.starts) and self.starts[i] + len(self.pieces[i]) <= pos:
+            while i < len(self.pieces) and self.pieces[i][0] + len(self.pieces[i][1]) <= pos:
                 i += 1
-            if i < len(self.starts) and self.starts[i] <= pos:
-                piece, at = self.pieces[i], pos - self.starts[i]
+            if i < len(self.pieces) and self.pieces[i][0] <= pos:
+                start, piece = self.pieces[i]
+                at = pos - start
                 take = min(end - pos, len(piece) - at)
                 out.append(piece if at == 0 and take == len(piece) else piece[at:at + take])
             else:
-                take = min(end, self.starts[i] if i < len(self.starts) else end) - pos
+                take = min(end, self.pieces[i][0] if i < len(self.pieces) else end) - pos
                 out.append(spool_read(pos, take))
             pos += take
         return out[0] if len(out) == 1 else b"".join(out)
@@ -115,27 +121,25 @@ class _Held:
         """Write to the spool, and forget, the pieces overlapping [lo, hi) that reach outside
         it (`inside_too`: all of them). A write that fails (a full disk) keeps that piece and
         the ones after it."""
-        pairs = list(zip(self.starts, self.pieces))
-        kept: list[tuple[int, bytes]] = []
-        done = 0
+        kept, done = [], 0
         try:
-            for s, p in pairs:
-                overlaps = s < hi and lo < s + len(p)
-                if overlaps and (inside_too or s < lo or s + len(p) > hi):
+            for s, p in self.pieces:
+                if s < hi and lo < s + len(p) and (inside_too or s < lo or s + len(p) > hi):
                     _pwrite_all(fd, p, s)
                 else:
                     kept.append((s, p))
                 done += 1
         finally:
-            kept += pairs[done:]
-            self.starts, self.pieces = [s for s, _ in kept], [p for _, p in kept]
-            self.bytes = sum(len(p) for p in self.pieces)
+            self._keep_only(kept + self.pieces[done:])
 
     def discard(self, lo: int, hi: int) -> None:
-        """Forget the pieces inside [lo, hi) (durable there)."""
-        keep = [(s, p) for s, p in zip(self.starts, self.pieces) if not (lo <= s and s + len(p) <= hi)]
-        self.bytes = sum(len(p) for _, p in keep)
-        self.starts, self.pieces = [s for s, _ in keep], [p for _, p in keep]
+        """Forget the pieces inside [lo, hi) (durable there, or not wanted any more)."""
+        self._keep_only([(s, p) for s, p in self.pieces if not (lo <= s and s + len(p) <= hi)])
+
+    def _keep_only(self, pieces: list[tuple[int, bytes]]) -> None:
+        left = sum(len(p) for _, p in pieces)
+        self._budget.give(self.bytes - left)
+        self.pieces, self.bytes = pieces, left
 
 
 def _pwrite_all(fd: int, data, pos: int) -> None:
@@ -166,7 +170,7 @@ class GrowingSpool(UploadSource):
         self._discarding = False       # the spool is about to be closed: nothing to keep
         self._restoring = threading.Lock()
         self.lost: GfsError | None = None         # dropped bytes that could not be read back
-        self._held = _Held()           # appended bytes not durable yet, not in the spool
+        self._held = _Held(hold_budget)   # appended bytes not durable yet, not in the spool
 
     # --- dropped bytes ------------------------------------------------------------------------
 
@@ -179,14 +183,13 @@ class GrowingSpool(UploadSource):
             self._inode = inode
             drop = bool(chunk.capability) and not self._keep
             try:
-                self._forget_held(   # pieces reaching into other chunks go to the spool
-                    lambda: self._held.spill(self._fd, start, end, inside_too=False))
+                # pieces reaching into other chunks go to the spool
+                self._held.spill(self._fd, start, end, inside_too=False)
                 if drop and punch_hole(self._fd, start, chunk.length):
                     self._dropped[start] = chunk
-                    self._forget_held(lambda: self._held.discard(start, end))
+                    self._held.discard(start, end)
                 else:
-                    self._forget_held(
-                        lambda: self._held.spill(self._fd, start, end, inside_too=True))
+                    self._held.spill(self._fd, start, end, inside_too=True)
             except OSError as err:       # the spool's disk is full: the bytes stay in memory
                 log.warning("spool of %s: %s (its bytes stay in memory)", self._path, err)
 
@@ -201,25 +204,14 @@ class GrowingSpool(UploadSource):
                 start < offset + size and offset < start + c.length
                 for start, c in self._dropped.items())
 
-    def hold(self, offset: int, data: bytes) -> bool:
-        """The writer's side: keep an in-order append in memory instead of the spool (False:
-        write it to the spool — out of order, the spool must stay whole, or the mount's
-        hold budget is spent)."""
+    def hold(self, offset: int, data) -> bool:
+        """The writer's side: keep a copy of an in-order append in memory instead of writing
+        it to the spool (False, nothing copied: out of order, the spool must stay whole, or
+        the mount's hold budget is spent)."""
         with self._cond:
-            if self._keep or self._discarding or offset != self._end \
-                    or not hold_budget.take(len(data)):
+            if self._keep or self._discarding or offset != self._end:
                 return False
-            self._held.add(offset, data)
-            return True
-
-    def _forget_held(self, change) -> None:
-        """Run `change` on the held pieces (under the lock) and give what it freed back to
-        the mount's budget."""
-        before = self._held.bytes
-        try:
-            change()
-        finally:
-            hold_budget.give(before - self._held.bytes)
+            return self._held.add(offset, data)
 
     def keep_bytes(self) -> None:
         """Make the spool whole again (read the dropped chunks back) and drop nothing more.
@@ -227,8 +219,7 @@ class GrowingSpool(UploadSource):
         with self._restoring:
             with self._cond:
                 self._keep = True
-                self._forget_held(lambda: self._held.spill(self._fd, 0, 1 << 62,
-                                                           inside_too=True))
+                self._held.spill(self._fd, 0, 1 << 62, inside_too=True)
                 todo = sorted(self._dropped.items())
             if self.lost is not None:
                 raise self.lost
@@ -299,7 +290,7 @@ class GrowingSpool(UploadSource):
             else:
                 with self._cond:
                     self._discarding = True
-                    self._forget_held(lambda: self._held.discard(0, 1 << 62))
+                    self._held.discard(0, 1 << 62)
         finally:
             with self._cond:
                 self._abandoned = True

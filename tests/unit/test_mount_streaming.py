@@ -425,22 +425,26 @@ def test_a_chunk_without_a_read_capability_stays_in_the_spool():
 
 
 def test_held_pieces_read_with_the_spool_filling_the_gaps():
-    from gfs.mount.streaming import _Held
+    from gfs.mount.streaming import HoldBudget, _Held
     spool, fd = spool_with(bytes(range(256)) * 64)          # 16 KiB of known bytes
-    held = _Held()
+    budget = HoldBudget(1 << 20)
+    held = _Held(budget)
     held.add(1000, b"A" * 100)
     held.add(1100, b"B" * 100)
     held.add(5000, b"C" * 10)                               # after a gap (spilled meanwhile)
     expected = bytearray(os.pread(fd, 16384, 0))
-    expected[1000:1100], expected[1100:1200], expected[5000:5010] = b"A" * 100, b"B" * 100, b"C" * 10
+    expected[1000:1100], expected[1100:1200] = b"A" * 100, b"B" * 100
+    expected[5000:5010] = b"C" * 10
+
     def spool_read(at, k):
         return os.pread(fd, k, at)
+
     for pos, n in [(0, 16384), (1000, 200), (1050, 100), (1190, 4000), (5005, 3), (10, 10)]:
         assert held.read(pos, n, spool_read) == bytes(expected[pos:pos + n]), (pos, n)
     held.spill(fd, 1150, 1200, inside_too=False)            # B reaches outside: written, forgotten
-    assert held.starts == [1000, 5000] and os.pread(fd, 100, 1100) == b"B" * 100
+    assert [s for s, _ in held.pieces] == [1000, 5000] and os.pread(fd, 100, 1100) == b"B" * 100
     held.discard(0, 2000)
-    assert held.starts == [5000] and held.bytes == 10
+    assert [s for s, _ in held.pieces] == [5000] and held.bytes == 10 and budget.used == 10
     os.close(fd)
 
 
@@ -490,10 +494,11 @@ def test_the_mount_wide_hold_budget_sends_the_rest_to_the_spool_and_comes_back()
 
 
 def test_a_spill_that_fails_keeps_the_pieces_it_could_not_write():
-    from gfs.mount.streaming import _Held
-    held = _Held()
+    from gfs.mount.streaming import HoldBudget, _Held
+    budget = HoldBudget(1 << 20)
+    held = _Held(budget)
     held.add(0, b"a" * 10)
     held.add(10, b"b" * 10)
     with pytest.raises(OSError):
         held.spill(-1, 0, 100, inside_too=True)            # a descriptor that cannot be written
-    assert held.starts == [0, 10] and held.bytes == 20
+    assert [s for s, _ in held.pieces] == [0, 10] and held.bytes == 20 and budget.used == 20
