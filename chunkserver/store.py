@@ -39,7 +39,8 @@ chunk's sidecar is byte for byte the one it had in the hot tier, and every read 
 scrubber) checks the decompressed data.
 
 Publishing a chunk: the data and the sidecar are written and fsync'd in the tier's temp
-directory, then renamed into the tier (data first, sidecar last) and the fan-out directory is
+directory (the data around the page cache with O_DIRECT where the file system allows:
+chunkserver/direct_io.py), then renamed into the tier (data first, sidecar last) and the fan-out directory is
 fsync'd (outside the store's lock, before the write is acknowledged). A chunk exists only
 when both files exist, so start-up deletes a data file without a sidecar (a crash between
 the two renames, or during a delete, which unlinks the sidecar first). New chunks
@@ -92,6 +93,7 @@ import xxhash
 import zstandard
 
 from chunkserver import cold
+from chunkserver.direct_io import ChunkFileAppender
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import (DataLoss, FailedPrecondition, InvalidArgument, NotFound,
                         ResourceExhausted)
@@ -218,6 +220,12 @@ class ChunkWriter:
         prefix = f"{HOT}-{handle:016x}-{version}-"
         fd, self._data_path = tempfile.mkstemp(dir=store.tmp_dir, prefix=prefix, suffix=".chunk")
         self._sums_path = self._data_path[:-len(".chunk")] + ".sums"
+        try:
+            self._bytes = ChunkFileAppender(fd, self._data_path)   # O_DIRECT where it can
+        except BaseException:
+            os.close(fd)
+            _unlink_quietly(self._data_path)
+            raise
         self._file: BinaryIO | None = os.fdopen(fd, "wb")
 
     def __enter__(self) -> ChunkWriter:
@@ -248,7 +256,7 @@ class ChunkWriter:
             self._summer.update(view)
         else:
             self._summer.add_blocks(block_sums, len(view))
-        f.write(view)
+        self._bytes.write(view)
         self.length += len(view)
 
     def commit(self, expected_length: int | None = None,
@@ -262,7 +270,8 @@ class ChunkWriter:
         try:
             checksum = self._summer.finish()
             self._check_expected(checksum, expected_length, expected_checksum)
-            f.flush()
+            self._bytes.finish()
+            self._bytes.close()
             if not planted("ack_before_fsync"):
                 os.fsync(f.fileno())
             f.close()
@@ -280,6 +289,7 @@ class ChunkWriter:
         """Drop the chunk: remove the temp files. Idempotent; a no-op after commit."""
         if self._file is None:
             return
+        self._bytes.close()
         self._file.close()
         self._file = None
         _unlink_quietly(self._data_path)
