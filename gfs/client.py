@@ -154,6 +154,10 @@ class ChunkPieces:
         fresh ones until the upload commits). A source that need not keep its bytes any longer
         may drop them (the mount's growing spool does)."""
 
+    def failed(self) -> None:
+        """`put` gave this chunk up (no more retries): it will never be `durable`. A source
+        waiting for that (the mount's writer, holding bytes in memory) stops waiting."""
+
     def open(self) -> Iterator[bytes]:
         if self._read_at is not None:
             for pos in range(self._start, self._start + self._length, PIECE_SIZE):
@@ -888,6 +892,15 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     def _upload_one(self, inode: int, index: int, pieces: "ChunkPieces",
                     alloc: pb.AddChunkResponse, progress: Callable[[int], None] | None,
                     attempts: int = 3) -> WrittenChunk:
+        try:
+            return self._write_one(inode, index, pieces, alloc, progress, attempts)
+        except BaseException:
+            pieces.failed()
+            raise
+
+    def _write_one(self, inode: int, index: int, pieces: "ChunkPieces",
+                   alloc: pb.AddChunkResponse, progress: Callable[[int], None] | None,
+                   attempts: int) -> WrittenChunk:
         failed: list[str] = []
         for attempt in range(attempts):
             if attempt:    # same handle, next version, on a chain without the servers that failed

@@ -224,7 +224,8 @@ class WriteHandle(Readable):
         reports the error if that fails too)."""
         try:
             stream.finish()
-            log.info("streamed %s: committed", self.path)
+            log.info("streamed %s: committed (the writer waited %.1f s for its chunks to be "
+                     "durable)", self.path, stream.source.waited)
             return True
         except Exception as err:           # noqa: BLE001 (any failure: the whole put decides)
             log.info("streamed upload of %s failed (%s); putting the whole file", self.path, err)

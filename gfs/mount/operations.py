@@ -63,7 +63,7 @@ class GfsOperations(fuse.Operations):
         self.root = paths.normalize("/" + root.strip("/") if root.strip("/") else "/")
         self.cache = BlockCache(cache_size, BLOCK_SIZE)
         # Bytes of files being written that wait in memory until durable (streaming.py).
-        streaming.set_hold_budget(cache_size // 4)
+        streaming.set_hold_budget(cache_size // 2)
         self.readahead = ThreadPoolExecutor(max_workers=READAHEAD_WORKERS,
                                             thread_name_prefix="gfs-readahead")
         self.user = user                        # the gfs identity the mount acts as

@@ -34,6 +34,7 @@ import bisect
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import replace
 from typing import Iterator
@@ -47,12 +48,14 @@ log = logging.getLogger("gfs.mount")
 
 STREAM_AFTER = 8 << 20         # bytes written in order before a new file starts streaming
 STREAMS_AT_ONCE = 4            # files streamed at once, mount-wide (others: put at close)
+HOLD_WAIT_S = 30.0             # longest a writer waits for its held bytes to become durable
 _streams = threading.BoundedSemaphore(STREAMS_AT_ONCE)
 
 
 class HoldBudget:
     """Bytes all streamed files may hold in memory at once (`set_hold_budget`: the mount gives
-    a quarter of its --cache-size); beyond it appends go to the spool as before."""
+    half its --cache-size); beyond it a writer waits for a chunk to be durable, or its appends
+    go to the spool (`GrowingSpool.hold`)."""
 
     def __init__(self, total: int):
         self.total, self.used = total, 0
@@ -171,6 +174,9 @@ class GrowingSpool(UploadSource):
         self._restoring = threading.Lock()
         self.lost: GfsError | None = None         # dropped bytes that could not be read back
         self._held = _Held(hold_budget)   # appended bytes not durable yet, not in the spool
+        self._chunk_size = 0               # the put's, once it asked for its first chunk
+        self._put_over = False             # the put returned or failed: nothing more is durable
+        self.waited = 0.0                  # seconds the writer waited for durable chunks
 
     # --- dropped bytes ------------------------------------------------------------------------
 
@@ -180,6 +186,7 @@ class GrowingSpool(UploadSource):
         than this client, and the insecure mode, give none: the spool then keeps it)."""
         end = start + chunk.length
         with self._cond:
+            self._cond.notify_all()          # a writer may wait for the memory freed here
             self._inode = inode
             drop = bool(chunk.capability) and not self._keep
             try:
@@ -206,12 +213,39 @@ class GrowingSpool(UploadSource):
 
     def hold(self, offset: int, data) -> bool:
         """The writer's side: keep a copy of an in-order append in memory instead of writing
-        it to the spool (False, nothing copied: out of order, the spool must stay whole, or
-        the mount's hold budget is spent)."""
+        it to the spool (False, nothing copied: out of order, or the spool must stay whole).
+        When the mount's hold budget is spent and this file holds bytes of a chunk written
+        whole, the writer waits for that chunk to be durable (its bytes then free their
+        memory) rather than write to the spool: a program writes no faster than the file is
+        stored, and the spool, whose every page is a fresh page of the page cache, stays
+        empty. Otherwise (or after HOLD_WAIT_S) False: the bytes go to the spool."""
         with self._cond:
-            if self._keep or self._discarding or offset != self._end:
-                return False
-            return self._held.add(offset, data)
+            deadline = 0.0
+            while not (self._keep or self._discarding or self._abandoned
+                       or offset != self._end):
+                if self._held.add(offset, data):
+                    return True
+                if not self._room_coming():
+                    return False
+                now = time.monotonic()
+                deadline = deadline or now + HOLD_WAIT_S
+                if now >= deadline:
+                    log.warning("spool of %s: held bytes not durable after %.0f s; writing "
+                                "to the spool", self._path, HOLD_WAIT_S)
+                    return False
+                self._cond.wait(deadline - now)
+                self.waited += time.monotonic() - now
+            return False
+
+    def _room_coming(self) -> bool:
+        """Will memory this file holds be freed without the writer writing more? Yes if its
+        first held bytes are in a chunk written whole and the put goes on: the put takes the
+        chunks in order and needs nothing more from the writer for that one, nor for those
+        before it. (Under the condition.)"""
+        if self._put_over or not self._chunk_size or not self._held.pieces:
+            return False
+        first = self._held.pieces[0][0]
+        return (first // self._chunk_size + 1) * self._chunk_size <= self._end
 
     def keep_bytes(self) -> None:
         """Make the spool whole again (read the dropped chunks back) and drop nothing more.
@@ -311,7 +345,17 @@ class GrowingSpool(UploadSource):
         start = index * chunk_size
         if self._available(start + 1) <= start:
             return None
+        with self._cond:
+            self._chunk_size = chunk_size
         return _GrowingChunk(self, start, chunk_size)
+
+    def put_ended(self) -> None:
+        """Put's side: it returned, failed, or gave a chunk up (then it fails, once it sees
+        that: perhaps only after more bytes are written); no chunk becomes durable any more
+        that a writer should wait for."""
+        with self._cond:
+            self._put_over = True
+            self._cond.notify_all()
 
     def _read_at(self, pos: int, n: int) -> bytes:
         if self._abandoned:
@@ -357,6 +401,9 @@ class _GrowingChunk(ChunkPieces):
     def durable(self, chunk: ChunkInfo, inode: int) -> None:
         self._spool.dropped(self._start, chunk, inode)
 
+    def failed(self) -> None:
+        self._spool.put_ended()
+
 
 class SpoolStream:
     """A background `put` of a GrowingSpool to `path`: `finish()` lets it commit."""
@@ -385,6 +432,7 @@ class SpoolStream:
             try:
                 info = client.put(self.source, self.path, overwrite=True, mode=mode & 0o7777)
             finally:
+                self.source.put_ended()
                 _streams.release()       # before the result: the place is free once finished
         except BaseException as err:     # (the spool is uploaded whole instead)
             self._done.set_exception(err)

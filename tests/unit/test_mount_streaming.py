@@ -502,3 +502,82 @@ def test_a_spill_that_fails_keeps_the_pieces_it_could_not_write():
     with pytest.raises(OSError):
         held.spill(-1, 0, 100, inside_too=True)            # a descriptor that cannot be written
     assert [s for s, _ in held.pieces] == [0, 10] and held.bytes == 20 and budget.used == 20
+
+
+class SlowDurableClient(RecordingClient):
+    """Declares each chunk durable `delay` seconds after it has read it (replicas fsyncing),
+    or, with `give_up`, gives every chunk up instead (as Client.put after its last retry)."""
+
+    def __init__(self, delay: float, give_up: bool = False):
+        super().__init__()
+        self.delay, self.give_up = delay, give_up
+        self.most_held = 0
+        self.asked = threading.Event()       # for a first chunk: the put knows its chunk size
+
+    def _stream(self, source: GrowingSpool) -> bytes:
+        from gfs.mount import streaming
+        out, index = [], 0
+        while (pieces := source.chunk(index, CHUNK)) is not None:
+            self.asked.set()
+            data = b"".join(pieces.open())
+            self.most_held = max(self.most_held, streaming.hold_budget.used)
+            time.sleep(self.delay)
+            if self.give_up:
+                pieces.failed()
+                raise Unavailable("every replica of the chain failed")
+            handle = len(self.chunks) + 1
+            self.chunks[handle] = data
+            pieces.durable(ChunkInfo(handle, index, 1, len(data), 0, [],
+                                     capability=self.capability), 7)
+            out.append(data)
+            index += 1
+        return b"".join(out)
+
+
+@pytest.fixture
+def two_chunk_budget():
+    from gfs.mount import streaming
+    old = streaming.hold_budget.total
+    streaming.set_hold_budget(2 * CHUNK)
+    yield streaming.hold_budget
+    streaming.set_hold_budget(old)
+
+
+def start_streaming(h: WriteHandle, client: SlowDurableClient, data: bytes) -> None:
+    """Write `data`, letting the put ask for its first chunk once the stream starts (before
+    that the writer cannot know the chunks, and spills: a put's Create takes a moment)."""
+    write_in_pieces(h, data[:CHUNK + 65536])
+    assert client.asked.wait(5)
+    write_in_pieces(h, data[CHUNK + 65536:], start=CHUNK + 65536)
+
+
+def test_a_writer_past_the_hold_budget_waits_for_a_durable_chunk_not_the_spool(
+        two_chunk_budget):
+    """The put is slower than the writer: once the budget is spent, the writer waits for a
+    chunk of its own to become durable (freeing its memory) instead of writing to the spool.
+    Only the bytes written before the stream began ever reach the spool."""
+    client, data = SlowDurableClient(delay=0.05), os.urandom(8 * CHUNK)
+    h = streaming_handle(client)
+    start_streaming(h, client, data)
+    source = h._stream.source
+    assert source.waited > 0                           # it did wait
+    assert spool_blocks(h) <= CHUNK + 65536            # the first chunk, before streaming
+    assert client.most_held <= two_chunk_budget.total
+    h.upload(client)
+    assert client.committed == [("/f", data, True)]
+    assert two_chunk_budget.used == 0
+    h.close()
+
+
+def test_a_writer_waiting_for_a_chunk_the_put_gave_up_goes_on_to_the_spool(two_chunk_budget):
+    """The chunk the writer waits for will never be durable (the put gave it up): the writer
+    is not left hanging; its bytes go to the spool and the file is put whole."""
+    client, data = SlowDurableClient(delay=0.05, give_up=True), os.urandom(6 * CHUNK)
+    h = streaming_handle(client)
+    started = time.monotonic()
+    start_streaming(h, client, data)
+    assert time.monotonic() - started < 10
+    h.upload(client)
+    assert client.committed == [("/f", data, False)]   # put whole from the spool
+    assert two_chunk_budget.used == 0
+    h.close()
