@@ -88,6 +88,8 @@ def _client(masters, op, remotes, local, digest, replication, barrier, out):
     import resource
 
     from gfs.client import Client
+    from gfs.memory import reuse_large_buffers
+    reuse_large_buffers()                     # as `gfs get/put` do (cli/main.py)
     error = ""
     with Client(masters, deadline=60) as c:
         c.stat("/bench")                      # connect and find the leader before the clock
