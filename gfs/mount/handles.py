@@ -224,7 +224,7 @@ class WriteHandle(Readable):
         reports the error if that fails too)."""
         try:
             stream.finish()
-            log.info("streamed %s: committed (the writer waited %.1f s for its chunks to be "
+            log.info("streamed %s: committed (the writer waited %.2f s for its chunks to be "
                      "durable)", self.path, stream.source.waited)
             return True
         except Exception as err:           # noqa: BLE001 (any failure: the whole put decides)

@@ -230,6 +230,27 @@ def test_dd_output_streams_although_dd_closes_a_duplicate_first(alice_mount, clu
         assert c.read("/alice/dd.bin") == source.read_bytes()
 
 
+def test_a_writer_past_a_small_hold_budget_waits_for_its_chunks_and_the_file_is_whole(
+        cluster, tmp_path):
+    """A mount with --cache-size 8MiB holds at most 4 MiB (four 1 MiB chunks) of appended
+    bytes: `dd` of 64 MiB runs ahead of its 3-replica put, so it waits for chunks to become
+    durable rather than spill into the spool, and the file arrives whole."""
+    small = Mount(cluster, cluster.alice, tmp_path / "small", "--path", "/alice",
+                  "--cache-size", "8MiB")
+    try:
+        source = tmp_path / "source.bin"
+        source.write_bytes(os.urandom(64 * CHUNK + 3))
+        subprocess.run(["dd", f"if={source}", f"of={small.path / 'held.bin'}", "bs=1M",
+                        "status=none"], check=True, timeout=120)
+        waited = re.search(r"streamed /alice/held\.bin: committed \(the writer waited "
+                           r"([0-9.]+) s", mount_log(small))
+        assert waited and float(waited.group(1)) > 0, mount_log(small)[-2000:]
+        with cluster.client(token=cluster.alice) as c:
+            assert c.read("/alice/held.bin") == source.read_bytes()
+    finally:
+        small.close()
+
+
 def test_a_streamed_file_written_out_of_order_is_put_whole_with_every_write(alice_mount,
                                                                            cluster):
     path = alice_mount.path / "patched.bin"

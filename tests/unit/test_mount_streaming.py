@@ -63,6 +63,7 @@ class RecordingClient:
         out, index = [], 0
         while (pieces := source.chunk(index, CHUNK)) is not None:
             data = b"".join(pieces.open())
+            self._sent(pieces)
             handle = len(self.chunks) + 1
             self.chunks[handle] = data
             pieces.durable(ChunkInfo(handle, index, 1, len(data), 0, [],
@@ -70,6 +71,9 @@ class RecordingClient:
             out.append(data)
             index += 1
         return b"".join(out)
+
+    def _sent(self, pieces) -> None:
+        """A chunk's bytes were all read; it is declared durable after this returns."""
 
     def read_chunk(self, chunk: ChunkInfo, lo: int, hi: int, sink) -> None:
         if self.lose_chunks:
@@ -514,24 +518,14 @@ class SlowDurableClient(RecordingClient):
         self.most_held = 0
         self.asked = threading.Event()       # for a first chunk: the put knows its chunk size
 
-    def _stream(self, source: GrowingSpool) -> bytes:
+    def _sent(self, pieces) -> None:
         from gfs.mount import streaming
-        out, index = [], 0
-        while (pieces := source.chunk(index, CHUNK)) is not None:
-            self.asked.set()
-            data = b"".join(pieces.open())
-            self.most_held = max(self.most_held, streaming.hold_budget.used)
-            time.sleep(self.delay)
-            if self.give_up:
-                pieces.failed()
-                raise Unavailable("every replica of the chain failed")
-            handle = len(self.chunks) + 1
-            self.chunks[handle] = data
-            pieces.durable(ChunkInfo(handle, index, 1, len(data), 0, [],
-                                     capability=self.capability), 7)
-            out.append(data)
-            index += 1
-        return b"".join(out)
+        self.asked.set()
+        self.most_held = max(self.most_held, streaming.hold_budget.used)
+        time.sleep(self.delay)
+        if self.give_up:
+            pieces.failed()
+            raise Unavailable("every replica of the chain failed")
 
 
 @pytest.fixture
