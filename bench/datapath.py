@@ -90,24 +90,26 @@ def _client(masters, op, remotes, local, digest, replication, barrier, out):
     from gfs.client import Client
     from gfs.memory import reuse_large_buffers
     reuse_large_buffers()                     # as `gfs get/put` do (cli/main.py)
-    error = ""
+    error, got = "", []
     with Client(masters, deadline=60) as c:
         c.stat("/bench")                      # connect and find the leader before the clock
         barrier.wait()
         try:
-            for remote in remotes:
+            for i, remote in enumerate(remotes):
                 if op == "put":
                     c.put(local, remote, replication=replication)
-                else:
-                    c.get(remote, local)
-                    if file_hash(local) != digest:
-                        raise AssertionError("downloaded bytes differ from the source")
+                else:                         # each to its own file, checked after the clock
+                    got.append(f"{local}.{i}")
+                    c.get(remote, got[-1])
         except Exception as err:              # counted, and the first one is printed
             error = f"{type(err).__name__}: {err}"
         end = time.monotonic()
-    if op == "get" and os.path.exists(local):
-        os.unlink(local)
-    ru = resource.getrusage(resource.RUSAGE_SELF)
+    ru = resource.getrusage(resource.RUSAGE_SELF)     # the transfer's CPU, not the check's
+    for path in got:
+        if not error and os.path.exists(path) and file_hash(path) != digest:
+            error = "AssertionError: downloaded bytes differ from the source"
+        if os.path.exists(path):
+            os.unlink(path)
     out.put((end, error, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime))
 
 
