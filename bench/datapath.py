@@ -94,6 +94,7 @@ def _client(masters, op, remotes, local, digest, replication, barrier, out):
     with Client(masters, deadline=60) as c:
         c.stat("/bench")                      # connect and find the leader before the clock
         barrier.wait()
+        before = resource.getrusage(resource.RUSAGE_SELF)   # (start-up and imports before it)
         try:
             for i, remote in enumerate(remotes):
                 if op == "put":
@@ -105,12 +106,13 @@ def _client(masters, op, remotes, local, digest, replication, barrier, out):
             error = f"{type(err).__name__}: {err}"
         end = time.monotonic()
     ru = resource.getrusage(resource.RUSAGE_SELF)     # the transfer's CPU, not the check's
+    cpu = ru.ru_utime + ru.ru_stime - before.ru_utime - before.ru_stime
     for path in got:
         if not error and os.path.exists(path) and file_hash(path) != digest:
             error = "AssertionError: downloaded bytes differ from the source"
         if os.path.exists(path):
             os.unlink(path)
-    out.put((end, error, ru.ru_maxrss * 1024, ru.ru_utime + ru.ru_stime))
+    out.put((end, error, ru.ru_maxrss * 1024, cpu))
 
 
 def measure(masters: list[str], op: str, remotes: list[list[str]], source: str, digest: int,
