@@ -22,6 +22,8 @@ import errno
 import mmap
 import os
 
+from gfs.fsutil import pwrite_all
+
 ALIGN = 4096                 # of the buffer, the offsets and the lengths of direct writes
 STAGE_BYTES = 1 << 20        # bytes gathered before one direct write
 
@@ -58,7 +60,7 @@ class ChunkFileAppender:
             if self._staged == STAGE_BYTES:
                 self._write_stage(STAGE_BYTES)
         if at < n:                                  # through the page cache
-            _pwrite_all(self.fd, data[at:], self._on_disk)
+            pwrite_all(self.fd, data[at:], self._on_disk)
             self._on_disk += n - at
 
     def finish(self) -> None:
@@ -75,11 +77,11 @@ class ChunkFileAppender:
         every later write too."""
         view = memoryview(self._stage)
         try:
-            _pwrite_all(self._direct_fd, view[:nbytes], self._on_disk)
+            pwrite_all(self._direct_fd, view[:nbytes], self._on_disk)
         except OSError as err:
             if err.errno != errno.EINVAL:
                 raise
-            _pwrite_all(self.fd, view[:self._staged], self._on_disk)
+            pwrite_all(self.fd, view[:self._staged], self._on_disk)
             self._close_direct()
             self.direct = False
         finally:
@@ -100,9 +102,3 @@ class ChunkFileAppender:
             except BufferError:   # a failed write's traceback still views it: freed with it
                 pass
             self._stage = None
-
-
-def _pwrite_all(fd: int, data: memoryview, pos: int) -> None:
-    while data:
-        n = os.pwrite(fd, data, pos)
-        data, pos = data[n:], pos + n

@@ -18,7 +18,7 @@ from gfs.units import human_size, parse_size
               help="The gfs directory the mount shows.")
 @click.option("--read-only", is_flag=True, help="Refuse every change (EROFS).")
 @click.option("--cache-size", default="256MiB", show_default=True, envvar="GFS_MOUNT_CACHE",
-              help="Memory for cached file data, and a quarter as much for bytes of files "
+              help="Memory for cached file data, and half as much for bytes of files "
               "being written that wait for their replicas (the mount's bound; metadata is "
               "cached 1 s).")
 @click.option("--spool-dir", type=click.Path(file_okay=False), envvar="GFS_MOUNT_SPOOL_DIR",

@@ -35,6 +35,7 @@ from gfs.routes_client import RouteCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
 from gfs.checksum import inline_checksum
+from gfs.fsutil import pwrite_all
 from gfs.reach import Reachability
 from gfs.errors import (
     DataLoss,
@@ -274,10 +275,8 @@ class _Sink:
     def write_at(self, pos: int, data: memoryview) -> None:
         """Write `data` at `pos` bytes from the start; in-order sinks get positions in order."""
         if self.seekable:
-            view = memoryview(data)
-            while view:
-                n = os.pwrite(self._fd, view, self._base + pos)
-                view, pos = view[n:], pos + n
+            pwrite_all(self._fd, data, self._base + pos)
+            pos += len(data)
         else:
             with self._lock:
                 self._f.write(data)

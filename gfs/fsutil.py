@@ -1,8 +1,16 @@
-"""File-system helpers: durability (shared by the journal, the state store and the chunk store)
-and freeing a file's bytes in place (the mount's spool)."""
+"""File-system helpers: durability (shared by the journal, the state store and the chunk store),
+whole positional writes, and freeing a file's bytes in place (the mount's spool)."""
 from __future__ import annotations
 
 import os
+
+
+def pwrite_all(fd: int, data, pos: int) -> None:
+    """Write all of `data` (any buffer) at offset `pos` of `fd`, however short each write."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, pos)
+        view, pos = view[n:], pos + n
 
 
 def fsync_path(path: str) -> None:

@@ -41,7 +41,7 @@ from typing import Iterator
 
 from gfs.client import ChunkInfo, ChunkPieces, Client, FileInfo, UploadSource
 from gfs.errors import DataLoss, GfsError, NotFound, Unauthenticated
-from gfs.fsutil import punch_hole
+from gfs.fsutil import punch_hole, pwrite_all
 from gfs.transfer import PIECE_SIZE
 
 log = logging.getLogger("gfs.mount")
@@ -128,7 +128,7 @@ class _Held:
         try:
             for s, p in self.pieces:
                 if s < hi and lo < s + len(p) and (inside_too or s < lo or s + len(p) > hi):
-                    _pwrite_all(fd, p, s)
+                    pwrite_all(fd, p, s)
                 else:
                     kept.append((s, p))
                 done += 1
@@ -143,13 +143,6 @@ class _Held:
         left = sum(len(p) for _, p in pieces)
         self._budget.give(self.bytes - left)
         self.pieces, self.bytes = pieces, left
-
-
-def _pwrite_all(fd: int, data, pos: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, pos)
-        view, pos = view[n:], pos + n
 
 
 class Abandoned(Exception):
@@ -373,7 +366,7 @@ class _WriteAt:
         self._fd, self._pos = fd, pos
 
     def __call__(self, piece: memoryview) -> None:
-        _pwrite_all(self._fd, piece, self._pos)
+        pwrite_all(self._fd, piece, self._pos)
         self._pos += len(piece)
 
 
