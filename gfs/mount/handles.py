@@ -134,10 +134,13 @@ class WriteHandle(Readable):
 
     def read_into(self, out: memoryview, offset: int) -> int:
         stream = self._stream
-        if self._holes is not None or (
-                stream is not None and stream.source.overlaps_missing(offset, len(out))):
+        if self._holes is None and stream is not None:
+            n = stream.source.read_present(out, offset)      # (not dropped while it reads)
+            if n is not None:
+                return n
+        if self._holes is not None or stream is not None:
             with self.lock:
-                self._whole_spool()
+                self._whole_spool()            # nothing is dropped any more after this
         return os.preadv(self._file.fileno(), [out], offset)    # (a stream reads it too)
 
     def _whole_spool(self) -> None:

@@ -197,12 +197,17 @@ class GrowingSpool(UploadSource):
     def has_dropped(self) -> bool:
         return bool(self._dropped)
 
-    def overlaps_missing(self, offset: int, size: int) -> bool:
-        """Are some of these bytes not in the spool (dropped, or held in memory)?"""
+    def read_present(self, out: memoryview, offset: int) -> int | None:
+        """Read the spool's bytes from `offset` into `out` if every one of them is there
+        (None, nothing read: some are dropped or held in memory). Checked and read under the
+        condition, so a chunk declared durable meanwhile cannot be dropped in between."""
         with self._cond:
-            return self._held.overlaps(offset, offset + size) or any(
-                start < offset + size and offset < start + c.length
-                for start, c in self._dropped.items())
+            end = offset + len(out)
+            if self._held.overlaps(offset, end) or any(
+                    start < end and offset < start + c.length
+                    for start, c in self._dropped.items()):
+                return None
+            return os.preadv(self._fd, [out], offset)
 
     def hold(self, offset: int, data) -> bool:
         """The writer's side: keep a copy of an in-order append in memory instead of writing
