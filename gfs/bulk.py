@@ -239,7 +239,7 @@ class BulkLinks:
         try:
             sock = self.connect(host, port, io_timeout)
         except OSError as err:
-            raise Unavailable(f"bulk port {host}:{port}: {err}") from None
+            raise Unavailable(f"replica {address}: bulk port {port}: {err}") from None
         upload = ChunkUpload(sock, address)
         upload.send_raw(encode_write_request(handle, version, capability, chain))
         return upload
@@ -267,7 +267,7 @@ class BulkLinks:
             except (OSError, ProtocolError) as err:
                 if sock is not None:
                     sock.close()
-                raise Unavailable(f"bulk port {host}:{port}: {err}") from None
+                raise Unavailable(f"replica {address}: bulk port {port}: {err}") from None
         finished = False
         try:
             kind, n, value = FRAME.unpack(head)
@@ -289,7 +289,7 @@ class BulkLinks:
                 sums = struct.unpack(f"<{blocks}Q", recv_exact(sock, 8 * blocks))
                 yield Span(value, recv_exact(sock, n).toreadonly(), sums, chunk_length)
         except OSError as err:
-            raise Unavailable(f"bulk port {host}:{port}: {err}") from None
+            raise Unavailable(f"replica {address}: bulk port {port}: {err}") from None
         finally:
             if finished:
                 self._release(host, port, sock)
