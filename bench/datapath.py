@@ -99,6 +99,8 @@ def _client(masters, op, remotes, local, digest, replication, barrier, out):
             for i, remote in enumerate(remotes):
                 if op == "put":
                     c.put(local, remote, replication=replication)
+                elif op == "get-null":        # the read path alone (as rados bench reads)
+                    c.get(remote, os.devnull)
                 else:                         # each to its own file, checked after the clock
                     got.append(f"{local}.{i}")
                     c.get(remote, got[-1])
@@ -118,7 +120,9 @@ def _client(masters, op, remotes, local, digest, replication, barrier, out):
 def measure(masters: list[str], op: str, remotes: list[list[str]], source: str, digest: int,
             replication: int, size: int, work: str) -> dict:
     """One put or get by len(remotes) client processes at once, each of its own list of files:
-    aggregate MB/s of the clients that succeeded, errors, the clients' peak RSS and CPU."""
+    aggregate MB/s of the clients that succeeded, errors, the clients' peak RSS and CPU.
+    `op`: "put", "get-null" (to /dev/null: every block still verified by the client) or
+    "get" (to a file of the client's on the same disk, hash-checked after)."""
     ctx = mp.get_context("spawn")
     barrier, q = ctx.Barrier(len(remotes) + 1), ctx.Queue()
     locals_ = [source if op == "put" else os.path.join(work, f"get-{i}.bin")
@@ -202,25 +206,31 @@ def measured_with_cpu(cluster, *args) -> dict:
     return result
 
 
+GETS = ("get-null", "get")
+OPS = {"put": "put", "get-null": "get to /dev/null", "get": "get to a file"}   # as reported
+
+
 def put_then_get(cluster, client, remotes: list[list[str]], replication: int, source: str,
                  digest: int, size: int, work: str) -> dict[str, dict]:
     """Put the source to every remote at once, get them all back cold, then delete them."""
     masters = cluster.master_addresses()
     put = measured_with_cpu(cluster, masters, "put", remotes, source, digest, replication, size,
                             work)
-    evict_chunks(cluster)
-    get = measured_with_cpu(cluster, masters, "get", remotes, source, digest, replication, size,
-                            work)
+    got = {}
+    for op in GETS:
+        evict_chunks(cluster)
+        got[op] = measured_with_cpu(cluster, masters, op, remotes, source, digest, replication,
+                                    size, work)
     for r in (r for rs in remotes for r in rs):
         if client.exists(r):
             reclaim(cluster, client, r)
-    return {"put": put, "get": get}
+    return {"put": put, **got}
 
 
 def run(cfg: dict, ctx: Context) -> dict:
     results = []
     moved = 0
-    client_stats = {f"clients ({op})": {"peak_rss": 0, "cpu_s": 0.0} for op in ("put", "get")}
+    client_stats = {f"clients ({op})": {"peak_rss": 0, "cpu_s": 0.0} for op in ("put", *GETS)}
     with clusters.gfs(ctx.work, "datapath-gfs", chunkservers=3) as cluster, \
             cluster.client() as c:
         terms = [raft_term(cluster)]
@@ -238,7 +248,7 @@ def run(cfg: dict, ctx: Context) -> dict:
                                                        for k in range(count)] for i in range(n)],
                                          repl, source, digest, size, ctx.work)
                             for rep in range(cfg["reps"])]
-                    for op in ("put", "get"):
+                    for op in ("put", *GETS):
                         rs = [r[op] for r in runs]
                         moved += sum(r["bytes"] for r in rs)
                         gib = [r["bytes"] / (1 << 30) or 1.0 for r in rs]
@@ -283,9 +293,12 @@ def _cpu(r: dict, key: str) -> str:
 
 
 def report(res: dict, refs: dict) -> str:
-    ref = {"put": ("disk_write_mb_s", "raw write"), "get": ("disk_cold_read_mb_s", "raw cold read")}
+    ref = {"put": ("disk_write_mb_s", "raw write"),
+           "get-null": ("disk_cold_read_mb_s", "raw cold read"),
+           "get": ("disk_copy_mb_s", "raw copy") if "disk_copy_mb_s" in refs     # (older runs:
+           else ("disk_cold_read_mb_s", "raw cold read")}                         # to a file)
     tcp = refs["loopback_tcp_mb_s"]["median"]
-    rows = [[f"{r['op']} (replication {r['replication']})", _size(r["size"]), r["clients"],
+    rows = [[f"{OPS[r['op']]} (replication {r['replication']})", _size(r["size"]), r["clients"],
              num(r["mb_s"]["median"]), rng(r["mb_s"]),
              f"{ratio(r['mb_s']['median'], refs[ref[r['op']][0]]['median'])} × {ref[r['op']][1]}",
              ratio(r["mb_s"]["median"], tcp), _cpu(r, "client_cpu_s_per_gib"),
@@ -300,9 +313,13 @@ def report(res: dict, refs: dict) -> str:
                    "busiest chunkserver CPU s/GiB", "all chunkservers CPU s/GiB",
                    "chunkserver peak RSS MiB", "errors"], rows)
             + f"\n\nReferences: raw write {num(refs['disk_write_mb_s']['median'])} MB/s, raw cold "
-              f"read {num(refs['disk_cold_read_mb_s']['median'])} MB/s, loopback TCP "
-              f"{num(tcp)} MB/s. Raft term {first} → {last} during the run; MB/s counts only "
-              f"clients that succeeded; gets are cold (page cache evicted) and hash-checked. "
+              f"read {num(refs['disk_cold_read_mb_s']['median'])} MB/s"
+            + (f", raw copy (cold read + write + fdatasync) "
+               f"{num(refs['disk_copy_mb_s']['median'])} MB/s" if "disk_copy_mb_s" in refs else "")
+            + f", loopback TCP {num(tcp)} MB/s. Raft term {first} → {last} during the run; MB/s "
+              f"counts only clients that succeeded; gets are cold (page cache evicted); a get to "
+              f"/dev/null measures the read path (the client verifies every block), a get to a "
+              f"file writes a file of its own on the same disk (hash-checked after the clock). "
               f"CPU s/GiB: CPU seconds spent during the measurement (median over repetitions) "
               f"per GiB the clients moved (the machine's reference: ~0.26 for one process "
               f"writing to disk, ~0.41 for sending + receiving on loopback); peak RSS: the "
@@ -314,7 +331,7 @@ def figures(res: dict, refs: dict) -> list[dict]:
     panels: dict[str, dict] = {}
     for r in res["results"]:
         series = panels.setdefault(f"{_size(r['size'])} files", {}).setdefault(
-            f"{r['op']} r={r['replication']}", [])
+            f"{OPS[r['op']]} r={r['replication']}", [])
         series.append((r["clients"], r["mb_s"]["median"], r["mb_s"]["min"], r["mb_s"]["max"]))
     return [{"kind": "throughput", "name": "datapath-throughput", "ylabel": "MB/s",
              "title": "data path: aggregate MB/s vs client processes", "panels": panels}]

@@ -1,5 +1,5 @@
 """The machine's own limits, measured in the same run as the benchmarks they are compared with:
-raw disk sequential write (with fdatasync) and read, the fsync rate, loopback TCP throughput
+raw disk sequential write (with fdatasync), read, and copy (read and write at once), the fsync rate, loopback TCP throughput
 and round trips, and the CPU a single Python process spends moving a GiB through the kernel.
 """
 from __future__ import annotations
@@ -64,14 +64,32 @@ def raw_disk(directory: str, size: int) -> dict:
         finally:
             os.close(fd)
 
+    def copy() -> None:
+        """A cold read of the file and a write of its bytes to another, made durable: what a
+        download to a file on the same disk asks of it (a read and a write of every byte)."""
+        buf = bytearray(PIECE)
+        fd = os.open(path + ".copy", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(buf):
+                    os.write(fd, memoryview(buf)[:n])
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
     try:
         w, w_cpu = _timed(size, write)
         evict(path)
         cold, _ = _timed(size, lambda: _read_all(path))
         warm, _ = _timed(size, lambda: _read_all(path))
+        evict(path)
+        copied, _ = _timed(size, copy)
     finally:
         os.unlink(path)
-    return {"write": w, "cold_read": cold, "warm_read": warm, "write_cpu_s_per_gib": w_cpu}
+        if os.path.exists(path + ".copy"):
+            os.unlink(path + ".copy")
+    return {"write": w, "cold_read": cold, "warm_read": warm, "copy": copied,
+            "write_cpu_s_per_gib": w_cpu}
 
 
 def _loopback(size: int) -> tuple[float, float]:
@@ -151,6 +169,7 @@ def measure(directory: str, disk_size: int, fsync_seconds: float, reps: int) -> 
         "disk_write_mb_s": spread([d["write"] for d in disk]),
         "disk_cold_read_mb_s": spread([d["cold_read"] for d in disk]),
         "disk_warm_read_mb_s": spread([d["warm_read"] for d in disk]),
+        "disk_copy_mb_s": spread([d["copy"] for d in disk]),
         "fsync_ops_s": spread([f["ops_s"] for f in fs]),
         "fsync_p50_ms": spread([f["p50_ms"] for f in fs]),
         "loopback_tcp_mb_s": spread([t[0] for t in tcp]),
@@ -165,6 +184,7 @@ ROWS = [  # key, what, unit
     ("disk_write_mb_s", "raw disk sequential write (1 MiB writes + fdatasync)", "MB/s"),
     ("disk_cold_read_mb_s", "raw disk sequential read, cold (after FADV_DONTNEED)", "MB/s"),
     ("disk_warm_read_mb_s", "raw disk sequential read, warm (page cache)", "MB/s"),
+    ("disk_copy_mb_s", "raw disk copy: cold read + write of another file + fdatasync", "MB/s"),
     ("fsync_ops_s", "fsync rate (200 B append + fdatasync)", "ops/s"),
     ("loopback_tcp_mb_s", "loopback TCP throughput (1 MiB sends)", "MB/s"),
     ("loopback_rtt_ops_s", f"loopback TCP round trips ({RTT_MESSAGE} B each way)", "ops/s"),

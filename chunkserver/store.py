@@ -40,7 +40,7 @@ scrubber) checks the decompressed data.
 
 Publishing a chunk: the data and the sidecar are written and fsync'd in the tier's temp
 directory (the data around the page cache with O_DIRECT where the file system allows:
-chunkserver/direct_io.py), then renamed into the tier (data first, sidecar last) and the fan-out directory is
+gfs/direct_io.py), then renamed into the tier (data first, sidecar last) and the fan-out directory is
 fsync'd (outside the store's lock, before the write is acknowledged). A chunk exists only
 when both files exist, so start-up deletes a data file without a sidecar (a crash between
 the two renames, or during a delete, which unlinks the sidecar first). New chunks
@@ -93,7 +93,7 @@ import xxhash
 import zstandard
 
 from chunkserver import cold
-from chunkserver.direct_io import ChunkFileAppender
+from gfs.direct_io import DirectAppender
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import (DataLoss, FailedPrecondition, InvalidArgument, NotFound,
                         ResourceExhausted)
@@ -221,7 +221,7 @@ class ChunkWriter:
         fd, self._data_path = tempfile.mkstemp(dir=store.tmp_dir, prefix=prefix, suffix=".chunk")
         self._sums_path = self._data_path[:-len(".chunk")] + ".sums"
         try:
-            self._bytes = ChunkFileAppender(fd, self._data_path)   # O_DIRECT where it can
+            self._bytes = DirectAppender(fd, self._data_path)   # O_DIRECT where it can
         except BaseException:
             os.close(fd)
             _unlink_quietly(self._data_path)

@@ -17,6 +17,7 @@ import random
 import stat
 import threading
 import time
+from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from gfs.routes_client import RouteCalls
 from gfs.identity_client import message_fields as _fields
 from gfs.paths import utf8
 from gfs.checksum import inline_checksum
+from gfs.direct_io import DirectAppender
 from gfs.fsutil import pwrite_all
 from gfs.reach import Reachability
 from gfs.errors import (
@@ -245,6 +247,15 @@ def _stream_size(f: BinaryIO) -> int:
     return size
 
 
+ENV_DIRECT_DOWNLOADS = "GFS_DIRECT_DOWNLOADS"   # "0": downloads to files through the page cache
+DIRECT_DOWNLOAD_MIN = 8 << 20                  # smaller downloads go through the page cache
+
+
+def direct_downloads() -> bool:
+    """Do downloads write large ranges of regular files around the page cache? (the default)"""
+    return os.environ.get(ENV_DIRECT_DOWNLOADS, "1") != "0"
+
+
 class _Sink:
     """Where downloaded bytes go. Whatever the caller hands over ends up exactly as if the bytes
     had been written to it in order at its current position, and its file offset ends after
@@ -284,6 +295,20 @@ class _Sink:
         with self._lock:
             self._end = max(self._end, pos)
 
+    def range_writer(self, pos: int, direct: bool) -> "_RangeWriter":
+        """A writer of bytes from `pos` on (handed over in order); with `direct` (a large
+        download) and a regular file, around the page cache (gfs/direct_io.py: a download is
+        rarely read back at once, and fresh cache pages cost most of a get's CPU here)."""
+        if direct and self.seekable:
+            direct = DirectAppender(self._fd, f"/proc/self/fd/{self._fd}",
+                                    start=self._base + pos, pad_tail=False)
+            if not direct.direct:              # refused by the file system: plain writes
+                direct.close()
+                direct = None
+        else:
+            direct = None
+        return _RangeWriter(self, pos, direct)
+
     def finish(self) -> None:
         """Leave the file offset after the last byte written, as sequential writes would."""
         if self.seekable:
@@ -293,6 +318,93 @@ class _Sink:
             self._f.seek(self._base + self._end)
         elif hasattr(self._f, "flush"):
             self._f.flush()
+
+
+class _RangeWriter:
+    """The bytes of one range of a _Sink, in order: through a DirectAppender, or `write_at`."""
+
+    def __init__(self, sink: _Sink, pos: int, direct: DirectAppender | None):
+        self._sink, self.pos, self._direct = sink, pos, direct
+
+    def write(self, piece: memoryview) -> None:
+        if self._direct is None:
+            self._sink.write_at(self.pos, piece)
+        else:
+            self._direct.write(piece)
+        self.pos += len(piece)
+
+    def __enter__(self) -> "_RangeWriter":
+        return self
+
+    def __exit__(self, kind, *_) -> None:
+        """Write what a direct writer still stages (also after a failure: the bytes handed
+        over are in the file, as with plain writes), then account for them in the sink."""
+        if self._direct is None:
+            return
+        try:
+            self._direct.finish()
+        finally:
+            self._direct.close()
+            with self._sink._lock:
+                self._sink._end = max(self._sink._end, self._direct.end - self._sink._base)
+
+
+READ_AHEAD_BYTES = 16 << 20   # of each chunk range read ahead for an in-order sink
+
+
+class _Abandoned(Exception):
+    """The download a read-ahead belongs to stopped (not a GfsError: read_chunk must not take
+    it for a replica's failure and try the next one)."""
+
+
+class _ReadAhead:
+    """The pieces of one chunk range, read ahead for an in-order sink: `write` (the reader)
+    waits while `budget` bytes are held; `drain` (the writer) yields them in order, then
+    raises what the reader ended with. Pieces are kept as handed over: read_chunk's sink gets
+    buffers of their own, not views of one reused."""
+
+    def __init__(self, budget: int):
+        self.pos = 0                       # bytes received
+        self._budget, self._held = budget, 0
+        self._pieces: deque = deque()
+        self._cond = threading.Condition()
+        self._ended, self._error, self._abandoned = False, None, False
+
+    def write(self, piece: memoryview) -> None:
+        with self._cond:
+            while self._held >= self._budget and not self._abandoned:
+                self._cond.wait()
+            if self._abandoned:
+                raise _Abandoned()
+            self._pieces.append(piece)
+            self._held += len(piece)
+            self.pos += len(piece)
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            self._ended, self._error = True, error
+            self._cond.notify_all()
+
+    def abandon(self) -> None:
+        with self._cond:
+            self._abandoned = True
+            self._pieces.clear()
+            self._cond.notify_all()
+
+    def drain(self) -> Iterator[memoryview]:
+        while True:
+            with self._cond:
+                while not self._pieces and not self._ended:
+                    self._cond.wait()
+                if not self._pieces:
+                    if self._error is not None:
+                        raise self._error
+                    return
+                piece = self._pieces.popleft()
+                self._held -= len(piece)
+                self._cond.notify_all()
+            yield piece
 
 
 @contextmanager
@@ -945,20 +1057,59 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         if info.inline:
             return self._write_inline(info, sink, offset, end, progress)
         with _opened(sink, "wb", _Sink) as out:
-            workers = parallel if out.seekable else 1
-            jobs = [(info.path, c, lo, hi, out, offset, progress)
-                    for c, lo, hi in _chunk_ranges(info, offset, end)]
+            direct = end - offset >= DIRECT_DOWNLOAD_MIN and direct_downloads()
+            ranges = list(_chunk_ranges(info, offset, end))
             try:
-                if workers == 1:
-                    for job in jobs:
-                        self._read_range(*job)
-                else:
-                    with ThreadPoolExecutor(max_workers=workers) as pool:
-                        for f in [pool.submit(self._read_range, *job) for job in jobs]:
+                if parallel <= 1 or len(ranges) <= 1:
+                    for c, lo, hi in ranges:
+                        with out.range_writer(c.index_offset + lo - offset, direct) as w:
+                            self._read_range(path, c, lo, hi, w, progress)
+                elif out.seekable:            # each chunk's range written where it belongs
+                    def job(c: ChunkInfo, lo: int, hi: int) -> None:
+                        with out.range_writer(c.index_offset + lo - offset, direct) as w:
+                            self._read_range(path, c, lo, hi, w, progress)
+
+                    with ThreadPoolExecutor(max_workers=parallel) as pool:
+                        for f in [pool.submit(job, *r) for r in ranges]:
                             f.result()
+                else:
+                    self._read_ahead_in_order(path, ranges, out, parallel, progress)
             finally:
                 out.finish()
         return end - offset
+
+    def _read_ahead_in_order(self, path: str, ranges: list[tuple["ChunkInfo", int, int]],
+                             out: "_Sink", parallel: int,
+                             progress: Callable[[int], None] | None) -> None:
+        """Chunk ranges read `parallel` at a time into a sink that takes bytes only in order (a
+        pipe, a terminal): the ranges after the one being written are read ahead into memory,
+        at most READ_AHEAD_BYTES each (their readers wait beyond), so the chunkservers' disks
+        and streams overlap as they do for a file."""
+        pending = [_ReadAhead(READ_AHEAD_BYTES) for _ in ranges]
+
+        def job(r: tuple[ChunkInfo, int, int], into: _ReadAhead) -> None:
+            try:
+                self._read_range(path, *r, into, None)
+            except BaseException as err:
+                into.end(err)
+            else:
+                into.end()
+
+        pool = ThreadPoolExecutor(max_workers=parallel)
+        try:
+            for r, into in zip(ranges, pending):
+                pool.submit(job, r, into)
+            pos = 0
+            for into in pending:
+                for piece in into.drain():
+                    out.write_at(pos, piece)
+                    pos += len(piece)
+                    if progress:
+                        progress(len(piece))
+        finally:
+            for into in pending:
+                into.abandon()
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _write_inline(self, info: FileInfo, sink: str | BinaryIO, offset: int, end: int,
                       progress: Callable[[int], None] | None) -> int:
@@ -979,19 +1130,19 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             progress(end - offset)
         return end - offset
 
-    def _read_range(self, path: str, chunk: ChunkInfo, lo: int, hi: int, out: "_Sink",
-                    base: int, progress: Callable[[int], None] | None) -> None:
-        start = pos = chunk.index_offset + lo - base
+    def _read_range(self, path: str, chunk: ChunkInfo, lo: int, hi: int, writer,
+                    progress: Callable[[int], None] | None) -> None:
+        """Bytes [lo, hi) of `chunk` to `writer` (a _RangeWriter or _ReadAhead: `write` and
+        `pos`), fetching a fresh capability once if the one held expired meanwhile."""
+        start = writer.pos
 
         def sink(piece: memoryview) -> None:
-            nonlocal pos
-            out.write_at(pos, piece)
-            pos += len(piece)
+            writer.write(piece)
             if progress:
                 progress(len(piece))
 
         for attempt in range(2):
-            done = pos - start
+            done = writer.pos - start
             try:
                 self.read_chunk(chunk, lo + done, hi, sink)
                 return

@@ -330,6 +330,7 @@ def read_chunk(channels: Channels, handle: int, version: int, replicas: list[str
                report_bad: Callable[[str, str], None] | None = None,
                timeout: float = 600.0, *, capability: bytes = b"") -> None:
     """Deliver bytes [offset, offset+length) of a chunk to `sink`, in order, each block verified.
+    Each piece is a buffer of its own (never a view of one reused), so the sink may keep it.
 
     Failover is per block: on any error the next replica continues at the block where the last
     one stopped. A replica that stopped on a bad block (its own DATA_LOSS, or a block failing

@@ -117,6 +117,74 @@ def test_client_get_into_file_objects(cluster, tmp_path):
         assert buf.getvalue() == b"keep" + A
 
 
+def cached_pages(path) -> int:
+    """Pages of `path` in the page cache, per util-linux fincore."""
+    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "PAGES",
+                           str(path)], capture_output=True, text=True, check=True)
+    return int(done.stdout.split()[0])
+
+
+def test_large_downloads_into_files_land_exactly_around_the_page_cache(cluster, env, tmp_path,
+                                                                        monkeypatch):
+    """A download of 8 MiB or more writes its chunks' ranges around the page cache
+    (gfs/direct_io.py): aligned parts directly, heads and tails before and after them through
+    the cache. Whatever the file offset the caller left, the bytes land exactly, the bytes
+    around them stay, and the offset ends after them."""
+    try:
+        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
+    except OSError as err:
+        pytest.skip(f"{tmp_path}'s file system refuses O_DIRECT ({err.strerror})")
+    big = os.urandom(9 * CHUNK + 12_345)
+    path = tmp_path / "big"
+    with cluster.client() as c:
+        c.put(io.BytesIO(big), "/BIG")
+        c.get("/BIG", str(path))
+        assert cached_pages(path) <= 9 + 1          # a tail page at most per range
+        assert path.read_bytes() == big
+        with open(path, "wb") as f:               # unaligned: 10 bytes the caller buffered
+            f.write(b"x" * 10)
+            c.get("/BIG", f)
+            f.write(b"y")
+        assert path.read_bytes() == b"x" * 10 + big + b"y"
+        path.write_bytes(b"T" * (len(big) + 5000))
+        with open(path, "r+b") as f:              # bytes after the range stay
+            f.seek(3)
+            c.get("/BIG", f, offset=777)
+            assert f.tell() == 3 + len(big) - 777
+        assert path.read_bytes() == b"TTT" + big[777:] + b"T" * (5000 + 777 - 3)
+        monkeypatch.setenv("GFS_DIRECT_DOWNLOADS", "0")
+        path.unlink()
+        c.get("/BIG", str(path))                  # the contrast: the same bytes, cached
+        assert cached_pages(path) > len(big) // 4096 // 2
+        assert path.read_bytes() == big
+    out = tmp_path / "out"
+    shell(f"(echo before; gfs get /BIG -; gfs cat /B) > {out}", env)
+    assert out.read_bytes() == b"before\n" + big + B
+
+
+def test_in_order_sinks_get_chunks_read_ahead_in_order_and_a_reader_that_stops_frees_them(
+        cluster, env, tmp_path):
+    """A pipe or a file object without a descriptor takes bytes only in order: the chunks after
+    the one being written are read ahead in parallel (bounded), and come out in order; a
+    reader that stops early (`head`) ends the download at once, nothing left hanging."""
+    big = os.urandom(9 * CHUNK + 4321)
+    with cluster.client() as c:
+        c.put(io.BytesIO(big), "/BIG2")
+        buf = io.BytesIO()
+        c.get("/BIG2", buf)
+        assert buf.getvalue() == big
+        buf = io.BytesIO()
+        c.get("/BIG2", buf, offset=CHUNK + 5, length=5 * CHUNK)
+        assert buf.getvalue() == big[CHUNK + 5:6 * CHUNK + 5]
+    out = tmp_path / "out"
+    shell(f"gfs get /BIG2 - | cat > {out}", env)
+    assert out.read_bytes() == big
+    started = time.monotonic()
+    shell(f"(gfs get /BIG2 - || true) | head -c 1000 > {out}", env)
+    assert out.read_bytes() == big[:1000]
+    assert time.monotonic() - started < 30
+
+
 # --- paths as people type them -------------------------------------------------------------------
 
 def test_trailing_slashes_name_directories(env, tmp_path):

@@ -1,4 +1,4 @@
-"""ChunkFileAppender: bytes appended around the page cache (O_DIRECT) land exactly, padded tails
+"""DirectAppender: bytes appended around the page cache (O_DIRECT) land exactly, padded tails
 cut off; where O_DIRECT is refused (at open, or at a write) the page cache takes over from
 where the direct writes stopped, nothing lost or doubled."""
 from __future__ import annotations
@@ -11,16 +11,16 @@ import shutil
 
 import pytest
 
-from chunkserver import direct_io
-from chunkserver.direct_io import STAGE_BYTES, ChunkFileAppender
+from gfs import direct_io
+from gfs.direct_io import ALIGN, STAGE_BYTES, DirectAppender
 from chunkserver.store import ChunkStore
 
 PIECES = [1, 4095, 4097, 65536, STAGE_BYTES - 3, STAGE_BYTES, 100_003, 7]
 
 
-def append_all(path: str, data: bytes, pieces=PIECES, direct=True) -> ChunkFileAppender:
+def append_all(path: str, data: bytes, pieces=PIECES, direct=True) -> DirectAppender:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-    out = ChunkFileAppender(fd, path, direct=direct)
+    out = DirectAppender(fd, path, direct=direct)
     pos, i = 0, 0
     try:
         while pos < len(data):
@@ -145,3 +145,48 @@ def test_a_stored_chunk_is_read_back_whole_after_direct_writes(tmp_path):
     assert os.path.getsize(store.data_path(meta)) == len(data)
     assert b"".join(store.read(9)) == data
     assert b"".join(ChunkStore(str(tmp_path / "cs")).read(9)) == data      # and after a restart
+
+
+@pytest.mark.parametrize("start,length", [(0, 3 * STAGE_BYTES + 12_345), (4096, STAGE_BYTES),
+                                          (1, 2 * STAGE_BYTES), (ALIGN - 1, 5),
+                                          (12_345, STAGE_BYTES + ALIGN + 1), (8192, 0)])
+def test_a_range_in_the_middle_of_a_file_lands_exactly_and_touches_nothing_around_it(
+        tmp_path, start, length):
+    """A download writes its ranges into a file others' bytes surround: the head before the
+    first aligned offset and the tail after the last go through the page cache, nothing is
+    padded and the file is not cut."""
+    needs_o_direct(tmp_path)
+    path = str(tmp_path / "download")
+    around = random.Random(start).randbytes(start + length + 3 * ALIGN + 17)
+    with open(path, "wb") as f:
+        f.write(around)
+    data = random.Random(length).randbytes(length)
+    fd = os.open(path, os.O_RDWR)
+    out = DirectAppender(fd, f"/proc/self/fd/{fd}", start=start, pad_tail=False)
+    try:
+        for at in range(0, length, 300_001):
+            out.write(memoryview(data)[at:at + 300_001])
+        assert out.end == start + length
+        out.finish()
+        assert out.direct
+    finally:
+        out.close()
+        os.close(fd)
+    with open(path, "rb") as f:
+        assert f.read() == around[:start] + data + around[start + length:]
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore not installed")
+def test_a_range_leaves_at_most_its_head_and_tail_pages_in_the_page_cache(tmp_path):
+    needs_o_direct(tmp_path)
+    path = str(tmp_path / "download")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    out = DirectAppender(fd, f"/proc/self/fd/{fd}", start=100, pad_tail=False)
+    try:
+        out.write(memoryview(os.urandom(8 * STAGE_BYTES)))
+        out.finish()
+    finally:
+        out.close()
+        os.close(fd)
+    assert os.path.getsize(path) == 100 + 8 * STAGE_BYTES
+    assert cached_pages(path) <= 2
