@@ -10,8 +10,9 @@ capability) and begun and committed through the same code as WriteChunk
 came with, passed down the chain, written with the sums verified here; the DONE answer only once
 this replica's fsync and the next replica's DONE are both in.
 
-Bounded: one span (1 MiB) in memory per connection (a write receives every span into the same
-buffer); a request larger than its fixed header, a 256-byte capability and a 1 KiB chain is
+Bounded: a write receives every span (1 MiB) into the same buffer; a read passes through three
+page-aligned span buffers of its connection (the span being sent and the next two, read ahead
+from the disk meanwhile: chunkserver/direct_reads.py); a request larger than its fixed header, a 256-byte capability and a 1 KiB chain is
 refused before anything is read into memory; a peer that stops sending or stops reading for
 `io_timeout` seconds is disconnected. A malformed request gets an ERROR frame and the
 connection is closed; a refused or failed read gets an ERROR frame and the connection takes the
@@ -29,6 +30,7 @@ from typing import Callable, Iterator, Protocol
 
 from prometheus_client import Counter
 
+from chunkserver.direct_reads import SpanRing
 from gfs.bulk import (COMMIT, DATA, END, FORMAT, FRAME, MAGIC, MAX_CAPABILITY, MAX_CHAIN,
                       MAX_SPAN, OP_READ, OP_WRITE, REQUEST, START, ProtocolError, encode_done,
                       encode_error, encode_span, first_bad_block, recv_exact, recv_into_exact,
@@ -136,9 +138,12 @@ class BulkServer:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self._tls is not None:
                 conn = self._tls.wrap_socket(conn, server_side=True)
-            spans = bytearray(MAX_SPAN)  # this connection's reads pass through it, span by span
-            while self._one_request(conn, spans):
-                pass
+            spans = SpanRing(MAX_SPAN)   # this connection's reads pass through it, span by span
+            try:
+                while self._one_request(conn, spans):
+                    pass
+            finally:
+                spans.close()
         except ProtocolError as err:
             BULK_REFUSED.labels("truncated").inc()
             log.debug("bulk connection dropped: %s", err)
@@ -151,7 +156,7 @@ class BulkServer:
             conn.close()
             self._slots.release()
 
-    def _one_request(self, conn: socket.socket, spans: bytearray) -> bool:
+    def _one_request(self, conn: socket.socket, spans: SpanRing) -> bool:
         """Serve one read (through `spans`) or write; False when the connection is to be
         closed."""
         head = conn.recv(REQUEST.size)
@@ -175,7 +180,7 @@ class BulkServer:
         return self._write(conn, capability, handle, version, chain.split(",") if chain else [])
 
     def _read(self, conn: socket.socket, capability: bytes, handle: int, version: int,
-              offset: int, length: int, buffer: bytearray) -> bool:
+              offset: int, length: int, buffer: SpanRing) -> bool:
         try:
             self._authorize(capability, handle, version)
             meta, spans = self._open_read(handle, version, offset, length, into=buffer)

@@ -23,6 +23,7 @@ from typing import Callable, Iterator
 import grpc
 from prometheus_client import Counter
 
+from chunkserver.direct_reads import SpanRing
 from chunkserver.store import TIERS, ChunkMeta, ChunkStore, ChunkWriter
 from gfs.auth.capability import READ, SIZE, WRITE, CapabilityVerifier, UnknownKey
 from gfs.auth.daemon import DaemonAuth, body_of
@@ -296,7 +297,7 @@ class ChunkserverService(cpb_grpc.ChunkserverServicer):
                                    chunk_length=meta.length)
 
     def open_read(self, handle: int, version: int, offset: int, length: int, *,
-                  into: bytearray | None = None
+                  into: bytearray | SpanRing | None = None
                   ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
         """Validate a read of [offset, offset + length) (length -1: to the end; version 0:
         whatever is stored) and open it: whole blocks only (a range ending inside a block gets

@@ -93,6 +93,7 @@ import xxhash
 import zstandard
 
 from chunkserver import cold
+from chunkserver.direct_reads import DirectReads, SpanRing
 from gfs.direct_io import DirectAppender
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import (DataLoss, FailedPrecondition, InvalidArgument, NotFound,
@@ -379,6 +380,7 @@ class ChunkStore:
         self._index: dict[int, ChunkMeta] = self._scan()
         self._stored = sum(m.stored_bytes for m in self._index.values())
         self._reserved = 0                # bytes being received by open writers
+        self._direct_reads = DirectReads()  # bulk reads of hot chunks (chunkserver/direct_reads.py)
 
     # -- public API ----------------------------------------------------------------------------
 
@@ -416,7 +418,7 @@ class ChunkStore:
         return self._stream(src, offset, end)
 
     def read_spans(self, handle: int, offset: int = 0, length: int = -1,
-                   version: int | None = None, *, into: bytearray | None = None
+                   version: int | None = None, *, into: bytearray | SpanRing | None = None
                    ) -> tuple[ChunkMeta, Iterator[tuple[int, memoryview, tuple[int, ...]]]]:
         """The replica's metadata and the whole blocks covering [offset, offset + length), in
         spans of up to 1 MiB: (offset of the span, its bytes, the block sums of the sidecar
@@ -426,10 +428,13 @@ class ChunkStore:
 
         `into` (at least SPAN_BYTES): hot spans are read into it, each valid only until the
         next is asked for - for a sender that sends each span before taking the next, and so
-        allocates (and faults in) no fresh megabyte per span."""
+        allocates (and faults in) no fresh megabyte per span. A SpanRing (a bulk connection's)
+        also reads ahead and around the page cache: chunkserver/direct_reads.py."""
         src, end = self._open_checked(handle, offset, length, version)
-        if into is not None and len(into) < SPAN_BYTES:
-            raise ValueError(f"a read buffer of {len(into)} bytes; spans take {SPAN_BYTES}")
+        size = into.span_bytes if isinstance(into, SpanRing) else len(into or ())
+        if into is not None and size < SPAN_BYTES:
+            src.file.close()
+            raise ValueError(f"a read buffer of {size} bytes; spans take {SPAN_BYTES}")
 
         def spans() -> Iterator[tuple[int, memoryview, tuple[int, ...]]]:
             with src.file:
@@ -979,7 +984,7 @@ class ChunkStore:
                 yield span_start + at, span[at:at + BLOCK_SIZE]
 
     def _spans(self, src: _Source, start: int, end: int,
-               into: bytearray | None = None) -> Iterator[tuple[int, memoryview]]:
+               into: bytearray | SpanRing | None = None) -> Iterator[tuple[int, memoryview]]:
         """Yield (offset, whole blocks) for the blocks overlapping [start, end), up to
         SPAN_BLOCKS blocks (hot) or one frame (cold) at a time, read with one system call and
         each block verified against its block sum. At a bad block, the intact blocks before it
@@ -1007,8 +1012,20 @@ class ChunkStore:
         yield first * BLOCK_SIZE, view[:want]
 
     def _hot_spans(self, src: _Source, first: int, stop: int,
-                   into: bytearray | None = None) -> Iterator[tuple[int, memoryview]]:
+                   into: bytearray | SpanRing | None = None) -> Iterator[tuple[int, memoryview]]:
         meta, fd = src.meta, src.file.fileno()
+        if isinstance(into, SpanRing):
+            spans = [(lo, min(min(stop, lo + SPAN_BLOCKS) * BLOCK_SIZE, meta.length)
+                      - lo * BLOCK_SIZE) for lo in range(first, stop, SPAN_BLOCKS)]
+            at = [(lo * BLOCK_SIZE, want) for lo, want in spans]
+            views = self._direct_reads.spans(
+                fd, at, into, self._direct_reads.around_cache(meta.handle, meta.version, at))
+            try:
+                for (lo, want), view in zip(spans, views):
+                    yield from self._verified(src, lo, view, want)
+            finally:
+                views.close()             # waits for reads still writing into the ring
+            return
         buffer = memoryview(into) if into is not None else None
         for lo in range(first, stop, SPAN_BLOCKS):
             hi = min(stop, lo + SPAN_BLOCKS)

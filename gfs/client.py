@@ -299,15 +299,17 @@ class _Sink:
         """A writer of bytes from `pos` on (handed over in order); with `direct` (a large
         download) and a regular file, around the page cache (gfs/direct_io.py: a download is
         rarely read back at once, and fresh cache pages cost most of a get's CPU here)."""
+        appender = None
         if direct and self.seekable:
-            direct = DirectAppender(self._fd, f"/proc/self/fd/{self._fd}",
-                                    start=self._base + pos, pad_tail=False)
-            if not direct.direct:              # refused by the file system: plain writes
-                direct.close()
-                direct = None
-        else:
-            direct = None
-        return _RangeWriter(self, pos, direct)
+            try:
+                appender = DirectAppender(self._fd, f"/proc/self/fd/{self._fd}",
+                                          start=self._base + pos, pad_tail=False)
+            except OSError:                    # no /proc, or the file cannot be reopened
+                appender = None
+            if appender is not None and not appender.direct:   # refused by the file system
+                appender.close()
+                appender = None
+        return _RangeWriter(self, pos, appender)
 
     def finish(self) -> None:
         """Leave the file offset after the last byte written, as sequential writes would."""
