@@ -63,8 +63,8 @@ def _unmount(cluster, where: str, pid: int) -> None:
         pass
 
 
-def _dd(src: str, dst: str) -> None:
-    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M", "status=none"], check=True)
+def _dd(src: str, dst: str, *flags: str) -> None:
+    subprocess.run(["dd", f"if={src}", f"of={dst}", "bs=1M", "status=none", *flags], check=True)
 
 
 def tmpfs_spool(size: int) -> str | None:
@@ -92,11 +92,11 @@ def large_file(cluster, client, mnt: str, work: str, size: int, reps: int, seed:
                 lambda: _dd(source, f"{mnt_tmpfs}/tmpfs-{rep}.bin")) / MB)
             reclaim(cluster, client, f"/bench/tmpfs-{rep}.bin")
         # Each read writes a new local file (overwriting the last one's cached pages costs
-        # the writer more, and only the second reader would pay it). The first read after the
-        # writes is slower whoever makes it (chunkservers write around the page cache, so it
-        # is the first to take fresh cache pages: docs/benchmarks.md): the two take turns.
+        # the writer more, and only the second reader would pay it), around the page cache as
+        # `gfs get` writes a large download (dd oflag=direct; docs/data-path.md), so neither
+        # pays fresh cache pages for its copy. The two take turns at being first.
         reads = [("native get", lambda: _gfs(cluster, "get", native, back)),
-                 ("mount read", lambda: _dd(f"{mnt}/mount-{rep}.bin", back))]
+                 ("mount read", lambda: _dd(f"{mnt}/mount-{rep}.bin", back, "oflag=direct"))]
         for name, read in reads if rep % 2 == 0 else reads[::-1]:
             evict_chunks(cluster)
             runs[name].append(size / _timed(read) / MB)

@@ -11,10 +11,12 @@ three page-aligned buffers, which stay mapped, and nothing is copied; the disk r
 two spans while the current one is verified and sent (the kernel's read-ahead does that for
 buffered reads; O_DIRECT has none).
 
-The first bulk read of a region (8 MiB) of a chunk goes around the page cache. So that a chunk
-read again and again is cached like any hot file, each region read is remembered for
-REREAD_WINDOW_S: a read of it within that window goes through the page cache (and fills it),
-and later ones find it there.
+The first bulk read of a span's bytes goes around the page cache. So that a chunk read again and
+again is cached like any hot file, the mebibytes of each chunk read are remembered for
+REREAD_WINDOW_S (as a bit per MiB of an 8 MiB region): a span whose every MiB was read within
+that window goes through the page cache (and fills it), and later reads find it there. A
+sequential reader asking for small consecutive ranges is not taken for a re-reader (each of
+its spans has a MiB nobody read yet).
 (Asking the cache first with `RWF_NOWAIT` does not work: a refused read still starts the
 kernel's read-ahead into fresh cache pages.)
 Where O_DIRECT is refused (EINVAL: tmpfs before Linux 6.6, some FUSE file systems) spans are
@@ -34,8 +36,9 @@ from typing import Iterator
 ALIGN = 4096                # of O_DIRECT buffers, offsets and lengths
 RING = 3                    # buffers per connection: the span being sent and two being read
 READERS = 8                 # threads of a chunkserver doing the disk reads of every connection
-REREAD_WINDOW_S = 600.0     # a region read again within it is read through the page cache
-REGION = 8 << 20            # bytes of a chunk remembered as one
+REREAD_WINDOW_S = 600.0     # bytes read again within it are read through the page cache
+SLOT_SHIFT = 20             # a MiB: the unit remembered as read
+REGION = 8 << 20            # bytes of a chunk remembered in one entry (a bit per MiB)
 REMEMBERED = 16384          # regions remembered (128 GiB; the oldest forgotten)
 
 
@@ -67,28 +70,35 @@ class DirectReads:
         self._pool = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="chunk-read")
         self._window = window_s
         self._lock = threading.Lock()
-        self._read_around: OrderedDict[tuple[int, int], float] = OrderedDict()
+        # (handle, version, region) -> (when, bit mask of the MiBs read)
+        self._read: OrderedDict[tuple[int, int, int], tuple[float, int]] = OrderedDict()
         self._refused = False      # the file system refused O_DIRECT: page cache from now on
 
     def around_cache(self, handle: int, version: int, spans: list[tuple[int, int]]
                      ) -> list[bool]:
         """For each (offset, length) span of a read of chunk (handle, version): should it go
-        around the page cache? Yes where its region was not read within the window; no where
-        it was (it is wanted again: cache it)."""
+        around the page cache? Yes unless every MiB it touches was read within the window (it
+        is wanted again: cache it). Records the MiBs of this read as read now."""
         now = time.monotonic()
-        fresh: dict[int, bool] = {}
+        slots_per_region = REGION >> SLOT_SHIFT
+        answers = []
         with self._lock:
-            for at, _ in spans:
-                region = at // REGION
-                if region not in fresh:
+            seen: dict[int, int] = {}            # region -> MiBs read before this read
+            for at, want in spans:
+                again = True
+                for slot in range(at >> SLOT_SHIFT, (at + max(want, 1) - 1 >> SLOT_SHIFT) + 1):
+                    region, bit = divmod(slot, slots_per_region)
+                    if region not in seen:
+                        when, mask = self._read.pop((handle, version, region), (0.0, 0))
+                        seen[region] = mask if when and now - when < self._window else 0
+                        self._read[(handle, version, region)] = (now, seen[region])
+                    again = again and bool(seen[region] >> bit & 1)
                     key = (handle, version, region)
-                    last = self._read_around.pop(key, None)
-                    self._read_around[key] = now
-                    fresh[region] = last is None or now - last >= self._window
-            while len(self._read_around) > REMEMBERED:
-                self._read_around.popitem(last=False)
-            refused = self._refused
-        return [fresh[at // REGION] and not refused for at, _ in spans]
+                    self._read[key] = (now, self._read[key][1] | 1 << bit)
+                answers.append(not again and not self._refused)
+            while len(self._read) > REMEMBERED:
+                self._read.popitem(last=False)
+        return answers
 
     def spans(self, fd: int, spans: list[tuple[int, int]], ring: SpanRing,
               around_cache: list[bool]) -> Iterator[memoryview]:

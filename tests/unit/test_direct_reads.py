@@ -120,15 +120,23 @@ def test_a_refused_o_direct_reads_through_the_cache(store, ring, monkeypatch):
     assert b"".join(v for _, v, _ in spans(store, 12, ring)) == data
 
 
-def test_regions_are_remembered_within_the_window_only(monkeypatch):
+def test_bytes_read_are_remembered_within_the_window_only(monkeypatch):
     now = [1000.0]
     monkeypatch.setattr(direct_reads.time, "monotonic", lambda: now[0])
     reads = DirectReads(readers=1, window_s=60)
+    mib = 1 << 20
     try:
         at = [(0, SPAN_BYTES), (REGION, SPAN_BYTES)]
         assert reads.around_cache(1, 1, at) == [True, True]
-        assert reads.around_cache(1, 1, at[:1]) == [False]
+        assert reads.around_cache(1, 1, at[:1]) == [False]       # read again: cache it
         assert reads.around_cache(1, 2, at[:1]) == [True]        # another version
+        # A sequential reader in small, unaligned ranges is no re-reader: each range has a
+        # MiB nobody read yet, though it shares one with the range before.
+        assert reads.around_cache(2, 1, [(0, mib + mib // 2)]) == [True]
+        assert reads.around_cache(2, 1, [(mib + mib // 2, mib + mib // 2)]) == [True]
+        assert reads.around_cache(2, 1, [(mib // 2, 2 * mib)]) == [False]   # all read before
+        # Spans of one read do not count each other's bytes as read before.
+        assert reads.around_cache(3, 1, [(0, mib + 4096), (mib, mib)]) == [True, True]
         now[0] += 61
         assert reads.around_cache(1, 1, at) == [True, True]
     finally:
