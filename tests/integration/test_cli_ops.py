@@ -14,6 +14,7 @@ import pytest
 from gfs.client import Client
 from gfs.errors import GfsError
 from gfs.units import parse_size
+from tests.page_cache import cached_pages, needs_o_direct
 
 CHUNK = 1 << 20
 OPTS = {"master": {"election-timeout": 0.3, "chunk-size": "1MiB", "dead-after": 3},
@@ -117,23 +118,13 @@ def test_client_get_into_file_objects(cluster, tmp_path):
         assert buf.getvalue() == b"keep" + A
 
 
-def cached_pages(path) -> int:
-    """Pages of `path` in the page cache, per util-linux fincore."""
-    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "PAGES",
-                           str(path)], capture_output=True, text=True, check=True)
-    return int(done.stdout.split()[0])
-
-
 def test_large_downloads_into_files_land_exactly_around_the_page_cache(cluster, env, tmp_path,
                                                                         monkeypatch):
     """A download of 8 MiB or more writes its chunks' ranges around the page cache
     (gfs/direct_io.py): aligned parts directly, heads and tails before and after them through
     the cache. Whatever the file offset the caller left, the bytes land exactly, the bytes
     around them stay, and the offset ends after them."""
-    try:
-        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
-    except OSError as err:
-        pytest.skip(f"{tmp_path}'s file system refuses O_DIRECT ({err.strerror})")
+    needs_o_direct(tmp_path)
     big = os.urandom(9 * CHUNK + 12_345)
     path = tmp_path / "big"
     with cluster.client() as c:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import subprocess
 import shutil
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from gfs import direct_io
 from gfs.direct_io import ALIGN, STAGE_BYTES, DirectAppender
 from chunkserver.store import ChunkStore
+from tests.page_cache import cached_pages, needs_o_direct, refuse_o_direct
 
 PIECES = [1, 4095, 4097, 65536, STAGE_BYTES - 3, STAGE_BYTES, 100_003, 7]
 
@@ -33,20 +33,6 @@ def append_all(path: str, data: bytes, pieces=PIECES, direct=True) -> DirectAppe
         out.close()
         os.close(fd)
     return out
-
-
-def needs_o_direct(where) -> None:
-    try:
-        os.close(os.open(str(where / "probe"), os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
-    except OSError as err:
-        pytest.skip(f"{where}'s file system refuses O_DIRECT ({err.strerror})")
-
-
-def cached_pages(path: str) -> int:
-    """Pages of `path` in the page cache, per util-linux fincore."""
-    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "PAGES", path],
-                          capture_output=True, text=True, check=True)
-    return int(done.stdout.split()[0])
 
 
 @pytest.mark.parametrize("length", [0, 1, 4096, 4097, STAGE_BYTES, STAGE_BYTES + 1,
@@ -74,14 +60,7 @@ def test_direct_bytes_leave_the_page_cache_alone(tmp_path):
 
 
 def test_a_refused_open_writes_through_the_page_cache(tmp_path, monkeypatch):
-    real_open = os.open
-
-    def no_direct(path, flags, *args):
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "O_DIRECT refused")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(direct_io.os, "open", no_direct)
+    refuse_o_direct(monkeypatch, direct_io)
     data = random.Random(1).randbytes(2 * STAGE_BYTES + 999)
     path = str(tmp_path / "chunk")
     out = append_all(path, data)

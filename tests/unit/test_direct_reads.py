@@ -4,11 +4,9 @@ one through it, bad blocks and short files still DataLoss, a read abandoned midw
 ring whole for the next, and a file system refusing O_DIRECT is read through the cache."""
 from __future__ import annotations
 
-import errno
 import os
 import random
 import shutil
-import subprocess
 
 import pytest
 
@@ -17,14 +15,12 @@ from chunkserver.direct_reads import REGION, DirectReads, SpanRing
 from chunkserver.store import SPAN_BYTES, ChunkStore
 from gfs.checksum import BLOCK_SIZE
 from gfs.errors import DataLoss
+from tests.page_cache import cached_pages, needs_o_direct, refuse_o_direct
 
 
 @pytest.fixture
 def store(tmp_path):
-    try:
-        os.close(os.open(tmp_path / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600))
-    except OSError as err:
-        pytest.skip(f"{tmp_path}'s file system refuses O_DIRECT ({err.strerror})")
+    needs_o_direct(tmp_path)
     return ChunkStore(str(tmp_path / "cs"))
 
 
@@ -44,12 +40,6 @@ def put(store: ChunkStore, handle: int, data: bytes):
 def spans(store, handle, ring, offset=0, length=-1):
     return [(at, bytes(view), sums) for at, view, sums in
             store.read_spans(handle, offset, length, into=ring)[1]]
-
-
-def cached_pages(path: str) -> int:
-    done = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "PAGES", path],
-                          capture_output=True, text=True, check=True)
-    return int(done.stdout.split()[0])
 
 
 @pytest.mark.parametrize("length", [1, BLOCK_SIZE, SPAN_BYTES + 1, 7 * SPAN_BYTES + 4097])
@@ -105,14 +95,7 @@ def test_a_read_abandoned_midway_leaves_the_ring_whole_for_the_next(store, ring)
 
 
 def test_a_refused_o_direct_reads_through_the_cache(store, ring, monkeypatch):
-    real_open = os.open
-
-    def no_direct(path, flags, *args):
-        if flags & os.O_DIRECT:
-            raise OSError(errno.EINVAL, "O_DIRECT refused")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(direct_reads.os, "open", no_direct)
+    refuse_o_direct(monkeypatch, direct_reads)
     data = os.urandom(3 * SPAN_BYTES + 123)
     put(store, 12, data)
     assert b"".join(v for _, v, _ in spans(store, 12, ring)) == data
