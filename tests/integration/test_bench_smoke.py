@@ -105,7 +105,7 @@ def test_quick_subset_writes_report_json_and_plots(run):
         assert len(payload["suites"]["failover"]["etcd"]["seconds"]) == 1
 
     data = payload["suites"]["datapath"]
-    assert {r["op"] for r in data["results"]} == {"put", "get"}
+    assert {r["op"] for r in data["results"]} == {"put", "get-null", "get"}
     assert all(r["mb_s"]["median"] > 0 and r["errors"] == 0 for r in data["results"])
     assert all(v["peak_rss"] for k, v in data["processes"].items() if k.startswith("chunkserver"))
     assert len(payload["suites"]["failover"]["gfs"]["seconds"]) == 1
