@@ -345,6 +345,10 @@ class _RangeWriter:
             return
         try:
             self._direct.finish()
+        except OSError:
+            if kind is None:
+                raise
+            # (else the download already failed: that first error is the one to report)
         finally:
             self._direct.close()
             with self._sink._lock:
