@@ -25,6 +25,7 @@ read through the page cache as before.
 from __future__ import annotations
 
 import errno
+import math
 import mmap
 import os
 import threading
@@ -47,11 +48,20 @@ class SpanRing:
 
     def __init__(self, span_bytes: int):
         self.span_bytes = span_bytes
-        self._maps = [mmap.mmap(-1, span_bytes) for _ in range(RING)]
-        self.views = [memoryview(m) for m in self._maps]
+        self._maps: list[mmap.mmap] = []
+        self._views: list[memoryview] = []
+
+    @property
+    def views(self) -> list[memoryview]:
+        """The buffers, mapped at the connection's first read (one that only writes, as a
+        chain's connection does, maps none)."""
+        if not self._views:
+            self._maps = [mmap.mmap(-1, self.span_bytes) for _ in range(RING)]
+            self._views = [memoryview(m) for m in self._maps]
+        return self._views
 
     def close(self) -> None:
-        for v in self.views:
+        for v in self._views:
             try:
                 v.release()
             except BufferError:
@@ -83,19 +93,20 @@ class DirectReads:
         slots_per_region = REGION >> SLOT_SHIFT
         answers = []
         with self._lock:
-            seen: dict[int, int] = {}            # region -> MiBs read before this read
+            before: dict[int, int] = {}      # region -> MiBs read within the window before
+            touched: dict[int, int] = {}     # region -> MiBs this read touches
             for at, want in spans:
                 again = True
                 for slot in range(at >> SLOT_SHIFT, (at + max(want, 1) - 1 >> SLOT_SHIFT) + 1):
                     region, bit = divmod(slot, slots_per_region)
-                    if region not in seen:
-                        when, mask = self._read.pop((handle, version, region), (0.0, 0))
-                        seen[region] = mask if when and now - when < self._window else 0
-                        self._read[(handle, version, region)] = (now, seen[region])
-                    again = again and bool(seen[region] >> bit & 1)
-                    key = (handle, version, region)
-                    self._read[key] = (now, self._read[key][1] | 1 << bit)
+                    if region not in before:
+                        when, mask = self._read.pop((handle, version, region), (-math.inf, 0))
+                        before[region] = mask if now - when < self._window else 0
+                    again = again and bool(before[region] >> bit & 1)
+                    touched[region] = touched.get(region, 0) | 1 << bit
                 answers.append(not again and not self._refused)
+            for region, mask in touched.items():           # (re)inserted: the newest last
+                self._read[(handle, version, region)] = (now, before[region] | mask)
             while len(self._read) > REMEMBERED:
                 self._read.popitem(last=False)
         return answers

@@ -430,11 +430,10 @@ class ChunkStore:
         next is asked for - for a sender that sends each span before taking the next, and so
         allocates (and faults in) no fresh megabyte per span. A SpanRing (a bulk connection's)
         also reads ahead and around the page cache: chunkserver/direct_reads.py."""
-        src, end = self._open_checked(handle, offset, length, version)
         size = into.span_bytes if isinstance(into, SpanRing) else len(into or ())
         if into is not None and size < SPAN_BYTES:
-            src.file.close()
             raise ValueError(f"a read buffer of {size} bytes; spans take {SPAN_BYTES}")
+        src, end = self._open_checked(handle, offset, length, version)
 
         def spans() -> Iterator[tuple[int, memoryview, tuple[int, ...]]]:
             with src.file:

@@ -287,13 +287,15 @@ class _Sink:
         """Write `data` at `pos` bytes from the start; in-order sinks get positions in order."""
         if self.seekable:
             pwrite_all(self._fd, data, self._base + pos)
-            pos += len(data)
         else:
             with self._lock:
                 self._f.write(data)
-                pos += len(data)
+        self.wrote_to(pos + len(data))
+
+    def wrote_to(self, end: int) -> None:
+        """Bytes up to `end` (from the start) were written."""
         with self._lock:
-            self._end = max(self._end, pos)
+            self._end = max(self._end, end)
 
     def range_writer(self, pos: int, direct: bool) -> "_RangeWriter":
         """A writer of bytes from `pos` on (handed over in order); with `direct` (a large
@@ -351,8 +353,7 @@ class _RangeWriter:
             # (else the download already failed: that first error is the one to report)
         finally:
             self._direct.close()
-            with self._sink._lock:
-                self._sink._end = max(self._sink._end, self._direct.end - self._sink._base)
+            self._sink.wrote_to(self.pos)
 
 
 READ_AHEAD_BYTES = 16 << 20   # of each chunk range read ahead for an in-order sink
@@ -1065,16 +1066,16 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         with _opened(sink, "wb", _Sink) as out:
             direct = end - offset >= DIRECT_DOWNLOAD_MIN and direct_downloads()
             ranges = list(_chunk_ranges(info, offset, end))
+
+            def job(c: ChunkInfo, lo: int, hi: int) -> None:
+                with out.range_writer(c.index_offset + lo - offset, direct) as w:
+                    self._read_range(path, c, lo, hi, w, progress)
+
             try:
                 if parallel <= 1 or len(ranges) <= 1:
-                    for c, lo, hi in ranges:
-                        with out.range_writer(c.index_offset + lo - offset, direct) as w:
-                            self._read_range(path, c, lo, hi, w, progress)
+                    for r in ranges:
+                        job(*r)
                 elif out.seekable:            # each chunk's range written where it belongs
-                    def job(c: ChunkInfo, lo: int, hi: int) -> None:
-                        with out.range_writer(c.index_offset + lo - offset, direct) as w:
-                            self._read_range(path, c, lo, hi, w, progress)
-
                     with ThreadPoolExecutor(max_workers=parallel) as pool:
                         for f in [pool.submit(job, *r) for r in ranges]:
                             f.result()
