@@ -201,7 +201,9 @@ def to_old_format(data: bytes) -> bytes:
 def check_fresh_snapshot(m: Master) -> None:
     """A new snapshot file was written, and it is whole."""
     from master.snapshot_format import check_file
-    wait_for(lambda: os.path.exists(m.snapshot), what="a fresh snapshot")
+    # the file is renamed into place (and its directory fsync'd) before the index is recorded
+    wait_for(lambda: os.path.exists(m.snapshot) and m.raft.snapshot_index > 0,
+             what="a fresh snapshot, recorded")
     assert check_file(m.snapshot).last_entry[1] == m.raft.snapshot_index > 0
 
 
