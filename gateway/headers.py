@@ -12,12 +12,14 @@ IDENTITY_HEADER = "x-gfs-user"
 TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 
-def _connection_listed(headers: list[tuple[str, str]]) -> set[str]:
-    listed = set()
-    for k, v in headers:
-        if k == "connection":
-            listed.update(t.strip().lower() for t in v.split(","))
-    return listed
+_DROP_UP = HOP_BY_HOP | {IDENTITY_HEADER}
+
+
+def _dropped(headers: list[tuple[str, str]], always: frozenset[str]) -> frozenset[str]:
+    """`always`, and the fields a Connection header lists (hop-by-hop for this message);
+    `always` itself when that adds nothing."""
+    listed = {t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",")}
+    return always if listed <= always else always | listed
 
 
 def new_traceparent() -> str:
@@ -29,7 +31,7 @@ def upstream_request_headers(headers: list[tuple[str, str]], peer_ip: str, peer_
                              scheme: str, host: str, identity: str | None,
                              grpc: bool) -> tuple[list[tuple[str, str]], str]:
     """The request headers for the upstream, and the traceparent they carry."""
-    drop = HOP_BY_HOP | _connection_listed(headers) | {IDENTITY_HEADER}
+    drop = _dropped(headers, _DROP_UP)
     out: list[tuple[str, str]] = []
     forwarded = []
     traceparent = ""
@@ -63,5 +65,8 @@ def upstream_request_headers(headers: list[tuple[str, str]], peer_ip: str, peer_
 
 
 def downstream_response_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    drop = HOP_BY_HOP | _connection_listed(headers)
-    return [(k, v) for k, v in headers if k not in drop]
+    out = [(k, v) for k, v in headers if k not in HOP_BY_HOP]
+    if len(out) == len(headers):
+        return out                               # not even a Connection header
+    drop = _dropped(headers, HOP_BY_HOP)
+    return out if drop is HOP_BY_HOP else [(k, v) for k, v in out if k not in drop]

@@ -12,7 +12,7 @@ from typing import Awaitable, Callable
 from gateway import websocket
 from gateway.accesslog import AccessLog
 from gateway.headers import downstream_response_headers, upstream_request_headers
-from gateway.http.exchange import BodyTooLarge, ClientGone, Exchange
+from gateway.http.exchange import BodyTooLarge, ClientGone, Exchange, raising
 from gateway.metrics import GatewayMetrics
 from gateway.routing.cidr import client_address
 from gateway.routing.trie import normalize_path
@@ -20,6 +20,7 @@ from gateway.table import CompiledRoute, ServingTable
 from gateway.upstream.errors import Overloaded, UpstreamError, UpstreamTimeout
 from gateway.upstream.h1client import H1Upstream
 from gateway.upstream.pool import Backend, Pools
+from gateway.upstream.response import UpstreamResponse
 
 log = logging.getLogger("gateway.proxy")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
@@ -39,6 +40,35 @@ class Refused(Exception):
         self.status = status
 
 
+class _Request:
+    """What the proxy knows of one request while it answers it (for its log line and metrics)."""
+    __slots__ = ("start", "table", "client_ip", "grpc", "route", "upstream", "error", "trace")
+
+    def __init__(self, start: float, table: ServingTable, client_ip: str, grpc: bool):
+        self.start, self.table, self.client_ip, self.grpc = start, table, client_ip, grpc
+        self.route = self.upstream = self.error = self.trace = ""
+
+
+class _Plan:
+    """Where a request goes: the route, the target on the upstream, the headers to send, or
+    the built-in target that answers it."""
+    __slots__ = ("compiled", "target", "headers", "builtin")
+
+    def __init__(self, compiled: CompiledRoute, target: str,
+                 headers: list[tuple[str, str]] | None, builtin: Builtin | None):
+        self.compiled, self.target, self.headers, self.builtin = \
+            compiled, target, headers, builtin
+
+
+class _Sent:
+    """An attempt already on its way: the fast path's, handed over to `_forward` when its
+    response is not a small whole one (or its time ran out)."""
+    __slots__ = ("conn", "resp", "deadline")
+
+    def __init__(self, conn: H1Upstream, resp: UpstreamResponse, deadline: float):
+        self.conn, self.resp, self.deadline = conn, resp, deadline
+
+
 class Proxy:
     def __init__(self, table: ServingTable, pools: Pools | None = None,
                  metrics: GatewayMetrics | None = None, access_log: AccessLog | None = None,
@@ -51,6 +81,8 @@ class Proxy:
         self.builtins = builtins or {}
         self.authenticate = authenticate
         self.upstream_idle_s = upstream_idle_s
+        self._counted: dict[tuple[str, str], object] = {}     # labelled metric children
+        self._timed: dict[str, object] = {}
 
     def apply(self, table: ServingTable) -> None:
         """Serve `table` from the next request on; requests in flight finish on the old one."""
@@ -58,43 +90,124 @@ class Proxy:
         self.pools.retain(table.upstream_urls())
 
     async def __call__(self, ex: Exchange) -> None:
-        start = time.monotonic()
+        req = self._begin(ex)
+        await self._answer(ex, req, self._handle(ex, req))
+
+    def start(self, ex: Exchange, handed_back: Callable[[Exchange, Awaitable[None] | None], None]
+              ) -> Awaitable[None] | None:
+        """The HTTP/1.1 engine's way in. Returns the request's handling to run in a Task (what
+        `__call__` would do), or None when the fast path took it: a request without a body to
+        an HTTP/1.1 upstream with a kept-alive connection free is sent at once, and a response
+        that arrives whole and small is written back from the upstream connection's callback
+        — no Task, no timer but the response deadline, no turn of the event loop between
+        the upstream's bytes and the client's. `handed_back(ex, rest)` is called once
+        it is over (rest None) or with the rest of the exchange (the response is big or
+        streams, the upstream failed or is late: `_forward` goes on from the attempt made)."""
+        req = self._begin(ex)
+        head = ex.head
+        if head.has_body or ex.upgrade or req.grpc:
+            return self._answer(ex, req, self._handle(ex, req))
+        try:
+            plan = self._plan(ex, req)
+        except Refused as refused:
+            return self._answer(ex, req, raising(refused))
+        compiled = plan.compiled
+        if plan.builtin is not None:
+            return self._answer(ex, req, self._dispatch(ex, req, plan))
+        backend = self._pick(ex, req, compiled, [self.pools.get(u) for u in compiled.route.to],
+                             set())
+        conn = backend.take_idle_h1() if backend.scheme == "http" else None
+        if conn is None:                         # the pick stands (a balancer's turn is taken)
+            return self._answer(ex, req, self._forward(ex, req, plan, backend))
+        req.upstream = backend.url
+        backend.in_flight += 1
+        loop = ex.loop
+        deadline = loop.time() + compiled.route.timeout_s       # as _try's
+        resp = self._send_h1(ex, conn, plan.target, plan.headers)
+        handed = False
+
+        def hand_over() -> None:
+            nonlocal handed
+            if not handed:
+                handed = True
+                timer.cancel()
+                sent = _Sent(conn, resp, deadline)
+                handed_back(ex, self._answer(ex, req, self._forward(ex, req, plan, backend, sent)))
+
+        def head_arrived() -> None:
+            if handed:
+                return
+            if resp.head_ready.exception() is not None or not resp.body.complete:
+                hand_over()
+                return
+            timer.cancel()
+            ex.answer_now(resp.status, downstream_response_headers(resp.headers),
+                          resp.body.take_all(), downstream_response_headers(resp.trailers) or None)
+            backend.release_h1(conn)
+            backend.succeeded()
+            backend.in_flight -= 1
+            self._record(ex, req)
+            handed_back(ex, None)
+
+        timer = loop.call_at(deadline, hand_over)
+        conn.watch(head_arrived)
+        return None
+
+    def _begin(self, ex: Exchange) -> _Request:
         table = self.table
         head = ex.head
-        info = {"route": "", "upstream": "", "error": ""}
-        peer_ip = head.peer[0]
-        client_ip = client_address(peer_ip, head.header("x-forwarded-for"), table.trusted)
+        client_ip = client_address(head.peer[0], head.header("x-forwarded-for"), table.trusted)
         grpc = (head.header("content-type") or "").startswith("application/grpc")
+        return _Request(time.monotonic(), table, client_ip, grpc)
+
+    async def _answer(self, ex: Exchange, req: _Request, work: Awaitable[None]) -> None:
+        """Run a request's handling; answer what it raises; count and log it."""
         try:
-            await self._handle(ex, table, client_ip, grpc, info)
+            await work
         except Refused as refused:
-            info["error"] = str(refused)
-            await self._error(ex, refused.status, str(refused), grpc)
+            req.error = str(refused)
+            await self._error(ex, refused.status, str(refused), req.grpc)
         except BodyTooLarge:
             raise                                    # the HTTP layer answers 413
         except UpstreamError as err:
-            info["error"] = str(err)
+            req.error = str(err)
             if not ex.response_started:
-                await self._error(ex, err.status, f"upstream: {err}", grpc)
+                await self._error(ex, err.status, f"upstream: {err}", req.grpc)
             else:
                 ex.abort()
         finally:
-            elapsed = time.monotonic() - start
-            status = ex.status or 499
-            route = info["route"] or "-"
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.seconds.labels(route).observe(elapsed)
-            if self.access_log is not None:
-                self.access_log.write(
-                    client=client_ip, method=head.method, host=head.authority,
-                    path=head.path, proto=head.http_version, status=status, route=info["route"],
-                    upstream=info["upstream"], bytes_in=ex.bytes_in, bytes_out=ex.bytes_out,
-                    ms=round(elapsed * 1000, 2), trace=info.get("trace", ""),
-                    **({"error": info["error"]} if info["error"] else {}))
+            self._record(ex, req)
 
-    async def _handle(self, ex: Exchange, table: ServingTable, client_ip: str, grpc: bool,
-                      info: dict) -> None:
+    def _record(self, ex: Exchange, req: _Request) -> None:
+        """The request's metrics and access log line."""
+        elapsed = time.monotonic() - req.start
+        status = str(ex.status or 499)
+        route = req.route or "-"
+        counter = self._counted.get((route, status))
+        if counter is None:
+            counter = self._counted[(route, status)] = self.metrics.requests.labels(route, status)
+        counter.inc()
+        timer = self._timed.get(route)
+        if timer is None:
+            timer = self._timed[route] = self.metrics.seconds.labels(route)
+        timer.observe(elapsed)
+        if self.access_log is not None:
+            head = ex.head
+            self.access_log.write(
+                client=req.client_ip, method=head.method, host=head.authority,
+                path=head.path, proto=head.http_version, status=int(status), route=req.route,
+                upstream=req.upstream, bytes_in=ex.bytes_in, bytes_out=ex.bytes_out,
+                ms=round(elapsed * 1000, 2), trace=req.trace,
+                **({"error": req.error} if req.error else {}))
+
+    async def _handle(self, ex: Exchange, req: _Request) -> None:
+        await self._dispatch(ex, req, self._plan(ex, req))
+
+    def _plan(self, ex: Exchange, req: _Request) -> _Plan:
+        """Filters, route, token: where the request goes, or Refused."""
         head = ex.head
+        table = req.table
+        client_ip = req.client_ip
         if not table.global_filter.allows(client_ip):
             raise Refused(403, "forbidden: address not allowed")
         path = normalize_path(head.path)
@@ -105,7 +218,7 @@ class Proxy:
             raise Refused(404, "no route")
         compiled = table.routes[match.route.name]
         route = compiled.route
-        info["route"] = route.name
+        req.route = route.name
         if not compiled.filter.allows(client_ip):
             raise Refused(403, "forbidden: address not allowed on this route")
         identity = None
@@ -118,13 +231,12 @@ class Proxy:
             builtin = self.builtins.get(route.to[0][len("builtin:"):])
             if builtin is None:
                 raise Refused(502, f"built-in target {route.to[0]} is not served here")
-            info["upstream"] = route.to[0]
-            await builtin(ex)
-            return
+            req.upstream = route.to[0]
+            return _Plan(compiled, target, None, builtin)
         peer_trusted = bool(table.trusted.longest(head.peer[0]))
-        headers, trace = upstream_request_headers(
-            head.headers, head.peer[0], peer_trusted, head.scheme, head.authority, identity, grpc)
-        info["trace"] = trace
+        headers, req.trace = upstream_request_headers(
+            head.headers, head.peer[0], peer_trusted, head.scheme, head.authority, identity,
+            req.grpc)
         if ex.upgrade:
             if any(not url.startswith("http://") for url in route.to):
                 raise Refused(502, "an Upgrade needs http:// upstreams")
@@ -133,7 +245,13 @@ class Proxy:
                 key = head.extra["websocket_key"] = websocket.new_key()
                 headers = [(k, v) for k, v in headers if k != websocket.KEY_HEADER]
                 headers.append((websocket.KEY_HEADER, key))
-        await self._forward(ex, compiled, target, headers, client_ip, info)
+        return _Plan(compiled, target, headers, None)
+
+    async def _dispatch(self, ex: Exchange, req: _Request, plan: _Plan) -> None:
+        if plan.builtin is not None:
+            await plan.builtin(ex)
+        else:
+            await self._forward(ex, req, plan)
 
     def _authenticate(self, authorization: str | None, scope: str) -> str:
         if self.authenticate is None:
@@ -142,24 +260,33 @@ class Proxy:
             raise Refused(401, "a bearer token is required")
         return self.authenticate(authorization[7:].strip(), scope)
 
-    async def _forward(self, ex: Exchange, compiled: CompiledRoute, target: str,
-                       headers: list[tuple[str, str]], client_ip: str, info: dict) -> None:
+    def _pick(self, ex: Exchange, req: _Request, compiled: CompiledRoute,
+              backends: list[Backend], tried: set[str]) -> Backend:
+        hash_value = ex.head.header(compiled.hash_header) if compiled.hash_header else None
+        return compiled.balancer.pick(backends, req.client_ip, hash_value, tried) \
+            or compiled.balancer.pick(backends, req.client_ip, hash_value)
+
+    async def _forward(self, ex: Exchange, req: _Request, plan: _Plan,
+                       first: Backend | None = None, sent: _Sent | None = None) -> None:
+        """Attempts, one upstream after another while a try again is safe. `first`: the
+        upstream the first attempt goes to, already picked; `sent`: that attempt, made."""
+        compiled = plan.compiled
         route = compiled.route
         head = ex.head
         backends = [self.pools.get(url) for url in route.to]
-        hash_value = head.header(compiled.hash_header) if compiled.hash_header else None
         replayable = head.method in IDEMPOTENT and not head.has_body
         tried: set[str] = set()
         last: UpstreamError | None = None
         for attempt in range(1 + route.retries):
-            backend = compiled.balancer.pick(backends, client_ip, hash_value, tried) \
-                or compiled.balancer.pick(backends, client_ip, hash_value)
+            backend = first if attempt == 0 and first is not None else \
+                self._pick(ex, req, compiled, backends, tried)
             if attempt and not backend.available(time.monotonic()):
                 break                            # a try again only goes to a healthy upstream
             tried.add(backend.url)
-            info["upstream"] = backend.url
+            req.upstream = backend.url
             try:
-                await self._try(ex, backend, route.timeout_s, target, headers)
+                await self._try(ex, backend, route.timeout_s, plan.target, plan.headers,
+                                sent if attempt == 0 else None)
                 return
             except UpstreamError as err:
                 last = err
@@ -170,31 +297,42 @@ class Proxy:
                     raise
         raise last
 
-    async def _try(self, ex: Exchange, backend: Backend, timeout_s: float, target: str,
-                   headers: list[tuple[str, str]]) -> None:
+    @staticmethod
+    def _send_h1(ex: Exchange, conn: H1Upstream, target: str,
+                 headers: list[tuple[str, str]]) -> UpstreamResponse:
         head = ex.head
-        body = ex.read if head.has_body else None
-        backend.in_flight += 1
+        length = head.header("content-length")
+        h1_headers = [("host", head.raw_authority)] + [(k, v) for k, v in headers if k != "host"]
+        return conn.send(head.method, target, h1_headers, ex.read if head.has_body else None,
+                         int(length) if length and length.isdigit() else None,
+                         tunnel=ex.read_tunnel if ex.upgrade else None)
+
+    async def _try(self, ex: Exchange, backend: Backend, timeout_s: float, target: str,
+                   headers: list[tuple[str, str]], sent: _Sent | None = None) -> None:
+        head = ex.head
+        loop = asyncio.get_running_loop()
+        if sent is None:
+            backend.in_flight += 1               # (the fast path counted its own attempt)
         try:
             if backend.scheme == "h2c":
                 conn = await backend.acquire_h2()
                 try:
                     resp = await conn.send(head.method, "http", head.raw_authority, target,
-                                           headers, body)
-                    await self._relay(ex, resp, timeout_s, on_abort=lambda: conn.reset(resp))
+                                           headers, ex.read if head.has_body else None)
+                    await self._relay(ex, resp, loop.time() + timeout_s, timeout_s,
+                                      on_abort=lambda: conn.reset(resp))
                 finally:
                     backend.release_h2()
             else:
-                conn = await backend.acquire_h1()
+                conn = sent.conn if sent is not None else await backend.acquire_h1()
                 ok = False
                 try:
-                    length = head.header("content-length")
-                    h1_headers = [("host", head.raw_authority)] + [
-                        (k, v) for k, v in headers if k != "host"]
-                    resp = await conn.send(head.method, target, h1_headers, body,
-                                           int(length) if length and length.isdigit() else None,
-                                           tunnel=ex.read_tunnel if ex.upgrade else None)
-                    await self._relay(ex, resp, timeout_s, on_abort=conn.abort)
+                    if sent is not None:
+                        resp, deadline = sent.resp, sent.deadline
+                    else:
+                        resp = self._send_h1(ex, conn, target, headers)
+                        deadline = loop.time() + timeout_s
+                    await self._relay(ex, resp, deadline, timeout_s, on_abort=conn.abort)
                     ok = True
                 finally:
                     if not ok:
@@ -204,10 +342,13 @@ class Proxy:
         finally:
             backend.in_flight -= 1
 
-    async def _relay(self, ex: Exchange, resp, timeout_s: float, on_abort) -> None:
+    async def _relay(self, ex: Exchange, resp, deadline: float, timeout_s: float,
+                     on_abort) -> None:
+        """The response to the client; its head must come by `deadline` (the loop's clock:
+        `timeout_s` after the request was sent)."""
         if not resp.head_ready.done():
             try:
-                async with asyncio.timeout(timeout_s):
+                async with asyncio.timeout_at(deadline):
                     await asyncio.shield(resp.head_ready)
             except TimeoutError:
                 on_abort()

@@ -97,6 +97,11 @@ class ServerConnection(asyncio.Protocol):
         if self._on_close:
             self._on_close(self)
 
+    @property
+    def writable(self) -> bool:
+        """The client is keeping up: the transport's buffer is below its mark."""
+        return self._writable
+
     def pause_writing(self) -> None:
         self._writable = False
 
@@ -232,7 +237,9 @@ class ServerConnection(asyncio.Protocol):
     def _arm(self) -> None:
         if self.closed:
             return
-        nearest = min(d for d in (self._deadline_header, self._deadline_idle) if d)
+        header, nearest = self._deadline_header, self._deadline_idle   # idle: always set
+        if header and header < nearest:
+            nearest = header
         if self._timer is not None:
             if nearest >= self._timer_at:
                 return                 # the timer goes off sooner and re-arms for the rest

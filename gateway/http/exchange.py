@@ -49,6 +49,12 @@ def split_authority(authority: str) -> str:
     return host if sep and port.isdigit() else authority
 
 
+async def raising(exc: BaseException) -> None:
+    """An awaitable that raises `exc`: an error that a callback found, handed to the code that
+    awaits a request's handling (and answers what it raises)."""
+    raise exc
+
+
 class BodyBuffer:
     """A request (or upstream response) body between the socket and its reader, bounded: the
     producer is told to stop reading (`pause`) past `cap` bytes and to go on (`resume`) once the
@@ -91,6 +97,21 @@ class BodyBuffer:
     @property
     def done(self) -> bool:
         return self._done and not self._chunks
+
+    @property
+    def complete(self) -> bool:
+        """The producer finished without an error: every byte is here (`take_all`)."""
+        return self._done and self._error is None
+
+    def take_all(self) -> list[bytes]:
+        """Every chunk buffered, at once: what `read` would return until the end, for a reader
+        that found the body `complete`."""
+        chunks = list(self._chunks)
+        self._chunks.clear()
+        taken, self._size, self._paused = self._size, 0, False
+        if taken:
+            self._resume(taken)
+        return chunks
 
     @property
     def ready(self) -> bool:

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import struct
 from http import HTTPStatus
+from typing import Awaitable
 
 import httptools
 
 from gateway.http.exchange import (BodyBuffer, BodyTooLarge, ClientGone, Exchange, RequestHead,
-                                   split_authority)
+                                   raising, split_authority)
 
 log = logging.getLogger("gateway.http")
 MAX_PIPELINED = 16                  # parsed requests waiting for their turn before reading pauses
@@ -63,6 +64,10 @@ class H1Exchange(Exchange):
         self._raw = False                        # after a 101: bytes as they are
         self.tunnel_in: BodyBuffer | None = None
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._engine.conn.loop
+
     async def read_tunnel(self) -> bytes:
         if self.tunnel_in is None:
             raise RuntimeError("not an upgraded connection")
@@ -77,13 +82,32 @@ class H1Exchange(Exchange):
                 self._engine.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return await super().read()
 
+    def answer_now(self, status: int, headers: list[tuple[str, str]], body: list[bytes],
+                   trailers: list[tuple[str, str]] | None) -> None:
+        """A whole response already in memory, written without waiting for the client to read
+        (the proxy's fast path: a small upstream response, a client that was keeping up)."""
+        if self.status:
+            raise RuntimeError("response already started")
+        self.status = status
+        self._write_head(status, headers, False)
+        for data in body:
+            if data:
+                self.bytes_out += len(data)
+                self._write_data(data)
+        self.finished = True
+        self._write_end(trailers)
+        self._engine.conn.flush()
+
     async def _send_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
+        self._write_head(status, headers, end)
+        await self._engine.conn.drain()
+
+    def _write_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
         conn = self._engine.conn
         if status == 101 and self.tunnel_in is not None:
             self._raw = True
             lines = ["HTTP/1.1 101 Switching Protocols"] + [f"{k}: {v}" for k, v in headers]
             conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-            await conn.drain()
             return
         self._no_body = (status in NO_BODY_STATUS or status < 200 or self.head.method == "HEAD")
         has_length = any(k == "content-length" for k, _ in headers)
@@ -109,29 +133,32 @@ class H1Exchange(Exchange):
             self._continue_first = False
             conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        await conn.drain()
 
     async def _send_data(self, data: bytes) -> None:
+        self._write_data(data)
+        await self._engine.conn.drain()
+
+    def _write_data(self, data: bytes) -> None:
         conn = self._engine.conn
         if self._raw:
             conn.write(data)
-            await conn.drain()
+        elif self._no_body:
             return
-        if self._no_body:
-            return
-        if self._chunked:
+        elif self._chunked:
             conn.write(b"%x\r\n" % len(data) + data + b"\r\n")
         else:
             conn.write(data)
-        await conn.drain()
 
     async def _send_end(self, trailers: list[tuple[str, str]] | None) -> None:
         if self._raw:
             return
-        if self._chunked:
+        self._write_end(trailers)
+        await self._engine.conn.drain()
+
+    def _write_end(self, trailers: list[tuple[str, str]] | None) -> None:
+        if self._chunked and not self._raw:
             tail = "".join(f"{k}: {v}\r\n" for k, v in trailers or ())
             self._engine.conn.write(b"0\r\n" + tail.encode("latin-1") + b"\r\n")
-        await self._engine.conn.drain()
 
     def _abort(self) -> None:
         self._engine.conn.abort()
@@ -234,17 +261,30 @@ class H1Engine:
         self.conn.clear_header_deadline()
         headers = decode_fields(self._fields)
         self._fields = bytearray()
-        parsed = httptools.parse_url(self._url) if not self._url.startswith(b"*") else None
-        path = (parsed.path or b"/").decode("latin-1") if parsed else "*"
-        query = (parsed.query or b"").decode("latin-1") if parsed else ""
-        host = next((v for k, v in headers if k == "host"), "")
+        url = self._url
+        if url[:1] == b"/" and b"?" not in url and b"#" not in url:
+            parsed, path, query = None, url.decode("latin-1"), ""     # origin form, no query
+        else:
+            parsed = httptools.parse_url(url) if not url.startswith(b"*") else None
+            path = (parsed.path or b"/").decode("latin-1") if parsed else "*"
+            query = (parsed.query or b"").decode("latin-1") if parsed else ""
+        host, length, upgrade, chunked, expect = "", None, "", False, False
+        for k, v in headers:                     # one pass for the fields the framing needs
+            if k == "host":
+                host = host or v
+            elif k == "content-length":
+                length = v if length is None else length
+            elif k == "transfer-encoding":
+                chunked = True
+            elif k == "expect":
+                expect = expect or v.lower() == "100-continue"
+            elif k == "upgrade":
+                upgrade = upgrade or v
         if not host and parsed is not None and parsed.host:
             host = parsed.host.decode("latin-1")
         version = self.parser.get_http_version()
         if version == "1.1" and not host:
             raise _Refused(400, "missing Host header")
-        length = next((v for k, v in headers if k == "content-length"), None)
-        chunked = any(k == "transfer-encoding" for k, _ in headers)
         if length is not None and not length.isdigit():
             raise _Refused(400, "bad Content-Length")
         if length is not None and int(length) > self.limits.max_body_bytes:
@@ -259,10 +299,9 @@ class H1Engine:
                           self._body_consumed)
         if not head.has_body:
             body.finish()
-        expect = any(k == "expect" and v.lower() == "100-continue" for k, v in headers)
         self.current = H1Exchange(self, head, body, self.parser.should_keep_alive(), expect)
         if self.parser.should_upgrade():
-            self._upgrade = next((v for k, v in headers if k == "upgrade"), "").encode()
+            self._upgrade = upgrade.encode()
             return
         self.queue.append(self.current)
         if len(self.queue) > MAX_PIPELINED:
@@ -314,35 +353,76 @@ class H1Engine:
 
     # --- running the app ---
     def _run(self) -> None:
-        if self.running is None:
+        """Answer the next request unless one is being answered. An app with a `start` method
+        (the proxy) may answer it from callbacks, with no Task (its fast path); else, or for
+        the rest of an exchange it hands back, a Task runs it."""
+        if self.running is not None or self.active is not None:
+            return
+        start = getattr(self.conn.app, "start", None)
+        if start is None or not self.queue or self.conn.closed or not self.conn.writable:
             self.running = self.conn.loop.create_task(self._serve_queue())
-
-    async def _serve_queue(self) -> None:
+            return
+        ex = self.active = self.queue.pop(0)
         try:
-            while self.queue and not self.conn.closed:
-                ex = self.queue.pop(0)
+            work = start(ex, self._handed_back)
+        except Exception as exc:                 # noqa: BLE001 - answered as a handler's crash
+            work = raising(exc)
+        if work is not None:
+            self.running = self.conn.loop.create_task(self._serve_queue((ex, work)))
+
+    def _handed_back(self, ex: H1Exchange, rest: Awaitable[None] | None) -> None:
+        """The app's `start` is done with `ex`: answered in full (`rest` None), or the rest of
+        the exchange is `rest`, to run as any other request's handling."""
+        if rest is not None:
+            self.running = self.conn.loop.create_task(self._serve_queue((ex, rest)))
+            return
+        self.active = None
+        if self._after(ex):
+            if self.queue:
+                self._run()
+            else:
+                self._wait_for_next()
+
+    def _after(self, ex: H1Exchange) -> bool:
+        """An exchange is over: close the connection unless it is kept alive (False then)."""
+        if not ex.keep_alive or not ex.finished:
+            self.conn.close()
+            return False
+        if len(self.queue) <= MAX_PIPELINED:
+            self.conn.resume_reading()
+        return not self.conn.closed
+
+    def _wait_for_next(self) -> None:
+        if self._close_after and not self.conn.closed:
+            self.conn.write(error_response(*self._close_after))
+            self.conn.close()
+        elif not self.conn.closed:
+            self.conn.set_header_deadline(self.limits.keepalive_timeout_s)
+
+    async def _serve_queue(self, first: tuple[H1Exchange, Awaitable[None]] | None = None) -> None:
+        try:
+            while not self.conn.closed:
+                if first is not None:
+                    (ex, work), first = first, None
+                elif self.queue:
+                    ex, work = self.queue.pop(0), None
+                else:
+                    break
                 self.active = ex
-                await self._serve(ex)
+                await self._serve(ex, work)
                 self.active = None
-                if not ex.keep_alive or not ex.finished:
-                    self.conn.close()
+                if not self._after(ex):
                     return
-                if len(self.queue) <= MAX_PIPELINED:
-                    self.conn.resume_reading()
-            if self._close_after and not self.conn.closed:
-                self.conn.write(error_response(*self._close_after))
-                self.conn.close()
-            elif not self.conn.closed:
-                self.conn.set_header_deadline(self.limits.keepalive_timeout_s)
+            self._wait_for_next()
         finally:
             self.running = None
             self.active = None
             if self.queue and not self.conn.closed:
                 self._run()
 
-    async def _serve(self, ex: H1Exchange) -> None:
+    async def _serve(self, ex: H1Exchange, work: Awaitable[None] | None = None) -> None:
         try:
-            await self.conn.app(ex)
+            await (self.conn.app(ex) if work is None else work)
             if not ex.response_started:
                 await ex.respond(500, b"no response\n")
             await ex.end()

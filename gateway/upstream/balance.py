@@ -19,6 +19,8 @@ class Balancer:
 
     def pick(self, backends: list[Backend], client_ip: str, header_value: str | None,
              exclude: set[str] = frozenset()) -> Backend | None:
+        if len(backends) == 1 and not exclude:   # one upstream: the only choice (the rule below)
+            return backends[0]
         now = time.monotonic()
         candidates = [b for b in backends if b.url not in exclude]
         if not candidates:

@@ -25,7 +25,7 @@ class H1Upstream(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self.response: UpstreamResponse | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[bytes, bytes]] = []     # of the head being read
         self._head_only = False
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -33,6 +33,8 @@ class H1Upstream(asyncio.Protocol):
         self._request_done = False
         self._response_done = False
         self._tunnel = False                     # after a 101: the body is the raw bytes
+        self._watcher: Callable[[], None] | None = None
+        self._reuse_parser = True                # the parser just made has seen nothing
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H1Upstream":
@@ -54,6 +56,8 @@ class H1Upstream(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self._watcher is not None and self.response.head_ready.done():
+                self._settled()
         except httptools.HttpParserUpgrade as up:
             if self.response.status != 101:
                 self.response.fail(UpstreamError("upstream upgraded without a 101"))
@@ -66,6 +70,19 @@ class H1Upstream(asyncio.Protocol):
         except httptools.HttpParserError as err:
             self.response.fail(UpstreamError(f"bad response from upstream: {err}"))
             self._close()
+        if self._watcher is not None and self.response is not None \
+                and self.response.head_ready.done():
+            self._settled()
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        """Call `watcher` once, at the end of the first event (bytes read, the connection
+        lost) after which the response's head is there or failed: the bytes of its body that
+        came with the head are in its buffer by then."""
+        self._watcher = watcher
+
+    def _settled(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        watcher()
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -81,6 +98,9 @@ class H1Upstream(asyncio.Protocol):
                 "upstream closed the connection" + (f": {exc}" if exc else "")))
         if self._writer is not None:
             self._writer.cancel()
+        if self._watcher is not None and self.response is not None \
+                and self.response.head_ready.done():
+            self._settled()
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -96,14 +116,16 @@ class H1Upstream(asyncio.Protocol):
 
     # --- httptools callbacks ---
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self._headers.append((name, value))      # decoded together once the head is whole
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._headers = []                   # an interim response: the real one follows
             return
-        self.response.set_head(status, self._headers)
+        raw, self._headers = self._headers, []
+        self.response.set_head(status, [(k.decode("latin-1").lower(), v.decode("latin-1"))
+                                        for k, v in raw])
         if self._head_only or status in (204, 304):
             self._message_done(reusable=False)
 
@@ -121,7 +143,7 @@ class H1Upstream(asyncio.Protocol):
     def _message_done(self, reusable: bool) -> None:
         self._response_done = True
         self.response.body.finish()
-        self.reusable = reusable and not self.closed
+        self.reusable = self._reuse_parser = reusable and not self.closed
         if not reusable:
             self._close()
 
@@ -138,11 +160,11 @@ class H1Upstream(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
 
-    async def send(self, method: str, target: str, headers: list[tuple[str, str]],
-                   body: BodySource | None, length: int | None,
-                   tunnel: BodySource | None = None) -> UpstreamResponse:
+    def send(self, method: str, target: str, headers: list[tuple[str, str]],
+             body: BodySource | None, length: int | None,
+             tunnel: BodySource | None = None) -> UpstreamResponse:
         """Send the request (its body streams in the background) and return the response,
-        whose head the caller awaits. `length` None with a body: chunked. `tunnel`: an
+        whose head the caller awaits (nothing here waits: the head goes to the transport). `length` None with a body: chunked. `tunnel`: an
         Upgrade request; after a 101 its bytes go up as they are and the response body is the
         upstream's bytes."""
         self.reusable = False
@@ -150,7 +172,9 @@ class H1Upstream(asyncio.Protocol):
         self._head_only = method == "HEAD"
         self._response_done = False
         self._request_done = body is None
-        self.parser = httptools.HttpResponseParser(self)
+        if not self._reuse_parser:              # else at a message boundary already
+            self.parser = httptools.HttpResponseParser(self)
+        self._reuse_parser = False
         self.response = UpstreamResponse(BodyBuffer(self.buffer_bytes, self._pause,
                                                     self._resume), self.loop)
         chunked = body is not None and length is None

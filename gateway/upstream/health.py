@@ -43,9 +43,8 @@ async def probe(backend: Backend, path: str, timeout_s: float) -> bool:
                                        None)
             else:
                 conn = await H1Upstream.open(backend.host, backend.port, timeout_s, 65536)
-                resp = await conn.send("GET", path, [("host", host),
-                                                     ("user-agent", "gfs-gateway"),
-                                                     ("connection", "close")], None, None)
+                resp = conn.send("GET", path, [("host", host), ("user-agent", "gfs-gateway"),
+                                               ("connection", "close")], None, None)
             await resp.head_ready
             return 200 <= resp.status < 400
     except (UpstreamError, TimeoutError, OSError):

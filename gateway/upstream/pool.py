@@ -71,14 +71,21 @@ class Backend:
         return self.h1_open + len(self.h2)
 
     # --- HTTP/1.1 ---
+    def take_idle_h1(self) -> H1Upstream | None:
+        """A kept-alive connection that is still open, without waiting; None if there is none."""
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()               # most recently used: warmest, least likely closed
+            if not conn.closed and now - conn.idle_since < self.settings.idle_timeout_s:
+                return conn
+            self._drop_h1(conn)
+        return None
+
     async def acquire_h1(self) -> H1Upstream:
         while True:
-            now = time.monotonic()
-            while self.idle:
-                conn = self.idle.pop()           # most recently used: warmest, least likely closed
-                if not conn.closed and now - conn.idle_since < self.settings.idle_timeout_s:
-                    return conn
-                self._drop_h1(conn)
+            conn = self.take_idle_h1()
+            if conn is not None:
+                return conn
             if self.h1_open < self.settings.max_connections:
                 self.h1_open += 1
                 try:

@@ -76,7 +76,7 @@ async def _server(delay: float = 0.0):
 
 async def _get(backend: Backend) -> bytes:
     conn = await backend.acquire_h1()
-    resp = await conn.send("GET", "/", [("host", "x")], None, None)
+    resp = conn.send("GET", "/", [("host", "x")], None, None)
     await resp.head_ready
     body = b""
     while True:

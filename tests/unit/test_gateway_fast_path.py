@@ -1,0 +1,126 @@
+"""The proxy's fast path (gateway/proxy.py `Proxy.start`) over real loopback sockets: a small
+response arriving whole is written back from the upstream connection's callback with no Task;
+everything else — a body that comes in pieces, a big one, an upstream that is late or closes
+without an answer — is handed over to the general path mid-flight and answered as before."""
+from __future__ import annotations
+
+import asyncio
+
+import uvloop
+
+from gateway.http.limits import Limits
+from gateway.http.server import HttpServer
+from gateway.proxy import Proxy
+from gateway.routing.route import Route
+from gateway.table import ServingTable
+
+BIG = bytes(range(256)) * 4096                     # 1 MiB
+
+
+class Upstream:
+    """A scripted keep-alive HTTP/1.1 upstream; counts the requests for each path."""
+
+    def __init__(self):
+        self.seen: dict[str, int] = {}
+        self.connections = 0
+
+    async def handle(self, reader, writer):
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                path = head.split(b" ", 2)[1].decode()
+                self.seen[path] = self.seen.get(path, 0) + 1
+                if path == "/whole":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-up: 1\r\n"
+                                 b"connection: keep-alive\r\n\r\nwhole")
+                elif path == "/split":            # the body in a later read than the head
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(b"split-body")
+                elif path == "/big":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(BIG) + BIG)
+                elif path == "/late":
+                    await asyncio.sleep(1.0)
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate")
+                elif path == "/close-once" and self.seen[path] == 1:
+                    writer.close()                # no answer: a GET is tried again
+                    return
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def read_response(reader) -> tuple[int, dict[str, str], bytes]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ")[1])
+    headers = dict(line.lower().split(": ", 1) for line in head[1:] if line)
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return status, headers, body
+
+
+async def scenario():
+    upstream = Upstream()
+    up_server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
+    route = Route.from_dict({"name": "web", "path": "/*", "to": [up], "timeout_s": 0.3,
+                             "retries": 1})
+    proxy = Proxy(ServingTable.build([route]))
+    server = HttpServer(proxy, Limits())
+    _, port = await server.start("127.0.0.1", 0)
+    loop = asyncio.get_running_loop()
+    tasks = 0
+    default_factory = loop.get_task_factory()
+
+    def counting(lp, coro):
+        nonlocal tasks
+        tasks += 1
+        return default_factory(lp, coro) if default_factory else asyncio.Task(coro, loop=lp)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def get(path: str):
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n".encode())
+        return await read_response(reader)
+    try:
+        assert (await get("/first"))[0] == 200     # the pool's first connection: the slow path
+        loop.set_task_factory(counting)
+        for _ in range(20):
+            status, headers, body = await get("/whole")
+            assert (status, body) == (200, b"whole")
+            assert headers["x-up"] == "1" and "connection" not in headers
+        assert tasks == 0, f"{tasks} Tasks for 20 small responses on the fast path"
+        assert upstream.connections == 1               # one kept-alive upstream connection
+        loop.set_task_factory(default_factory)
+
+        assert await get("/split") == (200, {"content-length": "10"}, b"split-body")
+        status, _, body = await get("/big")
+        assert status == 200 and body == BIG
+        status, _, body = await get("/late")
+        assert status == 504 and b"no response head within 0.3s" in body
+        assert upstream.seen["/late"] == 2              # idempotent: tried once more
+        assert await get("/close-once") == (200, {"content-length": "2"}, b"ok")
+        assert upstream.seen["/close-once"] == 2
+        # two requests in one write: answered in order on the same connection
+        writer.write(b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\nGET /split HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(reader))[2] == b"whole"
+        assert (await read_response(reader))[2] == b"split-body"
+        assert (await get("/whole"))[2] == b"whole"     # and the connection goes on
+        counts = proxy.metrics.requests.labels("web", "200")._value.get()
+        assert counts == 1 + 20 + 2 + 1 + 3          # all but the late one (a 504)
+        backend = proxy.pools.get(up)
+        assert backend.in_flight == 0
+    finally:
+        writer.close()
+        await server.close()
+        proxy.pools.close()
+        up_server.close()
+        await up_server.wait_closed()
+
+
+def test_small_whole_responses_need_no_task_and_the_rest_is_handed_over():
+    uvloop.run(scenario())
