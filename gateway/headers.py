@@ -3,8 +3,8 @@ X-Forwarded-* set, the authenticated identity set (always overwritten), W3C trac
 passed through or added."""
 from __future__ import annotations
 
-import os
 import re
+from random import getrandbits as _random_bits
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding",
                         "te", "trailer", "upgrade", "http2-settings", "expect"})
@@ -23,7 +23,10 @@ def _dropped(headers: list[tuple[str, str]], always: frozenset[str]) -> frozense
 
 
 def new_traceparent() -> str:
-    ids = os.urandom(24).hex()                  # one system call: trace id, then parent id
+    """A new W3C traceparent. Trace ids need to be unique, not secret: they come from the
+    process's Mersenne Twister (seeded from the OS at start and again in each forked worker)
+    rather than a getrandom() system call per request."""
+    ids = f"{_random_bits(192):048x}"            # trace id, then parent id
     return f"00-{ids[:32]}-{ids[32:]}-01"
 
 

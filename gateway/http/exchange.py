@@ -15,7 +15,7 @@ class ClientGone(Exception):
     """The client closed the connection or reset the stream mid-request."""
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestHead:
     method: str
     path: str                                   # as sent, percent-encoded, without the query

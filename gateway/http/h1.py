@@ -32,11 +32,11 @@ def decode_fields(raw: bytes | bytearray) -> list[tuple[str, str]]:
     return out
 
 
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+
+
 def reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _REASONS.get(status, "Unknown")
 
 
 def error_response(status: int, message: str) -> bytes:
