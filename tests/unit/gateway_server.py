@@ -105,3 +105,20 @@ def closed_by_peer(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except socket.timeout:
         return False
+
+
+async def serve_requests(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         answer) -> None:
+    """One connection of a scripted keep-alive HTTP/1.1 upstream (an asyncio.start_server
+    handler's body): `await answer(head, writer)` for each request head, until the client
+    leaves or `answer` returns False (the connection is closed without an answer)."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if await answer(head, writer) is False:
+                return
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()

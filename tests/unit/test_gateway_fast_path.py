@@ -13,6 +13,7 @@ from gateway.http.server import HttpServer
 from gateway.proxy import Proxy
 from gateway.routing.route import Route
 from gateway.table import ServingTable
+from tests.unit.gateway_server import serve_requests
 
 BIG = bytes(range(256)) * 4096                     # 1 MiB
 
@@ -26,34 +27,29 @@ class Upstream:
 
     async def handle(self, reader, writer):
         self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                path = head.split(b" ", 2)[1].decode()
-                self.seen[path] = self.seen.get(path, 0) + 1
-                if path == "/whole":
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-up: 1\r\n"
-                                 b"connection: keep-alive\r\n\r\nwhole")
-                elif path == "/split":            # the body in a later read than the head
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
-                    await writer.drain()
-                    await asyncio.sleep(0.05)
-                    writer.write(b"split-body")
-                elif path == "/big":
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(BIG) + BIG)
-                elif path == "/late":
-                    await asyncio.sleep(1.0)
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate")
-                elif path == "/close-once" and self.seen[path] == 1:
-                    writer.close()                # no answer: a GET is tried again
-                    return
-                else:
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await serve_requests(reader, writer, self.answer)
+
+    async def answer(self, head: bytes, writer) -> bool:
+        path = head.split(b" ", 2)[1].decode()
+        self.seen[path] = self.seen.get(path, 0) + 1
+        if path == "/whole":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-up: 1\r\n"
+                         b"connection: keep-alive\r\n\r\nwhole")
+        elif path == "/split":                    # the body in a later read than the head
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"split-body")
+        elif path == "/big":
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(BIG) + BIG)
+        elif path == "/late":
+            await asyncio.sleep(1.0)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate")
+        elif path == "/close-once" and self.seen[path] == 1:
+            return False                          # no answer: a GET is tried again
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        return True
 
 
 async def read_response(reader) -> tuple[int, dict[str, str], bytes]:

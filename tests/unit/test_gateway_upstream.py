@@ -10,6 +10,7 @@ import pytest
 from gateway.upstream.balance import Balancer
 from gateway.upstream.errors import ConnectFailed, Overloaded
 from gateway.upstream.pool import Backend, PoolSettings
+from tests.unit.gateway_server import serve_requests
 
 
 def backends(n: int, **settings) -> list[Backend]:
@@ -58,18 +59,12 @@ async def _server(delay: float = 0.0):
 
     async def handle(reader, writer):
         state["connections"] += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                if not head:
-                    break
-                await asyncio.sleep(delay)
-                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+        await serve_requests(reader, writer, answer)
+
+    async def answer(head: bytes, writer) -> bool:
+        await asyncio.sleep(delay)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        return True
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     return server, server.sockets[0].getsockname()[1], state
 
