@@ -141,13 +141,21 @@ class Proxy:
                 hand_over()
                 return
             timer.cancel()
-            ex.answer_now(resp.status, downstream_response_headers(resp.headers),
-                          resp.body.take_all(), downstream_response_headers(resp.trailers) or None)
-            backend.release_h1(conn)
-            backend.succeeded()
-            backend.in_flight -= 1
-            self._record(ex, req)
-            handed_back(ex, None)
+            try:
+                ex.answer_now(resp.status, downstream_response_headers(resp.headers),
+                              resp.body.take_all(),
+                              downstream_response_headers(resp.trailers) or None)
+                backend.succeeded()
+            except Exception:          # a bug: logged; the client's connection closes (unfinished)
+                log.exception("answering %s from the upstream's callback failed", backend.url)
+                conn.abort()
+            finally:
+                backend.release_h1(conn)
+                backend.in_flight -= 1
+                try:
+                    self._record(ex, req)
+                finally:
+                    handed_back(ex, None)
 
         timer = loop.call_at(deadline, hand_over)
         conn.watch(head_arrived)

@@ -120,3 +120,41 @@ async def scenario():
 
 def test_small_whole_responses_need_no_task_and_the_rest_is_handed_over():
     uvloop.run(scenario())
+
+
+async def a_bug_while_answering(monkeypatch):
+    from gateway.http.h1 import H1Exchange
+    upstream = Upstream()
+    up_server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
+    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
+    proxy = Proxy(ServingTable.build([Route.from_dict({"name": "web", "path": "/*",
+                                                       "to": [up]})]))
+    server = HttpServer(proxy, Limits())
+    _, port = await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(reader))[2] == b"ok"       # a kept-alive upstream now
+
+        def broken(self, *args):
+            raise RuntimeError("a bug")
+        monkeypatch.setattr(H1Exchange, "answer_now", broken)
+        writer.write(b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert await reader.read() == b""          # closed, not left hanging
+        backend = proxy.pools.get(up)
+        assert backend.in_flight == 0 and backend.h1_open == 0  # nothing held
+        monkeypatch.undo()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert (await read_response(reader))[2] == b"whole"     # and it serves on
+        writer.close()
+    finally:
+        await server.close()
+        proxy.pools.close()
+        up_server.close()
+        await up_server.wait_closed()
+
+
+def test_a_bug_while_answering_closes_that_connection_and_holds_nothing(monkeypatch, caplog):
+    uvloop.run(asyncio.wait_for(a_bug_while_answering(monkeypatch), 30))
+    assert "answering http://127.0.0.1" in caplog.text and "a bug" in caplog.text
