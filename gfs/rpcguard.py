@@ -25,13 +25,30 @@ import traceback
 from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable
 
+import asyncio
+
 import grpc
 from google.protobuf.message import DecodeError
+from grpc._cython.cygrpc import ExecuteBatchError     # grpcio pinned (requirements)
 
 from gfs.errors import InvalidArgument
 from gfs.metrics import RPC_REQUESTS
 
 Deserializer = Callable[[bytes], Any]
+
+
+async def abort_rpc(context: grpc.aio.ServicerContext, code: grpc.StatusCode,
+                    details: str) -> None:
+    """`context.abort` for grpc.aio handlers (raises, as it does). When the call is already
+    over on the client's side (it left, or its deadline passed) grpc cannot send the status and
+    fails with ExecuteBatchError, after marking the call aborted — and a second abort then fails
+    with "Abort already called!"; both used to be logged as bugs with their tracebacks. That
+    case ends the handler as a cancelled call (which grpc does not log)."""
+    try:
+        await context.abort(code, details)
+    except ExecuteBatchError:
+        raise asyncio.CancelledError("the client is gone: the status could not be sent") \
+            from None
 
 
 def _decoder(method: str, deserialize: Deserializer) -> Callable[[bytes], Any]:
@@ -161,13 +178,13 @@ class AsyncRequestGuard(_Guard, grpc.aio.ServerInterceptor):
                 return decode(body_or_bodies)
             except InvalidArgument as err:
                 _count_refusal(self.daemon, method)
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, err.message)   # raises
+                await abort_rpc(context, grpc.StatusCode.INVALID_ARGUMENT, err.message)  # raises
 
         async def bug(context, exc: Exception) -> None:
             if isinstance(exc, grpc.aio.AbortError):
                 raise exc
             LIMITER.log(self.log, method, exc)
-            await context.abort(grpc.StatusCode.INTERNAL, _bug_status(exc))
+            await abort_rpc(context, grpc.StatusCode.INTERNAL, _bug_status(exc))
 
         if handler.response_streaming:
             async def behavior(request, context):

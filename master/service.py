@@ -15,7 +15,7 @@ from gfs.auth.insecure import mode_name
 from gfs.clock import now_ms
 from gfs.errors import GfsError, InvalidArgument, OutOfRange
 from gfs.metrics import observe_rpc
-from gfs.rpcguard import LIMITER
+from gfs.rpcguard import LIMITER, abort_rpc
 from gfs.validate import address, label, non_negative, positive
 from master.callers import caller_of
 from master.node import MasterNode, NotLeader
@@ -45,8 +45,8 @@ def rpc(method):
             except Exception as exc:            # a bug, not bad input: traceback, rate-limited
                 LIMITER.log(log, method.__name__, exc)
                 outcome["code"] = "INTERNAL"
-                await context.abort(grpc.StatusCode.INTERNAL,
-                                    f"internal error: {type(exc).__name__}: {exc}")
+                await abort_rpc(context, grpc.StatusCode.INTERNAL,
+                                f"internal error: {type(exc).__name__}: {exc}")
     return wrapper
 
 
@@ -54,7 +54,7 @@ async def abort_with(context, err: GfsError) -> None:
     """End an RPC with the error's status and message (and the leader hint for NotLeader)."""
     if isinstance(err, NotLeader) and err.leader:
         context.set_trailing_metadata(((LEADER_METADATA_KEY, err.leader),))
-    await context.abort(err.grpc_code, err.message)
+    await abort_rpc(context, err.grpc_code, err.message)
 
 
 def request_timeout(context) -> float:

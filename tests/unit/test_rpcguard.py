@@ -178,3 +178,49 @@ def test_traceback_limiter_remembers_a_bounded_number_of_tracebacks():
     for i in range(10):
         limiter.log(log, f"M{i}", _raise())
     assert len(limiter._seen) == 3
+
+
+def test_an_abort_after_the_client_left_is_not_logged_as_a_bug(caplog):
+    """A handler still running when its client's deadline passed, which then fails: grpc
+    cannot send the status any more (ExecuteBatchError, and a second abort "Abort already
+    called!"). That is a client gone, not a bug in gfs: nothing of it is logged, and the
+    server goes on serving."""
+    from gfs.errors import FailedPrecondition
+    from master.service import abort_with
+
+    async def late(request, context):
+        try:
+            await asyncio.sleep(0.8)
+        except asyncio.CancelledError:       # grpc cancelled it: still run to the failure
+            await asyncio.sleep(0.05)
+        if request.handle == 1:
+            await abort_with(context, FailedPrecondition("too late to say"))
+        raise RuntimeError("a bug, after the client left")
+
+    handlers = _method_handlers(late, late, late)
+
+    async def main():
+        server = grpc.aio.server(interceptors=[AsyncRequestGuard("test")])
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE,
+                                                                              handlers)])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                for handle in (1, 2):
+                    with pytest.raises(grpc.aio.AioRpcError) as err:
+                        await ch.unary_unary(f"/{SERVICE}/Unary")(
+                            cpb.DeleteRequest(handle=handle).SerializeToString(), timeout=0.2)
+                    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                await asyncio.sleep(1.2)             # both handlers have failed by now
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await ch.unary_unary(f"/{SERVICE}/Unary")(JUNK, timeout=5)
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        finally:
+            await server.stop(0)
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(main())
+    text = caplog.text
+    assert "ExecuteBatchError" not in text and "UsageError" not in text, text
+    assert "Unexpected" not in text, text
