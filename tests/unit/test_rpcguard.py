@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent import futures
 
@@ -106,12 +107,7 @@ def test_asyncio_server_answers_invalid_argument_without_a_log_line(caplog):
     handlers = _method_handlers(unary, stream, boom)
 
     async def main():
-        server = grpc.aio.server(interceptors=[AsyncRequestGuard("test")])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE,
-                                                                              handlers)])
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
+        async with _guarded_aio_server(handlers) as port:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
                 ok = await ch.unary_unary(f"/{SERVICE}/Unary")(
                     cpb.DeleteRequest(handle=7).SerializeToString(), timeout=5)
@@ -129,8 +125,6 @@ def test_asyncio_server_answers_invalid_argument_without_a_log_line(caplog):
                 await asyncio.to_thread(_assert_bug_logged_once,
                                         sync_channel.unary_unary(f"/{SERVICE}/Boom"), caplog,
                                         "asyncio")
-        finally:
-            await server.stop(0)
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
@@ -200,12 +194,7 @@ def test_an_abort_after_the_client_left_is_not_logged_as_a_bug(caplog):
     handlers = _method_handlers(late, late, late)
 
     async def main():
-        server = grpc.aio.server(interceptors=[AsyncRequestGuard("test")])
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE,
-                                                                              handlers)])
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
+        async with _guarded_aio_server(handlers) as port:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
                 for handle in (1, 2):
                     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -216,11 +205,22 @@ def test_an_abort_after_the_client_left_is_not_logged_as_a_bug(caplog):
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     await ch.unary_unary(f"/{SERVICE}/Unary")(JUNK, timeout=5)
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        finally:
-            await server.stop(0)
 
     with caplog.at_level(logging.DEBUG):
         asyncio.run(main())
     text = caplog.text
     assert "ExecuteBatchError" not in text and "UsageError" not in text, text
     assert "Unexpected" not in text, text
+
+
+@contextlib.asynccontextmanager
+async def _guarded_aio_server(handlers: dict):
+    """A grpc.aio server of `handlers` behind AsyncRequestGuard on a loopback port: its port."""
+    server = grpc.aio.server(interceptors=[AsyncRequestGuard("test")])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield port
+    finally:
+        await server.stop(0)
