@@ -34,7 +34,6 @@ class H1Upstream(asyncio.Protocol):
         self._response_done = False
         self._tunnel = False                     # after a 101: the body is the raw bytes
         self._watcher: Callable[[], None] | None = None
-        self._reuse_parser = True                # the parser just made has seen nothing
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H1Upstream":
@@ -56,8 +55,6 @@ class H1Upstream(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-            if self._watcher is not None and self.response.head_ready.done():
-                self._settled()
         except httptools.HttpParserUpgrade as up:
             if self.response.status != 101:
                 self.response.fail(UpstreamError("upstream upgraded without a 101"))
@@ -70,9 +67,7 @@ class H1Upstream(asyncio.Protocol):
         except httptools.HttpParserError as err:
             self.response.fail(UpstreamError(f"bad response from upstream: {err}"))
             self._close()
-        if self._watcher is not None and self.response is not None \
-                and self.response.head_ready.done():
-            self._settled()
+        self._notify_if_settled()
 
     def watch(self, watcher: Callable[[], None]) -> None:
         """Call `watcher` once, at the end of the first event (bytes read, the connection
@@ -80,9 +75,11 @@ class H1Upstream(asyncio.Protocol):
         came with the head are in its buffer by then."""
         self._watcher = watcher
 
-    def _settled(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        watcher()
+    def _notify_if_settled(self) -> None:
+        if self._watcher is not None and self.response is not None \
+                and self.response.head_ready.done():
+            watcher, self._watcher = self._watcher, None
+            watcher()
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -98,9 +95,7 @@ class H1Upstream(asyncio.Protocol):
                 "upstream closed the connection" + (f": {exc}" if exc else "")))
         if self._writer is not None:
             self._writer.cancel()
-        if self._watcher is not None and self.response is not None \
-                and self.response.head_ready.done():
-            self._settled()
+        self._notify_if_settled()
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -143,7 +138,7 @@ class H1Upstream(asyncio.Protocol):
     def _message_done(self, reusable: bool) -> None:
         self._response_done = True
         self.response.body.finish()
-        self.reusable = self._reuse_parser = reusable and not self.closed
+        self.reusable = reusable and not self.closed
         if not reusable:
             self._close()
 
@@ -164,17 +159,16 @@ class H1Upstream(asyncio.Protocol):
              body: BodySource | None, length: int | None,
              tunnel: BodySource | None = None) -> UpstreamResponse:
         """Send the request (its body streams in the background) and return the response,
-        whose head the caller awaits (nothing here waits: the head goes to the transport). `length` None with a body: chunked. `tunnel`: an
-        Upgrade request; after a 101 its bytes go up as they are and the response body is the
-        upstream's bytes."""
+        whose head the caller awaits (nothing here waits: the head goes to the transport).
+        `length` None with a body: chunked. `tunnel`: an Upgrade request; after a 101 its bytes
+        go up as they are and the response body is the upstream's bytes."""
+        if not self.reusable:                # a reused connection's parser is between messages
+            self.parser = httptools.HttpResponseParser(self)
         self.reusable = False
         self._headers = []
         self._head_only = method == "HEAD"
         self._response_done = False
         self._request_done = body is None
-        if not self._reuse_parser:              # else at a message boundary already
-            self.parser = httptools.HttpResponseParser(self)
-        self._reuse_parser = False
         self.response = UpstreamResponse(BodyBuffer(self.buffer_bytes, self._pause,
                                                     self._resume), self.loop)
         chunked = body is not None and length is None
