@@ -261,6 +261,15 @@ class DurableJournal(Journal):
                 self._fd = -1
 
     def setRaftCommitIndex(self, raftCommitIndex: int) -> None:
+        """Remember the commit index for the next start — never past an entry a deferred cut
+        kept but the leader has not confirmed (`unverified_index`). pysyncobj passes its
+        follower's commit index before MetadataRaft caps it, and a restart applies every entry
+        up to the remembered index before any leader is heard from: an unconfirmed entry from
+        a deposed leader's tail would go into the metadata store, and the committed entry that
+        later replaces it in the log would never be applied."""
+        unverified = self.unverified_index()
+        if unverified is not None:
+            raftCommitIndex = min(raftCommitIndex, unverified - 1)
         if self._meta.get("commit") != raftCommitIndex:
             self._meta["commit"] = raftCommitIndex
             self._meta_dirty = True

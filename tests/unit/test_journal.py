@@ -175,6 +175,29 @@ def test_a_deferred_cut_left_by_an_earlier_resend_never_drops_the_tail(tmp_path)
     assert [e[1] for e in DurableJournal(str(tmp_path))._entries] == list(range(1, 12))
 
 
+def test_the_commit_index_kept_for_a_restart_never_covers_unconfirmed_entries(tmp_path):
+    """A deposed leader's tail (7..10, term 1) is kept by a deferred cut while the new leader
+    resends 5..6; pysyncobj hands over its follower commit index (the new leader's, 10) before
+    MetadataRaft caps it. Remembered as is, a restart would apply 7..10 — entries no majority
+    holds — before hearing from any leader, and never apply the committed 7..10 replacing them."""
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesFrom(4)                 # prevLogIdx = 4, resend 5..6 only
+    for e in entries(2, start=5):
+        j.add(*e)
+    assert j.unverified_index() == 7
+    j.setRaftCommitIndex(10)
+    j.onOneSecondTimer()
+    assert DurableJournal(str(tmp_path)).getRaftCommitIndex() == 6
+    j.add(b"new-7", 7, 2)                  # the conflict: 7..10 go
+    j.setRaftCommitIndex(7)
+    j.sync()
+    j.onOneSecondTimer()
+    assert DurableJournal(str(tmp_path)).getRaftCommitIndex() == 7
+
+
 def test_a_heartbeat_that_matches_the_last_entry_confirms_the_log(tmp_path):
     j = DurableJournal(str(tmp_path))
     for e in entries(10):
