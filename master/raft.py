@@ -239,6 +239,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         self._transport.setOnMessageReceivedCallback(self._on_message)
         self.addOnTickCallback(self._serve_reads)
         self.addOnTickCallback(self._run_tick_calls)
+        self.addOnTickCallback(self._follow_members)
         self._thread = threading.Thread(target=self._run, name="raft-tick", daemon=True)
 
     @property
@@ -351,6 +352,26 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                 and message.get("term", -1) >= self._getTerm():
             self._transport.transfer_campaign = True
         self._deliver(node, message)
+        self._follow_members()
+
+    # --- pysyncobj's view of the group follows the log's ----------------------------------------
+
+    def _SyncObj__doChangeCluster(self, request, reverse: bool = False) -> bool:
+        """pysyncobj undoes the membership entries after a leader's prevLogIdx *before* it cuts
+        them, assuming they all go; the journal keeps those that turn out the same (the
+        deferred cut, master/journal.py), and undoing those left pysyncobj counting majorities
+        over a group the log does not hold. So nothing is undone here: an entry that really
+        leaves the log leaves MembershipLog with it, and `_follow_members` follows that."""
+        if reverse:
+            return False
+        return _PrivateRaftState.apply_membership_change(self, request)
+
+    def _follow_members(self) -> None:
+        """After each message and tick: pysyncobj's group is the latest configuration in the
+        log (MembershipLog) — also after a conflicting tail holding a membership entry was cut,
+        or a resent old entry was applied again."""
+        _PrivateRaftState.follow_members(
+            self, {a for a in self.members.current() if a != self.self_address})
 
     def _acknowledge_snapshot_piece(self, node) -> None:
         """A follower receiving a snapshot answers nothing until the last piece, and the leader

@@ -103,3 +103,24 @@ class PrivateRaftState:
         """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
         if node._SyncObj__raftCommitIndex >= below:
             node._SyncObj__raftCommitIndex = below - 1
+
+    @staticmethod
+    def follow_members(node: SyncObj, others: set[str]) -> None:
+        """Make pysyncobj's own view of the group (the other members: who gets votes requests
+        and appends, what a majority is) the members named by raft address in `others`."""
+        wanted = {n for n in node._SyncObj__otherNodes if n.address in others}
+        wanted |= {node._SyncObj__nodeClass(a) for a in others
+                   if a not in {n.address for n in wanted}}
+        if wanted == node._SyncObj__otherNodes:
+            return
+        added = wanted - node._SyncObj__otherNodes
+        node._SyncObj__updateClusterConfiguration(wanted)
+        if node._isLeader():            # pysyncobj's leader keeps a reply clock per follower
+            now = _syncobj_module.monotonicTime()
+            for n in added:
+                node._SyncObj__lastResponseTime[n] = now
+
+    @staticmethod
+    def apply_membership_change(node: SyncObj, request) -> bool:
+        """pysyncobj's own handling of one membership entry (forward only)."""
+        return SyncObj._SyncObj__doChangeCluster(node, request)
