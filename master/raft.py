@@ -36,6 +36,7 @@ from pysyncobj.transport import TCPTransport
 from gfs.auth.insecure import raft_purpose
 from gfs.fsutil import makedirs_durable
 from gfs.logs import RepeatedFailure
+from master.catch_up import CatchUpHints
 from master.journal import DurableJournal
 from master.membership import MembershipLog
 from master.raft_group import GroupChanges
@@ -99,12 +100,15 @@ class DeferredAckTransport(TCPTransport):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._held: list[tuple[object, dict]] = []
+        self.hints: CatchUpHints | None = None    # set by MetadataRaft (master/catch_up.py)
 
     transfer_campaign = False   # set while this node campaigns on a leader's transfer request
 
     def send(self, node, message):
         kind = message.get("type")
         if kind == "next_node_idx":
+            if self.hints is not None:
+                message = self.hints.reply(node, message)
             self._held.append((node, message))
             return True
         if kind == "append_entries" and message.get("serialized") == SNAPSHOT_PAUSE:
@@ -221,6 +225,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         _PrivateRaftState.use_serializer(self, self._snapshots)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
+        self._transport.hints = CatchUpHints(self.journal, lambda: self.raftLastApplied)
         # Membership and leadership change only through the masters' admin RPCs (which check
         # the caller and allow one change at a time), never by pysyncobj's utility messages.
         for utility in ("add", "remove", "transfer", "set_version"):
