@@ -357,7 +357,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                 and message.get("term", -1) >= self._getTerm():
             self._transport.transfer_campaign = True
         self._deliver(node, message)
-        self._follow_members()
+        if kind == "append_entries":         # the only message that changes the log here
+            self._follow_members()
 
     # --- pysyncobj's view of the group follows the log's ----------------------------------------
 
@@ -372,9 +373,9 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         return _PrivateRaftState.apply_membership_change(self, request)
 
     def _follow_members(self) -> None:
-        """After each message and tick: pysyncobj's group is the latest configuration in the
-        log (MembershipLog) — also after a conflicting tail holding a membership entry was cut,
-        or a resent old entry was applied again."""
+        """After each append received and each tick: pysyncobj's group is the latest
+        configuration in the log (MembershipLog) — also after a conflicting tail holding a
+        membership entry was cut, or a resent old entry was applied again."""
         _PrivateRaftState.follow_members(
             self, {a for a in self.members.current() if a != self.self_address})
 
