@@ -229,7 +229,10 @@ def test_bad_membership_requests(make_cluster):
                 box["err"] = err
     t = threading.Thread(target=add_ghost)
     t.start()
-    time.sleep(2.0)
+    deadline = time.monotonic() + 12      # the ghost's add is in the log (not a fixed sleep:
+    while ghost["raft"] not in member_set(c):   # on a loaded machine 2 s was not always enough)
+        assert time.monotonic() < deadline, "the first add never reached the group"
+        time.sleep(0.1)
     second = gfs(env, "master", "add", "127.0.0.1:5@127.0.0.1:6", check=False)
     t.join()
     assert "in progress" in second.stderr, second.stderr
