@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -252,6 +253,7 @@ def run(minutes: float, seed: int, masters: int, chunkservers: int, threads: int
         redundancy = wait_full_redundancy(cluster, 30 if lost else 120)
     except BaseException:
         print(f"chaos: the run stopped with an error; {kept_message(base, cluster)}", flush=True)
+        save_master_stacks(cluster)
         raise
     finally:
         for name in (ENV_BUG, ENV_ALLOW):
@@ -284,6 +286,25 @@ def keep_or_clean(base: Path, cluster: LocalCluster, summary: dict, keep: bool) 
         print(f"chaos: FAILED ({'; '.join(failed)}); {kept_message(base, cluster)}", flush=True)
     elif not keep:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def save_master_stacks(cluster: LocalCluster) -> None:
+    """A run that stopped with an error is often a master that stopped making progress: keep
+    every running master's thread stacks (py-spy, with locals) in `stacks.txt` beside its
+    daemon log, taken before the cluster is stopped."""
+    py_spy = Path(sys.executable).parent / "py-spy"
+    if not py_spy.exists():
+        return
+    for d in cluster.daemons():
+        pid = cluster.pid(d["name"]) if d["name"].startswith("master") else None
+        if not pid:
+            continue
+        try:
+            out = subprocess.run([str(py_spy), "dump", "--locals", "--pid", str(pid)],
+                                 capture_output=True, text=True, timeout=30)
+            (Path(d["data"]) / "stacks.txt").write_text(out.stdout + out.stderr)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            print(f"chaos: no stacks of {d['name']}: {err}", flush=True)
 
 
 def kept_message(base: Path, cluster: LocalCluster) -> str:
