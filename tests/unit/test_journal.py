@@ -155,19 +155,26 @@ def test_a_conflicting_entry_cuts_from_there(tmp_path):
     assert again[-1] == (b"new-6", 6, 2) and len(again) == 6
 
 
+def journal_with_a_pending_cut(tmp_path) -> DurableJournal:
+    """Entries 1..10 (term 1), then a leader's resend of 5..6 only (prevLogIdx 4): the cut
+    is pending at 7, entries 7..10 kept but not confirmed."""
+    j = DurableJournal(str(tmp_path))
+    for e in entries(10):
+        j.add(*e)
+    j.sync()
+    j.deleteEntriesFrom(4)
+    for e in entries(2, start=5):
+        j.add(*e)
+    assert j.unverified_index() == 7
+    return j
+
+
 def test_a_deferred_cut_left_by_an_earlier_resend_never_drops_the_tail(tmp_path):
     """The chaos CI run that found it: a resend of 5..6 left the cut pending at 7; the next
     message followed the last entry (prevLogIdx 10, matched), so only 11 was added. The old
     journal compared 11 with the stored 7, called it a conflict, dropped the acknowledged
     7..10 and wrote 11 after 6: a log with a hole, stuck for good."""
-    j = DurableJournal(str(tmp_path))
-    for e in entries(10):
-        j.add(*e)
-    j.sync()
-    j.deleteEntriesFrom(4)                 # prevLogIdx = 4, resend 5..6 only
-    for e in entries(2, start=5):
-        j.add(*e)
-    assert j.unverified_index() == 7
+    j = journal_with_a_pending_cut(tmp_path)
     j.add(b"cmd-11", 11, 1)                # prevLogIdx = 10 = the last entry: all confirmed
     assert [j[i][1] for i in range(len(j))] == list(range(1, 12))
     assert j.unverified_index() is None
@@ -180,14 +187,7 @@ def test_the_commit_index_kept_for_a_restart_never_covers_unconfirmed_entries(tm
     resends 5..6; pysyncobj hands over its follower commit index (the new leader's, 10) before
     MetadataRaft caps it. Remembered as is, a restart would apply 7..10 — entries no majority
     holds — before hearing from any leader, and never apply the committed 7..10 replacing them."""
-    j = DurableJournal(str(tmp_path))
-    for e in entries(10):
-        j.add(*e)
-    j.sync()
-    j.deleteEntriesFrom(4)                 # prevLogIdx = 4, resend 5..6 only
-    for e in entries(2, start=5):
-        j.add(*e)
-    assert j.unverified_index() == 7
+    j = journal_with_a_pending_cut(tmp_path)
     j.setRaftCommitIndex(10)
     j.onOneSecondTimer()
     assert DurableJournal(str(tmp_path)).getRaftCommitIndex() == 6
