@@ -108,12 +108,11 @@ class PrivateRaftState:
     def follow_members(node: SyncObj, others: set[str]) -> None:
         """Make pysyncobj's own view of the group (the other members: who gets votes requests
         and appends, what a majority is) the members named by raft address in `others`."""
-        wanted = {n for n in node._SyncObj__otherNodes if n.address in others}
-        wanted |= {node._SyncObj__nodeClass(a) for a in others
-                   if a not in {n.address for n in wanted}}
-        if wanted == node._SyncObj__otherNodes:
+        have = {n.address: n for n in node._SyncObj__otherNodes}
+        if have.keys() == others:
             return
-        added = wanted - node._SyncObj__otherNodes
+        wanted = {have.get(a) or node._SyncObj__nodeClass(a) for a in others}
+        added = {n for n in wanted if n.address not in have}
         node._SyncObj__updateClusterConfiguration(wanted)
         if node._isLeader():            # pysyncobj's leader keeps a reply clock per follower
             now = _syncobj_module.monotonicTime()

@@ -296,7 +296,7 @@ def save_master_stacks(cluster: LocalCluster) -> None:
     if not py_spy.exists():
         return
     for d in cluster.daemons():
-        pid = cluster.pid(d["name"]) if d["name"].startswith("master") else None
+        pid = d["name"].startswith("master") and cluster.pid(d["name"])
         if not pid:
             continue
         try:
