@@ -636,10 +636,11 @@ def list_page(tx: Tx, caller: Principal, path: str, start_after: str,
         return [describe(tx, path, target)], ""
     out: list[dict] = []
     after = start_after
+    prefix = path.rstrip(paths.SEP) + paths.SEP     # names in the store were checked when made
     while True:
         batch = tx.entries(target.ino, after, limit + 1)
         for name, child in batch:
-            entry_path = paths.join(path, name)
+            entry_path = prefix + name
             entry = child_access(target, child, tx.inode(child))
             if not may_see(caller, entry_path, entry):
                 continue

@@ -9,8 +9,10 @@ write (an fsync on a majority). The read index proves them with one message roun
 2. It confirms that it still leads: it sends a *probe* (its term and a sequence number) to every
    follower; a follower answers a probe of its own current term. Answers from a majority
    (the leader counts itself) to a probe sent after the read was taken prove no other leader
-   was elected before that moment (one leader per term, and terms only grow). Every read that
-   arrived while no probe was out shares the next probe: one round for all of them.
+   was elected before that moment (one leader per term, and terms only grow). One round is out
+   at a time: reads arriving while it is out share the next probe, sent when it is answered
+   (or after `PROBE_PATIENCE`, should its answers be lost) — under load, one round for many
+   reads instead of one per tick, which costs the leader and every follower a message each.
 3. It waits until it has applied up to R, then reads its state.
 
 A new leader's commit index may lag entries earlier leaders committed until it commits an
@@ -42,6 +44,7 @@ from gfs.errors import Unavailable
 READ_MODES = ("index", "lease")
 LEASE_FRACTION = 0.75        # lease = this × the minimum election timeout (see above)
 MAX_PROBES_KEPT = 4096      # send times of unanswered probes remembered (a lost leader's)
+PROBE_PATIENCE = 0.05       # s a round may stay unanswered before the next one goes out anyway
 PROBE_TYPE = "gfs_read_probe"
 ACK_TYPE = "gfs_read_ack"
 
@@ -90,8 +93,10 @@ class ReadIndex:
         has applied it), or failed with NotLeading / Unavailable."""
         read = _Read(self.clock() + timeout)
         with self._lock:
+            woken = bool(self._new)     # reads already waiting: the tick thread knows
             self._new.append(read)
-        self.wake()
+        if not woken:
+            self.wake()
         return read.future
 
     def lease_valid(self, term: int) -> bool:
@@ -122,7 +127,7 @@ class ReadIndex:
                 self.lease_reads += len(self._new)
                 self._confirmed.extend(self._new)
                 self._new = []
-            if not (self._new or keep_lease):
+            if not (self._new or keep_lease) or (not keep_lease and self._round_out(now)):
                 seq = None
             else:
                 self._seq += 1
@@ -191,6 +196,11 @@ class ReadIndex:
             self._lease_until = max(self._lease_until, sent + self.lease_s)
         for s in [s for s in self._sent_at if s < confirmed]:
             del self._sent_at[s]
+
+    def _round_out(self, now: float) -> bool:
+        """Is the latest probe still unanswered by a majority, and recent enough to wait for?"""
+        sent = self._sent_at.get(self._seq)
+        return sent is not None and now - sent < PROBE_PATIENCE and self._confirmed_seq() < self._seq
 
     def _confirmed_seq(self) -> int:
         """The highest probe seq a majority (the leader included) answered."""

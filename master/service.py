@@ -87,22 +87,27 @@ def check_heartbeat(request: pb.HeartbeatRequest) -> None:
 
 def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
     """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses,
-    `capability(handle, version)` a read capability for it."""
-    locate = locate or (lambda c: c.get("replicas") or [])
-    capability = capability or (lambda handle, version: b"")
-    inline = d.get("inline")
-    return pb.FileInfo(
-        inline=inline is not None, inline_checksum=inline or 0, inline_data=d.get("data") or b"",
+    `capability(handle, version)` a read capability for it. (Fields left at their defaults are
+    not set: a List builds one per entry, and an empty map or list costs as much as the rest.)"""
+    info = pb.FileInfo(
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
         replication=d["replication"], storage_class=d["storage_class"],
-        chunk_size=d["chunk_size"], visibility=d.get("visibility", ""),
-        xattrs=d.get("xattrs", {}),
-        chunks=[pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
-                             length=c["length"], checksum=c["checksum"],
-                             replicas=locate(c),
-                             capability=capability(c["handle"], c["version"]))
-                for c in d["chunks"]])
+        chunk_size=d["chunk_size"], visibility=d.get("visibility", ""))
+    inline = d.get("inline")
+    if inline is not None:
+        info.inline, info.inline_checksum, info.inline_data = True, inline, d.get("data") or b""
+    if d.get("xattrs"):
+        info.xattrs.update(d["xattrs"])
+    if d["chunks"]:
+        locate = locate or (lambda c: c.get("replicas") or [])
+        capability = capability or (lambda handle, version: b"")
+        info.chunks.extend(
+            pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
+                         length=c["length"], checksum=c["checksum"], replicas=locate(c),
+                         capability=capability(c["handle"], c["version"]))
+            for c in d["chunks"])
+    return info
 
 
 class MasterService(pb_grpc.MasterServicer):

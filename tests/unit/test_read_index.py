@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gfs.errors import Unavailable
-from master.readindex import NotLeading, ReadIndex
+from master.readindex import PROBE_PATIENCE, NotLeading, ReadIndex
 from master.sharedlock import SharedLock
 
 
@@ -32,11 +32,13 @@ def test_a_read_waits_for_a_majority_answer_to_a_probe_sent_after_it():
 
 
 def test_an_answer_to_an_earlier_probe_confirms_nothing_newer():
-    ri, _ = make(majority=2)
+    ri, clock = make(majority=2)
     first = ri.submit(1.0)
     s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)
     second = ri.submit(1.0)
+    clock.t += 2 * PROBE_PATIENCE                 # the first round's answers are late: a second
     s2 = ri.tick(True, 5, commit=12, ready=True, applied=12)
+    assert s2 == s1 + 1
     ri.on_ack("b", 5, s1, applied=12)
     assert first.done() and not second.done()
     ri.on_ack("b", 5, s2, applied=12)
@@ -53,6 +55,44 @@ def test_reads_waiting_together_share_one_round():
     assert not any(f.done() for f in futures)
     ri.on_ack("c", 7, seq, applied=3)
     assert all(f.result(0) == 3 for f in futures)
+
+
+def test_reads_arriving_while_a_round_is_out_share_the_next_one():
+    ri, clock = make(majority=2)
+    first = ri.submit(1.0)
+    s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    later = [ri.submit(1.0) for _ in range(3)]
+    assert ri.tick(True, 5, commit=11, ready=True, applied=11) is None    # s1 is still out
+    ri.on_ack("b", 5, s1, applied=11)
+    assert first.result(0) == 10 and not any(f.done() for f in later)  # s1 began before them
+    s2 = ri.tick(True, 5, commit=12, ready=True, applied=12)
+    assert s2 == s1 + 1 and ri.probes == 2
+    ri.on_ack("b", 5, s2, applied=12)
+    assert [f.result(0) for f in later] == [12, 12, 12]
+
+
+def test_a_round_whose_answers_are_lost_is_not_waited_for_long():
+    ri, clock = make(majority=2)
+    ri.submit(1.0)
+    s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    waiting = ri.submit(1.0)
+    assert ri.tick(True, 5, commit=10, ready=True, applied=10) is None
+    clock.t += 2 * PROBE_PATIENCE
+    s2 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert s2 == s1 + 1
+    ri.on_ack("b", 5, s2, applied=10)
+    assert waiting.result(0) == 10
+
+
+def test_only_the_first_waiting_read_wakes_the_tick_thread():
+    wakes = []
+    ri = ReadIndex(2, wake=lambda: wakes.append(1))
+    ri.submit(1.0)
+    ri.submit(1.0)
+    assert len(wakes) == 1
+    ri.tick(True, 5, commit=1, ready=True, applied=1)
+    ri.submit(1.0)
+    assert len(wakes) == 2
 
 
 def test_answers_of_another_term_do_not_count():
