@@ -5,7 +5,9 @@ processes (bench.load); beside the disk's fsync rate and loopback round trips.
     ./run.sh bench metadata [--seconds 5] [--reps 3] [--concurrency 1,16,64] [--ops create,stat]
 
 gfs: a create is a committed mkdir (fsync'd on a majority and applied), a stat is linearizable
-(through the log), a list reads a directory of 100 entries, a rename moves an entry.
+(a read index: leadership confirmed by a majority, no log entry), a list reads a directory of
+100 entries, a rename moves an entry. Beside them, the Python gRPC floor of a stat
+(bench/grpc_floor.py): a server that answers at once, same clients.
 etcd: a create is a put of a new key, a stat a linearizable get (serializable=false), a list a
 range get of a 100-key prefix, a rename one txn (if the old key exists: put new, delete old).
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import itertools
 import zlib
 
-from bench import clusters
+from bench import clusters, grpc_floor
 from bench.common import num, parse_choices, parse_ints, parse_seconds
 from bench.compare import ops_done, run_both, side_by_side, side_by_side_figures
 from bench.load import LoadPool, sweep
@@ -143,7 +145,12 @@ def run_etcd(pool: LoadPool, cfg: dict, ctx: Context) -> dict:
 
 
 def run(cfg: dict, ctx: Context) -> dict:
-    return run_both(run_gfs, run_etcd, cfg, ctx)
+    res = run_both(run_gfs, run_etcd, cfg, ctx)
+    if "stat" in cfg["ops"]:
+        from gfs.auth.tokens import new_token      # any well-formed token: nothing checks it
+        with LoadPool() as pool:
+            res["grpc_floor"] = grpc_floor.measure(pool, cfg, new_token())
+    return res
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -155,7 +162,9 @@ def report(res: dict, refs: dict) -> str:
             f"Python processes. Limits: fsync rate {num(refs['fsync_ops_s']['median'])}/s for "
             f"writes (create, rename), loopback round trips "
             f"{num(refs['loopback_rtt_ops_s']['median'])}/s for reads (stat, list).")
-    return head + "\n\n" + side_by_side(res, refs, WRITES, "operation")
+    floor = grpc_floor.report(res)
+    return (head + "\n\n" + side_by_side(res, refs, WRITES, "operation")
+            + ("\n\n" + floor if floor else ""))
 
 
 def figures(res: dict, refs: dict) -> list[dict]:

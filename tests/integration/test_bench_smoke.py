@@ -99,6 +99,9 @@ def test_quick_subset_writes_report_json_and_plots(run):
     assert {(p["op"], p["concurrency"]) for p in points} == {
         (op, c) for op in ("create", "stat", "list", "rename") for c in (1, 4)}
     assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0 for p in points), points
+    floor = meta["grpc_floor"]                 # stat against a no-op grpc.aio server
+    assert [p["concurrency"] for p in floor] == [1, 4]
+    assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0 for p in floor), floor
     if "skipped" not in meta["etcd"]:
         assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0
                    for p in meta["etcd"]["points"])
@@ -116,7 +119,7 @@ def test_quick_subset_writes_report_json_and_plots(run):
                     "## Daemons"):
         assert heading in text
     assert "× fsync" in text and "× raw write" in text and "× election timeout" in text
-    assert "gfs ÷ etcd" in text
+    assert "gfs ÷ etcd" in text and "gfs ÷ floor" in text
     if "skipped" in meta["etcd"]:
         assert meta["etcd"]["skipped"] in text                 # the reason is shown
     pngs = sorted(p.name for p in out.glob("*.png"))
