@@ -99,6 +99,19 @@ class _Guard:
     def __init__(self, daemon: str, logger: logging.Logger | None = None):
         self.daemon = daemon
         self.log = logger or logging.getLogger(__name__)
+        self._guarded: dict[str, tuple[Any, Any]] = {}   # method -> (its handler, guarded)
+
+    def _guarded_handler(self, handler, handler_call_details, guard: Callable[[], Any]):
+        """The guarded version of `handler`, made by `guard()` once per method: a service's
+        handlers are made once, and rebuilding the closures around them for every call cost
+        every RPC a few µs. (Only methods the server has are remembered: a bounded map.)"""
+        method = handler_call_details.method
+        known = self._guarded.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        guarded = guard()
+        self._guarded[method] = (handler, guarded)
+        return guarded
 
     @staticmethod
     def _parts(handler, handler_call_details) -> tuple[str, Callable[[bytes], Any], str, Any]:
@@ -122,6 +135,10 @@ class RequestGuard(_Guard, grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
+        return self._guarded_handler(handler, handler_call_details,
+                                     lambda: self._guard(handler, handler_call_details))
+
+    def _guard(self, handler, handler_call_details):
         method, decode, kind, inner = self._parts(handler, handler_call_details)
 
         def request_of(body_or_bodies, context):
@@ -165,6 +182,10 @@ class AsyncRequestGuard(_Guard, grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
+        return self._guarded_handler(handler, handler_call_details,
+                                     lambda: self._guard(handler, handler_call_details))
+
+    def _guard(self, handler, handler_call_details):
         method, decode, kind, inner = self._parts(handler, handler_call_details)
 
         async def decoded(requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
