@@ -2,16 +2,54 @@
 operations against both (metadata, small files)."""
 from __future__ import annotations
 
+import dataclasses
+import os
+
 from bench.common import median, num, ratio, rng, table
-from bench.load import LoadPool
+from bench.load import LoadPool, summarize
 
 
-def run_both(run_gfs, run_etcd, cfg: dict, ctx) -> dict:
-    """gfs, then etcd, from the same pool of client processes (never at the same time)."""
+def run_both(run_gfs, run_etcd, cfg: dict, ctx, also: dict | None = None) -> dict:
+    """gfs and etcd (and the references in `also`: name -> run function) from the same pool of
+    client processes, never at the same time, taking turns: one repetition of every point on
+    gfs, then on etcd, then the next repetition (each on a fresh cluster). This machine's speed
+    drifts by a quarter over minutes; measured one after the other, two systems could land in
+    different phases and their ratio with them. Taking turns puts each repetition of every
+    system into neighbouring minutes."""
+    systems = {"gfs": run_gfs, "etcd": run_etcd, **(also or {})}
+    turns: dict[str, list[dict]] = {name: [] for name in systems}
     with LoadPool() as pool:
-        gfs = run_gfs(pool, cfg, ctx)
-        etcd = run_etcd(pool, cfg, ctx)
-    return {"gfs": gfs, "etcd": etcd}
+        for rep in range(cfg["reps"]):
+            work = os.path.join(ctx.work, f"turn-{rep + 1}")     # fresh clusters each turn
+            os.makedirs(work, exist_ok=True)
+            for name, run in systems.items():
+                turns[name].append(run(pool, {**cfg, "reps": 1},
+                                       dataclasses.replace(ctx, work=work)))
+    return {name: merge_turns(parts) for name, parts in turns.items()}
+
+
+def merge_turns(parts: list[dict]) -> dict:
+    """One system's result from its turns: every point's repetitions together, the daemons'
+    CPU summed and their peak RSS the highest (a skipped system stays skipped)."""
+    if any("skipped" in part for part in parts):
+        return next(part for part in parts if "skipped" in part)
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for part in parts:
+        for p in part["points"]:
+            runs.setdefault((p["op"], p["concurrency"]), []).extend(p["runs"])
+    merged = {**parts[0], "points": [summarize(op, conc, r) for (op, conc), r in runs.items()],
+              "ops_done": sum(part.get("ops_done", 0) for part in parts)}
+    processes: dict[str, dict] = {}
+    for part in parts:
+        for name, st in (part.get("processes") or {}).items():
+            seen = processes.setdefault(name, {"peak_rss": None, "cpu_s": None})
+            if st["peak_rss"] is not None:
+                seen["peak_rss"] = max(seen["peak_rss"] or 0, st["peak_rss"])
+            if st["cpu_s"] is not None:
+                seen["cpu_s"] = (seen["cpu_s"] or 0) + st["cpu_s"]
+    if processes:
+        merged["processes"] = processes
+    return merged
 
 
 def ops_done(points: list[dict]) -> int:

@@ -47,18 +47,20 @@ def stat_op(spec: dict, worker: str):
     return (lambda: c.stat("/bench/stat-target")), c.close
 
 
-def measure(pool: LoadPool, cfg: dict, token: str) -> list[dict]:
+def run(pool: LoadPool, cfg: dict, ctx=None) -> dict:
     """Stat against the no-op server at every concurrency of `cfg` (its reps, windows)."""
-    ctx = mp.get_context("spawn")
-    ports = ctx.Queue()
-    server = ctx.Process(target=_serve, args=(ports,), daemon=True)
+    from gfs.auth.tokens import new_token      # any well-formed token: nothing checks it
+    token = new_token()
+    spawn = mp.get_context("spawn")
+    ports = spawn.Queue()
+    server = spawn.Process(target=_serve, args=(ports,), daemon=True)
     server.start()
     try:
         port = ports.get(timeout=READY_TIMEOUT)
         spec = {"masters": [f"127.0.0.1:{port}"], "token": token}
-        return sweep(pool, "bench.grpc_floor:stat_op", lambda op, conc, rep: spec, ["stat"],
-                     cfg["concurrency"], cfg["reps"], cfg["seconds"], cfg["warmup"],
-                     "grpc-floor")
+        return {"points": sweep(pool, "bench.grpc_floor:stat_op", lambda op, conc, rep: spec,
+                                ["stat"], cfg["concurrency"], cfg["reps"], cfg["seconds"],
+                                cfg["warmup"], "grpc-floor")}
     finally:
         server.kill()                 # by its PID (multiprocessing's handle)
         server.join(timeout=10)
@@ -66,7 +68,7 @@ def measure(pool: LoadPool, cfg: dict, token: str) -> list[dict]:
 
 def report(res: dict) -> str:
     """The floor beside gfs's and etcd's stat, per concurrency ('' without a floor)."""
-    floor = res.get("grpc_floor") or []
+    floor = (res.get("grpc_floor") or {}).get("points") or []
     if not floor:
         return ""
     stat = lambda side: {p["concurrency"]: p["ops_s"]["median"]

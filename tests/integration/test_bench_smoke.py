@@ -99,7 +99,7 @@ def test_quick_subset_writes_report_json_and_plots(run):
     assert {(p["op"], p["concurrency"]) for p in points} == {
         (op, c) for op in ("create", "stat", "list", "rename") for c in (1, 4)}
     assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0 for p in points), points
-    floor = meta["grpc_floor"]                 # stat against a no-op grpc.aio server
+    floor = meta["grpc_floor"]["points"]       # stat against a no-op grpc.aio server
     assert [p["concurrency"] for p in floor] == [1, 4]
     assert all(p["ops_s"]["median"] > 0 and p["errors"] == 0 for p in floor), floor
     if "skipped" not in meta["etcd"]:
