@@ -231,3 +231,18 @@ def test_a_bench_stopped_with_sigterm_stops_its_clusters(tmp_path):
         for p in daemon_pids(data):
             if alive(p):
                 os.kill(p, signal.SIGKILL)
+
+
+@pytest.mark.timeout(200)
+def test_cpu_per_op_probe_reports_the_leader_followers_and_clients():
+    """bench/cpu_per_op.py: one short stat window on a real cluster, CPU per op by process."""
+    proc = subprocess.run([sys.executable, "-m", "bench.cpu_per_op", "--op", "stat",
+                           "--clients", "2", "--seconds", "1"], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("stat x2: ") and "errors 0" in line, line
+    cpu = dict(part.rsplit(" ", 1) for part in line.split("CPU ms/op: ")[1].split(", "))
+    assert float(cpu["leader"]) > 0 and float(cpu["clients"]) > 0, line
+    assert len(cpu) == 4, line                      # the leader, two followers, the clients
