@@ -69,14 +69,13 @@ def _measure(work: str, op: str, clients: int, seconds: float, lease: bool, prec
         factory, spec = _spec(cluster, op, "/bench/window")
         leader = cluster.pid(cluster.leader())
         masters = {d["name"]: cluster.pid(d["name"]) for d in cluster.daemons()}
-        procs = {**masters, "clients": None}
         spy = None
         if py_spy:
             spy = subprocess.Popen([_py_spy(), "record", "-o", py_spy, "-f", "raw", "--pid",
                                     str(leader), "-d", str(int(seconds + warmup + 1)), "-r",
                                     "200", "--threads"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        clients_cpu = lambda: sum(_cpu(p.pid) for p in pool._procs)
+        clients_cpu = lambda: sum(_cpu(pid) for pid in pool.pids())
         before = {name: _cpu(pid) for name, pid in masters.items()}
         before["clients"] = clients_cpu()
         r = pool.measure(factory, spec, clients, seconds, warmup, "window")
@@ -85,8 +84,8 @@ def _measure(work: str, op: str, clients: int, seconds: float, lease: bool, prec
         if spy:
             spy.wait()
         ops = r["ops"] * (seconds + warmup) / seconds       # the warm-up's share, estimated
-        cpu = {("leader" if pid == leader else name): (after[name] - before[name]) / ops * 1e3
-               for name, pid in procs.items()}
+        cpu = {("leader" if masters.get(name) == leader else name):
+               (after[name] - before[name]) / ops * 1e3 for name in before}
         return {"op": op, "clients": clients, "lease": lease, "ops_s": r["ops_s"],
                 "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "errors": r["errors"],
                 "cpu_ms_per_op": cpu}

@@ -3,23 +3,26 @@ did nothing but answer it — a grpc.aio server (the library and event loop the 
 with) whose Stat returns a fixed FileInfo at once, no Raft, no LMDB, no identity check, driven by
 the same client processes and the same gfs Client as the benchmark.
 
-No master written in Python over grpcio serves a stat faster than this on the machine of the
-run, so it is the reference that tells how much of the gap to etcd (Go) is the masters' own work
-and how much the RPC layer they are built on. Measured in the same run, beside gfs and etcd.
+No master answering stats through grpc.aio in one process serves them faster than this on the
+machine of the run, so it is the reference that tells how much of the gap to etcd (Go) is the
+masters' own work and how much the RPC layer they are built on. Measured in the same run, beside gfs and etcd.
 """
 from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
 
-from bench.common import num, rng, table
+from bench.common import num, ratio, rng, table
 from bench.load import LoadPool, sweep
 
 READY_TIMEOUT = 30.0
 
 
 def _serve(ports) -> None:
-    """The no-op server (in its own process): binds a free loopback port and reports it."""
+    """The no-op server (in its own process, killed by PID when the sweep ends): binds a free
+    loopback port and reports it. It checks no token on purpose (a floor does no work); it
+    only parses protobuf requests and answers a constant, so nothing it reads is unpickled or
+    executed, and nothing beyond this machine reaches it."""
     import grpc
 
     from proto import master_pb2 as pb
@@ -74,7 +77,6 @@ def report(res: dict) -> str:
     stat = lambda side: {p["concurrency"]: p["ops_s"]["median"]
                          for p in res[side].get("points", []) if p["op"] == "stat"}
     gfs, etcd = stat("gfs"), stat("etcd")
-    ratio = lambda a, b: f"{a / b:.2f}" if a and b else "–"
     rows = [[p["concurrency"], num(p["ops_s"]["median"]), rng(p["ops_s"]),
              num(gfs.get(p["concurrency"])), ratio(gfs.get(p["concurrency"]), p["ops_s"]["median"]),
              num(etcd.get(p["concurrency"])), ratio(etcd.get(p["concurrency"]), p["ops_s"]["median"])]

@@ -104,6 +104,10 @@ class LoadPool:
         for p in self._procs:
             p.start()
 
+    def pids(self) -> list[int]:
+        """The client processes' PIDs (for their CPU)."""
+        return [p.pid for p in self._procs]
+
     def close(self) -> None:
         for q in self._jobs:
             q.put(None)

@@ -101,15 +101,15 @@ class _Guard:
         self.log = logger or logging.getLogger(__name__)
         self._guarded: dict[str, tuple[Any, Any]] = {}   # method -> (its handler, guarded)
 
-    def _guarded_handler(self, handler, handler_call_details, guard: Callable[[], Any]):
-        """The guarded version of `handler`, made by `guard()` once per method: a service's
+    def _guarded_handler(self, handler, handler_call_details):
+        """The guarded version of `handler` (`_guard`), made once per method: a service's
         handlers are made once, and rebuilding the closures around them for every call cost
         every RPC a few µs. (Only methods the server has are remembered: a bounded map.)"""
         method = handler_call_details.method
         known = self._guarded.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        guarded = guard()
+        guarded = self._guard(handler, handler_call_details)
         self._guarded[method] = (handler, guarded)
         return guarded
 
@@ -135,8 +135,7 @@ class RequestGuard(_Guard, grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        return self._guarded_handler(handler, handler_call_details,
-                                     lambda: self._guard(handler, handler_call_details))
+        return self._guarded_handler(handler, handler_call_details)
 
     def _guard(self, handler, handler_call_details):
         method, decode, kind, inner = self._parts(handler, handler_call_details)
@@ -182,8 +181,7 @@ class AsyncRequestGuard(_Guard, grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
-        return self._guarded_handler(handler, handler_call_details,
-                                     lambda: self._guard(handler, handler_call_details))
+        return self._guarded_handler(handler, handler_call_details)
 
     def _guard(self, handler, handler_call_details):
         method, decode, kind, inner = self._parts(handler, handler_call_details)

@@ -248,24 +248,11 @@ class MasterNode:
         return self.state_read(fn)
 
     async def _read_index(self, timeout: float) -> None:
-        """Wait for the read index. The tick thread fails a read at its deadline; the guard
-        half a second later is for a tick thread that stopped (cheaper than asyncio.wait_for,
-        which this costs on every read)."""
-        waiting = asyncio.wrap_future(self.raft.reads.submit(timeout))
-        late: list[bool] = []
-
-        def give_up() -> None:
-            late.append(True)
-            waiting.cancel()
-        guard = asyncio.get_running_loop().call_later(timeout + 0.5, give_up)
         try:
-            await waiting
-        except asyncio.CancelledError:
-            if not late:
-                raise
+            await asyncio.wait_for(asyncio.wrap_future(self.raft.reads.submit(timeout)),
+                                   timeout + 0.5)
+        except asyncio.TimeoutError:
             raise DeadlineExceeded("leadership not confirmed in time; retry") from None
-        finally:
-            guard.cancel()
 
     def place_chunk(self, inode: int, exclude: set[str] | None = None,
                     length_hint: int = 0) -> list[str]:
