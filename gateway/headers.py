@@ -34,12 +34,22 @@ def upstream_request_headers(headers: list[tuple[str, str]], peer_ip: str, peer_
                              scheme: str, host: str, identity: str | None,
                              grpc: bool) -> tuple[list[tuple[str, str]], str]:
     """The request headers for the upstream, and the traceparent they carry."""
-    drop = _dropped(headers, _DROP_UP)
+    return _upstream_request_headers(headers, peer_ip, peer_trusted, scheme, host, identity,
+                                     grpc, _DROP_UP)
+
+
+def _upstream_request_headers(headers, peer_ip, peer_trusted, scheme, host, identity, grpc,
+                              drop):
     out: list[tuple[str, str]] = []
     forwarded = []
     traceparent = ""
     for k, v in headers:
-        if k in drop or k.startswith(":"):
+        if k in drop or k[0] == ":":
+            if k == "connection" and drop is _DROP_UP:
+                more = _dropped(headers, _DROP_UP)      # fields it names: hop-by-hop too
+                if more is not _DROP_UP:                # (rare: start again without them)
+                    return _upstream_request_headers(headers, peer_ip, peer_trusted, scheme,
+                                                     host, identity, grpc, more)
             continue
         if k == "x-forwarded-for":
             if peer_trusted:

@@ -26,6 +26,7 @@ log = logging.getLogger("gateway.proxy")
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 GRPC_UNAVAILABLE, GRPC_DEADLINE, GRPC_PERMISSION, GRPC_UNAUTHENTICATED, GRPC_UNIMPLEMENTED = \
     14, 4, 7, 16, 12
+_STATUS_TEXT = {code: str(code) for code in range(100, 600)}
 HTTP_TO_GRPC = {401: GRPC_UNAUTHENTICATED, 403: GRPC_PERMISSION, 404: GRPC_UNIMPLEMENTED,
                 504: GRPC_DEADLINE}
 Builtin = Callable[[Exchange], Awaitable[None]]
@@ -81,8 +82,6 @@ class Proxy:
         self.builtins = builtins or {}
         self.authenticate = authenticate
         self.upstream_idle_s = upstream_idle_s
-        self._counted: dict[tuple[str, str], object] = {}     # labelled metric children
-        self._timed: dict[str, object] = {}
 
     def apply(self, table: ServingTable) -> None:
         """Serve `table` from the next request on; requests in flight finish on the old one."""
@@ -137,7 +136,7 @@ class Proxy:
         def head_arrived() -> None:
             if handed:
                 return
-            if resp.head_ready.exception() is not None or not resp.body.complete:
+            if resp.head_error is not None or not resp.body.complete:
                 hand_over()
                 return
             timer.cancel()
@@ -164,7 +163,9 @@ class Proxy:
     def _begin(self, ex: Exchange) -> _Request:
         table = self.table
         head = ex.head
-        client_ip = client_address(head.peer[0], head.header("x-forwarded-for"), table.trusted)
+        peer_ip = head.peer[0]
+        client_ip = client_address(peer_ip, head.header("x-forwarded-for"), table.trusted) \
+            if len(table.trusted) else peer_ip
         grpc = (head.header("content-type") or "").startswith("application/grpc")
         return _Request(time.monotonic(), table, client_ip, grpc)
 
@@ -189,16 +190,8 @@ class Proxy:
     def _record(self, ex: Exchange, req: _Request) -> None:
         """The request's metrics and access log line."""
         elapsed = time.monotonic() - req.start
-        status = str(ex.status or 499)
-        route = req.route or "-"
-        counter = self._counted.get((route, status))
-        if counter is None:
-            counter = self._counted[(route, status)] = self.metrics.requests.labels(route, status)
-        counter.inc()
-        timer = self._timed.get(route)
-        if timer is None:
-            timer = self._timed[route] = self.metrics.seconds.labels(route)
-        timer.observe(elapsed)
+        status = _STATUS_TEXT.get(ex.status) or str(ex.status or 499)
+        self.metrics.requests.observe(req.route or "-", status, elapsed)
         if self.access_log is not None:
             head = ex.head
             self.access_log.write(
@@ -221,7 +214,7 @@ class Proxy:
         path = normalize_path(head.path)
         if path is None:
             raise Refused(400, "bad request path")
-        match = table.table.lookup(head.authority, path)
+        match = table.match(head.authority, path)
         if match is None:
             raise Refused(404, "no route")
         compiled = table.routes[match.route.name]
@@ -354,14 +347,15 @@ class Proxy:
                      on_abort) -> None:
         """The response to the client; its head must come by `deadline` (the loop's clock:
         `timeout_s` after the request was sent)."""
-        if not resp.head_ready.done():
+        if not resp.head_done:
             try:
                 async with asyncio.timeout_at(deadline):
-                    await asyncio.shield(resp.head_ready)
+                    await resp.wait_head()
             except TimeoutError:
                 on_abort()
                 raise UpstreamTimeout(f"no response head within {timeout_s:g}s") from None
-        resp.head_ready.result()                 # the upstream's failure, if it failed
+        if resp.head_error is not None:          # the upstream's failure
+            raise resp.head_error
         try:
             headers = downstream_response_headers(resp.headers)
             if ex.upgrade and ex.head.http_version == "2" and 200 <= resp.status < 300:

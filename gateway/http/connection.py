@@ -47,6 +47,7 @@ class ServerConnection(asyncio.Protocol):
         self._out: list[bytes] = []              # small writes of this turn of the loop
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
+        self.batching = False                    # a writer that flushes itself when done
         self.loop: asyncio.AbstractEventLoop | None = None      # set by connection_made
 
     # --- asyncio.Protocol ---
@@ -161,7 +162,7 @@ class ServerConnection(asyncio.Protocol):
         self._out_size += len(data)
         if self._out_size >= COALESCE_BYTES:
             self.flush()
-        elif self._flush_handle is None:
+        elif self._flush_handle is None and not self.batching:
             self._flush_handle = self.loop.call_soon(self.flush)
 
     def flush(self) -> None:

@@ -89,14 +89,19 @@ class H1Exchange(Exchange):
         if self.status:
             raise RuntimeError("response already started")
         self.status = status
-        self._write_head(status, headers, False)
-        for data in body:
-            if data:
-                self.bytes_out += len(data)
-                self._write_data(data)
-        self.finished = True
-        self._write_end(trailers)
-        self._engine.conn.flush()
+        conn = self._engine.conn
+        conn.batching = True                     # no end-of-turn flush to schedule: ours below
+        try:
+            self._write_head(status, headers, False)
+            for data in body:
+                if data:
+                    self.bytes_out += len(data)
+                    self._write_data(data)
+            self.finished = True
+            self._write_end(trailers)
+        finally:
+            conn.batching = False
+        conn.flush()
 
     async def _send_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
         self._write_head(status, headers, end)
@@ -238,7 +243,9 @@ class H1Engine:
         self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count(len(name) + len(value) + 4)
+        self._header_bytes += len(name) + len(value) + 4        # _count, inline: every field
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Refused(431, "request header fields too large")
         if self._field_count >= self.limits.max_headers:
             raise _Refused(431, "too many header fields")
         self._field_count += 1

@@ -77,7 +77,7 @@ class H1Upstream(asyncio.Protocol):
 
     def _notify_if_settled(self) -> None:
         if self._watcher is not None and self.response is not None \
-                and self.response.head_ready.done():
+                and self.response.head_done:
             watcher, self._watcher = self._watcher, None
             watcher()
 
@@ -106,7 +106,7 @@ class H1Upstream(asyncio.Protocol):
     def _close_delimited(self) -> bool:
         """A response head without Content-Length or chunked framing: EOF ends its body."""
         resp = self.response
-        return resp.head_ready.done() and not resp.head_ready.exception() and not any(
+        return resp.head_done and resp.head_error is None and not any(
             k in ("content-length", "transfer-encoding") for k, _ in resp.headers)
 
     # --- httptools callbacks ---
@@ -131,7 +131,7 @@ class H1Upstream(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self.response is not None and self.response.status == 101:
             return                               # not the end: a tunnel starts (see below)
-        if self.response is not None and self.response.head_ready.done() \
+        if self.response is not None and self.response.head_done \
                 and not self._response_done:
             self._message_done(reusable=self.parser.should_keep_alive())
 

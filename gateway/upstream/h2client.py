@@ -99,7 +99,7 @@ class H2Upstream(asyncio.Protocol):
                 resp.trailers = decode_headers(event.headers)
         elif isinstance(event, h2.events.StreamEnded):
             if resp is not None:
-                if not resp.head_ready.done():
+                if not resp.head_done:
                     resp.fail(UpstreamError("upstream ended the stream without a response"))
                 resp.body.finish()
                 self._done(sid)

@@ -45,7 +45,7 @@ async def probe(backend: Backend, path: str, timeout_s: float) -> bool:
                 conn = await H1Upstream.open(backend.host, backend.port, timeout_s, 65536)
                 resp = conn.send("GET", path, [("host", host), ("user-agent", "gfs-gateway"),
                                                ("connection", "close")], None, None)
-            await resp.head_ready
+            await resp.wait_head()
             return 200 <= resp.status < 400
     except (UpstreamError, TimeoutError, OSError):
         return False

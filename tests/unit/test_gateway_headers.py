@@ -22,3 +22,23 @@ def test_traceparent_is_added_when_absent_and_kept_when_valid():
     headers, trace = upstream_request_headers([("traceparent", given)], "10.0.0.1", False,
                                               "http", "example.com", None, False)
     assert trace == given and [v for k, v in headers if k == "traceparent"] == [given]
+
+
+def test_hop_by_hop_fields_and_those_connection_names_are_dropped():
+    given = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    incoming = [("host", "example.com"), ("connection", "keep-alive, X-Secret"),
+                ("keep-alive", "timeout=5"), ("x-secret", "s"), ("accept", "*/*"),
+                ("te", "trailers"), ("x-gfs-user", "forged"), ("connection", "traceparent"),
+                ("traceparent", given), ("x-forwarded-for", "1.2.3.4")]
+    headers, trace = upstream_request_headers(incoming, "10.0.0.1", False, "http",
+                                              "example.com", "alice", False)
+    names = [k for k, _ in headers]
+    assert "x-secret" not in names and "keep-alive" not in names and "te" not in names
+    assert "connection" not in names
+    assert trace != given and ("traceparent", trace) in headers   # named hop-by-hop: replaced
+    assert dict(headers)["x-gfs-user"] == "alice"                 # never the client's
+    assert dict(headers)["x-forwarded-for"] == "10.0.0.1"         # untrusted peer: its own
+    plain, _ = upstream_request_headers([("host", "h"), ("connection", "close"),
+                                         ("accept", "*/*")], "10.0.0.1", False, "http", "h",
+                                        None, False)
+    assert [k for k, _ in plain][:2] == ["host", "accept"]

@@ -147,3 +147,19 @@ def test_client_address_trusts_only_configured_proxies():
     assert client_address("10.0.0.1", "6.6.6.6, 9.9.9.9, 10.0.0.2", trusted) == "9.9.9.9"
     assert client_address("10.0.0.1", "garbage, 10.0.0.3", trusted) == "10.0.0.3"
     assert client_address("10.0.0.1", None, trusted) == "10.0.0.1"
+
+
+def test_serving_table_remembers_matches_within_its_bound():
+    from gateway.table import ServingTable
+    serving = ServingTable.build([r("api", "/v1/{id}"), r("site", "/*", host="example.com")])
+    first = serving.match("x", "/v1/7")
+    assert first.route.name == "api" and first.params == {"id": "7"}
+    assert serving.match("x", "/v1/7") is first                 # remembered
+    assert serving.match("example.com", "/a").route.name == "site"
+    assert serving.match("x", "/nowhere") is None and serving.match("x", "/nowhere") is None
+    long_path = "/v1/" + "a" * ServingTable.MATCH_CACHE_KEY      # too long to keep
+    assert serving.match("x", long_path).route.name == "api"
+    assert ("x", long_path) not in serving._matches
+    for i in range(ServingTable.MATCH_CACHE_ENTRIES + 10):      # a spray of paths: bounded
+        assert serving.match("x", f"/v1/{i}").params == {"id": str(i)}
+        assert len(serving._matches) <= ServingTable.MATCH_CACHE_ENTRIES

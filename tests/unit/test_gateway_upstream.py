@@ -72,7 +72,7 @@ async def _server(delay: float = 0.0):
 async def _get(backend: Backend) -> bytes:
     conn = await backend.acquire_h1()
     resp = conn.send("GET", "/", [("host", "x")], None, None)
-    await resp.head_ready
+    await resp.wait_head()
     body = b""
     while True:
         data = await resp.body.read()
@@ -104,3 +104,34 @@ def test_pool_reuses_bounds_and_sweeps():
             await dead.acquire_h1()
         assert dead.h1_open == 0
     asyncio.run(main())
+
+
+def test_response_head_waits_and_failures():
+    from gateway.http.exchange import BodyBuffer
+    from gateway.upstream.errors import UpstreamError
+    from gateway.upstream.response import UpstreamResponse
+
+    def response():
+        return UpstreamResponse(BodyBuffer(1 << 16, lambda: None, lambda n: None))
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        resp = response()
+        with pytest.raises(TimeoutError):                # a waiter given up on ...
+            await asyncio.wait_for(resp.wait_head(), 0.05)
+        assert not resp.head_done
+        loop.call_later(0.02, resp.set_head, 200, [("content-length", "0")])
+        await resp.wait_head()                           # ... does not stop the next one
+        assert resp.head_done and resp.status == 200 and resp.head_error is None
+        failed = response()
+        loop.call_later(0.02, failed.fail, UpstreamError("gone"))
+        with pytest.raises(UpstreamError, match="gone"):
+            await failed.wait_head()
+        late = response()                                # a failure after the head: the body's
+        late.set_head(200, [])
+        late.fail(UpstreamError("mid-body"))
+        await late.wait_head()
+        with pytest.raises(UpstreamError, match="mid-body"):
+            await late.body.read()
+
+    asyncio.run(scenario())
