@@ -7,6 +7,7 @@ import asyncio
 import time
 from typing import Awaitable, Callable
 
+from gateway.http.deadlines import DeadlineWheel
 from gateway.http.exchange import ClientGone, Exchange
 from gateway.http.limits import Limits
 
@@ -22,9 +23,10 @@ class ServerConnection(asyncio.Protocol):
     def __init__(self, app: App, limits: Limits, scheme: str = "http",
                  on_open: Callable[["ServerConnection"], None] | None = None,
                  on_close: Callable[["ServerConnection"], None] | None = None,
-                 proxy_from=None):
+                 proxy_from=None, deadlines: DeadlineWheel | None = None):
         """`proxy_from`: a PrefixTrie of the peers (L4 balancers) whose connections start with
-        a PROXY protocol header naming the client; None: nobody's do."""
+        a PROXY protocol header naming the client; None: nobody's do. `deadlines`: the timer
+        the server's connections share (one of its own if None)."""
         self.app = app
         self.limits = limits
         self.scheme = scheme
@@ -38,8 +40,9 @@ class ServerConnection(asyncio.Protocol):
         self._pending = b""                      # first bytes, until the protocol is known
         self._deadline_header = 0.0              # monotonic; 0 = none
         self._deadline_idle = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._deadlines = deadlines
+        self._tick: int | None = None            # where the deadline timer has us filed
+        self._tick_at = 0.0                      # for which deadline
         self._on_open = on_open
         self._on_close = on_close
         self._proxy_from = proxy_from
@@ -54,6 +57,8 @@ class ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
         self.loop = asyncio.get_running_loop()
+        if self._deadlines is None:
+            self._deadlines = DeadlineWheel(self.loop)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
@@ -91,8 +96,8 @@ class ServerConnection(asyncio.Protocol):
         self.closed = True
         self._discard_out()
         self._wake_writers()
-        if self._timer is not None:
-            self._timer.cancel()
+        if self._tick is not None:
+            self._deadlines.remove(self)
         if self.engine is not None:
             self.engine.connection_lost()
         if self._on_close:
@@ -222,7 +227,7 @@ class ServerConnection(asyncio.Protocol):
             self.closed = True
             self.transport.abort()
 
-    # --- deadlines: one timer per connection, re-armed at the nearest deadline ---
+    # --- deadlines: filed in the shared timer at the nearest one, looked at again then ---
     def touch(self) -> None:
         self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
         self._arm()
@@ -241,17 +246,12 @@ class ServerConnection(asyncio.Protocol):
         header, nearest = self._deadline_header, self._deadline_idle   # idle: always set
         if header and header < nearest:
             nearest = header
-        if self._timer is not None:
-            if nearest >= self._timer_at:
-                return                 # the timer goes off sooner and re-arms for the rest
-            self._timer.cancel()
-        self._timer_at = nearest
-        loop = self.loop
-        self._timer = loop.call_at(loop.time() + max(0.0, nearest - time.monotonic()) + 0.01,
-                                   self._check)
+        if self._tick is not None and nearest >= self._tick_at:
+            return                     # the timer goes off sooner and re-files for the rest
+        self._tick_at = nearest
+        self._deadlines.file(self, nearest)
 
     def _check(self) -> None:
-        self._timer = None
         if self.closed:
             return
         now = time.monotonic()

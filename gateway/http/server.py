@@ -6,6 +6,7 @@ import socket
 import ssl
 
 from gateway.http.connection import App, ServerConnection
+from gateway.http.deadlines import DeadlineWheel
 from gfs.errors import FailedPrecondition
 from gateway.http.limits import Limits
 
@@ -40,11 +41,12 @@ class HttpServer:
         self.high_water = 0                      # most open at once since the last settle()
         self._table_size = 0                     # most in the set since it was last copied
         self.server: asyncio.base_events.Server | None = None
+        self.deadlines: DeadlineWheel | None = None   # every connection's timeouts, one timer
 
     def _protocol(self) -> ServerConnection:
         return ServerConnection(self.app, self.limits, "https" if self.tls else "http",
                                 on_open=self._opened, on_close=self._closed,
-                                proxy_from=self.proxy_from)
+                                proxy_from=self.proxy_from, deadlines=self.deadlines)
 
     def _opened(self, conn: ServerConnection) -> None:
         self.connections.add(conn)
@@ -69,6 +71,7 @@ class HttpServer:
 
     async def start(self, host: str, port: int, reuse_port: bool = False) -> tuple[str, int]:
         loop = asyncio.get_running_loop()
+        self.deadlines = self.deadlines or DeadlineWheel(loop)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -94,3 +97,5 @@ class HttpServer:
             conn.close()
         if self.server is not None:
             await self.server.wait_closed()
+        if self.deadlines is not None:
+            self.deadlines.close()

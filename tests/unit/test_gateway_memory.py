@@ -86,7 +86,8 @@ def test_closed_connections_leave_nothing_referenced():
             opened(conn)
 
         def watch_close(conn):
-            for part in (conn.engine, conn._timer, conn.engine and conn.engine.running):
+            assert conn._tick is None                # out of the deadline timer
+            for part in (conn.engine, conn.engine and conn.engine.running):
                 if part is not None:
                     held.append(weakref.ref(part))
             closed(conn)
