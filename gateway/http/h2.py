@@ -246,6 +246,10 @@ class H2Engine:
             task = self.tasks.get(sid)
             if task is not None:
                 task.cancel()
+            # Let go of the stream now: a Task cancelled before its first step never runs
+            # _serve's `finally`, and a client resetting streams as fast as it opens them
+            # (HTTP/2 "rapid reset") would grow `streams` until the connection closed.
+            self._finish(ex)
 
     async def _serve(self, ex: H2Exchange) -> None:
         try:
@@ -269,16 +273,21 @@ class H2Engine:
             else:
                 ex.abort()
         finally:
-            sid = ex.stream_id
-            if not ex.body.done and ex._alive():
-                # The app answered without reading the whole request body: stop the client
-                # sending it (NO_ERROR, as RFC 9113 8.1 allows after a complete response).
-                try:
-                    self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
-                    self.flush()
-                except h2.exceptions.H2Error:
-                    pass
-            self.streams.pop(sid, None)
+            self._finish(ex)
+
+    def _finish(self, ex: H2Exchange) -> None:
+        """The stream is done with (answered, failed or reset): forget it. Idempotent."""
+        sid = ex.stream_id
+        if not ex.body.done and ex._alive():
+            # The app answered without reading the whole request body: stop the client
+            # sending it (NO_ERROR, as RFC 9113 8.1 allows after a complete response).
+            try:
+                self.h2.reset_stream(sid, h2.errors.ErrorCodes.NO_ERROR)
+                self.flush()
+            except h2.exceptions.H2Error:
+                pass
+        if self.streams.get(sid) is ex:
+            del self.streams[sid]
             self.tasks.pop(sid, None)
             self.body_sizes.pop(sid, None)
             self.windows.forget(sid)

@@ -314,6 +314,31 @@ def h2_exchange_new(server):
     return h2_exchange(s, conn, 1)
 
 
+def test_h2_rapid_reset_leaves_no_streams_behind(server):
+    """Streams reset as fast as they are opened (CVE-2023-44487's pattern): each is let go at
+    once, even when its Task had not run yet — the engine keeps none of them."""
+    s = server.connect()
+    conn = h2_client()
+    for sid in range(1, 400, 2):
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/noread"), (":scheme", "http"),
+                                (":authority", "h")])
+        conn.reset_stream(sid)
+    s.sendall(conn.data_to_send())
+    conn.send_headers(401, [(":method", "GET"), (":path", "/after"), (":scheme", "http"),
+                            (":authority", "h")], end_stream=True)
+    headers, body = h2_exchange(s, conn, 401)            # the connection goes on
+    assert headers[":status"] == "200" and body == b"GET /after 2 h 0"
+
+    def open_streams():
+        return [len(c.engine.streams) + len(c.engine.tasks)
+                for c in server.server.connections if c.engine is not None]
+    for _ in range(50):
+        if open_streams() == [0]:
+            break
+        time.sleep(0.02)
+    assert open_streams() == [0]
+
+
 def test_h2_header_list_too_large(server):
     s = server.connect()
     conn = h2_client()
