@@ -279,6 +279,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                         _PrivateRaftState.cap_commit(self, unverified)
                     self._transport.keep_fresh(self._getLeader())
                     self._hold_campaign()
+                    self._listen_before_campaigning()
                 self.doTick(self._config.tick)
             except Exception as err:   # never let the tick thread die; pysyncobj state is per message
                 self._tick_failures.exception(err)
@@ -291,6 +292,16 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
             self._joining = False
         if self._joining or self.self_address not in self.members.current():
             _PrivateRaftState.postpone_election(self, self._config.election_max)
+
+    def _listen_before_campaigning(self) -> None:
+        """pysyncobj decides to campaign at the start of a tick, before it reads its sockets.
+        After a tick that held this thread past the election deadline (a journal fdatasync or a
+        snapshot piece's write behind a busy disk), the leader's appends that arrived meanwhile
+        are still unread, and the follower would depose a leader that never went quiet —
+        restarting every snapshot transfer in progress. So when the deadline has passed, what
+        is waiting is read first; an append among it renews the deadline."""
+        if _PrivateRaftState.election_due(self):
+            self._poller.poll(0)
 
     def _make_durable(self) -> None:
         """Group commit: one fdatasync for everything appended since the last call, then release

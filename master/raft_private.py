@@ -119,6 +119,11 @@ class PrivateRaftState:
         node._SyncObj__raftElectionDeadline = _syncobj_module.monotonicTime() + seconds
 
     @staticmethod
+    def election_due(node: SyncObj) -> bool:
+        """Has this member's election deadline passed (it campaigns at its next tick)?"""
+        return node._SyncObj__raftElectionDeadline < _syncobj_module.monotonicTime()
+
+    @staticmethod
     def cap_commit(node: SyncObj, below: int) -> None:
         """Keep the commit index below log index `below` (see DurableJournal.unverified_index)."""
         if node._SyncObj__raftCommitIndex >= below:

@@ -9,16 +9,18 @@ and step down (pysyncobj's leader fallback), election after election.
 
 `SnapshotReceiver` writes the store image of the file (what follows its header) into the
 store's install location (MetadataState.install_target) as each piece arrives, and makes it
-durable every SYNC_EVERY bytes, so the install only syncs the tail and renames. It hashes the
-image as it goes (master/snapshot_format.py), so the install checks it against the header's
-checksum without reading it again. The install uses the image only if its header is byte for
-byte the one of the file pysyncobj completed; otherwise (a transfer that restarted, a write that
-failed) it copies from the file as before, hashing that copy.
+durable every SYNC_EVERY bytes (in a thread of its own: PeriodicSync), so the install only
+syncs the tail and renames. It hashes the image as it goes (master/snapshot_format.py), so the
+install checks it against the header's checksum without reading it again. The install uses the
+image only if its header is byte for byte the one of the file pysyncobj completed; otherwise (a
+transfer that restarted, a write that failed) it copies from the file as before, hashing that
+copy.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Callable
 
 from master.snapshot_format import Image, SnapshotStream
@@ -29,21 +31,54 @@ SYNC_EVERY = 32 << 20       # bytes written between fdatasyncs of a file being r
 
 
 class PeriodicSync:
-    """fdatasync a file being written once SYNC_EVERY bytes have gone into it since the last
-    sync, so the sync at its end is short."""
+    """Make a file being written durable on the way: once SYNC_EVERY bytes went into it since
+    the last sync began, an fdatasync starts in a thread of its own (one at a time), so the sync
+    at its end (`sync`) is short — and the writer (the tick thread) never waits on the way for
+    a disk busy with other writes (beside other masters each writing a 2.4 GB snapshot, such a
+    sync can take seconds: past the follower's election deadline). A failed sync on the way is
+    raised by `sync`: after a failed fdatasync a later one may succeed without the lost
+    pages."""
 
     def __init__(self) -> None:
         self.unsynced = 0
+        self._running: threading.Thread | None = None
+        self._error: OSError | None = None
 
     def wrote(self, f, count: int) -> None:
         self.unsynced += count
-        if self.unsynced >= SYNC_EVERY:
-            self.sync(f)
+        if self.unsynced < SYNC_EVERY or (self._running is not None
+                                          and self._running.is_alive()):
+            return
+        f.flush()
+        fd = os.dup(f.fileno())       # the file may be closed (abandoned) while it syncs
+        self.unsynced = 0
+        self._running = threading.Thread(target=self._sync_and_close, args=(fd,),
+                                         name="snapshot-sync", daemon=True)
+        self._running.start()
 
     def sync(self, f) -> None:
+        """Everything written to `f` is durable when this returns (OSError if not)."""
         f.flush()
+        self.settle()
         os.fdatasync(f.fileno())
         self.unsynced = 0
+
+    def settle(self) -> None:
+        """Wait for the sync on its way, if any; OSError if one on the way failed."""
+        if self._running is not None:
+            self._running.join()
+            self._running = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _sync_and_close(self, fd: int) -> None:
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            self._error = exc
+        finally:
+            os.close(fd)
 
 
 class SnapshotReceiver:

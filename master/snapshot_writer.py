@@ -232,6 +232,7 @@ class BackgroundSerializer(Serializer):
             if incoming is not None:
                 self._incoming_sync.wrote(incoming, len(piece))
             if complete:
+                self._incoming_sync.settle()    # a failed sync on the way fails the transfer
                 fsync_path(self._path)  # its directory entry: the install fsyncs the directory
         except OSError as exc:          # as pysyncobj does with a failed write: drop the transfer
             log.error("receiving the leader's snapshot failed: %s", exc)

@@ -120,12 +120,67 @@ def test_the_serializer_gives_every_received_piece_to_the_receiver_and_keeps_the
         assert f.read() == data
 
 
-def test_the_image_is_made_durable_as_it_arrives_not_only_at_the_end(receiver, monkeypatch):
+def test_the_image_is_made_durable_as_it_arrives_without_the_writer_waiting(receiver,
+                                                                          monkeypatch):
+    """A sync on the way runs in a thread of its own (one at a time) while the pieces keep
+    coming; the last piece waits for it and syncs the rest itself."""
+    import threading
+
     import master.snapshot_receiver as module
+    gate = threading.Event()
     synced = []
+
+    def fdatasync(fd):
+        synced.append(threading.current_thread().name)
+        if threading.current_thread().name == "snapshot-sync":
+            assert gate.wait(10)
+
     monkeypatch.setattr(module, "SYNC_EVERY", 1000)
-    monkeypatch.setattr(module.os, "fdatasync", lambda fd: synced.append(fd))
+    monkeypatch.setattr(module.os, "fdatasync", fdatasync)
+    data = snapshot_file(b"h", b"d" * 4500)
+    *on_the_way, last = pieces(data, [600] * 7)
+    for piece in on_the_way:                 # returns though the first sync is held
+        receiver.piece(*piece)
+    assert synced == ["snapshot-sync"]       # one at a time: the others wait for it to end
+    assert not receiver.take_ready(data[:-4500])
+    gate.set()
+    receiver.piece(*last)
+    assert synced == ["snapshot-sync", threading.current_thread().name]
+    assert receiver.take_ready(data[:-4500]) is not None
+
+
+def test_a_failed_sync_on_the_way_abandons_the_image(receiver, monkeypatch):
+    import errno
+    import threading
+
+    import master.snapshot_receiver as module
+
+    def fdatasync(fd):
+        if threading.current_thread().name == "snapshot-sync":
+            raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(module, "SYNC_EVERY", 1000)
+    monkeypatch.setattr(module.os, "fdatasync", fdatasync)
     data = snapshot_file(b"h", b"d" * 4500)
     for piece in pieces(data, [600] * 7):
         receiver.piece(*piece)
-    assert len(synced) == 4      # 3 on the way (each once 1,000 bytes are unsynced) + 1 at the end
+    assert receiver.take_ready(data[:-4500]) is None    # copied from the received file instead
+
+
+def test_a_failed_sync_on_the_way_of_the_received_file_fails_the_transfer(tmp_path, monkeypatch):
+    import errno
+    import threading
+
+    import master.snapshot_receiver as module
+
+    def fdatasync(fd):
+        if threading.current_thread().name == "snapshot-sync":
+            raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(module, "SYNC_EVERY", 1000)
+    monkeypatch.setattr(module.os, "fdatasync", fdatasync)
+    s = BackgroundSerializer(str(tmp_path / "snapshot.bin"), 1 << 20, lambda tmp, e: None,
+                             lambda p: None, lambda i: None)
+    data = snapshot_file(b"hdr", os.urandom(3000))
+    completed = [s.setTransmissionData(piece) for piece in pieces(data, [1000, 1000])]
+    assert completed == [False, False, False, False]      # not installed
