@@ -221,7 +221,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                                                self._snapshot_written,
                                                self._snapshot_send_backlog,
                                                self._receiver.piece,
-                                               self._snapshot_damaged_while_sent)
+                                               self._snapshot_damaged_while_sent,
+                                               lambda: self.journal.size_bytes)
         _PrivateRaftState.use_serializer(self, self._snapshots)
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)

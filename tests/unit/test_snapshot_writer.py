@@ -1,4 +1,5 @@
 """master/snapshot_writer.py: the snapshot is written by a thread; the tick thread only polls."""
+import os
 import threading
 
 import pytest
@@ -144,3 +145,38 @@ def test_no_piece_is_handed_out_while_the_connection_still_has_a_backlog(tmp_pat
     queued["follower"] = 0
     data, first, last = s.getTransmissionData("follower")
     assert len(data) == 1 << 20 and not first and not last
+
+
+def test_a_big_store_is_not_copied_for_a_short_log(tmp_path, monkeypatch):
+    """Over BIG_SNAPSHOT, a compaction waits for a log of LOG_SHARE of the snapshot (capped at
+    BIG_SNAPSHOT); small or missing snapshots are written whenever pysyncobj asks."""
+    import master.snapshot_writer as module
+    monkeypatch.setattr(module, "BIG_SNAPSHOT", 1000)
+    log = [0]
+    path = str(tmp_path / "snapshot.bin")
+    begun = []
+
+    def begin(tmp, entries):
+        begun.append(log[0])
+        return lambda: open(tmp, "wb").write(b"s" * 4000)
+    s = BackgroundSerializer(path, 1 << 20, begin, lambda p: None, lambda i: None,
+                             log_bytes=lambda: log[0])
+
+    def compact() -> None:
+        s.serialize((None, LAST, PREV, set()), 7)
+        s.wait()
+        s.checkSerializing()
+
+    compact()                                  # no snapshot yet: written
+    assert begun == [0] and os.path.getsize(path) == 4000
+    for log[0] in (0, 500, 999):               # 4,000 bytes: waits for min(1,000, 1,000)
+        compact()
+    assert begun == [0]
+    log[0] = 1000
+    compact()
+    assert begun == [0, 1000]
+    with open(path, "wb") as f:                # a small one: written whatever the log
+        f.write(b"s" * 1000)
+    log[0] = 1
+    compact()
+    assert begun == [0, 1000, 1]
