@@ -26,6 +26,18 @@ class _StoredFrames:
     decompress = staticmethod(zlib.decompress)
 
 
+READ_BUDGET = 4 << 20       # bytes read from one connection before its messages are handled
+
+
+def _read_within_budget(connection) -> None:
+    """TcpConnection.__tryReadBuffer, bounded (PrivateRaftState.bound_reads)."""
+    read = connection._TcpConnection__processRead
+    start = len(connection._TcpConnection__readBuffer)
+    while read() and len(connection._TcpConnection__readBuffer) - start < READ_BUDGET:
+        pass
+    connection._TcpConnection__lastReadTime = _syncobj_module.monotonicTime()
+
+
 class PrivateRaftState:
     """The pysyncobj internals gfs needs at start-up, behind one door (pysyncobj is pinned)."""
 
@@ -33,6 +45,19 @@ class PrivateRaftState:
     def send_frames_uncompressed() -> None:
         """Raft frames this process sends are not deflated (see _StoredFrames)."""
         _tcp_module.zlib = _StoredFrames
+
+    @staticmethod
+    def bound_reads() -> None:
+        """pysyncobj reads a readable connection until its socket is empty before it handles
+        any message in it, appending every read to one bytes buffer (each append copies all of
+        it). A leader sending a snapshot over loopback fills the socket as fast as a follower
+        empties it, so the follower read for seconds into a buffer of hundreds of MiB without
+        handling a single piece: its election deadline passed (it campaigned and deposed the
+        leader) and it said nothing to the leader, which dropped the connection — the transfer
+        started over, every ~4 s, at 10,000,000 files for ever. Now at most READ_BUDGET bytes
+        (one 4 MiB receive) are read before the messages are handled; the poller is
+        level-triggered, so what is left is read at the next poll."""
+        _tcp_module.TcpConnection._TcpConnection__tryReadBuffer = _read_within_budget
 
     @staticmethod
     def send_backlog(transport, node) -> int:

@@ -18,3 +18,49 @@ def test_frames_are_stored_not_deflated_and_any_pysyncobj_reader_decompresses_th
         assert len(frame) >= len(data)            # stored: not shrunk even when it could be
         assert zlib.decompress(frame) == data     # what TcpConnection reads with, unchanged
         assert frames.decompress(zlib.compress(data, 3)) == data   # old senders still read
+
+
+def test_a_connection_flooded_by_its_peer_hands_over_messages_after_a_bounded_read():
+    """pysyncobj read a connection until its socket was empty before handling any message;
+    with bound_reads one poll reads at most READ_BUDGET (plus one receive) and hands over the
+    messages read, while the peer keeps writing."""
+    import socket
+    import struct
+    import threading
+
+    import pysyncobj.pickle as sopickle
+    from pysyncobj.poller import PollPoller
+
+    import master.raft_private as private
+
+    PrivateRaftState.bound_reads()
+    piece = {"type": "append_entries", "serialized": (os.urandom(1 << 20), False, False)}
+    body = zlib.compress(sopickle.dumps(piece), 0)
+    frame = struct.pack("i", len(body)) + body
+    total = 96
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    got = []
+    poller = PollPoller()
+    connection = tcp_connection.TcpConnection(poller, onMessageReceived=got.append,
+                                              socket=ours, timeout=60,
+                                              recvBufferSize=4 << 20)
+    def write() -> None:
+        try:
+            theirs.sendall(frame * total)
+        except OSError:                    # our end closed first: done
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    try:
+        writer.start()
+        while not got:
+            poller.poll(1.0)
+            read = sum(len(m["serialized"][0]) for m in got) \
+                + len(connection._TcpConnection__readBuffer)
+            assert read <= private.READ_BUDGET + (4 << 20) + len(frame)
+        assert len(got) < total
+    finally:
+        ours.close()                       # the writer's sendall fails and it ends
+        writer.join(5)
+        theirs.close()
