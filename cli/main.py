@@ -557,7 +557,9 @@ def tls_options(command):
 @click.option("--heartbeat", default=0.05, show_default=True, type=float,
               help="Leader heartbeat interval, seconds.")
 @click.option("--compact-entries", default=50_000, show_default=True, type=int,
-              help="Snapshot and compact the Raft log after this many entries.")
+              help="Snapshot and compact the Raft log after this many entries (or 10 "
+                   "minutes); a store over 64 MiB also waits for a log of a quarter of its "
+                   "size, at most 64 MiB.")
 @click.option("--read-mode", type=click.Choice(["index", "lease"]), default="index",
               show_default=True, envvar="GFS_READ_MODE",
               help="How the leader proves a linearizable read current: `index` confirms its "

@@ -10,17 +10,10 @@ import pytest
 
 from cli.localcluster import free_port
 from master.raft import MetadataRaft, RaftConfig
+from tests.integration.polling import wait_for
 
 ELECTION_MIN, ELECTION_MAX = 0.5, 1.0
 STALL_S = 2.5                      # > election_max, < pysyncobj's connection timeout (3.5 s)
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-    return value
 
 
 @pytest.fixture
@@ -40,9 +33,11 @@ def group(tmp_path):
 
 
 def test_a_follower_held_past_its_deadline_does_not_depose_a_live_leader(group):
-    leader = wait_for(lambda: next((n for n in group if n.is_leader()), None), what="a leader")
+    leader = wait_for(lambda: next((n for n in group if n.is_leader()), None), 20, "a leader",
+                      interval=0.02)
     follower = next(n for n in group if n is not leader)
-    wait_for(lambda: follower.leader_address() == leader.self_address, what="the follower's leader")
+    wait_for(lambda: follower.leader_address() == leader.self_address, 20,
+             "the follower's leader", interval=0.02)
     time.sleep(1.0)                          # settled: every member heard the leader
     term = leader.status()["term"]
     held = []
@@ -55,7 +50,7 @@ def test_a_follower_held_past_its_deadline_does_not_depose_a_live_leader(group):
         durable()
 
     follower._make_durable = slow_once
-    wait_for(lambda: held, what="the stall")
+    wait_for(lambda: held, 20, "the stall", interval=0.02)
     time.sleep(STALL_S + 2 * ELECTION_MAX)
     assert follower.status()["role"] == "follower"
     assert leader.is_leader()

@@ -149,7 +149,9 @@ def test_the_image_is_made_durable_as_it_arrives_without_the_writer_waiting(rece
     assert receiver.take_ready(data[:-4500]) is not None
 
 
-def test_a_failed_sync_on_the_way_abandons_the_image(receiver, monkeypatch):
+@pytest.fixture
+def failing_sync_on_the_way(monkeypatch):
+    """Syncs every 1,000 bytes; those on the way (in their own thread) fail with EIO."""
     import errno
     import threading
 
@@ -161,24 +163,17 @@ def test_a_failed_sync_on_the_way_abandons_the_image(receiver, monkeypatch):
 
     monkeypatch.setattr(module, "SYNC_EVERY", 1000)
     monkeypatch.setattr(module.os, "fdatasync", fdatasync)
+
+
+def test_a_failed_sync_on_the_way_abandons_the_image(receiver, failing_sync_on_the_way):
     data = snapshot_file(b"h", b"d" * 4500)
     for piece in pieces(data, [600] * 7):
         receiver.piece(*piece)
     assert receiver.take_ready(data[:-4500]) is None    # copied from the received file instead
 
 
-def test_a_failed_sync_on_the_way_of_the_received_file_fails_the_transfer(tmp_path, monkeypatch):
-    import errno
-    import threading
-
-    import master.snapshot_receiver as module
-
-    def fdatasync(fd):
-        if threading.current_thread().name == "snapshot-sync":
-            raise OSError(errno.EIO, "I/O error")
-
-    monkeypatch.setattr(module, "SYNC_EVERY", 1000)
-    monkeypatch.setattr(module.os, "fdatasync", fdatasync)
+def test_a_failed_sync_on_the_way_of_the_received_file_fails_the_transfer(tmp_path,
+                                                                           failing_sync_on_the_way):
     s = BackgroundSerializer(str(tmp_path / "snapshot.bin"), 1 << 20, lambda tmp, e: None,
                              lambda p: None, lambda i: None)
     data = snapshot_file(b"hdr", os.urandom(3000))

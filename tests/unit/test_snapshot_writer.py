@@ -158,7 +158,11 @@ def test_a_big_store_is_not_copied_for_a_short_log(tmp_path, monkeypatch):
 
     def begin(tmp, entries):
         begun.append(log[0])
-        return lambda: open(tmp, "wb").write(b"s" * 4000)
+
+        def write() -> None:
+            with open(tmp, "wb") as f:
+                f.write(b"s" * 4000)
+        return write
     s = BackgroundSerializer(path, 1 << 20, begin, lambda p: None, lambda i: None,
                              log_bytes=lambda: log[0])
 
