@@ -303,7 +303,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         restarting every snapshot transfer in progress. So when the deadline has passed, what
         is waiting is read first; an append among it renews the deadline."""
         if _PrivateRaftState.election_due(self):
-            self._poller.poll(0)
+            _PrivateRaftState.read_waiting(self)
 
     def _make_durable(self) -> None:
         """Group commit: one fdatasync for everything appended since the last call, then release

@@ -34,10 +34,9 @@ class PeriodicSync:
     """Make a file being written durable on the way: once SYNC_EVERY bytes went into it since
     the last sync began, an fdatasync starts in a thread of its own (one at a time), so the sync
     at its end (`sync`) is short — and the writer (the tick thread) never waits on the way for
-    a disk busy with other writes (beside other masters each writing a 2.4 GB snapshot, such a
-    sync can take seconds: past the follower's election deadline). A failed sync on the way is
-    raised by `sync`: after a failed fdatasync a later one may succeed without the lost
-    pages."""
+    a disk busy with other writes (a sync there that outlasts the election timeout makes the
+    follower campaign against a live leader). A failed sync on the way is raised by `sync`:
+    after a failed fdatasync a later one may succeed without the lost pages."""
 
     def __init__(self) -> None:
         self.unsynced = 0

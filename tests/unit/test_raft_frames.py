@@ -45,6 +45,7 @@ def test_a_connection_flooded_by_its_peer_hands_over_messages_after_a_bounded_re
     connection = tcp_connection.TcpConnection(poller, onMessageReceived=got.append,
                                               socket=ours, timeout=60,
                                               recvBufferSize=4 << 20)
+
     def write() -> None:
         try:
             theirs.sendall(frame * total)
