@@ -112,16 +112,21 @@ class FileInfo:
 
     @classmethod
     def from_proto(cls, m: pb.FileInfo) -> "FileInfo":
+        # A listing converts thousands of these: the map is copied key by key (dict() of a
+        # protobuf map goes through the Mapping ABC in Python, ~2x slower) and empty repeated
+        # fields are not walked.
+        xattrs = m.xattrs
         return cls(path=m.path, inode=m.inode, type=m.type, size=m.size, mode=m.mode,
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
                    chunk_size=m.chunk_size, visibility=m.visibility, inline=m.inline,
-                   inline_checksum=m.inline_checksum, xattrs=dict(m.xattrs),
+                   inline_checksum=m.inline_checksum,
+                   xattrs={k: xattrs[k] for k in xattrs} if xattrs else {},
                    inline_data=m.inline_data if m.inline and (m.inline_data or not m.size) else None,
                    chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
                                                    c.checksum, list(c.replicas),
                                                    capability=c.capability)
-                                         for c in m.chunks]))
+                                         for c in m.chunks]) if m.chunks else [])
 
 
 def _with_offsets(chunks: list[ChunkInfo]) -> list[ChunkInfo]:

@@ -3,9 +3,12 @@ decoder over in-memory bodies (the end-to-end tests are tests/integration/test_s
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 import zlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.s3 import conditions, naming, xmldoc
 from gateway.s3.chunked import ChunkedDecoder
@@ -70,6 +73,44 @@ def test_xml_documents_refuse_dtds_and_garbage():
     root = xmldoc.parse(b'<Delete xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Object>'
                         b'<Key>k</Key></Object></Delete>', "Delete")
     assert [xmldoc.text_of(o, "Key") for o in xmldoc.children(root, "Object")] == ["k"]
+
+
+def _tree_oracle(root: str, children, text) -> bytes:
+    """The same document built with ElementTree (what xmldoc.document used to do)."""
+    def fill(parent, items):
+        for tag, value in items:
+            if value is None:
+                continue
+            child = ET.SubElement(parent, tag)
+            if isinstance(value, list):
+                fill(child, value)
+            elif isinstance(value, bool):
+                child.text = "true" if value else "false"
+            else:
+                child.text = str(value)
+    element = ET.Element(root, xmlns=xmldoc.NS)
+    element.text = text
+    fill(element, children)
+    return ET.tostring(element, encoding="unicode").encode()
+
+
+TEXTS = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
+VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 10**12), TEXTS),
+    lambda inner: st.lists(st.tuples(st.sampled_from(["Key", "Size", "Prefix"]), inner),
+                           max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(children=st.lists(st.tuples(st.sampled_from(["Name", "Contents", "IsTruncated"]),
+                                   VALUES), max_size=5),
+       text=st.one_of(st.none(), TEXTS))
+def test_xml_documents_say_what_elementtree_would(children, text):
+    got = xmldoc.document("ListBucketResult", children, text)
+    assert got.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n')
+    body = got.split(b"\n", 1)[1]
+    assert ET.canonicalize(body.decode()) == \
+        ET.canonicalize(_tree_oracle("ListBucketResult", children, text).decode())
 
 
 def _decode(body: bytes, decoded_length: int, step: int = 7):
