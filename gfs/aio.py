@@ -3,9 +3,10 @@
 Most calls run the synchronous client's code in a worker thread (`asyncio.to_thread`, or the
 executor the client was given), so the event loop never blocks on the network or the disk and
 both clients share one implementation of redirects, retries, exactly-once tagging and checksum
-verification. The one-RPC calls a server makes per request (`stat`, `put_inline`) go over
-grpc.aio channels on the running loop instead (`Client.call_async`: the same retry policy):
-no thread hand-off, which costs a small object's request as much as the call itself.
+verification. The one-RPC calls a server makes per request (`stat`, `put_inline`,
+`list_page`) go over grpc.aio channels on the running loop instead (`Client.call_async`: the
+same retry policy): no thread hand-off, which costs a small object's request as much as the
+call itself.
 """
 from __future__ import annotations
 
@@ -122,6 +123,13 @@ class AsyncClient:
     async def list(self, path: str, stale_ok: bool = False, page_size: int = 1000
                    ) -> list[FileInfo]:
         return await self.run(lambda: list(self._client.list(path, stale_ok, page_size)))
+
+    async def list_page(self, path: str, start_after: str = "", limit: int = 1000
+                        ) -> tuple[list[FileInfo], str]:
+        """`Client.list_page` (linearizable), on the loop."""
+        resp = await self._rpc("List", pb.ListRequest(path=utf8(path), start_after=start_after,
+                                                      limit=limit))
+        return [FileInfo.from_proto(e) for e in resp.entries], resp.next
 
     async def rename(self, src: str, dst: str, overwrite: bool = False) -> None:
         await self.run(self._client.rename, src, dst, overwrite)

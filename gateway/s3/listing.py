@@ -4,13 +4,14 @@ Keys come out in S3's order (UTF-8 byte order) by walking the tree depth first w
 directory's entries sorted as their keys sort (a directory `a` as `a/`). With the delimiter
 `/`, a directory below the prefix is a common prefix and is not entered. A listing stops after
 max-keys keys and prefixes and says where the next one starts (IsTruncated, NextMarker /
-NextContinuationToken); only the directories on the way to the next key are read again for
-the next page. An empty directory lists as its folder marker `dir/`.
+NextContinuationToken). Directories are read from the masters a page at a time from where the
+listing resumes (a page of a directory of millions reads about a page of it), and read on in
+the background where a truncated page stopped (gateway/s3/readahead.py). An empty directory
+lists as its folder marker `dir/`.
 """
 from __future__ import annotations
 
 import base64
-import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from gateway.s3 import attributes, xmldoc
 from gateway.s3.errors import invalid_argument
 from gateway.s3.naming import bucket_path
 from gateway.s3.objects import require_bucket
+from gateway.s3.readahead import ReadAhead, ReadPage
 from gateway.s3.request import Call, s3_error
 from gfs.client import FileInfo
 from gfs.errors import GfsError
@@ -37,63 +39,95 @@ def _sort_key(info: FileInfo) -> bytes:
     return (name + "/" if info.is_dir else name).encode("utf-8", "surrogatepass")
 
 
-class PageCache:
-    """Directory listings kept for the next pages of the same listing: a request that
-    continues a listing (a continuation token or a marker) reuses, for a few seconds, what the
-    pages before it read of the same directories as the same caller, instead of reading a large
-    directory again per page. A listing that starts afresh always reads the directories now
-    (so it sees every write acknowledged before it)."""
+PAGE = 1000          # directory entries read from the masters per call
 
-    def __init__(self, keep_s: float = 10.0, entries: int = 8):
-        self.keep_s = keep_s
-        self.max_entries = entries
-        self._entries: dict[tuple, tuple[float, list[FileInfo] | None]] = {}
+class NotADirectory(Exception):
+    """The path walked is a file, or nothing."""
 
-    def get(self, key: tuple) -> tuple[bool, list[FileInfo] | None]:
-        found = self._entries.get(key)
-        if found is None or time.monotonic() - found[0] > self.keep_s:
-            return False, None
-        return True, found[1]
 
-    def put(self, key: tuple, children: list[FileInfo] | None) -> None:
-        if len(self._entries) >= self.max_entries:
-            del self._entries[min(self._entries, key=lambda k: self._entries[k][0])]
-        self._entries[key] = (time.monotonic(), children)
+def _seek(name: str) -> str:
+    """The `start_after` that makes the masters list the names ≥ `name` (they list the names
+    after it): `name` with its last character replaced by the one before it, then U+10FFFF.
+    Only names starting with that string (a noncharacter in a name) could come before `name`,
+    and the walker skips what it does not need anyway."""
+    if not name:
+        return ""
+    before = ord(name[-1]) - 1
+    if 0xD800 <= before <= 0xDFFF:           # not encodable: the last code point before them
+        before = 0xD7FF
+    return name[:-1] + chr(before) + "\U0010ffff"
+
+
+async def directory(read_page: ReadPage, path: str, first: str = "", within: str = "",
+                    page: int = PAGE) -> AsyncIterator[FileInfo]:
+    """The entries of directory `path` in S3 key order (a directory `d` sorts as `d/`), from
+    the name `first` on, only names starting with `within`; read `page` entries first, then
+    twice as many each time up to PAGE, so a listing that needs 1,000 keys of a directory of
+    millions reads about 1,000. Raises NotADirectory before yielding anything when `path` is a
+    file or missing.
+
+    The masters list in name order; the only difference is a directory `d`, which must come
+    after the names `d` + a character below `/` (`d-1`, `d.txt`). Every name not read yet sorts
+    after the last name read, and so does its key (a key is its name, or its name + `/`), so
+    whatever was read with a key up to that name can go out in order."""
+    after = _seek(max(first, within))
+    pending: list[tuple[bytes, FileInfo]] = []
+    opening = True
+    while True:
+        entries, last = await read_page(path, after, page)
+        page = max(page, min(page * 2, PAGE))
+        if opening and len(entries) == 1 and entries[0].path == path and not entries[0].is_dir:
+            raise NotADirectory(path)
+        opening = False
+        passed = False
+        for info in entries:
+            name = info.path.rsplit("/", 1)[1]
+            if within and not name.startswith(within):
+                if name > within:             # past the names that start with `within`
+                    passed = True
+                    break
+                continue
+            pending.append((_sort_key(info), info))
+        pending.sort(key=lambda item: item[0])
+        if passed or not last:
+            for _, info in pending:
+                yield info
+            return
+        bound = last.encode("utf-8", "surrogatepass")
+        ready = 0
+        while ready < len(pending) and pending[ready][0] <= bound:
+            ready += 1
+        for _, info in pending[:ready]:
+            yield info
+        del pending[:ready]
+        after = last
 
 
 class Walker:
-    def __init__(self, call: Call, prefix: str, delimiter: str, after: str,
-                 cache: PageCache | None = None, continuing: bool = False):
-        self.cache = cache
-        self.continuing = continuing
-        self.call = call
-        self.top = bucket_path(call.owner, call.bucket)
+    def __init__(self, read_page: ReadPage, top: str, prefix: str, delimiter: str, after: str,
+                 page: int = PAGE):
+        """`top`: the bucket's directory; keys are paths below it; `page`: entries per read."""
+        self.read_page = read_page
+        self.page = page
+        self.top = top
         self.prefix = prefix
         self.delimiter = delimiter
         self.after = after
 
-    async def _children(self, key_dir: str) -> list[FileInfo] | None:
-        path = self.top + ("/" + key_dir.rstrip("/") if key_dir else "")
-        key = (self.call.caller_key, path)
-        if self.cache is not None and self.continuing:
-            found, children = self.cache.get(key)
-            if found:
-                return children
-        children = await self._read(path)
-        if self.cache is not None:
-            self.cache.put(key, children)
-        return children
-
-    async def _read(self, path: str) -> list[FileInfo] | None:
-        try:
-            entries = await self.call.client.list(path, page_size=10_000)
-        except GfsError as err:
-            if err.code in ("NOT_FOUND", "FAILED_PRECONDITION"):
-                return None
-            raise s3_error(err, "NoSuchBucket") from None
-        if len(entries) == 1 and entries[0].path == path and not entries[0].is_dir:
-            return None                  # a file, not a directory
-        return sorted(entries, key=_sort_key)
+    def _bounds(self, key_dir: str) -> tuple[str, str]:
+        """(the first name needed, the start every needed name has) in directory `key_dir`,
+        from the start point and the prefix. A directory `p` named by a prefix of the start
+        point's name `c` is needed when `c` goes on with a character below `/` (then `p/` sorts
+        after `c`): so the first name needed is `c` up to such a character."""
+        first = ""
+        if self.after.startswith(key_dir):
+            name = self.after[len(key_dir):].split("/", 1)[0]
+            cut = next((i for i, ch in enumerate(name) if ch < "/"), len(name))
+            first = name[:cut]
+        within = ""
+        if self.prefix.startswith(key_dir):
+            within = self.prefix[len(key_dir):].split("/", 1)[0]
+        return first, within
 
     def _skip(self, key: str, is_dir: bool) -> bool:
         """Is everything at or below `key` at or before the start point (or outside the
@@ -110,30 +144,47 @@ class Walker:
             yield entry
 
     async def _walk(self, key_dir: str) -> AsyncIterator[Entry]:
-        children = await self._children(key_dir)
-        if children is None:
-            return
-        if not children:
-            if key_dir.startswith(self.prefix) and key_dir and not (
-                    self.after and key_dir <= self.after):
-                yield Entry(key_dir, _marker(self.top, key_dir))
-            return
-        for info in children:
-            key = key_dir + info.path.rsplit("/", 1)[1] + ("/" if info.is_dir else "")
-            if self._skip(key, info.is_dir):
-                continue
-            if self.delimiter and key.startswith(self.prefix):
-                cut = key.find(self.delimiter, len(self.prefix))
-                if cut >= 0:             # everything at or below `key` shares this prefix
-                    common = key[:cut + len(self.delimiter)]
-                    if not (self.after and common <= self.after):
-                        yield Entry(common, None)
+        path = self.top + ("/" + key_dir.rstrip("/") if key_dir else "")
+        empty = True
+        try:
+            first, within = self._bounds(key_dir)
+            async for info in directory(self.read_page, path, first, within, self.page):
+                empty = False
+                key = key_dir + info.path.rsplit("/", 1)[1] + ("/" if info.is_dir else "")
+                if self._skip(key, info.is_dir):
                     continue
-            if info.is_dir:
-                async for entry in self._walk(key):
-                    yield entry
-            else:
-                yield Entry(key, info)
+                if self.delimiter and key.startswith(self.prefix):
+                    cut = key.find(self.delimiter, len(self.prefix))
+                    if cut >= 0:         # everything at or below `key` shares this prefix
+                        common = key[:cut + len(self.delimiter)]
+                        if not (self.after and common <= self.after):
+                            yield Entry(common, None)
+                        continue
+                if info.is_dir:
+                    async for entry in self._walk(key):
+                        yield entry
+                else:
+                    yield Entry(key, info)
+        except NotADirectory:
+            return
+        # Nothing read: the directory is empty (a start point or a prefix below it would have
+        # kept the marker out anyway), and lists as its folder marker.
+        if empty and key_dir.startswith(self.prefix) and key_dir and not (
+                self.after and key_dir <= self.after):
+            yield Entry(key_dir, _marker(self.top, key_dir))
+
+
+def read_pages(call: Call) -> ReadPage:
+    """The caller's directory pages from the masters; a missing path or a file below is no
+    directory, other errors are S3's."""
+    async def read_page(path: str, start_after: str, limit: int) -> tuple[list[FileInfo], str]:
+        try:
+            return await call.client.list_page(path, start_after, limit)
+        except GfsError as err:
+            if err.code in ("NOT_FOUND", "FAILED_PRECONDITION"):
+                raise NotADirectory(path) from None
+            raise s3_error(err, "NoSuchBucket") from None
+    return read_page
 
 
 def _marker(top: str, key_dir: str) -> FileInfo:
@@ -154,7 +205,7 @@ def _untoken(token: str) -> str:
                                ArgumentName="continuation-token") from None
 
 
-async def list_objects(call: Call, v2: bool, cache: PageCache | None = None) -> None:
+async def list_objects(call: Call, v2: bool, ahead: ReadAhead) -> None:
     q = call.query
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     encoding = q.get("encoding-type", "")
@@ -171,7 +222,10 @@ async def list_objects(call: Call, v2: bool, cache: PageCache | None = None) -> 
     else:
         after = q.get("marker", "")
     continuing = bool(q.get("continuation-token") if v2 else q.get("marker"))
-    walker = Walker(call, prefix, delimiter, after, cache, continuing)
+    reads = ahead.reader(read_pages(call), call.caller_key, continuing)
+    # A page of max-keys needs one more key to know whether it is the last.
+    walker = Walker(reads, bucket_path(call.owner, call.bucket), prefix, delimiter, after,
+                    max_keys + 1)
     contents: list[Entry] = []
     prefixes: list[str] = []
     truncated = False
@@ -188,6 +242,8 @@ async def list_objects(call: Call, v2: bool, cache: PageCache | None = None) -> 
         else:
             contents.append(entry)
         last = entry.key
+    if truncated:
+        reads.read_ahead()
     enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
     owner = [("ID", call.owner), ("DisplayName", call.owner)]
     items: list = [("Name", call.bucket), ("Prefix", enc(prefix))]

@@ -15,6 +15,7 @@ from gateway.s3.buckets import Owners
 from gateway.s3.credentials import Credentials
 from gateway.s3.errors import S3Error, not_implemented
 from gateway.s3.naming import check_bucket
+from gateway.s3.readahead import ReadAhead
 from gateway.s3.request import Call
 from gateway.metrics import GatewayMetrics
 from gfs.aio import AsyncClient
@@ -42,7 +43,7 @@ class S3App:
         self.region = region
         self.domains = tuple(d.lower().strip(".") for d in domains)
         self.owners = Owners(admin, credentials.user_names)
-        self.pages = listing.PageCache()
+        self.read_ahead = ReadAhead()
 
     async def __call__(self, ex: Exchange) -> None:
         request_id = os.urandom(8).hex().upper()
@@ -128,7 +129,7 @@ class S3App:
             elif method == "GET" and "uploads" in q:
                 await multipart.list_uploads(call)
             elif method == "GET":
-                await listing.list_objects(call, q.get("list-type") == "2", self.pages)
+                await listing.list_objects(call, q.get("list-type") == "2", self.read_ahead)
             elif method == "HEAD":
                 await buckets.head_bucket(call, self.region)
             elif method == "DELETE":
