@@ -18,12 +18,13 @@ from gfs.errors import (DeadlineExceeded, FailedPrecondition, ResourceExhausted,
 from gfs.planted import planted
 from gfs.transfer import Channels
 from gfs.units import human_size
-from master import inline, pressure
+from master import handoff, inline, pressure
 from master.balance import Balancer
 from master.reaper import Reaper
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
+from master.handoff import LoopWaiter
 from master.identity import require_admin
 from master.members import GroupAdmin
 from master.proposer import Proposer
@@ -249,8 +250,8 @@ class MasterNode:
 
     async def _read_index(self, timeout: float) -> None:
         try:
-            await asyncio.wait_for(asyncio.wrap_future(self.raft.reads.submit(timeout)),
-                                   timeout + 0.5)
+            await handoff.wait(self.raft.reads.submit(
+                timeout, LoopWaiter(asyncio.get_running_loop())), timeout + 0.5)
         except asyncio.TimeoutError:
             raise DeadlineExceeded("leadership not confirmed in time; retry") from None
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import Future
 from typing import Callable
 
 from pysyncobj import FAIL_REASON
 
 from gfs.errors import DeadlineExceeded, ResourceExhausted, Unavailable
+from master.handoff import LoopWaiter, Waiter, running_future, settle, wait
 
 ProposeFn = Callable[[list[dict], Callable[[object, int], None]], None]
 
@@ -34,20 +34,18 @@ _FAIL_MESSAGES = {
 
 
 class _Slot:
-    __slots__ = ("command", "future", "weight")
+    __slots__ = ("command", "waiter", "weight")
 
-    def __init__(self, command: dict):
+    def __init__(self, command: dict, waiter: Waiter):
         self.command = command
         data = command.get("data")
         self.weight = len(data) if isinstance(data, bytes) else 0     # inline file bytes
-        self.future: Future = Future()
-        # Running futures cannot be cancelled: a caller that stops waiting (deadline) must not
-        # make the Raft thread's set_result fail.
-        self.future.set_running_or_notify_cancel()
+        self.waiter = waiter
 
 
 class Proposer:
-    """Thread-safe; results arrive as futures, resolved by the Raft tick thread."""
+    """Thread-safe; results arrive as futures (or loop waiters: master/handoff.py), resolved by
+    the Raft tick thread."""
 
     def __init__(self, propose: ProposeFn, max_batch: int = 1024, max_inflight: int = 2,
                  max_batch_bytes: int = 4 << 20, max_pending: int = 50_000):
@@ -62,22 +60,24 @@ class Proposer:
         self.batches = 0
         self.commands = 0
 
-    def submit(self, command: dict) -> Future:
-        """Append `command` to the log; the future gets its result once applied on this node
-        (or an Unavailable error if the entry was lost to a leader change)."""
-        slot = _Slot(command)
+    def submit(self, command: dict, waiter: Waiter | None = None) -> Waiter:
+        """Append `command` to the log; `waiter` (a new concurrent Future if None) gets its
+        result once applied on this node (or an Unavailable error if the entry was lost to a
+        leader change)."""
+        slot = _Slot(command, waiter if waiter is not None else running_future())
         with self._lock:
             if len(self._pending) >= self._max_pending:
                 raise ResourceExhausted(f"the leader has {len(self._pending)} commands waiting "
                                         "for the log; retry later")
             self._pending.append(slot)
         self._pump()
-        return slot.future
+        return slot.waiter
 
     async def submit_async(self, command: dict, timeout: float) -> dict:
         """`submit` for asyncio callers, with a deadline."""
+        waiter = self.submit(command, LoopWaiter(asyncio.get_running_loop()))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(self.submit(command)), timeout)
+            return await wait(waiter, timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceeded(f"command not committed within {timeout:.1f}s (outcome "
                                    "unknown; retrying with the same request id is safe)") from None
@@ -113,11 +113,10 @@ class Proposer:
         return done
 
     def _finish(self, batch: list[_Slot], results: list | None, error: Exception | None) -> None:
-        for i, slot in enumerate(batch):
-            if error is not None:
-                slot.future.set_exception(error)
-            else:
-                slot.future.set_result(results[i])
+        if error is not None:
+            settle([(slot.waiter, None, error) for slot in batch])
+        else:
+            settle([(slot.waiter, result, None) for slot, result in zip(batch, results)])
         with self._lock:
             self._inflight -= 1
         self._pump()

@@ -36,10 +36,10 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future
 from typing import Callable, Iterable
 
 from gfs.errors import Unavailable
+from master.handoff import Waiter, running_future, settle
 
 READ_MODES = ("index", "lease")
 LEASE_FRACTION = 0.75        # lease = this × the minimum election timeout (see above)
@@ -54,11 +54,10 @@ class NotLeading(Unavailable):
 
 
 class _Read:
-    __slots__ = ("future", "deadline", "index")
+    __slots__ = ("waiter", "deadline", "index")
 
-    def __init__(self, deadline: float):
-        self.future: Future = Future()
-        self.future.set_running_or_notify_cancel()   # a caller that gives up cannot cancel it
+    def __init__(self, deadline: float, waiter: Waiter):
+        self.waiter = waiter
         self.deadline = deadline
         self.index = 0
 
@@ -88,16 +87,17 @@ class ReadIndex:
 
     # --- request side (any thread) -------------------------------------------------------------
 
-    def submit(self, timeout: float) -> Future:
-        """A future resolved with the read index once the read may run (this master's state
-        has applied it), or failed with NotLeading / Unavailable."""
-        read = _Read(self.clock() + timeout)
+    def submit(self, timeout: float, waiter: Waiter | None = None) -> Waiter:
+        """`waiter` (a new concurrent Future if None), resolved with the read index once the
+        read may run (this master's state has applied it), or failed with NotLeading /
+        Unavailable (master/handoff.py: a LoopWaiter is resolved on its event loop)."""
+        read = _Read(self.clock() + timeout, waiter if waiter is not None else running_future())
         with self._lock:
             woken = bool(self._new)     # reads already waiting: the tick thread knows
             self._new.append(read)
         if not woken:
             self.wake()
-        return read.future
+        return read.waiter
 
     def lease_valid(self, term: int) -> bool:
         """Does the leader lease of `term` cover a read starting now? (False without a lease.)"""
@@ -166,8 +166,7 @@ class ReadIndex:
             if not ready:
                 return
             self._confirmed = [r for r in self._confirmed if r.index > applied]
-        for read in ready:
-            read.future.set_result(read.index)
+        settle([(read.waiter, read.index, None) for read in ready])
 
     def reconfigure(self, followers: frozenset, majority: int) -> None:
         """The group's membership changed: count answers of its current followers only, against
@@ -239,5 +238,4 @@ class ReadIndex:
 
 
 def _fail(reads: Iterable[_Read], error: Exception) -> None:
-    for read in reads:
-        read.future.set_exception(error)
+    settle([(read.waiter, None, error) for read in reads])
