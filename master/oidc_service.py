@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 
 from gfs.auth.tokens import HASH_BYTES
 from gfs.errors import InvalidArgument, NotFound, Unauthenticated
+from gfs.window_budget import WindowBudget
 from master.service import MasterService, header_fields, request_timeout, rpc
 from proto import identity_pb2 as ipb
 from proto import master_pb2 as pb
@@ -40,33 +40,16 @@ def _clip(text: str) -> str:
         errors="ignore") + "..."
 
 
-class RefusalBudget:
-    """How many refused sign-ins per window the leader writes to the audit log (each is a log
-    entry): anyone can send bad ID tokens, and they must not flood the log and push real
-    records out. Refusals beyond it are still refused and logged locally."""
-
-    def __init__(self, per_window: int = 20, window_s: float = 10.0):
-        self.per_window, self.window_s = per_window, window_s
-        self._start, self._used, self.dropped = 0.0, 0, 0
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        if now - self._start >= self.window_s:
-            self._start, self._used = now, 0
-        if self._used >= self.per_window:
-            self.dropped += 1
-            return False
-        self._used += 1
-        return True
-
-
 class OidcService(opb_grpc.OidcServicer):
     """Shares the Master service's plumbing (caller extraction, replication, reads)."""
 
     def __init__(self, master: MasterService):
         self.m = master
         self._verifier = None
-        self.budget = RefusalBudget()
+        # Refused sign-ins written to the audit log (each is a log entry): anyone can send
+        # bad ID tokens, and they must not flood the log and push real records out. Refusals
+        # beyond it are still refused and logged locally.
+        self.budget = WindowBudget(per_window=20, window_s=10.0)
 
     @property
     def verifier(self):

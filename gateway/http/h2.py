@@ -17,6 +17,7 @@ from gateway.http.exchange import (BodyBuffer, BodyTooLarge, ClientGone, Exchang
                                    split_authority)
 from gateway.http.h2flow import FlowWindows, decode_headers, h2_fields
 from gateway.websocket import ACCEPT_HEADER
+from gfs.window_budget import WindowBudget
 
 log = logging.getLogger("gateway.http")
 CONNECTION_WINDOW = 16 * 1024 * 1024
@@ -98,6 +99,10 @@ class H2Engine:
         self.streams: dict[int, H2Exchange] = {}
         self.tasks: dict[int, asyncio.Task] = {}
         self.body_sizes: dict[int, int] = {}
+        # Each stream a client resets while it is being served costs a Task started and
+        # cancelled, and maybe an upstream request: a client doing that as fast as it can
+        # (HTTP/2 "rapid reset", CVE-2023-44487) is told to calm down and disconnected.
+        self.resets = WindowBudget(self.limits.h2_max_resets, self.limits.h2_reset_window_s)
         conn.clear_header_deadline()
         if upgrade is not None:
             settings, head = upgrade
@@ -240,6 +245,12 @@ class H2Engine:
     def _reset(self, sid: int) -> None:
         ex = self.streams.get(sid)
         if ex is not None:
+            if not self.resets.take():
+                calm = h2.exceptions.ProtocolError(
+                    f"more than {self.resets.per_window} streams reset in "
+                    f"{self.resets.window_s:g} s")
+                calm.error_code = h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+                raise calm
             ex.reset = True
             ex.body.fail(ClientGone("stream reset by the client"))
             self.windows.forget(sid)

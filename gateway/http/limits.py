@@ -17,3 +17,5 @@ class Limits:
     keepalive_timeout_s: float = 15.0       # between requests on a kept-alive connection
     h2_max_streams: int = 100               # concurrent streams per HTTP/2 connection
     h2_window: int = 256 * 1024             # HTTP/2 initial stream window we advertise
+    h2_max_resets: int = 200                # streams a client may reset while they are being
+    h2_reset_window_s: float = 2.0          # served, per window; beyond: GOAWAY (rapid reset)

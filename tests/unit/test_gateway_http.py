@@ -9,7 +9,9 @@ import time
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
+import h2.exceptions
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -337,6 +339,34 @@ def test_h2_rapid_reset_leaves_no_streams_behind(server):
             break
         time.sleep(0.02)
     assert open_streams() == [0]
+
+
+def test_h2_a_flood_of_resets_is_told_to_calm_down_and_disconnected(server):
+    """More streams reset while being served than a client has any use for (200 per 2 s: twice
+    the streams it may have open): GOAWAY ENHANCE_YOUR_CALM, and the connection closes."""
+    s = server.connect()
+    conn = h2_client()
+    for sid in range(1, 2001, 2):                        # 1,000 streams opened and reset
+        conn.send_headers(sid, [(":method", "POST"), (":path", "/noread"), (":scheme", "http"),
+                                (":authority", "h")])
+        conn.reset_stream(sid)
+    s.sendall(conn.data_to_send())
+    codes = []
+    while True:
+        try:
+            raw = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not raw:
+            break
+        try:
+            events = conn.receive_data(raw)
+        except h2.exceptions.ProtocolError:
+            break
+        codes += [e.error_code for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert codes == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
+    headers, _ = h2_exchange_new(server)                 # everyone else is served
+    assert headers[":status"] == "200"
 
 
 def test_h2_header_list_too_large(server):

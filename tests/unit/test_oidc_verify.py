@@ -12,7 +12,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from gfs.errors import InvalidArgument, Unauthenticated
-from master.oidc_service import RefusalBudget, token_name_for
+from gfs.window_budget import WindowBudget
+from master.oidc_service import token_name_for
 from master.oidc_verify import MAX_ID_TOKEN_CHARS, IdTokenVerifier
 
 RECORD = {"issuer": "https://idp.example.com", "client_id": "gfs", "audiences": ["gfs", "gfs2"]}
@@ -50,7 +51,7 @@ def test_malformed_and_unsigned_tokens_are_refused_before_any_fetch(token, error
 
 
 def test_the_refusal_budget_admits_a_burst_then_drops_until_the_window_turns():
-    budget = RefusalBudget(per_window=3, window_s=3600)
+    budget = WindowBudget(per_window=3, window_s=3600)
     assert [budget.take() for _ in range(5)] == [True, True, True, False, False]
     assert budget.dropped == 2
     budget.window_s = 0
