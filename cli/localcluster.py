@@ -104,6 +104,14 @@ def option_flags(options: dict) -> list[str]:
     return argv
 
 
+def absolute_search_path(value: str) -> str:
+    """PYTHONPATH with its relative entries made absolute (an empty one is the working
+    directory). Daemons run in the cluster's directory: `PYTHONPATH=.` from a checkout would
+    point there, and they would import the installed tree instead of that checkout's."""
+    return os.pathsep.join(os.path.abspath(entry or os.curdir)
+                           for entry in value.split(os.pathsep))
+
+
 def pid_alive(pid: int, marker: str) -> bool:
     """True if `pid` runs and its command line mentions `marker` (guards against PID reuse)."""
     try:
@@ -444,6 +452,8 @@ class LocalCluster:
         logf = open(data / "daemon.log", "ab")
         # The mode comes from the cluster's record only, never from this process's environment.
         env = {k: v for k, v in os.environ.items() if k != INSECURE_ENV}
+        if env.get("PYTHONPATH"):
+            env["PYTHONPATH"] = absolute_search_path(env["PYTHONPATH"])
         if "listen" in d:
             env["GFS_TOKEN"] = self.admin_token
         proc = subprocess.Popen(self.argv(d), stdin=subprocess.DEVNULL, stdout=logf,
