@@ -24,7 +24,6 @@ from master.reaper import Reaper
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
-from master.handoff import LoopWaiter
 from master.identity import require_admin
 from master.members import GroupAdmin
 from master.proposer import Proposer
@@ -251,7 +250,7 @@ class MasterNode:
     async def _read_index(self, timeout: float) -> None:
         try:
             await handoff.wait(self.raft.reads.submit(
-                timeout, LoopWaiter(asyncio.get_running_loop())), timeout + 0.5)
+                timeout, handoff.LoopWaiter(asyncio.get_running_loop())), timeout + 0.5)
         except asyncio.TimeoutError:
             raise DeadlineExceeded("leadership not confirmed in time; retry") from None
 

@@ -140,6 +140,8 @@ class Walker:
 
     async def entries(self) -> AsyncIterator[Entry]:
         start = self.prefix[:self.prefix.rfind("/") + 1]       # the deepest whole directory
+        if start.startswith("/") or "//" in start:
+            return          # an empty name on the way: no directory, so no key, is there
         async for entry in self._walk(start):
             yield entry
 

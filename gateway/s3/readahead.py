@@ -24,6 +24,7 @@ Page = tuple[list[FileInfo], str]        # entries in name order; the last name 
 ReadPage = Callable[[str, str, int], Awaitable[Page]]
 
 AHEAD = 1000            # entries read ahead per directory
+_Block = tuple[list[FileInfo], list[str], str]    # entries, their names, the last name read
 
 
 class _Ahead:
@@ -64,9 +65,10 @@ class ReadAhead:
         while len(self._pages) >= self.directories:
             self._pages.pop(next(iter(self._pages)))
 
-        async def read_on() -> Page:
+        async def read_on() -> _Block:
             more, end = await read(path, last, self.entries)
-            return have + more, end
+            entries = have + more
+            return entries, [e.path.rsplit("/", 1)[1] for e in entries], end
         task = asyncio.get_running_loop().create_task(read_on())
         task.add_done_callback(_ignore_failure)
         self._pages[key] = _Ahead(after, task)
@@ -103,12 +105,11 @@ class ListingReads:
         if ahead is None or start_after < ahead.after:
             return None
         try:
-            entries, last = await asyncio.shield(ahead.task)
+            entries, names, last = await asyncio.shield(ahead.task)
         except Exception:                # noqa: BLE001 - read directly instead
             return None
         if last and start_after >= last:
             return None                  # beyond what was read ahead
-        names = [e.path.rsplit("/", 1)[1] for e in entries]
         first = bisect.bisect_right(names, start_after)
         taken = entries[first:first + limit]
         if first + limit < len(entries) or (last and len(taken) == limit):

@@ -152,6 +152,9 @@ def test_a_missing_bucket_directory_or_a_file_lists_nothing():
     masters = FakeMasters({"f": None})
     assert walk(masters, "f/", "", "") == []
     assert walk(masters, "nope/", "/", "") == []
+    empty = FakeMasters({"0": {}})             # its key is "0/", nothing starts with "0//"
+    assert walk(empty, "0//", "", "") == [] and walk(empty, "/0", "", "") == []
+    assert walk(empty, "0/", "", "") == [("0/", False)]
 
 
 def test_seek_lists_from_the_name_itself():
