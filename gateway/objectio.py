@@ -20,12 +20,11 @@ import io
 import re
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable, TypeVar
+from typing import Any, AsyncIterator, Callable, TypeVar
 
 from gateway.http.exchange import Exchange
 from gfs.client import Client, FileInfo
 from gfs.errors import DeadlineExceeded, GfsError, InvalidArgument
-from gfs.transfer import PIECE_SIZE
 
 T = TypeVar("T")
 OFFLOAD = ThreadPoolExecutor(max_workers=64, thread_name_prefix="objectio")
@@ -111,38 +110,95 @@ def content_range(first: int, end: int, size: int) -> str:
 
 # --- request body -> gfs -----------------------------------------------------------------------
 
-class _BodyReader(io.RawIOBase):
-    """The request body as a blocking stream, for a worker thread: each read waits for the next
-    piece from the event loop (b'' at the end; the exchange's errors are raised). A body that
-    does not match `expected` bytes fails the read, so the upload is never committed."""
+class BodySource(io.BufferedIOBase):
+    """A request body as a blocking, read-only stream for the gfs client's upload threads,
+    over `pieces`, an async iterator on `loop` (the exchange's body, decoded as the app
+    needs). `read(n)` returns n bytes except at the end; `read_pieces(n)` the same bytes as the
+    pieces they came in (what `Client.put` asks for: no joining copy). Each call gathers what
+    it needs on the loop in one hand-over: one thread wake-up per MiB, not per socket read —
+    with parallel uploads each wake-up waits its turn for the GIL.
 
-    def __init__(self, ex: Exchange, loop: asyncio.AbstractEventLoop, expected: int | None):
-        self._ex, self._loop, self._expected = ex, loop, expected
-        self._left = memoryview(b"")
-        self.received = 0
+    `absorb(piece)` sees every piece in order in the reading thread (digests there run beside
+    the event loop and each other: hashlib and zlib let go of the GIL on large buffers);
+    `finish()` runs there once at the end and may raise (a digest mismatch), before the last
+    bytes are handed on, so a bad body is never committed."""
+
+    def __init__(self, pieces: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, *,
+                 absorb: Callable[[bytes], None] | None = None,
+                 finish: Callable[[], None] | None = None):
+        self._pieces = pieces
+        self._loop = loop
+        self._absorb = absorb
+        self._finish = finish
+        self._rest: list[memoryview] = []
+        self._rest_size = 0
+        self._done = False
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer) -> int:
-        if not self._left:
-            self._left = memoryview(_on_loop(self._ex.read(), self._loop))
-            self.received += len(self._left)
-            self._check_length()
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
+    async def _gather(self, want: int) -> list[bytes]:
+        out, got = [], 0
+        while got < want:
+            piece = await anext(self._pieces, b"")
+            if not piece:
+                self._done = True
+                break
+            out.append(piece)
+            got += len(piece)
+        return out
 
-    def _check_length(self) -> None:
-        if self._expected is None:
-            return
-        if self.received > self._expected:
-            raise InvalidArgument(f"the body is longer than its Content-Length "
-                                  f"({self._expected} bytes)")
-        if not self._left and self.received < self._expected:
-            raise InvalidArgument(f"the body ended after {self.received} of {self._expected} "
+    def read_pieces(self, n: int) -> list[memoryview]:
+        """The next n bytes (fewer only at the end: none there) as a list of pieces."""
+        if self._rest_size < n and not self._done:
+            got = _on_loop(self._gather(n - self._rest_size), self._loop)
+            for piece in got:
+                if self._absorb is not None:
+                    self._absorb(piece)
+                self._rest.append(memoryview(piece))
+                self._rest_size += len(piece)
+            if self._done and self._finish is not None:
+                self._finish()
+        out, size = [], 0
+        while self._rest and size < n:
+            piece = self._rest.pop(0)
+            if size + len(piece) > n:
+                piece, tail = piece[:n - size], piece[n - size:]
+                self._rest.insert(0, tail)
+            out.append(piece)
+            size += len(piece)
+        self._rest_size -= size
+        return out
+
+    def read(self, n: int = -1) -> bytes:
+        return b"".join(self.read_pieces(n if n >= 0 else 1 << 62))
+
+
+def _checked_length(pieces: AsyncIterator[bytes], expected: int | None
+                    ) -> AsyncIterator[bytes]:
+    """`pieces`, failing (InvalidArgument) as soon as they add up to more than `expected`
+    bytes, or at the end when to fewer."""
+    async def checked():
+        received = 0
+        async for piece in pieces:
+            received += len(piece)
+            if expected is not None and received > expected:
+                raise InvalidArgument(f"the body is longer than its Content-Length "
+                                      f"({expected} bytes)")
+            yield piece
+        if expected is not None and received < expected:
+            raise InvalidArgument(f"the body ended after {received} of {expected} "
                                   "bytes (Content-Length)")
+    return checked()
+
+
+async def body_pieces(ex: Exchange) -> AsyncIterator[bytes]:
+    """The request body of `ex`, piece by piece as it arrives."""
+    while True:
+        data = await ex.read()
+        if not data:
+            return
+        yield data
 
 
 async def upload(ex: Exchange, client: Client, path: str, *, overwrite: bool = True,
@@ -150,14 +206,14 @@ async def upload(ex: Exchange, client: Client, path: str, *, overwrite: bool = T
     """Stream the request body into the gfs file `path` (created, or replaced with
     `overwrite`); `expected_size`: the Content-Length, checked against what arrived. Raises the
     gfs error, or the exchange's (ClientGone, BodyTooLarge); nothing is committed then."""
-    stream = io.BufferedReader(_BodyReader(ex, asyncio.get_running_loop(), expected_size),
-                               buffer_size=PIECE_SIZE)
+    stream = BodySource(_checked_length(body_pieces(ex), expected_size),
+                        asyncio.get_running_loop())
     return await offload(client.put, stream, path, overwrite=overwrite, **put_kwargs)
 
 
 # --- gfs -> response body ----------------------------------------------------------------------
 
-class _ResponseWriter:
+class ResponseSink:
     """A blocking, in-order sink for `Client.download` in a worker thread: each write waits until
     the event loop has handed the bytes to the connection (its backpressure included)."""
 
@@ -177,6 +233,6 @@ async def download(ex: Exchange, client: Client, info: FileInfo, first: int, end
     """Write bytes [first, end) of the file `info` (stat'ed for reading) to the response body,
     whose head the caller has sent; returns the bytes written. On an error mid-way the caller
     must abort the exchange (the client must not take a short body for the whole)."""
-    writer = _ResponseWriter(ex, asyncio.get_running_loop())
+    writer = ResponseSink(ex, asyncio.get_running_loop())
     return await offload(client.download, info, writer, offset=first, length=end - first,
                          parallel=1)

@@ -171,11 +171,20 @@ class ChunkPieces:
             for pos in range(self._start, self._start + self._length, PIECE_SIZE):
                 yield self._read_at(pos, min(PIECE_SIZE, self._start + self._length - pos))
             return
-        sent, piece = 0, self._first
-        while piece:
-            yield piece
-            sent += len(piece)
-            piece = self._stream.read(min(PIECE_SIZE, self._length - sent)) if sent < self._length else b""
+        # A stream may hand out its bytes as they came (read_pieces: no joining copy).
+        read_pieces = getattr(self._stream, "read_pieces", None) or (
+            lambda n: [self._stream.read(n)])
+        sent, batch = 0, [self._first]
+        while True:
+            got = 0
+            for piece in batch:
+                if piece:
+                    yield piece
+                    got += len(piece)
+            sent += got
+            if not got or sent >= self._length:
+                return
+            batch = read_pieces(min(PIECE_SIZE, self._length - sent))
 
 
 def checked_inline(info: FileInfo, data: bytes) -> bytes:

@@ -228,7 +228,7 @@ class WrittenChunk:
 
 
 def write_chunk(channels: Channels, replicas: list[str], handle: int, version: int,
-                pieces: Iterable[bytes], timeout: float = 600.0,
+                pieces: Iterable[bytes | memoryview], timeout: float = 600.0,
                 progress: Callable[[int], None] | None = None, *,
                 capability: bytes = b"") -> WrittenChunk:
     """Stream `pieces` to replicas[0], which forwards down the chain; returns once every replica
@@ -245,7 +245,7 @@ def write_chunk(channels: Channels, replicas: list[str], handle: int, version: i
                                                       chain=replicas[1:], capability=capability))
         for piece in pieces:
             summer.update(piece)
-            yield cpb.WriteRequest(data=piece)
+            yield cpb.WriteRequest(data=piece if isinstance(piece, bytes) else bytes(piece))
             if progress:
                 progress(len(piece))
         yield cpb.WriteRequest(has_expected=True, expected_length=summer.length,
@@ -260,7 +260,7 @@ def write_chunk(channels: Channels, replicas: list[str], handle: int, version: i
 
 
 def _write_chunk_bulk(channels: Channels, replicas: list[str], handle: int, version: int,
-                      pieces: Iterable[bytes], timeout: float,
+                      pieces: Iterable[bytes | memoryview], timeout: float,
                       progress: Callable[[int], None] | None, capability: bytes) -> WrittenChunk:
     """write_chunk over the bulk protocol: block-aligned spans, each block hashed once here."""
     sums: list[int] = []

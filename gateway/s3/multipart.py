@@ -10,6 +10,7 @@ the object's in one atomic step, no byte is copied; the ETag is S3's md5-of-part
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 
@@ -18,7 +19,6 @@ from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.naming import MULTIPART_DIR, object_path
 from gateway.s3.objects import (_make_parents, copy_bytes, copy_source, require_bucket,
                                 stat_object)
-from gateway.s3.payload import ThreadSource
 from gateway.s3.request import Call, s3_error
 from gfs.client import FileInfo
 from gfs.errors import GfsError
@@ -79,7 +79,7 @@ async def create(call: Call) -> None:
     attrs = {**attributes.from_request(call.ex.head.headers), BUCKET: call.bucket, KEY: call.key}
     try:
         await call.client.mkdir(directory, parents=True)
-        await call.client.put(ThreadSource(_nothing(), call.loop), directory + "/" + UPLOAD_FILE,
+        await call.client.put(io.BytesIO(b""), directory + "/" + UPLOAD_FILE,
                               xattrs=lambda: attrs)
     except GfsError as err:
         raise s3_error(err) from None
@@ -87,17 +87,12 @@ async def create(call: Call) -> None:
         ("Bucket", call.bucket), ("Key", call.key), ("UploadId", upload_id)]))
 
 
-async def _nothing():
-    return
-    yield b""
-
-
 async def upload_part(call: Call) -> None:
     number = _part_number(call)
     directory, _ = await _upload(call, call.query["uploadId"])
     payload = call.payload()
     try:
-        await call.client.put(ThreadSource(_bounded(payload.pieces()), call.loop),
+        await call.client.put(payload.thread_source(call.loop, _bounded),
                               f"{directory}/{_part_name(number)}", overwrite=True,
                               xattrs=lambda: {attributes.ETAG: payload.etag})
     except GfsError as err:

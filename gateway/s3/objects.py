@@ -10,7 +10,8 @@ from urllib.parse import unquote
 from gateway.s3 import attributes, conditions, xmldoc
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.naming import bucket_path, check_bucket, object_path
-from gateway.s3.payload import Payload, ThreadSink, ThreadSource
+from gateway.objectio import ResponseSink
+from gateway.s3.payload import Payload
 from gateway.s3.request import Call, s3_error
 from gfs.client import FileInfo, checked_inline
 from gfs.errors import GfsError
@@ -66,7 +67,7 @@ async def put_object(call: Call) -> None:
     await _make_parents(call, path)
 
     try:
-        await call.client.put(ThreadSource(payload.pieces(), call.loop), path, overwrite=True,
+        await call.client.put(payload.thread_source(call.loop), path, overwrite=True,
                               xattrs=lambda: _stored_attrs(payload, attrs))
     except GfsError as err:
         raise s3_error(err, Key=call.key) from None
@@ -159,7 +160,7 @@ async def get_object(call: Call, head_only: bool) -> None:
         await call.ex.end()
         return
     try:
-        await call.client.download(info, ThreadSink(call.ex, call.loop), offset=first,
+        await call.client.download(info, ResponseSink(call.ex, call.loop), offset=first,
                                    length=length, parallel=1)
     except BaseException:
         call.ex.abort()                  # never a short body that looks complete

@@ -1,17 +1,17 @@
 """Request bodies as the S3 API receives them: plain (its SHA-256 checked when the signature
-covers it), aws-chunked (chunked.py), with x-amz-checksum-* and Content-MD5 verified; and the
-bridges between the gateway's event loop and the gfs client's worker threads."""
+covers it), aws-chunked (chunked.py), with x-amz-checksum-* and Content-MD5 verified, read on
+the event loop or by the gfs client's upload threads (objectio.BodySource)."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import hashlib
 import hmac
-import io
 import zlib
 from typing import AsyncIterator, Callable
 
 from gateway.http.exchange import Exchange
+from gateway.objectio import BodySource, body_pieces
 from gateway.s3 import sigv4
 from gateway.s3.sigv4 import header_value
 from gateway.s3.chunked import ChunkedDecoder
@@ -93,22 +93,32 @@ class Payload:
             async for piece in self.decoder.pieces():
                 yield piece
             return
-        while True:
-            data = await self.ex.read()
-            if not data:
-                return
-            yield data
+        async for piece in body_pieces(self.ex):
+            yield piece
+
+    def _absorb(self, piece: bytes) -> None:
+        self.size += len(piece)
+        self.md5.update(piece)
+        if self.sha256 is not None:
+            self.sha256.update(piece)
+        if self.checksum is not None:
+            self.checksum.update(piece)
 
     async def pieces(self) -> AsyncIterator[bytes]:
         async for piece in self._raw():
-            self.size += len(piece)
-            self.md5.update(piece)
-            if self.sha256 is not None:
-                self.sha256.update(piece)
-            if self.checksum is not None:
-                self.checksum.update(piece)
+            self._absorb(piece)
             yield piece
         self._check_digests()
+
+    def thread_source(self, loop: asyncio.AbstractEventLoop,
+                      limit: Callable[[AsyncIterator[bytes]], AsyncIterator[bytes]] | None = None
+                      ) -> BodySource:
+        """The body as a blocking stream for the gfs client's upload threads, digested in
+        the thread that reads it (objectio.BodySource: the MD5 / SHA-256 / CRC32 of parallel
+        uploads no longer queue on the event loop) and checked at its end. `limit` wraps the
+        raw pieces (e.g. a size cap raising S3Error)."""
+        raw = self._raw() if limit is None else limit(self._raw())
+        return BodySource(raw, loop, absorb=self._absorb, finish=self._check_digests)
 
     def _check_digests(self) -> None:
         if self.sha256 is not None and self.sha256.hexdigest() != self.mode:
@@ -145,51 +155,3 @@ class Payload:
                 raise S3Error("MaxMessageLengthExceeded", f"the request body is larger than "
                               f"{limit} bytes", 400)
         return bytes(out)
-
-
-class ThreadSource(io.BufferedIOBase):
-    """A blocking, read-only file over an async iterator of bytes on `loop`, for the gfs
-    client's upload threads. read(n) returns n bytes except at the end."""
-
-    def __init__(self, pieces: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop):
-        self._pieces = pieces
-        self._loop = loop
-        self._buf = bytearray()
-        self._done = False
-
-    def readable(self) -> bool:
-        return True
-
-    def _next(self) -> bytes:
-        future = asyncio.run_coroutine_threadsafe(anext(self._pieces, b""), self._loop)
-        return future.result()
-
-    def read(self, n: int = -1) -> bytes:
-        while not self._done and (n < 0 or len(self._buf) < n):
-            piece = self._next()
-            if not piece:
-                self._done = True
-                break
-            self._buf += piece
-        if n < 0 or n >= len(self._buf):
-            out, self._buf = bytes(self._buf), bytearray()
-        else:
-            out = bytes(self._buf[:n])
-            del self._buf[:n]
-        return out
-
-
-class ThreadSink(io.RawIOBase):
-    """A blocking, write-only file that sends what the gfs client's download threads write to
-    the exchange on `loop` (waiting for it: the client's backpressure)."""
-
-    def __init__(self, ex: Exchange, loop: asyncio.AbstractEventLoop):
-        self._ex = ex
-        self._loop = loop
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data) -> int:
-        asyncio.run_coroutine_threadsafe(self._ex.write(bytes(data)), self._loop).result()
-        return len(data)

@@ -1,9 +1,9 @@
 """gateway/objectio.py alone: Range parsing (RFC 9110), the error -> status map, and the body
-stream's Content-Length check (over a minimal exchange that hands out pieces)."""
+stream (its Content-Length check, exact reads over pieces of any size, the absorb/finish hooks),
+over a minimal exchange that hands out pieces."""
 from __future__ import annotations
 
 import asyncio
-import io
 
 import pytest
 from hypothesis import given
@@ -63,17 +63,60 @@ class _Pieces:
         return self._pieces.pop(0) if self._pieces else b""
 
 
+def _upload_stream(pieces, expected):
+    return objectio.BodySource(objectio._checked_length(objectio.body_pieces(_Pieces(pieces)),
+                                                        expected), asyncio.get_running_loop())
+
+
 @pytest.mark.parametrize("pieces, expected, error", [
     ([b"abc", b"de"], 5, None), ([b"abc"], 5, "ended after 3 of 5"),
     ([b"abc", b"def"], 5, "longer than its Content-Length"), ([b"x" * 10], None, None)])
 def test_the_body_stream_checks_its_length(pieces, expected, error):
     async def run():
-        loop = asyncio.get_running_loop()
-        stream = io.BufferedReader(objectio._BodyReader(_Pieces(pieces), loop, expected),
-                                   buffer_size=4)
-        return await loop.run_in_executor(None, stream.read)
+        stream = _upload_stream(pieces, expected)
+        return await asyncio.get_running_loop().run_in_executor(None, stream.read)
     if error is None:
         assert asyncio.run(run()) == b"".join(pieces)
     else:
         with pytest.raises(InvalidArgument, match=error):
             asyncio.run(run())
+
+
+@given(st.lists(st.binary(min_size=1, max_size=40), max_size=8),
+       st.lists(st.integers(0, 50), min_size=1, max_size=12))
+def test_the_body_stream_hands_out_exact_sizes_in_order(pieces, sizes):
+    """read(n) / read_pieces(n) give n bytes until the end, in order, whatever the pieces'
+    sizes; absorb sees every piece once in order and finish runs once, at the end."""
+    seen, finished = [], []
+
+    def take():
+        out = []
+        for i, n in enumerate(sizes * 4):
+            got = stream.read(n) if i % 2 else b"".join(stream.read_pieces(n))
+            assert len(got) == n or len(b"".join(out) + got) == len(data)
+            out.append(got)
+        out.append(stream.read())
+        return b"".join(out)
+
+    async def run():
+        nonlocal stream
+        stream = objectio.BodySource(objectio.body_pieces(_Pieces(pieces)),
+                                     asyncio.get_running_loop(), absorb=seen.append,
+                                     finish=lambda: finished.append(1))
+        return await asyncio.get_running_loop().run_in_executor(None, take)
+    data = b"".join(pieces)
+    stream = None
+    assert asyncio.run(run()) == data
+    assert b"".join(seen) == data and finished == [1]
+
+
+def test_a_failing_finish_stops_the_stream_before_its_last_bytes():
+    def bad_digest():
+        raise ValueError("digest mismatch")
+
+    async def run():
+        stream = objectio.BodySource(objectio.body_pieces(_Pieces([b"abc", b"def"])),
+                                     asyncio.get_running_loop(), finish=bad_digest)
+        return await asyncio.get_running_loop().run_in_executor(None, stream.read, 100)
+    with pytest.raises(ValueError, match="digest mismatch"):
+        asyncio.run(run())
