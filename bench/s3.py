@@ -13,8 +13,8 @@
   runs: on a loaded machine the figure that says most);
 - ListObjectsV2 over --keys keys (one flat prefix), seconds for the whole paginated listing.
 
-`--small-only` runs the 4 KiB rows alone; `--repeat N` measures each ops/s point N times and
-reports the median (on a loaded machine one point says little).
+`--small-only` runs the 4 KiB rows alone; `--repeat N` measures each ops/s point and each large
+transfer N times and reports the median (on a loaded machine one point says little).
 
 Prints a Markdown table with the machine's load average before and after (the figures depend
 on what else runs), and beside it the figures issue 18 quotes for a Ceph RGW (radosgw 16.2 from
@@ -145,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-only", action="store_true",
                         help="only the 4 KiB PUT/GET rows (no large object, multipart, listing)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="measure each ops/s point this many times, report the median")
+                        help="measure each ops/s point and each large transfer this many "
+                             "times, report the median")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     threads = [int(t) for t in args.threads.split(",")]
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         s3.create_bucket(Bucket="bench")
         native.mkdir("/admin/native", parents=True)
         if not args.small_only:
-            _large_rows(rows, native, s3, work, size)
+            _large_rows(rows, native, s3, work, size, args.repeat)
         _small_rows(rows, native, s3, threads, args.seconds, args.repeat,
                     _CpuMeter(cluster), cpu_rows)
         if not args.small_only:
@@ -193,7 +194,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {'' if nat is None else f'{nat:,.1f}'} | "
               f"{'' if via is None else f'{via:,.1f}'} | {ratio} | {ref} |")
     if args.repeat > 1:
-        print(f"\nops/s: median of {args.repeat} runs of {args.seconds:g} s each")
+        print(f"\nmedians of {args.repeat} runs: large transfers (native and S3 taking turns), "
+              f"ops/s points of {args.seconds:g} s each")
     if cpu_rows:
         print("\n| 4 KiB objects: CPU ms per op (idle use taken off) | gateway | leader master "
               "| all masters |")
@@ -204,8 +206,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nload average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
 
 
-def _large_rows(rows: list, native, s3, work: str, size: int) -> None:
-    """The large object through upload_file/download_file and a multipart upload by hand."""
+def _large_rows(rows: list, native, s3, work: str, size: int, repeat: int) -> None:
+    """The large object through upload_file/download_file and a multipart upload by hand;
+    each transfer `repeat` times, native and S3 taking turns, the median reported (the first
+    transfer into fresh daemons is the slowest: their buffers fault in fresh pages)."""
     from boto3.s3.transfer import TransferConfig
     src = os.path.join(work, "large.bin")
     with open(src, "wb") as f:
@@ -214,13 +218,22 @@ def _large_rows(rows: list, native, s3, work: str, size: int) -> None:
         f.truncate(size)
     mb = size / 1e6
     transfer = TransferConfig(multipart_chunksize=64 << 20, max_concurrency=8)
-    t = _timed(lambda: native.put(src, "/admin/native/large.bin", overwrite=True))
-    t3 = _timed(lambda: s3.upload_file(src, "bench", "large.bin", Config=transfer))
-    rows.append(("large PUT MB/s (upload_file)", mb / t, mb / t3, RADOSGW["large PUT"]))
     out = os.path.join(work, "out.bin")
-    t = _timed(lambda: native.get("/admin/native/large.bin", out))
-    t3 = _timed(lambda: s3.download_file("bench", "large.bin", out, Config=transfer))
-    rows.append(("large GET MB/s (download_file)", mb / t, mb / t3, RADOSGW["large GET"]))
+
+    def rate(native_op, s3_op) -> tuple[float, float]:
+        native_s, s3_s = [], []
+        for _ in range(repeat):
+            native_s.append(_timed(native_op))
+            s3_s.append(_timed(s3_op))
+        return mb / statistics.median(native_s), mb / statistics.median(s3_s)
+    rows.append(("large PUT MB/s (upload_file)",
+                 *rate(lambda: native.put(src, "/admin/native/large.bin", overwrite=True),
+                       lambda: s3.upload_file(src, "bench", "large.bin", Config=transfer)),
+                 RADOSGW["large PUT"]))
+    rows.append(("large GET MB/s (download_file)",
+                 *rate(lambda: native.get("/admin/native/large.bin", out),
+                       lambda: s3.download_file("bench", "large.bin", out, Config=transfer)),
+                 RADOSGW["large GET"]))
     os.remove(out)
     upload, complete = _multipart_by_hand(s3, src, size, parts=8)
     rows.append(("multipart, 8 parallel parts, MB/s", None, mb / upload, ""))
