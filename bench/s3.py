@@ -9,8 +9,9 @@
 - a multipart upload made by hand: 8 parts of size/8 uploaded by 8 threads, then
   CompleteMultipartUpload (Compose: no byte copied), MB/s, and the Complete alone in seconds;
 - 4 KiB objects: PUT and GET ops/s through boto3 vs native, at each thread count, and the CPU
-  milliseconds per operation of the gateway and the masters (read from /proc over the same
-  runs: on a loaded machine the figure that says most);
+  milliseconds per operation of the client (this process: boto3, or the native client), the
+  gateway and the masters (read from /proc over the same runs: on a loaded machine the figure
+  that says most; on 2 cores boto3's own share bounds what any server can reach);
 - ListObjectsV2 over --keys keys (one flat prefix), seconds for the whole paginated listing.
 
 `--small-only` runs the 4 KiB rows alone; `--repeat N` measures each ops/s point and each large
@@ -87,8 +88,9 @@ class _CpuMeter:
     def _pids(self) -> dict[str, int | None]:
         masters = [m["name"] for m in self.cluster.spec["masters"]]
         leader = self.cluster.leader()
-        return {"gateway": self.cluster.pid("gateway-s3"), "leader": self.cluster.pid(leader)
-                if leader else None, **{m: self.cluster.pid(m) for m in masters}}
+        return {"client": os.getpid(), "gateway": self.cluster.pid("gateway-s3"),
+                "leader": self.cluster.pid(leader) if leader else None,
+                **{m: self.cluster.pid(m) for m in masters}}
 
     def measure(self, fn) -> tuple[object, dict[str, float]]:
         """(fn()'s result (ops/s, ops), ms of CPU per op by gateway/leader/masters)."""
@@ -100,8 +102,9 @@ class _CpuMeter:
         used = {name: _cpu_s(pid) - before[name] - self.idle.get(name, 0.0) * elapsed
                 for name, pid in pids.items()}
         ops = max(1, result[1])
-        masters = sum(v for k, v in used.items() if k not in ("gateway", "leader"))
-        return result, {"gateway": used["gateway"] * 1000 / ops,
+        masters = sum(v for k, v in used.items() if k not in ("client", "gateway", "leader"))
+        return result, {"client": used["client"] * 1000 / ops,
+                        "gateway": used["gateway"] * 1000 / ops,
                         "leader": used["leader"] * 1000 / ops, "masters": masters * 1000 / ops}
 
 
@@ -197,12 +200,12 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nmedians of {args.repeat} runs: large transfers (native and S3 taking turns), "
               f"ops/s points of {args.seconds:g} s each")
     if cpu_rows:
-        print("\n| 4 KiB objects: CPU ms per op (idle use taken off) | gateway | leader master "
-              "| all masters |")
-        print("|---|---:|---:|---:|")
+        print("\n| 4 KiB objects: CPU ms per op (idle use taken off) | client (boto3 or "
+              "native, this process) | gateway | leader master | all masters |")
+        print("|---|---:|---:|---:|---:|")
         for name, cpu in cpu_rows:
-            print(f"| {name} | {cpu['gateway']:.2f} | {cpu['leader']:.2f} | "
-                  f"{cpu['masters']:.2f} |")
+            print(f"| {name} | {cpu['client']:.2f} | {cpu['gateway']:.2f} | "
+                  f"{cpu['leader']:.2f} | {cpu['masters']:.2f} |")
     print(f"\nload average (1 min) before {load_before[0]:.1f}, after {load_after[0]:.1f}")
 
 
