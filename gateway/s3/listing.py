@@ -2,7 +2,9 @@
 
 Keys come out in S3's order (UTF-8 byte order) by walking the tree depth first with each
 directory's entries sorted as their keys sort (a directory `a` as `a/`). With the delimiter
-`/`, a directory below the prefix is a common prefix and is not entered. A listing stops after
+`/`, a directory below the prefix is a common prefix and is not entered; with another one, the
+names of a directory that share a common prefix listed already are read past, not through
+(`SkipNames`: one read however large the group). A listing stops after
 max-keys keys and prefixes and says where the next one starts (IsTruncated, NextMarker /
 NextContinuationToken). Directories are read from the masters a page at a time from where the
 listing resumes (a page of a directory of millions reads about a page of it), and read on in
@@ -58,13 +60,27 @@ def _seek(name: str) -> str:
     return name[:-1] + chr(before) + "\U0010ffff"
 
 
+class SkipNames:
+    """What a directory walk's consumer no longer needs: the names starting with `prefix`
+    (a common prefix's whole group, once it is listed). Set between two entries; the walk
+    yields none of them and reads on past them (one read, however large the group)."""
+    __slots__ = ("prefix",)
+
+    def __init__(self) -> None:
+        self.prefix = ""
+
+    def covers(self, info: FileInfo) -> bool:
+        return bool(self.prefix) and info.path.rsplit("/", 1)[1].startswith(self.prefix)
+
+
 async def directory(read_page: ReadPage, path: str, first: str = "", within: str = "",
-                    page: int = PAGE) -> AsyncIterator[FileInfo]:
+                    page: int = PAGE, skip: SkipNames | None = None
+                    ) -> AsyncIterator[FileInfo]:
     """The entries of directory `path` in S3 key order (a directory `d` sorts as `d/`), from
-    the name `first` on, only names starting with `within`; read `page` entries first, then
-    twice as many each time up to PAGE, so a listing that needs 1,000 keys of a directory of
-    millions reads about 1,000. Raises NotADirectory before yielding anything when `path` is a
-    file or missing.
+    the name `first` on, only names starting with `within`, none that `skip` covers when they
+    would come out; read `page` entries first, then twice as many each time up to PAGE, so a
+    listing that needs 1,000 keys of a directory of millions reads about 1,000. Raises
+    NotADirectory before yielding anything when `path` is a file or missing.
 
     The masters list in name order; the only difference is a directory `d`, which must come
     after the names `d` + a character below `/` (`d-1`, `d.txt`). Every name not read yet sorts
@@ -73,7 +89,10 @@ async def directory(read_page: ReadPage, path: str, first: str = "", within: str
     after = _seek(max(first, within))
     pending: list[tuple[bytes, FileInfo]] = []
     opening = True
+    skip = skip or SkipNames()
     while True:
+        if skip.prefix:                       # the masters list names after `after`: a name
+            after = max(after, skip.prefix + "\U0010ffff")    # starting so is skipped still
         entries, last = await read_page(path, after, page)
         page = max(page, min(page * 2, PAGE))
         if opening and len(entries) == 1 and entries[0].path == path and not entries[0].is_dir:
@@ -91,14 +110,16 @@ async def directory(read_page: ReadPage, path: str, first: str = "", within: str
         pending.sort(key=lambda item: item[0])
         if passed or not last:
             for _, info in pending:
-                yield info
+                if not skip.covers(info):
+                    yield info
             return
         bound = last.encode("utf-8", "surrogatepass")
         ready = 0
         while ready < len(pending) and pending[ready][0] <= bound:
             ready += 1
         for _, info in pending[:ready]:
-            yield info
+            if not skip.covers(info):
+                yield info
         del pending[:ready]
         after = last
 
@@ -150,7 +171,8 @@ class Walker:
         empty = True
         try:
             first, within = self._bounds(key_dir)
-            async for info in directory(self.read_page, path, first, within, self.page):
+            skip = SkipNames()
+            async for info in directory(self.read_page, path, first, within, self.page, skip):
                 empty = False
                 key = key_dir + info.path.rsplit("/", 1)[1] + ("/" if info.is_dir else "")
                 if self._skip(key, info.is_dir):
@@ -161,6 +183,11 @@ class Walker:
                         common = key[:cut + len(self.delimiter)]
                         if not (self.after and common <= self.after):
                             yield Entry(common, None)
+                        # So does every name here that starts as `key` does up to there:
+                        # the rest of the group is not read (a delimiter other than '/').
+                        group = common[len(key_dir):]
+                        if len(common) > len(key_dir) and "/" not in group:
+                            skip.prefix = group
                         continue
                 if info.is_dir:
                     async for entry in self._walk(key):
@@ -230,17 +257,19 @@ async def list_objects(call: Call, v2: bool, ahead: ReadAhead) -> None:
                     max_keys + 1)
     contents: list[Entry] = []
     prefixes: list[str] = []
+    listed: set[str] = set()
     truncated = False
     last = ""
     await require_bucket(call)
     async for entry in walker.entries():
-        if entry.info is None and entry.key in prefixes:
+        if entry.info is None and entry.key in listed:
             continue
         if len(contents) + len(prefixes) >= max_keys:
             truncated = True
             break
         if entry.info is None:
             prefixes.append(entry.key)
+            listed.add(entry.key)
         else:
             contents.append(entry)
         last = entry.key

@@ -109,7 +109,7 @@ def walk(masters: FakeMasters, prefix: str, delimiter: str, after: str,
 
 @settings(max_examples=300, deadline=None)
 @given(tree=trees(), prefix=st.text(alphabet="ab-.0/", max_size=3),
-       delimiter=st.sampled_from(["", "/", "-", "a"]),
+       delimiter=st.sampled_from(["", "/", "-", "a", "b/", "-."]),
        after=st.one_of(st.just(""), st.text(alphabet="ab-.0+ ~é/", max_size=5)),
        page=st.integers(1, 4))
 def test_the_walk_lists_what_the_model_lists(tree, prefix, delimiter, after, page):
@@ -119,7 +119,7 @@ def test_the_walk_lists_what_the_model_lists(tree, prefix, delimiter, after, pag
 
 @settings(max_examples=150, deadline=None)
 @given(tree=trees(), prefix=st.text(alphabet="ab-./", max_size=2),
-       delimiter=st.sampled_from(["", "/"]), max_keys=st.integers(1, 4))
+       delimiter=st.sampled_from(["", "/", "-", "a", "b/"]), max_keys=st.integers(1, 4))
 def test_pages_continued_from_their_last_key_add_up_to_the_listing(tree,
                                                                     prefix, delimiter,
                                                                     max_keys):
@@ -146,6 +146,21 @@ def test_a_page_of_a_large_flat_directory_reads_about_a_page():
     masters.handed = 0
     assert walk(masters, "0199", "", "", page=101) == [(f"0199{i:02d}", False) for i in range(100)]
     assert masters.handed <= 101             # the names starting with the prefix, and one more
+
+
+def test_a_common_prefix_group_is_read_past_not_through():
+    """A delimiter other than '/' groups names of one directory: once the group's common
+    prefix is listed, the rest of the group is not read (before: every name of it, on every
+    page that continued after it)."""
+    tree = {f"x-{i:06d}": None for i in range(20_000)}
+    tree.update({"x": {"in": None}, "w": None, "y-1": None, "y-2": None, "z": None})
+    masters = FakeMasters(tree)
+    want = [("w", False), ("x-", True), ("x/in", False), ("y-", True), ("z", False)]
+    assert walk(masters, "", "-", "", page=1001) == want
+    assert masters.handed < 2_100
+    masters.handed = 0                        # a page continuing after the group's prefix
+    assert walk(masters, "", "-", "x-", page=1001) == want[2:]
+    assert masters.handed < 2_100
 
 
 def test_a_missing_bucket_directory_or_a_file_lists_nothing():
@@ -183,7 +198,7 @@ async def page_through(masters: FakeMasters, ahead: ReadAhead, prefix: str, deli
 
 @settings(max_examples=150, deadline=None)
 @given(tree=trees(), prefix=st.text(alphabet="ab-./", max_size=2),
-       delimiter=st.sampled_from(["", "/"]), max_keys=st.integers(1, 4),
+       delimiter=st.sampled_from(["", "/", "-", "a"]), max_keys=st.integers(1, 4),
        entries=st.integers(1, 5))
 def test_pages_read_ahead_add_up_to_the_listing(tree, prefix, delimiter, max_keys, entries):
     ahead = ReadAhead(entries=entries)
