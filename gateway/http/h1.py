@@ -375,13 +375,22 @@ class H1Engine:
         except Exception as exc:                 # noqa: BLE001 - answered as a handler's crash
             work = raising(exc)
         if work is not None:
-            self.running = self.conn.loop.create_task(self._serve_queue((ex, work)))
+            self._serve_in_task(ex, work)
+
+    def _serve_in_task(self, ex: H1Exchange, work: Awaitable[None]) -> None:
+        """Run `work`, the handling of `ex`, then the queue, in a Task. A Task cancelled
+        before its first step (the connection lost in the same turn of the loop) never starts
+        its coroutine, so it never awaits `work`: closed then, not left to warn at collection."""
+        task = self.running = self.conn.loop.create_task(self._serve_queue((ex, work)))
+        close = getattr(work, "close", None)
+        if close is not None:
+            task.add_done_callback(lambda _: close())
 
     def _handed_back(self, ex: H1Exchange, rest: Awaitable[None] | None) -> None:
         """The app's `start` is done with `ex`: answered in full (`rest` None), or the rest of
         the exchange is `rest`, to run as any other request's handling."""
         if rest is not None:
-            self.running = self.conn.loop.create_task(self._serve_queue((ex, rest)))
+            self._serve_in_task(ex, rest)
             return
         self.active = None
         if self._after(ex):

@@ -1,6 +1,7 @@
-"""ServerConnection's write coalescing, against a transport that records each send: the small
+"""ServerConnection against a transport that records each send. Write coalescing: the small
 writes of one turn of the event loop leave in one send, large ones at once, nothing queued is
-lost on close or kept on abort, and the queue never grows past COALESCE_BYTES."""
+lost on close or kept on abort, and the queue never grows past COALESCE_BYTES. And an
+exchange's handling handed to a Task that never ran is closed, not left behind."""
 from __future__ import annotations
 
 import asyncio
@@ -105,4 +106,41 @@ def test_connection_lost_drops_the_queue():
         conn.connection_lost(None)
         await asyncio.sleep(0)
         assert t.sends == []
+    asyncio.run(go())
+
+
+class _HandsBack:
+    """An app answering from callbacks that hands the rest of each exchange back as a
+    coroutine (as the proxy does when it must wait for an upstream)."""
+
+    def __init__(self):
+        self.works = []
+
+    async def __call__(self, ex):
+        pass
+
+    def start(self, ex, handed_back):
+        async def rest():
+            await ex.respond(200, b"ok")
+        work = rest()
+        self.works.append(work)
+        return work
+
+
+def test_work_handed_to_a_task_cancelled_before_it_ran_is_closed():
+    """The connection is lost in the same turn of the loop as the request arrived: the Task
+    that was to run the handed-back coroutine is cancelled before its first step and never
+    awaits it; the coroutine is closed (before: left to warn 'never awaited' when collected)."""
+    import inspect
+
+    async def go():
+        app = _HandsBack()
+        conn = ServerConnection(app, Limits())
+        conn.connection_made(RecordingTransport())
+        conn.data_received(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        assert len(app.works) == 1
+        conn.connection_lost(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert inspect.getcoroutinestate(app.works[0]) == inspect.CORO_CLOSED
     asyncio.run(go())
