@@ -93,7 +93,8 @@ def mkdir(ctx, parents: bool, mode: str, paths: tuple[str, ...]) -> None:
 def ls(ctx, long: bool, human: bool, as_json: bool, path: str) -> None:
     """List a directory (or show a file)."""
     with make_client(ctx) as c:
-        entries = list(c.list(stat_if_dir_meant(c, path)))
+        # The JSON has what stat --json has (chunks included); the text needs no chunk lists.
+        entries = list(c.list(stat_if_dir_meant(c, path), brief=not as_json))
     if as_json:
         emit_json([e.to_dict() for e in entries])       # the same attributes as stat --json
         return

@@ -124,11 +124,11 @@ class AsyncClient:
                    ) -> list[FileInfo]:
         return await self.run(lambda: list(self._client.list(path, stale_ok, page_size)))
 
-    async def list_page(self, path: str, start_after: str = "", limit: int = 1000
-                        ) -> tuple[list[FileInfo], str]:
+    async def list_page(self, path: str, start_after: str = "", limit: int = 1000,
+                        brief: bool = False) -> tuple[list[FileInfo], str]:
         """`Client.list_page` (linearizable), on the loop."""
         resp = await self._rpc("List", pb.ListRequest(path=utf8(path), start_after=start_after,
-                                                      limit=limit))
+                                                      limit=limit, brief=brief))
         return [FileInfo.from_proto(e) for e in resp.entries], resp.next
 
     async def rename(self, src: str, dst: str, overwrite: bool = False) -> None:

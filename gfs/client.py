@@ -711,21 +711,24 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 return False
             raise
 
-    def list(self, path: str, stale_ok: bool = False, page_size: int = 1000) -> Iterator[FileInfo]:
-        """Entries of a directory (or the file itself), sorted by name, fetched page by page."""
+    def list(self, path: str, stale_ok: bool = False, page_size: int = 1000,
+             brief: bool = False) -> Iterator[FileInfo]:
+        """Entries of a directory (or the file itself), sorted by name, fetched page by page;
+        `brief`: without their chunk lists (`chunks` empty: sizes, dates and attributes only,
+        much less for the masters to read and send in a directory of large files)."""
         start_after = ""
         while True:
-            entries, start_after = self.list_page(path, start_after, page_size, stale_ok)
+            entries, start_after = self.list_page(path, start_after, page_size, stale_ok, brief)
             yield from entries
             if not start_after:
                 return
 
     def list_page(self, path: str, start_after: str = "", limit: int = 1000,
-                  stale_ok: bool = False) -> tuple[list[FileInfo], str]:
+                  stale_ok: bool = False, brief: bool = False) -> tuple[list[FileInfo], str]:
         """One page of `list`: the entries after the name `start_after`, and the `start_after`
         of the next page ("" after the last)."""
         resp = self._call("List", pb.ListRequest(path=utf8(path), start_after=start_after,
-                                                 limit=limit, stale_ok=stale_ok))
+                                                 limit=limit, stale_ok=stale_ok, brief=brief))
         return [FileInfo.from_proto(e) for e in resp.entries], resp.next
 
     def rename(self, src: str, dst: str, overwrite: bool = False) -> None:

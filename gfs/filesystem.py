@@ -111,7 +111,7 @@ class GfsFileSystem(AbstractFileSystem):
     def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list:
         path = self._strip_protocol(path)
         with os_errors(path):
-            entries = [_entry(i) for i in self.client.list(path)]
+            entries = [_entry(i) for i in self.client.list(path, brief=True)]
         return entries if detail else [e["name"] for e in entries]
 
     def info(self, path: str, **kwargs: Any) -> dict[str, Any]:

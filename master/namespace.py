@@ -230,7 +230,9 @@ def chunk_infos(tx: Tx, handles: list[int]) -> list[dict]:
     return infos
 
 
-def describe(tx: Tx, path: str, target: Access) -> dict:
+def describe(tx: Tx, path: str, target: Access, with_chunks: bool = True) -> dict:
+    """A path's stat dict; without `with_chunks`, its chunk list is left empty (a brief
+    listing: no chunk record read)."""
     record = target.record
     return {"path": path, "inode": target.ino, "type": record["type"], "size": record["size"],
             "mode": record["mode"], "owner": record["owner"], "ctime": record["ctime"],
@@ -238,7 +240,8 @@ def describe(tx: Tx, path: str, target: Access) -> dict:
             "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
             "visibility": target.visibility, "own_visibility": record.get("visibility", ""),
             "xattrs": record.get("xattrs", {}),
-            "chunks": chunk_infos(tx, record["chunks"]), "inline": record.get("inline")}
+            "chunks": chunk_infos(tx, record["chunks"]) if with_chunks else [],
+            "inline": record.get("inline")}
 
 
 def _quota(tx: Tx, owner: str, add_bytes: int, replacing: dict | None) -> None:
@@ -627,13 +630,14 @@ def stat(tx: Tx, caller: Principal, path: str, for_read: bool = False) -> dict:
 
 
 def list_page(tx: Tx, caller: Principal, path: str, start_after: str,
-              limit: int) -> tuple[list[dict], str]:
+              limit: int, brief: bool = False) -> tuple[list[dict], str]:
     """One page of the entries of directory `path` the caller may see, in name order, and the
-    `start_after` of the next page ('' when this is the last). A file lists as itself."""
+    `start_after` of the next page ('' when this is the last). A file lists as itself.
+    `brief`: entries without their chunk lists."""
     target = access(tx, path)
     authorize(caller, LIST, path, target)
     if target.record["type"] != DIR:
-        return [describe(tx, path, target)], ""
+        return [describe(tx, path, target, not brief)], ""
     out: list[dict] = []
     after = start_after
     prefix = path.rstrip(paths.SEP) + paths.SEP     # names in the store were checked when made
@@ -646,7 +650,7 @@ def list_page(tx: Tx, caller: Principal, path: str, start_after: str,
                 continue
             if len(out) == limit:
                 return out, out[-1]["path"].rsplit("/", 1)[1]
-            out.append(describe(tx, entry_path, entry))
+            out.append(describe(tx, entry_path, entry, not brief))
         if len(batch) <= limit:
             return out, ""
         after = batch[-1][0]

@@ -370,7 +370,8 @@ class MasterService(pb_grpc.MasterServicer):
     async def List(self, request, context):
         limit = min(request.limit or 1000, 10_000)
         entries, nxt = await self._read(context, lambda st, auth, now: st.list(
-            request.path, request.start_after, limit, auth, now), not request.stale_ok)
+            request.path, request.start_after, limit, auth, now, request.brief),
+            not request.stale_ok)
         return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations) for e in entries],
                                next=nxt)
 

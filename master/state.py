@@ -461,14 +461,16 @@ class MetadataState:
             return ns.stat(tx, self._caller(tx, auth, now), path, for_read)
 
     def list(self, path: str, start_after: str = "", limit: int = 1000, auth=AS_SYSTEM,
-             now: int = 0) -> tuple[list[dict], str]:
+             now: int = 0, brief: bool = False) -> tuple[list[dict], str]:
         """One page of a directory's entries in name order (those `auth` may see), and the
-        `start_after` of the next page ('' when this is the last). A file lists as itself."""
+        `start_after` of the next page ('' when this is the last). A file lists as itself.
+        `brief`: without their chunk lists."""
         path = paths.normalize(path)
         text("start_after", start_after)
         int_in(1)("limit", limit)
         with self._reader() as tx:
-            return ns.list_page(tx, self._caller(tx, auth, now), path, start_after, limit)
+            return ns.list_page(tx, self._caller(tx, auth, now), path, start_after, limit,
+                                brief)
 
     def upload_chunks(self, inode: int, auth=AS_SYSTEM, now: int = 0) -> list[dict]:
         """The chunks of a pending upload `auth` created (NotFound for any other inode)."""

@@ -208,7 +208,8 @@ class RestApp:
     async def _list(self, ex: Exchange, req: _Request, client: Client) -> None:
         limit = req.number("limit", MAX_PAGE, 1, MAX_PAGE)
         after = req.value("after")
-        entries, next_after = await offload(client.list_page, req.path, after, limit)
+        entries, next_after = await offload(client.list_page, req.path, after, limit,
+                                            brief=True)
         await ex.respond(200, _json({"path": req.path, "entries": [describe(e) for e in entries],
                                      "next": next_after or None}),
                          [("content-type", "application/json")])

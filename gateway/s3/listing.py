@@ -208,7 +208,7 @@ def read_pages(call: Call) -> ReadPage:
     directory, other errors are S3's."""
     async def read_page(path: str, start_after: str, limit: int) -> tuple[list[FileInfo], str]:
         try:
-            return await call.client.list_page(path, start_after, limit)
+            return await call.client.list_page(path, start_after, limit, brief=True)
         except GfsError as err:
             if err.code in ("NOT_FOUND", "FAILED_PRECONDITION"):
                 raise NotADirectory(path) from None

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -104,6 +105,12 @@ def test_asyncio_client(cluster):
             got = await asyncio.gather(*(c.read(f"/aio/{i}") for i in range(3)))
             assert all(g == data for g in got)
             assert [e.path for e in await c.list("/aio")] == ["/aio/0", "/aio/1", "/aio/2"]
+            # A brief page: the same entries without their chunk lists (each file has 3).
+            full, _ = await c.list_page("/aio")
+            brief, _ = await c.list_page("/aio", brief=True)
+            assert [len(e.chunks) for e in full] == [3, 3, 3]
+            assert [e.chunks for e in brief] == [[], [], []]
+            assert [replace(e, chunks=[]) for e in full] == brief
     asyncio.run(main())
 
 

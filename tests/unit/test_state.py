@@ -886,6 +886,17 @@ def test_list_entries_are_stat_results(d):
     assert d.state.list("/d/f") == ([d.state.stat("/d/f")], "")      # a file lists as itself
 
 
+def test_a_brief_list_leaves_out_only_the_chunk_lists(d):
+    d.ok(mkdir("/d"))
+    d.upload("/d/f", lengths=(3, 4))
+    d.ok(mkdir("/d/sub"))
+    full, _ = d.state.list("/d")
+    brief, _ = d.state.list("/d", brief=True)
+    assert len(full[0]["chunks"]) == 2 and brief[0]["chunks"] == []
+    assert [{**e, "chunks": []} for e in full] == brief
+    assert d.state.list("/d/f", brief=True)[0][0]["chunks"] == []    # a file listed as itself
+
+
 @pytest.mark.parametrize("args, error", [
     (("/missing",), NotFound), (("rel",), InvalidArgument), (("/f/x",), FailedPrecondition),
     (("/", "", 0), InvalidArgument), (("/", "", "10"), InvalidArgument), (("/", 5), InvalidArgument)])
