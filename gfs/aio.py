@@ -120,9 +120,9 @@ class AsyncClient:
     async def exists(self, path: str) -> bool:
         return await self.run(self._client.exists, path)
 
-    async def list(self, path: str, stale_ok: bool = False, page_size: int = 1000
-                   ) -> list[FileInfo]:
-        return await self.run(lambda: list(self._client.list(path, stale_ok, page_size)))
+    async def list(self, path: str, stale_ok: bool = False, page_size: int = 1000,
+                   brief: bool = False) -> list[FileInfo]:
+        return await self.run(lambda: list(self._client.list(path, stale_ok, page_size, brief)))
 
     async def list_page(self, path: str, start_after: str = "", limit: int = 1000,
                         brief: bool = False) -> tuple[list[FileInfo], str]:

@@ -73,7 +73,7 @@ class Owners:
 async def list_buckets(call: Call) -> None:
     user = call.require_user()
     try:
-        entries = await call.client.list(f"/{user}")
+        entries = await call.client.list(f"/{user}", brief=True)
     except GfsError as err:
         if err.code != "NOT_FOUND":              # no home (an administrator): no buckets
             raise s3_error(err, "NoSuchBucket") from None

@@ -137,7 +137,7 @@ async def upload_part_copy(call: Call, resolve_owner) -> None:
 
 async def _parts(call: Call, directory: str) -> dict[int, FileInfo]:
     try:
-        entries = await call.client.list(directory)
+        entries = await call.client.list(directory, brief=True)   # names, sizes, ETags
     except GfsError as err:
         raise s3_error(err) from None
     out = {}
@@ -229,7 +229,7 @@ async def list_uploads(call: Call) -> None:
     prefix = call.query.get("prefix", "")
     top = f"/{call.owner}/{MULTIPART_DIR}"
     try:
-        entries = await call.client.list(top)
+        entries = await call.client.list(top, brief=True)
     except GfsError as err:
         if err.code != "NOT_FOUND":
             raise s3_error(err) from None

@@ -159,7 +159,9 @@ class GfsOperations(fuse.Operations):
         gpath = self._path(path)
         now = time.monotonic()
         names = []
-        for info in self.client.list(gpath):
+        # Brief: the attribute cache answers getattr and type checks, never reads (an open
+        # stats afresh), so chunk lists would only cost the masters.
+        for info in self.client.list(gpath, brief=True):
             self._attrs[info.path] = (now, info)
             names.append(posixpath.basename(info.path))
         pending = [posixpath.basename(p) for p in list(self._writing)
