@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--small-only", action="store_true",
                         help="only the 4 KiB PUT/GET rows (no large object, multipart, listing)")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="measure each ops/s point and each large transfer this many "
-                             "times, report the median")
+                        help="measure each ops/s point, each large transfer and the listing "
+                             "this many times, report the median")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     threads = [int(t) for t in args.threads.split(",")]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, AsyncIterator, Callable, TypeVar
@@ -130,7 +131,7 @@ class BodySource(io.BufferedIOBase):
         self._loop = loop
         self._absorb = absorb
         self._finish = finish
-        self._rest: list[memoryview] = []
+        self._rest: deque[memoryview] = deque()      # gathered, not handed out yet
         self._rest_size = 0
         self._done = False
 
@@ -161,10 +162,10 @@ class BodySource(io.BufferedIOBase):
                 self._finish()
         out, size = [], 0
         while self._rest and size < n:
-            piece = self._rest.pop(0)
+            piece = self._rest.popleft()
             if size + len(piece) > n:
                 piece, tail = piece[:n - size], piece[n - size:]
-                self._rest.insert(0, tail)
+                self._rest.appendleft(tail)
             out.append(piece)
             size += len(piece)
         self._rest_size -= size
@@ -174,22 +175,20 @@ class BodySource(io.BufferedIOBase):
         return b"".join(self.read_pieces(n if n >= 0 else 1 << 62))
 
 
-def _checked_length(pieces: AsyncIterator[bytes], expected: int | None
-                    ) -> AsyncIterator[bytes]:
+async def _checked_length(pieces: AsyncIterator[bytes], expected: int | None
+                          ) -> AsyncIterator[bytes]:
     """`pieces`, failing (InvalidArgument) as soon as they add up to more than `expected`
     bytes, or at the end when to fewer."""
-    async def checked():
-        received = 0
-        async for piece in pieces:
-            received += len(piece)
-            if expected is not None and received > expected:
-                raise InvalidArgument(f"the body is longer than its Content-Length "
-                                      f"({expected} bytes)")
-            yield piece
-        if expected is not None and received < expected:
-            raise InvalidArgument(f"the body ended after {received} of {expected} "
-                                  "bytes (Content-Length)")
-    return checked()
+    received = 0
+    async for piece in pieces:
+        received += len(piece)
+        if expected is not None and received > expected:
+            raise InvalidArgument(f"the body is longer than its Content-Length "
+                                  f"({expected} bytes)")
+        yield piece
+    if expected is not None and received < expected:
+        raise InvalidArgument(f"the body ended after {received} of {expected} "
+                              "bytes (Content-Length)")
 
 
 async def body_pieces(ex: Exchange) -> AsyncIterator[bytes]:

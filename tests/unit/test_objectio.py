@@ -89,7 +89,9 @@ def test_the_body_stream_hands_out_exact_sizes_in_order(pieces, sizes):
     sizes; absorb sees every piece once in order and finish runs once, at the end."""
     seen, finished = [], []
 
-    def take():
+    data = b"".join(pieces)
+
+    def take(stream):
         out = []
         for i, n in enumerate(sizes * 4):
             got = stream.read(n) if i % 2 else b"".join(stream.read_pieces(n))
@@ -99,13 +101,10 @@ def test_the_body_stream_hands_out_exact_sizes_in_order(pieces, sizes):
         return b"".join(out)
 
     async def run():
-        nonlocal stream
         stream = objectio.BodySource(objectio.body_pieces(_Pieces(pieces)),
                                      asyncio.get_running_loop(), absorb=seen.append,
                                      finish=lambda: finished.append(1))
-        return await asyncio.get_running_loop().run_in_executor(None, take)
-    data = b"".join(pieces)
-    stream = None
+        return await asyncio.get_running_loop().run_in_executor(None, take, stream)
     assert asyncio.run(run()) == data
     assert b"".join(seen) == data and finished == [1]
 
