@@ -105,6 +105,24 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, min(size, int(last) + 1) if last else size
 
 
+_PLAIN_RANGE = re.compile(r"bytes=\s*(\d+)-(\d*)\s*")
+
+
+def range_span(header: str | None) -> tuple[int, int] | None:
+    """The bytes a `bytes=FIRST-LAST` or `bytes=FIRST-` Range can ask for, known before the
+    object's size is: `(offset, length)` (-1: to the end) to stat it with, so the masters send
+    only those chunks; None (the whole chunk list) for anything else — no range, a suffix, a
+    list, a malformed one — which the range parsers then judge against the real size."""
+    m = _PLAIN_RANGE.fullmatch(header) if header else None
+    if m is None:
+        return None
+    first = int(m.group(1))
+    if not m.group(2):
+        return first, -1
+    last = int(m.group(2))
+    return (first, last - first + 1) if last >= first else None
+
+
 def content_range(first: int, end: int, size: int) -> str:
     return f"bytes {first}-{end - 1}/{size}"
 

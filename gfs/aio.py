@@ -16,7 +16,7 @@ import functools
 from concurrent.futures import Executor
 from typing import BinaryIO, Callable, TypeVar
 
-from gfs.client import Client, FileInfo
+from gfs.client import Client, FileInfo, stat_request
 from gfs.errors import GfsError
 from gfs.paths import utf8
 from proto import master_pb2 as pb
@@ -112,10 +112,11 @@ class AsyncClient:
         """`Client.inline_max`: the largest file `put` offers the masters to store inline."""
         return self._client.inline_max
 
-    async def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
+    async def stat(self, path: str, stale_ok: bool = False, for_read: bool = False,
+                   span: tuple[int, int] | None = None) -> FileInfo:
         """`Client.stat`, on the loop."""
-        return FileInfo.from_proto((await self._rpc("Stat", pb.StatRequest(
-            path=utf8(path), stale_ok=stale_ok, for_read=for_read))).info)
+        return FileInfo.from_proto((await self._rpc("Stat", stat_request(
+            path, stale_ok, for_read, span))).info)
 
     async def exists(self, path: str) -> bool:
         return await self.run(self._client.exists, path)

@@ -98,6 +98,9 @@ class FileInfo:
     inline_checksum: int = 0
     inline_data: bytes | None = field(default=None, repr=False)   # from stat(for_read=True)
     xattrs: dict[str, str] = field(default_factory=dict)
+    # (first, end): `chunks` holds only the chunks of these bytes (a stat with a `span`);
+    # None: every chunk of the file.
+    chunk_span: tuple[int, int] | None = None
 
     @property
     def is_dir(self) -> bool:
@@ -106,6 +109,8 @@ class FileInfo:
     def to_dict(self) -> dict:
         d = asdict(self)
         del d["inline_data"]              # the file's bytes, not a property
+        if d["chunk_span"] is None:
+            del d["chunk_span"]
         for c in d["chunks"]:
             del c["capability"]           # a short-lived credential, not a property of the file
         return d
@@ -116,6 +121,12 @@ class FileInfo:
         # protobuf map goes through the Mapping ABC in Python, ~2x slower) and empty repeated
         # fields are not walked.
         xattrs = m.xattrs
+        span = m.chunk_span if m.HasField("chunk_span") else None
+        chunks = [ChunkInfo(c.handle, c.index, c.version, c.length, c.checksum, list(c.replicas),
+                            c.offset, capability=c.capability)
+                  for c in m.chunks] if m.chunks else []
+        if span is None:
+            _with_offsets(chunks)         # the whole list: offsets are the lengths summed
         return cls(path=m.path, inode=m.inode, type=m.type, size=m.size, mode=m.mode,
                    owner=m.owner, ctime_ms=m.ctime_ms, mtime_ms=m.mtime_ms,
                    replication=m.replication, storage_class=m.storage_class,
@@ -123,18 +134,15 @@ class FileInfo:
                    inline_checksum=m.inline_checksum,
                    xattrs={k: xattrs[k] for k in xattrs} if xattrs else {},
                    inline_data=m.inline_data if m.inline and (m.inline_data or not m.size) else None,
-                   chunks=_with_offsets([ChunkInfo(c.handle, c.index, c.version, c.length,
-                                                   c.checksum, list(c.replicas),
-                                                   capability=c.capability)
-                                         for c in m.chunks]) if m.chunks else [])
+                   chunks=chunks,
+                   chunk_span=None if span is None else (span.offset, span.offset + span.length))
 
 
-def _with_offsets(chunks: list[ChunkInfo]) -> list[ChunkInfo]:
+def _with_offsets(chunks: list[ChunkInfo]) -> None:
     pos = 0
     for c in chunks:
         c.index_offset = pos
         pos += c.length
-    return chunks
 
 
 def _chunk_ranges(info: FileInfo, start: int, end: int) -> Iterator[tuple[ChunkInfo, int, int]]:
@@ -143,6 +151,31 @@ def _chunk_ranges(info: FileInfo, start: int, end: int) -> Iterator[tuple[ChunkI
         lo, hi = max(start, c.index_offset), min(end, c.index_offset + c.length)
         if lo < hi:
             yield c, lo - c.index_offset, hi - c.index_offset
+
+
+def _span(offset: int, length: int) -> tuple[int, int] | None:
+    """The `span` to stat a file with for reading bytes offset..offset+length (-1: to the end);
+    None for the whole file (or arguments `download` refuses with a clear error)."""
+    if offset < 0 or length < -1 or (offset == 0 and length == -1):
+        return None
+    return offset, length
+
+
+TO_THE_END = (1 << 64) - 1           # a StatRequest.chunk_span length: every byte from the offset
+
+
+def stat_request(path: str, stale_ok: bool = False, for_read: bool = False,
+                 span: tuple[int, int] | None = None) -> pb.StatRequest:
+    """`Client.stat`'s request (shared with gfs/aio.py)."""
+    request = pb.StatRequest(path=utf8(path), stale_ok=stale_ok, for_read=for_read)
+    if span is not None:
+        offset, length = span
+        if offset < 0 or length < -1:
+            raise InvalidArgument(f"span {span}: the offset must be at least 0 and the length "
+                                  "-1 (to the end) or more")
+        request.chunk_span.offset = offset
+        request.chunk_span.length = TO_THE_END if length == -1 else length
+    return request
 
 
 class ChunkPieces:
@@ -697,10 +730,14 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         return self._mutate("Mkdir", pb.MkdirRequest, path=path, parents=parents, mode=mode,
                             owner=owner).inode
 
-    def stat(self, path: str, stale_ok: bool = False, for_read: bool = False) -> FileInfo:
-        """`for_read`: the data is about to be read (the leader counts it for `auto` tiering)."""
-        return FileInfo.from_proto(self._call("Stat", pb.StatRequest(
-            path=utf8(path), stale_ok=stale_ok, for_read=for_read)).info)
+    def stat(self, path: str, stale_ok: bool = False, for_read: bool = False,
+             span: tuple[int, int] | None = None) -> FileInfo:
+        """`for_read`: the data is about to be read (the leader counts it for `auto` tiering).
+        `span` (offset, length; -1: to the end; 0: no chunk at all): only the chunks holding
+        those bytes (one ranged read of a file of thousands of chunks need not carry them all);
+        the FileInfo's `chunk_span` says which bytes its chunks cover."""
+        return FileInfo.from_proto(self._call("Stat", stat_request(path, stale_ok, for_read,
+                                                                   span)).info)
 
     def exists(self, path: str) -> bool:
         try:
@@ -1062,8 +1099,8 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Download `path` (or the range offset..offset+length) into a local path or binary file
         object; returns the number of bytes written. Every byte is checksum-verified; a replica
         that fails is skipped (and reported if its data is bad)."""
-        return self.download(self.stat(path, for_read=True), sink, offset=offset, length=length,
-                             parallel=parallel, progress=progress)
+        return self.download(self.stat(path, for_read=True, span=_span(offset, length)), sink,
+                             offset=offset, length=length, parallel=parallel, progress=progress)
 
     def download(self, info: FileInfo, sink: str | BinaryIO, *, offset: int = 0,
                  length: int = -1, parallel: int = 4,
@@ -1078,6 +1115,10 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         if offset < 0 or offset > info.size:
             raise InvalidArgument(f"offset {offset} is outside {path} ({info.size} bytes)")
         end = info.size if length < 0 else min(info.size, offset + length)
+        covered = info.chunk_span
+        if covered is not None and not info.inline and not covered[0] <= offset <= end <= covered[1]:
+            raise InvalidArgument(f"{path} was stat'ed for bytes {covered[0]}-{covered[1]} only, "
+                                  f"not {offset}-{end}: stat it for those bytes")
         if info.inline:
             return self._write_inline(info, sink, offset, end, progress)
         with _opened(sink, "wb", _Sink) as out:
@@ -1193,7 +1234,8 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
 
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         """Small reads into memory (use `get` for large files)."""
-        return self.read_at(self.stat(path, for_read=True), offset, length)
+        return self.read_at(self.stat(path, for_read=True, span=_span(offset, length)), offset,
+                            length)
 
     def read_at(self, info: FileInfo, offset: int = 0, length: int = -1) -> bytes:
         """Small reads of a file already stat'ed, into memory."""

@@ -220,13 +220,31 @@ def _seal_chunks(tx: Tx, chunks: list[dict]) -> None:
         tx.put_chunk(chunk["handle"], stored)
 
 
+def _chunk_info(handle: int, chunk: dict) -> dict:
+    return {"handle": handle, "index": chunk["index"], "version": chunk["version"],
+            "length": chunk["length"], "checksum": chunk["checksum"],
+            "replicas": chunk["replicas"]}
+
+
 def chunk_infos(tx: Tx, handles: list[int]) -> list[dict]:
-    infos = []
+    return [_chunk_info(handle, tx.chunk(handle)) for handle in handles]
+
+
+def chunk_infos_in(tx: Tx, handles: list[int], lo: int, hi: int) -> list[dict]:
+    """The chunks holding bytes [lo, hi) of a file, each with its `offset` in the file. Chunks
+    may differ in length anywhere (master/compose.py), so offsets are summed from the first; no
+    chunk past `hi` is read."""
+    infos, pos = [], 0
     for handle in handles:
+        if pos >= hi:
+            break
         chunk = tx.chunk(handle)
-        infos.append({"handle": handle, "index": chunk["index"], "version": chunk["version"],
-                      "length": chunk["length"], "checksum": chunk["checksum"],
-                      "replicas": chunk["replicas"]})
+        end = pos + chunk["length"]
+        if end > lo:
+            info = _chunk_info(handle, chunk)
+            info["offset"] = pos
+            infos.append(info)
+        pos = end
     return infos
 
 
@@ -620,10 +638,19 @@ def note_reads(tx: Tx, args: dict) -> dict:
 
 # --- reads -------------------------------------------------------------------------------------
 
-def stat(tx: Tx, caller: Principal, path: str, for_read: bool = False) -> dict:
+def stat(tx: Tx, caller: Principal, path: str, for_read: bool = False,
+         span: tuple[int, int] | None = None) -> dict:
+    """`span` (offset, length): only the chunks holding those bytes, and `chunk_span` (first,
+    end) saying which bytes they cover."""
     target = access(tx, path)
     authorize(caller, READ if for_read and target.record["type"] != DIR else LIST, path, target)
-    info = describe(tx, path, target)
+    info = describe(tx, path, target, span is None)
+    if span is not None and target.record["type"] != DIR:
+        size = target.record["size"]
+        lo = min(span[0], size)
+        hi = max(lo, min(size, span[0] + span[1]))
+        info["chunks"] = chunk_infos_in(tx, target.record["chunks"], lo, hi) if hi > lo else []
+        info["chunk_span"] = (lo, hi)
     if for_read and info["inline"] is not None:        # master/inline.py: the bytes too
         info["data"] = tx.inline_data(target.ino)
     return info

@@ -105,8 +105,12 @@ def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
         info.chunks.extend(
             pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
                          length=c["length"], checksum=c["checksum"], replicas=locate(c),
-                         capability=capability(c["handle"], c["version"]))
+                         capability=capability(c["handle"], c["version"]),
+                         offset=c.get("offset", 0))
             for c in d["chunks"])
+    span = d.get("chunk_span")
+    if span is not None:
+        info.chunk_span.offset, info.chunk_span.length = span[0], span[1] - span[0]
     return info
 
 
@@ -357,8 +361,10 @@ class MasterService(pb_grpc.MasterServicer):
 
     @rpc
     async def Stat(self, request, context):
+        span = ((request.chunk_span.offset, request.chunk_span.length)
+                if request.HasField("chunk_span") else None)
         info = await self._read(context, lambda st, auth, now: st.stat(
-            request.path, auth, now, request.for_read), not request.stale_ok)
+            request.path, auth, now, request.for_read, span), not request.stale_ok)
         if request.for_read and info["type"] == "file" and self.node.raft.is_leader():
             self.node.tiering.tracker.note(info["inode"])
         # Read capabilities only for a caller the state machine just allowed to read (a

@@ -453,12 +453,14 @@ class MetadataState:
         return (identity.SYSTEM if auth is AS_SYSTEM
                 else identity.principal_for(tx, auth, now, self._principals))
 
-    def stat(self, path: str, auth=AS_SYSTEM, now: int = 0, for_read: bool = False) -> dict:
+    def stat(self, path: str, auth=AS_SYSTEM, now: int = 0, for_read: bool = False,
+             span: tuple[int, int] | None = None) -> dict:
         """A file's or directory's attributes, as `auth` (a token hash; None = anonymous) may
-        see them at `now` (ms); `for_read`: the caller wants the data (read permission)."""
+        see them at `now` (ms); `for_read`: the caller wants the data (read permission);
+        `span` (offset, length): only the chunks holding those bytes."""
         path = paths.normalize(path)
         with self._reader() as tx:
-            return ns.stat(tx, self._caller(tx, auth, now), path, for_read)
+            return ns.stat(tx, self._caller(tx, auth, now), path, for_read, span)
 
     def list(self, path: str, start_after: str = "", limit: int = 1000, auth=AS_SYSTEM,
              now: int = 0, brief: bool = False) -> tuple[list[dict], str]:

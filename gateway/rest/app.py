@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote
 
 from gateway.http.exchange import BodyTooLarge, Exchange
 from gateway.objectio import (MalformedRange, UnsatisfiableRange, content_range, download,
-                              http_status, offload, parse_range, upload)
+                              http_status, offload, parse_range, range_span, upload)
 from gateway.rest.openapi import document
 from gfs import paths
 from gfs.client import Client, FileInfo
@@ -175,7 +175,8 @@ class RestApp:
         if req.has("list"):
             await self._list(ex, req, client)
             return
-        info = await offload(client.stat, req.path, for_read=True)
+        info = await offload(client.stat, req.path, for_read=True,
+                             span=range_span(ex.head.header("range")))
         if info.is_dir:
             raise ApiError(409, "FAILED_PRECONDITION", f"{req.path} is a directory (list it "
                            "with ?list)")
@@ -198,7 +199,7 @@ class RestApp:
             await ex.end()
 
     async def _head(self, ex: Exchange, req: _Request, client: Client) -> None:
-        info = await offload(client.stat, req.path)
+        info = await offload(client.stat, req.path, span=(0, 0))       # no chunk list
         headers = _file_headers(info)
         if not info.is_dir:
             headers += [("content-type", "application/octet-stream"), ("accept-ranges", "bytes"),

@@ -14,6 +14,7 @@ import io
 import os
 import re
 
+from gateway.objectio import range_span
 from gateway.s3 import attributes, xmldoc
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.naming import MULTIPART_DIR, object_path
@@ -117,11 +118,12 @@ async def upload_part_copy(call: Call, resolve_owner) -> None:
     number = _part_number(call)
     directory, _ = await _upload(call, call.query["uploadId"])
     src_bucket, src_key = copy_source(call)
-    src = await stat_object(call, await resolve_owner(src_bucket), src_bucket, src_key)
+    wanted = call.header("x-amz-copy-source-range")
+    src = await stat_object(call, await resolve_owner(src_bucket), src_bucket, src_key,
+                            range_span(wanted.strip()) if wanted else None)
     if src.is_dir:
         raise invalid_argument("a folder marker cannot be copied")
     first, length = 0, -1
-    wanted = call.header("x-amz-copy-source-range")
     if wanted:
         m = re.fullmatch(r"bytes=(\d+)-(\d+)", wanted.strip())
         if not m or int(m.group(2)) < int(m.group(1)) or int(m.group(2)) >= src.size:

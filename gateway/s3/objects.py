@@ -10,7 +10,7 @@ from urllib.parse import unquote
 from gateway.s3 import attributes, conditions, xmldoc
 from gateway.s3.errors import S3Error, invalid_argument
 from gateway.s3.naming import bucket_path, check_bucket, object_path
-from gateway.objectio import ResponseSink
+from gateway.objectio import ResponseSink, range_span
 from gateway.s3.payload import Payload
 from gateway.s3.request import Call, s3_error
 from gfs.client import FileInfo, checked_inline
@@ -113,11 +113,13 @@ async def _put_small(call: Call, path: str, payload: Payload, attrs: dict[str, s
     await _put_done(call, payload)
 
 
-async def stat_object(call: Call, owner: str, bucket: str, key: str) -> FileInfo:
-    """The object's file (a directory for a folder marker); NoSuchKey / NoSuchBucket."""
+async def stat_object(call: Call, owner: str, bucket: str, key: str,
+                      span: tuple[int, int] | None = None) -> FileInfo:
+    """The object's file (a directory for a folder marker); NoSuchKey / NoSuchBucket. `span`:
+    only the chunks of those bytes (`Client.stat`)."""
     path, marker = object_path(owner, bucket, key)
     try:
-        info = await call.client.stat(path, for_read=True)
+        info = await call.client.stat(path, for_read=True, span=span)
     except GfsError as err:
         if err.code == "NOT_FOUND":
             await require_bucket(call, owner, bucket)
@@ -128,7 +130,8 @@ async def stat_object(call: Call, owner: str, bucket: str, key: str) -> FileInfo
 
 
 async def get_object(call: Call, head_only: bool) -> None:
-    info = await stat_object(call, call.owner, call.bucket, call.key)
+    info = await stat_object(call, call.owner, call.bucket, call.key,
+                             (0, 0) if head_only else range_span(call.header("range")))
     etag = attributes.etag(info)
     basic = [("etag", etag), ("last-modified", xmldoc.http_time(info.mtime_ms))]
     if conditions.evaluate(call.header, etag, info.mtime_ms) == conditions.NOT_MODIFIED:

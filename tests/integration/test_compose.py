@@ -64,6 +64,19 @@ def test_compose_three_parts_reads_survives_restarts_repairs_and_mounts(make_clu
         for at in boundaries + [ch.index_offset for ch in info.chunks[1:]]:
             for lo, hi in ((at - 1, at + 1), (max(0, at - 70_000), at + 200_000), (at, at + 5)):
                 assert c.read_at(readable, lo, hi - lo) == whole[lo:hi], (lo, hi)
+        # A ranged read asks the masters for the chunks of its bytes only, their offsets with
+        # them (the lengths differ); a stat for some bytes is refused for others.
+        for lo, hi in ((0, 1), (boundaries[0] - 3, boundaries[0] + 3), (boundaries[1], len(whole))):
+            part = c.stat("/alice/obj", for_read=True, span=(lo, hi - lo))
+            assert [(ch.handle, ch.index_offset) for ch in part.chunks] == [
+                (ch.handle, ch.index_offset) for ch in info.chunks
+                if ch.index_offset < hi and ch.index_offset + ch.length > lo]
+            assert part.chunk_span == (lo, hi) and c.read_at(part, lo, hi - lo) == whole[lo:hi]
+        assert c.stat("/alice/obj", span=(0, 0)).chunks == []
+        with pytest.raises(GfsError) as outside:
+            c.read_at(c.stat("/alice/obj", for_read=True, span=(0, 1)), 0, 2)
+        assert outside.value.code == "INVALID_ARGUMENT" and "stat it for those bytes" in str(
+            outside.value.message)
         # Appending is composing again, the file itself first (gfs has no byte-level append).
         tail = rng.randbytes(100 * KIB + 3)
         c.put(io.BytesIO(tail), "/alice/upload/tail")

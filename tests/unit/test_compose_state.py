@@ -60,6 +60,30 @@ def test_a_composed_file_is_an_ordinary_file_afterwards(d):
     assert sorted(d.garbage()) == sorted(handles)   # deleting it frees its chunks as usual
 
 
+def test_a_stat_for_a_span_holds_only_the_chunks_of_those_bytes_with_their_offsets(d):
+    d.upload("/p1", [CS, 7])
+    d.upload("/p2", [3])
+    d.upload("/p3", [CS, CS, 1])
+    d.ok(compose("/obj", ["/p1", "/p2", "/p3"]))
+    whole = d.state.stat("/obj")
+    lengths = [c["length"] for c in whole["chunks"]]            # [CS, 7, 3, CS, CS, 1]
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    size = whole["size"]
+    assert "chunk_span" not in whole and "offset" not in whole["chunks"][0]
+    for offset in sorted({0, 1, CS - 1, CS, CS + 6, CS + 7, CS + 9, CS + 10, 2 * CS, size - 1,
+                          size, size + 5}):
+        for length in (0, 1, 2, 5, CS, 2 * CS + 3, size + 100):
+            info = d.state.stat("/obj", span=(offset, length))
+            lo, hi = min(offset, size), min(size, offset + length)
+            want = [(h["handle"], start) for h, start in zip(whole["chunks"], starts)
+                    if start < hi and start + h["length"] > lo and hi > lo]
+            assert [(c["handle"], c["offset"]) for c in info["chunks"]] == want, (offset, length)
+            assert info["chunk_span"] == (lo, max(lo, hi))
+            assert (info["size"], info["inode"]) == (size, whole["inode"])
+    # A directory has no chunks to leave out.
+    assert d.state.stat("/", span=(0, 10))["chunks"] == []
+
+
 def test_compose_into_one_of_its_sources_appends(d):
     d.upload("/log", [4])
     d.upload("/more", [6])
