@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway import objectio
-from gateway.objectio import MalformedRange, UnsatisfiableRange, parse_range
+from gateway.objectio import MalformedRange, UnsatisfiableRange, parse_range, range_span
+from gateway.s3 import conditions
+from gateway.s3.errors import S3Error
 from gfs.errors import InvalidArgument, NotFound, ResourceExhausted
 
 
@@ -45,6 +47,38 @@ def test_any_header_parses_to_a_range_inside_the_file_or_a_clear_error(header, s
         assert str(err)
         return
     assert got is None or 0 <= got[0] < got[1] <= size
+
+
+@pytest.mark.parametrize("header, span", [
+    (None, None), ("bytes=0-0", (0, 1)), ("bytes=2-5", (2, 4)), ("bytes=2-", (2, -1)),
+    ("bytes=-3", None), ("bytes=5-2", None), ("bytes=1-2,4-5", None), ("items=0-1", None),
+    ("Bytes=1-2", None), ("bytes= 7-9 ", (7, 3)),
+])
+def test_the_span_to_stat_for_a_range(header, span):
+    assert range_span(header) == span
+
+
+RANGE_LIKE = st.one_of(st.text(max_size=30), st.from_regex(
+    r"(bytes|Bytes|items)\s?=\s?\d{0,4}-\d{0,4}(,\d-\d)?\s?", fullmatch=True))
+
+
+@given(RANGE_LIKE, st.integers(0, 20_000))
+def test_the_stat_span_covers_whatever_range_rest_or_s3_then_serve(header, size):
+    """The chunks a GET stats for (range_span, before the size is known) must hold every byte
+    the REST or S3 range parser then picks once it is (a span too small would be refused)."""
+    span = range_span(header)
+    covered = (0, size) if span is None else (
+        min(span[0], size), size if span[1] == -1 else min(size, span[0] + span[1]))
+    try:
+        rest = parse_range(header, size)
+    except (MalformedRange, UnsatisfiableRange):
+        rest = None
+    try:
+        s3 = conditions.byte_range(header, size)
+    except S3Error:
+        s3 = None
+    for first, end in filter(None, (rest, s3 and (s3[0], s3[1] + 1))):
+        assert covered[0] <= first <= end <= covered[1], (header, size, span)
 
 
 def test_http_status():
