@@ -258,7 +258,7 @@ def describe(tx: Tx, path: str, target: Access, with_chunks: bool = True) -> dic
             "storage_class": record["storage_class"], "chunk_size": record["chunk_size"],
             "visibility": target.visibility, "own_visibility": record.get("visibility", ""),
             "xattrs": record.get("xattrs", {}),
-            "chunks": chunk_infos(tx, record["chunks"]) if with_chunks else [],
+            "chunks": chunk_infos(tx, record["chunks"]) if with_chunks and record["chunks"] else [],
             "inline": record.get("inline")}
 
 
@@ -670,9 +670,10 @@ def list_page(tx: Tx, caller: Principal, path: str, start_after: str,
     prefix = path.rstrip(paths.SEP) + paths.SEP     # names in the store were checked when made
     while True:
         batch = tx.entries(target.ino, after, limit + 1)
-        for name, child in batch:
+        records = tx.inodes([child for _, child in batch])
+        for (name, child), record in zip(batch, records):
             entry_path = prefix + name
-            entry = child_access(target, child, tx.inode(child))
+            entry = child_access(target, child, record)
             if not may_see(caller, entry_path, entry):
                 continue
             if len(out) == limit:

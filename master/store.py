@@ -139,6 +139,11 @@ class Tx:
     def inode(self, ino: int) -> dict | None:
         return self.get("inodes", u64key(ino))
 
+    def inodes(self, inos: list[int]) -> list[dict | None]:
+        """`inode` of each of `inos` (a listing's entries: one lookup of the database for all)."""
+        get, db, key = self._txn.get, self._dbs["inodes"], U64.pack
+        return [None if (data := get(key(ino), db=db)) is None else unpack(data) for ino in inos]
+
     def put_inode(self, ino: int, record: dict) -> None:
         self.put("inodes", u64key(ino), record)
 
