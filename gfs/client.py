@@ -1227,7 +1227,8 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                    capability=chunk.capability)
 
     def _fresh_capability(self, path: str, chunk: ChunkInfo) -> ChunkInfo:
-        for c in self.stat(path, for_read=True).chunks:
+        span = (chunk.index_offset, max(1, chunk.length))        # that chunk's bytes only
+        for c in self.stat(path, for_read=True, span=span).chunks:
             if (c.handle, c.version) == (chunk.handle, chunk.version):
                 return c
         raise FailedPrecondition(f"{path} changed while it was being read")

@@ -194,10 +194,15 @@ def test_reads_and_writes_need_a_valid_capability(cluster):
         assert write_raw(wa, wh, wv, alloc.capability, b"ok").length == 2
 
         # Expired: the masters here sign for 3 s.
+        longer = os.urandom(2 * CHUNK + 77)
+        c.put(io.BytesIO(longer), "/cap-longer", replication=1)
+        held = c.stat("/cap-longer", for_read=True)
         time.sleep(3.5)
         got = refused(lambda: read_replica(address, h, v, chunk.capability))
         assert got[0] == "UNAUTHENTICATED" and "expired" in got[1], got
         assert c.read("/cap") == body            # a fresh stat brings a fresh capability
+        # A download holding expired capabilities asks for a fresh one chunk by chunk.
+        assert c.read_at(held, CHUNK - 5, CHUNK + 10) == longer[CHUNK - 5:2 * CHUNK + 5]
 
 
 def test_rotated_out_keys_are_refused_and_rotation_keeps_serving(cluster):
