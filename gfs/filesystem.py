@@ -141,7 +141,7 @@ class GfsFileSystem(AbstractFileSystem):
                  **kwargs: Any) -> bytes:
         path = self._strip_protocol(path)
         with os_errors(path):
-            info = self.client.stat(path, for_read=True)
+            info = self.client.stat(path, for_read=True, span=_span(start, end))
             lo, hi = _bounds(info.size, start, end)
             return self.client.read_at(info, lo, hi - lo) if hi > lo else b""
 
@@ -243,6 +243,15 @@ def _bounds(size: int, start: int | None, end: int | None) -> tuple[int, int]:
     lo = 0 if start is None else (max(0, size + start) if start < 0 else min(start, size))
     hi = size if end is None else (max(0, size + end) if end < 0 else min(end, size))
     return lo, max(lo, hi)
+
+
+def _span(start: int | None, end: int | None) -> tuple[int, int] | None:
+    """The `Client.stat` span of a start/end known before the size (neither from the end):
+    only those bytes' chunks; None for the whole chunk list."""
+    if start is None and end is None or (start or 0) < 0 or (end is not None and end < 0):
+        return None
+    first = start or 0
+    return first, -1 if end is None else max(0, end - first)
 
 
 class GfsFile(AbstractBufferedFile):

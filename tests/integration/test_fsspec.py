@@ -89,7 +89,8 @@ def test_ranged_reads_across_chunks(fs):
     data = os.urandom(3 * CHUNK + 12345)                  # four chunks
     fs.pipe_file("/alice/ranges.bin", data)
     for start, end in [(0, 10), (CHUNK - 5, CHUNK + 5), (2 * CHUNK, 3 * CHUNK + 100),
-                       (len(data) - 7, None), (-100, None), (5, 5)]:
+                       (len(data) - 7, None), (-100, None), (5, 5), (10, 3), (None, 20),
+                       (5, -3), (len(data) + 5, None), (CHUNK + 1, 10 * CHUNK)]:
         assert fs.cat_file("/alice/ranges.bin", start=start, end=end) == data[start:end]
     with fs.open("/alice/ranges.bin", "rb", block_size=64 << 10) as f:
         f.seek(CHUNK * 2 - 3)
