@@ -238,9 +238,10 @@ class ResponseSink:
         self._ex, self._loop = ex, loop
 
     def write(self, data) -> int:
-        piece = bytes(data)               # the reader may reuse its buffer once this returns
-        _on_loop(self._ex.write(piece), self._loop)
-        return len(piece)
+        # No copy: `Client.download` hands over buffers of their own, never a view of one it
+        # reuses (gfs/transfer.py read_chunk), so the connection may hold on to this one.
+        _on_loop(self._ex.write(data), self._loop)
+        return len(data)
 
     def flush(self) -> None:
         pass
