@@ -26,6 +26,7 @@ import asyncio
 import gc
 import os
 import sys
+import time
 from typing import Callable, Protocol
 
 from gfs.memory import glibc
@@ -33,6 +34,22 @@ from gfs.memory import glibc
 ALLOCATOR_ENV = "PYTHONMALLOC"
 TRIM_DROP = 256                 # connections gone since the last trim (or peak) before a trim
 TRIM_INTERVAL_S = 1.0
+TRIM_GROWTH = 32 << 20          # resident bytes grown since the last trim before a trim ...
+TRIM_GROWTH_GAP_S = 10.0        # ... at most this often
+# Object bodies move through a worker in 1 MiB buffers. Below these thresholds glibc reuses freed
+# ones from its heap instead of an mmap each (256 page faults and zeroing per MiB: a third of the
+# worker's CPU in a large S3 GET); the Trimmer gives the heap back once it has grown.
+BUFFER_MMAP_THRESHOLD = 2 << 20
+BUFFER_TRIM_THRESHOLD = 8 << 20
+
+
+def resident_bytes() -> int:
+    """This process's resident set size (0 where /proc is not there)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def release_free_memory() -> bool:
@@ -75,20 +92,31 @@ class Trimmer:
     the most open at once (since the last trim), give the free memory back (`trim`); and once
     more when such a fall has stopped. That last one matters most: while some of a burst's
     connections are still open, their objects keep most freed pages partly used, and only when
-    the last of them has gone are those pages whole and free."""
+    the last of them has gone are those pages whole and free.
+
+    Also when the resident size has grown by `growth` bytes since the last trim, at most every
+    `growth_gap_s`: large bodies leave freed buffers in the heap (BUFFER_MMAP_THRESHOLD), which
+    a trim gives back — during a long transfer at the cost of faulting in again what it still
+    uses, once per gap."""
 
     def __init__(self, server: Connections, trim: Callable[[], bool] = release_free_memory,
                  drop: int = TRIM_DROP, interval_s: float = TRIM_INTERVAL_S,
-                 on_trim: Callable[[], None] | None = None):
+                 on_trim: Callable[[], None] | None = None,
+                 rss: Callable[[], int] = resident_bytes, growth: int = TRIM_GROWTH,
+                 growth_gap_s: float = TRIM_GROWTH_GAP_S,
+                 clock: Callable[[], float] = time.monotonic):
         self.server = server
         self.trim = trim
         self.on_trim = on_trim
         self.drop = drop
         self.interval_s = interval_s
+        self.rss, self.growth, self.growth_gap_s, self.clock = rss, growth, growth_gap_s, clock
         self.peak = 0                  # most open at once since the last trim
         self.last = 0                  # open at the last look
         self.falling = False           # trimmed for a fall that has not stopped yet
         self.trims = 0
+        self.trimmed_rss = rss()       # resident bytes after the last trim (or at the start)
+        self.trimmed_at = clock()
         self._timer: asyncio.TimerHandle | None = None
 
     def check(self) -> bool:
@@ -100,14 +128,19 @@ class Trimmer:
             self.falling = True
         elif self.falling and not went_down:
             self.falling = False                   # the fall is over: the last trim for it
-        else:
+        elif not self._grown():
             return False
         self.trim()
         self.trims += 1
         self.peak = now
+        self.trimmed_rss, self.trimmed_at = self.rss(), self.clock()
         if self.on_trim is not None:
             self.on_trim()
         return True
+
+    def _grown(self) -> bool:
+        return (self.clock() - self.trimmed_at >= self.growth_gap_s
+                and self.rss() - self.trimmed_rss >= self.growth)
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()

@@ -154,6 +154,34 @@ def test_trims_during_a_fall_and_once_when_it_stops():
     assert not look(3)
 
 
+def test_trims_when_the_resident_size_has_grown_at_most_once_per_gap():
+    """Large bodies leave freed buffers in the heap; with the connections steady, growth of
+    the resident size alone brings a trim, but not more often than the gap allows."""
+    class Server:
+        connections: set = {1, 2}
+
+        def settle(self) -> int:
+            return 2
+    state = {"rss": 100 << 20, "now": 0.0}
+    trims = []
+
+    def trim() -> bool:
+        trims.append(state["now"])
+        state["rss"] = 101 << 20                     # what a trim gives back
+        return True
+    trimmer = Trimmer(Server(), trim=trim, rss=lambda: state["rss"], growth=32 << 20,
+                      growth_gap_s=10.0, clock=lambda: state["now"])
+
+    def look(at: float, rss_mib: int) -> bool:
+        state["now"], state["rss"] = at, rss_mib << 20
+        return trimmer.check()
+    assert not look(5, 200)                          # grown, but within the gap since the start
+    assert look(10, 200) and trims == [10]
+    assert not look(12, 140)                         # 39 MiB over the last trim's 101: too soon
+    assert not look(25, 120)                         # past the gap, but grown only 19 MiB
+    assert look(26, 134) and trims == [10, 26]       # 33 MiB
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_release_free_memory_calls_glibc():
     assert release_free_memory()
