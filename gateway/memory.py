@@ -30,6 +30,7 @@ import time
 from typing import Callable, Protocol
 
 from gfs.memory import glibc
+from gfs.sysstats import rss_bytes
 
 ALLOCATOR_ENV = "PYTHONMALLOC"
 TRIM_DROP = 256                 # connections gone since the last trim (or peak) before a trim
@@ -42,14 +43,6 @@ TRIM_GROWTH_GAP_S = 10.0        # ... at most this often
 BUFFER_MMAP_THRESHOLD = 2 << 20
 BUFFER_TRIM_THRESHOLD = 8 << 20
 
-
-def resident_bytes() -> int:
-    """This process's resident set size (0 where /proc is not there)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def release_free_memory() -> bool:
@@ -102,7 +95,7 @@ class Trimmer:
     def __init__(self, server: Connections, trim: Callable[[], bool] = release_free_memory,
                  drop: int = TRIM_DROP, interval_s: float = TRIM_INTERVAL_S,
                  on_trim: Callable[[], None] | None = None,
-                 rss: Callable[[], int] = resident_bytes, growth: int = TRIM_GROWTH,
+                 rss: Callable[[], int] = rss_bytes, growth: int = TRIM_GROWTH,
                  growth_gap_s: float = TRIM_GROWTH_GAP_S,
                  clock: Callable[[], float] = time.monotonic):
         self.server = server
