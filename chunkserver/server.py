@@ -19,7 +19,7 @@ from gfs.auth import insecure
 from gfs.auth.capability import READ
 from gfs.auth.tls import TlsFiles
 from gfs.errors import FailedPrecondition
-from gfs.memory import CHUNKSERVER_MMAP_THRESHOLD, tune_malloc
+from gfs.memory import REUSED_BUFFERS_MMAP_THRESHOLD, tune_malloc
 from gfs.rpcguard import RequestGuard
 from gfs.transfer import CHANNEL_OPTIONS, MAX_REQUEST_BYTES
 from proto import chunkserver_pb2_grpc as cpb_grpc
@@ -58,7 +58,7 @@ def serve(data_dir: str, masters: list[str], bind: str, advertise_host: str | No
     logs.setup("chunkserver")
     insecure.announce("chunkserver", insecure_no_auth)
     planted.check_at_start()
-    tune_malloc(mmap_threshold=CHUNKSERVER_MMAP_THRESHOLD)        # gfs/memory.py
+    tune_malloc(mmap_threshold=REUSED_BUFFERS_MMAP_THRESHOLD)        # gfs/memory.py
     store = ChunkStore(data_dir, cold_dir=cold_dir, capacity=capacity,
                        max_chunk_size=max_chunk_size)
     scrubber = Scrubber(store, scrub_rate, scrub_interval)

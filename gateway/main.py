@@ -15,7 +15,7 @@ from gateway import config_store
 from gateway.accesslog import AccessLog
 from gateway.http.limits import Limits
 from gateway.http.server import HttpServer, tls_context
-from gateway.memory import BUFFER_MMAP_THRESHOLD, BUFFER_TRIM_THRESHOLD, Trimmer
+from gateway.memory import Trimmer
 from gateway.metrics import GatewayMetrics
 from gateway.proxy import Proxy, Refused
 from gateway.routing.route import Route
@@ -24,7 +24,7 @@ from gateway.table import ServingTable
 from gateway.upstream.health import HealthChecker, HealthSettings
 from gateway.upstream.pool import Pools, PoolSettings
 from gfs.errors import GfsError
-from gfs.memory import reuse_large_buffers
+from gfs.memory import REUSED_BUFFERS_MMAP_THRESHOLD, tune_malloc
 
 log = logging.getLogger("gateway")
 
@@ -233,7 +233,7 @@ class Worker:
 
 def run_worker(opts: GatewayOptions, index: int) -> None:
     import uvloop
-    reuse_large_buffers(BUFFER_MMAP_THRESHOLD, BUFFER_TRIM_THRESHOLD)   # gateway/memory.py
+    tune_malloc(mmap_threshold=REUSED_BUFFERS_MMAP_THRESHOLD)      # gfs/memory.py
     uvloop.run(Worker(opts, index).run())
 
 

@@ -37,12 +37,9 @@ TRIM_DROP = 256                 # connections gone since the last trim (or peak)
 TRIM_INTERVAL_S = 1.0
 TRIM_GROWTH = 32 << 20          # resident bytes grown since the last trim before a trim ...
 TRIM_GROWTH_GAP_S = 10.0        # ... at most this often
-# Object bodies move through a worker in 1 MiB buffers. Below these thresholds glibc reuses freed
-# ones from its heap instead of an mmap each (256 page faults and zeroing per MiB: a third of the
-# worker's CPU in a large S3 GET); the Trimmer gives the heap back once it has grown.
-BUFFER_MMAP_THRESHOLD = 2 << 20
-BUFFER_TRIM_THRESHOLD = 8 << 20
-
+# (Object bodies move through a worker in 1 MiB buffers, which it reuses from its heap instead of
+# an mmap each — 256 page faults and zeroing per MiB, a third of its CPU in a large S3 GET:
+# gfs/memory.py REUSED_BUFFERS_MMAP_THRESHOLD; the growth trim gives that heap back.)
 
 
 def release_free_memory() -> bool:
@@ -88,7 +85,7 @@ class Trimmer:
     the last of them has gone are those pages whole and free.
 
     Also when the resident size has grown by `growth` bytes since the last trim, at most every
-    `growth_gap_s`: large bodies leave freed buffers in the heap (BUFFER_MMAP_THRESHOLD), which
+    `growth_gap_s`: large bodies leave freed buffers in the heap (REUSED_BUFFERS_MMAP_THRESHOLD), which
     a trim gives back — during a long transfer at the cost of faulting in again what it still
     uses, once per gap."""
 

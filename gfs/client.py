@@ -153,7 +153,7 @@ def _chunk_ranges(info: FileInfo, start: int, end: int) -> Iterator[tuple[ChunkI
             yield c, lo - c.index_offset, hi - c.index_offset
 
 
-def _span(offset: int, length: int) -> tuple[int, int] | None:
+def read_span(offset: int, length: int) -> tuple[int, int] | None:
     """The `span` to stat a file with for reading bytes offset..offset+length (-1: to the end);
     None for the whole file (or arguments `download` refuses with a clear error)."""
     if offset < 0 or length < -1 or (offset == 0 and length == -1):
@@ -1099,7 +1099,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         """Download `path` (or the range offset..offset+length) into a local path or binary file
         object; returns the number of bytes written. Every byte is checksum-verified; a replica
         that fails is skipped (and reported if its data is bad)."""
-        return self.download(self.stat(path, for_read=True, span=_span(offset, length)), sink,
+        return self.download(self.stat(path, for_read=True, span=read_span(offset, length)), sink,
                              offset=offset, length=length, parallel=parallel, progress=progress)
 
     def download(self, info: FileInfo, sink: str | BinaryIO, *, offset: int = 0,
@@ -1235,7 +1235,7 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
 
     def read(self, path: str, offset: int = 0, length: int = -1) -> bytes:
         """Small reads into memory (use `get` for large files)."""
-        return self.read_at(self.stat(path, for_read=True, span=_span(offset, length)), offset,
+        return self.read_at(self.stat(path, for_read=True, span=read_span(offset, length)), offset,
                             length)
 
     def read_at(self, info: FileInfo, offset: int = 0, length: int = -1) -> bytes:

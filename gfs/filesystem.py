@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, Iterator
 
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from gfs.client import Client, FileInfo
+from gfs.client import Client, FileInfo, read_span
 from gfs.errors import GfsError, errno_of
 
 SPOOL_MEMORY = 16 << 20          # bytes a writer keeps in memory before spooling to disk
@@ -246,12 +246,12 @@ def _bounds(size: int, start: int | None, end: int | None) -> tuple[int, int]:
 
 
 def _span(start: int | None, end: int | None) -> tuple[int, int] | None:
-    """The `Client.stat` span of a start/end known before the size (neither from the end):
-    only those bytes' chunks; None for the whole chunk list."""
-    if start is None and end is None or (start or 0) < 0 or (end is not None and end < 0):
+    """The `Client.stat` span of a start/end known before the size (neither from the end);
+    None for the whole chunk list."""
+    if (start or 0) < 0 or (end is not None and end < 0):
         return None
     first = start or 0
-    return first, -1 if end is None else max(0, end - first)
+    return read_span(first, -1 if end is None else max(0, end - first))
 
 
 class GfsFile(AbstractBufferedFile):

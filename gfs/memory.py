@@ -9,10 +9,10 @@ heap and fragment it. Capping the arenas at 2 and pinning the mmap threshold at 
 every 1 MiB buffer an mmap that is returned to the kernel when freed; the price is a page fault
 per 4 KiB moved.
 
-Chunkservers, which move every replica's bytes, pin the threshold at 2 MiB instead
-(`CHUNKSERVER_MMAP_THRESHOLD`): with the arenas still capped at 2 and the threshold fixed (no
-dynamic raise), their 1 MiB buffers are reused from the heap, and a free heap top beyond 4 MiB is
-returned. Measured (3 chunkservers, 1 GiB `gfs put`/`get` three times, then three gets and a
+Chunkservers, which move every replica's bytes, and gateway workers, which move object bodies,
+pin the threshold at 2 MiB instead (`REUSED_BUFFERS_MMAP_THRESHOLD`): with the arenas still capped
+at 2 and the threshold fixed (no dynamic raise), their 1 MiB buffers are reused from the heap,
+and a free heap top beyond 4 MiB is returned (a gateway worker also trims: gateway/memory.py). Measured (3 chunkservers, 1 GiB `gfs put`/`get` three times, then three gets and a
 put at once, each tree once): chunkserver CPU per GB of a put ~1.1 → 0.8–0.9 s after the first,
 of the four at once 2.4–2.55 → 2.2–2.35; resident size after all of it 62 → 67 MiB.
 """
@@ -45,7 +45,7 @@ def _mallopt(*settings: tuple[int, int]) -> bool:
     return all([libc.mallopt(param, value) == 1 for param, value in settings])
 
 
-CHUNKSERVER_MMAP_THRESHOLD = 2 << 20
+REUSED_BUFFERS_MMAP_THRESHOLD = 2 << 20      # 1 MiB buffers come back from the heap
 
 
 def tune_malloc(arenas: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
