@@ -2,6 +2,7 @@
 requirements.txt): name-mangled attributes of SyncObj and its TCP transport."""
 from __future__ import annotations
 
+import socket
 import zlib
 from typing import TYPE_CHECKING, Callable
 
@@ -27,14 +28,38 @@ class _StoredFrames:
 
 
 READ_BUDGET = 4 << 20       # bytes read from one connection before its messages are handled
+RECEIVE_BUFFER = 1 << 20    # bytes one receive may take (a connection's buffer, kept)
 
 
 def _read_within_budget(connection) -> None:
-    """TcpConnection.__tryReadBuffer, bounded (PrivateRaftState.bound_reads)."""
-    read = connection._TcpConnection__processRead
-    start = len(connection._TcpConnection__readBuffer)
-    while read() and len(connection._TcpConnection__readBuffer) - start < READ_BUDGET:
-        pass
+    """TcpConnection.__tryReadBuffer, bounded (PrivateRaftState.bound_reads), into a receive
+    buffer the connection keeps. pysyncobj's `socket.recv(4 MiB)` allocates a fresh 4 MiB bytes
+    object per call — one more for the call that finds the socket empty — which malloc takes
+    and returns as an mmap each time: at one stat per read-index round that was four mmap and
+    munmap pairs per read on the leader, each munmap a TLB shootdown on every core, for
+    messages of a few dozen bytes. A short receive means the socket is empty for now: the
+    poller is level-triggered, so anything arriving later wakes the next poll."""
+    sock = connection._TcpConnection__socket
+    buffer = getattr(connection, "_gfs_receive_buffer", None)
+    if buffer is None:
+        buffer = connection._gfs_receive_buffer = bytearray(RECEIVE_BUFFER)
+    view = memoryview(buffer)
+    received = 0
+    while received < READ_BUDGET:
+        try:
+            n = sock.recv_into(buffer)
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:
+            connection.disconnect()
+            return
+        if not n or sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+            connection.disconnect()
+            return
+        connection._TcpConnection__readBuffer += view[:n]
+        received += n
+        if n < len(buffer):
+            break
     connection._TcpConnection__lastReadTime = _syncobj_module.monotonicTime()
 
 

@@ -65,3 +65,61 @@ def test_a_connection_flooded_by_its_peer_hands_over_messages_after_a_bounded_re
         ours.close()                       # the writer's sendall fails and it ends
         writer.join(5)
         theirs.close()
+
+
+def test_reads_reuse_the_connections_buffer_and_deliver_every_frame_intact():
+    """Frames smaller and larger than one receive, split anywhere, arrive whole and in order
+    through the connection's kept receive buffer; the peer closing disconnects."""
+    import random
+    import socket
+    import struct
+    import threading
+
+    import pysyncobj.pickle as sopickle
+    from pysyncobj.poller import PollPoller
+
+    import master.raft_private as private
+
+    PrivateRaftState.bound_reads()
+    rng = random.Random(5)
+    sizes = [0, 1, 40, private.RECEIVE_BUFFER - 7, private.RECEIVE_BUFFER + 3,
+             int(2.5 * private.RECEIVE_BUFFER)] + [rng.randrange(1, 5000) for _ in range(200)]
+    sent = [{"type": "probe", "seq": i, "data": rng.randbytes(n)} for i, n in enumerate(sizes)]
+    stream = b""
+    for message in sent:
+        body = zlib.compress(sopickle.dumps(message), 0)
+        stream += struct.pack("i", len(body)) + body
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    got, closed = [], []
+    poller = PollPoller()
+    connection = tcp_connection.TcpConnection(poller, onMessageReceived=got.append,
+                                              onDisconnected=lambda: closed.append(1),
+                                              socket=ours, timeout=60, recvBufferSize=4 << 20)
+
+    def write() -> None:
+        cut = 0
+        while cut < len(stream):               # uneven pieces: frames split anywhere
+            step = rng.choice((1, 3, 4096, 70_000, 1 << 20))
+            theirs.sendall(stream[cut:cut + step])
+            cut += step
+        theirs.shutdown(socket.SHUT_WR)
+
+    writer = threading.Thread(target=write, daemon=True)
+    buffers = set()
+    try:
+        writer.start()
+        for _ in range(100_000):
+            if closed:
+                break
+            poller.poll(1.0)
+            buffer = getattr(connection, "_gfs_receive_buffer", None)
+            if buffer is not None:
+                buffers.add(id(buffer))
+        assert got == sent
+        assert closed                          # the peer's end of stream disconnects
+        assert len(buffers) == 1               # one buffer, kept for every receive
+    finally:
+        writer.join(5)
+        ours.close()
+        theirs.close()
