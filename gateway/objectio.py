@@ -144,7 +144,11 @@ class BodySource(io.BufferedIOBase):
 
     def __init__(self, pieces: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop, *,
                  absorb: Callable[[bytes], None] | None = None,
-                 finish: Callable[[], None] | None = None):
+                 finish: Callable[[], None] | None = None,
+                 expected_length: int | None = None):
+        """`expected_length`: the bytes the request declared (checked elsewhere), which lets
+        `Client.put` ask for the quota and the first chunk with its create."""
+        self.expected_length = expected_length
         self._pieces = pieces
         self._loop = loop
         self._absorb = absorb
@@ -224,7 +228,7 @@ async def upload(ex: Exchange, client: Client, path: str, *, overwrite: bool = T
     `overwrite`); `expected_size`: the Content-Length, checked against what arrived. Raises the
     gfs error, or the exchange's (ClientGone, BodyTooLarge); nothing is committed then."""
     stream = BodySource(_checked_length(body_pieces(ex), expected_size),
-                        asyncio.get_running_loop())
+                        asyncio.get_running_loop(), expected_length=expected_size)
     return await offload(client.put, stream, path, overwrite=overwrite, **put_kwargs)
 
 

@@ -233,6 +233,8 @@ class UploadSource:
     A caller may hand `put` an instance of its own subclass (the mount's growing spool,
     gfs/mount/streaming.py) whose `chunk` waits for bytes still being written."""
 
+    expected_size = -1     # the bytes to come, if known (below); -1: unknown
+
     def __init__(self, f: BinaryIO):
         self._f = f
         self._lock = threading.Lock()
@@ -242,6 +244,11 @@ class UploadSource:
         except (OSError, io.UnsupportedOperation, AttributeError):
             self.seekable = f.seekable() if hasattr(f, "seekable") else False
             self.size = _stream_size(f) if self.seekable else -1
+        # The bytes to come, if known: a seekable source's size, or what a stream declares
+        # (`expected_length`, e.g. a request body's Content-Length); -1 if unknown.
+        declared = getattr(f, "expected_length", None)
+        self.expected_size = self.size if self.seekable else (
+            declared if isinstance(declared, int) and declared >= 0 else -1)
 
     def _read_at(self, pos: int, n: int) -> bytes:
         try:
@@ -925,9 +932,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     def commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]],
                xattrs: dict[str, str] | None = None) -> int:
         """Publish a pending upload atomically; chunks are (handle, length, checksum) in order."""
+        return self._commit(inode, size, chunks, xattrs).inode
+
+    def _commit(self, inode: int, size: int, chunks: list[tuple[int, int, int]],
+                xattrs: dict[str, str] | None) -> pb.CommitResponse:
         return self._mutate("Commit", pb.CommitRequest, inode=inode, size=size,
                             chunks=[pb.ChunkCommit(handle=h, length=n, checksum=c)
-                                    for h, n, c in chunks], xattrs=xattrs or {}).inode
+                                    for h, n, c in chunks], xattrs=xattrs or {})
 
     def upload_chunks(self, inode: int) -> list[ChunkInfo]:
         """The chunks of a pending upload this client's identity created, with fresh read
@@ -962,11 +973,13 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                         progress(info.size)
                     return info
             created = None
+            expected = src.expected_size
             try:
+                # With bytes to come, chunk 0 is allocated by the create's own command.
                 created = self._mutate("Create", pb.CreateRequest, path=path,
                                        replication=replication, storage_class=storage_class,
                                        chunk_size=chunk_size, mode=mode, overwrite=overwrite,
-                                       size_hint=max(src.size, 0) if src.seekable else 0)
+                                       size_hint=max(expected, 0), first_chunk=expected > 0)
                 written, size = self._upload_chunks(created, src, parallel, progress)
             except BaseException as err:
                 if isinstance(err, GfsError):
@@ -975,10 +988,14 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 raise
             chunks = [(w.handle, w.length, w.checksum) for w in written]
             try:
-                inode = self.commit(created.inode, size, chunks, xattrs() if xattrs else None)
+                committed = self._commit(created.inode, size, chunks,
+                                         xattrs() if xattrs else None)
             except BaseException:
                 self._abandon(created, src)
                 raise
+        if committed.HasField("info"):      # the file as committed: no Stat needed
+            return FileInfo.from_proto(committed.info)
+        inode = committed.inode
         try:
             return self.stat(path)
         except GfsError as err:
@@ -1053,8 +1070,11 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
                 if piece_source is None:
                     break
                 # Chunks are allocated in index order here; only the bytes move in parallel.
-                alloc = self.add_chunk(created.inode, index,
-                                       length_hint=piece_source.known_length)
+                if index == 0 and created.HasField("first_chunk"):
+                    alloc = created.first_chunk
+                else:
+                    alloc = self.add_chunk(created.inode, index,
+                                           length_hint=piece_source.known_length)
                 results[index] = pool.submit(self._upload_one, created.inode, index, piece_source,
                                              alloc, progress)
                 index += 1

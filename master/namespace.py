@@ -334,7 +334,12 @@ def create(tx: Tx, args: dict) -> dict:
     tx.put_pending(ino, {"parent": parent.ino, "name": name, "path": path,
                          "overwrite": args["overwrite"], "created": now, "touched": now,
                          "creator": caller.user})
-    return {"inode": ino}
+    if "first_chunk" not in args:
+        return {"inode": ino}
+    # Chunk 0 in the same command (CreateRequest.first_chunk), placed on these replicas.
+    chunk = add_chunk(tx, {"inode": ino, "index": 0, "replicas": args["first_chunk"],
+                           "now": now, "caller": caller})
+    return {"inode": ino, **chunk}
 
 
 def add_chunk(tx: Tx, args: dict) -> dict:
@@ -392,7 +397,7 @@ def commit(tx: Tx, args: dict) -> dict:
     tx.delete_pending(ino)
     usage.charge(tx, record["owner"], args["size"], 1)
     usage.propagate(tx, parent, args["size"], 1)
-    return {"inode": ino}
+    return {"inode": ino, "path": path}
 
 
 def drop_upload(tx: Tx, ino: int, stamp: int) -> None:

@@ -262,9 +262,17 @@ class MasterNode:
         record = self.state_read(lambda st: st.inode_record(inode))
         if record is None or record.get("state") != "pending":
             raise FailedPrecondition(f"inode {inode} is not an upload in progress")
-        need = min(length_hint, record["chunk_size"]) if length_hint else record["chunk_size"]
+        return self.place_new_chunk(record["replication"], record["chunk_size"], exclude,
+                                    length_hint)
+
+    def place_new_chunk(self, replication: int, chunk_size: int,
+                        exclude: set[str] | None = None, length_hint: int = 0) -> list[str]:
+        """`replication` servers for a new chunk of a file of `chunk_size` chunks, with room
+        for `length_hint` bytes (0: unknown, a whole chunk)."""
+        self.require_leader()
+        need = min(length_hint, chunk_size) if length_hint else chunk_size
         try:
-            return self.chunkservers.place(record["replication"], exclude, need_bytes=need)
+            return self.chunkservers.place(replication, exclude, need_bytes=need)
         except ResourceExhausted as err:
             counts = self.state_read(lambda st: st.counts())
             raise ResourceExhausted(

@@ -155,12 +155,30 @@ class MasterService(pb_grpc.MasterServicer):
             self.node.check_replication(request.replication)
         replication = request.replication or d["replication"]
         chunk_size = request.chunk_size or d["chunk_size"]
-        ok = await self._mutate(request, context, {
+        command = {
             "op": "create", "path": request.path, "replication": replication,
             "storage_class": request.storage_class, "default_class": d["storage_class"],
             "chunk_size": chunk_size, "mode": request.mode or 0o644, "owner": request.owner,
-            "overwrite": request.overwrite, "size": request.size_hint})
-        return pb.CreateResponse(inode=ok["inode"], chunk_size=chunk_size, replication=replication)
+            "overwrite": request.overwrite, "size": request.size_hint}
+        replicas = None
+        if request.first_chunk:
+            replicas = self.node.place_new_chunk(replication, chunk_size,
+                                                 length_hint=request.size_hint)
+            command["first_chunk"] = replicas
+        ok = await self._mutate(request, context, command)
+        response = pb.CreateResponse(inode=ok["inode"], chunk_size=chunk_size,
+                                     replication=replication)
+        if replicas is not None:
+            response.first_chunk.CopyFrom(self._allocated(ok, replicas))
+        return response
+
+    def _allocated(self, ok: dict, replicas: list[str]) -> pb.AddChunkResponse:
+        """The answer for a chunk the state machine allocated (handle, version) on `replicas`,
+        with the capabilities to write it and to read it back."""
+        return pb.AddChunkResponse(
+            handle=ok["handle"], version=ok["version"], replicas=replicas,
+            capability=self.node.capabilities.write(ok["handle"], ok["version"]),
+            read_capability=self.node.capabilities.read(ok["handle"], ok["version"]))
 
     @rpc
     async def AddChunk(self, request, context):
@@ -169,10 +187,7 @@ class MasterService(pb_grpc.MasterServicer):
         ok = await self._mutate(request, context, {
             "op": "add_chunk", "inode": request.inode, "index": request.index,
             "replicas": replicas})
-        return pb.AddChunkResponse(
-            handle=ok["handle"], version=ok["version"], replicas=replicas,
-            capability=self.node.capabilities.write(ok["handle"], ok["version"]),
-            read_capability=self.node.capabilities.read(ok["handle"], ok["version"]))
+        return self._allocated(ok, replicas)
 
     @rpc
     async def UploadChunks(self, request, context):
@@ -192,7 +207,25 @@ class MasterService(pb_grpc.MasterServicer):
             "chunks": [{"handle": c.handle, "length": c.length, "checksum": c.checksum}
                        for c in request.chunks],
             **({"xattrs": dict(request.xattrs)} if request.xattrs else {})})
-        return pb.CommitResponse(inode=ok["inode"])
+        response = pb.CommitResponse(inode=ok["inode"])
+        info = await self._committed(context, ok)
+        if info is not None:
+            response.info.CopyFrom(file_info(info, self.node.chunk_locations))
+        return response
+
+    async def _committed(self, context, ok: dict) -> dict | None:
+        """The file a commit just published, read here and now (this master applied the commit,
+        so its state has it): what the writer would otherwise Stat for. None when its path names
+        another file already, or no longer resolves (a rename or replacement in between)."""
+        path = ok.get("path")        # results stored before the path was part of them: none
+        if path is None:
+            return None
+        try:
+            info = await self._read(context, lambda st, auth, now: st.stat(path, auth, now),
+                                    linearizable=False)
+        except GfsError:
+            return None
+        return info if info["inode"] == ok["inode"] else None
 
     @rpc
     async def PutInline(self, request, context):

@@ -118,7 +118,8 @@ class Payload:
         uploads no longer queue on the event loop) and checked at its end. `limit` wraps the
         raw pieces (e.g. a size cap raising S3Error)."""
         raw = self._raw() if limit is None else limit(self._raw())
-        return BodySource(raw, loop, absorb=self._absorb, finish=self._check_digests)
+        return BodySource(raw, loop, absorb=self._absorb, finish=self._check_digests,
+                          expected_length=self.declared_size)
 
     def _check_digests(self) -> None:
         if self.sha256 is not None and self.sha256.hexdigest() != self.mode:

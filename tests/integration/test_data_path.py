@@ -51,6 +51,18 @@ def test_put_get_roundtrip_by_size(cluster, tmp_path, size):
         info = c.put(str(src), f"/f{size}")
         assert info.size == size and len(info.chunks) == -(-size // CHUNK)
         assert all(len(set(ch.replicas)) == 3 for ch in info.chunks)
+        # Master calls of a put (the leader known by now): a create that also allocates chunk
+        # 0, one AddChunk per further chunk, and a commit that describes the file — no Stat.
+        counted = [0]
+        token = MASTER_CALLS.set(counted)
+        try:
+            again = c.put(str(src), f"/f{size}", overwrite=True)
+        finally:
+            MASTER_CALLS.reset(token)
+        assert counted[0] == (1 if again.inline else 2 + max(len(again.chunks) - 1, 0))
+        assert (again.path, again.size, again.type, len(again.chunks)) == (
+            f"/f{size}", size, "file", len(info.chunks))
+        assert again.inode != info.inode and again.mtime_ms >= info.mtime_ms and again.owner
         out = tmp_path / "out"
         assert c.get(f"/f{size}", str(out)) == size
         assert sha(out.read_bytes()) == sha(data)

@@ -30,6 +30,7 @@ PATHS = st.tuples(st.integers(0, 19), st.sampled_from([1, 1, 1, 2, 2, 3]),
                   st.lists(NAMES, min_size=3, max_size=3)).map(
     lambda t: "/" if t[0] == 0 else "/" + "/".join(t[2][:t[1]]))
 PICK = st.integers(1, 1000)          # pick % 4 == 0 (a quarter of the time): use the random value
+FIRST_CHUNK = st.none() | st.lists(st.sampled_from(["cs1", "cs2", "cs3"]), max_size=2)
 
 
 class ModelError(Exception):
@@ -139,7 +140,7 @@ class Model:
         self.nodes[path] = _new_node(self.new_ino(), "dir")
         return {"inode": self.nodes[path]["ino"]}
 
-    def create(self, path: str, overwrite: bool) -> dict:
+    def create(self, path: str, overwrite: bool, first_chunk: list[str] | None = None) -> dict:
         if self.locate(path) is not None:
             self.check_replaceable(self.nodes[path], overwrite)
         parent, name = paths.split(path)
@@ -147,7 +148,9 @@ class Model:
         self.uploads[ino] = {"parent": self.nodes[parent]["ino"], "name": name, "path": path,
                              "overwrite": overwrite, "handles": [], "created": self.now,
                              "touched": self.now}
-        return {"inode": ino}
+        if first_chunk is None:
+            return {"inode": ino}
+        return {"inode": ino, **self.add_chunk(ino, 0, first_chunk)}
 
     def add_chunk(self, ino: int, index: int, replicas: list[str]) -> dict:
         if ino not in self.uploads:
@@ -192,7 +195,7 @@ class Model:
             self.chunks[chunk["handle"]].update(length=chunk["length"], checksum=chunk["checksum"])
         container[key] = _new_node(ino, "file", size, upload["handles"])
         del self.uploads[ino]
-        return {"inode": ino}
+        return {"inode": ino, "path": upload["path"]}     # the path it was created at
 
     def abort(self, ino: int) -> dict:
         if ino not in self.uploads:
@@ -422,21 +425,27 @@ class StateMachineVsModel(RuleBasedStateMachine):
     def mkdir(self, path, parents):
         self.run("mkdir", path, parents, op="mkdir", path=path, parents=parents, mode=0o755, owner="u")
 
-    @rule(path=PATHS, overwrite=st.booleans())
-    def create(self, path, overwrite):
-        self.run("create", path, overwrite, op="create", path=path, replication=REPLICATION,
-                 storage_class="hot", chunk_size=CS, mode=0o644, owner="u", overwrite=overwrite)
+    @rule(path=PATHS, overwrite=st.booleans(), first_chunk=FIRST_CHUNK)
+    def create(self, path, overwrite, first_chunk=None):
+        """A create, or one that also allocates chunk 0 (CreateRequest.first_chunk)."""
+        extra = {} if first_chunk is None else {"first_chunk": first_chunk}
+        self.run("create", path, overwrite, first_chunk, op="create", path=path,
+                 replication=REPLICATION, storage_class="hot", chunk_size=CS, mode=0o644,
+                 owner="u", overwrite=overwrite, **extra)
 
     @rule(pick=PICK, name=NAMES, path=PATHS, overwrite=st.booleans(),
           lengths=st.lists(st.sampled_from([1, CS - 1, CS]), max_size=3), retry=st.integers(0, 3))
     def upload(self, pick, name, path, overwrite, lengths, retry):
-        """create + add_chunk per length (retrying chunk `retry` once) + commit, so that files exist."""
-        self.create(self.pick_target(pick, name, path), overwrite)
+        """create + add_chunk per length (retrying chunk `retry` once) + commit, so that files
+        exist; with bytes to write, chunk 0 comes with the create (as Client.put asks)."""
+        self.create(self.pick_target(pick, name, path), overwrite,
+                    ["cs1", "cs2"] if lengths else None)
         if "err" in self.last_result:
             return
         ino = self.last_result["ok"]["inode"]
         for index in range(len(lengths)):
-            self.add_chunk_to(ino, index)
+            if index:
+                self.add_chunk_to(ino, index)
             if index == retry:
                 self.add_chunk_to(ino, index, replicas=["cs3"])
         chunks = [{"handle": h, "length": n, "checksum": h}

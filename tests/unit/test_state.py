@@ -222,7 +222,7 @@ def test_upload_lifecycle(d):
     assert [c["handle"] for c in d.state.file_chunks(ino)] == [1, 2]
     assert d.state.counts()["pending"] == 1
     chunks = [{"handle": 1, "length": CS, "checksum": 7}, {"handle": 2, "length": 5, "checksum": 2**64 - 1}]
-    assert d.ok(commit(ino, CS + 5, chunks, now=12)) == {"inode": ino}
+    assert d.ok(commit(ino, CS + 5, chunks, now=12)) == {"inode": ino, "path": "/f"}
     info = d.state.stat("/f")
     assert (info["type"], info["size"], info["ctime"], info["mtime"], info["replication"],
             info["storage_class"], info["chunk_size"], info["mode"]) == ("file", CS + 5, 10, 12, 3, "hot", CS, 0o644)
@@ -232,6 +232,27 @@ def test_upload_lifecycle(d):
         {"handle": 2, "index": 1, "version": 1, "length": 5, "checksum": 2**64 - 1, "replicas": replicas}]
     assert d.state.stat("/")["mtime"] == 12
     assert d.state.counts() == {"inodes": 2, "dirs": 1, "files": 1, "pending": 0, "chunks": 2, "garbage": 0, **NO_TRASH}
+
+
+def test_create_with_its_first_chunk_is_create_then_add_chunk_in_one_command(d):
+    """CreateRequest.first_chunk: chunk 0 allocated by the create's own command, exactly as an
+    add_chunk right after it would (same handle, version, replicas, upload bookkeeping)."""
+    replicas = ["cs1:7000", "cs3:7000"]
+    created = d.ok(create("/f", now=10, first_chunk=replicas))
+    ino = created["inode"]
+    assert created == {"inode": ino, "handle": 1, "version": 1}
+    assert [c["handle"] for c in d.state.file_chunks(ino)] == [1]
+    assert d.ok(add_chunk(ino, 1, now=11)) == {"handle": 2, "version": 1}
+    assert d.ok(add_chunk(ino, 0, now=11, replicas=["cs4:7000"])) == {"handle": 1, "version": 2}
+    chunks = [{"handle": 1, "length": CS, "checksum": 7}, {"handle": 2, "length": 5, "checksum": 2}]
+    d.ok(commit(ino, CS + 5, chunks, now=12))
+    info = d.state.stat("/f")
+    assert [(c["handle"], c["version"], c["replicas"]) for c in info["chunks"]] == [
+        (1, 2, ["cs4:7000"]), (2, 1, ["cs1:7000", "cs2:7000"])]     # chunk 0 retried elsewhere
+    # Refused like a create: nothing allocated, no chunk left behind.
+    assert d.err(create("/f", first_chunk=replicas)) == "ALREADY_EXISTS"
+    assert d.err(create("/g", first_chunk="cs1:7000")) == "INVALID_ARGUMENT"
+    assert d.state.counts()["chunks"] == 2 and d.state.counts()["pending"] == 0
 
 
 def test_empty_file(d):
