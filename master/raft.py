@@ -333,7 +333,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                               self.raftLastApplied, keep_lease)
         if seq is not None:
             probe = {"type": PROBE_TYPE, "term": term, "seq": seq}
-            for node in _PrivateRaftState.followers(self):
+            for node in self.reads.probe_targets(seq, _PrivateRaftState.followers(self)):
                 self._transport.send(node, probe)
 
     def _on_message(self, node, message) -> None:

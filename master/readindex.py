@@ -15,6 +15,15 @@ write (an fsync on a majority). The read index proves them with one message roun
    reads instead of one per tick, which costs the leader and every follower a message each.
 3. It waits until it has applied up to R, then reads its state.
 
+A round goes to as few followers as make a majority with the leader: those that answered the
+previous probe first (`probe_targets`) — in a group of 3, one follower. Each message costs
+both ends a wake-up and a pass through pysyncobj's framing, and the answers beyond a majority
+confirm nothing more. When those followers did not all answer the previous probe (one slowed
+down or died, or this is the first round), the round goes to every follower; so a follower
+that dies costs the reads of one round at most `PROBE_PATIENCE` before they are asked again of
+everyone. Which followers are asked never affects what counts: any majority of answers to a
+probe sent after the read confirms it.
+
 A new leader's commit index may lag entries earlier leaders committed until it commits an
 entry of its own term (the no-op every leader appends when elected), so reads wait for that.
 
@@ -79,6 +88,8 @@ class ReadIndex:
         self._confirmed: list[_Read] = []             # leadership confirmed, waiting for apply
         self._sent_at: dict[int, float] = {}          # probe seq -> when it was sent
         self._acked: dict[object, int] = {}           # follower -> highest probe seq it answered
+        self._first: list[object] = []                 # who answered probe _first_seq, in order
+        self._first_seq = 0
         self._term = -1
         self._seq = 0
         self._lease_until = float("-inf")
@@ -154,6 +165,10 @@ class ReadIndex:
             if seq <= self._acked.get(follower, 0):
                 return
             self._acked[follower] = seq
+            if seq > self._first_seq:
+                self._first_seq, self._first = seq, [follower]
+            elif seq == self._first_seq:
+                self._first.append(follower)
             self._confirm()
         self.on_applied(applied)
 
@@ -168,6 +183,17 @@ class ReadIndex:
             self._confirmed = [r for r in self._confirmed if r.index > applied]
         settle([(read.waiter, read.index, None) for read in ready])
 
+    def probe_targets(self, seq: int, followers: list) -> list:
+        """Whom to send probe `seq` (just returned by `tick`): the followers that answered
+        probe seq - 1 first, as many as a majority needs, or all of `followers` unless enough
+        of them did (see the module doc)."""
+        with self._lock:
+            need = self.majority - 1
+            if self._first_seq != seq - 1 or len(self._first) < need:
+                return followers
+            quick = [f for f in self._first[:need] if f in followers]
+            return quick if len(quick) == need else followers
+
     def reconfigure(self, followers: frozenset, majority: int) -> None:
         """The group's membership changed: count answers of its current followers only, against
         its new majority; a lease earned under the old membership is dropped."""
@@ -175,6 +201,7 @@ class ReadIndex:
             self.majority = majority
             for gone in [f for f in self._acked if f not in followers]:
                 del self._acked[gone]
+            self._first, self._first_seq = [], 0
             self._lease_until = float("-inf")
 
     def note_lease_read(self) -> None:
@@ -217,6 +244,7 @@ class ReadIndex:
         self._probing, self._confirmed = {}, []
         self._sent_at.clear()
         self._acked.clear()
+        self._first, self._first_seq = [], 0
         self._term = term
         self._seq = 0
         self._lease_until = float("-inf")

@@ -226,3 +226,55 @@ def test_shared_lock_readers_overlap_and_nest_while_a_writer_waits():
         release.set()
     t.join(5)
     assert order == ["nested read", "write"]
+
+
+def test_a_round_asks_only_the_followers_that_answered_the_last_one_first():
+    ri, clock = make(majority=3)                 # 5 members: the leader + 2 followers
+    everyone = ["b", "c", "d", "e"]
+    ri.submit(1.0)
+    s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s1, everyone) == everyone          # the first round: all
+    for f in ("d", "b", "e"):
+        ri.on_ack(f, 5, s1, applied=10)
+    waiting = ri.submit(1.0)
+    s2 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s2, everyone) == ["d", "b"]       # the quickest majority
+    ri.on_ack("d", 5, s2, applied=10)
+    assert not waiting.done()
+    ri.on_ack("b", 5, s2, applied=10)
+    assert waiting.result(0) == 10
+    # "b" stops answering: the round asked of d and b is not confirmed; the next one, sent
+    # after PROBE_PATIENCE, goes to everyone again, and any majority confirms it.
+    slow = ri.submit(1.0)
+    s3 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s3, everyone) == ["d", "b"]
+    ri.on_ack("d", 5, s3, applied=10)
+    assert ri.tick(True, 5, commit=10, ready=True, applied=10) is None   # s3 still out
+    clock.t += 2 * PROBE_PATIENCE
+    slow_too = ri.submit(1.0)
+    s4 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s4, everyone) == everyone
+    ri.on_ack("e", 5, s4, applied=10)
+    ri.on_ack("c", 5, s4, applied=10)
+    assert slow.result(0) == 10 and slow_too.result(0) == 10
+    # A follower gone from the group is never picked.
+    ri.on_ack("d", 5, s4, applied=10)
+    ri.submit(1.0)
+    s5 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s5, ["c", "d", "e"]) == ["e", "c"]
+    assert ri.probe_targets(s5, ["c", "d"]) == ["c", "d"]
+
+
+def test_a_new_term_or_membership_asks_everyone_first():
+    ri, _ = make(majority=2)
+    ri.submit(1.0)
+    s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    ri.on_ack("b", 5, s1, applied=10)
+    ri.submit(1.0)
+    s2 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s2, ["b", "c"]) == ["b"]
+    ri.reconfigure(frozenset({"b", "c", "d"}), 3)
+    assert ri.probe_targets(s2 + 1, ["b", "c", "d"]) == ["b", "c", "d"]
+    ri.submit(1.0)
+    s = ri.tick(True, 6, commit=11, ready=True, applied=11)        # a new term
+    assert ri.probe_targets(s, ["b", "c", "d"]) == ["b", "c", "d"]
