@@ -85,11 +85,14 @@ def check_heartbeat(request: pb.HeartbeatRequest) -> None:
         label(t.name, "tiers.name")
 
 
-def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
+def file_info(d: dict, locate=None, capability=None, into=None) -> pb.FileInfo:
     """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses,
-    `capability(handle, version)` a read capability for it. (Fields left at their defaults are
-    not set: a List builds one per entry, and an empty map or list costs as much as the rest.)"""
-    info = pb.FileInfo(
+    `capability(handle, version)` a read capability for it; `into`: what builds the message
+    from its fields, in place (a repeated field's `add`: a List's entries are built where they
+    go, instead of built and then copied in — half the cost of a 100-entry page). (Fields left
+    at their defaults are not set: a List builds one per entry, and an empty map or list costs
+    as much as the rest.)"""
+    info = (into or pb.FileInfo)(
         path=d["path"], inode=d["inode"], type=d["type"], size=d["size"], mode=d["mode"],
         owner=d["owner"], ctime_ms=d["ctime"], mtime_ms=d["mtime"],
         replication=d["replication"], storage_class=d["storage_class"],
@@ -102,12 +105,11 @@ def file_info(d: dict, locate=None, capability=None) -> pb.FileInfo:
     if d["chunks"]:
         locate = locate or (lambda c: c.get("replicas") or [])
         capability = capability or (lambda handle, version: b"")
-        info.chunks.extend(
-            pb.ChunkInfo(handle=c["handle"], index=c["index"], version=c["version"],
-                         length=c["length"], checksum=c["checksum"], replicas=locate(c),
-                         capability=capability(c["handle"], c["version"]),
-                         offset=c.get("offset", 0))
-            for c in d["chunks"])
+        add = info.chunks.add
+        for c in d["chunks"]:
+            add(handle=c["handle"], index=c["index"], version=c["version"], length=c["length"],
+                checksum=c["checksum"], replicas=locate(c),
+                capability=capability(c["handle"], c["version"]), offset=c.get("offset", 0))
     span = d.get("chunk_span")
     if span is not None:
         info.chunk_span.offset, info.chunk_span.length = span[0], span[1] - span[0]
@@ -411,8 +413,11 @@ class MasterService(pb_grpc.MasterServicer):
         entries, nxt = await self._read(context, lambda st, auth, now: st.list(
             request.path, request.start_after, limit, auth, now, request.brief),
             not request.stale_ok)
-        return pb.ListResponse(entries=[file_info(e, self.node.chunk_locations) for e in entries],
-                               next=nxt)
+        response = pb.ListResponse(next=nxt)
+        add, locate = response.entries.add, self.node.chunk_locations
+        for e in entries:
+            file_info(e, locate, into=add)
+        return response
 
     @rpc
     async def Heartbeat(self, request, context):
