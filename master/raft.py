@@ -227,6 +227,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         _PrivateRaftState.start_after(self, max(self.state.applied_index(), 1))
         self._transport = _PrivateRaftState.transport(self)
         _PrivateRaftState.send_frames_uncompressed()
+        _PrivateRaftState.pickle_bytes_as_bytes()
         _PrivateRaftState.bound_reads()
         self._transport.hints = CatchUpHints(self.journal, lambda: self.raftLastApplied)
         # Membership and leadership change only through the masters' admin RPCs (which check

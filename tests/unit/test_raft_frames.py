@@ -123,3 +123,22 @@ def test_reads_reuse_the_connections_buffer_and_deliver_every_frame_intact():
         writer.join(5)
         ours.close()
         theirs.close()
+
+
+def test_messages_and_commands_pickle_bytes_as_bytes_and_old_pickles_still_load():
+    """Protocol 4, not pysyncobj's protocol 2 (bytes as UTF-8 encoded latin-1 text): a 4 KiB
+    command is ~4 KiB in its entry and again in the message carrying it; what older masters
+    wrote (journals, peers) still loads."""
+    import pickle
+
+    import pysyncobj.pickle as sopickle
+
+    PrivateRaftState.pickle_bytes_as_bytes()
+    data = os.urandom(4096)
+    command = sopickle.dumps((7, (data,), {}))
+    message = sopickle.dumps({"type": "append_entries", "entries": [(command, 12, 3)]})
+    assert len(command) < len(data) + 64 and len(message) < len(data) + 192
+    assert sopickle.loads(sopickle.loads(message)["entries"][0][0]) == (7, (data,), {})
+    old = pickle.dumps({"entries": [(pickle.dumps((7, (data,), {}), 2), 12, 3)]}, 2)
+    assert len(old) > 1.3 * len(data)          # what protocol 2 made of the same bytes
+    assert sopickle.loads(sopickle.loads(old)["entries"][0][0]) == (7, (data,), {})
