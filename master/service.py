@@ -89,7 +89,7 @@ def file_info(d: dict, locate=None, capability=None, into=None) -> pb.FileInfo:
     """A stat dict as a proto; `locate(chunk)` gives each chunk's current replica addresses,
     `capability(handle, version)` a read capability for it; `into`: what builds the message
     from its fields, in place (a repeated field's `add`: a List's entries are built where they
-    go, instead of built and then copied in — half the cost of a 100-entry page). (Fields left
+    go, instead of built and then copied in — 255 → 151 µs for a 100-entry page). (Fields left
     at their defaults are not set: a List builds one per entry, and an empty map or list costs
     as much as the rest.)"""
     info = (into or pb.FileInfo)(
