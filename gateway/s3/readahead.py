@@ -39,12 +39,17 @@ class _Ahead:
 class ReadAhead:
     """Pages read ahead, per (caller, directory); at most `directories` kept (the oldest goes)."""
 
-    def __init__(self, keep_s: float = 10.0, directories: int = 32, entries: int = AHEAD):
+    def __init__(self, keep_s: float = 10.0, directories: int = 32, entries: int = AHEAD,
+                 keep_entries: int = 4 * AHEAD):
+        """`keep_entries`: at most this many of the entries a listing read are kept to go on
+        from (its tail: the next page starts near its end)."""
         self.keep_s = keep_s
         self.directories = directories
         self.entries = entries
+        self.keep_entries = keep_entries
         self._pages: dict[tuple[bytes, str], _Ahead] = {}
-        self.used = 0            # pages served from what was read ahead (a figure for tests)
+        self.used = 0            # reads served from what was read ahead (figures for tests)
+        self.missed = 0          # reads of continuing listings that went to the masters
 
     def reader(self, read: ReadPage, caller: bytes, continuing: bool) -> "ListingReads":
         return ListingReads(self, read, caller, continuing)
@@ -96,9 +101,27 @@ class ListingReads:
         page = await self._read_ahead_page(path, start_after, limit) if self._continuing \
             else None
         if page is None:
+            self._ahead.missed += self._continuing
             page = await self._read(path, start_after, limit)
-        self._stopped[path] = (start_after, page)
+        self._remember(path, start_after, page)
         return page
+
+    def _remember(self, path: str, start_after: str, page: Page) -> None:
+        """Keep where `path` was read last. A read that goes on from the previous one (the
+        walker wanted one more entry to know whether its page is the last) is kept together
+        with it: the next page starts just before the last key served, which that previous
+        read holds — a block starting after it would make the next page read the masters
+        again, on the request path."""
+        stopped = self._stopped.get(path)
+        if stopped is not None and stopped[1][1] and stopped[1][1] == start_after:
+            before, (entries, _) = stopped
+            kept = entries + page[0]
+            if len(kept) > self._ahead.keep_entries:      # a long walk: its tail will do
+                cut = len(kept) - self._ahead.keep_entries
+                before, kept = kept[cut - 1].path.rsplit("/", 1)[1], kept[cut:]
+            self._stopped[path] = (before, (kept, page[1]))
+        else:
+            self._stopped[path] = (start_after, page)
 
     async def _read_ahead_page(self, path: str, start_after: str, limit: int) -> Page | None:
         ahead = self._ahead._take(self._caller, path)

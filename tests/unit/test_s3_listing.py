@@ -199,9 +199,10 @@ async def page_through(masters: FakeMasters, ahead: ReadAhead, prefix: str, deli
 @settings(max_examples=150, deadline=None)
 @given(tree=trees(), prefix=st.text(alphabet="ab-./", max_size=2),
        delimiter=st.sampled_from(["", "/", "-", "a"]), max_keys=st.integers(1, 4),
-       entries=st.integers(1, 5))
-def test_pages_read_ahead_add_up_to_the_listing(tree, prefix, delimiter, max_keys, entries):
-    ahead = ReadAhead(entries=entries)
+       entries=st.integers(1, 5), keep=st.integers(1, 12))
+def test_pages_read_ahead_add_up_to_the_listing(tree, prefix, delimiter, max_keys, entries,
+                                                keep):
+    ahead = ReadAhead(entries=entries, keep_entries=keep)
     got = asyncio.run(page_through(FakeMasters(tree), ahead, prefix, delimiter, max_keys))
     assert got == model(tree, prefix, delimiter, "")
 
@@ -214,7 +215,8 @@ def test_continuing_pages_take_what_was_read_ahead_and_fresh_listings_read_now()
         ahead = ReadAhead(entries=10)
         listed = await page_through(masters, ahead, "", "", 10, page=11)
         assert listed == [(f"{i:04d}", False) for i in range(50)]
-        assert ahead.used >= 4                 # every page after the first
+        assert ahead.used >= 4                 # every page after the first...
+        assert ahead.missed == 0               # ...takes all it needs from what was read ahead
         used = ahead.used
         tree["0000a"] = None                   # a write after the listing...
         reads = ahead.reader(masters.read_page, b"caller", continuing=False)
