@@ -260,7 +260,6 @@ async def list_objects(call: Call, v2: bool, ahead: ReadAhead) -> None:
     listed: set[str] = set()
     truncated = False
     last = ""
-    await require_bucket(call)
     async for entry in walker.entries():
         if entry.info is None and entry.key in listed:
             continue
@@ -273,7 +272,9 @@ async def list_objects(call: Call, v2: bool, ahead: ReadAhead) -> None:
         else:
             contents.append(entry)
         last = entry.key
-    if truncated:
+    if not contents and not prefixes:
+        await require_bucket(call)    # nothing listed: an empty bucket, or none (any key
+    if truncated:                     # listed was read below the bucket: it exists)
         reads.read_ahead()
     enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
     owner = [("ID", call.owner), ("DisplayName", call.owner)]
