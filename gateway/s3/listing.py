@@ -222,6 +222,26 @@ def _marker(top: str, key_dir: str) -> FileInfo:
                     chunk_size=0)
 
 
+def _contents(entries: list[Entry], enc, owner: str | None) -> list[tuple[str, xmldoc.Raw]]:
+    """The <Contents> of `entries` (files; `owner`: with an <Owner>), rendered directly: a
+    page is 1,000 of them, on the path of the client's wait (the generic writer took ~5 µs
+    each)."""
+    escape = xmldoc.escape
+    tail = "<StorageClass>STANDARD</StorageClass>"
+    if owner is not None:
+        who = escape(owner)
+        tail += f"<Owner><ID>{who}</ID><DisplayName>{who}</DisplayName></Owner>"
+    out = []
+    for entry in entries:
+        info = entry.info
+        out.append(("Contents", xmldoc.Raw(
+            f"<Key>{escape(enc(entry.key))}</Key>"
+            f"<LastModified>{xmldoc.iso_time(info.mtime_ms)}</LastModified>"
+            f"<ETag>{escape(attributes.etag(info))}</ETag>"
+            f"<Size>{0 if info.is_dir else info.size}</Size>{tail}")))
+    return out
+
+
 def _token(key: str) -> str:
     return base64.urlsafe_b64encode(key.encode("utf-8", "surrogatepass")).decode()
 
@@ -277,7 +297,6 @@ async def list_objects(call: Call, v2: bool, ahead: ReadAhead) -> None:
     if truncated:                     # listed was read below the bucket: it exists)
         reads.read_ahead()
     enc = (lambda s: quote(s, safe="/")) if encoding == "url" else (lambda s: s)
-    owner = [("ID", call.owner), ("DisplayName", call.owner)]
     items: list = [("Name", call.bucket), ("Prefix", enc(prefix))]
     if v2:
         if "continuation-token" in q:
@@ -298,14 +317,8 @@ async def list_objects(call: Call, v2: bool, ahead: ReadAhead) -> None:
             items.append(("NextContinuationToken", _token(last)))
         elif delimiter:
             items.append(("NextMarker", enc(last)))
-    for entry in contents:
-        info = entry.info
-        fields = [("Key", enc(entry.key)), ("LastModified", xmldoc.iso_time(info.mtime_ms)),
-                  ("ETag", attributes.etag(info)), ("Size", info.size if not info.is_dir else 0),
-                  ("StorageClass", "STANDARD")]
-        if not v2 or q.get("fetch-owner") == "true":
-            fields.append(("Owner", owner))
-        items.append(("Contents", fields))
+    items += _contents(contents, enc, call.owner if not v2 or q.get("fetch-owner") == "true"
+                       else None)
     for common in prefixes:
         items.append(("CommonPrefixes", [("Prefix", enc(common))]))
     await call.xml(200, xmldoc.document("ListBucketResult", items))
