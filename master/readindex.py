@@ -138,7 +138,11 @@ class ReadIndex:
                 self.lease_reads += len(self._new)
                 self._confirmed.extend(self._new)
                 self._new = []
-            if not (self._new or keep_lease) or (not keep_lease and self._round_out(now)):
+            # A round for new reads, for the lease, or again for reads whose round nobody
+            # answered within PROBE_PATIENCE (its follower died): they would otherwise wait
+            # for some other read to start one, or for their deadline.
+            asking = self._new or keep_lease or any(self._probing.values())
+            if not asking or (not keep_lease and self._round_out(now)):
                 seq = None
             else:
                 self._seq += 1

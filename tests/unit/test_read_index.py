@@ -265,6 +265,27 @@ def test_a_round_asks_only_the_followers_that_answered_the_last_one_first():
     assert ri.probe_targets(s5, ["c", "d"]) == ["c", "d"]
 
 
+def test_reads_of_a_round_nobody_answers_are_asked_again_without_new_reads():
+    """One client, one read at a time: the round went to the follower that answered first
+    last time, which then died. No other read comes to start a round: after PROBE_PATIENCE
+    the tick starts one anyway, for everyone, instead of leaving the read to its deadline."""
+    ri, clock = make(majority=2)                 # 3 members: the leader + 1 follower
+    ri.submit(1.0)
+    s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    ri.on_ack("b", 5, s1, applied=10)
+    alone = ri.submit(1.0)
+    s2 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert ri.probe_targets(s2, ["b", "c"]) == ["b"]             # ... and b dies
+    assert ri.tick(True, 5, commit=10, ready=True, applied=10) is None      # still out
+    clock.t += 2 * PROBE_PATIENCE
+    s3 = ri.tick(True, 5, commit=10, ready=True, applied=10)
+    assert s3 == s2 + 1 and ri.probe_targets(s3, ["b", "c"]) == ["b", "c"]
+    ri.on_ack("c", 5, s3, applied=10)
+    assert alone.result(0) == 10
+    clock.t += 2 * PROBE_PATIENCE                # nothing waits: no round
+    assert ri.tick(True, 5, commit=10, ready=True, applied=10) is None
+
+
 def test_a_new_term_or_membership_asks_everyone_first():
     ri, _ = make(majority=2)
     ri.submit(1.0)
