@@ -249,8 +249,10 @@ class MasterNode:
 
     async def _read_index(self, timeout: float) -> None:
         try:
-            await handoff.wait(self.raft.reads.submit(
-                timeout, handoff.LoopWaiter(asyncio.get_running_loop())), timeout + 0.5)
+            waiter = self.raft.reads.submit(timeout, handoff.LoopWaiter(
+                asyncio.get_running_loop()), wake=False)
+            self.raft.start_read_round()           # over UDP from here, or by the tick thread
+            await handoff.wait(waiter, timeout + 0.5)
         except asyncio.TimeoutError:
             raise DeadlineExceeded("leadership not confirmed in time; retry") from None
 
@@ -469,6 +471,12 @@ class RaftCollector:
                                               len(self.node.chunkservers.alive_addresses())),
             "gfs_master_group_members": ("members of the Raft group (master/membership.py)",
                                          len(self.node.peers)),
+            "gfs_master_read_rounds": ("read-index probe rounds this master sent as leader",
+                                       self.node.raft.reads.probes),
+            "gfs_master_read_rounds_udp": ("of them, sent over UDP from the event loop "
+                                           "(master/fastprobe.py)", self.node.raft.fast_rounds),
+            "gfs_master_lease_reads": ("reads answered under the leader lease",
+                                       self.node.raft.reads.lease_reads),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)

@@ -47,7 +47,9 @@ from master.raft_snapshots import RaftSnapshots
 from master.snapshot_writer import PAUSE as SNAPSHOT_PAUSE
 from master.snapshot_receiver import SnapshotReceiver
 from master.snapshot_writer import BackgroundSerializer
-from master.readindex import ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ReadIndex
+from master.fastprobe import ProbeCodec
+from master.readindex import (ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, ROUND_OUT,
+                              ReadIndex)
 from master.sharedlock import SharedLock
 from master.state import MetadataState
 
@@ -159,6 +161,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         config = config or RaftConfig()
         # Secure and insecure masters sign frames with different keys: they never form a group.
         self._frame_auth = FrameAuthenticator(cluster_secret, raft_purpose(insecure_no_auth))
+        self.probe_codec = ProbeCodec(cluster_secret, raft_purpose(insecure_no_auth))
         self._config = config
         self._raft_dir = os.path.join(data_dir, "raft")
         makedirs_durable(self._raft_dir)
@@ -236,6 +239,9 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
             self._transport.setOnUtilityMessageCallback(utility, None)
         self.addOnTickCallback(self._make_durable)
         self._followers_seen = frozenset(_PrivateRaftState.followers(self))
+        self._fast_followers: dict = {}           # address -> node, while leading (fastprobe)
+        self.probe_endpoint = None                # master/fastprobe.py, set on the event loop
+        self.fast_rounds = 0                      # read rounds sent over UDP (a metric)
         self._large_entries = LargeEntryChunks()
         self._snapshot_ack_sent = 0.0
         self.reads = ReadIndex(len(current | {self_address: ""}) // 2 + 1,
@@ -328,6 +334,9 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         if followers != self._followers_seen:       # the membership changed (master/membership.py)
             self._followers_seen = followers
             self.reads.reconfigure(followers, (len(followers) + 1) // 2 + 1)
+        fast = {n.address: n for n in followers} if leading else {}
+        if fast != self._fast_followers:
+            self._fast_followers = fast
         term = self._getTerm()
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
@@ -411,6 +420,41 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         to a higher term), so a member that was cut off always gets back in."""
         return (not self._isLeader()
                 and time.monotonic() - self._leader_contact < self._config.election_min)
+
+    # --- read probes over UDP (master/fastprobe.py): called on the event loop ---------------
+
+    def answer_probe(self, term: int) -> bool:
+        """Answer a probe or ping of `term`? Only as a follower in that term (as _on_message)."""
+        return term == self._getTerm() and not self._isLeader()
+
+    def note_leader_contact(self) -> None:
+        self._leader_contact = time.monotonic()
+
+    def fast_followers(self) -> dict:
+        """{Raft address: node} of the followers while leading, else {}."""
+        return self._fast_followers
+
+    def probe_term(self) -> int | None:
+        return self.reads.leading_term()
+
+    def on_probe_ack(self, node, term: int, seq: int) -> None:
+        self.reads.on_ack(node, term, seq, self.raftLastApplied)
+        if self.reads.waiting():           # reads that came while that round was out
+            self.start_read_round()
+
+    def start_read_round(self) -> None:
+        """Send a probe round for the reads waiting over UDP from this (event loop) thread
+        when the followers it asks answer there; else leave it to the tick thread."""
+        endpoint = self.probe_endpoint
+        started = None if endpoint is None else self.reads.start_round(
+            self.raftCommitIndex, list(self._fast_followers.values()),
+            lambda targets: endpoint.reachable(n.address for n in targets))
+        if started is None:
+            self.reads.wake()
+        elif started != ROUND_OUT:
+            seq, term, targets = started
+            endpoint.probe(term, seq, [n.address for n in targets])
+            self.fast_rounds += 1
 
     def lease_read(self) -> bool:
         """May a linearizable read run right now without waiting (leader lease valid, every

@@ -56,6 +56,7 @@ MAX_PROBES_KEPT = 4096      # send times of unanswered probes remembered (a lost
 PROBE_PATIENCE = 0.05       # s a round may stay unanswered before the next one goes out anyway
 PROBE_TYPE = "gfs_read_probe"
 ACK_TYPE = "gfs_read_ack"
+ROUND_OUT = "round out"
 
 
 class NotLeading(Unavailable):
@@ -91,6 +92,7 @@ class ReadIndex:
         self._first: list[object] = []                 # who answered probe _first_seq, in order
         self._first_seq = 0
         self._term = -1
+        self._leading_ready = False   # the last tick: leading in _term, own entry committed
         self._seq = 0
         self._lease_until = float("-inf")
         self.probes = 0          # probe rounds started (a metric)
@@ -98,17 +100,49 @@ class ReadIndex:
 
     # --- request side (any thread) -------------------------------------------------------------
 
-    def submit(self, timeout: float, waiter: Waiter | None = None) -> Waiter:
+    def submit(self, timeout: float, waiter: Waiter | None = None, wake: bool = True) -> Waiter:
         """`waiter` (a new concurrent Future if None), resolved with the read index once the
         read may run (this master's state has applied it), or failed with NotLeading /
-        Unavailable (master/handoff.py: a LoopWaiter is resolved on its event loop)."""
+        Unavailable (master/handoff.py: a LoopWaiter is resolved on its event loop).
+        `wake=False`: the caller starts the round itself (`start_round`), or leaves the read
+        to the next tick."""
         read = _Read(self.clock() + timeout, waiter if waiter is not None else running_future())
         with self._lock:
             woken = bool(self._new)     # reads already waiting: the tick thread knows
             self._new.append(read)
-        if not woken:
+        if wake and not woken:
             self.wake()
         return read.waiter
+
+    def start_round(self, commit: int, followers: list, usable: Callable[[list], bool]
+                    ) -> tuple[int, int, list] | str | None:
+        """From any thread: a probe round now for the reads waiting, if the last tick saw this
+        master leading with its own term's entry committed, no round is out, and `usable`
+        accepts the followers the round would ask. Returns (seq, term, followers to ask) — the
+        caller sends the probes —, ROUND_OUT (the reads go with the next round, which the
+        answer to this one starts), or None (then wake the tick thread, which sends rounds
+        itself). `commit`: the commit index now (read after the reads arrived)."""
+        with self._lock:
+            now = self.clock()
+            if not (self._leading_ready and self._new):
+                return None
+            if self._round_out(now):
+                return ROUND_OUT
+            targets = self._targets(self._seq + 1, followers)
+            if not usable(targets):
+                return None
+            seq = self._start_round(commit, now)
+            return seq, self._term, targets
+
+    def leading_term(self) -> int | None:
+        """The term this master leads in with its own entry committed, as of the last tick
+        (None when it did not): the term of the probes it may send."""
+        with self._lock:
+            return self._term if self._leading_ready else None
+
+    def waiting(self) -> bool:
+        """Are reads waiting for a round to start?"""
+        return bool(self._new)
 
     def lease_valid(self, term: int) -> bool:
         """Does the leader lease of `term` cover a read starting now? (False without a lease.)"""
@@ -130,6 +164,7 @@ class ReadIndex:
                 if not leading:
                     return None
             self._expire(now)
+            self._leading_ready = ready
             if not ready:
                 return None
             if self._new and now < self._lease_until:      # the lease covers them: no round
@@ -145,19 +180,7 @@ class ReadIndex:
             if not asking or (not keep_lease and self._round_out(now)):
                 seq = None
             else:
-                self._seq += 1
-                seq = self._seq
-                for read in self._new:
-                    read.index = commit
-                if self._new:
-                    self._probing[seq] = self._new
-                self._new = []
-                self._sent_at[seq] = now
-                if len(self._sent_at) > MAX_PROBES_KEPT:   # never answered: forget the oldest
-                    for old in sorted(self._sent_at)[:MAX_PROBES_KEPT // 2]:
-                        del self._sent_at[old]
-                self.probes += 1
-                self._confirm()
+                seq = self._start_round(commit, now)
         self.on_applied(applied)
         return seq
 
@@ -192,11 +215,7 @@ class ReadIndex:
         probe seq - 1 first, as many as a majority needs, or all of `followers` unless enough
         of them did (see the module doc)."""
         with self._lock:
-            need = self.majority - 1
-            if self._first_seq != seq - 1 or len(self._first) < need:
-                return followers
-            quick = [f for f in self._first[:need] if f in followers]
-            return quick if len(quick) == need else followers
+            return self._targets(seq, followers)
 
     def reconfigure(self, followers: frozenset, majority: int) -> None:
         """The group's membership changed: count answers of its current followers only, against
@@ -213,6 +232,30 @@ class ReadIndex:
         self.lease_reads += 1
 
     # --- internals (lock held) -----------------------------------------------------------------
+
+    def _targets(self, seq: int, followers: list) -> list:
+        need = self.majority - 1
+        if self._first_seq != seq - 1 or len(self._first) < need:
+            return followers
+        quick = [f for f in self._first[:need] if f in followers]
+        return quick if len(quick) == need else followers
+
+    def _start_round(self, commit: int, now: float) -> int:
+        """A new probe for the reads waiting (their index: `commit`); returns its seq."""
+        self._seq += 1
+        seq = self._seq
+        for read in self._new:
+            read.index = commit
+        if self._new:
+            self._probing[seq] = self._new
+        self._new = []
+        self._sent_at[seq] = now
+        if len(self._sent_at) > MAX_PROBES_KEPT:   # never answered: forget the oldest
+            for old in sorted(self._sent_at)[:MAX_PROBES_KEPT // 2]:
+                del self._sent_at[old]
+        self.probes += 1
+        self._confirm()
+        return seq
 
     def _confirm(self) -> None:
         """Move the reads of every probe a majority answered to `_confirmed`; extend the lease."""
@@ -250,6 +293,7 @@ class ReadIndex:
         self._acked.clear()
         self._first, self._first_seq = [], 0
         self._term = term
+        self._leading_ready = False
         self._seq = 0
         self._lease_until = float("-inf")
         _fail(failed, NotLeading("this master is no longer the leader"))

@@ -18,6 +18,7 @@ from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
 from gfs.memory import tune_malloc
 from gfs.rpcguard import AsyncRequestGuard
+from master import fastprobe
 from master.membership import parse_members
 from master.node import MasterNode, RaftCollector
 from master.raft import RaftConfig
@@ -109,6 +110,11 @@ async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None)
     except RuntimeError as err:
         raise FailedPrecondition(f"cannot listen on {grpc_address}: {err}") from None
     await server.start()
+    # Read-index probes over UDP on this loop (master/fastprobe.py); without the port, reads
+    # take their rounds over the Raft connections.
+    probes = await fastprobe.open_endpoint(node.raft, node.raft.probe_codec)
+    pinging = asyncio.create_task(probes.ping_forever()) if probes else None
+    node.raft.probe_endpoint = probes
     log.info("master %d serving gRPC%s%s on %s, raft on %s, metrics on %s", node.node_id,
              " (TLS)" if tls else "", " (INSECURE: no authentication)" if node.insecure_no_auth
              else "", grpc_address, node.raft_address, node.metrics_address)
@@ -119,5 +125,9 @@ async def _serve_grpc(node: MasterNode, grpc_address: str, tls: TlsFiles | None)
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("master %d stopping", node.node_id)
+    node.raft.probe_endpoint = None
+    if pinging is not None:
+        pinging.cancel()
+        probes.transport.close()
     sdnotify.stopping()
     await server.stop(grace=2)

@@ -397,3 +397,47 @@ def test_exactly_once_results_of_clients_that_went_away_are_forgotten(make_clust
         assert sorted(e.path for e in c.list("/")) == [f"/d{i}" for i in range(5)]
         c.mkdir("/after")                                 # a live client keeps working
         assert c.health()["session_results"] == 1
+
+
+def _metric(daemon: dict, name: str) -> float:
+    import urllib.request
+    body = urllib.request.urlopen(f"http://{daemon['metrics']}/metrics", timeout=5).read()
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in {daemon['name']}'s metrics")
+
+
+def test_read_rounds_go_over_udp_and_over_the_raft_connections_without_it(make_cluster):
+    """Linearizable reads take their read-index rounds over UDP, on the masters' event loops
+    (master/fastprobe.py); where the masters cannot have their UDP port (taken here, as a
+    firewall would drop it), over the Raft connections: the same answers either way, and a
+    write made just before a read is always seen."""
+    import socket
+
+    def reads_see_writes(c) -> dict:
+        with c.client() as client:
+            client.mkdir("/r")
+            for i in range(150):
+                client.mkdir(f"/r/{i}")
+                assert client.stat(f"/r/{i}").is_dir
+        return c.daemon(c.leader())
+
+    fast = make_cluster(options=FAST, name="udp")
+    leader = reads_see_writes(fast)
+    assert _metric(leader, "gfs_master_read_rounds_udp") > 0
+    blocked = make_cluster(options=FAST, name="no-udp", start=False)
+    taken = []
+    try:
+        for m in blocked.spec["masters"]:
+            host, port = m["raft"].rsplit(":", 1)
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((host, int(port)))
+            taken.append(sock)
+        blocked.up()
+        leader = reads_see_writes(blocked)
+        assert _metric(leader, "gfs_master_read_rounds_udp") == 0
+        assert _metric(leader, "gfs_master_read_rounds") >= 150
+    finally:
+        for sock in taken:
+            sock.close()

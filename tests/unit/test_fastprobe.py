@@ -1,0 +1,89 @@
+"""Read-index probes over UDP (master/fastprobe.py): the datagrams' authentication, which
+followers count as reachable, and how a round started from the event loop is counted
+(master/readindex.py start_round)."""
+from __future__ import annotations
+
+from master.fastprobe import (PING, PROBE, PROBE_ACK, TRUSTED_FOR, ProbeCodec, Reachability,
+                              udp_address)
+from master.readindex import PROBE_PATIENCE, ROUND_OUT, ReadIndex
+from tests.unit.test_read_index import Clock
+
+
+def test_datagrams_verify_with_the_same_secret_only():
+    codec = ProbeCodec(b"s" * 32, "gfs-raft-frames")
+    data = codec.encode(PROBE, 7, 42, "10.0.0.1:4321")
+    assert codec.decode(data) == (PROBE, 7, 42, "10.0.0.1:4321")
+    assert ProbeCodec(b"t" * 32, "gfs-raft-frames").decode(data) is None     # other cluster
+    assert ProbeCodec(b"s" * 32, "gfs-raft-frames-insecure").decode(data) is None
+    for bad in (data[:-1], data[:10], b"", data + b"x", bytes([data[0] ^ 1]) + data[1:],
+                data[:5] + bytes([data[5] ^ 1]) + data[6:], b"\0" * 600):
+        assert codec.decode(bad) is None
+    # The sender named inside is what an answer goes to: it is covered by the tag.
+    forged = data.replace(b"10.0.0.1", b"10.0.0.9")
+    assert codec.decode(forged) is None
+
+
+def test_a_follower_is_reachable_while_it_answers_the_latest_ping():
+    clock = Clock()
+    reach = Reachability(clock)
+    assert not reach.reachable(["b"]) and reach.reachable([])
+    old = reach.ping("b")
+    new = reach.ping("b")
+    reach.answered("b", old)                     # an answer to an earlier ping (or a replay)
+    assert not reach.reachable(["b"])
+    reach.answered("b", new)
+    assert reach.reachable(["b"]) and not reach.reachable(["b", "c"])
+    clock.t += TRUSTED_FOR + 0.01
+    assert not reach.reachable(["b"])             # no answer lately
+    reach.forget(["c"])
+    reach.answered("b", new)
+    assert not reach.reachable(["b"])             # gone from the group: its nonce too
+
+
+def test_udp_address_takes_ipv4_ipv6_and_names():
+    assert udp_address("10.0.0.1:9000") == ("10.0.0.1", 9000)
+    assert udp_address("[::1]:9000") == ("::1", 9000)
+    assert udp_address("master-1.lan:9000") == ("master-1.lan", 9000)
+
+
+def test_a_round_started_from_the_loop_counts_like_the_tick_threads():
+    clock = Clock()
+    ri = ReadIndex(2, clock=clock)
+    everyone = ["b", "c"]
+    waiting = ri.submit(1.0, wake=False)
+    # Before a tick saw this master leading with its own entry committed: the tick's job.
+    assert ri.start_round(10, everyone, lambda targets: True) is None
+    assert ri.tick(True, 5, commit=10, ready=False, applied=10) is None
+    assert ri.start_round(10, everyone, lambda targets: True) is None
+    assert ri.leading_term() is None
+    s1 = ri.tick(True, 5, commit=10, ready=True, applied=10)       # the tick sends this one
+    assert ri.leading_term() == 5
+    ri.on_ack("b", 5, s1, applied=10)
+    assert waiting.result(0) == 10
+    # From the loop: the quickest follower, when it is usable, else nothing (tick's job).
+    second = ri.submit(1.0, wake=False)
+    assert ri.start_round(11, everyone, lambda targets: False) is None
+    seq, term, targets = ri.start_round(11, everyone, lambda targets: targets == ["b"])
+    assert (seq, term, targets) == (s1 + 1, 5, ["b"])
+    third = ri.submit(1.0, wake=False)
+    assert ri.start_round(12, everyone, lambda targets: True) == ROUND_OUT
+    ri.on_ack("b", 5, seq, applied=12)
+    assert second.result(0) == 11 and not third.done()      # third came after that probe
+    # Nobody answers the loop's round: after PROBE_PATIENCE the tick asks everyone again.
+    s3, _, _ = ri.start_round(12, everyone, lambda targets: True)
+    clock.t += 2 * PROBE_PATIENCE
+    s4 = ri.tick(True, 5, commit=12, ready=True, applied=12)
+    assert s4 == s3 + 1 and ri.probe_targets(s4, everyone) == everyone
+    ri.on_ack("c", 5, s4, applied=12)
+    assert third.result(0) == 12
+    # A new term: the loop starts nothing until a tick saw this master lead in it.
+    ri.submit(1.0, wake=False)
+    ri.tick(False, 6, commit=12, ready=False, applied=12)
+    assert ri.start_round(12, everyone, lambda targets: True) is None
+    assert ri.leading_term() is None
+
+
+def test_ping_and_probe_kinds_differ():
+    codec = ProbeCodec(b"k" * 32, "p")
+    assert codec.decode(codec.encode(PING, 1, 2, "a:1"))[0] == PING
+    assert codec.decode(codec.encode(PROBE_ACK, 1, 2, "a:1"))[0] == PROBE_ACK
