@@ -28,7 +28,6 @@ probes older than one it has); a replayed ping answer carries an old nonce and i
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import os
@@ -59,14 +58,14 @@ class ProbeCodec:
     def encode(self, kind: int, term: int, seq: int, sender: str) -> bytes:
         name = sender.encode()
         body = _HEAD.pack(_MAGIC, kind, term, seq, len(name)) + name
-        return body + hmac.new(self._key, body, hashlib.sha256).digest()[:_TAG]
+        return body + hmac.digest(self._key, body, "sha256")[:_TAG]
 
     def decode(self, data: bytes) -> tuple[int, int, int, str] | None:
         """(kind, term, seq, sender) of an authentic datagram; None for anything else."""
         if len(data) < _HEAD.size + _TAG or len(data) > MAX_DATAGRAM:
             return None
         body, tag = data[:-_TAG], data[-_TAG:]
-        if not hmac.compare_digest(tag, hmac.new(self._key, body, hashlib.sha256).digest()[:_TAG]):
+        if not hmac.compare_digest(tag, hmac.digest(self._key, body, "sha256")[:_TAG]):
             return None
         magic, kind, term, seq, size = _HEAD.unpack_from(body)
         if magic != _MAGIC or len(body) != _HEAD.size + size:
@@ -180,12 +179,15 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
     async def ping_forever(self) -> None:
         """While leading, ping every follower each PING_EVERY seconds."""
         while True:
-            term = self.raft.probe_term()
-            followers = list(self.raft.fast_followers())
-            self.reach.forget(followers)
-            if term is not None:
-                for follower in followers:
-                    self._send(PING, term, self.reach.ping(follower), follower)
+            try:
+                term = self.raft.probe_term()
+                followers = list(self.raft.fast_followers())
+                self.reach.forget(followers)
+                if term is not None:
+                    for follower in followers:
+                        self._send(PING, term, self.reach.ping(follower), follower)
+            except Exception:          # never stop pinging (reads would lose the fast path)
+                log.exception("read-probe ping failed")
             await asyncio.sleep(PING_EVERY)
 
 

@@ -54,11 +54,22 @@ def settle(outcomes: Iterable[Outcome]) -> None:
             waiter.set_exception(error)
         else:
             waiter.set_result(result)
+    running = _running_loop()
     for loop, batch in by_loop.items():
+        if loop is running:        # on that loop's own thread (a read-probe answer over UDP)
+            _resolve_on_loop(batch)
+            continue
         try:
             loop.call_soon_threadsafe(_resolve_on_loop, batch)
         except RuntimeError:       # the loop is closed: nobody awaits these any more
             pass
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:           # a thread without one (the tick thread)
+        return None
 
 
 def _resolve_on_loop(batch: list[Outcome]) -> None:

@@ -75,3 +75,19 @@ def test_outcomes_for_a_closed_loop_are_dropped():
     waiter = LoopWaiter(loop)
     loop.close()
     settle([(waiter, 1, None)])                                # no exception
+
+
+def test_outcomes_settled_on_the_loops_own_thread_are_set_at_once():
+    """A read-probe answer over UDP settles reads on the loop that awaits them: no round trip
+    through the loop's self-pipe (call_soon_threadsafe)."""
+    async def run():
+        loop = asyncio.get_running_loop()
+        calls = []
+        real = loop.call_soon_threadsafe
+        loop.call_soon_threadsafe = lambda *args: calls.append(args) or real(*args)
+        here, other = LoopWaiter(loop), LoopWaiter(loop)
+        settle([(here, "now", None)])
+        assert here.future.result() == "now" and not calls
+        in_thread(lambda: settle([(other, "later", None)]))
+        assert await handoff.wait(other, 1.0) == "later" and len(calls) == 1
+    asyncio.run(run())
