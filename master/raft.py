@@ -450,7 +450,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
             self.raftCommitIndex, list(self._fast_followers.values()),
             lambda targets: endpoint.reachable(n.address for n in targets))
         if started is None:
-            self.reads.wake()
+            self.reads.nudge()
         elif started != ROUND_OUT:
             seq, term, targets = started
             endpoint.probe(term, seq, [n.address for n in targets])

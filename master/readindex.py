@@ -92,6 +92,7 @@ class ReadIndex:
         self._first: list[object] = []                 # who answered probe _first_seq, in order
         self._first_seq = 0
         self._term = -1
+        self._nudged = False          # the tick thread was woken for the reads in _new
         self._leading_ready = False   # the last tick: leading in _term, own entry committed
         self._seq = 0
         self._lease_until = float("-inf")
@@ -108,11 +109,19 @@ class ReadIndex:
         to the next tick."""
         read = _Read(self.clock() + timeout, waiter if waiter is not None else running_future())
         with self._lock:
-            woken = bool(self._new)     # reads already waiting: the tick thread knows
             self._new.append(read)
-        if wake and not woken:
-            self.wake()
+        if wake:
+            self.nudge()
         return read.waiter
+
+    def nudge(self) -> None:
+        """Wake the tick thread for the reads waiting, unless it was woken for them already
+        (once per batch of reads, not once per read)."""
+        with self._lock:
+            if self._nudged or not self._new:
+                return
+            self._nudged = True
+        self.wake()
 
     def start_round(self, commit: int, followers: list, usable: Callable[[list], bool]
                     ) -> tuple[int, int, list] | str | None:
@@ -172,7 +181,7 @@ class ReadIndex:
                     read.index = commit
                 self.lease_reads += len(self._new)
                 self._confirmed.extend(self._new)
-                self._new = []
+                self._new, self._nudged = [], False
             # A round for new reads, for the lease, or again for reads whose round nobody
             # answered within PROBE_PATIENCE (its follower died): they would otherwise wait
             # for some other read to start one, or for their deadline.
@@ -248,7 +257,7 @@ class ReadIndex:
             read.index = commit
         if self._new:
             self._probing[seq] = self._new
-        self._new = []
+        self._new, self._nudged = [], False
         self._sent_at[seq] = now
         if len(self._sent_at) > MAX_PROBES_KEPT:   # never answered: forget the oldest
             for old in sorted(self._sent_at)[:MAX_PROBES_KEPT // 2]:
@@ -287,7 +296,7 @@ class ReadIndex:
         failed = [r for reads in self._probing.values() for r in reads] + self._confirmed
         if not leading:
             failed += self._new
-            self._new = []
+            self._new, self._nudged = [], False
         self._probing, self._confirmed = {}, []
         self._sent_at.clear()
         self._acked.clear()
@@ -306,6 +315,7 @@ class ReadIndex:
             return
         gone = set(map(id, late))
         self._new = [r for r in self._new if id(r) not in gone]
+        self._nudged = self._nudged and bool(self._new)
         self._confirmed = [r for r in self._confirmed if id(r) not in gone]
         for seq in list(self._probing):
             self._probing[seq] = [r for r in self._probing[seq] if id(r) not in gone]

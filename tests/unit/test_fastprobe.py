@@ -87,3 +87,19 @@ def test_ping_and_probe_kinds_differ():
     codec = ProbeCodec(b"k" * 32, "p")
     assert codec.decode(codec.encode(PING, 1, 2, "a:1"))[0] == PING
     assert codec.decode(codec.encode(PROBE_ACK, 1, 2, "a:1"))[0] == PROBE_ACK
+
+
+def test_reads_the_loop_cannot_send_a_round_for_wake_the_tick_thread_once_per_batch():
+    wakes = []
+    ri = ReadIndex(2, wake=lambda: wakes.append(1))
+    for _ in range(3):
+        ri.submit(1.0, wake=False)
+        ri.nudge()                            # start_round said no (UDP unusable, say)
+    assert len(wakes) == 1
+    s1 = ri.tick(True, 5, commit=1, ready=True, applied=1)
+    ri.on_ack("b", 5, s1, applied=1)
+    ri.nudge()                                # nothing waits: no wake
+    assert len(wakes) == 1
+    ri.submit(1.0, wake=False)
+    ri.nudge()                                # a new batch after the round took the last
+    assert len(wakes) == 2
