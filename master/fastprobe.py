@@ -47,6 +47,7 @@ _HEAD = struct.Struct(">2sBQQH")      # magic, kind, term, seq (or nonce), sende
 _MAGIC = b"gR"
 _TAG = 16
 MAX_DATAGRAM = 512
+RESOLVE_AGAIN_S = 5.0     # s before a name is resolved again because its datagrams moved
 
 
 class ProbeCodec:
@@ -124,7 +125,8 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
         self.codec = codec
         self.reach = Reachability()
         self.transport: asyncio.DatagramTransport | None = None
-        self._resolved: dict[str, tuple] = {}
+        self._resolved: dict[str, tuple[tuple, float]] = {}   # address -> (sockaddr, when)
+        self._resolving: set[str] = set()
         self.sent = self.received = self.dropped = 0
 
     # --- asyncio ---------------------------------------------------------------------------
@@ -142,6 +144,7 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
             self.dropped += 1
             return
         kind, term, seq, sender = message
+        self._where(sender, seen=addr)
         if kind in (PROBE, PING):
             if self.raft.answer_probe(term):
                 self.raft.note_leader_contact()
@@ -156,13 +159,45 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
 
     # --- sending ---------------------------------------------------------------------------
 
+    def _where(self, address: str, seen: tuple | None = None, refresh: bool = False
+               ) -> tuple | None:
+        """The socket address of Raft address `address`, as last resolved. A name is resolved
+        off the loop (loop.getaddrinfo), so the datagram that needed it first is dropped;
+        resolved again when `refresh`, or when a datagram of `address` came from elsewhere
+        (`seen`: a restarted pod's new IP) and the last resolution is RESOLVE_AGAIN_S old."""
+        known = self._resolved.get(address)
+        if known is None:
+            numeric = _numeric(address)
+            if numeric is not None:
+                self._resolved[address] = (numeric, float("inf"))
+                return numeric
+        elif not refresh and (seen is None or seen[0] == known[0][0]
+                              or time.monotonic() - known[1] < RESOLVE_AGAIN_S):
+            return known[0]
+        if address not in self._resolving and (known is None or known[1] != float("inf")):
+            self._resolving.add(address)
+            asyncio.get_running_loop().create_task(self._resolve(address))
+        return None if known is None else known[0]
+
+    async def _resolve(self, address: str) -> None:
+        try:
+            host, port = udp_address(address)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port,
+                                                                  type=socket.SOCK_DGRAM)
+            self._resolved[address] = (infos[0][4], time.monotonic())
+        except (OSError, ValueError) as err:
+            log.debug("cannot resolve %s for read probes: %s", address, err)
+        finally:
+            self._resolving.discard(address)
+
     def _send(self, kind: int, term: int, seq: int, to: str) -> None:
         if self.transport is None:
             return
+        where = self._where(to)
+        if where is None:
+            self.dropped += 1
+            return
         try:
-            where = self._resolved.get(to)
-            if where is None:
-                where = self._resolved[to] = _resolve(to)
             self.transport.sendto(self.codec.encode(kind, term, seq, self.raft.self_address),
                                   where)
             self.sent += 1
@@ -185,15 +220,22 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
                 self.reach.forget(followers)
                 if term is not None:
                     for follower in followers:
+                        if not self.reach.reachable([follower]):     # its name may have moved
+                            self._where(follower, refresh=True)
                         self._send(PING, term, self.reach.ping(follower), follower)
             except Exception:          # never stop pinging (reads would lose the fast path)
                 log.exception("read-probe ping failed")
             await asyncio.sleep(PING_EVERY)
 
 
-def _resolve(address: str) -> tuple:
-    host, port = udp_address(address)
-    return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0][4]
+def _numeric(address: str) -> tuple | None:
+    """The socket address of a Raft address whose host is an IP literal (no DNS), else None."""
+    try:
+        host, port = udp_address(address)
+        return socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM,
+                                  flags=socket.AI_NUMERICHOST)[0][4]
+    except (OSError, ValueError):
+        return None
 
 
 async def open_endpoint(raft, codec: ProbeCodec) -> ProbeEndpoint | None:

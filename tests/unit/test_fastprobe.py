@@ -103,3 +103,81 @@ def test_reads_the_loop_cannot_send_a_round_for_wake_the_tick_thread_once_per_ba
     ri.submit(1.0, wake=False)
     ri.nudge()                                # a new batch after the round took the last
     assert len(wakes) == 2
+
+
+class FakeRaft:
+    """What ProbeEndpoint asks of MetadataRaft: a leader of term 5 or a follower in it."""
+
+    def __init__(self, address: str, leading: bool, followers=()):
+        self.self_address = address
+        self.leading = leading
+        self.followers = {f: f"node-{f}" for f in followers}
+        self.acks: list = []
+        self.contacts = 0
+
+    def answer_probe(self, term: int) -> bool:
+        return term == 5 and not self.leading
+
+    def note_leader_contact(self) -> None:
+        self.contacts += 1
+
+    def fast_followers(self) -> dict:
+        return self.followers if self.leading else {}
+
+    def probe_term(self):
+        return 5 if self.leading else None
+
+    def on_probe_ack(self, node, term: int, seq: int) -> None:
+        self.acks.append((node, term, seq))
+
+
+def test_endpoints_ping_probe_and_answer_over_real_udp_sockets():
+    """Two endpoints on loopback: the follower (named by host name, resolved off the loop)
+    becomes reachable once it answered a ping, answers probes of its term only, and a datagram
+    signed with another secret is dropped unanswered."""
+    import asyncio
+    import socket
+
+    from master import fastprobe
+
+    def free_udp_port() -> int:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    async def run():
+        codec = ProbeCodec(b"s" * 32, "test")
+        # a host name where it resolves to IPv4 first (the leader's socket here is IPv4)
+        name = "localhost" if socket.getaddrinfo("localhost", 0, type=socket.SOCK_DGRAM)[0][0] \
+            == socket.AF_INET else "127.0.0.1"
+        follower_at = f"{name}:{free_udp_port()}"
+        leader = FakeRaft(f"127.0.0.1:{free_udp_port()}", True, [follower_at])
+        follower = FakeRaft(follower_at, False)
+        lead = await fastprobe.open_endpoint(leader, codec)
+        foll = await fastprobe.open_endpoint(follower, codec)
+        pinging = asyncio.create_task(lead.ping_forever())
+        try:
+            for _ in range(100):
+                if lead.reachable([follower_at]):
+                    break
+                await asyncio.sleep(0.05)
+            assert lead.reachable([follower_at]) and follower.contacts >= 1
+            lead.probe(5, 7, [follower_at])
+            lead.probe(4, 8, [follower_at])           # an older term: no answer
+            for _ in range(100):
+                if leader.acks:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert leader.acks == [(f"node-{follower_at}", 5, 7)]
+            forged = ProbeCodec(b"t" * 32, "test").encode(fastprobe.PROBE, 5, 9,
+                                                          leader.self_address)
+            dropped = foll.dropped
+            lead.transport.sendto(forged, ("127.0.0.1", fastprobe.udp_address(follower_at)[1]))
+            await asyncio.sleep(0.1)
+            assert foll.dropped == dropped + 1 and len(leader.acks) == 1
+        finally:
+            pinging.cancel()
+            lead.transport.close()
+            foll.transport.close()
+    asyncio.run(run())
