@@ -47,6 +47,7 @@ _HEAD = struct.Struct(">2sBQQH")      # magic, kind, term, seq (or nonce), sende
 _MAGIC = b"gR"
 _TAG = 16
 MAX_DATAGRAM = 512
+SILENT_WARNING_S = 10.0   # s of unanswered pings before a follower's silence is logged (once)
 RESOLVE_AGAIN_S = 5.0     # s before a name is resolved again because its datagrams moved
 
 
@@ -85,11 +86,22 @@ class Reachability:
         self.clock = clock
         self._nonce: dict[str, int] = {}       # follower -> nonce of the latest ping
         self._answered: dict[str, float] = {}  # follower -> when it answered that ping
+        self._first_ping: dict[str, float] = {}  # follower -> when it was first pinged
+        self._told: set[str] = set()             # followers already reported silent
 
     def ping(self, follower: str) -> int:
         nonce = int.from_bytes(os.urandom(8), "big")
         self._nonce[follower] = nonce
+        self._first_ping.setdefault(follower, self.clock())
         return nonce
+
+    def silent(self, after: float) -> list[str]:
+        """Followers pinged for `after` seconds that never answered (once each)."""
+        now = self.clock()
+        out = [f for f, first in self._first_ping.items()
+               if f not in self._answered and f not in self._told and now - first >= after]
+        self._told.update(out)
+        return out
 
     def answered(self, follower: str, nonce: int) -> None:
         if self._nonce.get(follower) == nonce:
@@ -101,9 +113,10 @@ class Reachability:
 
     def forget(self, keep: Iterable[str]) -> None:
         keep = set(keep)
-        for table in (self._nonce, self._answered):
+        for table in (self._nonce, self._answered, self._first_ping):
             for gone in [f for f in table if f not in keep]:
                 del table[gone]
+        self._told &= keep
 
 
 def udp_address(address: str) -> tuple[str, int]:
@@ -223,6 +236,10 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
                         if not self.reach.reachable([follower]):     # its name may have moved
                             self._where(follower, refresh=True)
                         self._send(PING, term, self.reach.ping(follower), follower)
+                    for follower in self.reach.silent(SILENT_WARNING_S):
+                        log.warning("read probes to %s over UDP get no answer: reads ask it over "
+                                    "the Raft connections (slower); allow UDP on the Raft port "
+                                    "between masters", follower)
             except Exception:          # never stop pinging (reads would lose the fast path)
                 log.exception("read-probe ping failed")
             await asyncio.sleep(PING_EVERY)

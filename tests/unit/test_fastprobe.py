@@ -38,6 +38,11 @@ def test_a_follower_is_reachable_while_it_answers_the_latest_ping():
     reach.forget(["c"])
     reach.answered("b", new)
     assert not reach.reachable(["b"])             # gone from the group: its nonce too
+    reach.ping("c")                               # never answers (UDP dropped on the way)
+    clock.t += 5
+    assert reach.silent(10) == []
+    clock.t += 5
+    assert reach.silent(10) == ["c"] and reach.silent(10) == []      # logged once
 
 
 def test_udp_address_takes_ipv4_ipv6_and_names():
