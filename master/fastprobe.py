@@ -140,7 +140,7 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self._resolved: dict[str, tuple[tuple, float]] = {}   # address -> (sockaddr, when)
         self._resolving: set[str] = set()
-        self.sent = self.received = self.dropped = 0
+        self.dropped = 0          # datagrams refused (unauthentic) or not sent
 
     # --- asyncio ---------------------------------------------------------------------------
 
@@ -151,7 +151,6 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
         self.dropped += 1
 
     def datagram_received(self, data: bytes, addr) -> None:
-        self.received += 1
         message = self.codec.decode(data)
         if message is None:
             self.dropped += 1
@@ -213,7 +212,6 @@ class ProbeEndpoint(asyncio.DatagramProtocol):
         try:
             self.transport.sendto(self.codec.encode(kind, term, seq, self.raft.self_address),
                                   where)
-            self.sent += 1
         except (OSError, ValueError):
             self.dropped += 1
 

@@ -240,6 +240,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         self.addOnTickCallback(self._make_durable)
         self._followers_seen = frozenset(_PrivateRaftState.followers(self))
         self._fast_followers: dict = {}           # address -> node, while leading (fastprobe)
+        self._fast_for: tuple = (frozenset(), False)   # (followers, leading) it was made for
         self.probe_endpoint = None                # master/fastprobe.py, set on the event loop
         self.fast_rounds = 0                      # read rounds sent over UDP (a metric)
         self._large_entries = LargeEntryChunks()
@@ -334,9 +335,9 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         if followers != self._followers_seen:       # the membership changed (master/membership.py)
             self._followers_seen = followers
             self.reads.reconfigure(followers, (len(followers) + 1) // 2 + 1)
-        fast = {n.address: n for n in followers} if leading else {}
-        if fast != self._fast_followers:
-            self._fast_followers = fast
+        if (followers, leading) != self._fast_for:    # rebuilt only when either changed
+            self._fast_for = (followers, leading)
+            self._fast_followers = {n.address: n for n in followers} if leading else {}
         term = self._getTerm()
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
@@ -353,9 +354,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == PROBE_TYPE:
             term, seq = message.get("term"), message.get("seq")
-            if type(term) is int and type(seq) is int and term == self._getTerm() \
-                    and not self._isLeader():
-                self._leader_contact = time.monotonic()
+            if type(term) is int and type(seq) is int and self.answer_probe(term):
+                self.note_leader_contact()
                 self._transport.send(node, {"type": ACK_TYPE, "term": term, "seq": seq})
             return
         if kind == ACK_TYPE:
@@ -424,7 +424,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
     # --- read probes over UDP (master/fastprobe.py): called on the event loop ---------------
 
     def answer_probe(self, term: int) -> bool:
-        """Answer a probe or ping of `term`? Only as a follower in that term (as _on_message)."""
+        """Answer a read probe or ping of `term` (over TCP or UDP)? Only as a follower in that
+        term."""
         return term == self._getTerm() and not self._isLeader()
 
     def note_leader_contact(self) -> None:
