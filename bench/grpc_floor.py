@@ -1,6 +1,7 @@
 """The Python gRPC floor of a stat: what the metadata benchmark's stat would reach if the masters
-did nothing but answer it — a grpc.aio server (the library and event loop the masters serve
-with) whose Stat returns a fixed FileInfo at once, no Raft, no LMDB, no identity check, driven by
+did nothing but answer it — a grpc.aio server on uvloop (the library and event loop the masters
+serve with; the stats arrive as messages of one stream per client, as at the masters) whose Stat
+returns a fixed FileInfo at once, no Raft, no LMDB, no identity check, driven by
 the same client processes and the same gfs Client as the benchmark.
 
 No master answering stats through grpc.aio in one process serves them faster than this on the
@@ -9,7 +10,6 @@ masters' own work and how much the RPC layer they are built on. Measured in the 
 """
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 
 from bench.common import num, ratio, rng, table
@@ -24,11 +24,23 @@ def _serve(ports) -> None:
     only parses protobuf requests and answers a constant, so nothing it reads is unpickled or
     executed, and nothing beyond this machine reaches it."""
     import grpc
+    import uvloop
 
+    from master import callstream
     from proto import master_pb2 as pb
     from proto import master_pb2_grpc as pb_grpc
 
     class NoOpMaster(pb_grpc.MasterServicer):
+        """Stat answered at once, as a call of its own or as a message of the stream the
+        gfs Client sends its calls over (master/callstream.py), as the masters serve both."""
+
+        def __init__(self):
+            self._streamed = callstream.handlers_of(self)
+
+        async def Calls(self, request_iterator, context):
+            async for replies in callstream.serve_calls(self._streamed, request_iterator):
+                yield replies
+
         async def Stat(self, request, context):
             return pb.StatResponse(info=pb.FileInfo(path=request.path, inode=2, type="dir",
                                                     mode=0o755, owner="admin"))
@@ -40,7 +52,7 @@ def _serve(ports) -> None:
         await server.start()
         ports.put(port)
         await server.wait_for_termination()
-    asyncio.run(main())
+    uvloop.run(main())                        # the masters' event loop (master/server.py)
 
 
 def stat_op(spec: dict, worker: str):

@@ -6,7 +6,8 @@ both clients share one implementation of redirects, retries, exactly-once taggin
 verification. The one-RPC calls a server makes per request (`stat`, `put_inline`,
 `list_page`) go over grpc.aio channels on the running loop instead (`Client.call_async`: the
 same retry policy): no thread hand-off, which costs a small object's request as much as the
-call itself.
+call itself — and as messages of one stream per master (gfs/callstream.py), which costs both
+sides less than a call each.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import functools
 from concurrent.futures import Executor
 from typing import BinaryIO, Callable, TypeVar
 
+from gfs.callstream import CallStream
 from gfs.client import Client, FileInfo, stat_request
 from gfs.errors import GfsError
 from gfs.paths import utf8
@@ -26,28 +28,46 @@ T = TypeVar("T")
 
 
 class _LoopStubs:
-    """Master stubs over grpc.aio channels, one per address, for the loop they were made on
-    (a channel belongs to one loop: another loop gets fresh ones)."""
+    """Master calls on the running loop: over one call stream per master (gfs/callstream.py),
+    or as grpc.aio calls of their own to a master that does not serve the stream. Channels
+    belong to the loop they were made on: another loop gets fresh ones."""
 
     def __init__(self, client: Client):
         self._client = client
         self._loop: asyncio.AbstractEventLoop | None = None
         self._channels: dict[str, object] = {}
         self._stubs: dict[str, pb_grpc.MasterStub] = {}
+        self._streams: dict[str, CallStream] = {}
 
-    def stub(self, address: str) -> pb_grpc.MasterStub:
+    def _channel(self, address: str):
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            self._loop, self._channels, self._stubs = loop, {}, {}
+            self._loop, self._channels, self._stubs, self._streams = loop, {}, {}, {}
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = self._client._channels.aio_channel(address)
+        return channel
+
+    async def send(self, address: str, method: str, request, timeout: float,
+                   metadata: tuple) -> object:
+        """One try of `method` at `address` (Client.call_async)."""
+        channel = self._channel(address)
+        stream = self._streams.get(address)
+        if stream is None:
+            stream = self._streams[address] = CallStream(channel, address)
+        if not stream.unsupported:
+            return await stream.call(method, request, timeout=timeout, metadata=metadata)
         stub = self._stubs.get(address)
         if stub is None:
-            channel = self._channels[address] = self._client._channels.aio_channel(address)
             stub = self._stubs[address] = pb_grpc.MasterStub(channel)
-        return stub
+        return await getattr(stub, method)(request, timeout=timeout, metadata=metadata)
 
     async def close(self) -> None:
-        channels = self._channels if self._loop is asyncio.get_running_loop() else {}
-        self._loop, self._channels, self._stubs = None, {}, {}
+        mine = self._loop is asyncio.get_running_loop()
+        channels, streams = (self._channels, self._streams) if mine else ({}, {})
+        self._loop, self._channels, self._stubs, self._streams = None, {}, {}, {}
+        for stream in streams.values():
+            await stream.close()
         for channel in channels.values():
             await channel.close()
 
@@ -87,7 +107,7 @@ class AsyncClient:
         calls are signed (daemons)."""
         if self._aio is None:
             return await self.run(self._client._call, method, request)
-        return await self._client.call_async(self._aio.stub, method, request)
+        return await self._client.call_async(self._aio.send, method, request)
 
     async def __aenter__(self) -> "AsyncClient":
         return self

@@ -21,7 +21,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import Awaitable, BinaryIO, Callable, Iterator
 
 import grpc
 
@@ -676,9 +676,15 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
         tries = _Attempts(self, deadline, attempt_timeout, retryable)
         while True:
             address, timeout = tries.start()
+            stream = self._channels.call_stream(address) if service is pb_grpc.MasterStub \
+                else None
             try:
-                response = getattr(self._stub(address, service), method)(
-                    request, timeout=timeout, metadata=self._metadata)
+                if stream is not None:
+                    response = stream.call(method, request, timeout=timeout,
+                                           metadata=self._metadata)
+                else:
+                    response = getattr(self._stub(address, service), method)(
+                        request, timeout=timeout, metadata=self._metadata)
             except grpc.RpcError as err:
                 pause = tries.failed(address, err)
             else:
@@ -687,15 +693,15 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
             if pause:
                 time.sleep(pause)
 
-    async def call_async(self, stub_for: Callable[[str], object], method: str, request):
-        """`_call` for asyncio callers: the same leader-following and retries, each attempt on
-        the stub `stub_for(address)` gives (a grpc.aio one: gfs/aio.py), nothing blocking."""
+    async def call_async(self, send: Callable[..., Awaitable], method: str, request):
+        """`_call` for asyncio callers: the same leader-following and retries, each attempt
+        made by `send(address, method, request, timeout, metadata)` (gfs/aio.py: over a call
+        stream or a grpc.aio call), nothing blocking."""
         tries = _Attempts(self, None, None, RETRYABLE)
         while True:
             address, timeout = tries.start()
             try:
-                response = await getattr(stub_for(address), method)(
-                    request, timeout=timeout, metadata=self._metadata)
+                response = await send(address, method, request, timeout, self._metadata)
             except grpc.RpcError as err:
                 pause = tries.failed(address, err)
             else:

@@ -19,6 +19,7 @@ import grpc
 from gfs.auth.daemon import DaemonAuth, SigningInterceptor
 from gfs.bulk import BulkLinks, ChunkUpload, ProtocolError, block_sums, client_context, spans
 from gfs.auth.tls import channel_credentials
+from gfs.callstream import BlockingCallStream
 from gfs.checksum import BLOCK_SIZE, ChunkChecksummer, block_checksum, chunk_checksum
 from gfs.errors import DataLoss, GfsError, Unavailable, from_code, from_grpc
 from proto import chunkserver_pb2 as cpb
@@ -112,6 +113,7 @@ class Channels:
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, type], object] = {}
+        self._call_streams: dict[str, BlockingCallStream] = {}
         self.load = ReplicaLoad()
 
     def channel(self, address: str) -> grpc.Channel:
@@ -123,6 +125,20 @@ class Channels:
                     ch = grpc.intercept_channel(ch, self._interceptor)
                 self._channels[address] = ch
             return ch
+
+    def call_stream(self, address: str) -> BlockingCallStream | None:
+        """The stream that carries this process's unary Master calls to `address`
+        (gfs/callstream.py); None where calls go one at a time: signed calls (each signature
+        covers its own call), or a master that does not serve the stream."""
+        stream = self._call_streams.get(address)
+        if stream is None:
+            if self.signs_calls:
+                return None
+            channel = self.channel(address)
+            with self._lock:
+                stream = self._call_streams.setdefault(address,
+                                                       BlockingCallStream(channel, address))
+        return None if stream.unsupported else stream
 
     def aio_channel(self, address: str) -> grpc.aio.Channel:
         """A new grpc.aio channel to `address` for the running event loop, with this object's
@@ -212,6 +228,10 @@ class Channels:
 
     def close(self) -> None:
         self.bulk.close()
+        with self._lock:
+            streams, self._call_streams = list(self._call_streams.values()), {}
+        for stream in streams:
+            stream.close()
         with self._lock:
             for ch in self._channels.values():
                 ch.close()

@@ -17,6 +17,7 @@ from gfs.errors import GfsError, InvalidArgument, OutOfRange
 from gfs.metrics import observe_rpc
 from gfs.rpcguard import LIMITER, abort_rpc
 from gfs.validate import address, label, non_negative, positive
+from master import callstream
 from master.callers import caller_of
 from master.node import MasterNode, NotLeader
 from master.state import AS_SYSTEM
@@ -119,6 +120,15 @@ def file_info(d: dict, locate=None, capability=None, into=None) -> pb.FileInfo:
 class MasterService(pb_grpc.MasterServicer):
     def __init__(self, node: MasterNode):
         self.node = node
+        self._streamed = callstream.handlers_of(self)
+
+    async def Calls(self, request_iterator, context):
+        """Unary calls of this service as messages of one stream (master/callstream.py)."""
+        try:
+            async for replies in callstream.serve_calls(self._streamed, request_iterator):
+                yield replies
+        except GfsError as err:              # a batch that is not a message (rpcguard)
+            await abort_with(context, err)
 
     async def _mutate(self, request, context, command: dict) -> dict:
         """Replicate a client's command, run as the caller (its token hash goes with it)."""

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from gfs.auth.tokens import bearer, new_token
+from gfs.callstream import BlockingCallStream
 from gfs.errors import GfsError
 from proto import identity_pb2 as ipb
 from proto import identity_pb2_grpc as ipb_grpc
@@ -122,6 +123,42 @@ def test_decision_matrix_over_raw_grpc(world):
                                                               metadata=auth))
             want[actor, "admin"] = {"admin": "o", "owner": "d", "bob": "d", "anon": "d",
                                     "narrow": "d"}.get(actor, "u")
+    assert got == want
+
+
+class StreamedStub:
+    """The Master stub's calls, every one as a message of one `Calls` stream
+    (gfs/callstream.py)."""
+
+    def __init__(self, stream: BlockingCallStream):
+        self._stream = stream
+
+    def __getattr__(self, method: str):
+        return lambda request, timeout, metadata: self._stream.call(
+            method, request, timeout=timeout, metadata=metadata)
+
+
+def test_decision_matrix_with_every_actor_on_one_call_stream(world):
+    """Each message of a stream is its own caller's: the same outcomes as calls of their own
+    with every actor's calls, good tokens and bad, sent over one stream in turn."""
+    cluster, tokens = world
+    got, want = {}, {}
+    with grpc.insecure_channel(cluster.master_addresses()[0]) as ch:
+        stream = BlockingCallStream(ch, "master")
+        stub, istub = StreamedStub(stream), ipb_grpc.IdentityStub(ch)
+        for round_ in range(2):
+            for actor in ACTORS:
+                auth = bearer(tokens[actor])
+                for op in ("stat", "ls", "get", "put", "mv"):
+                    got[actor, op] = "".join(code_of(grpc_ops(stub, istub, f"/alice/{v}", actor,
+                                                              auth)[op]) for v in VIS)
+                    want[actor, op] = expected(op, actor)
+                got[actor, "admin"] = code_of(lambda: stub.Health(pb.Empty(), timeout=10,
+                                                                  metadata=auth))
+                want[actor, "admin"] = {"admin": "o", "owner": "d", "bob": "d", "anon": "d",
+                                        "narrow": "d"}.get(actor, "u")
+        assert not stream.unsupported
+        stream.close()
     assert got == want
 
 

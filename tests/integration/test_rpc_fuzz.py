@@ -230,7 +230,10 @@ def test_random_and_truncated_bodies_get_invalid_argument(any_caller):
             bodies += truncations(_plausible(m))            # length past end, cut field
             for body in bodies:
                 fuzzer.send(name, m, [body])
-            if m.client_streaming:                          # a good first message, then junk
+            if m.name == "Calls":                           # a good batch, then junk
+                o = fuzzer.send(name, m, [pb.CallBatch().SerializeToString(), b"\xff\xff\xff"])
+                assert o.code == grpc.StatusCode.INVALID_ARGUMENT, o
+            if m.name == "WriteChunk":                      # a good first message, then junk
                 first = cpb.WriteRequest(header=cpb.WriteHeader(handle=1 << 60, version=1))
                 o = fuzzer.send(name, m, [first.SerializeToString(), b"\xff\xff\xff"])
                 # no capability for that chunk: refused before the junk is read
