@@ -93,9 +93,10 @@ def report(res: dict) -> str:
              num(gfs.get(p["concurrency"])), ratio(gfs.get(p["concurrency"]), p["ops_s"]["median"]),
              num(etcd.get(p["concurrency"])), ratio(etcd.get(p["concurrency"]), p["ops_s"]["median"])]
             for p in floor]
-    return ("The Python gRPC floor: stat against a server that answers at once (grpc.aio, no "
-            "Raft, no LMDB, no checks; bench/grpc_floor.py), same clients, same run — the most "
-            "a master answering stats through grpc.aio in one process could do on this "
+    return ("The Python gRPC floor: stat against a server that answers at once (grpc.aio on "
+            "uvloop, the calls arriving over one stream per client as at the masters; no Raft, "
+            "no LMDB, no checks; bench/grpc_floor.py), same clients, same run — the most a "
+            "master answering stats through grpc.aio in one process could do on this "
             "machine.\n\n"
             + table(["clients", "no-op server stat ops/s", "range", "gfs stat ops/s",
                      "gfs ÷ floor", "etcd stat ops/s", "etcd ÷ floor"], rows))
