@@ -26,6 +26,14 @@ from proto import master_pb2 as pb
 log = logging.getLogger(__name__)
 
 MAX_RUNNING = 1024
+
+
+class StreamCounts:
+    """What /metrics shows of the streams (master/node.py RaftCollector reads it at scrape
+    time; only the event loop's thread writes it)."""
+    open = 0            # streams open now
+    calls = 0           # calls carried since start
+    refused = 0         # of them answered RESOURCE_EXHAUSTED (MAX_RUNNING)
 Handler = Callable[[object, "CallContext"], Awaitable[object]]
 
 
@@ -93,7 +101,10 @@ async def _serve_one(handlers: dict, frame: pb.CallFrame) -> pb.ReplyFrame:
     except CallAborted as aborted:
         return _reply(frame.id, aborted.status, aborted.details, context.trailers)
     except asyncio.CancelledError:
-        raise
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise                            # the stream is going away: no reply to send
+        return _reply(frame.id, grpc.StatusCode.CANCELLED, "the call was cancelled")
     except Exception as exc:               # a bug (the handlers' wrapper logs their own)
         LIMITER.log(log, frame.method, exc)
         return _reply(frame.id, grpc.StatusCode.INTERNAL, _bug_status(exc))
@@ -120,8 +131,10 @@ async def serve_calls(handlers: dict, batches: AsyncIterator[pb.CallBatch]
     async def receive() -> None:
         try:
             async for batch in batches:
+                StreamCounts.calls += len(batch.calls)
                 for frame in batch.calls:
                     if len(running) >= MAX_RUNNING:
+                        StreamCounts.refused += 1
                         done.append(_reply(frame.id, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                            f"more than {MAX_RUNNING} calls of one stream at once"))
                         wake.set()
@@ -133,6 +146,7 @@ async def serve_calls(handlers: dict, batches: AsyncIterator[pb.CallBatch]
             wake.set()
 
     receiving = loop.create_task(receive())
+    StreamCounts.open += 1
     try:
         while True:
             await wake.wait()
@@ -146,6 +160,7 @@ async def serve_calls(handlers: dict, batches: AsyncIterator[pb.CallBatch]
                 if not running:
                     return
     finally:
+        StreamCounts.open -= 1
         receiving.cancel()
         for task in list(running):
             task.cancel()

@@ -21,6 +21,7 @@ from gfs.units import human_size
 from master import handoff, inline, pressure
 from master.balance import Balancer
 from master.reaper import Reaper
+from master.callstream import StreamCounts
 from master.capabilities import MasterCapabilities, NoCapabilities
 from master.chunkservers import ChunkserverRegistry
 from master.gc import GarbageCollector
@@ -477,6 +478,12 @@ class RaftCollector:
                                            "(master/fastprobe.py)", self.node.raft.fast_rounds),
             "gfs_master_lease_reads": ("reads answered under the leader lease",
                                        self.node.raft.reads.lease_reads),
+            "gfs_master_call_streams": ("clients' call streams open now (master/callstream.py)",
+                                        StreamCounts.open),
+            "gfs_master_streamed_calls": ("calls that arrived as messages of a call stream",
+                                          StreamCounts.calls),
+            "gfs_master_streamed_calls_refused": ("of them refused: too many of one stream at "
+                                                  "once", StreamCounts.refused),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)

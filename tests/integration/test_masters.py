@@ -426,6 +426,9 @@ def test_read_rounds_go_over_udp_and_over_the_raft_connections_without_it(make_c
     fast = make_cluster(options=FAST, name="udp")
     leader = reads_see_writes(fast)
     assert _metric(leader, "gfs_master_read_rounds_udp") > 0
+    # the client's calls arrived as messages of its call stream (gfs/callstream.py)
+    assert _metric(leader, "gfs_master_streamed_calls") >= 290
+    assert _metric(leader, "gfs_master_streamed_calls_refused") == 0
     blocked = make_cluster(options=FAST, name="no-udp", start=False)
     taken = []
     try:

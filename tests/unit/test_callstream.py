@@ -20,7 +20,7 @@ from proto import master_pb2_grpc as pb_grpc
 class StandIn(pb_grpc.MasterServicer):
     """Stat answers with who called (the `authorization` metadata of the call) and obeys
     paths: /slow waits, /missing and /redirect end as the masters' NOT_FOUND and NotLeader do,
-    /bug raises."""
+    /bug raises, /gave-up ends as a cancelled call."""
 
     def __init__(self):
         self._streamed = served.handlers_of(self)
@@ -40,6 +40,8 @@ class StandIn(pb_grpc.MasterServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, "this master is not the leader")
         if request.path == "/bug":
             raise RuntimeError("a bug")
+        if request.path == "/gave-up":             # as abort_rpc does for a caller gone away
+            raise asyncio.CancelledError("the client is gone")
         remaining = context.time_remaining()
         return pb.StatResponse(info=pb.FileInfo(path=f"{request.path}|{who}",
                                                 size=int((remaining or 0) * 1000)))
@@ -112,6 +114,10 @@ def test_errors_end_the_call_as_a_call_of_its_own_would(blocking):
     with pytest.raises(StreamedCallError) as err:
         stat(blocking, "/bug")
     assert err.value.code() == grpc.StatusCode.INTERNAL and "RuntimeError" in err.value.details()
+    t0 = time.monotonic()
+    with pytest.raises(StreamedCallError) as err:    # answered, not left to its deadline
+        stat(blocking, "/gave-up", timeout=5)
+    assert err.value.code() == grpc.StatusCode.CANCELLED and time.monotonic() - t0 < 1
     assert stat(blocking, "/after").info.path == "/after|anonymous"     # the stream goes on
 
 
