@@ -30,16 +30,9 @@ def _serve(ports) -> None:
     from proto import master_pb2 as pb
     from proto import master_pb2_grpc as pb_grpc
 
-    class NoOpMaster(pb_grpc.MasterServicer):
+    class NoOpMaster(callstream.CallsServicer, pb_grpc.MasterServicer):
         """Stat answered at once, as a call of its own or as a message of the stream the
         gfs Client sends its calls over (master/callstream.py), as the masters serve both."""
-
-        def __init__(self):
-            self._streamed = callstream.handlers_of(self)
-
-        async def Calls(self, request_iterator, context):
-            async for replies in callstream.serve_calls(self._streamed, request_iterator):
-                yield replies
 
         async def Stat(self, request, context):
             return pb.StatResponse(info=pb.FileInfo(path=request.path, inode=2, type="dir",

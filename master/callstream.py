@@ -19,8 +19,8 @@ from typing import AsyncIterator, Awaitable, Callable
 import grpc
 
 from gfs.callstream import BATCH_BYTES, unary_methods
-from gfs.errors import InvalidArgument
-from gfs.rpcguard import LIMITER, _bug_status, _count_refusal, _decoder
+from gfs.errors import GfsError, InvalidArgument
+from gfs.rpcguard import LIMITER, _bug_status, _count_refusal, _decoder, abort_rpc
 from proto import master_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,23 @@ async def serve_calls(handlers: dict, batches: AsyncIterator[pb.CallBatch]
         receiving.cancel()
         for task in list(running):
             task.cancel()
+
+
+class CallsServicer:
+    """Mixin for a Master servicer: serves `Calls` with the servicer's own unary handlers
+    (put it before `MasterServicer` among the bases)."""
+
+    _streamed: dict | None = None
+
+    async def Calls(self, request_iterator, context):
+        """Unary calls of this service as messages of one stream."""
+        if self._streamed is None:
+            self._streamed = handlers_of(self)
+        try:
+            async for replies in serve_calls(self._streamed, request_iterator):
+                yield replies
+        except GfsError as err:              # a batch that is not a message (rpcguard)
+            await abort_rpc(context, err.grpc_code, err.message)
 
 
 def _take(done: list[pb.ReplyFrame]) -> list[pb.ReplyFrame]:

@@ -117,18 +117,11 @@ def file_info(d: dict, locate=None, capability=None, into=None) -> pb.FileInfo:
     return info
 
 
-class MasterService(pb_grpc.MasterServicer):
+class MasterService(callstream.CallsServicer, pb_grpc.MasterServicer):
+    """(`Calls`, the unary calls below as messages of one stream: master/callstream.py.)"""
+
     def __init__(self, node: MasterNode):
         self.node = node
-        self._streamed = callstream.handlers_of(self)
-
-    async def Calls(self, request_iterator, context):
-        """Unary calls of this service as messages of one stream (master/callstream.py)."""
-        try:
-            async for replies in callstream.serve_calls(self._streamed, request_iterator):
-                yield replies
-        except GfsError as err:              # a batch that is not a message (rpcguard)
-            await abort_with(context, err)
 
     async def _mutate(self, request, context, command: dict) -> dict:
         """Replicate a client's command, run as the caller (its token hash goes with it)."""

@@ -108,21 +108,28 @@ def grpc_ops(stub, istub, d: str, actor: str, auth) -> dict:
     }
 
 
+def decision_matrix(stub, istub, tokens: dict, ops: tuple[str, ...]) -> tuple[dict, dict]:
+    """(got, want): each actor's outcome of each of `ops` on private, visible and public, and
+    of an administrators-only call, through `stub` (the Master's calls) and `istub`."""
+    got, want = {}, {}
+    for actor in ACTORS:
+        auth = bearer(tokens[actor])
+        for op in ops:
+            got[actor, op] = "".join(code_of(grpc_ops(stub, istub, f"/alice/{v}", actor,
+                                                      auth)[op]) for v in VIS)
+            want[actor, op] = expected(op, actor)
+        got[actor, "admin"] = code_of(lambda: stub.Health(pb.Empty(), timeout=10,
+                                                          metadata=auth))
+        want[actor, "admin"] = {"admin": "o", "owner": "d", "bob": "d", "anon": "d",
+                                "narrow": "d"}.get(actor, "u")
+    return got, want
+
+
 def test_decision_matrix_over_raw_grpc(world):
     cluster, tokens = world
-    got, want = {}, {}
     with grpc.insecure_channel(cluster.master_addresses()[0]) as ch:
-        stub, istub = pb_grpc.MasterStub(ch), ipb_grpc.IdentityStub(ch)
-        for actor in ACTORS:
-            auth = bearer(tokens[actor])
-            for op in ("stat", "ls", "get", "put", "mv", "visibility"):
-                got[actor, op] = "".join(code_of(grpc_ops(stub, istub, f"/alice/{v}", actor,
-                                                          auth)[op]) for v in VIS)
-                want[actor, op] = expected(op, actor)
-            got[actor, "admin"] = code_of(lambda: stub.Health(pb.Empty(), timeout=10,
-                                                              metadata=auth))
-            want[actor, "admin"] = {"admin": "o", "owner": "d", "bob": "d", "anon": "d",
-                                    "narrow": "d"}.get(actor, "u")
+        got, want = decision_matrix(pb_grpc.MasterStub(ch), ipb_grpc.IdentityStub(ch), tokens,
+                                    ("stat", "ls", "get", "put", "mv", "visibility"))
     assert got == want
 
 
@@ -140,26 +147,17 @@ class StreamedStub:
 
 def test_decision_matrix_with_every_actor_on_one_call_stream(world):
     """Each message of a stream is its own caller's: the same outcomes as calls of their own
-    with every actor's calls, good tokens and bad, sent over one stream in turn."""
+    with every actor's calls, good tokens and bad, sent over one stream in turn (twice)."""
     cluster, tokens = world
-    got, want = {}, {}
     with grpc.insecure_channel(cluster.master_addresses()[0]) as ch:
         stream = BlockingCallStream(ch, "master")
-        stub, istub = StreamedStub(stream), ipb_grpc.IdentityStub(ch)
-        for round_ in range(2):
-            for actor in ACTORS:
-                auth = bearer(tokens[actor])
-                for op in ("stat", "ls", "get", "put", "mv"):
-                    got[actor, op] = "".join(code_of(grpc_ops(stub, istub, f"/alice/{v}", actor,
-                                                              auth)[op]) for v in VIS)
-                    want[actor, op] = expected(op, actor)
-                got[actor, "admin"] = code_of(lambda: stub.Health(pb.Empty(), timeout=10,
-                                                                  metadata=auth))
-                want[actor, "admin"] = {"admin": "o", "owner": "d", "bob": "d", "anon": "d",
-                                        "narrow": "d"}.get(actor, "u")
+        stub = StreamedStub(stream)
+        for _ in range(2):
+            got, want = decision_matrix(stub, ipb_grpc.IdentityStub(ch), tokens,
+                                        ("stat", "ls", "get", "put", "mv"))
+            assert got == want
         assert not stream.unsupported
         stream.close()
-    assert got == want
 
 
 def gfs(cluster, token: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:

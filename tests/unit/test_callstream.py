@@ -17,17 +17,10 @@ from proto import master_pb2 as pb
 from proto import master_pb2_grpc as pb_grpc
 
 
-class StandIn(pb_grpc.MasterServicer):
+class StandIn(served.CallsServicer, pb_grpc.MasterServicer):
     """Stat answers with who called (the `authorization` metadata of the call) and obeys
     paths: /slow waits, /missing and /redirect end as the masters' NOT_FOUND and NotLeader do,
     /bug raises, /gave-up ends as a cancelled call."""
-
-    def __init__(self):
-        self._streamed = served.handlers_of(self)
-
-    async def Calls(self, request_iterator, context):
-        async for replies in served.serve_calls(self._streamed, request_iterator):
-            yield replies
 
     async def Stat(self, request, context):
         who = dict(context.invocation_metadata()).get("authorization", "anonymous")
