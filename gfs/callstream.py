@@ -24,11 +24,13 @@ server's is master/callstream.py.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import itertools
 import logging
 import queue
 import threading
+import weakref
 
 import grpc
 from google.protobuf.message_factory import GetMessageClass
@@ -279,15 +281,17 @@ class _Waiter:
 
 class _Stream:
     """One open `Calls` stream of a BlockingCallStream: its outbox (the frames gRPC's thread
-    sends), the calls waiting for replies, and the gRPC call."""
+    sends), the calls waiting for replies, the gRPC call and the thread reading its replies."""
 
     def __init__(self):
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.pending: dict[int, _Waiter] = {}
         self.call = None
+        self.reader: threading.Thread | None = None
 
     def requests(self):
-        """The batches to send, as gRPC's sending thread asks for them; ends at None."""
+        """The batches to send, as gRPC's sending thread asks for them; ends at None (the
+        master then ends the stream once it has answered every call)."""
         while True:
             frame = self.outbox.get()
             if frame is None:
@@ -307,6 +311,20 @@ class _Stream:
             yield pb.CallBatch(calls=frames)
 
 
+# Streams still open when the interpreter exits are closed first (atexit runs while threads
+# still run): a stream's threads must not be inside gRPC when exit freezes them — one frozen
+# holding the call's lock left the call's finalizer, and the process, waiting forever (seen as
+# a `gfs put` that never exited, under load).
+_OPEN: "weakref.WeakSet[BlockingCallStream]" = weakref.WeakSet()
+CLOSE_WAIT_S = 2.0          # how long close() lets the calls in flight finish
+
+
+@atexit.register
+def _close_open_streams() -> None:
+    for stream in list(_OPEN):
+        stream.close()
+
+
 class BlockingCallStream:
     """`CallStream` for threads (gfs/client.py): thread-safe; opened on first use and again
     after it broke."""
@@ -321,6 +339,7 @@ class BlockingCallStream:
         self._stream: _Stream | None = None
         self._ids = itertools.count(1)
         self._pairs = _MetadataPairs()
+        _OPEN.add(self)
 
     def call(self, method: str, request, *, timeout: float,
              metadata: tuple[tuple[str, str], ...] = ()):
@@ -345,8 +364,9 @@ class BlockingCallStream:
     def _open(self) -> _Stream:
         stream = self._stream = _Stream()
         stream.call = self._open_call(stream.requests())
-        threading.Thread(target=self._read, args=(stream,), daemon=True,
-                         name=f"gfs-calls-{self.address}").start()
+        stream.reader = threading.Thread(target=self._read, args=(stream,), daemon=True,
+                                         name=f"gfs-calls-{self.address}")
+        stream.reader.start()
         return stream
 
     def _read(self, stream: _Stream) -> None:
@@ -377,8 +397,18 @@ class BlockingCallStream:
                 waiter.settle(None, failure)
 
     def close(self) -> None:
+        """End the stream: no more calls are sent, the master ends it once the calls in
+        flight are answered (at most CLOSE_WAIT_S, then it is cancelled), and its reader
+        thread is gone when this returns (see _OPEN)."""
+        _OPEN.discard(self)
         with self._lock:
             stream, self._stream = self._stream, None
-        if stream is not None:
-            self._end(stream, StreamedCallError(grpc.StatusCode.CANCELLED,
-                                                "the client was closed"))
+        if stream is None:
+            return
+        stream.outbox.put(None)
+        if stream.reader is not threading.current_thread():
+            stream.reader.join(CLOSE_WAIT_S)
+            if stream.reader.is_alive():
+                stream.call.cancel()
+                stream.reader.join(1.0)
+        self._end(stream, StreamedCallError(grpc.StatusCode.CANCELLED, "the client was closed"))

@@ -228,3 +228,27 @@ def test_the_server_answers_bad_frames_and_bounds_what_runs_at_once(monkeypatch)
     assert code[2] == code[3] == grpc.StatusCode.UNIMPLEMENTED
     assert code[4] == code[5] == grpc.StatusCode.OK
     assert code[6] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_close_lets_calls_in_flight_finish_and_leaves_no_thread_behind(server):
+    """close() half-closes the stream: a call in flight still gets its answer, and the stream's
+    reader thread is gone when close() returns (a thread left inside gRPC when the interpreter
+    exits can hang the exit); streams nobody closed are closed at exit."""
+    from gfs import callstream
+    channel = grpc.insecure_channel(server.address)
+    stream = BlockingCallStream(channel, server.address)
+    answers: list = []
+    t = threading.Thread(target=lambda: answers.append(stat(stream, "/slow-0.3").info.path))
+    t.start()
+    time.sleep(0.1)
+    reader = stream._stream.reader
+    stream.close()
+    t.join(5)
+    assert answers == ["/slow-0.3|anonymous"]
+    assert not reader.is_alive() and stream not in callstream._OPEN
+    forgotten = BlockingCallStream(channel, server.address)
+    assert stat(forgotten, "/x").info.path == "/x|anonymous"
+    reader = forgotten._stream.reader
+    callstream._close_open_streams()                 # what atexit runs
+    assert not reader.is_alive() and forgotten._stream is None
+    channel.close()
