@@ -50,6 +50,11 @@ def propagate(tx: Tx, directory: int, dbytes: int, dfiles: int) -> None:
     ino: int | None = directory
     while ino:
         record = tx.inode(ino)
+        if record is None:
+            # A parent pointer left on a directory detached before `detach` cleared it (a
+            # tree moved to the trash, whose old parent was deleted since): it hangs below
+            # nothing, so there is nothing above it to count.
+            return
         du = record.get("du") or [0, 0]
         record["du"] = [max(0, du[0] + dbytes), max(0, du[1] + dfiles)]
         tx.put_inode(ino, record)
@@ -66,9 +71,16 @@ def attach(tx: Tx, parent: int, ino: int) -> None:
 
 
 def detach(tx: Tx, parent: int, ino: int) -> None:
-    """`ino` no longer hangs below `parent` (moved away, to the trash, or deleted)."""
-    dbytes, dfiles = totals(tx.inode(ino))
+    """`ino` no longer hangs below `parent` (moved away, to the trash, or deleted): its bytes
+    leave `parent`'s counts, and a directory forgets `parent` (`attach` sets the new one) —
+    else what is later added below a tree in the trash was counted in its old parents, and
+    once they were deleted the count climbed into inodes that no longer exist."""
+    record = tx.inode(ino)
+    dbytes, dfiles = totals(record)
     propagate(tx, parent, -dbytes, -dfiles)
+    if record["type"] == DIR and "parent" in record:
+        del record["parent"]
+        tx.put_inode(ino, record)
 
 
 def forget_file(tx: Tx, record: dict) -> None:
@@ -125,4 +137,6 @@ def _rebuild_tree(tx: Tx, top: int, parent: int | None) -> None:
         record["du"] = du
         if above is not None:
             record["parent"] = above
+        else:
+            record.pop("parent", None)          # a tree in the trash hangs below nothing
         tx.put_inode(ino, record)

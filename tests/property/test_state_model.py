@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import sys
 import tempfile
 
 import msgpack
@@ -675,3 +676,30 @@ class StateMachineVsModel(RuleBasedStateMachine):
 
 StateMachineVsModel.TestCase.settings = settings(max_examples=250, stateful_step_count=50, deadline=None)
 test_state_machine_matches_the_model = StateMachineVsModel.TestCase
+
+
+def test_a_commit_below_a_tree_whose_old_parent_is_gone(monkeypatch):
+    """The example hypothesis found on 2026-12-05: an upload into /a, /a to the trash, / cleared
+    for good, then the commit. The trashed tree's directory still named its deleted parent, and
+    counting the new file's bytes climbed into an inode that no longer existed
+    (master/usage.py: detach now clears a directory's parent)."""
+    monkeypatch.setattr(sys.modules[__name__], "event", lambda *args: None)  # outside @given
+    state = StateMachineVsModel()
+    steps = [("abort", dict(pick=1)),
+             ("mkdir", dict(parents=False, path="/a")),
+             ("trash_during_upload", dict(commit_after=False, name="a", overwrite=False, pick=1,
+                                          user="u")),
+             ("trash_restore", dict(name="a", owner=1, path="/a/a", pick=1, pick_dst=1, user="u",
+                                    where="random")),
+             ("delete_to_trash", dict(pick=1, user="u")),
+             ("delete", dict(how="plain", path="/", pick=1, recursive=False, user="u")),
+             ("commit", dict(drop_last=False, lengths=[], pick=1, skew=0))]
+    try:
+        for rule, args in steps:
+            getattr(state, rule)(**args)
+            state.counts_agree()
+            state.garbage_agrees()
+            state.repair_reads_agree()
+            state.whole_tree_agrees()
+    finally:
+        state.teardown()
