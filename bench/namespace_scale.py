@@ -264,13 +264,13 @@ def run(files: int, work: str, window: float = 15.0, compact_entries: int = 1000
                     w = time.time()
                     s = time.monotonic()
                     trash_id = client.delete(BIG_PARENT, recursive=True)
-                    figures["rm_r_s"] = round(time.monotonic() - s, 2)
+                    figures["rm_r_s"] = round(time.monotonic() - s, 4)
                     phases["rm -r"] = (w, time.time())
 
                     w = time.time()
                     s = time.monotonic()
                     client.trash_purge([trash_id])
-                    figures["purge_call_s"] = round(time.monotonic() - s, 2)
+                    figures["purge_call_s"] = round(time.monotonic() - s, 4)
                     leader = wait_for("a leader", cluster.leader, 60)
                     wait_for("the reaper's end", lambda: any(
                         t >= w for t in log_times(log[leader], "reaped ")), timeout, 0.5)

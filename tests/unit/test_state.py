@@ -602,7 +602,11 @@ def test_delete_to_trash_keeps_the_subtree(d):
     assert d.state.trash_list("alice") == [entry]
     assert list(msgpack.unpackb(d.state.dump()["trash"][0][1])) == list(entry)     # stored key order
     after = d.state.dump()
-    assert after["inodes"][1:] == before["inodes"][1:]                  # only the root's mtime changed
+    trashed = {k: msgpack.unpackb(v) for k, v in after["inodes"][1:]}
+    kept = {k: msgpack.unpackb(v) for k, v in before["inodes"][1:]}
+    top = ino.to_bytes(8, "big")
+    assert "parent" not in trashed[top] and kept[top].pop("parent") == 1  # hangs below nothing
+    assert trashed == kept                  # otherwise only the root's mtime changed
     assert after["chunks"] == before["chunks"]
     assert {row["handle"] for row in d.state.chunk_table()} == set(handles)
 
