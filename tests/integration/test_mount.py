@@ -337,6 +337,10 @@ def test_writes_into_the_middle_truncate_rename_and_trash(alice_mount, cluster):
     assert not path.exists()
     os.rename(alice_mount.path / "dir", alice_mount.path / "dir2")
     assert (alice_mount.path / "dir2" / "moved.txt").read_bytes() == b"012x!"
+    # The kernel sends the read's RELEASE without waiting for it; an unlink libfuse handles
+    # before it sees the file still open and hides it (.fuse_hidden...) instead of removing
+    # it — libfuse's rule, not the mount's. Let the release land first.
+    time.sleep(0.3)
     os.unlink(alice_mount.path / "dir2" / "moved.txt")
     with pytest.raises(OSError) as caught:
         os.symlink("x", alice_mount.path / "link")
