@@ -115,7 +115,7 @@ def _outcome(method: str, reply: pb.ReplyFrame):
     return unary_methods()[method][1].FromString(reply.response)
 
 
-def _batch_size(frames, size_of) -> int:
+def batch_size(frames, size_of) -> int:
     """How many of `frames`, from the first, make one batch (at least one; up to BATCH_BYTES)."""
     size, n = 0, 0
     for frame in frames:
@@ -202,7 +202,7 @@ class CallStream:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                n = _batch_size(self._outbox, _frame_bytes)
+                n = batch_size(self._outbox, _frame_bytes)
                 batch, self._outbox = self._outbox[:n], self._outbox[n:]
                 await stream.write(pb.CallBatch(calls=batch))
         except asyncio.CancelledError:

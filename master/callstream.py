@@ -18,7 +18,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 import grpc
 
-from gfs.callstream import BATCH_BYTES, unary_methods
+from gfs.callstream import batch_size, unary_methods
 from gfs.errors import GfsError, InvalidArgument
 from gfs.rpcguard import LIMITER, _bug_status, _count_refusal, _decoder, abort_rpc
 from proto import master_pb2 as pb
@@ -184,13 +184,8 @@ class CallsServicer:
 
 
 def _take(done: list[pb.ReplyFrame]) -> list[pb.ReplyFrame]:
-    """The first replies of `done` up to BATCH_BYTES (at least one), removed from it."""
-    size, n = 0, 0
-    for reply in done:
-        size += len(reply.response) + len(reply.details) + 32
-        if n and size > BATCH_BYTES:
-            break
-        n += 1
+    """The first replies of `done` up to gfs.callstream.BATCH_BYTES (at least one), removed from it."""
+    n = batch_size(done, lambda reply: len(reply.response) + len(reply.details) + 32)
     taken = done[:n]
     del done[:n]
     return taken
