@@ -16,8 +16,11 @@ from gfs.units import human_size
 from master.store import DIR, Tx
 
 USAGE_DB = "usage"
-LAYOUT = b"layout"             # meta counter: 2 once parents, du and usage exist
-CURRENT_LAYOUT = 2
+LAYOUT = b"layout"             # meta counter: the layout the counts below were laid out in
+# 2: parents, du and usage exist. 3: a tree in the trash hangs below nothing (`detach` clears
+# its parent); a store of layout 2 may keep the old parent on a trashed tree, and that parent's
+# du may hold what was committed in the trash since: the rebuild on open lays both out again.
+CURRENT_LAYOUT = 3
 
 
 def usage(tx: Tx, owner: str) -> list[int]:

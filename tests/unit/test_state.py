@@ -789,6 +789,36 @@ def test_a_store_written_without_a_trash_gets_one_on_open(tmp_path):
         assert s.counts()["trash"] == 1
 
 
+def test_a_store_of_layout_2_forgets_the_parents_of_its_trashed_trees_on_open(tmp_path):
+    """Code before layout 3 kept a trashed tree's parent link, and what was committed in the
+    trash later was counted in that parent: opening such a store lays the counts out again."""
+    from master import usage
+    path = str(tmp_path / "meta")
+    with MetadataState(path, map_size=1 << 26) as s:
+        d = Driver(s)
+        _tree(d)
+        top = s.stat("/d")["inode"]
+        d.ok(trash("/d", now=50))
+        with s._env.begin(write=True) as txn:           # what layout-2 code left behind
+            tx = Tx(txn, s._dbs)
+            record = tx.inode(top)
+            record["parent"] = 1
+            tx.put_inode(top, record)
+            root = tx.inode(1)
+            root["du"] = [99, 9]
+            tx.put_inode(1, root)
+            tx.set_counter(usage.LAYOUT, 2)
+        usage_before = s.dump()["usage"]
+    with MetadataState(path, map_size=1 << 26) as s:
+        with s._env.begin() as txn:
+            tx = Tx(txn, s._dbs)
+            assert "parent" not in tx.inode(top)
+            assert tx.inode(top)["du"] == [8, 2]        # the trashed tree keeps its own counts
+            assert tx.inode(1)["du"] == [0, 0]          # /other is empty; /d is in the trash
+            assert tx.counter(usage.LAYOUT) == usage.CURRENT_LAYOUT == 3
+        assert s.dump()["usage"] == usage_before        # its owner still pays for the trash
+
+
 # --- read methods for the repair loop ------------------------------------------------------------------
 
 def test_chunk_table(d):
