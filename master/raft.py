@@ -52,6 +52,7 @@ from master.readindex import (ACK_TYPE, LEASE_FRACTION, PROBE_TYPE, READ_MODES, 
                               ReadIndex)
 from master.sharedlock import SharedLock
 from master.state import MetadataState
+from master.store import pack
 
 log = logging.getLogger(__name__)
 
@@ -511,7 +512,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
 
     def propose(self, commands: list[dict], callback: Callable[[object, int], None]) -> None:
         """Append a batch of commands to the log; callback(results, fail_reason) after apply."""
-        self.apply_entry(msgpack.packb(commands, use_bin_type=True), callback=callback)
+        self.apply_entry(pack(commands), callback=callback)
 
     # --- status ------------------------------------------------------------------------------
 
