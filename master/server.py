@@ -16,7 +16,7 @@ from gfs.auth import insecure
 from gfs.auth.tls import TlsFiles
 from gfs.auth.tokens import token_hash
 from gfs.errors import FailedPrecondition, GfsError
-from gfs.memory import tune_malloc
+from gfs.memory import LMDB_TXN_MMAP_THRESHOLD, tune_malloc
 from gfs.rpcguard import AsyncRequestGuard
 from master import fastprobe
 from master.membership import parse_members
@@ -53,7 +53,7 @@ def serve(node_id: int, raft_address: str, peers: str, grpc_address: str, data_d
     logs.setup(f"master-{node_id}")
     insecure.announce("master", insecure_no_auth)
     planted.check_at_start()
-    tune_malloc()
+    tune_malloc(mmap_threshold=LMDB_TXN_MMAP_THRESHOLD)            # gfs/memory.py
     # The gRPC event loop and the Raft tick thread hand requests to each other on every command;
     # with the default 5 ms GIL switch interval each handoff can wait that long.
     sys.setswitchinterval(switch_interval)
