@@ -184,7 +184,8 @@ class CallsServicer:
 
 
 def _take(done: list[pb.ReplyFrame]) -> list[pb.ReplyFrame]:
-    """The first replies of `done` up to gfs.callstream.BATCH_BYTES (at least one), removed from it."""
+    """The first replies of `done` up to one batch's bytes (gfs.callstream.batch_size; at
+    least one), removed from it."""
     n = batch_size(done, lambda reply: len(reply.response) + len(reply.details) + 32)
     taken = done[:n]
     del done[:n]

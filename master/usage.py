@@ -54,9 +54,9 @@ def propagate(tx: Tx, directory: int, dbytes: int, dfiles: int) -> None:
     while ino:
         record = tx.inode(ino)
         if record is None:
-            # A parent pointer left on a directory detached before `detach` cleared it (a
-            # tree moved to the trash, whose old parent was deleted since): it hangs below
-            # nothing, so there is nothing above it to count.
+            # A parent pointer to an inode that is gone (left by code before `detach` cleared
+            # it; a store of layout 3 has none): nothing above it to count, and never an
+            # error inside apply, which every master would hit on the same entry.
             return
         du = record.get("du") or [0, 0]
         record["du"] = [max(0, du[0] + dbytes), max(0, du[1] + dfiles)]
