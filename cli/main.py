@@ -561,6 +561,12 @@ def tls_options(command):
               help="Snapshot and compact the Raft log after this many entries (or 10 "
                    "minutes); a store over 64 MiB also waits for a log of a quarter of its "
                    "size, at most 64 MiB.")
+@click.option("--commit-delay", default=0.01, show_default=True,
+              type=click.FloatRange(0, 1), envvar="GFS_COMMIT_DELAY",
+              help="Seconds an applied log entry may wait before LMDB commits it with the "
+                   "entries applied after it (one fdatasync for them all; the Raft journal "
+                   "already holds them). Reads that need it commit it at once. 0: commit "
+                   "after every pass of the Raft thread.")
 @click.option("--read-mode", type=click.Choice(["index", "lease"]), default="index",
               show_default=True, envvar="GFS_READ_MODE",
               help="How the leader proves a linearizable read current: `index` confirms its "
@@ -634,8 +640,8 @@ def tls_options(command):
                    "one. Later starts use the membership kept in --data.")
 @click.pass_context
 def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
-           election_timeout, heartbeat, compact_entries, read_mode, replication, chunk_size,
-           inline_max, dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
+           election_timeout, heartbeat, compact_entries, commit_delay, read_mode, replication,
+           chunk_size, inline_max, dead_after, gc_grace, trash_retention, space_pressure, gc_pressure_grace,
            repair_concurrency, repair_rate, default_class, auto_cold_after, auto_warm_reads, auto_warm_window,
            tier_concurrency, session_ttl, balance, balance_threshold, balance_rate,
            balance_concurrency, admin_token_file, cluster_secret_file, tls_cert, tls_key, tls_ca,
@@ -665,7 +671,8 @@ def master(ctx, node_id, raft_addr, peers, grpc_addr, data_dir, metrics_addr,
         raise click.BadParameter(f"at most {HARD_MAX} bytes (1MiB), not {inline_bytes}",
                                  param_hint="--inline-max")
     cfg = RaftConfig(election_min=election_timeout, election_max=election_timeout * 2,
-                     heartbeat=heartbeat, compact_entries=compact_entries, read_mode=read_mode)
+                     heartbeat=heartbeat, compact_entries=compact_entries, read_mode=read_mode,
+                     commit_delay=commit_delay)
     makedirs_durable(data_dir)
     sys.exit(serve(node_id, raft_addr, peers or raft_addr, grpc_addr, data_dir, metrics_addr,
                    cfg, {"replication": replication, "chunk_size": default_chunk,

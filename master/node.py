@@ -142,7 +142,14 @@ class MasterNode:
             raise
 
     def state_read(self, fn):
-        """`fn(state)` on this master's applied state (not linearizable: for leader loops)."""
+        """`fn(state)` on this master's applied state (not linearizable: for leader loops and
+        requests reading what their own write just did), once everything it applied is
+        committed to LMDB (master/commit_gate.py; blocks while that commit is made)."""
+        self.raft.wait_committed()
+        return self._state_now(fn)
+
+    def _state_now(self, fn):
+        """`fn(state)` on what this master has committed to LMDB so far."""
         with self.raft._state_lock.shared():
             return fn(self.raft.state)
 
@@ -245,8 +252,10 @@ class MasterNode:
         if linearizable and not planted("follower_read"):
             self.require_leader()
             if not self.raft.lease_read():
-                await self._read_index(timeout)
-        return self.state_read(fn)
+                await self._read_index(timeout)     # released once its index is committed
+        else:
+            await self.raft.wait_committed_async(timeout)
+        return self._state_now(fn)
 
     async def _read_index(self, timeout: float) -> None:
         try:
@@ -461,7 +470,12 @@ class RaftCollector:
             "gfs_master_is_leader": ("1 if this master is the Raft leader", int(s["role"] == "leader")),
             "gfs_master_raft_term": ("current Raft term", s["term"]),
             "gfs_master_commit_index": ("Raft commit index", s["commit_index"]),
-            "gfs_master_applied_index": ("last log index applied to LMDB", s["applied_index"]),
+            "gfs_master_applied_index": ("last log index applied (its results final)",
+                                         s["applied_index"]),
+            "gfs_master_committed_index": ("last log index committed to LMDB, where reads see "
+                                           "it (master/commit_gate.py)", s["committed_index"]),
+            "gfs_master_state_commits": ("LMDB commits of applied entries since start, one "
+                                         "fdatasync each", s["state_commits"]),
             "gfs_master_log_entries": ("entries in the Raft journal", s["log_entries"]),
             "gfs_master_log_bytes": ("bytes in the Raft journal", s["log_bytes"]),
             "gfs_master_journal_fsyncs": ("journal group commits (fsyncs) since start", s["journal_fsyncs"]),

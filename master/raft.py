@@ -21,10 +21,12 @@ named in one place (`_PrivateRaftState`).
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
 import time
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from typing import Callable
 
 import msgpack
@@ -34,9 +36,11 @@ from pysyncobj.journal import Journal
 from pysyncobj.transport import TCPTransport
 
 from gfs.auth.insecure import raft_purpose
+from gfs.errors import Unavailable
 from gfs.fsutil import makedirs_durable
 from gfs.logs import RepeatedFailure
 from master.catch_up import CatchUpHints
+from master.commit_gate import DEFAULT_DELAY as DEFAULT_COMMIT_DELAY, CommitGate
 from master.journal import DurableJournal
 from master.membership import MembershipLog
 from master.raft_group import GroupChanges
@@ -81,6 +85,8 @@ class _ResendIsNotDivergence(logging.Filter):
 logging.getLogger("pysyncobj.syncobj").addFilter(_ResendIsNotDivergence())
 
 SNAPSHOT_SEND_CHUNK = 1 << 20      # bytes of a snapshot per message to a follower (pysyncobj: 64 KiB)
+COMMITTED_WAIT_S = 5.0             # s a reader waits for the tick thread to commit what it applied
+NOT_COMMITTED = "this master's metadata store did not commit in time; retry"
 SOCKET_BUFFER = 4 << 20
 SNAPSHOT_PROGRESS = "gfs_snapshot_progress"     # follower -> leader while a snapshot arrives
 ROLE_NAMES = {0: "follower", 1: "candidate", 2: "leader"}
@@ -137,7 +143,8 @@ class RaftConfig:
 
     def __init__(self, election_min: float = 1.0, election_max: float = 2.0,
                  heartbeat: float = 0.05, compact_entries: int = 50_000,
-                 compact_seconds: float = 600.0, tick: float = 0.05, read_mode: str = "index"):
+                 compact_seconds: float = 600.0, tick: float = 0.05, read_mode: str = "index",
+                 commit_delay: float = DEFAULT_COMMIT_DELAY):
         if read_mode not in READ_MODES:
             raise ValueError(f"read mode must be one of {', '.join(READ_MODES)}, not {read_mode!r}")
         self.election_min = election_min
@@ -147,6 +154,7 @@ class RaftConfig:
         self.compact_seconds = compact_seconds
         self.tick = tick
         self.read_mode = read_mode       # master/readindex.py
+        self.commit_delay = commit_delay   # master/commit_gate.py
 
 
 class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
@@ -246,6 +254,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         self.fast_rounds = 0                      # read rounds sent over UDP (a metric)
         self._large_entries = LargeEntryChunks()
         self._snapshot_ack_sent = 0.0
+        self.commits = CommitGate(lambda: _PrivateRaftState.wake(self), config.commit_delay)
         self.reads = ReadIndex(len(current | {self_address: ""}) // 2 + 1,
                                LEASE_FRACTION * config.election_min
                                if config.read_mode == "lease" else 0.0,
@@ -291,10 +300,16 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
                     self._transport.keep_fresh(self._getLeader())
                     self._hold_campaign()
                     self._listen_before_campaigning()
-                self.doTick(self._config.tick)
+                state = self.state
+                self.doTick(self.commits.poll_timeout(state.open_entries, state.open_since,
+                                                      self._config.tick))
             except Exception as err:   # never let the tick thread die; pysyncobj state is per message
                 self._tick_failures.exception(err)
                 time.sleep(self._config.tick)
+        try:
+            self._commit_applied(force=True)
+        except Exception as err:       # the journal still holds them: replayed at the next start
+            log.warning("entries applied before stopping not committed: %s", err)
 
     def _hold_campaign(self) -> None:
         """A follower that joined a running group (until a leader reached it), or that the
@@ -316,9 +331,72 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
 
     def _make_durable(self) -> None:
         """Group commit: one fdatasync for everything appended since the last call, then release
-        the acknowledgements that were waiting for it."""
+        the acknowledgements that were waiting for it; then commit the entries applied since
+        the last commit if that is due (master/commit_gate.py)."""
         self.journal.sync()
         self._transport.release_held()
+        self._commit_applied()
+
+    def _commit_applied(self, force: bool = False) -> None:
+        """Tick thread: commit the entries applied into LMDB's open transaction, when due or
+        `force`d, and release what waited for them. Should the commit fail, pysyncobj applies
+        them again from the log (they are in the journal: compaction commits first)."""
+        state = self.state
+        if not state.open_entries or not (force or self.commits.due(
+                state.open_entries, state.open_since, self.reads.awaiting_apply())):
+            return
+        try:
+            state.commit_applied()
+        except BaseException:
+            _PrivateRaftState.rewind_applied(self, state.committed_index)
+            state.forget_open()
+            raise
+        self.commits.commits += 1
+        self.commits.committed(state.committed_index)
+        self.reads.on_applied(self.visible_index())
+
+    def visible_index(self) -> int:
+        """The last log index whose effects a reader on any thread sees in LMDB: every applied
+        entry when none is waiting for its commit, else the last committed one. (Entries that
+        change no state — a leader's no-op, membership — count as applied.) pysyncobj counts an
+        entry applied after apply_entry returns, by which time open_entries counts it, and
+        open_entries drops to 0 only after the commit: so read in this order, never too high."""
+        applied = self.raftLastApplied
+        state = self.state
+        return state.committed_index if state.open_entries else applied
+
+    def wait_committed(self, timeout: float = COMMITTED_WAIT_S) -> None:
+        """Return once every entry applied so far is committed to LMDB, where readers on other
+        threads see it (a request that reads what its own write just did); UNAVAILABLE if the
+        tick thread cannot commit within `timeout`."""
+        if threading.current_thread() is self._thread:
+            self._commit_applied(force=True)
+            return
+        future = self._committed_future()
+        if future is None:
+            return
+        try:
+            future.result(timeout)
+        except FutureTimeout:
+            raise Unavailable(NOT_COMMITTED) from None
+
+    async def wait_committed_async(self, timeout: float = COMMITTED_WAIT_S) -> None:
+        """wait_committed without holding the event loop."""
+        future = self._committed_future()
+        if future is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+        except asyncio.TimeoutError:
+            raise Unavailable(NOT_COMMITTED) from None
+
+    def _committed_future(self) -> Future | None:
+        """None when every entry applied so far is committed, else a future done when it is."""
+        state = self.state
+        if state.committed_index >= state.applied_through:
+            return None
+        return self.commits.when_committed(lambda: self.state.committed_index,
+                                           state.applied_through)
 
     # --- reads without log writes (master/readindex.py) ----------------------------------------
 
@@ -342,7 +420,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         term = self._getTerm()
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
-                              self.raftLastApplied, keep_lease)
+                              self.visible_index(), keep_lease)
         if seq is not None:
             probe = {"type": PROBE_TYPE, "term": term, "seq": seq}
             for node in self.reads.probe_targets(seq, _PrivateRaftState.followers(self)):
@@ -362,7 +440,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         if kind == ACK_TYPE:
             term, seq = message.get("term"), message.get("seq")
             if type(term) is int and type(seq) is int and node in self._followers_seen:
-                self.reads.on_ack(node, term, seq, self.raftLastApplied)
+                self.reads.on_ack(node, term, seq, self.visible_index())
             return
         if kind == SNAPSHOT_PROGRESS:
             return                      # its arrival kept the connection alive: nothing else
@@ -440,7 +518,9 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         return self.reads.leading_term()
 
     def on_probe_ack(self, node, term: int, seq: int) -> None:
-        self.reads.on_ack(node, term, seq, self.raftLastApplied)
+        self.reads.on_ack(node, term, seq, self.visible_index())
+        if self.reads.awaiting_apply() and self.state.open_entries:
+            _PrivateRaftState.wake(self)     # the tick thread commits what they wait for
         if self.reads.waiting():           # reads that came while that round was out
             self.start_read_round()
 
@@ -462,7 +542,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         """May a linearizable read run right now without waiting (leader lease valid, every
         committed entry applied)? Counted as a lease read when so."""
         if not (self._isLeader() and self.reads.lease_valid(self._getTerm())
-                and self.raftLastApplied >= self.raftCommitIndex):
+                and self.visible_index() >= self.raftCommitIndex):
             return False
         self.reads.note_lease_read()
         return True
@@ -487,7 +567,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
             return [{"err": ["INVALID_ARGUMENT", f"undecodable command batch: {exc}"]}]
         if not isinstance(commands, list):
             return [{"err": ["INVALID_ARGUMENT", "a command batch must be a list"]}]
-        return self.state.apply_batch(index, commands)   # readers need no lock against it
+        # Readers need no lock against it; they see it once committed (master/commit_gate.py).
+        return self.state.apply_deferred(index, commands)
 
     def _checkCommandsToApply(self) -> None:
         """pysyncobj appends queued commands on the leader, but on a follower it *forwards* them
@@ -537,6 +618,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
             "snapshot_index": self.snapshot_index,
             "snapshot_time_ms": self.snapshot_time_ms,
             "journal_fsyncs": self.journal.fsyncs,
+            "committed_index": self.state.committed_index,
+            "state_commits": self.commits.commits,
         }
 
     # --- start-up ----------------------------------------------------------------------------

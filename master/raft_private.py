@@ -133,6 +133,12 @@ class PrivateRaftState:
         node._SyncObj__raftCommitIndex = min(max(commit, applied), last)
 
     @staticmethod
+    def rewind_applied(node: SyncObj, applied: int) -> None:
+        """Entries after `applied` were lost from the state machine (a failed commit): pysyncobj
+        applies them again from its log."""
+        node._SyncObj__raftLastApplied = min(node._SyncObj__raftLastApplied, applied)
+
+    @staticmethod
     def mark_fresh(connection) -> None:
         """Reset a TCP connection's idle clock (see DeferredAckTransport)."""
         if connection is not None:

@@ -102,6 +102,7 @@ class RaftSnapshots:
         members = self.members.at(last_entry[1])      # the group as of the snapshot's entry
         cluster = {TCPNode(a) for a in members}
         header = sopickle.dumps((last_entry, prev_entry, cluster, members))
+        self._commit_applied(force=True)     # the store exactly at the last applied entry
         state = self.state
         pinned = state.pin()
 
@@ -156,6 +157,7 @@ class RaftSnapshots:
             self._discard_snapshot(exc)
             raise
         self._snapshots.superseded()       # one of our own being written is older: dropped
+        self._commit_applied(force=True)     # nothing left open in the store being replaced
         with self._state_lock.exclusive(), self._copy_lock:
             self.state.close()
             try:
@@ -166,6 +168,7 @@ class RaftSnapshots:
             finally:                       # the new store, or the old one if that failed
                 self.state = MetadataState(self._state_dir)
             self.state.apply_batch(last_entry[1], [])
+        self.commits.committed(self.state.committed_index)
         fsync_path(self._raft_dir)
         self.members.reset(last_entry[1], members)     # before pysyncobj clears the journal
         self.snapshot_index = last_entry[1]

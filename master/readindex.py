@@ -153,6 +153,10 @@ class ReadIndex:
         """Are reads waiting for a round to start?"""
         return bool(self._new)
 
+    def awaiting_apply(self) -> bool:
+        """Are confirmed reads waiting for their index to be applied (committed to LMDB)?"""
+        return bool(self._confirmed)
+
     def lease_valid(self, term: int) -> bool:
         """Does the leader lease of `term` cover a read starting now? (False without a lease.)"""
         return term == self._term and self.clock() < self._lease_until

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import time
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping, NamedTuple
@@ -287,6 +288,13 @@ def _swap_in(staged: str, path: str) -> None:
 
 # --- the state machine -------------------------------------------------------------------------
 
+def _check_entry(index: int, commands: list[dict]) -> None:
+    if type(index) is not int or index < 1:
+        raise ValueError(f"a log index must be an int >= 1, not {index!r}")
+    if not isinstance(commands, list):
+        raise TypeError(f"commands must be a list, not {type(commands).__name__}")
+
+
 class MetadataState:
     """The replicated namespace: apply log entries, answer reads, copy and restore snapshots."""
 
@@ -304,6 +312,13 @@ class MetadataState:
         self._dbs = {name: self._env.open_db(name.encode()) for name in DB_NAMES}
         self._principals = PrincipalCache()     # callers, per identity revision
         self._init_root()
+        # apply_deferred's open write transaction (see there): the entries applied into it,
+        # and the last entry committed. Readers on other threads read `committed_index`.
+        self._open: lmdb.Transaction | None = None
+        self.open_entries = 0
+        self.open_since = 0.0
+        self.committed_index = self.applied_index()
+        self.applied_through = self.committed_index
         if sync:
             fsync_path(self.path)         # the entry of data.mdb, which lmdb.open may have made
 
@@ -327,6 +342,11 @@ class MetadataState:
                 usage.rebuild(tx, ROOT_INODE, [r["inode"] for r in tx.trash_records()])
 
     def close(self) -> None:
+        """Close the store; entries applied but not committed are dropped (the journal holds
+        them): commit_applied first, from the thread that applied them, to keep them."""
+        if self._open is not None:
+            self._open.abort()
+            self._open = None
         self._env.close()
 
     def __enter__(self) -> MetadataState:
@@ -347,23 +367,64 @@ class MetadataState:
         return None if results is None else results[0]
 
     def apply_batch(self, index: int, commands: list[dict]) -> list[dict] | None:
-        """Apply log entry `index` in one write transaction; None if it was already applied."""
-        if type(index) is not int or index < 1:
-            raise ValueError(f"a log index must be an int >= 1, not {index!r}")
-        if not isinstance(commands, list):
-            raise TypeError(f"commands must be a list, not {type(commands).__name__}")
-        txn = self._env.begin(write=True)
+        """Apply log entry `index` and commit it (with any entries apply_deferred left open);
+        None if it was already applied. A failing entry changes nothing."""
         try:
-            results = self._apply_entry(txn, index, commands)
+            return self.apply_deferred(index, commands)
+        finally:
+            try:
+                self.commit_applied()
+            except BaseException:
+                self.forget_open()
+                raise
+
+    def apply_deferred(self, index: int, commands: list[dict]) -> list[dict] | None:
+        """Apply log entry `index` like apply_batch, into a write transaction left open for the
+        next entries: `commit_applied` commits them together (one fdatasync for many entries).
+        Only for entries committed in the Raft log: their results are final when this returns
+        (a crash before the commit loses them from LMDB, and replaying the journal — which
+        holds every committed entry — applies them again with the same results). Readers on
+        other threads see them once committed (`committed_index`). Each entry runs in a child
+        transaction, so an entry that fails leaves those before it in place."""
+        _check_entry(index, commands)
+        if self._open is None:
+            self._open = self._env.begin(write=True)
+            self.open_since = time.monotonic()
+        child = self._env.begin(write=True, parent=self._open)
+        try:
+            results = self._apply_entry(child, index, commands)
         except BaseException:
-            txn.abort()
+            child.abort()
             self._principals.clear()        # it may hold what this transaction saw
             raise
         if results is None:
-            txn.abort()
-        else:
-            txn.commit()
+            child.abort()
+            return None
+        child.commit()
+        self.open_entries += 1
+        self.applied_through = index
         return results
+
+    def commit_applied(self) -> bool:
+        """Commit the entries apply_deferred applied (one fdatasync); True if there were any.
+        `open_entries` drops to 0 only once they are in LMDB. If the commit fails they are gone
+        from LMDB: the caller applies them again from the log, after `forget_open`."""
+        txn, self._open = self._open, None
+        if txn is None:
+            return False
+        try:
+            txn.commit()
+        except BaseException:
+            self._principals.clear()        # it may hold what the lost transaction saw
+            raise
+        self.committed_index = self.applied_through
+        self.open_entries = 0
+        return True
+
+    def forget_open(self) -> None:
+        """After a failed commit_applied: the entries it held are not applied any more."""
+        self.applied_through = self.committed_index
+        self.open_entries = 0
 
     def _apply_entry(self, txn: lmdb.Transaction, index: int, commands: list[dict]) -> list[dict] | None:
         tx = Tx(txn, self._dbs)

@@ -1099,6 +1099,58 @@ def test_applied_index_and_data_survive_close_and_reopen(tmp_path):
         assert s.apply(3, mkdir("/b")) == {"ok": {"inode": 3}}
 
 
+def test_deferred_entries_reach_readers_when_committed(tmp_path):
+    """apply_deferred: results at once, later entries see earlier ones, readers (read
+    transactions) only what commit_applied committed — all of it with one commit."""
+    with MetadataState(str(tmp_path / "meta"), map_size=1 << 26) as s:
+        assert s.apply_deferred(1, [mkdir("/a")]) == [{"ok": {"inode": 2}}]
+        assert s.apply_deferred(2, [mkdir("/a/b")]) == [{"ok": {"inode": 3}}]
+        assert s.apply_deferred(2, [mkdir("/c")]) is None          # already applied (open)
+        assert (s.applied_through, s.committed_index, s.open_entries) == (2, 0, 2)
+        assert s.applied_index() == 0
+        with pytest.raises(NotFound):
+            s.stat("/a")
+        assert s.commit_applied() is True
+        assert (s.applied_through, s.committed_index, s.open_entries) == (2, 2, 0)
+        assert s.stat("/a/b")["type"] == "dir" and s.applied_index() == 2
+        assert s.commit_applied() is False
+        assert s.apply_batch(3, [mkdir("/d")]) == [{"ok": {"inode": 4}}]
+        assert (s.applied_through, s.committed_index) == (3, 3)
+
+
+def test_deferred_entries_a_crash_drops_apply_again_with_the_same_results(tmp_path):
+    """Entries applied but not committed when the store closes (a crash) are not in LMDB;
+    applying them again from the journal gives the results their callers already got."""
+    path = str(tmp_path / "meta")
+    with MetadataState(path, map_size=1 << 26) as s:
+        s.apply_batch(1, [mkdir("/a")])
+        first = s.apply_deferred(2, [mkdir("/b"), mkdir("/a")])
+    with MetadataState(path, map_size=1 << 26) as s:
+        assert (s.applied_index(), s.committed_index, s.applied_through) == (1, 1, 1)
+        assert s.apply_deferred(2, [mkdir("/b"), mkdir("/a")]) == first
+        assert first[0] == {"ok": {"inode": 3}} and first[1]["err"][0] == "ALREADY_EXISTS"
+
+
+def test_an_entry_that_raises_leaves_the_deferred_entries_before_it(tmp_path, monkeypatch):
+    def broken(tx, args):
+        ns.new_dir(tx, 1, "half", args)
+        raise RuntimeError("a bug, not a refusal")
+    schema = {"mode": state_module.MODE, "owner": state_module.text}
+    monkeypatch.setitem(state_module._OPS, "broken", state_module._Op(schema, broken))
+    with MetadataState(str(tmp_path / "meta"), map_size=1 << 26) as s:
+        s.apply_deferred(1, [mkdir("/a")])
+        with pytest.raises(RuntimeError):
+            s.apply_deferred(2, [mkdir("/b"), {"op": "broken", "now": 5, "mode": 0o755,
+                                               "owner": "x"}])
+        assert (s.applied_through, s.open_entries) == (1, 1)
+        assert s.commit_applied() is True
+        assert s.applied_index() == 1
+        assert s.stat("/a")["type"] == "dir"
+        for path in ("/b", "/half"):
+            with pytest.raises(NotFound):
+                s.stat(path)
+
+
 # --- exactly-once ------------------------------------------------------------------------------------
 
 def test_a_retried_command_returns_the_stored_result_without_running_again(d):
