@@ -6,13 +6,14 @@ durability pieces plugged into its extension points.
   until the journal is fsync'd; the tick loop fsyncs once and then releases all held messages.
   The leader fsyncs its own new entries at the end of every tick, before the next tick counts
   its own log in a commit decision.
-* State: every log entry carries a batch of msgpack commands, applied by `MetadataState` in one
-  LMDB transaction that also records the entry's index, so replay after a restart skips what
-  LMDB already holds and never applies an entry twice.
+* State: every log entry carries a batch of msgpack commands, applied by `MetadataState` in a
+  (child) LMDB transaction that also records the entry's index, so replay after a restart skips
+  what LMDB already holds and never applies an entry twice. Applied entries are committed to
+  LMDB many at a time (master/commit_gate.py); readers see only what is committed.
 * Snapshots: a consistent LMDB copy plus the last two log entries, with a checksum of the copy
   (master/snapshot_format.py), written and fsync'd through pysyncobj's serializer hook. It
   exists to bring a lagging follower up to date; a restarting node never needs it because LMDB
-  (fsync'd on every commit) is always at or beyond it. That is also why pysyncobj's own dump
+  (committed and synced before a snapshot is taken) is always at or beyond it. That is also why pysyncobj's own dump
   loading at start-up — which clears the journal when the dump and the journal disagree — is
   switched off: nothing is ever thrown away on a mismatch.
 
