@@ -422,6 +422,8 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
                               self.visible_index(), keep_lease)
+        if self.reads.awaiting_apply() and self.state.open_entries:
+            self._commit_applied(force=True)     # reads the lease just confirmed wait for it
         if seq is not None:
             probe = {"type": PROBE_TYPE, "term": term, "seq": seq}
             for node in self.reads.probe_targets(seq, _PrivateRaftState.followers(self)):

@@ -11,6 +11,8 @@ import signal
 import time
 import urllib.request
 
+import pytest
+
 from tests.integration.test_masters import Writer, all_names
 
 SLOW_COMMITS = {"master": {"election-timeout": 0.3, "commit-delay": 1.0, "chunk-size": "1MiB"},
@@ -23,8 +25,10 @@ def leader_metric(cluster, name: str) -> float:
     return float(re.search(rf"^{name} (\S+)$", body, re.M).group(1))
 
 
-def test_requests_see_their_own_writes_before_lmdb_commits_them(make_cluster):
-    c = make_cluster(options=SLOW_COMMITS, start=False)
+@pytest.mark.parametrize("read_mode", ["index", "lease"])
+def test_requests_see_their_own_writes_before_lmdb_commits_them(make_cluster, read_mode):
+    options = {**SLOW_COMMITS, "master": {**SLOW_COMMITS["master"], "read-mode": read_mode}}
+    c = make_cluster(options=options, start=False)
     for _ in range(3):
         c.add_chunkserver()
     c.up()
