@@ -187,6 +187,9 @@ class MasterService(callstream.CallsServicer, pb_grpc.MasterServicer):
 
     @rpc
     async def AddChunk(self, request, context):
+        # place_chunk reads the upload's inode, which the caller's Create just wrote: wait
+        # for its LMDB commit here rather than holding the event loop in state_read.
+        await self.node.raft.wait_committed_async()
         replicas = self.node.place_chunk(request.inode, set(request.exclude),
                                          request.length_hint)
         ok = await self._mutate(request, context, {
