@@ -69,8 +69,9 @@ class CommitGate:
         return future
 
     def committed(self, index: int) -> None:
-        """Tick thread: everything up to `index` is committed (or nothing was open)."""
+        """Tick thread: a commit made everything up to `index` visible; settle its waiters."""
         with self._lock:
+            self.commits += 1
             done = [f for t, f in self._waiters if t <= index]
             self._waiters = [(t, f) for t, f in self._waiters if t > index]
             self._requested = bool(self._waiters)

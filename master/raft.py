@@ -13,9 +13,9 @@ durability pieces plugged into its extension points.
 * Snapshots: a consistent LMDB copy plus the last two log entries, with a checksum of the copy
   (master/snapshot_format.py), written and fsync'd through pysyncobj's serializer hook. It
   exists to bring a lagging follower up to date; a restarting node never needs it because LMDB
-  (committed and synced before a snapshot is taken) is always at or beyond it. That is also why pysyncobj's own dump
-  loading at start-up — which clears the journal when the dump and the journal disagree — is
-  switched off: nothing is ever thrown away on a mismatch.
+  (committed and synced before a snapshot is taken) is always at or beyond it. That is also why
+  pysyncobj's own dump loading at start-up — which clears the journal when the dump and the
+  journal disagree — is switched off: nothing is ever thrown away on a mismatch.
 
 The pysyncobj version is pinned (requirements.txt); the few private attributes touched here are
 named in one place (`_PrivateRaftState`).
@@ -352,7 +352,6 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
             _PrivateRaftState.rewind_applied(self, state.committed_index)
             state.forget_open()
             raise
-        self.commits.commits += 1
         self.commits.committed(state.committed_index)
         self.reads.on_applied(self.visible_index())
 
@@ -422,8 +421,7 @@ class MetadataRaft(GroupChanges, RaftSnapshots, SyncObj):
         seq = self.reads.tick(leading, term, self.raftCommitIndex,
                               leading and _PrivateRaftState.own_term_committed(self),
                               self.visible_index(), keep_lease)
-        if self.reads.awaiting_apply() and self.state.open_entries:
-            self._commit_applied(force=True)     # reads the lease just confirmed wait for it
+        self._commit_applied()       # due now if reads the lease just confirmed wait for it
         if seq is not None:
             probe = {"type": PROBE_TYPE, "term": term, "seq": seq}
             for node in self.reads.probe_targets(seq, _PrivateRaftState.followers(self)):

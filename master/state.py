@@ -288,13 +288,6 @@ def _swap_in(staged: str, path: str) -> None:
 
 # --- the state machine -------------------------------------------------------------------------
 
-def _check_entry(index: int, commands: list[dict]) -> None:
-    if type(index) is not int or index < 1:
-        raise ValueError(f"a log index must be an int >= 1, not {index!r}")
-    if not isinstance(commands, list):
-        raise TypeError(f"commands must be a list, not {type(commands).__name__}")
-
-
 class MetadataState:
     """The replicated namespace: apply log entries, answer reads, copy and restore snapshots."""
 
@@ -386,10 +379,12 @@ class MetadataState:
         holds every committed entry — applies them again with the same results). Readers on
         other threads see them once committed (`committed_index`). Each entry runs in a child
         transaction, so an entry that fails leaves those before it in place."""
-        _check_entry(index, commands)
+        if type(index) is not int or index < 1:
+            raise ValueError(f"a log index must be an int >= 1, not {index!r}")
+        if not isinstance(commands, list):
+            raise TypeError(f"commands must be a list, not {type(commands).__name__}")
         if self._open is None:
             self._open = self._env.begin(write=True)
-            self.open_since = time.monotonic()
         child = self._env.begin(write=True, parent=self._open)
         try:
             results = self._apply_entry(child, index, commands)
@@ -401,6 +396,8 @@ class MetadataState:
             child.abort()
             return None
         child.commit()
+        if not self.open_entries:
+            self.open_since = time.monotonic()
         self.open_entries += 1
         self.applied_through = index
         return results
