@@ -83,3 +83,41 @@ def downstream_response_headers(headers: list[tuple[str, str]]) -> list[tuple[st
         return out                               # not even a Connection header
     drop = _dropped(headers, HOP_BY_HOP)
     return out if drop is HOP_BY_HOP else [(k, v) for k, v in out if k not in drop]
+
+
+_HOP_MARKS = tuple((b"\r\n" + name.encode() + b":", name == "connection")
+                   for name in sorted(HOP_BY_HOP))
+
+
+def relayed_fields(fields: bytes) -> bytes | None:
+    """What `downstream_response_headers` keeps of an HTTP/1.1 response head, done on its bytes
+    as they came: `fields` is the head's header lines, each with the CRLF before it
+    (b"\\r\\nServer: x\\r\\nContent-Length: 5"), as httptools accepted them (CRLF line ends, no
+    space before a colon, no folded lines). Returns the same lines without the hop-by-hop ones,
+    in the upstream's own spelling; None when a Connection header names another field that
+    the head has (the caller decodes the head then). For the proxy's fast path: a few searches in C instead of
+    decoding, filtering and formatting every field in Python."""
+    lower = fields.lower()
+    cuts: list[tuple[int, int]] = []
+    for mark, is_connection in _HOP_MARKS:
+        start = lower.find(mark)
+        while start >= 0:
+            end = lower.find(b"\r\n", start + 2)
+            end = len(lower) if end < 0 else end
+            if is_connection:
+                for token in lower[start + len(mark):end].split(b","):
+                    token = token.strip()
+                    if token and token.decode("latin-1") not in HOP_BY_HOP \
+                            and b"\r\n" + token + b":" in lower:
+                        return None
+            cuts.append((start, end))
+            start = lower.find(mark, end)
+    if not cuts:
+        return fields
+    cuts.sort()
+    kept, at = [], 0
+    for start, end in cuts:
+        kept.append(fields[at:start])
+        at = end
+    kept.append(fields[at:])
+    return b"".join(kept)

@@ -123,27 +123,21 @@ class Proxy:
         loop = ex.loop
         deadline = loop.time() + compiled.route.timeout_s       # as _try's
         resp = self._send_h1(ex, conn, plan.target, plan.headers)
-        handed = False
 
         def hand_over() -> None:
-            nonlocal handed
-            if not handed:
-                handed = True
-                timer.cancel()
-                sent = _Sent(conn, resp, deadline)
-                handed_back(ex, self._answer(ex, req, self._forward(ex, req, plan, backend, sent)))
+            sent = _Sent(conn, resp, deadline)
+            handed_back(ex, self._answer(ex, req, self._forward(ex, req, plan, backend, sent)))
 
         def head_arrived() -> None:
-            if handed:
-                return
             if resp.head_error is not None or not resp.body.complete:
                 hand_over()
                 return
-            timer.cancel()
             try:
-                ex.answer_now(resp.status, downstream_response_headers(resp.headers),
-                              resp.body.take_all(),
-                              downstream_response_headers(resp.trailers) or None)
+                body = resp.body.take_all()
+                whole = resp.whole
+                if whole is None or not ex.answer_relayed(resp.status, whole):
+                    ex.answer_now(resp.status, downstream_response_headers(resp.headers), body,
+                                  downstream_response_headers(resp.trailers) or None)
                 backend.succeeded()
             except Exception:          # a bug: logged; the client's connection closes (unfinished)
                 log.exception("answering %s from the upstream's callback failed", backend.url)
@@ -156,8 +150,7 @@ class Proxy:
                 finally:
                     handed_back(ex, None)
 
-        timer = loop.call_at(deadline, hand_over)
-        conn.watch(head_arrived)
+        conn.watch(head_arrived, deadline, hand_over)
         return None
 
     def _begin(self, ex: Exchange) -> _Request:

@@ -170,6 +170,17 @@ class ServerConnection(asyncio.Protocol):
         elif self._flush_handle is None and not self.batching:
             self._flush_handle = self.loop.call_soon(self.flush)
 
+    def write_now(self, data: bytes) -> None:
+        """`data` to the transport at once, after whatever this turn queued before it."""
+        if self.closed:
+            return
+        self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
+        if self._out:
+            self._out.append(data)
+            self.flush()
+        else:
+            self.transport.write(data)
+
     def flush(self) -> None:
         """Hand the queued writes to the transport now."""
         if self._flush_handle is not None:

@@ -3,6 +3,7 @@ callbacks into `Exchange`s, answered one after the other (pipelined requests wai
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 from http import HTTPStatus
@@ -10,6 +11,7 @@ from typing import Awaitable
 
 import httptools
 
+from gateway.headers import relayed_fields
 from gateway.http.exchange import (BodyBuffer, BodyTooLarge, ClientGone, Exchange, RequestHead,
                                    raising, split_authority)
 
@@ -37,6 +39,11 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 
 def reason(status: int) -> str:
     return _REASONS.get(status, "Unknown")
+
+
+@functools.lru_cache(maxsize=None)
+def _status_line(status: int) -> bytes:
+    return f"HTTP/1.1 {status} {reason(status)}".encode("latin-1")
 
 
 def error_response(status: int, message: str) -> bytes:
@@ -102,6 +109,29 @@ class H1Exchange(Exchange):
         finally:
             conn.batching = False
         conn.flush()
+
+    def answer_relayed(self, status: int, whole: bytes) -> bool:
+        """Answer with an upstream's HTTP/1.1 response that came whole (`whole`: its bytes,
+        head and body, framed by its Content-Length): its header lines as they are less the
+        hop-by-hop ones (`relayed_fields`), its body as it is — nothing decoded or rebuilt,
+        one write. False, and nothing done, when it cannot go as it is (a HEAD request, a
+        status without a body, a Connection header naming another field): `answer_now`."""
+        if self.status or status < 200 or status in NO_BODY_STATUS \
+                or self.head.method == "HEAD" or not self.body.done:
+            return False
+        head_end = whole.find(b"\r\n\r\n")
+        fields = relayed_fields(whole[whole.find(b"\r\n"):head_end])
+        if fields is None or b"\r\ncontent-length:" not in fields.lower():
+            return False
+        self.status = status
+        self.finished = True
+        self.bytes_out += len(whole) - head_end - 4
+        first = b"HTTP/1.1 100 Continue\r\n\r\n" if self._continue_first else b""
+        self._continue_first = False
+        self._engine.conn.write_now(b"".join((
+            first, _status_line(status), fields,
+            b"" if self.keep_alive else b"\r\nconnection: close", whole[head_end:])))
+        return True
 
     async def _send_head(self, status: int, headers: list[tuple[str, str]], end: bool) -> None:
         self._write_head(status, headers, end)

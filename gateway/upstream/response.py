@@ -9,13 +9,19 @@ from gateway.http.exchange import BodyBuffer
 class UpstreamResponse:
     """The head (`status`, `headers`) once `head_done`; or `head_error`, the upstream's failure
     before a head came. A future to wait on is made only when someone waits (`wait_head`): the
-    proxy's fast path reads the head from the connection's callback and never does."""
-    __slots__ = ("status", "headers", "trailers", "head_only", "body", "head_done",
-                 "head_error", "_loop", "_waiter")
+    proxy's fast path reads the head from the connection's callback and never does.
+
+    An HTTP/1.1 head is kept as the bytes httptools gave (`set_raw_head`) and decoded when
+    `headers` is first read; `whole` is the response exactly as it came when it came whole in
+    one read (the fast path relays it with `relayed_fields` and never decodes the head)."""
+    __slots__ = ("status", "_headers", "_raw_headers", "whole", "trailers", "head_only", "body",
+                 "head_done", "head_error", "_loop", "_waiter")
 
     def __init__(self, body: BodyBuffer, loop: asyncio.AbstractEventLoop | None = None):
         self.status = 0
-        self.headers: list[tuple[str, str]] = []
+        self._headers: list[tuple[str, str]] = []
+        self._raw_headers: list[tuple[bytes, bytes]] | None = None
+        self.whole: bytes | None = None
         self.trailers: list[tuple[str, str]] = []
         self.head_only = False              # HTTP/2: the stream ended with its HEADERS (gRPC's
                                             # trailers-only errors): no body, no trailers
@@ -25,8 +31,22 @@ class UpstreamResponse:
         self._loop = loop
         self._waiter: asyncio.Future | None = None
 
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """(lower-case name, value) pairs, in arrival order."""
+        raw = self._raw_headers
+        if raw is not None:
+            self._raw_headers = None
+            self._headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+        return self._headers
+
     def set_head(self, status: int, headers: list[tuple[str, str]]) -> None:
-        self.status, self.headers = status, headers
+        self.status, self._headers = status, headers
+        self._settle()
+
+    def set_raw_head(self, status: int, raw: list[tuple[bytes, bytes]]) -> None:
+        """The head as httptools gave its fields (names as sent), decoded when first read."""
+        self.status, self._raw_headers = status, raw
         self._settle()
 
     def fail(self, error: BaseException) -> None:

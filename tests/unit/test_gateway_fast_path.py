@@ -138,6 +138,7 @@ async def a_bug_while_answering(monkeypatch):
 
         def broken(self, *args):
             raise RuntimeError("a bug")
+        monkeypatch.setattr(H1Exchange, "answer_relayed", broken)
         monkeypatch.setattr(H1Exchange, "answer_now", broken)
         writer.write(b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\n")
         assert await reader.read() == b""          # closed, not left hanging
@@ -158,3 +159,64 @@ async def a_bug_while_answering(monkeypatch):
 def test_a_bug_while_answering_closes_that_connection_and_holds_nothing(monkeypatch, caplog):
     uvloop.run(asyncio.wait_for(a_bug_while_answering(monkeypatch), 30))
     assert "answering http://127.0.0.1" in caplog.text and "a bug" in caplog.text
+
+
+async def relayed_heads():
+    async def answer(head: bytes, writer) -> bool:
+        path = head.split(b" ", 2)[1]
+        if path == b"/names-a-field":                    # Connection names an end-to-end field
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n"
+                         b"X-Kept: 2\r\nContent-Length: 2\r\n\r\nok")
+        elif path == b"/empty":
+            writer.write(b"HTTP/1.1 204 No Content\r\nX-Up: 1\r\n\r\n")
+        else:
+            writer.write(b"HTTP/1.1 201 Created\r\nX-Up-Case: Kept\r\nConnection: keep-alive\r\n"
+                         b"Keep-Alive: timeout=5\r\nContent-Length: 4\r\n\r\nbody")
+        return True
+    up_server = await asyncio.start_server(lambda r, w: serve_requests(r, w, answer),
+                                           "127.0.0.1", 0)
+    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
+    proxy = Proxy(ServingTable.build([Route.from_dict({"name": "web", "path": "/*",
+                                                       "to": [up]})]))
+    server = HttpServer(proxy, Limits())
+    _, port = await server.start("127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def raw(request: bytes) -> bytes:
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = [int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")]
+            if not length or request.startswith(b"HEAD"):
+                return head
+            return head + await reader.readexactly(length[0])
+
+        await raw(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")     # a kept-alive upstream now
+        relayed = await raw(b"GET /r HTTP/1.1\r\nHost: a\r\n\r\n")
+        # as the upstream spelled it, hop-by-hop fields gone, the body as it came
+        assert relayed == (b"HTTP/1.1 201 Created\r\nX-Up-Case: Kept\r\nContent-Length: 4"
+                           b"\r\n\r\nbody")
+        decoded = await raw(b"GET /names-a-field HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert b"x-kept: 2" in decoded and b"x-hop" not in decoded.lower()
+        assert decoded.endswith(b"\r\n\r\nok")
+        empty = await raw(b"GET /empty HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert empty.startswith(b"HTTP/1.1 204") and b"x-up: 1" in empty
+        head = await raw(b"HEAD /r HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 201") and b"content-length: 4" in head
+        await raw(b"GET /r HTTP/1.1\r\nHost: a\r\n\r\n")     # (a HEAD's upstream closes)
+        # the client asks to close: told so, and the connection closes after the response
+        writer.write(b"GET /r HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        closing = await reader.read()
+        assert closing == (b"HTTP/1.1 201 Created\r\nX-Up-Case: Kept\r\nContent-Length: 4"
+                           b"\r\nconnection: close\r\n\r\nbody")
+        assert proxy.metrics.requests.count("web", "201") == 5
+    finally:
+        await server.close()
+        proxy.pools.close()
+        up_server.close()
+        await up_server.wait_closed()
+
+
+def test_a_whole_response_is_relayed_as_it_came_less_its_hop_by_hop_fields():
+    uvloop.run(asyncio.wait_for(relayed_heads(), 30))

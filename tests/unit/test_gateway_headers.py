@@ -42,3 +42,30 @@ def test_hop_by_hop_fields_and_those_connection_names_are_dropped():
                                          ("accept", "*/*")], "10.0.0.1", False, "http", "h",
                                         None, False)
     assert [k for k, _ in plain][:2] == ["host", "accept"]
+
+
+def _decoded(fields: bytes) -> list[tuple[str, str]]:
+    lines = fields.decode("latin-1").split("\r\n")[1:]
+    return [(k.lower(), v.strip()) for k, v in (line.split(":", 1) for line in lines)]
+
+
+def test_relayed_fields_keep_what_the_decoded_filter_keeps():
+    from gateway.headers import downstream_response_headers, relayed_fields
+    cases = [
+        b"",
+        b"\r\nContent-Length: 5",
+        b"\r\nServer: nginx\r\nConnection: keep-alive\r\nContent-Length: 5\r\nETag: \"x\"",
+        b"\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nTE: trailers",
+        b"\r\nX-Connection: 1\r\nConnection-Id: 2\r\nTransfer-Encodingx: 3\r\nUpgrade: h2c",
+        b"\r\nproxy-connection: x\r\nTrailer: grpc-status\r\nX-B: 2\r\nconnection:keep-alive",
+        b"\r\nConnection: Keep-Alive, Upgrade\r\nUpgrade: websocket\r\nX-C: 3",
+    ]
+    for fields in cases:
+        got = relayed_fields(fields)
+        assert got is not None, fields
+        assert _decoded(got) == downstream_response_headers(_decoded(fields)), fields
+    assert relayed_fields(b"\r\nX-A: 1") == b"\r\nX-A: 1"
+    assert relayed_fields(b"\r\nConnection: keep-alive\r\nX-A: 1") == b"\r\nX-A: 1"
+    # a Connection header naming an end-to-end field: left to the decoded path
+    assert relayed_fields(b"\r\nConnection: X-Secret\r\nX-Secret: s") is None
+    assert relayed_fields(b"\r\nConnection: close\r\nClose: 1") is None

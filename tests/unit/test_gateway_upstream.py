@@ -135,3 +135,61 @@ def test_response_head_waits_and_failures():
             await late.body.read()
 
     asyncio.run(scenario())
+
+
+def test_watched_responses_their_deadlines_and_whole_ones():
+    """One upstream connection, one timer kept from request to request: a response watched
+    with a far deadline that comes in time leaves the timer set; the next request's deadline
+    is still kept exactly (late at its own deadline, not the first one's), and a nearer
+    deadline sets the timer sooner. A response that came whole in one read is kept as it
+    came; one whose body came later is not."""
+    from gateway.upstream.h1client import H1Upstream
+
+    async def answer_after(head: bytes, writer) -> bool:
+        path = head.split(b" ", 2)[1]
+        if path == b"/split":
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b"ok")
+            return True
+        await asyncio.sleep(float(path[1:].decode()))
+        writer.write(b"HTTP/1.1 200 OK\r\nServer: Up\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    async def scenario():
+        server = await asyncio.start_server(
+            lambda r, w: serve_requests(r, w, answer_after), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
+        loop = asyncio.get_running_loop()
+
+        async def watched(path: str, within: float) -> tuple[str, float, object]:
+            done = loop.create_future()
+            start = loop.time()
+            resp = conn.send("GET", path, [("host", "x")], None, None)
+            conn.watch(lambda: done.set_result("head"), start + within,
+                       lambda: done.set_result("late"))
+            what = await done
+            return what, loop.time() - start, resp
+
+        what, _, resp = await watched("/0", 10.0)
+        assert what == "head" and resp.status == 200
+        assert resp.whole == b"HTTP/1.1 200 OK\r\nServer: Up\r\nContent-Length: 2\r\n\r\nok"
+        assert resp.headers == [("server", "Up"), ("content-length", "2")]
+        what, took, _ = await watched("/0.5", 0.2)           # nearer than the timer set
+        assert what == "late" and 0.15 < took < 0.4
+        conn.abort()
+        conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
+        assert (await watched("/0", 0.1))[0] == "head"       # the timer stays, for 0.1 s
+        what, took, _ = await watched("/0.6", 0.4)           # later than the timer set
+        assert what == "late" and 0.35 < took < 0.6, took
+        conn.abort()
+        conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
+        what, _, resp = await watched("/split", 5.0)
+        assert what == "head" and resp.whole is None         # the body in a later read
+        conn.abort()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
