@@ -135,7 +135,7 @@ class Proxy:
             try:
                 body = resp.body.take_all()
                 whole = resp.whole
-                if whole is None or not ex.answer_relayed(resp.status, whole):
+                if whole is None or not ex.answer_relayed(resp.status, *whole):
                     ex.answer_now(resp.status, downstream_response_headers(resp.headers), body,
                                   downstream_response_headers(resp.trailers) or None)
                 backend.succeeded()

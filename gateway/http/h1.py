@@ -35,6 +35,13 @@ def decode_fields(raw: bytes | bytearray) -> list[tuple[str, str]]:
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_authority = functools.lru_cache(maxsize=1024)(split_authority)   # the Host of most requests
+
+# The body of every request that has none: finished and empty, so nothing changes it (feed
+# is never called for it; finish and fail leave a finished buffer as it is).
+NO_BODY = BodyBuffer(0, lambda: None, lambda n: None)
+NO_BODY.finish()
 
 
 def reason(status: int) -> str:
@@ -110,18 +117,18 @@ class H1Exchange(Exchange):
             conn.batching = False
         conn.flush()
 
-    def answer_relayed(self, status: int, whole: bytes) -> bool:
+    def answer_relayed(self, status: int, whole: bytes, head_end: int) -> bool:
         """Answer with an upstream's HTTP/1.1 response that came whole (`whole`: its bytes,
-        head and body, framed by its Content-Length): its header lines as they are less the
+        head and body, framed by its Content-Length; `head_end`: where the blank line after
+        its head starts): its header lines as they are less the
         hop-by-hop ones (`relayed_fields`), its body as it is — nothing decoded or rebuilt,
         one write. False, and nothing done, when it cannot go as it is (a HEAD request, a
         status without a body, a Connection header naming another field): `answer_now`."""
         if self.status or status < 200 or status in NO_BODY_STATUS \
                 or self.head.method == "HEAD" or not self.body.done:
             return False
-        head_end = whole.find(b"\r\n\r\n")
         fields = relayed_fields(whole[whole.find(b"\r\n"):head_end])
-        if fields is None or b"\r\ncontent-length:" not in fields.lower():
+        if fields is None:
             return False
         self.status = status
         self.finished = True
@@ -326,16 +333,16 @@ class H1Engine:
             raise _Refused(400, "bad Content-Length")
         if length is not None and int(length) > self.limits.max_body_bytes:
             raise _Refused(413, "request body too large")
-        head = RequestHead(method=self.parser.get_method().decode("latin-1"), path=path,
-                           query=query, headers=headers, http_version=version,
-                           scheme=self.conn.scheme, authority=split_authority(host),
-                           peer=self.conn.peer,
-                           has_body=chunked or (length is not None and int(length) > 0),
-                           raw_authority=host)
-        body = BodyBuffer(self.limits.body_buffer_bytes, self.conn.pause_reading,
-                          self._body_consumed)
-        if not head.has_body:
-            body.finish()
+        method = self.parser.get_method()
+        has_body = chunked or (length is not None and int(length) > 0)
+        head = RequestHead(_METHODS.get(method) or method.decode("latin-1"), path, query,
+                           headers, version, self.conn.scheme, _authority(host), self.conn.peer,
+                           has_body, host)
+        if has_body:
+            body = BodyBuffer(self.limits.body_buffer_bytes, self.conn.pause_reading,
+                              self._body_consumed)
+        else:
+            body = NO_BODY
         self.current = H1Exchange(self, head, body, self.parser.should_keep_alive(), expect)
         if self.parser.should_upgrade():
             self._upgrade = upgrade.encode()

@@ -84,7 +84,7 @@ class H1Upstream(asyncio.Protocol):
         body = self.response.body
         head_end = data.find(b"\r\n\r\n")
         if head_end >= 0 and head_end + 4 + body.buffered == len(data):
-            self.response.whole = data
+            self.response.whole = (data, head_end)
 
     def watch(self, watcher: Callable[[], None], deadline: float,
               late: Callable[[], None]) -> None:

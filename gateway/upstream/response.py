@@ -13,7 +13,8 @@ class UpstreamResponse:
 
     An HTTP/1.1 head is kept as the bytes httptools gave (`set_raw_head`) and decoded when
     `headers` is first read; `whole` is the response exactly as it came when it came whole in
-    one read (the fast path relays it with `relayed_fields` and never decodes the head)."""
+    one read, with where its head ends (the fast path relays it with `relayed_fields` and
+    never decodes the head)."""
     __slots__ = ("status", "_headers", "_raw_headers", "whole", "trailers", "head_only", "body",
                  "head_done", "head_error", "_loop", "_waiter")
 
@@ -21,7 +22,7 @@ class UpstreamResponse:
         self.status = 0
         self._headers: list[tuple[str, str]] = []
         self._raw_headers: list[tuple[bytes, bytes]] | None = None
-        self.whole: bytes | None = None
+        self.whole: tuple[bytes, int] | None = None
         self.trailers: list[tuple[str, str]] = []
         self.head_only = False              # HTTP/2: the stream ended with its HEADERS (gRPC's
                                             # trailers-only errors): no body, no trailers

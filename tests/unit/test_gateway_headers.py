@@ -52,7 +52,6 @@ def _decoded(fields: bytes) -> list[tuple[str, str]]:
 def test_relayed_fields_keep_what_the_decoded_filter_keeps():
     from gateway.headers import downstream_response_headers, relayed_fields
     cases = [
-        b"",
         b"\r\nContent-Length: 5",
         b"\r\nServer: nginx\r\nConnection: keep-alive\r\nContent-Length: 5\r\nETag: \"x\"",
         b"\r\nConnection: close\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nTE: trailers",
@@ -61,11 +60,16 @@ def test_relayed_fields_keep_what_the_decoded_filter_keeps():
         b"\r\nConnection: Keep-Alive, Upgrade\r\nUpgrade: websocket\r\nX-C: 3",
     ]
     for fields in cases:
+        fields += b"\r\ncontent-length: 1" if b"Content-Length" not in fields else b""
         got = relayed_fields(fields)
         assert got is not None, fields
         assert _decoded(got) == downstream_response_headers(_decoded(fields)), fields
-    assert relayed_fields(b"\r\nX-A: 1") == b"\r\nX-A: 1"
-    assert relayed_fields(b"\r\nConnection: keep-alive\r\nX-A: 1") == b"\r\nX-A: 1"
+    assert relayed_fields(b"\r\nContent-Length: 1\r\nX-A: 1") == b"\r\nContent-Length: 1\r\nX-A: 1"
+    assert relayed_fields(b"\r\nConnection: keep-alive\r\nContent-Length: 1") == \
+        b"\r\nContent-Length: 1"
+    # no length: the body must be framed by the gateway (chunked), left to the decoded path
+    assert relayed_fields(b"\r\nX-A: 1") is None and relayed_fields(b"") is None
     # a Connection header naming an end-to-end field: left to the decoded path
-    assert relayed_fields(b"\r\nConnection: X-Secret\r\nX-Secret: s") is None
-    assert relayed_fields(b"\r\nConnection: close\r\nClose: 1") is None
+    assert relayed_fields(b"\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 1") \
+        is None
+    assert relayed_fields(b"\r\nConnection: close\r\nClose: 1\r\nContent-Length: 1") is None

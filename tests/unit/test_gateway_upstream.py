@@ -175,7 +175,7 @@ def test_watched_responses_their_deadlines_and_whole_ones():
 
         what, _, resp = await watched("/0", 10.0)
         assert what == "head" and resp.status == 200
-        assert resp.whole == b"HTTP/1.1 200 OK\r\nServer: Up\r\nContent-Length: 2\r\n\r\nok"
+        assert resp.whole == (b"HTTP/1.1 200 OK\r\nServer: Up\r\nContent-Length: 2\r\n\r\nok", 46)
         assert resp.headers == [("server", "Up"), ("content-length", "2")]
         what, took, _ = await watched("/0.5", 0.2)           # nearer than the timer set
         assert what == "late" and 0.15 < took < 0.4
