@@ -295,11 +295,13 @@ class Proxy:
     def _send_h1(ex: Exchange, conn: H1Upstream, target: str,
                  headers: list[tuple[str, str]]) -> UpstreamResponse:
         head = ex.head
-        length = head.header("content-length")
         h1_headers = [("host", head.raw_authority)] + [(k, v) for k, v in headers if k != "host"]
-        return conn.send(head.method, target, h1_headers, ex.read if head.has_body else None,
-                         int(length) if length and length.isdigit() else None,
-                         tunnel=ex.read_tunnel if ex.upgrade else None)
+        if not head.has_body:
+            return conn.send(head.method, target, h1_headers, None, None,
+                             tunnel=ex.read_tunnel if ex.upgrade else None)
+        length = head.header("content-length")
+        return conn.send(head.method, target, h1_headers, ex.read,
+                         int(length) if length and length.isdigit() else None)
 
     async def _try(self, ex: Exchange, backend: Backend, timeout_s: float, target: str,
                    headers: list[tuple[str, str]], sent: _Sent | None = None) -> None:

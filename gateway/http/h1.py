@@ -227,6 +227,7 @@ class H1Engine:
         self._upgrade: bytes | None = None
         self._failed = False
         self._in_headers = False
+        self._began = False                      # a request began in the bytes being parsed
         self._close_after: tuple[int, str] | None = None
         self._tunnel: BodyBuffer | None = None   # an Upgrade request's bytes after its head
 
@@ -239,6 +240,10 @@ class H1Engine:
             return
         try:
             self.parser.feed_data(data)
+            if self._began:
+                self._began = False
+                if self._in_headers:             # its head is not all here: it has 10 s
+                    self.conn.set_header_deadline()
         except httptools.HttpParserUpgrade as up:
             self._on_upgrade(data[up.args[0]:] if up.args else b"")
         except httptools.HttpParserCallbackError as err:
@@ -273,7 +278,7 @@ class H1Engine:
         self._body_bytes = 0
         self._upgrade = None
         self._in_headers = True
-        self.conn.set_header_deadline()
+        self._began = True               # the header deadline is set after this read if needed
 
     def on_url(self, url: bytes) -> None:
         self._url += url
