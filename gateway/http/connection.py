@@ -9,6 +9,7 @@ from typing import Awaitable, Callable
 
 from gateway.http.deadlines import DeadlineWheel
 from gateway.http.exchange import ClientGone, Exchange
+from gateway.http.h1 import H1Engine
 from gateway.http.limits import Limits
 
 App = Callable[[Exchange], Awaitable[None]]
@@ -55,10 +56,11 @@ class ServerConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.Transport) -> None:
-        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call.
-        self.loop = asyncio.get_running_loop()
+        # Kept: on Python 3.11 every asyncio.get_running_loop() is a getpid() system call (the
+        # wheel's loop: no call at all per connection).
         if self._deadlines is None:
-            self._deadlines = DeadlineWheel(self.loop)
+            self._deadlines = DeadlineWheel(asyncio.get_running_loop())
+        self.loop = self._deadlines.loop
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
@@ -69,9 +71,10 @@ class ServerConnection(asyncio.Protocol):
             self._on_open(self)
         self.touch()
         self.set_header_deadline()
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            self._start_h2(b"")
+        if self.scheme == "https":
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._start_h2(b"")
 
     def data_received(self, data: bytes) -> None:
         self.touch()
@@ -88,7 +91,6 @@ class ServerConnection(asyncio.Protocol):
             if data.startswith(H2_PREFACE):
                 self._start_h2(data)
                 return
-            from gateway.http.h1 import H1Engine
             self.engine = H1Engine(self)
         self.engine.data_received(data)
 

@@ -25,7 +25,9 @@ class H1Upstream(asyncio.Protocol):
         self.idle_since = time.monotonic()
         self.response: UpstreamResponse | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self._headers: list[tuple[bytes, bytes]] = []     # of the head being read
+        # The reads of the current response until its head is whole: its fields are taken
+        # from these bytes (no on_header callback: one Python call per field saved).
+        self._head_reads: list[bytes] = []
         self._head_only = False
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -38,8 +40,8 @@ class H1Upstream(asyncio.Protocol):
         self._deadline = 0.0                     # the watched response's (the loop's clock)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._read_any = False                   # bytes of the current response came already
-        self._interim = False                    # a 1xx came before the current response
+        self._interim = 0                        # 1xx heads before the current response's
+        self._whole: tuple[bytes, int] | None = None   # see _keep_whole
 
     @classmethod
     async def open(cls, host: str, port: int, timeout: float, buffer_bytes: int) -> "H1Upstream":
@@ -59,11 +61,13 @@ class H1Upstream(asyncio.Protocol):
             self.closed = True                   # bytes nobody asked for: not reusable
             self.transport.close()
             return
-        first, self._read_any = not self._read_any, True
+        reads = self._head_reads
+        if not self.response.head_done:
+            reads.append(data)
         try:
             self.parser.feed_data(data)
-            if first and self._response_done and not self._interim:
-                self._keep_whole(data)
+            if self._whole is not None:
+                self._keep_whole()
         except httptools.HttpParserUpgrade as up:
             if self.response.status != 101:
                 self.response.fail(UpstreamError("upstream upgraded without a 101"))
@@ -78,12 +82,13 @@ class H1Upstream(asyncio.Protocol):
             self._close()
         self._notify_if_settled()
 
-    def _keep_whole(self, data: bytes) -> None:
-        """The response came whole in `data`, head and body framed by a length and nothing
-        after it: kept as it came (`UpstreamResponse.whole`), to be relayed as it is."""
-        body = self.response.body
-        head_end = data.find(b"\r\n\r\n")
-        if head_end >= 0 and head_end + 4 + body.buffered == len(data):
+    def _keep_whole(self) -> None:
+        """The response's head came in its first read (`_whole`: that read, where the head
+        ends). If the body came whole in it too, framed by a length with nothing after it, the
+        response is kept as it came (`UpstreamResponse.whole`), to be relayed as it is."""
+        data, head_end = self._whole
+        self._whole = None
+        if self._response_done and head_end + 4 + self.response.body.buffered == len(data):
             self.response.whole = (data, head_end)
 
     def watch(self, watcher: Callable[[], None], deadline: float,
@@ -153,17 +158,20 @@ class H1Upstream(asyncio.Protocol):
             k in ("content-length", "transfer-encoding") for k, _ in resp.headers)
 
     # --- httptools callbacks ---
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))      # decoded together once the head is whole
-
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
-            self._headers = []                   # an interim response: the real one follows
-            self._interim = True
+            self._interim += 1                   # an interim response: the real one follows
             return
-        raw, self._headers = self._headers, []
-        self.response.set_raw_head(status, raw)
+        reads, self._head_reads = self._head_reads, []
+        raw = reads[0] if len(reads) == 1 else b"".join(reads)
+        start = 0
+        for _ in range(self._interim):           # skip the 1xx heads before this one
+            start = raw.index(b"\r\n\r\n", start) + 4
+        head_end = raw.index(b"\r\n\r\n", start)   # httptools took it: CRLF lines
+        if len(reads) == 1 and not self._interim:
+            self._whole = (raw, head_end)
+        self.response.set_raw_head(status, raw[raw.index(b"\r\n", start):head_end])
         if self._head_only or status in (204, 304):
             self._message_done(reusable=False)
 
@@ -208,8 +216,9 @@ class H1Upstream(asyncio.Protocol):
         if not self.reusable:                # a reused connection's parser is between messages
             self.parser = httptools.HttpResponseParser(self)
         self.reusable = False
-        self._headers = []
-        self._read_any = self._interim = False
+        self._head_reads = []
+        self._interim = 0
+        self._whole = None
         self._head_only = method == "HEAD"
         self._response_done = False
         self._request_done = body is None

@@ -11,7 +11,7 @@ class UpstreamResponse:
     before a head came. A future to wait on is made only when someone waits (`wait_head`): the
     proxy's fast path reads the head from the connection's callback and never does.
 
-    An HTTP/1.1 head is kept as the bytes httptools gave (`set_raw_head`) and decoded when
+    An HTTP/1.1 head is kept as its header lines' bytes (`set_raw_head`) and decoded when
     `headers` is first read; `whole` is the response exactly as it came when it came whole in
     one read, with where its head ends (the fast path relays it with `relayed_fields` and
     never decodes the head)."""
@@ -21,7 +21,7 @@ class UpstreamResponse:
     def __init__(self, body: BodyBuffer, loop: asyncio.AbstractEventLoop | None = None):
         self.status = 0
         self._headers: list[tuple[str, str]] = []
-        self._raw_headers: list[tuple[bytes, bytes]] | None = None
+        self._raw_headers: bytes | None = None
         self.whole: tuple[bytes, int] | None = None
         self.trailers: list[tuple[str, str]] = []
         self.head_only = False              # HTTP/2: the stream ended with its HEADERS (gRPC's
@@ -38,15 +38,19 @@ class UpstreamResponse:
         raw = self._raw_headers
         if raw is not None:
             self._raw_headers = None
-            self._headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+            self._headers = [(k.decode("latin-1").lower(), v.strip(b" \t").decode("latin-1"))
+                             for k, _, v in (line.partition(b":")
+                                             for line in raw.split(b"\r\n")[1:])]
         return self._headers
 
     def set_head(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status, self._headers = status, headers
         self._settle()
 
-    def set_raw_head(self, status: int, raw: list[tuple[bytes, bytes]]) -> None:
-        """The head as httptools gave its fields (names as sent), decoded when first read."""
+    def set_raw_head(self, status: int, raw: bytes) -> None:
+        """The head's header lines as they came, each with the CRLF before it (b"\\r\\nA: 1"),
+        in the form httptools accepts (CRLF line ends, no space before a colon, no folded
+        lines); decoded when first read."""
         self.status, self._raw_headers = status, raw
         self._settle()
 

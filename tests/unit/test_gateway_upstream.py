@@ -153,6 +153,19 @@ def test_watched_responses_their_deadlines_and_whole_ones():
             await asyncio.sleep(0.05)
             writer.write(b"ok")
             return True
+        if path in (b"/interim", b"/interim-apart", b"/head-apart"):
+            parts = [b"HTTP/1.1 100 Continue\r\nX-Interim: 1\r\n\r\n",
+                     b"HTTP/1.1 200 OK\r\nX-A:  spaced \r\nX-B:\r\n",
+                     b"Content-Length: 2\r\n\r\nok"]
+            if path == b"/head-apart":
+                parts = parts[1:]
+            if path == b"/interim":
+                parts = [b"".join(parts)]
+            for part in parts:
+                writer.write(part)
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            return True
         await asyncio.sleep(float(path[1:].decode()))
         writer.write(b"HTTP/1.1 200 OK\r\nServer: Up\r\nContent-Length: 2\r\n\r\nok")
         return True
@@ -188,6 +201,14 @@ def test_watched_responses_their_deadlines_and_whole_ones():
         conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
         what, _, resp = await watched("/split", 5.0)
         assert what == "head" and resp.whole is None         # the body in a later read
+        # 1xx heads before the response, in its read or apart; a head in two reads
+        for path in ("/interim", "/interim-apart", "/head-apart"):
+            await asyncio.sleep(0.1)                         # (the body of /split, read)
+            what, _, resp = await watched(path, 5.0)
+            assert what == "head" and resp.status == 200 and resp.whole is None, path
+            assert resp.headers == [("x-a", "spaced"), ("x-b", ""),
+                                    ("content-length", "2")], path
+            assert await resp.body.read() == b"ok"
         conn.abort()
         server.close()
         await server.wait_closed()
