@@ -227,7 +227,7 @@ class Proxy:
                 raise Refused(502, f"built-in target {route.to[0]} is not served here")
             req.upstream = route.to[0]
             return _Plan(compiled, target, None, builtin)
-        peer_trusted = bool(table.trusted.longest(head.peer[0]))
+        peer_trusted = bool(len(table.trusted) and table.trusted.longest(head.peer[0]))
         headers, req.trace = upstream_request_headers(
             head.headers, head.peer[0], peer_trusted, head.scheme, head.authority, identity,
             req.grpc)
@@ -295,7 +295,8 @@ class Proxy:
     def _send_h1(ex: Exchange, conn: H1Upstream, target: str,
                  headers: list[tuple[str, str]]) -> UpstreamResponse:
         head = ex.head
-        h1_headers = [("host", head.raw_authority)] + [(k, v) for k, v in headers if k != "host"]
+        h1_headers = [("host", head.raw_authority)]
+        h1_headers += [(k, v) for k, v in headers if k != "host"]
         if not head.has_body:
             return conn.send(head.method, target, h1_headers, None, None,
                              tunnel=ex.read_tunnel if ex.upgrade else None)
