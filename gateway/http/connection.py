@@ -104,6 +104,10 @@ class ServerConnection(asyncio.Protocol):
             self.engine.connection_lost()
         if self._on_close:
             self._on_close(self)
+        # The engine and this object refer to each other: let go of it here, so that both go
+        # when their last reference does, not at the next pass of the cyclic garbage collector
+        # (which took ~6 % of the gateway's time under a new connection per request).
+        self.engine = None
 
     @property
     def writable(self) -> bool:

@@ -523,6 +523,10 @@ class H1Engine:
             self._tunnel.fail(ClientGone("client closed the connection"))
         if self.running is not None:
             self.running.cancel()
+        # Nothing is parsed any more: the parser (which holds this engine's callbacks) and the
+        # exchange last parsed (which holds this engine) are let go, as the connection lets go
+        # of this engine, so that reference counting frees them all (see ServerConnection).
+        self.parser = self.current = None
 
 
 class _Refused(Exception):

@@ -185,3 +185,66 @@ def test_trims_when_the_resident_size_has_grown_at_most_once_per_gap():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_release_free_memory_calls_glibc():
     assert release_free_memory()
+
+
+def test_a_closed_connection_is_freed_by_reference_counting_alone():
+    """A connection answered on the proxy's fast path and closed leaves no reference cycle:
+    its protocol object, engine and exchange go when the connection does, with the cyclic
+    garbage collector off (it used to take ~6 % of the gateway's time under a new connection
+    per request)."""
+    from gateway.proxy import Proxy
+    from gateway.routing.route import Route
+    from gateway.table import ServingTable
+    from tests.unit.gateway_server import serve_requests
+
+    async def answer(head: bytes, writer) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    async def go():
+        up_server = await asyncio.start_server(lambda r, w: serve_requests(r, w, answer),
+                                               "127.0.0.1", 0)
+        up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
+        proxy = Proxy(ServingTable.build([Route.from_dict({"name": "w", "path": "/*",
+                                                           "to": [up]})]))
+        server = HttpServer(proxy, LIMITS)
+        held: list[weakref.ref] = []
+        closed, start = server._closed, proxy.start
+
+        def watch_start(ex, handed_back):
+            held.append(weakref.ref(ex))     # (a parser has no weak references: its engine
+                                             # holding on to it would keep the engine)
+            return start(ex, handed_back)
+
+        def watch_close(conn):
+            held.extend((weakref.ref(conn), weakref.ref(conn.engine)))
+            closed(conn)
+        proxy.start, server._closed = watch_start, watch_close
+        port = (await server.start("127.0.0.1", 0))[1]
+        gc.collect()
+        gc.disable()
+        try:
+            for close in (b"", b"Connection: close\r\n"):   # the client or the gateway closes
+                for _ in range(3):                           # (the first fills the pool)
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(b"GET / HTTP/1.1\r\nHost: h\r\n" + close + b"\r\n")
+                    got = await reader.readuntil(b"ok")
+                    assert got.startswith(b"HTTP/1.1 200")
+                    writer.close()
+                    await writer.wait_closed()
+            for _ in range(50):
+                if len(held) == 3 * 6 and not server.connections:
+                    break
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.05)
+            alive = [ref() for ref in held if ref() is not None]
+            assert len(held) == 3 * 6
+            assert not alive, f"{len(alive)} objects of closed connections wait for the " \
+                              f"cyclic collector: {sorted({type(a).__name__ for a in alive})}"
+        finally:
+            gc.enable()
+            await server.close()
+            proxy.pools.close()
+            up_server.close()
+            await up_server.wait_closed()
+    uvloop.run(go())
