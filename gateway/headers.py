@@ -17,9 +17,13 @@ _DROP_UP = HOP_BY_HOP | {IDENTITY_HEADER}
 
 def _dropped(headers: list[tuple[str, str]], always: frozenset[str]) -> frozenset[str]:
     """`always`, and the fields a Connection header lists (hop-by-hop for this message);
-    `always` itself when that adds nothing."""
+    `always` itself when that adds nothing — when what it lists is there already or names no
+    field the message has (`Connection: close`: the callers then need no second pass)."""
     listed = {t.strip().lower() for k, v in headers if k == "connection" for t in v.split(",")}
-    return always if listed <= always else always | listed
+    listed -= always
+    if not listed or not any(k in listed for k, _ in headers):
+        return always
+    return always | listed
 
 
 def new_traceparent() -> str:
