@@ -132,9 +132,9 @@ class MasterNode:
         backup header (master/backup.py). The caller removes the file."""
         fd, path = tempfile.mkstemp(dir=self.raft._raft_dir, prefix=".backup-")
         try:
-            applied = self.state_read(lambda st: st.applied_index())
+            self.raft.wait_committed()       # all it acknowledged is in LMDB: in the copy
             with os.fdopen(fd, "wb") as f:
-                self.raft.copy_state(f.fileno())
+                applied = self.raft.copy_state(f.fileno())
             size, sha256 = backupfile.digest_file(path)
             return path, backupfile.make_header(applied, now_ms(), size, sha256)
         except BaseException:

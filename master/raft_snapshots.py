@@ -182,12 +182,18 @@ class RaftSnapshots:
         _PrivateRaftState.postpone_election(self, self._config.election_max)
         return last_entry, prev_entry, {TCPNode(a) for a in members}
 
-    def copy_state(self, fd: int) -> None:
-        """A consistent, compacted copy of the metadata to `fd`, for a backup. LMDB copies from
-        one read transaction, so commits go on meanwhile: only a snapshot install (which swaps
-        the store) waits for it."""
+    def copy_state(self, fd: int) -> int:
+        """A consistent, compacted copy of the metadata to `fd`, for a backup; returns the log
+        index it is the state at (read in the read transaction the copy is made from: commits
+        go on meanwhile). Only a snapshot install (which swaps the store) waits for it."""
         with self._copy_lock:
-            self.state.copy_to_fd(fd)
+            pinned = self.state.pin()
+            try:
+                applied = pinned.applied_index()
+                pinned.copy_to_fd(fd)
+            finally:
+                pinned.close()
+        return applied
 
     def _read_snapshot_info(self) -> None:
         try:

@@ -749,7 +749,7 @@ class MetadataState:
     def pin(self) -> "PinnedState":
         """The state as of now, kept for a later copy from any thread while applies go on
         (an LMDB read transaction: it sees this state however far the writers move on)."""
-        return PinnedState(self._env, self._env.begin())
+        return PinnedState(self._env, self._env.begin(), self._dbs)
 
     @staticmethod
     def install_target(path: str) -> str:
@@ -790,8 +790,12 @@ class PinnedState:
     """A read transaction on a store, to copy the state it saw (MetadataState.pin). Holding it
     keeps LMDB from reusing the pages it sees: close it once copied."""
 
-    def __init__(self, env, txn):
-        self._env, self._txn = env, txn
+    def __init__(self, env, txn, dbs):
+        self._env, self._txn, self._dbs = env, txn, dbs
+
+    def applied_index(self) -> int:
+        """The last log entry applied in the state pinned."""
+        return Tx(self._txn, self._dbs).counter(APPLIED)
 
     def copy_to_fd(self, fd: int) -> None:
         """A compacted copy of data.mdb as of the pin to the open file `fd`."""

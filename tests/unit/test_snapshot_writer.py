@@ -88,6 +88,7 @@ def test_a_pinned_state_copies_what_it_saw_while_writes_go_on(tmp_path):
         mkdir(st, 1, "/a")
         pinned = st.pin()
         mkdir(st, 2, "/b")
+        assert pinned.applied_index() == 1 and st.applied_index() == 2  # (a backup's header)
         with open(tmp_path / "copy.mdb", "wb") as f:
             pinned.copy_to_fd(f.fileno())
         pinned.close()
