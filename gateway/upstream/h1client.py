@@ -61,13 +61,17 @@ class H1Upstream(asyncio.Protocol):
             self.closed = True                   # bytes nobody asked for: not reusable
             self.transport.close()
             return
-        reads = self._head_reads
         if not self.response.head_done:
-            reads.append(data)
+            self._head_reads.append(data)
         try:
             self.parser.feed_data(data)
             if self._whole is not None:
                 self._keep_whole()
+            elif not self.response.head_done and \
+                    sum(map(len, self._head_reads)) > self.buffer_bytes:
+                self.response.fail(UpstreamError(
+                    f"upstream response head larger than {self.buffer_bytes} bytes"))
+                self._close()
         except httptools.HttpParserUpgrade as up:
             if self.response.status != 101:
                 self.response.fail(UpstreamError("upstream upgraded without a 101"))

@@ -214,3 +214,33 @@ def test_watched_responses_their_deadlines_and_whole_ones():
         await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_an_upstream_head_larger_than_the_buffer_is_refused():
+    """The reads of a response head are kept until it is whole: an upstream that never ends
+    its head is cut off once it has sent more than the connection's buffer (a 502 for the
+    client), instead of being held in memory without bound."""
+    from gateway.upstream.errors import UpstreamError
+    from gateway.upstream.h1client import H1Upstream
+
+    async def endless_head(head: bytes, writer) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(200):
+            writer.write(b"X-Filler-%d: %s\r\n" % (i, b"f" * 1000))
+            await writer.drain()
+        await asyncio.sleep(5)
+        return False
+
+    async def scenario():
+        server = await asyncio.start_server(
+            lambda r, w: serve_requests(r, w, endless_head), "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
+        resp = conn.send("GET", "/", [("host", "x")], None, None)
+        with pytest.raises(UpstreamError, match="head larger than 65536 bytes"):
+            await asyncio.wait_for(resp.wait_head(), 5)
+        assert conn.closed
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
