@@ -3,6 +3,7 @@ to it over real sockets."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 
@@ -122,3 +123,26 @@ async def serve_requests(reader: asyncio.StreamReader, writer: asyncio.StreamWri
         pass
     finally:
         writer.close()
+
+
+@contextlib.asynccontextmanager
+async def proxy_before(handle, **route):
+    """A gateway Proxy on an HttpServer (on the running loop) routing every path to an
+    HTTP/1.1 upstream served by `handle(reader, writer)`, with the route's other settings from
+    `route`; yields (proxy, the gateway's port, the upstream's URL)."""
+    from gateway.proxy import Proxy
+    from gateway.routing.route import Route
+    from gateway.table import ServingTable
+    up_server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
+    proxy = Proxy(ServingTable.build([Route.from_dict({"name": "web", "path": "/*",
+                                                       "to": [up], **route})]))
+    server = HttpServer(proxy, Limits())
+    _, port = await server.start("127.0.0.1", 0)
+    try:
+        yield proxy, port, up
+    finally:
+        await server.close()
+        proxy.pools.close()
+        up_server.close()
+        await up_server.wait_closed()

@@ -8,12 +8,7 @@ import asyncio
 
 import uvloop
 
-from gateway.http.limits import Limits
-from gateway.http.server import HttpServer
-from gateway.proxy import Proxy
-from gateway.routing.route import Route
-from gateway.table import ServingTable
-from tests.unit.gateway_server import serve_requests
+from tests.unit.gateway_server import proxy_before, serve_requests
 
 BIG = bytes(range(256)) * 4096                     # 1 MiB
 
@@ -62,13 +57,11 @@ async def read_response(reader) -> tuple[int, dict[str, str], bytes]:
 
 async def scenario():
     upstream = Upstream()
-    up_server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
-    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
-    route = Route.from_dict({"name": "web", "path": "/*", "to": [up], "timeout_s": 0.3,
-                             "retries": 1})
-    proxy = Proxy(ServingTable.build([route]))
-    server = HttpServer(proxy, Limits())
-    _, port = await server.start("127.0.0.1", 0)
+    async with proxy_before(upstream.handle, timeout_s=0.3, retries=1) as (proxy, port, up):
+        await fast_and_handed_over(upstream, proxy, port, up)
+
+
+async def fast_and_handed_over(upstream: Upstream, proxy, port: int, up: str):
     loop = asyncio.get_running_loop()
     tasks = 0
     default_factory = loop.get_task_factory()
@@ -112,10 +105,6 @@ async def scenario():
         assert backend.in_flight == 0
     finally:
         writer.close()
-        await server.close()
-        proxy.pools.close()
-        up_server.close()
-        await up_server.wait_closed()
 
 
 def test_small_whole_responses_need_no_task_and_the_rest_is_handed_over():
@@ -125,13 +114,7 @@ def test_small_whole_responses_need_no_task_and_the_rest_is_handed_over():
 async def a_bug_while_answering(monkeypatch):
     from gateway.http.h1 import H1Exchange
     upstream = Upstream()
-    up_server = await asyncio.start_server(upstream.handle, "127.0.0.1", 0)
-    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
-    proxy = Proxy(ServingTable.build([Route.from_dict({"name": "web", "path": "/*",
-                                                       "to": [up]})]))
-    server = HttpServer(proxy, Limits())
-    _, port = await server.start("127.0.0.1", 0)
-    try:
+    async with proxy_before(upstream.handle) as (proxy, port, up):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (await read_response(reader))[2] == b"ok"       # a kept-alive upstream now
@@ -149,11 +132,6 @@ async def a_bug_while_answering(monkeypatch):
         writer.write(b"GET /whole HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (await read_response(reader))[2] == b"whole"     # and it serves on
         writer.close()
-    finally:
-        await server.close()
-        proxy.pools.close()
-        up_server.close()
-        await up_server.wait_closed()
 
 
 def test_a_bug_while_answering_closes_that_connection_and_holds_nothing(monkeypatch, caplog):
@@ -173,14 +151,7 @@ async def relayed_heads():
             writer.write(b"HTTP/1.1 201 Created\r\nX-Up-Case: Kept\r\nConnection: keep-alive\r\n"
                          b"Keep-Alive: timeout=5\r\nContent-Length: 4\r\n\r\nbody")
         return True
-    up_server = await asyncio.start_server(lambda r, w: serve_requests(r, w, answer),
-                                           "127.0.0.1", 0)
-    up = f"http://127.0.0.1:{up_server.sockets[0].getsockname()[1]}"
-    proxy = Proxy(ServingTable.build([Route.from_dict({"name": "web", "path": "/*",
-                                                       "to": [up]})]))
-    server = HttpServer(proxy, Limits())
-    _, port = await server.start("127.0.0.1", 0)
-    try:
+    async with proxy_before(lambda r, w: serve_requests(r, w, answer)) as (proxy, port, _):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
         async def raw(request: bytes) -> bytes:
@@ -211,11 +182,6 @@ async def relayed_heads():
         assert closing == (b"HTTP/1.1 201 Created\r\nX-Up-Case: Kept\r\nContent-Length: 4"
                            b"\r\nconnection: close\r\n\r\nbody")
         assert proxy.metrics.requests.count("web", "201") == 5
-    finally:
-        await server.close()
-        proxy.pools.close()
-        up_server.close()
-        await up_server.wait_closed()
 
 
 def test_a_whole_response_is_relayed_as_it_came_less_its_hop_by_hop_fields():

@@ -69,6 +69,13 @@ async def _server(delay: float = 0.0):
     return server, server.sockets[0].getsockname()[1], state
 
 
+async def _answering(answer) -> tuple[asyncio.AbstractServer, int]:
+    """A local HTTP/1.1 server whose requests `answer(head, writer)` answers; and its port."""
+    server = await asyncio.start_server(lambda r, w: serve_requests(r, w, answer),
+                                        "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
 async def _get(backend: Backend) -> bytes:
     conn = await backend.acquire_h1()
     resp = conn.send("GET", "/", [("host", "x")], None, None)
@@ -171,9 +178,7 @@ def test_watched_responses_their_deadlines_and_whole_ones():
         return True
 
     async def scenario():
-        server = await asyncio.start_server(
-            lambda r, w: serve_requests(r, w, answer_after), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
+        server, port = await _answering(answer_after)
         conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
         loop = asyncio.get_running_loop()
 
@@ -232,9 +237,7 @@ def test_an_upstream_head_larger_than_the_buffer_is_refused():
         return False
 
     async def scenario():
-        server = await asyncio.start_server(
-            lambda r, w: serve_requests(r, w, endless_head), "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
+        server, port = await _answering(endless_head)
         conn = await H1Upstream.open("127.0.0.1", port, 5, 1 << 16)
         resp = conn.send("GET", "/", [("host", "x")], None, None)
         with pytest.raises(UpstreamError, match="head larger than 65536 bytes"):
