@@ -123,7 +123,8 @@ class H1Exchange(Exchange):
         its head starts): its header lines as they are less the
         hop-by-hop ones (`relayed_fields`), its body as it is — nothing decoded or rebuilt,
         one write. False, and nothing done, when it cannot go as it is (a HEAD request, a
-        status without a body, a Connection header naming another field): `answer_now`."""
+        status without a body, no Content-Length, a Connection header naming another field):
+        `answer_now` then."""
         if self.status or status < 200 or status in NO_BODY_STATUS \
                 or self.head.method == "HEAD" or not self.body.done:
             return False

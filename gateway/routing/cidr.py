@@ -97,14 +97,10 @@ class IpFilter:
             self._trie.insert(net, True)
         for net in self.deny:
             self._trie.insert(net, False)
-        self._open = not self.allow and not self.deny
-
-    @property
-    def empty(self) -> bool:
-        return not self.allow and not self.deny
+        self.empty = not self.allow and not self.deny
 
     def allows(self, ip: str) -> bool:
-        if self._open:                           # no lists: everyone (checked per request)
+        if self.empty:                           # no lists: everyone (checked per request)
             return True
         verdict = self._trie.longest(ip)
         if verdict is None:
