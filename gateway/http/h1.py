@@ -224,6 +224,9 @@ class H1Engine:
         self._fields = bytearray()
         self._field_count = 0
         self._header_bytes = 0
+        # Bytes of the reads that held nothing but the head being read: httptools keeps a
+        # field's bytes until the field ends, so one without an end is bounded here.
+        self._head_reads_bytes = 0
         self._body_bytes = 0
         self._upgrade: bytes | None = None
         self._failed = False
@@ -245,6 +248,10 @@ class H1Engine:
                 self._began = False
                 if self._in_headers:             # its head is not all here: it has 10 s
                     self.conn.set_header_deadline()
+            elif self._in_headers:               # this read was all head, and still no end
+                self._head_reads_bytes += len(data)
+                if self._head_reads_bytes > self.limits.max_header_bytes:
+                    self._fail(431, "request header fields too large")
         except httptools.HttpParserUpgrade as up:
             self._on_upgrade(data[up.args[0]:] if up.args else b"")
         except httptools.HttpParserCallbackError as err:
@@ -276,6 +283,7 @@ class H1Engine:
         self._fields = bytearray()
         self._field_count = 0
         self._header_bytes = 0
+        self._head_reads_bytes = 0
         self._body_bytes = 0
         self._upgrade = None
         self._in_headers = True

@@ -135,6 +135,25 @@ def test_bad_requests_get_their_4xx_and_the_server_goes_on(server, request_bytes
     assert get(server.connect())[0] == 200
 
 
+def test_a_header_field_without_end_is_refused_past_the_limit(server):
+    """On a kept-alive connection (the parser has the head, not the connection): httptools
+    keeps an unfinished field's bytes, so the engine counts the reads that are all head."""
+    s = server.connect()
+    assert get(s)[0] == 200
+    s.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nX: ")
+    time.sleep(0.05)
+    try:
+        for _ in range(5):
+            s.sendall(b"a" * 2000)
+            time.sleep(0.02)
+    except OSError:
+        pass
+    start = time.monotonic()
+    assert read_response(s)[0] == 431
+    assert time.monotonic() - start < LIMITS.header_timeout_s
+    assert closed_by_peer(s)
+
+
 def test_upgrade_makes_a_tunnel(server):
     s = server.connect()
     s.sendall(b"GET /t HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: shout\r\n\r\nearly")
