@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from gateway.http.deadlines import DeadlineWheel
 from gateway.http.exchange import ClientGone, Exchange
-from gateway.http.h1 import H1Engine
+from gateway.http.h1 import HEAD_TOO_LARGE, HEAD_WAIT, H1Engine, error_response, first_head
 from gateway.http.limits import Limits
 
 App = Callable[[Exchange], Awaitable[None]]
@@ -17,17 +17,34 @@ H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 COALESCE_BYTES = 64 * 1024      # writes smaller than this wait for the end of the loop's turn
 
 
+class Registry(Protocol):
+    """Who keeps a server's open connections (the HttpServer)."""
+
+    def connection_opened(self, conn: "ServerConnection") -> None: ...
+
+    def connection_closed(self, conn: "ServerConnection") -> None: ...
+
+
 class ServerConnection(asyncio.Protocol):
     """One client connection. The protocol engine (h1.H1Engine or h2.H2Engine) parses and
-    frames; this class owns the transport and time."""
+    frames; this class owns the transport and time.
+
+    Slots, and no engine until a first head is whole (see h1.first_head): what an open
+    connection costs is most of what 10,000 slow clients cost (bench/gateway_memory.py)."""
+
+    __slots__ = ("app", "limits", "scheme", "transport", "peer", "engine", "closed", "_writable",
+                 "_write_waiters", "_reading_paused", "_pending", "_deadline_header",
+                 "_deadline_idle", "_deadlines", "_tick", "_tick_at", "_registry",
+                 "_proxy_from", "_awaiting_proxy", "_out", "_out_size", "_flush_handle",
+                 "batching", "loop", "__weakref__")
 
     def __init__(self, app: App, limits: Limits, scheme: str = "http",
-                 on_open: Callable[["ServerConnection"], None] | None = None,
-                 on_close: Callable[["ServerConnection"], None] | None = None,
-                 proxy_from=None, deadlines: DeadlineWheel | None = None):
-        """`proxy_from`: a PrefixTrie of the peers (L4 balancers) whose connections start with
-        a PROXY protocol header naming the client; None: nobody's do. `deadlines`: the timer
-        the server's connections share (one of its own if None)."""
+                 registry: Registry | None = None, proxy_from=None,
+                 deadlines: DeadlineWheel | None = None):
+        """`registry`: told of the connection when it opens and when it closes. `proxy_from`: a
+        PrefixTrie of the peers (L4 balancers) whose connections start with a PROXY protocol
+        header naming the client; None: nobody's do. `deadlines`: the timer the server's
+        connections share (one of its own if None)."""
         self.app = app
         self.limits = limits
         self.scheme = scheme
@@ -38,17 +55,16 @@ class ServerConnection(asyncio.Protocol):
         self._writable = True                    # False while the transport's buffer is full
         self._write_waiters: list[asyncio.Future] | None = None   # made only when one waits
         self._reading_paused = False
-        self._pending = b""                      # first bytes, until the protocol is known
+        self._pending = b""                      # first bytes, until an engine is made
         self._deadline_header = 0.0              # monotonic; 0 = none
         self._deadline_idle = 0.0
         self._deadlines = deadlines
         self._tick: int | None = None            # where the deadline timer has us filed
         self._tick_at = 0.0                      # for which deadline
-        self._on_open = on_open
-        self._on_close = on_close
+        self._registry = registry
         self._proxy_from = proxy_from
         self._awaiting_proxy = False
-        self._out: list[bytes] = []              # small writes of this turn of the loop
+        self._out: list[bytes] | None = None     # small writes of this turn of the loop
         self._out_size = 0
         self._flush_handle: asyncio.Handle | None = None
         self.batching = False                    # a writer that flushes itself when done
@@ -63,12 +79,14 @@ class ServerConnection(asyncio.Protocol):
         self.loop = self._deadlines.loop
         self.transport = transport
         peer = transport.get_extra_info("peername")
-        self.peer = (peer[0], peer[1]) if isinstance(peer, tuple) else ("", 0)
+        if not isinstance(peer, tuple):
+            peer = ("", 0)
+        self.peer = peer if len(peer) == 2 else (peer[0], peer[1])    # IPv6: 4 items
         self._awaiting_proxy = bool(self._proxy_from is not None and
                                     self._proxy_from.longest(self.peer[0]))
         transport.set_write_buffer_limits(high=self.limits.write_buffer_bytes)
-        if self._on_open:
-            self._on_open(self)
+        if self._registry is not None:
+            self._registry.connection_opened(self)
         self.touch()
         self.set_header_deadline()
         if self.scheme == "https":
@@ -83,11 +101,20 @@ class ServerConnection(asyncio.Protocol):
             if not data:
                 return
         if self.engine is None:
-            self._pending += data
-            if H2_PREFACE.startswith(self._pending[:len(H2_PREFACE)]) and \
-                    len(self._pending) < len(H2_PREFACE):
-                return                           # could still be the HTTP/2 preface
-            data, self._pending = self._pending, b""
+            pending = self._pending = self._pending + data
+            if H2_PREFACE.startswith(pending[:len(H2_PREFACE)]):
+                if len(pending) < len(H2_PREFACE):
+                    return                       # could still be the HTTP/2 preface
+            else:
+                head = first_head(pending, self.limits.max_header_bytes)
+                if head is HEAD_WAIT:
+                    return                       # an HTTP/1.1 head still coming
+                if head is HEAD_TOO_LARGE:
+                    self._pending = b""
+                    self.write(error_response(431, "request header fields too large"))
+                    self.close()
+                    return
+            data, self._pending = pending, b""
             if data.startswith(H2_PREFACE):
                 self._start_h2(data)
                 return
@@ -102,8 +129,8 @@ class ServerConnection(asyncio.Protocol):
             self._deadlines.remove(self)
         if self.engine is not None:
             self.engine.connection_lost()
-        if self._on_close:
-            self._on_close(self)
+        if self._registry is not None:
+            self._registry.connection_closed(self)
         # The engine and this object refer to each other: let go of it here, so that both go
         # when their last reference does, not at the next pass of the cyclic garbage collector
         # (which took ~6 % of the gateway's time under a new connection per request).
@@ -166,10 +193,13 @@ class ServerConnection(asyncio.Protocol):
         if self.closed:
             return
         self._deadline_idle = time.monotonic() + self.limits.idle_timeout_s
-        if not self._out and len(data) >= COALESCE_BYTES:
+        out = self._out
+        if not out and len(data) >= COALESCE_BYTES:
             self.transport.write(data)
             return
-        self._out.append(data)
+        if out is None:
+            out = self._out = []
+        out.append(data)
         self._out_size += len(data)
         if self._out_size >= COALESCE_BYTES:
             self.flush()
@@ -194,14 +224,14 @@ class ServerConnection(asyncio.Protocol):
             self._flush_handle = None
         if self._out and not self.closed:
             out = self._out
-            self._out, self._out_size = [], 0
+            self._out, self._out_size = None, 0
             self.transport.writelines(out)
 
     def _discard_out(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        self._out, self._out_size = [], 0
+        self._out, self._out_size = None, 0
 
     async def drain(self) -> None:
         """Wait while the client is slower than us (the transport's buffer is past its mark)."""
@@ -275,6 +305,9 @@ class ServerConnection(asyncio.Protocol):
         if self._deadline_header and now >= self._deadline_header:
             if self.engine is not None:
                 self.engine.header_timeout()
+            elif self._pending and not self._awaiting_proxy:   # a first head, unfinished
+                self.write(error_response(408, "request header timeout"))
+                self.close()
             else:
                 self.abort()
             return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import struct
 from http import HTTPStatus
 from typing import Awaitable
@@ -51,6 +52,30 @@ def reason(status: int) -> str:
 @functools.lru_cache(maxsize=None)
 def _status_line(status: int) -> bytes:
     return f"HTTP/1.1 {status} {reason(status)}".encode("latin-1")
+
+
+# A request line as RFC 9112 has it (token method, target, version), checked on a first line
+# before its head is whole (see first_head).
+_REQUEST_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+ [^ \r\n]+ HTTP/[0-9]\.[0-9]\r?\n")
+
+
+HEAD_WAIT, HEAD_PARSE, HEAD_TOO_LARGE = "wait", "parse", "too large"
+
+
+def first_head(pending: bytes, max_header_bytes: int) -> str:
+    """What to do with the first bytes a client sent: HEAD_PARSE (to a parser) when they hold
+    a whole head or a first line that is no request line (for the parser to refuse at once);
+    HEAD_TOO_LARGE past the limit with no end of the head; HEAD_WAIT otherwise. Until then a
+    connection keeps them as bytes: a slowloris dribbling a head costs those bytes, not a parser
+    and an engine (~1.3 KB)."""
+    if b"\n\r\n" in pending or b"\n\n" in pending:
+        return HEAD_PARSE
+    if len(pending) > max_header_bytes:
+        return HEAD_TOO_LARGE
+    line_end = pending.find(b"\n")
+    if line_end >= 0 and _REQUEST_LINE.match(pending, 0, line_end + 1) is None:
+        return HEAD_PARSE
+    return HEAD_WAIT
 
 
 def error_response(status: int, message: str) -> bytes:

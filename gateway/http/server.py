@@ -45,16 +45,16 @@ class HttpServer:
 
     def _protocol(self) -> ServerConnection:
         return ServerConnection(self.app, self.limits, "https" if self.tls else "http",
-                                on_open=self._opened, on_close=self._closed,
+                                registry=self,
                                 proxy_from=self.proxy_from, deadlines=self.deadlines)
 
-    def _opened(self, conn: ServerConnection) -> None:
+    def connection_opened(self, conn: ServerConnection) -> None:
         self.connections.add(conn)
         if len(self.connections) > self.high_water:
             self.high_water = len(self.connections)
             self._table_size = max(self._table_size, self.high_water)
 
-    def _closed(self, conn: ServerConnection) -> None:
+    def connection_closed(self, conn: ServerConnection) -> None:
         self.connections.discard(conn)
 
     def settle(self) -> int:

@@ -1,6 +1,7 @@
 """gateway/headers.py: what the gateway changes in headers on the way to the upstream."""
 from __future__ import annotations
 
+from gateway.http.h1 import HEAD_PARSE, HEAD_TOO_LARGE, HEAD_WAIT, first_head
 from gateway.headers import TRACEPARENT, new_traceparent, upstream_request_headers
 
 
@@ -73,3 +74,17 @@ def test_relayed_fields_keep_what_the_decoded_filter_keeps():
     assert relayed_fields(b"\r\nConnection: X-Secret\r\nX-Secret: s\r\nContent-Length: 1") \
         is None
     assert relayed_fields(b"\r\nConnection: close\r\nClose: 1\r\nContent-Length: 1") is None
+
+
+def test_a_first_head_goes_to_the_parser_when_whole_or_no_request():
+    assert first_head(b"", 100) == HEAD_WAIT
+    assert first_head(b"GET / HT", 100) == HEAD_WAIT
+    assert first_head(b"GET /a?b=c HTTP/1.1\r\nHost: h\r\nX-Slow", 100) == HEAD_WAIT
+    assert first_head(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n", 100) == HEAD_PARSE   # whole
+    assert first_head(b"GET / HTTP/1.1\nHost: h\n\n", 100) == HEAD_PARSE            # bare LFs
+    assert first_head(b"GARBAGE\r\nHost: h\r\n", 100) == HEAD_PARSE        # no request line
+    assert first_head(b"GET  / HTTP/1.1\r\n", 100) == HEAD_PARSE
+    assert first_head(b"GET / HTTP/1.1 \r\n", 100) == HEAD_PARSE
+    assert first_head(b"GET / HTTP/1.1\r\nHost: " + b"h" * 100, 100) == HEAD_TOO_LARGE
+    assert first_head(b"GET / HTTP/1.1\r\nHost: " + b"h" * 100 + b"\r\n\r\n", 100) \
+        == HEAD_PARSE                            # whole: the parser's limits refuse it

@@ -135,6 +135,22 @@ def test_bad_requests_get_their_4xx_and_the_server_goes_on(server, request_bytes
     assert get(server.connect())[0] == 200
 
 
+@pytest.mark.parametrize("unfinished,status", [
+    (b"GARBAGE HERE\r\nHost: h\r\n", 400),                           # no request line
+    (b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 5000, 431),           # past the limit
+])
+def test_an_unfinished_head_is_refused_at_once_when_it_cannot_be_a_request(
+        server, unfinished, status):
+    """A first head is kept as bytes until it is whole (no parser for a slowloris), but what
+    can be refused already is refused then, not at the header timeout (a 408)."""
+    s = server.connect()
+    s.sendall(unfinished)
+    start = time.monotonic()
+    assert read_response(s)[0] == status
+    assert time.monotonic() - start < LIMITS.header_timeout_s
+    assert closed_by_peer(s)
+
+
 def test_a_header_field_without_end_is_refused_past_the_limit(server):
     """On a kept-alive connection (the parser has the head, not the connection): httptools
     keeps an unfinished field's bytes, so the engine counts the reads that are all head."""
@@ -152,6 +168,16 @@ def test_a_header_field_without_end_is_refused_past_the_limit(server):
     assert read_response(s)[0] == 431
     assert time.monotonic() - start < LIMITS.header_timeout_s
     assert closed_by_peer(s)
+
+
+def test_a_head_sent_a_byte_at_a_time_is_answered(server):
+    s = server.connect()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for byte in b"GET /dribbled HTTP/1.1\r\nHost: h\r\n\r\n":
+        s.sendall(bytes([byte]))
+        time.sleep(0.001)
+    status, _, body = read_response(s)
+    assert status == 200 and b"/dribbled" in body
 
 
 def test_upgrade_makes_a_tunnel(server):

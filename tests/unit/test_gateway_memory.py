@@ -78,7 +78,7 @@ def test_closed_connections_leave_nothing_referenced():
     async def go():
         server = HttpServer(app, LIMITS)
         held: list[weakref.ref] = []
-        opened, closed = server._opened, server._closed
+        opened, closed = server.connection_opened, server.connection_closed
 
         def watch_open(conn):
             held.append(weakref.ref(conn))
@@ -91,7 +91,7 @@ def test_closed_connections_leave_nothing_referenced():
                 if part is not None:
                     held.append(weakref.ref(part))
             closed(conn)
-        server._opened, server._closed = watch_open, watch_close
+        server.connection_opened, server.connection_closed = watch_open, watch_close
         trims = []
         trimmer = Trimmer(server, trim=lambda: trims.append(len(server.connections)), drop=100)
         port = (await server.start("127.0.0.1", 0))[1]
