@@ -331,7 +331,10 @@ def admin_health(ctx, as_json: bool, check: bool) -> None:
         click.echo(f"status        {h['status']}"
                    + ("" if h["replica_map_complete"] else
                       f" (leader elected {h['leader_for_s']:.0f}s ago; still hearing reports)"))
-        click.echo(f"chunkservers  {h['chunkservers_alive']} alive, {len(h['dead'])} dead{dead}")
+        silent = "" if not h["silent"] else " ({} silent: {})".format(len(h["silent"]), ", ".join(
+            f"{s['address']} for {s['for_s']:.0f}s" for s in h["silent"]))
+        click.echo(f"chunkservers  {h['chunkservers_alive']} alive{silent}, "
+                   f"{len(h['dead'])} dead{dead}")
         click.echo(f"chunks        {h['chunks']}: {h['under_replicated']} under-replicated "
                    f"({h['at_risk']} with one replica, {h['unavailable']} with none)")
         click.echo(f"replicas      {h['corrupt_replicas']} corrupt, {h['stale_replicas']} stale, "

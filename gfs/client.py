@@ -872,8 +872,12 @@ class Client(IdentityCalls, OidcCalls, RouteCalls):
     # --- administration ------------------------------------------------------------------------
 
     def health(self) -> dict:
+        """The cluster's redundancy as the leader sees it (`gfs health`); `silent`: live
+        chunkservers that missed their last heartbeats, [{"address", "for_s"}]."""
         resp = self._call("Health", pb.Empty())
-        return _fields(resp)
+        out = _fields(resp)
+        out["silent"] = [{"address": s.address, "for_s": s.for_s} for s in resp.silent]
+        return out
 
     def balance_status(self) -> dict:
         """The disk-use balancer: state (off, starting, paused, balancing, blocked, balanced),

@@ -20,6 +20,9 @@ from gfs.units import human_size
 
 DELETE_HOLD_S = 30.0     # a replica ordered deleted is treated as gone this long (or until reported)
 MAX_ORDERS = 20_000      # deletions (and verifications) per heartbeat reply; the rest go next time
+SILENT_BEATS = 3         # heartbeats missed in a row before a live server is reported silent
+SILENT_MIN_S = 2.0       # ...and at least this long (pieces of a report come closer together)
+FIRST_GAP_S = 1.0        # the pace assumed after one heartbeat (chunkservers' default interval)
 
 
 @dataclass
@@ -47,6 +50,7 @@ class ServerState:
     mem_total_bytes: int = 0
     mem_available_bytes: int = 0
     beats: int = 0                  # heartbeats received from this instance
+    gap: float = 0.0                # its usual time between heartbeats (moving average)
     full_report: bool = False
     chunks: dict[int, int] = field(default_factory=dict)   # handle -> version held
     corrupt: dict[int, int] = field(default_factory=dict)  # handle -> version found corrupt
@@ -140,7 +144,11 @@ class ChunkserverRegistry:
             if s is None or s.instance != instance:
                 s = self._servers[address] = ServerState(address=address, instance=instance)
             s.rack = rack
-            s.last_seen = self._clock()
+            now = self._clock()
+            if s.beats:
+                gap = now - s.last_seen
+                s.gap = gap if s.beats == 1 else 0.8 * s.gap + 0.2 * gap
+            s.last_seen = now
             s.beats += 1
             for key, value in figures.items():
                 setattr(s, key, value)
@@ -284,6 +292,17 @@ class ChunkserverRegistry:
     def alive_addresses(self) -> list[str]:
         with self._lock:
             return sorted(s.address for s in self._alive())
+
+    def silent(self) -> dict[str, float]:
+        """Live servers that missed SILENT_BEATS heartbeats in a row (by their own usual pace —
+        FIRST_GAP_S after a single one — and at least SILENT_MIN_S): address -> seconds since
+        the last. Not dead yet — dead is `dead_after`, when repair starts — but most likely
+        gone: `gfs health` says so at once instead of counting them alive until then."""
+        now = self._clock()
+        with self._lock:
+            return {s.address: now - s.last_seen for s in self._servers.values()
+                    if self._is_alive(s, now) and now - s.last_seen > max(
+                        SILENT_BEATS * (s.gap if s.beats >= 2 else FIRST_GAP_S), SILENT_MIN_S)}
 
     def dead_addresses(self) -> list[str]:
         """Servers this leader has heard from that stopped heartbeating."""

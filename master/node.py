@@ -400,7 +400,7 @@ class MasterNode:
                  repair_blocked_detail=blocked_detail(f, view, trash_bytes, awaiting),
                  disk_use=pressure.disk_use(view), trash_purged_for_space=self.gc.purged_for_space)
         f.update(status=status, chunkservers_alive=len(reg.alive_addresses()),
-                 dead=reg.dead_addresses(), orphan_replicas=orphans,
+                 dead=reg.dead_addresses(), silent=reg.silent(), orphan_replicas=orphans,
                  replica_map_complete=complete, leader_for_s=reg.leader_for(),
                  pending_uploads=counts["pending"], trash_entries=counts.get("trash", 0),
                  trash_bytes=counts.get("trash_bytes", 0), session_results=sessions,
@@ -520,6 +520,9 @@ class RaftCollector:
         yield GaugeMetricFamily("gfs_health_chunkservers_dead",
                                 "chunkservers seen by this leader that stopped heartbeating",
                                 value=len(h["dead"]))
+        yield GaugeMetricFamily("gfs_health_chunkservers_silent",
+                                "live chunkservers that missed their last heartbeats (not dead "
+                                "yet: see --dead-after)", value=len(h["silent"]))
         b = self.node.balancer.status()
         for key, doc in BALANCE_GAUGES.items():
             yield GaugeMetricFamily(f"gfs_balance_{key}", doc, value=float(b[key]))

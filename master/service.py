@@ -398,6 +398,8 @@ class MasterService(callstream.CallsServicer, pb_grpc.MasterServicer):
         await self._admin(context)
         h = await asyncio.to_thread(self.node.health)
         h.pop("repair_blocked_by")                  # per reason: on /metrics only
+        h["silent"] = [pb.SilentChunkserver(address=a, for_s=s)
+                       for a, s in sorted(h["silent"].items())]
         return pb.HealthResponse(**h)
 
     @rpc

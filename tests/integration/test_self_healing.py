@@ -320,6 +320,30 @@ def test_health_and_gc_reports_on_the_cli_and_metrics(make_cluster):
     assert 'gfs_health_repair_blocked{reason="too_few_chunkservers"} 1.0' in body
 
 
+def test_a_killed_chunkserver_is_reported_silent_before_it_counts_dead(make_cluster):
+    """`gfs health` says at once (three missed heartbeats) that a chunkserver went quiet,
+    instead of counting it alive until --dead-after."""
+    import urllib.request
+    cluster = start(make_cluster, chunkservers=3, master={"dead-after": 60})
+    victim = cluster.spec["chunkservers"][0]
+    with cluster.client() as c:
+        wait_for(lambda: c.health()["chunkservers_alive"] == 3, 20, "three chunkservers")
+        assert c.health()["silent"] == []
+        killed = time.monotonic()
+        cluster.kill(victim["name"])
+        h = wait_for(lambda: (lambda h: h if h["silent"] else None)(c.health()), 15, "silence")
+    assert time.monotonic() - killed < 10
+    assert [s["address"] for s in h["silent"]] == [victim["bind"]]
+    assert h["silent"][0]["for_s"] >= 0.9 and h["dead"] == [] and h["chunkservers_alive"] == 3
+    out = gfs(cluster, "admin", "health").stdout
+    assert f"3 alive (1 silent: {victim['bind']} for " in out and ", 0 dead" in out, out
+    as_json = json.loads(gfs(cluster, "admin", "health", "--json").stdout)
+    assert [s["address"] for s in as_json["silent"]] == [victim["bind"]]
+    metrics = cluster.spec["masters"][0]["metrics"]
+    body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+    assert "gfs_health_chunkservers_silent 1.0" in body
+
+
 def test_a_new_leader_waits_for_reports_and_copies_nothing_that_is_not_lost(make_cluster):
     opts = {"master": {**BASE, "dead-after": 4}, "chunkserver": CS}
     cluster = make_cluster(masters=3, options=opts, start=False)
