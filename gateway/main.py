@@ -225,6 +225,8 @@ class Worker:
             watcher.stop()
         trimmer.stop()
         await self.server.close()
+        if self.proxy.access_log is not None:
+            self.proxy.access_log.flush()        # the lines of the last requests
         if metrics_server is not None:
             await metrics_server.close()
         self.health.close()

@@ -141,7 +141,7 @@ def test_three_gateways_behind_the_balancer_lose_only_in_flight_requests_to_a_ki
         assert sum(ok for _, ok in results[-60:]) == 60
         # The survivors carried the load after the kill, and saw the clients' address.
         for g in gateways[1:]:
-            lines = g.access_lines()
+            lines = wait_for(g.access_lines, 5, "the access log's batch", 0.05)
             assert lines and all(line["client"] == CLIENT_IP for line in lines), lines[-1:]
     finally:
         if lb is not None:
