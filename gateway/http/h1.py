@@ -249,9 +249,10 @@ class H1Engine:
         self._fields = bytearray()
         self._field_count = 0
         self._header_bytes = 0
-        # Bytes of the reads that held nothing but the head being read: httptools keeps a
-        # field's bytes until the field ends, so one without an end is bounded here.
-        self._head_reads_bytes = 0
+        # Bytes of the reads in a row that carried none of the request's body: its head, or
+        # after it chunk framing and trailers. httptools keeps an unfinished field's bytes
+        # (header or trailer) until the field ends: one without an end is bounded here.
+        self._bodiless_bytes = 0
         self._body_bytes = 0
         self._upgrade: bytes | None = None
         self._failed = False
@@ -268,15 +269,18 @@ class H1Engine:
         if self._failed:
             return
         try:
+            body_before = self._body_bytes
             self.parser.feed_data(data)
             if self._began:
                 self._began = False
                 if self._in_headers:             # its head is not all here: it has 10 s
                     self.conn.set_header_deadline()
-            elif self._in_headers:               # this read was all head, and still no end
-                self._head_reads_bytes += len(data)
-                if self._head_reads_bytes > self.limits.max_header_bytes:
-                    self._fail(431, "request header fields too large")
+            elif self._body_bytes != body_before:
+                self._bodiless_bytes = 0
+            elif self._in_headers or self._mid_body():   # all head, or framing and trailers
+                self._bodiless_bytes += len(data)
+                if self._bodiless_bytes > self.limits.max_header_bytes:
+                    self._refuse_bodiless()
         except httptools.HttpParserUpgrade as up:
             self._on_upgrade(data[up.args[0]:] if up.args else b"")
         except httptools.HttpParserCallbackError as err:
@@ -289,6 +293,16 @@ class H1Engine:
                     and self.current.head.has_body and not self.current.body.done:
                 self.current.body.fail(ClientGone(f"bad request body: {err}"))
             self._fail(400, f"malformed request: {err}")
+
+    def _mid_body(self) -> bool:
+        return self.current is not None and not self.current.body.done
+
+    def _refuse_bodiless(self) -> None:
+        if self._in_headers:
+            self._fail(431, "request header fields too large")
+            return
+        self.current.body.fail(ClientGone("request trailer fields or chunk framing too large"))
+        self._fail(431, "request trailer fields too large")
 
     def _fail(self, status: int, message: str) -> None:
         """A request we will not parse further: answer it (unless a response is already on the
@@ -308,7 +322,7 @@ class H1Engine:
         self._fields = bytearray()
         self._field_count = 0
         self._header_bytes = 0
-        self._head_reads_bytes = 0
+        self._bodiless_bytes = 0
         self._body_bytes = 0
         self._upgrade = None
         self._in_headers = True

@@ -170,6 +170,30 @@ def test_a_header_field_without_end_is_refused_past_the_limit(server):
     assert closed_by_peer(s)
 
 
+def test_a_trailer_field_without_end_is_refused_past_the_limit(server):
+    """After a chunked body's last chunk, httptools keeps an unfinished trailer field's bytes
+    as it does a header's: the connection is dropped past the header limit, while every read
+    would otherwise keep it from the idle timeout."""
+    s = server.connect()
+    s.sendall(b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"5\r\nhello\r\n0\r\nX-Trailer: ")
+    time.sleep(0.05)
+    start = time.monotonic()
+    try:
+        for _ in range(10):
+            s.sendall(b"a" * 1000)
+            time.sleep(0.02)
+    except OSError:
+        pass                                     # refused already
+    assert closed_by_peer(s, 5)
+    assert time.monotonic() - start < LIMITS.idle_timeout_s
+    chunked = server.connect()                   # a real trailer still goes through
+    chunked.sendall(b"POST /p HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    status, _, body = read_response(chunked)
+    assert status == 200 and body.endswith(b" 5")
+
+
 def test_a_head_sent_a_byte_at_a_time_is_answered(server):
     s = server.connect()
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
