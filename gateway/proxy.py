@@ -187,12 +187,10 @@ class Proxy:
         self.metrics.requests.observe(req.route or "-", status, elapsed)
         if self.access_log is not None:
             head = ex.head
-            self.access_log.write(
-                client=req.client_ip, method=head.method, host=head.authority,
-                path=head.path, proto=head.http_version, status=int(status), route=req.route,
-                upstream=req.upstream, bytes_in=ex.bytes_in, bytes_out=ex.bytes_out,
-                ms=round(elapsed * 1000, 2), trace=req.trace,
-                **({"error": req.error} if req.error else {}))
+            self.access_log.request(
+                req.client_ip, head.method, head.authority, head.path, head.http_version,
+                int(status), req.route, req.upstream, ex.bytes_in, ex.bytes_out,
+                round(elapsed * 1000, 2), req.trace, req.error)
 
     async def _handle(self, ex: Exchange, req: _Request) -> None:
         await self._dispatch(ex, req, self._plan(ex, req))

@@ -61,3 +61,25 @@ def test_outside_an_event_loop_and_on_a_closed_stream():
     closed = Stream()
     closed.close()
     AccessLog(closed).write(n=2)                 # never raises into a request
+
+
+def test_a_request_line_is_the_same_json_as_the_general_one():
+    async def go():
+        stream = Stream()
+        log = AccessLog(stream, flush_s=60)
+        args = ("203.0.113.9", "GET", "api.example.com", '/caf\u00e9/"q"\\x', "1.1", 200, "api",
+                "http://10.0.0.5:8080", 0, 128, 0.12, "00-" + "a" * 32 + "-" + "b" * 16 + "-01")
+        names = ("client", "method", "host", "path", "proto", "status", "route", "upstream",
+                 "bytes_in", "bytes_out", "ms", "trace")
+        log.request(*args)
+        log.write(**dict(zip(names, args)))
+        log.request(*args, error="upstream: refused\n")
+        log.request(args[0], args[1], None, *args[3:])      # another type: the general way
+        log.flush()
+        text = stream.getvalue().splitlines()
+        assert text[0].rsplit(',"ts"', 1)[0] == text[1].rsplit(',"ts"', 1)[0]
+        first, _, failed, odd = [json.loads(line) for line in text]
+        assert list(first) == [*names, "ts"] and first["path"] == args[3]
+        assert "error" not in first and failed["error"] == "upstream: refused\n"
+        assert odd["host"] is None and odd["status"] == 200
+    asyncio.run(go())
