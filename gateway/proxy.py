@@ -129,7 +129,8 @@ class Proxy:
             handed_back(ex, self._answer(ex, req, self._forward(ex, req, plan, backend, sent)))
 
         def head_arrived() -> None:
-            if resp.head_error is not None or not resp.body.complete:
+            if resp.head_error is not None or not resp.body.complete \
+                    or not ex.can_answer_now(resp.body.buffered):
                 hand_over()
                 return
             try:
