@@ -115,7 +115,11 @@ class Proxy:
             return self._answer(ex, req, self._dispatch(ex, req, plan))
         backend = self._pick(ex, req, compiled, [self.pools.get(u) for u in compiled.route.to],
                              set())
-        conn = backend.take_idle_h1() if backend.scheme == "http" else None
+        # Not ahead of requests already waiting for a connection (more requests at once than
+        # the pool has connections: HTTP/2 streams): a freed connection is theirs, or the fast
+        # path would keep taking it first and leave them to their deadline.
+        conn = backend.take_idle_h1() if backend.scheme == "http" and not backend.pending \
+            else None
         if conn is None:                         # the pick stands (a balancer's turn is taken)
             return self._answer(ex, req, self._forward(ex, req, plan, backend))
         req.upstream = backend.url
