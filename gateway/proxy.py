@@ -133,8 +133,7 @@ class Proxy:
             handed_back(ex, self._answer(ex, req, self._forward(ex, req, plan, backend, sent)))
 
         def head_arrived() -> None:
-            if resp.head_error is not None or not resp.body.complete \
-                    or not ex.can_answer_now(resp.body.buffered):
+            if resp.head_error is not None or not resp.body.complete:
                 hand_over()
                 return
             try:

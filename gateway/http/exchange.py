@@ -203,16 +203,6 @@ class Exchange:
             await self.write(body)
             await self.end()
 
-    def can_answer_now(self, size: int) -> bool:
-        """A whole response of `size` body bytes could be written at once (`answer_now`, the
-        proxy's fast path) — HTTP/2: within the flow-control windows."""
-        return True
-
-    def answer_relayed(self, status: int, whole: bytes, head_end: int) -> bool:
-        """Answer with an upstream's HTTP/1.1 response as it came, if this protocol can (HTTP/1.1
-        only, see h1.py); False: `answer_now` then."""
-        return False
-
     def abort(self) -> None:
         """Give up on this response mid-way (the client sees a reset stream or a closed
         connection, never a truncated body that looks complete)."""

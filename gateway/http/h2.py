@@ -33,39 +33,6 @@ class H2Exchange(Exchange):
     def _alive(self) -> bool:
         return not self.reset and not self.engine.conn.closed
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        return self.engine.conn.loop
-
-    def can_answer_now(self, size: int) -> bool:
-        return self._alive() and self.engine.conn.writable and \
-            size <= self.engine.h2.local_flow_control_window(self.stream_id)
-
-    def answer_now(self, status: int, headers: list[tuple[str, str]], body: list[bytes],
-                   trailers: list[tuple[str, str]] | None) -> None:
-        """A whole response already in memory that `can_answer_now` said fits the windows,
-        framed at once (the proxy's fast path: no Task for the stream)."""
-        if self.status:
-            raise RuntimeError("response already started")
-        self.status = status
-        self.finished = True
-        if not self._alive():
-            return
-        h2c, sid = self.engine.h2, self.stream_id
-        pieces = [data for data in body if data]
-        h2c.send_headers(sid, [(b":status", str(status).encode())] + h2_fields(headers),
-                         end_stream=not pieces and not trailers)
-        frame = h2c.max_outbound_frame_size
-        for i, data in enumerate(pieces):
-            self.bytes_out += len(data)
-            last = i == len(pieces) - 1 and not trailers
-            for at in range(0, len(data), frame):
-                h2c.send_data(sid, data[at:at + frame],
-                              end_stream=last and at + frame >= len(data))
-        if trailers:
-            h2c.send_headers(sid, h2_fields(trailers), end_stream=True)
-        self.engine.flush()
-
     def _check(self) -> None:
         if not self._alive():
             raise ClientGone("stream reset by the client")
@@ -131,7 +98,6 @@ class H2Engine:
         self.windows = FlowWindows()
         self.streams: dict[int, H2Exchange] = {}
         self.tasks: dict[int, asyncio.Task] = {}
-        self._loose: set[asyncio.Task] = set()   # the rest of exchanges reset meanwhile
         self.body_sizes: dict[int, int] = {}
         # Each stream a client resets while it is being served costs a Task started and
         # cancelled, and maybe an upstream request: a client doing that as fast as it can
@@ -259,38 +225,7 @@ class H2Engine:
         ex = H2Exchange(self, sid, head, body)
         self.streams[sid] = ex
         self.body_sizes[sid] = 0
-        start = getattr(self.conn.app, "start", None)
-        work = None
-        if start is not None and body.done and not ex.upgrade:
-            # The app's fast path (the proxy's): a request without a body may be answered from
-            # the upstream's callback, no Task for the stream (`_handed_back` when it is over).
-            work = start(ex, self._handed_back)
-            if work is None:
-                return
-        self.tasks[sid] = self._serving(ex, work)
-
-    def _serving(self, ex: H2Exchange, work) -> asyncio.Task:
-        """A Task serving `ex` (with `work`, the rest of its handling, if the app began it). A
-        Task cancelled before its first step never awaits `work`: closed then."""
-        task = self.conn.loop.create_task(self._serve(ex, work))
-        close = getattr(work, "close", None)
-        if close is not None:
-            task.add_done_callback(lambda _: close())
-        return task
-
-    def _handed_back(self, ex: H2Exchange, rest) -> None:
-        """The app's `start` is done with `ex`: answered (`rest` None), or `rest` is the rest
-        of the exchange, run as any other stream's handling."""
-        if rest is None:
-            self._finish(ex)
-            self.flush()
-            return
-        task = self._serving(ex, rest)
-        if self.streams.get(ex.stream_id) is ex:
-            self.tasks[ex.stream_id] = task
-        else:                                    # reset meanwhile: the rest still runs (it
-            self._loose.add(task)                # gives the upstream connection back)
-            task.add_done_callback(self._loose.discard)
+        self.tasks[sid] = self.conn.loop.create_task(self._serve(ex))
 
     def _data(self, event: h2.events.DataReceived) -> None:
         sid = event.stream_id
@@ -327,9 +262,9 @@ class H2Engine:
             # (HTTP/2 "rapid reset") would grow `streams` until the connection closed.
             self._finish(ex)
 
-    async def _serve(self, ex: H2Exchange, work=None) -> None:
+    async def _serve(self, ex: H2Exchange) -> None:
         try:
-            await (self.conn.app(ex) if work is None else work)
+            await self.conn.app(ex)
             if not ex.response_started:
                 await ex.respond(500, b"no response\n")
             await ex.end()
