@@ -186,3 +186,42 @@ async def relayed_heads():
 
 def test_a_whole_response_is_relayed_as_it_came_less_its_hop_by_hop_fields():
     uvloop.run(asyncio.wait_for(relayed_heads(), 30))
+
+
+async def behind_waiting_requests():
+    upstream = Upstream()
+    async with proxy_before(upstream.handle) as (proxy, port, up):
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def get(path: str):
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: a\r\n\r\n".encode())
+            return await read_response(reader)
+        assert (await get("/first"))[2] == b"ok"       # a kept-alive upstream connection now
+        backend = proxy.pools.get(up)
+        assert backend.idle and not backend.pending
+        tasks = 0
+        default_factory = loop.get_task_factory()
+
+        def counting(lp, coro, **kwargs):          # the gateway's Tasks (not this test's)
+            nonlocal tasks
+            tasks += "/gateway/" in coro.cr_code.co_filename
+            return default_factory(lp, coro, **kwargs) if default_factory else \
+                asyncio.Task(coro, loop=lp, **kwargs)
+        loop.set_task_factory(counting)
+        try:
+            assert (await get("/whole"))[2] == b"whole"
+            assert tasks == 0                          # nobody waiting: the fast path
+            waiting = loop.create_future()             # a request waiting for a connection
+            backend._waiters.append(waiting)
+            assert backend.pending == 1
+            assert (await get("/whole"))[2] == b"whole"
+            assert tasks == 1                          # not taken ahead of it: the general path
+        finally:
+            loop.set_task_factory(default_factory)
+            backend._waiters.clear()
+        writer.close()
+
+
+def test_the_fast_path_does_not_take_a_connection_ahead_of_waiting_requests():
+    uvloop.run(asyncio.wait_for(behind_waiting_requests(), 30))
