@@ -438,17 +438,25 @@ class MetadataState:
         except InvalidArgument as exc:
             return error_result(exc)
         tx = Tx(txn, self._dbs)
+        op = command.get("op") if isinstance(command.get("op"), str) else None
         if session is not None:
             stored = tx.session_result(session)
             if stored is not None:
-                return stored
+                result, stored_op = stored
+                if stored_op is not None and stored_op != op:
+                    # Not a retry: the client used this seq for another command. Its result
+                    # belongs to that command (and would not fit this one's answer).
+                    return error_result(InvalidArgument(
+                        f"seq {session.seq} of this client was used by another command "
+                        f"({stored_op}): each command needs a seq of its own"))
+                return result
         result = self._execute(txn, command)
         if planted("apply_twice"):
             result = self._execute(txn, command)
         if session is not None:
             now = command.get("now")
             tx.store_session(session, result,
-                             now if isinstance(now, int) and 0 <= now <= MAX_U64 else 0)
+                             now if isinstance(now, int) and 0 <= now <= MAX_U64 else 0, op)
             tx.prune_sessions(session.client_id, session.ack_seq)
         return result
 

@@ -263,15 +263,20 @@ class Tx:
         """Every trash record, in id order."""
         return [record for _, record in self.records("trash")]
 
-    # sessions: client id (16 bytes) + seq (8 bytes) -> {"at": ms stored, "result": result}
-    #   (a bare result in data written before sessions expired)
+    # sessions: client id (16 bytes) + seq (8 bytes) -> {"at": ms stored, "result": result,
+    #   "op": the command's op} (no "op" in data written before it was kept; a bare result in
+    #   data written before sessions expired)
     # session_times: at (8 bytes) + sessions key -> b"" (oldest first, for expire_sessions)
-    def session_result(self, session: Session) -> dict | None:
+    def session_result(self, session: Session) -> tuple[dict, str | None] | None:
+        """(the stored result, the op of the command it answered, None if not kept)."""
         stored = self.get("sessions", session.key)
-        return stored["result"] if stored is not None and "at" in stored else stored
+        if stored is None:
+            return None
+        return (stored["result"], stored.get("op")) if "at" in stored else (stored, None)
 
-    def store_session(self, session: Session, result: dict, now: int) -> None:
-        self.put("sessions", session.key, {"at": now, "result": result})
+    def store_session(self, session: Session, result: dict, now: int,
+                      op: str | None = None) -> None:
+        self.put("sessions", session.key, {"at": now, "result": result, "op": op})
         self._txn.put(u64key(now) + session.key, b"", db=self._dbs["session_times"])
 
     def prune_sessions(self, client_id: bytes, ack_seq: int) -> None:

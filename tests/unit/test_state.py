@@ -1218,6 +1218,18 @@ def test_results_stored_without_a_time_are_still_answered_and_pruned(d):
     assert [int.from_bytes(k[16:], "big") for k, _ in d.state.dump()["sessions"]] == [8]
 
 
+def test_a_seq_used_again_by_another_command_is_refused_not_answered_with_its_result(d):
+    """A retry (the same op) gets the stored result; another command under the same seq — a
+    buggy or hostile client — is refused, instead of getting a result that answers something
+    else (the masters' handlers would not find the fields they expect in it)."""
+    first = d.ok(mkdir("/s", **session(1)))
+    assert d.run(mkdir("/s", **session(1))) == {"ok": first}            # a retry
+    assert d.err(barrier(**session(1))) == "INVALID_ARGUMENT"
+    assert d.err(create("/s/f", **session(1))) == "INVALID_ARGUMENT"
+    assert d.run(mkdir("/s", **session(1))) == {"ok": first}            # still stored
+    d.ok(barrier(**session(2, 1)))                                       # the client goes on
+
+
 def test_commands_without_a_session_are_not_stored(d):
     d.ok(mkdir("/a"))
     assert d.err(mkdir("/a")) == "ALREADY_EXISTS"
