@@ -116,8 +116,8 @@ class Proxy:
         backend = self._pick(ex, req, compiled, [self.pools.get(u) for u in compiled.route.to],
                              set())
         # Not ahead of requests already waiting for a connection (more requests at once than
-        # the pool has connections: HTTP/2 streams): a freed connection is theirs, or the fast
-        # path would keep taking it first and leave them to their deadline.
+        # the pool has connections): a freed connection is theirs, or the fast path could take
+        # it before the request woken for it runs, again and again.
         conn = backend.take_idle_h1() if backend.scheme == "http" and not backend.pending \
             else None
         if conn is None:                         # the pick stands (a balancer's turn is taken)
